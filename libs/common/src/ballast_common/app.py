@@ -1,0 +1,307 @@
+"""One app factory for every service: a service declares routes, handlers and tables.
+
+`create_app(spec)` wires settings, JSON logs, tracing, the database (with migrations), the
+Kafka publisher, the outbox relay, the consumer loop and background tasks, and serves
+`/healthz`, `/readyz`, `/metrics` and problem+json errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import MetaData
+from sqlmodel.ext.asyncio.session import AsyncSession
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ballast_common import plumbing
+from ballast_common.bus import KafkaPublisher, ensure_topics
+from ballast_common.consumer import (
+    BatchProcessor,
+    KafkaConsumerLoop,
+    Subscription,
+    dead_letter_topic,
+)
+from ballast_common.contracts.registry import CONTRACTS
+from ballast_common.db import Database
+from ballast_common.errors import BallastError
+from ballast_common.metrics import HTTP_LATENCY, HTTP_REQUESTS, OUTBOX_BACKLOG
+from ballast_common.migrations import upgrade_connection
+from ballast_common.relay import OutboxRelay
+from ballast_common.settings import ServiceSettings
+from ballast_common.telemetry import setup_logging, setup_tracing, shutdown_tracing
+from ballast_common.uow import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+BackgroundTask = Callable[["Runtime"], Awaitable[None]]
+
+
+@dataclass
+class ServiceSpec:
+    """Everything that makes one service different from another."""
+
+    name: str  # e.g. "rebalance-svc": also the consumer group and span service name
+    schema: str  # its Postgres schema
+    settings_type: type[ServiceSettings]
+    metadata: MetaData  # its tables (outbox and inbox are added by the factory)
+    migrations_dir: Path
+    description: str = ""
+    routers: Sequence[APIRouter] = ()
+    subscriptions: Sequence[Subscription] = ()
+    background: Sequence[BackgroundTask] = ()
+    version: str = "0.1.0"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Runtime:
+    """What a running service holds: settings, database, bus, relay. One per process."""
+
+    def __init__(self, spec: ServiceSpec, settings: ServiceSettings) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.db = Database(settings.database_url, spec.schema)
+        self.publisher = KafkaPublisher(settings.kafka_bootstrap_servers, client_id=spec.name)
+        self.relay = OutboxRelay(
+            self.db,
+            self.publisher,
+            topic_prefix=settings.topic_prefix,
+            poll_interval_s=settings.outbox_poll_interval_s,
+        )
+        self.group = settings.topic_prefix + spec.name
+        self.processor = BatchProcessor(
+            self.group, spec.subscriptions, self.uow, topic_prefix=settings.topic_prefix
+        )
+        self.consumer: KafkaConsumerLoop | None = None
+        self.tasks: list[asyncio.Task[None]] = []
+        self.state: dict[str, Any] = {}  # service-owned objects (HTTP clients...)
+
+    def uow(self) -> UnitOfWork:
+        return UnitOfWork(self.db.sessions(), self.spec.name, on_commit=self.relay.wake)
+
+    def topics(self) -> list[str]:
+        prefix = self.settings.topic_prefix
+        names = {c.topic for c in CONTRACTS.values() if c.type != "dead-letter"}
+        if self.spec.subscriptions:
+            names.add(dead_letter_topic(self.spec.name))
+        return sorted(prefix + n for n in names)
+
+    async def start(self) -> None:
+        if self.settings.migrate_on_start:
+            await self.migrate()
+        await ensure_topics(
+            self.settings.kafka_bootstrap_servers,
+            self.topics(),
+            self.settings.topic_partitions,
+            self.settings.topic_replication_factor,
+        )
+        await self.publisher.start()
+        self._spawn("outbox-relay", lambda: self.relay.run())
+        if self.spec.subscriptions:
+            self.consumer = KafkaConsumerLoop(
+                self.processor,
+                self.settings.kafka_bootstrap_servers,
+                batch_size=self.settings.consumer_batch_size,
+            )
+            consumer = self.consumer
+            self._spawn("consumer", lambda: consumer.run())
+        for task in self.spec.background:
+            self._spawn(task.__name__, lambda task=task: task(self))  # type: ignore[misc]
+
+    async def migrate(self) -> None:
+        async with self.db.engine.begin() as conn:
+            await conn.run_sync(
+                upgrade_connection, self.spec.schema, self.spec.migrations_dir, self.spec.metadata
+            )
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.publisher.stop()
+        await self.db.dispose()
+        shutdown_tracing()
+
+    def _spawn(self, name: str, factory: Callable[[], Awaitable[None]]) -> None:
+        self.tasks.append(asyncio.create_task(_supervise(name, factory), name=name))
+
+    async def readiness(self) -> dict[str, str]:
+        checks: dict[str, str] = {}
+        try:
+            await self.db.ping()
+            async with self.db.sessions() as session:
+                OUTBOX_BACKLOG.set(await plumbing.unpublished_count(session))
+            checks["database"] = "ok"
+        except Exception as exc:  # any failure means not ready; the reason is reported
+            checks["database"] = f"unavailable: {exc}"
+        try:
+            await self.publisher.check()
+            checks["kafka"] = "ok"
+        except Exception as exc:
+            checks["kafka"] = f"unavailable: {exc!r}"
+        if self.consumer is not None:
+            checks["consumer"] = "ok" if self.consumer.assigned.is_set() else "joining group"
+        return checks
+
+
+async def _supervise(name: str, factory: Callable[[], Awaitable[None]]) -> None:
+    """Run a long-lived task; if it crashes, log and restart it after a pause."""
+    delay = 0.5
+    while True:
+        try:
+            await factory()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("background task crashed; restarting", extra={"task": name})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
+
+
+def get_runtime(request: Request) -> Runtime:
+    return request.app.state.runtime  # type: ignore[no-any-return]
+
+
+async def _request_uow(request: Request) -> AsyncIterator[UnitOfWork]:
+    async with get_runtime(request).uow() as uow:
+        yield uow
+
+
+async def _request_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with get_runtime(request).db.sessions() as session:
+        yield session
+
+
+# Route handlers take these: a unit of work for changes, a plain session for reads.
+UoW = Annotated[UnitOfWork, Depends(_request_uow, scope="function")]
+ReadSession = Annotated[AsyncSession, Depends(_request_session, scope="function")]
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def create_app(spec: ServiceSpec, settings: ServiceSettings | None = None) -> FastAPI:
+    settings = settings or spec.settings_type()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        setup_logging(spec.name, settings.log_level)
+        setup_tracing(spec.name, settings.otlp_endpoint, settings.trace_file)
+        runtime = Runtime(spec, settings)
+        app.state.runtime = runtime
+        await runtime.start()
+        log.info("service started", extra={"schema": spec.schema})
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    app = FastAPI(
+        title=spec.name, description=spec.description, version=spec.version, lifespan=lifespan
+    )
+    _install_errors(app)
+    _install_metrics(app)
+    _install_health(app)
+    for router in spec.routers:
+        app.include_router(router)
+    FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
+    return app
+
+
+def problem_response(status: int, body: dict[str, Any]) -> JSONResponse:
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+
+
+def _install_errors(app: FastAPI) -> None:
+    @app.exception_handler(BallastError)
+    async def ballast_error(request: Request, exc: BallastError) -> JSONResponse:
+        return problem_response(exc.status, exc.problem(instance=request.url.path))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {
+                "field": ".".join(str(p) for p in err["loc"] if p != "body") or "body",
+                "message": err["msg"],
+            }
+            for err in exc.errors()
+        ]
+        fields = ", ".join(e["field"] for e in errors[:5])
+        return problem_response(
+            422,
+            {
+                "type": "https://ballast.dev/problems/invalid-request",
+                "title": "Invalid request",
+                "status": 422,
+                "detail": f"The request has invalid fields: {fields}",
+                "instance": request.url.path,
+                "errors": errors,
+            },
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem_response(
+            exc.status_code,
+            {
+                "type": "about:blank",
+                "title": str(exc.detail) if exc.status_code != 404 else "Not found",
+                "status": exc.status_code,
+                "detail": str(exc.detail),
+                "instance": request.url.path,
+            },
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error", extra={"path": request.url.path})
+        return problem_response(
+            500,
+            {
+                "type": "https://ballast.dev/problems/internal-error",
+                "title": "Internal error",
+                "status": 500,
+                "detail": "The service failed to handle this request; it has been logged.",
+                "instance": request.url.path,
+            },
+        )
+
+
+def _install_metrics(app: FastAPI) -> None:
+    @app.middleware("http")
+    async def count_requests(request: Request, call_next):  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        HTTP_REQUESTS.labels(request.method, path, str(response.status_code)).inc()
+        HTTP_LATENCY.labels(request.method, path).observe(time.perf_counter() - started)
+        return response
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _install_health(app: FastAPI) -> None:
+    @app.get("/healthz", tags=["health"], summary="The process is alive")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], summary="Database and Kafka are reachable")
+    async def readyz(request: Request) -> JSONResponse:
+        checks = await get_runtime(request).readiness()
+        ready = all(v == "ok" for v in checks.values())
+        body = {"status": "ready" if ready else "not ready", "checks": checks}
+        return JSONResponse(body, status_code=200 if ready else 503)

@@ -1,0 +1,204 @@
+"""Payload models, one class per (event type, version). Consumers ignore unknown fields.
+
+Changing a published version incompatibly (removing or retyping a field, adding a required
+one) fails `tests/test_contracts.py`: add a new version instead.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ballast_common.contracts.types import (
+    Money,
+    NonNegativeMoney,
+    PositiveQuantity,
+    Price,
+    Quantity,
+    SignedWeight,
+    Weight,
+)
+
+Side = Literal["buy", "sell"]
+
+
+class Payload(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+# --- model-hub-svc --------------------------------------------------------------------------
+
+
+class SecurityV1(Payload):
+    symbol: str = Field(min_length=1, max_length=16)
+    name: str
+    asset_class: str
+    sector: str
+    price: Price  # type: ignore[valid-type]
+    fractional_eligible: bool = False
+    cusip: str | None = None
+
+
+class SecuritiesChangedV1(Payload):
+    """Securities added to or updated in the security master (prices included)."""
+
+    securities: list[SecurityV1] = Field(min_length=1)
+
+
+class ModelTargetV1(Payload):
+    symbol: str
+    weight: Weight  # type: ignore[valid-type]
+
+
+class ModelChangedV1(Payload):
+    """A model manager published a new version of a model."""
+
+    model_id: str
+    name: str
+    version: int = Field(ge=1)
+    targets: list[ModelTargetV1] = Field(min_length=1)
+    changed_by: str
+
+
+# --- account-svc ----------------------------------------------------------------------------
+
+
+class AccountChangedV1(Payload):
+    """An account was opened or its model, status or approval policy changed."""
+
+    account_id: str
+    household_id: str
+    name: str
+    account_type: Literal["taxable", "ira"]
+    model_id: str | None
+    status: Literal["active", "suspended", "closed"]
+    auto_approve: bool
+
+
+class TradeV1(Payload):
+    trade_id: uuid.UUID
+    symbol: str
+    side: Side
+    quantity: PositiveQuantity  # type: ignore[valid-type]
+    estimated_price: Price  # type: ignore[valid-type]
+    estimated_value: NonNegativeMoney  # type: ignore[valid-type]
+    reason: str = Field(description="reason code: drift, model-change, restriction, cash-need...")
+    explanation: str = Field(description="a plain-English sentence a client could read")
+
+
+class TradesApprovedV1(Payload):
+    """Proposed trades were approved (automatically by policy, or by a person)."""
+
+    proposal_id: uuid.UUID
+    account_id: str
+    approved_by: str
+    trades: list[TradeV1] = Field(min_length=1)
+
+
+# --- rebalance-svc --------------------------------------------------------------------------
+
+
+class SecurityDriftV1(Payload):
+    symbol: str
+    target_weight: Weight  # type: ignore[valid-type]
+    current_weight: Weight  # type: ignore[valid-type]
+    drift: SignedWeight  # type: ignore[valid-type]
+
+
+class DriftDetectedV1(Payload):
+    """An account's drift from its model was measured by a rebalance run."""
+
+    run_id: uuid.UUID
+    account_id: str
+    model_id: str
+    model_version: int
+    total_value: Money  # type: ignore[valid-type]
+    max_abs_drift: Weight  # type: ignore[valid-type]
+    tolerance: Weight  # type: ignore[valid-type]
+    out_of_tolerance: bool
+    securities: list[SecurityDriftV1]
+
+
+class TradesProposedV1(Payload):
+    """A rebalance run proposes trades for one account."""
+
+    proposal_id: uuid.UUID
+    run_id: uuid.UUID
+    account_id: str
+    model_id: str
+    model_version: int
+    trades: list[TradeV1] = Field(min_length=1)
+    cash_before: Money  # type: ignore[valid-type]
+    cash_after_estimated: Money  # type: ignore[valid-type]
+
+
+# --- custodian-gateway ----------------------------------------------------------------------
+
+
+class FillsReceivedV1(Payload):
+    """The custodian executed (part of) an order."""
+
+    fill_id: str = Field(description="the custodian's execution id, unique")
+    client_order_id: str
+    trade_id: uuid.UUID
+    proposal_id: uuid.UUID
+    account_id: str
+    symbol: str
+    side: Side
+    quantity: PositiveQuantity  # type: ignore[valid-type]
+    price: Price  # type: ignore[valid-type]
+    executed_at: datetime
+
+
+class OrderRejectedV1(Payload):
+    """The custodian rejected an order; nothing of it was executed."""
+
+    client_order_id: str
+    trade_id: uuid.UUID
+    proposal_id: uuid.UUID
+    account_id: str
+    symbol: str
+    side: Side
+    quantity: PositiveQuantity  # type: ignore[valid-type]
+    reason: str
+
+
+# --- taxlot-svc -----------------------------------------------------------------------------
+
+
+class PositionV1(Payload):
+    symbol: str
+    quantity: Quantity  # type: ignore[valid-type]
+    cost_basis: NonNegativeMoney  # type: ignore[valid-type]
+
+
+class HoldingsReconciledV1(Payload):
+    """The book of record's holdings of an account after a change (opening balance, fills)."""
+
+    account_id: str
+    as_of: date
+    cash: Money  # type: ignore[valid-type]
+    positions: list[PositionV1]
+    cause: Literal["opening-balance", "fills"]
+    fill_ids: list[str] = Field(default_factory=list)
+
+
+# --- every consumer -------------------------------------------------------------------------
+
+
+class DeadLetterV1(Payload):
+    """A message a consumer could not process, with where it came from and why."""
+
+    consumer_group: str
+    original_topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: str | None = Field(description="the original value, UTF-8 text if it decoded")
+    value_base64: str | None = Field(description="the original bytes when they were not UTF-8")
+    error_type: str
+    error: str
+    failed_at: datetime

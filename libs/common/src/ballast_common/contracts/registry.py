@@ -1,0 +1,264 @@
+"""Every topic's contract: owner, consumers, payload versions and an example message."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel
+
+from ballast_common.contracts import events as ev
+
+
+@dataclass(frozen=True)
+class Contract:
+    """One version of one event type. The topic name equals the event type."""
+
+    type: str
+    version: int
+    payload: type[BaseModel]
+    producer: str
+    consumers: tuple[str, ...]
+    description: str
+    example: dict[str, Any]
+
+    @property
+    def topic(self) -> str:
+        return self.type
+
+
+_T = datetime(2026, 11, 20, 14, 30, tzinfo=UTC)
+_PROPOSAL = uuid.UUID("6f1c1f0e-8f7a-4a55-9d36-2d0c7f1d2a10")
+_RUN = uuid.UUID("0b4d7c2a-5e39-4c8e-a3f1-6a5f3e0c9b21")
+_TRADE = uuid.UUID("c2f1d9e0-1a2b-4c3d-8e4f-5a6b7c8d9e0f")
+
+_trade = ev.TradeV1(
+    trade_id=_TRADE,
+    symbol="MSFT",
+    side="buy",
+    quantity=Decimal("12"),
+    estimated_price=Decimal("415.20"),
+    estimated_value=Decimal("4982.40"),
+    reason="model-change",
+    explanation="Buy 12 MSFT to bring it from 3.1% to its 5.0% target in US Large Cap Core.",
+)
+
+_all: list[Contract] = [
+    Contract(
+        "securities-changed",
+        1,
+        ev.SecuritiesChangedV1,
+        "model-hub-svc",
+        ("rebalance-svc", "reporting-svc"),
+        "Securities added to or updated in the security master, with prices.",
+        ev.SecuritiesChangedV1(
+            securities=[
+                ev.SecurityV1(
+                    symbol="MSFT",
+                    name="Microsoft Corp",
+                    asset_class="US Equity",
+                    sector="Information Technology",
+                    price=Decimal("415.20"),
+                    fractional_eligible=True,
+                    cusip="594918104",
+                )
+            ]
+        ).model_dump(mode="json"),
+    ),
+    Contract(
+        "model-changed",
+        1,
+        ev.ModelChangedV1,
+        "model-hub-svc",
+        ("rebalance-svc", "reporting-svc"),
+        "A model manager published a new version of a model.",
+        ev.ModelChangedV1(
+            model_id="us-large-core",
+            name="US Large Cap Core",
+            version=3,
+            changed_by="pm@demo",
+            targets=[
+                ev.ModelTargetV1(symbol="MSFT", weight=Decimal("0.05")),
+                ev.ModelTargetV1(symbol="AAPL", weight=Decimal("0.95")),
+            ],
+        ).model_dump(mode="json"),
+    ),
+    Contract(
+        "account-changed",
+        1,
+        ev.AccountChangedV1,
+        "account-svc",
+        ("rebalance-svc", "reporting-svc"),
+        "An account was opened or its model, status or approval policy changed.",
+        ev.AccountChangedV1(
+            account_id="ACC-000123",
+            household_id="HH-000045",
+            name="Jordan Lee Trust",
+            account_type="taxable",
+            model_id="us-large-core",
+            status="active",
+            auto_approve=True,
+        ).model_dump(mode="json"),
+    ),
+    Contract(
+        "drift-detected",
+        1,
+        ev.DriftDetectedV1,
+        "rebalance-svc",
+        ("reporting-svc",),
+        "An account's drift from its model, measured by a rebalance run.",
+        ev.DriftDetectedV1(
+            run_id=_RUN,
+            account_id="ACC-000123",
+            model_id="us-large-core",
+            model_version=3,
+            total_value=Decimal("262140.55"),
+            max_abs_drift=Decimal("0.019"),
+            tolerance=Decimal("0.01"),
+            out_of_tolerance=True,
+            securities=[
+                ev.SecurityDriftV1(
+                    symbol="MSFT",
+                    target_weight=Decimal("0.05"),
+                    current_weight=Decimal("0.031"),
+                    drift=Decimal("-0.019"),
+                )
+            ],
+        ).model_dump(mode="json"),
+    ),
+    Contract(
+        "trades-proposed",
+        1,
+        ev.TradesProposedV1,
+        "rebalance-svc",
+        ("account-svc", "reporting-svc"),
+        "A rebalance run proposes trades for one account; they await approval.",
+        ev.TradesProposedV1(
+            proposal_id=_PROPOSAL,
+            run_id=_RUN,
+            account_id="ACC-000123",
+            model_id="us-large-core",
+            model_version=3,
+            trades=[_trade],
+            cash_before=Decimal("5200.00"),
+            cash_after_estimated=Decimal("217.60"),
+        ).model_dump(mode="json"),
+    ),
+    Contract(
+        "trades-approved",
+        1,
+        ev.TradesApprovedV1,
+        "account-svc",
+        ("custodian-gateway", "reporting-svc"),
+        "Proposed trades were approved, by policy or by a person; orders may go out.",
+        ev.TradesApprovedV1(
+            proposal_id=_PROPOSAL,
+            account_id="ACC-000123",
+            approved_by="policy:auto-approve",
+            trades=[_trade],
+        ).model_dump(mode="json"),
+    ),
+    Contract(
+        "fills-received",
+        1,
+        ev.FillsReceivedV1,
+        "custodian-gateway",
+        ("taxlot-svc", "reporting-svc"),
+        "The custodian executed all or part of an order.",
+        ev.FillsReceivedV1(
+            fill_id="SIM-EX-000981",
+            client_order_id="BAL-c2f1d9e01a2b4c3d",
+            trade_id=_TRADE,
+            proposal_id=_PROPOSAL,
+            account_id="ACC-000123",
+            symbol="MSFT",
+            side="buy",
+            quantity=Decimal("12"),
+            price=Decimal("415.18"),
+            executed_at=_T,
+        ).model_dump(mode="json"),
+    ),
+    Contract(
+        "order-rejected",
+        1,
+        ev.OrderRejectedV1,
+        "custodian-gateway",
+        ("reporting-svc",),
+        "The custodian rejected an order.",
+        ev.OrderRejectedV1(
+            client_order_id="BAL-c2f1d9e01a2b4c3d",
+            trade_id=_TRADE,
+            proposal_id=_PROPOSAL,
+            account_id="ACC-000123",
+            symbol="MSFT",
+            side="buy",
+            quantity=Decimal("12"),
+            reason="security halted",
+        ).model_dump(mode="json"),
+    ),
+    Contract(
+        "holdings-reconciled",
+        1,
+        ev.HoldingsReconciledV1,
+        "taxlot-svc",
+        ("rebalance-svc", "reporting-svc"),
+        "The book of record's holdings of an account after a change.",
+        ev.HoldingsReconciledV1(
+            account_id="ACC-000123",
+            as_of=date(2026, 11, 20),
+            cash=Decimal("217.60"),
+            positions=[
+                ev.PositionV1(symbol="MSFT", quantity=Decimal("12"), cost_basis=Decimal("4982.16"))
+            ],
+            cause="fills",
+            fill_ids=["SIM-EX-000981"],
+        ).model_dump(mode="json"),
+    ),
+    Contract(
+        "dead-letter",
+        1,
+        ev.DeadLetterV1,
+        "every consumer",
+        ("operations",),
+        "A message a consumer could not process. Topic: dlq.<consumer group>.",
+        ev.DeadLetterV1(
+            consumer_group="taxlot-svc",
+            original_topic="fills-received",
+            partition=3,
+            offset=1041,
+            key="ACC-000123",
+            value='{"not": "an envelope"}',
+            value_base64=None,
+            error_type="EnvelopeError",
+            error="invalid envelope: type: Field required",
+            failed_at=_T,
+        ).model_dump(mode="json"),
+    ),
+]
+
+CONTRACTS: dict[tuple[str, int], Contract] = {(c.type, c.version): c for c in _all}
+
+
+def contract_for(event_type: str, version: int) -> Contract | None:
+    return CONTRACTS.get((event_type, version))
+
+
+def latest(event_type: str) -> Contract:
+    versions = [c for (t, _), c in CONTRACTS.items() if t == event_type]
+    if not versions:
+        raise KeyError(f"no contract for event type {event_type!r}")
+    return max(versions, key=lambda c: c.version)
+
+
+def contract_of_payload(payload: BaseModel) -> Contract:
+    for contract in CONTRACTS.values():
+        if type(payload) is contract.payload:
+            return contract
+    raise KeyError(f"{type(payload).__name__} is not a registered contract payload")
+
+
+# Dead letters are plain records (not envelopes): topic name per consumer group.
+DEAD_LETTER_TOPIC_PREFIX = "dlq."

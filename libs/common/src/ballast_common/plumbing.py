@@ -1,0 +1,119 @@
+"""The outbox and inbox tables every service has in its own schema (SQL lives here)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Identity,
+    Index,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    func,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+plumbing_metadata = MetaData()
+
+outbox = Table(
+    "outbox",
+    plumbing_metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("topic", String(200), nullable=False),
+    Column("key", String(200), nullable=False),
+    Column("value", LargeBinary, nullable=False),
+    Column("headers", JSONB, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("published_at", DateTime(timezone=True), nullable=True),
+    # The relay only ever reads unpublished rows, in id order.
+    Index("ix_outbox_unpublished", "id", postgresql_where=text("published_at IS NULL")),
+)
+
+inbox = Table(
+    "inbox",
+    plumbing_metadata,
+    Column("consumer", String(200), primary_key=True),
+    Column("event_id", UUID(as_uuid=True), primary_key=True),
+    Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+
+@dataclass(frozen=True)
+class OutgoingMessage:
+    topic: str  # logical topic, without the deployment's prefix
+    key: str
+    value: bytes
+    headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class PendingMessage:
+    id: int
+    topic: str
+    key: str
+    value: bytes
+    headers: dict[str, str]
+
+
+async def add_to_outbox(session: AsyncSession, messages: Sequence[OutgoingMessage]) -> None:
+    if messages:
+        await session.execute(
+            outbox.insert(),
+            [
+                {"topic": m.topic, "key": m.key, "value": m.value, "headers": m.headers}
+                for m in messages
+            ],
+        )
+
+
+async def take_relay_lock(session: AsyncSession, schema: str) -> bool:
+    """One relay per schema at a time keeps per-key order across replicas."""
+    row = await session.execute(
+        text("SELECT pg_try_advisory_xact_lock(hashtext(:name))"), {"name": f"outbox:{schema}"}
+    )
+    return bool(row.scalar())
+
+
+async def pending_messages(session: AsyncSession, limit: int) -> list[PendingMessage]:
+    rows = await session.execute(
+        select(outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.value, outbox.c.headers)
+        .where(outbox.c.published_at.is_(None))
+        .order_by(outbox.c.id)
+        .limit(limit)
+    )
+    return [PendingMessage(*row) for row in rows]
+
+
+async def mark_published(session: AsyncSession, ids: Sequence[int]) -> None:
+    await session.execute(
+        update(outbox).where(outbox.c.id.in_(list(ids))).values(published_at=func.now())
+    )
+
+
+async def unpublished_count(session: AsyncSession) -> int:
+    row = await session.execute(
+        select(func.count()).select_from(outbox).where(outbox.c.published_at.is_(None))
+    )
+    return int(row.scalar_one())
+
+
+async def record_first_delivery(session: AsyncSession, consumer: str, event_id: uuid.UUID) -> bool:
+    """Insert the event into the inbox; False if this consumer already processed it."""
+    result = await session.execute(
+        insert(inbox)
+        .values(consumer=consumer, event_id=event_id)
+        .on_conflict_do_nothing()
+        .returning(inbox.c.event_id)
+    )
+    return result.first() is not None

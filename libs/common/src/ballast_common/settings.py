@@ -1,0 +1,55 @@
+"""Service settings: one env prefix per service, with shared `BALLAST_*` fallbacks.
+
+`REBALANCE_SVC_DATABASE_URL` overrides `BALLAST_DATABASE_URL` for rebalance-svc only, so a
+deployment sets the shared values once and overrides per service where it must.
+"""
+
+from __future__ import annotations
+
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+SHARED_ENV_PREFIX = "BALLAST_"
+
+
+class ServiceSettings(BaseSettings):
+    """Settings every service has. Subclass with `model_config = service_config("X_SVC_")`."""
+
+    model_config = SettingsConfigDict(env_prefix="SERVICE_", extra="ignore")
+
+    database_url: str = "postgresql+asyncpg://ballast:ballast@127.0.0.1:15432/ballast"
+    kafka_bootstrap_servers: str = "127.0.0.1:19092"
+    # Prepended to every topic and consumer group: lets tests and demos share one broker.
+    topic_prefix: str = ""
+    topic_partitions: int = 6
+    topic_replication_factor: int = 1
+    # Run Alembic migrations for this service's schema at start-up.
+    migrate_on_start: bool = True
+    log_level: str = "INFO"
+    # OTLP/HTTP collector base URL (e.g. http://127.0.0.1:4318); tracing export is off if empty.
+    otlp_endpoint: str = ""
+    # Write finished spans as JSON lines to this file (local runs and tests); off if empty.
+    trace_file: str = ""
+    outbox_poll_interval_s: float = 0.2
+    consumer_batch_size: int = 500
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        shared = EnvSettingsSource(settings_cls, env_prefix=SHARED_ENV_PREFIX)
+        return (init_settings, env_settings, shared, dotenv_settings, file_secret_settings)
+
+
+def service_config(env_prefix: str) -> SettingsConfigDict:
+    """The settings config for one service's prefix, e.g. `service_config("TAXLOT_SVC_")`."""
+    return SettingsConfigDict(env_prefix=env_prefix, extra="ignore")

@@ -1,0 +1,114 @@
+"""The unit of work: one database transaction holding a state change and its events."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from types import TracebackType
+
+from pydantic import BaseModel
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from ballast_common.contracts.envelope import Envelope
+from ballast_common.contracts.registry import contract_of_payload
+from ballast_common.plumbing import OutgoingMessage, add_to_outbox
+from ballast_common.telemetry import current_trace_headers
+
+
+def envelope_headers(envelope: Envelope) -> dict[str, str]:
+    headers = {
+        "event-type": envelope.type,
+        "event-version": str(envelope.version),
+        "event-id": str(envelope.id),
+        "content-type": "application/json",
+    }
+    if envelope.traceparent:
+        headers["traceparent"] = envelope.traceparent
+    if envelope.tracestate:
+        headers["tracestate"] = envelope.tracestate
+    return headers
+
+
+class UnitOfWork:
+    """Owns one transaction. `publish` puts events in the outbox of that same transaction.
+
+    Use as `async with runtime.uow() as uow:`; it commits on a clean exit and rolls back
+    on an exception. Route handlers get one per request, consumers one per batch.
+    """
+
+    def __init__(
+        self,
+        session: AsyncSession,
+        source: str,
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self.session = session
+        self.source = source
+        self.causation: Envelope | None = None
+        self._pending: list[OutgoingMessage] = []
+        self._wrote_events = False
+        self._on_commit = on_commit
+
+    async def __aenter__(self) -> UnitOfWork:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            if exc_type is None:
+                await self.commit()
+            else:
+                await self.rollback()
+        finally:
+            await self.session.close()
+
+    def publish(self, payload: BaseModel, *, key: str, tenant: str | None = None) -> Envelope:
+        """Queue an event for the outbox; it is written when this unit of work flushes."""
+        contract = contract_of_payload(payload)
+        trace = current_trace_headers()
+        envelope = Envelope(
+            type=contract.type,
+            version=contract.version,
+            tenant=tenant or (self.causation.tenant if self.causation else "default"),
+            key=key,
+            source=self.source,
+            causation_id=self.causation.id if self.causation else None,
+            traceparent=trace.get("traceparent"),
+            tracestate=trace.get("tracestate"),
+            payload=payload.model_dump(mode="json"),
+        )
+        self._pending.append(
+            OutgoingMessage(contract.topic, key, envelope.to_bytes(), envelope_headers(envelope))
+        )
+        return envelope
+
+    def publish_raw(self, message: OutgoingMessage) -> None:
+        """Queue a message that is not an envelope (a dead letter)."""
+        self._pending.append(message)
+
+    async def flush_events(self) -> None:
+        pending, self._pending = self._pending, []
+        if pending:
+            await add_to_outbox(self.session, pending)
+            self._wrote_events = True
+
+    def discard_events(self) -> None:
+        self._pending.clear()
+
+    async def commit(self) -> None:
+        await self.flush_events()
+        await self.session.commit()
+        if self._wrote_events and self._on_commit:
+            self._on_commit()
+
+    async def rollback(self) -> None:
+        self._pending.clear()
+        await self.session.rollback()
+
+
+def new_id() -> uuid.UUID:
+    return uuid.uuid4()

@@ -1,0 +1,86 @@
+"""model-hub-svc's REST routes: parse, call the service layer, return."""
+
+from typing import Annotated
+
+from ballast_common.app import ReadSession, RuntimeDep, UoW
+from ballast_common.errors import NotFound
+from fastapi import APIRouter, Header, Path, Query, Response
+
+from model_hub_svc import repository as repo
+from model_hub_svc import service
+from model_hub_svc.schemas import (
+    ModelIn,
+    ModelOut,
+    ModelPublished,
+    ModelSummary,
+    SecuritiesIn,
+    SecurityOut,
+)
+from model_hub_svc.settings import Settings
+
+router = APIRouter()
+Actor = Annotated[str, Header(alias="X-Actor", description="who makes the change")]
+
+
+@router.put("/securities", tags=["securities"], summary="Add or update securities")
+async def put_securities(body: SecuritiesIn, uow: UoW) -> dict[str, int]:
+    return {"upserted": await service.upsert_securities(uow, body.securities)}
+
+
+@router.get("/securities", tags=["securities"], response_model=list[SecurityOut])
+async def list_securities(
+    session: ReadSession,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[SecurityOut]:
+    rows = await repo.list_securities(session, limit, offset)
+    return [SecurityOut.model_validate(r, from_attributes=True) for r in rows]
+
+
+@router.get("/securities/{symbol}", tags=["securities"], response_model=SecurityOut)
+async def get_security(symbol: str, session: ReadSession) -> SecurityOut:
+    row = await repo.get_security(session, symbol)
+    if row is None:
+        raise NotFound(f"no security {symbol}")
+    return SecurityOut.model_validate(row, from_attributes=True)
+
+
+@router.put(
+    "/models/{model_id}",
+    tags=["models"],
+    summary="Publish a new version of a model",
+    response_model=ModelPublished,
+)
+async def put_model(
+    model_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")],
+    body: ModelIn,
+    uow: UoW,
+    runtime: RuntimeDep,
+    response: Response,
+    actor: Actor = "api",
+) -> ModelPublished:
+    settings = runtime.settings
+    assert isinstance(settings, Settings)
+    published = await service.publish_model(
+        uow, model_id, body, actor, settings.weight_sum_tolerance
+    )
+    response.status_code = 201 if published.created else 200
+    return published
+
+
+@router.get("/models", tags=["models"], response_model=list[ModelSummary])
+async def list_models(session: ReadSession) -> list[ModelSummary]:
+    return [
+        ModelSummary.model_validate(m, from_attributes=True)
+        for m in await repo.list_models(session)
+    ]
+
+
+@router.get("/models/{model_id}", tags=["models"], response_model=ModelOut)
+async def get_model(model_id: str, session: ReadSession) -> ModelOut:
+    return await service.get_model(session, model_id)
+
+
+@router.get("/models/{model_id}/versions/{version}", tags=["models"], response_model=ModelOut)
+async def get_model_version(model_id: str, version: int, session: ReadSession) -> ModelOut:
+    return await service.get_model(session, model_id, version)

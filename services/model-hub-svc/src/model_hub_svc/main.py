@@ -1,0 +1,21 @@
+"""model-hub-svc: the security master, models and their versions."""
+
+from pathlib import Path
+
+from ballast_common.app import ServiceSpec, create_app
+
+from model_hub_svc.api import router
+from model_hub_svc.settings import Settings
+from model_hub_svc.tables import metadata
+
+spec = ServiceSpec(
+    name="model-hub-svc",
+    schema="model_hub",
+    settings_type=Settings,
+    metadata=metadata,
+    migrations_dir=Path(__file__).parent / "migrations",
+    description="Security master, models and versions. Publishes model-changed.",
+    routers=[router],
+)
+
+app = create_app(spec)

@@ -1,0 +1,81 @@
+"""All of model-hub-svc's SQL."""
+
+from collections.abc import Sequence
+
+from sqlalchemy.dialects.postgresql import insert
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from model_hub_svc.tables import Model, ModelTarget, ModelVersion, Security
+
+
+async def upsert_securities(session: AsyncSession, securities: Sequence[Security]) -> None:
+    rows = [s.model_dump() for s in securities]
+    stmt = insert(Security).values(rows)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[Security.symbol],  # type: ignore[list-item]
+        set_={
+            c: stmt.excluded[c]
+            for c in (
+                "name",
+                "asset_class",
+                "sector",
+                "price",
+                "fractional_eligible",
+                "cusip",
+                "updated_at",
+            )
+        },
+    )
+    await session.execute(stmt)
+
+
+async def get_security(session: AsyncSession, symbol: str) -> Security | None:
+    return await session.get(Security, symbol)
+
+
+async def list_securities(session: AsyncSession, limit: int, offset: int) -> list[Security]:
+    result = await session.exec(
+        select(Security).order_by(col(Security.symbol)).limit(limit).offset(offset)
+    )
+    return list(result)
+
+
+async def known_symbols(session: AsyncSession, symbols: Sequence[str]) -> set[str]:
+    result = await session.exec(select(Security.symbol).where(col(Security.symbol).in_(symbols)))
+    return set(result)
+
+
+async def get_model(
+    session: AsyncSession, model_id: str, *, for_update: bool = False
+) -> Model | None:
+    stmt = select(Model).where(Model.model_id == model_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    return (await session.exec(stmt)).first()
+
+
+async def list_models(session: AsyncSession) -> list[Model]:
+    return list(await session.exec(select(Model).order_by(col(Model.model_id))))
+
+
+async def targets_of(session: AsyncSession, model_id: str, version: int) -> list[ModelTarget]:
+    result = await session.exec(
+        select(ModelTarget)
+        .where(ModelTarget.model_id == model_id, ModelTarget.version == version)
+        .order_by(col(ModelTarget.symbol))
+    )
+    return list(result)
+
+
+async def get_version(session: AsyncSession, model_id: str, version: int) -> ModelVersion | None:
+    return await session.get(ModelVersion, (model_id, version))
+
+
+async def add_version(
+    session: AsyncSession, model: Model, version: ModelVersion, targets: Sequence[ModelTarget]
+) -> None:
+    session.add(model)
+    session.add(version)
+    session.add_all(targets)
+    await session.flush()

@@ -1,0 +1,66 @@
+"""model-hub-svc's tables: the security master and versioned models."""
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+from sqlalchemy import Column, DateTime, Numeric
+from sqlalchemy.orm import registry
+from sqlmodel import Field, SQLModel
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Table(SQLModel, registry=registry()):
+    """Base of this service's tables; its metadata holds only them."""
+
+
+class Security(Table, table=True):
+    __tablename__ = "securities"
+
+    symbol: str = Field(primary_key=True, max_length=16)
+    name: str
+    asset_class: str
+    sector: str
+    price: Decimal = Field(sa_column=Column(Numeric(20, 6), nullable=False))
+    fractional_eligible: bool = False
+    cusip: str | None = Field(default=None, max_length=12)
+    updated_at: datetime = Field(
+        default_factory=_now, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+
+
+class Model(Table, table=True):
+    __tablename__ = "models"
+
+    model_id: str = Field(primary_key=True, max_length=64)
+    tenant: str = Field(max_length=64)
+    name: str
+    current_version: int
+    updated_at: datetime = Field(
+        default_factory=_now, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+
+
+class ModelTarget(Table, table=True):
+    __tablename__ = "model_targets"
+
+    model_id: str = Field(primary_key=True, max_length=64)
+    version: int = Field(primary_key=True)
+    symbol: str = Field(primary_key=True, max_length=16)
+    weight: Decimal = Field(sa_column=Column(Numeric(12, 10), nullable=False))
+
+
+class ModelVersion(Table, table=True):
+    __tablename__ = "model_versions"
+
+    model_id: str = Field(primary_key=True, max_length=64)
+    version: int = Field(primary_key=True)
+    changed_by: str
+    created_at: datetime = Field(
+        default_factory=_now, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+
+
+metadata = Table.metadata
