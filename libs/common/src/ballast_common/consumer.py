@@ -115,6 +115,9 @@ class BatchProcessor:
                 "ballast.event_id": str(envelope.id),
             },
         ) as span:
+            # Events queued by earlier records (dead letters included) are written first,
+            # so rolling back this record's savepoint cannot lose them.
+            await uow.flush_events()
             savepoint = await uow.session.begin_nested()
             try:
                 if not await plumbing.record_first_delivery(uow.session, self.group, envelope.id):

@@ -13,7 +13,7 @@ class Database:
     def __init__(self, url: str, schema: str, *, pool_size: int = 10) -> None:
         self.schema = schema
         self.engine: AsyncEngine = create_async_engine(
-            url,
+            async_url(url),
             pool_size=pool_size,
             max_overflow=pool_size,
             pool_pre_ping=True,
@@ -27,3 +27,11 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def async_url(url: str) -> str:
+    """Accept plain `postgresql://` URLs (as psql and the stack script print them)."""
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            return "postgresql+asyncpg://" + url[len(plain) :]
+    return url

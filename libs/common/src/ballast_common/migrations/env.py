@@ -6,6 +6,7 @@ from alembic import context
 from sqlalchemy import Connection, MetaData, pool, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from ballast_common.db import async_url
 from ballast_common.plumbing import plumbing_metadata
 
 config = context.config
@@ -31,7 +32,7 @@ def run_on(connection: Connection) -> None:
 
 
 async def run_with_own_engine(url: str) -> None:
-    engine = create_async_engine(url, poolclass=pool.NullPool)
+    engine = create_async_engine(async_url(url), poolclass=pool.NullPool)
     async with engine.begin() as conn:
         await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
         await conn.execute(text(f'SET LOCAL search_path TO "{schema}"'))

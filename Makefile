@@ -1,0 +1,76 @@
+# Ballast: the documented entry points. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PY := .venv/bin/python
+STACK := python3 scripts/stack.py
+SERVICES := python3 scripts/services.py
+export BALLAST_PG_FSYNC ?= on
+
+.PHONY: help setup demo test test-unit lint format contracts stack-up stack-down stack-status \
+        up down status bench bench-flow bench-engine bench-tax migration clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+setup: ## install uv and the Python workspace (.venv)
+	@scripts/bootstrap.sh
+
+demo: setup stack-up ## start everything, load a demo book, change a model, show the result
+	@$(PY) scripts/demo.py
+
+test: setup ## run the whole test suite: lint, unit and integration (real Kafka + Postgres)
+	@$(PY) -m ruff check .
+	@BALLAST_PG_FSYNC=off $(STACK) up
+	@$(PY) -m pytest -q -p no:cacheprovider
+
+test-unit: setup ## run the tests that need no Kafka or Postgres
+	@$(PY) -m pytest -q -p no:cacheprovider -m "not integration"
+
+lint: setup ## ruff, ruff-format and mypy
+	@$(PY) -m ruff check .
+	@$(PY) -m ruff format --check .
+	@$(PY) -m mypy libs/common/src
+
+format: setup ## format the code
+	@$(PY) -m ruff format .
+	@$(PY) -m ruff check --fix .
+
+contracts: setup ## regenerate contracts/ (JSON Schemas, examples, AsyncAPI) from the code
+	@$(PY) -m ballast_common.contracts.schema export contracts >/dev/null && echo "contracts/ regenerated"
+
+stack-up: ## start (or reuse) the local Kafka broker and PostgreSQL
+	@$(STACK) up
+
+stack-down: ## stop the local Kafka broker and PostgreSQL
+	@$(STACK) down
+
+stack-status: ## show the local Kafka broker and PostgreSQL
+	@$(STACK) status
+
+up: setup stack-up ## start the six services and the custodian simulator (ports 8001-8009)
+	@eval "$$($(STACK) env)"; export BALLAST_KAFKA_BOOTSTRAP_SERVERS=$$BALLAST_KAFKA_BOOTSTRAP; \
+	  $(STACK) createdb ballast >/dev/null; $(SERVICES) up --profile dev --port-base 8000
+
+down: ## stop the services started by `make up` or `make demo`
+	@$(SERVICES) down --profile dev; $(SERVICES) down --profile demo
+
+status: ## show the services started by `make up`
+	@$(SERVICES) status --profile dev
+
+bench: bench-flow bench-engine bench-tax ## run every benchmark; JSON results in bench/results/
+
+bench-flow: setup stack-up ## end-to-end time of a model change over the 1,000-account demo book
+	@$(PY) scripts/demo.py --bench --out bench/results/flow.json
+
+bench-engine: setup ## engine benchmarks (drift scan, tactical and strategic rebalance)
+	@$(PY) bench/engine/bench_engine.py --out bench/results/engine.json
+
+bench-tax: setup ## tax engine benchmarks (lot replay, fills per second, wash-sale check)
+	@$(PY) bench/tax/bench_tax.py --out bench/results/tax.json
+
+migration: setup ## autogenerate a migration: make migration SERVICE=rebalance_svc MSG="add x"
+	@test -n "$(SERVICE)" || (echo "usage: make migration SERVICE=<package> MSG=<message>"; exit 2)
+	@$(PY) -m ballast_common.migrations revision $(SERVICE) -m "$(MSG)"
+
+clean: down stack-down ## stop everything and delete local state (.state/)
+	rm -rf .state

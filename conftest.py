@@ -1,0 +1,60 @@
+"""Fixtures for tests that need the real stack: PostgreSQL and Kafka from scripts/stack.py.
+
+Any test using `database_url` or `kafka_bootstrap` must be marked `integration`. The stack is
+started (or reused) once per session; each session gets a fresh database and topic prefix.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent
+STACK = [sys.executable, str(ROOT / "scripts" / "stack.py")]
+
+
+def _stack(*args: str) -> str:
+    result = subprocess.run([*STACK, *args], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"stack.py {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
+    return result.stdout
+
+
+@pytest.fixture(scope="session")
+def stack_env() -> dict[str, str]:
+    """Start (or reuse) the local Kafka broker and PostgreSQL; return their settings."""
+    _stack("up")
+    env: dict[str, str] = {}
+    for line in _stack("env").splitlines():
+        if line.startswith("export "):
+            name, _, value = line[len("export "):].partition("=")
+            env[name] = value.strip().strip("'\"")
+    return env
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(stack_env: dict[str, str]) -> str:
+    return stack_env.get("BALLAST_KAFKA_BOOTSTRAP_SERVERS") or stack_env["BALLAST_KAFKA_BOOTSTRAP"]
+
+
+@pytest.fixture(scope="session")
+def database_url(stack_env: dict[str, str]) -> Iterator[str]:
+    """A fresh database for this test session (dropped at the end unless KEEP_TEST_DB=1)."""
+    name = f"ballast_test_{os.getpid()}"
+    _stack("dropdb", name)
+    _stack("createdb", name)
+    base = stack_env["BALLAST_DATABASE_URL"].rsplit("/", 1)[0]
+    yield f"{base}/{name}".replace("postgresql://", "postgresql+asyncpg://", 1)
+    if not os.environ.get("KEEP_TEST_DB"):
+        _stack("dropdb", name)
+
+
+@pytest.fixture(scope="session")
+def topic_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:8]}."

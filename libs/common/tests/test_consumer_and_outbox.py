@@ -1,0 +1,247 @@
+"""The consumer machinery and the outbox relay against real PostgreSQL (and Kafka at the end)."""
+
+import asyncio
+import json
+import uuid
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import ConsumerRecord
+from ballast_common.bus import InMemoryPublisher, KafkaPublisher, ensure_topics
+from ballast_common.consumer import BatchProcessor, KafkaConsumerLoop, Subscription
+from ballast_common.contracts.envelope import Envelope
+from ballast_common.contracts.events import AccountChangedV1
+from ballast_common.errors import PermanentMessageError, TransientError
+from ballast_common.plumbing import outbox
+from ballast_common.relay import OutboxRelay
+from ballast_common.testing import migrated_database, unit_of_work
+from probe_svc import Note, make_spec
+from sqlalchemy import select as sa_select
+from sqlalchemy import text
+from sqlmodel import select
+
+pytestmark = pytest.mark.integration
+
+
+def account_changed(account_id: str, name: str = "Jordan") -> AccountChangedV1:
+    return AccountChangedV1(
+        account_id=account_id,
+        household_id="HH-1",
+        name=name,
+        account_type="taxable",
+        model_id="core",
+        status="active",
+        auto_approve=True,
+    )
+
+
+def record(
+    value: bytes | None, offset: int, topic: str = "account-changed", headers: list | None = None
+) -> ConsumerRecord:
+    return ConsumerRecord(
+        topic=topic,
+        partition=0,
+        offset=offset,
+        timestamp=0,
+        timestamp_type=0,
+        key=b"ACC-1",
+        value=value,
+        checksum=None,
+        serialized_key_size=5,
+        serialized_value_size=len(value or b""),
+        headers=headers or [],
+    )
+
+
+def envelope_bytes(payload: AccountChangedV1, event_id: uuid.UUID | None = None) -> bytes:
+    envelope = Envelope(
+        id=event_id or uuid.uuid4(),
+        type="account-changed",
+        version=1,
+        tenant="demo",
+        key=payload.account_id,
+        source="test",
+        payload=payload.model_dump(mode="json"),
+    )
+    return envelope.to_bytes()
+
+
+async def note_handler(uow, envelope, event: AccountChangedV1) -> None:
+    if event.name == "poison":
+        raise PermanentMessageError(f"account {event.account_id} has a poison name")
+    if event.name == "flaky":
+        raise TransientError("database of record not ready")
+    uow.session.add(Note(account_id=event.account_id, text=event.name))
+    uow.publish(account_changed(event.account_id, f"seen {event.name}"), key=event.account_id)
+
+
+@pytest.fixture
+async def db(database_url):
+    schema = f"probe_{uuid.uuid4().hex[:6]}"
+    database = await migrated_database(make_spec(schema), database_url)
+    yield database
+    await database.dispose()
+
+
+def processor(db) -> BatchProcessor:
+    return BatchProcessor(
+        "probe-svc",
+        [Subscription("account-changed", note_handler)],
+        lambda: unit_of_work(db, "probe-svc"),
+    )
+
+
+async def notes(db) -> list[str]:
+    async with db.sessions() as s:
+        return list((await s.exec(select(Note.text).order_by(Note.id))).all())
+
+
+async def outbox_rows(db) -> list[tuple[str, dict]]:
+    async with db.sessions() as s:
+        rows = await s.execute(sa_select(outbox.c.topic, outbox.c.value).order_by(outbox.c.id))
+        return [(t, json.loads(v)) for t, v in rows]
+
+
+async def test_a_redelivered_event_has_one_effect(db):
+    event_id = uuid.uuid4()
+    raw = envelope_bytes(account_changed("ACC-1"), event_id)
+    first = await processor(db).process([record(raw, 0)])
+    second = await processor(db).process([record(raw, 0), record(raw, 1)])
+    assert first == {"processed": 1, "duplicate": 0, "dead_lettered": 0}
+    assert second == {"processed": 0, "duplicate": 2, "dead_lettered": 0}
+    assert await notes(db) == ["Jordan"]
+    assert [t for t, _ in await outbox_rows(db)] == ["account-changed"]
+
+
+async def test_bad_messages_are_dead_lettered_and_the_rest_of_the_batch_commits(db):
+    batch = [
+        record(b"{not json", 0),
+        record(envelope_bytes(account_changed("ACC-2", "poison")), 1),
+        record(envelope_bytes(account_changed("ACC-3", "Avery")), 2),
+    ]
+    outcome = await processor(db).process(batch)
+    assert outcome == {"processed": 1, "duplicate": 0, "dead_lettered": 2}
+    assert await notes(db) == ["Avery"]
+    rows = await outbox_rows(db)
+    letters = [v for t, v in rows if t == "dlq.probe-svc"]
+    assert [(v["offset"], v["error_type"]) for v in letters] == [
+        (0, "EnvelopeError"),
+        (1, "PermanentMessageError"),
+    ]
+    assert "not JSON" in letters[0]["error"] and letters[0]["value"] == "{not json"
+    assert letters[1]["error"] == "account ACC-2 has a poison name"
+    assert letters[1]["original_topic"] == "account-changed"
+    # the poison message's own events were discarded with its savepoint
+    assert [v["payload"]["name"] for t, v in rows if t == "account-changed"] == ["seen Avery"]
+
+
+async def test_a_transient_failure_rolls_back_the_whole_batch(db):
+    batch = [
+        record(envelope_bytes(account_changed("ACC-4", "Sam")), 0),
+        record(envelope_bytes(account_changed("ACC-5", "flaky")), 1),
+    ]
+    with pytest.raises(TransientError):
+        await processor(db).process(batch)
+    assert await notes(db) == []
+    assert await outbox_rows(db) == []
+    async with db.sessions() as s:
+        assert (await s.execute(text("SELECT count(*) FROM inbox"))).scalar() == 0
+
+
+async def test_relay_publishes_in_order_marks_rows_and_survives_a_failure(db):
+    async with unit_of_work(db, "probe-svc") as uow:
+        for i in range(5):
+            uow.publish(account_changed(f"ACC-{i}", f"n{i}"), key="ACC-1")
+    publisher = InMemoryPublisher()
+    relay = OutboxRelay(db, publisher, topic_prefix="x.")
+    publisher.fail_next = ConnectionError("broker down")
+    with pytest.raises(ConnectionError):
+        await relay.publish_once()
+    assert publisher.messages == []
+    assert await relay.publish_once() == 5
+    assert await relay.publish_once() == 0
+    names = [json.loads(m.value)["payload"]["name"] for m in publisher.messages]
+    assert names == ["n0", "n1", "n2", "n3", "n4"]
+    assert {m.topic for m in publisher.messages} == {"x.account-changed"}
+    assert all(m.headers["event-type"] == "account-changed" for m in publisher.messages)
+
+
+async def test_end_to_end_on_kafka_malformed_goes_to_dlq_and_consumer_carries_on(
+    db, kafka_bootstrap, topic_prefix
+):
+    prefix = f"{topic_prefix}e2e{uuid.uuid4().hex[:4]}."
+    group = prefix + "probe-svc"
+    await ensure_topics(kafka_bootstrap, [prefix + "account-changed", "dlq." + group], 3)
+    proc = BatchProcessor(
+        group,
+        [Subscription("account-changed", note_handler)],
+        lambda: unit_of_work(db, "probe-svc"),
+        topic_prefix=prefix,
+    )
+    loop = KafkaConsumerLoop(proc, kafka_bootstrap, batch_size=50)
+    publisher = KafkaPublisher(kafka_bootstrap, "probe-relay")
+    await publisher.start()
+    relay = OutboxRelay(db, publisher)  # dead letters and events go to un-prefixed names...
+    raw_producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await raw_producer.start()
+    task = asyncio.create_task(loop.run())
+    try:
+        await raw_producer.send_and_wait(prefix + "account-changed", b"garbage", key=b"ACC-9")
+        await raw_producer.send_and_wait(
+            prefix + "account-changed",
+            envelope_bytes(account_changed("ACC-9", "Robin")),
+            key=b"ACC-9",
+        )
+        async with asyncio.timeout(30):
+            while await notes(db) != ["Robin"]:
+                await asyncio.sleep(0.2)
+        relay._prefix = ""  # publish the dead letter to the DLQ topic named after the group
+        await relay.publish_once()
+        letters = await _read(kafka_bootstrap, "dlq." + group, 1)
+        assert letters[0]["error_type"] == "EnvelopeError"
+        assert letters[0]["original_topic"] == prefix + "account-changed"
+        assert letters[0]["value"] == "garbage"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await raw_producer.stop()
+        await publisher.stop()
+    # offsets were committed after the database: a new consumer in the group reads nothing old
+    again = BatchProcessor(
+        group,
+        [Subscription("account-changed", note_handler)],
+        lambda: unit_of_work(db, "probe-svc"),
+        topic_prefix=prefix,
+    )
+    consumer = AIOKafkaConsumer(
+        *again.topics,
+        bootstrap_servers=kafka_bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        batch = await consumer.getmany(timeout_ms=3000)
+        assert sum(len(v) for v in batch.values()) == 0
+    finally:
+        await consumer.stop()
+
+
+async def _read(bootstrap: str, topic: str, count: int) -> list[dict]:
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        group_id=f"reader-{uuid.uuid4().hex[:6]}",
+    )
+    await consumer.start()
+    out: list[dict] = []
+    try:
+        async with asyncio.timeout(30):
+            while len(out) < count:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    out += [json.loads(r.value) for r in records]
+    finally:
+        await consumer.stop()
+    return out

@@ -1,0 +1,15 @@
+"""account-svc's consumers."""
+
+from ballast_common.contracts.envelope import Envelope
+from ballast_common.contracts.events import ModelChangedV1, TradesProposedV1
+from ballast_common.uow import UnitOfWork
+
+from account_svc import service
+
+
+async def on_model_changed(uow: UnitOfWork, envelope: Envelope, event: ModelChangedV1) -> None:
+    await service.remember_model(uow, event)
+
+
+async def on_trades_proposed(uow: UnitOfWork, envelope: Envelope, event: TradesProposedV1) -> None:
+    await service.receive_proposal(uow, event, envelope.tenant)

@@ -1,0 +1,27 @@
+"""account-svc: households, accounts, their model and approval policy; trade approvals."""
+
+from pathlib import Path
+
+from ballast_common.app import ServiceSpec, create_app
+from ballast_common.consumer import Subscription
+
+from account_svc.api import router
+from account_svc.handlers import on_model_changed, on_trades_proposed
+from account_svc.settings import Settings
+from account_svc.tables import metadata
+
+spec = ServiceSpec(
+    name="account-svc",
+    schema="account",
+    settings_type=Settings,
+    metadata=metadata,
+    migrations_dir=Path(__file__).parent / "migrations",
+    description="Accounts, households, approval policy; approves proposed trades.",
+    routers=[router],
+    subscriptions=[
+        Subscription("model-changed", on_model_changed),
+        Subscription("trades-proposed", on_trades_proposed),
+    ],
+)
+
+app = create_app(spec)

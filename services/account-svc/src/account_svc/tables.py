@@ -1,0 +1,69 @@
+"""account-svc's tables: accounts, the models it may assign, and trade proposals to approve."""
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Column, DateTime
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import registry
+from sqlmodel import Field, SQLModel
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _timestamp() -> Any:
+    return Field(default_factory=_now, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+class Table(SQLModel, registry=registry()):
+    """Base of this service's tables; its metadata holds only them."""
+
+
+class Account(Table, table=True):
+    __tablename__ = "accounts"
+
+    account_id: str = Field(primary_key=True, max_length=64)
+    tenant: str = Field(max_length=64, index=True)
+    household_id: str = Field(max_length=64, index=True)
+    name: str
+    account_type: str = Field(max_length=16)  # taxable | ira
+    model_id: str | None = Field(default=None, max_length=64, index=True)
+    status: str = Field(default="active", max_length=16)  # active | suspended | closed
+    auto_approve: bool = True
+    created_at: datetime = _timestamp()
+    updated_at: datetime = _timestamp()
+
+
+class KnownModel(Table, table=True):
+    """Models published by model-hub-svc (from model-changed): accounts may follow only these."""
+
+    __tablename__ = "known_models"
+
+    model_id: str = Field(primary_key=True, max_length=64)
+    name: str
+    version: int
+
+
+class Proposal(Table, table=True):
+    """Trades proposed for an account, and the decision taken on them."""
+
+    __tablename__ = "proposals"
+
+    proposal_id: str = Field(primary_key=True, max_length=36)
+    account_id: str = Field(max_length=64, index=True)
+    run_id: str = Field(max_length=36)
+    model_id: str = Field(max_length=64)
+    model_version: int
+    status: str = Field(max_length=16, index=True)  # pending | approved | rejected
+    trades: list[dict[str, Any]] = Field(sa_column=Column(JSONB, nullable=False))
+    received_at: datetime = _timestamp()
+    decided_by: str | None = None
+    decided_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    decision_note: str | None = None
+
+
+metadata = Table.metadata

@@ -1,0 +1,44 @@
+"""rebalance-svc's consumers."""
+
+from ballast_common.consumer import Subscription
+from ballast_common.contracts.envelope import Envelope
+from ballast_common.contracts.events import (
+    AccountChangedV1,
+    HoldingsReconciledV1,
+    ModelChangedV1,
+    SecuritiesChangedV1,
+)
+from ballast_common.uow import UnitOfWork
+
+from rebalance_svc import service
+from rebalance_svc.settings import Settings
+
+
+async def on_securities_changed(
+    uow: UnitOfWork, envelope: Envelope, event: SecuritiesChangedV1
+) -> None:
+    await service.record_securities(uow, event)
+
+
+async def on_account_changed(uow: UnitOfWork, envelope: Envelope, event: AccountChangedV1) -> None:
+    await service.record_account(uow, event, envelope.tenant)
+
+
+async def on_holdings_reconciled(
+    uow: UnitOfWork, envelope: Envelope, event: HoldingsReconciledV1
+) -> None:
+    await service.record_holdings(uow, event)
+
+
+def subscriptions(settings: Settings) -> list[Subscription]:
+    async def on_model_changed(uow: UnitOfWork, envelope: Envelope, event: ModelChangedV1) -> None:
+        await service.apply_model_change(
+            uow, envelope, event, settings.min_trade_value, settings.drift_tolerance
+        )
+
+    return [
+        Subscription("securities-changed", on_securities_changed),
+        Subscription("account-changed", on_account_changed),
+        Subscription("holdings-reconciled", on_holdings_reconciled),
+        Subscription("model-changed", on_model_changed),
+    ]

@@ -1,0 +1,27 @@
+"""Response bodies of rebalance-svc's REST API."""
+
+from datetime import datetime
+
+from pydantic import BaseModel
+
+
+class RunOut(BaseModel):
+    run_id: str
+    trigger: str
+    model_id: str
+    model_version: int
+    started_at: datetime
+    finished_at: datetime
+    accounts_evaluated: int
+    accounts_out_of_tolerance: int
+    proposals: int
+    trades: int
+    skipped: dict[str, str]
+
+
+class ReadModelStatus(BaseModel):
+    securities: int
+    models: int
+    accounts: int
+    accounts_with_holdings: int
+    runs: int

@@ -1,0 +1,12 @@
+from decimal import Decimal
+
+from ballast_common.settings import ServiceSettings, service_config
+
+
+class Settings(ServiceSettings):
+    model_config = service_config("REBALANCE_SVC_")
+
+    # An account whose largest security drift exceeds this is out of tolerance.
+    drift_tolerance: Decimal = Decimal("0.01")
+    # Trades smaller than this (in dollars) are not proposed.
+    min_trade_value: Decimal = Decimal("25")
