@@ -16,7 +16,7 @@ setup: ## install uv and the Python workspace (.venv)
 	@scripts/bootstrap.sh
 
 demo: setup stack-up ## start everything, load a demo book, change a model, show the result
-	@$(PY) scripts/demo.py
+	@$(PY) -m ballast_demo
 
 test: setup ## run the whole test suite: lint, unit and integration (real Kafka + Postgres)
 	@$(PY) -m ruff check .
@@ -60,7 +60,7 @@ status: ## show the services started by `make up`
 bench: bench-flow bench-engine bench-tax ## run every benchmark; JSON results in bench/results/
 
 bench-flow: setup stack-up ## end-to-end time of a model change over the 1,000-account demo book
-	@$(PY) scripts/demo.py --bench --out bench/results/flow.json
+	@$(PY) -m ballast_demo --bench --out bench/results/flow.json
 
 bench-engine: setup ## engine benchmarks (drift scan, tactical and strategic rebalance)
 	@$(PY) bench/engine/bench_engine.py --out bench/results/engine.json

@@ -1,0 +1,281 @@
+"""docker-compose.yml, checked offline: the compose-spec schema plus the rules we keep."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+from graphlib import CycleError, TopologicalSorter
+from importlib import resources
+from typing import Any
+from urllib.parse import urlsplit
+
+import jsonschema
+import pytest
+
+from .conftest import (
+    COMPOSE_FILE,
+    PLATFORM_SERVICES,
+    REPO,
+    SERVICES,
+    import_apps,
+    interpolate,
+    module_source,
+)
+
+
+def _compose_schema() -> dict[str, Any]:
+    try:
+        vendor = resources.files("check_jsonschema.builtin_schemas.vendor")
+    except ModuleNotFoundError:
+        pytest.skip("check-jsonschema (root dev dependency) is not installed: no compose-spec")
+    return dict(json.loads(vendor.joinpath("compose-spec.json").read_text()))
+
+
+def _schema_errors(doc: dict[str, Any]) -> list[str]:
+    schema = _compose_schema()
+    cls = jsonschema.validators.validator_for(schema)
+    validator = cls(schema, format_checker=cls.FORMAT_CHECKER)
+    return [
+        f"{'/'.join(map(str, e.absolute_path)) or '<root>'}: {e.message}"
+        for e in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.path)))
+    ]
+
+
+def _depends_on(svc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    deps = svc.get("depends_on", {})
+    if isinstance(deps, list):
+        return {name: {"condition": "service_started"} for name in deps}
+    return dict(deps)
+
+
+def _env(svc: dict[str, Any]) -> dict[str, str]:
+    env = svc.get("environment", {})
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+    return {k: interpolate(str(v)) for k, v in env.items()}
+
+
+def _host_ports(svc: dict[str, Any]) -> list[str]:
+    out = []
+    for port in svc.get("ports", []):
+        if isinstance(port, dict):
+            if "published" in port:
+                out.append(str(port["published"]))
+        else:
+            parts = str(port).split("/")[0].split(":")
+            if len(parts) >= 2:
+                out.append(parts[-2])
+    return out
+
+
+def _healthcheck_text(svc: dict[str, Any]) -> str:
+    test = svc["healthcheck"]["test"]
+    return " ".join(test) if isinstance(test, list) else str(test)
+
+
+# -- the schema ---------------------------------------------------------------------------------
+
+
+def test_compose_file_matches_the_compose_spec(compose: dict[str, Any]) -> None:
+    assert _schema_errors(compose) == []
+
+
+def test_check_jsonschema_cli_agrees() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "check_jsonschema",
+            "--builtin-schema",
+            "vendor.compose-spec",
+            str(COMPOSE_FILE),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if "No module named check_jsonschema" in result.stderr:
+        pytest.skip("check-jsonschema (root dev dependency) is not installed")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("mutate", "where"),
+    [
+        (lambda d: d["services"]["kafka"]["healthcheck"].update(intervall="5s"), "healthcheck"),
+        (
+            lambda d: d["services"]["account-svc"].update(depends_on={"kafka": {"cond": 1}}),
+            "depends",
+        ),
+        (lambda d: d["services"]["postgres"].update(ports={"5432": "5432"}), "ports"),
+        (lambda d: d["services"]["postgres"].update(restart=["always"]), "restart"),
+    ],
+)
+def test_schema_check_catches_mistakes(compose: dict[str, Any], mutate: Any, where: str) -> None:
+    broken = copy.deepcopy(compose)
+    mutate(broken)
+    errors = _schema_errors(broken)
+    assert errors, f"a broken {where} passed the compose-spec schema"
+
+
+# -- our rules ----------------------------------------------------------------------------------
+
+
+def test_every_service_has_a_healthcheck(compose: dict[str, Any]) -> None:
+    for name, svc in compose["services"].items():
+        hc = svc.get("healthcheck")
+        assert hc, f"{name} has no healthcheck"
+        assert not hc.get("disable"), f"{name} disables its healthcheck"
+        assert hc.get("test") and hc["test"] != ["NONE"], f"{name} healthcheck has no test"
+
+
+def test_depends_on_targets_exist_and_are_healthy_and_acyclic(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    graph: dict[str, set[str]] = {}
+    for name, svc in services.items():
+        deps = _depends_on(svc)
+        graph[name] = set(deps)
+        for target, spec in deps.items():
+            assert target in services, f"{name} depends on unknown service {target}"
+            assert spec.get("condition") == "service_healthy", (
+                f"{name} -> {target} must wait for condition: service_healthy"
+            )
+            assert "healthcheck" in services[target], f"{target} has no healthcheck to wait on"
+            if "profiles" in services[target]:
+                assert "profiles" in svc, (
+                    f"{name} (always on) depends on {target}, which only runs under "
+                    f"profiles {services[target]['profiles']}"
+                )
+    try:
+        list(TopologicalSorter(graph).static_order())
+    except CycleError as exc:
+        pytest.fail(f"depends_on has a cycle: {exc.args[1]}")
+
+
+def test_published_host_ports_are_unique(compose: dict[str, Any]) -> None:
+    seen: dict[str, str] = {}
+    for name, svc in compose["services"].items():
+        for port in _host_ports(svc):
+            assert port not in seen, f"host port {port} used by {seen[port]} and {name}"
+            seen[port] = name
+
+
+@pytest.mark.parametrize("name", list(SERVICES))
+def test_service_runs_its_app_on_its_port_from_the_one_image(
+    compose: dict[str, Any], name: str
+) -> None:
+    app, port, _ = SERVICES[name]
+    svc = compose["services"].get(name)
+    assert svc is not None, f"docker-compose.yml has no service {name}"
+    assert svc["command"] == ["uvicorn", app, "--host", "0.0.0.0", "--port", str(port)]
+    assert f"{port}:{port}" in svc.get("ports", []), f"{name} does not publish {port}"
+    build = svc["build"]
+    assert build["context"] == "."
+    assert build["dockerfile"] == "deploy/Dockerfile"
+    assert (REPO / build["dockerfile"]).is_file()
+    images = {interpolate(s["image"]) for s in compose["services"].values() if "build" in s}
+    assert images == {interpolate(svc["image"])}, "all services must share one image"
+    check = _healthcheck_text(svc)
+    assert f"127.0.0.1:{port}/readyz" in check, f"{name} healthcheck must probe /readyz"
+    assert "curl" not in check, "python:3.11-slim has no curl"
+    assert check.startswith("CMD python"), "probe with the image's python"
+
+
+@pytest.mark.parametrize("name", PLATFORM_SERVICES)
+def test_platform_env_points_at_the_compose_infrastructure(
+    compose: dict[str, Any], name: str
+) -> None:
+    services = compose["services"]
+    env = _env(services[name])
+    for key in (
+        "BALLAST_DATABASE_URL",
+        "BALLAST_KAFKA_BOOTSTRAP_SERVERS",
+        "BALLAST_OTLP_ENDPOINT",
+        "BALLAST_LOG_LEVEL",
+    ):
+        assert key in env, f"{name} lacks {key}"
+
+    db = urlsplit(env["BALLAST_DATABASE_URL"])
+    pg_env = _env(services["postgres"])
+    assert db.scheme == "postgresql+asyncpg"
+    assert (db.hostname, db.port) == ("postgres", 5432)
+    assert db.username == pg_env["POSTGRES_USER"]
+    assert db.password == pg_env["POSTGRES_PASSWORD"]
+    assert db.path.lstrip("/") == pg_env["POSTGRES_DB"]
+
+    kafka_env = _env(services["kafka"])
+    advertised = kafka_env["KAFKA_ADVERTISED_LISTENERS"].split(",")
+    for server in env["BALLAST_KAFKA_BOOTSTRAP_SERVERS"].split(","):
+        assert any(adv.endswith(f"://{server}") for adv in advertised), (
+            f"{name}: Kafka does not advertise {server} ({advertised})"
+        )
+    assert set(_depends_on(services[name])) >= {"postgres", "kafka"}
+
+
+def test_gateway_talks_to_the_simulator(compose: dict[str, Any]) -> None:
+    gateway = compose["services"]["custodian-gateway"]
+    url = urlsplit(_env(gateway)["CUSTODIAN_GATEWAY_CUSTODIAN_URL"])
+    assert (url.hostname, url.port) == ("custodian-sim", SERVICES["custodian-sim"][1])
+    assert "custodian-sim" in _depends_on(gateway)
+
+
+def test_kafka_is_single_node_kraft(compose: dict[str, Any]) -> None:
+    kafka = compose["services"]["kafka"]
+    assert kafka["image"] == "apache/kafka:3.9.1"
+    env = _env(kafka)
+    assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+    assert not any("ZOOKEEPER" in key for key in env), "KRaft mode has no ZooKeeper"
+    node = env["KAFKA_NODE_ID"]
+    voters = env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")
+    assert voters == [f"{node}@kafka:9093"]
+    assert "CONTROLLER://:9093" in env["KAFKA_LISTENERS"]
+    listener_names = {
+        p.split(":")[0] for p in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+    }
+    used = {p.split("://")[0] for p in env["KAFKA_LISTENERS"].split(",")}
+    assert used <= listener_names
+    for key in (
+        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR",
+    ):
+        assert env[key] == "1", f"{key} must be 1 on a single node"
+    assert "kafka-broker-api-versions.sh" in _healthcheck_text(kafka)
+
+
+def test_postgres_15_with_pg_isready(compose: dict[str, Any]) -> None:
+    pg = compose["services"]["postgres"]
+    assert pg["image"] == "postgres:15"
+    env = _env(pg)
+    assert env["POSTGRES_USER"] == env["POSTGRES_PASSWORD"] == env["POSTGRES_DB"] == "ballast"
+    assert "pg_isready" in _healthcheck_text(pg)
+
+
+def test_jaeger_is_optional_under_the_tracing_profile(compose: dict[str, Any]) -> None:
+    jaeger = compose["services"]["jaeger"]
+    assert jaeger["profiles"] == ["tracing"]
+    assert "4318:4318" in jaeger["ports"]
+    assert "jaegertracing/all-in-one" in jaeger["image"]
+
+
+@pytest.fixture(scope="module")
+def workspace_import_errors(compose: dict[str, Any]) -> dict[str, str]:
+    """Import every written app of the compose commands once, with the platform's env."""
+    apps = [app for app, _, src in SERVICES.values() if module_source(app, src).exists()]
+    env = _env(compose["services"]["account-svc"])
+    return import_apps(apps, env)
+
+
+@pytest.mark.parametrize("name", list(SERVICES))
+def test_app_in_the_command_is_importable_from_the_workspace(
+    compose: dict[str, Any], workspace_import_errors: dict[str, str], name: str
+) -> None:
+    command = compose["services"][name]["command"]
+    apps = [part for part in command if ":" in part and not part.startswith("-")]
+    assert apps == [SERVICES[name][0]]
+    source = module_source(apps[0], SERVICES[name][2])
+    if not source.exists():
+        pytest.skip(f"{source.relative_to(REPO)} is not written yet: nothing to import")
+    assert apps[0] not in workspace_import_errors, workspace_import_errors[apps[0]]

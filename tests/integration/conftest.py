@@ -1,0 +1,57 @@
+"""Starts the six services and the custodian simulator as separate processes against the
+real Kafka broker and PostgreSQL, once for the integration tests of this folder."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from ballast_demo.driver import Urls
+
+ROOT = Path(__file__).resolve().parents[2]
+PORT_BASE = int(os.environ.get("BALLAST_TEST_PORT_BASE", "18600"))
+
+
+def _launcher():  # scripts/services.py, imported by path
+    spec = importlib.util.spec_from_file_location(
+        "ballast_services", ROOT / "scripts" / "services.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def trace_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("traces") / "spans.jsonl"
+
+
+@pytest.fixture(scope="session")
+def running_services(
+    database_url: str, kafka_bootstrap: str, topic_prefix: str, trace_file: Path
+) -> Iterator[Urls]:
+    launcher = _launcher()
+    profile = f"itest-{os.getpid()}"
+    saved = dict(os.environ)
+    os.environ.update(
+        {
+            "BALLAST_DATABASE_URL": database_url,
+            "BALLAST_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "BALLAST_TOPIC_PREFIX": topic_prefix,
+            "BALLAST_TRACE_FILE": str(trace_file),
+            "SIM_LATENCY_MS": "20",
+            "SIM_PARTIAL_FILL_PROBABILITY": "0.5",
+            "CUSTODIAN_GATEWAY_CUSTODIAN_URL": f"http://127.0.0.1:{PORT_BASE + 9}",
+        }
+    )
+    try:
+        launcher.up(profile, PORT_BASE, timeout_s=120, quiet=True)
+        yield Urls.on_port_base(PORT_BASE)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        launcher.down(profile)

@@ -1,0 +1,299 @@
+"""The custodian simulator's HTTP API: ``uvicorn custodian_sim.main:app --port 8009``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from custodian_sim.book import (
+    Clock,
+    Execution,
+    Order,
+    OrderBook,
+    OrderConflictError,
+    OrderRequest,
+    utc_now,
+)
+from custodian_sim.logs import configure_logging, current_trace, parse_traceparent
+from custodian_sim.settings import SimSettings
+
+PROBLEM_JSON = "application/problem+json"
+MAX_PAGE = 5000
+
+log = logging.getLogger("custodian_sim.api")
+
+
+def _exact_decimal(value: object) -> object:
+    """Accept a decimal string (or an integer); refuse floats, which are not exact."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError('must be a decimal string such as "12.50"')
+    try:
+        number = Decimal(value.strip()) if isinstance(value, str) else Decimal(value)
+    except InvalidOperation:
+        raise ValueError(f"{value!r} is not a decimal number") from None
+    if not number.is_finite():
+        raise ValueError(f"{value!r} is not a finite number")
+    return number
+
+
+ExactDecimal = Annotated[Decimal, BeforeValidator(_exact_decimal)]
+Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^\S(.*\S)?$")]
+
+
+class OrderIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    client_order_id: Identifier
+    account_id: Identifier
+    symbol: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9.\-/]+$")]
+    side: Literal["buy", "sell"]
+    quantity: Annotated[ExactDecimal, Field(gt=0, le=Decimal("1E12"), decimal_places=8)]
+    reference_price: Annotated[ExactDecimal, Field(gt=0, le=Decimal("1E9"), decimal_places=8)]
+
+
+class SubmitOrders(BaseModel):
+    orders: Annotated[list[OrderIn], Field(min_length=1)]
+
+
+class SubmitResponse(BaseModel):
+    accepted: list[str]
+    duplicates: list[str]
+
+
+class ExecutionOut(BaseModel):
+    seq: int
+    execution_id: str
+    client_order_id: str
+    account_id: str
+    symbol: str
+    side: Literal["buy", "sell"]
+    kind: Literal["fill", "reject"]
+    quantity: str
+    price: str | None
+    reason: str | None
+    executed_at: datetime
+
+
+class ExecutionsPage(BaseModel):
+    executions: list[ExecutionOut]
+    last_seq: int = Field(description="Pass as `after` on the next poll.")
+
+
+class OrderOut(BaseModel):
+    client_order_id: str
+    account_id: str
+    symbol: str
+    side: Literal["buy", "sell"]
+    quantity: str
+    reference_price: str
+    status: Literal["accepted", "partially_filled", "filled", "rejected"]
+    filled_quantity: str
+    reject_reason: str | None
+    times_submitted: int
+    received_at: datetime
+
+
+def _fmt(d: Decimal) -> str:
+    return format(d, "f")
+
+
+def _execution_out(e: Execution) -> ExecutionOut:
+    return ExecutionOut(
+        seq=e.seq,
+        execution_id=e.execution_id,
+        client_order_id=e.client_order_id,
+        account_id=e.account_id,
+        symbol=e.symbol,
+        side=e.side,
+        kind=e.kind,
+        quantity=_fmt(e.quantity),
+        price=None if e.price is None else _fmt(e.price),
+        reason=e.reason,
+        executed_at=e.executed_at,
+    )
+
+
+def _order_out(o: Order) -> OrderOut:
+    r = o.request
+    return OrderOut(
+        client_order_id=r.client_order_id,
+        account_id=r.account_id,
+        symbol=r.symbol,
+        side=r.side,
+        quantity=_fmt(r.quantity),
+        reference_price=_fmt(r.reference_price),
+        status=o.status,  # type: ignore[arg-type]
+        filled_quantity=_fmt(o.filled_quantity),
+        reject_reason=o.reject_reason,
+        times_submitted=o.times_submitted,
+        received_at=o.received_at,
+    )
+
+
+def problem(
+    status: int, title: str, detail: str, errors: list[dict[str, Any]] | None = None
+) -> JSONResponse:
+    """An RFC 9457 problem+json response."""
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
+    body["detail"] = detail
+    if errors is not None:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+
+
+def _field_name(loc: tuple[Any, ...]) -> str:
+    parts = list(loc)
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:]
+    name = ""
+    for part in parts:
+        if isinstance(part, int):
+            name += f"[{part}]"
+        else:
+            name += f".{part}" if name else str(part)
+    return name or "body"
+
+
+def create_app(settings: SimSettings | None = None, clock: Clock | None = None) -> FastAPI:
+    """Build the simulator app; tests pass their own settings and clock."""
+    settings = settings or SimSettings()
+    configure_logging(settings.log_level)
+    book = OrderBook(settings, clock or utc_now)
+    app = FastAPI(
+        title="Ballast custodian simulator",
+        version="0.1.0",
+        description="Stands in for a custodian: takes orders, fills them later, in pieces, "
+        "or rejects them. State lives in memory.",
+    )
+    app.state.book = book
+    app.state.settings = settings
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {
+                "field": "body" if e["type"] == "json_invalid" else _field_name(tuple(e["loc"])),
+                "message": str(e["msg"]).removeprefix("Value error, "),
+                "type": e["type"],
+            }
+            for e in exc.errors()
+        ]
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        log.info("request rejected", extra={"status": 422, "errors": errors})
+        return problem(422, "Invalid request", detail, errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return problem(exc.status_code, str(exc.detail), f"{request.method} {request.url.path}")
+
+    @app.middleware("http")
+    async def _trace_and_log(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        trace = parse_traceparent(request.headers.get("traceparent"))
+        token = current_trace.set(trace)
+        started = time.perf_counter()
+        try:
+            response = await call_next(request)
+            level = logging.INFO if request.method != "GET" else logging.DEBUG
+            log.log(
+                level,
+                "request served",
+                extra={
+                    "method": request.method,
+                    "path": request.url.path,
+                    "status": response.status_code,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                },
+            )
+            return response
+        finally:
+            current_trace.reset(token)
+
+    @app.post("/orders", status_code=202, response_model=SubmitResponse)
+    async def submit_orders(body: SubmitOrders) -> SubmitResponse | JSONResponse:
+        if len(body.orders) > settings.max_orders_per_request:
+            return problem(
+                422,
+                "Invalid request",
+                f"orders: at most {settings.max_orders_per_request} orders per request, "
+                f"got {len(body.orders)}",
+                [{"field": "orders", "message": "too many orders", "type": "too_long"}],
+            )
+        requests = [
+            OrderRequest(
+                client_order_id=o.client_order_id,
+                account_id=o.account_id,
+                symbol=o.symbol,
+                side=o.side,
+                quantity=o.quantity,
+                reference_price=o.reference_price,
+            )
+            for o in body.orders
+        ]
+        try:
+            result = book.submit(requests)
+        except OrderConflictError as exc:
+            errors = [
+                {"field": "client_order_id", "message": str(exc), "type": "conflict"},
+                *(
+                    {"field": f, "message": "differs from the first submission", "type": "conflict"}
+                    for f in exc.differences
+                ),
+            ]
+            return problem(409, "Client order id reused", str(exc), errors)
+        log.info(
+            "orders submitted",
+            extra={"accepted": len(result.accepted), "duplicates": result.duplicates},
+        )
+        return SubmitResponse(accepted=result.accepted, duplicates=result.duplicates)
+
+    @app.get("/executions", response_model=ExecutionsPage)
+    async def list_executions(
+        after: Annotated[int, Query(ge=0, description="Return executions with seq > after.")] = 0,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1000,
+    ) -> ExecutionsPage:
+        page, last_seq = book.executions_after(after, limit)
+        return ExecutionsPage(executions=[_execution_out(e) for e in page], last_seq=last_seq)
+
+    @app.get("/orders/{client_order_id}", response_model=OrderOut)
+    async def get_order(client_order_id: str) -> OrderOut | JSONResponse:
+        order = book.get_order(client_order_id)
+        if order is None:
+            return problem(
+                404, "Unknown order", f"no order with client_order_id {client_order_id!r}"
+            )
+        return _order_out(order)
+
+    @app.get("/stats")
+    async def stats() -> dict[str, object]:
+        return book.stats()
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> dict[str, str]:
+        return {"status": "ready"}
+
+    @app.post("/reset")
+    async def reset() -> dict[str, str]:
+        book.reset()
+        log.info("state reset")
+        return {"status": "reset"}
+
+    return app
+
+
+app = create_app()

@@ -1,0 +1,45 @@
+"""Simulator settings, read from the environment with the ``SIM_`` prefix."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class SimSettings(BaseSettings):
+    """How the simulated custodian behaves (every field is ``SIM_<NAME>`` in the environment)."""
+
+    model_config = SettingsConfigDict(env_prefix="SIM_", extra="ignore")
+
+    latency_ms: Annotated[float, Field(ge=0)] = 50.0
+    """Base delay between acceptance and each execution."""
+    latency_jitter_ms: Annotated[float, Field(ge=0)] = 20.0
+    """Each delay gets an extra uniform random 0..jitter ms."""
+    partial_fill_probability: Annotated[float, Field(ge=0, le=1)] = 0.3
+    """Chance that an order is filled in more than one piece."""
+    max_fills: Annotated[int, Field(ge=1, le=100)] = 3
+    """Most pieces a partially filled order is split into."""
+    slippage_bps: Annotated[Decimal, Field(ge=0, lt=10_000)] = Decimal(0)
+    """Adverse price move applied to every fill (buys pay more, sells get less)."""
+    reject_probability: Annotated[float, Field(ge=0, le=1)] = 0.0
+    """Chance that an order is rejected outright."""
+    reject_symbols: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Symbols always rejected (comma-separated in the environment)."""
+    seed: int = 7
+    """Seed of the per-order random decisions (split, reject, latency)."""
+    max_orders_per_request: Annotated[int, Field(ge=1)] = 5000
+    log_level: str = "INFO"
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 8009
+
+    @field_validator("reject_symbols", mode="before")
+    @classmethod
+    def _split_symbols(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [s.strip().upper() for s in value.split(",") if s.strip()]
+        if isinstance(value, list | tuple):
+            return [str(s).strip().upper() for s in value if str(s).strip()]
+        return value

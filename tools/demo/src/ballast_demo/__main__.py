@@ -1,0 +1,253 @@
+"""`make demo`: start Ballast locally, load a realistic book, change a model, show the result.
+
+python -m ballast_demo [--accounts 1000] [--port-base 8000]
+python -m ballast_demo --bench --out bench/results/flow.json   (what `make bench-flow` runs)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+from ballast_demo.book import MODELS, SECURITIES, build_accounts, changed_core_model
+from ballast_demo.driver import Ballast, DriverError, Urls
+
+console = Console()
+DATABASE = "ballast_demo"
+
+
+def repo_root() -> Path:
+    for folder in (Path.cwd(), *Path.cwd().parents):
+        if (folder / "scripts" / "stack.py").exists():
+            return folder
+    raise SystemExit("demo: run me from the Ballast repository (scripts/stack.py not found)")
+
+
+def run_script(root: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(
+        [sys.executable, *args], cwd=root, env=env, capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"demo: {' '.join(args)} failed:\n{result.stderr or result.stdout}")
+    return result.stdout
+
+
+def stack_env(root: Path) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for line in run_script(root, "scripts/stack.py", "env").splitlines():
+        if line.startswith("export "):
+            name, _, value = line[len("export ") :].partition("=")
+            env[name] = value.strip().strip("'\"")
+    return env
+
+
+def start_services(root: Path, port_base: int) -> Path:
+    """A fresh database and topic prefix for every demo run, then the services."""
+    stack = stack_env(root)
+    run_script(root, "scripts/services.py", "down", "--profile", "demo")
+    run_script(root, "scripts/stack.py", "dropdb", DATABASE)
+    run_script(root, "scripts/stack.py", "createdb", DATABASE)
+    state = Path(stack.get("BALLAST_STATE_DIR", root / ".state")) / "demo"
+    state.mkdir(parents=True, exist_ok=True)
+    traces = state / "traces.jsonl"
+    traces.unlink(missing_ok=True)
+    base_url = stack["BALLAST_DATABASE_URL"].rsplit("/", 1)[0]
+    env = dict(os.environ)
+    env.update(
+        {
+            "BALLAST_DATABASE_URL": f"{base_url}/{DATABASE}",
+            "BALLAST_KAFKA_BOOTSTRAP_SERVERS": stack.get("BALLAST_KAFKA_BOOTSTRAP_SERVERS")
+            or stack["BALLAST_KAFKA_BOOTSTRAP"],
+            "BALLAST_TOPIC_PREFIX": f"demo{datetime.now(UTC):%Y%m%d%H%M%S}.",
+            "BALLAST_TRACE_FILE": str(traces),
+            "BALLAST_LOG_LEVEL": "WARNING",
+        }
+    )
+    with console.status("Starting the six services and the custodian simulator..."):
+        run_script(
+            root,
+            "scripts/services.py",
+            "up",
+            "--profile",
+            "demo",
+            "--port-base",
+            str(port_base),
+            env=env,
+        )
+    return traces
+
+
+async def drive(urls: Urls, accounts_wanted: int, seed: int) -> dict[str, Any]:
+    accounts = build_accounts(accounts_wanted, seed)
+    ballast = Ballast(urls)
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description:<34}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    try:
+        with Progress(*columns, console=console) as bar:
+            step = bar.add_task("Security master", total=len(SECURITIES))
+            bar.update(step, completed=await ballast.load_securities())
+            step = bar.add_task("Models", total=len(MODELS))
+            for i, model in enumerate(MODELS, 1):
+                await ballast.publish_model(model)
+                bar.update(step, completed=i)
+            step = bar.add_task("Accounts", total=len(accounts))
+            await ballast.open_accounts(accounts, lambda n: bar.update(step, completed=n))
+            step = bar.add_task("Opening holdings (book of record)", total=len(accounts))
+            await ballast.load_holdings(accounts, lambda n: bar.update(step, completed=n))
+            step = bar.add_task("Rebalancer learning the book", total=len(accounts))
+            await ballast.wait_until_known(
+                len(accounts), len(SECURITIES), lambda n: bar.update(step, completed=n)
+            )
+
+        events_before = await ballast.events_processed()
+        change = changed_core_model()
+        following = sum(1 for a in accounts if a.model_id == change.model_id)
+        console.print(
+            f"\n[bold]Model change:[/] {change.name} drops PFE and CSCO, adds AMD and "
+            f"NFLX, overweights AAPL, MSFT, NVDA, AMZN ({following} accounts follow it)"
+        )
+        started = time.monotonic()
+        published = await ballast.publish_model(change, actor="investment-committee")
+        run = await ballast.wait_for_run(change.model_id, published["version"])
+        with Progress(*columns, console=console) as bar:
+            step = bar.add_task("Trades filled and reconciled", total=max(run["trades"], 1))
+
+            def show(progress: dict[str, Any]) -> None:
+                done = progress.get("trades_filled", 0) + progress.get("trades_rejected", 0)
+                bar.update(step, completed=done)
+
+            final = await ballast.wait_until_complete(run["run_id"], show)
+        elapsed = time.monotonic() - started
+        events_after = await ballast.events_processed()
+        return {
+            "run": run,
+            "progress": final,
+            "elapsed_s": round(elapsed, 3),
+            "events_processed": events_after - events_before,
+            "gateway": await ballast.gateway_stats(),
+            "custodian": await ballast.custodian_stats(),
+            "accounts_following": following,
+            "accounts_in_book": len(accounts),
+        }
+    finally:
+        await ballast.close()
+
+
+def show_summary(result: dict[str, Any], urls: Urls, traces: Path) -> None:
+    run, progress = result["run"], result["progress"]
+    table = Table(title="Model change, end to end", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    rows = [
+        ("Accounts in the book", result["accounts_in_book"]),
+        ("Accounts following the changed model", result["accounts_following"]),
+        ("Accounts rebalanced", run["accounts_evaluated"]),
+        ("Accounts skipped", len(run["skipped"])),
+        ("Trade proposals (auto-approved)", run["proposals"]),
+        ("Trades", run["trades"]),
+        ("Orders sent to the custodian", result["custodian"].get("orders_received")),
+        ("Fills received", progress.get("fills")),
+        ("Trades rejected by the custodian", progress.get("trades_rejected")),
+        ("Elapsed: model change to last holdings reconciled", f"{result['elapsed_s']:.1f} s"),
+        ("Events processed by the services", result["events_processed"]),
+        ("Events per second", f"{result['events_processed'] / result['elapsed_s']:.0f}"),
+    ]
+    for name, value in rows:
+        table.add_row(name, str(value))
+    console.print(table)
+    console.print(f"\n[bold]Dashboard:[/]  {urls.reporting}/")
+    console.print(f"[bold]This run:[/]   {urls.reporting}/runs/{run['run_id']}")
+    console.print(
+        "[bold]APIs:[/]       "
+        + "  ".join(
+            f"{name} {url}/docs"
+            for name, url in (
+                ("account", urls.account),
+                ("model-hub", urls.model_hub),
+                ("rebalance", urls.rebalance),
+                ("taxlot", urls.taxlot),
+                ("gateway", urls.gateway),
+                ("reporting", urls.reporting),
+            )
+        )
+    )
+    console.print(
+        f"[bold]Traces:[/]     {traces} (one JSON span a line; set BALLAST_OTLP_ENDPOINT "
+        "to send them to a collector)"
+    )
+    console.print("The services keep running; `make down` stops them.")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        prog="make demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--accounts", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--port-base", type=int, default=8000)
+    parser.add_argument("--bench", action="store_true", help="write JSON results, stop after")
+    parser.add_argument("--out", default="bench/results/flow.json")
+    args = parser.parse_args()
+    root = repo_root()
+    traces = start_services(root, args.port_base)
+    urls = Urls.on_port_base(args.port_base)
+    try:
+        result = asyncio.run(drive(urls, args.accounts, args.seed))
+    except DriverError as exc:
+        console.print(f"[red]demo: {exc}[/]")
+        console.print("Service logs: .state/services/demo/*.log")
+        return 1
+    show_summary(result, urls, traces)
+    if args.bench:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(
+            json.dumps(
+                {
+                    "benchmark": "flow",
+                    "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                    "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                    "accounts_in_book": result["accounts_in_book"],
+                    "accounts_rebalanced": result["run"]["accounts_evaluated"],
+                    "trades": result["run"]["trades"],
+                    "fills": result["progress"].get("fills"),
+                    "model_change_to_last_holdings_reconciled_s": result["elapsed_s"],
+                    "events_processed": result["events_processed"],
+                    "events_per_second": round(result["events_processed"] / result["elapsed_s"], 1),
+                },
+                indent=2,
+            )
+            + "\n"
+        )
+        console.print(f"Results written to {out}")
+        run_script(root, "scripts/services.py", "down", "--profile", "demo")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,221 @@
+"""Drives a running Ballast over its public REST APIs: load a book, change a model, follow
+the run to the end. Used by `make demo`, `make bench-flow` and the integration tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import httpx
+
+from ballast_demo.book import (
+    Account,
+    ModelSpec,
+    account_body,
+    holdings_body,
+    model_body,
+    security_rows,
+)
+
+Progress = Callable[[int], None]  # called with how many items are done so far
+
+
+class DriverError(Exception):
+    """A step of the flow failed or did not finish in time; the message says which."""
+
+
+@dataclass(frozen=True)
+class Urls:
+    account: str
+    model_hub: str
+    rebalance: str
+    taxlot: str
+    gateway: str
+    reporting: str
+    custodian: str
+
+    @classmethod
+    def on_port_base(cls, base: int, host: str = "127.0.0.1") -> Urls:
+        def url(offset: int) -> str:
+            return f"http://{host}:{base + offset}"
+
+        return cls(url(1), url(2), url(3), url(4), url(5), url(6), url(9))
+
+
+class Ballast:
+    def __init__(self, urls: Urls, timeout_s: float = 30.0) -> None:
+        self.urls = urls
+        self.http = httpx.AsyncClient(timeout=timeout_s)
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    async def _call(self, method: str, url: str, **kwargs: Any) -> Any:
+        response = await self.http.request(method, url, **kwargs)
+        if response.status_code >= 400:
+            raise DriverError(f"{method} {url} -> {response.status_code}: {response.text[:500]}")
+        return response.json() if response.content else None
+
+    async def load_securities(self) -> int:
+        body = {"securities": security_rows()}
+        return int(
+            (await self._call("PUT", f"{self.urls.model_hub}/securities", json=body))["upserted"]
+        )
+
+    async def publish_model(self, model: ModelSpec, actor: str = "demo-pm") -> dict[str, Any]:
+        return await self._call(
+            "PUT",
+            f"{self.urls.model_hub}/models/{model.model_id}",
+            json=model_body(model),
+            headers={"X-Actor": actor},
+        )
+
+    async def open_accounts(
+        self,
+        accounts: Sequence[Account],
+        progress: Progress | None = None,
+        chunk: int = 250,
+        wait_s: float = 30.0,
+    ) -> None:
+        """Open accounts in batches; account-svc learns the models from events, so a batch
+        naming a model it has not heard of yet is retried for a while."""
+        done = 0
+        for start in range(0, len(accounts), chunk):
+            part = accounts[start : start + chunk]
+            body = {"accounts": [account_body(a) for a in part]}
+            deadline = time.monotonic() + wait_s
+            while True:
+                response = await self.http.post(f"{self.urls.account}/accounts:batch", json=body)
+                if response.status_code == 201:
+                    break
+                if (
+                    response.status_code == 422
+                    and "unknown model" in response.text
+                    and time.monotonic() < deadline
+                ):
+                    await asyncio.sleep(0.3)
+                    continue
+                raise DriverError(
+                    f"opening accounts failed: {response.status_code} {response.text[:500]}"
+                )
+            done += len(part)
+            if progress:
+                progress(done)
+
+    async def load_holdings(
+        self,
+        accounts: Sequence[Account],
+        progress: Progress | None = None,
+        chunk: int = 200,
+        as_of: date | None = None,
+    ) -> None:
+        day = (as_of or date.today()).isoformat()
+        done = 0
+        for start in range(0, len(accounts), chunk):
+            part = accounts[start : start + chunk]
+            body = {"accounts": [holdings_body(a, day) for a in part]}
+            await self._call("POST", f"{self.urls.taxlot}/holdings:batch", json=body)
+            done += len(part)
+            if progress:
+                progress(done)
+
+    async def read_model(self) -> dict[str, int]:
+        return await self._call("GET", f"{self.urls.rebalance}/read-model")
+
+    async def wait_until_known(
+        self,
+        accounts: int,
+        securities: int,
+        progress: Progress | None = None,
+        timeout_s: float = 180,
+    ) -> None:
+        """Wait until rebalance-svc's read model holds every account's holdings."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            state = await self.read_model()
+            if progress:
+                progress(state["accounts_with_holdings"])
+            if (
+                state["accounts_with_holdings"] >= accounts
+                and state["accounts"] >= accounts
+                and state["securities"] >= securities
+            ):
+                return
+            if time.monotonic() > deadline:
+                raise DriverError(f"rebalance-svc knows only {state} after {timeout_s:.0f}s")
+            await asyncio.sleep(0.5)
+
+    async def wait_for_run(
+        self, model_id: str, version: int, timeout_s: float = 120
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            runs = await self._call(
+                "GET",
+                f"{self.urls.rebalance}/runs",
+                params={"model_id": model_id, "model_version": version},
+            )
+            if runs:
+                return runs[0]
+            if time.monotonic() > deadline:
+                raise DriverError(
+                    f"no rebalance run for {model_id} v{version} after {timeout_s:.0f}s"
+                )
+            await asyncio.sleep(0.2)
+
+    async def run_progress(self, run_id: str) -> dict[str, Any]:
+        return await self._call("GET", f"{self.urls.reporting}/runs/{run_id}")
+
+    async def wait_until_complete(
+        self,
+        run_id: str,
+        progress: Callable[[dict[str, Any]], None] | None = None,
+        timeout_s: float = 600,
+    ) -> dict[str, Any]:
+        """Wait until every trade of the run is filled or rejected and every fill has reached
+        the book of record (as reporting-svc sees it)."""
+        deadline = time.monotonic() + timeout_s
+        last: dict[str, Any] = {}
+        while True:
+            response = await self.http.get(f"{self.urls.reporting}/runs/{run_id}")
+            if response.status_code == 200:
+                last = response.json()
+                if progress:
+                    progress(last)
+                if last.get("complete"):
+                    return last
+            elif response.status_code != 404:
+                raise DriverError(f"run progress failed: {response.status_code} {response.text}")
+            if time.monotonic() > deadline:
+                raise DriverError(f"run {run_id} not complete after {timeout_s:.0f}s: {last}")
+            await asyncio.sleep(0.3)
+
+    async def gateway_stats(self) -> dict[str, Any]:
+        return await self._call("GET", f"{self.urls.gateway}/stats")
+
+    async def custodian_stats(self) -> dict[str, Any]:
+        return await self._call("GET", f"{self.urls.custodian}/stats")
+
+    async def events_processed(self) -> int:
+        """Events all six services' consumers processed, from their Prometheus metrics."""
+        total = 0.0
+        for url in (
+            self.urls.account,
+            self.urls.model_hub,
+            self.urls.rebalance,
+            self.urls.taxlot,
+            self.urls.gateway,
+            self.urls.reporting,
+        ):
+            text = (await self.http.get(f"{url}/metrics")).text
+            for line in text.splitlines():
+                if (
+                    line.startswith("ballast_events_consumed_total{")
+                    and 'outcome="processed"' in line
+                ):
+                    total += float(line.rsplit(" ", 1)[1])
+        return int(total)
