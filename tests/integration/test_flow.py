@@ -53,7 +53,7 @@ async def flow(running_services: Urls, kafka_bootstrap: str, topic_prefix: str):
         await producer.stop()
     published = await ballast.publish_model(CHANGE, actor="investment-committee")
     run = await ballast.wait_for_run(CHANGE.model_id, published["version"], timeout_s=120)
-    progress = await ballast.wait_until_complete(run["run_id"], timeout_s=300)
+    progress = await ballast.wait_until_complete(run, timeout_s=300)
     yield {"ballast": ballast, "published": published, "run": run, "progress": progress}
     await ballast.close()
 
@@ -91,15 +91,25 @@ async def test_every_order_was_sent_exactly_once(flow, running_services: Urls):
     assert trades > 0
     async with httpx.AsyncClient() as http:
         stats = (await http.get(f"{running_services.custodian}/stats")).json()
-        orders = (
-            await http.get(f"{running_services.gateway}/orders", params={"limit": 1000})
-        ).json()
+        orders: list[dict] = []
+        offset: int | None = 0
+        while offset is not None:
+            page = (
+                await http.get(
+                    f"{running_services.gateway}/orders", params={"limit": 500, "offset": offset}
+                )
+            ).json()
+            orders += page["orders"]
+            offset = page["next_offset"]
+    # the custodian received each order once, and executed it once
     assert stats["orders_received"] == trades
+    assert stats["duplicate_submissions"] == 0
     assert set(stats["orders_by_times_submitted"]) == {"1"}
-    items = orders["items"] if isinstance(orders, dict) else orders
-    assert len(items) == trades
-    assert len({o["client_order_id"] for o in items}) == trades
-    assert all(o["status"] == "filled" for o in items)
+    # the gateway holds one order per trade, sent once, filled exactly
+    assert len(orders) == trades
+    assert len({o["client_order_id"] for o in orders}) == trades
+    assert {o["times_sent"] for o in orders} == {1}
+    assert all(o["status"] == "filled" and o["filled_quantity"] == o["quantity"] for o in orders)
     assert flow["progress"]["trades_filled"] == trades
 
 

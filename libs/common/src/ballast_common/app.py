@@ -82,7 +82,11 @@ class Runtime:
         )
         self.group = settings.topic_prefix + spec.name
         self.processor = BatchProcessor(
-            self.group, spec.subscriptions, self.uow, topic_prefix=settings.topic_prefix
+            self.group,
+            spec.subscriptions,
+            self.uow,
+            topic_prefix=settings.topic_prefix,
+            dead_letters=dead_letter_topic(spec.name),
         )
         self.consumer: KafkaConsumerLoop | None = None
         self.tasks: list[asyncio.Task[None]] = []

@@ -69,8 +69,11 @@ class BatchProcessor:
         subscriptions: Sequence[Subscription],
         uow_factory: Callable[[], UnitOfWork],
         topic_prefix: str = "",
+        dead_letters: str | None = None,
     ) -> None:
         self.group = group
+        # Logical name (the relay adds the prefix): dlq.<service> by default dlq.<group>.
+        self.dead_letters = dead_letters or dead_letter_topic(group)
         self._handlers = {s.event_type: s.handler for s in subscriptions}
         self._uow_factory = uow_factory
         self._prefix = topic_prefix
@@ -176,7 +179,7 @@ class BatchProcessor:
         )
         uow.publish_raw(
             OutgoingMessage(
-                topic=dead_letter_topic(self.group),
+                topic=self.dead_letters,
                 key=key or f"{record.topic}:{record.partition}:{record.offset}",
                 value=letter.model_dump_json().encode("utf-8"),
                 headers={"content-type": "application/json", "error-type": type(exc).__name__},

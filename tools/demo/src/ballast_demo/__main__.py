@@ -141,7 +141,7 @@ async def drive(urls: Urls, accounts_wanted: int, seed: int) -> dict[str, Any]:
                 done = progress.get("trades_filled", 0) + progress.get("trades_rejected", 0)
                 bar.update(step, completed=done)
 
-            final = await ballast.wait_until_complete(run["run_id"], show)
+            final = await ballast.wait_until_complete(run, show)
         elapsed = time.monotonic() - started
         events_after = await ballast.events_processed()
         return {

@@ -172,26 +172,33 @@ class Ballast:
 
     async def wait_until_complete(
         self,
-        run_id: str,
+        run: dict[str, Any],
         progress: Callable[[dict[str, Any]], None] | None = None,
         timeout_s: float = 600,
     ) -> dict[str, Any]:
-        """Wait until every trade of the run is filled or rejected and every fill has reached
-        the book of record (as reporting-svc sees it)."""
+        """Wait until reporting-svc has seen every account and trade of the run (the totals
+        come from rebalance-svc), every trade is filled or rejected, and every fill has
+        reached the book of record."""
         deadline = time.monotonic() + timeout_s
         last: dict[str, Any] = {}
         while True:
-            response = await self.http.get(f"{self.urls.reporting}/runs/{run_id}")
+            response = await self.http.get(f"{self.urls.reporting}/runs/{run['run_id']}")
             if response.status_code == 200:
                 last = response.json()
                 if progress:
                     progress(last)
-                if last.get("complete"):
+                if (
+                    last["complete"]
+                    and last["trades"] == run["trades"]
+                    and last["accounts_measured"] == run["accounts_evaluated"]
+                ):
                     return last
             elif response.status_code != 404:
                 raise DriverError(f"run progress failed: {response.status_code} {response.text}")
             if time.monotonic() > deadline:
-                raise DriverError(f"run {run_id} not complete after {timeout_s:.0f}s: {last}")
+                raise DriverError(
+                    f"run {run['run_id']} not complete after {timeout_s:.0f}s: {last}"
+                )
             await asyncio.sleep(0.3)
 
     async def gateway_stats(self) -> dict[str, Any]:
