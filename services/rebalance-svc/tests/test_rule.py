@@ -3,17 +3,21 @@
 from decimal import Decimal as D
 
 import pytest
-
 from rebalance_svc.rule import AccountDataError, rebalance_to_model
 
 PRICES = {"AAA": D("100"), "BBB": D("50"), "CCC": D("20"), "OLD": D("10")}
 
 
 def run(cash, holdings, targets, min_trade=D("0")):
-    return rebalance_to_model(account_id="ACC-1", model_name="Core v2", cash=D(cash),
-                              holdings={k: D(v) for k, v in holdings.items()},
-                              targets={k: D(v) for k, v in targets.items()},
-                              prices=PRICES, min_trade_value=min_trade)
+    return rebalance_to_model(
+        account_id="ACC-1",
+        model_name="Core v2",
+        cash=D(cash),
+        holdings={k: D(v) for k, v in holdings.items()},
+        targets={k: D(v) for k, v in targets.items()},
+        prices=PRICES,
+        min_trade_value=min_trade,
+    )
 
 
 def test_cash_only_account_buys_whole_shares_to_target():
@@ -62,3 +66,21 @@ def test_drift_is_current_minus_target_weight():
 def test_missing_price_names_the_account_and_security():
     with pytest.raises(AccountDataError, match="account ACC-1: no price for ZZZ"):
         run("100", {"ZZZ": "1"}, {"AAA": "1"})
+
+
+def test_securities_inside_their_range_are_not_traded():
+    # AAA is 0.4% over target, BBB 0.4% under: inside a 0.5% range; OLD is not in the model
+    holdings = {"AAA": "227", "BBB": "446", "OLD": "5"}
+    p = run("0", holdings, {"AAA": "0.5", "BBB": "0.5"})
+    p_ranged = rebalance_to_model(
+        account_id="ACC-1",
+        model_name="Core v2",
+        cash=D("0"),
+        holdings={k: D(v) for k, v in holdings.items()},
+        targets={"AAA": D("0.5"), "BBB": D("0.5")},
+        prices=PRICES,
+        min_trade_value=D("0"),
+        security_tolerance=D("0.005"),
+    )
+    assert {t.symbol for t in p.trades} >= {"AAA", "OLD"}
+    assert [(t.symbol, t.side) for t in p_ranged.trades] == [("OLD", "sell")]

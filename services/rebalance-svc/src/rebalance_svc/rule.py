@@ -58,11 +58,14 @@ def rebalance_to_model(
     targets: dict[str, Decimal],
     prices: dict[str, Decimal],
     min_trade_value: Decimal,
+    security_tolerance: Decimal = Decimal(0),
 ) -> Proposal:
     """Trades that bring `holdings` to `targets` (weights of total value) in whole shares.
 
-    Sells first (everything above target, all of what the model no longer holds), then buys
-    the largest shortfalls first with the cash available, never spending more than it.
+    A security of the model whose weight is within `security_tolerance` (absolute) of its
+    target is left alone; one outside goes back to its target. Sells first (what is above
+    target, all of what the model no longer holds), then buys the largest shortfalls first
+    with the cash available, never spending more than it.
     """
     missing = sorted(s for s in set(holdings) | set(targets) if s not in prices)
     if missing:
@@ -79,6 +82,9 @@ def rebalance_to_model(
         for s in sorted(set(holdings) | set(targets))
     ]
     goal = {s: _whole(targets.get(s, Decimal(0)) * total / prices[s]) for s in drift_symbols(drift)}
+    for d in drift:
+        if d.symbol in targets and abs(d.drift) <= security_tolerance:
+            goal[d.symbol] = holdings.get(d.symbol, Decimal(0))  # inside its range: no trade
 
     trades: list[ProposedTrade] = []
     available = cash

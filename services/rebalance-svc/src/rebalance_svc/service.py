@@ -22,6 +22,7 @@ from ballast_common.uow import UnitOfWork
 
 from rebalance_svc import repository as repo
 from rebalance_svc.rule import AccountDataError, Proposal, rebalance_to_model
+from rebalance_svc.settings import Settings
 from rebalance_svc.tables import Account, Model, Run
 
 log = logging.getLogger(__name__)
@@ -67,8 +68,7 @@ async def apply_model_change(
     uow: UnitOfWork,
     envelope: Envelope,
     event: ModelChangedV1,
-    min_trade_value: Decimal,
-    tolerance: Decimal,
+    settings: Settings,
 ) -> Run | None:
     """Store the new model version and rebalance every active account that follows it."""
     model = await repo.get_model(uow.session, event.model_id)
@@ -91,7 +91,7 @@ async def apply_model_change(
         model.name, model.version, model.targets = event.name, event.version, targets
     await repo.save(uow.session, model)
     return await rebalance_model(
-        uow, model, "model-changed", str(envelope.id), envelope.tenant, min_trade_value, tolerance
+        uow, model, "model-changed", str(envelope.id), envelope.tenant, settings
     )
 
 
@@ -101,8 +101,7 @@ async def rebalance_model(
     trigger: str,
     trigger_id: str,
     tenant: str,
-    min_trade_value: Decimal,
-    tolerance: Decimal,
+    settings: Settings,
 ) -> Run:
     """One run over the model's accounts; an account that cannot be rebalanced is skipped
     with its reason, and the rest of the book still rebalances."""
@@ -129,7 +128,8 @@ async def rebalance_model(
                 holdings=holdings.get(account.account_id, {}),
                 targets=targets,
                 prices=prices,
-                min_trade_value=min_trade_value,
+                min_trade_value=settings.min_trade_value,
+                security_tolerance=settings.security_tolerance,
             )
         except AccountDataError as exc:
             run.skipped[account.account_id] = str(exc)
@@ -137,7 +137,9 @@ async def rebalance_model(
                 "account skipped", extra={"account_id": account.account_id, "reason": str(exc)}
             )
             continue
-        _announce(uow, run, model, account, proposal, tolerance, account.tenant or tenant)
+        _announce(
+            uow, run, model, account, proposal, settings.drift_tolerance, account.tenant or tenant
+        )
     run.finished_at = datetime.now(UTC)
     await repo.save(uow.session, run)
     return run

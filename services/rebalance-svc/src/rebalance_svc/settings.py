@@ -8,5 +8,7 @@ class Settings(ServiceSettings):
 
     # An account whose largest security drift exceeds this is out of tolerance.
     drift_tolerance: Decimal = Decimal("0.01")
+    # A security within this much (absolute weight) of its target is not traded.
+    security_tolerance: Decimal = Decimal("0.005")
     # Trades smaller than this (in dollars) are not proposed.
     min_trade_value: Decimal = Decimal("25")

@@ -1,0 +1,1 @@
+"""taxlot-svc: the book of record of cash, positions and tax lots."""

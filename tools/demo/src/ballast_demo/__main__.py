@@ -128,8 +128,8 @@ async def drive(urls: Urls, accounts_wanted: int, seed: int) -> dict[str, Any]:
         change = changed_core_model()
         following = sum(1 for a in accounts if a.model_id == change.model_id)
         console.print(
-            f"\n[bold]Model change:[/] {change.name} drops PFE and CSCO, adds AMD and "
-            f"NFLX, overweights AAPL, MSFT, NVDA, AMZN ({following} accounts follow it)"
+            f"\n[bold]Model change:[/] {change.name} replaces PFE and CSCO with AMD and NFLX "
+            f"({following} accounts follow it)"
         )
         started = time.monotonic()
         published = await ballast.publish_model(change, actor="investment-committee")

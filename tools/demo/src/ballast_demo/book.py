@@ -214,17 +214,10 @@ MODELS = [
 
 
 def changed_core_model() -> ModelSpec:
-    """The demo's model change: the committee drops PFE and CSCO for AMD and NFLX, and
-    overweights the four largest names."""
+    """The demo's model change: the committee replaces PFE and CSCO with AMD and NFLX; the
+    model stays equally weighted."""
     symbols = [s for s in _CORE if s not in ("PFE", "CSCO")] + ["AMD", "NFLX"]
-    weights = dict.fromkeys(symbols, Decimal("0.03"))
-    for big in ("AAPL", "MSFT", "NVDA", "AMZN"):
-        weights[big] = Decimal("0.05")
-    weights["JPM"] = Decimal("0.02")
-    weights["KO"] = Decimal("0.02")
-    total = sum(weights.values())
-    weights["LIN"] += Decimal(1) - total
-    return ModelSpec("us-large-core", "US Large Cap Core", weights, 0.40)
+    return ModelSpec("us-large-core", "US Large Cap Core", _equal(symbols), 0.40)
 
 
 @dataclass

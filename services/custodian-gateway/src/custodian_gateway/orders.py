@@ -1,0 +1,110 @@
+"""Pure order rules: client order ids and how executions move an order's status.
+
+No I/O here. Quantities and prices are exact Decimals; the average price is the exact
+filled notional divided by the filled quantity, rounded once to PRICE_SCALE places.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, replace
+from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Literal
+
+from custodian_gateway.tables import PRICE_SCALE, QUANTITY_SCALE
+
+OrderStatus = Literal["new", "sent", "partially_filled", "filled", "rejected"]
+ORDER_STATUSES: tuple[OrderStatus, ...] = ("new", "sent", "partially_filled", "filled", "rejected")
+CLIENT_ORDER_ID_PREFIX = "BAL-"
+_PRICE_QUANTUM = Decimal(1).scaleb(-PRICE_SCALE)
+
+
+class ExecutionProblem(Exception):
+    """An execution that cannot be applied to its order (overfill, fill after reject...)."""
+
+
+def client_order_id_for(trade_id: uuid.UUID) -> str:
+    """The client order id of a trade's order: the same trade always gets the same id."""
+    if not isinstance(trade_id, uuid.UUID):
+        raise TypeError(f"trade_id must be a UUID, got {type(trade_id).__name__}")
+    return CLIENT_ORDER_ID_PREFIX + trade_id.hex
+
+
+def canonical(value: Decimal) -> Decimal:
+    """The same number without trailing zeros (10.00000000 -> 10), for the wire."""
+    return value.normalize() if value.is_finite() else value
+
+
+def decimal_places(value: Decimal) -> int:
+    """How many decimal places `value` really has (trailing zeros do not count)."""
+    exponent = value.normalize().as_tuple().exponent
+    if not isinstance(exponent, int):
+        raise ValueError(f"{value} is not a finite number")
+    return max(0, -exponent)
+
+
+def check_scale(value: Decimal, places: int, what: str) -> None:
+    """Refuse values with more decimal places than the ledger keeps (no silent rounding)."""
+    if not value.is_finite():
+        raise ValueError(f"{what} {value} is not a finite number")
+    if decimal_places(value) > places:
+        raise ValueError(f"{what} {value:f} has more than {places} decimal places")
+
+
+@dataclass(frozen=True)
+class OrderProgress:
+    """What an order has become at the custodian so far."""
+
+    quantity: Decimal
+    status: OrderStatus
+    filled_quantity: Decimal = Decimal(0)
+    filled_notional: Decimal = Decimal(0)
+    reject_reason: str | None = None
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.quantity - self.filled_quantity
+
+    @property
+    def average_price(self) -> Decimal | None:
+        if self.filled_quantity == 0:
+            return None
+        return (self.filled_notional / self.filled_quantity).quantize(
+            _PRICE_QUANTUM, rounding=ROUND_HALF_EVEN
+        )
+
+
+def apply_fill(progress: OrderProgress, quantity: Decimal, price: Decimal) -> OrderProgress:
+    """The order after a fill of `quantity` at `price`; raises ExecutionProblem if impossible."""
+    if quantity <= 0:
+        raise ExecutionProblem(f"fill quantity must be positive, got {quantity}")
+    if price <= 0:
+        raise ExecutionProblem(f"fill price must be positive, got {price}")
+    try:
+        check_scale(quantity, QUANTITY_SCALE, "fill quantity")
+        check_scale(price, PRICE_SCALE, "fill price")
+    except ValueError as exc:
+        raise ExecutionProblem(str(exc)) from None
+    if progress.status == "rejected":
+        raise ExecutionProblem("fill for an order the custodian already rejected")
+    if progress.status == "filled":
+        raise ExecutionProblem("fill for an order that is already completely filled")
+    filled = progress.filled_quantity + quantity
+    if filled > progress.quantity:
+        raise ExecutionProblem(
+            f"overfill: fill of {quantity} would make {filled} filled of an order for "
+            f"{progress.quantity}"
+        )
+    return replace(
+        progress,
+        status="filled" if filled == progress.quantity else "partially_filled",
+        filled_quantity=filled,
+        filled_notional=progress.filled_notional + quantity * price,
+    )
+
+
+def apply_reject(progress: OrderProgress, reason: str | None) -> OrderProgress:
+    """The order after the custodian rejected (the rest of) it."""
+    if progress.status in ("filled", "rejected"):
+        raise ExecutionProblem(f"reject for an order that is already {progress.status}")
+    return replace(progress, status="rejected", reject_reason=reason or "rejected by the custodian")

@@ -1,0 +1,239 @@
+"""Fixtures for custodian-gateway's tests.
+
+`CustodianDouble` is a small in-memory stand-in for the remote custodian (the contract of
+tools/custodian-sim), served over ASGI: the tests decide exactly which executions appear.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+from ballast_common.contracts.envelope import Envelope
+from ballast_common.contracts.events import TradesApprovedV1, TradeV1
+from ballast_common.db import Database
+from ballast_common.testing import migrated_database
+from custodian_gateway.custodian import CustodianClient
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from sqlalchemy import text
+
+
+@dataclass
+class Submission:
+    ids: list[str]
+    traceparent: str | None
+
+
+@dataclass
+class CustodianDouble:
+    """Takes orders (idempotent by client_order_id) and serves executions the test adds."""
+
+    orders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    submissions: list[Submission] = field(default_factory=list)
+    executions: list[dict[str, Any]] = field(default_factory=list)
+    refuse_symbols: set[str] = field(default_factory=set)
+    unavailable: bool = False
+    _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    def __post_init__(self) -> None:
+        self.app = self._build()
+
+    def _build(self) -> FastAPI:
+        app = FastAPI()
+
+        @app.post("/orders", status_code=202)
+        async def submit(request: Request) -> Any:
+            if self.unavailable:
+                return JSONResponse({"detail": "down for maintenance"}, status_code=503)
+            body = await request.json()
+            bad = [o for o in body["orders"] if o["symbol"] in self.refuse_symbols]
+            if bad:
+                return JSONResponse(
+                    {"title": "Invalid request", "detail": f"symbol {bad[0]['symbol']} unknown"},
+                    status_code=422,
+                    media_type="application/problem+json",
+                )
+            ids = [o["client_order_id"] for o in body["orders"]]
+            self.submissions.append(Submission(ids, request.headers.get("traceparent")))
+            accepted, duplicates = [], []
+            for o in body["orders"]:
+                if o["client_order_id"] in self.orders:
+                    duplicates.append(o["client_order_id"])
+                else:
+                    self.orders[o["client_order_id"]] = o
+                    accepted.append(o["client_order_id"])
+            return {"accepted": accepted, "duplicates": duplicates}
+
+        @app.get("/executions")
+        async def executions(after: int = 0, limit: int = 1000) -> Any:
+            if self.unavailable:
+                return JSONResponse({"detail": "down"}, status_code=503)
+            page = [e for e in self.executions if e["seq"] > after][:limit]
+            return {"executions": page, "last_seq": page[-1]["seq"] if page else after}
+
+        @app.get("/stats")
+        async def stats() -> Any:
+            return {"last_seq": len(self.executions), "orders_received": len(self.orders)}
+
+        return app
+
+    def times_submitted(self, client_order_id: str) -> int:
+        return sum(s.ids.count(client_order_id) for s in self.submissions)
+
+    def _add(self, client_order_id: str, kind: str, **fields: Any) -> dict[str, Any]:
+        order = self.orders.get(client_order_id, {})
+        seq = len(self.executions) + 1
+        execution = {
+            "seq": seq,
+            "execution_id": f"EX-{next(self._ids)}",
+            "client_order_id": client_order_id,
+            "account_id": order.get("account_id", "ACC-UNKNOWN"),
+            "symbol": order.get("symbol", "ZZZ"),
+            "side": order.get("side", "buy"),
+            "kind": kind,
+            "quantity": order.get("quantity", "1"),
+            "price": None,
+            "reason": None,
+            "executed_at": datetime(2026, 11, 20, 15, 0, seq, tzinfo=UTC).isoformat(),
+        }
+        execution.update(fields)
+        self.executions.append(execution)
+        return execution
+
+    def fill(self, client_order_id: str, quantity: str, price: str) -> dict[str, Any]:
+        return self._add(client_order_id, "fill", quantity=quantity, price=price)
+
+    def reject(self, client_order_id: str, reason: str) -> dict[str, Any]:
+        return self._add(client_order_id, "reject", reason=reason)
+
+    def restart(self) -> None:
+        """Forget everything, as a simulator process restart would."""
+        self.orders.clear()
+        self.executions.clear()
+        self.submissions.clear()
+
+
+class LoseResponses(httpx.AsyncBaseTransport):
+    """Delivers requests to the custodian, then loses the answer (a crash or a cut
+    connection after the custodian took the orders) while `lose` is set."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+        self.lose = False
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        response = await self.inner.handle_async_request(request)
+        if self.lose:
+            await response.aread()
+            raise httpx.ReadError(
+                "connection reset after the request was delivered", request=request
+            )
+        return response
+
+
+@pytest.fixture
+def custodian() -> CustodianDouble:
+    return CustodianDouble()
+
+
+@pytest.fixture
+def lossy(custodian: CustodianDouble) -> LoseResponses:
+    return LoseResponses(httpx.ASGITransport(app=custodian.app))
+
+
+@pytest.fixture
+async def client(lossy: LoseResponses) -> AsyncIterator[CustodianClient]:
+    async with httpx.AsyncClient(transport=lossy, base_url="http://custodian") as http:
+        yield CustodianClient(http)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def spans() -> InMemorySpanExporter:
+    """Finished spans of this test session (an SDK tracer provider is installed if none)."""
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return exporter
+
+
+@pytest.fixture(scope="session")
+async def migrated(database_url: str) -> AsyncIterator[Database]:
+    from custodian_gateway.main import spec
+
+    db = await migrated_database(spec, database_url)
+    yield db
+    await db.dispose()
+
+
+@pytest.fixture
+async def db(migrated: Database) -> Database:
+    """The migrated database with this service's tables emptied before the test."""
+    async with migrated.engine.begin() as conn:
+        await conn.execute(text("TRUNCATE orders, executions, poll_cursor, outbox, inbox"))
+    return migrated
+
+
+def make_trades(count: int, *, symbol: str = "MSFT", quantity: str = "10") -> list[TradeV1]:
+    return [
+        TradeV1(
+            trade_id=uuid.uuid4(),
+            symbol=symbol,
+            side="buy" if i % 2 == 0 else "sell",
+            quantity=Decimal(quantity),
+            estimated_price=Decimal("415.20"),
+            estimated_value=Decimal(quantity) * Decimal("415.20"),
+            reason="model-change",
+            explanation="Buy to target.",
+        )
+        for i in range(count)
+    ]
+
+
+def approved(trades: list[TradeV1], account_id: str = "ACC-000123") -> TradesApprovedV1:
+    return TradesApprovedV1(
+        proposal_id=uuid.uuid4(),
+        account_id=account_id,
+        approved_by="policy:auto-approve",
+        trades=trades,
+    )
+
+
+def envelope_of(payload: TradesApprovedV1, tenant: str = "acme") -> Envelope:
+    return Envelope(
+        type="trades-approved",
+        version=1,
+        tenant=tenant,
+        key=payload.account_id,
+        source="account-svc",
+        payload=payload.model_dump(mode="json"),
+    )
+
+
+@pytest.fixture
+def trade_factory() -> Any:
+    return make_trades
+
+
+@pytest.fixture
+def approved_factory() -> Any:
+    return approved
+
+
+@pytest.fixture
+def envelope_factory() -> Any:
+    return envelope_of
