@@ -32,9 +32,7 @@ async def on_holdings_reconciled(
 
 def subscriptions(settings: Settings) -> list[Subscription]:
     async def on_model_changed(uow: UnitOfWork, envelope: Envelope, event: ModelChangedV1) -> None:
-        await service.apply_model_change(
-            uow, envelope, event, settings.min_trade_value, settings.drift_tolerance
-        )
+        await service.apply_model_change(uow, envelope, event, settings)
 
     return [
         Subscription("securities-changed", on_securities_changed),

@@ -1,0 +1,147 @@
+"""rebalance-svc's consumers on real PostgreSQL: the read model fills from events, and a
+model change rebalances every following account, skipping (and naming) the ones it cannot."""
+
+import json
+from datetime import date
+from decimal import Decimal
+
+import pytest
+from ballast_common.contracts.envelope import Envelope
+from ballast_common.contracts.events import (
+    AccountChangedV1,
+    HoldingsReconciledV1,
+    ModelChangedV1,
+    ModelTargetV1,
+    PositionV1,
+    SecuritiesChangedV1,
+    SecurityV1,
+)
+from ballast_common.plumbing import outbox
+from ballast_common.testing import migrated_database, unit_of_work
+from rebalance_svc import repository
+from rebalance_svc.handlers import subscriptions
+from rebalance_svc.main import spec
+from rebalance_svc.settings import Settings
+from sqlalchemy import select
+
+pytestmark = pytest.mark.integration
+HANDLERS = {s.event_type: s.handler for s in subscriptions(Settings())}
+
+
+async def deliver(db, payload, key: str) -> Envelope:
+    envelope = Envelope(
+        type="x",
+        version=1,
+        tenant="demo",
+        key=key,
+        source="test",
+        payload=payload.model_dump(mode="json"),
+    )
+    event_type = {
+        SecuritiesChangedV1: "securities-changed",
+        AccountChangedV1: "account-changed",
+        HoldingsReconciledV1: "holdings-reconciled",
+        ModelChangedV1: "model-changed",
+    }[type(payload)]
+    async with unit_of_work(db, "test") as uow:
+        uow.causation = envelope
+        await HANDLERS[event_type](uow, envelope, payload)
+    return envelope
+
+
+def account(account_id: str) -> AccountChangedV1:
+    return AccountChangedV1(
+        account_id=account_id,
+        household_id="HH-1",
+        name="x",
+        account_type="taxable",
+        model_id="core",
+        status="active",
+        auto_approve=True,
+    )
+
+
+def model(version: int, **weights: str) -> ModelChangedV1:
+    return ModelChangedV1(
+        model_id="core",
+        name="Core",
+        version=version,
+        changed_by="pm",
+        targets=[ModelTargetV1(symbol=s, weight=Decimal(w)) for s, w in weights.items()],
+    )
+
+
+@pytest.fixture(scope="module")
+async def db(database_url):
+    database = await migrated_database(spec, database_url)
+    yield database
+    await database.dispose()
+
+
+async def test_model_change_rebalances_followers_and_skips_bad_accounts(db):
+    await deliver(
+        db,
+        SecuritiesChangedV1(
+            securities=[
+                SecurityV1(symbol=s, name=s, asset_class="US Equity", sector="IT", price=Decimal(p))
+                for s, p in (("AAA", "100"), ("BBB", "50"))
+            ]
+        ),
+        "security-master",
+    )
+    for account_id in ("R-1", "R-2", "R-3"):
+        await deliver(db, account(account_id), account_id)
+    await deliver(
+        db,
+        HoldingsReconciledV1(
+            account_id="R-1",
+            as_of=date(2026, 11, 20),
+            cash=Decimal("10000"),
+            positions=[],
+            cause="opening-balance",
+        ),
+        "R-1",
+    )
+    await deliver(
+        db,
+        HoldingsReconciledV1(
+            account_id="R-2",
+            as_of=date(2026, 11, 20),
+            cash=Decimal("0"),
+            cause="opening-balance",
+            positions=[PositionV1(symbol="ZZZ", quantity=Decimal(5), cost_basis=Decimal(50))],
+        ),
+        "R-2",
+    )
+    # R-3 never got holdings
+    await deliver(db, model(1, AAA="0.5", BBB="0.5"), "core")
+
+    async with db.sessions() as s:
+        rows = (await s.execute(select(outbox.c.topic, outbox.c.value).order_by(outbox.c.id))).all()
+    proposals = [json.loads(v)["payload"] for t, v in rows if t == "trades-proposed"]
+    assert [p["account_id"] for p in proposals] == ["R-1"]
+    assert {(t["symbol"], t["side"], t["quantity"]) for t in proposals[0]["trades"]} == {
+        ("AAA", "buy", "50"),
+        ("BBB", "buy", "100"),
+    }
+    drift = [json.loads(v)["payload"]["account_id"] for t, v in rows if t == "drift-detected"]
+    assert drift == ["R-1"]
+
+    async with db.sessions() as s:
+        run = (await repository.list_runs(s, "core", 1, 5))[0]
+    assert run.accounts_evaluated == 1 and run.trades == 2
+    assert run.skipped == {
+        "R-2": "account R-2: no price for ZZZ",
+        "R-3": "no holdings reconciled yet",
+    }
+
+
+async def test_a_stale_model_version_is_ignored(db):
+    await deliver(db, model(3, AAA="1"), "core")
+    await deliver(db, model(2, BBB="1"), "core")
+
+    async with db.sessions() as s:
+        stored = await repository.get_model(s, "core")
+        runs = await repository.list_runs(s, "core", 2, 5)
+    assert stored.version == 3 and stored.targets == {"AAA": "1"}
+    assert runs == []
