@@ -33,7 +33,7 @@ def stack_env() -> dict[str, str]:
     env: dict[str, str] = {}
     for line in _stack("env").splitlines():
         if line.startswith("export "):
-            name, _, value = line[len("export "):].partition("=")
+            name, _, value = line[len("export ") :].partition("=")
             env[name] = value.strip().strip("'\"")
     return env
 
@@ -43,14 +43,29 @@ def kafka_bootstrap(stack_env: dict[str, str]) -> str:
     return stack_env.get("BALLAST_KAFKA_BOOTSTRAP_SERVERS") or stack_env["BALLAST_KAFKA_BOOTSTRAP"]
 
 
-@pytest.fixture(scope="session")
-def database_url(stack_env: dict[str, str]) -> Iterator[str]:
-    """A fresh database for this test session (dropped at the end unless KEEP_TEST_DB=1)."""
-    name = f"ballast_test_{os.getpid()}"
+def _fresh_database(stack_env: dict[str, str], name: str) -> str:
     _stack("dropdb", name)
     _stack("createdb", name)
     base = stack_env["BALLAST_DATABASE_URL"].rsplit("/", 1)[0]
-    yield f"{base}/{name}".replace("postgresql://", "postgresql+asyncpg://", 1)
+    return f"{base}/{name}".replace("postgresql://", "postgresql+asyncpg://", 1)
+
+
+@pytest.fixture(scope="session")
+def database_url(stack_env: dict[str, str]) -> Iterator[str]:
+    """A fresh database for this test session's package tests (dropped at the end unless
+    KEEP_TEST_DB=1). Tests of different packages share it, each in its service's schema."""
+    name = f"ballast_test_{os.getpid()}"
+    yield _fresh_database(stack_env, name)
+    if not os.environ.get("KEEP_TEST_DB"):
+        _stack("dropdb", name)
+
+
+@pytest.fixture(scope="session")
+def system_database_url(stack_env: dict[str, str]) -> Iterator[str]:
+    """A database of its own for the whole running system (tests/integration), so no state
+    left by package tests (a poll cursor, an inbox) can leak into it."""
+    name = f"ballast_system_{os.getpid()}"
+    yield _fresh_database(stack_env, name)
     if not os.environ.get("KEEP_TEST_DB"):
         _stack("dropdb", name)
 

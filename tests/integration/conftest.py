@@ -33,17 +33,23 @@ def trace_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def system_topic_prefix(topic_prefix: str) -> str:
+    """Topics of the running system, apart from those package tests write to."""
+    return f"{topic_prefix}sys."
+
+
+@pytest.fixture(scope="session")
 def running_services(
-    database_url: str, kafka_bootstrap: str, topic_prefix: str, trace_file: Path
+    system_database_url: str, kafka_bootstrap: str, system_topic_prefix: str, trace_file: Path
 ) -> Iterator[Urls]:
     launcher = _launcher()
     profile = f"itest-{os.getpid()}"
     saved = dict(os.environ)
     os.environ.update(
         {
-            "BALLAST_DATABASE_URL": database_url,
+            "BALLAST_DATABASE_URL": system_database_url,
             "BALLAST_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-            "BALLAST_TOPIC_PREFIX": topic_prefix,
+            "BALLAST_TOPIC_PREFIX": system_topic_prefix,
             "BALLAST_TRACE_FILE": str(trace_file),
             "SIM_LATENCY_MS": "20",
             "SIM_PARTIAL_FILL_PROBABILITY": "0.5",

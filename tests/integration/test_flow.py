@@ -33,7 +33,7 @@ CHANGE = changed_core_model()
 
 
 @pytest.fixture(scope="module")
-async def flow(running_services: Urls, kafka_bootstrap: str, topic_prefix: str):
+async def flow(running_services: Urls, kafka_bootstrap: str, system_topic_prefix: str):
     """Load the book, put a malformed message on a consumed topic, change the model, and
     wait until every trade is filled and reconciled."""
     ballast = Ballast(running_services)
@@ -47,7 +47,7 @@ async def flow(running_services: Urls, kafka_bootstrap: str, topic_prefix: str):
     await producer.start()
     try:
         await producer.send_and_wait(
-            f"{topic_prefix}fills-received", b'{"type": "oops"', key=b"ACC-BROKEN"
+            f"{system_topic_prefix}fills-received", b'{"type": "oops"', key=b"ACC-BROKEN"
         )
     finally:
         await producer.stop()
@@ -135,9 +135,9 @@ async def test_one_trace_links_all_six_services(flow, trace_file: Path):
 
 
 async def test_an_event_delivered_twice_has_one_effect(
-    flow, running_services: Urls, kafka_bootstrap: str, topic_prefix: str
+    flow, running_services: Urls, kafka_bootstrap: str, system_topic_prefix: str
 ):
-    topic = f"{topic_prefix}fills-received"
+    topic = f"{system_topic_prefix}fills-received"
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=kafka_bootstrap,
@@ -181,13 +181,13 @@ async def test_an_event_delivered_twice_has_one_effect(
 
 
 async def test_a_malformed_message_is_dead_lettered_and_the_consumer_carries_on(
-    flow, kafka_bootstrap: str, topic_prefix: str
+    flow, kafka_bootstrap: str, system_topic_prefix: str
 ):
     # The malformed fill went in before the model change; the flow completing proves the
     # consumer carried on. The dead letter names where it came from and why.
     assert flow["progress"]["complete"]
     consumer = AIOKafkaConsumer(
-        f"{topic_prefix}dlq.taxlot-svc",
+        f"{system_topic_prefix}dlq.taxlot-svc",
         bootstrap_servers=kafka_bootstrap,
         auto_offset_reset="earliest",
         group_id=f"dlq-reader-{uuid.uuid4().hex[:6]}",
@@ -202,7 +202,7 @@ async def test_a_malformed_message_is_dead_lettered_and_the_consumer_carries_on(
     finally:
         await consumer.stop()
     letter = letters[0]
-    assert letter["original_topic"] == f"{topic_prefix}fills-received"
+    assert letter["original_topic"] == f"{system_topic_prefix}fills-received"
     assert letter["key"] == "ACC-BROKEN"
     assert letter["value"] == '{"type": "oops"'
     assert letter["error_type"] == "EnvelopeError" and "not JSON" in letter["error"]

@@ -1,0 +1,126 @@
+"""reporting-svc's REST routes (JSON) and the dashboard page."""
+
+import uuid
+from pathlib import Path as FsPath
+from typing import Annotated, Literal
+
+from ballast_common.app import ReadSession, RuntimeDep
+from fastapi import APIRouter, Path, Query
+from fastapi.responses import FileResponse
+
+from reporting_svc import service
+from reporting_svc.repository import SortKey
+from reporting_svc.schemas import (
+    AccountPage,
+    AccountSummary,
+    Holdings,
+    ModelOut,
+    RunAccount,
+    RunProgress,
+    Summary,
+    TradeOut,
+)
+from reporting_svc.settings import Settings
+
+STATIC_DIR = FsPath(__file__).parent / "static"
+
+router = APIRouter()
+AccountId = Annotated[str, Path(min_length=1, max_length=64)]
+
+
+def _settings(runtime: RuntimeDep) -> Settings:
+    settings = runtime.settings
+    assert isinstance(settings, Settings)
+    return settings
+
+
+@router.get("/", include_in_schema=False)
+async def dashboard() -> FileResponse:
+    return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+
+
+@router.get("/summary", tags=["reports"], response_model=Summary)
+async def get_summary(session: ReadSession, runtime: RuntimeDep) -> Summary:
+    return await service.summary(session, _settings(runtime).default_tolerance)
+
+
+@router.get("/accounts", tags=["accounts"], response_model=AccountPage)
+async def list_accounts(
+    session: ReadSession,
+    runtime: RuntimeDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    model_id: Annotated[str | None, Query(max_length=64)] = None,
+    out_of_tolerance: bool | None = None,
+    status: Literal["active", "suspended", "closed"] | None = None,
+    search: Annotated[str | None, Query(max_length=64, description="in id or name")] = None,
+    sort: SortKey = "account_id",
+    order: Literal["asc", "desc"] = "asc",
+) -> AccountPage:
+    return await service.list_accounts(
+        session,
+        _settings(runtime).default_tolerance,
+        limit=limit,
+        offset=offset,
+        model_id=model_id,
+        out_of_tolerance=out_of_tolerance,
+        status=status,
+        search=search,
+        sort=sort,
+        descending=order == "desc",
+    )
+
+
+@router.get("/accounts/{account_id}", tags=["accounts"], response_model=AccountSummary)
+async def get_account(
+    account_id: AccountId, session: ReadSession, runtime: RuntimeDep
+) -> AccountSummary:
+    return await service.account_summary(session, account_id, _settings(runtime).default_tolerance)
+
+
+@router.get("/accounts/{account_id}/holdings", tags=["accounts"], response_model=Holdings)
+async def get_holdings(account_id: AccountId, session: ReadSession) -> Holdings:
+    return await service.holdings(session, account_id)
+
+
+@router.get("/accounts/{account_id}/trades", tags=["accounts"], response_model=list[TradeOut])
+async def get_trades(
+    account_id: AccountId,
+    session: ReadSession,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[TradeOut]:
+    return await service.trades(session, account_id, limit, offset)
+
+
+@router.get("/runs", tags=["runs"], response_model=list[RunProgress])
+async def list_runs(
+    session: ReadSession,
+    model_id: Annotated[str | None, Query(max_length=64)] = None,
+    model_version: Annotated[int | None, Query(ge=1)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 20,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[RunProgress]:
+    return await service.runs(
+        session, model_id=model_id, model_version=model_version, limit=limit, offset=offset
+    )
+
+
+@router.get("/runs/{run_id}", tags=["runs"], response_model=RunProgress)
+async def get_run(run_id: uuid.UUID, session: ReadSession) -> RunProgress:
+    return await service.run(session, run_id)
+
+
+@router.get("/runs/{run_id}/accounts", tags=["runs"], response_model=list[RunAccount])
+async def get_run_accounts(
+    run_id: uuid.UUID,
+    session: ReadSession,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 200,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[RunAccount]:
+    return await service.run_accounts(session, run_id, limit, offset)
+
+
+@router.get("/models", tags=["reports"], response_model=list[ModelOut])
+async def list_models(session: ReadSession) -> list[ModelOut]:
+    return await service.models(session)

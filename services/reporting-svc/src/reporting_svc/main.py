@@ -1,0 +1,26 @@
+"""reporting-svc: read models fed by every other service's events, REST reports and the
+web dashboard (static HTML, CSS and vanilla JS calling this service's own API)."""
+
+from pathlib import Path
+
+from ballast_common.app import ServiceSpec, create_app
+from fastapi.staticfiles import StaticFiles
+
+from reporting_svc.api import STATIC_DIR, router
+from reporting_svc.handlers import SUBSCRIPTIONS
+from reporting_svc.settings import Settings
+from reporting_svc.tables import metadata
+
+spec = ServiceSpec(
+    name="reporting-svc",
+    schema="reporting",
+    settings_type=Settings,
+    metadata=metadata,
+    migrations_dir=Path(__file__).parent / "migrations",
+    description="Read models of holdings, trades and rebalance runs; REST reports; dashboard.",
+    routers=[router],
+    subscriptions=SUBSCRIPTIONS,
+)
+
+app = create_app(spec)
+app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -1,0 +1,172 @@
+"""Response bodies of reporting-svc's REST API. Decimals travel as strings."""
+
+import uuid
+from datetime import date, datetime
+from typing import Literal
+
+from ballast_common.contracts.types import Money, Quantity, SignedWeight, Weight
+from pydantic import BaseModel, Field
+
+TradeStatus = Literal["proposed", "approved", "partially_filled", "filled", "rejected"]
+
+
+class LastMeasured(BaseModel):
+    """What the latest rebalance run measured (drift-detected)."""
+
+    run_id: uuid.UUID
+    max_abs_drift: Weight
+    out_of_tolerance: bool
+    measured_at: datetime
+
+
+class AccountOverview(BaseModel):
+    account_id: str
+    name: str
+    household_id: str
+    account_type: str
+    model_id: str | None
+    model_name: str | None
+    model_version: int | None
+    status: str
+    auto_approve: bool
+    market_value: Money | None = Field(
+        description="cash plus priced positions; null before the first holdings snapshot"
+    )
+    cash: Money | None
+    holdings_as_of: date | None
+    max_drift: Weight | None = Field(
+        description="largest |weight - model target| over the securities, from the current "
+        "book of record and prices"
+    )
+    tolerance: Weight
+    out_of_tolerance: bool
+    unpriced_positions: int = Field(description="held securities the security master lacks")
+    last_measured: LastMeasured | None
+
+
+class AccountPage(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    items: list[AccountOverview]
+
+
+class AccountSummary(AccountOverview):
+    tenant: str | None
+    trades_by_status: dict[str, int]
+    fills_reflected: list[str] = Field(description="fill ids the current snapshot reflects")
+
+
+class HoldingLine(BaseModel):
+    kind: Literal["security", "cash"]
+    symbol: str
+    name: str | None
+    sector: str | None
+    asset_class: str | None
+    quantity: Quantity | None
+    price: Money | None
+    cost_basis: Money | None
+    market_value: Money | None
+    weight: SignedWeight | None = Field(
+        description="share of the market value (negative for a cash overdraft)"
+    )
+    target_weight: Weight
+    difference: SignedWeight | None = Field(description="weight - target weight")
+
+
+class Holdings(BaseModel):
+    account_id: str
+    model_id: str | None
+    model_version: int | None
+    as_of: date | None
+    market_value: Money
+    cash: Money
+    max_drift: Weight | None
+    lines: list[HoldingLine]
+
+
+class TradeOut(BaseModel):
+    trade_id: uuid.UUID
+    proposal_id: uuid.UUID
+    run_id: uuid.UUID | None
+    model_id: str | None
+    model_version: int | None
+    symbol: str
+    side: str
+    quantity: Quantity | None
+    estimated_price: Money | None
+    estimated_value: Money | None
+    reason: str | None
+    explanation: str | None
+    status: TradeStatus
+    approved_by: str | None
+    proposed_at: datetime | None
+    approved_at: datetime | None
+    filled_quantity: Quantity
+    average_price: Money | None
+    rejected_reason: str | None
+    fills: int
+    fills_reflected: int
+
+
+class RunProgress(BaseModel):
+    run_id: uuid.UUID
+    model_id: str
+    model_version: int
+    accounts_measured: int
+    accounts_out_of_tolerance: int
+    proposals: int
+    proposals_approved: int
+    trades: int
+    trades_filled: int
+    trades_partially_filled: int
+    trades_rejected: int
+    trades_open: int = Field(description="proposed or approved, nothing filled or rejected yet")
+    trades_awaiting_approval: int
+    fills: int
+    fills_reflected: int = Field(description="fills a holdings snapshot has reflected")
+    complete: bool = Field(
+        description="every trade filled or rejected and every fill reflected in holdings"
+    )
+    progress: float = Field(description="share of the run's work done, 0..1, for display")
+    first_event_at: datetime
+    last_event_at: datetime
+    last_reconciled_at: datetime | None
+
+
+class Summary(BaseModel):
+    accounts: int
+    models: int
+    securities: int
+    accounts_out_of_tolerance: int
+    runs: int
+    proposals: int
+    trades: int
+    trades_by_status: dict[str, int]
+    fills: int
+    fills_reflected: int
+    total_market_value: Money
+
+
+class RunAccount(BaseModel):
+    account_id: str
+    name: str | None
+    total_value: Money | None
+    max_abs_drift: Weight | None = Field(description="as measured by the run")
+    out_of_tolerance: bool | None
+    trades: int
+    trades_filled: int
+    trades_rejected: int
+    trades_open: int
+    fills: int
+    fills_reflected: int
+
+
+class ModelOut(BaseModel):
+    model_id: str
+    name: str
+    version: int
+    changed_by: str
+    changed_at: datetime
+    securities: int
+    accounts: int

@@ -1,0 +1,230 @@
+"""reporting-svc's read models, fed only by events (schema `reporting`).
+
+Every row is written by an idempotent upsert: the same event applied twice leaves the same
+state, and events arriving out of order across topics converge to the same state.
+"""
+
+import uuid
+from datetime import date, datetime
+from decimal import Decimal
+
+from sqlalchemy import ARRAY, Column, Date, DateTime, Index, Numeric, String
+from sqlalchemy.orm import registry
+from sqlmodel import Field, SQLModel
+
+MONEY = Numeric(24, 6)
+QTY = Numeric(24, 8)
+WEIGHT = Numeric(14, 10)
+
+
+def _ts(nullable: bool = False) -> "Column[datetime]":
+    return Column(DateTime(timezone=True), nullable=nullable)
+
+
+class Table(SQLModel, registry=registry()):
+    """Base of this service's tables; its metadata holds only them."""
+
+
+class Security(Table, table=True):
+    """From securities-changed."""
+
+    __tablename__ = "securities"
+
+    symbol: str = Field(primary_key=True, max_length=16)
+    name: str
+    asset_class: str
+    sector: str
+    price: Decimal = Field(sa_column=Column(MONEY, nullable=False))
+    changed_at: datetime = Field(sa_column=_ts())
+
+
+class Model(Table, table=True):
+    """From model-changed: the newest version seen of each model."""
+
+    __tablename__ = "models"
+
+    model_id: str = Field(primary_key=True, max_length=64)
+    name: str
+    version: int
+    changed_by: str
+    changed_at: datetime = Field(sa_column=_ts())
+
+
+class ModelTarget(Table, table=True):
+    """The targets of each model's newest version."""
+
+    __tablename__ = "model_targets"
+
+    model_id: str = Field(primary_key=True, max_length=64)
+    symbol: str = Field(primary_key=True, max_length=16)
+    weight: Decimal = Field(sa_column=Column(WEIGHT, nullable=False))
+
+
+class Account(Table, table=True):
+    """From account-changed."""
+
+    __tablename__ = "accounts"
+    __table_args__ = (Index("ix_accounts_model", "model_id"),)
+
+    account_id: str = Field(primary_key=True, max_length=64)
+    household_id: str = Field(max_length=64)
+    name: str
+    account_type: str = Field(max_length=16)
+    model_id: str | None = Field(default=None, max_length=64)
+    status: str = Field(max_length=16)
+    auto_approve: bool
+    tenant: str = Field(max_length=64)
+    changed_at: datetime = Field(sa_column=_ts())
+
+
+class HoldingsSnapshot(Table, table=True):
+    """From holdings-reconciled: the newest snapshot of an account's book of record."""
+
+    __tablename__ = "holdings"
+
+    account_id: str = Field(primary_key=True, max_length=64)
+    as_of: date = Field(sa_column=Column(Date, nullable=False))
+    cash: Decimal = Field(sa_column=Column(MONEY, nullable=False))
+    cause: str = Field(max_length=32)
+    # The fills this snapshot reflects (earlier snapshots' fills are in reconciled_fills).
+    fill_ids: list[str] = Field(sa_column=Column(ARRAY(String), nullable=False))
+    event_id: uuid.UUID
+    event_time: datetime = Field(sa_column=_ts())
+
+
+class Position(Table, table=True):
+    """The positions of the snapshot in `holdings` (replaced with it)."""
+
+    __tablename__ = "positions"
+
+    account_id: str = Field(primary_key=True, max_length=64)
+    symbol: str = Field(primary_key=True, max_length=16)
+    quantity: Decimal = Field(sa_column=Column(QTY, nullable=False))
+    cost_basis: Decimal = Field(sa_column=Column(MONEY, nullable=False))
+
+
+class ReconciledFill(Table, table=True):
+    """Every fill id a holdings snapshot has reflected: the fill reached the book of record."""
+
+    __tablename__ = "reconciled_fills"
+
+    fill_id: str = Field(primary_key=True, max_length=128)
+    account_id: str = Field(max_length=64)
+    reconciled_at: datetime = Field(sa_column=_ts())
+
+
+class Run(Table, table=True):
+    """A rebalance run, known from drift-detected and trades-proposed."""
+
+    __tablename__ = "runs"
+    __table_args__ = (Index("ix_runs_model", "model_id", "model_version"),)
+
+    run_id: uuid.UUID = Field(primary_key=True)
+    model_id: str = Field(max_length=64)
+    model_version: int
+    first_event_at: datetime = Field(sa_column=_ts())
+    last_event_at: datetime = Field(sa_column=_ts())
+
+
+class RunDrift(Table, table=True):
+    """Drift of one account measured by one run."""
+
+    __tablename__ = "run_drift"
+
+    run_id: uuid.UUID = Field(primary_key=True)
+    account_id: str = Field(primary_key=True, max_length=64)
+    total_value: Decimal = Field(sa_column=Column(MONEY, nullable=False))
+    max_abs_drift: Decimal = Field(sa_column=Column(WEIGHT, nullable=False))
+    tolerance: Decimal = Field(sa_column=Column(WEIGHT, nullable=False))
+    out_of_tolerance: bool
+    measured_at: datetime = Field(sa_column=_ts())
+
+
+class AccountDrift(Table, table=True):
+    """The latest drift measured for each account."""
+
+    __tablename__ = "account_drift"
+
+    account_id: str = Field(primary_key=True, max_length=64)
+    run_id: uuid.UUID
+    model_id: str = Field(max_length=64)
+    model_version: int
+    total_value: Decimal = Field(sa_column=Column(MONEY, nullable=False))
+    max_abs_drift: Decimal = Field(sa_column=Column(WEIGHT, nullable=False))
+    tolerance: Decimal = Field(sa_column=Column(WEIGHT, nullable=False))
+    out_of_tolerance: bool
+    measured_at: datetime = Field(sa_column=_ts())
+
+
+class Proposal(Table, table=True):
+    """A set of trades for one account; run details arrive with trades-proposed."""
+
+    __tablename__ = "proposals"
+    __table_args__ = (Index("ix_proposals_run", "run_id"),)
+
+    proposal_id: uuid.UUID = Field(primary_key=True)
+    account_id: str = Field(max_length=64)
+    run_id: uuid.UUID | None = None
+    model_id: str | None = Field(default=None, max_length=64)
+    model_version: int | None = None
+    cash_before: Decimal | None = Field(default=None, sa_column=Column(MONEY, nullable=True))
+    cash_after_estimated: Decimal | None = Field(
+        default=None, sa_column=Column(MONEY, nullable=True)
+    )
+    proposed_at: datetime | None = Field(default=None, sa_column=_ts(True))
+    approved_by: str | None = None
+    approved_at: datetime | None = Field(default=None, sa_column=_ts(True))
+
+
+class Trade(Table, table=True):
+    """One trade and what became of it. `status` is derived from the facts in the row and
+    the fills: rejected, filled, partially_filled, approved or proposed."""
+
+    __tablename__ = "trades"
+    __table_args__ = (
+        Index("ix_trades_account", "account_id"),
+        Index("ix_trades_proposal", "proposal_id"),
+    )
+
+    trade_id: uuid.UUID = Field(primary_key=True)
+    proposal_id: uuid.UUID
+    account_id: str = Field(max_length=64)
+    symbol: str = Field(max_length=16)
+    side: str = Field(max_length=4)
+    # Unknown while only fills of the trade have been seen.
+    quantity: Decimal | None = Field(default=None, sa_column=Column(QTY, nullable=True))
+    estimated_price: Decimal | None = Field(default=None, sa_column=Column(MONEY, nullable=True))
+    estimated_value: Decimal | None = Field(default=None, sa_column=Column(MONEY, nullable=True))
+    reason: str | None = None
+    explanation: str | None = None
+    proposed_at: datetime | None = Field(default=None, sa_column=_ts(True))
+    approved_at: datetime | None = Field(default=None, sa_column=_ts(True))
+    rejected_reason: str | None = None
+    rejected_at: datetime | None = Field(default=None, sa_column=_ts(True))
+    filled_quantity: Decimal = Field(default=Decimal(0), sa_column=Column(QTY, nullable=False))
+    average_price: Decimal | None = Field(default=None, sa_column=Column(MONEY, nullable=True))
+    status: str = Field(max_length=20)
+    updated_at: datetime = Field(sa_column=_ts())
+
+
+class Fill(Table, table=True):
+    """Every fill received, once."""
+
+    __tablename__ = "fills"
+    __table_args__ = (
+        Index("ix_fills_trade", "trade_id"),
+        Index("ix_fills_proposal", "proposal_id"),
+    )
+
+    fill_id: str = Field(primary_key=True, max_length=128)
+    trade_id: uuid.UUID
+    proposal_id: uuid.UUID
+    account_id: str = Field(max_length=64)
+    symbol: str = Field(max_length=16)
+    side: str = Field(max_length=4)
+    quantity: Decimal = Field(sa_column=Column(QTY, nullable=False))
+    price: Decimal = Field(sa_column=Column(MONEY, nullable=False))
+    executed_at: datetime = Field(sa_column=_ts())
+
+
+metadata = Table.metadata

@@ -1,0 +1,544 @@
+"""reporting-svc's handlers against real Postgres, fed real envelopes built from the
+contract payloads, and the REST reports over what they stored."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+from ballast_common.contracts import events as ev
+from ballast_common.contracts.registry import contract_for
+from ballast_common.db import Database
+from reporting_svc import repository as repo
+from reporting_svc.sample import deliver, envelope
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 11, 20, 14, 0, tzinfo=UTC)
+
+
+def at(seconds: int) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+def example(event_type: str, **changes: Any) -> Any:
+    """The contract's example payload with some fields changed, validated by the contract."""
+    contract = contract_for(event_type, 1)
+    assert contract is not None
+    return contract.payload.model_validate({**contract.example, **changes})
+
+
+def trade(symbol: str, side: str, qty: str, price: str, **extra: Any) -> ev.TradeV1:
+    base = example("trades-proposed").trades[0].model_dump()
+    return ev.TradeV1.model_validate(
+        {
+            **base,
+            "trade_id": uuid.uuid4(),
+            "symbol": symbol,
+            "side": side,
+            "quantity": qty,
+            "estimated_price": price,
+            "estimated_value": str(Decimal(qty) * Decimal(price)),
+            "explanation": f"{side.capitalize()} {qty} {symbol} to bring it to its target.",
+            **extra,
+        }
+    )
+
+
+def new_account() -> str:
+    return f"ACC-{uuid.uuid4().hex[:10]}"
+
+
+def new_model() -> str:
+    return f"m-{uuid.uuid4().hex[:8]}"
+
+
+async def setup_book(db: Database, account: str, model: str) -> None:
+    """Prices for ZZA/ZZB/ZZC, a 50/50 model of ZZA and ZZB, an account following it, and
+    opening holdings: 100 ZZA @ 10, 0 ZZB, 1000 cash."""
+    await deliver(
+        db,
+        envelope(
+            ev.SecuritiesChangedV1(
+                securities=[
+                    ev.SecurityV1(
+                        symbol=s, name=f"{s} Corp", asset_class="US Equity", sector="Tech",
+                        price=Decimal(p),
+                    )
+                    for s, p in (("ZZA", "10"), ("ZZB", "20"), ("ZZC", "5"))
+                ]
+            ),
+            key="security-master",
+            time=at(0),
+        ),
+    )  # fmt: skip
+    await deliver(
+        db,
+        envelope(
+            example(
+                "model-changed",
+                model_id=model,
+                version=1,
+                targets=[{"symbol": "ZZA", "weight": "0.5"}, {"symbol": "ZZB", "weight": "0.5"}],
+            ),
+            key=model,
+            time=at(1),
+        ),
+    )
+    await deliver(
+        db,
+        envelope(
+            example("account-changed", account_id=account, model_id=model),
+            key=account,
+            time=at(2),
+        ),
+    )
+    await deliver(db, holdings(account, at(3), "1000", {"ZZA": "100"}, cause="opening-balance"))
+
+
+def holdings(
+    account: str,
+    time: datetime,
+    cash: str,
+    positions: dict[str, str],
+    *,
+    fill_ids: list[str] | None = None,
+    cause: str = "fills",
+    as_of: date = date(2026, 11, 20),
+) -> Any:
+    payload = example(
+        "holdings-reconciled",
+        account_id=account,
+        as_of=as_of.isoformat(),
+        cash=cash,
+        positions=[
+            {"symbol": s, "quantity": q, "cost_basis": str(Decimal(q) * 9)}
+            for s, q in positions.items()
+        ],
+        cause=cause,
+        fill_ids=fill_ids or [],
+    )
+    return envelope(payload, key=account, time=time)
+
+
+def fill(account: str, t: ev.TradeV1, proposal: uuid.UUID, fill_id: str, qty: str, price: str,
+         time: datetime) -> Any:  # fmt: skip
+    payload = example(
+        "fills-received",
+        fill_id=fill_id,
+        trade_id=str(t.trade_id),
+        proposal_id=str(proposal),
+        account_id=account,
+        symbol=t.symbol,
+        side=t.side,
+        quantity=qty,
+        price=price,
+    )
+    return envelope(payload, key=account, time=time)
+
+
+def proposed(account: str, model: str, run: uuid.UUID, proposal: uuid.UUID,
+             trades: list[ev.TradeV1], time: datetime) -> Any:  # fmt: skip
+    payload = ev.TradesProposedV1(
+        proposal_id=proposal,
+        run_id=run,
+        account_id=account,
+        model_id=model,
+        model_version=1,
+        trades=trades,
+        cash_before=Decimal("1000"),
+        cash_after_estimated=Decimal("0"),
+    )
+    return envelope(payload, key=account, time=time)
+
+
+def approved(account: str, proposal: uuid.UUID, trades: list[ev.TradeV1], time: datetime) -> Any:
+    payload = ev.TradesApprovedV1(
+        proposal_id=proposal, account_id=account, approved_by="policy:auto-approve", trades=trades
+    )
+    return envelope(payload, key=account, time=time)
+
+
+def drift(account: str, model: str, run: uuid.UUID, time: datetime, out: bool = True) -> Any:
+    payload = example(
+        "drift-detected",
+        run_id=str(run),
+        account_id=account,
+        model_id=model,
+        model_version=1,
+        out_of_tolerance=out,
+    )
+    return envelope(payload, key=account, time=time)
+
+
+async def positions(db: Database, account: str) -> dict[str, Decimal]:
+    async with db.sessions() as session:
+        return {p.symbol: p.quantity for p in await repo.positions_of(session, account)}
+
+
+async def state(client: httpx.AsyncClient, account: str, run: uuid.UUID | None = None) -> Any:
+    """Everything the API says about an account (and a run): for before/after comparisons."""
+    out = [
+        (await client.get(f"/accounts/{account}")).json(),
+        (await client.get(f"/accounts/{account}/holdings")).json(),
+        (await client.get(f"/accounts/{account}/trades")).json(),
+    ]
+    if run is not None:
+        out.append((await client.get(f"/runs/{run}")).json())
+    return out
+
+
+# --- holdings -------------------------------------------------------------------------------
+
+
+async def test_holdings_snapshot_replaces_the_old_one_and_an_older_one_is_ignored(
+    db: Database, client: httpx.AsyncClient
+) -> None:
+    account, model = new_account(), new_model()
+    await setup_book(db, account, model)
+    assert await positions(db, account) == {"ZZA": Decimal(100)}
+
+    await deliver(db, holdings(account, at(20), "200", {"ZZA": "50", "ZZC": "8"}, fill_ids=["F1"]))
+    assert await positions(db, account) == {"ZZA": Decimal(50), "ZZC": Decimal(8)}
+
+    # A snapshot produced earlier, delivered late: holdings stay, its fills still count.
+    await deliver(db, holdings(account, at(10), "999", {"ZZB": "1"}, fill_ids=["F0"]))
+    assert await positions(db, account) == {"ZZA": Decimal(50), "ZZC": Decimal(8)}
+    body = (await client.get(f"/accounts/{account}/holdings")).json()
+    assert body["cash"] == "200.000000"
+    assert body["market_value"] == "740.00"  # 200 + 50*10 + 8*5
+    async with db.sessions() as session:
+        snapshot = await repo.get_holdings(session, account)
+    assert snapshot is not None and snapshot.fill_ids == ["F1"]
+
+    # A later business date wins even with an earlier event time.
+    await deliver(db, holdings(account, at(5), "0", {"ZZB": "37"}, as_of=date(2026, 11, 21)))
+    assert await positions(db, account) == {"ZZB": Decimal(37)}
+
+
+async def test_holdings_report_weights_targets_and_cash_row(
+    db: Database, client: httpx.AsyncClient
+) -> None:
+    account, model = new_account(), new_model()
+    await setup_book(db, account, model)  # 100 ZZA @10 = 1000, cash 1000, target 50/50 A/B
+    body = (await client.get(f"/accounts/{account}/holdings")).json()
+    lines = {line["symbol"]: line for line in body["lines"]}
+    assert set(lines) == {"ZZA", "ZZB", "CASH"}
+    assert lines["ZZA"]["market_value"] == "1000.00"
+    assert Decimal(lines["ZZA"]["weight"]) == Decimal("0.5")
+    assert Decimal(lines["ZZA"]["difference"]) == 0
+    assert Decimal(lines["ZZB"]["quantity"]) == 0 and Decimal(
+        lines["ZZB"]["target_weight"]
+    ) == Decimal("0.5")
+    assert Decimal(lines["ZZB"]["difference"]) == Decimal("-0.5")
+    assert lines["CASH"]["kind"] == "cash" and Decimal(lines["CASH"]["weight"]) == Decimal("0.5")
+    assert sum(Decimal(v["weight"]) for v in lines.values()) == 1
+    assert Decimal(body["max_drift"]) == Decimal("0.5")
+    # The account list computes the same drift in SQL.
+    page = (await client.get("/accounts", params={"search": account})).json()
+    assert page["total"] == 1
+    item = page["items"][0]
+    assert Decimal(item["max_drift"]) == Decimal("0.5")
+    assert item["market_value"] == "2000.00" and item["out_of_tolerance"] is True
+    assert item["model_id"] == model
+
+
+# --- trades and fills -----------------------------------------------------------------------
+
+
+async def test_fills_accumulate_to_filled_and_a_fill_twice_counts_once(
+    db: Database, client: httpx.AsyncClient
+) -> None:
+    account, model = new_account(), new_model()
+    await setup_book(db, account, model)
+    run, proposal = uuid.uuid4(), uuid.uuid4()
+    buy = trade("ZZB", "buy", "12", "20")
+    await deliver(db, proposed(account, model, run, proposal, [buy], at(30)))
+    await deliver(db, approved(account, proposal, [buy], at(31)))
+
+    async def the_trade() -> dict[str, Any]:
+        rows = (await client.get(f"/accounts/{account}/trades")).json()
+        assert len(rows) == 1
+        return rows[0]  # type: ignore[no-any-return]
+
+    assert (await the_trade())["status"] == "approved"
+    first = fill(account, buy, proposal, f"X-{uuid.uuid4()}", "5", "20.00", at(40))
+    await deliver(db, first)
+    await deliver(db, first)  # same event again, straight to the handler
+    row = await the_trade()
+    assert row["status"] == "partially_filled"
+    assert Decimal(row["filled_quantity"]) == 5 and Decimal(row["average_price"]) == 20
+    await deliver(db, fill(account, buy, proposal, f"X-{uuid.uuid4()}", "7", "21.00", at(41)))
+    row = await the_trade()
+    assert row["status"] == "filled"
+    assert Decimal(row["filled_quantity"]) == 12
+    assert Decimal(row["average_price"]) == Decimal("20.583333")  # (100 + 147) / 12
+    assert row["fills"] == 2 and row["fills_reflected"] == 0
+    assert row["explanation"] == "Buy 12 ZZB to bring it to its target."
+    assert row["run_id"] == str(run)
+
+
+async def test_events_out_of_order_converge(db: Database, client: httpx.AsyncClient) -> None:
+    """A fill before the proposal, an approval before the proposal: same end state."""
+    account, model = new_account(), new_model()
+    await setup_book(db, account, model)
+    run, proposal = uuid.uuid4(), uuid.uuid4()
+    buy = trade("ZZB", "buy", "10", "20")
+    await deliver(db, approved(account, proposal, [buy], at(31)))
+    await deliver(db, fill(account, buy, proposal, f"X-{uuid.uuid4()}", "10", "20", at(40)))
+    rows = (await client.get(f"/accounts/{account}/trades")).json()
+    assert rows[0]["status"] == "filled" and rows[0]["run_id"] is None
+    await deliver(db, proposed(account, model, run, proposal, [buy], at(30)))
+    rows = (await client.get(f"/accounts/{account}/trades")).json()
+    assert rows[0]["status"] == "filled" and rows[0]["run_id"] == str(run)
+    assert rows[0]["approved_by"] == "policy:auto-approve"
+
+
+async def test_rejected_order_carries_its_reason(db: Database, client: httpx.AsyncClient) -> None:
+    account, model = new_account(), new_model()
+    await setup_book(db, account, model)
+    run, proposal = uuid.uuid4(), uuid.uuid4()
+    sell = trade("ZZA", "sell", "30", "10")
+    await deliver(db, proposed(account, model, run, proposal, [sell], at(30)))
+    await deliver(db, approved(account, proposal, [sell], at(31)))
+    reject = example(
+        "order-rejected",
+        trade_id=str(sell.trade_id),
+        proposal_id=str(proposal),
+        account_id=account,
+        symbol="ZZA",
+        side="sell",
+        quantity="30",
+        reason="security halted",
+    )
+    await deliver(db, envelope(reject, key=account, time=at(35)))
+    rows = (await client.get(f"/accounts/{account}/trades")).json()
+    assert rows[0]["status"] == "rejected" and rows[0]["rejected_reason"] == "security halted"
+    progress = (await client.get(f"/runs/{run}")).json()
+    assert progress["trades_rejected"] == 1 and progress["complete"] is True
+
+
+# --- runs -----------------------------------------------------------------------------------
+
+
+async def test_run_is_complete_only_when_fills_reach_holdings(
+    db: Database, client: httpx.AsyncClient
+) -> None:
+    account, model = new_account(), new_model()
+    await setup_book(db, account, model)
+    await deliver(db, holdings(account, at(4), "500", {"ZZA": "150"}, cause="opening-balance"))
+    run, proposal = uuid.uuid4(), uuid.uuid4()
+    sell = trade("ZZA", "sell", "50", "10")
+    buy = trade("ZZB", "buy", "50", "20")
+    await deliver(db, drift(account, model, run, at(29)))
+    await deliver(db, proposed(account, model, run, proposal, [sell, buy], at(30)))
+    progress = (await client.get(f"/runs/{run}")).json()
+    assert progress["accounts_measured"] == 1 and progress["accounts_out_of_tolerance"] == 1
+    assert progress["trades"] == 2 and progress["trades_awaiting_approval"] == 2
+    assert progress["complete"] is False
+
+    await deliver(db, approved(account, proposal, [sell, buy], at(31)))
+    f1, f2, f3 = (f"X-{uuid.uuid4()}" for _ in range(3))
+    await deliver(db, fill(account, sell, proposal, f1, "50", "10", at(40)))
+    await deliver(db, fill(account, buy, proposal, f2, "20", "20", at(41)))
+    progress = (await client.get(f"/runs/{run}")).json()
+    assert progress["trades_filled"] == 1 and progress["trades_partially_filled"] == 1
+    assert progress["complete"] is False
+
+    # The first fills reach the book of record; one trade is still partly open.
+    await deliver(
+        db, holdings(account, at(50), "1100", {"ZZA": "50", "ZZB": "20"}, fill_ids=[f1, f2])
+    )
+    progress = (await client.get(f"/runs/{run}")).json()
+    assert progress["fills_reflected"] == 2 and progress["complete"] is False
+
+    await deliver(db, fill(account, buy, proposal, f3, "30", "20", at(60)))
+    progress = (await client.get(f"/runs/{run}")).json()
+    assert progress["trades_filled"] == 2 and progress["trades_open"] == 0
+    assert progress["fills"] == 3 and progress["fills_reflected"] == 2
+    assert progress["complete"] is False  # every trade filled, one fill not in holdings yet
+
+    await deliver(db, holdings(account, at(70), "0", {"ZZA": "100", "ZZB": "50"}, fill_ids=[f3]))
+    progress = (await client.get(f"/runs/{run}")).json()
+    assert progress["complete"] is True and progress["progress"] == 1.0
+    assert progress["last_reconciled_at"] == at(70).isoformat().replace("+00:00", "Z")
+    assert progress["first_event_at"] == at(29).isoformat().replace("+00:00", "Z")
+    # The account is now on its model: drift gone.
+    item = (await client.get("/accounts", params={"search": account})).json()["items"][0]
+    assert Decimal(item["max_drift"]) == 0 and item["out_of_tolerance"] is False
+    assert item["last_measured"]["run_id"] == str(run)
+
+    listed = (await client.get("/runs", params={"model_id": model, "model_version": 1})).json()
+    assert [r["run_id"] for r in listed] == [str(run)]
+    assert (await client.get("/runs", params={"model_id": model, "model_version": 2})).json() == []
+
+
+async def test_same_event_twice_has_one_effect(db: Database, client: httpx.AsyncClient) -> None:
+    """Every handler called twice with the same envelope (the inbox is bypassed)."""
+    account, model = new_account(), new_model()
+    await setup_book(db, account, model)
+    run, proposal = uuid.uuid4(), uuid.uuid4()
+    sell, buy = trade("ZZA", "sell", "50", "10"), trade("ZZB", "buy", "50", "20")
+    fid = f"X-{uuid.uuid4()}"
+    reject = example(
+        "order-rejected",
+        trade_id=str(buy.trade_id),
+        proposal_id=str(proposal),
+        account_id=account,
+        symbol="ZZB",
+        side="buy",
+        quantity="50",
+    )
+    events = [
+        envelope(example("account-changed", account_id=account, model_id=model), key=account,
+                 time=at(2)),
+        drift(account, model, run, at(29)),
+        proposed(account, model, run, proposal, [sell, buy], at(30)),
+        approved(account, proposal, [sell, buy], at(31)),
+        fill(account, sell, proposal, fid, "50", "10", at(40)),
+        envelope(reject, key=account, time=at(41)),
+        holdings(account, at(50), "1500", {"ZZA": "50"}, fill_ids=[fid]),
+    ]  # fmt: skip
+    for event in events:
+        await deliver(db, event)
+    once = await state(client, account, run)
+    summary_once = (await client.get("/summary")).json()
+    for event in events:
+        await deliver(db, event)
+    assert await state(client, account, run) == once
+    assert (await client.get("/summary")).json() == summary_once
+    assert once[3]["complete"] is True and once[3]["fills"] == 1
+
+
+async def test_older_model_version_does_not_replace_newer(
+    db: Database, client: httpx.AsyncClient
+) -> None:
+    account, model = new_account(), new_model()
+    await setup_book(db, account, model)
+    v2 = example("model-changed", model_id=model, version=2,
+                 targets=[{"symbol": "ZZC", "weight": "1"}])  # fmt: skip
+    await deliver(db, envelope(v2, key=model, time=at(10)))
+    v1 = example("model-changed", model_id=model, version=1,
+                 targets=[{"symbol": "ZZA", "weight": "1"}])  # fmt: skip
+    await deliver(db, envelope(v1, key=model, time=at(11)))
+    body = (await client.get(f"/accounts/{account}/holdings")).json()
+    targets = {line["symbol"]: line["target_weight"] for line in body["lines"]}
+    assert Decimal(targets["ZZC"]) == 1 and Decimal(targets["ZZA"]) == 0
+    assert body["model_version"] == 2
+
+
+# --- REST -----------------------------------------------------------------------------------
+
+
+async def test_unknown_ids_are_404_problems(client: httpx.AsyncClient) -> None:
+    for path in (
+        "/accounts/NOPE-1",
+        "/accounts/NOPE-1/holdings",
+        "/accounts/NOPE-1/trades",
+        f"/runs/{uuid.uuid4()}",
+    ):
+        response = await client.get(path)
+        assert response.status_code == 404, path
+        assert response.headers["content-type"] == "application/problem+json"
+        assert "NOPE-1" in response.json()["detail"] or "run" in response.json()["detail"]
+
+
+async def test_bad_query_is_422_naming_the_field(client: httpx.AsyncClient) -> None:
+    response = await client.get("/accounts", params={"sort": "password"})
+    assert response.status_code == 422
+    assert response.json()["errors"][0]["field"] == "query.sort"
+    assert (await client.get("/runs/not-a-uuid")).status_code == 422
+
+
+async def test_account_list_filters_sorts_and_pages(
+    db: Database, client: httpx.AsyncClient
+) -> None:
+    model = new_model()
+    accounts = [new_account() for _ in range(3)]
+    for a in accounts:
+        await setup_book(db, a, model)
+    # The second account is on target: 50 ZZA (500) and 25 ZZB (500), no cash.
+    await deliver(db, holdings(accounts[1], at(10), "0", {"ZZA": "50", "ZZB": "25"}))
+    page = (await client.get("/accounts", params={"model_id": model})).json()
+    assert page["total"] == 3 and sorted(i["account_id"] for i in page["items"]) == sorted(accounts)
+    out = (
+        await client.get("/accounts", params={"model_id": model, "out_of_tolerance": "true"})
+    ).json()
+    assert {i["account_id"] for i in out["items"]} == {accounts[0], accounts[2]}
+    inside = (
+        await client.get("/accounts", params={"model_id": model, "out_of_tolerance": "false"})
+    ).json()
+    assert [i["account_id"] for i in inside["items"]] == [accounts[1]]
+    by_drift = (
+        await client.get(
+            "/accounts", params={"model_id": model, "sort": "max_drift", "order": "asc"}
+        )
+    ).json()
+    assert by_drift["items"][0]["account_id"] == accounts[1]
+    second = (
+        await client.get("/accounts", params={"model_id": model, "limit": 2, "offset": 2})
+    ).json()
+    assert second["total"] == 3 and len(second["items"]) == 1
+    beyond = (await client.get("/accounts", params={"model_id": model, "offset": 10})).json()
+    assert beyond["total"] == 3 and beyond["items"] == []
+    summary = (await client.get(f"/accounts/{accounts[1]}")).json()
+    assert summary["market_value"] == "1000.00" and summary["out_of_tolerance"] is False
+
+
+async def test_summary_counts(db: Database, client: httpx.AsyncClient) -> None:
+    before = (await client.get("/summary")).json()
+    account, model = new_account(), new_model()
+    await setup_book(db, account, model)
+    run, proposal = uuid.uuid4(), uuid.uuid4()
+    buy = trade("ZZB", "buy", "10", "20")
+    await deliver(db, proposed(account, model, run, proposal, [buy], at(30)))
+    after = (await client.get("/summary")).json()
+    assert after["accounts"] == before["accounts"] + 1
+    assert after["models"] == before["models"] + 1
+    assert after["proposals"] == before["proposals"] + 1
+    assert after["runs"] == before["runs"] + 1
+    assert (
+        after["trades_by_status"].get("proposed", 0)
+        == before["trades_by_status"].get("proposed", 0) + 1
+    )
+    assert Decimal(after["total_market_value"]) == Decimal(before["total_market_value"]) + 2000
+    assert after["accounts_out_of_tolerance"] == before["accounts_out_of_tolerance"] + 1
+
+
+async def test_run_accounts_and_models(db: Database, client: httpx.AsyncClient) -> None:
+    account, model = new_account(), new_model()
+    await setup_book(db, account, model)
+    run, proposal = uuid.uuid4(), uuid.uuid4()
+    buy = trade("ZZB", "buy", "50", "20")
+    await deliver(db, drift(account, model, run, at(29)))
+    await deliver(db, proposed(account, model, run, proposal, [buy], at(30)))
+    await deliver(db, approved(account, proposal, [buy], at(31)))
+    await deliver(db, fill(account, buy, proposal, f"X-{uuid.uuid4()}", "50", "20", at(40)))
+    rows = (await client.get(f"/runs/{run}/accounts")).json()
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["account_id"] == account and row["out_of_tolerance"] is True
+    assert row["trades"] == 1 and row["trades_filled"] == 1 and row["trades_open"] == 0
+    assert row["fills"] == 1 and row["fills_reflected"] == 0
+    assert (await client.get(f"/runs/{uuid.uuid4()}/accounts")).status_code == 404
+    models = {m["model_id"]: m for m in (await client.get("/models")).json()}
+    assert models[model]["accounts"] == 1 and models[model]["securities"] == 2
+
+
+async def test_cash_overdraft_is_reported_not_an_error(
+    db: Database, client: httpx.AsyncClient
+) -> None:
+    account, model = new_account(), new_model()
+    await setup_book(db, account, model)
+    await deliver(db, holdings(account, at(10), "-100", {"ZZA": "20", "ZZB": "5"}))
+    body = (await client.get(f"/accounts/{account}/holdings")).json()
+    lines = {line["symbol"]: line for line in body["lines"]}
+    assert body["market_value"] == "200.00"  # 200 + 100 - 100
+    assert Decimal(lines["CASH"]["weight"]) == Decimal("-0.5")
+    assert Decimal(lines["ZZA"]["weight"]) == 1 and Decimal(lines["ZZA"]["difference"]) == Decimal(
+        "0.5"
+    )
