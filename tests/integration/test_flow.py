@@ -223,7 +223,7 @@ async def test_bad_rest_input_gets_problem_json_naming_the_field(flow, running_s
         missing_model = await http.get(f"{running_services.model_hub}/models/nope")
     assert bad_weight.status_code == 422
     assert bad_weight.headers["content-type"] == "application/problem+json"
-    assert bad_weight.json()["errors"][0]["field"] == "targets.0.weight"
+    assert bad_weight.json()["errors"][0]["field"] == "targets[0].weight"
     assert unknown.status_code == 422
     assert unknown.json()["errors"] == [
         {"field": "targets[0].symbol", "message": "unknown security NOPE"}

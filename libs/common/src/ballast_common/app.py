@@ -234,13 +234,7 @@ def _install_errors(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {
-                "field": ".".join(str(p) for p in err["loc"] if p != "body") or "body",
-                "message": err["msg"],
-            }
-            for err in exc.errors()
-        ]
+        errors = [{"field": field_path(err["loc"]), "message": err["msg"]} for err in exc.errors()]
         fields = ", ".join(e["field"] for e in errors[:5])
         return problem_response(
             422,
@@ -280,6 +274,16 @@ def _install_errors(app: FastAPI) -> None:
                 "instance": request.url.path,
             },
         )
+
+
+def field_path(loc: Sequence[int | str]) -> str:
+    """`("body", "targets", 0, "weight")` -> `targets[0].weight`, as service rules name fields."""
+    path = ""
+    for part in loc:
+        if part == "body" and not path:
+            continue
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "body"
 
 
 def _install_metrics(app: FastAPI) -> None:
