@@ -29,7 +29,7 @@ test-unit: setup ## run the tests that need no Kafka or Postgres
 lint: setup ## ruff, ruff-format and mypy
 	@$(PY) -m ruff check .
 	@$(PY) -m ruff format --check .
-	@$(PY) -m mypy libs/common/src
+	@$(PY) -m mypy libs/common/src services/*/src tools/*/src
 
 format: setup ## format the code
 	@$(PY) -m ruff format .

@@ -176,7 +176,7 @@ async def _supervise(name: str, factory: Callable[[], Awaitable[None]]) -> None:
 
 
 def get_runtime(request: Request) -> Runtime:
-    return request.app.state.runtime  # type: ignore[no-any-return]
+    return request.app.state.runtime
 
 
 async def _request_uow(request: Request) -> AsyncIterator[UnitOfWork]:
@@ -288,7 +288,7 @@ def field_path(loc: Sequence[int | str]) -> str:
 
 def _install_metrics(app: FastAPI) -> None:
     @app.middleware("http")
-    async def count_requests(request: Request, call_next):  # type: ignore[no-untyped-def]
+    async def count_requests(request: Request, call_next):
         started = time.perf_counter()
         response = await call_next(request)
         route = request.scope.get("route")

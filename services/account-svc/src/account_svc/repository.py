@@ -53,9 +53,9 @@ async def save(session: AsyncSession, row: Account | Proposal) -> None:
 async def upsert_known_model(session: AsyncSession, model_id: str, name: str, version: int) -> None:
     stmt = insert(KnownModel).values(model_id=model_id, name=name, version=version)
     stmt = stmt.on_conflict_do_update(
-        index_elements=[KnownModel.model_id],  # type: ignore[list-item]
+        index_elements=[KnownModel.model_id],
         set_={"name": stmt.excluded.name, "version": stmt.excluded.version},
-        where=KnownModel.version < stmt.excluded.version,  # type: ignore[arg-type]
+        where=KnownModel.version < stmt.excluded.version,
     )
     await session.execute(stmt)
 

@@ -128,7 +128,7 @@ def _decide(proposal: Proposal, status: str, actor: str, note: str | None) -> No
 def _announce_approval(uow: UnitOfWork, proposal: Proposal, tenant: str) -> None:
     uow.publish(
         TradesApprovedV1(
-            proposal_id=proposal.proposal_id,  # type: ignore[arg-type]
+            proposal_id=proposal.proposal_id,
             account_id=proposal.account_id,
             approved_by=proposal.decided_by or "",
             trades=[TradeV1.model_validate(t) for t in proposal.trades],
@@ -144,9 +144,9 @@ def _announce(uow: UnitOfWork, account: Account) -> None:
             account_id=account.account_id,
             household_id=account.household_id,
             name=account.name,
-            account_type=account.account_type,  # type: ignore[arg-type]
+            account_type=account.account_type,
             model_id=account.model_id,
-            status=account.status,  # type: ignore[arg-type]
+            status=account.status,
             auto_approve=account.auto_approve,
         ),
         key=account.account_id,

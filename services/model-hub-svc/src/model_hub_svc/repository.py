@@ -13,7 +13,7 @@ async def upsert_securities(session: AsyncSession, securities: Sequence[Security
     rows = [s.model_dump() for s in securities]
     stmt = insert(Security).values(rows)
     stmt = stmt.on_conflict_do_update(
-        index_elements=[Security.symbol],  # type: ignore[list-item]
+        index_elements=[Security.symbol],
         set_={
             c: stmt.excluded[c]
             for c in (

@@ -12,7 +12,7 @@ class SecurityIn(BaseModel):
     name: str = Field(min_length=1)
     asset_class: str = Field(min_length=1)
     sector: str = Field(min_length=1)
-    price: Price  # type: ignore[valid-type]
+    price: Price
     fractional_eligible: bool = False
     cusip: str | None = Field(default=None, min_length=9, max_length=9)
 
@@ -27,7 +27,7 @@ class SecurityOut(SecurityIn):
 
 class TargetIn(BaseModel):
     symbol: str = Field(min_length=1, max_length=16)
-    weight: Weight  # type: ignore[valid-type]
+    weight: Weight
 
 
 class ModelIn(BaseModel):

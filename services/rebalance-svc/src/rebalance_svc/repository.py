@@ -15,7 +15,7 @@ from rebalance_svc.tables import Account, Cash, Holding, Model, Run, Security
 async def upsert_securities(session: AsyncSession, rows: Sequence[dict[str, object]]) -> None:
     stmt = insert(Security).values(list(rows))
     stmt = stmt.on_conflict_do_update(
-        index_elements=[Security.symbol],  # type: ignore[list-item]
+        index_elements=[Security.symbol],
         set_={
             c: stmt.excluded[c] for c in ("asset_class", "sector", "price", "fractional_eligible")
         },
@@ -24,7 +24,7 @@ async def upsert_securities(session: AsyncSession, rows: Sequence[dict[str, obje
 
 
 async def prices(session: AsyncSession) -> dict[str, Decimal]:
-    result = await session.exec(select(Security.symbol, Security.price))
+    result = await session.exec(select(col(Security.symbol), col(Security.price)))
     return dict(result.all())
 
 
@@ -40,7 +40,7 @@ async def save(session: AsyncSession, row: Model | Account | Run) -> None:
 async def upsert_account(session: AsyncSession, account: Account) -> None:
     stmt = insert(Account).values(account.model_dump())
     stmt = stmt.on_conflict_do_update(
-        index_elements=[Account.account_id],  # type: ignore[list-item]
+        index_elements=[Account.account_id],
         set_={c: stmt.excluded[c] for c in ("tenant", "model_id", "status")},
     )
     await session.execute(stmt)
@@ -68,7 +68,7 @@ async def replace_holdings(
         )
     stmt = insert(Cash).values(account_id=account_id, amount=cash, updated_at=func.now())
     stmt = stmt.on_conflict_do_update(
-        index_elements=[Cash.account_id],  # type: ignore[list-item]
+        index_elements=[Cash.account_id],
         set_={"amount": stmt.excluded.amount, "updated_at": stmt.excluded.updated_at},
     )
     await session.execute(stmt)
@@ -79,10 +79,10 @@ async def books_of(
 ) -> tuple[dict[str, Decimal], dict[str, dict[str, Decimal]]]:
     """Cash and holdings of the given accounts; accounts never reconciled have no cash row."""
     cash_rows = await session.exec(
-        select(Cash.account_id, Cash.amount).where(col(Cash.account_id).in_(account_ids))
+        select(col(Cash.account_id), col(Cash.amount)).where(col(Cash.account_id).in_(account_ids))
     )
     holding_rows = await session.exec(
-        select(Holding.account_id, Holding.symbol, Holding.quantity).where(
+        select(col(Holding.account_id), col(Holding.symbol), col(Holding.quantity)).where(
             col(Holding.account_id).in_(account_ids)
         )
     )

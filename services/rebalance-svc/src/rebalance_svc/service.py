@@ -199,7 +199,7 @@ def _announce(
                 TradeV1(
                     trade_id=uuid.uuid5(IDS, f"trade:{proposal_id}:{t.side}:{t.symbol}"),
                     symbol=t.symbol,
-                    side=t.side,  # type: ignore[arg-type]
+                    side=t.side,
                     quantity=t.quantity,
                     estimated_price=t.price,
                     estimated_value=t.value,

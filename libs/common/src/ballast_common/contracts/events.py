@@ -37,7 +37,7 @@ class SecurityV1(Payload):
     name: str
     asset_class: str
     sector: str
-    price: Price  # type: ignore[valid-type]
+    price: Price
     fractional_eligible: bool = False
     cusip: str | None = None
 
@@ -50,7 +50,7 @@ class SecuritiesChangedV1(Payload):
 
 class ModelTargetV1(Payload):
     symbol: str
-    weight: Weight  # type: ignore[valid-type]
+    weight: Weight
 
 
 class ModelChangedV1(Payload):
@@ -82,9 +82,9 @@ class TradeV1(Payload):
     trade_id: uuid.UUID
     symbol: str
     side: Side
-    quantity: PositiveQuantity  # type: ignore[valid-type]
-    estimated_price: Price  # type: ignore[valid-type]
-    estimated_value: NonNegativeMoney  # type: ignore[valid-type]
+    quantity: PositiveQuantity
+    estimated_price: Price
+    estimated_value: NonNegativeMoney
     reason: str = Field(description="reason code: drift, model-change, restriction, cash-need...")
     explanation: str = Field(description="a plain-English sentence a client could read")
 
@@ -103,9 +103,9 @@ class TradesApprovedV1(Payload):
 
 class SecurityDriftV1(Payload):
     symbol: str
-    target_weight: Weight  # type: ignore[valid-type]
-    current_weight: Weight  # type: ignore[valid-type]
-    drift: SignedWeight  # type: ignore[valid-type]
+    target_weight: Weight
+    current_weight: Weight
+    drift: SignedWeight
 
 
 class DriftDetectedV1(Payload):
@@ -115,9 +115,9 @@ class DriftDetectedV1(Payload):
     account_id: str
     model_id: str
     model_version: int
-    total_value: Money  # type: ignore[valid-type]
-    max_abs_drift: Weight  # type: ignore[valid-type]
-    tolerance: Weight  # type: ignore[valid-type]
+    total_value: Money
+    max_abs_drift: Weight
+    tolerance: Weight
     out_of_tolerance: bool
     securities: list[SecurityDriftV1]
 
@@ -131,8 +131,8 @@ class TradesProposedV1(Payload):
     model_id: str
     model_version: int
     trades: list[TradeV1] = Field(min_length=1)
-    cash_before: Money  # type: ignore[valid-type]
-    cash_after_estimated: Money  # type: ignore[valid-type]
+    cash_before: Money
+    cash_after_estimated: Money
 
 
 # --- custodian-gateway ----------------------------------------------------------------------
@@ -148,8 +148,8 @@ class FillsReceivedV1(Payload):
     account_id: str
     symbol: str
     side: Side
-    quantity: PositiveQuantity  # type: ignore[valid-type]
-    price: Price  # type: ignore[valid-type]
+    quantity: PositiveQuantity
+    price: Price
     executed_at: datetime
 
 
@@ -162,7 +162,7 @@ class OrderRejectedV1(Payload):
     account_id: str
     symbol: str
     side: Side
-    quantity: PositiveQuantity  # type: ignore[valid-type]
+    quantity: PositiveQuantity
     reason: str
 
 
@@ -171,8 +171,8 @@ class OrderRejectedV1(Payload):
 
 class PositionV1(Payload):
     symbol: str
-    quantity: Quantity  # type: ignore[valid-type]
-    cost_basis: NonNegativeMoney  # type: ignore[valid-type]
+    quantity: Quantity
+    cost_basis: NonNegativeMoney
 
 
 class HoldingsReconciledV1(Payload):
@@ -180,7 +180,7 @@ class HoldingsReconciledV1(Payload):
 
     account_id: str
     as_of: date
-    cash: Money  # type: ignore[valid-type]
+    cash: Money
     positions: list[PositionV1]
     cause: Literal["opening-balance", "fills"]
     fill_ids: list[str] = Field(default_factory=list)

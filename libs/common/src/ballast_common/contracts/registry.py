@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -19,7 +20,7 @@ class Contract:
 
     type: str
     version: int
-    payload: type[BaseModel]
+    payload: builtins.type[BaseModel]
     producer: str
     consumers: tuple[str, ...]
     description: str

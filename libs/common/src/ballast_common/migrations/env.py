@@ -14,7 +14,7 @@ schema: str = config.attributes["schema"]
 service_metadata: MetaData = config.attributes["target_metadata"]
 
 
-def include_object(obj, name, type_, reflected, compare_to):  # type: ignore[no-untyped-def]
+def include_object(obj, name, type_, reflected, compare_to):
     # Autogenerate compares only this service's tables (its schema is the search_path).
     return not (type_ == "table" and reflected and compare_to is None and name == "alembic_version")
 
