@@ -245,3 +245,10 @@ async def _read(bootstrap: str, topic: str, count: int) -> list[dict]:
     finally:
         await consumer.stop()
     return out
+
+
+async def test_two_copies_in_one_batch_have_one_effect(db):
+    raw = envelope_bytes(account_changed("ACC-7", "Kai"))
+    outcome = await processor(db).process([record(raw, 0), record(raw, 1)])
+    assert outcome == {"processed": 1, "duplicate": 1, "dead_lettered": 0}
+    assert await notes(db) == ["Kai"]

@@ -15,13 +15,14 @@ import base64
 import logging
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaConnectionError
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import Span, SpanKind
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from ballast_common import plumbing
@@ -45,6 +46,10 @@ class Subscription:
 
     event_type: str
     handler: Handler
+
+
+class _IsolateFailures(Exception):
+    """A record of the batch failed permanently: redo the batch one savepoint per record."""
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -83,41 +88,60 @@ class BatchProcessor:
         return [self._prefix + t for t in self._handlers]
 
     async def process(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> dict[str, int]:
-        """Returns counts by outcome: processed, duplicate, dead_lettered."""
-        outcomes = {"processed": 0, "duplicate": 0, "dead_lettered": 0}
+        """Handle a batch; returns counts by outcome: processed, duplicate, dead_lettered.
+
+        Fast path: one transaction, one inbox insert for the batch, no savepoints. If a record
+        fails permanently, that transaction is rolled back and the batch is handled again with
+        a savepoint per record, so only the failing record is dead-lettered.
+        """
+        try:
+            outcomes = await self._process_together(records)
+        except _IsolateFailures:
+            outcomes = await self._process_isolated(records)
+        counts = {"processed": 0, "duplicate": 0, "dead_lettered": 0}
+        for record, outcome in zip(records, outcomes, strict=True):
+            counts[outcome] += 1
+            EVENTS_CONSUMED.labels(self._logical(record.topic), outcome).inc()
+        return counts
+
+    async def _process_together(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[str]:
+        outcomes: list[str] = []
         async with self._uow_factory() as uow:
-            for record in records:
-                outcome = await self._process_one(uow, record)
-                outcomes[outcome] += 1
-                EVENTS_CONSUMED.labels(self._logical(record.topic), outcome).inc()
+            decoded = [self._decode(record) for record in records]
+            ids = [d[0].id for d in decoded if not isinstance(d, Exception)]
+            first_time = await plumbing.record_first_deliveries(uow.session, self.group, ids)
+            for record, item in zip(records, decoded, strict=True):
+                if isinstance(item, Exception):
+                    self._dead_letter(uow, record, item)
+                    outcomes.append("dead_lettered")
+                    continue
+                envelope, payload = item
+                if envelope.id not in first_time:
+                    outcomes.append("duplicate")
+                    continue
+                first_time.discard(envelope.id)  # a second copy in this batch is a duplicate
+                with self._span(record, envelope) as span:
+                    try:
+                        await self._handle(uow, envelope, payload)
+                    except Exception as exc:
+                        if is_transient(exc):
+                            raise
+                        span.record_exception(exc)
+                        raise _IsolateFailures from exc
+                outcomes.append("processed")
         return outcomes
 
+    async def _process_isolated(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[str]:
+        async with self._uow_factory() as uow:
+            return [await self._process_one(uow, record) for record in records]
+
     async def _process_one(self, uow: UnitOfWork, record: ConsumerRecord[bytes, bytes]) -> str:
-        headers = kafka_headers_to_dict(record.headers)
-        topic = self._logical(record.topic)
-        try:
-            envelope, payload = decode_envelope(record.value)
-        except EnvelopeError as exc:
-            self._dead_letter(uow, record, exc)
+        item = self._decode(record)
+        if isinstance(item, Exception):
+            self._dead_letter(uow, record, item)
             return "dead_lettered"
-        if envelope.type != topic or topic not in self._handlers:
-            error = EnvelopeError(f"event type {envelope.type!r} does not belong on {topic!r}")
-            self._dead_letter(uow, record, error)
-            return "dead_lettered"
-        parent = context_from_headers(headers)
-        with tracer().start_as_current_span(
-            f"{topic} process",
-            context=parent,
-            kind=SpanKind.CONSUMER,
-            attributes={
-                "messaging.system": "kafka",
-                "messaging.destination.name": record.topic,
-                "messaging.consumer.group.name": self.group,
-                "messaging.kafka.partition": record.partition,
-                "messaging.kafka.offset": record.offset,
-                "ballast.event_id": str(envelope.id),
-            },
-        ) as span:
+        envelope, payload = item
+        with self._span(record, envelope) as span:
             # Events queued by earlier records (dead letters included) are written first,
             # so rolling back this record's savepoint cannot lose them.
             await uow.flush_events()
@@ -127,9 +151,7 @@ class BatchProcessor:
                     await savepoint.rollback()
                     span.set_attribute("ballast.duplicate", True)
                     return "duplicate"
-                uow.causation = envelope
-                await self._handlers[topic](uow, envelope, payload)
-                await uow.flush_events()
+                await self._handle(uow, envelope, payload)
                 await savepoint.commit()
                 return "processed"
             except Exception as exc:
@@ -141,8 +163,41 @@ class BatchProcessor:
                 span.record_exception(exc)
                 self._dead_letter(uow, record, exc)
                 return "dead_lettered"
-            finally:
-                uow.causation = None
+
+    def _decode(self, record: ConsumerRecord[bytes, bytes]) -> tuple[Envelope, Any] | Exception:
+        topic = self._logical(record.topic)
+        try:
+            envelope, payload = decode_envelope(record.value)
+        except EnvelopeError as exc:
+            return exc
+        if envelope.type != topic or topic not in self._handlers:
+            return EnvelopeError(f"event type {envelope.type!r} does not belong on {topic!r}")
+        return envelope, payload
+
+    async def _handle(self, uow: UnitOfWork, envelope: Envelope, payload: Any) -> None:
+        uow.causation = envelope
+        try:
+            await self._handlers[envelope.type](uow, envelope, payload)
+            await uow.flush_events()
+        finally:
+            uow.causation = None
+
+    def _span(
+        self, record: ConsumerRecord[bytes, bytes], envelope: Envelope
+    ) -> AbstractContextManager[Span]:
+        return tracer().start_as_current_span(
+            f"{self._logical(record.topic)} process",
+            context=context_from_headers(kafka_headers_to_dict(record.headers)),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.destination.name": record.topic,
+                "messaging.consumer.group.name": self.group,
+                "messaging.kafka.partition": record.partition,
+                "messaging.kafka.offset": record.offset,
+                "ballast.event_id": str(envelope.id),
+            },
+        )
 
     def _dead_letter(
         self, uow: UnitOfWork, record: ConsumerRecord[bytes, bytes], exc: BaseException

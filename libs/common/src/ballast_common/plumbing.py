@@ -117,3 +117,19 @@ async def record_first_delivery(session: AsyncSession, consumer: str, event_id: 
         .returning(inbox.c.event_id)
     )
     return result.first() is not None
+
+
+async def record_first_deliveries(
+    session: AsyncSession, consumer: str, event_ids: Sequence[uuid.UUID]
+) -> set[uuid.UUID]:
+    """Insert the events into the inbox at once; returns the ids not processed before."""
+    unique = list(dict.fromkeys(event_ids))
+    if not unique:
+        return set()
+    result = await session.execute(
+        insert(inbox)
+        .values([{"consumer": consumer, "event_id": e} for e in unique])
+        .on_conflict_do_nothing()
+        .returning(inbox.c.event_id)
+    )
+    return {row[0] for row in result}
