@@ -107,6 +107,13 @@ async def drive(urls: Urls, accounts_wanted: int, seed: int) -> dict[str, Any]:
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
+    percent_columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description:<34}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+    )
     try:
         with Progress(*columns, console=console) as bar:
             step = bar.add_task("Security master", total=len(SECURITIES))
@@ -134,12 +141,12 @@ async def drive(urls: Urls, accounts_wanted: int, seed: int) -> dict[str, Any]:
         started = time.monotonic()
         published = await ballast.publish_model(change, actor="investment-committee")
         run = await ballast.wait_for_run(change.model_id, published["version"])
-        with Progress(*columns, console=console) as bar:
-            step = bar.add_task("Trades filled and reconciled", total=max(run["trades"], 1))
+        with Progress(*percent_columns, console=console) as bar:
+            step = bar.add_task(f"{run['trades']} trades filled and reconciled", total=100)
 
             def show(progress: dict[str, Any]) -> None:
-                done = progress.get("trades_filled", 0) + progress.get("trades_rejected", 0)
-                bar.update(step, completed=done)
+                # reporting-svc's share of the run done: fills received and reflected in holdings
+                bar.update(step, completed=round(100 * progress.get("progress", 0)))
 
             final = await ballast.wait_until_complete(run, show)
         elapsed = time.monotonic() - started
