@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -71,6 +72,15 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def _ready(url: str, path: str) -> tuple[bool, str]:
     try:
         with urllib.request.urlopen(url + path, timeout=2) as response:
@@ -105,6 +115,11 @@ def up(
         if known and _pid_alive(int(known["pid"])):  # type: ignore[arg-type]
             continue
         port = port_base + service.offset
+        if not _port_free(port):
+            raise LaunchError(
+                f"services: port {port} (for {service.name}) is already in use by another "
+                f"process; stop it or choose other ports with --port-base"
+            )
         log = open(folder / f"{service.name}.log", "ab")  # noqa: SIM115 (owned by the child)
         process = subprocess.Popen(
             [

@@ -252,3 +252,17 @@ async def test_two_copies_in_one_batch_have_one_effect(db):
     outcome = await processor(db).process([record(raw, 0), record(raw, 1)])
     assert outcome == {"processed": 1, "duplicate": 1, "dead_lettered": 0}
     assert await notes(db) == ["Kai"]
+
+
+async def test_a_deadlock_is_transient_and_a_unique_violation_is_not(db):
+    from ballast_common.consumer import is_transient
+    from sqlalchemy.exc import DBAPIError
+
+    async with db.sessions() as s:
+        with pytest.raises(DBAPIError) as deadlock:
+            await s.execute(text("DO $$ BEGIN RAISE EXCEPTION 'x' USING ERRCODE = '40P01'; END $$"))
+    async with db.sessions() as s:
+        with pytest.raises(DBAPIError) as unique:
+            await s.execute(text("DO $$ BEGIN RAISE EXCEPTION 'x' USING ERRCODE = '23505'; END $$"))
+    assert is_transient(deadlock.value)
+    assert not is_transient(unique.value)

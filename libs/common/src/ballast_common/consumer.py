@@ -55,9 +55,20 @@ class _IsolateFailures(Exception):
 def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, TransientError | OperationalError | KafkaConnectionError | OSError):
         return True
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        # serialization failure, deadlock, lock not available: another try will do
+        return _sqlstate(exc.orig) in {"40001", "40P01", "55P03"}
     return isinstance(exc, TimeoutError)
+
+
+def _sqlstate(error: BaseException | None) -> str | None:
+    for candidate in (error, getattr(error, "__cause__", None)):
+        code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if code:
+            return str(code)
+    return None
 
 
 def dead_letter_topic(group: str) -> str:
