@@ -19,7 +19,7 @@ from ballast_common.db import Database
 from ballast_common.errors import PermanentMessageError
 from ballast_common.testing import unit_of_work
 from taxlot_svc import repository as repo
-from taxlot_svc import service, taxes
+from taxlot_svc import service
 from taxlot_svc.handlers import on_fills_received
 from taxlot_svc.schemas import HoldingsIn
 
@@ -44,7 +44,7 @@ def fill(
         proposal_id=uuid.uuid4(),
         account_id=account,
         symbol="AAPL",
-        side=side,
+        side=side,  # type: ignore[arg-type]
         quantity=D(qty),
         price=D(price),
         executed_at=on,
@@ -89,7 +89,7 @@ async def snapshot(db: Database, account: str) -> dict[str, Any]:
         return {
             "holdings": (await service.holdings(s, account)).model_dump(exclude={"updated_at"}),
             "lots": (await service.lots(s, account)).model_dump(),
-            "gains": (await taxes.realized_gains(s, account)).model_dump(),
+            "gains": (await service.realized_gains(s, account)).model_dump(),
             "ledger": len(await repo.ledger_entries(s, account)),
             "events": len(await events_of(db, account)),
         }
@@ -118,7 +118,7 @@ async def test_opening_balance_then_buy_and_partial_sell(taxlot_db: Database) ->
     async with taxlot_db.sessions() as s:
         holdings = await service.holdings(s, account)
         lots = await service.lots(s, account)
-        gains = await taxes.realized_gains(s, account)
+        gains = await service.realized_gains(s, account)
         ledger = await repo.ledger_entries(s, account)
 
     # 10000.00 - 900.62 (5 x 180.125 = 900.625, half-even) + 2286.00 (12 x 190.5)

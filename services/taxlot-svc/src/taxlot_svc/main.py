@@ -6,7 +6,7 @@ from ballast_common.app import ServiceSpec, create_app
 from ballast_common.consumer import Subscription
 
 from taxlot_svc.api import router
-from taxlot_svc.handlers import on_account_changed, on_fills_received, on_securities_changed
+from taxlot_svc.handlers import on_fills_received
 from taxlot_svc.settings import Settings
 from taxlot_svc.tables import metadata
 
@@ -18,16 +18,10 @@ spec = ServiceSpec(
     migrations_dir=Path(__file__).parent / "migrations",
     description=(
         "Book of record: cash, positions and tax lots. Records opening balances, applies "
-        "fills-received (relief by the account's method or named lots, wash sales across "
-        "the household), corporate actions, and publishes holdings-reconciled; realized "
-        "and unrealized gains, Form 8949 and wash-sale blocks over REST."
+        "fills-received (FIFO relief, realized gains) and publishes holdings-reconciled."
     ),
     routers=[router],
-    subscriptions=[
-        Subscription("fills-received", on_fills_received),
-        Subscription("account-changed", on_account_changed),
-        Subscription("securities-changed", on_securities_changed),
-    ],
+    subscriptions=[Subscription("fills-received", on_fills_received)],
 )
 
 app = create_app(spec)

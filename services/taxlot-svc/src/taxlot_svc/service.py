@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-from ballast_common.contracts.events import FillsReceivedV1, HoldingsReconciledV1
+from ballast_common.contracts.events import FillsReceivedV1, HoldingsReconciledV1, PositionV1
 from ballast_common.errors import (
     Conflict,
     FieldProblem,
@@ -18,25 +18,16 @@ from ballast_common.errors import (
     PermanentMessageError,
 )
 from ballast_common.uow import UnitOfWork
-from ballast_engine.tax import TaxError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from taxlot_svc import book
 from taxlot_svc import repository as repo
-from taxlot_svc.book import journal_entries
+from taxlot_svc.lots import LotState, OversellError, purchase, relieve_position
 from taxlot_svc.opening import PlannedLot, check_account_id, plan_opening
-from taxlot_svc.replays import (
-    Replays,
-    facts_of,
-    members_of,
-    positions_after,
-    positions_v1,
-    publish_restated,
-    rebuild,
-)
 from taxlot_svc.schemas import (
     AccountHoldingsIn,
     BatchResult,
+    GainOut,
+    GainsOut,
     HoldingsIn,
     HoldingsOut,
     LotOut,
@@ -49,7 +40,6 @@ log = logging.getLogger(__name__)
 OPENING = "opening-balance"
 FILL = "fill"
 FillOutcome = Literal["applied", "duplicate"]
-ZERO = Decimal(0)
 
 
 # --- opening balances -----------------------------------------------------------------------
@@ -107,39 +97,32 @@ async def open_accounts(
 
 
 async def _open(uow: UnitOfWork, plans: Sequence[tuple[str, HoldingsIn, list[PlannedLot]]]) -> None:
-    session = uow.session
-    await _refuse_actions_inside_openings(session, plans)
-    facts = await facts_of(session, [a for a, _, _ in plans])
-    households = sorted({f.household for f in facts.values()})
-    await repo.lock_households(session, households)
     books = [
         {"account_id": a, "tenant": body.tenant, "cash": body.cash, "as_of": body.as_of}
         for a, body, _ in plans
     ]
-    created = await repo.create_books(session, books)
+    created = await repo.create_books(uow.session, books)
     taken = [a for a, _, _ in plans if a not in created]
     if taken:  # another request opened them since we looked: nothing of this one stays
         verb = "has" if len(taken) == 1 else "have"
         raise Conflict(f"account {', '.join(taken[:10])} already {verb} a ledger")
-    inputs: list[dict[str, Any]] = []
+    lots: list[dict[str, Any]] = []
     entries: list[dict[str, Any]] = []
     for account_id, body, planned in plans:
         entries.append(_entry(account_id, OPENING, None, "cash", amount=body.cash))
         for lot in planned:
-            # Price 0 and the basis as fees: the engine books exactly this basis.
-            inputs.append(
-                _input_row(
-                    account_id,
-                    book.OPENING,
-                    lot.lot_id,
-                    lot.acquired_on,
-                    lot.symbol,
-                    "buy",
-                    lot.quantity,
-                    Decimal(0),
-                    fees=lot.cost_basis,
-                    lot_name=lot.lot_id,
-                )
+            lots.append(
+                {
+                    "account_id": account_id,
+                    "lot_id": lot.lot_id,
+                    "symbol": lot.symbol,
+                    "quantity": lot.quantity,
+                    "cost_basis": lot.cost_basis,
+                    "acquired_on": lot.acquired_on,
+                    "holding_start": lot.acquired_on,
+                    "cause": OPENING,
+                    "fill_id": None,
+                }
             )
             entries.append(
                 _entry(
@@ -153,95 +136,51 @@ async def _open(uow: UnitOfWork, plans: Sequence[tuple[str, HoldingsIn, list[Pla
                     amount=lot.cost_basis,
                 )
             )
-    await repo.add_tax_inputs(session, inputs)
-    await repo.add_ledger_entries(session, entries)
-    replayed = await _rebuild(session, households, "opening balance")
-    for account_id, body, _ in plans:
+    await repo.add_lots(uow.session, lots)
+    await repo.add_ledger_entries(uow.session, entries)
+    for account_id, body, planned in plans:
         uow.publish(
             HoldingsReconciledV1(
                 account_id=account_id,
                 as_of=body.as_of,
                 cash=body.cash,
-                positions=positions_v1(replayed.after.get(account_id, [])),
+                positions=_positions_of(planned),
                 cause=OPENING,
             ),
             key=account_id,
             tenant=body.tenant,
         )
-    opened = {a for a, _, _ in plans}
-    await publish_restated(uow, replayed, exclude=opened, cause="opening-balance")
 
 
-async def _refuse_actions_inside_openings(
-    session: AsyncSession, plans: Sequence[tuple[str, HoldingsIn, list[PlannedLot]]]
-) -> None:
-    """An opening balance states holdings as of its date, after every corporate action up
-    to that date: a recorded action dated after a lot's acquisition and on or before the
-    opening date would be applied a second time by the replay, so it is refused."""
-    symbols = sorted({lot.symbol for _, _, planned in plans for lot in planned})
-    actions = await repo.actions_on(session, symbols) if symbols else []
-    if not actions:
-        return
-    problems: list[FieldProblem] = []
-    batch = len(plans) > 1
-    for i, (_account, body, planned) in enumerate(plans):
-        prefix = f"accounts[{i}]." if batch else ""
-        index = {p.symbol: j for j, p in enumerate(body.positions)}
-        for action in actions:
-            if not action.effective_on <= body.as_of:
-                continue
-            if any(
-                lot.symbol == action.symbol and lot.acquired_on < action.effective_on
-                for lot in planned
-            ):
-                problems.append(
-                    FieldProblem(
-                        f"{prefix}positions[{index[action.symbol]}].symbol",
-                        f"corporate action {action.action_id} ({action.kind} of "
-                        f"{action.symbol} on {action.effective_on}) falls between a lot's "
-                        f"acquisition and as_of {body.as_of}: state the opening balance as "
-                        f"of a date before {action.effective_on}",
-                    )
-                )
-    if problems:
-        raise InvalidInput(_summary(problems), problems)
+def _positions_of(planned: Sequence[PlannedLot]) -> list[PositionV1]:
+    totals: dict[str, tuple[Decimal, Decimal]] = {}
+    for lot in planned:
+        quantity, basis = totals.get(lot.symbol, (Decimal(0), Decimal(0)))
+        totals[lot.symbol] = (quantity + lot.quantity, basis + lot.cost_basis)
+    return [PositionV1(symbol=s, quantity=q, cost_basis=b) for s, (q, b) in sorted(totals.items())]
 
 
 # --- fills ----------------------------------------------------------------------------------
 
 
 async def apply_fill(
-    uow: UnitOfWork,
-    fill: FillsReceivedV1,
-    event_id: uuid.UUID | None = None,
-    *,
-    fees: Decimal = Decimal(0),
-    lot_ids: Sequence[str] = (),
+    uow: UnitOfWork, fill: FillsReceivedV1, event_id: uuid.UUID | None = None
 ) -> FillOutcome:
-    """Apply one fill to the book once: a buy opens a lot and spends cash (price x quantity
-    + fees); a sell relieves the lots it names, or by the account's relief method, records
-    the realized gains and adds the proceeds (less fees). The household is replayed by the
-    tax engine, so wash sales across its accounts adjust the losses and the replacement
-    lots, and a fill dated before fills already applied is placed in date order. Publishes
-    the account's holdings, and those of other accounts of the household a wash sale
-    changed. A fill seen before (by fill id, whatever the event id) has no effect.
+    """Apply one fill to the book once: a buy opens a lot and spends cash; a sell relieves
+    lots FIFO, records the realized gains and adds the proceeds. Publishes the account's
+    holdings. A fill seen before (by fill id, whatever the event id) has no effect.
 
-    Raises PermanentMessageError (nothing changed) for an account without a ledger, a sell
-    larger than the open position (or than the lots it names, or, for a late fill, than
-    the position on its date), a fill id seen before with different terms.
+    Raises PermanentMessageError (ledger unchanged) for an account without a ledger, a sell
+    larger than the open position, or a fill id seen before with different terms.
     """
     session = uow.session
     what = f"fill {fill.fill_id} ({fill.side} {fill.quantity} {fill.symbol} @ {fill.price})"
-    book_row = await repo.get_book(session, fill.account_id, for_update=True)
-    if book_row is None:
+    book = await repo.get_book(session, fill.account_id, for_update=True)
+    if book is None:
         raise PermanentMessageError(
             f"{what}: account {fill.account_id} has no ledger (no opening balance was recorded)"
         )
-    if fees < 0:
-        raise PermanentMessageError(f"{what}: fees must not be negative, got {fees}")
     day = _utc_date(fill.executed_at)
-    facts = (await facts_of(session, [fill.account_id]))[fill.account_id]
-    await repo.lock_households(session, [facts.household])
     first = await repo.record_fill(
         session,
         {
@@ -261,134 +200,149 @@ async def apply_fill(
         await _check_same_fill(session, fill, what)
         log.info("fill already applied", extra={"fill_id": fill.fill_id})
         return "duplicate"
-    method: str | None = None
-    if fill.side == "sell":
-        held = sum(
-            (q for _, q, _ in await repo.positions(session, fill.account_id, fill.symbol)),
-            Decimal(0),
-        )
-        if fill.quantity > held:
-            raise PermanentMessageError(
-                f"fill {fill.fill_id}: sell of {fill.quantity} {fill.symbol} in account "
-                f"{fill.account_id} exceeds the open position of {held} {fill.symbol}"
-            )
-        if not lot_ids:
-            settings = await repo.get_tax_settings(session, fill.account_id)
-            method = settings.method if settings is not None else book.DEFAULT_METHOD
-    members = (await members_of(session, [facts.household]))[facts.household]
-    last = await repo.last_input_day(session, [f.account_id for f in members])
-    await repo.add_tax_inputs(
-        session,
-        [
-            _input_row(
-                fill.account_id,
-                book.FILL,
-                fill.fill_id,
-                day,
-                fill.symbol,
-                fill.side,
-                fill.quantity,
-                fill.price,
-                fees=fees,
-                lot_ids=";".join(lot_ids),
-                method=method,
-            )
-        ],
-    )
-    # Only the fill's security (and those corporate actions link it to) can change.
-    replayed = await _rebuild(
-        session, [facts.household], f"account {fill.account_id}: {what}", [fill.symbol]
-    )
-    replay = replayed.replays[facts.household]
-    cause = f"trade {fill.fill_id}"
-    changes = replay.changes(cause)
     if fill.side == "buy":
-        opened = [c for c in changes if c.kind == "open"]
-        cash_change = -sum((c.basis for c in opened), Decimal(0))  # price x quantity + fees
+        cash_change = await _apply_buy(uow, fill, day)
     else:
-        cash_change = sum((d.proceeds for d in replay.disposals_of(fill.fill_id)), Decimal(0))
-    entries: list[dict[str, Any]] = []
-    if last is not None and day < last:
-        # A late fill: its security was replayed in date order from the start; the lots
-        # and gains of later trades may have changed with it.
-        entries.append(
-            _entry(fill.account_id, FILL, fill.fill_id, "replay", symbol=fill.symbol, amount=ZERO)
-        )
-    entries += journal_entries(changes, FILL, fill.fill_id)
-    entries.append(_entry(fill.account_id, FILL, fill.fill_id, "cash", amount=cash_change))
-    # Lots of other accounts of the household the fill changed (wash sales).
-    entries += replayed.restatements(FILL, fill.fill_id, exclude={fill.account_id})
+        cash_change = await _apply_sell(uow, fill, day)
     await repo.record_fill_cash(session, fill.fill_id, cash_change)
-    cash = book_row.cash + cash_change
-    if cash < 0 <= book_row.cash:
+    cash = book.cash + cash_change
+    if cash < 0 <= book.cash:
         # The custodian executed it, so the book records it; a debit balance is worth a look.
         log.warning(
             "cash went negative",
             extra={"account_id": fill.account_id, "fill_id": fill.fill_id, "cash": str(cash)},
         )
-    as_of = max(book_row.as_of, day)
+    as_of = max(book.as_of, day)
     await repo.set_cash(session, fill.account_id, cash, as_of)
-    await repo.add_ledger_entries(session, entries)
+    await repo.add_ledger_entries(
+        session, [_entry(fill.account_id, FILL, fill.fill_id, "cash", amount=cash_change)]
+    )
+    positions = await repo.positions(session, fill.account_id)
     uow.publish(
         HoldingsReconciledV1(
             account_id=fill.account_id,
             as_of=as_of,
             cash=cash,
-            positions=await positions_after(session, replayed, fill.account_id),
+            positions=[PositionV1(symbol=s, quantity=q, cost_basis=b) for s, q, b in positions],
             cause="fills",
             fill_ids=[fill.fill_id],
         ),
         key=fill.account_id,
-        tenant=book_row.tenant,
-    )
-    # Other accounts of the household whose lots the fill changed (a wash sale).
-    await publish_restated(
-        uow, replayed, exclude={fill.account_id}, cause="fills", fill_ids=[fill.fill_id]
+        tenant=book.tenant,
     )
     return "applied"
 
 
-async def _rebuild(
-    session: AsyncSession,
-    households: Sequence[str],
-    what: str,
-    symbols: Sequence[str] | None = None,
-) -> Replays:
+async def _apply_buy(uow: UnitOfWork, fill: FillsReceivedV1, day: date) -> Decimal:
+    lot = purchase(
+        lot_id=f"fill-{fill.fill_id}",
+        account=fill.account_id,
+        symbol=fill.symbol,
+        quantity=fill.quantity,
+        price=fill.price,
+        on=day,
+    )
+    await repo.add_lots(
+        uow.session,
+        [
+            {
+                "account_id": fill.account_id,
+                "lot_id": lot.lot_id,
+                "symbol": lot.symbol,
+                "quantity": lot.quantity,
+                "cost_basis": lot.cost_basis,
+                "acquired_on": lot.acquired_on,
+                "holding_start": lot.holding_start,
+                "cause": FILL,
+                "fill_id": fill.fill_id,
+            }
+        ],
+    )
+    await repo.add_ledger_entries(
+        uow.session,
+        [
+            _entry(
+                fill.account_id,
+                FILL,
+                fill.fill_id,
+                "lot-open",
+                symbol=lot.symbol,
+                lot_id=lot.lot_id,
+                quantity=lot.quantity,
+                amount=lot.cost_basis,
+            )
+        ],
+    )
+    return -lot.cost_basis
+
+
+async def _apply_sell(uow: UnitOfWork, fill: FillsReceivedV1, day: date) -> Decimal:
+    session = uow.session
+    rows = await repo.open_lots(session, fill.account_id, fill.symbol)
+    states = [
+        LotState(
+            lot_id=r.lot_id,
+            symbol=r.symbol,
+            quantity=r.quantity,
+            cost_basis=r.cost_basis,
+            acquired_on=r.acquired_on,
+            holding_start=r.holding_start,
+            seq=r.seq or 0,
+        )
+        for r in rows
+    ]
     try:
-        return await rebuild(session, households, symbols)
-    except TaxError as exc:
-        raise PermanentMessageError(f"{what}: {exc}") from exc
-
-
-def _input_row(
-    account_id: str,
-    kind: str,
-    ref: str,
-    on: date,
-    symbol: str,
-    side: str,
-    quantity: Decimal,
-    price: Decimal,
-    *,
-    fees: Decimal = Decimal(0),
-    lot_name: str | None = None,
-    lot_ids: str = "",
-    method: str | None = None,
-) -> dict[str, Any]:
-    return {
-        "account_id": account_id,
-        "kind": kind,
-        "ref": ref,
-        "trade_on": on,
-        "symbol": symbol,
-        "side": side,
-        "quantity": quantity,
-        "price": price,
-        "fees": fees,
-        "lot_name": lot_name,
-        "lot_ids": lot_ids,
-        "method": method,
-    }
+        plan = relieve_position(
+            account=fill.account_id,
+            symbol=fill.symbol,
+            lots=states,
+            quantity=fill.quantity,
+            price=fill.price,
+            sold_on=day,
+            sale_id=fill.fill_id,
+        )
+    except OversellError as exc:
+        raise PermanentMessageError(f"fill {fill.fill_id}: {exc}") from exc
+    await repo.delete_lots(session, fill.account_id, plan.closed)
+    for lot in plan.reduced:
+        await repo.update_lot(session, fill.account_id, lot.lot_id, lot.quantity, lot.cost_basis)
+    await repo.add_realized_gains(
+        session,
+        [
+            {
+                "account_id": fill.account_id,
+                "fill_id": fill.fill_id,
+                "lot_id": g.lot_id,
+                "symbol": g.symbol,
+                "quantity": g.quantity,
+                "proceeds": g.proceeds,
+                "cost_basis": g.cost_basis,
+                "gain": g.gain,
+                "term": g.term,
+                "acquired_on": g.acquired_on,
+                "holding_start": g.holding_start,
+                "sold_on": g.sold_on,
+            }
+            for g in plan.gains
+        ],
+    )
+    await repo.add_ledger_entries(
+        session,
+        [
+            _entry(
+                fill.account_id,
+                FILL,
+                fill.fill_id,
+                "lot-relieve",
+                symbol=g.symbol,
+                lot_id=g.lot_id,
+                quantity=-g.quantity,
+                amount=-g.cost_basis,
+            )
+            for g in plan.gains
+        ],
+    )
+    return plan.proceeds
 
 
 async def _check_same_fill(session: AsyncSession, fill: FillsReceivedV1, what: str) -> None:
@@ -430,6 +384,20 @@ async def lots(session: AsyncSession, account_id: str, symbol: str | None = None
     return LotsOut(
         account_id=account_id,
         lots=[LotOut.model_validate(r, from_attributes=True) for r in rows],
+    )
+
+
+async def realized_gains(session: AsyncSession, account_id: str) -> GainsOut:
+    await _book(session, account_id)
+    rows = await repo.realized_gains(session, account_id)
+    short = sum((r.gain for r in rows if r.term == "short"), Decimal(0))
+    long = sum((r.gain for r in rows if r.term == "long"), Decimal(0))
+    return GainsOut(
+        account_id=account_id,
+        short_term=short,
+        long_term=long,
+        total=short + long,
+        gains=[GainOut.model_validate(r, from_attributes=True) for r in rows],
     )
 
 

@@ -1,10 +1,5 @@
 """taxlot-svc's tables: the book of record of cash, open lots, applied fills, the ledger of
-every change and the realized gains; the household inputs the lots are replayed from (tax
-inputs, corporate actions), each account's household and relief method, and prices.
-
-``lots`` and ``realized_gains`` are DERIVED: after every event they are rewritten, for each
-account of the household concerned, from the tax engine's replay of that household's
-``tax_inputs`` and the ``corporate_actions`` (see :mod:`taxlot_svc.book`).
+every change and the realized gains.
 
 Positions are not stored: a position is the sum of its open lots (quantity and basis), so
 it can never disagree with them. Quantities and prices are unconstrained ``numeric`` (exact,
@@ -14,26 +9,11 @@ before it is written.
 
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
 from uuid import UUID
 
-from sqlalchemy import (
-    BigInteger,
-    Boolean,
-    Column,
-    Date,
-    DateTime,
-    Identity,
-    Index,
-    Numeric,
-    UniqueConstraint,
-    func,
-    text,
-)
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import BigInteger, Column, Date, DateTime, Identity, Index, Numeric, func
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
-from sqlmodel.sql.sqltypes import AutoString
 
 
 def _now() -> datetime:
@@ -90,13 +70,6 @@ class OpenLot(Table, table=True):
     cause: str = Field(max_length=32, description="opening-balance | fill")
     fill_id: str | None = Field(default=None, max_length=200)
     opened_at: datetime = Field(default_factory=_now, sa_column=_timestamp())
-    wash_adjustment: Decimal = Field(
-        default=Decimal(0),
-        sa_column=Column(Numeric(20, 2), nullable=False, server_default=text("0")),
-    )
-    replacement: bool = Field(
-        default=False, sa_column=Column(Boolean, nullable=False, server_default=text("false"))
-    )
 
 
 class AppliedFill(Table, table=True):
@@ -161,109 +134,6 @@ class RealizedGain(Table, table=True):
     holding_start: date = Field(sa_column=Column(Date, nullable=False))
     sold_on: date = Field(sa_column=Column(Date, nullable=False))
     recorded_at: datetime = Field(default_factory=_now, sa_column=_timestamp())
-    # The wash-sale rule (code W): loss disallowed, shares matched, part lost for good (IRA).
-    adjustment: Decimal = Field(
-        default=Decimal(0),
-        sa_column=Column(Numeric(20, 2), nullable=False, server_default=text("0")),
-    )
-    washed_quantity: Decimal = Field(
-        default=Decimal(0), sa_column=Column(Numeric(), nullable=False, server_default=text("0"))
-    )
-    permanent: Decimal = Field(
-        default=Decimal(0),
-        sa_column=Column(Numeric(20, 2), nullable=False, server_default=text("0")),
-    )
-    account_type: str = Field(
-        default="taxable",
-        sa_column=Column(AutoString(length=8), nullable=False, server_default=text("'taxable'")),
-    )
-    cause: str = Field(
-        default="fill",
-        sa_column=Column(AutoString(length=32), nullable=False, server_default=text("'fill'")),
-        description="fill | corporate-action",
-    )
-    seq: int = Field(
-        default=0, sa_column=Column(BigInteger, nullable=False, server_default=text("0"))
-    )
-
-
-class AccountInfo(Table, table=True):
-    """An account's household and type, from account-svc's ``account-changed``. An account
-    not (yet) known here is a household of its own, taxable."""
-
-    __tablename__ = "accounts"
-
-    account_id: str = Field(primary_key=True, max_length=64)
-    household_id: str = Field(max_length=64, index=True)
-    account_type: str = Field(max_length=8, description="taxable | ira")
-    updated_at: datetime = Field(default_factory=_now, sa_column=_timestamp())
-
-
-class TaxSettings(Table, table=True):
-    """An account's lot-relief method (for sells that name no lot) and tax rates."""
-
-    __tablename__ = "tax_settings"
-
-    account_id: str = Field(primary_key=True, max_length=64)
-    method: str = Field(max_length=8, description="fifo | lifo | hifo | mintax")
-    short_term_rate: Decimal | None = Field(default=None, sa_column=_exact(nullable=True))
-    long_term_rate: Decimal | None = Field(default=None, sa_column=_exact(nullable=True))
-    updated_at: datetime = Field(default_factory=_now, sa_column=_timestamp())
-
-
-class TaxInput(Table, table=True):
-    """What the lots of an account are replayed from: each opening lot and each fill, with
-    the relief method in force when a sell arrived (so a later method change does not
-    rewrite past sales). ``id`` is the arrival order (it breaks ties within a day)."""
-
-    __tablename__ = "tax_inputs"
-    __table_args__ = (
-        Index("ix_tax_inputs_account", "account_id", "id"),
-        UniqueConstraint("account_id", "kind", "ref", name="uq_tax_inputs_ref"),
-    )
-
-    id: int | None = Field(
-        default=None,
-        sa_column=Column(BigInteger, Identity(always=False), primary_key=True),
-    )
-    account_id: str = Field(max_length=64)
-    kind: str = Field(max_length=8, description="opening | fill")
-    ref: str = Field(max_length=200, description="fill id, or the opening lot id")
-    trade_on: date = Field(sa_column=Column(Date, nullable=False))
-    symbol: str = Field(max_length=16)
-    side: str = Field(max_length=4)
-    quantity: Decimal = Field(sa_column=_exact())
-    price: Decimal = Field(sa_column=_exact())
-    fees: Decimal = Field(sa_column=_exact())
-    lot_name: str | None = Field(default=None, max_length=200)
-    lot_ids: str = Field(default="", description="lots named by a sell, ';'-separated")
-    method: str | None = Field(default=None, max_length=8)
-    recorded_at: datetime = Field(default_factory=_now, sa_column=_timestamp())
-
-
-class CorporateActionRecord(Table, table=True):
-    """A corporate action, applied once (by id); ``terms`` is the request, ``result`` what
-    its first application did (returned again on a repeat)."""
-
-    __tablename__ = "corporate_actions"
-
-    action_id: str = Field(primary_key=True, max_length=200)
-    kind: str = Field(max_length=16)
-    symbol: str = Field(max_length=16, index=True)
-    effective_on: date = Field(sa_column=Column(Date, nullable=False))
-    terms: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
-    result: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
-    recorded_at: datetime = Field(default_factory=_now, sa_column=_timestamp())
-
-
-class SecurityPrice(Table, table=True):
-    """The security master's last price of each symbol (from ``securities-changed``)."""
-
-    __tablename__ = "prices"
-
-    symbol: str = Field(primary_key=True, max_length=16)
-    price: Decimal = Field(sa_column=_exact())
-    updated_at: datetime = Field(default_factory=_now, sa_column=_timestamp())
 
 
 metadata = Table.metadata
