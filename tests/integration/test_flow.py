@@ -86,6 +86,21 @@ async def test_holdings_end_at_the_model_weights(flow, running_services: Urls):
             assert "PFE" not in held and "CSCO" not in held
 
 
+async def test_accounts_the_change_does_not_touch_keep_what_was_loaded(
+    flow, running_services: Urls
+):
+    untouched = [a for a in BOOK if a.model_id != CHANGE.model_id]
+    assert untouched
+    async with httpx.AsyncClient() as http:
+        for account in untouched:
+            book = (
+                await http.get(f"{running_services.taxlot}/accounts/{account.account_id}/holdings")
+            ).json()
+            held = {p["symbol"]: Decimal(p["quantity"]) for p in book["positions"]}
+            assert held == account.positions, account.account_id
+            assert Decimal(book["cash"]) == account.cash, account.account_id
+
+
 async def test_every_order_was_sent_exactly_once(flow, running_services: Urls):
     trades = flow["run"]["trades"]
     assert trades > 0
