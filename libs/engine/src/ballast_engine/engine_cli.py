@@ -1,7 +1,162 @@
-"""`ballast engine ...` sub-commands (placeholder until the engine lands)."""
+"""`ballast engine ...`: replay a rebalance from a scenario file, scan a book for drift.
+
+    ballast engine rebalance SCENARIO.json [--format json|table]
+    ballast engine drift BOOK.json [--format json|table] [--all]
+
+Exit codes: 0 success; 1 the file (or its only account) is invalid, printed as one line
+naming account/sleeve/security/field; 2 a book where some accounts failed (the others are
+still processed and printed, each failure is one line on stderr).
+"""
+
+from __future__ import annotations
 
 import argparse
+import json
+import sys
+from typing import Any
+
+from ballast_engine.errors import EngineInputError
+from ballast_engine.model import Book, BookResult, RebalanceResult
 
 
-def register(areas: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    areas.add_parser("engine", help="rebalance and drift from scenario files")
+def register(areas: argparse._SubParsersAction) -> None:
+    engine = areas.add_parser("engine", help="rebalance and drift from scenario files")
+    cmds = engine.add_subparsers(dest="engine_cmd", metavar="COMMAND", required=True)
+
+    rb = cmds.add_parser(
+        "rebalance",
+        help="propose the trades of a scenario (or of every account of a book)",
+        description="Replay a rebalance: read a scenario (or book) file, print proposed trades.",
+    )
+    rb.add_argument("scenario", metavar="SCENARIO.json")
+    rb.add_argument("--format", choices=("json", "table"), default="json")
+    rb.set_defaults(run=_run_rebalance)
+
+    dr = cmds.add_parser(
+        "drift",
+        help="scan a book (or a scenario) for accounts out of tolerance",
+        description="Vectorized drift scan: which accounts are out of tolerance, where, how much.",
+    )
+    dr.add_argument("book", metavar="BOOK.json")
+    dr.add_argument("--format", choices=("json", "table"), default="json")
+    dr.add_argument("--all", action="store_true", help="list accounts inside tolerance too")
+    dr.set_defaults(run=_run_drift)
+
+
+def _err(msg: str) -> None:
+    print(f"error: {msg}", file=sys.stderr)
+
+
+def _load(path: str) -> Any:
+    from ballast_engine.scenario import load
+
+    try:
+        return load(path)
+    except FileNotFoundError:
+        raise EngineInputError(f"file not found: {path}") from None
+    except IsADirectoryError:
+        raise EngineInputError(f"is a directory, not a file: {path}") from None
+
+
+def _run_rebalance(args: argparse.Namespace) -> int:
+    from ballast_engine.rebalance import rebalance, rebalance_book
+
+    try:
+        data = _load(args.scenario)
+        if isinstance(data, Book):
+            book_res = rebalance_book(data)
+            results = list(book_res.results)
+            for f in book_res.failures:
+                _err(f"{f.error}")
+        else:
+            results = [rebalance(data)]
+            book_res = None
+    except EngineInputError as exc:
+        _err(exc.one_line())
+        return 1
+    if args.format == "json":
+        payload: Any = (
+            book_res.to_dict() if isinstance(book_res, BookResult) else results[0].to_dict()
+        )
+        print(json.dumps(payload, indent=2))
+    else:
+        for r in results:
+            print(_table(r))
+    if book_res is not None and book_res.failures:
+        return 2
+    return 0
+
+
+def _table(r: RebalanceResult) -> str:
+    lines = [
+        f"Account {r.account_id} — {r.request.kind.value}"
+        + (f" {r.request.amount:,.2f}" if r.request.amount else "")
+    ]
+    s = r.summary
+    lines.append(
+        f"  value ${s.account_value:,}  trades {s.trade_count} (buy ${s.buy_value:,}, sell "
+        f"${s.sell_value:,})  turnover {s.turnover:.2%}  max drift {s.max_drift_before:.2%}"
+        f" -> {s.max_drift_after:.2%}  cash ${s.cash_before:,} -> ${s.cash_after:,}"
+    )
+    if r.cash_movements:
+        lines.append("  Cash movements:")
+        for m in r.cash_movements:
+            lines.append(f"    {m.explanation}")
+    if r.trades:
+        lines.append(
+            f"  {'sleeve':<12} {'side':<4} {'quantity':>12} {'symbol':<8} {'value':>14}  reason"
+        )
+        for t in r.trades:
+            lines.append(
+                f"  {t.sleeve_id:<12} {t.side.value:<4} {t.quantity!s:>12} {t.symbol:<8} "
+                f"{'$' + format(t.estimated_value, ','):>14}  {t.reason.value}"
+            )
+        lines.append("  Why:")
+        for t in r.trades:
+            lines.append(f"    - {t.explanation}")
+    else:
+        lines.append("  No trades.")
+    for n in r.notices:
+        lines.append(f"  note [{n.code}]: {n.message}")
+    return "\n".join(lines)
+
+
+def _run_drift(args: argparse.Namespace) -> int:
+    from ballast_engine.drift import scan_book
+
+    try:
+        data = _load(args.book)
+        if not isinstance(data, Book):
+            data = Book(data.reference, (data.account,), data.request)
+        scan = scan_book(data)
+    except EngineInputError as exc:
+        _err(exc.one_line())
+        return 1
+    for f in scan.failures:
+        _err(f.error)
+    recs = scan.records(only_out=not args.all)
+    if args.format == "json":
+        print(
+            json.dumps(
+                {
+                    "accounts_scanned": len(scan.account_ids),
+                    "out_of_tolerance": int(scan.out_of_tolerance.sum()),
+                    "accounts": recs,
+                    "failures": [f.to_dict() for f in scan.failures],
+                },
+                indent=2,
+            )
+        )
+    else:
+        print(
+            f"{int(scan.out_of_tolerance.sum())} of {len(scan.account_ids)} accounts out of "
+            "tolerance"
+        )
+        for rec in recs:
+            levels = (
+                ", ".join(f"{lv} {rec['max_breach'][lv]:.2%} outside" for lv in rec["levels"])
+                or "inside tolerance"
+            )
+            worst = f" (worst: {rec['worst_security']})" if "worst_security" in rec else ""
+            print(f"  {rec['account_id']}: {levels}{worst}")
+    return 2 if scan.failures else 0

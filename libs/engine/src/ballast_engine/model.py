@@ -1,0 +1,612 @@
+"""The engine's plain data: what goes in (reference data, accounts, requests) and what comes out.
+
+Inputs use float64 for prices, quantities and cash (the engine computes in float64); outputs
+round explicitly at the boundary: trade quantities to the sleeve's share increment, money to
+cents, both as ``Decimal``. All weights are fractions (0.25 means 25%).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+# --------------------------------------------------------------------------------------------
+# Enumerations
+
+
+class BandKind(StrEnum):
+    ABSOLUTE = "absolute"  # target ± width (weight points)
+    RELATIVE = "relative"  # target ± width × target
+
+
+class RestrictionKind(StrEnum):
+    DO_NOT_BUY = "do_not_buy"
+    DO_NOT_SELL = "do_not_sell"
+    DO_NOT_HOLD = "do_not_hold"
+
+
+class RestrictionScope(StrEnum):
+    SECURITY = "security"
+    SECTOR = "sector"
+    ASSET_CLASS = "asset_class"
+    LIST = "list"
+
+
+class FreedCashPolicy(StrEnum):
+    """What to do with target weight a restriction (or a "hold" without replacement) frees."""
+
+    CASH = "cash"  # keep it as cash
+    PRO_RATA = "pro_rata"  # spread over the model's buyable positions by weight
+    SECTOR = "sector"  # spread over buyable positions of the same sector (else pro rata)
+
+
+class RangeKind(StrEnum):
+    """Where a strategic rebalance stops a model that is moved."""
+
+    TARGET = "target"
+    BAND = "band"
+    INTERIOR = "interior"
+
+
+class RequestKind(StrEnum):
+    REBALANCE = "rebalance"  # full rebalance (strategic where the account has a strategy)
+    RAISE_CASH = "raise_cash"  # withdrawal of `amount`: sells only, least drift
+    INVEST_CASH = "invest_cash"  # deposit of `amount` (may be 0: invest idle cash): buys only
+
+
+class Scope(StrEnum):
+    AUTO = "auto"  # strategic if the account has a strategy, else tactical
+    TACTICAL = "tactical"  # each sleeve on its own; no cash moves between sleeves
+    STRATEGIC = "strategic"
+
+
+class Side(StrEnum):
+    BUY = "buy"
+    SELL = "sell"
+
+
+class Reason(StrEnum):
+    """Why a trade is proposed (every trade carries exactly one)."""
+
+    DRIFT = "drift"  # the position is outside its range: back to target
+    RESTRICTION = "restriction"  # a do-not-hold restriction forces the sale
+    NOT_IN_MODEL = "not_in_model"  # held but not in the model (nor equivalent to it)
+    CASH_NEED = "cash_need"  # sold to raise cash (withdrawal, reserve, cash to another sleeve)
+    INVEST_CASH = "invest_cash"  # buys cash (deposit, cash from another sleeve, excess cash)
+    REPLACEMENT = "replacement"  # buy-list replacement of a security the model marks "hold"
+
+
+class DriftLevel(StrEnum):
+    SECURITY = "security"
+    SLEEVE = "sleeve"
+    ASSET_CLASS = "asset_class"
+    CASH = "cash"
+
+
+# --------------------------------------------------------------------------------------------
+# Reference data (shared by every account of a book)
+
+
+@dataclass(frozen=True, slots=True)
+class Security:
+    """One row of the security master.
+
+    Attributes:
+        symbol: ticker (unique key).
+        price: last price in dollars; ``None`` means unpriced (an error if it must trade).
+        asset_class: e.g. ``"us_equity"``.
+        sector: e.g. ``"Energy"``; used by sector restrictions and the sector freed-cash policy.
+        fractional: whether fractional shares may be traded (the sleeve must allow it too).
+    """
+
+    symbol: str
+    price: float | None
+    asset_class: str = "unclassified"
+    sector: str | None = None
+    fractional: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Band:
+    """A tolerance around a target weight: absolute (± points) or relative (± share of target)."""
+
+    kind: BandKind = BandKind.ABSOLUTE
+    width: float = 0.0
+
+    def bounds(self, target: float) -> tuple[float, float]:
+        if self.kind is BandKind.ABSOLUTE:
+            return target - self.width, target + self.width
+        return target * (1.0 - self.width), target * (1.0 + self.width)
+
+    def half_width(self, target: float) -> float:
+        return self.width if self.kind is BandKind.ABSOLUTE else self.width * target
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEntry:
+    """One line of a model.
+
+    Attributes:
+        symbol: the security.
+        weight: target weight (weight-based models).
+        shares: target share count (share-based models).
+        hold: the manager keeps existing holdings but buys no more; the unfilled part of the
+            weight goes to ``replacement`` (a buy-list security) or to the freed-cash policy.
+        replacement: buy-list security that replaces a "hold" security.
+        band: per-security weight range, overriding the sleeve's ``security_band``.
+    """
+
+    symbol: str
+    weight: float = 0.0
+    shares: float = 0.0
+    hold: bool = False
+    replacement: str | None = None
+    band: Band | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    """A weighted (or share-based) list of securities.
+
+    For ``kind="weights"`` the entry weights plus ``cash_weight`` must add up to 1 (within
+    ``WEIGHT_TOLERANCE``). For ``kind="shares"`` (a static model) the implied weights are
+    ``shares × price`` over the model's value (``Σ shares × price + cash``), so they move
+    with prices exactly as the model itself does.
+    """
+
+    model_id: str
+    entries: tuple[ModelEntry, ...]
+    kind: str = "weights"
+    cash_weight: float = 0.0
+    cash: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class StrategyEntry:
+    """A model's place in a strategy: its target weight in the account and its band."""
+
+    model_id: str
+    weight: float
+    band: Band = Band()
+
+
+@dataclass(frozen=True, slots=True)
+class RebalanceRange:
+    """Where a model moved by a strategic rebalance stops.
+
+    ``interior_pct`` is the distance left to target as a percentage of the band's half-width:
+    99 stops just inside the band, 1 just short of the target (``target`` = 0, ``band`` = 100).
+    """
+
+    kind: RangeKind = RangeKind.TARGET
+    interior_pct: float = 50.0
+
+    def start_pct(self) -> float:
+        if self.kind is RangeKind.TARGET:
+            return 0.0
+        if self.kind is RangeKind.BAND:
+            return 100.0
+        return self.interior_pct
+
+
+@dataclass(frozen=True, slots=True)
+class Strategy:
+    """Models combined with weights and bands (a UMA's allocation)."""
+
+    strategy_id: str
+    entries: tuple[StrategyEntry, ...]
+    rebalance_range: RebalanceRange = RebalanceRange()
+
+
+@dataclass(frozen=True, slots=True)
+class EquivalenceSet:
+    """Securities treated as substitutes (holding one counts toward another's target)."""
+
+    set_id: str
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Reference:
+    """Everything shared by the accounts of a book: security master, models, strategies,
+    named security lists (e.g. ESG screens) and equivalence sets."""
+
+    securities: Mapping[str, Security]
+    models: Mapping[str, Model] = field(default_factory=dict)
+    strategies: Mapping[str, Strategy] = field(default_factory=dict)
+    lists: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    equivalence_sets: tuple[EquivalenceSet, ...] = ()
+
+
+# --------------------------------------------------------------------------------------------
+# Accounts
+
+
+@dataclass(frozen=True, slots=True)
+class Restriction:
+    """Do-not-buy / do-not-sell / do-not-hold on a security, sector, asset class or list."""
+
+    kind: RestrictionKind
+    scope: RestrictionScope
+    value: str
+    source: str = "client"  # who set it: firm, advisor, client, ...
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The model owner's tactical settings for one sleeve.
+
+    Attributes:
+        min_trade_value: smallest trade in dollars (sales that close a position are exempt).
+        min_trade_shares: smallest trade in shares (same exemption).
+        min_opening_trade_value: smallest buy that opens a new position, in dollars.
+        fractional: allow fractional shares (only for fractional-eligible securities).
+        share_decimals: decimals of a fractional share trade (quantities round down for buys).
+        cash_target: cash the sleeve aims to hold, as a weight of the sleeve.
+        cash_reserve: dollars never spent (a floor under the cash target).
+        cash_band: tolerance of cash around its target (no rebalance while inside).
+        security_band: default security weight range (no trade while inside).
+        freed_cash: what to do with weight a restriction frees.
+    """
+
+    min_trade_value: float = 0.0
+    min_trade_shares: float = 0.0
+    min_opening_trade_value: float = 0.0
+    fractional: bool = False
+    share_decimals: int = 3
+    cash_target: float = 0.0
+    cash_reserve: float = 0.0
+    cash_band: Band = Band()
+    security_band: Band = Band()
+    freed_cash: FreedCashPolicy = FreedCashPolicy.PRO_RATA
+
+
+@dataclass(frozen=True, slots=True)
+class TaxLot:
+    """A purchase of ``quantity`` shares on ``acquired`` (ISO date) for ``cost`` dollars.
+
+    Carried through for the tax engine; the rebalancer itself does not pick lots."""
+
+    lot_id: str
+    quantity: float
+    cost: float
+    acquired: str
+
+
+@dataclass(frozen=True, slots=True)
+class Holding:
+    symbol: str
+    quantity: float
+    lots: tuple[TaxLot, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Sleeve:
+    """One model's part of an account, with its own cash, holdings and settings."""
+
+    sleeve_id: str
+    model_id: str
+    cash: float = 0.0
+    holdings: tuple[Holding, ...] = ()
+    settings: Settings = Settings()
+    restrictions: tuple[Restriction, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """An SMA (one sleeve) or a UMA (several sleeves, usually with a strategy).
+
+    Attributes:
+        cash: unallocated account cash (e.g. a deposit not yet given to a sleeve); a
+            strategic rebalance hands it to the sleeves.
+        restrictions: apply to every sleeve (sleeve restrictions add to them).
+        strategy_id: the strategy the sleeves follow (UMA); sleeves match its entries by
+            ``model_id``.
+        asset_class_band: tolerance of account-level asset-class weights (drift only).
+    """
+
+    account_id: str
+    sleeves: tuple[Sleeve, ...]
+    cash: float = 0.0
+    restrictions: tuple[Restriction, ...] = ()
+    strategy_id: str | None = None
+    asset_class_band: Band = Band(BandKind.ABSOLUTE, 0.05)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """What to do: a full rebalance, raise ``amount`` of cash, or invest ``amount`` more."""
+
+    kind: RequestKind = RequestKind.REBALANCE
+    amount: float = 0.0
+    scope: Scope = Scope.AUTO
+
+
+@dataclass(frozen=True)
+class RebalanceInput:
+    """Everything one account's rebalance needs (what a scenario file holds)."""
+
+    account: Account
+    reference: Reference
+    request: Request = Request()
+
+
+@dataclass(frozen=True)
+class Book:
+    """Many accounts sharing one reference (what a book file holds)."""
+
+    reference: Reference
+    accounts: tuple[Account, ...]
+    request: Request = Request()
+
+
+# --------------------------------------------------------------------------------------------
+# Outputs
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    account_id: str
+    sleeve_id: str
+    symbol: str
+    side: Side
+    quantity: Decimal
+    price: float
+    estimated_value: Decimal
+    reason: Reason
+    explanation: str
+    opens_position: bool = False
+    closes_position: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "account_id": self.account_id,
+            "sleeve_id": self.sleeve_id,
+            "symbol": self.symbol,
+            "side": self.side.value,
+            "quantity": str(self.quantity),
+            "price": self.price,
+            "estimated_value": str(self.estimated_value),
+            "reason": self.reason.value,
+            "explanation": self.explanation,
+            "opens_position": self.opens_position,
+            "closes_position": self.closes_position,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CashMovement:
+    """Cash moved between sleeves; ``None`` on either end means the account itself:
+    unallocated account cash, or (``purpose="withdrawal"``) the withdrawal paid out."""
+
+    account_id: str
+    from_sleeve: str | None
+    to_sleeve: str | None
+    amount: Decimal
+    explanation: str
+    purpose: str = "rebalance"  # rebalance | withdrawal | unallocated
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "account_id": self.account_id,
+            "from_sleeve": self.from_sleeve,
+            "to_sleeve": self.to_sleeve,
+            "amount": str(self.amount),
+            "purpose": self.purpose,
+            "explanation": self.explanation,
+        }
+
+
+@dataclass(slots=True)
+class DriftItem:
+    """Drift of one item (security group, sleeve, asset class or cash) against its band."""
+
+    level: DriftLevel
+    key: str
+    sleeve_id: str | None
+    weight: float
+    target: float
+    lower: float
+    upper: float
+
+    @property
+    def drift(self) -> float:
+        return self.weight - self.target
+
+    @property
+    def relative_drift(self) -> float | None:
+        return (self.weight - self.target) / self.target if self.target else None
+
+    @property
+    def out_of_band(self) -> bool:
+        return self.weight < self.lower - DRIFT_EPS or self.weight > self.upper + DRIFT_EPS
+
+    @property
+    def breach(self) -> float:
+        """How far outside the band (0 inside)."""
+        return max(0.0, self.lower - self.weight, self.weight - self.upper)
+
+    def to_dict(self) -> dict[str, Any]:
+        rel = self.relative_drift
+        return {
+            "level": self.level.value,
+            "key": self.key,
+            "sleeve_id": self.sleeve_id,
+            "weight": round(self.weight, 6),
+            "target": round(self.target, 6),
+            "drift": round(self.drift, 6),
+            "relative_drift": None if rel is None else round(rel, 6),
+            "lower": round(self.lower, 6),
+            "upper": round(self.upper, 6),
+            "out_of_band": self.out_of_band,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AccountDrift:
+    account_id: str
+    items: tuple[DriftItem, ...]
+
+    @property
+    def out_of_band(self) -> tuple[DriftItem, ...]:
+        return tuple(i for i in self.items if i.out_of_band)
+
+    def max_abs_drift(self, level: DriftLevel | None = None) -> float:
+        vals = [abs(i.drift) for i in self.items if level is None or i.level is level]
+        return max(vals, default=0.0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "account_id": self.account_id,
+            "out_of_band": [i.to_dict() for i in self.out_of_band],
+            "max_abs_drift": {lv.value: round(self.max_abs_drift(lv), 6) for lv in DriftLevel},
+            "items": [i.to_dict() for i in self.items],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """Something the reviewer should know: a conflict, a skipped trade, a shortfall."""
+
+    code: str
+    message: str
+    sleeve_id: str | None = None
+    symbol: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "code": self.code,
+            "message": self.message,
+            "sleeve_id": self.sleeve_id,
+            "symbol": self.symbol,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SleeveResult:
+    sleeve_id: str
+    model_id: str
+    trades: tuple[Trade, ...]
+    cash_before: Decimal
+    cash_in: Decimal  # received from the account or other sleeves
+    cash_out: Decimal  # given to the account (withdrawal) or other sleeves
+    cash_after: Decimal
+    value_before: Decimal
+    value_after: Decimal
+    projected_holdings: Mapping[str, float]
+    projected_weights: Mapping[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sleeve_id": self.sleeve_id,
+            "model_id": self.model_id,
+            "cash_before": str(self.cash_before),
+            "cash_in": str(self.cash_in),
+            "cash_out": str(self.cash_out),
+            "cash_after": str(self.cash_after),
+            "value_before": str(self.value_before),
+            "value_after": str(self.value_after),
+            "projected_holdings": {k: round(v, 6) for k, v in self.projected_holdings.items()},
+            "projected_weights": {k: round(v, 6) for k, v in self.projected_weights.items()},
+            "trades": [t.to_dict() for t in self.trades],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Summary:
+    trade_count: int
+    buy_count: int
+    sell_count: int
+    buy_value: Decimal
+    sell_value: Decimal
+    turnover: float  # (buys + sells) / 2 / account value
+    account_value: Decimal
+    cash_before: Decimal  # all cash (sleeves + unallocated) before
+    cash_after: Decimal  # all cash after trades and the withdrawal
+    max_drift_before: float
+    max_drift_after: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "trade_count": self.trade_count,
+            "buy_count": self.buy_count,
+            "sell_count": self.sell_count,
+            "buy_value": str(self.buy_value),
+            "sell_value": str(self.sell_value),
+            "turnover": round(self.turnover, 6),
+            "account_value": str(self.account_value),
+            "cash_before": str(self.cash_before),
+            "cash_after": str(self.cash_after),
+            "max_drift_before": round(self.max_drift_before, 6),
+            "max_drift_after": round(self.max_drift_after, 6),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RebalanceResult:
+    account_id: str
+    request: Request
+    trades: tuple[Trade, ...]
+    sleeves: tuple[SleeveResult, ...]
+    cash_movements: tuple[CashMovement, ...]
+    unallocated_cash_after: Decimal
+    drift_before: AccountDrift
+    drift_after: AccountDrift
+    notices: tuple[Notice, ...]
+    summary: Summary
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "account_id": self.account_id,
+            "request": {
+                "kind": self.request.kind.value,
+                "amount": self.request.amount,
+                "scope": self.request.scope.value,
+            },
+            "summary": self.summary.to_dict(),
+            "trades": [t.to_dict() for t in self.trades],
+            "cash_movements": [m.to_dict() for m in self.cash_movements],
+            "unallocated_cash_after": str(self.unallocated_cash_after),
+            "sleeves": [s.to_dict() for s in self.sleeves],
+            "notices": [n.to_dict() for n in self.notices],
+            "drift_before": self.drift_before.to_dict(),
+            "drift_after": self.drift_after.to_dict(),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class AccountFailure:
+    """One account of a book that could not be rebalanced, and why."""
+
+    account_id: str
+    error: str
+    code: str
+    detail: Mapping[str, str | None]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "account_id": self.account_id,
+            "error": self.error,
+            "code": self.code,
+            "detail": dict(self.detail),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class BookResult:
+    results: tuple[RebalanceResult, ...]
+    failures: tuple[AccountFailure, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "results": [r.to_dict() for r in self.results],
+            "failures": [f.to_dict() for f in self.failures],
+        }
+
+
+# Tolerances (documented in docs/engine.md)
+WEIGHT_TOLERANCE = 1e-4  # model/strategy weights must sum to 1 within ±0.01 point
+DRIFT_EPS = 1e-9  # a weight this close to its band counts as inside
