@@ -18,6 +18,8 @@ from ballast_common.contracts.events import (
 )
 from ballast_common.plumbing import outbox
 from ballast_common.testing import migrated_database, unit_of_work
+from ballast_engine.rebalance import rebalance
+from ballast_engine.scenario import scenario_from_dict
 from rebalance_svc import repository
 from rebalance_svc.handlers import subscriptions
 from rebalance_svc.main import spec
@@ -130,10 +132,15 @@ async def test_model_change_rebalances_followers_and_skips_bad_accounts(db):
     async with db.sessions() as s:
         run = (await repository.list_runs(s, "core", 1, 5))[0]
     assert run.accounts_evaluated == 1 and run.trades == 2
-    assert run.skipped == {
-        "R-2": "account R-2: no price for ZZZ",
-        "R-3": "no holdings reconciled yet",
-    }
+    assert set(run.skipped) == {"R-2", "R-3"}
+    assert "ZZZ" in run.skipped["R-2"] and "R-2" in run.skipped["R-2"]
+    assert run.skipped["R-3"] == "no holdings reconciled yet"
+    async with db.sessions() as s:
+        stored = await repository.get_scenario(s, run.run_id, "R-1")
+    replayed = rebalance(scenario_from_dict(stored.scenario))
+    assert [(t.symbol, t.side.value, t.quantity) for t in replayed.trades] == [
+        (t["symbol"], t["side"], Decimal(t["quantity"])) for t in proposals[0]["trades"]
+    ]
 
 
 async def test_a_stale_model_version_is_ignored(db):

@@ -9,7 +9,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from rebalance_svc.tables import Account, Cash, Holding, Model, Run, Security
+from rebalance_svc.tables import Account, Cash, Holding, Model, Run, Scenario, Security
 
 
 async def upsert_securities(session: AsyncSession, rows: Sequence[dict[str, object]]) -> None:
@@ -118,3 +118,22 @@ async def read_model_counts(session: AsyncSession) -> dict[str, int]:
         "accounts_with_holdings": await count(Cash),
         "runs": await count(Run),
     }
+
+
+async def all_securities(session: AsyncSession) -> list[Security]:
+    return list(await session.exec(select(Security)))
+
+
+async def add_scenarios(
+    session: AsyncSession, run_id: str, scenarios: dict[str, dict[str, object]]
+) -> None:
+    if scenarios:
+        await session.execute(
+            insert(Scenario).values(
+                [{"run_id": run_id, "account_id": a, "scenario": s} for a, s in scenarios.items()]
+            )
+        )
+
+
+async def get_scenario(session: AsyncSession, run_id: str, account_id: str) -> Scenario | None:
+    return await session.get(Scenario, (run_id, account_id))

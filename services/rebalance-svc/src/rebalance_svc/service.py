@@ -19,9 +19,18 @@ from ballast_common.contracts.events import (
     TradeV1,
 )
 from ballast_common.uow import UnitOfWork
+from ballast_engine.model import Book, RebalanceInput, RebalanceResult
+from ballast_engine.rebalance import rebalance_book
+from ballast_engine.scenario import scenario_to_dict
 
 from rebalance_svc import repository as repo
-from rebalance_svc.rule import AccountDataError, Proposal, rebalance_to_model
+from rebalance_svc.engine_input import (
+    SecurityRow,
+    money,
+    reference_for,
+    security_drift,
+    sma_account,
+)
 from rebalance_svc.settings import Settings
 from rebalance_svc.tables import Account, Model, Run
 
@@ -103,43 +112,62 @@ async def rebalance_model(
     tenant: str,
     settings: Settings,
 ) -> Run:
-    """One run over the model's accounts; an account that cannot be rebalanced is skipped
-    with its reason, and the rest of the book still rebalances."""
+    """One run of the engine over the model's accounts. An account that cannot be rebalanced
+    is skipped with its reason, and the rest of the book still rebalances. The scenario of
+    every rebalanced account is stored, so each decision can be replayed."""
     run_id = uuid.uuid5(IDS, f"run:{trigger_id}")
     run = Run(
         run_id=str(run_id), trigger=trigger, model_id=model.model_id, model_version=model.version
     )
     accounts = await repo.accounts_following(uow.session, model.model_id)
     cash, holdings = await repo.books_of(uow.session, [a.account_id for a in accounts])
-    prices = await repo.prices(uow.session)
-    targets = {s: Decimal(w) for s, w in model.targets.items()}
+    securities = {
+        s.symbol: SecurityRow(s.symbol, s.price, s.asset_class, s.sector, s.fractional_eligible)
+        for s in await repo.all_securities(uow.session)
+    }
+    reference = reference_for(
+        securities, model.model_id, {s: Decimal(w) for s, w in model.targets.items()}
+    )
+    ready: dict[str, Account] = {}
     for account in accounts:
         if account.status != "active":
             run.skipped[account.account_id] = f"account is {account.status}"
-            continue
-        if account.account_id not in cash:
+        elif account.account_id not in cash:
             run.skipped[account.account_id] = "no holdings reconciled yet"
-            continue
-        try:
-            proposal = rebalance_to_model(
-                account_id=account.account_id,
-                model_name=f"{model.name} v{model.version}",
-                cash=cash[account.account_id],
-                holdings=holdings.get(account.account_id, {}),
-                targets=targets,
-                prices=prices,
-                min_trade_value=settings.min_trade_value,
-                security_tolerance=settings.security_tolerance,
-            )
-        except AccountDataError as exc:
-            run.skipped[account.account_id] = str(exc)
-            log.warning(
-                "account skipped", extra={"account_id": account.account_id, "reason": str(exc)}
-            )
-            continue
-        _announce(
-            uow, run, model, account, proposal, settings.drift_tolerance, account.tenant or tenant
+        else:
+            ready[account.account_id] = account
+    inputs = [
+        sma_account(
+            account_id,
+            model.model_id,
+            cash[account_id],
+            holdings.get(account_id, {}),
+            settings.min_trade_value,
+            settings.security_tolerance,
+            settings.cash_band,
         )
+        for account_id in ready
+    ]
+    outcome = rebalance_book(Book(reference, tuple(inputs)))
+    for failure in outcome.failures:
+        run.skipped[failure.account_id] = failure.error
+        log.warning(
+            "account skipped", extra={"account_id": failure.account_id, "reason": failure.error}
+        )
+    scenarios = {i.account_id: i for i in inputs}
+    for result in outcome.results:
+        account = ready[result.account_id]
+        _announce(
+            uow, run, model, account, result, settings.drift_tolerance, account.tenant or tenant
+        )
+    await repo.add_scenarios(
+        uow.session,
+        run.run_id,
+        {
+            r.account_id: scenario_to_dict(RebalanceInput(scenarios[r.account_id], reference))
+            for r in outcome.results
+        },
+    )
     run.finished_at = datetime.now(UTC)
     await repo.save(uow.session, run)
     return run
@@ -150,13 +178,15 @@ def _announce(
     run: Run,
     model: Model,
     account: Account,
-    proposal: Proposal,
+    result: RebalanceResult,
     tolerance: Decimal,
     tenant: str,
 ) -> None:
     run_id = uuid.UUID(run.run_id)
     run.accounts_evaluated += 1
-    out = proposal.max_abs_drift > tolerance
+    drift = security_drift(result)
+    max_abs = max((abs(d.drift) for d in drift), default=Decimal(0))
+    out = max_abs > tolerance
     run.accounts_out_of_tolerance += int(out)
     uow.publish(
         DriftDetectedV1(
@@ -164,28 +194,28 @@ def _announce(
             account_id=account.account_id,
             model_id=model.model_id,
             model_version=model.version,
-            total_value=proposal.total_value,
-            max_abs_drift=proposal.max_abs_drift.quantize(WEIGHT),
+            total_value=result.summary.account_value,
+            max_abs_drift=max_abs,
             tolerance=tolerance,
             out_of_tolerance=out,
             securities=[
                 SecurityDriftV1(
                     symbol=d.symbol,
-                    target_weight=d.target_weight.quantize(WEIGHT),
-                    current_weight=d.current_weight.quantize(WEIGHT),
-                    drift=d.drift.quantize(WEIGHT),
+                    target_weight=d.target_weight,
+                    current_weight=d.current_weight,
+                    drift=d.drift,
                 )
-                for d in proposal.drift
+                for d in drift
             ],
         ),
         key=account.account_id,
         tenant=tenant,
     )
-    if not proposal.trades:
+    if not result.trades:
         return
     proposal_id = uuid.uuid5(IDS, f"proposal:{run_id}:{account.account_id}")
     run.proposals += 1
-    run.trades += len(proposal.trades)
+    run.trades += len(result.trades)
     uow.publish(
         TradesProposedV1(
             proposal_id=proposal_id,
@@ -193,20 +223,20 @@ def _announce(
             account_id=account.account_id,
             model_id=model.model_id,
             model_version=model.version,
-            cash_before=proposal.cash_before,
-            cash_after_estimated=proposal.cash_after,
+            cash_before=result.summary.cash_before,
+            cash_after_estimated=result.summary.cash_after,
             trades=[
                 TradeV1(
                     trade_id=uuid.uuid5(IDS, f"trade:{proposal_id}:{t.side}:{t.symbol}"),
                     symbol=t.symbol,
-                    side=t.side,
+                    side=t.side.value,
                     quantity=t.quantity,
-                    estimated_price=t.price,
-                    estimated_value=t.value,
-                    reason=t.reason,
+                    estimated_price=money(t.price),
+                    estimated_value=t.estimated_value,
+                    reason=t.reason.value,
                     explanation=t.explanation,
                 )
-                for t in proposal.trades
+                for t in result.trades
             ],
         ),
         key=account.account_id,

@@ -10,5 +10,7 @@ class Settings(ServiceSettings):
     drift_tolerance: Decimal = Decimal("0.01")
     # A security within this much (absolute weight) of its target is not traded.
     security_tolerance: Decimal = Decimal("0.005")
+    # Cash within this much (absolute weight) of its target is left alone, not invested.
+    cash_band: Decimal = Decimal("0.02")
     # Trades smaller than this (in dollars) are not proposed.
     min_trade_value: Decimal = Decimal("25")

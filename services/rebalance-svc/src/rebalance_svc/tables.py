@@ -89,4 +89,15 @@ class Run(Table, table=True):
     skipped: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False))
 
 
+class Scenario(Table, table=True):
+    """Everything the engine was given for one account in one run: replays to the same trades
+    with `ballast engine rebalance` (download it from GET /runs/{run_id}/scenarios/{account})."""
+
+    __tablename__ = "scenarios"
+
+    run_id: str = Field(primary_key=True, max_length=36)
+    account_id: str = Field(primary_key=True, max_length=64)
+    scenario: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+
+
 metadata = Table.metadata
