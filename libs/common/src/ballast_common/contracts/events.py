@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -87,6 +88,13 @@ class TradeV1(Payload):
     estimated_value: NonNegativeMoney
     reason: str = Field(description="reason code: drift, model-change, restriction, cash-need...")
     explanation: str = Field(description="a plain-English sentence a client could read")
+    sleeve_id: str | None = Field(default=None, description="the sleeve the trade belongs to")
+    lot_ids: list[str] = Field(
+        default_factory=list, description="sells: the tax lots to relieve, in order (empty: method)"
+    )
+    estimated_tax: Money | None = Field(
+        default=None, description="sells: estimated tax on the realized gain (negative: saving)"
+    )
 
 
 class TradesApprovedV1(Payload):
@@ -96,6 +104,15 @@ class TradesApprovedV1(Payload):
     account_id: str
     approved_by: str
     trades: list[TradeV1] = Field(min_length=1)
+
+
+class ProposalRejectedV1(Payload):
+    """A person rejected proposed trades; none of them will be sent."""
+
+    proposal_id: uuid.UUID
+    account_id: str
+    rejected_by: str
+    reason: str
 
 
 # --- rebalance-svc --------------------------------------------------------------------------
@@ -151,6 +168,13 @@ class FillsReceivedV1(Payload):
     quantity: PositiveQuantity
     price: Price
     executed_at: datetime
+    fees: NonNegativeMoney = Field(
+        default=Decimal("0"), description="commission and fees; adjust basis or proceeds"
+    )
+    lot_ids: list[str] = Field(
+        default_factory=list, description="sells: the tax lots the order named, in order"
+    )
+    sleeve_id: str | None = None
 
 
 class OrderRejectedV1(Payload):
@@ -184,6 +208,51 @@ class HoldingsReconciledV1(Payload):
     positions: list[PositionV1]
     cause: Literal["opening-balance", "fills"]
     fill_ids: list[str] = Field(default_factory=list)
+
+
+class LotV1(Payload):
+    lot_id: str
+    quantity: PositiveQuantity
+    acquired: date = Field(description="start of the holding period (wash sales carry it back)")
+    cost_basis: NonNegativeMoney = Field(description="total basis, wash-sale adjustments included")
+    wash_adjustment: Money = Field(default=Decimal("0"), description="disallowed loss added")
+    sleeve_id: str | None = None
+
+
+class PositionV2(Payload):
+    symbol: str
+    quantity: Quantity
+    cost_basis: NonNegativeMoney
+    lots: list[LotV1] = Field(default_factory=list)
+
+
+class LossSaleV1(Payload):
+    """A recent sale at a loss whose shares no replacement has absorbed yet (wash-sale window)."""
+
+    symbol: str
+    sold_on: date
+    quantity: PositiveQuantity = Field(description="shares of the sale not yet matched")
+    loss_per_share: NonNegativeMoney
+
+
+HoldingsCause = Literal[
+    "opening-balance", "fills", "corporate-action", "household-change", "sleeve-transfer"
+]
+
+
+class HoldingsReconciledV2(Payload):
+    """The book of record of an account after a change: cash, positions with their tax lots,
+    and the recent loss sales a purchase in the household could still wash."""
+
+    account_id: str
+    household_id: str | None = None
+    as_of: date
+    cash: Money
+    positions: list[PositionV2]
+    cause: HoldingsCause
+    fill_ids: list[str] = Field(default_factory=list)
+    action_id: str | None = Field(default=None, description="the corporate action, if that")
+    recent_loss_sales: list[LossSaleV1] = Field(default_factory=list)
 
 
 # --- every consumer -------------------------------------------------------------------------

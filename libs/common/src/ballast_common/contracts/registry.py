@@ -219,6 +219,60 @@ _all: list[Contract] = [
         ).model_dump(mode="json"),
     ),
     Contract(
+        "holdings-reconciled",
+        2,
+        ev.HoldingsReconciledV2,
+        "taxlot-svc",
+        ("rebalance-svc", "reporting-svc"),
+        "The book of record of an account after a change: positions with their tax lots, and "
+        "recent loss sales a purchase in the household could still wash.",
+        ev.HoldingsReconciledV2(
+            account_id="ACC-000123",
+            household_id="HH-000045",
+            as_of=date(2026, 11, 20),
+            cash=Decimal("217.60"),
+            positions=[
+                ev.PositionV2(
+                    symbol="MSFT",
+                    quantity=Decimal("12"),
+                    cost_basis=Decimal("4982.16"),
+                    lots=[
+                        ev.LotV1(
+                            lot_id="L-SIM-EX-000981",
+                            quantity=Decimal("12"),
+                            acquired=date(2026, 11, 20),
+                            cost_basis=Decimal("4982.16"),
+                        )
+                    ],
+                )
+            ],
+            cause="fills",
+            fill_ids=["SIM-EX-000981"],
+            recent_loss_sales=[
+                ev.LossSaleV1(
+                    symbol="INTC",
+                    sold_on=date(2026, 11, 12),
+                    quantity=Decimal("40"),
+                    loss_per_share=Decimal("3.15"),
+                )
+            ],
+        ).model_dump(mode="json"),
+    ),
+    Contract(
+        "proposal-rejected",
+        1,
+        ev.ProposalRejectedV1,
+        "account-svc",
+        ("reporting-svc",),
+        "A person rejected proposed trades; none of them will be sent.",
+        ev.ProposalRejectedV1(
+            proposal_id=_PROPOSAL,
+            account_id="ACC-000123",
+            rejected_by="advisor@demo",
+            reason="client asked to wait until January",
+        ).model_dump(mode="json"),
+    ),
+    Contract(
         "dead-letter",
         1,
         ev.DeadLetterV1,
