@@ -20,7 +20,7 @@ def test_dashboard_page_and_assets_are_served() -> None:
     script = client.get("/static/app.js")
     assert "javascript" in script.headers["content-type"]
     # The script calls this service's own API, and nothing from elsewhere.
-    for path in ("/summary", "/runs", "/accounts"):
+    for path in ("/summary", "/runs", "/accounts", "/lots"):
         assert path in script.text
     assert not re.search(r"https?://", page.text + script.text)
 

@@ -322,6 +322,83 @@ async def test_rejected_order_carries_its_reason(db: Database, client: httpx.Asy
     assert progress["trades_rejected"] == 1 and progress["complete"] is True
 
 
+def declined(account: str, proposal: uuid.UUID, time: datetime) -> Any:
+    payload = ev.ProposalRejectedV1(
+        proposal_id=proposal, account_id=account, rejected_by="advisor@demo", reason="wait"
+    )
+    return envelope(payload, key=account, time=time)
+
+
+@pytest.mark.parametrize("declined_first", [False, True])
+async def test_declined_proposal_finishes_its_trades_in_either_order(
+    db: Database, client: httpx.AsyncClient, declined_first: bool
+) -> None:
+    account, model = new_account(), new_model()
+    await setup_book(db, account, model)
+    run, proposal = uuid.uuid4(), uuid.uuid4()
+    trades_ = [trade("ZZA", "sell", "30", "10"), trade("ZZB", "buy", "15", "20")]
+    events = [
+        proposed(account, model, run, proposal, trades_, at(30)),
+        declined(account, proposal, at(31)),
+    ]
+    for event in reversed(events) if declined_first else events:
+        await deliver(db, event)
+    rows = (await client.get(f"/accounts/{account}/trades")).json()
+    assert sorted(r["status"] for r in rows) == ["declined", "declined"]
+    progress = (await client.get(f"/runs/{run}")).json()
+    assert progress["trades_declined"] == 2 and progress["trades_open"] == 0
+    assert progress["complete"] is True and progress["progress"] == 1.0
+    [member] = (await client.get(f"/runs/{run}/accounts")).json()
+    assert member["trades_declined"] == 2 and member["trades_open"] == 0
+
+
+async def test_v2_snapshot_lots_are_valued_with_term_and_wash_adjustment(
+    db: Database, client: httpx.AsyncClient
+) -> None:
+    account, model = new_account(), new_model()
+    await setup_book(db, account, model)
+    lots = [
+        # 60 ZZA bought long ago at 12 (a loss at 10), 40 at 7 last month with a wash adjustment
+        {"lot_id": "L1", "quantity": "60", "acquired": "2024-05-02", "cost_basis": "720"},
+        {"lot_id": "L2", "quantity": "40", "acquired": "2026-10-01", "cost_basis": "310",
+         "wash_adjustment": "30"},
+    ]  # fmt: skip
+    payload = ev.HoldingsReconciledV2.model_validate(
+        {
+            "account_id": account,
+            "household_id": "HH-1",
+            "as_of": "2026-11-21",
+            "cash": "500",
+            "positions": [
+                {"symbol": "ZZA", "quantity": "100", "cost_basis": "1030", "lots": lots},
+                {"symbol": "ZZQ", "quantity": "5", "cost_basis": "50",
+                 "lots": [{"lot_id": "L3", "quantity": "5", "acquired": "2026-11-02",
+                           "cost_basis": "50"}]},
+            ],
+            "cause": "corporate-action",
+            "action_id": "CA-1",
+        }
+    )  # fmt: skip
+    await deliver(db, envelope(payload, key=account, time=at(10)))
+    body = (await client.get(f"/accounts/{account}/lots", params={"on": "2026-11-22"})).json()
+    by_id = {lot["lot_id"]: lot for lot in body["lots"]}
+    assert by_id["L1"]["term"] == "long" and by_id["L1"]["unrealized_gain"] == "-120.00"
+    assert by_id["L2"]["term"] == "short" and by_id["L2"]["unrealized_gain"] == "90.00"
+    assert Decimal(by_id["L2"]["wash_adjustment"]) == 30
+    assert by_id["L3"]["price"] is None and by_id["L3"]["unrealized_gain"] is None
+    assert body["unrealized_long_term"] == "-120.00"
+    assert body["unrealized_short_term"] == "90.00"
+    assert body["unpriced_lots"] == 1
+    # a later v1 snapshot (no lots) replaces the lots with none
+    await deliver(db, holdings(account, at(20), "500", {"ZZA": "100"}, as_of=date(2026, 11, 22)))
+    assert (await client.get(f"/accounts/{account}/lots")).json()["lots"] == []
+
+
+async def test_lots_of_an_unknown_account_is_404(client: httpx.AsyncClient) -> None:
+    response = await client.get("/accounts/NOPE-1/lots")
+    assert response.status_code == 404
+
+
 # --- runs -----------------------------------------------------------------------------------
 
 

@@ -1,6 +1,7 @@
 """reporting-svc's REST routes (JSON) and the dashboard page."""
 
 import uuid
+from datetime import UTC, date, datetime
 from pathlib import Path as FsPath
 from typing import Annotated, Literal
 
@@ -14,6 +15,7 @@ from reporting_svc.schemas import (
     AccountPage,
     AccountSummary,
     Holdings,
+    Lots,
     ModelOut,
     RunAccount,
     RunProgress,
@@ -81,6 +83,17 @@ async def get_account(
 @router.get("/accounts/{account_id}/holdings", tags=["accounts"], response_model=Holdings)
 async def get_holdings(account_id: AccountId, session: ReadSession) -> Holdings:
     return await service.holdings(session, account_id)
+
+
+@router.get("/accounts/{account_id}/lots", tags=["accounts"], response_model=Lots)
+async def get_lots(
+    account_id: AccountId,
+    session: ReadSession,
+    on: Annotated[
+        date | None, Query(description="value terms on this date (default: today, UTC)")
+    ] = None,
+) -> Lots:
+    return await service.lots(session, account_id, on or datetime.now(UTC).date())
 
 
 @router.get("/accounts/{account_id}/trades", tags=["accounts"], response_model=list[TradeOut])

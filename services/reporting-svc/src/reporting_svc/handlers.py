@@ -8,8 +8,10 @@ from ballast_common.contracts.events import (
     DriftDetectedV1,
     FillsReceivedV1,
     HoldingsReconciledV1,
+    HoldingsReconciledV2,
     ModelChangedV1,
     OrderRejectedV1,
+    ProposalRejectedV1,
     SecuritiesChangedV1,
     TradesApprovedV1,
     TradesProposedV1,
@@ -36,7 +38,7 @@ async def on_account_changed(
 
 
 async def on_holdings_reconciled(
-    uow: UnitOfWork, envelope: Envelope, payload: HoldingsReconciledV1
+    uow: UnitOfWork, envelope: Envelope, payload: HoldingsReconciledV1 | HoldingsReconciledV2
 ) -> None:
     await service.apply_holdings(uow, envelope, payload)
 
@@ -65,6 +67,12 @@ async def on_order_rejected(uow: UnitOfWork, envelope: Envelope, payload: OrderR
     await service.apply_rejected(uow, envelope, payload)
 
 
+async def on_proposal_rejected(
+    uow: UnitOfWork, envelope: Envelope, payload: ProposalRejectedV1
+) -> None:
+    await service.apply_declined(uow, envelope, payload)
+
+
 SUBSCRIPTIONS = [
     Subscription("securities-changed", on_securities_changed),
     Subscription("model-changed", on_model_changed),
@@ -75,4 +83,5 @@ SUBSCRIPTIONS = [
     Subscription("trades-approved", on_trades_approved),
     Subscription("fills-received", on_fills_received),
     Subscription("order-rejected", on_order_rejected),
+    Subscription("proposal-rejected", on_proposal_rejected),
 ]

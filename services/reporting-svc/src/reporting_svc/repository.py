@@ -17,6 +17,7 @@ from reporting_svc.tables import (
     Account,
     AccountDrift,
     Fill,
+    HeldLot,
     HoldingsSnapshot,
     Model,
     ModelTarget,
@@ -90,8 +91,10 @@ async def upsert_account(session: AsyncSession, row: Row) -> None:
     await _run(session, stmt)
 
 
-async def replace_holdings(session: AsyncSession, snapshot: Row, positions: Sequence[Row]) -> bool:
-    """Replace the account's snapshot and positions unless the stored snapshot is newer
+async def replace_holdings(
+    session: AsyncSession, snapshot: Row, positions: Sequence[Row], lots: Sequence[Row]
+) -> bool:
+    """Replace the account's snapshot, positions and lots unless the stored snapshot is newer
     (by as_of date, then event time). True if replaced."""
     stmt = insert(HoldingsSnapshot).values(dict(snapshot))
     upsert = stmt.on_conflict_do_update(
@@ -104,8 +107,11 @@ async def replace_holdings(session: AsyncSession, snapshot: Row, positions: Sequ
         return False
     account_id = snapshot["account_id"]
     await _run(session, delete(Position).where(col(Position.account_id) == account_id))
+    await _run(session, delete(HeldLot).where(col(HeldLot.account_id) == account_id))
     if positions:
         await _run(session, insert(Position).values(list(positions)))
+    if lots:
+        await _run(session, insert(HeldLot).values(list(lots)))
     return True
 
 
@@ -197,6 +203,34 @@ async def upsert_approved(
     )
 
 
+async def decline_proposal(
+    session: AsyncSession,
+    proposal_id: uuid.UUID,
+    account_id: str,
+    by: str,
+    reason: str,
+    at: datetime,
+) -> None:
+    """The first decline wins, so a replay changes nothing."""
+    stmt = insert(Proposal).values(
+        proposal_id=proposal_id,
+        account_id=account_id,
+        declined_by=by,
+        declined_reason=reason,
+        declined_at=at,
+    )
+    await _run(
+        session,
+        stmt.on_conflict_do_update(
+            index_elements=["proposal_id"],
+            set_={
+                c: func.coalesce(getattr(Proposal, c), stmt.excluded[c])
+                for c in ("declined_by", "declined_reason", "declined_at")
+            },
+        ),
+    )
+
+
 async def ensure_proposal(session: AsyncSession, proposal_id: uuid.UUID, account_id: str) -> None:
     await _run(
         session,
@@ -257,8 +291,7 @@ async def insert_fill(session: AsyncSession, row: Row) -> bool:
     return (await _run(session, stmt)).first() is not None
 
 
-_REFRESH = text(
-    """
+_REFRESH = """
     UPDATE trades t
        SET filled_quantity = f.qty,
            average_price = f.avg_price,
@@ -266,26 +299,34 @@ _REFRESH = text(
                WHEN t.rejected_reason IS NOT NULL THEN 'rejected'
                WHEN t.quantity IS NOT NULL AND f.qty >= t.quantity THEN 'filled'
                WHEN f.qty > 0 THEN 'partially_filled'
+               WHEN f.declined THEN 'declined'
                WHEN t.approved_at IS NOT NULL THEN 'approved'
                ELSE 'proposed'
            END
       FROM (
           SELECT tt.trade_id,
                  COALESCE(SUM(fi.quantity), 0) AS qty,
-                 ROUND(SUM(fi.quantity * fi.price) / NULLIF(SUM(fi.quantity), 0), 6) AS avg_price
+                 ROUND(SUM(fi.quantity * fi.price) / NULLIF(SUM(fi.quantity), 0), 6) AS avg_price,
+                 BOOL_OR(p.declined_at IS NOT NULL) AS declined
             FROM trades tt
+            JOIN proposals p ON p.proposal_id = tt.proposal_id
             LEFT JOIN fills fi ON fi.trade_id = tt.trade_id
-           WHERE tt.trade_id = ANY(:ids)
+           WHERE {which}
            GROUP BY tt.trade_id
       ) f
      WHERE t.trade_id = f.trade_id
-    """
-)
+"""
+_REFRESH_TRADES = text(_REFRESH.format(which="tt.trade_id = ANY(:ids)"))
+_REFRESH_PROPOSAL = text(_REFRESH.format(which="tt.proposal_id = :proposal_id"))
 
 
 async def refresh_trades(session: AsyncSession, trade_ids: Sequence[uuid.UUID]) -> None:
     """Derive filled quantity, average price and status from the stored facts."""
-    await _run(session, _REFRESH, {"ids": list(trade_ids)})
+    await _run(session, _REFRESH_TRADES, {"ids": list(trade_ids)})
+
+
+async def refresh_proposal_trades(session: AsyncSession, proposal_id: uuid.UUID) -> None:
+    await _run(session, _REFRESH_PROPOSAL, {"proposal_id": proposal_id})
 
 
 # --- reads ----------------------------------------------------------------------------------
@@ -451,9 +492,27 @@ async def holding_lines(session: AsyncSession, account_id: str) -> list[Record]:
     return [dict(r) for r in result.mappings()]
 
 
+_LOTS = text(
+    """
+    SELECT l.lot_id, l.symbol, l.sleeve_id, l.quantity, l.acquired, l.cost_basis,
+           l.wash_adjustment, s.price
+      FROM lots l LEFT JOIN securities s ON s.symbol = l.symbol
+     WHERE l.account_id = :account_id
+     ORDER BY l.symbol, l.acquired, l.lot_id
+    """
+)
+
+
+async def lots_of(session: AsyncSession, account_id: str) -> list[Record]:
+    """The account's open tax lots with the security master's price (None if unpriced)."""
+    result = await _run(session, _LOTS, {"account_id": account_id})
+    return [dict(r) for r in result.mappings()]
+
+
 _TRADES = text(
     """
-    SELECT t.*, p.run_id, p.approved_by, p.model_id, p.model_version,
+    SELECT t.*, p.run_id, p.approved_by, p.declined_by, p.declined_reason, p.model_id,
+           p.model_version,
            COALESCE(f.fills, 0) AS fills, COALESCE(f.reflected, 0) AS fills_reflected
       FROM trades t
       JOIN proposals p ON p.proposal_id = t.proposal_id
@@ -491,7 +550,8 @@ _RUNS = """
     SELECT r.run_id, r.model_id, r.model_version, r.first_event_at, r.last_event_at,
            d.measured AS accounts_measured, d.out_of_tolerance AS accounts_out_of_tolerance,
            pr.proposals, pr.approved AS proposals_approved,
-           tr.trades, tr.filled, tr.partially_filled, tr.rejected, tr.approved, tr.proposed,
+           tr.trades, tr.filled, tr.partially_filled, tr.rejected, tr.declined, tr.approved,
+           tr.proposed,
            fl.fills, fl.reflected AS fills_reflected, fl.last_reconciled_at
       FROM runs r
       LEFT JOIN LATERAL (
@@ -507,6 +567,7 @@ _RUNS = """
                  COUNT(*) FILTER (WHERE t.status = 'filled') AS filled,
                  COUNT(*) FILTER (WHERE t.status = 'partially_filled') AS partially_filled,
                  COUNT(*) FILTER (WHERE t.status = 'rejected') AS rejected,
+                 COUNT(*) FILTER (WHERE t.status = 'declined') AS declined,
                  COUNT(*) FILTER (WHERE t.status = 'approved') AS approved,
                  COUNT(*) FILTER (WHERE t.status = 'proposed') AS proposed
             FROM trades t JOIN proposals p ON p.proposal_id = t.proposal_id
@@ -588,6 +649,7 @@ _RUN_ACCOUNTS = text(
         SELECT p.account_id, COUNT(*) AS trades,
                COUNT(*) FILTER (WHERE t.status = 'filled') AS filled,
                COUNT(*) FILTER (WHERE t.status = 'rejected') AS rejected,
+               COUNT(*) FILTER (WHERE t.status = 'declined') AS declined,
                COUNT(*) FILTER (WHERE t.status IN ('proposed', 'approved', 'partially_filled'))
                    AS open
           FROM proposals p JOIN trades t ON t.proposal_id = p.proposal_id
@@ -603,7 +665,8 @@ _RUN_ACCOUNTS = text(
     )
     SELECT m.account_id, a.name, d.total_value, d.max_abs_drift, d.out_of_tolerance,
            COALESCE(tr.trades, 0) AS trades, COALESCE(tr.filled, 0) AS filled,
-           COALESCE(tr.rejected, 0) AS rejected, COALESCE(tr.open, 0) AS open,
+           COALESCE(tr.rejected, 0) AS rejected, COALESCE(tr.declined, 0) AS declined,
+           COALESCE(tr.open, 0) AS open,
            COALESCE(fl.fills, 0) AS fills, COALESCE(fl.reflected, 0) AS fills_reflected
       FROM members m
       LEFT JOIN accounts a ON a.account_id = m.account_id

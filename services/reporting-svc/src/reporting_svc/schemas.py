@@ -7,7 +7,7 @@ from typing import Literal
 from ballast_common.contracts.types import Money, Quantity, SignedWeight, Weight
 from pydantic import BaseModel, Field
 
-TradeStatus = Literal["proposed", "approved", "partially_filled", "filled", "rejected"]
+TradeStatus = Literal["proposed", "approved", "partially_filled", "filled", "rejected", "declined"]
 
 
 class LastMeasured(BaseModel):
@@ -105,6 +105,8 @@ class TradeOut(BaseModel):
     filled_quantity: Quantity
     average_price: Money | None
     rejected_reason: str | None
+    declined_by: str | None = Field(default=None, description="who rejected the proposal")
+    declined_reason: str | None = None
     fills: int
     fills_reflected: int
 
@@ -120,13 +122,14 @@ class RunProgress(BaseModel):
     trades: int
     trades_filled: int
     trades_partially_filled: int
-    trades_rejected: int
+    trades_rejected: int = Field(description="rejected by the custodian")
+    trades_declined: int = Field(description="their proposal was rejected by a person")
     trades_open: int = Field(description="proposed or approved, nothing filled or rejected yet")
     trades_awaiting_approval: int
     fills: int
     fills_reflected: int = Field(description="fills a holdings snapshot has reflected")
     complete: bool = Field(
-        description="every trade filled or rejected and every fill reflected in holdings"
+        description="every trade filled, rejected or declined, and every fill reflected in holdings"
     )
     progress: float = Field(description="share of the run's work done, 0..1, for display")
     first_event_at: datetime
@@ -157,6 +160,7 @@ class RunAccount(BaseModel):
     trades: int
     trades_filled: int
     trades_rejected: int
+    trades_declined: int
     trades_open: int
     fills: int
     fills_reflected: int
@@ -170,3 +174,28 @@ class ModelOut(BaseModel):
     changed_at: datetime
     securities: int
     accounts: int
+
+
+class LotLine(BaseModel):
+    """One open tax lot, valued at the security master's price."""
+
+    lot_id: str
+    symbol: str
+    sleeve_id: str | None
+    quantity: Quantity
+    acquired: date = Field(description="start of the holding period (wash sales carry it back)")
+    term: Literal["short", "long"] = Field(description="on the `on` date: held > 1 year = long")
+    cost_basis: Money = Field(description="wash-sale adjustments included")
+    wash_adjustment: Money
+    price: Money | None
+    market_value: Money | None
+    unrealized_gain: Money | None = Field(description="market value minus basis; none unpriced")
+
+
+class Lots(BaseModel):
+    account_id: str
+    on: date
+    lots: list[LotLine]
+    unrealized_short_term: Money = Field(description="over priced lots")
+    unrealized_long_term: Money
+    unpriced_lots: int

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
@@ -12,8 +13,11 @@ from ballast_common.contracts.events import (
     DriftDetectedV1,
     FillsReceivedV1,
     HoldingsReconciledV1,
+    HoldingsReconciledV2,
     ModelChangedV1,
     OrderRejectedV1,
+    PositionV2,
+    ProposalRejectedV1,
     SecuritiesChangedV1,
     TradesApprovedV1,
     TradesProposedV1,
@@ -21,6 +25,7 @@ from ballast_common.contracts.events import (
 )
 from ballast_common.errors import NotFound, PermanentMessageError
 from ballast_common.uow import UnitOfWork
+from ballast_engine.tax.model import Term, term_of
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from reporting_svc import repository as repo
@@ -31,6 +36,8 @@ from reporting_svc.schemas import (
     HoldingLine,
     Holdings,
     LastMeasured,
+    LotLine,
+    Lots,
     ModelOut,
     RunAccount,
     RunProgress,
@@ -96,12 +103,31 @@ async def apply_account(uow: UnitOfWork, env: Envelope, p: AccountChangedV1) -> 
     )
 
 
-async def apply_holdings(uow: UnitOfWork, env: Envelope, p: HoldingsReconciledV1) -> bool:
-    """Replace the account's holdings with the snapshot unless a newer one is stored.
-    Its fill ids reached the book of record either way. True if the snapshot was applied."""
+async def apply_holdings(
+    uow: UnitOfWork, env: Envelope, p: HoldingsReconciledV1 | HoldingsReconciledV2
+) -> bool:
+    """Replace the account's holdings (and, from v2, its lots) with the snapshot unless a newer
+    one is stored. Its fill ids reached the book of record either way. True if applied."""
     symbols = [pos.symbol for pos in p.positions]
     if len(set(symbols)) != len(symbols):
         raise PermanentMessageError(f"holdings of {p.account_id} list a security twice")
+    lots = [
+        {
+            "account_id": p.account_id,
+            "lot_id": lot.lot_id,
+            "symbol": pos.symbol,
+            "quantity": lot.quantity,
+            "acquired": lot.acquired,
+            "cost_basis": lot.cost_basis,
+            "wash_adjustment": lot.wash_adjustment,
+            "sleeve_id": lot.sleeve_id,
+        }
+        for pos in p.positions
+        if isinstance(pos, PositionV2)
+        for lot in pos.lots
+    ]
+    if len({lot["lot_id"] for lot in lots}) != len(lots):
+        raise PermanentMessageError(f"holdings of {p.account_id} list a lot id twice")
     applied = await repo.replace_holdings(
         uow.session,
         {
@@ -122,6 +148,7 @@ async def apply_holdings(uow: UnitOfWork, env: Envelope, p: HoldingsReconciledV1
             }
             for pos in p.positions
         ],
+        lots,
     )
     await repo.record_reconciled_fills(uow.session, p.account_id, p.fill_ids, env.time)
     return applied
@@ -259,6 +286,13 @@ async def apply_rejected(uow: UnitOfWork, env: Envelope, p: OrderRejectedV1) -> 
         },
     )
     await repo.refresh_trades(uow.session, [p.trade_id])
+
+
+async def apply_declined(uow: UnitOfWork, env: Envelope, p: ProposalRejectedV1) -> None:
+    await repo.decline_proposal(
+        uow.session, p.proposal_id, p.account_id, p.rejected_by, p.reason, env.time
+    )
+    await repo.refresh_proposal_trades(uow.session, p.proposal_id)
 
 
 # --- reports --------------------------------------------------------------------------------
@@ -402,6 +436,33 @@ async def holdings(session: AsyncSession, account_id: str) -> Holdings:
     )
 
 
+async def lots(session: AsyncSession, account_id: str, on: date) -> Lots:
+    """Open tax lots with unrealized gain and term on `on`, split short/long-term."""
+    if not await repo.account_known(session, account_id):
+        raise NotFound(f"no account {account_id}")
+    out: list[LotLine] = []
+    totals: dict[Term, Decimal] = {"short": Decimal(0), "long": Decimal(0)}
+    unpriced = 0
+    for row in await repo.lots_of(session, account_id):
+        term = term_of(row["acquired"], on)
+        price = row["price"]
+        value = (row["quantity"] * price).quantize(CENTS) if price is not None else None
+        gain = (value - row["cost_basis"]).quantize(CENTS) if value is not None else None
+        if gain is None:
+            unpriced += 1
+        else:
+            totals[term] += gain
+        out.append(LotLine(**row, term=term, market_value=value, unrealized_gain=gain))
+    return Lots(
+        account_id=account_id,
+        on=on,
+        lots=out,
+        unrealized_short_term=totals["short"].quantize(CENTS),
+        unrealized_long_term=totals["long"].quantize(CENTS),
+        unpriced_lots=unpriced,
+    )
+
+
 async def trades(session: AsyncSession, account_id: str, limit: int, offset: int) -> list[TradeOut]:
     if not await repo.account_known(session, account_id):
         raise NotFound(f"no account {account_id}")
@@ -412,8 +473,9 @@ async def trades(session: AsyncSession, account_id: str, limit: int, offset: int
 def _progress(row: dict[str, Any]) -> RunProgress:
     trades_ = int(row["trades"])
     filled, rejected = int(row["filled"]), int(row["rejected"])
+    finished = filled + rejected + int(row["declined"])
     fills, reflected = int(row["fills"]), int(row["fills_reflected"])
-    done = filled + rejected == trades_ and reflected == fills
+    done = finished == trades_ and reflected == fills
     work = trades_ + fills
     return RunProgress(
         run_id=row["run_id"],
@@ -427,12 +489,13 @@ def _progress(row: dict[str, Any]) -> RunProgress:
         trades_filled=filled,
         trades_partially_filled=row["partially_filled"],
         trades_rejected=rejected,
+        trades_declined=row["declined"],
         trades_open=int(row["approved"]) + int(row["proposed"]),
         trades_awaiting_approval=row["proposed"],
         fills=fills,
         fills_reflected=reflected,
         complete=done,
-        progress=1.0 if work == 0 else (filled + rejected + reflected) / work,
+        progress=1.0 if work == 0 else (finished + reflected) / work,
         first_event_at=row["first_event_at"],
         last_event_at=row["last_event_at"],
         last_reconciled_at=row["last_reconciled_at"],
@@ -493,6 +556,7 @@ async def run_accounts(
             trades=r["trades"],
             trades_filled=r["filled"],
             trades_rejected=r["rejected"],
+            trades_declined=r["declined"],
             trades_open=r["open"],
             fills=r["fills"],
             fills_reflected=r["fills_reflected"],

@@ -103,6 +103,21 @@ class Position(Table, table=True):
     cost_basis: Decimal = Field(sa_column=Column(MONEY, nullable=False))
 
 
+class HeldLot(Table, table=True):
+    """The tax lots of the snapshot in `holdings` (replaced with it; holdings-reconciled v2)."""
+
+    __tablename__ = "lots"
+
+    account_id: str = Field(primary_key=True, max_length=64)
+    lot_id: str = Field(primary_key=True, max_length=128)
+    symbol: str = Field(max_length=16)
+    quantity: Decimal = Field(sa_column=Column(QTY, nullable=False))
+    acquired: date = Field(sa_column=Column(Date, nullable=False))
+    cost_basis: Decimal = Field(sa_column=Column(MONEY, nullable=False))
+    wash_adjustment: Decimal = Field(sa_column=Column(MONEY, nullable=False))
+    sleeve_id: str | None = Field(default=None, max_length=64)
+
+
 class ReconciledFill(Table, table=True):
     """Every fill id a holdings snapshot has reflected: the fill reached the book of record."""
 
@@ -174,11 +189,16 @@ class Proposal(Table, table=True):
     proposed_at: datetime | None = Field(default=None, sa_column=_ts(True))
     approved_by: str | None = None
     approved_at: datetime | None = Field(default=None, sa_column=_ts(True))
+    # A person declined the proposal (proposal-rejected); its trades never go out.
+    declined_by: str | None = None
+    declined_reason: str | None = None
+    declined_at: datetime | None = Field(default=None, sa_column=_ts(True))
 
 
 class Trade(Table, table=True):
-    """One trade and what became of it. `status` is derived from the facts in the row and
-    the fills: rejected, filled, partially_filled, approved or proposed."""
+    """One trade and what became of it. `status` is derived from the facts in the row, its
+    proposal and the fills: rejected (by the custodian), declined (the proposal, by a person),
+    filled, partially_filled, approved or proposed."""
 
     __tablename__ = "trades"
     __table_args__ = (

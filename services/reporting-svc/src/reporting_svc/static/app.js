@@ -78,6 +78,7 @@ const STATUS_BADGE = {
   approved: ["info", "Approved · sent"],
   proposed: ["", "Awaiting approval"],
   rejected: ["bad", "Rejected"],
+  declined: ["", "Declined"],
   active: ["good", "Active"],
   suspended: ["warn", "Suspended"],
   closed: ["", "Closed"],
@@ -95,6 +96,7 @@ function runBar(run, big = false) {
   const segs = [
     ["seg-filled", run.trades_filled],
     ["seg-rejected", run.trades_rejected],
+    ["seg-declined", run.trades_declined],
     ["seg-partial", run.trades_partially_filled],
     ["seg-approved", run.trades_open - run.trades_awaiting_approval],
     ["seg-proposed", run.trades_awaiting_approval],
@@ -285,7 +287,7 @@ function runsTable(runs) {
       <td class="small">${esc(when(r.first_event_at))}</td>
       <td class="num">${count(r.accounts_measured)} <span class="muted small">/ ${count(r.accounts_out_of_tolerance)} out</span></td>
       <td class="num">${count(r.trades)}</td>
-      <td style="min-width:180px">${runBar(r)}<div class="small muted">${count(r.trades_filled)} filled · ${count(r.trades_partially_filled)} partial · ${count(r.trades_rejected)} rejected · ${count(r.trades_open)} open</div></td>
+      <td style="min-width:180px">${runBar(r)}<div class="small muted">${count(r.trades_filled)} filled · ${count(r.trades_partially_filled)} partial · ${count(r.trades_rejected)} rejected · ${count(r.trades_declined)} declined · ${count(r.trades_open)} open</div></td>
       <td class="num">${count(r.fills_reflected)} <span class="muted small">/ ${count(r.fills)}</span></td>
       <td>${runState(r)}</td>
     </tr>`).join("");
@@ -341,6 +343,7 @@ function runPage(view, runId) {
       <div class="legend">
         <span><i class="seg-filled"></i>Filled ${count(run.trades_filled)}</span>
         <span><i class="seg-rejected"></i>Rejected ${count(run.trades_rejected)}</span>
+        <span><i class="seg-declined"></i>Declined ${count(run.trades_declined)}</span>
         <span><i class="seg-partial"></i>Partially filled ${count(run.trades_partially_filled)}</span>
         <span><i class="seg-approved"></i>Approved, not filled ${count(run.trades_open - run.trades_awaiting_approval)}</span>
         <span><i class="seg-proposed"></i>Awaiting approval ${count(run.trades_awaiting_approval)}</span>
@@ -349,10 +352,10 @@ function runPage(view, runId) {
         <dt>First event</dt><dd>${esc(when(run.first_event_at))}</dd>
         <dt>Last event</dt><dd>${esc(when(run.last_event_at))}</dd>
         <dt>Last reconciled</dt><dd>${esc(when(run.last_reconciled_at))}</dd>
-        <dt>Complete</dt><dd>${run.complete ? "yes: every trade filled or rejected, every fill in holdings" : "not yet"}</dd>
+        <dt>Complete</dt><dd>${run.complete ? "yes: every trade filled, rejected or declined, every fill in holdings" : "not yet"}</dd>
       </dl>`;
     const rows = accounts.map((a) => {
-      const done = a.trades_filled + a.trades_rejected;
+      const done = a.trades_filled + a.trades_rejected + a.trades_declined;
       let state = `<span class="badge info">${count(a.trades_open)} open</span>`;
       if (a.trades === 0) state = `<span class="muted">no trades</span>`;
       else if (done === a.trades && a.fills_reflected === a.fills) state = `<span class="badge good">Done</span>`;
@@ -379,11 +382,14 @@ function accountPage(view, accountId) {
   view.innerHTML = `<div id="head"></div><div id="cards" class="cards"></div>
     <section class="panel"><div class="panel-head"><h2>Holdings vs model</h2><div class="spacer"></div>
       <span class="muted small" id="asof"></span></div><div id="holdings"></div></section>
+    <section class="panel"><div class="panel-head"><h2>Tax lots</h2><div class="spacer"></div>
+      <span class="muted small" id="lotsum"></span></div><div id="lots"></div></section>
     <section class="panel"><div class="panel-head"><h2>Trades</h2></div><div id="trades"></div></section>`;
   const id = encodeURIComponent(accountId);
   return async () => {
-    const [a, h, trades] = await Promise.all([
+    const [a, h, trades, lots] = await Promise.all([
       api(`/accounts/${id}`), api(`/accounts/${id}/holdings`), api(`/accounts/${id}/trades`),
+      api(`/accounts/${id}/lots`),
     ]);
     view.querySelector("#head").innerHTML = `<div class="page-head"><div>
       <div class="crumbs"><a href="#/">Overview</a> / Accounts / <span class="mono">${esc(a.account_id)}</span></div>
@@ -421,6 +427,24 @@ function accountPage(view, accountId) {
       <th class="num">Quantity</th><th class="num">Price</th><th class="num">Market value</th>
       <th class="num">Weight</th><th class="num">Target</th><th class="num">Difference</th>
       <th>Under ◂ ▸ over</th></tr></thead><tbody>${rows}</tbody></table>`;
+    view.querySelector("#lotsum").textContent = lots.lots.length ?
+      `unrealized: short-term ${money(lots.unrealized_short_term)} · long-term ${money(lots.unrealized_long_term)}` +
+      (lots.unpriced_lots ? ` · ${lots.unpriced_lots} lot(s) without a price` : "") : "";
+    const lotRows = lots.lots.map((l) => `
+      <tr>
+        <td><strong>${esc(l.symbol)}</strong><div class="small muted mono">${esc(l.lot_id)}</div></td>
+        <td class="small">${esc(l.acquired)}</td>
+        <td>${l.term === "long" ? `<span class="badge good">Long</span>` : `<span class="badge">Short</span>`}</td>
+        <td class="num">${qty(l.quantity)}</td>
+        <td class="num">${money(l.cost_basis)}${Number(l.wash_adjustment) ? `<div class="small muted">incl. ${money(l.wash_adjustment)} wash sale</div>` : ""}</td>
+        <td class="num">${money(l.market_value)}</td>
+        <td class="num ${Number(l.unrealized_gain) < 0 ? "side-sell" : ""}">${money(l.unrealized_gain)}</td>
+        <td class="small muted">${esc(l.sleeve_id || "")}</td>
+      </tr>`).join("");
+    view.querySelector("#lots").innerHTML = lots.lots.length ? `<table><thead><tr><th>Lot</th><th>Acquired</th>
+      <th>Term</th><th class="num">Quantity</th><th class="num">Cost basis</th><th class="num">Market value</th>
+      <th class="num">Unrealized</th><th>Sleeve</th></tr></thead><tbody>${lotRows}</tbody></table>` :
+      `<div class="empty">No tax lots received yet (the book of record sends them with holdings).</div>`;
     const tradeRows = trades.map((t) => `
       <tr>
         <td class="small">${esc(when(t.proposed_at || t.approved_at))}</td>
@@ -432,6 +456,7 @@ function accountPage(view, accountId) {
         <td>${badge(t.status)}${t.fills ? `<div class="small muted">${t.fills_reflected}/${t.fills} fills in holdings</div>` : ""}</td>
         <td class="explain">${t.reason ? `<span class="tag">${esc(t.reason)}</span>` : ""}${esc(t.explanation || "")}
           ${t.rejected_reason ? `<div class="small" style="color:var(--bad)">Rejected: ${esc(t.rejected_reason)}</div>` : ""}
+          ${t.declined_by ? `<div class="small muted">declined by ${esc(t.declined_by)}: ${esc(t.declined_reason || "")}</div>` : ""}
           ${t.approved_by ? `<div class="small muted">approved by ${esc(t.approved_by)}</div>` : ""}</td>
         <td class="small">${t.run_id ? `<a class="mono" href="#/runs/${t.run_id}">${shortId(t.run_id)}</a>` : ""}</td>
       </tr>`).join("");
