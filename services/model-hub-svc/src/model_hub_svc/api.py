@@ -15,6 +15,9 @@ from model_hub_svc.schemas import (
     ModelSummary,
     SecuritiesIn,
     SecurityOut,
+    SecuritySetIn,
+    SecuritySetOut,
+    SecuritySetPublished,
 )
 from model_hub_svc.settings import Settings
 
@@ -84,3 +87,37 @@ async def get_model(model_id: str, session: ReadSession) -> ModelOut:
 @router.get("/models/{model_id}/versions/{version}", tags=["models"], response_model=ModelOut)
 async def get_model_version(model_id: str, version: int, session: ReadSession) -> ModelOut:
     return await service.get_model(session, model_id, version)
+
+
+SetId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
+
+
+@router.put(
+    "/security-sets/{set_id}",
+    tags=["security sets"],
+    summary="Define or replace an equivalence set or a named security list",
+    response_model=SecuritySetPublished,
+)
+async def put_security_set(
+    set_id: SetId, body: SecuritySetIn, uow: UoW, response: Response, actor: Actor = "api"
+) -> SecuritySetPublished:
+    published = await service.put_security_set(uow, set_id, body, actor)
+    response.status_code = 201 if published.created else 200
+    return published
+
+
+@router.delete("/security-sets/{set_id}", tags=["security sets"], response_model=SecuritySetOut)
+async def delete_security_set(set_id: SetId, uow: UoW, actor: Actor = "api") -> SecuritySetOut:
+    return await service.remove_security_set(uow, set_id, actor)
+
+
+@router.get("/security-sets", tags=["security sets"], response_model=list[SecuritySetOut])
+async def list_security_sets(
+    session: ReadSession, include_removed: bool = False
+) -> list[SecuritySetOut]:
+    return await service.list_security_sets(session, include_removed)
+
+
+@router.get("/security-sets/{set_id}", tags=["security sets"], response_model=SecuritySetOut)
+async def get_security_set(set_id: str, session: ReadSession) -> SecuritySetOut:
+    return await service.get_security_set(session, set_id)

@@ -1,10 +1,11 @@
-"""model-hub-svc: the security master, models and their versions."""
+"""model-hub-svc: the security master, models and their versions, security sets."""
 
 from pathlib import Path
 
 from ballast_common.app import ServiceSpec, create_app
 
 from model_hub_svc.api import router
+from model_hub_svc.handlers import SUBSCRIPTIONS
 from model_hub_svc.settings import Settings
 from model_hub_svc.tables import metadata
 
@@ -14,8 +15,11 @@ spec = ServiceSpec(
     settings_type=Settings,
     metadata=metadata,
     migrations_dir=Path(__file__).parent / "migrations",
-    description="Security master, models and versions. Publishes model-changed.",
+    description="Security master, models and versions, equivalence sets and security lists. "
+    "Publishes securities-changed, model-changed and security-set-changed; follows "
+    "corporate-action-recorded.",
     routers=[router],
+    subscriptions=SUBSCRIPTIONS,
 )
 
 app = create_app(spec)

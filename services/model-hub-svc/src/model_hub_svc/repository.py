@@ -2,11 +2,13 @@
 
 from collections.abc import Sequence
 
+from sqlalchemy import ColumnElement, any_, literal
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from model_hub_svc.tables import Model, ModelTarget, ModelVersion, Security
+from model_hub_svc.tables import Model, ModelTarget, ModelVersion, Security, SecuritySet
 
 
 async def upsert_securities(session: AsyncSession, securities: Sequence[Security]) -> None:
@@ -79,3 +81,71 @@ async def add_version(
     session.add(version)
     session.add_all(targets)
     await session.flush()
+
+
+def _members() -> ColumnElement[list[str]]:
+    return SecuritySet.__table__.c.members  # type: ignore[attr-defined]
+
+
+async def get_security_set(
+    session: AsyncSession, set_id: str, *, for_update: bool = False
+) -> SecuritySet | None:
+    stmt = select(SecuritySet).where(SecuritySet.set_id == set_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    return (await session.exec(stmt)).first()
+
+
+async def list_security_sets(session: AsyncSession, include_removed: bool) -> list[SecuritySet]:
+    stmt = select(SecuritySet).order_by(col(SecuritySet.set_id))
+    if not include_removed:
+        stmt = stmt.where(col(SecuritySet.removed).is_(False))
+    return list(await session.exec(stmt))
+
+
+async def equivalence_sets_holding(
+    session: AsyncSession, symbols: Sequence[str], *, except_set: str | None = None
+) -> list[SecuritySet]:
+    """Live equivalence sets with any of these members (a symbol may be in only one)."""
+    stmt = select(SecuritySet).where(
+        SecuritySet.kind == "equivalence",
+        col(SecuritySet.removed).is_(False),
+        _members().op("&&")(postgresql.array(list(symbols))),
+    )
+    if except_set is not None:
+        stmt = stmt.where(SecuritySet.set_id != except_set)
+    return list(await session.exec(stmt))
+
+
+async def sets_with_member(
+    session: AsyncSession, symbol: str, *, for_update: bool = False
+) -> list[SecuritySet]:
+    stmt = (
+        select(SecuritySet)
+        .where(col(SecuritySet.removed).is_(False), literal(symbol) == any_(_members()))
+        .order_by(col(SecuritySet.set_id))
+    )
+    if for_update:
+        stmt = stmt.with_for_update()
+    return list(await session.exec(stmt))
+
+
+async def save_security_set(session: AsyncSession, security_set: SecuritySet) -> None:
+    session.add(security_set)
+    await session.flush()
+
+
+async def models_holding(session: AsyncSession, symbol: str) -> list[Model]:
+    """Models whose current version has a target in `symbol`, locked for a new version."""
+    stmt = (
+        select(Model)
+        .join(
+            ModelTarget,
+            (col(ModelTarget.model_id) == col(Model.model_id))
+            & (col(ModelTarget.version) == col(Model.current_version)),
+        )
+        .where(ModelTarget.symbol == symbol)
+        .order_by(col(Model.model_id))
+        .with_for_update(of=Model)
+    )
+    return list(await session.exec(stmt))

@@ -2,6 +2,7 @@
 
 from datetime import datetime
 from decimal import Decimal
+from typing import Literal
 
 from ballast_common.contracts.types import Price, Weight
 from pydantic import BaseModel, Field
@@ -61,3 +62,35 @@ class ModelSummary(BaseModel):
     name: str
     current_version: int
     updated_at: datetime
+
+
+class SecuritySetIn(BaseModel):
+    kind: Literal["equivalence", "list"] = Field(
+        description="equivalence: substitutes that count toward each other's targets; "
+        "list: a named list restrictions can refer to (e.g. an ESG screen)"
+    )
+    name: str = Field(min_length=1, max_length=200)
+    tenant: str = Field(default="demo", min_length=1, max_length=64)
+    members: list[str] = Field(min_length=1, max_length=5000)
+    identical: bool = Field(
+        default=False,
+        description="equivalence sets only: the members are substantially identical "
+        "(a loss on one is washed by buying another)",
+    )
+
+
+class SecuritySetOut(BaseModel):
+    set_id: str
+    tenant: str
+    kind: str
+    name: str
+    members: list[str]
+    identical: bool
+    removed: bool
+    version: int
+    changed_by: str
+    updated_at: datetime
+
+
+class SecuritySetPublished(SecuritySetOut):
+    created: bool = Field(description="false if nothing changed")

@@ -1,21 +1,34 @@
 """model-hub-svc's rules: the security master and publishing model versions."""
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from ballast_common.contracts.events import (
+    CorporateActionRecordedV1,
     ModelChangedV1,
     ModelTargetV1,
     SecuritiesChangedV1,
+    SecuritySetChangedV1,
     SecurityV1,
 )
-from ballast_common.errors import FieldProblem, InvalidInput, NotFound
+from ballast_common.errors import Conflict, FieldProblem, InvalidInput, NotFound
 from ballast_common.uow import UnitOfWork
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from model_hub_svc import repository as repo
-from model_hub_svc.schemas import ModelIn, ModelOut, ModelPublished, SecurityIn, TargetOut
-from model_hub_svc.tables import Model, ModelTarget, ModelVersion, Security
+from model_hub_svc.schemas import (
+    ModelIn,
+    ModelOut,
+    ModelPublished,
+    SecurityIn,
+    SecuritySetIn,
+    SecuritySetOut,
+    SecuritySetPublished,
+    TargetIn,
+    TargetOut,
+)
+from model_hub_svc.tables import Model, ModelTarget, ModelVersion, Security, SecuritySet
 
 SECURITY_MASTER_KEY = "security-master"
 
@@ -138,3 +151,219 @@ def _duplicates(values: Sequence[str]) -> list[tuple[int, str]]:
             out.append((i, value))
         seen.add(value)
     return out
+
+
+# --- security sets ----------------------------------------------------------------------------
+
+
+def _set_event(row: SecuritySet) -> SecuritySetChangedV1:
+    return SecuritySetChangedV1(
+        set_id=row.set_id,
+        kind="list" if row.kind == "list" else "equivalence",
+        name=row.name,
+        members=[] if row.removed else list(row.members),
+        identical=row.identical,
+        removed=row.removed,
+        version=row.version,
+    )
+
+
+async def put_security_set(
+    uow: UnitOfWork, set_id: str, body: SecuritySetIn, changed_by: str
+) -> SecuritySetPublished:
+    """Define or replace a set (a new version unless nothing changed) and announce it."""
+    duplicates = _duplicates(body.members)
+    if duplicates:
+        raise InvalidInput(
+            f"security {duplicates[0][1]} appears more than once in the set",
+            [FieldProblem(f"members[{i}]", "duplicate security") for i, _ in duplicates],
+        )
+    known = await repo.known_symbols(uow.session, body.members)
+    unknown = [(i, s) for i, s in enumerate(body.members) if s not in known]
+    if unknown:
+        raise InvalidInput(
+            f"unknown security {unknown[0][1]}: add it to the security master first",
+            [FieldProblem(f"members[{i}]", f"unknown security {s}") for i, s in unknown],
+        )
+    if body.kind == "equivalence":
+        if len(body.members) < 2:
+            raise InvalidInput(
+                "an equivalence set needs at least two securities",
+                [FieldProblem("members", "name at least two securities")],
+            )
+        for other in await repo.equivalence_sets_holding(
+            uow.session, body.members, except_set=set_id
+        ):
+            shared = sorted(set(other.members) & set(body.members))
+            i = body.members.index(shared[0])
+            raise InvalidInput(
+                f"{shared[0]} is already in equivalence set {other.set_id}: a security can "
+                "be in one equivalence set only",
+                [FieldProblem(f"members[{i}]", f"already in equivalence set {other.set_id}")],
+            )
+    elif body.identical:
+        raise InvalidInput(
+            "only an equivalence set can be marked identical",
+            [FieldProblem("identical", "allowed for kind equivalence only")],
+        )
+    row = await repo.get_security_set(uow.session, set_id, for_update=True)
+    if row is not None and row.tenant != body.tenant:
+        raise InvalidInput(
+            f"security set {set_id} belongs to another tenant",
+            [FieldProblem("tenant", "does not match the set's tenant")],
+        )
+    if row is not None and row.kind != body.kind and not row.removed:
+        raise Conflict(
+            f"security set {set_id} is of kind {row.kind}; remove it before reusing the id"
+        )
+    if row is not None and (row.kind, row.name, row.members, row.identical, row.removed) == (
+        body.kind,
+        body.name,
+        body.members,
+        body.identical,
+        False,
+    ):
+        return SecuritySetPublished(**_set_out(row).model_dump(), created=False)
+    if row is None:
+        row = SecuritySet(
+            set_id=set_id,
+            tenant=body.tenant,
+            kind=body.kind,
+            name=body.name,
+            members=list(body.members),
+            version=0,
+            changed_by=changed_by,
+        )
+    row.kind, row.name, row.members = body.kind, body.name, list(body.members)
+    row.identical, row.removed = body.identical, False
+    await _save_new_set_version(uow, row, changed_by)
+    return SecuritySetPublished(**_set_out(row).model_dump(), created=True)
+
+
+async def remove_security_set(uow: UnitOfWork, set_id: str, changed_by: str) -> SecuritySetOut:
+    row = await repo.get_security_set(uow.session, set_id, for_update=True)
+    if row is None or row.removed:
+        raise NotFound(f"no security set {set_id}")
+    row.removed = True
+    await _save_new_set_version(uow, row, changed_by)
+    return _set_out(row)
+
+
+async def _save_new_set_version(uow: UnitOfWork, row: SecuritySet, changed_by: str) -> None:
+    row.version += 1
+    row.changed_by = changed_by
+    row.updated_at = datetime.now(UTC)
+    await repo.save_security_set(uow.session, row)
+    uow.publish(_set_event(row), key=row.set_id, tenant=row.tenant)
+
+
+def _set_out(row: SecuritySet) -> SecuritySetOut:
+    return SecuritySetOut.model_validate(row, from_attributes=True)
+
+
+async def get_security_set(session: AsyncSession, set_id: str) -> SecuritySetOut:
+    row = await repo.get_security_set(session, set_id)
+    if row is None:
+        raise NotFound(f"no security set {set_id}")
+    return _set_out(row)
+
+
+async def list_security_sets(session: AsyncSession, include_removed: bool) -> list[SecuritySetOut]:
+    return [_set_out(r) for r in await repo.list_security_sets(session, include_removed)]
+
+
+# --- corporate actions ------------------------------------------------------------------------
+
+WEIGHT_PLACES = Decimal("0.0000000001")  # the model_targets column's scale
+
+
+async def follow_corporate_action(uow: UnitOfWork, action: CorporateActionRecordedV1) -> None:
+    """Keep the security master, models and security sets true to a corporate action.
+
+    - split / reverse split: the price is restated per new share (models are weights, so
+      they do not change);
+    - symbol change, stock merger: the new symbol replaces the old one in every model
+      (weights add up if the model already holds it) and in every set; the new security is
+      added to the master from the old one if unknown (price divided by the ratio);
+    - cash merger: the security leaves every model (its weight goes to the other targets
+      pro rata) and every set;
+    - spin-off, cash dividend: nothing to do here (the book of record has the new shares
+      or cash; a spun-off security outside the model is sold by the next rebalance).
+    Each model and set touched gets a new version by `corporate-action:<action id>`.
+    """
+    actor = f"corporate-action:{action.action_id}"
+    old = await repo.get_security(uow.session, action.symbol)
+    if action.type in ("split", "reverse-split"):
+        if old is not None and action.numerator and action.denominator:
+            old.price = _price(old.price * action.denominator / action.numerator)
+            await _republish_securities(uow, [old])
+        return
+    if action.type in ("symbol-change", "stock-merger") and action.new_symbol:
+        ratio = action.ratio if action.type == "stock-merger" and action.ratio else Decimal(1)
+        if old is not None and await repo.get_security(uow.session, action.new_symbol) is None:
+            new = Security(**{**old.model_dump(), "symbol": action.new_symbol})
+            new.price = _price(old.price / ratio)
+            if action.type == "symbol-change":
+                old.cusip = None  # the CUSIP moves with the security
+            await _republish_securities(uow, [new])
+        await _replace_in_models(uow, action.symbol, action.new_symbol, actor)
+        await _replace_in_sets(uow, action.symbol, action.new_symbol, actor)
+    elif action.type == "cash-merger":
+        await _replace_in_models(uow, action.symbol, None, actor)
+        await _replace_in_sets(uow, action.symbol, None, actor)
+
+
+def _price(value: Decimal) -> Decimal:
+    return value.quantize(Decimal("0.000001"))
+
+
+async def _republish_securities(uow: UnitOfWork, rows: Sequence[Security]) -> None:
+    await upsert_securities(
+        uow, [SecurityIn.model_validate(r.model_dump(exclude={"updated_at"})) for r in rows]
+    )
+
+
+async def _replace_in_models(
+    uow: UnitOfWork, symbol: str, new_symbol: str | None, actor: str
+) -> None:
+    for model in await repo.models_holding(uow.session, symbol):
+        current = await repo.targets_of(uow.session, model.model_id, model.current_version)
+        weights = {t.symbol: t.weight for t in current}
+        moved = weights.pop(symbol)
+        if new_symbol is not None:
+            weights[new_symbol] = weights.get(new_symbol, Decimal(0)) + moved
+        elif weights:
+            weights = _pro_rata(weights, moved)
+        else:
+            continue  # a one-security model bought out for cash: the manager decides
+        body = ModelIn(
+            name=model.name,
+            tenant=model.tenant,
+            targets=[TargetIn(symbol=s, weight=w) for s, w in sorted(weights.items())],
+        )
+        await publish_model(uow, model.model_id, body, actor, tolerance=1e-9)
+
+
+def _pro_rata(weights: dict[str, Decimal], freed: Decimal) -> dict[str, Decimal]:
+    """Spread `freed` over the weights in proportion; the rounding rest goes to the largest."""
+    total = sum(weights.values(), Decimal(0))
+    out = {
+        s: (w + freed * w / total).quantize(WEIGHT_PLACES) if total > 0 else w
+        for s, w in weights.items()
+    }
+    largest = max(sorted(out), key=lambda s: out[s])
+    out[largest] += total + freed - sum(out.values(), Decimal(0))
+    return out
+
+
+async def _replace_in_sets(
+    uow: UnitOfWork, symbol: str, new_symbol: str | None, actor: str
+) -> None:
+    for row in await repo.sets_with_member(uow.session, symbol, for_update=True):
+        members = [m for m in row.members if m != symbol]
+        if new_symbol is not None and new_symbol not in members:
+            members.append(new_symbol)
+        row.members = members
+        if (row.kind == "equivalence" and len(members) < 2) or not members:
+            row.removed = True  # nothing left to be equivalent to
+        await _save_new_set_version(uow, row, actor)

@@ -3,7 +3,7 @@
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from sqlalchemy import Column, DateTime, Numeric
+from sqlalchemy import ARRAY, Column, DateTime, Numeric, String
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
@@ -59,6 +59,25 @@ class ModelVersion(Table, table=True):
     version: int = Field(primary_key=True)
     changed_by: str
     created_at: datetime = Field(
+        default_factory=_now, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+
+
+class SecuritySet(Table, table=True):
+    """An equivalence set (substitutes) or a named list restrictions can refer to."""
+
+    __tablename__ = "security_sets"
+
+    set_id: str = Field(primary_key=True, max_length=64)
+    tenant: str = Field(max_length=64)
+    kind: str = Field(max_length=16)  # equivalence | list
+    name: str
+    members: list[str] = Field(sa_column=Column(ARRAY(String), nullable=False))
+    identical: bool = False
+    removed: bool = False
+    version: int
+    changed_by: str
+    updated_at: datetime = Field(
         default_factory=_now, sa_column=Column(DateTime(timezone=True), nullable=False)
     )
 

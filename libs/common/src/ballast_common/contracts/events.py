@@ -9,9 +9,9 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
 from ballast_common.contracts.types import (
     Money,
@@ -64,11 +64,118 @@ class ModelChangedV1(Payload):
     changed_by: str
 
 
+class SecuritySetChangedV1(Payload):
+    """A named set of securities was defined, changed or removed: an equivalence set
+    (substitutes; `identical` ones are substantially identical for wash sales) or a list
+    that restrictions can name (e.g. an ESG screen)."""
+
+    set_id: str = Field(min_length=1, max_length=64)
+    kind: Literal["equivalence", "list"]
+    name: str
+    members: list[str] = Field(description="symbols; empty when removed")
+    identical: bool = Field(
+        default=False, description="equivalence sets only: substantially identical securities"
+    )
+    removed: bool = False
+    version: int = Field(ge=1)
+
+
 # --- account-svc ----------------------------------------------------------------------------
 
 
+Percent = Annotated[
+    Decimal,
+    Field(ge=0, le=100, allow_inf_nan=False),
+    PlainSerializer(lambda d: format(d, "f"), return_type=str, when_used="json"),
+    WithJsonSchema(
+        {"type": "string", "pattern": r"^\d+(\.\d+)?$", "description": "a percent, 0-100"}
+    ),
+]
+
+
+class BandV1(Payload):
+    """A tolerance around a target weight: absolute (target ± width points) or relative
+    (target ± width × target)."""
+
+    kind: Literal["absolute", "relative"] = "absolute"
+    width: Weight
+
+
+class RebalanceSettingsV1(Payload):
+    """An account's rebalance settings (the engine's sleeve settings). A null field means
+    "rebalance-svc's default" (its REBALANCE_SVC_* settings, else the engine's)."""
+
+    min_trade_value: NonNegativeMoney | None = None
+    min_trade_shares: Quantity | None = None
+    min_opening_trade_value: NonNegativeMoney | None = None
+    fractional: bool | None = None
+    share_decimals: int | None = Field(default=None, ge=0, le=8)
+    cash_target: Weight | None = Field(default=None, description="cash weight of the sleeve")
+    cash_reserve: NonNegativeMoney | None = Field(default=None, description="dollars never spent")
+    cash_band: BandV1 | None = None
+    security_band: BandV1 | None = None
+    freed_cash: Literal["cash", "pro_rata", "sector"] | None = None
+
+
+class RestrictionV1(Payload):
+    """Do-not-buy / do-not-sell / do-not-hold on a security, sector, asset class or named list."""
+
+    kind: Literal["do_not_buy", "do_not_sell", "do_not_hold"]
+    scope: Literal["security", "sector", "asset_class", "list"]
+    value: str = Field(description="the symbol, sector, asset class or list id")
+    source: str = Field(description="whose instruction: firm, advisor, client, compliance")
+    reason: str
+    set_by: str = Field(description="who set it")
+    symbols: list[str] = Field(
+        default_factory=list, description="scope list: the list's members when published"
+    )
+
+
+class TaxSettingsV1(Payload):
+    """How an account's sales are taxed and limited, and when losses are harvested (the
+    defaults are what an account that never set them gets)."""
+
+    relief_method: Literal["fifo", "lifo", "hifo", "mintax"] = "fifo"
+    short_term_rate: Weight = Decimal("0.37")
+    long_term_rate: Weight = Decimal("0.20")
+    gain_budget: NonNegativeMoney | None = Field(
+        default=None, description="net realized gains allowed this calendar year (null: none)"
+    )
+    gain_budget_mode: Literal["hard", "warn"] = "hard"
+    avoid_short_term_gains: bool = False
+    harvest: bool = False
+    harvest_min_loss_percent: Percent = Field(
+        default=Decimal("10"), description="harvest a lot when its loss is this percent of basis"
+    )
+    harvest_min_loss_dollars: NonNegativeMoney = Field(
+        default=Decimal("100"), description="... and at least this many dollars"
+    )
+
+
+class SleeveV1(Payload):
+    """One model of a UMA's strategy, in its own sleeve."""
+
+    sleeve_id: str
+    model_id: str
+    weight: Weight
+    band: BandV1
+
+
+class StrategyV1(Payload):
+    """A UMA's strategy: its sleeves and where a strategic rebalance stops a moved model."""
+
+    sleeves: list[SleeveV1] = Field(min_length=1)
+    rebalance_range: Literal["target", "band", "interior"] = "target"
+    interior_pct: Percent = Field(
+        default=Decimal("50"), description="interior range: percent of the band left to target"
+    )
+
+
 class AccountChangedV1(Payload):
-    """An account was opened or its model, status or approval policy changed."""
+    """An account was opened or its model, status, approval policy, rebalance settings,
+    restrictions, tax settings or strategy changed (the account's whole state each time).
+
+    An SMA follows `model_id`; a UMA has a `strategy` (sleeves) and no `model_id`."""
 
     account_id: str
     household_id: str
@@ -77,6 +184,10 @@ class AccountChangedV1(Payload):
     model_id: str | None
     status: Literal["active", "suspended", "closed"]
     auto_approve: bool
+    rebalance_settings: RebalanceSettingsV1 | None = None
+    restrictions: list[RestrictionV1] = Field(default_factory=list)
+    tax_settings: TaxSettingsV1 | None = None
+    strategy: StrategyV1 | None = None
 
 
 class TradeV1(Payload):
@@ -253,6 +364,43 @@ class HoldingsReconciledV2(Payload):
     fill_ids: list[str] = Field(default_factory=list)
     action_id: str | None = Field(default=None, description="the corporate action, if that")
     recent_loss_sales: list[LossSaleV1] = Field(default_factory=list)
+
+
+CorporateActionType = Literal[
+    "split",
+    "reverse-split",
+    "symbol-change",
+    "cash-merger",
+    "stock-merger",
+    "spin-off",
+    "cash-dividend",
+]
+
+
+class CorporateActionRecordedV1(Payload):
+    """The book of record applied a corporate action to every account holding the security.
+    Models and restriction lists follow symbol changes and mergers."""
+
+    action_id: str
+    type: CorporateActionType
+    symbol: str
+    on: date
+    new_symbol: str | None = Field(
+        default=None,
+        description="symbol-change, stock-merger: the new security; spin-off: the spun-off one",
+    )
+    numerator: int | None = Field(default=None, description="splits: new shares per ...")
+    denominator: int | None = Field(default=None, description="... this many old shares")
+    ratio: Decimal | None = Field(
+        default=None, description="stock-merger, spin-off: new shares per old share"
+    )
+    cash_per_share: Money | None = Field(
+        default=None, description="cash-merger, cash-dividend: cash per share"
+    )
+    basis_percent: Decimal | None = Field(
+        default=None, description="spin-off: share of basis that moves to the new shares"
+    )
+    accounts_affected: int = Field(ge=0)
 
 
 # --- every consumer -------------------------------------------------------------------------

@@ -93,7 +93,8 @@ _all: list[Contract] = [
         ev.AccountChangedV1,
         "account-svc",
         ("rebalance-svc", "reporting-svc"),
-        "An account was opened or its model, status or approval policy changed.",
+        "An account was opened or its model, status, approval policy, rebalance settings, "
+        "restrictions, tax settings or strategy (UMA sleeves) changed.",
         ev.AccountChangedV1(
             account_id="ACC-000123",
             household_id="HH-000045",
@@ -102,6 +103,31 @@ _all: list[Contract] = [
             model_id="us-large-core",
             status="active",
             auto_approve=True,
+            rebalance_settings=ev.RebalanceSettingsV1(
+                min_trade_value=Decimal("50"),
+                fractional=False,
+                cash_target=Decimal("0.02"),
+                security_band=ev.BandV1(kind="absolute", width=Decimal("0.01")),
+            ),
+            restrictions=[
+                ev.RestrictionV1(
+                    kind="do_not_buy",
+                    scope="sector",
+                    value="Energy",
+                    source="client",
+                    reason="client's fossil-fuel screen",
+                    set_by="advisor@demo",
+                )
+            ],
+            tax_settings=ev.TaxSettingsV1(
+                relief_method="hifo",
+                short_term_rate=Decimal("0.37"),
+                long_term_rate=Decimal("0.20"),
+                gain_budget=Decimal("20000"),
+                gain_budget_mode="hard",
+                harvest_min_loss_percent=Decimal("10"),
+                harvest_min_loss_dollars=Decimal("100"),
+            ),
         ).model_dump(mode="json"),
     ),
     Contract(
@@ -270,6 +296,38 @@ _all: list[Contract] = [
             account_id="ACC-000123",
             rejected_by="advisor@demo",
             reason="client asked to wait until January",
+        ).model_dump(mode="json"),
+    ),
+    Contract(
+        "security-set-changed",
+        1,
+        ev.SecuritySetChangedV1,
+        "model-hub-svc",
+        ("rebalance-svc", "taxlot-svc"),
+        "An equivalence set or a named security list was defined, changed or removed.",
+        ev.SecuritySetChangedV1(
+            set_id="sp500-trackers",
+            kind="equivalence",
+            name="S&P 500 trackers",
+            members=["SPY", "IVV", "VOO"],
+            identical=True,
+            version=2,
+        ).model_dump(mode="json"),
+    ),
+    Contract(
+        "corporate-action-recorded",
+        1,
+        ev.CorporateActionRecordedV1,
+        "taxlot-svc",
+        ("model-hub-svc", "account-svc", "reporting-svc"),
+        "A corporate action was applied to the book of record, once per action id.",
+        ev.CorporateActionRecordedV1(
+            action_id="CA-2026-0412",
+            type="symbol-change",
+            symbol="FB",
+            on=date(2026, 6, 9),
+            new_symbol="META",
+            accounts_affected=118,
         ).model_dump(mode="json"),
     ),
     Contract(
