@@ -247,6 +247,48 @@ async def test_holdings_report_weights_targets_and_cash_row(
     assert item["model_id"] == model
 
 
+async def test_a_umas_targets_are_its_sleeves_weights_times_their_models(
+    db: Database, client: httpx.AsyncClient
+) -> None:
+    account, model = new_account(), new_model()
+    await setup_book(db, account, model)  # 100 ZZA @10 = 1000, cash 1000
+    other = new_model()
+    await deliver(
+        db,
+        envelope(
+            example("model-changed", model_id=other, version=1,
+                    targets=[{"symbol": "ZZC", "weight": "1"}]),
+            key=other,
+            time=at(4),
+        ),
+    )  # fmt: skip
+    band = {"kind": "absolute", "width": "0.05"}
+    strategy = {
+        "sleeves": [
+            {"sleeve_id": "core", "model_id": model, "weight": "0.6", "band": band},
+            {"sleeve_id": "small", "model_id": other, "weight": "0.4", "band": band},
+        ]
+    }
+    uma = example("account-changed", account_id=account, model_id=None, strategy=strategy)
+    await deliver(db, envelope(uma, key=account, time=at(5)))
+    body = (await client.get(f"/accounts/{account}/holdings")).json()
+    targets = {line["symbol"]: Decimal(line["target_weight"]) for line in body["lines"]}
+    assert targets == {"ZZA": Decimal("0.3"), "ZZB": Decimal("0.3"), "ZZC": Decimal("0.4"),
+                       "CASH": 0}  # fmt: skip
+    summary = (await client.get(f"/accounts/{account}")).json()
+    assert [(s["sleeve_id"], s["weight"]) for s in summary["sleeves"]] == [
+        ("core", "0.6000000000"),
+        ("small", "0.4000000000"),
+    ]
+    assert Decimal(summary["max_drift"]) == Decimal("0.4")  # ZZC: 0% held, 40% target
+    models = {m["model_id"]: m for m in (await client.get("/models")).json()}
+    assert models[other]["accounts"] == 1
+    # back to an SMA: the sleeves go
+    await deliver(db, envelope(example("account-changed", account_id=account, model_id=model),
+                               key=account, time=at(6)))  # fmt: skip
+    assert (await client.get(f"/accounts/{account}")).json()["sleeves"] == []
+
+
 # --- trades and fills -----------------------------------------------------------------------
 
 

@@ -16,6 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from reporting_svc.tables import (
     Account,
     AccountDrift,
+    AccountSleeve,
     Fill,
     HeldLot,
     HoldingsSnapshot,
@@ -81,14 +82,30 @@ async def upsert_model(
     return True
 
 
-async def upsert_account(session: AsyncSession, row: Row) -> None:
+async def upsert_account(session: AsyncSession, row: Row, sleeves: Sequence[Row]) -> None:
+    """Store the account (and replace its sleeves) unless a newer change is stored."""
     stmt = insert(Account).values(dict(row))
-    stmt = stmt.on_conflict_do_update(
+    upsert = stmt.on_conflict_do_update(
         index_elements=["account_id"],
         set_={c: stmt.excluded[c] for c in row if c != "account_id"},
         where=col(Account.changed_at) <= stmt.excluded.changed_at,
+    ).returning(col(Account.account_id))
+    if (await _run(session, upsert)).first() is None:
+        return
+    await _run(
+        session, delete(AccountSleeve).where(col(AccountSleeve.account_id) == row["account_id"])
     )
-    await _run(session, stmt)
+    if sleeves:
+        await _run(session, insert(AccountSleeve).values(list(sleeves)))
+
+
+async def sleeves_of(session: AsyncSession, account_id: str) -> list[AccountSleeve]:
+    result = await session.exec(
+        select(AccountSleeve)
+        .where(AccountSleeve.account_id == account_id)
+        .order_by(col(AccountSleeve.sleeve_id))
+    )
+    return list(result)
 
 
 async def replace_holdings(
@@ -351,6 +368,9 @@ _VALUATION = """
         UNION ALL
         SELECT a.account_id, t.symbol, 0::numeric, t.weight
           FROM accounts a JOIN model_targets t ON t.model_id = a.model_id
+        UNION ALL
+        SELECT sl.account_id, t.symbol, 0::numeric, sl.weight * t.weight
+          FROM account_sleeves sl JOIN model_targets t ON t.model_id = sl.model_id
     ),
     per_security AS (
         SELECT account_id, symbol, SUM(value) AS value, SUM(target) AS target
@@ -476,6 +496,10 @@ _HOLDING_LINES = text(
         SELECT t.symbol, 0::numeric, 0::numeric, t.weight
           FROM accounts a JOIN model_targets t ON t.model_id = a.model_id
          WHERE a.account_id = :account_id
+        UNION ALL
+        SELECT t.symbol, 0::numeric, 0::numeric, sl.weight * t.weight
+          FROM account_sleeves sl JOIN model_targets t ON t.model_id = sl.model_id
+         WHERE sl.account_id = :account_id
     )
     SELECT l.symbol, SUM(l.quantity) AS quantity, SUM(l.cost_basis) AS cost_basis,
            SUM(l.target) AS target_weight, s.name, s.sector, s.asset_class, s.price
@@ -693,7 +717,9 @@ _MODELS = text(
     """
     SELECT m.model_id, m.name, m.version, m.changed_by, m.changed_at,
            (SELECT COUNT(*) FROM model_targets t WHERE t.model_id = m.model_id) AS securities,
-           (SELECT COUNT(*) FROM accounts a WHERE a.model_id = m.model_id) AS accounts
+           (SELECT COUNT(*) FROM accounts a WHERE a.model_id = m.model_id)
+             + (SELECT COUNT(DISTINCT sl.account_id) FROM account_sleeves sl
+                 WHERE sl.model_id = m.model_id) AS accounts
       FROM models m ORDER BY m.model_id
     """
 )

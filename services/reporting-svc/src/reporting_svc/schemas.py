@@ -35,8 +35,8 @@ class AccountOverview(BaseModel):
     cash: Money | None
     holdings_as_of: date | None
     max_drift: Weight | None = Field(
-        description="largest |weight - model target| over the securities, from the current "
-        "book of record and prices"
+        description="largest |weight - target| over the securities (a UMA's targets are its "
+        "sleeves' weights times their models'), from the current book of record and prices"
     )
     tolerance: Weight
     out_of_tolerance: bool
@@ -51,8 +51,17 @@ class AccountPage(BaseModel):
     items: list[AccountOverview]
 
 
+class SleeveOut(BaseModel):
+    sleeve_id: str
+    model_id: str
+    weight: Weight
+
+
 class AccountSummary(AccountOverview):
     tenant: str | None
+    sleeves: list[SleeveOut] = Field(
+        description="a UMA's sleeves; its targets are sleeve weight x model target"
+    )
     trades_by_status: dict[str, int]
     fills_reflected: list[str] = Field(description="fill ids the current snapshot reflects")
 

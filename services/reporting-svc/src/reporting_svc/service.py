@@ -41,6 +41,7 @@ from reporting_svc.schemas import (
     ModelOut,
     RunAccount,
     RunProgress,
+    SleeveOut,
     Summary,
     TradeOut,
 )
@@ -100,6 +101,15 @@ async def apply_account(uow: UnitOfWork, env: Envelope, p: AccountChangedV1) -> 
             "tenant": env.tenant,
             "changed_at": env.time,
         },
+        [
+            {
+                "account_id": p.account_id,
+                "sleeve_id": sleeve.sleeve_id,
+                "model_id": sleeve.model_id,
+                "weight": sleeve.weight,
+            }
+            for sleeve in (p.strategy.sleeves if p.strategy else [])
+        ],
     )
 
 
@@ -361,6 +371,10 @@ async def account_summary(
         **_overview(rows[0]),
         tenant=account.tenant if account else None,
         trades_by_status=await repo.trade_status_counts(session, account_id),
+        sleeves=[
+            SleeveOut(sleeve_id=s.sleeve_id, model_id=s.model_id, weight=s.weight)
+            for s in await repo.sleeves_of(session, account_id)
+        ],
         fills_reflected=list(snapshot.fill_ids) if snapshot else [],
     )
 

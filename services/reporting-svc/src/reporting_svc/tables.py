@@ -77,6 +77,18 @@ class Account(Table, table=True):
     changed_at: datetime = Field(sa_column=_ts())
 
 
+class AccountSleeve(Table, table=True):
+    """A UMA's sleeves (account-changed strategy): the account's targets are each sleeve's
+    weight times its model's targets. Replaced with the account."""
+
+    __tablename__ = "account_sleeves"
+
+    account_id: str = Field(primary_key=True, max_length=64)
+    sleeve_id: str = Field(primary_key=True, max_length=64)
+    model_id: str = Field(max_length=64)
+    weight: Decimal = Field(sa_column=Column(WEIGHT, nullable=False))
+
+
 class HoldingsSnapshot(Table, table=True):
     """From holdings-reconciled: the newest snapshot of an account's book of record."""
 

@@ -396,7 +396,8 @@ function accountPage(view, accountId) {
       <h1>${esc(a.name)}</h1>
       <div class="muted"><span class="mono">${esc(a.account_id)}</span> · household ${esc(a.household_id)} ·
         ${esc(a.account_type === "ira" ? "IRA" : "Taxable")} ·
-        ${a.model_id ? `model ${esc(a.model_name || a.model_id)} v${esc(a.model_version ?? "?")}` : "no model"} ·
+        ${a.model_id ? `model ${esc(a.model_name || a.model_id)} v${esc(a.model_version ?? "?")}` :
+          a.sleeves && a.sleeves.length ? `UMA: ${a.sleeves.map((s) => `${esc(s.sleeve_id)} ${pct(s.weight, 0)} (${esc(s.model_id)})`).join(", ")}` : "no model"} ·
         ${a.auto_approve ? "trades approved automatically" : "trades wait for review"}</div></div>
       <div>${badge(a.status)}</div></div>`;
     const by = a.trades_by_status || {};
