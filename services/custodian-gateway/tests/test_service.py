@@ -249,7 +249,10 @@ async def test_poller_turns_executions_into_events_and_order_updates_once(
     approved_factory: Any,
     envelope_factory: Any,
 ) -> None:
-    payload = approved_factory(trade_factory(3, quantity="10"), account_id="ACC-9")
+    trades = trade_factory(3, quantity="10")
+    # the sell names the lots to relieve; its fills must carry them to the book of record
+    trades[1] = trades[1].model_copy(update={"lot_ids": ["L-7", "L-3"], "sleeve_id": "core"})
+    payload = approved_factory(trades, account_id="ACC-9")
     await _approve(db, payload, envelope_factory(payload, tenant="acme"))
     await _send_all(db, client, batch=10)
     a, b, c = (client_order_id_for(t.trade_id) for t in payload.trades)
@@ -294,7 +297,13 @@ async def test_poller_turns_executions_into_events_and_order_updates_once(
         "quantity": "3.5",
         "price": "100.1",
         "executed_at": first["payload"]["executed_at"],
+        "fees": "0",
+        "lot_ids": [],
+        "sleeve_id": None,
     }
+    sell_fill = events[1][2]["payload"]
+    assert (sell_fill["client_order_id"], sell_fill["side"]) == (b, "sell")
+    assert (sell_fill["lot_ids"], sell_fill["sleeve_id"]) == (["L-7", "L-3"], "core")
     assert datetime.fromisoformat(first["payload"]["executed_at"]) == datetime.fromisoformat(
         custodian.executions[0]["executed_at"]
     )

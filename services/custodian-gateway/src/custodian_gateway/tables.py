@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, DateTime, Numeric, Text
+from sqlalchemy import ARRAY, BigInteger, Column, DateTime, Numeric, String, Text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
@@ -36,6 +36,11 @@ class Order(Table, table=True):
     side: str = Field(max_length=4)
     quantity: Decimal = Field(sa_column=Column(Numeric(24, QUANTITY_SCALE), nullable=False))
     reference_price: Decimal = Field(sa_column=Column(Numeric(24, PRICE_SCALE), nullable=False))
+    # Sells: the tax lots the trade named (carried to its fills for the book of record).
+    lot_ids: list[str] = Field(
+        default_factory=list, sa_column=Column(ARRAY(String), nullable=False, server_default="{}")
+    )
+    sleeve_id: str | None = Field(default=None, max_length=64)
     # new, sent, partially_filled, filled, rejected
     status: str = Field(max_length=20, index=True)
     filled_quantity: Decimal = Field(
