@@ -9,15 +9,15 @@ from fastapi import APIRouter, Header, Path, Query, Response
 from model_hub_svc import repository as repo
 from model_hub_svc import service
 from model_hub_svc.schemas import (
+    EquivalenceSetIn,
+    EquivalenceSetOut,
+    EquivalenceSetPublished,
     ModelIn,
     ModelOut,
     ModelPublished,
     ModelSummary,
     SecuritiesIn,
     SecurityOut,
-    SecuritySetIn,
-    SecuritySetOut,
-    SecuritySetPublished,
 )
 from model_hub_svc.settings import Settings
 
@@ -93,31 +93,37 @@ SetId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
 
 
 @router.put(
-    "/security-sets/{set_id}",
-    tags=["security sets"],
-    summary="Define or replace an equivalence set or a named security list",
-    response_model=SecuritySetPublished,
+    "/equivalence-sets/{set_id}",
+    tags=["equivalence sets"],
+    summary="Define or replace an equivalence set",
+    response_model=EquivalenceSetPublished,
 )
-async def put_security_set(
-    set_id: SetId, body: SecuritySetIn, uow: UoW, response: Response, actor: Actor = "api"
-) -> SecuritySetPublished:
-    published = await service.put_security_set(uow, set_id, body, actor)
+async def put_equivalence_set(
+    set_id: SetId, body: EquivalenceSetIn, uow: UoW, response: Response, actor: Actor = "api"
+) -> EquivalenceSetPublished:
+    published = await service.put_equivalence_set(uow, set_id, body, actor)
     response.status_code = 201 if published.created else 200
     return published
 
 
-@router.delete("/security-sets/{set_id}", tags=["security sets"], response_model=SecuritySetOut)
-async def delete_security_set(set_id: SetId, uow: UoW, actor: Actor = "api") -> SecuritySetOut:
-    return await service.remove_security_set(uow, set_id, actor)
+@router.delete(
+    "/equivalence-sets/{set_id}", tags=["equivalence sets"], response_model=EquivalenceSetOut
+)
+async def delete_equivalence_set(
+    set_id: SetId, uow: UoW, actor: Actor = "api"
+) -> EquivalenceSetOut:
+    return await service.remove_equivalence_set(uow, set_id, actor)
 
 
-@router.get("/security-sets", tags=["security sets"], response_model=list[SecuritySetOut])
-async def list_security_sets(
+@router.get("/equivalence-sets", tags=["equivalence sets"], response_model=list[EquivalenceSetOut])
+async def list_equivalence_sets(
     session: ReadSession, include_removed: bool = False
-) -> list[SecuritySetOut]:
-    return await service.list_security_sets(session, include_removed)
+) -> list[EquivalenceSetOut]:
+    return await service.list_equivalence_sets(session, include_removed)
 
 
-@router.get("/security-sets/{set_id}", tags=["security sets"], response_model=SecuritySetOut)
-async def get_security_set(set_id: str, session: ReadSession) -> SecuritySetOut:
-    return await service.get_security_set(session, set_id)
+@router.get(
+    "/equivalence-sets/{set_id}", tags=["equivalence sets"], response_model=EquivalenceSetOut
+)
+async def get_equivalence_set(set_id: str, session: ReadSession) -> EquivalenceSetOut:
+    return await service.get_equivalence_set(session, set_id)

@@ -1,4 +1,4 @@
-"""model-hub-svc: the security master, models and their versions, security sets."""
+"""model-hub-svc: the security master, models and their versions, equivalence sets."""
 
 from pathlib import Path
 
@@ -15,8 +15,8 @@ spec = ServiceSpec(
     settings_type=Settings,
     metadata=metadata,
     migrations_dir=Path(__file__).parent / "migrations",
-    description="Security master, models and versions, equivalence sets and security lists. "
-    "Publishes securities-changed, model-changed and security-set-changed; follows "
+    description="Security master, models and versions, equivalence sets. Publishes "
+    "securities-changed, model-changed and equivalence-set-changed; follows "
     "corporate-action-recorded.",
     routers=[router],
     subscriptions=SUBSCRIPTIONS,

@@ -8,7 +8,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from model_hub_svc.tables import Model, ModelTarget, ModelVersion, Security, SecuritySet
+from model_hub_svc.tables import EquivalenceSet, Model, ModelTarget, ModelVersion, Security
 
 
 async def upsert_securities(session: AsyncSession, securities: Sequence[Security]) -> None:
@@ -84,54 +84,55 @@ async def add_version(
 
 
 def _members() -> ColumnElement[list[str]]:
-    return SecuritySet.__table__.c.members  # type: ignore[attr-defined]
+    return EquivalenceSet.__table__.c.members  # type: ignore[attr-defined]
 
 
-async def get_security_set(
+async def get_equivalence_set(
     session: AsyncSession, set_id: str, *, for_update: bool = False
-) -> SecuritySet | None:
-    stmt = select(SecuritySet).where(SecuritySet.set_id == set_id)
+) -> EquivalenceSet | None:
+    stmt = select(EquivalenceSet).where(EquivalenceSet.set_id == set_id)
     if for_update:
         stmt = stmt.with_for_update()
     return (await session.exec(stmt)).first()
 
 
-async def list_security_sets(session: AsyncSession, include_removed: bool) -> list[SecuritySet]:
-    stmt = select(SecuritySet).order_by(col(SecuritySet.set_id))
+async def list_equivalence_sets(
+    session: AsyncSession, include_removed: bool
+) -> list[EquivalenceSet]:
+    stmt = select(EquivalenceSet).order_by(col(EquivalenceSet.set_id))
     if not include_removed:
-        stmt = stmt.where(col(SecuritySet.removed).is_(False))
+        stmt = stmt.where(col(EquivalenceSet.removed).is_(False))
     return list(await session.exec(stmt))
 
 
 async def equivalence_sets_holding(
     session: AsyncSession, symbols: Sequence[str], *, except_set: str | None = None
-) -> list[SecuritySet]:
-    """Live equivalence sets with any of these members (a symbol may be in only one)."""
-    stmt = select(SecuritySet).where(
-        SecuritySet.kind == "equivalence",
-        col(SecuritySet.removed).is_(False),
+) -> list[EquivalenceSet]:
+    """Live sets with any of these members (a symbol may be in only one)."""
+    stmt = select(EquivalenceSet).where(
+        col(EquivalenceSet.removed).is_(False),
         _members().op("&&")(postgresql.array(list(symbols))),
     )
     if except_set is not None:
-        stmt = stmt.where(SecuritySet.set_id != except_set)
+        stmt = stmt.where(EquivalenceSet.set_id != except_set)
     return list(await session.exec(stmt))
 
 
 async def sets_with_member(
     session: AsyncSession, symbol: str, *, for_update: bool = False
-) -> list[SecuritySet]:
+) -> list[EquivalenceSet]:
     stmt = (
-        select(SecuritySet)
-        .where(col(SecuritySet.removed).is_(False), literal(symbol) == any_(_members()))
-        .order_by(col(SecuritySet.set_id))
+        select(EquivalenceSet)
+        .where(col(EquivalenceSet.removed).is_(False), literal(symbol) == any_(_members()))
+        .order_by(col(EquivalenceSet.set_id))
     )
     if for_update:
         stmt = stmt.with_for_update()
     return list(await session.exec(stmt))
 
 
-async def save_security_set(session: AsyncSession, security_set: SecuritySet) -> None:
-    session.add(security_set)
+async def save_equivalence_set(session: AsyncSession, row: EquivalenceSet) -> None:
+    session.add(row)
     await session.flush()
 
 

@@ -2,7 +2,6 @@
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Literal
 
 from ballast_common.contracts.types import Price, Weight
 from pydantic import BaseModel, Field
@@ -64,25 +63,20 @@ class ModelSummary(BaseModel):
     updated_at: datetime
 
 
-class SecuritySetIn(BaseModel):
-    kind: Literal["equivalence", "list"] = Field(
-        description="equivalence: substitutes that count toward each other's targets; "
-        "list: a named list restrictions can refer to (e.g. an ESG screen)"
-    )
+class EquivalenceSetIn(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     tenant: str = Field(default="demo", min_length=1, max_length=64)
-    members: list[str] = Field(min_length=1, max_length=5000)
+    members: list[str] = Field(min_length=2, max_length=500)
     identical: bool = Field(
         default=False,
-        description="equivalence sets only: the members are substantially identical "
-        "(a loss on one is washed by buying another)",
+        description="the members are substantially identical (a loss on one is washed by "
+        "buying another), e.g. two S&P 500 index funds",
     )
 
 
-class SecuritySetOut(BaseModel):
+class EquivalenceSetOut(BaseModel):
     set_id: str
     tenant: str
-    kind: str
     name: str
     members: list[str]
     identical: bool
@@ -92,5 +86,5 @@ class SecuritySetOut(BaseModel):
     updated_at: datetime
 
 
-class SecuritySetPublished(SecuritySetOut):
+class EquivalenceSetPublished(EquivalenceSetOut):
     created: bool = Field(description="false if nothing changed")

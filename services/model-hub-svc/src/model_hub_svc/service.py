@@ -6,29 +6,29 @@ from decimal import Decimal
 
 from ballast_common.contracts.events import (
     CorporateActionRecordedV1,
+    EquivalenceSetChangedV1,
     ModelChangedV1,
     ModelTargetV1,
     SecuritiesChangedV1,
-    SecuritySetChangedV1,
     SecurityV1,
 )
-from ballast_common.errors import Conflict, FieldProblem, InvalidInput, NotFound
+from ballast_common.errors import FieldProblem, InvalidInput, NotFound
 from ballast_common.uow import UnitOfWork
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from model_hub_svc import repository as repo
 from model_hub_svc.schemas import (
+    EquivalenceSetIn,
+    EquivalenceSetOut,
+    EquivalenceSetPublished,
     ModelIn,
     ModelOut,
     ModelPublished,
     SecurityIn,
-    SecuritySetIn,
-    SecuritySetOut,
-    SecuritySetPublished,
     TargetIn,
     TargetOut,
 )
-from model_hub_svc.tables import Model, ModelTarget, ModelVersion, Security, SecuritySet
+from model_hub_svc.tables import EquivalenceSet, Model, ModelTarget, ModelVersion, Security
 
 SECURITY_MASTER_KEY = "security-master"
 
@@ -153,13 +153,12 @@ def _duplicates(values: Sequence[str]) -> list[tuple[int, str]]:
     return out
 
 
-# --- security sets ----------------------------------------------------------------------------
+# --- equivalence sets -------------------------------------------------------------------------
 
 
-def _set_event(row: SecuritySet) -> SecuritySetChangedV1:
-    return SecuritySetChangedV1(
+def _set_event(row: EquivalenceSet) -> EquivalenceSetChangedV1:
+    return EquivalenceSetChangedV1(
         set_id=row.set_id,
-        kind="list" if row.kind == "list" else "equivalence",
         name=row.name,
         members=[] if row.removed else list(row.members),
         identical=row.identical,
@@ -168,9 +167,9 @@ def _set_event(row: SecuritySet) -> SecuritySetChangedV1:
     )
 
 
-async def put_security_set(
-    uow: UnitOfWork, set_id: str, body: SecuritySetIn, changed_by: str
-) -> SecuritySetPublished:
+async def put_equivalence_set(
+    uow: UnitOfWork, set_id: str, body: EquivalenceSetIn, changed_by: str
+) -> EquivalenceSetPublished:
     """Define or replace a set (a new version unless nothing changed) and announce it."""
     duplicates = _duplicates(body.members)
     if duplicates:
@@ -185,91 +184,76 @@ async def put_security_set(
             f"unknown security {unknown[0][1]}: add it to the security master first",
             [FieldProblem(f"members[{i}]", f"unknown security {s}") for i, s in unknown],
         )
-    if body.kind == "equivalence":
-        if len(body.members) < 2:
-            raise InvalidInput(
-                "an equivalence set needs at least two securities",
-                [FieldProblem("members", "name at least two securities")],
-            )
-        for other in await repo.equivalence_sets_holding(
-            uow.session, body.members, except_set=set_id
-        ):
-            shared = sorted(set(other.members) & set(body.members))
-            i = body.members.index(shared[0])
-            raise InvalidInput(
-                f"{shared[0]} is already in equivalence set {other.set_id}: a security can "
-                "be in one equivalence set only",
-                [FieldProblem(f"members[{i}]", f"already in equivalence set {other.set_id}")],
-            )
-    elif body.identical:
+    for other in await repo.equivalence_sets_holding(uow.session, body.members, except_set=set_id):
+        shared = sorted(set(other.members) & set(body.members))
+        i = body.members.index(shared[0])
         raise InvalidInput(
-            "only an equivalence set can be marked identical",
-            [FieldProblem("identical", "allowed for kind equivalence only")],
+            f"{shared[0]} is already in equivalence set {other.set_id}: a security can be in "
+            "one equivalence set only",
+            [FieldProblem(f"members[{i}]", f"already in equivalence set {other.set_id}")],
         )
-    row = await repo.get_security_set(uow.session, set_id, for_update=True)
+    row = await repo.get_equivalence_set(uow.session, set_id, for_update=True)
     if row is not None and row.tenant != body.tenant:
         raise InvalidInput(
-            f"security set {set_id} belongs to another tenant",
+            f"equivalence set {set_id} belongs to another tenant",
             [FieldProblem("tenant", "does not match the set's tenant")],
         )
-    if row is not None and row.kind != body.kind and not row.removed:
-        raise Conflict(
-            f"security set {set_id} is of kind {row.kind}; remove it before reusing the id"
-        )
-    if row is not None and (row.kind, row.name, row.members, row.identical, row.removed) == (
-        body.kind,
+    if row is not None and (row.name, row.members, row.identical, row.removed) == (
         body.name,
         body.members,
         body.identical,
         False,
     ):
-        return SecuritySetPublished(**_set_out(row).model_dump(), created=False)
+        return EquivalenceSetPublished(**_set_out(row).model_dump(), created=False)
     if row is None:
-        row = SecuritySet(
+        row = EquivalenceSet(
             set_id=set_id,
             tenant=body.tenant,
-            kind=body.kind,
             name=body.name,
             members=list(body.members),
             version=0,
             changed_by=changed_by,
         )
-    row.kind, row.name, row.members = body.kind, body.name, list(body.members)
+    row.name, row.members = body.name, list(body.members)
     row.identical, row.removed = body.identical, False
     await _save_new_set_version(uow, row, changed_by)
-    return SecuritySetPublished(**_set_out(row).model_dump(), created=True)
+    return EquivalenceSetPublished(**_set_out(row).model_dump(), created=True)
 
 
-async def remove_security_set(uow: UnitOfWork, set_id: str, changed_by: str) -> SecuritySetOut:
-    row = await repo.get_security_set(uow.session, set_id, for_update=True)
+async def remove_equivalence_set(
+    uow: UnitOfWork, set_id: str, changed_by: str
+) -> EquivalenceSetOut:
+    row = await repo.get_equivalence_set(uow.session, set_id, for_update=True)
     if row is None or row.removed:
-        raise NotFound(f"no security set {set_id}")
+        raise NotFound(f"no equivalence set {set_id}")
     row.removed = True
     await _save_new_set_version(uow, row, changed_by)
     return _set_out(row)
 
 
-async def _save_new_set_version(uow: UnitOfWork, row: SecuritySet, changed_by: str) -> None:
+async def _save_new_set_version(uow: UnitOfWork, row: EquivalenceSet, changed_by: str) -> None:
     row.version += 1
     row.changed_by = changed_by
     row.updated_at = datetime.now(UTC)
-    await repo.save_security_set(uow.session, row)
+    await repo.save_equivalence_set(uow.session, row)
     uow.publish(_set_event(row), key=row.set_id, tenant=row.tenant)
 
 
-def _set_out(row: SecuritySet) -> SecuritySetOut:
-    return SecuritySetOut.model_validate(row, from_attributes=True)
+def _set_out(row: EquivalenceSet) -> EquivalenceSetOut:
+    return EquivalenceSetOut.model_validate(row, from_attributes=True)
 
 
-async def get_security_set(session: AsyncSession, set_id: str) -> SecuritySetOut:
-    row = await repo.get_security_set(session, set_id)
+async def get_equivalence_set(session: AsyncSession, set_id: str) -> EquivalenceSetOut:
+    row = await repo.get_equivalence_set(session, set_id)
     if row is None:
-        raise NotFound(f"no security set {set_id}")
+        raise NotFound(f"no equivalence set {set_id}")
     return _set_out(row)
 
 
-async def list_security_sets(session: AsyncSession, include_removed: bool) -> list[SecuritySetOut]:
-    return [_set_out(r) for r in await repo.list_security_sets(session, include_removed)]
+async def list_equivalence_sets(
+    session: AsyncSession, include_removed: bool
+) -> list[EquivalenceSetOut]:
+    return [_set_out(r) for r in await repo.list_equivalence_sets(session, include_removed)]
 
 
 # --- corporate actions ------------------------------------------------------------------------
@@ -278,18 +262,20 @@ WEIGHT_PLACES = Decimal("0.0000000001")  # the model_targets column's scale
 
 
 async def follow_corporate_action(uow: UnitOfWork, action: CorporateActionRecordedV1) -> None:
-    """Keep the security master, models and security sets true to a corporate action.
+    """Keep the security master, models and equivalence sets true to a corporate action.
 
     - split / reverse split: the price is restated per new share (models are weights, so
       they do not change);
     - symbol change, stock merger: the new symbol replaces the old one in every model
-      (weights add up if the model already holds it) and in every set; the new security is
-      added to the master from the old one if unknown (price divided by the ratio);
+      (weights add up if the model already holds it) and in every equivalence set; the new
+      security is added to the master from the old one if unknown (price divided by the
+      ratio);
     - cash merger: the security leaves every model (its weight goes to the other targets
-      pro rata) and every set;
+      pro rata) and every equivalence set;
     - spin-off, cash dividend: nothing to do here (the book of record has the new shares
       or cash; a spun-off security outside the model is sold by the next rebalance).
     Each model and set touched gets a new version by `corporate-action:<action id>`.
+    (Restriction lists live in account-svc, which follows the same event.)
     """
     actor = f"corporate-action:{action.action_id}"
     old = await repo.get_security(uow.session, action.symbol)
@@ -364,6 +350,6 @@ async def _replace_in_sets(
         if new_symbol is not None and new_symbol not in members:
             members.append(new_symbol)
         row.members = members
-        if (row.kind == "equivalence" and len(members) < 2) or not members:
+        if len(members) < 2:
             row.removed = True  # nothing left to be equivalent to
         await _save_new_set_version(uow, row, actor)

@@ -63,14 +63,13 @@ class ModelVersion(Table, table=True):
     )
 
 
-class SecuritySet(Table, table=True):
-    """An equivalence set (substitutes) or a named list restrictions can refer to."""
+class EquivalenceSet(Table, table=True):
+    """Securities that substitute for one another; a security is in one set at most."""
 
-    __tablename__ = "security_sets"
+    __tablename__ = "equivalence_sets"
 
     set_id: str = Field(primary_key=True, max_length=64)
     tenant: str = Field(max_length=64)
-    kind: str = Field(max_length=16)  # equivalence | list
     name: str
     members: list[str] = Field(sa_column=Column(ARRAY(String), nullable=False))
     identical: bool = False

@@ -64,18 +64,15 @@ class ModelChangedV1(Payload):
     changed_by: str
 
 
-class SecuritySetChangedV1(Payload):
-    """A named set of securities was defined, changed or removed: an equivalence set
-    (substitutes; `identical` ones are substantially identical for wash sales) or a list
-    that restrictions can name (e.g. an ESG screen)."""
+class EquivalenceSetChangedV1(Payload):
+    """An equivalence set was defined, changed or removed: securities that substitute for
+    one another (holding one counts toward another's target). `identical` sets are also
+    substantially identical for wash sales."""
 
     set_id: str = Field(min_length=1, max_length=64)
-    kind: Literal["equivalence", "list"]
     name: str
     members: list[str] = Field(description="symbols; empty when removed")
-    identical: bool = Field(
-        default=False, description="equivalence sets only: substantially identical securities"
-    )
+    identical: bool = Field(default=False, description="substantially identical securities")
     removed: bool = False
     version: int = Field(ge=1)
 

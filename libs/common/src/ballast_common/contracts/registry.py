@@ -299,15 +299,14 @@ _all: list[Contract] = [
         ).model_dump(mode="json"),
     ),
     Contract(
-        "security-set-changed",
+        "equivalence-set-changed",
         1,
-        ev.SecuritySetChangedV1,
+        ev.EquivalenceSetChangedV1,
         "model-hub-svc",
         ("rebalance-svc", "taxlot-svc"),
-        "An equivalence set or a named security list was defined, changed or removed.",
-        ev.SecuritySetChangedV1(
+        "An equivalence set was defined, changed or removed.",
+        ev.EquivalenceSetChangedV1(
             set_id="sp500-trackers",
-            kind="equivalence",
             name="S&P 500 trackers",
             members=["SPY", "IVV", "VOO"],
             identical=True,

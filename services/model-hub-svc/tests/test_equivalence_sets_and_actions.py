@@ -1,4 +1,4 @@
-"""Security sets and following corporate actions, on real PostgreSQL; what was announced is
+"""Equivalence sets and following corporate actions, on real PostgreSQL; what was announced is
 read back from the outbox as the decoded envelopes other services will receive."""
 
 import uuid
@@ -8,12 +8,12 @@ from decimal import Decimal
 import pytest
 from ballast_common.contracts.envelope import decode_envelope
 from ballast_common.contracts.events import CorporateActionRecordedV1
-from ballast_common.errors import Conflict, InvalidInput, NotFound
+from ballast_common.errors import InvalidInput, NotFound
 from ballast_common.plumbing import outbox
 from ballast_common.testing import migrated_database, unit_of_work
 from model_hub_svc import service
 from model_hub_svc.main import spec
-from model_hub_svc.schemas import ModelIn, SecurityIn, SecuritySetIn, TargetIn
+from model_hub_svc.schemas import EquivalenceSetIn, ModelIn, SecurityIn, TargetIn
 from sqlalchemy import select
 
 pytestmark = pytest.mark.integration
@@ -44,8 +44,8 @@ async def announced(db, topic: str, key: str) -> list:
         return [decode_envelope(r[0])[1] for r in rows]
 
 
-def a_set(kind="equivalence", members=("SPY", "IVV"), **extra) -> SecuritySetIn:
-    return SecuritySetIn(kind=kind, name="Set", members=list(members), **extra)
+def a_set(members=("SPY", "IVV"), **extra) -> EquivalenceSetIn:
+    return EquivalenceSetIn(name="Set", members=list(members), **extra)
 
 
 def new_id() -> str:
@@ -55,20 +55,20 @@ def new_id() -> str:
 async def test_set_versions_and_unchanged_set_makes_no_version(db):
     set_id = new_id()
     async with unit_of_work(db, "t") as uow:
-        first = await service.put_security_set(uow, set_id, a_set(identical=True), "pm")
+        first = await service.put_equivalence_set(uow, set_id, a_set(identical=True), "pm")
     async with unit_of_work(db, "t") as uow:
-        same = await service.put_security_set(uow, set_id, a_set(identical=True), "pm")
+        same = await service.put_equivalence_set(uow, set_id, a_set(identical=True), "pm")
     async with unit_of_work(db, "t") as uow:
-        removed = await service.remove_security_set(uow, set_id, "pm")
+        removed = await service.remove_equivalence_set(uow, set_id, "pm")
     assert (first.version, first.created, same.created, removed.version) == (1, True, False, 2)
-    events = await announced(db, "security-set-changed", set_id)
+    events = await announced(db, "equivalence-set-changed", set_id)
     assert [(e.version, e.members, e.identical, e.removed) for e in events] == [
         (1, ["SPY", "IVV"], True, False),
         (2, [], True, True),
     ]
     with pytest.raises(NotFound):
         async with unit_of_work(db, "t") as uow:
-            await service.remove_security_set(uow, set_id, "pm")
+            await service.remove_equivalence_set(uow, set_id, "pm")
 
 
 @pytest.mark.parametrize(
@@ -76,33 +76,30 @@ async def test_set_versions_and_unchanged_set_makes_no_version(db):
     [
         (a_set(members=("SPY", "NOPE")), "unknown security NOPE", "members[1]"),
         (a_set(members=("SPY", "SPY")), "SPY appears more than once", "members[1]"),
-        (a_set(members=("SPY",)), "at least two", "members"),
-        (a_set(kind="list", identical=True), "only an equivalence set", "identical"),
     ],
 )
 async def test_bad_sets_are_refused_naming_the_field(db, body, message, field):
     with pytest.raises(InvalidInput, match=message) as error:
         async with unit_of_work(db, "t") as uow:
-            await service.put_security_set(uow, new_id(), body, "pm")
+            await service.put_equivalence_set(uow, new_id(), body, "pm")
     assert error.value.errors[0].field == field
 
 
-async def test_a_security_is_in_one_equivalence_set_only_but_in_any_number_of_lists(db):
+async def test_a_security_is_in_one_equivalence_set_only(db):
     taken = new_id()
     async with unit_of_work(db, "t") as uow:
-        await service.put_security_set(uow, taken, a_set(members=("VOO", "IVV")), "pm")
+        await service.put_equivalence_set(uow, taken, a_set(members=("VOO", "IVV")), "pm")
     with pytest.raises(InvalidInput, match=f"IVV is already in equivalence set {taken}") as e:
         async with unit_of_work(db, "t") as uow:
-            await service.put_security_set(uow, new_id(), a_set(members=("SPY", "IVV")), "pm")
+            await service.put_equivalence_set(uow, new_id(), a_set(members=("SPY", "IVV")), "pm")
     assert e.value.errors[0].field == "members[1]"
     async with unit_of_work(db, "t") as uow:
-        listed = await service.put_security_set(uow, new_id(), a_set("list", ("IVV",)), "pm")
-    assert listed.created
-    with pytest.raises(Conflict, match="is of kind equivalence"):
-        async with unit_of_work(db, "t") as uow:
-            await service.put_security_set(uow, taken, a_set("list", ("IVV",)), "pm")
+        await service.remove_equivalence_set(uow, taken, "pm")
+    async with unit_of_work(db, "t") as uow:  # once removed, its members are free again
+        again = await service.put_equivalence_set(uow, new_id(), a_set(("SPY", "IVV")), "pm")
+    assert again.created
     async with unit_of_work(db, "t") as uow:
-        await service.remove_security_set(uow, taken, "pm")
+        await service.remove_equivalence_set(uow, again.set_id, "pm")
 
 
 def action(kind: str, symbol: str, **fields) -> CorporateActionRecordedV1:
@@ -128,14 +125,14 @@ async def test_symbol_change_renames_the_security_in_models_and_sets(db):
     model_id, set_id = f"m-{uuid.uuid4().hex[:6]}", new_id()
     await publish(db, model_id, FB="0.4", XOM="0.6")
     async with unit_of_work(db, "t") as uow:
-        await service.put_security_set(uow, set_id, a_set("list", ("FB", "XOM")), "pm")
+        await service.put_equivalence_set(uow, set_id, a_set(("FB", "XOM")), "pm")
     change = action("symbol-change", "FB", new_symbol="META")
     async with unit_of_work(db, "t") as uow:
         await service.follow_corporate_action(uow, change)
     async with db.sessions() as s:
         model = await service.get_model(s, model_id)
         meta = await service.repo.get_security(s, "META")
-        security_set = await service.get_security_set(s, set_id)
+        security_set = await service.get_equivalence_set(s, set_id)
     assert model.version == 2 and model.changed_by == f"corporate-action:{change.action_id}"
     assert {t.symbol: t.weight for t in model.targets} == {
         "META": Decimal("0.4"),
