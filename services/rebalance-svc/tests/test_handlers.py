@@ -120,13 +120,15 @@ async def test_model_change_rebalances_followers_and_skips_bad_accounts(db):
 
     async with db.sessions() as s:
         rows = (await s.execute(select(outbox.c.topic, outbox.c.value).order_by(outbox.c.id))).all()
-    proposals = [json.loads(v)["payload"] for t, v in rows if t == "trades-proposed"]
+    mine = [(t, json.loads(v)["payload"]) for t, v in rows]  # other modules share the outbox
+    mine = [(t, p) for t, p in mine if p["account_id"].startswith("R-")]
+    proposals = [p for t, p in mine if t == "trades-proposed"]
     assert [p["account_id"] for p in proposals] == ["R-1"]
     assert {(t["symbol"], t["side"], t["quantity"]) for t in proposals[0]["trades"]} == {
         ("AAA", "buy", "50"),
         ("BBB", "buy", "100"),
     }
-    drift = [json.loads(v)["payload"]["account_id"] for t, v in rows if t == "drift-detected"]
+    drift = [p["account_id"] for t, p in mine if t == "drift-detected"]
     assert drift == ["R-1"]
 
     async with db.sessions() as s:

@@ -3,7 +3,8 @@
 from typing import Annotated, Literal
 
 from ballast_common.app import ReadSession, UoW
-from fastapi import APIRouter, Header, Query
+from ballast_common.errors import NotFound
+from fastapi import APIRouter, Header, Path, Query
 
 from account_svc import repository as repo
 from account_svc import service
@@ -14,6 +15,13 @@ from account_svc.schemas import (
     AccountsIn,
     Decision,
     ProposalOut,
+    RebalanceSettings,
+    RestrictionsIn,
+    RestrictionsOut,
+    SecurityListIn,
+    SecurityListOut,
+    Strategy,
+    TaxSettings,
 )
 
 router = APIRouter()
@@ -43,7 +51,7 @@ async def list_accounts(
     rows = await repo.list_accounts(
         session, household_id=household_id, model_id=model_id, limit=limit, offset=offset
     )
-    return [AccountOut.model_validate(r, from_attributes=True) for r in rows]
+    return [service.view(r) for r in rows]
 
 
 @router.get("/accounts/{account_id}", tags=["accounts"], response_model=AccountOut)
@@ -54,6 +62,120 @@ async def get_account(account_id: str, session: ReadSession) -> AccountOut:
 @router.patch("/accounts/{account_id}", tags=["accounts"], response_model=AccountOut)
 async def change_account(account_id: str, body: AccountPatch, uow: UoW) -> AccountOut:
     return await service.change_account(uow, account_id, body)
+
+
+@router.get(
+    "/accounts/{account_id}/rebalance-settings",
+    tags=["account settings"],
+    response_model=RebalanceSettings,
+)
+async def get_rebalance_settings(account_id: str, session: ReadSession) -> RebalanceSettings:
+    return (await service.get_account(session, account_id)).rebalance_settings
+
+
+@router.put(
+    "/accounts/{account_id}/rebalance-settings",
+    tags=["account settings"],
+    response_model=RebalanceSettings,
+    summary="Replace the rebalance settings (absent or null fields: rebalance-svc's defaults)",
+)
+async def put_rebalance_settings(
+    account_id: str, body: RebalanceSettings, uow: UoW
+) -> RebalanceSettings:
+    return await service.set_rebalance_settings(uow, account_id, body)
+
+
+@router.get(
+    "/accounts/{account_id}/restrictions", tags=["account settings"], response_model=RestrictionsOut
+)
+async def get_restrictions(account_id: str, session: ReadSession) -> RestrictionsOut:
+    account = await service.get_account(session, account_id)
+    return RestrictionsOut(restrictions=account.restrictions)
+
+
+@router.put(
+    "/accounts/{account_id}/restrictions",
+    tags=["account settings"],
+    response_model=RestrictionsOut,
+    summary="Replace the restrictions (do-not-buy/sell/hold on a security, sector or list)",
+)
+async def put_restrictions(
+    account_id: str, body: RestrictionsIn, uow: UoW, actor: Actor = "api"
+) -> RestrictionsOut:
+    return RestrictionsOut(
+        restrictions=await service.set_restrictions(uow, account_id, body.restrictions, actor)
+    )
+
+
+@router.get(
+    "/accounts/{account_id}/tax-settings", tags=["account settings"], response_model=TaxSettings
+)
+async def get_tax_settings(account_id: str, session: ReadSession) -> TaxSettings:
+    return (await service.get_account(session, account_id)).tax_settings
+
+
+@router.put(
+    "/accounts/{account_id}/tax-settings",
+    tags=["account settings"],
+    response_model=TaxSettings,
+    summary="Replace the tax settings (absent fields: the documented defaults)",
+)
+async def put_tax_settings(account_id: str, body: TaxSettings, uow: UoW) -> TaxSettings:
+    return await service.set_tax_settings(uow, account_id, body)
+
+
+@router.get("/accounts/{account_id}/strategy", tags=["account settings"], response_model=Strategy)
+async def get_strategy(account_id: str, session: ReadSession) -> Strategy:
+    account = await service.get_account(session, account_id)
+    if account.strategy is None:
+        raise NotFound(f"account {account_id} has no strategy (it is not a UMA)")
+    return account.strategy
+
+
+@router.put(
+    "/accounts/{account_id}/strategy",
+    tags=["account settings"],
+    response_model=Strategy,
+    summary="Make the account a UMA: replace its sleeves (model, weight, band) and range",
+)
+async def put_strategy(account_id: str, body: Strategy, uow: UoW) -> Strategy:
+    return await service.set_strategy(uow, account_id, body)
+
+
+@router.delete(
+    "/accounts/{account_id}/strategy",
+    tags=["account settings"],
+    response_model=AccountOut,
+    summary="The account stops being a UMA (it follows no model until PATCHed one)",
+)
+async def delete_strategy(account_id: str, uow: UoW) -> AccountOut:
+    return await service.clear_strategy(uow, account_id)
+
+
+@router.get("/security-lists", tags=["security lists"], response_model=list[SecurityListOut])
+async def list_security_lists(session: ReadSession) -> list[SecurityListOut]:
+    rows = await repo.list_security_lists(session)
+    return [SecurityListOut.model_validate(r, from_attributes=True) for r in rows]
+
+
+@router.get("/security-lists/{list_id}", tags=["security lists"], response_model=SecurityListOut)
+async def get_security_list(list_id: str, session: ReadSession) -> SecurityListOut:
+    return await service.get_security_list(session, list_id)
+
+
+@router.put(
+    "/security-lists/{list_id}",
+    tags=["security lists"],
+    response_model=SecurityListOut,
+    summary="Create or replace a named list (e.g. an ESG screen) that restrictions may name",
+)
+async def put_security_list(
+    list_id: Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")],
+    body: SecurityListIn,
+    uow: UoW,
+    actor: Actor = "api",
+) -> SecurityListOut:
+    return await service.put_security_list(uow, list_id, body, actor)
 
 
 @router.get("/proposals", tags=["approvals"], response_model=list[ProposalOut])

@@ -6,7 +6,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from account_svc.tables import Account, KnownModel, Proposal
+from account_svc.tables import Account, KnownModel, Proposal, SecurityList
 
 
 async def get_account(
@@ -45,7 +45,7 @@ async def add_accounts(session: AsyncSession, accounts: Sequence[Account]) -> No
     await session.flush()
 
 
-async def save(session: AsyncSession, row: Account | Proposal) -> None:
+async def save(session: AsyncSession, row: Account | Proposal | SecurityList) -> None:
     session.add(row)
     await session.flush()
 
@@ -86,3 +86,37 @@ async def list_proposals(
         stmt = stmt.where(Proposal.account_id == account_id)
     stmt = stmt.order_by(col(Proposal.received_at)).limit(limit).offset(offset)
     return list(await session.exec(stmt))
+
+
+async def accounts_restricted_by_list(session: AsyncSession, list_id: str) -> list[Account]:
+    """Accounts with a restriction on the list, locked for update."""
+    stmt = (
+        select(Account)
+        .where(col(Account.restrictions).contains([{"scope": "list", "value": list_id}]))
+        .order_by(col(Account.account_id))
+        .with_for_update()
+    )
+    return list(await session.exec(stmt))
+
+
+async def get_security_list(
+    session: AsyncSession, list_id: str, *, for_update: bool = False
+) -> SecurityList | None:
+    stmt = select(SecurityList).where(SecurityList.list_id == list_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    return (await session.exec(stmt)).first()
+
+
+async def security_lists(session: AsyncSession, ids: Sequence[str]) -> dict[str, list[str]]:
+    """Members of the given lists (unknown ids are absent)."""
+    if not ids:
+        return {}
+    result = await session.exec(
+        select(SecurityList.list_id, SecurityList.symbols).where(col(SecurityList.list_id).in_(ids))
+    )
+    return {list_id: list(symbols) for list_id, symbols in result}
+
+
+async def list_security_lists(session: AsyncSession) -> list[SecurityList]:
+    return list(await session.exec(select(SecurityList).order_by(col(SecurityList.list_id))))

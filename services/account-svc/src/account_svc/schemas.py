@@ -1,13 +1,141 @@
-"""Request and response bodies of account-svc's REST API."""
+"""Request and response bodies of account-svc's REST API.
+
+Settings bodies forbid unknown fields, so a misspelt setting is a 422 naming it rather than a
+setting silently left at its default. Decimals travel as strings.
+"""
 
 from datetime import datetime
-from typing import Any, Literal
+from decimal import Decimal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from ballast_common.contracts.types import NonNegativeMoney, Quantity, Weight
+from pydantic import BaseModel, ConfigDict, Field
 
 AccountType = Literal["taxable", "ira"]
 AccountStatus = Literal["active", "suspended", "closed"]
 Identifier = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
+Fraction = Annotated[Weight, Field(le=1)]
+Percent = Annotated[Weight, Field(le=100)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Band(Strict):
+    """absolute: target ± width (weight points); relative: target ± width × target."""
+
+    kind: Literal["absolute", "relative"] = "absolute"
+    width: Fraction
+
+
+class RebalanceSettings(Strict):
+    """The engine's per-sleeve settings for this account (every sleeve of a UMA uses them).
+    A null field means rebalance-svc's default: its REBALANCE_SVC_* setting where it has one
+    (min trade $25, security band ±0.5 points, cash band ±2 points), else the engine's (0, whole
+    shares, 3 decimals, no cash target or reserve, freed cash pro rata)."""
+
+    min_trade_value: NonNegativeMoney | None = Field(
+        default=None, description="smallest trade in dollars (sales closing a position exempt)"
+    )
+    min_trade_shares: Quantity | None = Field(default=None, description="smallest trade, shares")
+    min_opening_trade_value: NonNegativeMoney | None = Field(
+        default=None, description="smallest buy that opens a new position, dollars"
+    )
+    fractional: bool | None = Field(
+        default=None, description="trade fractional shares where the security allows it"
+    )
+    share_decimals: int | None = Field(default=None, ge=0, le=8)
+    cash_target: Annotated[Weight, Field(lt=1)] | None = Field(
+        default=None, description="cash weight the account aims to hold"
+    )
+    cash_reserve: NonNegativeMoney | None = Field(default=None, description="dollars never spent")
+    cash_band: Band | None = Field(default=None, description="no rebalance while cash is inside")
+    security_band: Band | None = Field(
+        default=None, description="no trade while a position is inside target ± band"
+    )
+    freed_cash: Literal["cash", "pro_rata", "sector"] | None = Field(
+        default=None, description="what to do with weight a restriction frees"
+    )
+
+
+RestrictionKind = Literal["do_not_buy", "do_not_sell", "do_not_hold"]
+RestrictionScope = Literal["security", "sector", "asset_class", "list"]
+RestrictionSource = Literal["firm", "advisor", "client", "compliance"]
+
+
+class RestrictionIn(Strict):
+    kind: RestrictionKind
+    scope: RestrictionScope
+    value: str = Field(
+        min_length=1, max_length=128, description="symbol, sector, asset class or list id"
+    )
+    source: RestrictionSource = Field(default="client", description="whose instruction it is")
+    reason: str = Field(min_length=1, max_length=500)
+    set_by: str | None = Field(
+        default=None, max_length=200, description="who set it (default: the X-Actor header)"
+    )
+
+
+class RestrictionOut(BaseModel):
+    kind: RestrictionKind
+    scope: RestrictionScope
+    value: str
+    source: RestrictionSource
+    reason: str
+    set_by: str
+    set_at: datetime
+
+
+class RestrictionsIn(Strict):
+    restrictions: list[RestrictionIn] = Field(max_length=500)
+
+
+class RestrictionsOut(BaseModel):
+    restrictions: list[RestrictionOut]
+
+
+class TaxSettings(Strict):
+    """How the account's sales are taxed and limited, and when losses are harvested."""
+
+    relief_method: Literal["fifo", "lifo", "hifo", "mintax"] = "fifo"
+    short_term_rate: Fraction = Decimal("0.37")
+    long_term_rate: Fraction = Decimal("0.20")
+    gain_budget: NonNegativeMoney | None = Field(
+        default=None, description="net realized gains allowed this calendar year (null: none)"
+    )
+    gain_budget_mode: Literal["hard", "warn"] = Field(
+        default="hard", description="hard: sales stop at the budget; warn: they only warn"
+    )
+    avoid_short_term_gains: bool = False
+    harvest: bool = Field(default=False, description="harvest tax losses")
+    harvest_min_loss_percent: Percent = Field(
+        default=Decimal("10"), description="a lot is harvested at a loss of this percent ..."
+    )
+    harvest_min_loss_dollars: NonNegativeMoney = Field(
+        default=Decimal("100"), description="... and at least this many dollars"
+    )
+
+
+class SleeveIn(Strict):
+    sleeve_id: str = Identifier
+    model_id: str = Field(min_length=1, max_length=64)
+    weight: Fraction = Field(description="the model's target weight in the account")
+    band: Band = Field(
+        default_factory=lambda: Band(kind="relative", width=Decimal("0.1")),
+        description="how far the sleeve may drift before a strategic rebalance moves cash",
+    )
+
+
+class Strategy(Strict):
+    """A UMA's sleeves (one model each) and where a strategic rebalance stops a moved model."""
+
+    sleeves: list[SleeveIn] = Field(min_length=1, max_length=20)
+    rebalance_range: Literal["target", "band", "interior"] = "target"
+    interior_pct: Percent = Field(
+        default=Decimal("50"),
+        description="interior: the distance left to target, in percent of the band",
+    )
 
 
 class AccountIn(BaseModel):
@@ -18,6 +146,10 @@ class AccountIn(BaseModel):
     account_type: AccountType = "taxable"
     model_id: str | None = None
     auto_approve: bool = True
+    rebalance_settings: RebalanceSettings | None = None
+    tax_settings: TaxSettings | None = None
+    strategy: Strategy | None = Field(default=None, description="a UMA: its sleeves")
+    restrictions: list[RestrictionIn] = Field(default_factory=list, max_length=500)
 
 
 class AccountsIn(BaseModel):
@@ -33,9 +165,33 @@ class AccountPatch(BaseModel):
     auto_approve: bool | None = None
 
 
-class AccountOut(AccountIn):
+class AccountOut(BaseModel):
+    account_id: str
+    tenant: str
+    household_id: str
+    name: str
+    account_type: AccountType
+    model_id: str | None
+    auto_approve: bool
     status: AccountStatus
+    rebalance_settings: RebalanceSettings
+    tax_settings: TaxSettings
+    strategy: Strategy | None
+    restrictions: list[RestrictionOut]
     created_at: datetime
+    updated_at: datetime
+
+
+class SecurityListIn(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    symbols: list[Annotated[str, Field(min_length=1, max_length=16)]] = Field(max_length=5000)
+
+
+class SecurityListOut(BaseModel):
+    list_id: str
+    name: str
+    symbols: list[str]
+    updated_by: str
     updated_at: datetime
 
 

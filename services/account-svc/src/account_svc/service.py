@@ -1,11 +1,18 @@
 """account-svc's rules: opening and changing accounts, and approving proposed trades."""
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
 
 from ballast_common.contracts.events import (
     AccountChangedV1,
     ModelChangedV1,
+    ProposalRejectedV1,
+    RebalanceSettingsV1,
+    RestrictionV1,
+    StrategyV1,
+    TaxSettingsV1,
     TradesApprovedV1,
     TradesProposedV1,
     TradeV1,
@@ -21,10 +28,25 @@ from ballast_common.uow import UnitOfWork
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from account_svc import repository as repo
-from account_svc.schemas import AccountIn, AccountOut, AccountPatch, ProposalOut
-from account_svc.tables import Account, Proposal
+from account_svc.schemas import (
+    AccountIn,
+    AccountOut,
+    AccountPatch,
+    ProposalOut,
+    RebalanceSettings,
+    RestrictionIn,
+    RestrictionOut,
+    SecurityListIn,
+    SecurityListOut,
+    Strategy,
+    TaxSettings,
+)
+from account_svc.tables import Account, Proposal, SecurityList
 
 AUTO_APPROVER = "policy:auto-approve"
+WEIGHT_TOLERANCE = Decimal("0.0001")  # sleeve weights add up to 1 within ±0.01 point (engine's)
+BAND_EPS = Decimal("1e-12")
+NO_REASON = "no reason given"
 
 
 async def open_accounts(uow: UnitOfWork, items: Sequence[AccountIn]) -> list[AccountOut]:
@@ -46,28 +68,129 @@ async def open_accounts(uow: UnitOfWork, items: Sequence[AccountIn]) -> list[Acc
             [FieldProblem("account_id", f"{a} already exists") for a in sorted(taken)],
         )
     await _check_models(uow.session, [a.model_id for a in items])
-    accounts = [Account(**a.model_dump(), status="active") for a in items]
+    now = datetime.now(UTC)
+    accounts: list[Account] = []
+    for i, item in enumerate(items):
+        prefix = f"accounts[{i}]." if len(items) > 1 else ""
+        if item.strategy is not None:
+            if item.model_id is not None:
+                raise InvalidInput(
+                    f"account {item.account_id}: a UMA (with a strategy) has no model_id",
+                    [FieldProblem(f"{prefix}model_id", "must be null when strategy is given")],
+                )
+            await _check_strategy(uow.session, item.strategy, prefix + "strategy.")
+        await _check_restrictions(uow.session, item.restrictions, prefix + "restrictions")
+        accounts.append(
+            Account(
+                **item.model_dump(
+                    exclude={"rebalance_settings", "tax_settings", "strategy", "restrictions"}
+                ),
+                status="active",
+                rebalance_settings=_settings_doc(item.rebalance_settings),
+                tax_settings=_doc(item.tax_settings),
+                strategy=_doc(item.strategy),
+                restrictions=_restriction_docs(item.restrictions, "api", now),
+            )
+        )
     await repo.add_accounts(uow.session, accounts)
-    for account in accounts:
-        _announce(uow, account)
-    return [_view(a) for a in accounts]
+    await _announce_all(uow, accounts)
+    return [view(a) for a in accounts]
 
 
 async def change_account(uow: UnitOfWork, account_id: str, patch: AccountPatch) -> AccountOut:
     account = await _account(uow.session, account_id, for_update=True)
     changes = patch.model_dump(exclude_unset=True)
     if "model_id" in changes:
+        if account.strategy is not None and changes["model_id"] is not None:
+            raise Conflict(
+                f"account {account_id} is a UMA: change its strategy's sleeves, or "
+                f"DELETE /accounts/{account_id}/strategy before giving it a model",
+                [FieldProblem("model_id", "the account has a strategy")],
+            )
         await _check_models(uow.session, [changes["model_id"]])
     for field, value in changes.items():
         setattr(account, field, value)
-    account.updated_at = datetime.now(UTC)
-    await repo.save(uow.session, account)
-    _announce(uow, account)
-    return _view(account)
+    return await _changed(uow, account)
+
+
+async def set_rebalance_settings(
+    uow: UnitOfWork, account_id: str, settings: RebalanceSettings
+) -> RebalanceSettings:
+    """Replace the account's rebalance settings (null fields: rebalance-svc's defaults)."""
+    account = await _account(uow.session, account_id, for_update=True)
+    account.rebalance_settings = _settings_doc(settings)
+    return (await _changed(uow, account)).rebalance_settings
+
+
+async def set_tax_settings(uow: UnitOfWork, account_id: str, settings: TaxSettings) -> TaxSettings:
+    account = await _account(uow.session, account_id, for_update=True)
+    account.tax_settings = _doc(settings)
+    return (await _changed(uow, account)).tax_settings
+
+
+async def set_restrictions(
+    uow: UnitOfWork, account_id: str, items: Sequence[RestrictionIn], actor: str
+) -> list[RestrictionOut]:
+    """Replace the account's restrictions. One that is unchanged keeps who set it and when."""
+    account = await _account(uow.session, account_id, for_update=True)
+    await _check_restrictions(uow.session, items, "restrictions")
+    now = datetime.now(UTC)
+    kept = {_restriction_key(r): r for r in account.restrictions}
+    docs: list[dict[str, Any]] = []
+    for doc in _restriction_docs(items, actor, now):
+        old = kept.get(_restriction_key(doc))
+        same = old is not None and all(old[k] == doc[k] for k in ("source", "reason", "set_by"))
+        docs.append(old if old is not None and same else doc)
+    account.restrictions = docs
+    return (await _changed(uow, account)).restrictions
+
+
+async def set_strategy(uow: UnitOfWork, account_id: str, strategy: Strategy) -> Strategy:
+    """Make the account a UMA following the strategy's sleeves (its model_id is cleared)."""
+    account = await _account(uow.session, account_id, for_update=True)
+    await _check_strategy(uow.session, strategy, "")
+    account.strategy = _doc(strategy)
+    account.model_id = None
+    view = await _changed(uow, account)
+    assert view.strategy is not None
+    return view.strategy
+
+
+async def clear_strategy(uow: UnitOfWork, account_id: str) -> AccountOut:
+    """The account stops being a UMA; it follows no model until one is given (PATCH)."""
+    account = await _account(uow.session, account_id, for_update=True)
+    if account.strategy is None:
+        raise NotFound(f"account {account_id} has no strategy")
+    account.strategy = None
+    return await _changed(uow, account)
+
+
+async def put_security_list(
+    uow: UnitOfWork, list_id: str, body: SecurityListIn, actor: str
+) -> SecurityListOut:
+    """Create or replace a named list; every account restricted by it is announced again
+    (its account-changed carries the list's new members)."""
+    symbols = sorted(set(body.symbols))
+    row = await repo.get_security_list(uow.session, list_id, for_update=True)
+    if row is None:
+        row = SecurityList(list_id=list_id, name=body.name, symbols=symbols, updated_by=actor)
+    else:
+        row.name, row.symbols, row.updated_by = body.name, symbols, actor
+        row.updated_at = datetime.now(UTC)
+    await repo.save(uow.session, row)
+    await _announce_all(uow, await repo.accounts_restricted_by_list(uow.session, list_id))
+    return SecurityListOut.model_validate(row, from_attributes=True)
+
+
+async def get_security_list(session: AsyncSession, list_id: str) -> SecurityListOut:
+    row = await repo.get_security_list(session, list_id)
+    if row is None:
+        raise NotFound(f"no security list {list_id}")
+    return SecurityListOut.model_validate(row, from_attributes=True)
 
 
 async def get_account(session: AsyncSession, account_id: str) -> AccountOut:
-    return _view(await _account(session, account_id))
+    return view(await _account(session, account_id))
 
 
 async def remember_model(uow: UnitOfWork, event: ModelChangedV1) -> None:
@@ -115,6 +238,17 @@ async def decide(
     await repo.save(uow.session, proposal)
     if approve:
         _announce_approval(uow, proposal, account.tenant)
+    else:
+        uow.publish(
+            ProposalRejectedV1(
+                proposal_id=proposal.proposal_id,
+                account_id=proposal.account_id,
+                rejected_by=actor,
+                reason=note or NO_REASON,
+            ),
+            key=proposal.account_id,
+            tenant=account.tenant,
+        )
     return ProposalOut.model_validate(proposal, from_attributes=True)
 
 
@@ -138,20 +272,154 @@ def _announce_approval(uow: UnitOfWork, proposal: Proposal, tenant: str) -> None
     )
 
 
-def _announce(uow: UnitOfWork, account: Account) -> None:
-    uow.publish(
-        AccountChangedV1(
-            account_id=account.account_id,
-            household_id=account.household_id,
-            name=account.name,
-            account_type=account.account_type,
-            model_id=account.model_id,
-            status=account.status,
-            auto_approve=account.auto_approve,
-        ),
-        key=account.account_id,
-        tenant=account.tenant,
+async def _changed(uow: UnitOfWork, account: Account) -> AccountOut:
+    account.updated_at = datetime.now(UTC)
+    await repo.save(uow.session, account)
+    await _announce_all(uow, [account])
+    return view(account)
+
+
+async def _announce_all(uow: UnitOfWork, accounts: Sequence[Account]) -> None:
+    list_ids = sorted(
+        {r["value"] for a in accounts for r in a.restrictions if r["scope"] == "list"}
     )
+    lists = await repo.security_lists(uow.session, list_ids)
+    for account in accounts:
+        uow.publish(account_event(account, lists), key=account.account_id, tenant=account.tenant)
+
+
+def account_event(account: Account, lists: dict[str, list[str]]) -> AccountChangedV1:
+    """The account's whole state as account-changed (list restrictions carry the members)."""
+    return AccountChangedV1(
+        account_id=account.account_id,
+        household_id=account.household_id,
+        name=account.name,
+        account_type=account.account_type,
+        model_id=account.model_id,
+        status=account.status,
+        auto_approve=account.auto_approve,
+        rebalance_settings=RebalanceSettingsV1.model_validate(account.rebalance_settings),
+        restrictions=[
+            RestrictionV1(
+                kind=r["kind"],
+                scope=r["scope"],
+                value=r["value"],
+                source=r["source"],
+                reason=r["reason"],
+                set_by=r["set_by"],
+                symbols=lists.get(r["value"], []) if r["scope"] == "list" else [],
+            )
+            for r in account.restrictions
+        ],
+        tax_settings=TaxSettingsV1.model_validate(account.tax_settings or {}),
+        strategy=StrategyV1.model_validate(account.strategy) if account.strategy else None,
+    )
+
+
+async def _check_strategy(session: AsyncSession, strategy: Strategy, prefix: str) -> None:
+    """The rules the engine would reject a UMA for, named by field before they are stored."""
+    problems: list[FieldProblem] = []
+    sleeve_ids: set[str] = set()
+    model_ids: set[str] = set()
+    for i, sleeve in enumerate(strategy.sleeves):
+        where = f"{prefix}sleeves[{i}]"
+        if sleeve.sleeve_id in sleeve_ids:
+            problems.append(FieldProblem(f"{where}.sleeve_id", f"{sleeve.sleeve_id} used twice"))
+        if sleeve.model_id in model_ids:
+            problems.append(
+                FieldProblem(
+                    f"{where}.model_id", f"model {sleeve.model_id} has two sleeves: one per model"
+                )
+            )
+        sleeve_ids.add(sleeve.sleeve_id)
+        model_ids.add(sleeve.model_id)
+        lo, hi = _band_bounds(sleeve.band.kind, sleeve.band.width, sleeve.weight)
+        if lo < -BAND_EPS or hi > 1 + BAND_EPS:
+            problems.append(
+                FieldProblem(
+                    f"{where}.band.width",
+                    f"{sleeve.band.kind} band ±{sleeve.band.width} around target {sleeve.weight} "
+                    f"gives {lo}–{hi}, outside 0–1: the band is wider than the target allows",
+                )
+            )
+    total = sum((s.weight for s in strategy.sleeves), Decimal(0))
+    if abs(total - 1) > WEIGHT_TOLERANCE:
+        problems.append(
+            FieldProblem(f"{prefix}sleeves", f"sleeve weights add up to {total}, not 1")
+        )
+    known = await repo.known_model_ids(session, sorted(model_ids))
+    for i, sleeve in enumerate(strategy.sleeves):
+        if sleeve.model_id not in known:
+            problems.append(
+                FieldProblem(f"{prefix}sleeves[{i}].model_id", f"unknown model {sleeve.model_id}")
+            )
+    if problems:
+        raise InvalidInput(
+            f"invalid strategy: {problems[0].field}: {problems[0].message}", problems
+        )
+
+
+def _band_bounds(kind: str, width: Decimal, target: Decimal) -> tuple[Decimal, Decimal]:
+    if kind == "absolute":
+        return target - width, target + width
+    return target * (1 - width), target * (1 + width)
+
+
+async def _check_restrictions(
+    session: AsyncSession, items: Sequence[RestrictionIn], field: str
+) -> None:
+    problems: list[FieldProblem] = []
+    seen: set[tuple[str, str, str]] = set()
+    for i, r in enumerate(items):
+        key = (r.kind, r.scope, r.value)
+        if key in seen:
+            problems.append(
+                FieldProblem(f"{field}[{i}]", f"{r.kind} on {r.scope} {r.value} given twice")
+            )
+        seen.add(key)
+    wanted = sorted({r.value for r in items if r.scope == "list"})
+    known = await repo.security_lists(session, wanted)
+    for i, r in enumerate(items):
+        if r.scope == "list" and r.value not in known:
+            problems.append(
+                FieldProblem(
+                    f"{field}[{i}].value",
+                    f"unknown security list {r.value}: PUT /security-lists/{r.value} first",
+                )
+            )
+    if problems:
+        raise InvalidInput(
+            f"invalid restrictions: {problems[0].field}: {problems[0].message}", problems
+        )
+
+
+def _restriction_key(r: dict[str, Any]) -> tuple[str, str, str]:
+    return r["kind"], r["scope"], r["value"]
+
+
+def _restriction_docs(
+    items: Iterable[RestrictionIn], actor: str, now: datetime
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "kind": r.kind,
+            "scope": r.scope,
+            "value": r.value,
+            "source": r.source,
+            "reason": r.reason,
+            "set_by": r.set_by or actor,
+            "set_at": now.isoformat(),
+        }
+        for r in items
+    ]
+
+
+def _settings_doc(settings: RebalanceSettings | None) -> dict[str, Any]:
+    return settings.model_dump(mode="json", exclude_none=True) if settings else {}
+
+
+def _doc(model: TaxSettings | Strategy | None) -> dict[str, Any] | None:
+    return model.model_dump(mode="json") if model is not None else None
 
 
 async def _check_models(session: AsyncSession, model_ids: Sequence[str | None]) -> None:
@@ -174,5 +442,20 @@ async def _account(session: AsyncSession, account_id: str, *, for_update: bool =
     return account
 
 
-def _view(account: Account) -> AccountOut:
-    return AccountOut.model_validate(account, from_attributes=True)
+def view(account: Account) -> AccountOut:
+    return AccountOut(
+        account_id=account.account_id,
+        tenant=account.tenant,
+        household_id=account.household_id,
+        name=account.name,
+        account_type=account.account_type,  # type: ignore[arg-type]
+        model_id=account.model_id,
+        auto_approve=account.auto_approve,
+        status=account.status,  # type: ignore[arg-type]
+        rebalance_settings=RebalanceSettings.model_validate(account.rebalance_settings),
+        tax_settings=TaxSettings.model_validate(account.tax_settings or {}),
+        strategy=Strategy.model_validate(account.strategy) if account.strategy else None,
+        restrictions=[RestrictionOut.model_validate(r) for r in account.restrictions],
+        created_at=account.created_at,
+        updated_at=account.updated_at,
+    )

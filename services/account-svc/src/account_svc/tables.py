@@ -3,7 +3,7 @@
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Column, DateTime
+from sqlalchemy import Column, DateTime, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
@@ -32,7 +32,34 @@ class Account(Table, table=True):
     model_id: str | None = Field(default=None, max_length=64, index=True)
     status: str = Field(default="active", max_length=16)  # active | suspended | closed
     auto_approve: bool = True
+    # the engine's settings; a missing key means rebalance-svc's default (schemas.py)
+    rebalance_settings: dict[str, Any] = Field(
+        default_factory=dict,
+        sa_column=Column(JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    )
+    # [{kind, scope, value, source, reason, set_by, set_at}]
+    restrictions: list[dict[str, Any]] = Field(
+        default_factory=list,
+        sa_column=Column(JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    )
+    # None: the defaults of TaxSettings
+    tax_settings: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    # a UMA's sleeves and rebalance range; None for an SMA
+    strategy: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
     created_at: datetime = _timestamp()
+    updated_at: datetime = _timestamp()
+
+
+class SecurityList(Table, table=True):
+    """A named list of securities (an ESG screen, a firm's do-not-trade list) that
+    restrictions may refer to (scope "list")."""
+
+    __tablename__ = "security_lists"
+
+    list_id: str = Field(primary_key=True, max_length=64)
+    name: str
+    symbols: list[str] = Field(sa_column=Column(JSONB, nullable=False))
+    updated_by: str
     updated_at: datetime = _timestamp()
 
 

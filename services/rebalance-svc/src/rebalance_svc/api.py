@@ -1,13 +1,15 @@
 """rebalance-svc's REST routes: runs and the state of its read model."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from ballast_common.app import ReadSession
+from ballast_common.app import ReadSession, RuntimeDep, UoW
 from ballast_common.errors import NotFound
 from fastapi import APIRouter, Query
 
 from rebalance_svc import repository as repo
-from rebalance_svc.schemas import ReadModelStatus, RunOut
+from rebalance_svc import service
+from rebalance_svc.schemas import ReadModelStatus, RunOut, ScanIn
+from rebalance_svc.settings import Settings
 
 router = APIRouter()
 
@@ -28,6 +30,35 @@ async def get_run(run_id: str, session: ReadSession) -> RunOut:
     run = await repo.get_run(session, run_id)
     if run is None:
         raise NotFound(f"no run {run_id}")
+    return RunOut.model_validate(run, from_attributes=True)
+
+
+@router.get(
+    "/runs/{run_id}/scenarios/{account_id}",
+    tags=["runs"],
+    summary="The engine's input for one account of a run (replay: ballast engine rebalance)",
+)
+async def get_scenario(run_id: str, account_id: str, session: ReadSession) -> dict[str, Any]:
+    scenario = await repo.get_scenario(session, run_id, account_id)
+    if scenario is None:
+        raise NotFound(f"no scenario of account {account_id} in run {run_id}")
+    return scenario.scenario
+
+
+@router.post(
+    "/scans",
+    tags=["runs"],
+    status_code=201,
+    response_model=RunOut,
+    summary="Scan every account for drift (vectorized); optionally rebalance those out of band",
+)
+async def run_scan(uow: UoW, runtime: RuntimeDep, body: ScanIn | None = None) -> RunOut:
+    settings = runtime.settings
+    assert isinstance(settings, Settings)
+    rebalance = body.rebalance if body is not None else False
+    run = await service.scan(
+        uow, settings, rebalance=rebalance, trigger="scan+rebalance" if rebalance else "scan"
+    )
     return RunOut.model_validate(run, from_attributes=True)
 
 

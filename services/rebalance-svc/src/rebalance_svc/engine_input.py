@@ -1,29 +1,56 @@
-"""Between rebalance-svc's read model and the pure engine: build the engine's inputs, and turn
-its results into the pieces of drift-detected and trades-proposed. No I/O."""
+"""Between rebalance-svc's read model and the pure engine: build the engine's inputs (accounts
+with their own settings, restrictions, sleeves and tax lots; the shared reference) and turn
+its results into the pieces of drift-detected and trades-proposed. No I/O.
+
+How a UMA's holdings are split into sleeves (taxlot-svc keeps one position per symbol):
+  1. a lot that names a sleeve of the account (`sleeve_id`) belongs to that sleeve;
+  2. the rest of the position (shares not in such lots, with the lots that name no known
+     sleeve) goes to its *home* sleeve: the first sleeve, in strategy order, whose model holds
+     the symbol; when no model holds it, the first sleeve (where it is sold as not in model);
+  3. a sleeve's holding carries its lots only when they add up to its shares.
+Cash is not kept per sleeve by the book of record, so a UMA's cash arrives as unallocated
+account cash: the strategic rebalance hands it to the sleeves (every movement recorded).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
 from decimal import Decimal
+from typing import Any
 
+import numpy as np
+from ballast_common.contracts.events import LossSaleV1, TaxSettingsV1
+from ballast_engine.drift import LEVELS, BookArrays, DriftScan
 from ballast_engine.model import (
     Account,
     Band,
     BandKind,
     DriftLevel,
+    FreedCashPolicy,
     Holding,
     Model,
     ModelEntry,
+    RangeKind,
+    RebalanceRange,
     RebalanceResult,
     Reference,
+    Restriction,
+    RestrictionKind,
+    RestrictionScope,
     Security,
     Settings,
     Sleeve,
+    Strategy,
+    StrategyEntry,
+    TaxLot,
 )
 
-SLEEVE = "main"  # an SMA has one sleeve; UMAs (several sleeves) come with account-svc sleeves
+SLEEVE = "main"  # the one sleeve of an SMA
 WEIGHT = Decimal("0.000001")
+LOT_TOLERANCE = 1e-6
 
 
 @dataclass(frozen=True)
@@ -35,10 +62,77 @@ class SecurityRow:
     fractional_eligible: bool
 
 
+@dataclass(frozen=True)
+class Defaults:
+    """The service's settings (REBALANCE_SVC_*): what an account that set nothing gets."""
+
+    min_trade_value: Decimal
+    security_tolerance: Decimal
+    cash_band: Decimal
+
+
+@dataclass(frozen=True)
+class SleeveRow:
+    sleeve_id: str
+    model_id: str
+    weight: Decimal
+    band_kind: str
+    band_width: Decimal
+
+
+@dataclass(frozen=True)
+class AccountRow:
+    """One account of the read model, as plain data."""
+
+    account_id: str
+    model_id: str | None
+    rebalance_settings: Mapping[str, Any] = field(default_factory=dict)
+    restrictions: Sequence[Mapping[str, Any]] = ()
+    sleeves: tuple[SleeveRow, ...] = ()
+    rebalance_range: str | None = None
+    interior_pct: Decimal | None = None
+
+    @property
+    def is_uma(self) -> bool:
+        return bool(self.sleeves)
+
+    def model_ids(self) -> list[str]:
+        if self.sleeves:
+            return [s.model_id for s in self.sleeves]
+        return [self.model_id] if self.model_id else []
+
+
+@dataclass(frozen=True)
+class PositionRow:
+    symbol: str
+    quantity: Decimal
+    lots: Sequence[Mapping[str, Any]] = ()
+
+
+@dataclass(frozen=True)
+class TaxContext:
+    """What tax-aware rebalancing needs beyond the lots (the engine does not take it yet):
+    the account's tax settings and the household's recent loss sales (wash-sale window)."""
+
+    account_id: str
+    account_type: str | None
+    household_id: str | None
+    settings: TaxSettingsV1
+    recent_loss_sales: tuple[LossSaleV1, ...] = ()
+
+
+# --------------------------------------------------------------------------------------------
+# Reference
+
+
 def reference_for(
-    securities: Mapping[str, SecurityRow], model_id: str, targets: Mapping[str, Decimal]
+    securities: Mapping[str, SecurityRow],
+    models: Mapping[str, Mapping[str, Decimal]],
+    strategies: Iterable[Strategy] = (),
+    lists: Mapping[str, Iterable[str]] | None = None,
 ) -> Reference:
-    """The securities the engine may price, and the one model being rebalanced."""
+    """The securities the engine may price, the models (id -> symbol -> weight), the UMAs'
+    strategies and the named security lists restrictions refer to."""
     return Reference(
         securities={
             s.symbol: Security(
@@ -57,37 +151,208 @@ def reference_for(
                     ModelEntry(symbol, float(weight)) for symbol, weight in sorted(targets.items())
                 ),
             )
+            for model_id, targets in models.items()
         },
+        strategies={s.strategy_id: s for s in strategies},
+        lists={name: frozenset(symbols) for name, symbols in (lists or {}).items()},
     )
 
 
-def sma_account(
-    account_id: str,
-    model_id: str,
-    cash: Decimal,
-    holdings: Mapping[str, Decimal],
-    min_trade_value: Decimal,
-    security_tolerance: Decimal,
-    cash_band: Decimal,
-) -> Account:
-    """A separately managed account: one sleeve following the model, whole shares."""
-    settings = Settings(
-        min_trade_value=float(min_trade_value),
-        security_band=Band(BandKind.ABSOLUTE, float(security_tolerance)),
-        cash_band=Band(BandKind.ABSOLUTE, float(cash_band)),
-    )
-    return Account(
-        account_id,
-        (
-            Sleeve(
-                SLEEVE,
-                model_id,
-                cash=float(cash),
-                holdings=tuple(Holding(s, float(q)) for s, q in sorted(holdings.items()) if q),
-                settings=settings,
-            ),
+def strategy_for(account: AccountRow) -> Strategy:
+    """A UMA's strategy (its id is the account id)."""
+    kind = RangeKind(account.rebalance_range or RangeKind.TARGET.value)
+    return Strategy(
+        account.account_id,
+        tuple(
+            StrategyEntry(s.model_id, float(s.weight), _band(s.band_kind, s.band_width))
+            for s in account.sleeves
+        ),
+        RebalanceRange(
+            kind, float(account.interior_pct) if account.interior_pct is not None else 50.0
         ),
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Accounts
+
+
+def engine_settings(doc: Mapping[str, Any], defaults: Defaults) -> Settings:
+    """The account's rebalance settings; a missing or null field takes the service default
+    (REBALANCE_SVC_*) or, where the service has none, the engine's."""
+
+    def get(name: str, fallback: Any) -> Any:
+        value = doc.get(name)
+        return fallback if value is None else value
+
+    def band(name: str, width: Decimal) -> Band:
+        b = doc.get(name)
+        if b is None:
+            return Band(BandKind.ABSOLUTE, float(width))
+        return _band(b.get("kind", "absolute"), b["width"])
+
+    return Settings(
+        min_trade_value=float(get("min_trade_value", defaults.min_trade_value)),
+        min_trade_shares=float(get("min_trade_shares", 0)),
+        min_opening_trade_value=float(get("min_opening_trade_value", 0)),
+        fractional=bool(get("fractional", False)),
+        share_decimals=int(get("share_decimals", 3)),
+        cash_target=float(get("cash_target", 0)),
+        cash_reserve=float(get("cash_reserve", 0)),
+        cash_band=band("cash_band", defaults.cash_band),
+        security_band=band("security_band", defaults.security_tolerance),
+        freed_cash=FreedCashPolicy(get("freed_cash", FreedCashPolicy.PRO_RATA.value)),
+    )
+
+
+def engine_restrictions(docs: Iterable[Mapping[str, Any]]) -> tuple[Restriction, ...]:
+    return tuple(
+        Restriction(
+            RestrictionKind(d["kind"]),
+            RestrictionScope(d["scope"]),
+            d["value"],
+            d.get("source") or "client",
+        )
+        for d in docs
+    )
+
+
+def tax_lots(lots: Iterable[Mapping[str, Any]]) -> tuple[TaxLot, ...]:
+    return tuple(
+        TaxLot(
+            str(lot["lot_id"]),
+            float(lot["quantity"]),
+            float(lot["cost_basis"]),
+            str(lot["acquired"]),
+        )
+        for lot in lots
+    )
+
+
+def engine_account(
+    account: AccountRow,
+    cash: Decimal,
+    positions: Iterable[PositionRow],
+    defaults: Defaults,
+    model_symbols: Mapping[str, Iterable[str]],
+) -> Account:
+    """An SMA (one sleeve on its model, with the account's cash) or a UMA (one sleeve per
+    strategy model, holdings split by the rule above, cash unallocated), each sleeve with the
+    account's settings, the account's restrictions, and tax lots where they add up."""
+    settings = engine_settings(account.rebalance_settings, defaults)
+    restrictions = engine_restrictions(account.restrictions)
+    if not account.is_uma:
+        holdings = tuple(
+            _holding(p.symbol, p.quantity, p.lots)
+            for p in sorted(positions, key=_symbol)
+            if p.quantity
+        )
+        sleeve = Sleeve(
+            SLEEVE, account.model_id or "", cash=float(cash), holdings=holdings, settings=settings
+        )
+        return Account(account.account_id, (sleeve,), restrictions=restrictions)
+    split = split_holdings(account.sleeves, positions, model_symbols)
+    sleeves = tuple(
+        Sleeve(
+            s.sleeve_id,
+            s.model_id,
+            cash=0.0,
+            holdings=tuple(split.get(s.sleeve_id, ())),
+            settings=settings,
+        )
+        for s in account.sleeves
+    )
+    return Account(
+        account.account_id,
+        sleeves,
+        cash=float(cash),
+        restrictions=restrictions,
+        strategy_id=account.account_id,
+    )
+
+
+def split_holdings(
+    sleeves: Sequence[SleeveRow],
+    positions: Iterable[PositionRow],
+    model_symbols: Mapping[str, Iterable[str]],
+) -> dict[str, list[Holding]]:
+    """A UMA's positions per sleeve (see the module's docstring for the rule)."""
+    ids = {s.sleeve_id for s in sleeves}
+    held_by = {s.model_id: set(model_symbols.get(s.model_id, ())) for s in sleeves}
+    out: dict[str, list[Holding]] = defaultdict(list)
+    for p in sorted(positions, key=_symbol):
+        if p.quantity <= 0:
+            continue
+        shares: dict[str, Decimal] = defaultdict(Decimal)
+        lots: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+        loose: list[Mapping[str, Any]] = []
+        for lot in p.lots:
+            sleeve_id = lot.get("sleeve_id")
+            if sleeve_id in ids:
+                shares[sleeve_id] += Decimal(str(lot["quantity"]))
+                lots[sleeve_id].append(lot)
+            else:
+                loose.append(lot)
+        rest = p.quantity - sum(shares.values(), Decimal(0))
+        if rest < 0:  # the lots claim more than the position: trust the position
+            shares.clear()
+            lots.clear()
+            rest, loose = p.quantity, list(p.lots)
+        if rest > 0:
+            home = next(
+                (s.sleeve_id for s in sleeves if p.symbol in held_by[s.model_id]),
+                sleeves[0].sleeve_id,
+            )
+            shares[home] += rest
+            lots[home].extend(loose)
+        for s in sleeves:
+            if shares.get(s.sleeve_id):
+                out[s.sleeve_id].append(_holding(p.symbol, shares[s.sleeve_id], lots[s.sleeve_id]))
+    return out
+
+
+def tax_context(
+    account_id: str,
+    account_type: str | None,
+    household_id: str | None,
+    tax_settings: Mapping[str, Any] | None,
+    loss_sales: Iterable[LossSaleV1],
+) -> TaxContext:
+    sales = sorted(
+        set(loss_sales), key=lambda s: (s.sold_on, s.symbol, s.quantity, s.loss_per_share)
+    )
+    return TaxContext(
+        account_id,
+        account_type,
+        household_id,
+        TaxSettingsV1.model_validate(tax_settings or {}),
+        tuple(sales),
+    )
+
+
+def loss_sale(symbol: str, sold_on: date, quantity: Decimal, loss: Decimal) -> LossSaleV1:
+    return LossSaleV1(symbol=symbol, sold_on=sold_on, quantity=quantity, loss_per_share=loss)
+
+
+def _holding(symbol: str, quantity: Decimal, lots: Sequence[Mapping[str, Any]]) -> Holding:
+    q = float(quantity)
+    engine_lots = tax_lots(lots)
+    total = sum(lot.quantity for lot in engine_lots)
+    if not engine_lots or abs(total - q) > LOT_TOLERANCE * max(1.0, q):
+        engine_lots = ()  # lots that do not add up are left out rather than rejected
+    return Holding(symbol, q, engine_lots)
+
+
+def _band(kind: str, width: Any) -> Band:
+    return Band(BandKind(kind), float(width))
+
+
+def _symbol(p: PositionRow) -> str:
+    return p.symbol
+
+
+# --------------------------------------------------------------------------------------------
+# Results
 
 
 @dataclass(frozen=True)
@@ -108,6 +373,59 @@ def security_drift(result: RebalanceResult) -> list[SecurityDrift]:
         for item in result.drift_before.items
         if item.level is DriftLevel.SECURITY
     ]
+
+
+@dataclass(frozen=True)
+class ScannedAccount:
+    """One account of a drift scan: whether any level is out of its band, the largest
+    security drift, value, and each position's weight against its target (in its sleeve)."""
+
+    account_id: str
+    out_of_tolerance: bool
+    levels: tuple[str, ...]
+    max_abs_drift: Decimal
+    total_value: Decimal
+    securities: tuple[SecurityDrift, ...]
+
+
+def scanned_accounts(arrays: BookArrays, scan: DriftScan) -> list[ScannedAccount]:
+    """Per account of the scan, from the same arrays the scan used (vectorized totals)."""
+    n = len(arrays.account_ids)
+    if n == 0:
+        return []
+    sleeve_rows = np.broadcast_to(np.arange(n)[:, None], arrays.slot_sleeve.shape)
+    used = arrays.slot_sleeve >= 0
+    sleeve_value = arrays.sleeve_cash.copy()
+    np.add.at(sleeve_value, (sleeve_rows[used], arrays.slot_sleeve[used]), arrays.value[used])
+    denominator = np.where(
+        used, np.take_along_axis(sleeve_value, np.maximum(arrays.slot_sleeve, 0), axis=1), 1.0
+    )
+    weights = np.where(denominator > 0, arrays.value / np.where(denominator > 0, denominator, 1), 0)
+    totals = arrays.value.sum(axis=1) + arrays.sleeve_cash.sum(axis=1) + arrays.account_cash
+    levels = [lv.value for lv in LEVELS]  # the scan's columns, in order
+    out = []
+    for i, account_id in enumerate(arrays.account_ids):
+        keys = arrays.slot_keys[i] if arrays.slot_keys is not None else None
+        securities = tuple(
+            SecurityDrift(
+                keys[j] if keys is not None else str(j),
+                _weight(float(arrays.slot_target[i, j])),
+                _weight(float(weights[i, j])),
+            )
+            for j in np.nonzero(used[i])[0]
+        )
+        flags = scan.flags[i]
+        out.append(
+            ScannedAccount(
+                account_id,
+                bool(flags.any()),
+                tuple(lv for j, lv in enumerate(levels) if flags[j]),
+                _weight(float(scan.max_abs_drift[i, 0])),
+                money(float(totals[i])).quantize(Decimal("0.01")),
+                securities,
+            )
+        )
+    return out
 
 
 def _weight(value: float) -> Decimal:

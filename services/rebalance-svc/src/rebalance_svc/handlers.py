@@ -1,10 +1,14 @@
-"""rebalance-svc's consumers."""
+"""rebalance-svc's consumers and its interval drift scan."""
 
+import asyncio
+
+from ballast_common.app import Runtime
 from ballast_common.consumer import Subscription
 from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import (
     AccountChangedV1,
     HoldingsReconciledV1,
+    HoldingsReconciledV2,
     ModelChangedV1,
     SecuritiesChangedV1,
 )
@@ -25,7 +29,7 @@ async def on_account_changed(uow: UnitOfWork, envelope: Envelope, event: Account
 
 
 async def on_holdings_reconciled(
-    uow: UnitOfWork, envelope: Envelope, event: HoldingsReconciledV1
+    uow: UnitOfWork, envelope: Envelope, event: HoldingsReconciledV1 | HoldingsReconciledV2
 ) -> None:
     await service.record_holdings(uow, event)
 
@@ -40,3 +44,17 @@ def subscriptions(settings: Settings) -> list[Subscription]:
         Subscription("holdings-reconciled", on_holdings_reconciled),
         Subscription("model-changed", on_model_changed),
     ]
+
+
+async def scan_loop(runtime: Runtime) -> None:
+    """Scan the book for drift every REBALANCE_SVC_SCAN_INTERVAL_SECONDS (off when 0)."""
+    settings = runtime.settings
+    assert isinstance(settings, Settings)
+    if settings.scan_interval_seconds <= 0:
+        return
+    while True:
+        await asyncio.sleep(settings.scan_interval_seconds)
+        async with runtime.uow() as uow:
+            await service.scan(
+                uow, settings, rebalance=settings.scan_rebalance, trigger="interval-scan"
+            )

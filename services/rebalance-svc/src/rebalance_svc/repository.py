@@ -3,13 +3,38 @@
 from collections import defaultdict
 from collections.abc import Sequence
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import delete, func
+from sqlalchemy import delete, func, or_
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from rebalance_svc.tables import Account, Cash, Holding, Model, Run, Scenario, Security
+from rebalance_svc.tables import (
+    Account,
+    Cash,
+    Holding,
+    LossSale,
+    Model,
+    Run,
+    Scenario,
+    Security,
+    SecurityList,
+    Sleeve,
+)
+
+ACCOUNT_FIELDS = (
+    "tenant",
+    "model_id",
+    "status",
+    "household_id",
+    "account_type",
+    "rebalance_settings",
+    "restrictions",
+    "tax_settings",
+    "rebalance_range",
+    "interior_pct",
+)
 
 
 async def upsert_securities(session: AsyncSession, rows: Sequence[dict[str, object]]) -> None:
@@ -41,55 +66,153 @@ async def upsert_account(session: AsyncSession, account: Account) -> None:
     stmt = insert(Account).values(account.model_dump())
     stmt = stmt.on_conflict_do_update(
         index_elements=[Account.account_id],
-        set_={c: stmt.excluded[c] for c in ("tenant", "model_id", "status")},
+        set_={c: stmt.excluded[c] for c in ACCOUNT_FIELDS},
     )
     await session.execute(stmt)
 
 
-async def accounts_following(session: AsyncSession, model_id: str) -> list[Account]:
+async def replace_sleeves(session: AsyncSession, account_id: str, sleeves: list[Sleeve]) -> None:
+    await session.execute(delete(Sleeve).where(col(Sleeve.account_id) == account_id))
+    if sleeves:
+        await session.execute(insert(Sleeve).values([s.model_dump() for s in sleeves]))
+
+
+async def upsert_security_lists(session: AsyncSession, lists: dict[str, list[str]]) -> None:
+    if not lists:
+        return
+    stmt = insert(SecurityList).values(
+        [{"list_id": k, "symbols": v} for k, v in sorted(lists.items())]
+    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[SecurityList.list_id], set_={"symbols": stmt.excluded.symbols}
+    )
+    await session.execute(stmt)
+
+
+async def security_lists(session: AsyncSession) -> dict[str, list[str]]:
+    result = await session.exec(select(SecurityList.list_id, SecurityList.symbols))
+    return {list_id: list(symbols) for list_id, symbols in result}
+
+
+async def accounts_on_model(session: AsyncSession, model_id: str) -> list[Account]:
+    """SMAs following the model and UMAs with a sleeve on it."""
+    with_sleeve = select(Sleeve.account_id).where(Sleeve.model_id == model_id)
     result = await session.exec(
-        select(Account).where(Account.model_id == model_id).order_by(col(Account.account_id))
+        select(Account)
+        .where(or_(col(Account.model_id) == model_id, col(Account.account_id).in_(with_sleeve)))
+        .order_by(col(Account.account_id))
     )
     return list(result)
 
 
+async def all_accounts(session: AsyncSession) -> list[Account]:
+    return list(await session.exec(select(Account).order_by(col(Account.account_id))))
+
+
+async def sleeves_of(session: AsyncSession, account_ids: Sequence[str]) -> dict[str, list[Sleeve]]:
+    result = await session.exec(
+        select(Sleeve)
+        .where(col(Sleeve.account_id).in_(account_ids))
+        .order_by(col(Sleeve.account_id), col(Sleeve.position))
+    )
+    out: dict[str, list[Sleeve]] = defaultdict(list)
+    for row in result:
+        out[row.account_id].append(row)
+    return out
+
+
+async def models(session: AsyncSession, model_ids: Sequence[str]) -> dict[str, Model]:
+    result = await session.exec(select(Model).where(col(Model.model_id).in_(model_ids)))
+    return {m.model_id: m for m in result}
+
+
 async def replace_holdings(
-    session: AsyncSession, account_id: str, cash: Decimal, positions: dict[str, Decimal]
+    session: AsyncSession,
+    account_id: str,
+    cash: Decimal,
+    positions: Sequence[tuple[str, Decimal, list[dict[str, Any]]]],
+    household_id: str | None = None,
+    loss_sales: Sequence[dict[str, Any]] = (),
 ) -> None:
+    """Replace an account's positions (with lots), cash and recent loss sales."""
     await session.execute(delete(Holding).where(col(Holding.account_id) == account_id))
     if positions:
         await session.execute(
             insert(Holding).values(
                 [
-                    {"account_id": account_id, "symbol": s, "quantity": q}
-                    for s, q in positions.items()
+                    {"account_id": account_id, "symbol": s, "quantity": q, "lots": lots}
+                    for s, q, lots in positions
                 ]
             )
         )
-    stmt = insert(Cash).values(account_id=account_id, amount=cash, updated_at=func.now())
+    stmt = insert(Cash).values(
+        account_id=account_id, amount=cash, household_id=household_id, updated_at=func.now()
+    )
     stmt = stmt.on_conflict_do_update(
         index_elements=[Cash.account_id],
-        set_={"amount": stmt.excluded.amount, "updated_at": stmt.excluded.updated_at},
+        set_={
+            "amount": stmt.excluded.amount,
+            "household_id": stmt.excluded.household_id,
+            "updated_at": stmt.excluded.updated_at,
+        },
     )
     await session.execute(stmt)
+    await session.execute(delete(LossSale).where(col(LossSale.account_id) == account_id))
+    if loss_sales:
+        await session.execute(
+            insert(LossSale).values(
+                [
+                    {"account_id": account_id, "seq": i, "household_id": household_id, **sale}
+                    for i, sale in enumerate(loss_sales)
+                ]
+            )
+        )
 
 
 async def books_of(
     session: AsyncSession, account_ids: Sequence[str]
-) -> tuple[dict[str, Decimal], dict[str, dict[str, Decimal]]]:
-    """Cash and holdings of the given accounts; accounts never reconciled have no cash row."""
+) -> tuple[dict[str, Decimal], dict[str, list[Holding]]]:
+    """Cash and holdings (with lots) of the given accounts; accounts never reconciled have
+    no cash row."""
     cash_rows = await session.exec(
         select(col(Cash.account_id), col(Cash.amount)).where(col(Cash.account_id).in_(account_ids))
     )
     holding_rows = await session.exec(
-        select(col(Holding.account_id), col(Holding.symbol), col(Holding.quantity)).where(
-            col(Holding.account_id).in_(account_ids)
+        select(Holding)
+        .where(col(Holding.account_id).in_(account_ids))
+        .order_by(col(Holding.account_id), col(Holding.symbol))
+    )
+    holdings: dict[str, list[Holding]] = defaultdict(list)
+    for row in holding_rows:
+        holdings[row.account_id].append(row)
+    return dict(cash_rows.all()), holdings
+
+
+async def households_of(session: AsyncSession, account_ids: Sequence[str]) -> dict[str, str]:
+    """The household of each account as holdings-reconciled v2 last said."""
+    result = await session.exec(
+        select(col(Cash.account_id), col(Cash.household_id)).where(
+            col(Cash.account_id).in_(account_ids), col(Cash.household_id).is_not(None)
         )
     )
-    holdings: dict[str, dict[str, Decimal]] = defaultdict(dict)
-    for account_id, symbol, quantity in holding_rows:
-        holdings[account_id][symbol] = quantity
-    return dict(cash_rows.all()), holdings
+    return {a: h for a, h in result.all() if h is not None}
+
+
+async def loss_sales_of(
+    session: AsyncSession, account_ids: Sequence[str], household_ids: Sequence[str]
+) -> list[LossSale]:
+    """Recent loss sales reported for these accounts or any account of these households."""
+    result = await session.exec(
+        select(LossSale)
+        .where(
+            or_(
+                col(LossSale.account_id).in_(account_ids),
+                col(LossSale.household_id).in_(household_ids),
+            )
+        )
+        .order_by(col(LossSale.account_id), col(LossSale.seq))
+    )
+    return list(result)
 
 
 async def get_run(session: AsyncSession, run_id: str) -> Run | None:
@@ -116,6 +239,8 @@ async def read_model_counts(session: AsyncSession) -> dict[str, int]:
         "models": await count(Model),
         "accounts": await count(Account),
         "accounts_with_holdings": await count(Cash),
+        "uma_sleeves": await count(Sleeve),
+        "security_lists": await count(SecurityList),
         "runs": await count(Run),
     }
 

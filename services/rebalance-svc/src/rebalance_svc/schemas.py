@@ -2,7 +2,7 @@
 
 from datetime import datetime
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class RunOut(BaseModel):
@@ -24,4 +24,14 @@ class ReadModelStatus(BaseModel):
     models: int
     accounts: int
     accounts_with_holdings: int
+    uma_sleeves: int = 0
+    security_lists: int = 0
     runs: int
+
+
+class ScanIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    rebalance: bool = Field(
+        default=False, description="also rebalance the accounts out of tolerance"
+    )

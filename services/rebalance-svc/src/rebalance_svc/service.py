@@ -1,9 +1,12 @@
-"""rebalance-svc's rules: keep the read model current, and rebalance on a model change."""
+"""rebalance-svc's rules: keep the read model current, rebalance on a model change, and scan
+the whole book for drift."""
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -12,6 +15,8 @@ from ballast_common.contracts.events import (
     AccountChangedV1,
     DriftDetectedV1,
     HoldingsReconciledV1,
+    HoldingsReconciledV2,
+    LossSaleV1,
     ModelChangedV1,
     SecuritiesChangedV1,
     SecurityDriftV1,
@@ -19,24 +24,41 @@ from ballast_common.contracts.events import (
     TradeV1,
 )
 from ballast_common.uow import UnitOfWork
-from ballast_engine.model import Book, RebalanceInput, RebalanceResult
+from ballast_engine.drift import book_arrays, scan_drift
+from ballast_engine.model import Account as EngineAccount
+from ballast_engine.model import Book, RebalanceInput, RebalanceResult, Reference
 from ballast_engine.rebalance import rebalance_book
 from ballast_engine.scenario import scenario_to_dict
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from rebalance_svc import repository as repo
 from rebalance_svc.engine_input import (
+    AccountRow,
+    Defaults,
+    PositionRow,
+    SecurityDrift,
     SecurityRow,
+    SleeveRow,
+    TaxContext,
+    engine_account,
     money,
     reference_for,
+    scanned_accounts,
     security_drift,
-    sma_account,
+    strategy_for,
+    tax_context,
 )
 from rebalance_svc.settings import Settings
-from rebalance_svc.tables import Account, Model, Run
+from rebalance_svc.tables import Account, Model, Run, Sleeve
 
 log = logging.getLogger(__name__)
 IDS = uuid.UUID("5d0c2b7e-4a1f-4c1e-9f0a-ba11a57ba11a")  # namespace of derived ids
 WEIGHT = Decimal("0.000001")
+ALL_MODELS = "*"  # the model id of a scan's run: every account, whatever it follows
+
+
+# --------------------------------------------------------------------------------------------
+# Read model
 
 
 async def record_securities(uow: UnitOfWork, event: SecuritiesChangedV1) -> None:
@@ -56,21 +78,201 @@ async def record_securities(uow: UnitOfWork, event: SecuritiesChangedV1) -> None
 
 
 async def record_account(uow: UnitOfWork, event: AccountChangedV1, tenant: str) -> None:
+    """Keep the account's whole state: model or sleeves, settings, restrictions, tax settings.
+    A named list a restriction refers to is kept with the members the event carries."""
+    strategy = event.strategy
     await repo.upsert_account(
         uow.session,
         Account(
-            account_id=event.account_id, tenant=tenant, model_id=event.model_id, status=event.status
+            account_id=event.account_id,
+            tenant=tenant,
+            model_id=event.model_id if strategy is None else None,
+            status=event.status,
+            household_id=event.household_id,
+            account_type=event.account_type,
+            rebalance_settings=(
+                event.rebalance_settings.model_dump(mode="json", exclude_none=True)
+                if event.rebalance_settings is not None
+                else {}
+            ),
+            restrictions=[
+                r.model_dump(mode="json", exclude={"symbols"}) for r in event.restrictions
+            ],
+            tax_settings=(
+                event.tax_settings.model_dump(mode="json") if event.tax_settings else None
+            ),
+            rebalance_range=strategy.rebalance_range if strategy else None,
+            interior_pct=strategy.interior_pct if strategy else None,
         ),
     )
-
-
-async def record_holdings(uow: UnitOfWork, event: HoldingsReconciledV1) -> None:
-    await repo.replace_holdings(
+    await repo.replace_sleeves(
         uow.session,
         event.account_id,
-        event.cash,
-        {p.symbol: p.quantity for p in event.positions if p.quantity != 0},
+        [
+            Sleeve(
+                account_id=event.account_id,
+                sleeve_id=s.sleeve_id,
+                position=i,
+                model_id=s.model_id,
+                weight=s.weight,
+                band_kind=s.band.kind,
+                band_width=s.band.width,
+            )
+            for i, s in enumerate(strategy.sleeves if strategy else [])
+        ],
     )
+    await repo.upsert_security_lists(
+        uow.session,
+        {r.value: sorted(set(r.symbols)) for r in event.restrictions if r.scope == "list"},
+    )
+
+
+async def record_holdings(
+    uow: UnitOfWork, event: HoldingsReconciledV1 | HoldingsReconciledV2
+) -> None:
+    """Positions (with their lots under v2), cash, household and recent loss sales."""
+    if isinstance(event, HoldingsReconciledV2):
+        positions = [
+            (p.symbol, p.quantity, [lot.model_dump(mode="json") for lot in p.lots])
+            for p in event.positions
+            if p.quantity != 0
+        ]
+        household_id = event.household_id
+        sales = [s.model_dump() for s in event.recent_loss_sales]
+    else:
+        positions = [(p.symbol, p.quantity, []) for p in event.positions if p.quantity != 0]
+        household_id, sales = None, []
+    await repo.replace_holdings(
+        uow.session, event.account_id, event.cash, positions, household_id, sales
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Engine inputs from the read model
+
+
+@dataclass
+class Prepared:
+    """Everything a run gives the engine: one reference, the accounts ready to go (with
+    their tax context, which the engine does not take yet), and why others were skipped."""
+
+    reference: Reference
+    accounts: dict[str, EngineAccount] = field(default_factory=dict)
+    rows: dict[str, Account] = field(default_factory=dict)
+    labels: dict[str, tuple[str, int]] = field(default_factory=dict)  # model id and version
+    taxes: dict[str, TaxContext] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def defaults_of(settings: Settings) -> Defaults:
+    return Defaults(settings.min_trade_value, settings.security_tolerance, settings.cash_band)
+
+
+async def prepare(
+    session: AsyncSession, accounts: list[Account], settings: Settings, extra_models: list[Model]
+) -> Prepared:
+    """Build the engine's book from the read model; an account that cannot go (inactive, no
+    holdings yet, a model of it not published yet) is skipped with its reason."""
+    ids = [a.account_id for a in accounts]
+    sleeves = await repo.sleeves_of(session, ids)
+    rows = {a.account_id: _row(a, sleeves.get(a.account_id, [])) for a in accounts}
+    wanted = sorted({m for r in rows.values() for m in r.model_ids()})
+    models = await repo.models(session, wanted)
+    models.update({m.model_id: m for m in extra_models})
+    cash, holdings = await repo.books_of(session, ids)
+    securities = {
+        s.symbol: SecurityRow(s.symbol, s.price, s.asset_class, s.sector, s.fractional_eligible)
+        for s in await repo.all_securities(session)
+    }
+    households = await repo.households_of(session, ids)
+    for a in accounts:
+        if a.household_id:
+            households.setdefault(a.account_id, a.household_id)
+    sales = await _loss_sales(session, ids, households)
+    model_targets = {
+        m: {s: Decimal(w) for s, w in mod.targets.items()} for m, mod in models.items()
+    }
+    strategies = [strategy_for(r) for r in rows.values() if r.is_uma]
+    reference = reference_for(
+        securities, model_targets, strategies, await repo.security_lists(session)
+    )
+    prepared = Prepared(reference)
+    defaults = defaults_of(settings)
+    for account in accounts:
+        account_id = account.account_id
+        row = rows[account_id]
+        missing = [m for m in row.model_ids() if m not in models]
+        if account.status != "active":
+            prepared.skipped[account_id] = f"account is {account.status}"
+        elif not row.model_ids():
+            prepared.skipped[account_id] = "account follows no model"
+        elif missing:
+            prepared.skipped[account_id] = f"model {missing[0]} not published yet"
+        elif account_id not in cash:
+            prepared.skipped[account_id] = "no holdings reconciled yet"
+        else:
+            positions = [
+                PositionRow(h.symbol, h.quantity, h.lots) for h in holdings.get(account_id, [])
+            ]
+            prepared.accounts[account_id] = engine_account(
+                row, cash[account_id], positions, defaults, model_targets
+            )
+            prepared.rows[account_id] = account
+            prepared.labels[account_id] = _label(row, models)
+            household = households.get(account_id)
+            prepared.taxes[account_id] = tax_context(
+                account_id,
+                account.account_type,
+                household,
+                account.tax_settings,
+                sales.get(household or account_id, []),
+            )
+    return prepared
+
+
+def _row(account: Account, sleeves: list[Sleeve]) -> AccountRow:
+    return AccountRow(
+        account.account_id,
+        account.model_id,
+        account.rebalance_settings,
+        account.restrictions,
+        tuple(
+            SleeveRow(s.sleeve_id, s.model_id, s.weight, s.band_kind, s.band_width) for s in sleeves
+        ),
+        account.rebalance_range,
+        account.interior_pct,
+    )
+
+
+def _label(row: AccountRow, models: dict[str, Model]) -> tuple[str, int]:
+    """The model an account's events name: an SMA's model; a UMA's largest sleeve's."""
+    if row.is_uma:
+        model_id = max(row.sleeves, key=lambda s: s.weight).model_id
+    else:
+        model_id = row.model_id or ""
+    return model_id, models[model_id].version
+
+
+async def _loss_sales(
+    session: AsyncSession, account_ids: list[str], households: dict[str, str]
+) -> dict[str, list[LossSaleV1]]:
+    """Recent loss sales by household (or by account where the household is unknown)."""
+    rows = await repo.loss_sales_of(session, account_ids, sorted(set(households.values())))
+    out: dict[str, list[LossSaleV1]] = defaultdict(list)
+    for r in rows:
+        out[r.household_id or r.account_id].append(
+            LossSaleV1(
+                symbol=r.symbol,
+                sold_on=r.sold_on,
+                quantity=r.quantity,
+                loss_per_share=r.loss_per_share,
+            )
+        )
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Model change
 
 
 async def apply_model_change(
@@ -79,7 +281,8 @@ async def apply_model_change(
     event: ModelChangedV1,
     settings: Settings,
 ) -> Run | None:
-    """Store the new model version and rebalance every active account that follows it."""
+    """Store the new model version and rebalance every active account on it (SMAs that
+    follow it, UMAs with a sleeve on it)."""
     model = await repo.get_model(uow.session, event.model_id)
     if model is not None and model.version >= event.version:
         log.info(
@@ -119,82 +322,134 @@ async def rebalance_model(
     run = Run(
         run_id=str(run_id), trigger=trigger, model_id=model.model_id, model_version=model.version
     )
-    accounts = await repo.accounts_following(uow.session, model.model_id)
-    cash, holdings = await repo.books_of(uow.session, [a.account_id for a in accounts])
-    securities = {
-        s.symbol: SecurityRow(s.symbol, s.price, s.asset_class, s.sector, s.fractional_eligible)
-        for s in await repo.all_securities(uow.session)
-    }
-    reference = reference_for(
-        securities, model.model_id, {s: Decimal(w) for s, w in model.targets.items()}
-    )
-    ready: dict[str, Account] = {}
-    for account in accounts:
-        if account.status != "active":
-            run.skipped[account.account_id] = f"account is {account.status}"
-        elif account.account_id not in cash:
-            run.skipped[account.account_id] = "no holdings reconciled yet"
-        else:
-            ready[account.account_id] = account
-    inputs = [
-        sma_account(
-            account_id,
-            model.model_id,
-            cash[account_id],
-            holdings.get(account_id, {}),
-            settings.min_trade_value,
-            settings.security_tolerance,
-            settings.cash_band,
+    accounts = await repo.accounts_on_model(uow.session, model.model_id)
+    prepared = await prepare(uow.session, accounts, settings, [model])
+    run.skipped.update(prepared.skipped)
+    outcome = _rebalance(prepared, list(prepared.accounts), run)
+    for result in outcome:
+        account = prepared.rows[result.account_id]
+        label = (model.model_id, model.version)
+        tenant_of = account.tenant or tenant
+        drift = security_drift(result)
+        max_abs = max((abs(d.drift) for d in drift), default=Decimal(0))
+        out = max_abs > settings.drift_tolerance
+        _publish_drift(
+            uow,
+            run,
+            account.account_id,
+            label,
+            result.summary.account_value,
+            max_abs,
+            settings.drift_tolerance,
+            out,
+            drift,
+            tenant_of,
         )
-        for account_id in ready
-    ]
-    outcome = rebalance_book(Book(reference, tuple(inputs)))
-    for failure in outcome.failures:
-        run.skipped[failure.account_id] = failure.error
-        log.warning(
-            "account skipped", extra={"account_id": failure.account_id, "reason": failure.error}
-        )
-    scenarios = {i.account_id: i for i in inputs}
-    for result in outcome.results:
-        account = ready[result.account_id]
-        _announce(
-            uow, run, model, account, result, settings.drift_tolerance, account.tenant or tenant
-        )
-    await repo.add_scenarios(
-        uow.session,
-        run.run_id,
-        {
-            r.account_id: scenario_to_dict(RebalanceInput(scenarios[r.account_id], reference))
-            for r in outcome.results
-        },
-    )
+        _propose(uow, run, prepared, label, result, tenant_of)
+    await _store_scenarios(uow, run, prepared, outcome)
     run.finished_at = datetime.now(UTC)
     await repo.save(uow.session, run)
     return run
 
 
-def _announce(
+# --------------------------------------------------------------------------------------------
+# Drift scan
+
+
+async def scan(
+    uow: UnitOfWork, settings: Settings, *, rebalance: bool, trigger: str = "scan"
+) -> Run:
+    """The engine's vectorized drift scan over every account: drift-detected for each one
+    scanned (out of tolerance when any level is outside its band); with `rebalance`, the
+    out-of-tolerance accounts are rebalanced too (trades-proposed)."""
+    run = Run(run_id=str(uuid.uuid4()), trigger=trigger, model_id=ALL_MODELS, model_version=0)
+    accounts = await repo.all_accounts(uow.session)
+    prepared = await prepare(uow.session, accounts, settings, [])
+    run.skipped.update(prepared.skipped)
+    arrays, failures = book_arrays(Book(prepared.reference, tuple(prepared.accounts.values())))
+    for failure in failures:
+        run.skipped[failure.account_id] = failure.error
+    drift = scan_drift(arrays)
+    out_ids: list[str] = []
+    for scanned in scanned_accounts(arrays, drift):
+        account = prepared.rows[scanned.account_id]
+        _publish_drift(
+            uow,
+            run,
+            scanned.account_id,
+            prepared.labels[scanned.account_id],
+            scanned.total_value,
+            scanned.max_abs_drift,
+            settings.drift_tolerance,
+            scanned.out_of_tolerance,
+            list(scanned.securities),
+            account.tenant,
+        )
+        if scanned.out_of_tolerance:
+            out_ids.append(scanned.account_id)
+    if rebalance and out_ids:
+        outcome = _rebalance(prepared, out_ids, run)
+        for result in outcome:
+            account = prepared.rows[result.account_id]
+            label = prepared.labels[result.account_id]
+            _propose(uow, run, prepared, label, result, account.tenant)
+        await _store_scenarios(uow, run, prepared, outcome)
+    run.finished_at = datetime.now(UTC)
+    await repo.save(uow.session, run)
+    return run
+
+
+# --------------------------------------------------------------------------------------------
+# Engine and events
+
+
+def _rebalance(prepared: Prepared, account_ids: list[str], run: Run) -> list[RebalanceResult]:
+    book = Book(prepared.reference, tuple(prepared.accounts[a] for a in account_ids))
+    outcome = rebalance_book(book)
+    for failure in outcome.failures:
+        run.skipped[failure.account_id] = failure.error
+        log.warning(
+            "account skipped", extra={"account_id": failure.account_id, "reason": failure.error}
+        )
+    return list(outcome.results)
+
+
+async def _store_scenarios(
+    uow: UnitOfWork, run: Run, prepared: Prepared, results: list[RebalanceResult]
+) -> None:
+    await repo.add_scenarios(
+        uow.session,
+        run.run_id,
+        {
+            r.account_id: scenario_to_dict(
+                RebalanceInput(prepared.accounts[r.account_id], prepared.reference)
+            )
+            for r in results
+        },
+    )
+
+
+def _publish_drift(
     uow: UnitOfWork,
     run: Run,
-    model: Model,
-    account: Account,
-    result: RebalanceResult,
+    account_id: str,
+    label: tuple[str, int],
+    total_value: Decimal,
+    max_abs: Decimal,
     tolerance: Decimal,
+    out: bool,
+    drift: list[SecurityDrift],
     tenant: str,
 ) -> None:
-    run_id = uuid.UUID(run.run_id)
     run.accounts_evaluated += 1
-    drift = security_drift(result)
-    max_abs = max((abs(d.drift) for d in drift), default=Decimal(0))
-    out = max_abs > tolerance
     run.accounts_out_of_tolerance += int(out)
     uow.publish(
         DriftDetectedV1(
-            run_id=run_id,
-            account_id=account.account_id,
-            model_id=model.model_id,
-            model_version=model.version,
-            total_value=result.summary.account_value,
+            run_id=uuid.UUID(run.run_id),
+            account_id=account_id,
+            model_id=label[0],
+            model_version=label[1],
+            total_value=total_value,
             max_abs_drift=max_abs,
             tolerance=tolerance,
             out_of_tolerance=out,
@@ -208,26 +463,45 @@ def _announce(
                 for d in drift
             ],
         ),
-        key=account.account_id,
+        key=account_id,
         tenant=tenant,
     )
+
+
+def _propose(
+    uow: UnitOfWork,
+    run: Run,
+    prepared: Prepared,
+    label: tuple[str, int],
+    result: RebalanceResult,
+    tenant: str,
+) -> None:
+    """trades-proposed with the engine's trades; a UMA's trades name their sleeve."""
     if not result.trades:
         return
-    proposal_id = uuid.uuid5(IDS, f"proposal:{run_id}:{account.account_id}")
+    account_id = result.account_id
+    run_id = uuid.UUID(run.run_id)
+    proposal_id = uuid.uuid5(IDS, f"proposal:{run_id}:{account_id}")
+    uma = prepared.accounts[account_id].strategy_id is not None
     run.proposals += 1
     run.trades += len(result.trades)
     uow.publish(
         TradesProposedV1(
             proposal_id=proposal_id,
             run_id=run_id,
-            account_id=account.account_id,
-            model_id=model.model_id,
-            model_version=model.version,
+            account_id=account_id,
+            model_id=label[0],
+            model_version=label[1],
             cash_before=result.summary.cash_before,
             cash_after_estimated=result.summary.cash_after,
             trades=[
                 TradeV1(
-                    trade_id=uuid.uuid5(IDS, f"trade:{proposal_id}:{t.side}:{t.symbol}"),
+                    trade_id=uuid.uuid5(
+                        IDS,
+                        f"trade:{proposal_id}:{t.sleeve_id}:{t.side}:{t.symbol}"
+                        if uma
+                        else f"trade:{proposal_id}:{t.side}:{t.symbol}",
+                    ),
                     symbol=t.symbol,
                     side=t.side.value,
                     quantity=t.quantity,
@@ -235,10 +509,11 @@ def _announce(
                     estimated_value=t.estimated_value,
                     reason=t.reason.value,
                     explanation=t.explanation,
+                    sleeve_id=t.sleeve_id if uma else None,
                 )
                 for t in result.trades
             ],
         ),
-        key=account.account_id,
+        key=account_id,
         tenant=tenant,
     )

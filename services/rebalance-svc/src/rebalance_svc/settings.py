@@ -14,3 +14,7 @@ class Settings(ServiceSettings):
     cash_band: Decimal = Decimal("0.02")
     # Trades smaller than this (in dollars) are not proposed.
     min_trade_value: Decimal = Decimal("25")
+    # Drift scan every this many seconds (0: off; POST /scans runs one on demand).
+    scan_interval_seconds: float = 0.0
+    # Whether the interval scan also rebalances the accounts out of tolerance.
+    scan_rebalance: bool = False

@@ -1,10 +1,10 @@
 """rebalance-svc's read model (fed by events) and its record of rebalance runs."""
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Numeric
+from sqlalchemy import Column, DateTime, Numeric, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
@@ -45,13 +45,57 @@ class Model(Table, table=True):
     targets: dict[str, str] = Field(sa_column=Column(JSONB, nullable=False))  # symbol -> weight
 
 
+def _jsonb(default: Any, server_default: str) -> Any:
+    return Field(
+        default_factory=default,
+        sa_column=Column(JSONB, nullable=False, server_default=text(server_default)),
+    )
+
+
 class Account(Table, table=True):
+    """An account as account-svc last announced it: an SMA follows `model_id`; a UMA has
+    sleeves (table `sleeves`) and a rebalance range."""
+
     __tablename__ = "accounts"
 
     account_id: str = Field(primary_key=True, max_length=64)
     tenant: str = Field(max_length=64)
     model_id: str | None = Field(default=None, max_length=64, index=True)
     status: str = Field(max_length=16)
+    household_id: str | None = Field(default=None, max_length=64)
+    account_type: str | None = Field(default=None, max_length=16)
+    # RebalanceSettingsV1 as JSON; a missing or null field: this service's default
+    rebalance_settings: dict[str, Any] = _jsonb(dict, "'{}'::jsonb")
+    # [RestrictionV1 as JSON] (list members are kept in `security_lists`)
+    restrictions: list[dict[str, Any]] = _jsonb(list, "'[]'::jsonb")
+    # TaxSettingsV1 as JSON (None: never set, the contract's defaults)
+    tax_settings: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    # UMA: where a strategic rebalance stops a moved model (None for an SMA)
+    rebalance_range: str | None = Field(default=None, max_length=16)
+    interior_pct: Decimal | None = Field(default=None, sa_column=Column(Numeric(7, 4)))
+
+
+class Sleeve(Table, table=True):
+    """One sleeve of a UMA: the model it follows, its target weight in the account, its band."""
+
+    __tablename__ = "sleeves"
+
+    account_id: str = Field(primary_key=True, max_length=64)
+    sleeve_id: str = Field(primary_key=True, max_length=64)
+    position: int  # order in the strategy (holdings without a sleeve go to the first match)
+    model_id: str = Field(max_length=64, index=True)
+    weight: Decimal = _decimal(10, 8)
+    band_kind: str = Field(max_length=16)
+    band_width: Decimal = _decimal(10, 8)
+
+
+class SecurityList(Table, table=True):
+    """A named security list (e.g. an ESG screen), as the last account-changed carried it."""
+
+    __tablename__ = "security_lists"
+
+    list_id: str = Field(primary_key=True, max_length=128)
+    symbols: list[str] = Field(sa_column=Column(JSONB, nullable=False))
 
 
 class Holding(Table, table=True):
@@ -60,6 +104,8 @@ class Holding(Table, table=True):
     account_id: str = Field(primary_key=True, max_length=64)
     symbol: str = Field(primary_key=True, max_length=16)
     quantity: Decimal = _decimal()
+    # [LotV1 as JSON: lot_id, quantity, acquired, cost_basis, wash_adjustment, sleeve_id]
+    lots: list[dict[str, Any]] = _jsonb(list, "'[]'::jsonb")
 
 
 class Cash(Table, table=True):
@@ -68,10 +114,27 @@ class Cash(Table, table=True):
     account_id: str = Field(primary_key=True, max_length=64)
     amount: Decimal = _decimal(20, 2)
     updated_at: datetime = _timestamp()
+    household_id: str | None = Field(default=None, max_length=64)
+
+
+class LossSale(Table, table=True):
+    """A recent loss sale (holdings-reconciled v2) a purchase in the household could still
+    wash; replaced with each holdings-reconciled of the account."""
+
+    __tablename__ = "loss_sales"
+
+    account_id: str = Field(primary_key=True, max_length=64)
+    seq: int = Field(primary_key=True)
+    household_id: str | None = Field(default=None, max_length=64, index=True)
+    symbol: str = Field(max_length=16)
+    sold_on: date
+    quantity: Decimal = _decimal()
+    loss_per_share: Decimal = _decimal()
 
 
 class Run(Table, table=True):
-    """One rebalance run: a model change fanned out over the accounts that follow it."""
+    """One rebalance run: a model change fanned out over the accounts that follow it (or have
+    a sleeve on it), or a drift scan of the whole book (trigger "scan", model_id "*")."""
 
     __tablename__ = "runs"
 

@@ -1,0 +1,417 @@
+"""rebalance-svc on real PostgreSQL with per-account settings, restrictions, UMAs (sleeves),
+lots and loss sales from holdings-reconciled v2, and the drift scan (service and REST)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from datetime import date
+from decimal import Decimal
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import pytest
+from ballast_common.app import create_app
+from ballast_common.contracts.envelope import Envelope
+from ballast_common.contracts.events import (
+    AccountChangedV1,
+    BandV1,
+    HoldingsReconciledV2,
+    LossSaleV1,
+    LotV1,
+    ModelChangedV1,
+    ModelTargetV1,
+    PositionV2,
+    RebalanceSettingsV1,
+    RestrictionV1,
+    SecuritiesChangedV1,
+    SecurityV1,
+    SleeveV1,
+    StrategyV1,
+    TaxSettingsV1,
+)
+from ballast_common.plumbing import outbox
+from ballast_common.testing import migrated_database, unit_of_work
+from ballast_engine.rebalance import rebalance
+from ballast_engine.scenario import scenario_from_dict
+from rebalance_svc import repository, service
+from rebalance_svc.handlers import scan_loop, subscriptions
+from rebalance_svc.main import spec
+from rebalance_svc.settings import Settings
+from sqlalchemy import select
+
+pytestmark = pytest.mark.integration
+HANDLERS = {s.event_type: s.handler for s in subscriptions(Settings())}
+TOPIC = {
+    SecuritiesChangedV1: "securities-changed",
+    AccountChangedV1: "account-changed",
+    HoldingsReconciledV2: "holdings-reconciled",
+    ModelChangedV1: "model-changed",
+}
+MINE = ("H-SMA", "H-UMA", "H-IRA")
+
+
+async def deliver(db, payload, key: str) -> Envelope:
+    envelope = Envelope(
+        type=TOPIC[type(payload)],
+        version=2 if isinstance(payload, HoldingsReconciledV2) else 1,
+        tenant="demo",
+        key=key,
+        source="test",
+        payload=payload.model_dump(mode="json"),
+    )
+    async with unit_of_work(db, "test") as uow:
+        uow.causation = envelope
+        await HANDLERS[TOPIC[type(payload)]](uow, envelope, payload)
+    return envelope
+
+
+async def published(db, topic: str) -> list[dict[str, Any]]:
+    async with db.sessions() as s:
+        rows = await s.execute(
+            select(outbox.c.value).where(outbox.c.topic == topic).order_by(outbox.c.id)
+        )
+    return [json.loads(r[0])["payload"] for r in rows]
+
+
+def account(account_id: str, **fields: Any) -> AccountChangedV1:
+    base: dict[str, Any] = {
+        "account_id": account_id,
+        "household_id": "HH-H3",
+        "name": account_id,
+        "account_type": "taxable",
+        "model_id": "h3-growth",
+        "status": "active",
+        "auto_approve": True,
+    }
+    return AccountChangedV1(**(base | fields))
+
+
+def model(model_id: str, version: int, **weights: str) -> ModelChangedV1:
+    return ModelChangedV1(
+        model_id=model_id,
+        name=model_id,
+        version=version,
+        changed_by="pm",
+        targets=[ModelTargetV1(symbol=s, weight=Decimal(w)) for s, w in weights.items()],
+    )
+
+
+def lot(lot_id: str, quantity: str, cost: str, sleeve_id: str | None = None) -> LotV1:
+    return LotV1(
+        lot_id=lot_id,
+        quantity=Decimal(quantity),
+        acquired=date(2025, 6, 2),
+        cost_basis=Decimal(cost),
+        sleeve_id=sleeve_id,
+    )
+
+
+def holdings(account_id: str, cash: str, *positions: PositionV2, **extra: Any) -> Any:
+    return HoldingsReconciledV2(
+        account_id=account_id,
+        household_id="HH-H3",
+        as_of=date(2026, 11, 20),
+        cash=Decimal(cash),
+        positions=list(positions),
+        cause="opening-balance",
+        **extra,
+    )
+
+
+def position(symbol: str, quantity: str, *lots: LotV1) -> PositionV2:
+    basis = sum((x.cost_basis for x in lots), Decimal(0))
+    return PositionV2(symbol=symbol, quantity=Decimal(quantity), cost_basis=basis, lots=list(lots))
+
+
+UMA_STRATEGY = StrategyV1(
+    sleeves=[
+        SleeveV1(
+            sleeve_id="g",
+            model_id="h3-growth",
+            weight=Decimal("0.6"),
+            band=BandV1(width=Decimal("0.05")),
+        ),
+        SleeveV1(
+            sleeve_id="i",
+            model_id="h3-income",
+            weight=Decimal("0.4"),
+            band=BandV1(width=Decimal("0.05")),
+        ),
+    ],
+    rebalance_range="target",
+)
+
+
+@pytest.fixture(scope="module")
+async def db(database_url):
+    database = await migrated_database(spec, database_url)
+    await deliver(
+        database,
+        SecuritiesChangedV1(
+            securities=[
+                SecurityV1(
+                    symbol=s,
+                    name=s,
+                    asset_class=cls,
+                    sector=sector,
+                    price=Decimal(p),
+                    fractional_eligible=frac,
+                )
+                for s, p, cls, sector, frac in (
+                    ("HA1", "310", "US Equity", "IT", True),
+                    ("HA2", "50", "US Equity", "Energy", False),
+                    ("HB1", "20", "Bonds", "Fixed", False),
+                    ("HX", "10", "US Equity", "Energy", False),
+                )
+            ]
+        ),
+        "security-master",
+    )
+    # an SMA with its own settings and restrictions (no Energy, nothing from the ESG list)
+    await deliver(
+        database,
+        account(
+            "H-SMA",
+            rebalance_settings=RebalanceSettingsV1(
+                fractional=True, freed_cash="cash", min_trade_value=Decimal("0")
+            ),
+            restrictions=[
+                RestrictionV1(
+                    kind="do_not_buy",
+                    scope="sector",
+                    value="Energy",
+                    source="client",
+                    reason="fossil-fuel screen",
+                    set_by="adv",
+                ),
+                RestrictionV1(
+                    kind="do_not_hold",
+                    scope="list",
+                    value="h3-esg",
+                    source="firm",
+                    reason="ESG",
+                    set_by="cio",
+                    symbols=["HX"],
+                ),
+            ],
+            tax_settings=TaxSettingsV1(relief_method="hifo", gain_budget=Decimal("5000")),
+        ),
+        "H-SMA",
+    )
+    await deliver(database, account("H-UMA", model_id=None, strategy=UMA_STRATEGY), "H-UMA")
+    await deliver(database, account("H-IRA", account_type="ira", status="suspended"), "H-IRA")
+    await deliver(
+        database,
+        holdings(
+            "H-SMA",
+            "10000",
+            position("HX", "20", lot("X1", "20", "260")),
+            recent_loss_sales=[
+                LossSaleV1(
+                    symbol="HA1",
+                    sold_on=date(2026, 11, 2),
+                    quantity=Decimal("3"),
+                    loss_per_share=Decimal("12.5"),
+                )
+            ],
+        ),
+        "H-SMA",
+    )
+    await deliver(
+        database,
+        holdings(
+            "H-UMA",
+            "0",
+            position("HA1", "30", lot("U1", "20", "5000", "g"), lot("U2", "10", "3100")),
+            position("HA2", "60"),
+            position("HB1", "50", lot("U3", "50", "1100", "i")),
+        ),
+        "H-UMA",
+    )
+    yield database
+    await database.dispose()
+
+
+async def test_a_model_change_uses_each_accounts_settings_and_restrictions(db):
+    await deliver(db, model("h3-growth", 1, HA1="0.5", HA2="0.5"), "h3-growth")
+    async with db.sessions() as s:
+        [run] = await repository.list_runs(s, "h3-growth", 1, 5)
+    # the UMA also has a sleeve on h3-growth, but its other model is not published yet
+    assert run.skipped == {
+        "H-IRA": "account is suspended",
+        "H-UMA": "model h3-income not published yet",
+    }
+    proposals = {p["account_id"]: p for p in await published(db, "trades-proposed")}
+    trades = [
+        (t["symbol"], t["side"], t["quantity"], t["reason"]) for t in proposals["H-SMA"]["trades"]
+    ]
+    # fractional HA1 for its half; Energy (HA2) is do-not-buy and its weight stays cash
+    # (freed_cash "cash"); HX is on the firm's ESG list: do-not-hold, sold
+    assert sorted(trades) == [
+        ("HA1", "buy", "16.451", "drift"),
+        ("HX", "sell", "20", "restriction"),
+    ]
+    assert all(t["sleeve_id"] is None for t in proposals["H-SMA"]["trades"])
+    assert "fossil" not in json.dumps(proposals["H-SMA"])  # the engine names the source only
+    async with db.sessions() as s:
+        stored = await repository.get_scenario(s, run.run_id, "H-SMA")
+    scenario = scenario_from_dict(stored.scenario)
+    assert scenario.account.sleeves[0].holdings[0].lots[0].lot_id == "X1"
+    assert scenario.reference.lists == {"h3-esg": frozenset({"HX"})}
+    replayed = rebalance(scenario)
+    assert (
+        sorted((t.symbol, t.side.value, str(t.quantity), t.reason.value) for t in replayed.trades)
+        == trades
+    )
+
+
+async def test_a_uma_is_rebalanced_across_its_sleeves_when_one_of_its_models_changes(db):
+    await deliver(db, model("h3-income", 1, HB1="1"), "h3-income")
+    async with db.sessions() as s:
+        [run] = await repository.list_runs(s, "h3-income", 1, 5)
+    assert "H-UMA" not in run.skipped
+    [proposal] = [p for p in await published(db, "trades-proposed") if p["run_id"] == run.run_id]
+    assert (proposal["account_id"], proposal["model_id"]) == ("H-UMA", "h3-income")
+    trades = {(t["sleeve_id"], t["symbol"], t["side"], t["quantity"]) for t in proposal["trades"]}
+    # growth holds $9,300 + $3,000 of $13,300 (92.5% against 60% ± 5): cash moves to income
+    async with db.sessions() as s:
+        stored = await repository.get_scenario(s, run.run_id, "H-UMA")
+    scenario = scenario_from_dict(stored.scenario)
+    expected = rebalance(scenario)
+    assert trades == {
+        (t.sleeve_id, t.symbol, t.side.value, str(t.quantity)) for t in expected.trades
+    }
+    assert {t[0] for t in trades} == {"g", "i"}
+    [move] = expected.cash_movements
+    assert (move.from_sleeve, move.to_sleeve) == ("g", "i") and move.amount > 0
+    growth, income = scenario.account.sleeves
+    assert [(h.symbol, h.quantity, [x.lot_id for x in h.lots]) for h in growth.holdings] == [
+        ("HA1", 30.0, ["U1", "U2"]),
+        ("HA2", 60.0, []),
+    ]
+    assert [(h.symbol, [x.lot_id for x in h.lots]) for h in income.holdings] == [("HB1", ["U3"])]
+    [drift] = [d for d in await published(db, "drift-detected") if d["run_id"] == run.run_id]
+    assert drift["account_id"] == "H-UMA"
+
+
+async def test_a_bad_uma_is_skipped_with_the_engines_reason_and_the_rest_still_goes(db):
+    bad = StrategyV1(
+        sleeves=[
+            SleeveV1(
+                sleeve_id="g",
+                model_id="h3-growth",
+                weight=Decimal("0.7"),
+                band=BandV1(width=Decimal("0.05")),
+            ),
+            SleeveV1(
+                sleeve_id="i",
+                model_id="h3-income",
+                weight=Decimal("0.4"),
+                band=BandV1(width=Decimal("0.05")),
+            ),
+        ]
+    )
+    await deliver(db, account("H-BAD", model_id=None, strategy=bad), "H-BAD")
+    await deliver(db, holdings("H-BAD", "5000"), "H-BAD")
+    await deliver(db, model("h3-income", 2, HB1="1"), "h3-income")
+    async with db.sessions() as s:
+        [run] = await repository.list_runs(s, "h3-income", 2, 5)
+    assert "model weights add up to 110" in run.skipped["H-BAD"]
+    assert "H-BAD" in run.skipped["H-BAD"]
+    proposed = {
+        p["account_id"] for p in await published(db, "trades-proposed") if p["run_id"] == run.run_id
+    }
+    assert proposed == {"H-UMA"}
+
+
+async def test_tax_settings_and_household_loss_sales_reach_the_engine_input(db):
+    async with db.sessions() as s:
+        accounts = [a for a in await repository.all_accounts(s) if a.account_id in MINE]
+        prepared = await service.prepare(s, accounts, Settings(), [])
+    sma = prepared.taxes["H-SMA"]
+    assert (sma.household_id, sma.settings.relief_method, sma.settings.gain_budget) == (
+        "HH-H3",
+        "hifo",
+        Decimal("5000"),
+    )
+    # the loss sale came with H-SMA's holdings; H-UMA is in the same household
+    assert [s.symbol for s in prepared.taxes["H-UMA"].recent_loss_sales] == ["HA1"]
+    assert prepared.taxes["H-UMA"].settings == TaxSettingsV1()
+    assert set(prepared.accounts) == {"H-SMA", "H-UMA"}
+
+
+async def test_a_scan_reports_every_account_and_rebalances_only_those_out_of_band(db):
+    app = create_app(spec, Settings())
+    app.state.runtime = SimpleNamespace(
+        db=db, settings=Settings(), uow=lambda: unit_of_work(db, "rebalance-svc")
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://rebalance") as api:
+        response = await api.post("/scans")
+        assert response.status_code == 201, response.text
+        run = response.json()
+        assert (run["trigger"], run["model_id"], run["proposals"]) == ("scan", "*", 0)
+        drift = {
+            d["account_id"]: d
+            for d in await published(db, "drift-detected")
+            if d["run_id"] == run["run_id"]
+        }
+        # both active accounts with holdings are scanned; the suspended one is skipped
+        assert {"H-SMA", "H-UMA"} <= set(drift) and "H-IRA" not in drift
+        assert run["skipped"]["H-IRA"] == "account is suspended"
+        assert drift["H-SMA"]["out_of_tolerance"] is True  # all cash against a 0% cash target
+        assert drift["H-UMA"]["model_id"] == "h3-growth"  # its largest sleeve's model
+        assert {s["symbol"] for s in drift["H-UMA"]["securities"]} == {"HA1", "HA2", "HB1"}
+
+        response = await api.post("/scans", json={"rebalance": True})
+        run = response.json()
+        assert run["trigger"] == "scan+rebalance"
+        out = {
+            d["account_id"]
+            for d in await published(db, "drift-detected")
+            if d["run_id"] == run["run_id"] and d["out_of_tolerance"]
+        }
+        proposed = {
+            p["account_id"]
+            for p in await published(db, "trades-proposed")
+            if p["run_id"] == run["run_id"]
+        }
+        assert {"H-SMA", "H-UMA"} <= out and proposed <= out and {"H-SMA", "H-UMA"} <= proposed
+        assert run["proposals"] == len(proposed)
+
+        some = sorted(proposed)[0]
+        scenario = await api.get(f"/runs/{run['run_id']}/scenarios/{some}")
+        assert scenario.status_code == 200 and scenario.json()["account"]["account_id"] == some
+        assert (await api.get(f"/runs/{run['run_id']}/scenarios/H-IRA")).status_code == 404
+        listed = (await api.get("/runs", params={"model_id": "*"})).json()
+        assert [r["trigger"] for r in listed[:2]] == ["scan+rebalance", "scan"]
+        bad = await api.post("/scans", json={"rebalance": "maybe"})
+        assert bad.status_code == 422
+        status = (await api.get("/read-model")).json()
+        assert status["uma_sleeves"] >= 2 and status["security_lists"] >= 1
+
+
+async def test_the_interval_scan_is_off_by_default_and_runs_when_set(db):
+    def runtime(**settings: Any) -> Any:
+        return SimpleNamespace(
+            settings=Settings(**settings), uow=lambda: unit_of_work(db, "rebalance-svc")
+        )
+
+    await asyncio.wait_for(scan_loop(runtime()), timeout=1)  # returns at once: off
+    task = asyncio.create_task(scan_loop(runtime(scan_interval_seconds=0.05)))
+    try:
+        for _ in range(100):
+            async with db.sessions() as s:
+                runs = await repository.list_runs(s, "*", None, 20)
+            if any(r.trigger == "interval-scan" for r in runs):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail("no interval scan ran")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
