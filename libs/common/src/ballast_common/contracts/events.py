@@ -343,6 +343,14 @@ class LossSaleV1(Payload):
     loss_per_share: NonNegativeMoney
 
 
+class RealizedYearV1(Payload):
+    """Gains realized so far in a calendar year (after wash-sale adjustments)."""
+
+    year: int
+    short_term: Money
+    long_term: Money
+
+
 HoldingsCause = Literal[
     "opening-balance", "fills", "corporate-action", "household-change", "sleeve-transfer"
 ]
@@ -361,6 +369,9 @@ class HoldingsReconciledV2(Payload):
     fill_ids: list[str] = Field(default_factory=list)
     action_id: str | None = Field(default=None, description="the corporate action, if that")
     recent_loss_sales: list[LossSaleV1] = Field(default_factory=list)
+    realized_this_year: RealizedYearV1 | None = Field(
+        default=None, description="for yearly gain budgets: realized gains of as_of's year"
+    )
 
 
 CorporateActionType = Literal[
