@@ -27,12 +27,14 @@ from ballast_engine.rebalance import rebalance
 from rebalance_svc.engine_input import (
     AccountRow,
     Defaults,
+    EquivalenceSetRow,
     PositionRow,
     SecurityRow,
     SleeveRow,
     engine_account,
     engine_restrictions,
     engine_settings,
+    equivalence_sets_for,
     reference_for,
     scanned_accounts,
     split_holdings,
@@ -271,3 +273,61 @@ def test_scan_reports_each_account_with_its_security_weights(drifted):
             "EQ2": (Decimal("0.5"), Decimal("0.5")),
         }
         assert scanned.max_abs_drift == 0 and scanned.levels == ()
+
+
+def test_equivalence_sets_leave_out_unknown_and_doubly_claimed_members():
+    sets, problems = equivalence_sets_for(
+        [  # newest first, as the read model gives them
+            EquivalenceSetRow("new", ("EQ2", "EQ1")),
+            EquivalenceSetRow("old", ("XYZ", "EQ1", "NOPE")),
+            EquivalenceSetRow("ghost", ("NOPE", "GONE")),
+            EquivalenceSetRow("bonds", ("BND",)),  # one member: substitutes nothing, no problem
+        ],
+        SECURITIES,
+    )
+    assert [(e.set_id, e.members) for e in sets] == [("new", ("EQ1", "EQ2"))]
+    assert problems == [
+        "equivalence set old: EQ1 is also in the newer set new; left out of old",
+        "equivalence set old: NOPE is not in the security master; left out of the set",
+        "equivalence set old: fewer than two usable members; set left out",
+        "equivalence set ghost: NOPE is not in the security master; left out of the set",
+        "equivalence set ghost: GONE is not in the security master; left out of the set",
+        "equivalence set ghost: fewer than two usable members; set left out",
+    ]
+    # the engine accepts what is left (one set per security, every member in the master)
+    reference = reference_for(SECURITIES, MODELS, equivalence_sets=sets)
+    account = Account("A", (Sleeve("main", "growth", cash=0.0, holdings=(Holding("EQ2", 10),)),))
+    rebalance(RebalanceInput(account, reference))
+
+
+def test_an_equivalent_holding_counts_toward_its_twin_through_the_reference():
+    model = {"one": {"EQ1": Decimal("1")}}
+    holder = AccountRow("A", "one")
+    sets, _ = equivalence_sets_for([EquivalenceSetRow("tech", ("EQ1", "XYZ"))], SECURITIES)
+    account = engine_account(
+        holder, Decimal("0"), [PositionRow("XYZ", Decimal("100"))], DEFAULTS, model
+    )
+    without = rebalance(RebalanceInput(account, reference_for(SECURITIES, model)))
+    assert {(t.symbol, t.side.value) for t in without.trades} == {("XYZ", "sell"), ("EQ1", "buy")}
+    with_set = rebalance(RebalanceInput(account, reference_for(SECURITIES, model, (), None, sets)))
+    assert with_set.trades == ()
+
+
+def test_a_uma_holding_an_equivalent_puts_it_in_the_sleeve_whose_model_holds_its_twin():
+    # XYZ is in no model; BND (income, the second sleeve) is its equivalent
+    sets, _ = equivalence_sets_for([EquivalenceSetRow("bonds", ("BND", "XYZ"))], SECURITIES)
+    positions = [PositionRow("EQ1", Decimal("60")), PositionRow("XYZ", Decimal("200"))]
+    assert [h.symbol for h in split_holdings(UMA.sleeves, positions, MODELS)["g"]] == [
+        "EQ1",
+        "XYZ",
+    ]  # without the set: the first sleeve, where it is not in the model
+    split = split_holdings(UMA.sleeves, positions, MODELS, sets)
+    assert [h.symbol for h in split["i"]] == ["XYZ"]
+    account = engine_account(UMA, Decimal("4000"), positions, DEFAULTS, MODELS, sets)
+    reference = reference_for(SECURITIES, MODELS, [strategy_for(UMA)], None, sets)
+    result = rebalance(RebalanceInput(account, reference))
+    assert not [t for t in result.trades if t.symbol == "XYZ" and t.side.value == "sell"]
+    # income's 40% of $12,000 = $2,000 of XYZ (counted toward BND) + 140 BND at $20
+    assert [
+        (t.sleeve_id, t.side.value, t.quantity) for t in result.trades if t.symbol == "BND"
+    ] == [("i", "buy", Decimal("140"))]

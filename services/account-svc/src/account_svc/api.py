@@ -16,6 +16,7 @@ from account_svc.schemas import (
     Decision,
     ProposalOut,
     RebalanceSettings,
+    RestrictionChangeOut,
     RestrictionsIn,
     RestrictionsOut,
     SecurityListIn,
@@ -40,7 +41,12 @@ async def open_accounts(body: AccountsIn, uow: UoW) -> dict[str, int]:
     return {"opened": len(await service.open_accounts(uow, body.accounts))}
 
 
-@router.get("/accounts", tags=["accounts"], response_model=list[AccountOut])
+@router.get(
+    "/accounts",
+    tags=["accounts"],
+    response_model=list[AccountOut],
+    summary="Accounts; model_id: SMAs following the model and UMAs with a sleeve on it",
+)
 async def list_accounts(
     session: ReadSession,
     household_id: str | None = None,
@@ -108,6 +114,19 @@ async def put_restrictions(
 
 
 @router.get(
+    "/accounts/{account_id}/restriction-history",
+    tags=["account settings"],
+    response_model=list[RestrictionChangeOut],
+    summary="Restrictions changed by corporate actions (replaced, merged, dropped), oldest first",
+)
+async def get_restriction_history(
+    account_id: str, session: ReadSession
+) -> list[RestrictionChangeOut]:
+    rows = await service.restriction_history(session, account_id)
+    return [RestrictionChangeOut.model_validate(r, from_attributes=True) for r in rows]
+
+
+@router.get(
     "/accounts/{account_id}/tax-settings", tags=["account settings"], response_model=TaxSettings
 )
 async def get_tax_settings(account_id: str, session: ReadSession) -> TaxSettings:
@@ -161,6 +180,19 @@ async def list_security_lists(session: ReadSession) -> list[SecurityListOut]:
 @router.get("/security-lists/{list_id}", tags=["security lists"], response_model=SecurityListOut)
 async def get_security_list(list_id: str, session: ReadSession) -> SecurityListOut:
     return await service.get_security_list(session, list_id)
+
+
+@router.get(
+    "/security-lists/{list_id}/history",
+    tags=["security lists"],
+    response_model=list[RestrictionChangeOut],
+    summary="Members changed by corporate actions, oldest first",
+)
+async def get_security_list_history(
+    list_id: str, session: ReadSession
+) -> list[RestrictionChangeOut]:
+    rows = await service.list_history(session, list_id)
+    return [RestrictionChangeOut.model_validate(r, from_attributes=True) for r in rows]
 
 
 @router.put(

@@ -1,7 +1,11 @@
 """account-svc's consumers."""
 
 from ballast_common.contracts.envelope import Envelope
-from ballast_common.contracts.events import ModelChangedV1, TradesProposedV1
+from ballast_common.contracts.events import (
+    CorporateActionRecordedV1,
+    ModelChangedV1,
+    TradesProposedV1,
+)
 from ballast_common.uow import UnitOfWork
 
 from account_svc import service
@@ -13,3 +17,9 @@ async def on_model_changed(uow: UnitOfWork, envelope: Envelope, event: ModelChan
 
 async def on_trades_proposed(uow: UnitOfWork, envelope: Envelope, event: TradesProposedV1) -> None:
     await service.receive_proposal(uow, event, envelope.tenant)
+
+
+async def on_corporate_action_recorded(
+    uow: UnitOfWork, envelope: Envelope, event: CorporateActionRecordedV1
+) -> None:
+    await service.follow_corporate_action(uow, event)

@@ -6,7 +6,11 @@ from ballast_common.app import ServiceSpec, create_app
 from ballast_common.consumer import Subscription
 
 from account_svc.api import router
-from account_svc.handlers import on_model_changed, on_trades_proposed
+from account_svc.handlers import (
+    on_corporate_action_recorded,
+    on_model_changed,
+    on_trades_proposed,
+)
 from account_svc.settings import Settings
 from account_svc.tables import metadata
 
@@ -21,6 +25,7 @@ spec = ServiceSpec(
     subscriptions=[
         Subscription("model-changed", on_model_changed),
         Subscription("trades-proposed", on_trades_proposed),
+        Subscription("corporate-action-recorded", on_corporate_action_recorded),
     ],
 )
 

@@ -2,11 +2,12 @@
 
 from collections.abc import Sequence
 
+from sqlalchemy import or_
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from account_svc.tables import Account, KnownModel, Proposal, SecurityList
+from account_svc.tables import Account, KnownModel, Proposal, RestrictionChange, SecurityList
 
 
 async def get_account(
@@ -34,8 +35,13 @@ async def list_accounts(
     stmt = select(Account)
     if household_id:
         stmt = stmt.where(Account.household_id == household_id)
-    if model_id:
-        stmt = stmt.where(Account.model_id == model_id)
+    if model_id:  # an SMA following the model, or a UMA with a sleeve on it
+        stmt = stmt.where(
+            or_(
+                col(Account.model_id) == model_id,
+                col(Account.strategy).contains({"sleeves": [{"model_id": model_id}]}),
+            )
+        )
     stmt = stmt.order_by(col(Account.account_id)).limit(limit).offset(offset)
     return list(await session.exec(stmt))
 
@@ -95,6 +101,75 @@ async def accounts_restricted_by_list(session: AsyncSession, list_id: str) -> li
         .where(col(Account.restrictions).contains([{"scope": "list", "value": list_id}]))
         .order_by(col(Account.account_id))
         .with_for_update()
+    )
+    return list(await session.exec(stmt))
+
+
+async def accounts_restricting_security(session: AsyncSession, symbol: str) -> list[Account]:
+    """Accounts with a restriction of scope security on the symbol, locked for update."""
+    stmt = (
+        select(Account)
+        .where(col(Account.restrictions).contains([{"scope": "security", "value": symbol}]))
+        .order_by(col(Account.account_id))
+        .with_for_update()
+    )
+    return list(await session.exec(stmt))
+
+
+async def security_lists_holding(session: AsyncSession, symbol: str) -> list[SecurityList]:
+    """Named lists that have the symbol as a member, locked for update."""
+    stmt = (
+        select(SecurityList)
+        .where(col(SecurityList.symbols).contains([symbol]))
+        .order_by(col(SecurityList.list_id))
+        .with_for_update()
+    )
+    return list(await session.exec(stmt))
+
+
+async def accounts_restricted_by_lists(
+    session: AsyncSession, list_ids: Sequence[str]
+) -> list[Account]:
+    """Accounts with a restriction on any of the lists, locked for update."""
+    if not list_ids:
+        return []
+    stmt = (
+        select(Account)
+        .where(
+            or_(
+                *(
+                    col(Account.restrictions).contains([{"scope": "list", "value": list_id}])
+                    for list_id in list_ids
+                )
+            )
+        )
+        .order_by(col(Account.account_id))
+        .with_for_update()
+    )
+    return list(await session.exec(stmt))
+
+
+async def add_restriction_changes(
+    session: AsyncSession, changes: Sequence[RestrictionChange]
+) -> None:
+    session.add_all(changes)
+    await session.flush()
+
+
+async def restriction_history(session: AsyncSession, account_id: str) -> list[RestrictionChange]:
+    stmt = (
+        select(RestrictionChange)
+        .where(RestrictionChange.account_id == account_id)
+        .order_by(col(RestrictionChange.change_id))
+    )
+    return list(await session.exec(stmt))
+
+
+async def list_history(session: AsyncSession, list_id: str) -> list[RestrictionChange]:
+    stmt = (
+        select(RestrictionChange)
+        .where(RestrictionChange.list_id == list_id)
+        .order_by(col(RestrictionChange.change_id))
     )
     return list(await session.exec(stmt))
 

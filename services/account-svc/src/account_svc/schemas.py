@@ -195,6 +195,20 @@ class SecurityListOut(BaseModel):
     updated_at: datetime
 
 
+class RestrictionChangeOut(BaseModel):
+    """A change to a restriction or list member made by the system (a corporate action)."""
+
+    change_id: int
+    account_id: str | None
+    list_id: str | None
+    change: Literal["replaced", "merged", "dropped", "list-replaced", "list-dropped"]
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    changed_by: str
+    note: str
+    changed_at: datetime
+
+
 class ProposalOut(BaseModel):
     proposal_id: str
     account_id: str

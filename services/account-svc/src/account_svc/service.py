@@ -1,5 +1,6 @@
 """account-svc's rules: opening and changing accounts, and approving proposed trades."""
 
+import logging
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -7,6 +8,7 @@ from typing import Any
 
 from ballast_common.contracts.events import (
     AccountChangedV1,
+    CorporateActionRecordedV1,
     ModelChangedV1,
     ProposalRejectedV1,
     RebalanceSettingsV1,
@@ -41,12 +43,16 @@ from account_svc.schemas import (
     Strategy,
     TaxSettings,
 )
-from account_svc.tables import Account, Proposal, SecurityList
+from account_svc.tables import Account, Proposal, RestrictionChange, SecurityList
 
 AUTO_APPROVER = "policy:auto-approve"
 WEIGHT_TOLERANCE = Decimal("0.0001")  # sleeve weights add up to 1 within ±0.01 point (engine's)
 BAND_EPS = Decimal("1e-12")
 NO_REASON = "no reason given"
+RENAMING_ACTIONS = ("symbol-change", "stock-merger")  # the new symbol replaces the old one
+REMOVING_ACTIONS = ("cash-merger",)  # the security is gone: it leaves lists and restrictions
+
+log = logging.getLogger(__name__)
 
 
 async def open_accounts(uow: UnitOfWork, items: Sequence[AccountIn]) -> list[AccountOut]:
@@ -187,6 +193,159 @@ async def get_security_list(session: AsyncSession, list_id: str) -> SecurityList
     if row is None:
         raise NotFound(f"no security list {list_id}")
     return SecurityListOut.model_validate(row, from_attributes=True)
+
+
+# --- corporate actions ------------------------------------------------------------------------
+
+
+async def follow_corporate_action(uow: UnitOfWork, action: CorporateActionRecordedV1) -> list[str]:
+    """Keep restrictions and security lists true to a corporate action; returns the ids of the
+    accounts announced again (their instructions changed).
+
+    - symbol change, stock merger: the new symbol replaces the old one in every restriction of
+      scope security (a restriction of the same kind already on the new symbol absorbs it) and
+      in every security list;
+    - cash merger: the symbol leaves every list, and restrictions of scope security on it are
+      dropped;
+    - others (splits, spin-offs, dividends): nothing to do here.
+    Every change is kept in the restriction history (`changed_by` corporate-action:<id>).
+    Applying the same action again changes nothing: the old symbol is gone by then."""
+    if action.type not in RENAMING_ACTIONS + REMOVING_ACTIONS:
+        return []
+    new_symbol: str | None = None
+    if action.type in RENAMING_ACTIONS:
+        if not action.new_symbol:
+            raise PermanentMessageError(
+                f"corporate action {action.action_id}: {action.type} of {action.symbol} "
+                "has no new_symbol"
+            )
+        new_symbol = action.new_symbol
+        if new_symbol == action.symbol:
+            return []
+    actor = f"corporate-action:{action.action_id}"
+    if new_symbol is None:
+        note = (
+            f"{action.symbol} was bought out for cash ({action.type} {action.action_id} on "
+            f"{action.on.isoformat()}): it is no longer a security"
+        )
+    else:
+        note = (
+            f"{action.symbol} became {new_symbol} ({action.type} {action.action_id} on "
+            f"{action.on.isoformat()})"
+        )
+    now = datetime.now(UTC)
+    history: list[RestrictionChange] = []
+    changed: dict[str, Account] = {}
+    for account in await repo.accounts_restricting_security(uow.session, action.symbol):
+        docs, changes = restrictions_after_action(account.restrictions, action.symbol, new_symbol)
+        if not changes:
+            continue
+        account.restrictions = docs
+        changed[account.account_id] = account
+        history.extend(
+            RestrictionChange(
+                account_id=account.account_id,
+                change=change,
+                before=before,
+                after=after,
+                changed_by=actor,
+                note=note,
+                changed_at=now,
+            )
+            for change, before, after in changes
+        )
+    lists = await repo.security_lists_holding(uow.session, action.symbol)
+    for row in lists:
+        row.symbols = list_after_action(row.symbols, action.symbol, new_symbol)
+        row.updated_by, row.updated_at = actor, now
+        await repo.save(uow.session, row)
+        history.append(
+            RestrictionChange(
+                list_id=row.list_id,
+                change="list-dropped" if new_symbol is None else "list-replaced",
+                before={"symbol": action.symbol},
+                after={"symbol": new_symbol} if new_symbol is not None else None,
+                changed_by=actor,
+                note=note,
+                changed_at=now,
+            )
+        )
+    for account in await repo.accounts_restricted_by_lists(uow.session, [r.list_id for r in lists]):
+        changed.setdefault(account.account_id, account)
+    accounts = [changed[a] for a in sorted(changed)]
+    for account in accounts:
+        account.updated_at = now
+        await repo.save(uow.session, account)
+    await repo.add_restriction_changes(uow.session, history)
+    await _announce_all(uow, accounts)
+    if history:
+        log.info(
+            "corporate action followed in restrictions and lists",
+            extra={
+                "action_id": action.action_id,
+                "type": action.type,
+                "symbol": action.symbol,
+                "new_symbol": new_symbol,
+                "accounts": len(accounts),
+                "lists": len(lists),
+                "dropped": sum(c.change == "dropped" for c in history),
+            },
+        )
+    return [a.account_id for a in accounts]
+
+
+RestrictionDoc = dict[str, Any]
+
+
+def restrictions_after_action(
+    docs: Sequence[RestrictionDoc], symbol: str, new_symbol: str | None
+) -> tuple[list[RestrictionDoc], list[tuple[str, RestrictionDoc, RestrictionDoc | None]]]:
+    """An account's restrictions after `symbol` became `new_symbol` (None: bought out for
+    cash), in their order, and each change as (change, before, after): `replaced` (the same
+    instruction on the new symbol), `merged` (the account already had that kind on the new
+    symbol: that one stays, `after`), `dropped` (cash merger)."""
+    existing = {
+        _restriction_key(d): d
+        for d in docs
+        if not (d["scope"] == "security" and d["value"] == symbol)
+    }
+    out: list[RestrictionDoc] = []
+    changes: list[tuple[str, RestrictionDoc, RestrictionDoc | None]] = []
+    for doc in docs:
+        if doc["scope"] != "security" or doc["value"] != symbol:
+            out.append(doc)
+            continue
+        if new_symbol is None:
+            changes.append(("dropped", doc, None))
+            continue
+        key = (doc["kind"], "security", new_symbol)
+        if key in existing:
+            changes.append(("merged", doc, existing[key]))
+            continue
+        moved = {**doc, "value": new_symbol}
+        existing[key] = moved
+        out.append(moved)
+        changes.append(("replaced", doc, moved))
+    return out, changes
+
+
+def list_after_action(symbols: Sequence[str], symbol: str, new_symbol: str | None) -> list[str]:
+    """A list's members after `symbol` became `new_symbol` (None: it leaves the list)."""
+    members = set(symbols) - {symbol}
+    if new_symbol is not None and symbol in symbols:
+        members.add(new_symbol)
+    return sorted(members)
+
+
+async def restriction_history(session: AsyncSession, account_id: str) -> list[RestrictionChange]:
+    await _account(session, account_id)
+    return await repo.restriction_history(session, account_id)
+
+
+async def list_history(session: AsyncSession, list_id: str) -> list[RestrictionChange]:
+    if await repo.get_security_list(session, list_id) is None:
+        raise NotFound(f"no security list {list_id}")
+    return await repo.list_history(session, list_id)
 
 
 async def get_account(session: AsyncSession, account_id: str) -> AccountOut:

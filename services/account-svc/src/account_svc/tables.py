@@ -63,6 +63,23 @@ class SecurityList(Table, table=True):
     updated_at: datetime = _timestamp()
 
 
+class RestrictionChange(Table, table=True):
+    """A restriction or list member changed by something other than a person's PUT (today: a
+    corporate action): what it was, what it became (None: dropped) and why."""
+
+    __tablename__ = "restriction_history"
+
+    change_id: int | None = Field(default=None, primary_key=True)
+    account_id: str | None = Field(default=None, max_length=64, index=True)  # None: a list
+    list_id: str | None = Field(default=None, max_length=64)
+    change: str = Field(max_length=16)  # replaced | merged | dropped | list-replaced | list-dropped
+    before: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    after: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    changed_by: str  # e.g. corporate-action:<action id>
+    note: str
+    changed_at: datetime = _timestamp()
+
+
 class KnownModel(Table, table=True):
     """Models published by model-hub-svc (from model-changed): accounts may follow only these."""
 

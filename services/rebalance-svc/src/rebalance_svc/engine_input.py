@@ -6,7 +6,9 @@ How a UMA's holdings are split into sleeves (taxlot-svc keeps one position per s
   1. a lot that names a sleeve of the account (`sleeve_id`) belongs to that sleeve;
   2. the rest of the position (shares not in such lots, with the lots that name no known
      sleeve) goes to its *home* sleeve: the first sleeve, in strategy order, whose model holds
-     the symbol; when no model holds it, the first sleeve (where it is sold as not in model);
+     the symbol; else the first whose model holds an equivalent of it (same equivalence set,
+     so it counts toward that target rather than being sold); else the first sleeve (where
+     it is sold as not in model);
   3. a sleeve's holding carries its lots only when they add up to its shares.
 Cash is not kept per sleeve by the book of record, so a UMA's cash arrives as unallocated
 account cash: the strategic rebalance hands it to the sleeves (every movement recorded).
@@ -29,6 +31,7 @@ from ballast_engine.model import (
     Band,
     BandKind,
     DriftLevel,
+    EquivalenceSet,
     FreedCashPolicy,
     Holding,
     Model,
@@ -60,6 +63,15 @@ class SecurityRow:
     asset_class: str
     sector: str
     fractional_eligible: bool
+
+
+@dataclass(frozen=True)
+class EquivalenceSetRow:
+    """A live equivalence set of the read model."""
+
+    set_id: str
+    members: tuple[str, ...]
+    identical: bool = False
 
 
 @dataclass(frozen=True)
@@ -125,14 +137,57 @@ class TaxContext:
 # Reference
 
 
+def equivalence_sets_for(
+    sets: Iterable[EquivalenceSetRow], securities: Mapping[str, SecurityRow]
+) -> tuple[tuple[EquivalenceSet, ...], list[str]]:
+    """The engine's equivalence sets from the live sets, newest first, and what had to be
+    left out (one sentence each), so that one bad set never fails the whole book:
+    - a member missing from the security master is left out of its set;
+    - a member already claimed by a newer set is left out of the older one (the engine allows
+      one set per security; model-hub-svc enforces it, but a member moving between two sets
+      is two events on two keys that may arrive in either order);
+    - a set left with fewer than two members substitutes nothing and is left out.
+    The engine's sets are sorted by id (same read model, same reference)."""
+    claimed: dict[str, str] = {}
+    out: list[EquivalenceSet] = []
+    problems: list[str] = []
+    for s in sets:
+        members: list[str] = []
+        for symbol in dict.fromkeys(s.members):
+            if symbol not in securities:
+                problems.append(
+                    f"equivalence set {s.set_id}: {symbol} is not in the security master; "
+                    "left out of the set"
+                )
+            elif symbol in claimed:
+                problems.append(
+                    f"equivalence set {s.set_id}: {symbol} is also in the newer set "
+                    f"{claimed[symbol]}; left out of {s.set_id}"
+                )
+            else:
+                members.append(symbol)
+        if len(members) < 2:
+            if len(members) < len(s.members):
+                problems.append(
+                    f"equivalence set {s.set_id}: fewer than two usable members; set left out"
+                )
+            continue
+        for symbol in members:
+            claimed[symbol] = s.set_id
+        out.append(EquivalenceSet(s.set_id, tuple(sorted(members))))
+    return tuple(sorted(out, key=lambda e: e.set_id)), problems
+
+
 def reference_for(
     securities: Mapping[str, SecurityRow],
     models: Mapping[str, Mapping[str, Decimal]],
     strategies: Iterable[Strategy] = (),
     lists: Mapping[str, Iterable[str]] | None = None,
+    equivalence_sets: Iterable[EquivalenceSet] = (),
 ) -> Reference:
     """The securities the engine may price, the models (id -> symbol -> weight), the UMAs'
-    strategies and the named security lists restrictions refer to."""
+    strategies, the named security lists restrictions refer to and the equivalence sets
+    (already filtered by `equivalence_sets_for`)."""
     return Reference(
         securities={
             s.symbol: Security(
@@ -155,6 +210,7 @@ def reference_for(
         },
         strategies={s.strategy_id: s for s in strategies},
         lists={name: frozenset(symbols) for name, symbols in (lists or {}).items()},
+        equivalence_sets=tuple(equivalence_sets),
     )
 
 
@@ -235,6 +291,7 @@ def engine_account(
     positions: Iterable[PositionRow],
     defaults: Defaults,
     model_symbols: Mapping[str, Iterable[str]],
+    equivalence_sets: Iterable[EquivalenceSet] = (),
 ) -> Account:
     """An SMA (one sleeve on its model, with the account's cash) or a UMA (one sleeve per
     strategy model, holdings split by the rule above, cash unallocated), each sleeve with the
@@ -251,7 +308,7 @@ def engine_account(
             SLEEVE, account.model_id or "", cash=float(cash), holdings=holdings, settings=settings
         )
         return Account(account.account_id, (sleeve,), restrictions=restrictions)
-    split = split_holdings(account.sleeves, positions, model_symbols)
+    split = split_holdings(account.sleeves, positions, model_symbols, equivalence_sets)
     sleeves = tuple(
         Sleeve(
             s.sleeve_id,
@@ -275,10 +332,12 @@ def split_holdings(
     sleeves: Sequence[SleeveRow],
     positions: Iterable[PositionRow],
     model_symbols: Mapping[str, Iterable[str]],
+    equivalence_sets: Iterable[EquivalenceSet] = (),
 ) -> dict[str, list[Holding]]:
     """A UMA's positions per sleeve (see the module's docstring for the rule)."""
     ids = {s.sleeve_id for s in sleeves}
     held_by = {s.model_id: set(model_symbols.get(s.model_id, ())) for s in sleeves}
+    equivalents = {m: set(e.members) for e in equivalence_sets for m in e.members}
     out: dict[str, list[Holding]] = defaultdict(list)
     for p in sorted(positions, key=_symbol):
         if p.quantity <= 0:
@@ -299,9 +358,13 @@ def split_holdings(
             lots.clear()
             rest, loose = p.quantity, list(p.lots)
         if rest > 0:
+            twins = equivalents.get(p.symbol, set())
             home = next(
                 (s.sleeve_id for s in sleeves if p.symbol in held_by[s.model_id]),
-                sleeves[0].sleeve_id,
+                next(
+                    (s.sleeve_id for s in sleeves if twins & held_by[s.model_id]),
+                    sleeves[0].sleeve_id,
+                ),
             )
             shares[home] += rest
             lots[home].extend(loose)

@@ -7,6 +7,7 @@ from ballast_common.consumer import Subscription
 from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import (
     AccountChangedV1,
+    EquivalenceSetChangedV1,
     HoldingsReconciledV1,
     HoldingsReconciledV2,
     ModelChangedV1,
@@ -28,6 +29,12 @@ async def on_account_changed(uow: UnitOfWork, envelope: Envelope, event: Account
     await service.record_account(uow, event, envelope.tenant)
 
 
+async def on_equivalence_set_changed(
+    uow: UnitOfWork, envelope: Envelope, event: EquivalenceSetChangedV1
+) -> None:
+    await service.record_equivalence_set(uow, event, envelope.time)
+
+
 async def on_holdings_reconciled(
     uow: UnitOfWork, envelope: Envelope, event: HoldingsReconciledV1 | HoldingsReconciledV2
 ) -> None:
@@ -43,6 +50,7 @@ def subscriptions(settings: Settings) -> list[Subscription]:
         Subscription("account-changed", on_account_changed),
         Subscription("holdings-reconciled", on_holdings_reconciled),
         Subscription("model-changed", on_model_changed),
+        Subscription("equivalence-set-changed", on_equivalence_set_changed),
     ]
 
 

@@ -13,6 +13,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from rebalance_svc.tables import (
     Account,
     Cash,
+    EquivalenceSet,
     Holding,
     LossSale,
     Model,
@@ -92,6 +93,34 @@ async def upsert_security_lists(session: AsyncSession, lists: dict[str, list[str
 async def security_lists(session: AsyncSession) -> dict[str, list[str]]:
     result = await session.exec(select(SecurityList.list_id, SecurityList.symbols))
     return {list_id: list(symbols) for list_id, symbols in result}
+
+
+async def upsert_equivalence_set(session: AsyncSession, row: EquivalenceSet) -> bool:
+    """Store the set's version if it is newer than the stored one; False when it is not."""
+    stmt = insert(EquivalenceSet).values(row.model_dump())
+    upsert = stmt.on_conflict_do_update(
+        index_elements=[EquivalenceSet.set_id],
+        set_={
+            c: stmt.excluded[c]
+            for c in ("name", "members", "identical", "removed", "version", "changed_at")
+        },
+        where=col(EquivalenceSet.version) < stmt.excluded.version,
+    ).returning(col(EquivalenceSet.set_id))
+    return (await session.execute(upsert)).first() is not None
+
+
+async def get_equivalence_set(session: AsyncSession, set_id: str) -> EquivalenceSet | None:
+    return await session.get(EquivalenceSet, set_id)
+
+
+async def live_equivalence_sets(session: AsyncSession) -> list[EquivalenceSet]:
+    """Sets not removed, newest announcement first."""
+    result = await session.exec(
+        select(EquivalenceSet)
+        .where(col(EquivalenceSet.removed).is_(False))
+        .order_by(col(EquivalenceSet.changed_at).desc(), col(EquivalenceSet.set_id))
+    )
+    return list(result)
 
 
 async def accounts_on_model(session: AsyncSession, model_id: str) -> list[Account]:
@@ -241,6 +270,15 @@ async def read_model_counts(session: AsyncSession) -> dict[str, int]:
         "accounts_with_holdings": await count(Cash),
         "uma_sleeves": await count(Sleeve),
         "security_lists": await count(SecurityList),
+        "equivalence_sets": int(
+            (
+                await session.exec(
+                    select(func.count())
+                    .select_from(EquivalenceSet)
+                    .where(col(EquivalenceSet.removed).is_(False))
+                )
+            ).one()
+        ),
         "runs": await count(Run),
     }
 

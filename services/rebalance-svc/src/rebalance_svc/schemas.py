@@ -26,6 +26,7 @@ class ReadModelStatus(BaseModel):
     accounts_with_holdings: int
     uma_sleeves: int = 0
     security_lists: int = 0
+    equivalence_sets: int = 0
     runs: int
 
 

@@ -14,6 +14,7 @@ from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import (
     AccountChangedV1,
     DriftDetectedV1,
+    EquivalenceSetChangedV1,
     HoldingsReconciledV1,
     HoldingsReconciledV2,
     LossSaleV1,
@@ -35,12 +36,14 @@ from rebalance_svc import repository as repo
 from rebalance_svc.engine_input import (
     AccountRow,
     Defaults,
+    EquivalenceSetRow,
     PositionRow,
     SecurityDrift,
     SecurityRow,
     SleeveRow,
     TaxContext,
     engine_account,
+    equivalence_sets_for,
     money,
     reference_for,
     scanned_accounts,
@@ -49,7 +52,7 @@ from rebalance_svc.engine_input import (
     tax_context,
 )
 from rebalance_svc.settings import Settings
-from rebalance_svc.tables import Account, Model, Run, Sleeve
+from rebalance_svc.tables import Account, EquivalenceSet, Model, Run, Sleeve
 
 log = logging.getLogger(__name__)
 IDS = uuid.UUID("5d0c2b7e-4a1f-4c1e-9f0a-ba11a57ba11a")  # namespace of derived ids
@@ -75,6 +78,31 @@ async def record_securities(uow: UnitOfWork, event: SecuritiesChangedV1) -> None
             for s in event.securities
         ],
     )
+
+
+async def record_equivalence_set(
+    uow: UnitOfWork, event: EquivalenceSetChangedV1, changed_at: datetime
+) -> bool:
+    """Keep the set's newest version (a removed set stays as a tombstone); an older version
+    arriving late changes nothing. Returns whether the read model changed."""
+    stored = await repo.upsert_equivalence_set(
+        uow.session,
+        EquivalenceSet(
+            set_id=event.set_id,
+            name=event.name,
+            members=[] if event.removed else sorted(set(event.members)),
+            identical=event.identical,
+            removed=event.removed,
+            version=event.version,
+            changed_at=changed_at,
+        ),
+    )
+    if not stored:
+        log.info(
+            "ignoring stale equivalence set version",
+            extra={"set_id": event.set_id, "version": event.version},
+        )
+    return stored
 
 
 async def record_account(uow: UnitOfWork, event: AccountChangedV1, tenant: str) -> None:
@@ -193,8 +221,21 @@ async def prepare(
         m: {s: Decimal(w) for s, w in mod.targets.items()} for m, mod in models.items()
     }
     strategies = [strategy_for(r) for r in rows.values() if r.is_uma]
+    equivalence_sets, left_out = equivalence_sets_for(
+        [
+            EquivalenceSetRow(e.set_id, tuple(e.members), e.identical)
+            for e in await repo.live_equivalence_sets(session)
+        ],
+        securities,
+    )
+    for problem in left_out:
+        log.warning("equivalence set member left out", extra={"problem": problem})
     reference = reference_for(
-        securities, model_targets, strategies, await repo.security_lists(session)
+        securities,
+        model_targets,
+        strategies,
+        await repo.security_lists(session),
+        equivalence_sets,
     )
     prepared = Prepared(reference)
     defaults = defaults_of(settings)
@@ -215,7 +256,7 @@ async def prepare(
                 PositionRow(h.symbol, h.quantity, h.lots) for h in holdings.get(account_id, [])
             ]
             prepared.accounts[account_id] = engine_account(
-                row, cash[account_id], positions, defaults, model_targets
+                row, cash[account_id], positions, defaults, model_targets, equivalence_sets
             )
             prepared.rows[account_id] = account
             prepared.labels[account_id] = _label(row, models)

@@ -98,6 +98,25 @@ class SecurityList(Table, table=True):
     symbols: list[str] = Field(sa_column=Column(JSONB, nullable=False))
 
 
+class EquivalenceSet(Table, table=True):
+    """An equivalence set as model-hub-svc last announced it (equivalence-set-changed): the
+    newest version wins; a removed set stays as a tombstone so a late older version cannot
+    bring it back."""
+
+    __tablename__ = "equivalence_sets"
+
+    set_id: str = Field(primary_key=True, max_length=64)
+    name: str
+    members: list[str] = Field(sa_column=Column(JSONB, nullable=False))
+    identical: bool = False
+    removed: bool = False
+    version: int
+    # when model-hub-svc announced this version (the envelope's time): a symbol claimed by
+    # two live sets (a member moving between sets, events of two keys in flight) stays in
+    # the newer one
+    changed_at: datetime = _timestamp()
+
+
 class Holding(Table, table=True):
     __tablename__ = "holdings"
 
