@@ -340,6 +340,25 @@ async def test_events_out_of_order_converge(db: Database, client: httpx.AsyncCli
     assert rows[0]["approved_by"] == "policy:auto-approve"
 
 
+async def test_tax_aware_trades_keep_their_lots_and_tax_and_the_run_sums_it(
+    db: Database, client: httpx.AsyncClient
+) -> None:
+    account, model = new_account(), new_model()
+    await setup_book(db, account, model)
+    run, proposal = uuid.uuid4(), uuid.uuid4()
+    sell = trade("ZZA", "sell", "30", "10", lot_ids=["L1", "L2"], estimated_tax="-42.50",
+                 sleeve_id="core")  # fmt: skip
+    gain = trade("ZZC", "sell", "10", "5", lot_ids=["L9"], estimated_tax="7.40")
+    buy = trade("ZZB", "buy", "15", "20")
+    await deliver(db, proposed(account, model, run, proposal, [sell, gain, buy], at(30)))
+    rows = {r["symbol"]: r for r in (await client.get(f"/accounts/{account}/trades")).json()}
+    assert rows["ZZA"]["lot_ids"] == ["L1", "L2"] and rows["ZZA"]["sleeve_id"] == "core"
+    assert Decimal(rows["ZZA"]["estimated_tax"]) == Decimal("-42.50")
+    assert rows["ZZB"]["lot_ids"] is None and rows["ZZB"]["estimated_tax"] is None
+    progress = (await client.get(f"/runs/{run}")).json()
+    assert Decimal(progress["estimated_tax"]) == Decimal("-35.10")
+
+
 async def test_rejected_order_carries_its_reason(db: Database, client: httpx.AsyncClient) -> None:
     account, model = new_account(), new_model()
     await setup_book(db, account, model)

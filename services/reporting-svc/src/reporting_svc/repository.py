@@ -257,7 +257,16 @@ async def ensure_proposal(session: AsyncSession, proposal_id: uuid.UUID, account
     )
 
 
-_DETAILS = ("quantity", "estimated_price", "estimated_value", "reason", "explanation")
+_DETAILS = (
+    "quantity",
+    "estimated_price",
+    "estimated_value",
+    "reason",
+    "explanation",
+    "sleeve_id",
+    "lot_ids",
+    "estimated_tax",
+)
 
 
 async def upsert_trade_details(session: AsyncSession, rows: Sequence[Row]) -> None:
@@ -575,7 +584,7 @@ _RUNS = """
            d.measured AS accounts_measured, d.out_of_tolerance AS accounts_out_of_tolerance,
            pr.proposals, pr.approved AS proposals_approved,
            tr.trades, tr.filled, tr.partially_filled, tr.rejected, tr.declined, tr.approved,
-           tr.proposed,
+           tr.proposed, tr.estimated_tax,
            fl.fills, fl.reflected AS fills_reflected, fl.last_reconciled_at
       FROM runs r
       LEFT JOIN LATERAL (
@@ -592,6 +601,7 @@ _RUNS = """
                  COUNT(*) FILTER (WHERE t.status = 'partially_filled') AS partially_filled,
                  COUNT(*) FILTER (WHERE t.status = 'rejected') AS rejected,
                  COUNT(*) FILTER (WHERE t.status = 'declined') AS declined,
+                 SUM(t.estimated_tax) FILTER (WHERE t.status <> 'declined') AS estimated_tax,
                  COUNT(*) FILTER (WHERE t.status = 'approved') AS approved,
                  COUNT(*) FILTER (WHERE t.status = 'proposed') AS proposed
             FROM trades t JOIN proposals p ON p.proposal_id = t.proposal_id

@@ -116,6 +116,11 @@ class TradeOut(BaseModel):
     rejected_reason: str | None
     declined_by: str | None = Field(default=None, description="who rejected the proposal")
     declined_reason: str | None = None
+    sleeve_id: str | None = None
+    lot_ids: list[str] | None = Field(default=None, description="sells: the tax lots relieved")
+    estimated_tax: Money | None = Field(
+        default=None, description="sells: estimated tax on the gain (negative: a saving)"
+    )
     fills: int
     fills_reflected: int
 
@@ -133,6 +138,9 @@ class RunProgress(BaseModel):
     trades_partially_filled: int
     trades_rejected: int = Field(description="rejected by the custodian")
     trades_declined: int = Field(description="their proposal was rejected by a person")
+    estimated_tax: Money | None = Field(
+        description="estimated tax of the run's sells (negative: saved); none without lots"
+    )
     trades_open: int = Field(description="proposed or approved, nothing filled or rejected yet")
     trades_awaiting_approval: int
     fills: int

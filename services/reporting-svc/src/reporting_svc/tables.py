@@ -229,6 +229,10 @@ class Trade(Table, table=True):
     estimated_value: Decimal | None = Field(default=None, sa_column=Column(MONEY, nullable=True))
     reason: str | None = None
     explanation: str | None = None
+    sleeve_id: str | None = Field(default=None, max_length=64)
+    # Tax-aware sells: the lots they relieve and the estimated tax (negative: a saving).
+    lot_ids: list[str] | None = Field(default=None, sa_column=Column(ARRAY(String), nullable=True))
+    estimated_tax: Decimal | None = Field(default=None, sa_column=Column(MONEY, nullable=True))
     proposed_at: datetime | None = Field(default=None, sa_column=_ts(True))
     approved_at: datetime | None = Field(default=None, sa_column=_ts(True))
     rejected_reason: str | None = None

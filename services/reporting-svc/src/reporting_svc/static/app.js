@@ -337,6 +337,8 @@ function runPage(view, runId) {
       card("Trades", count(run.trades), `${count(run.trades_awaiting_approval)} awaiting approval`),
       card("Filled", count(run.trades_filled), `${count(run.trades_partially_filled)} partially`),
       card("Rejected", count(run.trades_rejected), "by the custodian", run.trades_rejected > 0),
+      card("Estimated tax", run.estimated_tax != null ? money(run.estimated_tax) : "—",
+        run.estimated_tax != null ? (Number(run.estimated_tax) < 0 ? "saved by the run's sells" : "on the run's realized gains") : "no tax lots"),
       card("Fills in holdings", `${count(run.fills_reflected)}<span class="muted small"> / ${count(run.fills)}</span>`, "reflected by the book of record"),
     ].join("");
     view.querySelector("#bar").innerHTML = `${runBar(run, true)}
@@ -457,6 +459,8 @@ function accountPage(view, accountId) {
         <td>${badge(t.status)}${t.fills ? `<div class="small muted">${t.fills_reflected}/${t.fills} fills in holdings</div>` : ""}</td>
         <td class="explain">${t.reason ? `<span class="tag">${esc(t.reason)}</span>` : ""}${esc(t.explanation || "")}
           ${t.rejected_reason ? `<div class="small" style="color:var(--bad)">Rejected: ${esc(t.rejected_reason)}</div>` : ""}
+          ${t.estimated_tax != null ? `<div class="small muted">estimated tax ${money(t.estimated_tax)}${t.lot_ids && t.lot_ids.length ? ` · lots ${esc(t.lot_ids.join(", "))}` : ""}</div>` : ""}
+          ${t.sleeve_id ? `<div class="small muted">sleeve ${esc(t.sleeve_id)}</div>` : ""}
           ${t.declined_by ? `<div class="small muted">declined by ${esc(t.declined_by)}: ${esc(t.declined_reason || "")}</div>` : ""}
           ${t.approved_by ? `<div class="small muted">approved by ${esc(t.approved_by)}</div>` : ""}</td>
         <td class="small">${t.run_id ? `<a class="mono" href="#/runs/${t.run_id}">${shortId(t.run_id)}</a>` : ""}</td>
