@@ -60,7 +60,8 @@ status: ## show the services started by `make up`
 bench: bench-flow bench-engine bench-tax ## run every benchmark; JSON results in bench/results/
 
 bench-flow: setup stack-up ## end-to-end time of a model change over the 1,000-account demo book
-	@$(PY) -m ballast_demo --bench --out bench/results/flow.json
+	@$(PY) -m ballast_demo --bench --book plain --out bench/results/flow.json
+	@$(PY) -m ballast_demo --bench --book managed --out bench/results/flow-managed.json
 
 bench-engine: setup ## engine benchmarks (drift scan, tactical and strategic rebalance)
 	@$(PY) bench/engine/bench_engine.py --out bench/results/engine.json

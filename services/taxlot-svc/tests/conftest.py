@@ -2,10 +2,13 @@
 
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
+from ballast_common.app import Runtime, create_app
 from ballast_common.db import Database
 from ballast_common.testing import migrated_database
 from taxlot_svc.main import spec
+from taxlot_svc.settings import Settings
 
 
 @pytest.fixture(scope="session")
@@ -13,3 +16,18 @@ async def taxlot_db(database_url: str) -> AsyncIterator[Database]:
     db = await migrated_database(spec, database_url)
     yield db
     await db.dispose()
+
+
+@pytest.fixture(scope="module")
+async def client(database_url: str, taxlot_db: Database) -> AsyncIterator[httpx.AsyncClient]:
+    """The REST API over ASGI (the runtime is built but its Kafka parts are not started:
+    requests only use the database)."""
+    settings = Settings(database_url=database_url, topic_prefix="taxlotapitest.")
+    app = create_app(spec, settings)
+    runtime = Runtime(spec, settings)
+    app.state.runtime = runtime
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://taxlot") as http:
+        yield http
+    await runtime.publisher.stop()  # never started; closes the client it created
+    await runtime.db.dispose()

@@ -4,30 +4,12 @@ Kafka parts are not started: requests only use the database)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-from ballast_common.app import Runtime, create_app
-from ballast_common.db import Database
-from taxlot_svc.main import spec
-from taxlot_svc.settings import Settings
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-async def client(database_url: str, taxlot_db: Database) -> AsyncIterator[httpx.AsyncClient]:
-    settings = Settings(database_url=database_url, topic_prefix="taxlotapitest.")
-    app = create_app(spec, settings)
-    runtime = Runtime(spec, settings)
-    app.state.runtime = runtime
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://taxlot") as http:
-        yield http
-    await runtime.publisher.stop()  # never started; closes the client it created
-    await runtime.db.dispose()
 
 
 def new_account() -> str:

@@ -1,23 +1,55 @@
 """taxlot-svc's REST routes: parse, call the service layer, return."""
 
-from typing import Annotated
+from datetime import date
+from typing import Annotated, Any, Literal
 
 from ballast_common.app import ReadSession, UoW
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Body, Path, Query, Response
+from fastapi.exceptions import RequestValidationError
+from pydantic import TypeAdapter, ValidationError
 
-from taxlot_svc import service
+from taxlot_svc import actions, service, taxes, transfers
 from taxlot_svc.schemas import (
     ACCOUNT_ID_PATTERN,
     BatchResult,
+    CorporateActionIn,
+    CorporateActionOut,
     GainsOut,
     HoldingsBatchIn,
     HoldingsIn,
     HoldingsOut,
     LotsOut,
+    SleeveTransferIn,
+    SleeveTransferOut,
+    TaxSettingsIn,
+    TaxSettingsOut,
+    UnrealizedOut,
+    WashSaleBlocksOut,
 )
 
 router = APIRouter()
+_ACTION = TypeAdapter(CorporateActionIn)
+
+
+def parse_action(body: dict[str, Any]) -> CorporateActionIn:
+    """Validate a corporate action, naming fields without the union's tag (``numerator``,
+    not ``split.numerator``; an unknown or missing ``type`` is ``type``)."""
+    try:
+        return _ACTION.validate_python(body)
+    except ValidationError as exc:
+        errors = []
+        for err in exc.errors():
+            if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+                loc: tuple[int | str, ...] = ("type",)
+            else:
+                loc = tuple(err["loc"][1:])
+            errors.append({**err, "loc": ("body", *loc)})
+        raise RequestValidationError(errors) from exc
+
+
 AccountId = Annotated[str, Path(pattern=ACCOUNT_ID_PATTERN)]
+HouseholdId = Annotated[str, Path(min_length=1, max_length=80)]
+Year = Annotated[int | None, Query(ge=1900, le=2999, description="calendar year of the sale")]
 
 
 @router.post(
@@ -56,6 +88,110 @@ async def get_lots(
     return await service.lots(session, account_id, symbol)
 
 
-@router.get("/accounts/{account_id}/realized-gains", tags=["lots"], response_model=GainsOut)
-async def get_realized_gains(account_id: str, session: ReadSession) -> GainsOut:
-    return await service.realized_gains(session, account_id)
+@router.put(
+    "/accounts/{account_id}/tax-settings",
+    tags=["tax"],
+    summary="The account's lot relief method (fifo, lifo, hifo, mintax) and tax rates",
+    response_model=TaxSettingsOut,
+)
+async def put_tax_settings(account_id: AccountId, body: TaxSettingsIn, uow: UoW) -> TaxSettingsOut:
+    return await taxes.put_tax_settings(uow, account_id, body)
+
+
+@router.get("/accounts/{account_id}/tax-settings", tags=["tax"], response_model=TaxSettingsOut)
+async def get_tax_settings(account_id: AccountId, session: ReadSession) -> TaxSettingsOut:
+    return await taxes.tax_settings(session, account_id)
+
+
+@router.get(
+    "/accounts/{account_id}/realized-gains",
+    tags=["tax"],
+    summary="Realized gains by lot, wash-sale adjusted (code W), with short/long totals",
+    response_model=GainsOut,
+)
+async def get_realized_gains(account_id: str, session: ReadSession, year: Year = None) -> GainsOut:
+    return await taxes.realized_gains(session, account_id, year)
+
+
+@router.get(
+    "/accounts/{account_id}/form8949.csv",
+    tags=["tax"],
+    summary="Form 8949 rows (columns of `ballast taxlot form8949`)",
+    response_class=Response,
+    responses={200: {"content": {"text/csv": {}}}},
+)
+async def get_form8949(account_id: str, session: ReadSession, year: Year = None) -> Response:
+    text = await taxes.form8949_csv(session, account_id, year)
+    return Response(text, media_type="text/csv; charset=utf-8")
+
+
+@router.get(
+    "/accounts/{account_id}/unrealized",
+    tags=["tax"],
+    summary="Unrealized gain/loss per open lot",
+    response_model=UnrealizedOut,
+)
+async def get_unrealized(
+    account_id: str,
+    session: ReadSession,
+    prices: Annotated[
+        Literal["from-last-fill", "security-master"],
+        Query(description="last fill price (else security master), or security master"),
+    ] = "security-master",
+    on: Annotated[date | None, Query(description="day the terms are judged (today)")] = None,
+) -> UnrealizedOut:
+    return await taxes.unrealized(session, account_id, prices, on)
+
+
+@router.get(
+    "/households/{household_id}/wash-sale-blocks",
+    tags=["tax"],
+    summary="Before the fact: what the household may not buy, which lots not sell at a loss",
+    response_model=WashSaleBlocksOut,
+)
+async def get_wash_sale_blocks(
+    household_id: HouseholdId,
+    session: ReadSession,
+    on: Annotated[date | None, Query(description="day of the intended trade (today)")] = None,
+) -> WashSaleBlocksOut:
+    return await taxes.wash_sale_blocks(session, household_id, on)
+
+
+@router.post(
+    "/corporate-actions",
+    tags=["corporate actions"],
+    summary="Apply a corporate action (once per action id) to every account holding it",
+    status_code=201,
+    response_model=CorporateActionOut,
+)
+async def post_corporate_action(
+    body: Annotated[
+        dict[str, Any],
+        Body(
+            description="an action: `type` is split, reverse-split, symbol-change, "
+            "cash-merger, stock-merger, spin-off or cash-dividend (schemas: CorporateActionIn)"
+        ),
+    ],
+    uow: UoW,
+    response: Response,
+) -> CorporateActionOut:
+    result = await actions.apply_corporate_action(uow, parse_action(body))
+    if result.repeated:
+        response.status_code = 200
+    return result
+
+
+@router.post(
+    "/accounts/{account_id}/sleeve-transfers",
+    tags=["lots"],
+    summary="Move shares between sleeves of the account (no taxable event), once per id",
+    status_code=201,
+    response_model=SleeveTransferOut,
+)
+async def post_sleeve_transfer(
+    account_id: AccountId, body: SleeveTransferIn, uow: UoW, response: Response
+) -> SleeveTransferOut:
+    result = await transfers.transfer(uow, account_id, body)
+    if result.repeated:
+        response.status_code = 200
+    return result

@@ -1,11 +1,23 @@
 """taxlot-svc's event handlers."""
 
 from ballast_common.contracts.envelope import Envelope
-from ballast_common.contracts.events import FillsReceivedV1
+from ballast_common.contracts.events import AccountChangedV1, FillsReceivedV1, SecuritiesChangedV1
 from ballast_common.uow import UnitOfWork
 
-from taxlot_svc import service
+from taxlot_svc import service, taxes
 
 
 async def on_fills_received(uow: UnitOfWork, envelope: Envelope, payload: FillsReceivedV1) -> None:
     await service.apply_fill(uow, payload, event_id=envelope.id)
+
+
+async def on_account_changed(
+    uow: UnitOfWork, envelope: Envelope, payload: AccountChangedV1
+) -> None:
+    await taxes.account_changed(uow, payload)
+
+
+async def on_securities_changed(
+    uow: UnitOfWork, envelope: Envelope, payload: SecuritiesChangedV1
+) -> None:
+    await taxes.securities_changed(uow, payload)

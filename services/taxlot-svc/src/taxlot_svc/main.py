@@ -6,8 +6,9 @@ from ballast_common.app import ServiceSpec, create_app
 from ballast_common.consumer import Subscription
 
 from taxlot_svc.api import router
-from taxlot_svc.handlers import on_fills_received
+from taxlot_svc.handlers import on_account_changed, on_fills_received, on_securities_changed
 from taxlot_svc.settings import Settings
+from taxlot_svc.snapshots import snapshot_loop
 from taxlot_svc.tables import metadata
 
 spec = ServiceSpec(
@@ -18,10 +19,18 @@ spec = ServiceSpec(
     migrations_dir=Path(__file__).parent / "migrations",
     description=(
         "Book of record: cash, positions and tax lots. Records opening balances, applies "
-        "fills-received (FIFO relief, realized gains) and publishes holdings-reconciled."
+        "fills-received (relief by the account's method or named lots, wash sales across "
+        "the household), corporate actions and sleeve transfers, and publishes "
+        "holdings-reconciled (v2, with lots); realized and unrealized gains, Form 8949 and "
+        "wash-sale blocks over REST."
     ),
     routers=[router],
-    subscriptions=[Subscription("fills-received", on_fills_received)],
+    subscriptions=[
+        Subscription("fills-received", on_fills_received),
+        Subscription("account-changed", on_account_changed),
+        Subscription("securities-changed", on_securities_changed),
+    ],
+    background=[snapshot_loop],
 )
 
 app = create_app(spec)

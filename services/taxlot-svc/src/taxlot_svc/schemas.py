@@ -7,15 +7,22 @@ once, named by its path (``accounts[3].positions[1].quantity``).
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Literal
 
 from ballast_common.contracts.types import Money, NonNegativeMoney, Quantity
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PlainSerializer
 
 ACCOUNT_ID_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
 MAX_BATCH_ACCOUNTS = 2000
 
 Number = Annotated[Decimal, Field(allow_inf_nan=False)]
+Exact = Annotated[Decimal, PlainSerializer(lambda v: format(v, "f"), return_type=str)]
+SYMBOL = r"^[A-Z0-9.\-]{1,16}$"
+Symbol = Annotated[str, Field(pattern=SYMBOL)]
+PositiveNumber = Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
+NonNegativeNumber = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
+Rate = Annotated[Decimal, Field(ge=0, le=1, allow_inf_nan=False)]
+ReliefMethod = Literal["fifo", "lifo", "hifo", "mintax"]
 
 
 class LotIn(BaseModel):
@@ -78,6 +85,13 @@ class LotOut(BaseModel):
     holding_start: date
     cause: str = Field(description="opening-balance | fill")
     fill_id: str | None
+    wash_adjustment: NonNegativeMoney = Field(
+        default=Decimal(0), description="disallowed wash-sale loss included in the basis"
+    )
+    replacement: bool = Field(
+        default=False, description="these shares already absorbed one wash-sale loss"
+    )
+    sleeve: str = Field(default="", description="the sleeve holding the lot ('' = none)")
 
 
 class LotsOut(BaseModel):
@@ -86,22 +100,199 @@ class LotsOut(BaseModel):
 
 
 class GainOut(BaseModel):
-    fill_id: str
+    fill_id: str = Field(description="the sale: a fill id, or a corporate action's id")
+    cause: str = Field(default="fill", description="fill | corporate-action")
     lot_id: str
     symbol: str
     quantity: Quantity
     proceeds: NonNegativeMoney
     cost_basis: NonNegativeMoney
-    gain: Money
+    gain: Money = Field(description="proceeds - cost_basis, before any wash-sale adjustment")
     term: str = Field(description="short | long")
     acquired_on: date
-    holding_start: date
+    holding_start: date = Field(description="Form 8949 date acquired (wash-sale adjusted)")
     sold_on: date
+    code: str = Field(default="", description="'W' when a wash sale disallowed (part of) a loss")
+    adjustment: NonNegativeMoney = Field(default=Decimal(0), description="loss disallowed")
+    permanent: NonNegativeMoney = Field(
+        default=Decimal(0), description="part of the adjustment lost for good (IRA replacement)"
+    )
+    washed_quantity: Quantity = Field(default=Decimal(0))
+    gain_loss: Money = Field(description="proceeds - cost_basis + adjustment (Form 8949 (h))")
+    reportable: bool = Field(default=True, description="false in an IRA")
 
 
 class GainsOut(BaseModel):
     account_id: str
+    year: int | None = None
+    short_term: Money = Field(description="reportable short-term gain/loss after adjustments")
+    long_term: Money
+    total: Money
+    disallowed: NonNegativeMoney = Decimal(0)
+    permanently_disallowed: NonNegativeMoney = Decimal(0)
+    estimated_tax: Money | None = Field(
+        default=None, description="at the account's rates, when both are set"
+    )
+    gains: list[GainOut]
+
+
+class TaxSettingsIn(BaseModel):
+    method: ReliefMethod = Field(description="lot relief for sells that name no lot")
+    short_term_rate: Rate | None = Field(default=None, description="0.37 = 37%")
+    long_term_rate: Rate | None = None
+
+
+class TaxSettingsOut(TaxSettingsIn):
+    account_id: str
+    updated_at: datetime | None = None
+
+
+class LotValueOut(BaseModel):
+    lot_id: str
+    symbol: str
+    quantity: Quantity
+    cost_basis: NonNegativeMoney
+    holding_start: date
+    price: Exact
+    market_value: Money
+    unrealized: Money
+    term: str = Field(description="short | long if sold today")
+
+
+class UnrealizedOut(BaseModel):
+    account_id: str
+    on: date
+    prices: str = Field(description="from-last-fill | security-master")
     short_term: Money
     long_term: Money
     total: Money
-    gains: list[GainOut]
+    lots: list[LotValueOut]
+    unpriced: list[str] = Field(description="symbols held without a price (left out)")
+
+
+class BuyBlockOut(BaseModel):
+    symbols: list[str]
+    until: date
+    quantity: Quantity
+    loss: NonNegativeMoney
+    sales: list[str]
+    reason: str
+
+
+class SellBlockOut(BaseModel):
+    account_id: str
+    lot_id: str
+    symbol: str
+    washable_quantity: Quantity
+    until: date
+    purchases: list[str]
+    reason: str
+
+
+class WashSaleBlocksOut(BaseModel):
+    household_id: str
+    on: date
+    accounts: list[str]
+    buy_blocks: list[BuyBlockOut] = Field(
+        description="what no account of the household may buy now without washing a loss"
+    )
+    sell_blocks: list[SellBlockOut] = Field(
+        description="lots that recent household purchases would wash if sold at a loss"
+    )
+
+
+class _ActionBase(BaseModel):
+    action_id: str = Field(min_length=1, max_length=200)
+    symbol: Symbol
+    on: date = Field(description="effective date (ex-date)")
+
+
+class _Fractions(BaseModel):
+    cash_price: NonNegativeNumber = Field(
+        default=Decimal(0), description="cash in lieu per NEW share for fractions"
+    )
+    share_quantum: PositiveNumber = Field(
+        default=Decimal(1), description="smallest holdable share (1 = whole shares)"
+    )
+
+
+class SplitIn(_ActionBase, _Fractions):
+    type: Literal["split", "reverse-split"]
+    numerator: int = Field(gt=0, description="new shares ...")
+    denominator: int = Field(gt=0, description="... for this many old shares")
+
+
+class SymbolChangeIn(_ActionBase):
+    type: Literal["symbol-change"]
+    new_symbol: Symbol
+
+
+class CashMergerIn(_ActionBase):
+    type: Literal["cash-merger"]
+    cash_per_share: NonNegativeNumber
+
+
+class StockMergerIn(_ActionBase, _Fractions):
+    type: Literal["stock-merger"]
+    new_symbol: Symbol
+    ratio: PositiveNumber = Field(description="new shares per old share")
+
+
+class SpinOffIn(_ActionBase, _Fractions):
+    type: Literal["spin-off"]
+    new_symbol: Symbol
+    ratio: PositiveNumber = Field(description="new shares per share held")
+    basis_percent: Annotated[Decimal, Field(ge=0, le=100, allow_inf_nan=False)]
+
+
+class CashDividendIn(_ActionBase):
+    type: Literal["cash-dividend"]
+    per_share: NonNegativeNumber
+
+
+CorporateActionIn = Annotated[
+    SplitIn | SymbolChangeIn | CashMergerIn | StockMergerIn | SpinOffIn | CashDividendIn,
+    Field(discriminator="type"),
+]
+
+
+class ActionAccountOut(BaseModel):
+    account_id: str
+    cash_change: Money
+    realized_lots: int = Field(description="lots (partly) sold by the action")
+
+
+class CorporateActionOut(BaseModel):
+    action_id: str
+    type: str
+    symbol: str
+    on: date
+    repeated: bool = Field(default=False, description="true: applied before, nothing changed")
+    accounts: list[ActionAccountOut]
+
+
+class SleeveTransferIn(BaseModel):
+    """Move shares of one security between sleeves of an account: no taxable event, the
+    lots keep their basis and dates."""
+
+    transfer_id: str = Field(min_length=1, max_length=200, description="idempotency key")
+    symbol: Symbol
+    quantity: PositiveNumber
+    from_sleeve: str = Field(default="", max_length=64, description="'' = no sleeve")
+    to_sleeve: str = Field(default="", max_length=64)
+    lot_ids: list[Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^;]+$")]] = Field(
+        default_factory=list, description="lots to move (FIFO otherwise)"
+    )
+    on: date | None = Field(default=None, description="effective date (default today)")
+
+
+class SleeveTransferOut(BaseModel):
+    transfer_id: str
+    account_id: str
+    symbol: str
+    quantity: Quantity
+    from_sleeve: str
+    to_sleeve: str
+    on: date
+    moved: list[LotOut]
+    repeated: bool = False

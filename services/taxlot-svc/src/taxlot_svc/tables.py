@@ -1,5 +1,11 @@
 """taxlot-svc's tables: the book of record of cash, open lots, applied fills, the ledger of
-every change and the realized gains.
+every change and the realized gains; the household inputs the lots are replayed from (tax
+inputs, corporate actions), each account's household and relief method, and prices.
+
+``lots`` and ``realized_gains`` are DERIVED from ``tax_inputs`` and ``corporate_actions``
+by the tax engine: a fill dated on or after the household's last day is applied to the
+stored lots (the incremental path); a late fill, a household change or a corporate action
+rewrites them from a replay of the household's inputs (see :mod:`taxlot_svc.book`).
 
 Positions are not stored: a position is the sum of its open lots (quantity and basis), so
 it can never disagree with them. Quantities and prices are unconstrained ``numeric`` (exact,
@@ -9,11 +15,26 @@ before it is written.
 
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from typing import Any
 from uuid import UUID
 
-from sqlalchemy import BigInteger, Column, Date, DateTime, Identity, Index, Numeric, func
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Identity,
+    Index,
+    Numeric,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
+from sqlmodel.sql.sqltypes import AutoString
 
 
 def _now() -> datetime:
@@ -58,10 +79,9 @@ class OpenLot(Table, table=True):
 
     account_id: str = Field(primary_key=True, max_length=64)
     lot_id: str = Field(primary_key=True, max_length=200)
-    # Arrival order: breaks ties between lots acquired on the same day (FIFO).
-    seq: int | None = Field(
-        default=None, sa_column=Column(BigInteger, Identity(always=False), nullable=False)
-    )
+    # The engine's order of the lot within its household (breaks ties between lots acquired
+    # on the same day).
+    seq: int = Field(sa_column=Column(BigInteger, nullable=False))
     symbol: str = Field(max_length=16)
     quantity: Decimal = Field(sa_column=_exact())
     cost_basis: Decimal = Field(sa_column=_money())
@@ -70,6 +90,16 @@ class OpenLot(Table, table=True):
     cause: str = Field(max_length=32, description="opening-balance | fill")
     fill_id: str | None = Field(default=None, max_length=200)
     opened_at: datetime = Field(default_factory=_now, sa_column=_timestamp())
+    wash_adjustment: Decimal = Field(
+        default=Decimal(0),
+        sa_column=Column(Numeric(20, 2), nullable=False, server_default=text("0")),
+    )
+    replacement: bool = Field(
+        default=False, sa_column=Column(Boolean, nullable=False, server_default=text("false"))
+    )
+    # The purchase the shares came from (shares of one purchase never replace each other).
+    purchase_id: str = Field(max_length=200)
+    sleeve: str = Field(default="", max_length=64, description="'' = the account's own")
 
 
 class AppliedFill(Table, table=True):
@@ -115,7 +145,10 @@ class RealizedGain(Table, table=True):
     """The sale of (part of) one lot: quantity, proceeds, basis, gain and term."""
 
     __tablename__ = "realized_gains"
-    __table_args__ = (Index("ix_realized_gains_account", "account_id", "sold_on"),)
+    __table_args__ = (
+        Index("ix_realized_gains_account", "account_id", "sold_on"),
+        Index("ix_realized_gains_account_symbol", "account_id", "symbol"),
+    )
 
     id: int | None = Field(
         default=None,
@@ -134,6 +167,136 @@ class RealizedGain(Table, table=True):
     holding_start: date = Field(sa_column=Column(Date, nullable=False))
     sold_on: date = Field(sa_column=Column(Date, nullable=False))
     recorded_at: datetime = Field(default_factory=_now, sa_column=_timestamp())
+    # The wash-sale rule (code W): loss disallowed, shares matched, part lost for good (IRA).
+    adjustment: Decimal = Field(
+        default=Decimal(0),
+        sa_column=Column(Numeric(20, 2), nullable=False, server_default=text("0")),
+    )
+    washed_quantity: Decimal = Field(
+        default=Decimal(0), sa_column=Column(Numeric(), nullable=False, server_default=text("0"))
+    )
+    permanent: Decimal = Field(
+        default=Decimal(0),
+        sa_column=Column(Numeric(20, 2), nullable=False, server_default=text("0")),
+    )
+    account_type: str = Field(
+        default="taxable",
+        sa_column=Column(AutoString(length=8), nullable=False, server_default=text("'taxable'")),
+    )
+    cause: str = Field(
+        default="fill",
+        sa_column=Column(AutoString(length=32), nullable=False, server_default=text("'fill'")),
+        description="fill | corporate-action",
+    )
+    seq: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default=text("0"))
+    )
+
+
+class AccountInfo(Table, table=True):
+    """An account's household and type, from account-svc's ``account-changed``. An account
+    not (yet) known here is a household of its own, taxable."""
+
+    __tablename__ = "accounts"
+
+    account_id: str = Field(primary_key=True, max_length=64)
+    household_id: str = Field(max_length=64, index=True)
+    account_type: str = Field(max_length=8, description="taxable | ira")
+    updated_at: datetime = Field(default_factory=_now, sa_column=_timestamp())
+
+
+class TaxSettings(Table, table=True):
+    """An account's lot-relief method (for sells that name no lot) and tax rates."""
+
+    __tablename__ = "tax_settings"
+
+    account_id: str = Field(primary_key=True, max_length=64)
+    method: str = Field(max_length=8, description="fifo | lifo | hifo | mintax")
+    short_term_rate: Decimal | None = Field(default=None, sa_column=_exact(nullable=True))
+    long_term_rate: Decimal | None = Field(default=None, sa_column=_exact(nullable=True))
+    updated_at: datetime = Field(default_factory=_now, sa_column=_timestamp())
+
+
+class TaxInput(Table, table=True):
+    """What the lots of an account are replayed from: each opening lot and each fill, with
+    the relief method in force when a sell arrived (so a later method change does not
+    rewrite past sales). ``id`` is the arrival order (it breaks ties within a day)."""
+
+    __tablename__ = "tax_inputs"
+    __table_args__ = (
+        Index("ix_tax_inputs_account", "account_id", "id"),
+        UniqueConstraint("account_id", "kind", "ref", name="uq_tax_inputs_ref"),
+    )
+
+    id: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger, Identity(always=False), primary_key=True),
+    )
+    account_id: str = Field(max_length=64)
+    kind: str = Field(max_length=8, description="opening | fill | move")
+    ref: str = Field(max_length=200, description="fill id, opening lot id, or transfer id")
+    trade_on: date = Field(sa_column=Column(Date, nullable=False))
+    symbol: str = Field(max_length=16)
+    side: str = Field(max_length=4)
+    quantity: Decimal = Field(sa_column=_exact())
+    price: Decimal = Field(sa_column=_exact())
+    fees: Decimal = Field(sa_column=_exact())
+    lot_name: str | None = Field(default=None, max_length=200)
+    lot_ids: str = Field(default="", description="lots named by a sell, ';'-separated")
+    method: str | None = Field(default=None, max_length=8)
+    sleeve: str = Field(default="", max_length=64, description="a fill's sleeve; a move's source")
+    to_sleeve: str | None = Field(default=None, max_length=64, description="a move's target")
+    recorded_at: datetime = Field(default_factory=_now, sa_column=_timestamp())
+
+
+class HouseholdState(Table, table=True):
+    """What the incremental path needs of a household: the last day applied (a fill dated
+    earlier is late and replays) and the engine's sequence counter."""
+
+    __tablename__ = "households"
+
+    household_id: str = Field(primary_key=True, max_length=80)
+    last_day: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+    seq: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    updated_at: datetime = Field(default_factory=_now, sa_column=_timestamp())
+
+
+class PendingSnapshot(Table, table=True):
+    """An account whose ``holdings-reconciled`` is due: changes of a consumed batch are
+    coalesced here and published by the snapshot loop (one event per account)."""
+
+    __tablename__ = "pending_snapshots"
+
+    account_id: str = Field(primary_key=True, max_length=64)
+    cause: str = Field(max_length=32)
+    fill_ids: list[str] = Field(sa_column=Column(JSONB, nullable=False))
+    action_id: str | None = Field(default=None, max_length=200)
+    requested_at: datetime = Field(default_factory=_now, sa_column=_timestamp())
+
+
+class CorporateActionRecord(Table, table=True):
+    """A corporate action, applied once (by id); ``terms`` is the request, ``result`` what
+    its first application did (returned again on a repeat)."""
+
+    __tablename__ = "corporate_actions"
+
+    action_id: str = Field(primary_key=True, max_length=200)
+    kind: str = Field(max_length=16)
+    symbol: str = Field(max_length=16, index=True)
+    effective_on: date = Field(sa_column=Column(Date, nullable=False))
+    terms: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    result: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    recorded_at: datetime = Field(default_factory=_now, sa_column=_timestamp())
+
+
+class SecurityPrice(Table, table=True):
+    """The security master's last price of each symbol (from ``securities-changed``)."""
+
+    __tablename__ = "prices"
+
+    symbol: str = Field(primary_key=True, max_length=16)
+    price: Decimal = Field(sa_column=_exact())
+    updated_at: datetime = Field(default_factory=_now, sa_column=_timestamp())
 
 
 metadata = Table.metadata

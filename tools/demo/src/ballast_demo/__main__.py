@@ -1,7 +1,11 @@
 """`make demo`: start Ballast locally, load a realistic book, change a model, show the result.
 
-python -m ballast_demo [--accounts 1000] [--port-base 8000]
+python -m ballast_demo [--accounts 1000] [--port-base 8000] [--book managed|plain]
 python -m ballast_demo --bench --out bench/results/flow.json   (what `make bench-flow` runs)
+
+The managed book (the default) has UMAs, restrictions, equivalent holdings, tax settings and
+multi-lot positions; the plain book is SMAs holding their model, one lot per position (the
+book earlier benchmark figures were measured on).
 """
 
 from __future__ import annotations
@@ -29,7 +33,14 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from ballast_demo.book import MODELS, SECURITIES, build_accounts, changed_core_model
+from ballast_demo.book import (
+    EQUIVALENCE_SETS,
+    MODELS,
+    SECURITIES,
+    SECURITY_LISTS,
+    build_accounts,
+    changed_core_model,
+)
 from ballast_demo.driver import Ballast, DriverError, Urls
 
 console = Console()
@@ -97,8 +108,8 @@ def start_services(root: Path, port_base: int) -> Path:
     return traces
 
 
-async def drive(urls: Urls, accounts_wanted: int, seed: int) -> dict[str, Any]:
-    accounts = build_accounts(accounts_wanted, seed)
+async def drive(urls: Urls, accounts_wanted: int, seed: int, managed: bool) -> dict[str, Any]:
+    accounts = build_accounts(accounts_wanted, seed, instructions=managed)
     ballast = Ballast(urls)
     columns = (
         SpinnerColumn(),
@@ -118,6 +129,10 @@ async def drive(urls: Urls, accounts_wanted: int, seed: int) -> dict[str, Any]:
         with Progress(*columns, console=console) as bar:
             step = bar.add_task("Security master", total=len(SECURITIES))
             bar.update(step, completed=await ballast.load_securities())
+            if managed:
+                sets = len(EQUIVALENCE_SETS) + len(SECURITY_LISTS)
+                step = bar.add_task("Equivalence sets and lists", total=sets)
+                bar.update(step, completed=await ballast.load_reference_sets())
             step = bar.add_task("Models", total=len(MODELS))
             for i, model in enumerate(MODELS, 1):
                 await ballast.publish_model(model)
@@ -133,10 +148,15 @@ async def drive(urls: Urls, accounts_wanted: int, seed: int) -> dict[str, Any]:
 
         events_before = await ballast.events_processed()
         change = changed_core_model()
-        following = sum(1 for a in accounts if a.model_id == change.model_id)
+        following = sum(
+            1
+            for a in accounts
+            if a.model_id == change.model_id or any(m == change.model_id for _, m, _ in a.sleeves)
+        )
+        umas = sum(1 for a in accounts if a.is_uma)
         console.print(
             f"\n[bold]Model change:[/] {change.name} replaces PFE and CSCO with AMD and NFLX "
-            f"({following} accounts follow it)"
+            f"({following} accounts follow it{f', {umas} UMAs in the book' if umas else ''})"
         )
         started = time.monotonic()
         published = await ballast.publish_model(change, actor="investment-committee")
@@ -151,6 +171,9 @@ async def drive(urls: Urls, accounts_wanted: int, seed: int) -> dict[str, Any]:
             final = await ballast.wait_until_complete(run, show)
         elapsed = time.monotonic() - started
         events_after = await ballast.events_processed()
+        harvest: dict[str, Any] = {}
+        if managed:
+            harvest = await harvest_losses(ballast, percent_columns)
         return {
             "run": run,
             "progress": final,
@@ -160,9 +183,34 @@ async def drive(urls: Urls, accounts_wanted: int, seed: int) -> dict[str, Any]:
             "custodian": await ballast.custodian_stats(),
             "accounts_following": following,
             "accounts_in_book": len(accounts),
+            "book": "managed" if managed else "plain",
+            "harvest": harvest,
+            "umas": umas,
+            "restricted": sum(1 for a in accounts if a.restrictions),
         }
     finally:
         await ballast.close()
+
+
+async def harvest_losses(ballast: Ballast, columns: tuple[Any, ...]) -> dict[str, Any]:
+    """After the model change: harvest tax losses where accounts have harvesting on, and
+    follow those trades to the book of record too."""
+    console.print("\n[bold]Tax-loss harvest[/] over the accounts that have it on")
+    run = await ballast.harvest()
+    if not run["proposals"]:
+        return {"run": run, "progress": {}}
+    with Progress(*columns, console=console) as bar:
+        step = bar.add_task(f"{run['trades']} harvest trades", total=100)
+        final = await ballast.wait_until_complete(
+            run,
+            lambda p: bar.update(step, completed=round(100 * p.get("progress", 0))),
+            measured=False,
+        )
+    return {"run": run, "progress": final}
+
+
+def _money(value: Any) -> str:
+    return "—" if value is None else f"${float(value):,.2f}"
 
 
 def show_summary(result: dict[str, Any], urls: Urls, traces: Path) -> None:
@@ -172,6 +220,8 @@ def show_summary(result: dict[str, Any], urls: Urls, traces: Path) -> None:
     table.add_column(justify="right")
     rows = [
         ("Accounts in the book", result["accounts_in_book"]),
+        ("  of which UMAs (three sleeves)", result["umas"]),
+        ("  with client restrictions", result["restricted"]),
         ("Accounts following the changed model", result["accounts_following"]),
         ("Accounts rebalanced", run["accounts_evaluated"]),
         ("Accounts skipped", len(run["skipped"])),
@@ -183,7 +233,16 @@ def show_summary(result: dict[str, Any], urls: Urls, traces: Path) -> None:
         ("Elapsed: model change to last holdings reconciled", f"{result['elapsed_s']:.1f} s"),
         ("Events processed by the services", result["events_processed"]),
         ("Events per second", f"{result['events_processed'] / result['elapsed_s']:.0f}"),
+        ("Estimated tax of the sells (negative: saved)", _money(progress.get("estimated_tax"))),
     ]
+    harvest = result.get("harvest") or {}
+    if harvest:
+        h_run, h_progress = harvest["run"], harvest["progress"]
+        rows += [
+            ("Tax-loss harvest: accounts harvested", h_run["proposals"]),
+            ("  harvest trades (sells and replacements)", h_run["trades"]),
+            ("  estimated tax saved", _money(-float(h_progress.get("estimated_tax") or 0))),
+        ]
     for name, value in rows:
         table.add_row(name, str(value))
     console.print(table)
@@ -217,6 +276,12 @@ def main() -> int:
     parser.add_argument("--accounts", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--port-base", type=int, default=8000)
+    parser.add_argument(
+        "--book",
+        choices=("managed", "plain"),
+        default="managed",
+        help="managed: UMAs, restrictions, tax settings, lots (default); plain: SMAs only",
+    )
     parser.add_argument("--bench", action="store_true", help="write JSON results, stop after")
     parser.add_argument("--out", default="bench/results/flow.json")
     args = parser.parse_args()
@@ -224,7 +289,7 @@ def main() -> int:
     traces = start_services(root, args.port_base)
     urls = Urls.on_port_base(args.port_base)
     try:
-        result = asyncio.run(drive(urls, args.accounts, args.seed))
+        result = asyncio.run(drive(urls, args.accounts, args.seed, args.book == "managed"))
     except DriverError as exc:
         console.print(f"[red]demo: {exc}[/]")
         console.print("Service logs: .state/services/demo/*.log")
@@ -239,6 +304,7 @@ def main() -> int:
                     "benchmark": "flow",
                     "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
                     "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+                    "book": result["book"],
                     "accounts_in_book": result["accounts_in_book"],
                     "accounts_rebalanced": result["run"]["accounts_evaluated"],
                     "trades": result["run"]["trades"],

@@ -100,7 +100,24 @@ SECURITIES: dict[str, tuple[str, str, str, str]] = {
         "108.47",
     ),
     "SCHD": ("Schwab U.S. Dividend Equity ETF", "US Equity", "ETF - Dividend", "28.06"),
+    "ITOT": (
+        "iShares Core S&P Total U.S. Stock Market ETF",
+        "US Equity",
+        "ETF - Broad Market",
+        "131.44",
+    ),
 }
+
+# Substitutes the overlay manager accepts: holding one counts toward the other's target, and
+# tax-loss harvesting swaps into it (none is substantially identical to its partner: the
+# funds track different indexes, the companies are different companies).
+EQUIVALENCE_SETS = {
+    "us-total-market": ("US total market funds", ["VTI", "ITOT"], False),
+    "home-improvement": ("Home improvement retail", ["HD", "LOW"], False),
+    "life-science-tools": ("Life science tools and diagnostics", ["TMO", "ABT"], False),
+}
+# A list restrictions can name: clients who want no fossil-fuel producers.
+SECURITY_LISTS = {"fossil-fuels": ("Fossil-fuel producers", ["XOM", "CVX", "COP"])}
 
 _CORE = [
     "AAPL",
@@ -220,15 +237,31 @@ def changed_core_model() -> ModelSpec:
     return ModelSpec("us-large-core", "US Large Cap Core", _equal(symbols), 0.40)
 
 
+@dataclass(frozen=True)
+class OpeningLot:
+    quantity: Decimal
+    cost_basis: Decimal
+    acquired_on: str
+
+
 @dataclass
 class Account:
     account_id: str
     household_id: str
     name: str
     account_type: str
-    model_id: str
+    model_id: str | None
     cash: Decimal
     positions: dict[str, Decimal] = field(default_factory=dict)
+    # Instructions (build_accounts(..., instructions=True)); an SMA without them otherwise.
+    sleeves: list[tuple[str, str, Decimal]] = field(default_factory=list)  # id, model, weight
+    restrictions: list[dict[str, str]] = field(default_factory=list)
+    tax_settings: dict[str, object] | None = None
+    lots: dict[str, list[OpeningLot]] = field(default_factory=dict)
+
+    @property
+    def is_uma(self) -> bool:
+        return bool(self.sleeves)
 
 
 _FIRST = [
@@ -280,11 +313,25 @@ _KINDS = [
 ]
 
 
-def build_accounts(count: int, seed: int = 7) -> list[Account]:
+# A UMA's strategy in the demo: core equity, dividend income and a balanced ETF sleeve.
+UMA_SLEEVES = [
+    ("core", "us-large-core", Decimal("0.5")),
+    ("income", "dividend-growth", Decimal("0.2")),
+    ("balanced", "balanced-60-40", Decimal("0.3")),
+]
+
+
+def build_accounts(count: int, seed: int = 7, *, instructions: bool = False) -> list[Account]:
     """`count` accounts over the models, in households of one to three accounts, each holding
-    its model in whole shares with a little drift and a little cash."""
+    its model in whole shares with a little drift and a little cash.
+
+    With `instructions`, the book looks like a real overlay manager's: about one account in
+    ten is a UMA (three sleeves), some balanced accounts hold ITOT in place of VTI, about 10%
+    exclude fossil fuels, a few may not sell a concentrated AAPL position, taxable accounts
+    have tax settings, and positions are several tax lots bought since 2022 (some at a loss)."""
     rng = random.Random(seed)
     prices = {s: Decimal(v[3]) for s, v in SECURITIES.items()}
+    models = {m.model_id: m for m in MODELS}
     accounts: list[Account] = []
     household = 0
     while len(accounts) < count:
@@ -297,24 +344,86 @@ def build_accounts(count: int, seed: int = 7) -> list[Account]:
                 str(round(min(max(rng.lognormvariate(12.9, 0.8), 50_000), 4_000_000), 2))
             )
             cash = (value * Decimal(str(rng.uniform(0.003, 0.02)))).quantize(Decimal("0.01"))
-            positions = {}
-            for symbol, weight in model.weights.items():
-                tilt = Decimal(str(rng.uniform(0.9, 1.1)))
-                shares = (value * weight * tilt / prices[symbol]).to_integral_value(ROUND_FLOOR)
-                if shares > 0:
-                    positions[symbol] = shares
-            accounts.append(
-                Account(
-                    account_id=f"ACC-{len(accounts) + 1:06d}",
-                    household_id=f"HH-{household:05d}",
-                    name=f"{family} {label}",
-                    account_type=kind,
-                    model_id=model.model_id,
-                    cash=cash,
-                    positions=positions,
-                )
+            uma = instructions and value >= 250_000 and rng.random() < 0.12
+            sleeves = UMA_SLEEVES if uma else [("main", model.model_id, Decimal(1))]
+            positions: dict[str, Decimal] = {}
+            for _, model_id, sleeve_weight in sleeves:
+                for symbol, weight in models[model_id].weights.items():
+                    tilt = Decimal(str(rng.uniform(0.9, 1.1)))
+                    dollars = value * sleeve_weight * weight * tilt
+                    shares = (dollars / prices[symbol]).to_integral_value(ROUND_FLOOR)
+                    if shares > 0:
+                        positions[symbol] = positions.get(symbol, Decimal(0)) + shares
+            account = Account(
+                account_id=f"ACC-{len(accounts) + 1:06d}",
+                household_id=f"HH-{household:05d}",
+                name=f"{family} {label}",
+                account_type=kind,
+                model_id=None if uma else model.model_id,
+                cash=cash,
+                positions=positions,
+                sleeves=list(UMA_SLEEVES) if uma else [],
             )
+            if instructions:
+                _add_instructions(account, rng, prices)
+            accounts.append(account)
     return accounts
+
+
+def _add_instructions(account: Account, rng: random.Random, prices: dict[str, Decimal]) -> None:
+    if "VTI" in account.positions and rng.random() < 0.3:  # transferred in holding ITOT
+        vti = account.positions.pop("VTI")
+        account.positions["ITOT"] = (vti * prices["VTI"] / prices["ITOT"]).to_integral_value(
+            ROUND_FLOOR
+        )
+    if rng.random() < 0.1:
+        account.restrictions.append(
+            {
+                "kind": "do_not_buy",
+                "scope": "list",
+                "value": "fossil-fuels",
+                "source": "client",
+                "reason": "client asked to own no fossil-fuel producers",
+            }
+        )
+    if "AAPL" in account.positions and rng.random() < 0.04:
+        account.restrictions.append(
+            {
+                "kind": "do_not_sell",
+                "scope": "security",
+                "value": "AAPL",
+                "source": "client",
+                "reason": "concentrated low-basis position the client keeps",
+            }
+        )
+    if account.account_type == "taxable":
+        account.tax_settings = {
+            "relief_method": rng.choice(["mintax", "mintax", "hifo", "fifo"]),
+            "short_term_rate": "0.37",
+            "long_term_rate": "0.20",
+            "avoid_short_term_gains": rng.random() < 0.25,
+            "harvest": rng.random() < 0.5,
+        }
+        if rng.random() < 0.1:
+            account.tax_settings["gain_budget"] = str(rng.choice([2_500, 5_000, 10_000]))
+    for symbol, quantity in account.positions.items():
+        account.lots[symbol] = _opening_lots(quantity, prices[symbol], rng)
+
+
+def _opening_lots(quantity: Decimal, price: Decimal, rng: random.Random) -> list[OpeningLot]:
+    """One to three lots bought between 2022 and October 2026, at 60% to 125% of today's
+    price (so some sit at a loss)."""
+    count = min(int(quantity), rng.choice([1, 2, 2, 3]))
+    sizes = [quantity // count] * count
+    sizes[0] += quantity - sum(sizes)
+    lots = []
+    for size in sizes:
+        year = rng.choice([2022, 2023, 2024, 2025, 2026])
+        month = rng.randint(1, 10 if year == 2026 else 12)
+        factor = Decimal(str(round(rng.uniform(0.6, 1.25), 4)))
+        basis = (size * price * factor).quantize(Decimal("0.01"))
+        lots.append(OpeningLot(size, basis, f"{year}-{month:02d}-{rng.randint(1, 28):02d}"))
+    return lots
 
 
 def security_rows() -> list[dict[str, object]]:
@@ -340,7 +449,7 @@ def model_body(model: ModelSpec) -> dict[str, object]:
 
 
 def account_body(account: Account) -> dict[str, object]:
-    return {
+    body: dict[str, object] = {
         "account_id": account.account_id,
         "tenant": "demo",
         "household_id": account.household_id,
@@ -349,22 +458,47 @@ def account_body(account: Account) -> dict[str, object]:
         "model_id": account.model_id,
         "auto_approve": True,
     }
+    if account.sleeves:
+        band = {"kind": "absolute", "width": "0.05"}
+        body["strategy"] = {
+            "sleeves": [
+                {"sleeve_id": i, "model_id": m, "weight": str(w), "band": band}
+                for i, m, w in account.sleeves
+            ],
+            "rebalance_range": "target",
+        }
+    if account.restrictions:
+        body["restrictions"] = account.restrictions
+    if account.tax_settings:
+        body["tax_settings"] = account.tax_settings
+    return body
 
 
 def holdings_body(account: Account, as_of: str) -> dict[str, object]:
     prices = {s: Decimal(v[3]) for s, v in SECURITIES.items()}
+    positions: list[dict[str, object]] = []
+    for s, q in account.positions.items():
+        if s in account.lots:
+            lots = [
+                {"quantity": str(lot.quantity), "cost_basis": str(lot.cost_basis),
+                 "acquired_on": lot.acquired_on}
+                for lot in account.lots[s]
+            ]  # fmt: skip
+            positions.append({"symbol": s, "lots": lots})
+        else:
+            basis = (q * prices[s] * Decimal("0.85")).quantize(Decimal("0.01"))
+            positions.append(
+                {
+                    "symbol": s,
+                    "quantity": str(q),
+                    "cost_basis": str(basis),
+                    "acquired_on": "2024-03-15",
+                }
+            )
     return {
         "account_id": account.account_id,
         "tenant": "demo",
         "as_of": as_of,
         "cash": str(account.cash),
-        "positions": [
-            {
-                "symbol": s,
-                "quantity": str(q),
-                "cost_basis": str((q * prices[s] * Decimal("0.85")).quantize(Decimal("0.01"))),
-                "acquired_on": "2024-03-15",
-            }
-            for s, q in account.positions.items()
-        ],
+        "positions": positions,
     }

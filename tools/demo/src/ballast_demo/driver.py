@@ -13,6 +13,8 @@ from typing import Any
 import httpx
 
 from ballast_demo.book import (
+    EQUIVALENCE_SETS,
+    SECURITY_LISTS,
     Account,
     ModelSpec,
     account_body,
@@ -65,6 +67,16 @@ class Ballast:
         return int(
             (await self._call("PUT", f"{self.urls.model_hub}/securities", json=body))["upserted"]
         )
+
+    async def load_reference_sets(self) -> int:
+        """The book's equivalence sets (model-hub-svc) and restriction lists (account-svc)."""
+        for set_id, (name, members, identical) in EQUIVALENCE_SETS.items():
+            body = {"name": name, "tenant": "demo", "members": members, "identical": identical}
+            await self._call("PUT", f"{self.urls.model_hub}/equivalence-sets/{set_id}", json=body)
+        for list_id, (name, symbols) in SECURITY_LISTS.items():
+            body = {"name": name, "symbols": symbols}
+            await self._call("PUT", f"{self.urls.account}/security-lists/{list_id}", json=body)
+        return len(EQUIVALENCE_SETS) + len(SECURITY_LISTS)
 
     async def publish_model(self, model: ModelSpec, actor: str = "demo-pm") -> dict[str, Any]:
         return await self._call(
@@ -167,6 +179,10 @@ class Ballast:
                 )
             await asyncio.sleep(0.2)
 
+    async def harvest(self) -> dict[str, Any]:
+        """A tax-loss harvest over the accounts that have harvesting on."""
+        return await self._call("POST", f"{self.urls.rebalance}/harvests", json={})
+
     async def run_progress(self, run_id: str) -> dict[str, Any]:
         return await self._call("GET", f"{self.urls.reporting}/runs/{run_id}")
 
@@ -175,10 +191,11 @@ class Ballast:
         run: dict[str, Any],
         progress: Callable[[dict[str, Any]], None] | None = None,
         timeout_s: float = 600,
+        measured: bool = True,
     ) -> dict[str, Any]:
-        """Wait until reporting-svc has seen every account and trade of the run (the totals
-        come from rebalance-svc), every trade is filled or rejected, and every fill has
-        reached the book of record."""
+        """Wait until reporting-svc has seen every account (if the run `measured` drift) and
+        trade of the run (the totals come from rebalance-svc), every trade is filled or
+        rejected, and every fill has reached the book of record."""
         deadline = time.monotonic() + timeout_s
         last: dict[str, Any] = {}
         while True:
@@ -190,7 +207,7 @@ class Ballast:
                 if (
                     last["complete"]
                     and last["trades"] == run["trades"]
-                    and last["accounts_measured"] == run["accounts_evaluated"]
+                    and (not measured or last["accounts_measured"] == run["accounts_evaluated"])
                 ):
                     return last
             elif response.status_code != 404:

@@ -1,0 +1,178 @@
+"""``holdings-reconciled`` (v2): an account's cash, positions with their lots, household and
+recent loss sales.
+
+Opening balances publish theirs at once. Every other change (fills, household changes,
+corporate actions, sleeve transfers) only *requests* a snapshot of the accounts it touched
+(``pending_snapshots``, in the change's transaction); the snapshot loop publishes one
+event per pending account with the state at that moment and every fill id the requests
+carried. So a consumed batch of 500 fills of 50 accounts gives 50 events, not 500, and a
+snapshot always shows committed state: the loop claims requests with ``SKIP LOCKED`` and a
+transaction changing an account must update its request row, which waits for the claim.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any
+
+from ballast_common.app import Runtime
+from ballast_common.contracts.events import (
+    HoldingsReconciledV2,
+    LossSaleV1,
+    LotV1,
+    PositionV2,
+    RealizedYearV1,
+)
+from ballast_common.uow import UnitOfWork
+from ballast_engine.tax import Term
+from ballast_engine.tax.model import WASH_WINDOW_DAYS, money
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from taxlot_svc import repository as repo
+from taxlot_svc.book import disposal_of
+from taxlot_svc.replays import facts_of
+
+log = logging.getLogger(__name__)
+ZERO = Decimal(0)
+BATCH = 500
+IDLE_S = 0.05
+
+
+def positions_v2(lots: Sequence[Any]) -> list[PositionV2]:
+    """Positions (sums of their lots) with the lots, by symbol. ``lots`` are lot rows or
+    row mappings (``symbol``, ``lot_id``, ``quantity``, ``cost_basis``, ``holding_start``,
+    ``wash_adjustment``, ``sleeve``), in acquisition order."""
+    by_symbol: dict[str, list[Any]] = defaultdict(list)
+    for lot in lots:
+        by_symbol[_get(lot, "symbol")].append(lot)
+    out = []
+    for symbol in sorted(by_symbol):
+        mine = by_symbol[symbol]
+        out.append(
+            PositionV2(
+                symbol=symbol,
+                quantity=sum((_get(x, "quantity") for x in mine), ZERO),
+                cost_basis=sum((_get(x, "cost_basis") for x in mine), ZERO),
+                lots=[
+                    LotV1(
+                        lot_id=_get(x, "lot_id"),
+                        quantity=_get(x, "quantity"),
+                        acquired=_get(x, "holding_start"),
+                        cost_basis=_get(x, "cost_basis"),
+                        wash_adjustment=_get(x, "wash_adjustment"),
+                        sleeve_id=_get(x, "sleeve") or None,
+                    )
+                    for x in mine
+                ],
+            )
+        )
+    return out
+
+
+def loss_sales(rows: Sequence[Any]) -> list[LossSaleV1]:
+    """Recent loss sales with unmatched shares, one per sale and security: the shares no
+    replacement absorbed and the loss they still carry, per share (cents)."""
+    sums: dict[tuple[str, date, str], tuple[Decimal, Decimal]] = {}
+    for r in rows:
+        quantity = r.quantity - r.washed_quantity
+        loss = (r.cost_basis - r.proceeds) - r.adjustment
+        if quantity <= 0:
+            continue
+        key = (r.symbol, r.sold_on, r.fill_id)
+        q, lo = sums.get(key, (ZERO, ZERO))
+        sums[key] = (q + quantity, lo + loss)
+    return [
+        LossSaleV1(symbol=s, sold_on=d, quantity=q, loss_per_share=money(max(lo, ZERO) / q))
+        for (s, d, _f), (q, lo) in sorted(sums.items())
+    ]
+
+
+def realized_year(year: int, rows: Sequence[Any]) -> RealizedYearV1:
+    """Gains realized in ``year`` (taxable sales, after wash-sale adjustments), by term."""
+    st = lt = ZERO
+    for row in rows:
+        d = disposal_of(row)
+        if not d.reportable or d.sold.year != year:
+            continue
+        if d.term is Term.SHORT:
+            st += d.gain_loss
+        else:
+            lt += d.gain_loss
+    return RealizedYearV1(year=year, short_term=st, long_term=lt)
+
+
+def _get(x: Any, name: str) -> Any:
+    return x[name] if isinstance(x, dict) else getattr(x, name)
+
+
+async def build(
+    session: AsyncSession,
+    requests: Sequence[tuple[str, str, list[str], str | None]],
+) -> list[tuple[HoldingsReconciledV2, str]]:
+    """The snapshot of each requested (account, cause, fill ids, action id), with its
+    tenant; accounts without a ledger are skipped."""
+    accounts = sorted({r[0] for r in requests})
+    books = {b.account_id: b for b in await repo.books(session, accounts, for_update=False)}
+    if not books:
+        return []
+    lots: dict[str, list[Any]] = defaultdict(list)
+    for row in await repo.lots_of_accounts(session, sorted(books)):
+        lots[row.account_id].append(row)
+    earliest = min(b.as_of for b in books.values()) - timedelta(days=WASH_WINDOW_DAYS)
+    losses: dict[str, list[Any]] = defaultdict(list)
+    for row in await repo.recent_loss_sales(session, sorted(books), earliest):
+        losses[row.account_id].append(row)
+    years = [b.as_of.year for b in books.values()]
+    realized: dict[str, list[Any]] = defaultdict(list)
+    first, last = date(min(years), 1, 1), date(max(years), 12, 31)
+    for row in await repo.realized_between(session, sorted(books), first, last):
+        realized[row.account_id].append(row)
+    facts = await facts_of(session, sorted(books))
+    out = []
+    for account, cause, fill_ids, action_id in requests:
+        book = books.get(account)
+        if book is None:
+            continue
+        since = book.as_of - timedelta(days=WASH_WINDOW_DAYS)
+        event = HoldingsReconciledV2(
+            account_id=account,
+            household_id=facts[account].household,
+            as_of=book.as_of,
+            cash=book.cash,
+            positions=positions_v2(lots.get(account, [])),
+            cause=cause,
+            fill_ids=fill_ids,
+            action_id=action_id,
+            recent_loss_sales=loss_sales(
+                [r for r in losses.get(account, []) if r.sold_on >= since]
+            ),
+            realized_this_year=realized_year(book.as_of.year, realized.get(account, [])),
+        )
+        out.append((event, book.tenant))
+    return out
+
+
+async def publish_pending(uow: UnitOfWork, limit: int = BATCH) -> int:
+    """Publish the snapshots requested so far (up to ``limit`` accounts); returns how many
+    requests were claimed."""
+    claimed = await repo.take_pending_snapshots(uow.session, limit)
+    if not claimed:
+        return 0
+    requests = [(r.account_id, r.cause, list(r.fill_ids or []), r.action_id) for r in claimed]
+    for event, tenant in await build(uow.session, requests):
+        uow.publish(event, key=event.account_id, tenant=tenant)
+    return len(claimed)
+
+
+async def snapshot_loop(runtime: Runtime) -> None:
+    """Publish requested snapshots as they come (a background task of the service)."""
+    while True:
+        async with runtime.uow() as uow:
+            claimed = await publish_pending(uow)
+        if claimed < BATCH:
+            await asyncio.sleep(IDLE_S)

@@ -1,0 +1,288 @@
+"""taxlot-svc's tax rules around the book: relief settings, households (from
+``account-changed``), prices (from ``securities-changed``), realized and unrealized gains,
+Form 8949 and the wash-sale blocks. The rules themselves are the tax engine's."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Literal
+
+from ballast_common.contracts.events import AccountChangedV1, SecuritiesChangedV1
+from ballast_common.errors import FieldProblem, InvalidInput, NotFound, PermanentMessageError
+from ballast_common.uow import UnitOfWork
+from ballast_engine.tax import TaxError, TaxRates, Term, estimate_disposals, value_lots
+from ballast_engine.tax.tradefile import FORM8949_COLUMNS, form8949_rows, to_csv
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from taxlot_svc import repository as repo
+from taxlot_svc.book import disposal_of, lot_of
+from taxlot_svc.opening import check_account_id
+from taxlot_svc.replays import (
+    lock_accounts_households,
+    members_of,
+    rebuild,
+    replay,
+    request_restated,
+)
+from taxlot_svc.schemas import (
+    BuyBlockOut,
+    GainOut,
+    GainsOut,
+    LotValueOut,
+    SellBlockOut,
+    TaxSettingsIn,
+    TaxSettingsOut,
+    UnrealizedOut,
+    WashSaleBlocksOut,
+)
+
+log = logging.getLogger(__name__)
+ZERO = Decimal(0)
+PriceSource = Literal["from-last-fill", "security-master"]
+
+
+# --- relief method and rates ------------------------------------------------------------------
+
+
+async def put_tax_settings(uow: UnitOfWork, account_id: str, body: TaxSettingsIn) -> TaxSettingsOut:
+    """Set an account's relief method (used by sells arriving from now on; past sales keep
+    the method they were relieved with) and optionally its tax rates."""
+    problems = check_account_id(account_id, "account_id")
+    if problems:
+        raise InvalidInput(problems[0].message, problems)
+    await repo.put_tax_settings(
+        uow.session,
+        {
+            "account_id": account_id,
+            "method": body.method,
+            "short_term_rate": body.short_term_rate,
+            "long_term_rate": body.long_term_rate,
+        },
+    )
+    return await tax_settings(uow.session, account_id)
+
+
+async def tax_settings(session: AsyncSession, account_id: str) -> TaxSettingsOut:
+    row = await repo.get_tax_settings(session, account_id)
+    if row is None:
+        return TaxSettingsOut(account_id=account_id, method="fifo")
+    return TaxSettingsOut(
+        account_id=account_id,
+        method=row.method,
+        short_term_rate=row.short_term_rate,
+        long_term_rate=row.long_term_rate,
+        updated_at=row.updated_at,
+    )
+
+
+# --- consumed events ----------------------------------------------------------------------------
+
+
+async def account_changed(uow: UnitOfWork, payload: AccountChangedV1) -> list[str]:
+    """Record an account's household and type. When either changes, the old and the new
+    household are replayed (wash sales now match across different accounts) and the
+    accounts whose lots changed get ``holdings-reconciled`` (cause ``household-change``).
+    Returns those accounts.
+
+    Locks: the write lock (shared), then both households in sorted order, and the facts
+    are read again under them (a concurrent change of this account is seen)."""
+    session = uow.session
+    account = payload.account_id
+    problems = check_account_id(account, "account_id")
+    if problems or not payload.household_id or len(payload.household_id) > 64:
+        raise PermanentMessageError(
+            f"account-changed {account!r}: account and household ids must be 1-64 characters"
+        )
+    await repo.lock_writes(session, exclusive=False)
+    before = (await lock_accounts_households(session, [account]))[account]
+    if before.household == payload.household_id and before.account_type == payload.account_type:
+        return []
+    households = sorted({before.household, payload.household_id})
+    await repo.lock_households(session, households)  # sorted; the old one is held already
+    await repo.upsert_account_info(session, account, payload.household_id, payload.account_type)
+    if await repo.get_book(session, account) is None:
+        return []  # no ledger yet: its opening balance will land in the new household
+    try:
+        replayed = await rebuild(session, households)
+    except TaxError as exc:  # pragma: no cover - a household change cannot oversell
+        raise PermanentMessageError(f"account-changed {account}: {exc}") from exc
+    await repo.add_ledger_entries(session, replayed.restatements("household-change", None))
+    return await request_restated(uow.session, replayed.changed(), cause="household-change")
+
+
+async def securities_changed(uow: UnitOfWork, payload: SecuritiesChangedV1) -> None:
+    """Keep the security master's last price of each symbol (for unrealized gains)."""
+    await repo.upsert_prices(uow.session, {s.symbol: s.price for s in payload.securities})
+
+
+# --- views --------------------------------------------------------------------------------------
+
+
+async def realized_gains(
+    session: AsyncSession, account_id: str, year: int | None = None
+) -> GainsOut:
+    """Realized gains of an account (of one year), wash-sale adjusted: code W, the loss
+    disallowed, and the Form 8949 gain/loss. Totals count taxable accounts only."""
+    await _require_book(session, account_id)
+    rows = await repo.realized_gains(session, account_id, year)
+    disposals = [disposal_of(r) for r in rows]
+    st = lt = disallowed = permanent = ZERO
+    for d in disposals:
+        if not d.reportable:
+            continue
+        if d.term is Term.SHORT:
+            st += d.gain_loss
+        else:
+            lt += d.gain_loss
+        disallowed += d.adjustment
+        permanent += d.permanent
+    settings = await repo.get_tax_settings(session, account_id)
+    estimate = None
+    if settings is not None and None not in (settings.short_term_rate, settings.long_term_rate):
+        assert settings.short_term_rate is not None and settings.long_term_rate is not None
+        rates = TaxRates(settings.short_term_rate, settings.long_term_rate)
+        estimate = estimate_disposals(disposals, rates)
+    gains = []
+    for row, d in zip(rows, disposals, strict=True):
+        gains.append(
+            GainOut(
+                fill_id=row.fill_id,
+                cause=row.cause,
+                lot_id=row.lot_id,
+                symbol=row.symbol,
+                quantity=row.quantity,
+                proceeds=row.proceeds,
+                cost_basis=row.cost_basis,
+                gain=row.gain,
+                term=d.term.value,
+                acquired_on=row.acquired_on,
+                holding_start=row.holding_start,
+                sold_on=row.sold_on,
+                code=d.code,
+                adjustment=d.adjustment,
+                permanent=d.permanent,
+                washed_quantity=d.washed_quantity,
+                gain_loss=d.gain_loss,
+                reportable=d.reportable,
+            )
+        )
+    return GainsOut(
+        account_id=account_id,
+        year=year,
+        short_term=st,
+        long_term=lt,
+        total=st + lt,
+        disallowed=disallowed,
+        permanently_disallowed=permanent,
+        estimated_tax=estimate,
+        gains=gains,
+    )
+
+
+async def form8949_csv(session: AsyncSession, account_id: str, year: int | None = None) -> str:
+    """The account's Form 8949 rows, in the columns of ``ballast taxlot form8949`` (an IRA
+    has none)."""
+    await _require_book(session, account_id)
+    rows = await repo.realized_gains(session, account_id, year)
+    return to_csv(FORM8949_COLUMNS, form8949_rows(disposal_of(r) for r in rows))
+
+
+async def unrealized(
+    session: AsyncSession, account_id: str, source: PriceSource, on: date | None = None
+) -> UnrealizedOut:
+    """Unrealized gain/loss of each open lot at the last fill's price of its security
+    (falling back to the security master's) or at the security master's price."""
+    await _require_book(session, account_id)
+    day = on or datetime.now(UTC).date()
+    rows = await repo.open_lots(session, account_id)
+    symbols = sorted({r.symbol for r in rows})
+    prices = await repo.master_prices(session, symbols)
+    if source == "from-last-fill":
+        prices.update(await repo.last_fill_prices(session, symbols))
+    lots = [lot_of(r) for r in rows]
+    priced = [lot for lot in lots if lot.symbol in prices]
+    valued = value_lots(priced, prices, day)
+    st = sum((v.unrealized for v in valued if v.term is Term.SHORT), ZERO)
+    lt = sum((v.unrealized for v in valued if v.term is Term.LONG), ZERO)
+    return UnrealizedOut(
+        account_id=account_id,
+        on=day,
+        prices=source,
+        short_term=st,
+        long_term=lt,
+        total=st + lt,
+        lots=[
+            LotValueOut(
+                lot_id=v.lot.lot_id,
+                symbol=v.lot.symbol,
+                quantity=v.lot.quantity,
+                cost_basis=v.lot.cost_basis,
+                holding_start=v.lot.holding_start,
+                price=v.price,
+                market_value=v.market_value,
+                unrealized=v.unrealized,
+                term=v.term.value,
+            )
+            for v in valued
+        ],
+        unpriced=sorted({lot.symbol for lot in lots} - set(prices)),
+    )
+
+
+async def wash_sale_blocks(
+    session: AsyncSession, household_id: str, on: date | None = None
+) -> WashSaleBlocksOut:
+    """Before the fact, for a household on a day: the securities no account may buy without
+    washing a recent loss, and the lots recent purchases would wash if sold at a loss."""
+    day = on or datetime.now(UTC).date()
+    members = (await members_of(session, [household_id]))[household_id]
+    accounts = [f.account_id for f in members]
+    with_books = {b.account_id for b in await repo.books(session, accounts, for_update=False)}
+    if not with_books:
+        raise NotFound(f"household {household_id} has no account with a ledger")
+    try:
+        replayed = await replay(session, [household_id])
+    except TaxError as exc:  # the stored inputs replayed before; this means a bug
+        raise InvalidInput(
+            f"household {household_id} cannot be replayed: {exc}",
+            [FieldProblem("household_id", str(exc))],
+        ) from exc
+    ledger = replayed.replays[household_id].ledger
+    accounts = sorted(f.account_id for f in members)
+    buys = ledger.buy_blocks(accounts[0], day)
+    sells = [b for a in accounts for b in ledger.sell_blocks(a, day)]
+    return WashSaleBlocksOut(
+        household_id=household_id,
+        on=day,
+        accounts=accounts,
+        buy_blocks=[
+            BuyBlockOut(
+                symbols=list(b.symbols),
+                until=b.until,
+                quantity=b.quantity,
+                loss=b.loss,
+                sales=list(b.sales),
+                reason=b.reason,
+            )
+            for b in buys
+        ],
+        sell_blocks=[
+            SellBlockOut(
+                account_id=b.account,
+                lot_id=b.lot_id,
+                symbol=b.symbol,
+                washable_quantity=b.washable_quantity,
+                until=b.until,
+                purchases=list(b.purchases),
+                reason=b.reason,
+            )
+            for b in sells
+        ],
+    )
+
+
+async def _require_book(session: AsyncSession, account_id: str) -> None:
+    if await repo.get_book(session, account_id) is None:
+        raise NotFound(f"account {account_id} has no ledger")

@@ -1,0 +1,125 @@
+"""Sleeve transfers: shares move between sleeves of one account without a taxable event
+(the engine's ``TaxLedger.move``: lots keep basis, dates and purchase; a partly moved lot
+is split). A transfer is an input like a fill, so replays keep it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from ballast_common.errors import Conflict, FieldProblem, InvalidInput, NotFound
+from ballast_common.uow import UnitOfWork
+from ballast_engine.tax import TaxError
+
+from taxlot_svc import book
+from taxlot_svc import repository as repo
+from taxlot_svc.book import journal_entries
+from taxlot_svc.incremental import apply_in_order
+from taxlot_svc.opening import check_account_id
+from taxlot_svc.replays import facts_of, members_of, rebuild, request_restated
+from taxlot_svc.schemas import LotOut, SleeveTransferIn, SleeveTransferOut
+
+CAUSE = "sleeve-transfer"
+FUTURE_SLACK = timedelta(days=1)
+
+
+def _invalid(field: str, message: str) -> InvalidInput:
+    return InvalidInput(f"{field}: {message}", [FieldProblem(field, message)])
+
+
+async def transfer(uow: UnitOfWork, account_id: str, body: SleeveTransferIn) -> SleeveTransferOut:
+    """Move shares between sleeves, once per ``transfer_id`` (a repeat with the same terms
+    returns the first result with ``repeated``; other terms are a 409)."""
+    session = uow.session
+    problems = check_account_id(account_id, "account_id")
+    if problems:
+        raise InvalidInput(problems[0].message, problems)
+    today = datetime.now(UTC).date()
+    day = body.on or today
+    if day > today + FUTURE_SLACK:
+        raise _invalid("on", f"{day} is in the future")
+    if body.from_sleeve == body.to_sleeve:
+        raise _invalid("to_sleeve", f"the shares are already in sleeve {body.to_sleeve!r}")
+    await repo.lock_writes(session, exclusive=True)
+    if await repo.get_book(session, account_id) is None:
+        raise NotFound(f"account {account_id} has no ledger")
+    terms = {
+        "symbol": body.symbol,
+        "quantity": body.quantity,
+        "sleeve": body.from_sleeve,
+        "to_sleeve": body.to_sleeve,
+        "lot_ids": ";".join(body.lot_ids),
+        "trade_on": day,
+    }
+    existing = await repo.get_input(session, account_id, book.MOVE, body.transfer_id)
+    if existing is not None:
+        if any(getattr(existing, k) != v for k, v in terms.items() if k != "trade_on") or (
+            body.on is not None and existing.trade_on != body.on
+        ):
+            raise Conflict(
+                f"transfer {body.transfer_id} was recorded with other terms",
+                [FieldProblem("transfer_id", "already recorded with other terms")],
+            )
+        return await _result(uow, account_id, body, existing.trade_on, repeated=True)
+    item = book.Input(
+        seq=0,
+        account_id=account_id,
+        kind=book.MOVE,
+        ref=body.transfer_id,
+        on=day,
+        symbol=body.symbol,
+        side="move",
+        quantity=body.quantity,
+        price=body.quantity * 0,
+        lot_ids=tuple(body.lot_ids),
+        sleeve=body.from_sleeve,
+        to_sleeve=body.to_sleeve,
+    )
+    household = (await facts_of(session, [account_id]))[account_id].household
+    last_day, seq = await repo.household_state(session, household)
+    row = {
+        "account_id": account_id,
+        "kind": book.MOVE,
+        "ref": body.transfer_id,
+        "side": "move",
+        "price": item.price,
+        "fees": item.price,
+        "lot_name": None,
+        "method": None,
+        **terms,
+    }
+    try:
+        if last_day is None or day >= last_day:
+            members = (await members_of(session, [household]))[household]
+            applied = await apply_in_order(
+                session, household, members, item, last_day, seq, ("opening-balance", None)
+            )
+            changes = applied.changes
+            await repo.add_tax_inputs(session, [row])
+        else:
+            await repo.add_tax_inputs(session, [row])
+            replayed = await rebuild(session, [household], [body.symbol])
+            changes = replayed.replays[household].changes(item.cause)
+    except TaxError as exc:
+        field = {"lot": "lot_ids"}.get(exc.field, exc.field or "quantity")
+        raise _invalid(field, exc.problem) from exc
+    await repo.add_ledger_entries(session, journal_entries(changes, CAUSE, body.transfer_id))
+    await request_restated(session, [account_id], cause=CAUSE)
+    return await _result(uow, account_id, body, day, repeated=False)
+
+
+async def _result(
+    uow: UnitOfWork, account_id: str, body: SleeveTransferIn, day: object, *, repeated: bool
+) -> SleeveTransferOut:
+    rows = await repo.open_lots(uow.session, account_id, body.symbol)
+    moved = [r for r in rows if r.sleeve == body.to_sleeve]
+    return SleeveTransferOut(
+        transfer_id=body.transfer_id,
+        account_id=account_id,
+        symbol=body.symbol,
+        quantity=body.quantity,
+        from_sleeve=body.from_sleeve,
+        to_sleeve=body.to_sleeve,
+        on=day,  # type: ignore[arg-type]
+        moved=[LotOut.model_validate(r, from_attributes=True) for r in moved],
+        repeated=repeated,
+    )
