@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from ballast_engine.tax import (
     Disposal,
+    Identity,
     InsufficientQuantityError,
     Lot,
     Split,
@@ -30,6 +31,7 @@ from taxlot_svc.book import (
     build_action,
     disposal_of,
     gain_rows,
+    identity_of,
     ledger_seq,
     lot_rows,
     replay_household,
@@ -349,9 +351,12 @@ def _in_order_inputs(steps: list[tuple[int, str, str, int, str, str]]) -> list[I
     return out
 
 
-def _incremental(accounts: list[AccountFacts], inputs: list[Input]) -> tuple[Any, Any]:
+def _incremental(
+    accounts: list[AccountFacts], inputs: list[Input], identity: Identity | None = None
+) -> tuple[Any, Any]:
     """Apply each input to state rebuilt from what the service stores (lots, loss sales,
-    names, last day, seq), as the incremental path does against the database."""
+    names, last day, seq), as the incremental path does against the database. (All inputs
+    are in securities ``identity`` makes identical, or all in one security.)"""
     lots: dict[tuple[str, str], Lot] = {}
     sales: list[Disposal] = []
     last: date | None = None
@@ -373,7 +378,9 @@ def _incremental(accounts: list[AccountFacts], inputs: list[Input]) -> tuple[Any
             names[lot.account].add(lot.lot_id)
         for d in sales:
             names[d.account].add(d.lot_id)
-        state = SymbolState("H", accounts, "X", list(lots.values()), copies, names, last, seq)
+        state = SymbolState(
+            "H", accounts, item.symbol, list(lots.values()), copies, names, last, seq, identity
+        )
         ledger = restore_ledger(state)
         apply_input(ledger, item)
         for original, copy in zip(stored, copies, strict=True):
@@ -430,6 +437,67 @@ def test_the_incremental_path_gives_what_a_replay_gives(steps: list[Any]) -> Non
     inputs = _in_order_inputs(steps)
     replay = replay_household(accounts, inputs)
     assert _incremental(accounts, inputs) == _outcome(replay.ledger.lots(), replay.ledger.disposals)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(STEP, min_size=1, max_size=14),
+    st.lists(st.sampled_from(["X", "Y"]), min_size=14, max_size=14),
+)
+def test_the_incremental_path_with_identical_securities_gives_what_a_replay_gives(
+    steps: list[Any], symbols: list[str]
+) -> None:
+    """X and Y are one identical equivalence set: a loss on either is washed by buying
+    the other, in both paths alike."""
+    accounts = [A, IRA, AccountFacts("C", "H")]
+    held: dict[tuple[str, str], Decimal] = {("A", "X"): D(100)}
+    inputs = [opening(1, "o1", "100", "1000.00", date(2023, 12, 1))]
+    day = date(2024, 3, 1)
+    for n, ((gap, account, side, qty, price, method), sym) in enumerate(
+        zip(steps, symbols, strict=False), start=2
+    ):
+        day = date.fromordinal(day.toordinal() + gap)
+        have = held.get((account, sym), D(0))
+        quantity = D(qty) if side == "buy" else min(D(qty), have)
+        if quantity <= 0:
+            continue
+        held[(account, sym)] = have + (quantity if side == "buy" else -quantity)
+        item = fill(n, side, str(quantity), price, day, account, method=method)
+        inputs.append(replace(item, symbol=sym, method=method if side == "sell" else None))
+    identity = identity_of([["X", "Y"]])
+    replay = replay_household(accounts, inputs, identity=identity)
+    expected = _outcome(replay.ledger.lots(), replay.ledger.disposals)
+    assert _incremental(accounts, inputs, identity) == expected
+
+
+def test_a_loss_on_x_is_washed_by_y_only_when_they_are_identical() -> None:
+    accounts = [A, AccountFacts("C", "H")]
+    inputs = [
+        opening(1, "o1", "100", "1000.00", date(2024, 1, 10)),
+        fill(2, "sell", "100", "7.50", date(2024, 6, 3)),
+        replace(fill(3, "buy", "100", "8", date(2024, 6, 20), "C"), symbol="Y"),
+    ]
+    for identity, adjustment in (
+        (None, D(0)),
+        (identity_of([]), D(0)),
+        (identity_of([["Y", "X"]]), D("250.00")),
+    ):
+        [sale] = replay_household(accounts, inputs, identity=identity).ledger.disposals
+        assert sale.adjustment == adjustment
+        _lots, [sale_row] = _incremental(accounts, inputs, identity)
+        assert sale_row[6] == adjustment
+
+
+def test_identical_sets_sharing_a_member_are_one_group() -> None:
+    identity = identity_of([["A", "B"], ["C", "D"], ["B", "C"], ["E"]])
+    assert identity.members("D") == ("A", "B", "C", "D")
+    assert identity.identical("A", "D") and not identity.identical("A", "E")
+    assert identity.members("Z") == ("Z",)
+    rename = ActionInput("r", date(2024, 6, 6), SymbolChange("r", "W", date(2024, 6, 6), "E"))
+    assert symbol_family({"D"}, [], identity) == {"A", "B", "C", "D"}
+    assert symbol_family({"W"}, [rename], identity) == {"W", "E"}
+    link = ActionInput("s", date(2024, 6, 6), SymbolChange("s", "A", date(2024, 6, 6), "V"))
+    assert symbol_family({"V"}, [link], identity) == {"A", "B", "C", "D", "V"}
 
 
 def test_the_incremental_path_washes_a_loss_across_accounts() -> None:

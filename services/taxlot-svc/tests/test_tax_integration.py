@@ -16,16 +16,23 @@ from ballast_common import plumbing
 from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import (
     AccountChangedV1,
+    EquivalenceSetChangedV1,
     FillsReceivedV1,
     SecuritiesChangedV1,
     SecurityV1,
+    TaxSettingsV1,
 )
 from ballast_common.db import Database
 from ballast_common.errors import PermanentMessageError
 from ballast_common.testing import unit_of_work
 from taxlot_svc import repository as repo
 from taxlot_svc import service, snapshots
-from taxlot_svc.handlers import on_account_changed, on_fills_received, on_securities_changed
+from taxlot_svc.handlers import (
+    on_account_changed,
+    on_equivalence_set_changed,
+    on_fills_received,
+    on_securities_changed,
+)
 from taxlot_svc.schemas import HoldingsIn
 
 pytestmark = pytest.mark.integration
@@ -64,7 +71,14 @@ async def open_book(
         await service.open_account(uow, account, body, today=TODAY)
 
 
-async def in_household(db: Database, account: str, household: str, kind: str = "taxable") -> None:
+async def in_household(
+    db: Database,
+    account: str,
+    household: str,
+    kind: str = "taxable",
+    tax: TaxSettingsV1 | None = None,
+) -> None:
+    """account-svc's account-changed: household, type and (``tax``) tax settings."""
     payload = AccountChangedV1(
         account_id=account,
         household_id=household,
@@ -73,6 +87,7 @@ async def in_household(db: Database, account: str, household: str, kind: str = "
         model_id=None,
         status="active",
         auto_approve=True,
+        tax_settings=tax,
     )
     async with unit_of_work(db, "taxlot-svc") as uow:
         await on_account_changed(uow, envelope("account-changed", account, payload), payload)
@@ -142,12 +157,27 @@ async def reconciled(db: Database, account: str) -> list[dict[str, Any]]:
     ]
 
 
+async def recorded(db: Database, action_id: str) -> list[tuple[str | None, dict[str, Any]]]:
+    """The corporate-action-recorded events of an action in the outbox: (key, payload)."""
+    async with db.sessions() as s:
+        rows = await plumbing.pending_messages(s, 1_000_000)
+    out = []
+    for r in rows:
+        if r.topic != "corporate-action-recorded":
+            continue
+        payload = json.loads(r.value)["payload"]
+        if payload["action_id"] == action_id:
+            out.append((r.key, payload))
+    return out
+
+
 # --- 1. relief method, named lots, fees ------------------------------------------------------
 
 
 async def test_the_relief_method_changes_realized_gains(
     client: httpx.AsyncClient, taxlot_db: Database
 ) -> None:
+    """The method comes from account-svc's account-changed (``tax_settings``)."""
     sym = symbol()
     results = {}
     for method in ("fifo", "lifo", "hifo", "mintax"):
@@ -163,9 +193,8 @@ async def test_the_relief_method_changes_realized_gains(
             ],
         )
         if method != "fifo":  # fifo is the default
-            put = await client.put(f"/accounts/{account}/tax-settings", json={"method": method})
-            assert put.status_code == 200, put.text
-            assert put.json()["method"] == method
+            tax = TaxSettingsV1(relief_method=method)
+            await in_household(taxlot_db, account, f"H-{account}", tax=tax)
         await apply(taxlot_db, fill(account, sym, "sell", "10", "100", date(2024, 6, 3)))
         body = await gains(client, account)
         [row] = body["gains"]
@@ -178,24 +207,73 @@ async def test_the_relief_method_changes_realized_gains(
     }
 
 
-async def test_settings_are_validated_and_read_back(client: httpx.AsyncClient) -> None:
-    account = uid("M")
-    assert (await client.get(f"/accounts/{account}/tax-settings")).json()["method"] == "fifo"
-    bad = await client.put(
-        f"/accounts/{account}/tax-settings", json={"method": "random", "short_term_rate": "1.5"}
+async def test_tax_settings_come_from_account_changed_and_are_read_only(
+    client: httpx.AsyncClient, taxlot_db: Database
+) -> None:
+    sym = symbol()
+    account = uid("T")
+    unknown = (await client.get(f"/accounts/{account}/tax-settings")).json()
+    assert (unknown["method"], unknown["source"], unknown["short_term_rate"]) == (
+        "fifo",
+        "default",
+        None,
     )
-    assert bad.status_code == 422
-    assert {e["field"] for e in bad.json()["errors"]} == {"method", "short_term_rate"}
-    ok = await client.put(
-        f"/accounts/{account}/tax-settings",
-        json={"method": "hifo", "short_term_rate": "0.37", "long_term_rate": "0.2"},
+    assert unknown["set_in"] == "account-svc: PUT /accounts/{account_id}/tax-settings"
+    # This service no longer takes them over REST: one source, account-svc.
+    put = await client.put(f"/accounts/{account}/tax-settings", json={"method": "hifo"})
+    assert put.status_code == 405
+    await open_book(
+        taxlot_db,
+        account,
+        [
+            (sym, "10", "500.00", "2022-01-05"),  # 50/share
+            (sym, "10", "1200.00", "2022-06-01"),  # 120/share
+            (sym, "10", "800.00", "2024-02-01"),  # 80/share
+        ],
     )
-    assert ok.status_code == 200
+    household = uid("H")
+    lifo = TaxSettingsV1(relief_method="lifo", short_term_rate=D("0.4"), long_term_rate=D("0.15"))
+    await in_household(taxlot_db, account, household, tax=lifo)
+    read = (await client.get(f"/accounts/{account}/tax-settings")).json()
+    assert (read["method"], read["short_term_rate"], read["long_term_rate"], read["source"]) == (
+        "lifo",
+        "0.4",
+        "0.15",
+        "account-changed",
+    )
+    first = fill(account, sym, "sell", "10", "100", date(2024, 6, 3))
+    await apply(taxlot_db, first)
+    # account-svc switches the account to hifo: later sells use it, the earlier one keeps lifo.
+    await in_household(taxlot_db, account, household, tax=TaxSettingsV1(relief_method="hifo"))
+    assert (await client.get(f"/accounts/{account}/tax-settings")).json()["method"] == "hifo"
+    second = fill(account, sym, "sell", "5", "100", date(2024, 6, 10))
+    await apply(taxlot_db, second)
+    # A late sell (hifo, in force when it arrives) replays the security: the first sale is
+    # still relieved by lifo, the one it arrived with.
+    late = fill(account, sym, "sell", "1", "100", date(2024, 4, 1))
+    await apply(taxlot_db, late)
+    body = await gains(client, account)
+    relieved = {g["fill_id"]: (g["lot_id"], g["quantity"]) for g in body["gains"]}
+    assert relieved == {
+        first.fill_id: (f"opening-{sym}-3", "10"),  # lifo: the newest lot
+        second.fill_id: (f"opening-{sym}-2", "5"),  # hifo: 120/share
+        late.fill_id: (f"opening-{sym}-2", "1"),
+    }
+    # Rates from account-changed give the estimate (hifo's came with the defaults: 37% /
+    # 20%): short-term 10 x (100 - 80) = 200.00, long-term 6 x (100 - 120) = -120.00,
+    # netted as Schedule D does: 80.00 short-term at 37% = 29.60.
+    assert (body["short_term"], body["long_term"], body["estimated_tax"]) == (
+        "200.00",
+        "-120.00",
+        "29.60",
+    )
+    # An account-changed without tax_settings: the contract's defaults (fifo).
+    await in_household(taxlot_db, account, household)
     read = (await client.get(f"/accounts/{account}/tax-settings")).json()
     assert (read["method"], read["short_term_rate"], read["long_term_rate"]) == (
-        "hifo",
+        "fifo",
         "0.37",
-        "0.2",
+        "0.20",
     )
 
 
@@ -207,10 +285,8 @@ async def test_named_lots_and_fees(client: httpx.AsyncClient, taxlot_db: Databas
         account,
         [(sym, "10", "500.00", "2022-01-05"), (sym, "10", "900.00", "2024-01-10")],
     )
-    await client.put(
-        f"/accounts/{account}/tax-settings",
-        json={"method": "fifo", "short_term_rate": "0.4", "long_term_rate": "0.2"},
-    )
+    tax = TaxSettingsV1(relief_method="fifo", short_term_rate=D("0.4"), long_term_rate=D("0.2"))
+    await in_household(taxlot_db, account, f"H-{account}", tax=tax)
     buy = fill(account, sym, "buy", "4", "100", date(2024, 5, 1))
     await apply(taxlot_db, buy, fees="2.50")
     sell = fill(account, sym, "sell", "12", "95", date(2024, 6, 3))
@@ -382,6 +458,121 @@ async def test_joining_a_household_washes_across_it(
 # --- 3. gains by year, unrealized, blocks ----------------------------------------------------
 
 
+async def equivalence_set(
+    db: Database, set_id: str, members: list[str], *, identical: bool, version: int, **more: Any
+) -> tuple[int, bool, bool, list[str]]:
+    """model-hub-svc's equivalence-set-changed, through the handler; the set as stored
+    afterwards: (version, identical, removed, members)."""
+    payload = EquivalenceSetChangedV1(
+        set_id=set_id,
+        name=set_id,
+        members=members,
+        identical=identical,
+        version=version,
+        **more,
+    )
+    async with unit_of_work(db, "taxlot-svc") as uow:
+        await on_equivalence_set_changed(
+            uow, envelope("equivalence-set-changed", set_id, payload), payload
+        )
+    async with db.sessions() as s:
+        [row] = [r for r in await repo.equivalence_sets(s) if r.set_id == set_id]
+    return (row.version, row.identical, row.removed, row.members)
+
+
+async def test_only_identical_equivalence_sets_wash_a_loss_with_another_security(
+    client: httpx.AsyncClient, taxlot_db: Database
+) -> None:
+    """A loss sale of X in one account and a purchase of Y in another account of the
+    household 17 days later: washed only when {X, Y} is an equivalence set marked identical
+    (a plain set is a substitute, not substantially identical)."""
+    outcomes = {}
+    for kind in ("no set", "plain set", "identical set"):
+        x, y = symbol(), symbol()
+        if kind != "no set":
+            identical = kind == "identical set"
+            stored = await equivalence_set(
+                taxlot_db, uid("set"), [x, y], identical=identical, version=1
+            )
+            assert stored == (1, identical, False, [x, y])
+        household = uid("H")
+        seller, buyer = uid("A"), uid("C")
+        await in_household(taxlot_db, seller, household)
+        await in_household(taxlot_db, buyer, household)
+        await open_book(taxlot_db, seller, [(x, "100", "1000.00", "2024-01-10")])
+        await open_book(taxlot_db, buyer, [])
+        await apply(taxlot_db, fill(seller, x, "sell", "100", "7.50", date(2024, 6, 3)))
+        # Before the fact: what the household may not buy now without washing the loss.
+        blocks = (
+            await client.get(
+                f"/households/{household}/wash-sale-blocks", params={"on": "2024-06-10"}
+            )
+        ).json()
+        [block] = blocks["buy_blocks"]
+        await apply(taxlot_db, fill(buyer, y, "buy", "100", "8", date(2024, 6, 20)))
+        [sale] = (await gains(client, seller))["gains"]
+        [lot] = await lots(client, buyer)
+        outcomes[kind] = (
+            sorted(block["symbols"]) == sorted([x, y]),
+            block["symbols"] == [x],
+            sale["code"],
+            sale["adjustment"],
+            sale["gain_loss"],
+            lot["cost_basis"],
+            lot["holding_start"],
+        )
+    not_washed = (False, True, "", "0.00", "-250.00", "800.00", "2024-06-20")
+    assert outcomes == {
+        "no set": not_washed,
+        "plain set": not_washed,
+        # Publication 550 example 1 across securities: $250 disallowed, added to Y's basis,
+        # the holding period of X (145 days) tacked on.
+        "identical set": (True, False, "W", "250.00", "0.00", "1050.00", "2024-01-27"),
+    }
+
+
+async def test_equivalence_set_versions_newest_wins_and_removal_drops_it(
+    client: httpx.AsyncClient, taxlot_db: Database
+) -> None:
+    x, y = symbol(), symbol()
+    set_id = uid("set")
+    v2 = (2, True, False, [x, y])
+    assert await equivalence_set(taxlot_db, set_id, [x, y], identical=True, version=2) == v2
+    # An older version arriving late, and a repeat, change nothing.
+    assert await equivalence_set(taxlot_db, set_id, [x], identical=False, version=1) == v2
+    assert await equivalence_set(taxlot_db, set_id, [y, x], identical=True, version=2) == v2
+    household = uid("H")
+    seller, buyer = uid("A"), uid("C")
+    await in_household(taxlot_db, seller, household)
+    await in_household(taxlot_db, buyer, household)
+    await open_book(taxlot_db, seller, [(x, "100", "1000.00", "2024-01-10")])
+    await open_book(taxlot_db, buyer, [])
+    # Y bought before the loss sale of X (and still held): 10 replacement shares.
+    await apply(taxlot_db, fill(buyer, y, "buy", "10", "8", date(2024, 6, 1)))
+    await apply(taxlot_db, fill(seller, x, "sell", "100", "7.50", date(2024, 6, 3)))
+    [sale] = (await gains(client, seller))["gains"]
+    assert (sale["code"], sale["washed_quantity"], sale["adjustment"]) == ("W", "10", "25.00")
+    # A late purchase of Y (dated before the sale) replays X and Y together: 5 more shares.
+    await apply(taxlot_db, fill(buyer, y, "buy", "5", "8", date(2024, 6, 2)))
+    [sale] = (await gains(client, seller))["gains"]
+    assert (sale["washed_quantity"], sale["adjustment"]) == ("15", "37.50")
+    assert sorted(x["cost_basis"] for x in await lots(client, buyer)) == ["105.00", "52.50"]
+    # Removed: a purchase of Y no longer washes the rest of X's loss.
+    removed = await equivalence_set(
+        taxlot_db, set_id, [x, y], identical=True, version=3, removed=True
+    )
+    assert removed == (3, True, True, [])
+    async with taxlot_db.sessions() as s:
+        assert not [m for m in await repo.identical_sets(s) if x in m]
+    await apply(taxlot_db, fill(buyer, y, "buy", "20", "8", date(2024, 6, 10)))
+    [sale] = (await gains(client, seller))["gains"]
+    assert (sale["washed_quantity"], sale["adjustment"]) == ("15", "37.50")
+    assert "160.00" in [x["cost_basis"] for x in await lots(client, buyer)]
+    # A member that is no symbol is dead-lettered, naming the set.
+    with pytest.raises(PermanentMessageError, match="empty symbol"):
+        await equivalence_set(taxlot_db, uid("set"), [x, " "], identical=True, version=1)
+
+
 async def test_realized_gains_by_year(client: httpx.AsyncClient, taxlot_db: Database) -> None:
     sym = symbol()
     account = uid("Y")
@@ -535,10 +726,31 @@ async def test_a_split_with_cash_in_lieu_applied_once(
         {"symbol": sym, "quantity": "22", "cost_basis": "1466.67"}
     ]
 
+    announced = [
+        (
+            "corporate-actions",
+            {
+                "action_id": action["action_id"],
+                "type": "split",
+                "symbol": sym,
+                "on": "2024-06-03",
+                "new_symbol": None,
+                "numerator": 3,
+                "denominator": 2,
+                "ratio": None,
+                "cash_per_share": None,
+                "basis_percent": None,
+                "accounts_affected": 2,
+            },
+        )
+    ]
+    assert await recorded(taxlot_db, action["action_id"]) == announced
+
     again = await client.post("/corporate-actions", json=action)
     assert again.status_code == 200 and again.json()["repeated"] is True
     assert (await client.get(f"/accounts/{a}/holdings")).json()["cash"] == "10030.00"
     assert len(await reconciled(taxlot_db, a)) == len(events)
+    assert await recorded(taxlot_db, action["action_id"]) == announced  # once, not again
     other = await client.post(
         "/corporate-actions", json={**action, "numerator": 2, "denominator": 1}
     )
@@ -604,6 +816,7 @@ async def test_corporate_action_refusals_name_the_field(
     response = await client.post("/corporate-actions", json=early)
     assert response.status_code == 422 and response.json()["errors"][0]["field"] == "on"
     assert (await lots(client, account))[0]["quantity"] == "10"
+    assert await recorded(taxlot_db, base["action_id"]) == []  # refused: nothing announced
 
 
 async def test_dividend_mergers_spin_off_and_symbol_change(
@@ -623,7 +836,19 @@ async def test_dividend_mergers_spin_off_and_symbol_change(
     assert dividend["accounts"] == [
         {"account_id": account, "cash_change": "2.50", "realized_lots": 0}
     ]
-    await act("spin-off", "2024-04-01", new_symbol=spun, ratio="0.5", basis_percent="20")
+    [(_, paid)] = await recorded(taxlot_db, dividend["action_id"])
+    assert (paid["type"], paid["cash_per_share"], paid["accounts_affected"]) == (
+        "cash-dividend",
+        "0.25",
+        1,
+    )
+    spin = await act("spin-off", "2024-04-01", new_symbol=spun, ratio="0.5", basis_percent="20")
+    [(_, spin_off)] = await recorded(taxlot_db, spin["action_id"])
+    assert (spin_off["new_symbol"], spin_off["ratio"], spin_off["basis_percent"]) == (
+        spun,
+        "0.5",
+        "20",
+    )
     held = {
         x["symbol"]: (x["quantity"], x["cost_basis"], x["holding_start"])
         for x in await lots(client, account)

@@ -5,8 +5,9 @@ allocation, dividends).
 
 The cash an action brings (cash merger, cash in lieu, dividend) is credited once, when the
 action is recorded. Each affected account gets ``holdings-reconciled`` (cause
-``corporate-action`` with the action id). The request holds the exclusive write lock, so
-no fill of any household is applied meanwhile.
+``corporate-action`` with the action id), and the action is announced once, in the same
+transaction, as ``corporate-action-recorded`` (not on a repeat). The request holds the
+exclusive write lock, so no fill of any household is applied meanwhile.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from ballast_common.contracts.events import CorporateActionRecordedV1
 from ballast_common.errors import Conflict, FieldProblem, InvalidInput
 from ballast_common.uow import UnitOfWork
 from ballast_engine.tax import TaxError
@@ -30,6 +32,10 @@ from taxlot_svc.schemas import (
 )
 
 CAUSE = "corporate-action"
+# Every corporate-action-recorded has this key, so consumers see actions in the order they
+# were recorded (a symbol change FB -> META before a later split of META).
+EVENT_KEY = "corporate-actions"
+EVENT_TENANT = "global"  # an action concerns a security, whoever holds it
 FUTURE_SLACK = timedelta(days=1)
 
 
@@ -135,7 +141,32 @@ async def apply_corporate_action(
         action_id=body.action_id, type=body.type, symbol=body.symbol, on=body.on, accounts=out
     )
     await repo.set_corporate_action_result(session, body.action_id, result.model_dump(mode="json"))
+    uow.publish(recorded_event(terms, len(out)), key=EVENT_KEY, tenant=EVENT_TENANT)
     return result
+
+
+def recorded_event(terms: dict[str, Any], accounts_affected: int) -> CorporateActionRecordedV1:
+    """``corporate-action-recorded`` of an action's terms (as recorded, JSON values):
+    models, restriction lists and the security master follow it."""
+    kind = terms["type"]
+    cash = terms.get("cash_per_share") if kind == "cash-merger" else terms.get("per_share")
+    return CorporateActionRecordedV1(
+        action_id=terms["action_id"],
+        type=kind,
+        symbol=terms["symbol"],
+        on=date.fromisoformat(str(terms["on"])),
+        new_symbol=terms.get("new_symbol"),
+        numerator=terms.get("numerator"),
+        denominator=terms.get("denominator"),
+        ratio=_decimal(terms.get("ratio")),
+        cash_per_share=_decimal(cash),
+        basis_percent=_decimal(terms.get("basis_percent")),
+        accounts_affected=accounts_affected,
+    )
+
+
+def _decimal(value: Any) -> Decimal | None:
+    return None if value is None else Decimal(str(value))
 
 
 def _repeat(

@@ -21,7 +21,6 @@ from taxlot_svc.schemas import (
     LotsOut,
     SleeveTransferIn,
     SleeveTransferOut,
-    TaxSettingsIn,
     TaxSettingsOut,
     UnrealizedOut,
     WashSaleBlocksOut,
@@ -88,17 +87,13 @@ async def get_lots(
     return await service.lots(session, account_id, symbol)
 
 
-@router.put(
+@router.get(
     "/accounts/{account_id}/tax-settings",
     tags=["tax"],
-    summary="The account's lot relief method (fifo, lifo, hifo, mintax) and tax rates",
+    summary="The relief method and rates in use (read-only: set in account-svc, from "
+    "account-changed)",
     response_model=TaxSettingsOut,
 )
-async def put_tax_settings(account_id: AccountId, body: TaxSettingsIn, uow: UoW) -> TaxSettingsOut:
-    return await taxes.put_tax_settings(uow, account_id, body)
-
-
-@router.get("/accounts/{account_id}/tax-settings", tags=["tax"], response_model=TaxSettingsOut)
 async def get_tax_settings(account_id: AccountId, session: ReadSession) -> TaxSettingsOut:
     return await taxes.tax_settings(session, account_id)
 

@@ -33,6 +33,7 @@ from ballast_engine.tax import (
     Change,
     CorporateAction,
     Disposal,
+    EquivalenceSet,
     Identity,
     Lot,
     Method,
@@ -52,6 +53,38 @@ FILL = "fill"
 MOVE = "move"
 RELIEF_METHODS = ("fifo", "lifo", "hifo", "mintax")
 DEFAULT_METHOD = "fifo"
+
+
+def identity_of(groups: Iterable[Sequence[str]]) -> Identity:
+    """Which securities are substantially identical, from the members of the equivalence
+    sets marked identical. Sets sharing a member are one group (if A is identical to B and
+    B to C, a loss on A is washed by a purchase of C), so overlapping sets never conflict.
+    """
+    parent: dict[str, str] = {}
+
+    def root(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for members in groups:
+        first = None
+        for symbol in members:
+            r = root(symbol)
+            if first is None:
+                first = r
+            elif r != first:
+                parent[r] = first
+    merged: dict[str, list[str]] = {}
+    for symbol in parent:
+        merged.setdefault(root(symbol), []).append(symbol)
+    sets = [
+        EquivalenceSet(min(ms), tuple(sorted(ms)), identical=True)
+        for ms in merged.values()
+        if len(ms) > 1
+    ]
+    return Identity.from_sets(sorted(sets, key=lambda e: e.name))
 
 
 def singleton_household(account_id: str) -> str:
@@ -284,19 +317,26 @@ def replay_household(
     return out
 
 
-def symbol_family(symbols: Iterable[str], actions: Iterable[ActionInput]) -> set[str]:
+def symbol_family(
+    symbols: Iterable[str], actions: Iterable[ActionInput], identity: Identity | None = None
+) -> set[str]:
     """The securities whose lots and sales can depend on trades in ``symbols``: the
     symbols themselves and, transitively, the symbols corporate actions link them to
-    (symbol change, stock merger, spin-off).
+    (symbol change, stock merger, spin-off) and those ``identity`` makes substantially
+    identical to them (members of one identical equivalence set).
 
-    The engine keeps positions, wash-sale windows and matching per security (the service
-    treats only the same symbol as substantially identical), so replaying a household's
-    inputs and actions of one family gives that family's lots and sales exactly as a
-    replay of everything would (only the engine's global sequence numbers differ; they
-    keep their relative order, which is all they are used for).
+    The engine keeps positions, wash-sale windows and matching per security and its
+    identical securities, so replaying a household's inputs and actions of one family
+    gives that family's lots and sales exactly as a replay of everything would (only the
+    engine's global sequence numbers differ; they keep their relative order, which is all
+    they are used for).
     """
     family = set(symbols)
     links = [(a.action.symbol, getattr(a.action, "new_symbol", a.action.symbol)) for a in actions]
+    if identity is not None:
+        for symbol in list(family) + [s for link in links for s in link]:
+            members = identity.members(symbol)
+            links += [(members[0], m) for m in members[1:]]
     grew = True
     while grew:
         grew = False
@@ -513,11 +553,17 @@ class SymbolState:
     household: str
     accounts: list[AccountFacts]
     symbol: str
-    lots: list[Lot]
+    lots: list[Lot]  # of the security and the securities identical to it
     open_losses: list[Disposal]  # taxable loss sales of the last 30 days, not fully matched
     names: dict[str, set[str]]
     last_day: date | None
     seq: int
+    identity: Identity | None = None  # substantially identical securities (None: same symbol)
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        """The security and those substantially identical to it."""
+        return self.identity.members(self.symbol) if self.identity else (self.symbol,)
 
 
 def open_loss_left(d: Disposal) -> tuple[Decimal, Decimal]:
@@ -535,17 +581,16 @@ def restore_ledger(state: SymbolState) -> TaxLedger:
     """
     from ballast_engine.tax.ledger import _OpenLoss
 
-    ledger = TaxLedger([to_engine_account(a) for a in state.accounts])
+    ledger = TaxLedger([to_engine_account(a) for a in state.accounts], identity=state.identity)
     for lot in sorted(state.lots, key=lambda x: (x.acquired, x.seq, x.lot_id)):
         ledger._positions[lot.account].setdefault(lot.symbol, []).append(lot)
-    losses = []
     for d in sorted(state.open_losses, key=lambda x: (x.sold, x.seq)):
         quantity, loss = open_loss_left(d)
         if quantity > 0:
             held = (d.sold - d.holding_start).days
-            losses.append(_OpenLoss(d, state.household, held, quantity, loss))
-    if losses:
-        ledger._losses[(state.household, state.symbol)] = losses
+            ledger._losses.setdefault((state.household, d.symbol), []).append(
+                _OpenLoss(d, state.household, held, quantity, loss)
+            )
     for account, names in state.names.items():
         if account in ledger._names:
             ledger._names[account] |= names

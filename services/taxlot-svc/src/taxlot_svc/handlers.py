@@ -1,7 +1,12 @@
 """taxlot-svc's event handlers."""
 
 from ballast_common.contracts.envelope import Envelope
-from ballast_common.contracts.events import AccountChangedV1, FillsReceivedV1, SecuritiesChangedV1
+from ballast_common.contracts.events import (
+    AccountChangedV1,
+    EquivalenceSetChangedV1,
+    FillsReceivedV1,
+    SecuritiesChangedV1,
+)
 from ballast_common.uow import UnitOfWork
 
 from taxlot_svc import service, taxes
@@ -21,3 +26,9 @@ async def on_securities_changed(
     uow: UnitOfWork, envelope: Envelope, payload: SecuritiesChangedV1
 ) -> None:
     await taxes.securities_changed(uow, payload)
+
+
+async def on_equivalence_set_changed(
+    uow: UnitOfWork, envelope: Envelope, payload: EquivalenceSetChangedV1
+) -> None:
+    await taxes.equivalence_set_changed(uow, payload)

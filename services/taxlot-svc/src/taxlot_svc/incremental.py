@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
 
-from ballast_engine.tax import Change, Disposal, Lot, TaxLedger
+from ballast_engine.tax import Change, Disposal, Identity, Lot, TaxLedger
 from ballast_engine.tax.model import WASH_WINDOW_DAYS
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -49,18 +49,21 @@ async def load_state(
     on: date,
     last_day: date | None,
     seq: int,
+    identity: Identity | None = None,
 ) -> tuple[SymbolState, dict[int, int]]:
-    """The household's stored state of ``symbol`` for a fill on ``on``; also the row id of
-    each restored loss sale (keyed by ``id()`` of its Disposal)."""
+    """The household's stored state of ``symbol`` (and the securities ``identity`` makes
+    substantially identical to it) for a fill on ``on``; also the row id of each restored
+    loss sale (keyed by ``id()`` of its Disposal)."""
     accounts = [f.account_id for f in members]
-    lots = [lot_of(r) for r in await repo.symbol_lots(session, accounts, symbol)]
+    symbols = list(identity.members(symbol)) if identity is not None else [symbol]
+    lots = [lot_of(r) for r in await repo.symbol_lots(session, accounts, symbols)]
     since = on - timedelta(days=WASH_WINDOW_DAYS)
     losses: list[Disposal] = []
     ids: dict[int, int] = {}
     names: dict[str, set[str]] = {a: set() for a in accounts}
     for lot in lots:
         names[lot.account].add(lot.lot_id)
-    for row in await repo.symbol_sales(session, accounts, symbol):
+    for row in await repo.symbol_sales(session, accounts, symbols):
         names[row.account_id].add(row.lot_id)  # the engine never reuses a lot's name
         if (
             row.sold_on >= since
@@ -72,7 +75,7 @@ async def load_state(
             d = disposal_of(row)
             ids[id(d)] = row.id
             losses.append(d)
-    state = SymbolState(household, members, symbol, lots, losses, names, last_day, seq)
+    state = SymbolState(household, members, symbol, lots, losses, names, last_day, seq, identity)
     return state, ids
 
 
@@ -86,15 +89,22 @@ async def apply_in_order(
     origin: tuple[str, str | None],
     *,
     write_state: bool = True,
+    identity: Identity | None = None,
 ) -> Applied:
     """Apply one fill (or sleeve transfer) in date order to the stored lots and write back
-    what changed. Raises the engine's ``TaxError`` (nothing written) if it cannot apply."""
-    state, ids = await load_state(session, household, members, item.symbol, item.on, last_day, seq)
+    what changed; ``identity`` says which securities are substantially identical (the
+    identical equivalence sets in force now). Raises the engine's ``TaxError`` (nothing
+    written) if it cannot apply."""
+    state, ids = await load_state(
+        session, household, members, item.symbol, item.on, last_day, seq, identity
+    )
     before = {(lot.account, lot.lot_id): lot for lot in state.lots}
     wash_before = {id(d): (d.adjustment, d.washed_quantity, d.permanent) for d in state.open_losses}
     ledger = restore_ledger(state)
     apply_input(ledger, item)  # all-or-nothing: raises before changing anything
-    after = {(lot.account, lot.lot_id): lot for lot in ledger.lots(symbol=item.symbol)}
+    after = {
+        (lot.account, lot.lot_id): lot for sym in state.symbols for lot in ledger.lots(symbol=sym)
+    }
     gone = [k for k, lot in before.items() if after.get(k) != lot]
     fresh = [lot for k, lot in after.items() if before.get(k) != lot]
     touched = {k[0] for k in gone} | {lot.account for lot in fresh}

@@ -6,7 +6,12 @@ from ballast_common.app import ServiceSpec, create_app
 from ballast_common.consumer import Subscription
 
 from taxlot_svc.api import router
-from taxlot_svc.handlers import on_account_changed, on_fills_received, on_securities_changed
+from taxlot_svc.handlers import (
+    on_account_changed,
+    on_equivalence_set_changed,
+    on_fills_received,
+    on_securities_changed,
+)
 from taxlot_svc.settings import Settings
 from taxlot_svc.snapshots import snapshot_loop
 from taxlot_svc.tables import metadata
@@ -19,16 +24,18 @@ spec = ServiceSpec(
     migrations_dir=Path(__file__).parent / "migrations",
     description=(
         "Book of record: cash, positions and tax lots. Records opening balances, applies "
-        "fills-received (relief by the account's method or named lots, wash sales across "
-        "the household), corporate actions and sleeve transfers, and publishes "
-        "holdings-reconciled (v2, with lots); realized and unrealized gains, Form 8949 and "
-        "wash-sale blocks over REST."
+        "fills-received (relief by the account's method from account-changed, or named "
+        "lots; wash sales across the household, identical equivalence sets included), "
+        "corporate actions (publishing corporate-action-recorded) and sleeve transfers, and "
+        "publishes holdings-reconciled (v2, with lots); realized and unrealized gains, Form "
+        "8949 and wash-sale blocks over REST."
     ),
     routers=[router],
     subscriptions=[
         Subscription("fills-received", on_fills_received),
         Subscription("account-changed", on_account_changed),
         Subscription("securities-changed", on_securities_changed),
+        Subscription("equivalence-set-changed", on_equivalence_set_changed),
     ],
     background=[snapshot_loop],
 )

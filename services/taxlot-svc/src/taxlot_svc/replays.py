@@ -18,6 +18,7 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+from ballast_engine.tax import Identity
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from taxlot_svc import repository as repo
@@ -30,6 +31,7 @@ from taxlot_svc.book import (
     Replay,
     build_action,
     gain_rows,
+    identity_of,
     ledger_seq,
     lot_rows,
     replay_household,
@@ -177,6 +179,12 @@ async def actions_of(session: AsyncSession) -> list[ActionInput]:
     ]
 
 
+async def current_identity(session: AsyncSession) -> Identity:
+    """The substantially identical securities in force now: the members of the equivalence
+    sets marked identical (see :func:`taxlot_svc.book.identity_of`)."""
+    return identity_of(await repo.identical_sets(session))
+
+
 async def replay(
     session: AsyncSession,
     households: Iterable[str],
@@ -187,14 +195,16 @@ async def replay(
 ) -> Replays:
     """Replay households in memory (no writes); only the family of ``symbols`` when given
     (see :func:`taxlot_svc.book.symbol_family`). ``known_inputs`` gives the whole input of
-    households known to have nothing stored (fresh ones), saving the reads. Raises the
-    engine's ``TaxError``."""
+    households known to have nothing stored (fresh ones), saving the reads. Securities are
+    substantially identical by the identical equivalence sets in force now, for the whole
+    history replayed. Raises the engine's ``TaxError``."""
     if members is None:
         members = await members_of(session, households)
     actions = await actions_of(session)
+    identity = await current_identity(session)
     family: set[str] | None = None
     if symbols is not None:
-        family = symbol_family(symbols, actions)
+        family = symbol_family(symbols, actions, identity)
         actions = [a for a in actions if a.action.symbol in family]
     known_inputs = known_inputs or {}
     to_read = sorted(f.account_id for h, fs in members.items() if h not in known_inputs for f in fs)
@@ -208,7 +218,7 @@ async def replay(
         else:
             inputs = [i for i in rows if i.account_id in mine]
         out.inputs[household] = inputs
-        out.replays[household] = replay_household(facts, inputs, actions)
+        out.replays[household] = replay_household(facts, inputs, actions, identity=identity)
     return out
 
 

@@ -24,6 +24,7 @@ from taxlot_svc.tables import (
     AccountInfo,
     AppliedFill,
     CorporateActionRecord,
+    EquivalenceSetRecord,
     HouseholdState,
     LedgerEntry,
     OpenLot,
@@ -327,17 +328,59 @@ async def get_tax_settings(session: AsyncSession, account_id: str) -> Any:
     return (await _run(session, stmt)).first()
 
 
-async def put_tax_settings(session: AsyncSession, values: Mapping[str, Any]) -> None:
+async def put_tax_settings(session: AsyncSession, values: Mapping[str, Any]) -> bool:
+    """Store an account's relief method and rates; True if they changed (``updated_at``
+    moves only then)."""
     row = dict(values)
-    stmt = pg_insert(TaxSettings).values(row)
-    stmt = stmt.on_conflict_do_update(
+    insert = pg_insert(TaxSettings).values(row)
+    fields = [k for k in row if k != "account_id"]
+    table = _t(TaxSettings)
+    stmt = insert.on_conflict_do_update(
         index_elements=["account_id"],
+        set_={**{k: insert.excluded[k] for k in fields}, "updated_at": datetime.now(UTC)},
+        where=tuple_(*[table.c[k] for k in fields]).is_distinct_from(
+            tuple_(*[insert.excluded[k] for k in fields])
+        ),
+    ).returning(table.c.account_id)
+    return (await _run(session, stmt)).first() is not None
+
+
+# --- equivalence sets ---------------------------------------------------------------------------
+
+
+async def upsert_equivalence_set(session: AsyncSession, values: Mapping[str, Any]) -> bool:
+    """Store a set's version if it is newer than the stored one; True if stored."""
+    table = _t(EquivalenceSetRecord)
+    insert = pg_insert(EquivalenceSetRecord).values(dict(values))
+    stmt = insert.on_conflict_do_update(
+        index_elements=["set_id"],
         set_={
-            **{k: v for k, v in row.items() if k != "account_id"},
+            "name": insert.excluded.name,
+            "members": insert.excluded.members,
+            "identical": insert.excluded.identical,
+            "removed": insert.excluded.removed,
+            "version": insert.excluded.version,
             "updated_at": datetime.now(UTC),
         },
+        where=table.c.version < insert.excluded.version,
+    ).returning(table.c.set_id)
+    return (await _run(session, stmt)).first() is not None
+
+
+async def identical_sets(session: AsyncSession) -> list[list[str]]:
+    """Members of every equivalence set marked identical and not removed (by set id)."""
+    table = _t(EquivalenceSetRecord)
+    stmt = (
+        sa_select(table.c.members)
+        .where(table.c.identical.is_(True), table.c.removed.is_(False))
+        .order_by(table.c.set_id)
     )
-    await session.exec(stmt)
+    return [list(m) for (m,) in (await _run(session, stmt)).all()]
+
+
+async def equivalence_sets(session: AsyncSession) -> list[Any]:
+    table = _t(EquivalenceSetRecord)
+    return list((await _run(session, sa_select(table).order_by(table.c.set_id))).all())
 
 
 async def upsert_prices(session: AsyncSession, prices: Mapping[str, Decimal]) -> None:
@@ -424,18 +467,26 @@ async def opening_lots_before(
     return [(a, d, r) for a, d, r in (await session.exec(stmt)).all()]
 
 
-async def symbol_lots(session: AsyncSession, account_ids: Sequence[str], symbol: str) -> list[Any]:
-    """The open lots of ``symbol`` in ``account_ids`` (plain rows)."""
+async def symbol_lots(
+    session: AsyncSession, account_ids: Sequence[str], symbols: Sequence[str]
+) -> list[Any]:
+    """The open lots of ``symbols`` in ``account_ids`` (plain rows)."""
     table = OpenLot.__table__  # type: ignore[attr-defined]
-    stmt = sa_select(table).where(table.c.account_id.in_(account_ids), table.c.symbol == symbol)
+    stmt = sa_select(table).where(
+        table.c.account_id.in_(account_ids), table.c.symbol.in_(list(symbols))
+    )
     connection = await session.connection()
     return list((await connection.execute(stmt)).all())
 
 
-async def symbol_sales(session: AsyncSession, account_ids: Sequence[str], symbol: str) -> list[Any]:
-    """Every realized gain of ``symbol`` in ``account_ids`` (plain rows)."""
+async def symbol_sales(
+    session: AsyncSession, account_ids: Sequence[str], symbols: Sequence[str]
+) -> list[Any]:
+    """Every realized gain of ``symbols`` in ``account_ids`` (plain rows)."""
     table = _t(RealizedGain)
-    stmt = sa_select(table).where(table.c.account_id.in_(account_ids), table.c.symbol == symbol)
+    stmt = sa_select(table).where(
+        table.c.account_id.in_(account_ids), table.c.symbol.in_(list(symbols))
+    )
     return list((await _run(session, stmt)).all())
 
 
@@ -643,11 +694,14 @@ async def lock_writes_reading_household(session: AsyncSession, account_id: str) 
 
 async def fill_context(session: AsyncSession, account_id: str, household: str) -> Any:
     """In one round trip, under the household lock: the account's book (locked), its
-    household and type, its relief method, and the state of ``household``. None if the
-    account has no book."""
+    household and type, its relief method, the state of ``household``, and the members of
+    the identical equivalence sets in force (``identical_sets``, a list of lists or null).
+    None if the account has no book."""
     stmt = text(
         "SELECT b.tenant, b.cash, b.as_of, i.household_id, i.account_type, ts.method,"
-        " h.last_day, h.seq"
+        " h.last_day, h.seq,"
+        " (SELECT jsonb_agg(e.members ORDER BY e.set_id) FROM equivalence_sets e"
+        "   WHERE e.identical AND NOT e.removed) AS identical_sets"
         " FROM account_books b"
         " LEFT JOIN accounts i ON i.account_id = b.account_id"
         " LEFT JOIN tax_settings ts ON ts.account_id = b.account_id"

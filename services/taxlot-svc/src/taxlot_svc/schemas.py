@@ -136,14 +136,23 @@ class GainsOut(BaseModel):
     gains: list[GainOut]
 
 
-class TaxSettingsIn(BaseModel):
+class TaxSettingsOut(BaseModel):
+    """An account's relief method and rates as taxlot-svc uses them. They are set in
+    account-svc (``PUT /accounts/{id}/tax-settings`` there) and arrive here with
+    ``account-changed``; this service only reads them."""
+
+    account_id: str
     method: ReliefMethod = Field(description="lot relief for sells that name no lot")
     short_term_rate: Rate | None = Field(default=None, description="0.37 = 37%")
     long_term_rate: Rate | None = None
-
-
-class TaxSettingsOut(TaxSettingsIn):
-    account_id: str
+    source: Literal["account-changed", "default"] = Field(
+        description="account-changed: as account-svc last stated them; default: account-svc "
+        "has not described the account yet (fifo, no rates: no tax estimate)"
+    )
+    set_in: str = Field(
+        default="account-svc: PUT /accounts/{account_id}/tax-settings",
+        description="where the settings are changed",
+    )
     updated_at: datetime | None = None
 
 

@@ -23,7 +23,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from taxlot_svc import book
 from taxlot_svc import repository as repo
-from taxlot_svc.book import journal_entries, singleton_household
+from taxlot_svc.book import identity_of, journal_entries, singleton_household
 from taxlot_svc.incremental import apply_in_order, fill_cash
 from taxlot_svc.opening import PlannedLot, check_account_id, plan_opening
 from taxlot_svc.replays import (
@@ -365,6 +365,7 @@ async def apply_fill(
                 seq,
                 ("fill", fill.fill_id),
                 write_state=False,  # with the cash, below
+                identity=identity_of(context.identical_sets or []),
             )
             if applied.state is not None:
                 new_state = (household, *applied.state)

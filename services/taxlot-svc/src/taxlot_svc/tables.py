@@ -206,7 +206,8 @@ class AccountInfo(Table, table=True):
 
 
 class TaxSettings(Table, table=True):
-    """An account's lot-relief method (for sells that name no lot) and tax rates."""
+    """An account's lot-relief method (for sells that name no lot) and tax rates, as
+    account-svc last stated them in ``account-changed`` (``tax_settings``)."""
 
     __tablename__ = "tax_settings"
 
@@ -287,6 +288,22 @@ class CorporateActionRecord(Table, table=True):
     terms: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
     result: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
     recorded_at: datetime = Field(default_factory=_now, sa_column=_timestamp())
+
+
+class EquivalenceSetRecord(Table, table=True):
+    """An equivalence set as model-hub-svc last described it (``equivalence-set-changed``,
+    newest version wins). Only sets marked ``identical`` (and not removed) matter here: their
+    members are substantially identical for the wash-sale rule."""
+
+    __tablename__ = "equivalence_sets"
+
+    set_id: str = Field(primary_key=True, max_length=64)
+    name: str = Field(sa_column=Column(AutoString, nullable=False))
+    members: list[str] = Field(sa_column=Column(JSONB, nullable=False))
+    identical: bool = Field(sa_column=Column(Boolean, nullable=False))
+    removed: bool = Field(sa_column=Column(Boolean, nullable=False))
+    version: int = Field(sa_column=Column(BigInteger, nullable=False))
+    updated_at: datetime = Field(default_factory=_now, sa_column=_timestamp())
 
 
 class SecurityPrice(Table, table=True):

@@ -1,5 +1,6 @@
-"""taxlot-svc's tax rules around the book: relief settings, households (from
-``account-changed``), prices (from ``securities-changed``), realized and unrealized gains,
+"""taxlot-svc's tax rules around the book: relief settings and households (from
+``account-changed``), identical securities (from ``equivalence-set-changed``), prices
+(from ``securities-changed``), realized and unrealized gains,
 Form 8949 and the wash-sale blocks. The rules themselves are the tax engine's."""
 
 from __future__ import annotations
@@ -9,7 +10,12 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Literal
 
-from ballast_common.contracts.events import AccountChangedV1, SecuritiesChangedV1
+from ballast_common.contracts.events import (
+    AccountChangedV1,
+    EquivalenceSetChangedV1,
+    SecuritiesChangedV1,
+    TaxSettingsV1,
+)
 from ballast_common.errors import FieldProblem, InvalidInput, NotFound, PermanentMessageError
 from ballast_common.uow import UnitOfWork
 from ballast_engine.tax import TaxError, TaxRates, Term, estimate_disposals, value_lots
@@ -32,7 +38,6 @@ from taxlot_svc.schemas import (
     GainsOut,
     LotValueOut,
     SellBlockOut,
-    TaxSettingsIn,
     TaxSettingsOut,
     UnrealizedOut,
     WashSaleBlocksOut,
@@ -46,34 +51,35 @@ PriceSource = Literal["from-last-fill", "security-master"]
 # --- relief method and rates ------------------------------------------------------------------
 
 
-async def put_tax_settings(uow: UnitOfWork, account_id: str, body: TaxSettingsIn) -> TaxSettingsOut:
-    """Set an account's relief method (used by sells arriving from now on; past sales keep
-    the method they were relieved with) and optionally its tax rates."""
-    problems = check_account_id(account_id, "account_id")
-    if problems:
-        raise InvalidInput(problems[0].message, problems)
-    await repo.put_tax_settings(
-        uow.session,
-        {
-            "account_id": account_id,
-            "method": body.method,
-            "short_term_rate": body.short_term_rate,
-            "long_term_rate": body.long_term_rate,
-        },
-    )
-    return await tax_settings(uow.session, account_id)
-
-
 async def tax_settings(session: AsyncSession, account_id: str) -> TaxSettingsOut:
+    """The account's relief method and rates as this service uses them: from account-svc's
+    ``account-changed`` (read-only here), or the default (fifo, no rates) before it."""
     row = await repo.get_tax_settings(session, account_id)
     if row is None:
-        return TaxSettingsOut(account_id=account_id, method="fifo")
+        return TaxSettingsOut(account_id=account_id, method="fifo", source="default")
     return TaxSettingsOut(
         account_id=account_id,
         method=row.method,
         short_term_rate=row.short_term_rate,
         long_term_rate=row.long_term_rate,
+        source="account-changed",
         updated_at=row.updated_at,
+    )
+
+
+async def _take_tax_settings(uow: UnitOfWork, payload: AccountChangedV1) -> bool:
+    """Keep the relief method and rates account-svc states (an event without
+    ``tax_settings`` means the account never set them: the contract's defaults). Sells
+    store the method in force when they arrive, so a change never rewrites past sales."""
+    settings = payload.tax_settings or TaxSettingsV1()
+    return await repo.put_tax_settings(
+        uow.session,
+        {
+            "account_id": payload.account_id,
+            "method": settings.relief_method,
+            "short_term_rate": settings.short_term_rate,
+            "long_term_rate": settings.long_term_rate,
+        },
     )
 
 
@@ -81,7 +87,8 @@ async def tax_settings(session: AsyncSession, account_id: str) -> TaxSettingsOut
 
 
 async def account_changed(uow: UnitOfWork, payload: AccountChangedV1) -> list[str]:
-    """Record an account's household and type. When either changes, the old and the new
+    """Record an account's relief method and tax rates (``tax_settings``), household and
+    type. When household or type changes, the old and the new
     household are replayed (wash sales now match across different accounts) and the
     accounts whose lots changed get ``holdings-reconciled`` (cause ``household-change``).
     Returns those accounts.
@@ -97,6 +104,7 @@ async def account_changed(uow: UnitOfWork, payload: AccountChangedV1) -> list[st
         )
     await repo.lock_writes(session, exclusive=False)
     before = (await lock_accounts_households(session, [account]))[account]
+    await _take_tax_settings(uow, payload)
     if before.household == payload.household_id and before.account_type == payload.account_type:
         return []
     households = sorted({before.household, payload.household_id})
@@ -110,6 +118,36 @@ async def account_changed(uow: UnitOfWork, payload: AccountChangedV1) -> list[st
         raise PermanentMessageError(f"account-changed {account}: {exc}") from exc
     await repo.add_ledger_entries(session, replayed.restatements("household-change", None))
     return await request_restated(uow.session, replayed.changed(), cause="household-change")
+
+
+async def equivalence_set_changed(uow: UnitOfWork, payload: EquivalenceSetChangedV1) -> bool:
+    """Keep each equivalence set's newest version (an older or repeated version changes
+    nothing; ``removed`` drops the set). Members of sets marked ``identical`` are
+    substantially identical for wash sales from now on: fills applied later and replays
+    done later use the sets in force then; what was already applied is not rewritten.
+    Returns whether this version was stored."""
+    if any(not m.strip() for m in payload.members):
+        raise PermanentMessageError(
+            f"equivalence-set-changed {payload.set_id} v{payload.version}: a member is an "
+            f"empty symbol ({payload.members!r})"
+        )
+    stored = await repo.upsert_equivalence_set(
+        uow.session,
+        {
+            "set_id": payload.set_id,
+            "name": payload.name,
+            "members": [] if payload.removed else list(dict.fromkeys(payload.members)),
+            "identical": payload.identical,
+            "removed": payload.removed,
+            "version": payload.version,
+        },
+    )
+    if not stored:
+        log.info(
+            "equivalence set version not newer, ignored",
+            extra={"set_id": payload.set_id, "version": payload.version},
+        )
+    return stored
 
 
 async def securities_changed(uow: UnitOfWork, payload: SecuritiesChangedV1) -> None:
