@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
@@ -18,6 +18,7 @@ from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import (
     AccountChangedV1,
     BandV1,
+    EquivalenceSetChangedV1,
     HoldingsReconciledV2,
     LossSaleV1,
     LotV1,
@@ -49,6 +50,7 @@ TOPIC = {
     AccountChangedV1: "account-changed",
     HoldingsReconciledV2: "holdings-reconciled",
     ModelChangedV1: "model-changed",
+    EquivalenceSetChangedV1: "equivalence-set-changed",
 }
 MINE = ("H-SMA", "H-UMA", "H-IRA")
 
@@ -210,9 +212,9 @@ async def db(database_url):
             "10000",
             position("HX", "20", lot("X1", "20", "260")),
             recent_loss_sales=[
-                LossSaleV1(
+                LossSaleV1(  # outside the wash-sale window: blocks nothing
                     symbol="HA1",
-                    sold_on=date(2026, 11, 2),
+                    sold_on=date(2026, 9, 1),
                     quantity=Decimal("3"),
                     loss_per_share=Decimal("12.5"),
                 )
@@ -255,6 +257,10 @@ async def test_a_model_change_uses_each_accounts_settings_and_restrictions(db):
         ("HX", "sell", "20", "restriction"),
     ]
     assert all(t["sleeve_id"] is None for t in proposals["H-SMA"]["trades"])
+    # the book of record sent lots: the sale names its lot and its tax (a long-term loss of
+    # $60 at 20% saves $12)
+    [sell] = [t for t in proposals["H-SMA"]["trades"] if t["side"] == "sell"]
+    assert sell["lot_ids"] == ["X1"] and Decimal(sell["estimated_tax"]) == Decimal("-12")
     assert "fossil" not in json.dumps(proposals["H-SMA"])  # the engine names the source only
     async with db.sessions() as s:
         stored = await repository.get_scenario(s, run.run_id, "H-SMA")
@@ -266,6 +272,31 @@ async def test_a_model_change_uses_each_accounts_settings_and_restrictions(db):
         sorted((t.symbol, t.side.value, str(t.quantity), t.reason.value) for t in replayed.trades)
         == trades
     )
+
+
+async def test_a_recent_loss_in_the_household_blocks_buying_it_back(db):
+    """A loss sale of HA1 ten days ago (reported with another account's holdings) would be
+    washed by buying HA1 now: the model change buys no HA1 in any account of the household."""
+    sold_on = datetime.now(UTC).date() - timedelta(days=10)
+    sale = LossSaleV1(
+        symbol="HA1", sold_on=sold_on, quantity=Decimal("5"), loss_per_share=Decimal("4")
+    )
+    await deliver(db, holdings("H-PEER", "50", recent_loss_sales=[sale]), "H-PEER")
+    await deliver(db, model("h3-growth", 2, HA1="0.6", HA2="0.4"), "h3-growth")
+    async with db.sessions() as s:
+        [run] = await repository.list_runs(s, "h3-growth", 2, 5)
+    [proposal] = [
+        p for p in await published(db, "trades-proposed")
+        if p["run_id"] == run.run_id and p["account_id"] == "H-SMA"
+    ]  # fmt: skip
+    assert not [t for t in proposal["trades"] if t["symbol"] == "HA1" and t["side"] == "buy"]
+    async with db.sessions() as s:
+        stored = await repository.get_scenario(s, run.run_id, "H-SMA")
+    scenario = scenario_from_dict(stored.scenario)
+    assert [x.symbol for x in scenario.account.tax.recent_loss_sales] == ["HA1"]
+    result = rebalance(scenario)
+    assert any(n.code == "wash_sale_buy_block" for n in result.notices)
+    await deliver(db, holdings("H-PEER", "50"), "H-PEER")  # the sale leaves the window
 
 
 async def test_a_uma_is_rebalanced_across_its_sleeves_when_one_of_its_models_changes(db):
@@ -415,3 +446,54 @@ async def test_the_interval_scan_is_off_by_default_and_runs_when_set(db):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+async def test_a_harvest_sells_the_losing_lots_and_buys_the_equivalent(db):
+    """H-TLH (a household of its own) holds 40 HA2 bought at $75 (now $50: a $1,000 loss, 33%
+    of basis); HX is equivalent to HA2. The harvest sells the lot and buys HX to keep the
+    exposure; accounts with harvesting off are not touched unless named (then skipped)."""
+    pair = EquivalenceSetChangedV1(set_id="h3-energy", name="Energy", members=["HA2", "HX"],
+                                   version=1)  # fmt: skip
+    tlh = account(
+        "H-TLH",
+        household_id="HH-TLH",
+        tax_settings=TaxSettingsV1(harvest=True, relief_method="mintax"),
+    )
+    await deliver(db, tlh, "H-TLH")
+    loser = LotV1(lot_id="T1", quantity=Decimal("40"), acquired=date(2026, 3, 2),
+                  cost_basis=Decimal("3000"))  # fmt: skip
+    book = holdings("H-TLH", "100", position("HA2", "40", loser))
+    await deliver(db, book.model_copy(update={"household_id": "HH-TLH"}), "H-TLH")
+    app = create_app(spec, Settings())
+    app.state.runtime = SimpleNamespace(
+        db=db, settings=Settings(), uow=lambda: unit_of_work(db, "rebalance-svc")
+    )
+    transport = httpx.ASGITransport(app=app)
+    await deliver(db, pair, "h3-energy")
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://rebalance") as api:
+            response = await api.post("/harvests")
+            assert response.status_code == 201, response.text
+            run = response.json()
+            [proposal] = [
+                p for p in await published(db, "trades-proposed") if p["run_id"] == run["run_id"]
+            ]
+            assert proposal["account_id"] == "H-TLH" and run["proposals"] == 1
+            trades = {(t["side"], t["symbol"]): t for t in proposal["trades"]}
+            sell, buy = trades[("sell", "HA2")], trades[("buy", "HX")]
+            assert sell["reason"] == "tax-loss-harvest" and sell["lot_ids"] == ["T1"]
+            assert sell["quantity"] == "40" and Decimal(sell["estimated_tax"]) < 0
+            assert Decimal(buy["estimated_value"]) <= Decimal(sell["estimated_value"]) + 100
+            stored = await api.get(f"/runs/{run['run_id']}/scenarios/H-TLH")
+            assert stored.status_code == 200
+
+            named = await api.post("/harvests", json={"accounts": ["H-SMA"]})
+            assert named.status_code == 201
+            assert "harvesting is off" in named.json()["skipped"]["H-SMA"]
+            unknown = await api.post("/harvests", json={"accounts": ["H-SMA", "NOPE"]})
+            assert unknown.status_code == 422
+            assert unknown.json()["errors"][0]["field"] == "accounts[1]"
+    finally:
+        gone = EquivalenceSetChangedV1(set_id="h3-energy", name="Energy", members=[],
+                                       removed=True, version=2)  # fmt: skip
+        await deliver(db, gone, "h3-energy")

@@ -1,6 +1,7 @@
 """`ballast engine ...`: replay a rebalance from a scenario file, scan a book for drift.
 
     ballast engine rebalance SCENARIO.json [--format json|table]
+    ballast engine harvest SCENARIO.json [--format json|table] [--on YYYY-MM-DD]
     ballast engine drift BOOK.json [--format json|table] [--all]
 
 Exit codes: 0 success; 1 the file (or its only account) is invalid, printed as one line
@@ -32,6 +33,18 @@ def register(areas: argparse._SubParsersAction) -> None:
     rb.add_argument("--format", choices=("json", "table"), default="json")
     rb.set_defaults(run=_run_rebalance)
 
+    hv = cmds.add_parser(
+        "harvest",
+        help="tax-loss harvest a scenario (or every account of a book)",
+        description="Replay a tax-loss harvest: lots past the thresholds are sold and a "
+        "replacement that is not substantially identical is bought (needs the account's tax "
+        "settings).",
+    )
+    hv.add_argument("scenario", metavar="SCENARIO.json")
+    hv.add_argument("--format", choices=("json", "table"), default="json")
+    hv.add_argument("--on", metavar="YYYY-MM-DD", help="trade date (default: tax.as_of)")
+    hv.set_defaults(run=_run_rebalance, harvest=True)
+
     dr = cmds.add_parser(
         "drift",
         help="scan a book (or a scenario) for accounts out of tolerance",
@@ -59,17 +72,20 @@ def _load(path: str) -> Any:
 
 
 def _run_rebalance(args: argparse.Namespace) -> int:
+    from ballast_engine.harvesting import harvest, harvest_book
     from ballast_engine.rebalance import rebalance, rebalance_book
 
+    harvesting = getattr(args, "harvest", False)
+    on = getattr(args, "on", None)
     try:
         data = _load(args.scenario)
         if isinstance(data, Book):
-            book_res = rebalance_book(data)
+            book_res = harvest_book(data, on=on) if harvesting else rebalance_book(data)
             results = list(book_res.results)
             for f in book_res.failures:
                 _err(f"{f.error}")
         else:
-            results = [rebalance(data)]
+            results = [harvest(data, on=on) if harvesting else rebalance(data)]
             book_res = None
     except EngineInputError as exc:
         _err(exc.one_line())
@@ -111,6 +127,14 @@ def _table(r: RebalanceResult) -> str:
                 f"  {t.sleeve_id:<12} {t.side.value:<4} {t.quantity!s:>12} {t.symbol:<8} "
                 f"{'$' + format(t.estimated_value, ','):>14}  {t.reason.value}"
             )
+        if any(t.lots for t in r.trades):
+            lines.append("  Lots relieved:")
+            for t in r.trades:
+                for lt in t.lots:
+                    lines.append(
+                        f"    {t.symbol:<8} {lt.lot_id:<14} {lt.quantity!s:>10} sh  acquired "
+                        f"{lt.acquired}  {lt.term:<5}  gain ${lt.gain:>12,}  tax ${lt.tax:>10,}"
+                    )
         lines.append("  Why:")
         for t in r.trades:
             lines.append(f"    - {t.explanation}")
@@ -118,6 +142,20 @@ def _table(r: RebalanceResult) -> str:
         lines.append("  No trades.")
     for n in r.notices:
         lines.append(f"  note [{n.code}]: {n.message}")
+    if r.tax is not None:
+        tx = r.tax
+        line = (
+            f"  Tax ({tx.account_type}, {tx.as_of}): short-term gain ${tx.short_term_gain:,}, "
+            f"long-term gain ${tx.long_term_gain:,}, estimated tax ${tx.estimated_tax:,}"
+        )
+        if tx.tax_saved:
+            line += f", harvested tax saved ${tx.tax_saved:,}"
+        if tx.budget_limit is not None:
+            line += (
+                f"; gain budget ${tx.budget_limit:,} ({'hard' if tx.budget_hard else 'warning'}"
+                f"), left ${tx.budget_remaining_before:,} -> ${tx.budget_remaining_after:,}"
+            )
+        lines.append(line)
     return "\n".join(lines)
 
 

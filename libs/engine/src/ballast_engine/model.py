@@ -55,6 +55,7 @@ class RequestKind(StrEnum):
     REBALANCE = "rebalance"  # full rebalance (strategic where the account has a strategy)
     RAISE_CASH = "raise_cash"  # withdrawal of `amount`: sells only, least drift
     INVEST_CASH = "invest_cash"  # deposit of `amount` (may be 0: invest idle cash): buys only
+    HARVEST = "harvest"  # tax-loss harvesting only (see ballast_engine.harvesting)
 
 
 class Scope(StrEnum):
@@ -77,6 +78,8 @@ class Reason(StrEnum):
     CASH_NEED = "cash_need"  # sold to raise cash (withdrawal, reserve, cash to another sleeve)
     INVEST_CASH = "invest_cash"  # buys cash (deposit, cash from another sleeve, excess cash)
     REPLACEMENT = "replacement"  # buy-list replacement of a security the model marks "hold"
+    TAX_LOSS_HARVEST = "tax-loss-harvest"  # a harvest sale and its replacement buy
+    SWAP_BACK = "swap-back"  # back from a harvest replacement after the wash-sale window
 
 
 class DriftLevel(StrEnum):
@@ -203,10 +206,14 @@ class Strategy:
 
 @dataclass(frozen=True, slots=True)
 class EquivalenceSet:
-    """Securities treated as substitutes (holding one counts toward another's target)."""
+    """Securities treated as substitutes (holding one counts toward another's target).
+
+    ``identical``: the members are also *substantially identical* for the wash-sale rule
+    (e.g. two share classes of one fund); plain sets are substitutes, not identical."""
 
     set_id: str
     members: tuple[str, ...]
+    identical: bool = False
 
 
 @dataclass(frozen=True)
@@ -268,12 +275,97 @@ class Settings:
 class TaxLot:
     """A purchase of ``quantity`` shares on ``acquired`` (ISO date) for ``cost`` dollars.
 
-    Carried through for the tax engine; the rebalancer itself does not pick lots."""
+    Used by tax-aware rebalancing (``Account.tax``): sells name the lots they relieve.
+    ``acquired`` is the start of the holding period (carried back by a wash sale);
+    ``replacement`` marks shares that already absorbed a wash-sale loss (they wash no other).
+    """
 
     lot_id: str
     quantity: float
     cost: float
     acquired: str
+    replacement: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class GainBudgetSetting:
+    """A yearly cap on net realized gains: ``limit`` dollars a year, ``realized_to_date``
+    already realized this year; ``hard`` never exceeds it (sales are cut), else warns."""
+
+    limit: float
+    realized_to_date: float = 0.0
+    hard: bool = True
+
+    @property
+    def remaining(self) -> float:
+        return self.limit - self.realized_to_date
+
+
+@dataclass(frozen=True, slots=True)
+class HarvestSettings:
+    """Tax-loss harvesting thresholds: a lot is harvested when its loss reaches BOTH
+    ``min_loss_percent`` of its basis and ``min_loss_dollars``. ``schedule`` entries
+    ``(from_month, percent, dollars)`` change them from that month on. ``swap_back``: a
+    harvest run also swaps replacements back to the model security once the wash-sale window
+    is over (only lots that can be sold without a gain)."""
+
+    min_loss_percent: float = 10.0
+    min_loss_dollars: float = 100.0
+    schedule: tuple[tuple[int, float, float], ...] = ()
+    swap_back: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LossSale:
+    """A recent sale at a loss, in any account of the household, whose shares no
+    replacement has absorbed yet: buying ``symbol`` (or anything substantially identical)
+    within 30 days after ``sold_on`` would wash it."""
+
+    symbol: str
+    sold_on: str
+    quantity: float
+    loss_per_share: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RecentPurchase:
+    """A purchase in another account of the household (this account's own purchases are its
+    lots): selling ``symbol`` at a loss within 30 days after ``acquired`` would be washed."""
+
+    symbol: str
+    acquired: str
+    quantity: float
+    purchase_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TaxSettings:
+    """What makes an account's rebalance tax-aware (``None`` on ``Account.tax``: not at all).
+
+    Attributes:
+        as_of: the trade date (ISO); decides each lot's term and the wash-sale windows.
+        account_type: ``taxable`` or ``ira`` (an IRA realizes no gains; wash-sale buy blocks
+            still apply: a purchase in an IRA loses the household's loss for good).
+        method: lot order of sells: ``min_tax`` (tax cost per share: losses first, long-term
+            before short-term), ``fifo``, ``lifo`` or ``hifo``.
+        short_term_rate, long_term_rate: marginal rates (0.37 = 37%).
+        gain_budget: yearly net realized-gain budget (hard limit or warning).
+        avoid_short_term_gains: never sell a lot at a short-term gain.
+        harvest: tax-loss harvesting thresholds (``harvest`` requests).
+        recent_loss_sales: household loss sales still in their wash-sale window.
+        recent_purchases: household purchases of the last 30 days in other accounts.
+    """
+
+    as_of: str
+    account_type: str = "taxable"
+    method: str = "min_tax"
+    short_term_rate: float = 0.37
+    long_term_rate: float = 0.20
+    gain_budget: GainBudgetSetting | None = None
+    avoid_short_term_gains: bool = False
+    harvest: HarvestSettings | None = None
+    recent_loss_sales: tuple[LossSale, ...] = ()
+    recent_purchases: tuple[RecentPurchase, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +398,8 @@ class Account:
         strategy_id: the strategy the sleeves follow (UMA); sleeves match its entries by
             ``model_id``.
         asset_class_band: tolerance of account-level asset-class weights (drift only).
+        tax: tax settings; when given, the rebalance is tax-aware (see
+            ``ballast_engine.taxaware``); ``None`` leaves it exactly as without.
     """
 
     account_id: str
@@ -314,6 +408,7 @@ class Account:
     restrictions: tuple[Restriction, ...] = ()
     strategy_id: str | None = None
     asset_class_band: Band = Band(BandKind.ABSOLUTE, 0.05)
+    tax: TaxSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,9 +455,29 @@ class Trade:
     explanation: str
     opens_position: bool = False
     closes_position: bool = False
+    lots: tuple[LotSale, ...] = ()  # tax-aware sells: the lots relieved, in order
+    estimated_tax: Decimal | None = None  # tax-aware trades: tax on the gain (negative: saved)
+    # the engine may defer writing ``explanation``: (function, arguments) until first read
+    _explain: Any = field(default=None, init=False, repr=False, compare=False)
+
+    def __getattr__(self, name: str) -> Any:
+        # only reached for an unset slot: the sentence of a trade built with a deferred
+        # explanation (``tactical._build_trades``) is written on first read, then kept
+        if name == "explanation":
+            make = object.__getattribute__(self, "_explain")
+            if make is not None:
+                text = make[0](*make[1])
+                object.__setattr__(self, "explanation", text)
+                object.__setattr__(self, "_explain", None)
+                return text
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def lot_ids(self) -> tuple[str, ...]:
+        return tuple(lt.lot_id for lt in self.lots)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "account_id": self.account_id,
             "sleeve_id": self.sleeve_id,
             "symbol": self.symbol,
@@ -374,6 +489,82 @@ class Trade:
             "explanation": self.explanation,
             "opens_position": self.opens_position,
             "closes_position": self.closes_position,
+        }
+        if self.estimated_tax is not None:  # only tax-aware trades carry these keys
+            d["lot_ids"] = list(self.lot_ids)
+            d["lots"] = [lt.to_dict() for lt in self.lots]
+            d["estimated_tax"] = str(self.estimated_tax)
+        return d
+
+
+@dataclass(frozen=True, slots=True)
+class LotSale:
+    """Shares of one tax lot relieved by a sell: the gain and the estimated tax on it."""
+
+    lot_id: str
+    quantity: Decimal
+    acquired: str
+    cost_basis: Decimal
+    proceeds: Decimal
+    gain: Decimal
+    term: str  # short | long
+    tax: Decimal  # gain x the term's rate (negative: saved)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "lot_id": self.lot_id,
+            "quantity": str(self.quantity),
+            "acquired": self.acquired,
+            "cost_basis": str(self.cost_basis),
+            "proceeds": str(self.proceeds),
+            "gain": str(self.gain),
+            "term": self.term,
+            "tax": str(self.tax),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class TaxReport:
+    """The tax side of a tax-aware result: gains realized by the proposal, the estimated
+    tax (terms netted as on Schedule D; negative: saved), the gain budget, the wash-sale
+    blocks that applied and plain-English warnings."""
+
+    as_of: str
+    account_type: str
+    short_term_gain: Decimal
+    long_term_gain: Decimal
+    estimated_tax: Decimal
+    budget_limit: Decimal | None
+    budget_remaining_before: Decimal | None
+    budget_remaining_after: Decimal | None
+    budget_hard: bool | None
+    buy_blocked: tuple[str, ...]
+    sell_blocked_lots: tuple[str, ...]
+    warnings: tuple[str, ...]
+    tax_saved: Decimal = Decimal("0.00")  # harvests: estimated tax saved by the losses harvested
+
+    def to_dict(self) -> dict[str, Any]:
+        def s(x: Decimal | None) -> str | None:
+            return None if x is None else str(x)
+
+        return {
+            "as_of": self.as_of,
+            "account_type": self.account_type,
+            "short_term_gain": str(self.short_term_gain),
+            "long_term_gain": str(self.long_term_gain),
+            "estimated_tax": str(self.estimated_tax),
+            "tax_saved": str(self.tax_saved),
+            "budget": None
+            if self.budget_limit is None
+            else {
+                "limit": s(self.budget_limit),
+                "hard": self.budget_hard,
+                "remaining_before": s(self.budget_remaining_before),
+                "remaining_after": s(self.budget_remaining_after),
+            },
+            "buy_blocked": list(self.buy_blocked),
+            "sell_blocked_lots": list(self.sell_blocked_lots),
+            "warnings": list(self.warnings),
         }
 
 
@@ -430,18 +621,20 @@ class DriftItem:
         return max(0.0, self.lower - self.weight, self.weight - self.upper)
 
     def to_dict(self) -> dict[str, Any]:
-        rel = self.relative_drift
+        # the properties' arithmetic, inline (this runs for every item of every report)
+        w, t, lo, hi = self.weight, self.target, self.lower, self.upper
+        d = w - t
         return {
-            "level": self.level.value,
+            "level": self.level._value_,
             "key": self.key,
             "sleeve_id": self.sleeve_id,
-            "weight": round(self.weight, 6),
-            "target": round(self.target, 6),
-            "drift": round(self.drift, 6),
-            "relative_drift": None if rel is None else round(rel, 6),
-            "lower": round(self.lower, 6),
-            "upper": round(self.upper, 6),
-            "out_of_band": self.out_of_band,
+            "weight": round(w, 6),
+            "target": round(t, 6),
+            "drift": round(d, 6),
+            "relative_drift": round(d / t, 6) if t else None,
+            "lower": round(lo, 6),
+            "upper": round(hi, 6),
+            "out_of_band": w < lo - DRIFT_EPS or w > hi + DRIFT_EPS,
         }
 
 
@@ -449,6 +642,27 @@ class DriftItem:
 class AccountDrift:
     account_id: str
     items: tuple[DriftItem, ...]
+    # the engine may defer building ``items``: (function, arguments) until first read
+    _build: Any = field(default=None, init=False, repr=False, compare=False)
+
+    @classmethod
+    def deferred(cls, account_id: str, build: tuple[Any, tuple[Any, ...]]) -> AccountDrift:
+        """A drift report whose items ``build[0](*build[1])`` makes when first read."""
+        obj = object.__new__(cls)
+        object.__setattr__(obj, "account_id", account_id)
+        object.__setattr__(obj, "_build", build)
+        return obj
+
+    def __getattr__(self, name: str) -> Any:
+        # only reached for an unset slot: the items of a deferred report
+        if name == "items":
+            build = object.__getattribute__(self, "_build")
+            if build is not None:
+                items = tuple(build[0](*build[1]))
+                object.__setattr__(self, "items", items)
+                object.__setattr__(self, "_build", None)
+                return items
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @property
     def out_of_band(self) -> tuple[DriftItem, ...]:
@@ -459,11 +673,20 @@ class AccountDrift:
         return max(vals, default=0.0)
 
     def to_dict(self) -> dict[str, Any]:
+        # one pass: each item's dict once (out-of-band ones copied), the maxima per level
+        items = self.items
+        dicts = [i.to_dict() for i in items]
+        best: dict[DriftLevel, float] = {}
+        for i in items:
+            a = abs(i.weight - i.target)
+            b = best.get(i.level)
+            if b is None or a > b:
+                best[i.level] = a
         return {
             "account_id": self.account_id,
-            "out_of_band": [i.to_dict() for i in self.out_of_band],
-            "max_abs_drift": {lv.value: round(self.max_abs_drift(lv), 6) for lv in DriftLevel},
-            "items": [i.to_dict() for i in self.items],
+            "out_of_band": [dict(d) for d in dicts if d["out_of_band"]],
+            "max_abs_drift": {lv._value_: round(best.get(lv, 0.0), 6) for lv in DriftLevel},
+            "items": dicts,
         }
 
 
@@ -557,9 +780,10 @@ class RebalanceResult:
     drift_after: AccountDrift
     notices: tuple[Notice, ...]
     summary: Summary
+    tax: TaxReport | None = None  # tax-aware accounts only
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d = {
             "account_id": self.account_id,
             "request": {
                 "kind": self.request.kind.value,
@@ -575,6 +799,9 @@ class RebalanceResult:
             "drift_before": self.drift_before.to_dict(),
             "drift_after": self.drift_after.to_dict(),
         }
+        if self.tax is not None:
+            d["tax"] = self.tax.to_dict()
+        return d
 
 
 @dataclass(frozen=True, slots=True)

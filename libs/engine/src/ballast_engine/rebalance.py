@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from collections.abc import Mapping
+from dataclasses import fields, replace
 from decimal import Decimal
 
 from ballast_engine.errors import EngineError, EngineInputError, NegativeQuantityError, SettingError
@@ -49,13 +50,35 @@ from ballast_engine.tactical import (
     _apply_restrictions,
     money,
     plan_sleeve,
+    post_values,
     rebalance_sleeve,
 )
 from ballast_engine.validate import check_account
 
+_SLEEVE_RESULT_FIELDS = (
+    "sleeve_id",
+    "model_id",
+    "trades",
+    "cash_before",
+    "cash_in",
+    "cash_out",
+    "cash_after",
+    "value_before",
+    "value_after",
+    "projected_holdings",
+    "projected_weights",
+)
+assert tuple(f.name for f in fields(SleeveResult))[:11] == _SLEEVE_RESULT_FIELDS
+
 
 def _dec(x: float) -> Decimal:
-    return Decimal(repr(round(float(x), 2) + 0.0)).quantize(CENT)
+    r = round(float(x), 2) + 0.0
+    if -1e12 < r < 1e12:
+        # r is the double nearest a whole number of cents and doubles this small are far
+        # closer together than a cent: "%.2f" gives exactly those cents, the same Decimal
+        # as below (a test compares the two)
+        return Decimal(format(r, ".2f"))
+    return Decimal(repr(r)).quantize(CENT)
 
 
 def _sleeve_value(sleeve, ref: Reference) -> float:
@@ -63,8 +86,11 @@ def _sleeve_value(sleeve, ref: Reference) -> float:
     return sleeve.cash + sum(h.quantity * secs[h.symbol].price for h in sleeve.holdings)
 
 
-def _capacity(account: Account, sleeve, ref: Reference) -> float:
-    """Most cash a sleeve can give: cash above its reserve plus holdings it may sell."""
+def _capacity(
+    account: Account, sleeve, ref: Reference, keep: Mapping[str, float] | None = None
+) -> float:
+    """Most cash a sleeve can give: cash above its reserve plus holdings it may sell
+    (``keep``: shares the tax-aware sell cap keeps)."""
     restrictions = account.restrictions + sleeve.restrictions
     cap = sleeve.cash - sleeve.settings.cash_reserve
     for h in sleeve.holdings:
@@ -74,6 +100,9 @@ def _capacity(account: Account, sleeve, ref: Reference) -> float:
             _apply_restrictions(m, restrictions, ref)
             if m.dns is not None:
                 continue
+        if keep and h.symbol in keep:
+            cap += max(h.quantity - keep[h.symbol], 0.0) * p
+            continue
         cap += h.quantity * p
     return max(cap, 0.0)
 
@@ -111,12 +140,23 @@ def rebalance(inp: RebalanceInput) -> RebalanceResult:
     check_account(ref, account)
     _check_request(req, account.account_id)
     try:
+        if account.tax is not None or req.kind is RequestKind.HARVEST:
+            from ballast_engine.taxaware import rebalance_tax_aware
+
+            return rebalance_tax_aware(account, ref, req)
         return _rebalance(account, ref, req)
     except EngineInputError as exc:
         raise exc.located(account=account.account_id) from None
 
 
-def _rebalance(account: Account, ref: Reference, req: Request) -> RebalanceResult:
+def _rebalance(
+    account: Account,
+    ref: Reference,
+    req: Request,
+    keep: Mapping[str, Mapping[str, float]] | None = None,
+) -> RebalanceResult:
+    """``keep``: per sleeve, shares of each security the tax-aware sell cap keeps."""
+    keep = keep or {}
     aid = account.account_id
     withdrawal = req.amount if req.kind is RequestKind.RAISE_CASH else 0.0
     deposit = req.amount if req.kind is RequestKind.INVEST_CASH else 0.0
@@ -139,7 +179,9 @@ def _rebalance(account: Account, ref: Reference, req: Request) -> RebalanceResul
             sl.sleeve_id,
             sl.model_id,
             _sleeve_value(sl, ref),
-            _capacity(account, sl, ref) if (withdrawal or strategic) else 0.0,
+            _capacity(account, sl, ref, keep.get(sl.sleeve_id))
+            if (withdrawal or strategic)
+            else 0.0,
         )
         for sl in account.sleeves
     ]
@@ -174,6 +216,7 @@ def _rebalance(account: Account, ref: Reference, req: Request) -> RebalanceResul
                 outflow=max(-d, 0.0),
                 purpose_in=purposes_in.get(sl.sleeve_id, ""),
                 purpose_out=purposes_out.get(sl.sleeve_id, ""),
+                keep_shares=keep.get(sl.sleeve_id),
             )
         )
     unalloc_after = alloc.unallocated_after if alloc else pool
@@ -304,6 +347,9 @@ def _asset_class_targets(plans: list[SleevePlan], sleeve_weights: list[float]) -
     return out
 
 
+_SECURITY = DriftLevel.SECURITY
+
+
 def drift_items(
     account: Account,
     plans: list[SleevePlan],
@@ -315,29 +361,135 @@ def drift_items(
     group_values: list[list[float]],
 ) -> AccountDrift:
     """Drift items given sleeve values/cash and per-group values (before or after trades)."""
+    return AccountDrift(
+        account.account_id,
+        tuple(
+            _drift_item_list(
+                account,
+                plans,
+                values,
+                cash,
+                unallocated,
+                sleeve_targets,
+                class_targets,
+                group_values,
+            )
+        ),
+    )
+
+
+def _drift_pass(
+    account: Account,
+    outcomes: list[SleeveOutcome],
+    sleeve_weights: list[float],
+    sleeve_targets: dict[str, tuple[float, float, float]] | None,
+    unalloc_after: float,
+) -> tuple[dict[str, float], list[list[float]], list[list[float]], float, float]:
+    """What ``_result`` needs from every group, in one pass: the asset-class targets (as
+    ``_asset_class_targets``), the group values before and after the trades, and the
+    ``max_abs_drift()`` of the drift reports before and after, computed with the same
+    arithmetic as the items ``_drift_item_list`` builds (a test keeps the two in step)."""
+    plans = [o.plan for o in outcomes]
+    tot_b = sum(p.value for p in plans) + account.cash
+    pos_b = tot_b if tot_b > 0 else 1.0
+    tot_a = sum(p.total for p in plans) + unalloc_after
+    pos_a = tot_a if tot_a > 0 else 1.0
+    ct: dict[str, float] = {}
+    cls_b: dict[str, float] = {}
+    cls_a: dict[str, float] = {}
+    best_b = best_a = 0.0
+    all_b: list[list[float]] = []
+    all_a: list[list[float]] = []
+    for o, sw in zip(outcomes, sleeve_weights, strict=True):
+        plan = o.plan
+        ptot = plan.total if plan.total > 0 else 1.0
+        sv_b, sv_a = plan.value, plan.total
+        stot_b = sv_b if sv_b > 0 else 1.0
+        stot_a = sv_a if sv_a > 0 else 1.0
+        gv_b: list[float] = []
+        # post-trade group values: from _finish (same arithmetic), else computed here
+        gv_a = o.group_post if o.group_post is not None else post_values(plan.groups)
+        for g, pv in zip(plan.groups, gv_a, strict=True):
+            target = g.target
+            ac = g.asset_class
+            if target > 0:
+                ct[ac] = ct.get(ac, 0.0) + sw * target / ptot
+            v = g.value
+            gv_b.append(v)
+            tp = target / ptot
+            if v > 0 or target > 0:
+                d = abs(v / stot_b - tp)
+                if d > best_b:
+                    best_b = d
+                cls_b[ac] = cls_b.get(ac, 0.0) + v
+            if pv > 0 or target > 0:
+                d = abs(pv / stot_a - tp)
+                if d > best_a:
+                    best_a = d
+                cls_a[ac] = cls_a.get(ac, 0.0) + pv
+        all_b.append(gv_b)
+        all_a.append(gv_a)
+        cash_t = plan.cash_target / ptot
+        d = abs(plan.cash_before / stot_b - cash_t)
+        if d > best_b:
+            best_b = d
+        d = abs(o.cash_after / stot_a - cash_t)
+        if d > best_a:
+            best_a = d
+        if sleeve_targets is not None:
+            t = sleeve_targets[plan.sleeve.sleeve_id][0]
+            d = abs(sv_b / pos_b - t)
+            if d > best_b:
+                best_b = d
+            d = abs(sv_a / pos_a - t)
+            if d > best_a:
+                best_a = d
+    for ac in set(cls_b) | set(ct):
+        d = abs(cls_b.get(ac, 0.0) / pos_b - ct.get(ac, 0.0))
+        if d > best_b:
+            best_b = d
+    for ac in set(cls_a) | set(ct):
+        d = abs(cls_a.get(ac, 0.0) / pos_a - ct.get(ac, 0.0))
+        if d > best_a:
+            best_a = d
+    if abs(account.cash) > 0.005:
+        d = abs(account.cash / pos_b - 0.0)
+        if d > best_b:
+            best_b = d
+    if abs(unalloc_after) > 0.005:
+        d = abs(unalloc_after / pos_a - 0.0)
+        if d > best_a:
+            best_a = d
+    return ct, all_b, all_a, best_b, best_a
+
+
+def _drift_item_list(
+    account: Account,
+    plans: list[SleevePlan],
+    values: list[float],
+    cash: list[float],
+    unallocated: float,
+    sleeve_targets: dict[str, tuple[float, float, float]] | None,
+    class_targets: dict[str, float],
+    group_values: list[list[float]],
+) -> list[DriftItem]:
     items: list[DriftItem] = []
+    add = items.append
     acct_total = sum(values) + unallocated
     acct_pos = acct_total if acct_total > 0 else 1.0
     classes: dict[str, float] = {}
+    security = _SECURITY
     for plan, sv, c, gv in zip(plans, values, cash, group_values, strict=True):
         sid = plan.sleeve.sleeve_id
         stot = sv if sv > 0 else 1.0
         ptot = plan.total if plan.total > 0 else 1.0
         for g, v in zip(plan.groups, gv, strict=True):
-            if v <= 0 and g.target <= 0:
+            target = g.target
+            if v <= 0 and target <= 0:
                 continue
-            items.append(
-                DriftItem(
-                    DriftLevel.SECURITY,
-                    g.key,
-                    sid,
-                    v / stot,
-                    g.target / ptot,
-                    g.lo / ptot,
-                    g.hi / ptot,
-                )
-            )
-            classes[g.asset_class] = classes.get(g.asset_class, 0.0) + v
+            add(DriftItem(security, g.key, sid, v / stot, target / ptot, g.lo / ptot, g.hi / ptot))
+            ac = g.asset_class
+            classes[ac] = classes.get(ac, 0.0) + v
         items.append(
             DriftItem(
                 DriftLevel.CASH,
@@ -375,7 +527,7 @@ def drift_items(
             DriftItem(DriftLevel.CASH, "unallocated", None, unallocated / acct_pos, 0.0, 0.0, width)
         )
     del lo_w
-    return AccountDrift(account.account_id, tuple(items))
+    return items
 
 
 def _sleeve_targets(
@@ -451,9 +603,13 @@ def _result(
         if st
         else [v / tot_before if tot_before > 0 else 0.0 for v in values_before]
     )
-    # targets at the post-flow totals (what the rebalance aims at)
-    ct = _asset_class_targets(plans, sw_before)
-    before = drift_items(
+    # asset-class targets at the post-flow totals (what the rebalance aims at), group values
+    # before and after and the largest drifts, in one pass; the drift reports themselves are
+    # built when first read (nothing changes the plans once the result is assembled)
+    ct, gv_before, gv_after, max_before, max_after = _drift_pass(
+        account, outcomes, sw_before, st, unalloc_after
+    )
+    args_before = (
         account,
         plans,
         values_before,
@@ -461,48 +617,45 @@ def _result(
         account.cash,
         st,
         ct,
-        [[g.value for g in p.groups] for p in plans],
+        gv_before,
     )
-    post_groups = []
-    for o in outcomes:
-        post_groups.append(
-            [sum((m.qty + m.trade) * m.price for m in g.members) for g in o.plan.groups]
-        )
-    values_after = [p.total for p in plans]
-    after = drift_items(
+    before = AccountDrift.deferred(account.account_id, (_drift_item_list, args_before))
+    args_after = (
         account,
         plans,
-        values_after,
+        [p.total for p in plans],
         [o.cash_after for o in outcomes],
         unalloc_after,
         st,
         ct,
-        post_groups,
+        gv_after,
     )
+    after = AccountDrift.deferred(account.account_id, (_drift_item_list, args_after))
 
     trades: list[Trade] = []
     notices: list[Notice] = []
     sleeves: list[SleeveResult] = []
+    secs = ref.securities
     for o in outcomes:
         p = o.plan
         trades.extend(o.trades)
         notices.extend(o.notices)
         tot = p.total if p.total > 0 else 1.0
-        post_w = {s: q * ref.securities[s].price / tot for s, q in o.post_qty.items()}
+        post_w = {s: q * secs[s].price / tot for s, q in o.post_qty.items()}
         post_w["CASH"] = o.cash_after / tot
         sleeves.append(
-            SleeveResult(
-                sleeve_id=p.sleeve.sleeve_id,
-                model_id=p.model.model_id,
-                trades=tuple(o.trades),
-                cash_before=_dec(p.cash_before),
-                cash_in=_dec(p.inflow),
-                cash_out=_dec(p.outflow),
-                cash_after=_dec(o.cash_after),
-                value_before=_dec(p.value),
-                value_after=_dec(p.total),
-                projected_holdings=o.post_qty,
-                projected_weights=post_w,
+            SleeveResult(  # positional (a dozen keywords cost more than the rest)
+                p.sleeve.sleeve_id,
+                p.model.model_id,
+                tuple(o.trades),
+                _dec(p.cash_before),
+                _dec(p.inflow),
+                _dec(p.outflow),
+                _dec(o.cash_after),
+                _dec(p.value),
+                _dec(p.total),
+                o.post_qty,
+                post_w,
             )
         )
     if unalloc_after < -0.005:
@@ -513,21 +666,31 @@ def _result(
                 "sleeves cannot raise more (restricted holdings or reserves)",
             )
         )
-    buy_v = sum(float(t.estimated_value) for t in trades if t.side is Side.BUY)
-    sell_v = sum(float(t.estimated_value) for t in trades if t.side is Side.SELL)
+    # one pass; int 0 starts the sums exactly as sum() does
+    buy_v: float = 0
+    sell_v: float = 0
+    buy_n = sell_n = 0
+    buy = Side.BUY
+    for t in trades:
+        if t.side is buy:
+            buy_v += float(t.estimated_value)
+            buy_n += 1
+        elif t.side is Side.SELL:
+            sell_v += float(t.estimated_value)
+            sell_n += 1
     acct_value = tot_before
     summary = Summary(
         trade_count=len(trades),
-        buy_count=sum(1 for t in trades if t.side is Side.BUY),
-        sell_count=sum(1 for t in trades if t.side is Side.SELL),
+        buy_count=buy_n,
+        sell_count=sell_n,
         buy_value=_dec(buy_v),
         sell_value=_dec(sell_v),
         turnover=(buy_v + sell_v) / 2 / acct_value if acct_value > 0 else 0.0,
         account_value=_dec(acct_value),
         cash_before=_dec(sum(p.cash_before for p in plans) + account.cash),
         cash_after=_dec(sum(o.cash_after for o in outcomes) + unalloc_after),
-        max_drift_before=before.max_abs_drift(),
-        max_drift_after=after.max_abs_drift(),
+        max_drift_before=max_before,
+        max_drift_after=max_after,
     )
     del states, strategic, alloc
     return RebalanceResult(

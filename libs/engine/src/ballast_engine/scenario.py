@@ -27,12 +27,16 @@ from ballast_engine.model import (
     Book,
     EquivalenceSet,
     FreedCashPolicy,
+    GainBudgetSetting,
+    HarvestSettings,
     Holding,
+    LossSale,
     Model,
     ModelEntry,
     RangeKind,
     RebalanceInput,
     RebalanceRange,
+    RecentPurchase,
     Reference,
     Request,
     RequestKind,
@@ -46,6 +50,7 @@ from ballast_engine.model import (
     Strategy,
     StrategyEntry,
     TaxLot,
+    TaxSettings,
 )
 
 SCENARIO_FORMAT = "ballast.scenario/1"
@@ -250,11 +255,11 @@ def reference_from_dict(d: Mapping[str, Any]) -> Reference:
             lists[name] = frozenset(members)
     eqs = []
     for o in root.items("equivalence_sets"):
-        o.no_extra({"set_id", "members"})
+        o.no_extra({"set_id", "members", "identical"})
         members = o.lst("members", required=True)
         if not all(isinstance(x, str) for x in members) or len(members) < 2:
             raise o.err("members", "must list at least two symbols")
-        eqs.append(EquivalenceSet(o.text("set_id"), tuple(members)))
+        eqs.append(EquivalenceSet(o.text("set_id"), tuple(members), o.flag("identical", False)))
     return Reference(secs, models, strategies, lists, tuple(eqs))
 
 
@@ -312,7 +317,9 @@ def _settings(o: _Obj | None) -> Settings:
 
 def account_from_dict(d: Mapping[str, Any], path: str = "account") -> Account:
     o = _Obj(d, path)
-    o.no_extra({"account_id", "cash", "restrictions", "strategy_id", "asset_class_band", "sleeves"})
+    o.no_extra(
+        {"account_id", "cash", "restrictions", "strategy_id", "asset_class_band", "sleeves", "tax"}
+    )
     aid = o.text("account_id")
     o.account = aid
     sleeves = []
@@ -325,10 +332,14 @@ def account_from_dict(d: Mapping[str, Any], path: str = "account") -> Account:
             h.no_extra({"symbol", "quantity", "lots"})
             lots = []
             for lt in h.items("lots"):
-                lt.no_extra({"lot_id", "quantity", "cost", "acquired"})
+                lt.no_extra({"lot_id", "quantity", "cost", "acquired", "replacement"})
                 lots.append(
                     TaxLot(
-                        lt.text("lot_id"), lt.num("quantity"), lt.num("cost"), lt.text("acquired")
+                        lt.text("lot_id"),
+                        lt.num("quantity"),
+                        lt.num("cost"),
+                        lt.text("acquired"),
+                        lt.flag("replacement", False),
                     )
                 )
             holdings.append(Holding(h.text("symbol"), h.num("quantity"), tuple(lots)))
@@ -349,6 +360,82 @@ def account_from_dict(d: Mapping[str, Any], path: str = "account") -> Account:
         _restrictions(o),
         o.text("strategy_id", required=False),
         _band(o.obj("asset_class_band"), Band(BandKind.ABSOLUTE, 0.05)),
+        _tax(o.obj("tax")),
+    )
+
+
+def _tax(o: _Obj | None) -> TaxSettings | None:
+    """The account's tax settings (``None``: the rebalance is not tax-aware)."""
+    if o is None:
+        return None
+    o.no_extra(
+        {
+            "as_of",
+            "account_type",
+            "method",
+            "short_term_rate",
+            "long_term_rate",
+            "gain_budget",
+            "avoid_short_term_gains",
+            "harvest",
+            "recent_loss_sales",
+            "recent_purchases",
+        }
+    )
+    budget = None
+    b = o.obj("gain_budget")
+    if b is not None:
+        b.no_extra({"limit", "realized_to_date", "hard"})
+        budget = GainBudgetSetting(
+            b.num("limit"), b.num("realized_to_date", 0.0), b.flag("hard", True)
+        )
+    harvest = None
+    h = o.obj("harvest")
+    if h is not None:
+        h.no_extra({"min_loss_percent", "min_loss_dollars", "schedule", "swap_back"})
+        schedule = []
+        for e in h.items("schedule"):
+            e.no_extra({"from_month", "min_loss_percent", "min_loss_dollars"})
+            month = e.num("from_month")
+            if month != int(month):
+                raise e.err("from_month", "must be a whole number (1-12)")
+            schedule.append((int(month), e.num("min_loss_percent"), e.num("min_loss_dollars")))
+        harvest = HarvestSettings(
+            h.num("min_loss_percent", 10.0),
+            h.num("min_loss_dollars", 100.0),
+            tuple(schedule),
+            h.flag("swap_back", False),
+        )
+    sales = []
+    for e in o.items("recent_loss_sales"):
+        e.no_extra({"symbol", "sold_on", "quantity", "loss_per_share"})
+        sales.append(
+            LossSale(
+                e.text("symbol"), e.text("sold_on"), e.num("quantity"), e.num("loss_per_share", 0.0)
+            )
+        )
+    buys = []
+    for e in o.items("recent_purchases"):
+        e.no_extra({"symbol", "acquired", "quantity", "purchase_id"})
+        buys.append(
+            RecentPurchase(
+                e.text("symbol"),
+                e.text("acquired"),
+                e.num("quantity"),
+                e.text("purchase_id", "", required=False),
+            )
+        )
+    return TaxSettings(
+        as_of=o.text("as_of"),
+        account_type=o.text("account_type", "taxable"),
+        method=o.text("method", "min_tax"),
+        short_term_rate=o.num("short_term_rate", 0.37),
+        long_term_rate=o.num("long_term_rate", 0.20),
+        gain_budget=budget,
+        avoid_short_term_gains=o.flag("avoid_short_term_gains", False),
+        harvest=harvest,
+        recent_loss_sales=tuple(sales),
+        recent_purchases=tuple(buys),
     )
 
 
@@ -466,7 +553,9 @@ def reference_to_dict(ref: Reference) -> dict[str, Any]:
         ],
         "lists": {k: sorted(v) for k, v in ref.lists.items()},
         "equivalence_sets": [
-            {"set_id": e.set_id, "members": list(e.members)} for e in ref.equivalence_sets
+            {"set_id": e.set_id, "members": list(e.members)}
+            | ({"identical": True} if e.identical else {})
+            for e in ref.equivalence_sets
         ],
     }
 
@@ -493,7 +582,58 @@ def _settings_d(s: Settings) -> dict[str, Any]:
     }
 
 
+def tax_to_dict(t: TaxSettings) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "as_of": t.as_of,
+        "account_type": t.account_type,
+        "method": t.method,
+        "short_term_rate": t.short_term_rate,
+        "long_term_rate": t.long_term_rate,
+        "avoid_short_term_gains": t.avoid_short_term_gains,
+        "recent_loss_sales": [
+            {
+                "symbol": x.symbol,
+                "sold_on": x.sold_on,
+                "quantity": x.quantity,
+                "loss_per_share": x.loss_per_share,
+            }
+            for x in t.recent_loss_sales
+        ],
+        "recent_purchases": [
+            {"symbol": x.symbol, "acquired": x.acquired, "quantity": x.quantity}
+            | ({"purchase_id": x.purchase_id} if x.purchase_id else {})
+            for x in t.recent_purchases
+        ],
+    }
+    if t.gain_budget is not None:
+        b = t.gain_budget
+        d["gain_budget"] = {
+            "limit": b.limit,
+            "realized_to_date": b.realized_to_date,
+            "hard": b.hard,
+        }
+    if t.harvest is not None:
+        h = t.harvest
+        d["harvest"] = {
+            "min_loss_percent": h.min_loss_percent,
+            "min_loss_dollars": h.min_loss_dollars,
+            "swap_back": h.swap_back,
+            "schedule": [
+                {"from_month": m, "min_loss_percent": p, "min_loss_dollars": x}
+                for m, p, x in h.schedule
+            ],
+        }
+    return d
+
+
 def account_to_dict(a: Account) -> dict[str, Any]:
+    d = _account_d(a)
+    if a.tax is not None:  # written only when set: files of other accounts are unchanged
+        d["tax"] = tax_to_dict(a.tax)
+    return d
+
+
+def _account_d(a: Account) -> dict[str, Any]:
     return {
         "account_id": a.account_id,
         "cash": a.cash,
@@ -518,6 +658,7 @@ def account_to_dict(a: Account) -> dict[str, Any]:
                                 "cost": lt.cost,
                                 "acquired": lt.acquired,
                             }
+                            | ({"replacement": True} if lt.replacement else {})
                             for lt in h.lots
                         ],
                     }

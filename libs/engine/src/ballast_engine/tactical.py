@@ -21,22 +21,27 @@ policy places the weight a restriction frees. ``trade_sleeve`` then decides the 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, dataclass, fields, replace
 from decimal import Decimal
+from typing import Any
 
 from ballast_engine.model import (
     DRIFT_EPS,
     Account,
     Band,
+    BandKind,
     FreedCashPolicy,
     Holding,
     Model,
+    ModelEntry,
     Notice,
     Reason,
     Reference,
     Restriction,
     RestrictionKind,
     RestrictionScope,
+    Security,
     Settings,
     Side,
     Sleeve,
@@ -45,6 +50,7 @@ from ballast_engine.model import (
 from ballast_engine.validate import ref_index
 
 INF = math.inf
+_ABSOLUTE = BandKind.ABSOLUTE
 CENT = Decimal("0.01")
 _EPS_DOLLARS = 1e-7  # dollar amounts closer than this are equal
 
@@ -66,6 +72,7 @@ class Member:
     forced: Reason | None = None  # sold entirely (restriction / not in model)
     conflict: bool = False
     trade: float = 0.0  # signed shares
+    keep_qty: float = 0.0  # shares that may not be sold (tax-aware sell cap), 0 = none
 
     @property
     def value(self) -> float:
@@ -89,7 +96,7 @@ class Group:
     buy: Member | None = None
     hold_symbol: str | None = None  # the model marks this group's security "hold"
     replacement: str | None = None
-    replaces: list[str] = field(default_factory=list)
+    replaces: tuple[str, ...] = ()  # hold securities this buy-list replacement stands for
     freed_in: float = 0.0
     lo: float = 0.0
     hi: float = INF
@@ -126,6 +133,20 @@ class SleeveOutcome:
     cash_after: float
     post_qty: dict[str, float]
     notices: list[Notice]
+    group_post: list[float] | None = None  # each group's value after the trades, if known
+
+
+def post_values(groups: list[Group]) -> list[float]:
+    """Each group's value after its members' trades (``sum`` over the members)."""
+    out = []
+    for g in groups:
+        ms = g.members
+        if len(ms) == 1:
+            m = ms[0]
+            out.append(0.0 + (m.qty + m.trade) * m.price)  # = sum() of one term
+        else:
+            out.append(sum((m.qty + m.trade) * m.price for m in ms))
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,6 +198,53 @@ def describe_restriction(r: Restriction) -> str:
     return f"the {r.source}'s {kind} restriction{what}"
 
 
+@dataclass(slots=True)
+class _ModelTemplate:
+    """What planning needs from a model, computed once per reference (prices are
+    reference data): weights, the model's cash weight and one row per entry."""
+
+    model: Model
+    weights: dict[str, float]
+    model_cash: float
+    wsum: float
+    rows: list[tuple[ModelEntry, str, float, Security, float, int | None]]
+    replacing: tuple[ModelEntry, ...]  # the entries with a buy-list replacement
+    symbols: frozenset[str]  # the model's securities
+
+
+def _template(model: Model, ref: Reference) -> _ModelTemplate:
+    idx = ref_index(ref)
+    tpl: _ModelTemplate | None = idx.templates.get(model.model_id)
+    secs = ref.securities
+    # the same model object and the same security objects (a Security is immutable: a new
+    # price is a new object); else the model's rows are made again
+    if tpl is not None and tpl.model is model and all(secs.get(r[1]) is r[3] for r in tpl.rows):
+        return tpl
+    weights, model_cash = model_weights(model, ref)
+    rows = [
+        (
+            e,
+            e.symbol,
+            weights[e.symbol],
+            secs[e.symbol],
+            float(secs[e.symbol].price),
+            idx.eq_of.get(e.symbol),
+        )
+        for e in model.entries
+    ]
+    tpl = _ModelTemplate(
+        model,
+        weights,
+        model_cash,
+        sum(weights.values()),
+        rows,
+        tuple(e for e in model.entries if e.replacement is not None),
+        frozenset(e.symbol for e in model.entries),
+    )
+    idx.templates[model.model_id] = tpl
+    return tpl
+
+
 def plan_sleeve(
     account: Account,
     sleeve: Sleeve,
@@ -186,8 +254,14 @@ def plan_sleeve(
     outflow: float = 0.0,
     purpose_in: str = "",
     purpose_out: str = "",
+    keep_shares: Mapping[str, float] | None = None,
 ) -> SleevePlan:
-    """Targets, groups and ranges of one sleeve (inputs must be validated)."""
+    """Targets, groups and ranges of one sleeve (inputs must be validated).
+
+    ``keep_shares`` (symbol -> shares) is the tax-aware sell cap: that many shares of a
+    holding may not be sold (a gain budget, "avoid short-term gains", wash-sale avoidance);
+    they count as a floor like a do-not-sell holding, so freed cash and buys shrink.
+    """
     st = sleeve.settings
     model = ref.models[sleeve.model_id]
     idx = ref_index(ref)
@@ -204,16 +278,20 @@ def plan_sleeve(
             _apply_restrictions(m, restrictions, ref)
         return m
 
-    held = {h.symbol: h.quantity for h in sleeve.holdings}
-    weights, model_cash = model_weights(model, ref)
-    sec_value = sum(q * float(secs[s].price) for s, q in held.items())
+    tpl = _template(model, ref)
+    weights, model_cash = tpl.weights, tpl.model_cash
+    held: dict[str, float] = {}
+    sec_value: float = 0  # as sum(): an int 0 first, then the values in holding order
+    for h in sleeve.holdings:  # (validated: one holding per symbol)
+        held[h.symbol] = q = h.quantity
+        sec_value += q * float(secs[h.symbol].price)
     value = sec_value + sleeve.cash
     total = value + inflow - outflow
     cash0 = sleeve.cash + inflow - outflow
     cash_frac = max(st.cash_target, model_cash)
     cash_target = max(cash_frac * total, st.cash_reserve)
     investable = max(total - cash_target, 0.0)
-    wsum = sum(weights.values())
+    wsum = tpl.wsum
     scale = investable / wsum if wsum > 0 else 0.0
 
     groups: list[Group] = []
@@ -221,15 +299,37 @@ def plan_sleeve(
     by_sym: dict[str, Group] = {}
     eq_of = idx.eq_of
 
+    pending: list[Group] = []  # groups the restriction pass below still has to settle
+
     def new_group(sym: str, in_model: bool, band: Band) -> Group:
         sec = secs[sym]
         g = Group(sym, [], in_model, sec.sector, sec.asset_class, band)
         groups.append(g)
+        pending.append(g)
         return g
 
-    for e in model.entries:
-        sym = e.symbol
-        eqi = eq_of.get(sym)
+    frac_ok = st.fractional
+    security_band = st.security_band
+    for e, sym, w, sec, price, eqi in tpl.rows:
+        if (
+            eqi is None
+            and not restrictions
+            and not e.hold
+            and not (keep_shares and sym in keep_shares)
+        ):
+            # the common case (one unrestricted model security, no equivalents), settled here
+            # exactly as the restriction pass below would settle it
+            qty = held.get(sym, 0.0)
+            m = Member(sym, price, qty, dec_unit if frac_ok and sec.fractional else 1.0, True)
+            ng = Group(sym, [m], True, sec.sector, sec.asset_class, e.band or security_band)
+            ng.target = ng.model_target = 0.0 + w * scale
+            v = 0.0 + qty * price
+            ng.value = v
+            ng.keep = v if qty > 0 else 0.0
+            ng.buy = m
+            groups.append(ng)
+            by_sym[sym] = ng
+            continue
         g = by_eq.get(eqi) if eqi is not None else None
         if g is None:
             g = new_group(sym, True, e.band or st.security_band)
@@ -244,7 +344,7 @@ def plan_sleeve(
             g.hold_symbol = sym
             g.replacement = e.replacement
     # replacements (buy list) get a group of their own when not already in one
-    for e in model.entries:
+    for e in tpl.replacing:
         r = e.replacement
         if r is not None and r not in by_sym:
             eqi = eq_of.get(r)
@@ -256,7 +356,8 @@ def plan_sleeve(
             g.members.append(member(r, held.get(r, 0.0), True))
             by_sym[r] = g
     # held securities outside the model: join their equivalence group, else their own group
-    for sym, qty in held.items():
+    # (nothing to do when every holding is a model security: all are in by_sym already)
+    for sym, qty in held.items() if not held.keys() <= tpl.symbols else ():
         if sym in by_sym:
             continue
         eqi = eq_of.get(sym)
@@ -277,11 +378,18 @@ def plan_sleeve(
                     by_sym[sym] = g
 
     # restrictions, forced sales, floors, caps and buy candidates
-    for g in groups:
+    for g in pending:
         gval = keep = floor = 0.0
         for m in g.members:
             v = m.qty * m.price
             gval += v
+            if keep_shares and m.qty > 0 and m.dns is None and m.symbol in keep_shares:
+                m.keep_qty = min(max(keep_shares[m.symbol], 0.0), m.qty)
+                if m.keep_qty > 0:  # tax sell cap: these shares stay (a partial do-not-sell)
+                    kv = m.keep_qty * m.price
+                    floor += kv
+                    if m.dnh is not None or not g.in_model:
+                        keep += kv
             if m.qty > 0:
                 if m.dnh is not None or not g.in_model:
                     if m.dns is not None:
@@ -326,19 +434,22 @@ def plan_sleeve(
         g.cap = INF if g.buy is not None else keep
         g.model_target = g.target
 
-    # the part of a target a group cannot reach goes to the replacement or is freed
+    # the part of a target a group cannot reach goes to the replacement or is freed (groups
+    # settled on creation can be bought, replace nothing and have no floor: when there are
+    # only such groups the three loops below have nothing to do)
+    adjustable = groups if pending else ()
     freed: list[tuple[float, str | None]] = []
-    for g in groups:
+    for g in adjustable:
         if g.in_model and g.cap < g.target:
             short = g.target - g.cap
             g.target = g.cap
             if g.hold_symbol is not None and g.replacement is not None:
                 rg = by_sym[g.replacement]
                 rg.target += short
-                rg.replaces.append(g.hold_symbol)
+                rg.replaces = (*rg.replaces, g.hold_symbol)
             else:
                 freed.append((short, g.sector))
-    for g in groups:  # a replacement that cannot be bought frees its share too
+    for g in adjustable:  # a replacement that cannot be bought frees its share too
         if g.replaces and g.cap < g.target:
             freed.append((g.target - g.cap, g.sector))
             g.target = g.cap
@@ -366,7 +477,7 @@ def plan_sleeve(
     # rebalanced sleeve stable)
     excess = 0.0
     floored: set[int] = set()
-    for g in groups:
+    for g in adjustable:
         if g.floor > g.target:
             step = max((m.price * m.unit for m in g.members if m.dns is not None), default=0.0)
             if g.floor > g.target + step:
@@ -403,10 +514,15 @@ def plan_sleeve(
             )
 
     tot_pos = total if total > 0 else 1.0
-    for g in groups:
+    for g in groups:  # g.band.bounds(t), inline
         t = g.target / tot_pos
-        lo, hi = g.band.bounds(t)
-        g.lo = max(lo, 0.0) * tot_pos
+        band = g.band
+        width = band.width
+        if band.kind is _ABSOLUTE:
+            lo, hi = t - width, t + width
+        else:
+            lo, hi = t * (1.0 - width), t * (1.0 + width)
+        g.lo = (lo if lo >= 0.0 else 0.0) * tot_pos  # max(lo, 0.0)
         g.hi = hi * tot_pos
     cw = cash_target / tot_pos
     clo, chi = st.cash_band.bounds(cw)
@@ -549,31 +665,45 @@ def trade_sleeve(plan: SleevePlan, mode: str = FULL) -> SleeveOutcome:
     notices = list(plan.notices)
     cash = plan.cash0
     forced_any = False
-    for g in groups:
-        if mode == BUY_ONLY:
+    if mode == BUY_ONLY:
+        for g in groups:
             g.post = g.value
             g.keep = g.value
             for m in g.members:
                 m.forced = None
-        else:
-            g.post = g.keep
+            g.why = None
+    else:
+        # forced sales; in full mode, in the same pass, groups outside their range go back
+        # to target and the buys and sells that takes are added up
+        full = mode == FULL
+        out_any = False
+        buys = sells = 0.0
+        for g in groups:
+            keep = g.keep
+            g.post = keep
             for m in g.members:
                 if m.forced is not None and m.qty > 0:
                     forced_any = True
-                    cash += m.qty * m.price
-        g.why = None
+                    cash += (m.qty - m.keep_qty) * m.price
+            g.why = None
+            if not full:
+                continue
+            tol = _EPS_DOLLARS + DRIFT_EPS * abs(g.target)  # out_of_range(g), inline
+            if keep < g.lo - tol or keep > g.hi + tol:
+                out_any = True
+                target = min(max(g.target, g.floor), g.cap)
+                if abs(target - keep) > _EPS_DOLLARS:
+                    g.post = target
+                    g.why = Reason.DRIFT
+            d = g.post - keep
+            if d > 0:
+                buys += d
+            else:
+                sells -= d
 
     tc = plan.cash_target
     eps = _EPS_DOLLARS
     if mode == FULL:
-        out_any = False
-        for g in groups:
-            if out_of_range(g):
-                out_any = True
-                target = min(max(g.target, g.floor), g.cap)
-                if abs(target - g.post) > eps:
-                    g.post = target
-                    g.why = Reason.DRIFT
         triggered = (
             out_any
             or forced_any
@@ -583,13 +713,6 @@ def trade_sleeve(plan: SleevePlan, mode: str = FULL) -> SleeveOutcome:
         )
         if not triggered:
             return _finish(plan, mode, notices, triggered=False)
-        buys = sells = 0.0
-        for g in groups:
-            d = g.post - g.keep
-            if d > 0:
-                buys += d
-            else:
-                sells -= d
         end = cash + sells - buys
         if buys > 0 and end < tc - eps:
             avail = cash + sells - tc
@@ -623,36 +746,6 @@ def _finish(
     cash = plan.cash0
     min_val, min_sh, min_open = st.min_trade_value, st.min_trade_shares, st.min_opening_trade_value
 
-    # group dollar changes -> member share trades (rounded down)
-    for g in groups:
-        for m in g.members:
-            m.trade = 0.0
-            if m.forced is not None and triggered:
-                m.trade = -m.qty
-        if not triggered:
-            continue
-        d = g.post - g.keep
-        if d < -_EPS_DOLLARS:
-            left = -d
-            # sell equivalents outside the model first, then model members, and the member
-            # buys would go to last (so rounding can be topped up with it)
-            for m in sorted(g.members, key=lambda m: (m is g.buy, m.in_model)):
-                if left <= _EPS_DOLLARS:
-                    break
-                if m.forced is not None or m.dns is not None or m.qty <= 0:
-                    continue
-                mv = m.qty * m.price
-                take = min(left, mv)
-                left -= take
-                sh = take / m.price
-                if sh >= m.qty * (1 - 1e-9) - 1e-12:
-                    m.trade = -m.qty
-                else:
-                    m.trade = -min(_floor_units(sh, m.unit), m.qty)
-        elif d > _EPS_DOLLARS and g.buy is not None:
-            m = g.buy
-            m.trade = _floor_units(d / m.price, m.unit)
-
     def meets_min(m: Member, sh: float, buying: bool) -> bool:
         """Whether a trade of ``sh`` shares (not closing the position) meets the minimums."""
         val = sh * m.price
@@ -660,44 +753,93 @@ def _finish(
             return False
         return not (buying and m.qty <= 0 and val < min_open - 1e-9)
 
-    def is_close(m: Member) -> bool:
-        return m.trade < 0 and -m.trade >= m.qty - 1e-12
-
+    floor, ceil = math.floor, math.ceil
+    min_sh_t, min_val_t = min_sh - 1e-12, max(min_val, 0.01) - 1e-9  # as in meets_min
+    min_open_t = min_open - 1e-9
+    # one pass per group: dollar changes -> member share trades (rounded down); trades below
+    # the minimums dropped (sales that close a position are exempt); the cash they use
     skipped: list[Member] = []
+    end = cash
     for g in groups:
         for m in g.members:
-            if m.trade == 0.0 or is_close(m):
+            m.trade = 0.0
+            if m.forced is not None and triggered:
+                m.trade = -(m.qty - m.keep_qty)
+        if not triggered:
+            continue
+        d = g.post - g.keep
+        if d < -_EPS_DOLLARS:
+            left = -d
+            # sell equivalents outside the model first, then model members, and the member
+            # buys would go to last (so rounding can be topped up with it)
+            ms = g.members
+            if len(ms) > 1:
+                ms = sorted(ms, key=lambda m: (m is g.buy, m.in_model))
+            for m in ms:
+                if left <= _EPS_DOLLARS:
+                    break
+                if m.forced is not None or m.dns is not None or m.qty <= 0:
+                    continue
+                sellable = m.qty - m.keep_qty
+                mv = sellable * m.price
+                take = min(left, mv)
+                left -= take
+                sh = take / m.price
+                if sh >= sellable * (1 - 1e-9) - 1e-12:
+                    m.trade = -sellable
+                else:
+                    unit = m.unit  # -min(_floor_units(sh, unit), sellable), inline
+                    fl = float(floor(sh + 1e-9)) if unit == 1.0 else floor(sh / unit + 1e-9) * unit
+                    m.trade = -(fl if fl <= sellable else sellable)
+        elif d > _EPS_DOLLARS and g.buy is not None:
+            m = g.buy
+            unit = m.unit  # _floor_units(d / m.price, unit), inline
+            sh = d / m.price
+            m.trade = float(floor(sh + 1e-9)) if unit == 1.0 else floor(sh / unit + 1e-9) * unit
+        for m in g.members:
+            tr = m.trade
+            if tr == 0.0:
                 continue
-            if not meets_min(m, abs(m.trade), m.trade > 0):
-                skipped.append(m)
-                m.trade = 0.0
-
-    def cash_end() -> float:
-        c = cash
-        for g in groups:
-            for m in g.members:
-                if m.trade:
-                    c -= m.trade * m.price
-        return c
-
-    end = cash_end()
+            if not (tr < 0 and -tr >= m.qty - 1e-12):  # not a close: meets_min, inline
+                sh = abs(tr)
+                val = sh * m.price
+                if (
+                    sh <= 0
+                    or sh < min_sh_t
+                    or val < min_val_t
+                    or (tr > 0 and m.qty <= 0 and val < min_open_t)
+                ):
+                    skipped.append(m)
+                    m.trade = 0.0
+                    continue
+            end -= tr * m.price
     # cash must end at or above the reserve and the lower edge of its range
     hard = max(plan.hard_floor, plan.cash_lo) if triggered else plan.hard_floor
-    member_group = {m.symbol: g for g in groups for m in g.members}
 
     def post_value(g: Group) -> float:
-        return sum((m.qty + m.trade) * m.price for m in g.members)
+        ms = g.members
+        if len(ms) == 1:
+            m = ms[0]
+            return 0.0 + (m.qty + m.trade) * m.price  # = sum() of one term
+        return sum((m.qty + m.trade) * m.price for m in ms)
 
     # never overspend: trim buys, most over target first
     if end < hard - _EPS_DOLLARS:
         for _ in range(10_000):
-            buys = [m for g in groups for m in g.members if m.trade > 0]
-            if end >= hard - _EPS_DOLLARS or not buys:
+            if end >= hard - _EPS_DOLLARS:
                 break
-            m = max(
-                buys,
-                key=lambda m: post_value(member_group[m.symbol]) - member_group[m.symbol].target,
-            )
+            # the buy whose group ends furthest above its target (the first of equals)
+            best: Member | None = None
+            best_over = 0.0
+            for g in groups:
+                for x in g.members:
+                    if x.trade > 0:
+                        over = post_value(g) - g.target
+                        if best is None or over > best_over:
+                            best, best_over = x, over
+            if best is None:
+                break
+            m = best
             k = _ceil_units((hard - end) / m.price, m.unit)
             new = m.trade - k
             if new <= 0 or not meets_min(m, new, True):
@@ -713,38 +855,49 @@ def _finish(
             if end >= hard - _EPS_DOLLARS:
                 break
             strict = end < reserve - _EPS_DOLLARS
-            cands = []
+            # the candidate whose group is most over its target, members it would not buy
+            # first (the first of equals)
+            best_m: Member | None = None
+            best_g: Group | None = None
+            best_key = (0.0, False)
             for g in groups:
                 for m in g.members:
-                    if m.dns is not None or m.qty + m.trade <= 1e-12 or m.trade > 0:
+                    if m.dns is not None or m.qty - m.keep_qty + m.trade <= 1e-12 or m.trade > 0:
                         continue
+                    over = (
+                        0.0 + (m.qty + m.trade) * m.price  # post_value(g) of one member
+                        if len(g.members) == 1
+                        else post_value(g)
+                    ) - g.target
                     if not strict:
                         need1 = hard - end
-                        a = min(_ceil_units(need1 / m.price, m.unit), m.qty + m.trade) * m.price
-                        over = post_value(g) - g.target
+                        # a = min(_ceil_units(need1 / price, unit), left) * price, inline
+                        price, unit = m.price, m.unit
+                        if unit == 1.0:
+                            cu = float(ceil(need1 / price - 1e-9))
+                        else:
+                            cu = ceil(need1 / price / unit - 1e-9) * unit
+                        left = m.qty - m.keep_qty + m.trade
+                        a = (cu if cu <= left else left) * price
                         if g.buy is None and over - a < -1e-7:
                             continue  # cannot be bought back: never below its target
-                        if abs(over - a) - abs(over) - min(a, need1) > 1e-9:
+                        if abs(over - a) - abs(over) - (a if a <= need1 else need1) > 1e-9:
                             continue  # the sale would add more drift than it removes
-                    cands.append(m)
-            if not cands:
+                    key = (over, m is not g.buy)
+                    if best_m is None or key > best_key:
+                        best_m, best_g, best_key = m, g, key
+            if best_m is None or best_g is None:
                 break
-            m = max(
-                cands,
-                key=lambda m: (
-                    post_value(member_group[m.symbol]) - member_group[m.symbol].target,
-                    m is not member_group[m.symbol].buy,
-                ),
-            )
-            g = member_group[m.symbol]
+            m, g = best_m, best_g
             k = _ceil_units((hard - end) / m.price, m.unit)
-            remaining = m.qty + m.trade
+            sellable = m.qty - m.keep_qty
+            remaining = sellable + m.trade
             new = m.trade - min(k, remaining)
             if -new < m.qty - 1e-12 and not meets_min(m, -new, False):
                 need = max(_ceil_units(min_sh, m.unit), _ceil_units(min_val / m.price, m.unit))
-                new = -min(max(-new, need), m.qty)
-            if -new > m.qty - m.unit * 1e-6:
-                new = -m.qty
+                new = -min(max(-new, need), sellable)
+            if -new > sellable - m.unit * 1e-6:
+                new = -sellable
             end -= (new - m.trade) * m.price
             m.trade = new
             if g.why is None:
@@ -769,11 +922,12 @@ def _finish(
             bm = g.buy
             if bm is None or g.cap < INF or bm.trade < 0:
                 continue
-            pv = post_value(g)
+            # post_value(g), inline for one member
+            pv = 0.0 + (bm.qty + bm.trade) * bm.price if len(g.members) == 1 else post_value(g)
             if g.target - pv <= _EPS_DOLLARS:
                 continue
             topup.append((pv - g.target, i, g, bm, pv))
-        topup.sort(key=lambda c: (c[0], c[1]))
+        topup.sort()  # by shortfall, then index (unique: the rest is never compared)
         post = {i: pv for _, i, _, _, pv in topup}
         for _pass in range(2):
             for _, i, g, m, _pv in topup:
@@ -787,7 +941,14 @@ def _finish(
                 short = g.target - pv
                 if short <= _EPS_DOLLARS:
                     continue
-                k = max(_floor_units(short / m.price, m.unit), m.unit)
+                # k = max(_floor_units(short / price, unit), unit), inline
+                price, unit = m.price, m.unit
+                if unit == 1.0:
+                    k = float(floor(short / price + 1e-9))
+                else:
+                    k = floor(short / price / unit + 1e-9) * unit
+                if k < unit:
+                    k = unit
                 need = 0.0
                 if m.trade == 0.0:
                     need = max(
@@ -796,19 +957,29 @@ def _finish(
                         _ceil_units(min_open / m.price, m.unit) if m.qty <= 0 else 0.0,
                     )
                     k = max(k, need)
-                k = min(k, _floor_units(left / m.price, m.unit))
+                # k = min(k, _floor_units(left / price, unit)), inline
+                if unit == 1.0:
+                    fl = float(floor(left / price + 1e-9))
+                else:
+                    fl = floor(left / price / unit + 1e-9) * unit
+                if fl < k:
+                    k = fl
                 if k <= 0 or k < need - 1e-12:
                     continue
                 over = pv + k * m.price - g.target
                 # stay closer to target than before and less than one share (of the cheapest
                 # member a later rebalance could sell) above it
-                step = min(
-                    (
-                        x.price * x.unit
-                        for x in g.members
-                        if x.dns is None and (x.qty > 0 or x is m)
-                    ),
-                    default=unit_cost,
+                step = (
+                    unit_cost  # one member (m): its own increment either way
+                    if len(g.members) == 1
+                    else min(
+                        (
+                            x.price * x.unit
+                            for x in g.members
+                            if x.dns is None and (x.qty > 0 or x is m)
+                        ),
+                        default=unit_cost,
+                    )
                 )
                 if abs(over) >= short - 1e-9 or over >= step - 1e-6:
                     continue
@@ -831,12 +1002,22 @@ def _finish(
             )
     trades = _build_trades(plan, end)
     post_qty: dict[str, float] = {}
+    group_post: list[float] = []  # as post_values(groups), in the same pass
     for g in groups:
-        for m in g.members:
+        ms = g.members
+        if len(ms) == 1:
+            m = ms[0]
             q = m.qty + m.trade
             if q > 1e-12:
                 post_qty[m.symbol] = q
-    return SleeveOutcome(plan, trades, end, post_qty, notices)
+            group_post.append(0.0 + q * m.price)
+            continue
+        for m in ms:
+            q = m.qty + m.trade
+            if q > 1e-12:
+                post_qty[m.symbol] = q
+        group_post.append(sum((m.qty + m.trade) * m.price for m in ms))
+    return SleeveOutcome(plan, trades, end, post_qty, notices, group_post)
 
 
 # --------------------------------------------------------------------------------------------
@@ -854,6 +1035,118 @@ def _qty_text(q: float, decimals: int) -> str:
     return f"{q:,.{decimals}f}".rstrip("0").rstrip(".") + " shares"
 
 
+# Trade's first fields, in order: _build_trades passes them positionally (much faster than
+# keywords for a frozen dataclass of a dozen fields); fields added later need defaults.
+_TRADE_HEAD = (
+    "account_id",
+    "sleeve_id",
+    "symbol",
+    "side",
+    "quantity",
+    "price",
+    "estimated_value",
+    "reason",
+    "explanation",
+    "opens_position",
+    "closes_position",
+)
+assert tuple(f.name for f in fields(Trade))[: len(_TRADE_HEAD)] == _TRADE_HEAD
+
+
+def _trade_factory() -> Callable[..., Trade]:
+    """``new_trade(head..., opens, closes, make)``: a ``Trade`` whose explanation is deferred
+    (``make`` = (function, arguments) writes it on first read), every other slot set straight
+    through its descriptor (fields after the head get their defaults). It equals the trade
+    ``Trade(...)`` builds with the sentence (a test checks) and is about twice as fast."""
+    names = [f.name for f in fields(Trade)]
+    rest = fields(Trade)[len(_TRADE_HEAD) :]
+    plain = all(f.default is not MISSING and (f.init or f.name == "_explain") for f in rest)
+    if not plain or "_explain" not in names or "__slots__" not in vars(Trade):
+
+        def eager(*a: Any) -> Trade:  # not the expected class any more: build it whole
+            *head, opens, closes, make = a
+            return Trade(*head, make[0](*make[1]), opens, closes)
+
+        return eager
+    env: dict[str, Any] = {"_new": object.__new__, "_cls": Trade}
+    given = [n for n in _TRADE_HEAD if n != "explanation"] + ["_explain"]
+    body = ["    o = _new(_cls)"]
+    for name in given:
+        env[f"set{name}"] = vars(Trade)[name].__set__
+        body.append(f"    set{name}(o, {name})")
+    for f in rest:
+        if f.name != "_explain":
+            env[f"set{f.name}"], env[f"default{f.name}"] = vars(Trade)[f.name].__set__, f.default
+            body.append(f"    set{f.name}(o, default{f.name})")
+    src = f"def new_trade({', '.join(given)}):\n" + "\n".join(body) + "\n    return o\n"
+    exec(src, env)  # straight-line code: a loop over the fields costs as much as the checks
+    return env["new_trade"]  # type: ignore[no-any-return,unused-ignore]
+
+
+_new_trade = _trade_factory()
+_BUY, _SELL = Side.BUY, Side.SELL
+_R_RESTRICTION, _R_NOT_IN_MODEL = Reason.RESTRICTION, Reason.NOT_IN_MODEL
+_R_CASH_NEED, _R_INVEST_CASH = Reason.CASH_NEED, Reason.INVEST_CASH
+_R_REPLACEMENT, _R_DRIFT = Reason.REPLACEMENT, Reason.DRIFT
+_DECIMALS: dict[int, str] = {}  # share decimals -> format spec of a quantity
+
+
+def _sentence(kind: int, q: float, qdec: int, sym: str, est: Decimal, *rest: Any) -> str:
+    """The plain-English explanation of one trade (``kind`` and ``rest`` as ``_build_trades``
+    records them: 0 do-not-hold sale, 1 not in model, 2 replacement, 3 cash need, 4 invest
+    cash, 5 cash to pay out, 6 cash received, 7 drift)."""
+    qt = _qty_text(q, qdec)
+    val_text = f"${est:,}"
+    if kind == 0:
+        return (
+            f"Sell all {qt} of {sym} (about {val_text}): it falls under "
+            f"{describe_restriction(rest[0])}."
+        )
+    if kind == 1:
+        return (
+            f"Sell all {qt} of {sym} (about {val_text}): it is not in model "
+            f"{rest[0]} and not equivalent to any security in it."
+        )
+    verb, key, w0, w1, t, *extra = rest
+    head = f"{verb} {qt} of {sym} (about {val_text})"
+    equiv = (
+        f"; {sym} counts toward the target of {key} (equivalent securities)" if sym != key else ""
+    )
+    if kind == 2:
+        return (
+            f"{head} as the buy-list replacement for {', '.join(extra[0])}, which "
+            f"model {extra[1]} holds but no longer buys; weight {w0:.2%} -> {w1:.2%} "
+            f"(target {t:.2%}){equiv}."
+        )
+    if kind == 3:
+        return (
+            f"{head} to raise cash for {extra[0]}, taken from the most overweight "
+            f"positions first; weight {w0:.2%} -> {w1:.2%} (target {t:.2%}){equiv}."
+        )
+    if kind == 4:
+        return (
+            f"{head} to invest {extra[0]} in the most underweight positions first; "
+            f"weight {w0:.2%} -> {w1:.2%} (target {t:.2%}){equiv}."
+        )
+    if kind == 5:
+        return (
+            f"{head} to raise {extra[0] or 'cash to pay out'}; weight "
+            f"{w0:.2%} -> {w1:.2%} (target {t:.2%}){equiv}."
+        )
+    if kind == 6:
+        return (
+            f"{head} to invest {extra[0] or 'cash received'}; weight "
+            f"{w0:.2%} -> {w1:.2%} (target {t:.2%}){equiv}."
+        )
+    sid, g_lo, g_hi, total, freed_in = extra
+    lo, hi = g_lo / total, g_hi / total
+    freed = ", including weight freed by restrictions" if freed_in else ""
+    return (
+        f"{head} to bring it from {w0:.2%} to {w1:.2%} of sleeve {sid}, "
+        f"target {t:.2%}{freed} (allowed range {lo:.2%}–{hi:.2%}){equiv}."
+    )
+
+
 def _build_trades(plan: SleevePlan, cash_after: float) -> list[Trade]:
     trades: list[Trade] = []
     sid = plan.sleeve.sleeve_id
@@ -862,102 +1155,73 @@ def _build_trades(plan: SleevePlan, cash_after: float) -> list[Trade]:
     dec = plan.settings.share_decimals
     total = plan.total if plan.total > 0 else 1.0
     before_total = plan.value if plan.value > 0 else 1.0
+    qfmt = _DECIMALS.get(dec) or _DECIMALS.setdefault(dec, f".{dec}f")
+    outflow, inflow = plan.outflow > 0, plan.inflow > 0
     for g in plan.groups:
-        if not any(m.trade for m in g.members):
-            continue
-        w0 = g.value / before_total
-        w1 = sum((m.qty + m.trade) * m.price for m in g.members) / total
-        t = g.target / total
-        for m in g.members:
+        members = g.members
+        if len(members) == 1:
+            m = members[0]
             if not m.trade:
                 continue
-            side = Side.BUY if m.trade > 0 else Side.SELL
+            w1 = (0.0 + (m.qty + m.trade) * m.price) / total  # = sum() of one term
+        else:
+            if not any(m.trade for m in members):
+                continue
+            w1 = sum((m.qty + m.trade) * m.price for m in members) / total
+        w0 = g.value / before_total
+        t = g.target / total
+        for m in members:
+            if not m.trade:
+                continue
+            side = _BUY if m.trade > 0 else _SELL
             q = abs(m.trade)
-            closes = side is Side.SELL and q >= m.qty - 1e-12
-            if q == round(q):
-                qd = Decimal(round(q))
+            closes = side is _SELL and q >= m.qty - 1e-12
+            rq = round(q)
+            whole = q == rq
+            if whole:
+                qd = Decimal(rq)
             elif closes:
                 qd = Decimal(repr(q))
             else:
-                qd = Decimal(f"{q:.{dec}f}")
+                qd = Decimal(format(q, qfmt))
             val = q * m.price
-            opens = side is Side.BUY and m.qty <= 0
-            est = Decimal(repr(float(val))).quantize(CENT)
-            val_text = f"${est:,}"
-            qt = _qty_text(q, max(dec, 6) if m.unit == 1.0 and q != round(q) else dec)
-            verb = "Buy" if side is Side.BUY else "Sell"
-            head = f"{verb} {qt} of {m.symbol} (about {val_text})"
-            equiv = (
-                f"; {m.symbol} counts toward the target of {g.key} (equivalent securities)"
-                if m.symbol != g.key
-                else ""
-            )
-            if m.forced is Reason.RESTRICTION and side is Side.SELL:
-                reason = Reason.RESTRICTION
-                text = (
-                    f"Sell all {qt} of {m.symbol} (about {val_text}): it falls under "
-                    f"{describe_restriction(m.dnh)}."
-                )
-            elif m.forced is Reason.NOT_IN_MODEL and side is Side.SELL:
-                reason = Reason.NOT_IN_MODEL
-                text = (
-                    f"Sell all {qt} of {m.symbol} (about {val_text}): it is not in model "
-                    f"{model_id} and not equivalent to any security in it."
-                )
-            elif side is Side.BUY and g.replaces and m.symbol not in g.replaces:
-                reason = Reason.REPLACEMENT
-                text = (
-                    f"{head} as the buy-list replacement for {', '.join(g.replaces)}, which "
-                    f"model {model_id} holds but no longer buys; weight {w0:.2%} -> {w1:.2%} "
-                    f"(target {t:.2%}){equiv}."
-                )
-            elif g.why is Reason.CASH_NEED and side is Side.SELL:
-                reason = Reason.CASH_NEED
+            opens = side is _BUY and m.qty <= 0
+            est = Decimal(repr(val)).quantize(CENT)  # val is a float already
+            qdec = max(dec, 6) if m.unit == 1.0 and not whole else dec
+            sym = m.symbol
+            verb = "Buy" if side is _BUY else "Sell"
+            # the reason now; the sentence (see _sentence) when it is first read
+            args: tuple[Any, ...]
+            if m.forced is _R_RESTRICTION and side is _SELL:
+                reason = _R_RESTRICTION
+                args = (0, q, qdec, sym, est, m.dnh)
+            elif m.forced is _R_NOT_IN_MODEL and side is _SELL:
+                reason = _R_NOT_IN_MODEL
+                args = (1, q, qdec, sym, est, model_id)
+            elif side is _BUY and g.replaces and sym not in g.replaces:
+                reason = _R_REPLACEMENT
+                args = (2, q, qdec, sym, est, verb, g.key, w0, w1, t, g.replaces, model_id)
+            elif g.why is _R_CASH_NEED and side is _SELL:
+                reason = _R_CASH_NEED
                 purpose = plan.purpose_out or "the sleeve's cash target and reserve"
-                text = (
-                    f"{head} to raise cash for {purpose}, taken from the most overweight "
-                    f"positions first; weight {w0:.2%} -> {w1:.2%} (target {t:.2%}){equiv}."
-                )
-            elif g.why is Reason.INVEST_CASH and side is Side.BUY:
-                reason = Reason.INVEST_CASH
+                args = (3, q, qdec, sym, est, verb, g.key, w0, w1, t, purpose)
+            elif g.why is _R_INVEST_CASH and side is _BUY:
+                reason = _R_INVEST_CASH
                 purpose = plan.purpose_in or "cash above the sleeve's cash target"
-                text = (
-                    f"{head} to invest {purpose} in the most underweight positions first; "
-                    f"weight {w0:.2%} -> {w1:.2%} (target {t:.2%}){equiv}."
-                )
-            elif side is Side.SELL and plan.outflow > 0:
-                reason = Reason.CASH_NEED
-                text = (
-                    f"{head} to raise {plan.purpose_out or 'cash to pay out'}; weight "
-                    f"{w0:.2%} -> {w1:.2%} (target {t:.2%}){equiv}."
-                )
-            elif side is Side.BUY and plan.inflow > 0:
-                reason = Reason.INVEST_CASH
-                text = (
-                    f"{head} to invest {plan.purpose_in or 'cash received'}; weight "
-                    f"{w0:.2%} -> {w1:.2%} (target {t:.2%}){equiv}."
-                )
+                args = (4, q, qdec, sym, est, verb, g.key, w0, w1, t, purpose)
+            elif side is _SELL and outflow:
+                reason = _R_CASH_NEED
+                args = (5, q, qdec, sym, est, verb, g.key, w0, w1, t, plan.purpose_out)
+            elif side is _BUY and inflow:
+                reason = _R_INVEST_CASH
+                args = (6, q, qdec, sym, est, verb, g.key, w0, w1, t, plan.purpose_in)
             else:
-                reason = Reason.DRIFT
-                lo, hi = g.lo / total, g.hi / total
-                freed = ", including weight freed by restrictions" if g.freed_in > 1e-9 else ""
-                text = (
-                    f"{head} to bring it from {w0:.2%} to {w1:.2%} of sleeve {sid}, "
-                    f"target {t:.2%}{freed} (allowed range {lo:.2%}–{hi:.2%}){equiv}."
-                )
+                reason = _R_DRIFT
+                freed = g.freed_in > 1e-9
+                args = (7, q, qdec, sym, est, verb, g.key, w0, w1, t, sid, g.lo, g.hi, total, freed)
             trades.append(
-                Trade(
-                    account_id=aid,
-                    sleeve_id=sid,
-                    symbol=m.symbol,
-                    side=side,
-                    quantity=qd,
-                    price=m.price,
-                    estimated_value=est,
-                    reason=reason,
-                    explanation=text,
-                    opens_position=opens,
-                    closes_position=closes,
+                _new_trade(
+                    aid, sid, sym, side, qd, m.price, est, reason, opens, closes, (_sentence, args)
                 )
             )
     return trades
@@ -1006,8 +1270,10 @@ def rebalance_sleeve(
     outflow: float = 0.0,
     purpose_in: str = "",
     purpose_out: str = "",
+    keep_shares: Mapping[str, float] | None = None,
 ) -> SleeveOutcome:
-    """Plan and trade one sleeve (inputs must be validated); see the module docstring."""
+    """Plan and trade one sleeve (inputs must be validated); see the module docstring.
+    ``keep_shares``: the tax-aware sell cap (see ``plan_sleeve``)."""
     plan = plan_sleeve(
         account,
         sleeve,
@@ -1016,6 +1282,7 @@ def rebalance_sleeve(
         outflow=outflow,
         purpose_in=purpose_in,
         purpose_out=purpose_out,
+        keep_shares=keep_shares,
     )
     out = trade_sleeve(plan, mode)
     for _ in range(3):
@@ -1026,7 +1293,7 @@ def rebalance_sleeve(
             holdings=tuple(Holding(s, q) for s, q in out.post_qty.items()),
             cash=out.cash_after,
         )
-        again = trade_sleeve(plan_sleeve(account, projected, ref), mode)
+        again = trade_sleeve(plan_sleeve(account, projected, ref, keep_shares=keep_shares), mode)
         if not again.trades:
             break
         out = _merge(out, again)

@@ -7,7 +7,8 @@ security and field.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from ballast_engine.errors import (
     BandError,
@@ -40,6 +41,10 @@ class RefIndex:
     validated_models: set[str]
     validated_strategies: set[str]
     priced_models: set[str]
+    # speed caches (reference data does not change within a batch)
+    priced_symbols: set[str] = field(default_factory=set)  # in the master, usable price
+    valid_settings: set[Settings] = field(default_factory=set)  # Settings already checked
+    templates: dict[str, Any] = field(default_factory=dict)  # per-model planning data
 
 
 def ref_index(ref: Reference) -> RefIndex:
@@ -274,6 +279,18 @@ def check_settings(s: Settings, *, account: str, sleeve: str) -> None:
     check_band(s.security_band, 0.0, what="security", strict=False, field="security_band", **where)
 
 
+def _check_settings_once(idx: RefIndex, s: Settings, *, account: str, sleeve: str) -> None:
+    """``check_settings``, skipped for settings equal to ones already found valid."""
+    try:
+        if s in idx.valid_settings:
+            return
+    except TypeError:  # unhashable (a caller's odd field type): just check
+        check_settings(s, account=account, sleeve=sleeve)
+        return
+    check_settings(s, account=account, sleeve=sleeve)
+    idx.valid_settings.add(s)
+
+
 def check_account(ref: Reference, account: Account) -> None:
     """Validate one account against the reference; raises the first problem found."""
     aid = account.account_id
@@ -330,7 +347,7 @@ def check_account(ref: Reference, account: Account) -> None:
                     field="model_id",
                 )
         seen_models.add(sl.model_id)
-        check_settings(sl.settings, account=aid, sleeve=sid)
+        _check_settings_once(idx, sl.settings, account=aid, sleeve=sid)
         if not math.isfinite(sl.cash):
             raise SettingError("cash is not a number", account=aid, sleeve=sid, field="cash")
         for r in sl.restrictions:
@@ -346,7 +363,13 @@ def check_account(ref: Reference, account: Account) -> None:
                     price_of(ref.securities[e.replacement], account=aid, sleeve=sid)
             idx.priced_models.add(model.model_id)
         held: set[str] = set()
+        priced = idx.priced_symbols
         for h in sl.holdings:
+            sym = h.symbol
+            q = h.quantity
+            if sym in priced and sym not in held and not h.lots and 0 <= q < math.inf:
+                held.add(sym)  # the common case: known, priced, valid quantity, no lots
+                continue
             if h.symbol in held:
                 raise SettingError(
                     "security held twice in the same sleeve; merge the holdings",
@@ -366,6 +389,7 @@ def check_account(ref: Reference, account: Account) -> None:
                 )
             sec = security(ref, h.symbol, account=aid, sleeve=sid, field="holdings")
             price_of(sec, account=aid, sleeve=sid)
+            priced.add(sym)
             if h.lots:
                 for lot in h.lots:
                     if lot.quantity < 0:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from rebalance_svc import repository as repo
 from rebalance_svc import service
-from rebalance_svc.schemas import ReadModelStatus, RunOut, ScanIn
+from rebalance_svc.schemas import HarvestIn, ReadModelStatus, RunOut, ScanIn
 from rebalance_svc.settings import Settings
 
 router = APIRouter()
@@ -59,6 +59,20 @@ async def run_scan(uow: UoW, runtime: RuntimeDep, body: ScanIn | None = None) ->
     run = await service.scan(
         uow, settings, rebalance=rebalance, trigger="scan+rebalance" if rebalance else "scan"
     )
+    return RunOut.model_validate(run, from_attributes=True)
+
+
+@router.post(
+    "/harvests",
+    tags=["runs"],
+    status_code=201,
+    response_model=RunOut,
+    summary="Harvest tax losses in the accounts that have harvesting on (or those named)",
+)
+async def run_harvest(uow: UoW, runtime: RuntimeDep, body: HarvestIn | None = None) -> RunOut:
+    settings = runtime.settings
+    assert isinstance(settings, Settings)
+    run = await service.harvest(uow, settings, body.accounts if body is not None else None)
     return RunOut.model_validate(run, from_attributes=True)
 
 

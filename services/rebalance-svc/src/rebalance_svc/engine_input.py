@@ -12,6 +12,10 @@ How a UMA's holdings are split into sleeves (taxlot-svc keeps one position per s
   3. a sleeve's holding carries its lots only when they add up to its shares.
 Cash is not kept per sleeve by the book of record, so a UMA's cash arrives as unallocated
 account cash: the strategic rebalance hands it to the sleeves (every movement recorded).
+
+Tax-aware: an account whose book of record sent tax lots (holdings-reconciled v2) is
+rebalanced tax-aware (`engine_tax`): sells name their lots in the account's relief method and
+carry their estimated tax, with its gain budget, short-term-gain and wash-sale rules.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -33,12 +37,16 @@ from ballast_engine.model import (
     DriftLevel,
     EquivalenceSet,
     FreedCashPolicy,
+    GainBudgetSetting,
+    HarvestSettings,
     Holding,
+    LossSale,
     Model,
     ModelEntry,
     RangeKind,
     RebalanceRange,
     RebalanceResult,
+    RecentPurchase,
     Reference,
     Restriction,
     RestrictionKind,
@@ -49,6 +57,7 @@ from ballast_engine.model import (
     Strategy,
     StrategyEntry,
     TaxLot,
+    TaxSettings,
 )
 
 SLEEVE = "main"  # the one sleeve of an SMA
@@ -123,8 +132,8 @@ class PositionRow:
 
 @dataclass(frozen=True)
 class TaxContext:
-    """What tax-aware rebalancing needs beyond the lots (the engine does not take it yet):
-    the account's tax settings and the household's recent loss sales (wash-sale window)."""
+    """What tax-aware rebalancing needs beyond the lots: the account's tax settings and the
+    household's recent loss sales (wash-sale window)."""
 
     account_id: str
     account_type: str | None
@@ -174,7 +183,7 @@ def equivalence_sets_for(
             continue
         for symbol in members:
             claimed[symbol] = s.set_id
-        out.append(EquivalenceSet(s.set_id, tuple(sorted(members))))
+        out.append(EquivalenceSet(s.set_id, tuple(sorted(members)), s.identical))
     return tuple(sorted(out, key=lambda e: e.set_id)), problems
 
 
@@ -280,6 +289,7 @@ def tax_lots(lots: Iterable[Mapping[str, Any]]) -> tuple[TaxLot, ...]:
             float(lot["quantity"]),
             float(lot["cost_basis"]),
             str(lot["acquired"]),
+            replacement=bool(Decimal(str(lot.get("wash_adjustment") or 0))),
         )
         for lot in lots
     )
@@ -292,6 +302,7 @@ def engine_account(
     defaults: Defaults,
     model_symbols: Mapping[str, Iterable[str]],
     equivalence_sets: Iterable[EquivalenceSet] = (),
+    tax: TaxSettings | None = None,
 ) -> Account:
     """An SMA (one sleeve on its model, with the account's cash) or a UMA (one sleeve per
     strategy model, holdings split by the rule above, cash unallocated), each sleeve with the
@@ -307,7 +318,7 @@ def engine_account(
         sleeve = Sleeve(
             SLEEVE, account.model_id or "", cash=float(cash), holdings=holdings, settings=settings
         )
-        return Account(account.account_id, (sleeve,), restrictions=restrictions)
+        return Account(account.account_id, (sleeve,), restrictions=restrictions, tax=tax)
     split = split_holdings(account.sleeves, positions, model_symbols, equivalence_sets)
     sleeves = tuple(
         Sleeve(
@@ -325,6 +336,7 @@ def engine_account(
         cash=float(cash),
         restrictions=restrictions,
         strategy_id=account.account_id,
+        tax=tax,
     )
 
 
@@ -390,6 +402,59 @@ def tax_context(
         household_id,
         TaxSettingsV1.model_validate(tax_settings or {}),
         tuple(sales),
+    )
+
+
+METHODS = {"fifo": "fifo", "lifo": "lifo", "hifo": "hifo", "mintax": "min_tax"}
+WASH_WINDOW = timedelta(days=30)
+
+
+def engine_tax(
+    ctx: TaxContext,
+    as_of: date,
+    realized: tuple[int, Decimal, Decimal] | None,
+    household_lots: Iterable[tuple[str, str, Sequence[Mapping[str, Any]]]] = (),
+) -> TaxSettings:
+    """The engine's tax settings of an account on trade date `as_of`: its method and rates,
+    its yearly gain budget less what it realized this year, harvest thresholds, the
+    household's recent loss sales, and purchases of the last 30 days in the household's other
+    accounts (`household_lots`: account, symbol, lots). Replacement lots (a wash-sale
+    adjustment) wash nothing more, so they are not recent purchases."""
+    s = ctx.settings
+    budget = None
+    if s.gain_budget is not None:
+        so_far = realized[1] + realized[2] if realized and realized[0] == as_of.year else 0
+        budget = GainBudgetSetting(
+            float(s.gain_budget), float(so_far), hard=s.gain_budget_mode == "hard"
+        )
+    harvest = (
+        HarvestSettings(float(s.harvest_min_loss_percent), float(s.harvest_min_loss_dollars))
+        if s.harvest
+        else None
+    )
+    purchases = tuple(
+        RecentPurchase(symbol, str(lot["acquired"]), float(lot["quantity"]), str(lot["lot_id"]))
+        for account_id, symbol, lots in household_lots
+        if account_id != ctx.account_id
+        for lot in lots
+        if not Decimal(str(lot.get("wash_adjustment") or 0))
+        and as_of - WASH_WINDOW <= date.fromisoformat(str(lot["acquired"])) <= as_of
+    )
+    return TaxSettings(
+        as_of=as_of.isoformat(),
+        account_type=ctx.account_type or "taxable",
+        method=METHODS[s.relief_method],
+        short_term_rate=float(s.short_term_rate),
+        long_term_rate=float(s.long_term_rate),
+        gain_budget=budget,
+        avoid_short_term_gains=s.avoid_short_term_gains,
+        harvest=harvest,
+        recent_loss_sales=tuple(
+            LossSale(x.symbol, x.sold_on.isoformat(), float(x.quantity), float(x.loss_per_share))
+            for x in ctx.recent_loss_sales
+            if x.sold_on >= as_of - WASH_WINDOW
+        ),
+        recent_purchases=purchases,
     )
 
 

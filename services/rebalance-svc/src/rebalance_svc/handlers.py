@@ -1,4 +1,4 @@
-"""rebalance-svc's consumers and its interval drift scan."""
+"""rebalance-svc's consumers, its interval drift scan and its interval harvest."""
 
 import asyncio
 
@@ -66,3 +66,15 @@ async def scan_loop(runtime: Runtime) -> None:
             await service.scan(
                 uow, settings, rebalance=settings.scan_rebalance, trigger="interval-scan"
             )
+
+
+async def harvest_loop(runtime: Runtime) -> None:
+    """Harvest tax losses every REBALANCE_SVC_HARVEST_INTERVAL_SECONDS (off when 0)."""
+    settings = runtime.settings
+    assert isinstance(settings, Settings)
+    if settings.harvest_interval_seconds <= 0:
+        return
+    while True:
+        await asyncio.sleep(settings.harvest_interval_seconds)
+        async with runtime.uow() as uow:
+            await service.harvest(uow, settings, trigger="interval-harvest")

@@ -5,7 +5,7 @@ from pathlib import Path
 from ballast_common.app import ServiceSpec, create_app
 
 from rebalance_svc.api import router
-from rebalance_svc.handlers import scan_loop, subscriptions
+from rebalance_svc.handlers import harvest_loop, scan_loop, subscriptions
 from rebalance_svc.settings import Settings
 from rebalance_svc.tables import metadata
 
@@ -19,7 +19,7 @@ spec = ServiceSpec(
     description="Drift and rebalancing. Publishes drift-detected and trades-proposed.",
     routers=[router],
     subscriptions=subscriptions(settings),
-    background=[scan_loop],
+    background=[scan_loop, harvest_loop],
 )
 
 app = create_app(spec, settings)

@@ -162,8 +162,10 @@ async def replace_holdings(
     positions: Sequence[tuple[str, Decimal, list[dict[str, Any]]]],
     household_id: str | None = None,
     loss_sales: Sequence[dict[str, Any]] = (),
+    realized: tuple[int, Decimal, Decimal] | None = None,
 ) -> None:
-    """Replace an account's positions (with lots), cash and recent loss sales."""
+    """Replace an account's positions (with lots), cash, recent loss sales and gains realized
+    this year (year, short-term, long-term)."""
     await session.execute(delete(Holding).where(col(Holding.account_id) == account_id))
     if positions:
         await session.execute(
@@ -174,15 +176,28 @@ async def replace_holdings(
                 ]
             )
         )
+    year, short_term, long_term = realized or (None, None, None)
     stmt = insert(Cash).values(
-        account_id=account_id, amount=cash, household_id=household_id, updated_at=func.now()
+        account_id=account_id,
+        amount=cash,
+        household_id=household_id,
+        updated_at=func.now(),
+        realized_year=year,
+        realized_short_term=short_term,
+        realized_long_term=long_term,
     )
     stmt = stmt.on_conflict_do_update(
         index_elements=[Cash.account_id],
         set_={
-            "amount": stmt.excluded.amount,
-            "household_id": stmt.excluded.household_id,
-            "updated_at": stmt.excluded.updated_at,
+            c: stmt.excluded[c]
+            for c in (
+                "amount",
+                "household_id",
+                "updated_at",
+                "realized_year",
+                "realized_short_term",
+                "realized_long_term",
+            )
         },
     )
     await session.execute(stmt)
@@ -215,6 +230,34 @@ async def books_of(
     for row in holding_rows:
         holdings[row.account_id].append(row)
     return dict(cash_rows.all()), holdings
+
+
+async def realized_of(
+    session: AsyncSession, account_ids: Sequence[str]
+) -> dict[str, tuple[int, Decimal, Decimal]]:
+    """Gains realized so far in the year the book of record last reported, per account."""
+    result = await session.exec(
+        select(
+            col(Cash.account_id),
+            col(Cash.realized_year),
+            col(Cash.realized_short_term),
+            col(Cash.realized_long_term),
+        ).where(col(Cash.account_id).in_(account_ids), col(Cash.realized_year).is_not(None))
+    )
+    return {a: (y, st or Decimal(0), lt or Decimal(0)) for a, y, st, lt in result.all() if y}
+
+
+async def household_lots(
+    session: AsyncSession, household_ids: Sequence[str]
+) -> list[tuple[str, str, str, list[dict[str, Any]]]]:
+    """(household, account, symbol, lots) of every position in these households."""
+    result = await session.exec(
+        select(col(Cash.household_id), col(Holding.account_id), col(Holding.symbol), Holding.lots)
+        .join(Cash, col(Cash.account_id) == col(Holding.account_id))
+        .where(col(Cash.household_id).in_(household_ids))
+        .order_by(col(Holding.account_id), col(Holding.symbol))
+    )
+    return [(h or "", a, s, list(lots)) for h, a, s, lots in result.all()]
 
 
 async def households_of(session: AsyncSession, account_ids: Sequence[str]) -> dict[str, str]:

@@ -36,3 +36,14 @@ class ScanIn(BaseModel):
     rebalance: bool = Field(
         default=False, description="also rebalance the accounts out of tolerance"
     )
+
+
+class HarvestIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    accounts: list[str] | None = Field(
+        default=None,
+        max_length=100_000,
+        description="harvest these accounts (each must have harvesting on); default: every "
+        "account with harvesting on",
+    )

@@ -9,6 +9,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import (
@@ -24,10 +25,19 @@ from ballast_common.contracts.events import (
     TradesProposedV1,
     TradeV1,
 )
+from ballast_common.errors import FieldProblem, InvalidInput
 from ballast_common.uow import UnitOfWork
 from ballast_engine.drift import book_arrays, scan_drift
+from ballast_engine.harvesting import harvest_book
 from ballast_engine.model import Account as EngineAccount
-from ballast_engine.model import Book, RebalanceInput, RebalanceResult, Reference
+from ballast_engine.model import (
+    Book,
+    RebalanceInput,
+    RebalanceResult,
+    Reference,
+    Request,
+    RequestKind,
+)
 from ballast_engine.rebalance import rebalance_book
 from ballast_engine.scenario import scenario_to_dict
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -43,6 +53,7 @@ from rebalance_svc.engine_input import (
     SleeveRow,
     TaxContext,
     engine_account,
+    engine_tax,
     equivalence_sets_for,
     money,
     reference_for,
@@ -167,11 +178,13 @@ async def record_holdings(
         ]
         household_id = event.household_id
         sales = [s.model_dump() for s in event.recent_loss_sales]
+        year = event.realized_this_year
+        realized = (year.year, year.short_term, year.long_term) if year else None
     else:
         positions = [(p.symbol, p.quantity, []) for p in event.positions if p.quantity != 0]
-        household_id, sales = None, []
+        household_id, sales, realized = None, [], None
     await repo.replace_holdings(
-        uow.session, event.account_id, event.cash, positions, household_id, sales
+        uow.session, event.account_id, event.cash, positions, household_id, sales, realized
     )
 
 
@@ -217,6 +230,13 @@ async def prepare(
         if a.household_id:
             households.setdefault(a.account_id, a.household_id)
     sales = await _loss_sales(session, ids, households)
+    realized = await repo.realized_of(session, ids)
+    peers: dict[str, list[tuple[str, str, list[dict[str, Any]]]]] = defaultdict(list)
+    for household_id, peer_id, symbol, lots in await repo.household_lots(
+        session, sorted(set(households.values()))
+    ):
+        peers[household_id].append((peer_id, symbol, lots))
+    trade_date = datetime.now(UTC).date()
     model_targets = {
         m: {s: Decimal(w) for s, w in mod.targets.items()} for m, mod in models.items()
     }
@@ -255,19 +275,31 @@ async def prepare(
             positions = [
                 PositionRow(h.symbol, h.quantity, h.lots) for h in holdings.get(account_id, [])
             ]
-            prepared.accounts[account_id] = engine_account(
-                row, cash[account_id], positions, defaults, model_targets, equivalence_sets
-            )
-            prepared.rows[account_id] = account
-            prepared.labels[account_id] = _label(row, models)
             household = households.get(account_id)
-            prepared.taxes[account_id] = tax_context(
+            context = tax_context(
                 account_id,
                 account.account_type,
                 household,
                 account.tax_settings,
                 sales.get(household or account_id, []),
             )
+            has_lots = any(p.lots for p in positions)
+            tax = (
+                engine_tax(
+                    context,
+                    trade_date,
+                    realized.get(account_id),
+                    peers.get(household, []) if household else [],
+                )
+                if has_lots
+                else None
+            )
+            prepared.accounts[account_id] = engine_account(
+                row, cash[account_id], positions, defaults, model_targets, equivalence_sets, tax
+            )
+            prepared.rows[account_id] = account
+            prepared.labels[account_id] = _label(row, models)
+            prepared.taxes[account_id] = context
     return prepared
 
 
@@ -441,6 +473,61 @@ async def scan(
 
 
 # --------------------------------------------------------------------------------------------
+# Tax-loss harvesting
+
+
+async def harvest(
+    uow: UnitOfWork,
+    settings: Settings,
+    account_ids: list[str] | None = None,
+    *,
+    trigger: str = "harvest",
+) -> Run:
+    """Harvest tax losses in the accounts that have it on (or in those named): the engine
+    sells lots past the account's thresholds, buys replacements that keep exposure without a
+    wash sale, and says what each saves; trades-proposed per account with trades."""
+    run = Run(run_id=str(uuid.uuid4()), trigger=trigger, model_id=ALL_MODELS, model_version=0)
+    accounts = await repo.all_accounts(uow.session)
+    if account_ids is not None:
+        known = {a.account_id for a in accounts}
+        unknown = [(i, a) for i, a in enumerate(account_ids) if a not in known]
+        if unknown:
+            raise InvalidInput(
+                f"unknown account {unknown[0][1]}",
+                [FieldProblem(f"accounts[{i}]", f"unknown account {a}") for i, a in unknown],
+            )
+        wanted = set(account_ids)
+        accounts = [a for a in accounts if a.account_id in wanted]
+    chosen = []
+    for account in accounts:
+        if (account.tax_settings or {}).get("harvest"):
+            chosen.append(account)
+        elif account_ids is not None:
+            run.skipped[account.account_id] = (
+                "tax-loss harvesting is off for this account (its tax settings on account-svc)"
+            )
+    prepared = await prepare(uow.session, chosen, settings, [])
+    run.skipped.update(prepared.skipped)
+    ready = []
+    for account_id, account in prepared.accounts.items():
+        if account.tax is None:
+            run.skipped[account_id] = "no tax lots from the book of record yet"
+        else:
+            ready.append(account_id)
+    outcome = harvest_book(Book(prepared.reference, tuple(prepared.accounts[a] for a in ready)))
+    for failure in outcome.failures:
+        run.skipped[failure.account_id] = failure.error
+    for result in outcome.results:
+        run.accounts_evaluated += 1
+        account = prepared.rows[result.account_id]
+        _propose(uow, run, prepared, prepared.labels[result.account_id], result, account.tenant)
+    await _store_scenarios(uow, run, prepared, list(outcome.results), Request(RequestKind.HARVEST))
+    run.finished_at = datetime.now(UTC)
+    await repo.save(uow.session, run)
+    return run
+
+
+# --------------------------------------------------------------------------------------------
 # Engine and events
 
 
@@ -456,14 +543,20 @@ def _rebalance(prepared: Prepared, account_ids: list[str], run: Run) -> list[Reb
 
 
 async def _store_scenarios(
-    uow: UnitOfWork, run: Run, prepared: Prepared, results: list[RebalanceResult]
+    uow: UnitOfWork,
+    run: Run,
+    prepared: Prepared,
+    results: list[RebalanceResult],
+    request: Request | None = None,
 ) -> None:
     await repo.add_scenarios(
         uow.session,
         run.run_id,
         {
             r.account_id: scenario_to_dict(
-                RebalanceInput(prepared.accounts[r.account_id], prepared.reference)
+                RebalanceInput(
+                    prepared.accounts[r.account_id], prepared.reference, request or Request()
+                )
             )
             for r in results
         },
@@ -551,6 +644,8 @@ def _propose(
                     reason=t.reason.value,
                     explanation=t.explanation,
                     sleeve_id=t.sleeve_id if uma else None,
+                    lot_ids=list(t.lot_ids),
+                    estimated_tax=t.estimated_tax,
                 )
                 for t in result.trades
             ],

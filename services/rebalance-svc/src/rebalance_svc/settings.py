@@ -18,3 +18,5 @@ class Settings(ServiceSettings):
     scan_interval_seconds: float = 0.0
     # Whether the interval scan also rebalances the accounts out of tolerance.
     scan_rebalance: bool = False
+    # Tax-loss harvesting every this many seconds (0: off; POST /harvests runs one on demand).
+    harvest_interval_seconds: float = 0.0

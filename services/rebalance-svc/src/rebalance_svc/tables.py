@@ -134,6 +134,14 @@ class Cash(Table, table=True):
     amount: Decimal = _decimal(20, 2)
     updated_at: datetime = _timestamp()
     household_id: str | None = Field(default=None, max_length=64)
+    # Gains realized in `realized_year` so far (holdings-reconciled v2), for gain budgets.
+    realized_year: int | None = None
+    realized_short_term: Decimal | None = Field(
+        default=None, sa_column=Column(Numeric(20, 2), nullable=True)
+    )
+    realized_long_term: Decimal | None = Field(
+        default=None, sa_column=Column(Numeric(20, 2), nullable=True)
+    )
 
 
 class LossSale(Table, table=True):

@@ -1,0 +1,811 @@
+"""Tax-aware rebalancing: the rebalancer with lots, tax rates, a gain budget and wash sales.
+
+An account with ``Account.tax`` set is rebalanced here (``rebalance`` routes it); an account
+without tax settings never comes here, so its result is exactly what it was.
+
+1. **Wash sales before the fact.** Securities the household may not buy now without washing
+   a recent loss (``tax.recent_loss_sales``, substantially identical members included)
+   become do-not-buy for this rebalance, source ``wash-sale rule``. Lots a recent
+   purchase would wash (this account's lots of the last 30 days, ``tax.recent_purchases``
+   of the household, or a buy of the same security in this very proposal) are not sold at a
+   loss, unless the sleeve cannot raise the cash it must (then they are, with a warning).
+2. **Sell caps.** The rebalance is run, each proposed sale is given lots in the account's
+   order (``min_tax``: tax cost per share, losses first, long-term before short-term, as
+   ``tax.choice.rank_lots``), and the lots a setting forbids are left out: short-term gain
+   lots when "avoid short-term gains" is on, washable loss lots, and gain lots past a hard
+   yearly gain budget (shared by the whole account; losses sold make room; the gain lots
+   with the least tax per dollar raised go first). Where a sale needs more shares than its
+   allowed lots give, the security gets a *sell cap* (``keep_shares`` of the tactical
+   planner: the rest stays, freed cash and buys shrink) and the account is rebalanced
+   again, until every sale fits. A warn-only budget never cuts: it warns.
+3. **Explained.** Each sell names its lots (``Trade.lots``, ``lot_ids``) and carries its
+   estimated tax (gain × the term's rate, negative = saved); a capped sale says why in its
+   sentence and in a ``tax_sell_limited`` notice; ``RebalanceResult.tax`` sums the gains by
+   term, the estimated tax (terms netted as on Schedule D), the budget before and after,
+   the wash-sale blocks and the warnings.
+
+Pure: no I/O, no clock (the trade date is ``tax.as_of``); the same input gives the same output.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import date
+from decimal import Decimal
+
+from ballast_engine.errors import SettingError
+from ballast_engine.model import (
+    Account,
+    LotSale,
+    Notice,
+    Reference,
+    Request,
+    RequestKind,
+    Restriction,
+    RestrictionKind,
+    RestrictionScope,
+    Side,
+    TaxReport,
+    TaxSettings,
+    Trade,
+)
+from ballast_engine.model import RebalanceResult as Result
+from ballast_engine.tax.choice import TaxRates, estimate_tax, rank_lots
+from ballast_engine.tax.lots import order_lots
+from ballast_engine.tax.model import ZERO, Identity, Lot, Method, Term, money
+from ballast_engine.tax.model import EquivalenceSet as TaxEquivalenceSet
+from ballast_engine.tax.wash import BuyBlock, LossWindow, SellBlock, buy_blocks, sell_blocks
+
+WASH_SOURCE = "wash-sale rule"  # source of the do-not-buy restrictions buy blocks become
+METHODS = {"min_tax": None, "fifo": Method.FIFO, "lifo": Method.LIFO, "hifo": Method.HIFO}
+ACCOUNT_TYPES = ("taxable", "ira")
+MAX_ROUNDS = 8  # capped re-runs before the safe fallback
+_QTY_TOL = Decimal("0.000001")
+
+Key = tuple[str, str]  # (sleeve id, symbol)
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs -> tax engine data
+
+
+def _dec(x: float) -> Decimal:
+    d = Decimal(repr(float(x)))
+    return d.quantize(Decimal(1)) if d == d.to_integral_value() else d
+
+
+def _date(text: str, *, account: str, field: str, sleeve: str | None = None) -> date:
+    try:
+        return date.fromisoformat(text)
+    except (TypeError, ValueError):
+        raise SettingError(
+            f"must be an ISO date (YYYY-MM-DD), got {text!r}",
+            account=account,
+            sleeve=sleeve,
+            field=field,
+        ) from None
+
+
+def _unit(settings_fractional: bool, sec_fractional: bool, decimals: int) -> float:
+    return 10.0**-decimals if (settings_fractional and sec_fractional) else 1.0
+
+
+def _floor_units(x: float, unit: float) -> float:
+    if unit == 1.0:
+        return float(math.floor(x + 1e-9))
+    return math.floor(x / unit + 1e-9) * unit
+
+
+@dataclass(slots=True)
+class Position:
+    """A holding with lots: the lots in the order they are sold and what the price is."""
+
+    key: Key
+    qty: float
+    unit: float
+    price: Decimal
+    lots: list[Lot]
+    ranked: list[Lot] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class TaxContext:
+    """Everything tax-aware rebalancing and harvesting need about one account."""
+
+    account: Account  # with the wash-sale do-not-buy restrictions added
+    settings: TaxSettings
+    on: date
+    taxable: bool
+    rates: TaxRates
+    method: Method | None  # None: min tax (tax cost per share)
+    identity: Identity
+    positions: dict[Key, Position]
+    no_lots: set[Key]  # holdings without lots (taxable accounts: not named, not estimated)
+    blocks: list[BuyBlock]
+    buy_blocked: frozenset[str]  # symbols the household may not buy now
+    sell_blocks: list[SellBlock]
+    washable: frozenset[str]  # lot ids a recent purchase would wash if sold at a loss
+    prices: dict[str, Decimal]
+
+    def term(self, lot: Lot) -> Term:
+        return lot.term_on(self.on)
+
+
+def identity_of(ref: Reference, account: str = "") -> Identity:
+    """Substantially identical securities: the equivalence sets marked ``identical``."""
+    sets = [
+        TaxEquivalenceSet(e.set_id, tuple(e.members), True)
+        for e in ref.equivalence_sets
+        if e.identical
+    ]
+    try:
+        return Identity.from_sets(sets)
+    except ValueError as exc:
+        raise SettingError(str(exc), account=account, field="equivalence_sets") from None
+
+
+def _check_settings(tax: TaxSettings, aid: str) -> tuple[date, Method | None, TaxRates]:
+    on = _date(tax.as_of, account=aid, field="tax.as_of")
+    if tax.account_type not in ACCOUNT_TYPES:
+        raise SettingError(
+            f"must be one of {', '.join(ACCOUNT_TYPES)}, got {tax.account_type!r}",
+            account=aid,
+            field="tax.account_type",
+        )
+    if tax.method not in METHODS:
+        raise SettingError(
+            f"must be one of {', '.join(METHODS)}, got {tax.method!r}",
+            account=aid,
+            field="tax.method",
+        )
+    for name in ("short_term_rate", "long_term_rate"):
+        r = getattr(tax, name)
+        if not (isinstance(r, int | float) and math.isfinite(r) and 0 <= r <= 1):
+            raise SettingError(
+                f"must be a rate between 0 and 1, got {r!r}", account=aid, field=f"tax.{name}"
+            )
+    b = tax.gain_budget
+    if b is not None and not (math.isfinite(b.limit) and math.isfinite(b.realized_to_date)):
+        raise SettingError("must be finite amounts", account=aid, field="tax.gain_budget")
+    h = tax.harvest
+    if h is not None:
+        if not (0 <= h.min_loss_percent <= 100 and h.min_loss_dollars >= 0):
+            raise SettingError(
+                "thresholds must be a percent in 0-100 and dollars >= 0",
+                account=aid,
+                field="tax.harvest",
+            )
+        for month, pct, dollars in h.schedule:
+            if not (1 <= month <= 12 and 0 <= pct <= 100 and dollars >= 0):
+                raise SettingError(
+                    f"schedule entry ({month}, {pct}, {dollars}): month 1-12, percent 0-100, "
+                    "dollars >= 0",
+                    account=aid,
+                    field="tax.harvest.schedule",
+                )
+    rates = TaxRates(_dec(tax.short_term_rate), _dec(tax.long_term_rate))
+    return on, METHODS[tax.method], rates
+
+
+def tax_context(account: Account, ref: Reference) -> TaxContext:
+    """Check the account's tax settings and lots and turn them into tax-engine data:
+    lots per holding, buy blocks (household loss sales) and sell blocks (recent purchases).
+
+    Raises:
+        SettingError: a bad date, rate, method, threshold or lot, naming the field.
+    """
+    tax = account.tax
+    aid = account.account_id
+    if tax is None:
+        raise SettingError("the account has no tax settings", account=aid, field="tax")
+    on, method, rates = _check_settings(tax, aid)
+    ident = identity_of(ref, aid)
+    prices = {
+        s: _dec(sec.price)
+        for s, sec in ref.securities.items()
+        if sec.price is not None and math.isfinite(sec.price) and sec.price > 0
+    }
+    taxable = tax.account_type == "taxable"
+
+    positions: dict[Key, Position] = {}
+    no_lots: set[Key] = set()
+    seen_ids: set[str] = set()
+    seq = 0
+    for sl in account.sleeves:
+        st = sl.settings
+        for h in sl.holdings:
+            key = (sl.sleeve_id, h.symbol)
+            if h.quantity <= 0:
+                continue
+            if not h.lots:
+                no_lots.add(key)
+                continue
+            lots: list[Lot] = []
+            for tl in h.lots:
+                where = {"account": aid, "sleeve": sl.sleeve_id}
+                if tl.lot_id in seen_ids:
+                    raise SettingError(
+                        f"tax lot {tl.lot_id!r} appears twice in the account",
+                        security=h.symbol,
+                        field="lots.lot_id",
+                        **where,
+                    )
+                seen_ids.add(tl.lot_id)
+                acquired = _date(tl.acquired, field="lots.acquired", **where)
+                if acquired > on:
+                    raise SettingError(
+                        f"tax lot {tl.lot_id!r} was acquired {acquired} after the trade date "
+                        f"{on} (tax.as_of)",
+                        security=h.symbol,
+                        field="lots.acquired",
+                        **where,
+                    )
+                if not math.isfinite(tl.cost) or tl.cost < 0:
+                    raise SettingError(
+                        f"tax lot {tl.lot_id!r} cost must be an amount >= 0, got {tl.cost!r}",
+                        security=h.symbol,
+                        field="lots.cost",
+                        **where,
+                    )
+                if tl.quantity <= 0:
+                    continue
+                seq += 1
+                lots.append(
+                    Lot(
+                        lot_id=tl.lot_id,
+                        account=aid,
+                        symbol=h.symbol,
+                        quantity=_dec(tl.quantity),
+                        cost_basis=money(_dec(tl.cost)),
+                        acquired=acquired,
+                        holding_start=acquired,
+                        purchase_id=tl.lot_id,
+                        sleeve=sl.sleeve_id,
+                        seq=seq,
+                        replacement=tl.replacement,
+                    )
+                )
+            sec = ref.securities[h.symbol]
+            positions[key] = Position(
+                key,
+                h.quantity,
+                _unit(st.fractional, sec.fractional, st.share_decimals),
+                prices[h.symbol],
+                lots,
+            )
+
+    # buy blocks: recent household loss sales not yet matched
+    windows = []
+    for i, ls in enumerate(tax.recent_loss_sales):
+        sold = _date(ls.sold_on, account=aid, field=f"tax.recent_loss_sales[{i}].sold_on")
+        if sold > on:
+            raise SettingError(
+                f"loss sale of {ls.symbol} on {sold} is after the trade date {on}",
+                account=aid,
+                field=f"tax.recent_loss_sales[{i}].sold_on",
+            )
+        if not (math.isfinite(ls.quantity) and ls.quantity >= 0 and ls.loss_per_share >= 0):
+            raise SettingError(
+                "quantity and loss_per_share must be non-negative",
+                account=aid,
+                field=f"tax.recent_loss_sales[{i}]",
+            )
+        qty = _dec(ls.quantity)
+        windows.append(
+            LossWindow(
+                f"loss-sale-{i}", "", ls.symbol, sold, qty, money(qty * _dec(ls.loss_per_share))
+            )
+        )
+    blocks = buy_blocks(windows, on, ident)
+    blocked = frozenset(s for b in blocks for s in b.symbols)
+
+    # sell blocks: this account's lots of the last 30 days and the household's purchases
+    account_lots = [lot for p in positions.values() for lot in p.lots]
+    household = list(account_lots)
+    for i, rp in enumerate(tax.recent_purchases):
+        acquired = _date(rp.acquired, account=aid, field=f"tax.recent_purchases[{i}].acquired")
+        if acquired > on:
+            raise SettingError(
+                f"purchase of {rp.symbol} on {acquired} is after the trade date {on}",
+                account=aid,
+                field=f"tax.recent_purchases[{i}].acquired",
+            )
+        if not (math.isfinite(rp.quantity) and rp.quantity > 0):
+            raise SettingError(
+                "quantity must be positive", account=aid, field=f"tax.recent_purchases[{i}]"
+            )
+        q = _dec(rp.quantity)
+        household.append(
+            Lot(
+                lot_id=f"household-purchase-{i}",
+                account="",
+                symbol=rp.symbol,
+                quantity=q,
+                cost_basis=ZERO,
+                acquired=acquired,
+                holding_start=acquired,
+                purchase_id=rp.purchase_id or f"household-purchase-{i}",
+            )
+        )
+    sblocks = (
+        sell_blocks(account_lots, household, on, identity=ident, prices=prices) if taxable else []
+    )
+    washable = frozenset(b.lot_id for b in sblocks)
+
+    extra = tuple(
+        Restriction(RestrictionKind.DO_NOT_BUY, RestrictionScope.SECURITY, s, WASH_SOURCE)
+        for s in sorted(blocked)
+        if s in ref.securities
+    )
+    acct = replace(account, restrictions=account.restrictions + extra) if extra else account
+    ctx = TaxContext(
+        account=acct,
+        settings=tax,
+        on=on,
+        taxable=taxable,
+        rates=rates,
+        method=method,
+        identity=ident,
+        positions=positions,
+        no_lots=no_lots,
+        blocks=blocks,
+        buy_blocked=blocked,
+        sell_blocks=sblocks,
+        washable=washable,
+        prices=prices,
+    )
+    for p in positions.values():
+        p.ranked = _ranked(ctx, p.lots, p.price)
+    return ctx
+
+
+def _ranked(ctx: TaxContext, lots: list[Lot], price: Decimal) -> list[Lot]:
+    """The lots in the order the account sells them."""
+    if ctx.method is None:
+        return rank_lots(lots, price, ctx.on, ctx.rates, washable=ctx.washable)
+    return order_lots(lots, ctx.method)
+
+
+# --------------------------------------------------------------------------------------------
+# Lot allocation under the settings
+
+
+@dataclass(slots=True)
+class Allocation:
+    """Lots allowed for the proposed sales: per position the (lot, shares) picks in sale
+    order and why a sale could not be covered in full (``short_term``, ``wash``,
+    ``budget``)."""
+
+    picks: dict[Key, list[tuple[Lot, Decimal]]]
+    allowed: dict[Key, Decimal]
+    limits: dict[Key, set[str]]
+
+
+def lot_gain(lot: Lot, quantity: Decimal, price: Decimal) -> tuple[Decimal, Decimal, Decimal]:
+    """(proceeds, basis, gain) of ``quantity`` shares of ``lot`` sold at ``price``."""
+    basis = lot.cost_basis if quantity == lot.quantity else money(lot.basis_per_share * quantity)
+    proceeds = money(price * quantity)
+    return proceeds, basis, proceeds - basis
+
+
+def blocked_reason(
+    ctx: TaxContext, lot: Lot, price: Decimal, washable: Iterable[str] | frozenset[str]
+) -> str | None:
+    """Why this lot may not be sold now (None: it may)."""
+    gain_ps = price - lot.basis_per_share
+    if ctx.settings.avoid_short_term_gains and gain_ps > 0 and ctx.term(lot) is Term.SHORT:
+        return "short_term"
+    if gain_ps < 0 and lot.lot_id in washable:
+        return "wash"
+    return None
+
+
+def allocate_lots(
+    ctx: TaxContext, desired: Mapping[Key, Decimal], washable: frozenset[str]
+) -> Allocation:
+    """Choose the lots of the proposed sales (``desired`` shares per position) under the
+    account's settings; ``washable`` are the loss lots that may not be sold."""
+    picks: dict[Key, list[tuple[Lot, Decimal]]] = {}
+    limits: dict[Key, set[str]] = {}
+    segs: list[tuple[Key, int, Lot, Decimal]] = []
+    for key in sorted(desired):
+        pos = ctx.positions[key]
+        left = desired[key]
+        skipped: set[str] = set()
+        for i, lot in enumerate(pos.ranked):
+            if left <= 0:
+                break
+            why = blocked_reason(ctx, lot, pos.price, washable)
+            if why is not None:
+                skipped.add(why)
+                continue
+            take = min(lot.quantity, left)
+            left -= take
+            segs.append((key, i, lot, take))
+        if left > _QTY_TOL:
+            limits[key] = skipped or {"lots"}
+    budget = ctx.settings.gain_budget
+    admitted: list[tuple[Key, int, Lot, Decimal]] = []
+    if budget is not None and budget.hard:
+        gains = []
+        room = max(_dec(budget.remaining), ZERO)
+        for seg in segs:
+            key, _i, lot, q = seg
+            g = lot_gain(lot, q, ctx.positions[key].price)[2]
+            if g <= 0:
+                admitted.append(seg)
+                room -= g  # a loss makes room
+            else:
+                gains.append(seg)
+
+        def cost(seg: tuple[Key, int, Lot, Decimal]) -> tuple[Decimal, Key, int]:
+            key, i, lot, _q = seg
+            price = ctx.positions[key].price
+            rate = ctx.rates.rate(ctx.term(lot))
+            return ((price - lot.basis_per_share) * rate / price, key, i)
+
+        for seg in sorted(gains, key=cost):
+            key, i, lot, q = seg
+            pos = ctx.positions[key]
+            g = lot_gain(lot, q, pos.price)[2]
+            if g <= room:
+                admitted.append(seg)
+                room -= g
+                continue
+            limits.setdefault(key, set()).add("budget")
+            unit = _dec(pos.unit)
+            gain_ps = pos.price - lot.basis_per_share
+            fits = (room / gain_ps / unit).to_integral_value(rounding="ROUND_FLOOR") * unit
+            fits = min(fits, q)
+            while fits > 0 and lot_gain(lot, fits, pos.price)[2] > room:
+                fits -= unit
+            if fits > 0:
+                admitted.append((key, i, lot, fits))
+                room -= lot_gain(lot, fits, pos.price)[2]
+    else:
+        admitted = segs
+    admitted.sort(key=lambda s: (s[0], s[1]))
+    allowed: dict[Key, Decimal] = dict.fromkeys(desired, ZERO)
+    for key, _i, lot, q in admitted:
+        picks.setdefault(key, []).append((lot, q))
+        allowed[key] += q
+    return Allocation(picks, allowed, limits)
+
+
+# --------------------------------------------------------------------------------------------
+# The capped rebalance
+
+
+def _sells(ctx: TaxContext, result: Result) -> dict[Key, Decimal]:
+    out: dict[Key, Decimal] = {}
+    for t in result.trades:
+        key = (t.sleeve_id, t.symbol)
+        if t.side is Side.SELL and key in ctx.positions:
+            out[key] = out.get(key, ZERO) + t.quantity
+    return out
+
+
+def _same_run_washable(ctx: TaxContext, result: Result, sells: Mapping[Key, Decimal]) -> set[str]:
+    """Loss lots of sales whose security (or a substantially identical one) the same
+    proposal buys: selling them at a loss would be washed by that purchase."""
+    bought = {ctx.identity.key(t.symbol) for t in result.trades if t.side is Side.BUY}
+    out: set[str] = set()
+    for key in sells:
+        if ctx.identity.key(key[1]) in bought:
+            pos = ctx.positions[key]
+            out.update(lot.lot_id for lot in pos.lots if lot.basis_per_share > pos.price)
+    return out
+
+
+@dataclass(slots=True)
+class _Run:
+    result: Result
+    alloc: Allocation
+    limits: dict[Key, set[str]]
+    washable: frozenset[str]
+    fallback: bool = False
+
+
+def _capped(ctx: TaxContext, ref: Reference, req: Request, base: Result, strict: bool) -> _Run:
+    from ballast_engine.rebalance import _rebalance
+
+    keep: dict[str, dict[str, float]] = {}
+    limits: dict[Key, set[str]] = {}
+    washable = ctx.washable if strict else frozenset()
+    result = base
+
+    def tighten(key: Key, allowed: Decimal) -> None:
+        pos = ctx.positions[key]
+        cap = _floor_units(float(allowed), pos.unit)
+        k = max(pos.qty - cap, 0.0)
+        sleeve = keep.setdefault(key[0], {})
+        sleeve[key[1]] = max(sleeve.get(key[1], 0.0), k)
+
+    for _ in range(MAX_ROUNDS):
+        sells = _sells(ctx, result)
+        if strict:
+            washable = washable | _same_run_washable(ctx, result, sells)
+        alloc = allocate_lots(ctx, sells, washable)
+        over = [k for k in sorted(sells) if alloc.allowed[k] < sells[k] - _QTY_TOL]
+        if not over:
+            return _Run(result, alloc, limits, washable)
+        for key in over:
+            limits.setdefault(key, set()).update(alloc.limits.get(key, {"lots"}))
+            tighten(key, alloc.allowed[key])
+        result = _rebalance(ctx.account, ref, req, keep)
+    # did not settle: sell only what realizes no gain at all, then (if even that does not
+    # fit) nothing of a position with lots
+    for attempt in range(2):
+        for key, pos in ctx.positions.items():
+            if attempt == 0:
+                ok = sum(
+                    (
+                        lot.quantity
+                        for lot in pos.lots
+                        if lot.basis_per_share >= pos.price
+                        and blocked_reason(ctx, lot, pos.price, washable) is None
+                    ),
+                    ZERO,
+                )
+            else:
+                ok = ZERO
+            tighten(key, ok)
+            limits.setdefault(key, set())
+        result = _rebalance(ctx.account, ref, req, keep)
+        sells = _sells(ctx, result)
+        alloc = allocate_lots(ctx, sells, washable)
+        if all(alloc.allowed[k] >= sells[k] - _QTY_TOL for k in sells):
+            break
+    return _Run(result, alloc, limits, washable, fallback=True)
+
+
+_SHORTFALL = ("cash_shortfall", "withdrawal_shortfall")
+
+
+def rebalance_tax_aware(account: Account, ref: Reference, req: Request) -> Result:
+    """Tax-aware rebalance of one validated account (``Account.tax`` set); a ``harvest``
+    request goes to :func:`ballast_engine.harvesting.harvest_account`."""
+    if req.kind is RequestKind.HARVEST:
+        from ballast_engine.harvesting import harvest_account
+
+        return harvest_account(account, ref, req)
+    from ballast_engine.rebalance import _rebalance
+
+    ctx = tax_context(account, ref)
+    base = _rebalance(ctx.account, ref, req)
+    if not ctx.taxable:
+        return _annotate(ctx, base, base, None)
+    run = _capped(ctx, ref, req, base, strict=True)
+    if any("wash" in v for v in run.limits.values()) and _shortfalls(run.result) > _shortfalls(
+        base
+    ):
+        # keeping the washable lots leaves the sleeve short of cash it must raise (a
+        # withdrawal, the reserve): selling them is unavoidable, and reported
+        loose = _capped(ctx, ref, req, base, strict=False)
+        if _shortfalls(loose.result) < _shortfalls(run.result):
+            run = loose
+    return _annotate(ctx, base, run.result, run)
+
+
+def _shortfalls(result: Result) -> int:
+    return sum(1 for n in result.notices if n.code in _SHORTFALL)
+
+
+# --------------------------------------------------------------------------------------------
+# Explanations and the tax report
+
+
+def _usd(x: Decimal) -> str:
+    return f"-${-x:,.2f}" if x < 0 else f"${x:,.2f}"
+
+
+def _num(q: Decimal) -> str:
+    return format(q.normalize(), "f")
+
+
+def _qty(q: Decimal) -> str:
+    return _num(q) + (" share" if q == 1 else " shares")
+
+
+def lot_sales(ctx: TaxContext, picks: list[tuple[Lot, Decimal]], price: Decimal) -> list[LotSale]:
+    out = []
+    for lot, q in picks:
+        proceeds, basis, gain = lot_gain(lot, q, price)
+        term = ctx.term(lot)
+        out.append(
+            LotSale(
+                lot.lot_id,
+                q,
+                lot.acquired.isoformat(),
+                basis,
+                proceeds,
+                gain,
+                term.value,
+                money(gain * ctx.rates.rate(term)),
+            )
+        )
+    return out
+
+
+def name_lots(picks: list[tuple[Lot, Decimal]], quantity: Decimal) -> list[tuple[Lot, Decimal]]:
+    """The first ``quantity`` shares of the allowed picks, in sale order."""
+    out = []
+    left = quantity
+    for lot, q in picks:
+        if left <= 0:
+            break
+        take = min(q, left)
+        out.append((lot, take))
+        left -= take
+    return out
+
+
+def lots_sentence(sales: list[LotSale]) -> str:
+    parts = [
+        f"{s.lot_id} ({_qty(s.quantity)} bought {s.acquired}, {s.term}-term "
+        f"{'gain' if s.gain >= 0 else 'loss'} {_usd(abs(s.gain))})"
+        for s in sales
+    ]
+    tax = sum((s.tax for s in sales), ZERO)
+    what = f"estimated tax {_usd(tax)}" if tax >= 0 else f"estimated tax saved {_usd(-tax)}"
+    return f" Lots relieved: {'; '.join(parts)}; {what}."
+
+
+def limit_reasons(ctx: TaxContext, why: set[str]) -> str:
+    texts = []
+    b = ctx.settings.gain_budget
+    if "budget" in why and b is not None:
+        texts.append(
+            f"more would take this year's net realized gains past the hard budget of "
+            f"{_usd(money(_dec(b.limit)))} ({_usd(money(_dec(b.remaining)))} left before this "
+            "proposal)"
+        )
+    if "short_term" in why:
+        texts.append("the other lots would realize short-term gains, which this account avoids")
+    if "wash" in why:
+        texts.append(
+            "the other lots would be sold at a loss that a recent purchase of the same (or a "
+            "substantially identical) security in the household would wash (wash-sale "
+            "avoidance)"
+        )
+    if not texts:
+        texts.append("the tax settings allow no more")
+    return " and ".join(texts)
+
+
+def _annotate(ctx: TaxContext, base: Result, result: Result, run: _Run | None) -> Result:
+    """Lots, estimated tax and explanations on the trades; tax notices and the report."""
+    notices: list[Notice] = []
+    for b in ctx.blocks:
+        notices.append(Notice("wash_sale_buy_block", b.reason, None, "/".join(b.symbols)))
+    desired = _sells(ctx, base) if run is not None else {}
+    final = _sells(ctx, result) if run is not None else {}
+    st_gain = lt_gain = money(ZERO)
+    new_trades: dict[int, Trade] = {}
+    no_lots_noted: set[Key] = set()
+    washed_used: list[str] = []
+    for t in result.trades:
+        key = (t.sleeve_id, t.symbol)
+        if t.side is not Side.SELL:
+            continue
+        if not ctx.taxable:
+            new_trades[id(t)] = replace(t, estimated_tax=money(ZERO))
+            continue
+        if key not in ctx.positions:
+            if key not in no_lots_noted:
+                no_lots_noted.add(key)
+                notices.append(
+                    Notice(
+                        "no_tax_lots",
+                        f"{t.symbol} has no tax lots: the sale names no lots and its tax is "
+                        "not estimated",
+                        t.sleeve_id,
+                        t.symbol,
+                    )
+                )
+            continue
+        assert run is not None
+        pos = ctx.positions[key]
+        sales = lot_sales(ctx, name_lots(run.alloc.picks.get(key, []), t.quantity), pos.price)
+        for s in sales:
+            if s.term == Term.SHORT.value:
+                st_gain += s.gain
+            else:
+                lt_gain += s.gain
+            if s.gain < 0 and s.lot_id in ctx.washable:
+                washed_used.append(s.lot_id)
+        text = t.explanation + lots_sentence(sales)
+        want = desired.get(key, ZERO)
+        if key in run.limits and want > final.get(key, ZERO):
+            text += (
+                f" Only {_num(t.quantity)} of the {_qty(want)} the rebalance wanted are sold: "
+                f"{limit_reasons(ctx, run.limits[key])}."
+            )
+        new_trades[id(t)] = replace(
+            t,
+            explanation=text,
+            lots=tuple(sales),
+            estimated_tax=sum((s.tax for s in sales), money(ZERO)),
+        )
+    if run is not None:
+        for key in sorted(run.limits):
+            want = desired.get(key, ZERO)
+            got = final.get(key, ZERO)
+            if want > got:
+                notices.append(
+                    Notice(
+                        "tax_sell_limited",
+                        f"{key[1]}: {_num(got)} of the {_qty(want)} the rebalance wanted are "
+                        f"sold; {limit_reasons(ctx, run.limits[key])}",
+                        key[0],
+                        key[1],
+                    )
+                )
+        if run.fallback:
+            notices.append(
+                Notice(
+                    "tax_fallback",
+                    "the tax limits did not settle in a few passes: only sales that realize no "
+                    "gain were kept",
+                )
+            )
+    if washed_used:
+        notices.append(
+            Notice(
+                "wash_sale_unavoidable",
+                "lots "
+                + ", ".join(sorted(set(washed_used)))
+                + " are sold at a loss although a recent household purchase will wash the "
+                "loss: the cash could not be raised otherwise",
+            )
+        )
+    budget = ctx.settings.gain_budget
+    net = st_gain + lt_gain
+    if budget is not None and not budget.hard and net > _dec(budget.remaining):
+        notices.append(
+            Notice(
+                "gain_budget_exceeded",
+                f"this proposal realizes {_usd(net)} of net gains, past the "
+                f"{_usd(money(_dec(budget.remaining)))} left in the yearly budget of "
+                f"{_usd(money(_dec(budget.limit)))} (a warning: the budget is not a hard limit)",
+            )
+        )
+    trades = tuple(new_trades.get(id(t), t) for t in result.trades)
+    sleeves = tuple(
+        replace(s, trades=tuple(new_trades.get(id(t), t) for t in s.trades)) for s in result.sleeves
+    )
+    remaining = money(_dec(budget.remaining)) if budget is not None else None
+    report = TaxReport(
+        as_of=ctx.on.isoformat(),
+        account_type=ctx.settings.account_type,
+        short_term_gain=st_gain,
+        long_term_gain=lt_gain,
+        estimated_tax=estimate_tax(st_gain, lt_gain, ctx.rates) if ctx.taxable else money(ZERO),
+        budget_limit=money(_dec(budget.limit)) if budget is not None else None,
+        budget_remaining_before=remaining,
+        budget_remaining_after=remaining - net if remaining is not None else None,
+        budget_hard=budget.hard if budget is not None else None,
+        buy_blocked=tuple(sorted(ctx.buy_blocked)),
+        sell_blocked_lots=tuple(sorted(ctx.washable)),
+        warnings=tuple(n.message for n in notices if n.code != "wash_sale_buy_block"),
+    )
+    return replace(
+        result,
+        trades=trades,
+        sleeves=sleeves,
+        notices=tuple(result.notices) + tuple(notices),
+        tax=report,
+    )
+
+
+__all__ = [
+    "WASH_SOURCE",
+    "Allocation",
+    "Position",
+    "TaxContext",
+    "allocate_lots",
+    "rebalance_tax_aware",
+    "tax_context",
+]
