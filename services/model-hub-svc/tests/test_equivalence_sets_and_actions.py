@@ -170,3 +170,31 @@ async def test_split_restates_the_price_and_leaves_models_alone(db):
         model = await service.get_model(s, model_id)
     assert voo is not None and voo.price == Decimal("137.75")
     assert model.version == 1
+
+
+async def test_a_retried_request_with_an_idempotency_key_runs_once(db):
+    from types import SimpleNamespace
+
+    import httpx
+    from ballast_common.app import create_app
+    from model_hub_svc.settings import Settings
+
+    app = create_app(spec, Settings())
+    app.state.runtime = SimpleNamespace(
+        db=db, settings=Settings(), uow=lambda: unit_of_work(db, "model-hub-svc")
+    )
+    set_id = new_id()
+    body = {"name": "Trackers", "members": ["SPY", "VOO"]}
+    headers = {"Idempotency-Key": f"put-{set_id}"}
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://hub") as api:
+        first = await api.put(f"/equivalence-sets/{set_id}", json=body, headers=headers)
+        again = await api.put(f"/equivalence-sets/{set_id}", json=body, headers=headers)
+        other = await api.put(
+            f"/equivalence-sets/{set_id}", json={**body, "name": "Other"}, headers=headers
+        )
+        await api.delete(f"/equivalence-sets/{set_id}")
+    assert first.status_code == again.status_code == 201
+    assert again.json() == first.json() and again.headers["Idempotent-Replayed"] == "true"
+    assert other.status_code == 422 and "different request" in other.json()["detail"]
+    assert len(await announced(db, "equivalence-set-changed", set_id)) == 2  # put, delete

@@ -25,7 +25,7 @@ from sqlalchemy import MetaData
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ballast_common import plumbing
+from ballast_common import idempotency, plumbing
 from ballast_common.bus import KafkaPublisher, ensure_topics
 from ballast_common.consumer import (
     BatchProcessor,
@@ -215,6 +215,7 @@ def create_app(spec: ServiceSpec, settings: ServiceSettings | None = None) -> Fa
         title=spec.name, description=spec.description, version=spec.version, lifespan=lifespan
     )
     _install_errors(app)
+    idempotency.install(app, lambda request: get_runtime(request).db.sessions())
     _install_metrics(app)
     _install_health(app)
     for router in spec.routers:

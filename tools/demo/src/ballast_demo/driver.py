@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -57,6 +58,8 @@ class Ballast:
         await self.http.aclose()
 
     async def _call(self, method: str, url: str, **kwargs: Any) -> Any:
+        if method != "GET":  # a retried change (e.g. after a timeout) then runs once
+            kwargs["headers"] = {"Idempotency-Key": str(uuid.uuid4()), **kwargs.get("headers", {})}
         response = await self.http.request(method, url, **kwargs)
         if response.status_code >= 400:
             raise DriverError(f"{method} {url} -> {response.status_code}: {response.text[:500]}")
@@ -100,8 +103,11 @@ class Ballast:
             part = accounts[start : start + chunk]
             body = {"accounts": [account_body(a) for a in part]}
             deadline = time.monotonic() + wait_s
+            key = {"Idempotency-Key": str(uuid.uuid4())}  # retries below reuse it
             while True:
-                response = await self.http.post(f"{self.urls.account}/accounts:batch", json=body)
+                response = await self.http.post(
+                    f"{self.urls.account}/accounts:batch", json=body, headers=key
+                )
                 if response.status_code == 201:
                     break
                 if (
