@@ -171,6 +171,7 @@ async def drive(urls: Urls, accounts_wanted: int, seed: int, managed: bool) -> d
             final = await ballast.wait_until_complete(run, show)
         elapsed = time.monotonic() - started
         events_after = await ballast.events_processed()
+        gateway, custodian = await ballast.gateway_stats(), await ballast.custodian_stats()
         harvest: dict[str, Any] = {}
         if managed:
             harvest = await harvest_losses(ballast, percent_columns)
@@ -179,8 +180,8 @@ async def drive(urls: Urls, accounts_wanted: int, seed: int, managed: bool) -> d
             "progress": final,
             "elapsed_s": round(elapsed, 3),
             "events_processed": events_after - events_before,
-            "gateway": await ballast.gateway_stats(),
-            "custodian": await ballast.custodian_stats(),
+            "gateway": gateway,
+            "custodian": custodian,
             "accounts_following": following,
             "accounts_in_book": len(accounts),
             "book": "managed" if managed else "plain",
