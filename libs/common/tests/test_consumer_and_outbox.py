@@ -186,7 +186,12 @@ async def test_end_to_end_on_kafka_malformed_goes_to_dlq_and_consumer_carries_on
 ):
     prefix = f"{topic_prefix}e2e{uuid.uuid4().hex[:4]}."
     group = prefix + "probe-svc"
-    await ensure_topics(kafka_bootstrap, [prefix + "account-changed", "dlq." + group], 3)
+    out = prefix + "out."  # where the relay publishes: apart from what the consumer reads
+    await ensure_topics(
+        kafka_bootstrap,
+        [prefix + "account-changed", out + "account-changed", out + "dlq." + group],
+        3,
+    )
     proc = BatchProcessor(
         group,
         [Subscription("account-changed", note_handler)],
@@ -196,7 +201,7 @@ async def test_end_to_end_on_kafka_malformed_goes_to_dlq_and_consumer_carries_on
     loop = KafkaConsumerLoop(proc, kafka_bootstrap, batch_size=50)
     publisher = KafkaPublisher(kafka_bootstrap, "probe-relay")
     await publisher.start()
-    relay = OutboxRelay(db, publisher)  # dead letters and events go to un-prefixed names...
+    relay = OutboxRelay(db, publisher, topic_prefix=out)
     raw_producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
     await raw_producer.start()
     task = asyncio.create_task(loop.run())
@@ -210,9 +215,8 @@ async def test_end_to_end_on_kafka_malformed_goes_to_dlq_and_consumer_carries_on
         async with asyncio.timeout(30):
             while await notes(db) != ["Robin"]:
                 await asyncio.sleep(0.2)
-        relay._prefix = ""  # publish the dead letter to the DLQ topic named after the group
-        await _publish_as_the_relay_loop_would(relay)
-        letters = await _read(kafka_bootstrap, "dlq." + group, 1)
+        await _publish_as_the_relay_loop_would(relay)  # the handler's event and the letter
+        letters = await _read(kafka_bootstrap, out + "dlq." + group, 1)
         assert letters[0]["error_type"] == "EnvelopeError"
         assert letters[0]["original_topic"] == prefix + "account-changed"
         assert letters[0]["value"] == "garbage"
