@@ -32,7 +32,6 @@ from taxlot_svc.book import (
     disposal_of,
     gain_rows,
     identity_of,
-    ledger_seq,
     lot_rows,
     replay_household,
     restore_ledger,
@@ -390,7 +389,7 @@ def _incremental(
         lots = {(lot.account, lot.lot_id): lot for lot in ledger.lots()}
         sales += ledger.disposals
         last = item.on if last is None else max(last, item.on)
-        seq = ledger_seq(ledger)
+        seq = ledger.seq
     return _outcome(list(lots.values()), sales)
 
 

@@ -574,32 +574,13 @@ def open_loss_left(d: Disposal) -> tuple[Decimal, Decimal]:
 
 def restore_ledger(state: SymbolState) -> TaxLedger:
     """A ledger holding exactly ``state``, as a replay of the household's inputs would
-    have left it for that security (``test_book.py`` checks the two agree).
-
-    The engine has no public way to start from stored lots, so this fills in the
-    ledger's own attributes; it is the only place that does.
-    """
-    from ballast_engine.tax.ledger import _OpenLoss
-
-    ledger = TaxLedger([to_engine_account(a) for a in state.accounts], identity=state.identity)
-    for lot in sorted(state.lots, key=lambda x: (x.acquired, x.seq, x.lot_id)):
-        ledger._positions[lot.account].setdefault(lot.symbol, []).append(lot)
-    for d in sorted(state.open_losses, key=lambda x: (x.sold, x.seq)):
-        quantity, loss = open_loss_left(d)
-        if quantity > 0:
-            held = (d.sold - d.holding_start).days
-            ledger._losses.setdefault((state.household, d.symbol), []).append(
-                _OpenLoss(d, state.household, held, quantity, loss)
-            )
-    for account, names in state.names.items():
-        if account in ledger._names:
-            ledger._names[account] |= names
-    if state.last_day is not None:
-        ledger._last_day[state.household] = state.last_day
-    ledger._seq = state.seq
-    return ledger
-
-
-def ledger_seq(ledger: TaxLedger) -> int:
-    """The ledger's sequence counter (the next lot or disposal gets a higher one)."""
-    return ledger._seq
+    have left it for that security (``test_book.py`` checks the two agree)."""
+    return TaxLedger.restore(
+        [to_engine_account(a) for a in state.accounts],
+        identity=state.identity,
+        lots=state.lots,
+        open_losses=[(d, state.household, *open_loss_left(d)) for d in state.open_losses],
+        names=state.names,
+        last_days={state.household: state.last_day} if state.last_day is not None else {},
+        seq=state.seq,
+    )

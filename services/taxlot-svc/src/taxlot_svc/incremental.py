@@ -23,7 +23,6 @@ from taxlot_svc.book import (
     apply_input,
     disposal_of,
     gain_rows,
-    ledger_seq,
     lot_of,
     lot_rows,
     restore_ledger,
@@ -123,13 +122,13 @@ async def apply_in_order(
     touched |= {d.account for d in ledger.disposals}
     new_last = max(last_day, item.on) if last_day is not None else item.on
     if write_state:
-        await repo.set_household_states(session, {household: (new_last, ledger_seq(ledger))})
+        await repo.set_household_states(session, {household: (new_last, ledger.seq)})
     return Applied(
         ledger,
         list(ledger.journal),
         list(ledger.disposals),
         touched,
-        (new_last, ledger_seq(ledger)),
+        (new_last, ledger.seq),
     )
 
 

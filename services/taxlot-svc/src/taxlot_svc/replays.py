@@ -32,7 +32,6 @@ from taxlot_svc.book import (
     build_action,
     gain_rows,
     identity_of,
-    ledger_seq,
     lot_rows,
     replay_household,
     singleton_household,
@@ -278,9 +277,9 @@ async def rebuild(
     for household, r in result.replays.items():
         day = r.last_day
         if family is None:
-            await repo.reset_household_state(session, household, day, ledger_seq(r.ledger))
+            await repo.reset_household_state(session, household, day, r.ledger.seq)
         else:
-            await repo.set_household_states(session, {household: (day, ledger_seq(r.ledger))})
+            await repo.set_household_states(session, {household: (day, r.ledger.seq)})
     return result
 
 

@@ -133,6 +133,55 @@ class TaxLedger:
         for account in accounts:
             self.add_account(account)
 
+    @classmethod
+    def restore(
+        cls,
+        accounts: Iterable[Account],
+        *,
+        identity: Identity | None = None,
+        lots: Iterable[Lot] = (),
+        open_losses: Iterable[tuple[Disposal, str, Decimal, Decimal]] = (),
+        names: Mapping[str, Iterable[str]] | None = None,
+        last_days: Mapping[str, date] | None = None,
+        seq: int = 0,
+    ) -> TaxLedger:
+        """A ledger in a stored state, as replaying the inputs that led to it would leave it
+        (a book of record keeps the state and applies new inputs to it).
+
+        Args:
+            accounts: the accounts the state covers.
+            identity: which securities are substantially identical.
+            lots: the open lots (any order; kept in acquisition order).
+            open_losses: loss sales whose shares are not all matched to replacements yet,
+                each ``(disposal, household, quantity left, loss left)``.
+            names: lot names already used, per account (they stay unique).
+            last_days: per household, the last day applied (a later input before it is a
+                late arrival).
+            seq: the sequence counter (the next lot or disposal gets a higher number).
+        """
+        ledger = cls(accounts, identity=identity)
+        for lot in sorted(lots, key=lambda x: (x.acquired, x.seq, x.lot_id)):
+            ledger._positions[lot.account].setdefault(lot.symbol, []).append(lot)
+        for disposal, household, quantity, loss in sorted(
+            open_losses, key=lambda x: (x[0].sold, x[0].seq)
+        ):
+            if quantity > 0:
+                held = (disposal.sold - disposal.holding_start).days
+                ledger._losses.setdefault((household, disposal.symbol), []).append(
+                    _OpenLoss(disposal, household, held, quantity, loss)
+                )
+        for account, used in (names or {}).items():
+            if account in ledger._names:
+                ledger._names[account] |= set(used)
+        ledger._last_day.update(last_days or {})
+        ledger._seq = seq
+        return ledger
+
+    @property
+    def seq(self) -> int:
+        """The sequence counter: the next lot or disposal gets a higher number."""
+        return self._seq
+
     # ----------------------------------------------------------------- accounts, queries
     def add_account(self, account: Account) -> None:
         known = self.accounts.get(account.account_id)
