@@ -1,6 +1,7 @@
 """rebalance-svc's consumers, its interval drift scan and its interval harvest."""
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from ballast_common.app import Runtime
 from ballast_common.consumer import Subscription
@@ -54,27 +55,37 @@ def subscriptions(settings: Settings) -> list[Subscription]:
     ]
 
 
+async def _every(
+    runtime: Runtime, seconds: float, work: Callable[[UnitOfWork, Settings], Awaitable[object]]
+) -> None:
+    """Run `work` in a unit of work every `seconds` (not at all when 0)."""
+    settings = runtime.settings
+    assert isinstance(settings, Settings)
+    if seconds <= 0:
+        return
+    while True:
+        await asyncio.sleep(seconds)
+        async with runtime.uow() as uow:
+            await work(uow, settings)
+
+
 async def scan_loop(runtime: Runtime) -> None:
     """Scan the book for drift every REBALANCE_SVC_SCAN_INTERVAL_SECONDS (off when 0)."""
     settings = runtime.settings
     assert isinstance(settings, Settings)
-    if settings.scan_interval_seconds <= 0:
-        return
-    while True:
-        await asyncio.sleep(settings.scan_interval_seconds)
-        async with runtime.uow() as uow:
-            await service.scan(
-                uow, settings, rebalance=settings.scan_rebalance, trigger="interval-scan"
-            )
+    await _every(
+        runtime,
+        settings.scan_interval_seconds,
+        lambda uow, s: service.scan(uow, s, rebalance=s.scan_rebalance, trigger="interval-scan"),
+    )
 
 
 async def harvest_loop(runtime: Runtime) -> None:
     """Harvest tax losses every REBALANCE_SVC_HARVEST_INTERVAL_SECONDS (off when 0)."""
     settings = runtime.settings
     assert isinstance(settings, Settings)
-    if settings.harvest_interval_seconds <= 0:
-        return
-    while True:
-        await asyncio.sleep(settings.harvest_interval_seconds)
-        async with runtime.uow() as uow:
-            await service.harvest(uow, settings, trigger="interval-harvest")
+    await _every(
+        runtime,
+        settings.harvest_interval_seconds,
+        lambda uow, s: service.harvest(uow, s, trigger="interval-harvest"),
+    )
