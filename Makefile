@@ -18,18 +18,17 @@ setup: ## install uv and the Python workspace (.venv)
 demo: setup stack-up ## start everything, load a demo book, change a model, show the result
 	@$(PY) -m ballast_demo
 
-test: setup ## run the whole test suite: lint, unit and integration (real Kafka + Postgres)
-	@$(PY) -m ruff check .
+test: setup lint ## the whole suite: format check, lint, types, unit and integration (real Kafka + Postgres)
 	@BALLAST_PG_FSYNC=off $(STACK) up
 	@$(PY) -m pytest -q -p no:cacheprovider
 
 test-unit: setup ## run the tests that need no Kafka or Postgres
 	@$(PY) -m pytest -q -p no:cacheprovider -m "not integration"
 
-lint: setup ## ruff, ruff-format and mypy
-	@$(PY) -m ruff check .
+lint: setup ## format check (ruff format), lint (ruff) and types (mypy)
 	@$(PY) -m ruff format --check .
-	@$(PY) -m mypy libs/common/src services/*/src tools/*/src
+	@$(PY) -m ruff check .
+	@$(PY) -m mypy libs/common/src libs/engine/src services/*/src tools/*/src
 
 format: setup ## format the code
 	@$(PY) -m ruff format .
