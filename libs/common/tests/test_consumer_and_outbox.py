@@ -285,3 +285,99 @@ async def test_a_deadlock_is_transient_and_a_unique_violation_is_not(db):
             await s.execute(text("DO $$ BEGIN RAISE EXCEPTION 'x' USING ERRCODE = '23505'; END $$"))
     assert is_transient(deadlock.value)
     assert not is_transient(unique.value)
+
+
+# --- batch handlers, attempts and the dead-letter hook ------------------------------------
+
+
+async def test_a_batch_handler_gets_the_new_events_of_its_topic_at_once(db):
+    calls: list[list[str]] = []
+
+    async def notes_at_once(uow, deliveries) -> None:
+        calls.append([d.payload.name for d in deliveries])
+        for d in deliveries:
+            uow.session.add(Note(account_id=d.payload.account_id, text=d.payload.name))
+            uow.publish(account_changed(d.payload.account_id, "ack"), key="k", cause=d.envelope)
+
+    seen = envelope_bytes(account_changed("ACC-1", "Ada"))
+    proc = BatchProcessor(
+        "probe-svc",
+        [Subscription.batch("account-changed", notes_at_once)],
+        lambda: unit_of_work(db, "probe-svc"),
+    )
+    await proc.process([record(seen, 0)])
+    outcome = await proc.process(
+        [
+            record(seen, 0),  # processed before: not handed over again
+            record(envelope_bytes(account_changed("ACC-2", "Bo")), 1),
+            record(envelope_bytes(account_changed("ACC-3", "Cy")), 2),
+        ]
+    )
+    assert outcome == {"processed": 2, "duplicate": 1, "dead_lettered": 0}
+    assert calls == [["Ada"], ["Bo", "Cy"]]
+    assert await notes(db) == ["Ada", "Bo", "Cy"]
+    acks = [v for t, v in await outbox_rows(db) if v["payload"]["name"] == "ack"]
+    assert len({a["causation_id"] for a in acks}) == 3 and None not in {
+        a["causation_id"] for a in acks
+    }
+
+
+async def test_a_failing_batch_is_redone_one_record_at_a_time(db):
+    async def refuse_poison(uow, deliveries) -> None:
+        for d in deliveries:
+            if d.payload.name == "poison":
+                raise PermanentMessageError(f"{d.payload.account_id} is poison")
+            uow.session.add(Note(account_id=d.payload.account_id, text=d.payload.name))
+
+    proc = BatchProcessor(
+        "probe-svc",
+        [Subscription.batch("account-changed", refuse_poison)],
+        lambda: unit_of_work(db, "probe-svc"),
+    )
+    outcome = await proc.process(
+        [
+            record(envelope_bytes(account_changed("ACC-1", "Ada")), 0),
+            record(envelope_bytes(account_changed("ACC-2", "poison")), 1),
+            record(envelope_bytes(account_changed("ACC-3", "Cy")), 2),
+        ]
+    )
+    assert outcome == {"processed": 2, "duplicate": 0, "dead_lettered": 1}
+    assert await notes(db) == ["Ada", "Cy"]
+
+
+async def test_a_failing_record_is_tried_again_then_dead_lettered_and_noted(db):
+    tries: list[str] = []
+
+    async def breaks(uow, envelope, event) -> None:
+        tries.append(event.name)
+        uow.session.add(Note(account_id=event.account_id, text="half done"))
+        if event.name != "third time lucky" or len(tries) < 3:
+            raise RuntimeError(f"engine failed on {event.account_id}")
+
+    async def note_failure(uow, envelope, event, reason) -> None:
+        uow.session.add(Note(account_id=event.account_id, text=f"failed: {reason}"))
+
+    proc = BatchProcessor(
+        "probe-svc",
+        [Subscription("account-changed", breaks, attempts=3, on_dead_letter=note_failure)],
+        lambda: unit_of_work(db, "probe-svc"),
+    )
+    outcome = await proc.process([record(envelope_bytes(account_changed("ACC-1", "never")), 0)])
+    assert outcome == {"processed": 0, "duplicate": 0, "dead_lettered": 1}
+    # the fast path, then three attempts on its own; nothing of them stays but the note
+    assert tries == ["never"] * 4
+    assert await notes(db) == ["failed: engine failed on ACC-1"]
+    letters = [v for t, v in await outbox_rows(db) if t == "dlq.probe-svc"]
+    assert letters[0]["error"] == "engine failed on ACC-1 (after 3 attempts)"
+    tries.clear()
+    lucky = envelope_bytes(account_changed("ACC-2", "third time lucky"))
+    assert (await proc.process([record(lucky, 1)]))["processed"] == 1
+    assert tries == ["third time lucky"] * 3
+    assert (await notes(db))[-1] == "half done"
+
+
+def test_a_subscription_has_one_kind_of_handler():
+    with pytest.raises(ValueError, match="exactly one"):
+        Subscription("account-changed")
+    with pytest.raises(ValueError, match="attempts"):
+        Subscription("account-changed", note_handler, attempts=0)

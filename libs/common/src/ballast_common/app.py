@@ -81,14 +81,24 @@ class Runtime:
             poll_interval_s=settings.outbox_poll_interval_s,
         )
         self.group = settings.topic_prefix + spec.name
-        self.processor = BatchProcessor(
-            self.group,
-            spec.subscriptions,
-            self.uow,
-            topic_prefix=settings.topic_prefix,
-            dead_letters=dead_letter_topic(spec.name),
-        )
-        self.consumer: KafkaConsumerLoop | None = None
+        # One consumer per lane: the main one, and one per subscription lane of its own.
+        self.processors: list[tuple[BatchProcessor, int]] = []
+        lanes: dict[str | None, list[Subscription]] = {}
+        for subscription in spec.subscriptions:
+            lanes.setdefault(subscription.lane, []).append(subscription)
+        for lane, members in lanes.items():
+            sizes = {m.batch_size for m in members if m.batch_size is not None}
+            if len(sizes) > 1:
+                raise ValueError(f"{spec.name}: lane {lane!r} has two batch sizes {sizes}")
+            processor = BatchProcessor(
+                self.group if lane is None else f"{self.group}.{lane}",
+                members,
+                self.uow,
+                topic_prefix=settings.topic_prefix,
+                dead_letters=dead_letter_topic(spec.name),
+            )
+            self.processors.append((processor, sizes.pop() if sizes else 0))
+        self.consumers: list[KafkaConsumerLoop] = []
         self.tasks: list[asyncio.Task[None]] = []
         self.state: dict[str, Any] = {}  # service-owned objects (HTTP clients...)
 
@@ -113,14 +123,14 @@ class Runtime:
         )
         await self.publisher.start()
         self._spawn("outbox-relay", lambda: self.relay.run())
-        if self.spec.subscriptions:
-            self.consumer = KafkaConsumerLoop(
-                self.processor,
+        for processor, batch_size in self.processors:
+            consumer = KafkaConsumerLoop(
+                processor,
                 self.settings.kafka_bootstrap_servers,
-                batch_size=self.settings.consumer_batch_size,
+                batch_size=batch_size or self.settings.consumer_batch_size,
             )
-            consumer = self.consumer
-            self._spawn("consumer", lambda: consumer.run())
+            self.consumers.append(consumer)
+            self._spawn(f"consumer {processor.group}", consumer.run)
         for task in self.spec.background:
             self._spawn(task.__name__, lambda task=task: task(self))  # type: ignore[misc]
 
@@ -155,8 +165,9 @@ class Runtime:
             checks["kafka"] = "ok"
         except Exception as exc:
             checks["kafka"] = f"unavailable: {exc!r}"
-        if self.consumer is not None:
-            checks["consumer"] = "ok" if self.consumer.assigned.is_set() else "joining group"
+        if self.consumers:
+            joined = all(c.assigned.is_set() for c in self.consumers)
+            checks["consumer"] = "ok" if joined else "joining group"
         return checks
 
 

@@ -1,11 +1,17 @@
 """Kafka consumers that keep money safe.
 
-A batch of records is handled in ONE database transaction; each record in its own savepoint
-with an inbox row, so a redelivered event has no second effect. Offsets are committed only
-after the transaction commits. A record that cannot be processed goes to the consumer's
-dead-letter topic (through the outbox, in the same transaction) and the consumer carries on;
-a transient failure (database or broker unavailable) rolls the batch back and retries it
-with backoff, losing nothing.
+A batch of records is handled in ONE database transaction with one inbox insert, so a
+redelivered event has no second effect. Offsets are committed only after the transaction
+commits. A record that cannot be processed goes to the consumer's dead-letter topic (through
+the outbox, in the same transaction) and the consumer carries on; a transient failure
+(database or broker unavailable) rolls the batch back and retries it with backoff, losing
+nothing.
+
+Handlers come in two shapes. `Subscription(topic, handler)` handles one event at a time;
+`Subscription.batch(topic, handler)` gets every new event of its topic in the batch at once
+(`list[Delivery]`), so it can read and write with one statement per batch instead of one per
+event. A subscription with a `lane` gets a consumer of its own (group `<service>.<lane>`)
+with its own batch size: a lane of batch size 1 gives each message its own transaction.
 """
 
 from __future__ import annotations
@@ -20,32 +26,82 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaConnectionError
-from opentelemetry.trace import Span, SpanKind
+from opentelemetry import trace
+from opentelemetry.trace import Link, Span, SpanKind
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from ballast_common import plumbing
 from ballast_common.contracts.envelope import Envelope, EnvelopeError, decode_envelope
 from ballast_common.contracts.events import DeadLetterV1
 from ballast_common.contracts.registry import DEAD_LETTER_TOPIC_PREFIX
-from ballast_common.errors import TransientError
+from ballast_common.errors import PermanentMessageError, TransientError
 from ballast_common.metrics import CONSUMER_RETRIES, EVENTS_CONSUMED
 from ballast_common.plumbing import OutgoingMessage
 from ballast_common.telemetry import context_from_headers, kafka_headers_to_dict, tracer
 from ballast_common.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
+MAX_SPAN_LINKS = 64  # links from a batch's span to the other records' producers
 
 Handler = Callable[[UnitOfWork, Envelope, Any], Awaitable[None]]
 
 
 @dataclass(frozen=True)
+class Delivery:
+    """One new event handed to a batch handler."""
+
+    envelope: Envelope
+    payload: Any
+
+
+BatchHandler = Callable[[UnitOfWork, Sequence[Delivery]], Awaitable[None]]
+DeadLetterHook = Callable[[UnitOfWork, Envelope, Any, str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
 class Subscription:
-    """A service handles `event_type` (its topic) with `handler(uow, envelope, payload)`."""
+    """A service handles `event_type` (its topic) with `handler(uow, envelope, payload)`,
+    or, made with `Subscription.batch`, with `batch_handler(uow, deliveries)`.
+
+    - `lane`: a consumer of its own for this topic, with `batch_size` records per
+      transaction (e.g. 1 for heavy work such as a rebalance chunk);
+    - `attempts`: how often a record that fails (neither transient nor a
+      PermanentMessageError) is tried before it is dead-lettered;
+    - `on_dead_letter(uow, envelope, payload, reason)`: runs in the transaction that writes
+      the dead letter, so the service can record the failure in its own state.
+    """
 
     event_type: str
-    handler: Handler
+    handler: Handler | None = None
+    batch_handler: BatchHandler | None = None
+    lane: str | None = None
+    batch_size: int | None = None
+    attempts: int = 1
+    on_dead_letter: DeadLetterHook | None = None
+
+    def __post_init__(self) -> None:
+        if (self.handler is None) == (self.batch_handler is None):
+            raise ValueError(f"{self.event_type}: give exactly one of handler, batch_handler")
+        if self.attempts < 1:
+            raise ValueError(f"{self.event_type}: attempts must be at least 1")
+
+    @classmethod
+    def batch(cls, event_type: str, handler: BatchHandler, **options: Any) -> Subscription:
+        return cls(event_type, batch_handler=handler, **options)
+
+    async def deliver(self, uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+        if self.batch_handler is not None:
+            await self.batch_handler(uow, deliveries)
+            return
+        assert self.handler is not None
+        for delivery in deliveries:
+            uow.causation = delivery.envelope
+            try:
+                await self.handler(uow, delivery.envelope, delivery.payload)
+            finally:
+                uow.causation = None
 
 
 class _IsolateFailures(Exception):
@@ -90,13 +146,13 @@ class BatchProcessor:
         self.group = group
         # Logical name (the relay adds the prefix): dlq.<service> by default dlq.<group>.
         self.dead_letters = dead_letters or dead_letter_topic(group)
-        self._handlers = {s.event_type: s.handler for s in subscriptions}
+        self._subscriptions = {s.event_type: s for s in subscriptions}
         self._uow_factory = uow_factory
         self._prefix = topic_prefix
 
     @property
     def topics(self) -> list[str]:
-        return [self._prefix + t for t in self._handlers]
+        return [self._prefix + t for t in self._subscriptions]
 
     async def process(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> dict[str, int]:
         """Handle a batch; returns counts by outcome: processed, duplicate, dead_lettered.
@@ -121,6 +177,8 @@ class BatchProcessor:
             decoded = [self._decode(record) for record in records]
             ids = [d[0].id for d in decoded if not isinstance(d, Exception)]
             first_time = await plumbing.record_first_deliveries(uow.session, self.group, ids)
+            # Consecutive new events of one topic go to their handler together.
+            group: list[tuple[ConsumerRecord[bytes, bytes], Delivery]] = []
             for record, item in zip(records, decoded, strict=True):
                 if isinstance(item, Exception):
                     self._dead_letter(uow, record, item)
@@ -131,16 +189,26 @@ class BatchProcessor:
                     outcomes.append("duplicate")
                     continue
                 first_time.discard(envelope.id)  # a second copy in this batch is a duplicate
-                with self._span(record, envelope) as span:
-                    try:
-                        await self._handle(uow, envelope, payload)
-                    except Exception as exc:
-                        if is_transient(exc):
-                            raise
-                        span.record_exception(exc)
-                        raise _IsolateFailures from exc
+                if group and group[0][1].envelope.type != envelope.type:
+                    await self._handle_together(uow, group)
+                    group = []
+                group.append((record, Delivery(envelope, payload)))
                 outcomes.append("processed")
+            if group:
+                await self._handle_together(uow, group)
         return outcomes
+
+    async def _handle_together(
+        self, uow: UnitOfWork, group: Sequence[tuple[ConsumerRecord[bytes, bytes], Delivery]]
+    ) -> None:
+        with self._span([r for r, _ in group], [d.envelope for _, d in group]) as span:
+            try:
+                await self._handle(uow, [d for _, d in group])
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                span.record_exception(exc)
+                raise _IsolateFailures from exc
 
     async def _process_isolated(self, records: Sequence[ConsumerRecord[bytes, bytes]]) -> list[str]:
         async with self._uow_factory() as uow:
@@ -152,28 +220,55 @@ class BatchProcessor:
             self._dead_letter(uow, record, item)
             return "dead_lettered"
         envelope, payload = item
-        with self._span(record, envelope) as span:
+        subscription = self._subscriptions[envelope.type]
+        with self._span([record], [envelope]) as span:
             # Events queued by earlier records (dead letters included) are written first,
             # so rolling back this record's savepoint cannot lose them.
             await uow.flush_events()
-            savepoint = await uow.session.begin_nested()
-            try:
-                if not await plumbing.record_first_delivery(uow.session, self.group, envelope.id):
-                    await savepoint.rollback()
-                    span.set_attribute("ballast.duplicate", True)
-                    return "duplicate"
-                await self._handle(uow, envelope, payload)
-                await savepoint.commit()
-                return "processed"
-            except Exception as exc:
-                uow.discard_events()
-                if savepoint.is_active:
-                    await savepoint.rollback()
-                if is_transient(exc):
-                    raise
-                span.record_exception(exc)
-                self._dead_letter(uow, record, exc)
-                return "dead_lettered"
+            for attempt in range(1, subscription.attempts + 1):
+                savepoint = await uow.session.begin_nested()
+                try:
+                    if not await plumbing.record_first_delivery(
+                        uow.session, self.group, envelope.id
+                    ):
+                        await savepoint.rollback()
+                        span.set_attribute("ballast.duplicate", True)
+                        return "duplicate"
+                    await self._handle(uow, [Delivery(envelope, payload)])
+                    await savepoint.commit()
+                    return "processed"
+                except Exception as exc:
+                    uow.discard_events()
+                    if savepoint.is_active:
+                        await savepoint.rollback()
+                    if is_transient(exc):
+                        raise
+                    span.record_exception(exc)
+                    final = isinstance(exc, PermanentMessageError)
+                    if final or attempt == subscription.attempts:
+                        await self._give_up(uow, record, envelope, payload, exc, attempt)
+                        return "dead_lettered"
+                    log.warning(
+                        "message failed; trying again",
+                        extra={"topic": record.topic, "attempt": attempt, "error": repr(exc)},
+                    )
+        raise AssertionError("unreachable: the last attempt returns")
+
+    async def _give_up(
+        self,
+        uow: UnitOfWork,
+        record: ConsumerRecord[bytes, bytes],
+        envelope: Envelope,
+        payload: Any,
+        exc: Exception,
+        attempts: int,
+    ) -> None:
+        """Dead-letter the record, and let its subscription note the failure in its state."""
+        self._dead_letter(uow, record, exc, attempts)
+        hook = self._subscriptions[envelope.type].on_dead_letter
+        if hook is not None:
+            await hook(uow, envelope, payload, _reason(exc))
+            await uow.flush_events()
 
     def _decode(self, record: ConsumerRecord[bytes, bytes]) -> tuple[Envelope, Any] | Exception:
         topic = self._logical(record.topic)
@@ -181,37 +276,50 @@ class BatchProcessor:
             envelope, payload = decode_envelope(record.value)
         except EnvelopeError as exc:
             return exc
-        if envelope.type != topic or topic not in self._handlers:
+        if envelope.type != topic or topic not in self._subscriptions:
             return EnvelopeError(f"event type {envelope.type!r} does not belong on {topic!r}")
         return envelope, payload
 
-    async def _handle(self, uow: UnitOfWork, envelope: Envelope, payload: Any) -> None:
-        uow.causation = envelope
-        try:
-            await self._handlers[envelope.type](uow, envelope, payload)
-            await uow.flush_events()
-        finally:
-            uow.causation = None
+    async def _handle(self, uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+        await self._subscriptions[deliveries[0].envelope.type].deliver(uow, deliveries)
+        await uow.flush_events()
 
     def _span(
-        self, record: ConsumerRecord[bytes, bytes], envelope: Envelope
+        self, records: Sequence[ConsumerRecord[bytes, bytes]], envelopes: Sequence[Envelope]
     ) -> AbstractContextManager[Span]:
+        """One consumer span: child of the first record's producer, linked to the others'."""
+        first = records[0]
+        attributes: dict[str, Any] = {
+            "messaging.system": "kafka",
+            "messaging.destination.name": first.topic,
+            "messaging.consumer.group.name": self.group,
+            "messaging.kafka.partition": first.partition,
+            "messaging.kafka.offset": first.offset,
+            "ballast.event_id": str(envelopes[0].id),
+        }
+        if len(records) > 1:
+            attributes["messaging.batch.message_count"] = len(records)
+        links = []
+        for record in records[1 : 1 + MAX_SPAN_LINKS]:
+            context = trace.get_current_span(
+                context_from_headers(kafka_headers_to_dict(record.headers))
+            ).get_span_context()
+            if context.is_valid:
+                links.append(Link(context))
         return tracer().start_as_current_span(
-            f"{self._logical(record.topic)} process",
-            context=context_from_headers(kafka_headers_to_dict(record.headers)),
+            f"{self._logical(first.topic)} process",
+            context=context_from_headers(kafka_headers_to_dict(first.headers)),
             kind=SpanKind.CONSUMER,
-            attributes={
-                "messaging.system": "kafka",
-                "messaging.destination.name": record.topic,
-                "messaging.consumer.group.name": self.group,
-                "messaging.kafka.partition": record.partition,
-                "messaging.kafka.offset": record.offset,
-                "ballast.event_id": str(envelope.id),
-            },
+            links=links,
+            attributes=attributes,
         )
 
     def _dead_letter(
-        self, uow: UnitOfWork, record: ConsumerRecord[bytes, bytes], exc: BaseException
+        self,
+        uow: UnitOfWork,
+        record: ConsumerRecord[bytes, bytes],
+        exc: BaseException,
+        attempts: int = 1,
     ) -> None:
         log.warning(
             "dead-lettering message",
@@ -220,6 +328,7 @@ class BatchProcessor:
                 "partition": record.partition,
                 "offset": record.offset,
                 "error": str(exc),
+                "attempts": attempts,
             },
         )
         value_text: str | None = None
@@ -230,7 +339,9 @@ class BatchProcessor:
             except UnicodeDecodeError:
                 value_b64 = base64.b64encode(record.value).decode("ascii")
         key = record.key.decode("utf-8", "replace") if record.key else None
-        error = str(exc) or "".join(traceback.format_exception_only(exc)).strip()
+        error = _reason(exc)
+        if attempts > 1:
+            error = f"{error} (after {attempts} attempts)"
         letter = DeadLetterV1(
             consumer_group=self.group,
             original_topic=record.topic,
@@ -274,7 +385,6 @@ class KafkaConsumerLoop:
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
-            *self._processor.topics,
             bootstrap_servers=self._bootstrap,
             group_id=self._processor.group,
             client_id=self._processor.group,
@@ -283,12 +393,11 @@ class KafkaConsumerLoop:
             isolation_level="read_committed",
             max_poll_records=self._batch_size,
         )
+        consumer.subscribe(self._processor.topics, listener=_JoinListener(self.assigned))
         await consumer.start()
         try:
             while True:
                 batches = await consumer.getmany(timeout_ms=500, max_records=self._batch_size)
-                if consumer.assignment():
-                    self.assigned.set()
                 records = [r for tp in sorted(batches, key=_tp_order) for r in batches[tp]]
                 if not records:
                     continue
@@ -319,5 +428,23 @@ class KafkaConsumerLoop:
                 delay = min(delay * 2, self._max_backoff_s)
 
 
+class _JoinListener(ConsumerRebalanceListener):
+    """Sets `joined` once the consumer is in its group, whether or not it got partitions
+    (more replicas than partitions leave some idle, and they are still ready)."""
+
+    def __init__(self, joined: asyncio.Event) -> None:
+        self._joined = joined
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        return None
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        self._joined.set()
+
+
 def _tp_order(tp: TopicPartition) -> tuple[str, int]:
     return tp.topic, tp.partition
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc) or "".join(traceback.format_exception_only(exc)).strip()

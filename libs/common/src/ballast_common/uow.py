@@ -66,19 +66,33 @@ class UnitOfWork:
         finally:
             await self.session.close()
 
-    def publish(self, payload: BaseModel, *, key: str, tenant: str | None = None) -> Envelope:
-        """Queue an event for the outbox; it is written when this unit of work flushes."""
+    def publish(
+        self,
+        payload: BaseModel,
+        *,
+        key: str,
+        tenant: str | None = None,
+        cause: Envelope | None = None,
+    ) -> Envelope:
+        """Queue an event for the outbox; it is written when this unit of work flushes.
+
+        `cause` is the event this one follows from (a batch handler names it; a one-at-a-time
+        handler's event is taken by default). The new event continues the cause's trace.
+        """
+        cause = cause or self.causation
         contract = contract_of_payload(payload)
         trace = current_trace_headers()
+        if cause is not None and cause.traceparent and not _same_trace(trace, cause):
+            trace = {"traceparent": cause.traceparent, "tracestate": cause.tracestate or ""}
         envelope = Envelope(
             type=contract.type,
             version=contract.version,
-            tenant=tenant or (self.causation.tenant if self.causation else "default"),
+            tenant=tenant or (cause.tenant if cause else "default"),
             key=key,
             source=self.source,
-            causation_id=self.causation.id if self.causation else None,
+            causation_id=cause.id if cause else None,
             traceparent=trace.get("traceparent"),
-            tracestate=trace.get("tracestate"),
+            tracestate=trace.get("tracestate") or None,
             payload=payload.model_dump(mode="json"),
         )
         self._pending.append(
@@ -108,6 +122,13 @@ class UnitOfWork:
     async def rollback(self) -> None:
         self._pending.clear()
         await self.session.rollback()
+
+
+def _same_trace(headers: dict[str, str], cause: Envelope) -> bool:
+    """Whether the current trace context is the cause's trace (W3C: version-traceid-...)."""
+    current = headers.get("traceparent", "").split("-")
+    theirs = (cause.traceparent or "").split("-")
+    return len(current) > 1 and len(theirs) > 1 and current[1] == theirs[1]
 
 
 def new_id() -> uuid.UUID:
