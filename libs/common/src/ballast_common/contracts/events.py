@@ -247,6 +247,54 @@ class DriftDetectedV1(Payload):
     securities: list[SecurityDriftV1]
 
 
+RunTrigger = Literal[
+    "model-change", "scan", "interval-scan", "harvest", "interval-harvest", "manual"
+]
+RunKind = Literal["rebalance", "scan", "harvest"]
+
+
+class RebalanceChunkRequestedV1(Payload):
+    """One chunk of a run's accounts, for any instance of rebalance-svc to process.
+
+    A run (a model change, a scan, a harvest) is split into chunks of a few hundred accounts
+    keyed to partitions; each chunk is one transaction, idempotent by (run, chunk).
+    """
+
+    run_id: uuid.UUID
+    chunk: int = Field(ge=0, description="0-based index of this chunk in its run")
+    chunks: int = Field(ge=1, description="how many chunks the run has")
+    kind: RunKind = Field(
+        description="rebalance: rebalance every account; scan: measure drift (and rebalance "
+        "out-of-tolerance accounts when rebalance_out_of_tolerance); harvest: tax-loss harvest"
+    )
+    trigger: RunTrigger
+    model_id: str = Field(description="the changed model, or '*' for a scan or harvest")
+    model_version: int = Field(ge=0)
+    account_ids: list[str] = Field(min_length=1, max_length=5000)
+    rebalance_out_of_tolerance: bool = False
+
+
+class RebalanceChunkCompletedV1(Payload):
+    """A chunk of a run was processed (or failed after its attempts). A run is complete when
+    all `chunks` of it have completed or failed; its totals are the sums over its chunks."""
+
+    run_id: uuid.UUID
+    chunk: int = Field(ge=0)
+    chunks: int = Field(ge=1)
+    kind: RunKind
+    trigger: RunTrigger
+    model_id: str
+    model_version: int = Field(ge=0)
+    status: Literal["completed", "failed"]
+    accounts: int = Field(ge=0, description="accounts in the chunk")
+    accounts_evaluated: int = Field(ge=0)
+    accounts_out_of_tolerance: int = Field(ge=0)
+    accounts_skipped: int = Field(ge=0, description="not rebalanced, each with a reason")
+    proposals: int = Field(ge=0)
+    trades: int = Field(ge=0)
+    error: str | None = Field(default=None, description="why the chunk failed")
+
+
 class TradesProposedV1(Payload):
     """A rebalance run proposes trades for one account."""
 
