@@ -26,6 +26,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ballast_common import idempotency, plumbing
+from ballast_common.book_loads import BookLoadSpec, book_load_router
 from ballast_common.bus import KafkaPublisher, ensure_topics
 from ballast_common.consumer import (
     BatchProcessor,
@@ -62,6 +63,8 @@ class ServiceSpec:
     routers: Sequence[APIRouter] = ()
     subscriptions: Sequence[Subscription] = ()
     background: Sequence[BackgroundTask] = ()
+    # Parts of the book file set this service loads (`/book-loads`, see book_loads.py).
+    book_load: BookLoadSpec | None = None
     version: str = "0.1.0"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -231,6 +234,8 @@ def create_app(spec: ServiceSpec, settings: ServiceSettings | None = None) -> Fa
     _install_health(app)
     for router in spec.routers:
         app.include_router(router)
+    if spec.book_load is not None:
+        app.include_router(book_load_router(spec.book_load, get_runtime))
     FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
     return app
 

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from ballast_common.app import ServiceSpec
+from ballast_common.book_loads import define_book_loads
 from ballast_common.settings import ServiceSettings
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
@@ -18,6 +19,9 @@ class Note(Table, table=True):
     id: int | None = Field(default=None, primary_key=True)
     account_id: str
     text: str
+
+
+book_loads = define_book_loads(Table.metadata)
 
 
 def make_spec(schema: str) -> ServiceSpec:

@@ -15,8 +15,11 @@ service_metadata: MetaData = config.attributes["target_metadata"]
 
 
 def include_object(obj, name, type_, reflected, compare_to):
-    # Autogenerate compares only this service's tables (its schema is the search_path).
-    return not (type_ == "table" and reflected and compare_to is None and name == "alembic_version")
+    # Autogenerate compares only this service's tables (its schema is the search_path);
+    # book loads' staging tables (stage_*) come and go with the loads.
+    if type_ == "table" and reflected and compare_to is None:
+        return not (name == "alembic_version" or name.startswith("stage_"))
+    return True
 
 
 def run_on(connection: Connection) -> None:

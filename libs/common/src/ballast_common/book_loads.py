@@ -1,0 +1,575 @@
+"""Book loads: CSV files staged with COPY, checked in SQL, applied all at once.
+
+A service that loads part of the book file set (`contracts/book_files.py`) declares a
+`BookLoadSpec`; the app factory then serves, under `/book-loads/{load_id}`:
+
+- `PUT .../files/{name}` (text/csv): the file streams into a staging table of its own with
+  COPY (no Python object per row); a malformed row (quotes, column count, encoding) is a 422
+  naming the file and line;
+- `POST .../validate`: every row checked against its columns (kind, emptiness, scale,
+  uniqueness) in one scan per file, then the service's own checks; the problems come back
+  named `file:line` and column;
+- `POST .../apply`: validates again and applies everything in ONE transaction (the service's
+  set-based INSERT ... SELECT from the staging tables, its events through the outbox), or
+  nothing; applying a load again returns the first result;
+- `GET ...` and `DELETE ...`: the load's state, and discarding what was staged.
+
+The staging tables are unlogged and dropped once the load is applied. The SQL of this
+mechanism lives here; a service's own checks and writes live in its repository.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Path, Request
+from pydantic import BaseModel, Field
+from sqlalchemy import Column, DateTime, MetaData, String, Table, select, text
+from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ballast_common.contracts.book_files import (
+    BY_NAME,
+    FALSE_WORDS,
+    TRUE_WORDS,
+    CsvColumn,
+    CsvFile,
+)
+from ballast_common.errors import Conflict, FieldProblem, InvalidInput, NotFound
+from ballast_common.uow import UnitOfWork
+
+MAX_PROBLEMS = 1000
+STAGE_PREFIX = "stage_"
+LOAD_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+_DIGITS = 18  # at most this many digits before the decimal point
+
+
+def define_book_loads(metadata: MetaData) -> Table:
+    """The `book_loads` table, in a service's own metadata (only services that load files)."""
+    return Table(
+        "book_loads",
+        metadata,
+        Column("load_id", String(64), primary_key=True),
+        Column("status", String(16), nullable=False),  # staged | applied
+        # file name -> {"table": staging table, "rows": n, "columns": [...]}
+        Column("files", JSONB, nullable=False),
+        Column("result", JSONB, nullable=True),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("applied_at", DateTime(timezone=True), nullable=True),
+    )
+
+
+def create_book_loads() -> None:
+    """Create `book_loads` in a service's migration."""
+    import sqlalchemy as sa
+    from alembic import op
+    from sqlalchemy.dialects import postgresql
+
+    op.create_table(
+        "book_loads",
+        sa.Column("load_id", sa.String(length=64), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("files", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("result", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("applied_at", sa.DateTime(timezone=True), nullable=True),
+        sa.PrimaryKeyConstraint("load_id"),
+    )
+
+
+# --- what a service gives and gets ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadProblem:
+    """One bad row (or file): `line` 0 means the file as a whole."""
+
+    file: str
+    line: int
+    column: str
+    message: str
+
+    def as_field(self) -> FieldProblem:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return FieldProblem(f"{where} {self.column}".strip(), self.message)
+
+
+@dataclass(frozen=True)
+class StagedLoad:
+    """A load as its checks and its apply step see it."""
+
+    load_id: str
+    as_of: date
+    tenant: str
+    tables: dict[str, str] = field(default_factory=dict)  # file name -> staging table
+    rows: dict[str, int] = field(default_factory=dict)
+    columns: dict[str, tuple[str, ...]] = field(default_factory=dict)  # as in the header
+
+    def has(self, name: str) -> bool:
+        return name in self.tables
+
+    def table(self, name: str) -> str:
+        return self.tables[name]
+
+
+Checks = Callable[[AsyncSession, StagedLoad], Awaitable[list[LoadProblem]]]
+Apply = Callable[[UnitOfWork, StagedLoad], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class BookLoadSpec:
+    """The files a service loads, its own checks (SQL in its repository) and its apply step."""
+
+    files: tuple[CsvFile, ...]
+    table: Table  # the service's book_loads table (define_book_loads)
+    checks: Checks
+    apply: Apply
+    # the files a load must have staged (default: those the file set says are required)
+    required: tuple[str, ...] | None = None
+
+    def required_files(self) -> tuple[str, ...]:
+        if self.required is not None:
+            return self.required
+        return tuple(f.name for f in self.files if f.required)
+
+    def file(self, name: str) -> CsvFile:
+        for f in self.files:
+            if f.name == name:
+                return f
+        taken = ", ".join(f.name for f in self.files)
+        raise NotFound(f"this service does not load {name!r}; it loads {taken}")
+
+
+class LoadOptions(BaseModel):
+    as_of: date = Field(description="the date the files describe (the folder's date)")
+    tenant: str = Field(default="demo", min_length=1, max_length=64, pattern=r"^\S+$")
+
+
+# --- SQL the services use on staged rows ----------------------------------------------------
+
+
+def value_sql(file: CsvFile, column: str, alias: str = "") -> str:
+    """The SQL expression of a staged column's typed value (NULL when empty). Valid rows only:
+    run after validation."""
+    c = file.column(column)
+    ref = f"{alias}.{_quote(c.name)}" if alias else _quote(c.name)
+    raw = f"NULLIF(btrim({ref}), '')"
+    if c.kind == "decimal":
+        return f"({raw})::numeric"
+    if c.kind == "date":
+        return f"({raw})::date"
+    if c.kind == "bool":
+        return f"(lower({raw}) IN ({_words(TRUE_WORDS)}))"
+    if c.kind == "choice":
+        return f"lower({raw})"
+    return raw
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _words(words: Sequence[str]) -> str:
+    return ", ".join("'" + w.replace("'", "''") + "'" for w in words)
+
+
+def _column_problems(c: CsvColumn, v: str, r: str) -> list[tuple[str, str]]:
+    """(SQL condition true on a bad value, message) pairs of one column; `v` is the SQL of
+    the trimmed value (NULL when empty), `r` of the raw one."""
+    out: list[tuple[str, str]] = []
+    if c.required:
+        out.append((f"{v} IS NULL", "is empty"))
+    if c.kind == "id":
+        out.append(
+            (
+                f"{v} IS NOT NULL AND (length({r}) > {c.max_length} OR {r} <> {v})",
+                f"must be 1 to {c.max_length} characters without leading or trailing spaces",
+            )
+        )
+    elif c.kind == "text":
+        out.append((f"length({v}) > {c.max_length}", f"is longer than {c.max_length} characters"))
+    elif c.kind == "decimal":
+        pattern = f"^[+-]?[0-9]{{1,{_DIGITS}}}([.][0-9]{{1,{c.scale}}})?$"
+        bad = f"{v} IS NOT NULL AND {v} !~ '{pattern}'"
+        out.append((bad, f"is not a decimal number with at most {c.scale} decimal places"))
+        if c.minimum == "positive":
+            out.append((f"{v} ~ '{pattern}' AND {v}::numeric <= 0", "must be greater than 0"))
+        elif c.minimum == "zero":
+            out.append((f"{v} ~ '{pattern}' AND {v}::numeric < 0", "must not be negative"))
+    elif c.kind == "date":
+        shape = "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"
+        last_day = (
+            f"extract(day from make_date(substr({v}, 1, 4)::int, substr({v}, 6, 2)::int, 1)"
+            " + interval '1 month - 1 day')"
+        )
+        out.append(
+            (
+                f"{v} IS NOT NULL AND (CASE WHEN {v} ~ '{shape}' "
+                f"THEN substr({v}, 9, 2)::int > {last_day} ELSE true END)",
+                "is not a date (YYYY-MM-DD)",
+            )
+        )
+    elif c.kind == "bool":
+        words = _words(TRUE_WORDS + FALSE_WORDS)
+        out.append((f"{v} IS NOT NULL AND lower({v}) NOT IN ({words})", "must be true or false"))
+    elif c.kind == "choice":
+        out.append(
+            (
+                f"{v} IS NOT NULL AND lower({v}) NOT IN ({_words(c.choices)})",
+                "must be one of " + ", ".join(c.choices),
+            )
+        )
+    return out
+
+
+def _row_checks_sql(file: CsvFile, table: str, present: Sequence[str]) -> str:
+    """One scan of a staged file yielding (line, column, message) for every bad value."""
+    cases: list[str] = []
+    for c in file.columns:
+        if c.name not in present:
+            continue
+        raw = f"s.{_quote(c.name)}"
+        trimmed = f"NULLIF(btrim({raw}), '')"
+        for condition, message in _column_problems(c, trimmed, raw):
+            text_message = f"{c.name} {message}".replace("'", "''")
+            cases.append(f"(CASE WHEN {condition} THEN '{c.name}' END, '{text_message}')")
+    if not cases:
+        return ""
+    return (
+        f"SELECT s.line, p.col, p.message FROM {_quote(table)} s, "
+        f"LATERAL (VALUES {', '.join(cases)}) AS p(col, message) WHERE p.col IS NOT NULL"
+    )
+
+
+def _unique_sql(file: CsvFile, table: str) -> str:
+    keys = ", ".join(_quote(k) for k in file.unique)
+    return (
+        f"SELECT line, '{file.unique[-1]}' AS col, "
+        f"'the same {', '.join(file.unique)} as line ' || first AS message FROM ("
+        f"SELECT line, min(line) OVER (PARTITION BY {keys}) AS first FROM {_quote(table)}"
+        ") d WHERE line <> first"
+    )
+
+
+async def row_problems(session: AsyncSession, staged: StagedLoad, limit: int) -> list[LoadProblem]:
+    """Every staged file's rows checked against its columns, and its unique columns."""
+    problems: list[LoadProblem] = []
+    for name, table in staged.tables.items():
+        file = BY_NAME[name]
+        queries = [_row_checks_sql(file, table, staged.columns[name])]
+        if file.unique and all(k in staged.columns[name] for k in file.unique):
+            queries.append(_unique_sql(file, table))
+        for sql in filter(None, queries):
+            left = limit - len(problems)
+            if left <= 0:
+                return problems
+            rows = await session.execute(text(f"{sql} ORDER BY 1 LIMIT {left}"))
+            problems += [LoadProblem(name, line, col, message) for line, col, message in rows]
+    return problems
+
+
+# --- staging ----------------------------------------------------------------------------------
+
+
+def stage_table(load_id: str, file: CsvFile) -> str:
+    digest = hashlib.sha256(load_id.encode()).hexdigest()[:16]
+    return f"{STAGE_PREFIX}{digest}_{file.name.removesuffix('.csv')}"
+
+
+class _Upload:
+    """The request body as bytes: the header line first, then everything after it."""
+
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self._chunks = chunks
+        self._rest = b""
+
+    async def header(self, file: CsvFile) -> list[str]:
+        buffer = b""
+        async for chunk in self._chunks:
+            buffer += chunk
+            if b"\n" in buffer or len(buffer) > 65536:
+                break
+        line, _, self._rest = buffer.partition(b"\n")
+        try:
+            decoded = line.decode("utf-8-sig").rstrip("\r")
+        except UnicodeDecodeError:
+            raise InvalidInput(
+                f"{file.name}: the header is not UTF-8",
+                [FieldProblem(f"{file.name}:1", "not UTF-8")],
+            ) from None
+        if not decoded.strip():
+            raise InvalidInput(
+                f"{file.name} is empty: its first line must name the columns",
+                [FieldProblem(f"{file.name}:1", "no header")],
+            )
+        return [c.strip().lower() for c in next(csv.reader(io.StringIO(decoded)))]
+
+    async def body(self) -> AsyncIterator[bytes]:
+        if self._rest:
+            yield self._rest
+        async for chunk in self._chunks:
+            yield chunk
+
+
+def _check_header(file: CsvFile, header: list[str]) -> None:
+    known = {c.name for c in file.columns}
+    problems: list[FieldProblem] = []
+    for i, name in enumerate(header):
+        if name not in known:
+            expected = ", ".join(c.name for c in file.columns)
+            problems.append(
+                FieldProblem(
+                    f"{file.name}:1",
+                    f"column {i + 1} {name!r} is not a column of {file.name} (columns: {expected})",
+                )
+            )
+        elif header.index(name) != i:
+            problems.append(FieldProblem(f"{file.name}:1", f"column {name!r} appears twice"))
+    for c in file.columns:
+        if c.required and c.name not in header:
+            problems.append(
+                FieldProblem(f"{file.name}:1", f"required column {c.name!r} is missing")
+            )
+    if problems:
+        raise InvalidInput(f"{file.name}: the header is not right", problems)
+
+
+_COPY_LINE = re.compile(r"line (\d+)")
+
+
+async def stage_file(
+    session: AsyncSession, spec: BookLoadSpec, load_id: str, name: str, body: AsyncIterator[bytes]
+) -> dict[str, Any]:
+    """COPY one uploaded CSV into a fresh staging table; returns its rows and columns."""
+    file = spec.file(name)
+    load = await _lock_load(session, spec, load_id, create=True)
+    if load["status"] == "applied":
+        raise Conflict(f"book load {load_id} was applied already; start a new load")
+    upload = _Upload(body)
+    header = await upload.header(file)
+    _check_header(file, header)
+    table = stage_table(load_id, file)
+    columns = ", ".join(f"{_quote(c)} text" for c in header)
+    await session.execute(text(f"DROP TABLE IF EXISTS {_quote(table)}"))
+    await session.execute(
+        text(
+            f"CREATE UNLOGGED TABLE {_quote(table)} "
+            f"(line bigint GENERATED ALWAYS AS IDENTITY (START WITH 2) PRIMARY KEY, {columns})"
+        )
+    )
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    try:
+        status = await raw.driver_connection.copy_to_table(  # type: ignore[union-attr]
+            table, source=upload.body(), columns=header, format="csv"
+        )
+    except Exception as exc:  # asyncpg's COPY errors name the line in their context
+        detail = getattr(exc, "context", None) or ""
+        match = _COPY_LINE.search(str(detail))
+        line = int(match.group(1)) + 1 if match else 0
+        message = getattr(exc, "message", None) or str(exc)
+        where = f"{file.name}:{line}" if line else file.name
+        if type(exc).__module__.startswith("asyncpg.exceptions") and _is_data_error(exc):
+            raise InvalidInput(f"{where}: {message}", [FieldProblem(where, message)]) from None
+        raise
+    rows = int(str(status).split()[-1]) if status else 0
+    files = dict(load["files"])
+    files[name] = {"table": table, "rows": rows, "columns": header}
+    await session.execute(
+        spec.table.update().where(spec.table.c.load_id == load_id).values(files=files)
+    )
+    return {"load_id": load_id, "file": name, "rows": rows, "columns": header}
+
+
+def _is_data_error(exc: BaseException) -> bool:
+    sqlstate = getattr(exc, "sqlstate", "") or ""
+    return sqlstate.startswith("22") or sqlstate in {"42601"}
+
+
+async def _lock_load(
+    session: AsyncSession, spec: BookLoadSpec, load_id: str, create: bool = False
+) -> dict[str, Any]:
+    t = spec.table
+    if create:
+        await session.execute(
+            insert(t)
+            .values(load_id=load_id, status="staged", files={}, created_at=datetime.now(UTC))
+            .on_conflict_do_nothing()
+        )
+    row = (
+        (await session.execute(select(t).where(t.c.load_id == load_id).with_for_update()))
+        .mappings()
+        .first()
+    )
+    if row is None:
+        raise NotFound(f"no book load {load_id}")
+    return dict(row)
+
+
+def _staged(load: dict[str, Any], options: LoadOptions) -> StagedLoad:
+    files = load["files"]
+    return StagedLoad(
+        load_id=load["load_id"],
+        as_of=options.as_of,
+        tenant=options.tenant,
+        tables={n: f["table"] for n, f in files.items()},
+        rows={n: int(f["rows"]) for n, f in files.items()},
+        columns={n: tuple(f["columns"]) for n, f in files.items()},
+    )
+
+
+async def find_problems(
+    session: AsyncSession, spec: BookLoadSpec, staged: StagedLoad
+) -> list[LoadProblem]:
+    """Missing files, then bad rows, then (only when the rows are sound) the service's own
+    cross-file checks."""
+    missing = [
+        LoadProblem(name, 0, "", "required file was not uploaded")
+        for name in spec.required_files()
+        if not staged.has(name)
+    ]
+    if missing:
+        return missing
+    problems = await row_problems(session, staged, MAX_PROBLEMS)
+    if problems:
+        return problems
+    return (await spec.checks(session, staged))[:MAX_PROBLEMS]
+
+
+async def validate(
+    session: AsyncSession, spec: BookLoadSpec, load_id: str, options: LoadOptions
+) -> dict[str, Any]:
+    load = await _lock_load(session, spec, load_id)
+    if load["status"] == "applied":
+        return {"load_id": load_id, "status": "applied", "valid": True, "problems": []}
+    problems = await find_problems(session, spec, _staged(load, options))
+    return {
+        "load_id": load_id,
+        "status": load["status"],
+        "valid": not problems,
+        "problems": [p.__dict__ for p in problems],
+        "truncated": len(problems) >= MAX_PROBLEMS,
+    }
+
+
+async def apply(
+    uow: UnitOfWork, spec: BookLoadSpec, load_id: str, options: LoadOptions
+) -> dict[str, Any]:
+    """Everything or nothing: the service's writes and events, then the staging dropped."""
+    session = uow.session
+    load = await _lock_load(session, spec, load_id)
+    if load["status"] == "applied":
+        return {"load_id": load_id, "status": "applied", "repeated": True, **load["result"]}
+    staged = _staged(load, options)
+    problems = await find_problems(session, spec, staged)
+    if problems:
+        raise InvalidInput(
+            f"book load {load_id} has {len(problems)}"
+            f"{'+' if len(problems) >= MAX_PROBLEMS else ''} problem(s); nothing was applied",
+            [p.as_field() for p in problems],
+        )
+    result = await spec.apply(uow, staged)
+    for table in staged.tables.values():
+        await session.execute(text(f"DROP TABLE IF EXISTS {_quote(table)}"))
+    await session.execute(
+        spec.table.update()
+        .where(spec.table.c.load_id == load_id)
+        .values(status="applied", result=result, applied_at=datetime.now(UTC))
+    )
+    return {"load_id": load_id, "status": "applied", "repeated": False, **result}
+
+
+async def describe(session: AsyncSession, spec: BookLoadSpec, load_id: str) -> dict[str, Any]:
+    t = spec.table
+    row = (await session.execute(select(t).where(t.c.load_id == load_id))).mappings().first()
+    if row is None:
+        raise NotFound(f"no book load {load_id}")
+    return {
+        "load_id": load_id,
+        "status": row["status"],
+        "files": {n: {"rows": f["rows"], "columns": f["columns"]} for n, f in row["files"].items()},
+        "result": row["result"],
+        "created_at": row["created_at"],
+        "applied_at": row["applied_at"],
+    }
+
+
+async def discard(session: AsyncSession, spec: BookLoadSpec, load_id: str) -> None:
+    load = await _lock_load(session, spec, load_id)
+    if load["status"] == "applied":
+        raise Conflict(f"book load {load_id} was applied; there is nothing staged to discard")
+    for f in load["files"].values():
+        await session.execute(text(f"DROP TABLE IF EXISTS {_quote(f['table'])}"))
+    await session.execute(spec.table.delete().where(spec.table.c.load_id == load_id))
+
+
+# --- routes -----------------------------------------------------------------------------------
+
+LoadId = Annotated[str, Path(pattern=LOAD_ID, description="the caller's id for this load")]
+FileName = Annotated[str, Path(description="a file of the book file set, e.g. accounts.csv")]
+
+
+def book_load_router(spec: BookLoadSpec, runtime_of: Callable[[Request], Any]) -> APIRouter:
+    """`/book-loads/{load_id}` routes for a service's BookLoadSpec (see the module doc)."""
+    router = APIRouter(prefix="/book-loads", tags=["book loads"])
+
+    @router.put(
+        "/{load_id}/files/{name}",
+        status_code=201,
+        summary="Stage one CSV file of a book load (streamed with COPY)",
+        openapi_extra={
+            "requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}},
+        },
+    )
+    async def put_file(
+        load_id: LoadId,
+        request: Request,
+        name: FileName,
+    ) -> dict[str, Any]:
+        async with runtime_of(request).uow() as uow:
+            return await stage_file(uow.session, spec, load_id, name, request.stream())
+
+    @router.post("/{load_id}/validate", summary="Check every staged row; nothing is written")
+    async def post_validate(
+        load_id: LoadId, request: Request, options: Annotated[LoadOptions, Body()]
+    ) -> dict[str, Any]:
+        async with runtime_of(request).db.sessions() as session, session.begin():
+            return await validate(session, spec, load_id, options)
+
+    @router.post("/{load_id}/apply", summary="Apply the staged files, all or nothing")
+    async def post_apply(
+        load_id: LoadId, request: Request, options: Annotated[LoadOptions, Body()]
+    ) -> dict[str, Any]:
+        async with runtime_of(request).uow() as uow:
+            return await apply(uow, spec, load_id, options)
+
+    @router.get("/{load_id}", summary="A load's staged files, status and result")
+    async def get_load(load_id: LoadId, request: Request) -> dict[str, Any]:
+        async with runtime_of(request).db.sessions() as session:
+            return await describe(session, spec, load_id)
+
+    @router.delete("/{load_id}", status_code=204, summary="Discard what a load staged")
+    async def delete_load(load_id: LoadId, request: Request) -> None:
+        async with runtime_of(request).uow() as uow:
+            await discard(uow.session, spec, load_id)
+
+    return router
+
+
+__all__ = [
+    "BookLoadSpec",
+    "LoadOptions",
+    "LoadProblem",
+    "StagedLoad",
+    "book_load_router",
+    "create_book_loads",
+    "define_book_loads",
+    "value_sql",
+]
