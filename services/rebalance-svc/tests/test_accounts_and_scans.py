@@ -40,11 +40,13 @@ from ballast_engine.scenario import scenario_from_dict
 from rebalance_svc import repository, service
 from rebalance_svc.handlers import scan_loop, subscriptions
 from rebalance_svc.main import spec
+from rebalance_svc.schemas import RunOut
 from rebalance_svc.settings import Settings
+from rebalance_test_support import process_requested_chunks
 from sqlalchemy import select
 
 pytestmark = pytest.mark.integration
-HANDLERS = {s.event_type: s.handler for s in subscriptions(Settings())}
+HANDLERS = {s.event_type: s.handler for s in subscriptions(Settings()) if s.handler}
 TOPIC = {
     SecuritiesChangedV1: "securities-changed",
     AccountChangedV1: "account-changed",
@@ -67,7 +69,15 @@ async def deliver(db, payload, key: str) -> Envelope:
     async with unit_of_work(db, "test") as uow:
         uow.causation = envelope
         await HANDLERS[TOPIC[type(payload)]](uow, envelope, payload)
+    await process_requested_chunks(db)  # as the service's chunk consumer would
     return envelope
+
+
+async def run_of(db, model_id: str, version: int) -> RunOut:
+    """The one run of a model version, with why accounts were skipped."""
+    async with db.sessions() as s:
+        [run] = await repository.list_runs(s, model_id, version, 5)
+        return await service.run_with_skipped(s, run.run_id)
 
 
 async def published(db, topic: str) -> list[dict[str, Any]]:
@@ -239,8 +249,7 @@ async def db(database_url):
 
 async def test_a_model_change_uses_each_accounts_settings_and_restrictions(db):
     await deliver(db, model("h3-growth", 1, HA1="0.5", HA2="0.5"), "h3-growth")
-    async with db.sessions() as s:
-        [run] = await repository.list_runs(s, "h3-growth", 1, 5)
+    run = await run_of(db, "h3-growth", 1)
     # the UMA also has a sleeve on h3-growth, but its other model is not published yet
     assert run.skipped == {
         "H-IRA": "account is suspended",
@@ -283,8 +292,7 @@ async def test_a_recent_loss_in_the_household_blocks_buying_it_back(db):
     )
     await deliver(db, holdings("H-PEER", "50", recent_loss_sales=[sale]), "H-PEER")
     await deliver(db, model("h3-growth", 2, HA1="0.6", HA2="0.4"), "h3-growth")
-    async with db.sessions() as s:
-        [run] = await repository.list_runs(s, "h3-growth", 2, 5)
+    run = await run_of(db, "h3-growth", 2)
     [proposal] = [
         p for p in await published(db, "trades-proposed")
         if p["run_id"] == run.run_id and p["account_id"] == "H-SMA"
@@ -301,8 +309,7 @@ async def test_a_recent_loss_in_the_household_blocks_buying_it_back(db):
 
 async def test_a_uma_is_rebalanced_across_its_sleeves_when_one_of_its_models_changes(db):
     await deliver(db, model("h3-income", 1, HB1="1"), "h3-income")
-    async with db.sessions() as s:
-        [run] = await repository.list_runs(s, "h3-income", 1, 5)
+    run = await run_of(db, "h3-income", 1)
     assert "H-UMA" not in run.skipped
     [proposal] = [p for p in await published(db, "trades-proposed") if p["run_id"] == run.run_id]
     assert (proposal["account_id"], proposal["model_id"]) == ("H-UMA", "h3-income")
@@ -348,8 +355,7 @@ async def test_a_bad_uma_is_skipped_with_the_engines_reason_and_the_rest_still_g
     await deliver(db, account("H-BAD", model_id=None, strategy=bad), "H-BAD")
     await deliver(db, holdings("H-BAD", "5000"), "H-BAD")
     await deliver(db, model("h3-income", 2, HB1="1"), "h3-income")
-    async with db.sessions() as s:
-        [run] = await repository.list_runs(s, "h3-income", 2, 5)
+    run = await run_of(db, "h3-income", 2)
     assert "model weights add up to 110" in run.skipped["H-BAD"]
     assert "H-BAD" in run.skipped["H-BAD"]
     proposed = {
@@ -360,7 +366,7 @@ async def test_a_bad_uma_is_skipped_with_the_engines_reason_and_the_rest_still_g
 
 async def test_tax_settings_and_household_loss_sales_reach_the_engine_input(db):
     async with db.sessions() as s:
-        accounts = [a for a in await repository.all_accounts(s) if a.account_id in MINE]
+        accounts = await repository.accounts_by_ids(s, list(MINE))
         prepared = await service.prepare(s, accounts, Settings(), [])
     sma = prepared.taxes["H-SMA"]
     assert (sma.household_id, sma.settings.relief_method, sma.settings.gain_budget) == (
@@ -382,9 +388,13 @@ async def test_a_scan_reports_every_account_and_rebalances_only_those_out_of_ban
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://rebalance") as api:
         response = await api.post("/scans")
-        assert response.status_code == 201, response.text
-        run = response.json()
+        assert response.status_code == 202, response.text
+        planned = response.json()
+        assert (planned["kind"], planned["complete"], planned["chunks"]) == ("scan", False, 1)
+        assert await process_requested_chunks(db) == 1
+        run = (await api.get(f"/runs/{planned['run_id']}")).json()
         assert (run["trigger"], run["model_id"], run["proposals"]) == ("scan", "*", 0)
+        assert run["complete"] and run["chunks_done"] == 1
         drift = {
             d["account_id"]: d
             for d in await published(db, "drift-detected")
@@ -398,8 +408,9 @@ async def test_a_scan_reports_every_account_and_rebalances_only_those_out_of_ban
         assert {s["symbol"] for s in drift["H-UMA"]["securities"]} == {"HA1", "HA2", "HB1"}
 
         response = await api.post("/scans", json={"rebalance": True})
-        run = response.json()
-        assert run["trigger"] == "scan+rebalance"
+        await process_requested_chunks(db)
+        run = (await api.get(f"/runs/{response.json()['run_id']}")).json()
+        assert (run["trigger"], run["rebalance_out_of_tolerance"]) == ("scan", True)
         out = {
             d["account_id"]
             for d in await published(db, "drift-detected")
@@ -418,7 +429,7 @@ async def test_a_scan_reports_every_account_and_rebalances_only_those_out_of_ban
         assert scenario.status_code == 200 and scenario.json()["account"]["account_id"] == some
         assert (await api.get(f"/runs/{run['run_id']}/scenarios/H-IRA")).status_code == 404
         listed = (await api.get("/runs", params={"model_id": "*"})).json()
-        assert [r["trigger"] for r in listed[:2]] == ["scan+rebalance", "scan"]
+        assert [r["rebalance_out_of_tolerance"] for r in listed[:2]] == [True, False]
         bad = await api.post("/scans", json={"rebalance": "maybe"})
         assert bad.status_code == 422
         status = (await api.get("/read-model")).json()
@@ -473,8 +484,10 @@ async def test_a_harvest_sells_the_losing_lots_and_buys_the_equivalent(db):
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://rebalance") as api:
             response = await api.post("/harvests")
-            assert response.status_code == 201, response.text
-            run = response.json()
+            assert response.status_code == 202, response.text
+            await process_requested_chunks(db)
+            run = (await api.get(f"/runs/{response.json()['run_id']}")).json()
+            assert (run["kind"], run["trigger"], run["complete"]) == ("harvest", "harvest", True)
             [proposal] = [
                 p for p in await published(db, "trades-proposed") if p["run_id"] == run["run_id"]
             ]
@@ -488,8 +501,10 @@ async def test_a_harvest_sells_the_losing_lots_and_buys_the_equivalent(db):
             assert stored.status_code == 200
 
             named = await api.post("/harvests", json={"accounts": ["H-SMA"]})
-            assert named.status_code == 201
-            assert "harvesting is off" in named.json()["skipped"]["H-SMA"]
+            assert named.status_code == 202 and named.json()["accounts"] == 1
+            await process_requested_chunks(db)
+            named_run = (await api.get(f"/runs/{named.json()['run_id']}")).json()
+            assert "harvesting is off" in named_run["skipped"]["H-SMA"]
             unknown = await api.post("/harvests", json={"accounts": ["H-SMA", "NOPE"]})
             assert unknown.status_code == 422
             assert unknown.json()["errors"][0]["field"] == "accounts[1]"

@@ -26,14 +26,15 @@ from ballast_common.plumbing import outbox
 from ballast_common.testing import migrated_database, unit_of_work
 from ballast_engine.rebalance import rebalance
 from ballast_engine.scenario import scenario_from_dict
-from rebalance_svc import repository
+from rebalance_svc import repository, service
 from rebalance_svc.handlers import subscriptions
 from rebalance_svc.main import spec
 from rebalance_svc.settings import Settings
+from rebalance_test_support import process_requested_chunks
 from sqlalchemy import select
 
 pytestmark = pytest.mark.integration
-HANDLERS = {s.event_type: s.handler for s in subscriptions(Settings())}
+HANDLERS = {s.event_type: s.handler for s in subscriptions(Settings()) if s.handler}
 TOPIC = {
     SecuritiesChangedV1: "securities-changed",
     AccountChangedV1: "account-changed",
@@ -64,6 +65,7 @@ async def deliver(db, payload, key: str, at: datetime | None = None) -> Envelope
     async with unit_of_work(db, "test") as uow:
         uow.causation = envelope
         await HANDLERS[envelope.type](uow, envelope, payload)
+    await process_requested_chunks(db)  # as the service's chunk consumer would
     return envelope
 
 
@@ -162,7 +164,8 @@ async def test_an_equivalent_holding_is_not_sold_to_buy_its_twin(db, book):
     assert await proposals(db, "EQ-1", 2) == []  # already on target through EQB
 
     async with db.sessions() as s:
-        run = (await repository.list_runs(s, "eq-core", 2, 5))[0]
+        [listed] = await repository.list_runs(s, "eq-core", 2, 5)
+        run = await service.run_with_skipped(s, listed.run_id)
         stored = await repository.get_scenario(s, run.run_id, "EQ-1")
     assert "EQ-1" not in run.skipped and run.accounts_evaluated == 1
     scenario = scenario_from_dict(stored.scenario)

@@ -20,14 +20,15 @@ from ballast_common.plumbing import outbox
 from ballast_common.testing import migrated_database, unit_of_work
 from ballast_engine.rebalance import rebalance
 from ballast_engine.scenario import scenario_from_dict
-from rebalance_svc import repository
+from rebalance_svc import repository, service
 from rebalance_svc.handlers import subscriptions
 from rebalance_svc.main import spec
 from rebalance_svc.settings import Settings
+from rebalance_test_support import process_requested_chunks
 from sqlalchemy import select
 
 pytestmark = pytest.mark.integration
-HANDLERS = {s.event_type: s.handler for s in subscriptions(Settings())}
+HANDLERS = {s.event_type: s.handler for s in subscriptions(Settings()) if s.handler}
 
 
 async def deliver(db, payload, key: str) -> Envelope:
@@ -80,7 +81,7 @@ async def db(database_url):
     await database.dispose()
 
 
-async def test_model_change_rebalances_followers_and_skips_bad_accounts(db):
+async def test_model_change_rebalances_followers_and_skips_bad_accounts(db, run_chunks):
     await deliver(
         db,
         SecuritiesChangedV1(
@@ -117,11 +118,22 @@ async def test_model_change_rebalances_followers_and_skips_bad_accounts(db):
     )
     # R-3 never got holdings
     await deliver(db, model(1, AAA="0.5", BBB="0.5"), "core")
+    async with db.sessions() as s:
+        [planned] = await repository.list_runs(s, "core", 1, 5)
+    assert (planned.kind, planned.trigger, planned.accounts, planned.chunks) == (
+        "rebalance",
+        "model-change",
+        3,
+        1,
+    )
+    assert planned.finished_at is None
+    assert await run_chunks(db) == 1
+    assert await run_chunks(db) == 0  # a chunk is processed once
 
     async with db.sessions() as s:
         rows = (await s.execute(select(outbox.c.topic, outbox.c.value).order_by(outbox.c.id))).all()
     mine = [(t, json.loads(v)["payload"]) for t, v in rows]  # other modules share the outbox
-    mine = [(t, p) for t, p in mine if p["account_id"].startswith("R-")]
+    mine = [(t, p) for t, p in mine if p.get("account_id", "R-").startswith("R-")]
     proposals = [p for t, p in mine if t == "trades-proposed"]
     assert [p["account_id"] for p in proposals] == ["R-1"]
     assert {(t["symbol"], t["side"], t["quantity"]) for t in proposals[0]["trades"]} == {
@@ -132,11 +144,19 @@ async def test_model_change_rebalances_followers_and_skips_bad_accounts(db):
     assert drift == ["R-1"]
 
     async with db.sessions() as s:
-        run = (await repository.list_runs(s, "core", 1, 5))[0]
-    assert run.accounts_evaluated == 1 and run.trades == 2
+        run = await service.run_with_skipped(s, planned.run_id)
+    assert run.accounts_evaluated == 1 and run.trades == 2 and run.complete
+    assert (run.chunks_done, run.chunks_failed, run.accounts_skipped) == (1, 0, 2)
     assert set(run.skipped) == {"R-2", "R-3"}
     assert "ZZZ" in run.skipped["R-2"] and "R-2" in run.skipped["R-2"]
     assert run.skipped["R-3"] == "no holdings reconciled yet"
+    [done] = [p for t, p in mine if t == "rebalance-chunk-completed" and p["run_id"] == run.run_id]
+    assert (done["status"], done["proposals"], done["trades"], done["accounts_skipped"]) == (
+        "completed",
+        1,
+        2,
+        2,
+    )
     async with db.sessions() as s:
         stored = await repository.get_scenario(s, run.run_id, "R-1")
     replayed = rebalance(scenario_from_dict(stored.scenario))
@@ -154,3 +174,44 @@ async def test_a_stale_model_version_is_ignored(db):
         runs = await repository.list_runs(s, "core", 2, 5)
     assert stored.version == 3 and stored.targets == {"AAA": "1"}
     assert runs == []
+
+
+async def test_a_run_in_chunks_completes_when_a_chunk_fails_after_its_attempts(db, monkeypatch):
+    """Chunks of one account each; the chunk of R-2 breaks every time it is tried: it is tried
+    `chunk_attempts` times, dead-lettered with its reason, counted failed, and the run still
+    completes with the other chunks' work."""
+    settings = Settings(chunk_size=1, chunk_attempts=2)
+    handlers = {s.event_type: s.handler for s in subscriptions(settings) if s.handler}
+    envelope = Envelope(
+        type="model-changed", version=1, tenant="demo", key="core", source="test", payload={}
+    )
+    async with unit_of_work(db, "test") as uow:
+        uow.causation = envelope
+        await handlers["model-changed"](uow, envelope, model(10, AAA="0.4", BBB="0.6"))
+    async with db.sessions() as s:
+        [planned] = await repository.list_runs(s, "core", 10, 5)
+    assert (planned.accounts, planned.chunks) == (3, 3)
+
+    tries: list[str] = []
+    real = service._rebalance_chunk
+
+    async def breaks_on_r2(uow, request, accounts, *args):
+        tries.append(request.account_ids[0])
+        if request.account_ids == ["R-2"]:
+            raise RuntimeError("engine blew up on R-2")
+        await real(uow, request, accounts, *args)
+
+    monkeypatch.setattr(service, "_rebalance_chunk", breaks_on_r2)
+    await process_requested_chunks(db, settings)
+    assert tries.count("R-2") == 3  # the batch try, then its two attempts alone
+    async with db.sessions() as s:
+        run = await service.run_with_skipped(s, planned.run_id)
+        rows = (await s.execute(select(outbox.c.topic, outbox.c.value).order_by(outbox.c.id))).all()
+    assert run.complete and (run.chunks_done, run.chunks_failed) == (3, 1)
+    assert run.skipped["R-2"] == "chunk 1 failed: engine blew up on R-2"
+    assert run.proposals == 1  # R-1's; R-3 has no holdings
+    letters = [json.loads(v) for t, v in rows if t == "dlq.rebalance-svc"]
+    assert letters[-1]["error"] == "engine blew up on R-2 (after 2 attempts)"
+    completed = [json.loads(v)["payload"] for t, v in rows if t == "rebalance-chunk-completed"]
+    mine = sorted((c["chunk"], c["status"]) for c in completed if c["run_id"] == planned.run_id)
+    assert mine == [(0, "completed"), (1, "failed"), (2, "completed")]

@@ -22,15 +22,12 @@ async def list_runs(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[RunOut]:
     runs = await repo.list_runs(session, model_id, model_version, limit)
-    return [RunOut.model_validate(r, from_attributes=True) for r in runs]
+    return [service.run_view(r) for r in runs]
 
 
 @router.get("/runs/{run_id}", tags=["runs"], response_model=RunOut)
 async def get_run(run_id: str, session: ReadSession) -> RunOut:
-    run = await repo.get_run(session, run_id)
-    if run is None:
-        raise NotFound(f"no run {run_id}")
-    return RunOut.model_validate(run, from_attributes=True)
+    return await service.run_with_skipped(session, run_id)
 
 
 @router.get(
@@ -48,32 +45,34 @@ async def get_scenario(run_id: str, account_id: str, session: ReadSession) -> di
 @router.post(
     "/scans",
     tags=["runs"],
-    status_code=201,
+    status_code=202,
     response_model=RunOut,
     summary="Scan every account for drift (vectorized); optionally rebalance those out of band",
+    description="Starts a run split into chunks that every instance works on; follow it with "
+    "GET /runs/{run_id} until `complete`.",
 )
 async def run_scan(uow: UoW, runtime: RuntimeDep, body: ScanIn | None = None) -> RunOut:
     settings = runtime.settings
     assert isinstance(settings, Settings)
     rebalance = body.rebalance if body is not None else False
-    run = await service.scan(
-        uow, settings, rebalance=rebalance, trigger="scan+rebalance" if rebalance else "scan"
-    )
-    return RunOut.model_validate(run, from_attributes=True)
+    run = await service.start_scan(uow, settings, rebalance=rebalance, trigger="scan")
+    return service.run_view(run)
 
 
 @router.post(
     "/harvests",
     tags=["runs"],
-    status_code=201,
+    status_code=202,
     response_model=RunOut,
     summary="Harvest tax losses in the accounts that have harvesting on (or those named)",
+    description="Starts a run split into chunks; follow it with GET /runs/{run_id}.",
 )
 async def run_harvest(uow: UoW, runtime: RuntimeDep, body: HarvestIn | None = None) -> RunOut:
     settings = runtime.settings
     assert isinstance(settings, Settings)
-    run = await service.harvest(uow, settings, body.accounts if body is not None else None)
-    return RunOut.model_validate(run, from_attributes=True)
+    accounts = body.accounts if body is not None else None
+    run = await service.start_harvest(uow, settings, accounts)
+    return service.run_view(run)
 
 
 @router.get(

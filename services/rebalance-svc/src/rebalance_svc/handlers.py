@@ -12,6 +12,7 @@ from ballast_common.contracts.events import (
     HoldingsReconciledV1,
     HoldingsReconciledV2,
     ModelChangedV1,
+    RebalanceChunkRequestedV1,
     SecuritiesChangedV1,
 )
 from ballast_common.uow import UnitOfWork
@@ -42,9 +43,20 @@ async def on_holdings_reconciled(
     await service.record_holdings(uow, event)
 
 
+async def on_chunk_dead_lettered(
+    uow: UnitOfWork, envelope: Envelope, event: RebalanceChunkRequestedV1, reason: str
+) -> None:
+    await service.chunk_failed(uow, envelope, event, reason)
+
+
 def subscriptions(settings: Settings) -> list[Subscription]:
     async def on_model_changed(uow: UnitOfWork, envelope: Envelope, event: ModelChangedV1) -> None:
         await service.apply_model_change(uow, envelope, event, settings)
+
+    async def on_chunk_requested(
+        uow: UnitOfWork, envelope: Envelope, event: RebalanceChunkRequestedV1
+    ) -> None:
+        await service.process_chunk(uow, envelope, event, settings)
 
     return [
         Subscription("securities-changed", on_securities_changed),
@@ -52,6 +64,16 @@ def subscriptions(settings: Settings) -> list[Subscription]:
         Subscription("holdings-reconciled", on_holdings_reconciled),
         Subscription("model-changed", on_model_changed),
         Subscription("equivalence-set-changed", on_equivalence_set_changed),
+        # Each chunk its own transaction, on a consumer of its own, so the read model keeps
+        # up while chunks run and every instance of the group takes its share.
+        Subscription(
+            "rebalance-chunk-requested",
+            on_chunk_requested,
+            lane="chunks",
+            batch_size=1,
+            attempts=settings.chunk_attempts,
+            on_dead_letter=on_chunk_dead_lettered,
+        ),
     ]
 
 
@@ -76,7 +98,9 @@ async def scan_loop(runtime: Runtime) -> None:
     await _every(
         runtime,
         settings.scan_interval_seconds,
-        lambda uow, s: service.scan(uow, s, rebalance=s.scan_rebalance, trigger="interval-scan"),
+        lambda uow, s: service.start_scan(
+            uow, s, rebalance=s.scan_rebalance, trigger="interval-scan"
+        ),
     )
 
 
@@ -87,5 +111,5 @@ async def harvest_loop(runtime: Runtime) -> None:
     await _every(
         runtime,
         settings.harvest_interval_seconds,
-        lambda uow, s: service.harvest(uow, s, trigger="interval-harvest"),
+        lambda uow, s: service.start_harvest(uow, s, trigger="interval-harvest"),
     )

@@ -2,11 +2,12 @@
 
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete, func, or_
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import ColumnElement, case, delete, func, or_, text, true, update
+from sqlalchemy.dialects.postgresql import aggregate_order_by, insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -18,6 +19,7 @@ from rebalance_svc.tables import (
     LossSale,
     Model,
     Run,
+    RunChunk,
     Scenario,
     Security,
     SecurityList,
@@ -123,19 +125,109 @@ async def live_equivalence_sets(session: AsyncSession) -> list[EquivalenceSet]:
     return list(result)
 
 
-async def accounts_on_model(session: AsyncSession, model_id: str) -> list[Account]:
-    """SMAs following the model and UMAs with a sleeve on it."""
-    with_sleeve = select(Sleeve.account_id).where(Sleeve.model_id == model_id)
+@dataclass(frozen=True)
+class Selection:
+    """Which accounts a run covers: those on a model (SMAs following it, UMAs with a sleeve on
+    it), those named, those with tax-loss harvesting on, or (nothing given) every account."""
+
+    model_id: str | None = None
+    account_ids: Sequence[str] | None = None
+    harvesting: bool = False
+
+    def where(self) -> ColumnElement[bool]:
+        if self.model_id is not None:
+            with_sleeve = select(Sleeve.account_id).where(Sleeve.model_id == self.model_id)
+            return or_(
+                col(Account.model_id) == self.model_id, col(Account.account_id).in_(with_sleeve)
+            )
+        if self.account_ids is not None:
+            return col(Account.account_id).in_(list(self.account_ids))
+        if self.harvesting:
+            return Account.tax_settings["harvest"].as_boolean().is_(True)  # type: ignore[index]
+        return true()
+
+
+async def selected_chunks(
+    session: AsyncSession, selection: Selection, size: int
+) -> list[list[str]]:
+    """The selected account ids in chunks of `size`, in id order, from one snapshot (ids
+    only: 100,000 accounts are a few megabytes)."""
+    numbered = (
+        select(
+            # integer division: rows 0..size-1 are chunk 0, and so on
+            ((func.row_number().over(order_by=col(Account.account_id)) - 1) // size).label("chunk"),
+            col(Account.account_id).label("account_id"),
+        )
+        .where(selection.where())
+        .subquery()
+    )
+    result = await session.execute(
+        select(func.array_agg(aggregate_order_by(numbered.c.account_id, numbered.c.account_id)))
+        .group_by(numbered.c.chunk)
+        .order_by(numbered.c.chunk)
+    )
+    return [list(ids) for (ids,) in result.all()]
+
+
+async def existing_account_ids(session: AsyncSession, account_ids: Sequence[str]) -> set[str]:
+    result = await session.exec(
+        select(col(Account.account_id)).where(col(Account.account_id).in_(list(account_ids)))
+    )
+    return set(result.all())
+
+
+async def accounts_by_ids(session: AsyncSession, account_ids: Sequence[str]) -> list[Account]:
     result = await session.exec(
         select(Account)
-        .where(or_(col(Account.model_id) == model_id, col(Account.account_id).in_(with_sleeve)))
+        .where(col(Account.account_id).in_(list(account_ids)))
         .order_by(col(Account.account_id))
     )
     return list(result)
 
 
-async def all_accounts(session: AsyncSession) -> list[Account]:
-    return list(await session.exec(select(Account).order_by(col(Account.account_id))))
+async def claim_chunk(session: AsyncSession, run_id: str, chunk: int, accounts: int) -> bool:
+    """Mark a chunk as taken in this transaction; False if it was processed before."""
+    result = await session.execute(
+        insert(RunChunk)
+        .values(
+            run_id=run_id,
+            chunk=chunk,
+            status="processing",
+            accounts=accounts,
+            skipped={},
+            finished_at=func.now(),
+        )
+        .on_conflict_do_nothing()
+        .returning(col(RunChunk.chunk))
+    )
+    return result.first() is not None
+
+
+async def finish_chunk(session: AsyncSession, run_id: str, chunk: int, **outcome: Any) -> None:
+    await session.execute(
+        update(RunChunk)
+        .where(col(RunChunk.run_id) == run_id, col(RunChunk.chunk) == chunk)
+        .values(**outcome, finished_at=func.now())
+    )
+
+
+async def count_chunk_in_run(
+    session: AsyncSession, run_id: str, counts: dict[str, int], *, failed: bool
+) -> None:
+    """Add a chunk's counts to its run; the run finishes with its last chunk."""
+    run = Run.__table__.c  # type: ignore[attr-defined]
+    await session.execute(
+        update(Run)
+        .where(col(Run.run_id) == run_id)
+        .values(
+            chunks_done=run.chunks_done + 1,
+            chunks_failed=run.chunks_failed + int(failed),
+            finished_at=case(
+                (run.chunks_done + 1 >= run.chunks, func.now()), else_=run.finished_at
+            ),
+            **{name: getattr(run, name) + value for name, value in counts.items()},
+        )
+    )
 
 
 async def sleeves_of(session: AsyncSession, account_ids: Sequence[str]) -> dict[str, list[Sleeve]]:
@@ -300,6 +392,18 @@ async def list_runs(
     if model_version is not None:
         stmt = stmt.where(Run.model_version == model_version)
     return list(await session.exec(stmt.order_by(col(Run.started_at).desc()).limit(limit)))
+
+
+async def run_skipped(session: AsyncSession, run_id: str, limit: int) -> dict[str, str]:
+    """Why accounts of a run were not rebalanced (at most `limit` of them)."""
+    rows = await session.execute(
+        text(
+            "SELECT s.key, s.value FROM run_chunks c, jsonb_each_text(c.skipped) s "
+            "WHERE c.run_id = :run ORDER BY s.key LIMIT :limit"
+        ),
+        {"run": run_id, "limit": limit},
+    )
+    return dict(rows.all())
 
 
 async def read_model_counts(session: AsyncSession) -> dict[str, int]:

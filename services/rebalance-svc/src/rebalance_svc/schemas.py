@@ -7,16 +7,27 @@ from pydantic import BaseModel, ConfigDict, Field
 
 class RunOut(BaseModel):
     run_id: str
-    trigger: str
-    model_id: str
+    trigger: str = Field(description="model-change, scan, interval-scan, harvest, ...")
+    kind: str = Field(description="rebalance, scan or harvest")
+    model_id: str = Field(description="the changed model; '*' for a scan or a harvest")
     model_version: int
+    rebalance_out_of_tolerance: bool
     started_at: datetime
-    finished_at: datetime
+    finished_at: datetime | None = Field(description="when its last chunk was done")
+    complete: bool
+    accounts: int = Field(description="accounts the run covers")
+    chunks: int
+    chunks_done: int = Field(description="completed or failed")
+    chunks_failed: int
     accounts_evaluated: int
     accounts_out_of_tolerance: int
+    accounts_skipped: int
     proposals: int
     trades: int
-    skipped: dict[str, str]
+    skipped: dict[str, str] = Field(
+        default_factory=dict,
+        description="why accounts were not rebalanced (the first 1,000 by account id)",
+    )
 
 
 class ReadModelStatus(BaseModel):

@@ -20,12 +20,16 @@ from ballast_common.contracts.events import (
     HoldingsReconciledV2,
     LossSaleV1,
     ModelChangedV1,
+    RebalanceChunkCompletedV1,
+    RebalanceChunkRequestedV1,
+    RunKind,
+    RunTrigger,
     SecuritiesChangedV1,
     SecurityDriftV1,
     TradesProposedV1,
     TradeV1,
 )
-from ballast_common.errors import FieldProblem, InvalidInput
+from ballast_common.errors import FieldProblem, InvalidInput, NotFound
 from ballast_common.uow import UnitOfWork
 from ballast_engine.drift import book_arrays, scan_drift
 from ballast_engine.harvesting import harvest_book
@@ -62,6 +66,7 @@ from rebalance_svc.engine_input import (
     strategy_for,
     tax_context,
 )
+from rebalance_svc.schemas import RunOut
 from rebalance_svc.settings import Settings
 from rebalance_svc.tables import Account, EquivalenceSet, Model, Run, Sleeve
 
@@ -345,7 +350,7 @@ async def _loss_sales(
 
 
 # --------------------------------------------------------------------------------------------
-# Model change
+# Runs: planned in chunks, each chunk processed by any instance in its own transaction
 
 
 async def apply_model_change(
@@ -354,7 +359,7 @@ async def apply_model_change(
     event: ModelChangedV1,
     settings: Settings,
 ) -> Run | None:
-    """Store the new model version and rebalance every active account on it (SMAs that
+    """Store the new model version and start a run over every account on it (SMAs that
     follow it, UMAs with a sleeve on it)."""
     model = await repo.get_model(uow.session, event.model_id)
     if model is not None and model.version >= event.version:
@@ -375,40 +380,258 @@ async def apply_model_change(
     else:
         model.name, model.version, model.targets = event.name, event.version, targets
     await repo.save(uow.session, model)
-    return await rebalance_model(
-        uow, model, "model-changed", str(envelope.id), envelope.tenant, settings
+    return await start_run(
+        uow,
+        settings,
+        RunPlan(
+            run_id=str(uuid.uuid5(IDS, f"run:{envelope.id}")),
+            kind="rebalance",
+            trigger="model-change",
+            model_id=model.model_id,
+            model_version=model.version,
+        ),
+        tenant=envelope.tenant,
     )
 
 
-async def rebalance_model(
-    uow: UnitOfWork,
-    model: Model,
-    trigger: str,
-    trigger_id: str,
-    tenant: str,
-    settings: Settings,
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run does, before its accounts are split into chunks."""
+
+    run_id: str
+    kind: RunKind
+    trigger: RunTrigger
+    model_id: str = ALL_MODELS
+    model_version: int = 0
+    rebalance_out_of_tolerance: bool = False
+    account_ids: tuple[str, ...] | None = None  # a harvest of named accounts
+
+
+async def start_scan(
+    uow: UnitOfWork, settings: Settings, *, rebalance: bool, trigger: RunTrigger
 ) -> Run:
-    """One run of the engine over the model's accounts. An account that cannot be rebalanced
-    is skipped with its reason, and the rest of the book still rebalances. The scenario of
-    every rebalanced account is stored, so each decision can be replayed."""
-    run_id = uuid.uuid5(IDS, f"run:{trigger_id}")
-    run = Run(
-        run_id=str(run_id), trigger=trigger, model_id=model.model_id, model_version=model.version
+    """Scan every account for drift; with `rebalance`, rebalance those out of tolerance."""
+    plan = RunPlan(str(uuid.uuid4()), "scan", trigger, rebalance_out_of_tolerance=rebalance)
+    return await start_run(uow, settings, plan)
+
+
+async def start_harvest(
+    uow: UnitOfWork,
+    settings: Settings,
+    account_ids: list[str] | None = None,
+    *,
+    trigger: RunTrigger = "harvest",
+) -> Run:
+    """Harvest tax losses in the accounts that have it on (or in those named; an unknown one
+    is refused, one with harvesting off is skipped saying so)."""
+    if account_ids is not None:
+        known = await repo.existing_account_ids(uow.session, account_ids)
+        unknown = [(i, a) for i, a in enumerate(account_ids) if a not in known]
+        if unknown:
+            raise InvalidInput(
+                f"unknown account {unknown[0][1]}",
+                [FieldProblem(f"accounts[{i}]", f"unknown account {a}") for i, a in unknown],
+            )
+    plan = RunPlan(
+        str(uuid.uuid4()),
+        "harvest",
+        trigger,
+        account_ids=tuple(dict.fromkeys(account_ids)) if account_ids is not None else None,
     )
-    accounts = await repo.accounts_on_model(uow.session, model.model_id)
+    return await start_run(uow, settings, plan)
+
+
+async def start_run(
+    uow: UnitOfWork, settings: Settings, plan: RunPlan, tenant: str = "default"
+) -> Run:
+    """Record the run and publish its chunks (`rebalance-chunk-requested`), each a few
+    hundred accounts in account-id order, keyed to spread over the topic's partitions. A run
+    with no accounts is complete at once."""
+    chunks = await repo.selected_chunks(uow.session, _selection(plan), settings.chunk_size)
+    total = sum(len(c) for c in chunks)
+    run = Run(
+        run_id=plan.run_id,
+        trigger=plan.trigger,
+        kind=plan.kind,
+        model_id=plan.model_id,
+        model_version=plan.model_version,
+        rebalance_out_of_tolerance=plan.rebalance_out_of_tolerance,
+        accounts=total,
+        chunks=len(chunks),
+        finished_at=None if chunks else datetime.now(UTC),
+    )
+    await repo.save(uow.session, run)
+    for index, account_ids in enumerate(chunks):
+        uow.publish(
+            RebalanceChunkRequestedV1(
+                run_id=uuid.UUID(plan.run_id),
+                chunk=index,
+                chunks=len(chunks),
+                kind=plan.kind,
+                trigger=plan.trigger,
+                model_id=plan.model_id,
+                model_version=plan.model_version,
+                account_ids=account_ids,
+                rebalance_out_of_tolerance=plan.rebalance_out_of_tolerance,
+            ),
+            key=f"{plan.run_id}:{index}",
+            tenant=tenant,
+        )
+    log.info(
+        "run started",
+        extra={"run_id": plan.run_id, "kind": plan.kind, "accounts": total, "chunks": len(chunks)},
+    )
+    return run
+
+
+def _selection(plan: RunPlan) -> repo.Selection:
+    if plan.kind == "rebalance":
+        return repo.Selection(model_id=plan.model_id)
+    if plan.kind == "harvest":
+        return repo.Selection(account_ids=plan.account_ids, harvesting=plan.account_ids is None)
+    return repo.Selection()
+
+
+@dataclass
+class Tally:
+    """What a chunk did, for its run's totals."""
+
+    accounts_evaluated: int = 0
+    accounts_out_of_tolerance: int = 0
+    proposals: int = 0
+    trades: int = 0
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+async def process_chunk(
+    uow: UnitOfWork, envelope: Envelope, request: RebalanceChunkRequestedV1, settings: Settings
+) -> Tally | None:
+    """Rebalance, scan or harvest one chunk of a run, once: a chunk done before (by this or
+    another instance) changes nothing. Returns None for such a repeat."""
+    run_id = str(request.run_id)
+    if not await repo.claim_chunk(uow.session, run_id, request.chunk, len(request.account_ids)):
+        log.info("chunk already processed", extra={"run_id": run_id, "chunk": request.chunk})
+        return None
+    accounts = await repo.accounts_by_ids(uow.session, request.account_ids)
+    tally = Tally()
+    known = {a.account_id for a in accounts}
+    for account_id in request.account_ids:
+        if account_id not in known:
+            tally.skipped[account_id] = "account no longer known to rebalance-svc"
+    if request.kind == "rebalance":
+        await _rebalance_chunk(uow, request, accounts, settings, tally, envelope.tenant)
+    elif request.kind == "scan":
+        await _scan_chunk(uow, request, accounts, settings, tally)
+    else:
+        await _harvest_chunk(uow, request, accounts, settings, tally)
+    await _finish_chunk(uow, request, tally, "completed", None, envelope.tenant)
+    return tally
+
+
+async def chunk_failed(
+    uow: UnitOfWork, envelope: Envelope, request: RebalanceChunkRequestedV1, reason: str
+) -> None:
+    """A chunk that failed after its attempts (it is dead-lettered) still counts toward its
+    run, as failed with the reason, so the run completes."""
+    run_id = str(request.run_id)
+    if not await repo.claim_chunk(uow.session, run_id, request.chunk, len(request.account_ids)):
+        return
+    tally = Tally(
+        skipped={a: f"chunk {request.chunk} failed: {reason}" for a in request.account_ids}
+    )
+    await _finish_chunk(uow, request, tally, "failed", reason, envelope.tenant)
+
+
+async def _finish_chunk(
+    uow: UnitOfWork,
+    request: RebalanceChunkRequestedV1,
+    tally: Tally,
+    status: str,
+    error: str | None,
+    tenant: str,
+) -> None:
+    run_id = str(request.run_id)
+    await repo.finish_chunk(
+        uow.session,
+        run_id,
+        request.chunk,
+        status=status,
+        accounts_evaluated=tally.accounts_evaluated,
+        accounts_out_of_tolerance=tally.accounts_out_of_tolerance,
+        proposals=tally.proposals,
+        trades=tally.trades,
+        skipped=tally.skipped,
+        error=error,
+    )
+    await repo.count_chunk_in_run(
+        uow.session, run_id, tally_counts(tally), failed=error is not None
+    )
+    uow.publish(
+        RebalanceChunkCompletedV1(
+            run_id=request.run_id,
+            chunk=request.chunk,
+            chunks=request.chunks,
+            kind=request.kind,
+            trigger=request.trigger,
+            model_id=request.model_id,
+            model_version=request.model_version,
+            status="failed" if error is not None else "completed",
+            accounts=len(request.account_ids),
+            accounts_evaluated=tally.accounts_evaluated,
+            accounts_out_of_tolerance=tally.accounts_out_of_tolerance,
+            accounts_skipped=len(tally.skipped),
+            proposals=tally.proposals,
+            trades=tally.trades,
+            error=error,
+        ),
+        key=run_id,
+        tenant=tenant,
+    )
+
+
+def tally_counts(tally: Tally) -> dict[str, int]:
+    return {
+        "accounts_evaluated": tally.accounts_evaluated,
+        "accounts_out_of_tolerance": tally.accounts_out_of_tolerance,
+        "accounts_skipped": len(tally.skipped),
+        "proposals": tally.proposals,
+        "trades": tally.trades,
+    }
+
+
+async def _rebalance_chunk(
+    uow: UnitOfWork,
+    request: RebalanceChunkRequestedV1,
+    accounts: list[Account],
+    settings: Settings,
+    tally: Tally,
+    tenant: str,
+) -> None:
+    """A model change: every account of the chunk rebalanced with the run's model version. If
+    the model moved on meanwhile, the newer version's run rebalances them instead."""
+    model = await repo.get_model(uow.session, request.model_id)
+    if model is None or model.version != request.model_version:
+        newer = model.version if model is not None else "none"
+        for a in accounts:
+            tally.skipped[a.account_id] = (
+                f"model {request.model_id} is at version {newer} now; its own run rebalances "
+                "the account"
+            )
+        return
     prepared = await prepare(uow.session, accounts, settings, [model])
-    run.skipped.update(prepared.skipped)
-    outcome = _rebalance(prepared, list(prepared.accounts), run)
+    tally.skipped.update(prepared.skipped)
+    outcome = _rebalance(prepared, list(prepared.accounts), tally)
+    label = (model.model_id, model.version)
     for result in outcome:
         account = prepared.rows[result.account_id]
-        label = (model.model_id, model.version)
         tenant_of = account.tenant or tenant
         drift = security_drift(result)
         max_abs = max((abs(d.drift) for d in drift), default=Decimal(0))
         out = max_abs > settings.drift_tolerance
         _publish_drift(
             uow,
-            run,
+            request.run_id,
+            tally,
             account.account_id,
             label,
             result.summary.account_value,
@@ -418,37 +641,33 @@ async def rebalance_model(
             drift,
             tenant_of,
         )
-        _propose(uow, run, prepared, label, result, tenant_of)
-    await _store_scenarios(uow, run, prepared, outcome)
-    run.finished_at = datetime.now(UTC)
-    await repo.save(uow.session, run)
-    return run
+        _propose(uow, request.run_id, tally, prepared, label, result, tenant_of)
+    await _store_scenarios(uow, str(request.run_id), prepared, outcome)
 
 
-# --------------------------------------------------------------------------------------------
-# Drift scan
-
-
-async def scan(
-    uow: UnitOfWork, settings: Settings, *, rebalance: bool, trigger: str = "scan"
-) -> Run:
-    """The engine's vectorized drift scan over every account: drift-detected for each one
-    scanned (out of tolerance when any level is outside its band); with `rebalance`, the
-    out-of-tolerance accounts are rebalanced too (trades-proposed)."""
-    run = Run(run_id=str(uuid.uuid4()), trigger=trigger, model_id=ALL_MODELS, model_version=0)
-    accounts = await repo.all_accounts(uow.session)
+async def _scan_chunk(
+    uow: UnitOfWork,
+    request: RebalanceChunkRequestedV1,
+    accounts: list[Account],
+    settings: Settings,
+    tally: Tally,
+) -> None:
+    """The engine's vectorized drift scan: drift-detected for each account scanned (out of
+    tolerance when any level is outside its band); with `rebalance_out_of_tolerance`, those
+    out of tolerance are rebalanced too (trades-proposed)."""
     prepared = await prepare(uow.session, accounts, settings, [])
-    run.skipped.update(prepared.skipped)
+    tally.skipped.update(prepared.skipped)
     arrays, failures = book_arrays(Book(prepared.reference, tuple(prepared.accounts.values())))
     for failure in failures:
-        run.skipped[failure.account_id] = failure.error
+        tally.skipped[failure.account_id] = failure.error
     drift = scan_drift(arrays)
     out_ids: list[str] = []
     for scanned in scanned_accounts(arrays, drift):
         account = prepared.rows[scanned.account_id]
         _publish_drift(
             uow,
-            run,
+            request.run_id,
+            tally,
             scanned.account_id,
             prepared.labels[scanned.account_id],
             scanned.total_value,
@@ -460,82 +679,80 @@ async def scan(
         )
         if scanned.out_of_tolerance:
             out_ids.append(scanned.account_id)
-    if rebalance and out_ids:
-        outcome = _rebalance(prepared, out_ids, run)
+    if request.rebalance_out_of_tolerance and out_ids:
+        outcome = _rebalance(prepared, out_ids, tally)
         for result in outcome:
             account = prepared.rows[result.account_id]
             label = prepared.labels[result.account_id]
-            _propose(uow, run, prepared, label, result, account.tenant)
-        await _store_scenarios(uow, run, prepared, outcome)
-    run.finished_at = datetime.now(UTC)
-    await repo.save(uow.session, run)
-    return run
+            _propose(uow, request.run_id, tally, prepared, label, result, account.tenant)
+        await _store_scenarios(uow, str(request.run_id), prepared, outcome)
 
 
-# --------------------------------------------------------------------------------------------
-# Tax-loss harvesting
-
-
-async def harvest(
+async def _harvest_chunk(
     uow: UnitOfWork,
+    request: RebalanceChunkRequestedV1,
+    accounts: list[Account],
     settings: Settings,
-    account_ids: list[str] | None = None,
-    *,
-    trigger: str = "harvest",
-) -> Run:
-    """Harvest tax losses in the accounts that have it on (or in those named): the engine
-    sells lots past the account's thresholds, buys replacements that keep exposure without a
-    wash sale, and says what each saves; trades-proposed per account with trades."""
-    run = Run(run_id=str(uuid.uuid4()), trigger=trigger, model_id=ALL_MODELS, model_version=0)
-    accounts = await repo.all_accounts(uow.session)
-    if account_ids is not None:
-        known = {a.account_id for a in accounts}
-        unknown = [(i, a) for i, a in enumerate(account_ids) if a not in known]
-        if unknown:
-            raise InvalidInput(
-                f"unknown account {unknown[0][1]}",
-                [FieldProblem(f"accounts[{i}]", f"unknown account {a}") for i, a in unknown],
-            )
-        wanted = set(account_ids)
-        accounts = [a for a in accounts if a.account_id in wanted]
+    tally: Tally,
+) -> None:
+    """The engine sells lots past each account's thresholds, buys replacements that keep
+    exposure without a wash sale, and says what each saves; trades-proposed per account with
+    trades."""
     chosen = []
     for account in accounts:
         if (account.tax_settings or {}).get("harvest"):
             chosen.append(account)
-        elif account_ids is not None:
-            run.skipped[account.account_id] = (
+        else:
+            tally.skipped[account.account_id] = (
                 "tax-loss harvesting is off for this account (its tax settings on account-svc)"
             )
     prepared = await prepare(uow.session, chosen, settings, [])
-    run.skipped.update(prepared.skipped)
+    tally.skipped.update(prepared.skipped)
     ready = []
     for account_id, account in prepared.accounts.items():
         if account.tax is None:
-            run.skipped[account_id] = "no tax lots from the book of record yet"
+            tally.skipped[account_id] = "no tax lots from the book of record yet"
         else:
             ready.append(account_id)
     outcome = harvest_book(Book(prepared.reference, tuple(prepared.accounts[a] for a in ready)))
     for failure in outcome.failures:
-        run.skipped[failure.account_id] = failure.error
+        tally.skipped[failure.account_id] = failure.error
     for result in outcome.results:
-        run.accounts_evaluated += 1
+        tally.accounts_evaluated += 1
         account = prepared.rows[result.account_id]
-        _propose(uow, run, prepared, prepared.labels[result.account_id], result, account.tenant)
-    await _store_scenarios(uow, run, prepared, list(outcome.results), Request(RequestKind.HARVEST))
-    run.finished_at = datetime.now(UTC)
-    await repo.save(uow.session, run)
-    return run
+        label = prepared.labels[result.account_id]
+        _propose(uow, request.run_id, tally, prepared, label, result, account.tenant)
+    await _store_scenarios(
+        uow, str(request.run_id), prepared, list(outcome.results), Request(RequestKind.HARVEST)
+    )
+
+
+SKIPPED_SHOWN = 1000
+
+
+def run_view(run: Run, skipped: dict[str, str] | None = None) -> RunOut:
+    return RunOut.model_validate(
+        {**run.model_dump(), "complete": run.finished_at is not None, "skipped": skipped or {}}
+    )
+
+
+async def run_with_skipped(session: AsyncSession, run_id: str) -> RunOut:
+    """A run with why its accounts were skipped (the first SKIPPED_SHOWN of them)."""
+    run = await repo.get_run(session, run_id)
+    if run is None:
+        raise NotFound(f"no run {run_id}")
+    return run_view(run, await repo.run_skipped(session, run_id, SKIPPED_SHOWN))
 
 
 # --------------------------------------------------------------------------------------------
 # Engine and events
 
 
-def _rebalance(prepared: Prepared, account_ids: list[str], run: Run) -> list[RebalanceResult]:
+def _rebalance(prepared: Prepared, account_ids: list[str], tally: Tally) -> list[RebalanceResult]:
     book = Book(prepared.reference, tuple(prepared.accounts[a] for a in account_ids))
     outcome = rebalance_book(book)
     for failure in outcome.failures:
-        run.skipped[failure.account_id] = failure.error
+        tally.skipped[failure.account_id] = failure.error
         log.warning(
             "account skipped", extra={"account_id": failure.account_id, "reason": failure.error}
         )
@@ -544,14 +761,14 @@ def _rebalance(prepared: Prepared, account_ids: list[str], run: Run) -> list[Reb
 
 async def _store_scenarios(
     uow: UnitOfWork,
-    run: Run,
+    run_id: str,
     prepared: Prepared,
     results: list[RebalanceResult],
     request: Request | None = None,
 ) -> None:
     await repo.add_scenarios(
         uow.session,
-        run.run_id,
+        run_id,
         {
             r.account_id: scenario_to_dict(
                 RebalanceInput(
@@ -565,7 +782,8 @@ async def _store_scenarios(
 
 def _publish_drift(
     uow: UnitOfWork,
-    run: Run,
+    run_id: uuid.UUID,
+    tally: Tally,
     account_id: str,
     label: tuple[str, int],
     total_value: Decimal,
@@ -575,11 +793,11 @@ def _publish_drift(
     drift: list[SecurityDrift],
     tenant: str,
 ) -> None:
-    run.accounts_evaluated += 1
-    run.accounts_out_of_tolerance += int(out)
+    tally.accounts_evaluated += 1
+    tally.accounts_out_of_tolerance += int(out)
     uow.publish(
         DriftDetectedV1(
-            run_id=uuid.UUID(run.run_id),
+            run_id=run_id,
             account_id=account_id,
             model_id=label[0],
             model_version=label[1],
@@ -604,7 +822,8 @@ def _publish_drift(
 
 def _propose(
     uow: UnitOfWork,
-    run: Run,
+    run_id: uuid.UUID,
+    tally: Tally,
     prepared: Prepared,
     label: tuple[str, int],
     result: RebalanceResult,
@@ -614,11 +833,10 @@ def _propose(
     if not result.trades:
         return
     account_id = result.account_id
-    run_id = uuid.UUID(run.run_id)
     proposal_id = uuid.uuid5(IDS, f"proposal:{run_id}:{account_id}")
     uma = prepared.accounts[account_id].strategy_id is not None
-    run.proposals += 1
-    run.trades += len(result.trades)
+    tally.proposals += 1
+    tally.trades += len(result.trades)
     uow.publish(
         TradesProposedV1(
             proposal_id=proposal_id,

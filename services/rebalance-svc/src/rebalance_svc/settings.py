@@ -1,6 +1,7 @@
 from decimal import Decimal
 
 from ballast_common.settings import ServiceSettings, service_config
+from pydantic import Field
 
 
 class Settings(ServiceSettings):
@@ -18,5 +19,9 @@ class Settings(ServiceSettings):
     scan_interval_seconds: float = 0.0
     # Whether the interval scan also rebalances the accounts out of tolerance.
     scan_rebalance: bool = False
+    # Accounts per chunk of a run: each chunk is one message, one transaction, on any instance.
+    chunk_size: int = Field(default=200, ge=1, le=5000)
+    # How often a chunk that fails is tried before it is dead-lettered (and counted failed).
+    chunk_attempts: int = Field(default=2, ge=1, le=10)
     # Tax-loss harvesting every this many seconds (0: off; POST /harvests runs one on demand).
     harvest_interval_seconds: float = 0.0

@@ -4,7 +4,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Numeric, text
+from sqlalchemy import Column, DateTime, Numeric, Text, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
@@ -160,23 +160,51 @@ class LossSale(Table, table=True):
 
 
 class Run(Table, table=True):
-    """One rebalance run: a model change fanned out over the accounts that follow it (or have
-    a sleeve on it), or a drift scan of the whole book (trigger "scan", model_id "*")."""
+    """One run: a model change fanned out over the accounts that follow it (or have a sleeve
+    on it), a drift scan of the whole book or a tax-loss harvest (model_id "*"). Its accounts
+    are split into chunks (`run_chunks`); the totals here are the sums of the chunks done."""
 
     __tablename__ = "runs"
 
     run_id: str = Field(primary_key=True, max_length=36)
-    trigger: str  # e.g. "model-changed"
+    trigger: str = Field(max_length=32)  # model-change, scan, interval-scan, harvest, ...
+    kind: str = Field(max_length=16)  # rebalance, scan, harvest
     model_id: str = Field(max_length=64, index=True)
     model_version: int
+    rebalance_out_of_tolerance: bool = False  # a scan that rebalances what is out of band
     started_at: datetime = _timestamp()
-    finished_at: datetime = _timestamp()
+    # set when the last chunk is done (or at once for a run without accounts)
+    finished_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    accounts: int = 0  # accounts the run covers
+    chunks: int = 0
+    chunks_done: int = 0  # completed or failed
+    chunks_failed: int = 0
+    accounts_evaluated: int = 0
+    accounts_out_of_tolerance: int = 0
+    accounts_skipped: int = 0
+    proposals: int = 0
+    trades: int = 0
+
+
+class RunChunk(Table, table=True):
+    """One chunk of a run, processed once (by whichever instance took it)."""
+
+    __tablename__ = "run_chunks"
+
+    run_id: str = Field(primary_key=True, max_length=36)
+    chunk: int = Field(primary_key=True)
+    status: str = Field(max_length=16)  # processing (in its transaction), completed, failed
+    accounts: int
     accounts_evaluated: int = 0
     accounts_out_of_tolerance: int = 0
     proposals: int = 0
     trades: int = 0
     # account id -> why it was not rebalanced (no holdings yet, suspended, bad data...)
     skipped: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSONB, nullable=False))
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    finished_at: datetime = _timestamp()
 
 
 class Scenario(Table, table=True):

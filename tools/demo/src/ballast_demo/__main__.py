@@ -225,7 +225,7 @@ def show_summary(result: dict[str, Any], urls: Urls, traces: Path) -> None:
         ("  with client restrictions", result["restricted"]),
         ("Accounts following the changed model", result["accounts_following"]),
         ("Accounts rebalanced", run["accounts_evaluated"]),
-        ("Accounts skipped", len(run["skipped"])),
+        ("Accounts skipped", run["accounts_skipped"]),
         ("Trade proposals (auto-approved)", run["proposals"]),
         ("Trades", run["trades"]),
         ("Orders sent to the custodian", result["custodian"].get("orders_received")),

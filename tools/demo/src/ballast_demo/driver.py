@@ -170,6 +170,7 @@ class Ballast:
     async def wait_for_run(
         self, model_id: str, version: int, timeout_s: float = 120
     ) -> dict[str, Any]:
+        """The model version's run, once every chunk of it is done (its totals are final)."""
         deadline = time.monotonic() + timeout_s
         while True:
             runs = await self._call(
@@ -178,16 +179,29 @@ class Ballast:
                 params={"model_id": model_id, "model_version": version},
             )
             if runs:
-                return runs[0]
+                return await self.wait_for_chunks(runs[0]["run_id"], deadline)
             if time.monotonic() > deadline:
                 raise DriverError(
                     f"no rebalance run for {model_id} v{version} after {timeout_s:.0f}s"
                 )
             await asyncio.sleep(0.2)
 
-    async def harvest(self) -> dict[str, Any]:
-        """A tax-loss harvest over the accounts that have harvesting on."""
-        return await self._call("POST", f"{self.urls.rebalance}/harvests", json={})
+    async def wait_for_chunks(self, run_id: str, deadline: float) -> dict[str, Any]:
+        """rebalance-svc's run once all its chunks are done."""
+        while True:
+            run = await self._call("GET", f"{self.urls.rebalance}/runs/{run_id}")
+            if run["complete"]:
+                return dict(run)
+            if time.monotonic() > deadline:
+                raise DriverError(
+                    f"run {run_id}: {run['chunks_done']} of {run['chunks']} chunks done in time"
+                )
+            await asyncio.sleep(0.2)
+
+    async def harvest(self, timeout_s: float = 120) -> dict[str, Any]:
+        """A tax-loss harvest over the accounts that have harvesting on, once it is done."""
+        run = await self._call("POST", f"{self.urls.rebalance}/harvests", json={})
+        return await self.wait_for_chunks(run["run_id"], time.monotonic() + timeout_s)
 
     async def run_progress(self, run_id: str) -> dict[str, Any]:
         return await self._call("GET", f"{self.urls.reporting}/runs/{run_id}")
