@@ -3,11 +3,14 @@
 from pathlib import Path
 
 from ballast_common.app import ServiceSpec, create_app
+from ballast_common.book_loads import BookLoadSpec
+from ballast_common.contracts.book_files import files_of
 
+from model_hub_svc import service
 from model_hub_svc.api import router
 from model_hub_svc.handlers import SUBSCRIPTIONS
 from model_hub_svc.settings import Settings
-from model_hub_svc.tables import metadata
+from model_hub_svc.tables import book_loads, metadata
 
 spec = ServiceSpec(
     name="model-hub-svc",
@@ -20,6 +23,12 @@ spec = ServiceSpec(
     "corporate-action-recorded.",
     routers=[router],
     subscriptions=SUBSCRIPTIONS,
+    book_load=BookLoadSpec(
+        files=files_of("model-hub-svc"),
+        table=book_loads,
+        checks=service.check_book_load,
+        apply=service.apply_book_load,
+    ),
 )
 
 app = create_app(spec)

@@ -2,7 +2,9 @@
 
 from collections.abc import Sequence
 
-from sqlalchemy import ColumnElement, any_, literal
+from ballast_common.book_loads import StagedLoad, value_sql
+from ballast_common.contracts.book_files import PRICES, SECURITIES
+from sqlalchemy import ColumnElement, any_, literal, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
@@ -150,3 +152,99 @@ async def models_holding(session: AsyncSession, symbol: str) -> list[Model]:
         .with_for_update(of=Model)
     )
     return list(await session.exec(stmt))
+
+
+# --- book loads: securities.csv and prices.csv, staged (see ballast_common.book_loads) ---------
+
+
+async def unknown_priced_symbols(
+    session: AsyncSession, staged: StagedLoad
+) -> list[tuple[int, str]]:
+    """(line, symbol) of prices.csv rows whose security is neither in the master nor in
+    securities.csv."""
+    prices = staged.table("prices.csv")
+    known_new = (
+        f'OR EXISTS (SELECT 1 FROM "{staged.table("securities.csv")}" n '
+        "WHERE btrim(n.symbol) = btrim(p.symbol))"
+        if staged.has("securities.csv")
+        else ""
+    )
+    rows = await session.execute(
+        text(
+            f'SELECT p.line, btrim(p.symbol) FROM "{prices}" p WHERE NOT (EXISTS (SELECT 1 FROM '
+            f"securities s WHERE s.symbol = btrim(p.symbol)) {known_new}) ORDER BY p.line"
+        )
+    )
+    return [(int(line), symbol) for line, symbol in rows]
+
+
+async def unpriced_new_symbols(session: AsyncSession, staged: StagedLoad) -> list[tuple[int, str]]:
+    """(line, symbol) of securities.csv rows new to the master without a row in prices.csv."""
+    if not staged.has("securities.csv"):
+        return []
+    rows = await session.execute(
+        text(
+            f'SELECT n.line, btrim(n.symbol) FROM "{staged.table("securities.csv")}" n '
+            "WHERE NOT EXISTS (SELECT 1 FROM securities s WHERE s.symbol = btrim(n.symbol)) "
+            f'AND NOT EXISTS (SELECT 1 FROM "{staged.table("prices.csv")}" p '
+            "WHERE btrim(p.symbol) = btrim(n.symbol)) ORDER BY n.line"
+        )
+    )
+    return [(int(line), symbol) for line, symbol in rows]
+
+
+async def load_securities(session: AsyncSession, staged: StagedLoad) -> list[str]:
+    """Add or update the staged securities (with their staged price, or the price they have)
+    and the prices of the others; returns the symbols changed."""
+    prices = staged.table("prices.csv")
+    price = value_sql(PRICES, "price", "p")
+    changed: list[str] = []
+    if staged.has("securities.csv"):
+        new = staged.table("securities.csv")
+        fractional = (
+            value_sql(SECURITIES, "fractional_eligible", "n")
+            if "fractional_eligible" in staged.columns["securities.csv"]
+            else "NULL"
+        )
+        cusip = (
+            value_sql(SECURITIES, "cusip", "n")
+            if "cusip" in staged.columns["securities.csv"]
+            else "NULL"
+        )
+        rows = await session.execute(
+            text(
+                "INSERT INTO securities (symbol, name, asset_class, sector, price, "
+                "fractional_eligible, cusip, updated_at) "
+                f"SELECT btrim(n.symbol), {value_sql(SECURITIES, 'name', 'n')}, "
+                f"{value_sql(SECURITIES, 'asset_class', 'n')}, "
+                f"{value_sql(SECURITIES, 'sector', 'n')}, "
+                f"coalesce({price}, s.price), coalesce({fractional}, false), {cusip}, now() "
+                f'FROM "{new}" n LEFT JOIN "{prices}" p ON btrim(p.symbol) = btrim(n.symbol) '
+                "LEFT JOIN securities s ON s.symbol = btrim(n.symbol) "
+                "ON CONFLICT (symbol) DO UPDATE SET name = excluded.name, "
+                "asset_class = excluded.asset_class, sector = excluded.sector, "
+                "price = excluded.price, fractional_eligible = excluded.fractional_eligible, "
+                "cusip = coalesce(excluded.cusip, securities.cusip), updated_at = now() "
+                "RETURNING symbol"
+            )
+        )
+        changed += [r[0] for r in rows]
+    rows = await session.execute(
+        text(
+            f'UPDATE securities s SET price = {price}, updated_at = now() FROM "{prices}" p '
+            f"WHERE s.symbol = btrim(p.symbol) AND s.price <> {price} "
+            + ("AND s.symbol <> ALL(:done) " if changed else "")
+            + "RETURNING s.symbol"
+        ),
+        {"done": changed} if changed else {},
+    )
+    return changed + [r[0] for r in rows]
+
+
+async def securities_page(session: AsyncSession, symbols: Sequence[str]) -> list[Security]:
+    result = await session.exec(
+        select(Security)
+        .where(col(Security.symbol).in_(list(symbols)))
+        .order_by(col(Security.symbol))
+    )
+    return list(result)

@@ -3,7 +3,9 @@
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
+from ballast_common.book_loads import LoadProblem, StagedLoad
 from ballast_common.contracts.events import (
     CorporateActionRecordedV1,
     EquivalenceSetChangedV1,
@@ -48,6 +50,50 @@ async def upsert_securities(uow: UnitOfWork, items: Sequence[SecurityIn]) -> int
         tenant="global",
     )
     return len(items)
+
+
+# --- book loads (securities.csv, prices.csv; docs/book-files.md) ----------------------------
+
+SECURITIES_PER_EVENT = 500
+
+
+async def check_book_load(session: AsyncSession, staged: StagedLoad) -> list[LoadProblem]:
+    """A price of a security the master does not know (nor securities.csv brings), and a new
+    security without a price, are refused."""
+    problems = [
+        LoadProblem(
+            "prices.csv",
+            line,
+            "symbol",
+            f"unknown security {symbol}: add it to securities.csv or the security master",
+        )
+        for line, symbol in await repo.unknown_priced_symbols(session, staged)
+    ]
+    problems += [
+        LoadProblem(
+            "securities.csv", line, "symbol", f"new security {symbol} has no price in prices.csv"
+        )
+        for line, symbol in await repo.unpriced_new_symbols(session, staged)
+    ]
+    return problems
+
+
+async def apply_book_load(uow: UnitOfWork, staged: StagedLoad) -> dict[str, Any]:
+    """Securities and prices into the master; securities-changed for what changed, in
+    events of SECURITIES_PER_EVENT."""
+    changed = sorted(await repo.load_securities(uow.session, staged))
+    for start in range(0, len(changed), SECURITIES_PER_EVENT):
+        page = await repo.securities_page(
+            uow.session, changed[start : start + SECURITIES_PER_EVENT]
+        )
+        uow.publish(
+            SecuritiesChangedV1(
+                securities=[SecurityV1.model_validate(s, from_attributes=True) for s in page]
+            ),
+            key=SECURITY_MASTER_KEY,
+            tenant="global",
+        )
+    return {"securities_changed": len(changed)}
 
 
 async def publish_model(

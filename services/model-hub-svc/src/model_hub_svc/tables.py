@@ -3,6 +3,7 @@
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from ballast_common.book_loads import define_book_loads
 from sqlalchemy import ARRAY, Column, DateTime, Numeric, String
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
@@ -82,3 +83,4 @@ class EquivalenceSet(Table, table=True):
 
 
 metadata = Table.metadata
+book_loads = define_book_loads(metadata)
