@@ -33,6 +33,7 @@ from fastapi import APIRouter, Body, Path, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import Column, DateTime, MetaData, String, Table, select, text
 from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ballast_common.contracts.book_files import (
@@ -49,6 +50,8 @@ MAX_PROBLEMS = 1000
 STAGE_PREFIX = "stage_"
 LOAD_ID = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 _DIGITS = 18  # at most this many digits before the decimal point
+# a plain decimal (an exponent is allowed: the value is still exact)
+_NUMBER = "^[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][+-]?[0-9]+)?$"
 
 
 def define_book_loads(metadata: MetaData) -> Table:
@@ -196,15 +199,21 @@ def _column_problems(c: CsvColumn, v: str, r: str) -> list[tuple[str, str]]:
     elif c.kind == "text":
         out.append((f"length({v}) > {c.max_length}", f"is longer than {c.max_length} characters"))
     elif c.kind == "decimal":
-        pattern = f"^[+-]?[0-9]{{1,{_DIGITS}}}([.][0-9]{{1,{c.scale}}})?$"
-        bad = f"{v} IS NOT NULL AND {v} !~ '{pattern}'"
-        out.append((bad, f"is not a decimal number with at most {c.scale} decimal places"))
+        number = f"{v} ~ '{_NUMBER}'"
+        out.append((f"{v} IS NOT NULL AND NOT ({number})", "is not a number"))
+        out.append(
+            (
+                f"{number} AND (scale({v}::numeric) > {c.scale} "
+                f"OR abs({v}::numeric) >= 1e{_DIGITS})",
+                f"must have at most {_DIGITS} digits before the point and {c.scale} after",
+            )
+        )
         if c.minimum == "positive":
-            out.append((f"{v} ~ '{pattern}' AND {v}::numeric <= 0", "must be greater than 0"))
+            out.append((f"{number} AND {v}::numeric <= 0", "must be greater than 0"))
         elif c.minimum == "zero":
-            out.append((f"{v} ~ '{pattern}' AND {v}::numeric < 0", "must not be negative"))
+            out.append((f"{number} AND {v}::numeric < 0", "must not be negative"))
     elif c.kind == "date":
-        shape = "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"
+        shape = "^[1-9][0-9]{3}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])$"
         last_day = (
             f"extract(day from make_date(substr({v}, 1, 4)::int, substr({v}, 6, 2)::int, 1)"
             " + interval '1 month - 1 day')"
@@ -229,8 +238,51 @@ def _column_problems(c: CsvColumn, v: str, r: str) -> list[tuple[str, str]]:
     return out
 
 
-def _row_checks_sql(file: CsvFile, table: str, present: Sequence[str]) -> str:
-    """One scan of a staged file yielding (line, column, message) for every bad value."""
+def _screen_sql(c: CsvColumn, r: str) -> str:
+    """A cheap condition, true on a bad value of the column (`r`: the raw value), that may
+    raise a data error on some bad values (a failed cast): the fast screen over every row.
+    Kept as few plain functions and casts as can be (a pattern per value costs ten times
+    more); a value it passes is valid by `_column_problems` (a test holds them together)."""
+    v = f"btrim({r})"
+    checks: list[str] = []
+    if c.required:
+        checks.append(f"{r} IS NULL OR {v} = ''")
+    if c.kind == "id":
+        checks.append(f"length({r}) > {c.max_length} OR {r} <> {v}")
+    elif c.kind == "text":
+        checks.append(f"length({v}) > {c.max_length}")
+    elif c.kind == "decimal":
+        n = f"({r})::numeric"
+        checks.append(f"scale({n}) > {c.scale} OR abs({n}) >= 1e{_DIGITS}")
+        if c.minimum == "positive":
+            checks.append(f"{n} <= 0")
+        elif c.minimum == "zero":
+            checks.append(f"{n} < 0")
+    elif c.kind == "date":
+        checks.append(f"length({v}) <> 10 OR substr({v}, 5, 1) <> '-' OR ({r})::date IS NULL")
+    elif c.kind == "bool":
+        checks.append(f"lower({v}) NOT IN ({_words(TRUE_WORDS + FALSE_WORDS)})")
+    elif c.kind == "choice":
+        checks.append(f"lower({v}) NOT IN ({_words(c.choices)})")
+    return " OR ".join(checks)  # NULL (an empty optional value) is not a problem: WHERE skips it
+
+
+def _screen_query(file: CsvFile, table: str, present: Sequence[str], limit: int) -> str:
+    """The lines of a staged file with a bad value (may raise: see `_screen_sql`)."""
+    conditions = [f"({_screen_sql(c, _quote(c.name))})" for c in file.columns if c.name in present]
+    if not conditions:
+        return ""
+    return (
+        f"SELECT line FROM {_quote(table)} WHERE {' OR '.join(conditions)} "
+        f"ORDER BY line LIMIT {limit}"
+    )
+
+
+def _row_checks_sql(
+    file: CsvFile, table: str, present: Sequence[str], lines: Sequence[int] | None = None
+) -> str:
+    """(line, column, message) for every bad value: slow (every check of every column is a
+    pattern), never raises; run on the lines the screen found, or when the screen raised."""
     cases: list[str] = []
     for c in file.columns:
         if c.name not in present:
@@ -242,13 +294,15 @@ def _row_checks_sql(file: CsvFile, table: str, present: Sequence[str]) -> str:
             cases.append(f"(CASE WHEN {condition} THEN '{c.name}' END, '{text_message}')")
     if not cases:
         return ""
+    only = "" if lines is None else f" AND s.line IN ({', '.join(str(int(x)) for x in lines)})"
     return (
         f"SELECT s.line, p.col, p.message FROM {_quote(table)} s, "
-        f"LATERAL (VALUES {', '.join(cases)}) AS p(col, message) WHERE p.col IS NOT NULL"
+        f"LATERAL (VALUES {', '.join(cases)}) AS p(col, message) WHERE p.col IS NOT NULL{only}"
     )
 
 
 def _unique_sql(file: CsvFile, table: str) -> str:
+    """(line, column, message) for every row repeating an earlier row's unique columns."""
     keys = ", ".join(_quote(k) for k in file.unique)
     return (
         f"SELECT line, '{file.unique[-1]}' AS col, "
@@ -258,20 +312,39 @@ def _unique_sql(file: CsvFile, table: str) -> str:
     )
 
 
+def _duplicates_sql(file: CsvFile, table: str) -> str:
+    """Whether any two rows share the file's unique columns (a hash aggregate: fast)."""
+    keys = ", ".join(_quote(k) for k in file.unique)
+    return f"SELECT 1 FROM {_quote(table)} GROUP BY {keys} HAVING count(*) > 1 LIMIT 1"
+
+
 async def row_problems(session: AsyncSession, staged: StagedLoad, limit: int) -> list[LoadProblem]:
-    """Every staged file's rows checked against its columns, and its unique columns."""
+    """Every staged file's rows checked against its columns, and its unique columns. A cheap
+    screen runs over every row; the detailed checks only where it found something (or over
+    the whole file when a value broke the screen's casts)."""
     problems: list[LoadProblem] = []
     for name, table in staged.tables.items():
         file = BY_NAME[name]
-        queries = [_row_checks_sql(file, table, staged.columns[name])]
-        if file.unique and all(k in staged.columns[name] for k in file.unique):
-            queries.append(_unique_sql(file, table))
-        for sql in filter(None, queries):
-            left = limit - len(problems)
-            if left <= 0:
-                return problems
-            rows = await session.execute(text(f"{sql} ORDER BY 1 LIMIT {left}"))
+        present = staged.columns[name]
+        screen = _screen_query(file, table, present, limit)
+        if screen:
+            lines: list[int] | None
+            try:
+                async with session.begin_nested():
+                    lines = [r[0] for r in await session.execute(text(screen))]
+            except DBAPIError:
+                lines = None  # a value the casts could not read: check every line in detail
+            if lines is None or lines:
+                detail = _row_checks_sql(file, table, present, lines)
+                rows = await session.execute(text(f"{detail} ORDER BY 1 LIMIT {limit}"))
+                problems += [LoadProblem(name, line, col, message) for line, col, message in rows]
+        keyed = file.unique and all(k in present for k in file.unique)
+        if keyed and (await session.execute(text(_duplicates_sql(file, table)))).first():
+            unique = f"{_unique_sql(file, table)} ORDER BY 1 LIMIT {limit}"
+            rows = await session.execute(text(unique))
             problems += [LoadProblem(name, line, col, message) for line, col, message in rows]
+        if len(problems) >= limit:
+            return problems[:limit]
     return problems
 
 
