@@ -7,7 +7,7 @@ SERVICES := python3 scripts/services.py
 export BALLAST_PG_FSYNC ?= on
 
 .PHONY: help setup demo test test-unit lint format contracts stack-up stack-down stack-status \
-        up down status bench bench-flow bench-engine bench-tax migration clean
+        up down status migrate bench bench-flow bench-engine bench-tax bench-scale migration clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -46,9 +46,14 @@ stack-down: ## stop the local Kafka broker and PostgreSQL
 stack-status: ## show the local Kafka broker and PostgreSQL
 	@$(STACK) status
 
-up: setup stack-up ## start the six services and the custodian simulator (ports 8001-8009)
+up: setup stack-up ## start the six services and the simulator (ports 8001-8009; REPLICAS=all=2)
 	@eval "$$($(STACK) env)"; export BALLAST_KAFKA_BOOTSTRAP_SERVERS=$$BALLAST_KAFKA_BOOTSTRAP; \
-	  $(STACK) createdb ballast >/dev/null; $(SERVICES) up --profile dev --port-base 8000
+	  $(STACK) createdb ballast >/dev/null; \
+	  $(SERVICES) up --profile dev --port-base 8000 $(if $(REPLICAS),--replicas $(REPLICAS))
+
+migrate: setup stack-up ## migrate every service's schema once (the step `make up` runs first)
+	@eval "$$($(STACK) env)"; $(STACK) createdb ballast >/dev/null; \
+	  $(PY) -m ballast_common.migrations upgrade --all
 
 down: ## stop the services started by `make up` or `make demo`
 	@$(SERVICES) down --profile dev; $(SERVICES) down --profile demo

@@ -1,14 +1,25 @@
 #!/usr/bin/env python3
 """Start, check and stop Ballast's six services and the custodian simulator locally.
 
-Each runs as its own uvicorn process, with its log in <state>/services/<profile>/<name>.log.
-The services read BALLAST_* settings from the environment this script is given (database
-URL, Kafka, topic prefix, trace file); `--port-base N` puts them on N+1 ... N+6, the
-simulator on N+9.
+`up` first migrates every service's schema once (`python -m ballast_common.migrations
+upgrade --all`, output in <state>/services/<profile>/migrate.log), then starts each service
+as its own uvicorn process with BALLAST_MIGRATE_ON_START=false, so replicas never race to
+migrate. The services read BALLAST_* settings from the environment this script is given
+(database URL, Kafka, topic prefix, trace file).
 
-  python3 scripts/services.py up [--profile demo] [--port-base 8000]
+Ports: `--port-base N` puts the services on N+1 ... N+6 and the simulator on N+9. Replica r
+(r = 1, 2, ...) of a service listens on N + offset + 10*r (rebalance-svc, offset 3:
+N+3, N+13, N+23); at most 9 instances per service, so a profile stays within N+1 ... N+99.
+Logs: <state>/services/<profile>/<service>.log, and <service>.<r>.log for replica r.
+
+  python3 scripts/services.py up [--profile demo] [--port-base 8000] [--timeout 90]
+                                 [--replicas rebalance-svc=2,taxlot-svc=2 | all=2]
   python3 scripts/services.py status [--profile demo]
   python3 scripts/services.py down [--profile demo]
+
+`--replicas all=2` gives every consumer service two instances (never the custodian
+simulator: its state is in memory); a named service overrides `all`. `up` starts what is not
+running yet and never stops an instance.
 """
 
 from __future__ import annotations
@@ -24,12 +35,17 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("BALLAST_STATE_DIR", ROOT / ".state"))
 VENV_BIN = ROOT / ".venv" / "bin"
+MIGRATE_ARGS = ["-m", "ballast_common.migrations", "upgrade", "--all"]
+REPLICA_PORT_STEP = 10
+MAX_INSTANCES = 9
 
 
 @dataclass(frozen=True)
@@ -37,6 +53,7 @@ class Service:
     name: str
     app: str
     offset: int
+    scalable: bool = True  # a consumer that may run as several instances
 
 
 SERVICES = (
@@ -46,8 +63,42 @@ SERVICES = (
     Service("taxlot-svc", "taxlot_svc.main:app", 4),
     Service("custodian-gateway", "custodian_gateway.main:app", 5),
     Service("reporting-svc", "reporting_svc.main:app", 6),
-    Service("custodian-sim", "custodian_sim.main:app", 9),
+    Service("custodian-sim", "custodian_sim.main:app", 9, scalable=False),
 )
+
+
+@dataclass(frozen=True)
+class Instance:
+    """Replica `replica` of `service`; replica 0 is the one on the documented port."""
+
+    service: Service
+    replica: int
+
+    @property
+    def name(self) -> str:
+        return self.service.name if self.replica == 0 else f"{self.service.name}.{self.replica}"
+
+    def port(self, port_base: int) -> int:
+        return port_base + self.service.offset + REPLICA_PORT_STEP * self.replica
+
+    def url(self, port_base: int) -> str:
+        return f"http://127.0.0.1:{self.port(port_base)}"
+
+    @property
+    def health_path(self) -> str:
+        return "/healthz" if self.service.name == "custodian-sim" else "/readyz"
+
+
+@dataclass(frozen=True)
+class Running:
+    """One instance as recorded in a profile's state file."""
+
+    service: str
+    replica: int
+    name: str
+    pid: int
+    url: str
+    alive: bool
 
 
 class LaunchError(Exception):
@@ -59,7 +110,72 @@ def run_dir(profile: str) -> Path:
 
 
 def urls(port_base: int) -> dict[str, str]:
-    return {s.name: f"http://127.0.0.1:{port_base + s.offset}" for s in SERVICES}
+    """The URL of each service's first instance (the documented ports)."""
+    return {s.name: Instance(s, 0).url(port_base) for s in SERVICES}
+
+
+def service_by_name(name: str) -> Service:
+    for service in SERVICES:
+        if service.name == name:
+            return service
+    known = ", ".join(s.name for s in SERVICES)
+    raise LaunchError(f"services: unknown service {name!r} (known: {known}, or all)")
+
+
+def resolve_replicas(requested: Mapping[str, int] | None) -> dict[str, int]:
+    """Instances per service: 1 unless asked; `all` sets every scalable one, names win."""
+    counts = {s.name: 1 for s in SERVICES}
+    # `all` first, so that a named service overrides it whatever the order given.
+    ordered = sorted((requested or {}).items(), key=lambda item: item[0] != "all")
+    for name, count in ordered:
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_INSTANCES:
+            raise LaunchError(
+                f"services: replicas for {name} must be a whole number from 1 to "
+                f"{MAX_INSTANCES}, got {count!r}"
+            )
+        if name == "all":
+            counts.update({s.name: count for s in SERVICES if s.scalable})
+            continue
+        service = service_by_name(name)
+        if not service.scalable and count != 1:
+            raise LaunchError(
+                f"services: {name} runs as one instance only (its state is in memory)"
+            )
+        counts[name] = count
+    return counts
+
+
+def parse_replicas(text: str) -> dict[str, int]:
+    """`rebalance-svc=2,taxlot-svc=3` or `all=2` -> {name: count}, checked."""
+    requested: dict[str, int] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, sep, value = item.partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not name:
+            raise LaunchError(
+                f"services: --replicas item {item!r} is not SERVICE=COUNT "
+                f"(e.g. rebalance-svc=2 or all=2)"
+            )
+        try:
+            count = int(value)
+        except ValueError:
+            raise LaunchError(
+                f"services: --replicas {name}={value!r}: the count is not a whole number"
+            ) from None
+        if name in requested:
+            raise LaunchError(f"services: --replicas names {name} twice")
+        requested[name] = count
+    resolve_replicas(requested)  # checks names and counts
+    return requested
+
+
+def plan(replicas: Mapping[str, int] | None = None) -> list[Instance]:
+    """Every instance to run, simulator first (the gateway sends to it from the start)."""
+    counts = resolve_replicas(replicas)
+    ordered = sorted(SERVICES, key=lambda s: s.name != "custodian-sim")
+    return [Instance(s, r) for s in ordered for r in range(counts[s.name])]
 
 
 def _pid_alive(pid: int) -> bool:
@@ -69,6 +185,9 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+    with contextlib.suppress(ChildProcessError):  # reap our own child if it has exited
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
     return True
 
 
@@ -93,117 +212,206 @@ def _ready(url: str, path: str) -> tuple[bool, str]:
         return False, str(exc)
 
 
-def _read_state(profile: str) -> dict[str, dict[str, object]]:
+def _read_state(profile: str) -> dict[str, dict[str, Any]]:
     path = run_dir(profile) / "state.json"
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def _write_state(profile: str, state: dict[str, dict[str, Any]]) -> None:
+    (run_dir(profile) / "state.json").write_text(json.dumps(state, indent=2))
+
+
+def instances(profile: str) -> list[Running]:
+    """The instances a profile's state file records, with whether each is still alive."""
+    out = []
+    for name, info in _read_state(profile).items():
+        pid = int(info["pid"])
+        out.append(
+            Running(
+                service=str(info.get("service", name)),
+                replica=int(info.get("replica", 0)),
+                name=name,
+                pid=pid,
+                url=str(info["url"]),
+                alive=_pid_alive(pid),
+            )
+        )
+    return out
+
+
+def pids(profile: str) -> dict[str, dict[int, int]]:
+    """{service: {replica: pid}} of the instances recorded for `profile`."""
+    out: dict[str, dict[int, int]] = {}
+    for running in instances(profile):
+        out.setdefault(running.service, {})[running.replica] = running.pid
+    return out
+
+
+def kill(profile: str, service: str, replica: int = 0, sig: int = signal.SIGKILL) -> int:
+    """Send `sig` (SIGKILL unless told) to one instance's process group; return its pid."""
+    pid = pids(profile).get(service, {}).get(replica)
+    if pid is None:
+        raise LaunchError(f"services: no instance {replica} of {service} in profile {profile}")
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, sig)
+    return pid
+
+
+def migrate(profile: str, env: Mapping[str, str], timeout_s: float, quiet: bool) -> None:
+    """Bring every service's schema to head, once, before any service starts."""
+    log_path = run_dir(profile) / "migrate.log"
+    try:
+        result = subprocess.run(
+            [str(VENV_BIN / "python"), *MIGRATE_ARGS],
+            cwd=ROOT,
+            env=dict(env),
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise LaunchError(f"services: migrations did not finish within {timeout_s:.0f}s") from exc
+    with open(log_path, "a") as log:
+        log.write(result.stdout + result.stderr)
+    if result.returncode != 0:
+        output = "\n".join((result.stdout + result.stderr).strip().splitlines()[-20:])
+        raise LaunchError(
+            f"services: migrations failed (exit {result.returncode}); no service started; "
+            f"full output in {log_path}:\n{output}"
+        )
+    if not quiet:
+        for line in result.stdout.splitlines():
+            print(f"services: {line}")
+
+
+def _start(instance: Instance, port_base: int, env: Mapping[str, str], folder: Path) -> int:
+    log = open(folder / f"{instance.name}.log", "ab")  # noqa: SIM115 (owned by the child)
+    process = subprocess.Popen(
+        [
+            str(VENV_BIN / "uvicorn"),
+            instance.service.app,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(instance.port(port_base)),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=dict(env),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    log.close()
+    return process.pid
+
+
 def up(
-    profile: str, port_base: int, timeout_s: float = 90.0, quiet: bool = False
+    profile: str,
+    port_base: int,
+    timeout_s: float = 90.0,
+    quiet: bool = False,
+    replicas: Mapping[str, int] | None = None,
 ) -> dict[str, str]:
-    """Start every service not already running; wait until each answers /readyz."""
+    """Migrate, then start every instance not already running; wait until each is ready.
+
+    `replicas` is {service or "all": instances}. Returns each service's first-instance URL.
+    """
     folder = run_dir(profile)
     folder.mkdir(parents=True, exist_ok=True)
-    uvicorn = VENV_BIN / "uvicorn"
-    if not uvicorn.exists():
+    if not (VENV_BIN / "uvicorn").exists():
         raise LaunchError("services: no virtualenv; run `make setup` first")
+    wanted = plan(replicas)
     state = _read_state(profile)
-    service_urls = urls(port_base)
-    env = dict(os.environ)
-    env.setdefault("CUSTODIAN_GATEWAY_CUSTODIAN_URL", service_urls["custodian-sim"])
-    # The simulator must be up before the gateway starts sending to it.
-    for service in sorted(SERVICES, key=lambda s: s.name != "custodian-sim"):
-        known = state.get(service.name)
-        if known and _pid_alive(int(known["pid"])):  # type: ignore[arg-type]
-            continue
-        port = port_base + service.offset
-        if not _port_free(port):
+    missing = [i for i in wanted if not (i.name in state and _pid_alive(int(state[i.name]["pid"])))]
+    for instance in missing:
+        if not _port_free(instance.port(port_base)):
             raise LaunchError(
-                f"services: port {port} (for {service.name}) is already in use by another "
-                f"process; stop it or choose other ports with --port-base"
+                f"services: port {instance.port(port_base)} (for {instance.name}) is already "
+                f"in use by another process; stop it or choose other ports with --port-base"
             )
-        log = open(folder / f"{service.name}.log", "ab")  # noqa: SIM115 (owned by the child)
-        process = subprocess.Popen(
-            [
-                str(uvicorn),
-                service.app,
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--no-access-log",
-                "--log-level",
-                "warning",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        state[service.name] = {"pid": process.pid, "url": service_urls[service.name]}
-        (folder / "state.json").write_text(json.dumps(state, indent=2))
+    env = dict(os.environ)
+    simulator = urls(port_base).get("custodian-sim")
+    if simulator:
+        env.setdefault("CUSTODIAN_GATEWAY_CUSTODIAN_URL", simulator)
+    if missing:
+        migrate(profile, env, timeout_s, quiet)
+    env["BALLAST_MIGRATE_ON_START"] = "false"
+    for instance in missing:
+        state[instance.name] = {
+            "service": instance.service.name,
+            "replica": instance.replica,
+            "pid": _start(instance, port_base, env, folder),
+            "url": instance.url(port_base),
+        }
+        _write_state(profile, state)
+    _wait_ready(wanted, state, folder, timeout_s, quiet)
+    return urls(port_base)
+
+
+def _wait_ready(
+    wanted: list[Instance],
+    state: dict[str, dict[str, Any]],
+    folder: Path,
+    timeout_s: float,
+    quiet: bool,
+) -> None:
     deadline = time.monotonic() + timeout_s
-    pending = {s.name for s in SERVICES}
+    pending = {i.name: i for i in wanted}
     while pending:
-        for name in sorted(pending):
-            path = "/healthz" if name == "custodian-sim" else "/readyz"
-            ok, _ = _ready(service_urls[name], path)
-            pid = int(state[name]["pid"])  # type: ignore[arg-type]
+        for name, instance in sorted(pending.items()):
+            url = str(state[name]["url"])
+            ok, _ = _ready(url, instance.health_path)
             if ok:
-                pending.discard(name)
+                del pending[name]
                 if not quiet:
-                    print(f"services: {name:<18} ready   {service_urls[name]}")
-            elif not _pid_alive(pid):
+                    print(f"services: {name:<20} ready   {url}")
+            elif not _pid_alive(int(state[name]["pid"])):
                 raise LaunchError(
                     f"services: {name} exited during start-up; last lines of "
                     f"{folder / (name + '.log')}:\n{_tail(folder / (name + '.log'))}"
                 )
         if pending and time.monotonic() > deadline:
             details = "; ".join(
-                f"{n}: {_ready(service_urls[n], '/readyz')[1]}" for n in sorted(pending)
+                f"{n}: {_ready(str(state[n]['url']), '/readyz')[1]}" for n in sorted(pending)
             )
             raise LaunchError(f"services: not ready after {timeout_s:.0f}s: {details}")
         if pending:
             time.sleep(0.3)
-    return service_urls
 
 
 def down(profile: str) -> None:
-    state = _read_state(profile)
-    for info in state.values():
-        pid = int(info["pid"])  # type: ignore[arg-type]
-        if _pid_alive(pid):
-            try:
-                os.killpg(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                continue
+    recorded = instances(profile)
+    for running in recorded:
+        if running.alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(running.pid, signal.SIGTERM)
     deadline = time.monotonic() + 15
-    for name, info in state.items():
-        pid = int(info["pid"])  # type: ignore[arg-type]
-        while _pid_alive(pid) and time.monotonic() < deadline:
+    for running in recorded:
+        while _pid_alive(running.pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, os.WNOHANG)
-        if _pid_alive(pid):
-            os.killpg(pid, signal.SIGKILL)
-        print(f"services: {name:<18} stopped")
+        if _pid_alive(running.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(running.pid, signal.SIGKILL)
+        print(f"services: {running.name:<20} stopped")
     (run_dir(profile) / "state.json").unlink(missing_ok=True)
 
 
 def status(profile: str) -> int:
-    state = _read_state(profile)
-    if not state:
+    recorded = instances(profile)
+    if not recorded:
         print(f"services: none running for profile {profile}")
         return 1
     all_ok = True
-    for name, info in state.items():
-        alive = _pid_alive(int(info["pid"]))  # type: ignore[arg-type]
-        ok = alive and _ready(str(info["url"]), "/healthz")[0]
+    for running in sorted(recorded, key=lambda r: (r.service, r.replica)):
+        ok = running.alive and _ready(running.url, "/healthz")[0]
         all_ok &= ok
         print(
-            f"services: {name:<18} {'running' if alive else 'stopped':<8} pid {info['pid']:<8} "
-            f"{info['url']}  {'healthy' if ok else 'not healthy'}"
+            f"services: {running.name:<20} {'running' if running.alive else 'stopped':<8} "
+            f"pid {running.pid:<8} {running.url}  {'healthy' if ok else 'not healthy'}"
         )
     return 0 if all_ok else 1
 
@@ -215,18 +423,35 @@ def _tail(path: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument("--profile", default="dev", help="separates runs (dev, demo, test)")
     parser.add_argument("--port-base", type=int, default=8000)
-    args = parser.parse_args()
+    parser.add_argument(
+        "--timeout", type=float, default=90.0, help="seconds `up` waits for readiness"
+    )
+    parser.add_argument(
+        "--replicas",
+        action="append",
+        default=[],
+        metavar="SERVICE=N,...",
+        help="instances per consumer service for `up`, e.g. rebalance-svc=2 or all=2",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     try:
         if args.command == "up":
-            up(args.profile, args.port_base)
+            replicas = parse_replicas(",".join(args.replicas))
+            up(args.profile, args.port_base, timeout_s=args.timeout, replicas=replicas)
             return 0
+        if args.replicas:
+            raise LaunchError("services: --replicas applies to `up` only")
         if args.command == "down":
             down(args.profile)
             return 0

@@ -100,3 +100,40 @@ def import_apps(
         if f'"{app}": null' not in alone.stdout:
             failed[app] = error
     return failed
+
+
+_SPECS = """
+import json
+from alembic.script import ScriptDirectory
+from ballast_common.migrations import alembic_config
+from ballast_common.migrations.runner import SERVICE_PACKAGES, load_spec
+out = {}
+for package in SERVICE_PACKAGES:
+    spec = load_spec(package)
+    config = alembic_config(spec.schema, spec.migrations_dir, spec.metadata)
+    out[spec.name] = {
+        "package": package,
+        "schema": spec.schema,
+        "heads": sorted(ScriptDirectory.from_config(config).get_heads()),
+        "consumer": bool(spec.subscriptions),
+        "lanes": sorted({s.lane for s in spec.subscriptions if s.lane is not None}),
+    }
+print("@@SPECS@@" + json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="session")
+def service_specs() -> dict[str, dict[str, Any]]:
+    """What each service's `main.spec` says (name, schema, migration heads, consumer lanes),
+    read in a fresh interpreter from the packages `upgrade --all` migrates."""
+    result = subprocess.run(
+        [sys.executable, "-c", _SPECS],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    lines = [x for x in result.stdout.splitlines() if x.startswith("@@SPECS@@")]
+    assert result.returncode == 0 and lines, f"reading the specs failed:\n{result.stderr[-3000:]}"
+    specs: dict[str, dict[str, Any]] = json.loads(lines[-1].removeprefix("@@SPECS@@"))
+    return specs

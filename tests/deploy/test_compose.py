@@ -111,6 +111,13 @@ def test_check_jsonschema_cli_agrees() -> None:
         ),
         (lambda d: d["services"]["postgres"].update(ports={"5432": "5432"}), "ports"),
         (lambda d: d["services"]["postgres"].update(restart=["always"]), "restart"),
+        (
+            lambda d: d["services"]["rebalance-svc"]["depends_on"]["migrate"].update(
+                condition="service_completed"
+            ),
+            "condition",
+        ),
+        (lambda d: d["services"]["rebalance-svc-extra"].update(deploy={"replica": 2}), "deploy"),
     ],
 )
 def test_schema_check_catches_mistakes(compose: dict[str, Any], mutate: Any, where: str) -> None:
@@ -123,8 +130,15 @@ def test_schema_check_catches_mistakes(compose: dict[str, Any], mutate: Any, whe
 # -- our rules ----------------------------------------------------------------------------------
 
 
+def _one_shot(svc: dict[str, Any]) -> bool:
+    """A job that runs to completion (restart "no"), as opposed to a long-running service."""
+    return str(svc.get("restart", "no")) == "no"
+
+
 def test_every_service_has_a_healthcheck(compose: dict[str, Any]) -> None:
     for name, svc in compose["services"].items():
+        if _one_shot(svc):
+            continue
         hc = svc.get("healthcheck")
         assert hc, f"{name} has no healthcheck"
         assert not hc.get("disable"), f"{name} disables its healthcheck"
@@ -139,6 +153,12 @@ def test_depends_on_targets_exist_and_are_healthy_and_acyclic(compose: dict[str,
         graph[name] = set(deps)
         for target, spec in deps.items():
             assert target in services, f"{name} depends on unknown service {target}"
+            if _one_shot(services[target]):
+                assert spec.get("condition") == "service_completed_successfully", (
+                    f"{name} -> {target} (a one-shot job) must wait for "
+                    f"condition: service_completed_successfully"
+                )
+                continue
             assert spec.get("condition") == "service_healthy", (
                 f"{name} -> {target} must wait for condition: service_healthy"
             )
@@ -279,3 +299,72 @@ def test_app_in_the_command_is_importable_from_the_workspace(
     if not source.exists():
         pytest.skip(f"{source.relative_to(REPO)} is not written yet: nothing to import")
     assert apps[0] not in workspace_import_errors, workspace_import_errors[apps[0]]
+
+
+# -- migrations once, then services that scale -------------------------------------------------
+
+MIGRATE_COMMAND = ["python", "-m", "ballast_common.migrations", "upgrade", "--all"]
+
+
+def _extra(name: str) -> str:
+    return f"{name}-extra"
+
+
+def test_migrate_runs_once_before_the_services(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    migrate = services["migrate"]
+    assert migrate["command"] == MIGRATE_COMMAND
+    assert _one_shot(migrate), "migrate must run to completion, not restart"
+    assert interpolate(migrate["image"]) == interpolate(services["account-svc"]["image"])
+    assert _host_ports(migrate) == [] and "deploy" not in migrate
+    assert _depends_on(migrate) == {"postgres": {"condition": "service_healthy"}}
+    assert (
+        _env(migrate)["BALLAST_DATABASE_URL"]
+        == _env(services["account-svc"])["BALLAST_DATABASE_URL"]
+    ), "migrate must migrate the database the services use"
+    one_shots = {name for name, svc in services.items() if _one_shot(svc)}
+    assert one_shots == {"migrate"}, f"only migrate may be a one-shot job: {one_shots}"
+
+
+@pytest.mark.parametrize("name", [*PLATFORM_SERVICES, *map(_extra, PLATFORM_SERVICES)])
+def test_services_wait_for_migrate_and_do_not_migrate_themselves(
+    compose: dict[str, Any], name: str
+) -> None:
+    svc = compose["services"][name]
+    assert _depends_on(svc).get("migrate") == {"condition": "service_completed_successfully"}
+    assert _env(svc)["BALLAST_MIGRATE_ON_START"] == "false"
+
+
+def test_the_simulator_needs_no_migrations(compose: dict[str, Any]) -> None:
+    sim = compose["services"]["custodian-sim"]
+    assert "migrate" not in _depends_on(sim)
+    assert _extra("custodian-sim") not in compose["services"], "the simulator is one instance"
+    assert int(interpolate(str(sim.get("deploy", {}).get("replicas", 1)))) == 1
+
+
+def test_no_container_name_blocks_scaling(compose: dict[str, Any]) -> None:
+    named = [name for name, svc in compose["services"].items() if "container_name" in svc]
+    assert named == []
+
+
+@pytest.mark.parametrize("name", PLATFORM_SERVICES)
+def test_each_service_scales_through_an_extra_without_host_ports(
+    compose: dict[str, Any], name: str
+) -> None:
+    services = compose["services"]
+    primary, extra = services[name], services[_extra(name)]
+    assert _host_ports(extra) == [], f"{_extra(name)} must not publish host ports (it scales)"
+    assert f"{SERVICES[name][1]}" in "".join(_host_ports(primary)), "the quick-look port stays"
+    for key in ("image", "command", "environment", "depends_on", "healthcheck", "restart"):
+        assert extra[key] == primary[key], f"{_extra(name)}.{key} differs from {name}"
+    replicas = extra["deploy"]["replicas"]
+    variable = name.upper().replace("-", "_") + "_EXTRA_REPLICAS"
+    assert replicas == f"${{{variable}:-0}}", "extras: none unless asked for"
+    assert interpolate(replicas) == "0"
+    assert "deploy" not in primary or primary["deploy"].get("replicas", 1) == 1
+
+
+def test_migrate_command_covers_exactly_the_platform_services(
+    service_specs: dict[str, dict[str, Any]],
+) -> None:
+    assert sorted(service_specs) == sorted(PLATFORM_SERVICES)

@@ -44,13 +44,28 @@ def container(deployment: dict[str, Any]) -> dict[str, Any]:
     return dict(c)
 
 
+container_of_pod = container  # a Job's pod template sits where a Deployment's does
+
+
 def env_of(c: dict[str, Any]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in c.get("env", [])}
+
+
+def is_crd(doc: dict[str, Any]) -> bool:
+    """Custom resources (KEDA's) have no schema in kubernetes-validate: checked by structure."""
+    return str(doc["apiVersion"]).startswith("keda.sh/")
+
+
+def hooks(doc: dict[str, Any]) -> set[str]:
+    annotation = doc["metadata"].get("annotations", {}).get("helm.sh/hook", "")
+    return set(filter(None, annotation.split(",")))
 
 
 def assert_valid_kubernetes(docs: list[dict[str, Any]]) -> None:
     for version in KUBE_VERSIONS:
         for doc in docs:
+            if is_crd(doc):
+                continue
             try:
                 kv.validate(doc, version, strict=True)
             except kv.ValidationError as exc:
@@ -78,8 +93,8 @@ def test_lint_catches_a_broken_template(tmp_path: Path) -> None:
 
 def test_one_template_renders_every_service() -> None:
     templates = list((CHART_DIR / "templates").glob("*.yaml"))
-    with_deployment = [t.name for t in templates if "kind: Deployment" in t.read_text()]
-    with_service = [t.name for t in templates if "kind: Service\n" in t.read_text()]
+    with_deployment = [t.name for t in templates if "\nkind: Deployment\n" in t.read_text()]
+    with_service = [t.name for t in templates if "\nkind: Service\n" in t.read_text()]
     assert with_deployment == with_service == ["services.yaml"]
 
 
@@ -89,7 +104,7 @@ def test_default_render_has_every_service_with_probes_and_resources() -> None:
     services = by_kind(docs, "Service")
     assert set(deployments) == set(services) == {f"{RELEASE}-{n}" for n in SERVICES}
     [configmap] = by_kind(docs, "ConfigMap").values()
-    [secret] = by_kind(docs, "Secret").values()
+    [secret] = [d for d in by_kind(docs, "Secret").values() if not hooks(d)]
 
     for name, (app, port, _) in SERVICES.items():
         dep = deployments[f"{RELEASE}-{name}"]
@@ -97,6 +112,8 @@ def test_default_render_has_every_service_with_probes_and_resources() -> None:
         assert c["command"] == ["uvicorn", app, "--host", "0.0.0.0", "--port", str(port)]
         assert c["image"] == "ballast:0.1.0"
         assert c["ports"] == [{"name": "http", "containerPort": port, "protocol": "TCP"}]
+        assert c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+        assert c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"] >= 60
         assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
         assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
         assert c["resources"]["requests"]["cpu"] and c["resources"]["limits"]["memory"]
@@ -118,6 +135,7 @@ def test_default_render_has_every_service_with_probes_and_resources() -> None:
 
     assert configmap["data"]["BALLAST_KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
     assert {"BALLAST_OTLP_ENDPOINT", "BALLAST_LOG_LEVEL"} <= set(configmap["data"])
+    assert configmap["data"]["BALLAST_MIGRATE_ON_START"] == "false", "the Job migrates"
     assert secret["stringData"]["database-url"].startswith("postgresql+asyncpg://")
 
     gateway = container(deployments[f"{RELEASE}-custodian-gateway"])
@@ -139,9 +157,17 @@ def test_overrides_image_env_resources_secret_and_disabling() -> None:
             "custodian-gateway": {
                 "env": {"CUSTODIAN_GATEWAY_CUSTODIAN_URL": "https://cust.example"}
             },
-            "taxlot-svc": {"replicas": 3, "resources": {"limits": {"memory": "2Gi"}}},
+            "taxlot-svc": {
+                "replicas": 3,
+                "resources": {"limits": {"memory": "2Gi"}},
+                "autoscaling": {"enabled": False},
+            },
             # false and 0 must win over the defaults too
-            "reporting-svc": {"replicas": 0, "readinessProbe": {"initialDelaySeconds": 0}},
+            "reporting-svc": {
+                "replicas": 0,
+                "readinessProbe": {"initialDelaySeconds": 0},
+                "autoscaling": {"enabled": False},
+            },
             "model-hub-svc": {"platformEnv": False},
         },
     }
@@ -151,6 +177,12 @@ def test_overrides_image_env_resources_secret_and_disabling() -> None:
     assert "prod-custodian-sim" not in by_kind(docs, "Service")
     assert len(deployments) == len(SERVICES) - 1
     assert by_kind(docs, "Secret") == {}, "existingSecret given: the chart must not make one"
+    [job] = by_kind(docs, "Job").values()
+    job_ref = env_of(container_of_pod(job))["BALLAST_DATABASE_URL"]["secretKeyRef"]
+    assert job_ref == {"name": "pg-credentials", "key": "url"}
+    assert set(by_kind(docs, "HorizontalPodAutoscaler")) == {
+        f"prod-{n}" for n in PLATFORM_SERVICES if n not in ("taxlot-svc", "reporting-svc")
+    }
 
     for name, dep in deployments.items():
         c = container(dep)
@@ -221,3 +253,214 @@ def test_chart_and_compose_agree(compose: dict[str, Any]) -> None:
         assert command[1] == spec["app"], name
         assert command[-1] == str(spec["port"]), name
     assert set(values["services"]) == set(SERVICES)
+
+
+# -- migrations once, before the services ------------------------------------------------------
+
+
+def test_migration_job_runs_before_install_and_upgrade(
+    service_specs: dict[str, dict[str, Any]],
+) -> None:
+    from ballast_common.migrations.__main__ import parse_args
+    from ballast_common.migrations.runner import SERVICE_PACKAGES, package_of
+
+    docs = render()
+    [job] = by_kind(docs, "Job").values()
+    [hook_secret] = [d for d in by_kind(docs, "Secret").values() if hooks(d)]
+    for doc in (job, hook_secret):
+        assert hooks(doc) == {"pre-install", "pre-upgrade"}
+        policies = set(doc["metadata"]["annotations"]["helm.sh/hook-delete-policy"].split(","))
+        assert policies == {"before-hook-creation", "hook-succeeded"}
+    weight = int(job["metadata"]["annotations"]["helm.sh/hook-weight"])
+    assert int(hook_secret["metadata"]["annotations"]["helm.sh/hook-weight"]) < weight, (
+        "the Job's Secret must exist before the Job"
+    )
+
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    assert job["spec"]["backoffLimit"] >= 1 and job["spec"]["activeDeadlineSeconds"] > 0
+    c = container_of_pod(job)
+    assert c["image"] == "ballast:0.1.0"
+    assert c["command"][:4] == ["python", "-m", "ballast_common.migrations", "upgrade"]
+    args = parse_args(c["command"][3:])  # the CLI accepts what the Job runs
+    assert sorted(args.services) == sorted(service_specs) == sorted(PLATFORM_SERVICES)
+    assert {package_of(n) for n in args.services} == set(SERVICE_PACKAGES)
+    ref = env_of(c)["BALLAST_DATABASE_URL"]["secretKeyRef"]
+    assert ref == {"name": hook_secret["metadata"]["name"], "key": "database-url"}
+    [shared] = [d for d in by_kind(docs, "Secret").values() if not hooks(d)]
+    assert hook_secret["stringData"] == shared["stringData"], "same database as the services"
+    assert "envFrom" not in c, "hooks run before the chart's ConfigMap exists"
+    assert c["resources"]["limits"]["memory"]
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+
+    # Services never migrate while the Job does.
+    [configmap] = by_kind(docs, "ConfigMap").values()
+    assert configmap["data"]["BALLAST_MIGRATE_ON_START"] == "false"
+    assert_valid_kubernetes([job, hook_secret])
+
+
+def test_migration_job_skips_disabled_services_and_takes_shared_env() -> None:
+    values = {
+        "services": {"reporting-svc": {"enabled": False}},
+        "sharedEnv": {"REBALANCE_SVC_DATABASE_URL": "postgresql://x@y/rebalance"},
+    }
+    [job] = by_kind(render(values), "Job").values()
+    c = container_of_pod(job)
+    assert "reporting-svc" not in c["command"] and "rebalance-svc" in c["command"]
+    assert env_of(c)["REBALANCE_SVC_DATABASE_URL"] == "postgresql://x@y/rebalance"
+
+
+def test_migrations_off_means_services_migrate_themselves() -> None:
+    docs = render({"migrations": {"enabled": False}})
+    assert by_kind(docs, "Job") == {}
+    assert [d for d in docs if hooks(d)] == []
+    [configmap] = by_kind(docs, "ConfigMap").values()
+    assert configmap["data"]["BALLAST_MIGRATE_ON_START"] == "true"
+
+
+# -- replicas, autoscalers, disruption budgets -------------------------------------------------
+
+
+def test_values_know_every_consumer_group_of_the_code(
+    service_specs: dict[str, dict[str, Any]],
+) -> None:
+    values = yaml.safe_load((CHART_DIR / "values.yaml").read_text())
+    default_lanes = values["defaults"]["lanes"]
+    for name, spec in service_specs.items():
+        chart = values["services"][name]
+        assert chart.get("consumer", values["defaults"]["consumer"]) == spec["consumer"], name
+        lanes = set(chart.get("lanes", default_lanes))
+        missing = set(spec["lanes"]) - lanes
+        assert not missing, f"{name}: lanes {missing} have no KEDA trigger (values lanes)"
+    assert values["services"]["custodian-sim"]["consumer"] is False
+
+
+def test_hpa_per_consumer_service_by_default() -> None:
+    docs = render()
+    deployments = by_kind(docs, "Deployment")
+    hpas = by_kind(docs, "HorizontalPodAutoscaler")
+    assert set(hpas) == {f"{RELEASE}-{n}" for n in PLATFORM_SERVICES}
+    assert by_kind(docs, "ScaledObject") == {}
+    for name, hpa in hpas.items():
+        assert hpa["apiVersion"] == "autoscaling/v2"
+        target = hpa["spec"]["scaleTargetRef"]
+        assert target == {"apiVersion": "apps/v1", "kind": "Deployment", "name": name}
+        assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+        [metric] = hpa["spec"]["metrics"]
+        assert metric["resource"]["name"] == "cpu"
+        assert metric["resource"]["target"] == {"type": "Utilization", "averageUtilization": 70}
+        assert hpa["spec"]["behavior"]["scaleDown"]["stabilizationWindowSeconds"] == 300
+        assert "replicas" not in deployments[name]["spec"], "the HPA owns the replica count"
+        assert container(deployments[name])["resources"]["requests"]["cpu"], "HPA needs it"
+    sim = deployments[f"{RELEASE}-custodian-sim"]["spec"]
+    assert sim["replicas"] == 1 and sim["strategy"] == {"type": "Recreate"}
+    assert_valid_kubernetes(docs)
+
+
+def test_replicas_per_service_without_autoscaling() -> None:
+    values = {
+        "autoscaling": {"mode": "none"},
+        "services": {"rebalance-svc": {"replicas": 4}, "taxlot-svc": {"replicas": 2}},
+    }
+    docs = render(values)
+    replicas = {n: d["spec"]["replicas"] for n, d in by_kind(docs, "Deployment").items()}
+    assert replicas == {
+        f"{RELEASE}-{n}": {"rebalance-svc": 4, "taxlot-svc": 2}.get(n, 1) for n in SERVICES
+    }
+    assert by_kind(docs, "HorizontalPodAutoscaler") == by_kind(docs, "ScaledObject") == {}
+    assert_valid_kubernetes(docs)
+
+
+def test_keda_scaled_object_per_consumer_on_group_lag() -> None:
+    values = {
+        "autoscaling": {"mode": "keda", "keda": {"authenticationRef": "kafka-sasl"}},
+        "kafka": {"topicPrefix": "prod.", "bootstrapServers": "b0:9092,b1:9092"},
+        "services": {
+            "rebalance-svc": {"autoscaling": {"maxReplicas": 12, "lagThreshold": 200}},
+            "taxlot-svc": {"autoscaling": {"enabled": False}, "replicas": 2},
+        },
+    }
+    docs = render(values)
+    deployments = by_kind(docs, "Deployment")
+    scaled = by_kind(docs, "ScaledObject")
+    assert by_kind(docs, "HorizontalPodAutoscaler") == {}, "KEDA makes its own HPA"
+    consumers = [n for n in PLATFORM_SERVICES if n != "taxlot-svc"]
+    assert set(scaled) == {f"{RELEASE}-{n}" for n in consumers}
+    assert deployments[f"{RELEASE}-taxlot-svc"]["spec"]["replicas"] == 2
+
+    for name in consumers:
+        so = scaled[f"{RELEASE}-{name}"]
+        assert so["apiVersion"] == "keda.sh/v1alpha1"
+        spec = so["spec"]
+        target = spec["scaleTargetRef"]
+        assert target["name"] in deployments and target["kind"] == "Deployment"
+        assert "replicas" not in deployments[target["name"]]["spec"]
+        assert isinstance(spec["minReplicaCount"], int) and spec["minReplicaCount"] >= 1
+        assert spec["maxReplicaCount"] == (12 if name == "rebalance-svc" else 6)
+        assert spec["pollingInterval"] == 15 and spec["cooldownPeriod"] == 300
+        behavior = spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"]
+        assert behavior["scaleDown"]["stabilizationWindowSeconds"] == 300
+        lanes = ["chunks"] if name == "rebalance-svc" else []
+        groups = [f"prod.{name}", *(f"prod.{name}.{lane}" for lane in lanes)]
+        assert [t["metadata"]["consumerGroup"] for t in spec["triggers"]] == groups
+        for trigger in spec["triggers"]:
+            assert trigger["type"] == "kafka"
+            meta = trigger["metadata"]
+            assert all(isinstance(v, str) for v in meta.values()), "KEDA metadata are strings"
+            assert meta["bootstrapServers"] == "b0:9092,b1:9092"
+            assert meta["lagThreshold"] == ("200" if name == "rebalance-svc" else "1000")
+            assert meta["offsetResetPolicy"] == "earliest"
+            assert "topic" not in meta, "lag over every topic the group consumes"
+            assert trigger["authenticationRef"] == {"name": "kafka-sasl"}
+    assert_valid_kubernetes(docs)
+
+
+def test_pod_disruption_budget_per_service() -> None:
+    docs = render(
+        {
+            "services": {
+                "rebalance-svc": {"podDisruptionBudget": {"minAvailable": 1}},
+                "model-hub-svc": {"podDisruptionBudget": {"enabled": False}},
+            }
+        }
+    )
+    deployments = by_kind(docs, "Deployment")
+    pdbs = by_kind(docs, "PodDisruptionBudget")
+    assert set(pdbs) == set(deployments) - {f"{RELEASE}-model-hub-svc"}
+    for name, pdb in pdbs.items():
+        assert pdb["apiVersion"] == "policy/v1"
+        selector = pdb["spec"]["selector"]["matchLabels"]
+        assert selector == deployments[name]["spec"]["selector"]["matchLabels"]
+        if name == f"{RELEASE}-rebalance-svc":
+            assert pdb["spec"]["minAvailable"] == 1 and "maxUnavailable" not in pdb["spec"]
+        else:
+            assert pdb["spec"]["maxUnavailable"] == 1 and "minAvailable" not in pdb["spec"]
+    assert_valid_kubernetes(docs)
+
+
+@pytest.mark.parametrize(
+    ("values", "where"),
+    [
+        ({"autoscaling": {"mode": "magic"}}, "/autoscaling/mode"),
+        ({"defaults": {"autoscaling": {"minReplicas": 0}}}, "/defaults/autoscaling/minReplicas"),
+        ({"services": {"rebalance-svc": {"lanes": ["Chunks!"]}}}, "/services/rebalance-svc/lanes"),
+        ({"migrations": {"enabled": "yes"}}, "/migrations/enabled"),
+        (
+            {"services": {"taxlot-svc": {"podDisruptionBudget": {"maxUnavailable": "half"}}}},
+            "/services/taxlot-svc/podDisruptionBudget/maxUnavailable",
+        ),
+    ],
+)
+def test_bad_scaling_values_are_refused_naming_the_key(values: dict[str, Any], where: str) -> None:
+    with pytest.raises(helm.HelmValuesError) as info:
+        render(values)
+    assert where in str(info.value)
+
+
+def test_min_above_max_replicas_is_refused_naming_the_service() -> None:
+    values = {"services": {"taxlot-svc": {"autoscaling": {"minReplicas": 5, "maxReplicas": 2}}}}
+    with pytest.raises(helm.HelmError) as info:
+        render(values)
+    assert "services.taxlot-svc.autoscaling: minReplicas (5) is above maxReplicas (2)" in str(
+        info.value
+    )

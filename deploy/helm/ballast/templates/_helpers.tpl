@@ -48,3 +48,52 @@ app.kubernetes.io/component: {{ .name }}
 database-url
 {{- end -}}
 {{- end -}}
+
+{{/*
+One service's settings: .Values.defaults with the service's own keys on top (down to the keys
+of a probe, of resources or of autoscaling), as YAML; read it back with `fromYaml`.
+Takes (dict "root" $ "spec" SERVICE_VALUES).
+*/}}
+{{- define "ballast.service" -}}
+{{- $svc := mergeOverwrite (deepCopy .root.Values.defaults) (deepCopy .spec) }}
+{{- /* mergeOverwrite skips false and 0 in the override: put the service's own values back */}}
+{{- range $key, $value := .spec }}
+{{- if and (kindIs "map" $value) (kindIs "map" (index $svc $key)) }}
+{{- range $subKey, $subValue := $value }}
+{{- if not (kindIs "map" $subValue) }}
+{{- $_ := set (index $svc $key) $subKey $subValue }}
+{{- end }}
+{{- end }}
+{{- else }}
+{{- $_ := set $svc $key $value }}
+{{- end }}
+{{- end }}
+{{- toYaml $svc }}
+{{- end -}}
+
+{{/*
+"true" when an autoscaler (HPA or KEDA) owns the service's replica count: autoscaling.mode is
+not none and the service is an enabled consumer with autoscaling.enabled. Takes
+(dict "root" $ "svc" MERGED_SERVICE).
+*/}}
+{{- define "ballast.autoscaled" -}}
+{{- if and (ne .root.Values.autoscaling.mode "none") .svc.consumer .svc.autoscaling.enabled -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* The Kafka consumer groups of a service: "<prefix><service>" and one per lane. */}}
+{{- define "ballast.consumerGroups" -}}
+{{- $group := printf "%s%s" .root.Values.kafka.topicPrefix .name }}
+{{- $groups := list $group }}
+{{- range .svc.lanes }}
+{{- $groups = append $groups (printf "%s.%s" $group .) }}
+{{- end }}
+{{- toJson $groups }}
+{{- end -}}
+
+{{/* The Secret and key the migration Job reads the database URL from (it runs before the
+chart's own Secret exists, so it has a hook Secret of its own). */}}
+{{- define "ballast.migrateSecretName" -}}
+{{- .Values.database.existingSecret | default (printf "%s-migrate" .Release.Name | trunc 63 | trimSuffix "-") -}}
+{{- end -}}

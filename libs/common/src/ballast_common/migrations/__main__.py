@@ -47,7 +47,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--all", action="store_true", help=f"every service: {', '.join(SERVICE_PACKAGES)}"
     )
     parser.add_argument("-m", "--message", default="change", help="revision message")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     if args.action == "revision" and (args.all or len(args.services) != 1):
         parser.error("revision takes exactly one service (and no --all)")
     if args.action == "upgrade" and args.all == bool(args.services):

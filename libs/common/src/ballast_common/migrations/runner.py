@@ -105,6 +105,8 @@ def safe_url(url: str) -> str:
 def describe(exc: BaseException) -> str:
     """One line naming the error: the driver's own message rather than SQLAlchemy's wrapper."""
     cause: BaseException = exc.orig if isinstance(exc, DBAPIError) and exc.orig else exc
+    # SQLAlchemy's asyncpg adapter wraps the driver's error (UndefinedTableError...) in its own.
+    cause = cause.__cause__ if isinstance(exc, DBAPIError) and cause.__cause__ else cause
     text_ = " ".join(str(cause).split()) or repr(cause)
     return f"{type(cause).__name__}: {text_}"[:500]
 
