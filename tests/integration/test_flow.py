@@ -33,15 +33,19 @@ CHANGE = changed_core_model()
 
 
 @pytest.fixture(scope="module")
-async def flow(running_services: Urls, kafka_bootstrap: str, system_topic_prefix: str):
+async def flow(
+    running_services: Urls,
+    kafka_bootstrap: str,
+    system_topic_prefix: str,
+    tmp_path_factory: pytest.TempPathFactory,
+):
     """Load the book, put a malformed message on a consumed topic, change the model, and
     wait until every trade is filled and reconciled."""
     ballast = Ballast(running_services)
     await ballast.load_securities()
     for model in MODELS:
         await ballast.publish_model(model)
-    await ballast.open_accounts(BOOK)
-    await ballast.load_holdings(BOOK)
+    await ballast.load_book(BOOK, tmp_path_factory.mktemp("books"))
     await ballast.wait_until_known(len(BOOK), len(SECURITIES), timeout_s=120)
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
     await producer.start()
@@ -106,6 +110,7 @@ async def test_every_order_was_sent_exactly_once(flow, running_services: Urls):
     assert trades > 0
     async with httpx.AsyncClient() as http:
         stats = (await http.get(f"{running_services.custodian}/stats")).json()
+        gateway = (await http.get(f"{running_services.gateway}/stats")).json()
         orders: list[dict] = []
         offset: int | None = 0
         while offset is not None:
@@ -116,15 +121,20 @@ async def test_every_order_was_sent_exactly_once(flow, running_services: Urls):
             ).json()
             orders += page["orders"]
             offset = page["next_offset"]
-    # the custodian received each order once, and executed it once
-    assert stats["orders_received"] == trades
+    # the approved trades went out as block orders (one per security and side per gathering);
+    # the custodian received each block once, and executed it once
+    assert 0 < stats["orders_received"] <= trades
+    assert stats["orders_received"] == len(orders) == gateway["blocks"]["total"]
     assert stats["duplicate_submissions"] == 0
     assert set(stats["orders_by_times_submitted"]) == {"1"}
-    # the gateway holds one order per trade, sent once, filled exactly
-    assert len(orders) == trades
-    assert len({o["client_order_id"] for o in orders}) == trades
+    # each block sent once, filled exactly, and shared among exactly the trades
+    assert len({o["client_order_id"] for o in orders}) == len(orders)
     assert {o["times_sent"] for o in orders} == {1}
+    assert gateway["blocks"]["sent_more_than_once"] == 0
     assert all(o["status"] == "filled" and o["filled_quantity"] == o["quantity"] for o in orders)
+    assert sum(o["allocation_count"] for o in orders) == trades
+    assert gateway["allocations"]["total"] == gateway["allocations"]["by_status"]["filled"]
+    assert gateway["allocations"]["total"] == trades
     assert flow["progress"]["trades_filled"] == trades
 
 

@@ -1,4 +1,5 @@
-"""The `ballast` command line: `ballast engine ...` and `ballast taxlot ...`.
+"""The `ballast` command line's parser: `ballast engine ...` and `ballast taxlot ...` (this
+package), and areas other packages add (`ballast book ...`, in tools/cli).
 
 Each area registers its own sub-commands; this module only dispatches.
 """
@@ -6,14 +7,18 @@ Each area registers its own sub-commands; this module only dispatches.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+Register = Callable[[argparse._SubParsersAction], None]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extra: Sequence[Register] = ()) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ballast",
-        description="Ballast: replay rebalances and tax-lot decisions from files.",
+        description="Ballast from the command line: replay rebalances and tax-lot decisions "
+        "from files, and load a book from files into the running services.",
     )
     areas = parser.add_subparsers(dest="area", metavar="AREA", required=True)
     from ballast_engine import engine_cli
@@ -21,12 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     engine_cli.register(areas)
     tax_cli.register(areas)
+    for register in extra:
+        register(areas)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def main(argv: Sequence[str] | None = None, extra: Sequence[Register] = ()) -> None:
+    # `ballast ... | head` ends quietly when head has read enough, as command-line tools do.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    args = build_parser(extra).parse_args(argv)
     # Each sub-command stores its handler in `run`; it returns the process exit code.
-    code = args.run(args)
-    sys.exit(code)
+    sys.exit(args.run(args))

@@ -22,9 +22,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ballast_cli.book import RichReporter
 from rich.console import Console
 from rich.progress import (
     BarColumn,
+    DownloadColumn,
     MofNCompleteColumn,
     Progress,
     SpinnerColumn,
@@ -108,9 +110,18 @@ def start_services(root: Path, port_base: int) -> Path:
     return traces
 
 
-async def drive(urls: Urls, accounts_wanted: int, seed: int, managed: bool) -> dict[str, Any]:
+async def drive(
+    urls: Urls, accounts_wanted: int, seed: int, managed: bool, book_root: Path
+) -> dict[str, Any]:
     accounts = build_accounts(accounts_wanted, seed, instructions=managed)
     ballast = Ballast(urls)
+    load_columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description:<34}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeElapsedColumn(),
+    )
     columns = (
         SpinnerColumn(),
         TextColumn("{task.description:<34}"),
@@ -137,10 +148,15 @@ async def drive(urls: Urls, accounts_wanted: int, seed: int, managed: bool) -> d
             for i, model in enumerate(MODELS, 1):
                 await ballast.publish_model(model)
                 bar.update(step, completed=i)
-            step = bar.add_task("Accounts", total=len(accounts))
-            await ballast.open_accounts(accounts, lambda n: bar.update(step, completed=n))
-            step = bar.add_task("Opening holdings (book of record)", total=len(accounts))
-            await ballast.load_holdings(accounts, lambda n: bar.update(step, completed=n))
+        loaded = time.monotonic()
+        with Progress(*load_columns, console=console) as bar:
+            await ballast.load_book(accounts, book_root, reporter=RichReporter(bar))
+        book_load_s = round(time.monotonic() - loaded, 3)
+        console.print(
+            f"Book of {len(accounts):,} accounts loaded from {book_root} "
+            f"in {book_load_s:.1f} s (ballast book load)"
+        )
+        with Progress(*columns, console=console) as bar:
             step = bar.add_task("Rebalancer learning the book", total=len(accounts))
             await ballast.wait_until_known(
                 len(accounts), len(SECURITIES), lambda n: bar.update(step, completed=n)
@@ -185,6 +201,7 @@ async def drive(urls: Urls, accounts_wanted: int, seed: int, managed: bool) -> d
             "accounts_following": following,
             "accounts_in_book": len(accounts),
             "book": "managed" if managed else "plain",
+            "book_load_s": book_load_s,
             "harvest": harvest,
             "umas": umas,
             "restricted": sum(1 for a in accounts if a.restrictions),
@@ -290,7 +307,10 @@ def main() -> int:
     traces = start_services(root, args.port_base)
     urls = Urls.on_port_base(args.port_base)
     try:
-        result = asyncio.run(drive(urls, args.accounts, args.seed, args.book == "managed"))
+        book_root = traces.parent / "books" / args.book
+        result = asyncio.run(
+            drive(urls, args.accounts, args.seed, args.book == "managed", book_root)
+        )
     except DriverError as exc:
         console.print(f"[red]demo: {exc}[/]")
         console.print("Service logs: .state/services/demo/*.log")
@@ -307,6 +327,7 @@ def main() -> int:
                     "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
                     "book": result["book"],
                     "accounts_in_book": result["accounts_in_book"],
+                    "book_load_s": result["book_load_s"],
                     "accounts_rebalanced": result["run"]["accounts_evaluated"],
                     "trades": result["run"]["trades"],
                     "fills": result["progress"].get("fills"),

@@ -9,20 +9,21 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import httpx
+from ballast_cli.book import Outcome, Reporter, load_folder
 
 from ballast_demo.book import (
     EQUIVALENCE_SETS,
     SECURITY_LISTS,
     Account,
     ModelSpec,
-    account_body,
-    holdings_body,
     model_body,
     security_rows,
 )
+from ballast_demo.files import write_book
 
 Progress = Callable[[int], None]  # called with how many items are done so far
 
@@ -89,57 +90,33 @@ class Ballast:
             headers={"X-Actor": actor},
         )
 
-    async def open_accounts(
+    async def load_book(
         self,
         accounts: Sequence[Account],
-        progress: Progress | None = None,
-        chunk: int = 250,
-        wait_s: float = 30.0,
-    ) -> None:
-        """Open accounts in batches; account-svc learns the models from events, so a batch
-        naming a model it has not heard of yet is retried for a while."""
-        done = 0
-        for start in range(0, len(accounts), chunk):
-            part = accounts[start : start + chunk]
-            body = {"accounts": [account_body(a) for a in part]}
-            deadline = time.monotonic() + wait_s
-            key = {"Idempotency-Key": str(uuid.uuid4())}  # retries below reuse it
-            while True:
-                response = await self.http.post(
-                    f"{self.urls.account}/accounts:batch", json=body, headers=key
-                )
-                if response.status_code == 201:
-                    break
-                if (
-                    response.status_code == 422
-                    and "unknown model" in response.text
-                    and time.monotonic() < deadline
-                ):
-                    await asyncio.sleep(0.3)
-                    continue
-                raise DriverError(
-                    f"opening accounts failed: {response.status_code} {response.text[:500]}"
-                )
-            done += len(part)
-            if progress:
-                progress(done)
-
-    async def load_holdings(
-        self,
-        accounts: Sequence[Account],
-        progress: Progress | None = None,
-        chunk: int = 200,
+        root: Path,
         as_of: date | None = None,
-    ) -> None:
-        day = (as_of or date.today()).isoformat()
-        done = 0
-        for start in range(0, len(accounts), chunk):
-            part = accounts[start : start + chunk]
-            body = {"accounts": [holdings_body(a, day) for a in part]}
-            await self._call("POST", f"{self.urls.taxlot}/holdings:batch", json=body)
-            done += len(part)
-            if progress:
-                progress(done)
+        reporter: Reporter | None = None,
+        wait_s: float = 60.0,
+    ) -> Outcome:
+        """Write the accounts as a book file set under `root` and load it with
+        `ballast book load`. account-svc learns models from events, so while it has not
+        heard of a model the accounts name yet, the check is repeated for a while."""
+        folder = write_book(accounts, root, as_of or date.today())
+        urls = {
+            "model-hub-svc": self.urls.model_hub,
+            "account-svc": self.urls.account,
+            "taxlot-svc": self.urls.taxlot,
+        }
+        deadline = time.monotonic() + wait_s
+        while True:
+            checked = await load_folder(folder, urls, check_only=True, reporter=reporter)
+            waiting = [p for p in checked.problems if p["column"] == "model_id"]
+            if not waiting or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.3)
+        if checked.problems:
+            raise DriverError(f"the book in {folder} is not valid: {checked.problems[:5]}")
+        return await load_folder(folder, urls, reporter=reporter)
 
     async def read_model(self) -> dict[str, int]:
         return await self._call("GET", f"{self.urls.rebalance}/read-model")

@@ -1,0 +1,402 @@
+"""`ballast book load DIR`: load a book from its CSV file set (docs/book-files.md) into the
+running services, all or nothing.
+
+The files go to the services that own them (`contracts/book_files.py`), where they stream
+into staging tables; every service checks every row; only when all of them are valid is the
+book applied, service by service in dependency order (the security master, the accounts,
+then the book of record). A load has an id (the folder's name and a digest of its files):
+running the same command again after an interruption finishes what is left, and a service
+that applied the load already is not asked again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import os
+import re
+import sys
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import httpx
+from ballast_common.contracts.book_files import BOOK_FILES, BY_NAME, files_of
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table
+
+# The order services apply a load in: each may rely on what the ones before it applied.
+SERVICES = ("model-hub-svc", "account-svc", "taxlot-svc")
+PORT_OFFSETS = {"account-svc": 1, "model-hub-svc": 2, "taxlot-svc": 4}
+CHUNK_BYTES = 1 << 20
+PROBLEMS_SHOWN = 50
+_DATE_NAME = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+class BookLoadError(Exception):
+    """The load cannot go on; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class FileSet:
+    folder: Path
+    as_of: date
+    files: dict[str, Path]  # file name -> path
+    load_id: str
+
+    def size(self, name: str) -> int:
+        return self.files[name].stat().st_size
+
+
+@dataclass
+class Outcome:
+    """What a load did: problems found, or each service's result."""
+
+    load_id: str
+    problems: list[dict[str, Any]] = field(default_factory=list)
+    truncated: bool = False
+    staged: dict[str, dict[str, int]] = field(default_factory=dict)  # service -> file -> rows
+    applied: dict[str, dict[str, Any]] = field(default_factory=dict)  # service -> result
+
+    @property
+    def valid(self) -> bool:
+        return not self.problems
+
+
+def discover(folder: Path, as_of: date | None = None) -> FileSet:
+    """The file set in `folder`: every file known, the required ones there, the as-of date
+    from `as_of` or the folder's name."""
+    if not folder.is_dir():
+        raise BookLoadError(f"{folder} is not a folder (a book is a folder of CSV files)")
+    found = {p.name: p for p in sorted(folder.iterdir()) if p.is_file()}
+    unknown = [n for n in found if n.endswith(".csv") and n not in BY_NAME]
+    if unknown:
+        names = ", ".join(f.name for f in BOOK_FILES)
+        raise BookLoadError(
+            f"{folder}: {', '.join(unknown)} is not a file of the book file set ({names})"
+        )
+    files = {n: p for n, p in found.items() if n in BY_NAME}
+    missing = [f.name for f in BOOK_FILES if f.required and f.name not in files]
+    if missing:
+        raise BookLoadError(f"{folder}: required file(s) missing: {', '.join(missing)}")
+    if as_of is None:
+        if not _DATE_NAME.match(folder.name):
+            raise BookLoadError(
+                f"{folder}: name the folder by its as-of date (YYYY-MM-DD) or give --as-of"
+            )
+        try:
+            as_of = date.fromisoformat(folder.name)
+        except ValueError:
+            raise BookLoadError(f"{folder}: {folder.name} is not a date") from None
+    return FileSet(folder, as_of, files, _load_id(folder, as_of, files))
+
+
+def _load_id(folder: Path, as_of: date, files: dict[str, Path]) -> str:
+    """The folder's name and a digest of its files' names and contents."""
+    digest = hashlib.sha256(as_of.isoformat().encode())
+    for name in sorted(files):
+        digest.update(name.encode())
+        with files[name].open("rb") as f:
+            while chunk := f.read(CHUNK_BYTES):
+                digest.update(chunk)
+    stem = re.sub(r"[^A-Za-z0-9._-]", "-", folder.name)[:40] or "book"
+    return f"{stem}-{digest.hexdigest()[:16]}"
+
+
+class Reporter:
+    """Progress of a load; the command line shows bars, a program may pass its own."""
+
+    def upload_started(self, service: str, name: str, size: int) -> Any:
+        return None
+
+    def uploaded(self, handle: Any, size: int) -> None:
+        return None
+
+    def step(self, text: str) -> Any:
+        return None
+
+    def step_done(self, handle: Any) -> None:
+        return None
+
+
+class RichReporter(Reporter):
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+
+    def upload_started(self, service: str, name: str, size: int) -> Any:
+        return self._progress.add_task(f"{name} → {service}", total=size)
+
+    def uploaded(self, handle: Any, size: int) -> None:
+        self._progress.update(handle, advance=size)
+
+    def step(self, text: str) -> Any:
+        return self._progress.add_task(text, total=None)
+
+    def step_done(self, handle: Any) -> None:
+        self._progress.update(handle, total=1, completed=1)
+
+
+class BookLoader:
+    """Talks to the owning services' `/book-loads` routes."""
+
+    def __init__(self, urls: dict[str, str], http: httpx.AsyncClient, reporter: Reporter) -> None:
+        self.urls = urls
+        self.http = http
+        self.reporter = reporter
+
+    async def load(self, files: FileSet, tenant: str, check_only: bool = False) -> Outcome:
+        outcome = Outcome(files.load_id)
+        options = {"as_of": files.as_of.isoformat(), "tenant": tenant}
+        status = {s: await self._status(s, files.load_id) for s in SERVICES}
+        pending = [s for s in SERVICES if status[s] != "applied"]
+        for service in SERVICES:
+            if status[service] == "applied":
+                outcome.applied[service] = {"repeated": True}
+        await asyncio.gather(*(self._upload_all(s, files, outcome) for s in pending))
+        if outcome.problems:
+            return outcome
+        step = self.reporter.step("checking every row")
+        for service in pending:
+            checked = await self._call("POST", service, f"/{files.load_id}/validate", options)
+            outcome.problems += [{**p, "service": service} for p in checked["problems"]]
+            outcome.truncated |= bool(checked.get("truncated"))
+        self.reporter.step_done(step)
+        if outcome.problems or check_only:
+            return outcome
+        for service in pending:
+            step = self.reporter.step(f"applying ({service})")
+            try:
+                outcome.applied[service] = await self._call(
+                    "POST", service, f"/{files.load_id}/apply", options
+                )
+            except BookLoadError as exc:
+                done = [s for s in SERVICES if s in outcome.applied]
+                raise BookLoadError(
+                    f"{exc}\nApplied so far: {', '.join(done) or 'nothing'}. Run the same "
+                    "command again to finish the load (what was applied is not applied twice)."
+                ) from None
+            self.reporter.step_done(step)
+        return outcome
+
+    async def _status(self, service: str, load_id: str) -> str | None:
+        response = await self._request("GET", service, f"/{load_id}")
+        if response.status_code == 404:
+            return None
+        _raise_for(response, service)
+        return str(response.json()["status"])
+
+    async def _upload_all(self, service: str, files: FileSet, outcome: Outcome) -> None:
+        for f in files_of(service):
+            if f.name not in files.files:
+                continue
+            response = await self._upload(service, files, f.name)
+            if response.status_code == 422:
+                body = response.json()
+                outcome.problems += [_problem_of(e, service) for e in body.get("errors", [])] or [
+                    {"file": f.name, "line": 0, "column": "", "message": body["detail"]}
+                ]
+                return
+            _raise_for(response, service)
+            outcome.staged.setdefault(service, {})[f.name] = int(response.json()["rows"])
+
+    async def _upload(self, service: str, files: FileSet, name: str) -> httpx.Response:
+        size = files.size(name)
+        handle = self.reporter.upload_started(service, name, size)
+
+        async def body() -> AsyncIterator[bytes]:
+            with files.files[name].open("rb") as f:
+                while chunk := f.read(CHUNK_BYTES):
+                    self.reporter.uploaded(handle, len(chunk))
+                    yield chunk
+
+        return await self._request(
+            "PUT",
+            service,
+            f"/{files.load_id}/files/{name}",
+            content=body(),
+            headers={"content-type": "text/csv"},
+        )
+
+    async def _call(self, method: str, service: str, path: str, json: Any = None) -> Any:
+        response = await self._request(method, service, path, json=json)
+        if response.status_code == 422:
+            body = response.json()
+            problems = [_problem_of(e, service) for e in body.get("errors", [])]
+            raise BookLoadError(f"{service}: {body.get('detail')}\n" + _lines(problems))
+        _raise_for(response, service)
+        return response.json()
+
+    async def _request(self, method: str, service: str, path: str, **kw: Any) -> httpx.Response:
+        url = f"{self.urls[service]}/book-loads{path}"
+        try:
+            return await self.http.request(method, url, **kw)
+        except httpx.TransportError as exc:
+            raise BookLoadError(
+                f"cannot reach {service} at {self.urls[service]} ({exc.__class__.__name__}): "
+                "is it running? (`make up` starts the services)"
+            ) from None
+
+
+def _problem_of(error: dict[str, str], service: str) -> dict[str, Any]:
+    """`{"field": "lots.csv:17 quantity", "message": ...}` as file, line and column."""
+    where, _, column = error.get("field", "").partition(" ")
+    name, _, line = where.partition(":")
+    return {
+        "file": name,
+        "line": int(line) if line.isdigit() else 0,
+        "column": column,
+        "message": error.get("message", ""),
+        "service": service,
+    }
+
+
+def _raise_for(response: httpx.Response, service: str) -> None:
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        raise BookLoadError(f"{service} answered {response.status_code}: {detail}")
+
+
+def _lines(problems: Sequence[dict[str, Any]], limit: int = PROBLEMS_SHOWN) -> str:
+    shown = [
+        f"  {p['file']}:{p['line']} {p['column']}: {p['message']}".replace(":0 ", " ")
+        for p in problems[:limit]
+    ]
+    if len(problems) > limit:
+        shown.append(f"  ... and {len(problems) - limit} more")
+    return "\n".join(shown)
+
+
+def service_urls(port_base: int, host: str = "127.0.0.1", **given: str | None) -> dict[str, str]:
+    """Each owning service's URL: given, else from the environment, else on the port base."""
+    urls = {}
+    for service, offset in PORT_OFFSETS.items():
+        env = "BALLAST_" + service.upper().replace("-", "_").removesuffix("_SVC") + "_URL"
+        urls[service] = (
+            given.get(service) or os.environ.get(env) or f"http://{host}:{port_base + offset}"
+        )
+    return urls
+
+
+async def load_folder(
+    folder: Path,
+    urls: dict[str, str],
+    *,
+    tenant: str = "demo",
+    as_of: date | None = None,
+    check_only: bool = False,
+    reporter: Reporter | None = None,
+    timeout_s: float | None = None,
+) -> Outcome:
+    """Load a book folder into the services at `urls` (the demo and benchmarks call this)."""
+    files = discover(folder, as_of)
+    timeout = httpx.Timeout(timeout_s, connect=10.0)
+    async with httpx.AsyncClient(timeout=timeout) as http:
+        loader = BookLoader(urls, http, reporter or Reporter())
+        return await loader.load(files, tenant, check_only)
+
+
+# --- the command --------------------------------------------------------------------------
+
+
+def register(areas: argparse._SubParsersAction) -> None:
+    book = areas.add_parser("book", help="load a book from its CSV files into the services")
+    cmds = book.add_subparsers(dest="book_cmd", metavar="COMMAND", required=True)
+    load = cmds.add_parser(
+        "load",
+        help="validate a book folder, then load it all or nothing",
+        description="Load a book from a folder of CSV files (docs/book-files.md) into the "
+        "running services: every row of every file is checked first, and nothing is applied "
+        "unless all are valid. Running it again finishes an interrupted load.",
+    )
+    load.add_argument("folder", metavar="DIR", type=Path, help="e.g. books/2026-12-04")
+    load.add_argument("--as-of", type=date.fromisoformat, help="default: the folder's name")
+    load.add_argument("--tenant", default="demo", help="the firm (default: demo)")
+    load.add_argument("--check", action="store_true", help="validate only; write nothing")
+    load.add_argument(
+        "--port-base",
+        type=int,
+        default=8000,
+        help="services on PORT_BASE+1 (account), +2 (model hub), +4 (taxlot); default 8000",
+    )
+    for service in PORT_OFFSETS:
+        load.add_argument(f"--{service.removesuffix('-svc')}-url", dest=service, metavar="URL")
+    load.set_defaults(run=_run_load)
+
+
+def _run_load(args: argparse.Namespace) -> int:
+    console = Console(stderr=True)
+    urls = service_urls(args.port_base, **{s: getattr(args, s) for s in PORT_OFFSETS})
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description:<34}"),
+        BarColumn(),
+        DownloadColumn(),
+        TimeElapsedColumn(),
+    )
+    try:
+        with Progress(*columns, console=console, transient=False) as progress:
+            outcome = asyncio.run(
+                load_folder(
+                    args.folder,
+                    urls,
+                    tenant=args.tenant,
+                    as_of=args.as_of,
+                    check_only=args.check,
+                    reporter=RichReporter(progress),
+                )
+            )
+    except BookLoadError as exc:
+        print(f"ballast book load: {exc}", file=sys.stderr)
+        return 1
+    if outcome.problems:
+        more = "+" if outcome.truncated else ""
+        print(
+            f"ballast book load: {len(outcome.problems)}{more} problem(s); nothing was applied:\n"
+            + _lines(outcome.problems),
+            file=sys.stderr,
+        )
+        return 1
+    _show(Console(), outcome, args.check)
+    return 0
+
+
+def _show(console: Console, outcome: Outcome, check_only: bool) -> None:
+    title = "valid; nothing written (--check)" if check_only else "loaded"
+    table = Table(title=f"Book {outcome.load_id}: {title}")
+    table.add_column("service")
+    table.add_column("staged rows")
+    table.add_column("result")
+    for service in SERVICES:
+        staged = outcome.staged.get(service, {})
+        applied = outcome.applied.get(service, {})
+        table.add_row(
+            service,
+            ", ".join(f"{n} {r:,}" for n, r in staged.items()) or "-",
+            "applied before" if applied.get("repeated") and not staged else _result(applied),
+        )
+    console.print(table)
+
+
+def _result(applied: dict[str, Any]) -> str:
+    skip = {"load_id", "status", "repeated"}
+    return (
+        ", ".join(f"{k} {v:,}" for k, v in applied.items() if k not in skip and isinstance(v, int))
+        or "-"
+    )
+
+
+ProgressHook = Callable[[str, int], None]

@@ -1,0 +1,14 @@
+"""`ballast`: the engine's areas (`engine`, `taxlot`: replay decisions from files, no I/O)
+and `book` (load a book from files into the running services)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ballast_engine import cli
+
+from ballast_cli import book
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    cli.main(argv, extra=[book.register])
