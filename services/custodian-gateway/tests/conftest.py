@@ -12,14 +12,18 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
+from ballast_common.consumer import Delivery
 from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import TradesApprovedV1, TradeV1
 from ballast_common.db import Database
-from ballast_common.testing import migrated_database
+from ballast_common.telemetry import tracer
+from ballast_common.testing import migrated_database, unit_of_work
+from custodian_gateway import service
 from custodian_gateway.custodian import CustodianClient
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -45,6 +49,7 @@ class CustodianDouble:
     executions: list[dict[str, Any]] = field(default_factory=list)
     refuse_symbols: set[str] = field(default_factory=set)
     unavailable: bool = False
+    refused_while_down: int = 0  # POST /orders answered 503 while unavailable
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     def __post_init__(self) -> None:
@@ -56,6 +61,7 @@ class CustodianDouble:
         @app.post("/orders", status_code=202)
         async def submit(request: Request) -> Any:
             if self.unavailable:
+                self.refused_while_down += 1
                 return JSONResponse({"detail": "down for maintenance"}, status_code=503)
             body = await request.json()
             bad = [o for o in body["orders"] if o["symbol"] in self.refuse_symbols]
@@ -184,16 +190,20 @@ async def migrated(database_url: str) -> AsyncIterator[Database]:
 async def db(migrated: Database) -> Database:
     """The migrated database with this service's tables emptied before the test."""
     async with migrated.engine.begin() as conn:
-        await conn.execute(text("TRUNCATE orders, executions, poll_cursor, outbox, inbox"))
+        await conn.execute(
+            text("TRUNCATE orders, allocations, executions, poll_cursor, outbox, inbox")
+        )
     return migrated
 
 
-def make_trades(count: int, *, symbol: str = "MSFT", quantity: str = "10") -> list[TradeV1]:
+def make_trades(
+    count: int, *, symbol: str = "MSFT", quantity: str = "10", side: str | None = None
+) -> list[TradeV1]:
     return [
         TradeV1(
             trade_id=uuid.uuid4(),
             symbol=symbol,
-            side="buy" if i % 2 == 0 else "sell",
+            side=side or ("buy" if i % 2 == 0 else "sell"),
             quantity=Decimal(quantity),
             estimated_price=Decimal("415.20"),
             estimated_value=Decimal(quantity) * Decimal("415.20"),
@@ -237,3 +247,46 @@ def approved_factory() -> Any:
 @pytest.fixture
 def envelope_factory() -> Any:
     return envelope_of
+
+
+SOURCE = "custodian-gateway"
+CUSTODIAN = "default"
+BLOCK_ACCOUNT = "BLOCK-TEST"
+
+
+async def approve(db: Database, *payloads: TradesApprovedV1, tenant: str = "acme") -> list[Any]:
+    """Run the trades-approved batch handler on `payloads` as one consumer batch."""
+    deliveries = [Delivery(envelope_of(p, tenant), p) for p in payloads]
+    async with unit_of_work(db, SOURCE) as uow:
+        with tracer().start_as_current_span("trades-approved process"):
+            return await service.record_approved_trades(uow, deliveries, CUSTODIAN)
+
+
+async def block(
+    db: Database, *, window_s: float = 0.0, max_wait_s: float = 60.0, limit: int = 100_000
+) -> Any:
+    """One blocking step: pending allocations become block orders under BLOCK_ACCOUNT."""
+    async with unit_of_work(db, SOURCE) as uow:
+        return await service.block_pending(
+            uow,
+            custodian=CUSTODIAN,
+            block_account=BLOCK_ACCOUNT,
+            window_s=window_s,
+            max_wait_s=max_wait_s,
+            limit=limit,
+        )
+
+
+@pytest.fixture
+def kit() -> SimpleNamespace:
+    """The helpers and names the service tests share (test modules cannot import each other)."""
+    return SimpleNamespace(
+        approve=approve,
+        block=block,
+        trades=make_trades,
+        approved=approved,
+        envelope=envelope_of,
+        SOURCE=SOURCE,
+        CUSTODIAN=CUSTODIAN,
+        BLOCK_ACCOUNT=BLOCK_ACCOUNT,
+    )

@@ -12,11 +12,10 @@ import pytest
 from ballast_common.app import create_app
 from ballast_common.db import Database
 from ballast_common.testing import unit_of_work
+from custodian_gateway import repository as repo
 from custodian_gateway import service
 from custodian_gateway.custodian import CustodianClient
-from custodian_gateway.handlers import on_trades_approved
 from custodian_gateway.main import spec
-from custodian_gateway.orders import client_order_id_for
 from custodian_gateway.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -25,108 +24,185 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 async def api(db: Database) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(spec, Settings())
-    app.state.runtime = SimpleNamespace(db=db)
+    app.state.runtime = SimpleNamespace(db=db, settings=Settings())
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
         yield http
 
 
-async def _book(
-    db: Database, client: CustodianClient, custodian: Any, factories: tuple[Any, Any, Any]
-) -> list[str]:
-    trades, approved, envelope = factories
-    ids = []
+async def _book(db: Database, client: CustodianClient, custodian: Any, kit: Any) -> list[str]:
+    """Three blocks (MSFT, AAPL, IBM buys of ACC-1 and ACC-2), two sent; MSFT filled, AAPL
+    partly filled, IBM still new. Returns the blocks' ids, oldest first."""
     for account in ("ACC-1", "ACC-2"):
-        payload = approved(trades(2, quantity="4"), account_id=account)
-        async with unit_of_work(db, "test") as uow:
-            await on_trades_approved(uow, envelope(payload), payload)
-        # Listed (and sent) oldest first; one message's orders by client order id.
-        ids += sorted(client_order_id_for(t.trade_id) for t in payload.trades)
+        trades = [t for s in ("MSFT", "AAPL") for t in kit.trades(1, symbol=s, quantity="4")]
+        await kit.approve(db, kit.approved(trades, account))
+    await kit.block(db)
+    await kit.approve(db, kit.approved(kit.trades(1, symbol="IBM", side="buy"), "ACC-1"))
+    await kit.block(db)
+    async with db.sessions() as session:
+        ids = [o.client_order_id for o in await repo.list_orders(session, limit=10, offset=0)]
     async with unit_of_work(db, "test") as uow:
-        await service.send_new_orders(uow, client, 3)  # one order stays new
-    custodian.fill(ids[0], "1.5", "10.25")
-    custodian.fill(ids[0], "2.5", "10.75")
-    custodian.fill(ids[1], "1", "10")
+        await service.send_new_orders(uow, client, 2, kit.CUSTODIAN)  # one block stays new
+    symbols = {custodian.orders[i]["symbol"]: i for i in ids[:2]}
+    custodian.fill(symbols["MSFT"], "3", "10.25")
+    custodian.fill(symbols["MSFT"], "5", "10.75")
+    custodian.fill(symbols["AAPL"], "1", "10")
     async with unit_of_work(db, "test") as uow:
-        await service.poll_executions(uow, client, 100)
+        await service.poll_executions(uow, client, 100, kit.CUSTODIAN)
     return ids
 
 
-@pytest.fixture
-def factories(trade_factory: Any, approved_factory: Any, envelope_factory: Any) -> Any:
-    return trade_factory, approved_factory, envelope_factory
-
-
-async def test_orders_are_listed_filtered_and_paged(
-    db: Database, api: httpx.AsyncClient, client: CustodianClient, custodian: Any, factories: Any
+async def test_blocks_are_listed_filtered_and_paged(
+    db: Database, api: httpx.AsyncClient, client: CustodianClient, custodian: Any, kit: Any
 ) -> None:
-    ids = await _book(db, client, custodian, factories)
-    page = (await api.get("/orders", params={"limit": 3})).json()
-    assert [o["client_order_id"] for o in page["orders"]] == ids[:3]
-    assert page["next_offset"] == 3
-    rest = (await api.get("/orders", params={"limit": 3, "offset": 3})).json()
-    assert [o["client_order_id"] for o in rest["orders"]] == ids[3:]
+    ids = await _book(db, client, custodian, kit)
+    page = (await api.get("/orders", params={"limit": 2})).json()
+    assert [o["client_order_id"] for o in page["orders"]] == ids[:2]
+    assert page["next_offset"] == 2
+    rest = (await api.get("/orders", params={"limit": 2, "offset": 2})).json()
+    assert [o["client_order_id"] for o in rest["orders"]] == ids[2:]
     assert rest["next_offset"] is None
 
-    acc2 = (await api.get("/orders", params={"account_id": "ACC-2"})).json()["orders"]
-    assert [o["client_order_id"] for o in acc2] == ids[2:]
     new = (await api.get("/orders", params={"status": "new"})).json()["orders"]
-    assert [o["client_order_id"] for o in new] == [ids[3]]
+    assert [o["symbol"] for o in new] == ["IBM"]
     filled = (await api.get("/orders", params={"status": "filled"})).json()["orders"]
-    assert filled[0]["client_order_id"] == ids[0]
-    assert filled[0]["filled_quantity"] == "4"
-    assert filled[0]["average_price"] == "10.5625"
-    assert filled[0]["times_sent"] == 1
+    assert [o["symbol"] for o in filled] == ["MSFT"]
+    msft = filled[0]
+    assert (msft["filled_quantity"], msft["quantity"], msft["average_price"]) == (
+        "8",
+        "8",
+        "10.5625",
+    )
+    assert (msft["times_sent"], msft["allocation_count"], msft["account_id"]) == (
+        1,
+        2,
+        kit.BLOCK_ACCOUNT,
+    )
+    assert msft["allocated_at"] is not None
+    aapl = (await api.get("/orders", params={"symbol": "AAPL"})).json()["orders"]
+    assert [o["status"] for o in aapl] == ["partially_filled"]
 
 
-async def test_one_order_with_its_executions(
-    db: Database, api: httpx.AsyncClient, client: CustodianClient, custodian: Any, factories: Any
+async def test_one_block_with_its_allocations_and_executions(
+    db: Database, api: httpx.AsyncClient, client: CustodianClient, custodian: Any, kit: Any
 ) -> None:
-    ids = await _book(db, client, custodian, factories)
-    response = await api.get(f"/orders/{ids[1]}")
+    ids = await _book(db, client, custodian, kit)
+    msft = next(i for i in ids[:2] if custodian.orders[i]["symbol"] == "MSFT")
+    response = await api.get(f"/orders/{msft}")
     assert response.status_code == 200
     body = response.json()
-    assert (body["status"], body["filled_quantity"], body["quantity"]) == (
-        "partially_filled",
-        "1",
+    assert (body["status"], body["filled_quantity"], body["quantity"]) == ("filled", "8", "8")
+    assert [(e["quantity"], e["price"], e["outcome"]) for e in body["executions"]] == [
+        ("3", "10.25", "applied"),
+        ("5", "10.75", "applied"),
+    ]
+    assert sorted(a["account_id"] for a in body["allocations"]) == ["ACC-1", "ACC-2"]
+    assert {
+        (a["status"], a["filled_quantity"], a["average_price"]) for a in body["allocations"]
+    } == {("filled", "4", "10.5625")}
+    assert body["allocations_next_offset"] is None
+    # a page of allocations
+    first = (await api.get(f"/orders/{msft}", params={"allocation_limit": 1})).json()
+    assert len(first["allocations"]) == 1 and first["allocations_next_offset"] == 1
+    second = (
+        await api.get(f"/orders/{msft}", params={"allocation_limit": 1, "allocation_offset": 1})
+    ).json()
+    assert second["allocations_next_offset"] is None
+    assert {first["allocations"][0]["trade_id"], second["allocations"][0]["trade_id"]} == {
+        a["trade_id"] for a in body["allocations"]
+    }
+
+    # a trade's allocation, on its own
+    trade_id = body["allocations"][0]["trade_id"]
+    trade = (await api.get(f"/trades/{trade_id}")).json()
+    assert (trade["client_order_id"], trade["status"], trade["filled_quantity"]) == (
+        msft,
+        "filled",
         "4",
     )
-    assert [(e["quantity"], e["price"], e["outcome"]) for e in body["executions"]] == [
-        ("1", "10", "applied")
-    ]
 
 
-async def test_unknown_order_is_a_404_problem(db: Database, api: httpx.AsyncClient) -> None:
-    response = await api.get("/orders/BAL-nope")
-    assert response.status_code == 404
-    assert response.headers["content-type"] == "application/problem+json"
-    assert "BAL-nope" in response.json()["detail"]
+async def test_allocations_are_listed_by_account_and_status(
+    db: Database, api: httpx.AsyncClient, client: CustodianClient, custodian: Any, kit: Any
+) -> None:
+    ids = await _book(db, client, custodian, kit)
+    acc1 = (await api.get("/allocations", params={"account_id": "ACC-1"})).json()
+    assert sorted(a["symbol"] for a in acc1["allocations"]) == ["AAPL", "IBM", "MSFT"]
+    blocked = (await api.get("/allocations", params={"status": "blocked"})).json()["allocations"]
+    assert sorted(a["symbol"] for a in blocked) == ["AAPL", "AAPL", "IBM"]
+    of_block = (await api.get("/allocations", params={"client_order_id": ids[2]})).json()
+    assert [a["symbol"] for a in of_block["allocations"]] == ["IBM"]
+    paged = (await api.get("/allocations", params={"limit": 2})).json()
+    assert len(paged["allocations"]) == 2 and paged["next_offset"] == 2
 
 
 @pytest.mark.parametrize(
-    ("params", "field"),
-    [({"status": "done"}, "status"), ({"limit": 0}, "limit"), ({"offset": -1}, "offset")],
+    "path", ["/orders/BAL-nope", "/trades/6f1c1f9e-0d51-4b8e-9b1e-2f0c6f0f9a11"]
+)
+async def test_unknown_order_or_trade_is_a_404_problem(
+    db: Database, api: httpx.AsyncClient, path: str
+) -> None:
+    response = await api.get(path)
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+    assert path.rsplit("/", 1)[1] in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "field"),
+    [
+        ("/orders", {"status": "done"}, "status"),
+        ("/orders", {"limit": 0}, "limit"),
+        ("/orders", {"offset": -1}, "offset"),
+        ("/allocations", {"status": "sent"}, "status"),
+        ("/orders/BLK-1", {"allocation_limit": 0}, "allocation_limit"),
+    ],
 )
 async def test_bad_query_is_a_422_naming_the_field(
-    db: Database, api: httpx.AsyncClient, params: dict[str, Any], field: str
+    db: Database, api: httpx.AsyncClient, path: str, params: dict[str, Any], field: str
 ) -> None:
-    response = await api.get("/orders", params=params)
+    response = await api.get(path, params=params)
     assert response.status_code == 422
     assert [e["field"] for e in response.json()["errors"]] == [f"query.{field}"]
 
 
+async def test_a_trade_id_that_is_not_a_uuid_is_a_422(db: Database, api: httpx.AsyncClient) -> None:
+    response = await api.get("/trades/not-a-uuid")
+    assert response.status_code == 422
+    assert [e["field"] for e in response.json()["errors"]] == ["path.trade_id"]
+
+
 async def test_stats(
-    db: Database, api: httpx.AsyncClient, client: CustodianClient, custodian: Any, factories: Any
+    db: Database, api: httpx.AsyncClient, client: CustodianClient, custodian: Any, kit: Any
 ) -> None:
-    await _book(db, client, custodian, factories)
+    await _book(db, client, custodian, kit)
+    await kit.approve(db, kit.approved(kit.trades(1, symbol="AMD"), "ACC-3"))  # not yet blocked
     custodian.fill("BAL-unknown", "1", "1")
     async with unit_of_work(db, "test") as uow:
-        await service.poll_executions(uow, client, 100)
+        await service.poll_executions(uow, client, 100, kit.CUSTODIAN)
     body = (await api.get("/stats")).json()
-    assert body["orders"] == {
-        "total": 4,
-        "by_status": {"new": 1, "sent": 1, "partially_filled": 1, "filled": 1, "rejected": 0},
+    assert body["blocks"] == {
+        "total": 3,
+        "by_status": {"new": 1, "sent": 0, "partially_filled": 1, "filled": 1, "rejected": 0},
         "sent_more_than_once": 0,
+        "done_unallocated": 0,
     }
-    assert body["executions"] == {"total": 4, "fills": 3, "rejects": 0, "orphans": 1, "invalid": 0}
+    assert body["allocations"] == {
+        "total": 6,
+        "by_status": {
+            "pending": 1,
+            "blocked": 3,
+            "filled": 2,
+            "partially_filled": 0,
+            "rejected": 0,
+        },
+    }
+    assert body["executions"] == {
+        "total": 4,
+        "fills": 3,
+        "rejects": 0,
+        "orphans": 1,
+        "invalid": 0,
+        "overfills": 0,
+    }
     assert body["cursor"]["last_seq"] == 4

@@ -108,3 +108,21 @@ def test_backoff_doubles_up_to_the_maximum_and_resets() -> None:
     assert [backoff.next() for _ in range(5)] == [0.2, 0.4, 0.8, 1.0, 1.0]
     backoff.reset()
     assert backoff.next() == 0.2
+
+
+def test_block_settings_and_trades_approved_handled_as_a_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from custodian_gateway.handlers import subscriptions
+
+    monkeypatch.setenv("CUSTODIAN_GATEWAY_BLOCK_WINDOW_S", "0.1")
+    monkeypatch.setenv("CUSTODIAN_GATEWAY_BLOCK_ACCOUNT_ID", "OMNI-7")
+    settings = Settings()
+    assert (settings.block_window_s, settings.block_account_id) == (0.1, "OMNI-7")
+    assert Settings.model_fields["block_window_s"].default < 1
+    (subscription,) = subscriptions(settings)
+    assert subscription.event_type == "trades-approved"
+    assert subscription.batch_handler is not None and subscription.handler is None
+    monkeypatch.setenv("CUSTODIAN_GATEWAY_BLOCK_ACCOUNT_ID", " OMNI")
+    with pytest.raises(ValueError, match="block_account_id"):
+        Settings()

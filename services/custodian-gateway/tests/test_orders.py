@@ -7,25 +7,21 @@ import pytest
 from custodian_gateway.orders import (
     ExecutionProblem,
     OrderProgress,
+    allocation_fill_id,
     apply_fill,
     apply_reject,
     check_scale,
-    client_order_id_for,
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 
-def test_client_order_id_is_derived_from_the_trade_id() -> None:
+def test_the_fill_id_of_an_allocation_is_derived_from_its_block_and_trade() -> None:
     trade = uuid.UUID("c2f1d9e0-1a2b-4c3d-8e4f-5a6b7c8d9e0f")
-    assert client_order_id_for(trade) == "BAL-c2f1d9e01a2b4c3d8e4f5a6b7c8d9e0f"
-    assert client_order_id_for(uuid.UUID(str(trade))) == client_order_id_for(trade)
-    assert client_order_id_for(uuid.uuid4()) != client_order_id_for(trade)
-
-
-def test_client_order_id_needs_a_uuid() -> None:
-    with pytest.raises(TypeError, match="UUID"):
-        client_order_id_for("c2f1d9e0-1a2b-4c3d-8e4f-5a6b7c8d9e0f")  # type: ignore[arg-type]
+    block = "BLK-0123456789abcdef0123456789abcdef"
+    assert allocation_fill_id(block, trade) == f"{block}-c2f1d9e01a2b4c3d8e4f5a6b7c8d9e0f"
+    assert allocation_fill_id(block, uuid.UUID(str(trade))) == allocation_fill_id(block, trade)
+    assert allocation_fill_id(block, uuid.uuid4()) != allocation_fill_id(block, trade)
 
 
 def test_partial_fills_then_complete() -> None:

@@ -1,6 +1,6 @@
 """Integration test of the two background loops, on real PostgreSQL and real HTTP (the
 custodian stand-in served by uvicorn on a free port): they wait out an unavailable custodian,
-then send every order once and turn its fills into events."""
+then gather the approved trades into blocks, send every block once and share its fills."""
 
 from __future__ import annotations
 
@@ -16,8 +16,6 @@ from ballast_common import plumbing
 from ballast_common.db import Database
 from ballast_common.testing import unit_of_work
 from custodian_gateway import repository as repo
-from custodian_gateway.handlers import on_trades_approved
-from custodian_gateway.orders import client_order_id_for
 from custodian_gateway.settings import Settings
 from custodian_gateway.workers import execution_poller, order_sender
 
@@ -45,12 +43,7 @@ async def _until(check: Callable[[], Awaitable[bool]]) -> None:
 
 
 async def test_loops_ride_out_an_outage_then_send_and_poll(
-    db: Database,
-    custodian: Any,
-    served: str,
-    trade_factory: Any,
-    approved_factory: Any,
-    envelope_factory: Any,
+    db: Database, custodian: Any, served: str, kit: Any
 ) -> None:
     settings = Settings(
         custodian_url=served,
@@ -59,6 +52,8 @@ async def test_loops_ride_out_an_outage_then_send_and_poll(
         max_backoff_s=0.2,
         send_batch_size=3,
         reset_check_interval_s=0.1,
+        block_window_s=0.1,
+        block_account_id=kit.BLOCK_ACCOUNT,
     )
     runtime = SimpleNamespace(settings=settings, uow=lambda: unit_of_work(db, "custodian-gateway"))
     custodian.unavailable = True
@@ -67,21 +62,22 @@ async def test_loops_ride_out_an_outage_then_send_and_poll(
         asyncio.create_task(execution_poller(runtime)),
     ]
     try:
-        payload = approved_factory(trade_factory(5, quantity="2"))
-        async with unit_of_work(db, "test") as uow:
-            await on_trades_approved(uow, envelope_factory(payload), payload)
-        await asyncio.sleep(0.3)  # the loops meet a 503 and back off
+        payloads = [kit.approved(kit.trades(5, quantity="2"), f"ACC-{i}") for i in range(4)]
+        await kit.approve(db, *payloads)
+        # the blocks are made, and the sender meets a 503 and backs off
+        await _until(lambda: _async(custodian.refused_while_down >= 2))
         assert custodian.orders == {}
         custodian.unavailable = False
 
-        ids = [client_order_id_for(t.trade_id) for t in payload.trades]
-        await _until(lambda: _async(len(custodian.orders) == 5))
+        # 20 trades of 4 accounts: one buy block and one sell block
+        await _until(lambda: _async(len(custodian.orders) == 2))
+        ids = list(custodian.orders)
         for cid in ids:
-            custodian.fill(cid, "2", "50.5")
+            custodian.fill(cid, custodian.orders[cid]["quantity"], "50.5")
 
         async def all_filled() -> bool:
             async with db.sessions() as session:
-                return (await repo.order_counts(session)).get("filled") == 5
+                return (await repo.allocation_counts(session)).get("filled") == 20
 
         await _until(all_filled)
     finally:
@@ -90,10 +86,14 @@ async def test_loops_ride_out_an_outage_then_send_and_poll(
         await asyncio.gather(*tasks, return_exceptions=True)
 
     assert all(custodian.times_submitted(cid) == 1 for cid in ids)
+    assert sorted(o["quantity"] for o in custodian.orders.values()) == ["16", "24"]
     async with db.sessions() as session:
         messages = await plumbing.pending_messages(session, 100)
     fills = [json.loads(m.value)["payload"] for m in messages if m.topic == "fills-received"]
-    assert sorted(f["client_order_id"] for f in fills) == sorted(ids)
+    assert sorted(f["trade_id"] for f in fills) == sorted(
+        str(t.trade_id) for p in payloads for t in p.trades
+    )
+    assert {f["client_order_id"] for f in fills} == set(ids)
 
 
 async def _async(value: bool) -> bool:

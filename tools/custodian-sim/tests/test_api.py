@@ -119,6 +119,26 @@ async def test_partial_fills_sum_exactly_to_the_order(
         assert statuses == {"filled"}
 
 
+async def test_the_rest_of_a_partially_filled_order_can_be_cancelled(
+    sim: SimFactory, clock: FakeClock
+) -> None:
+    async with sim(partial_fill_probability=1.0, max_fills=4, cancel_rest_probability=1.0) as c:
+        orders = [order(f"o{i}", quantity="100") for i in range(20)]
+        assert (await c.post("/orders", json={"orders": orders})).status_code == 202
+        clock.advance(10_000)
+        by_order: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for e in await all_executions(c):
+            by_order[e["client_order_id"]].append(e)
+        for cid, execs in by_order.items():
+            *fills, last = execs
+            assert fills and all(e["kind"] == "fill" for e in fills)
+            assert last["kind"] == "reject" and "rest of the order cancelled" in last["reason"]
+            filled = sum(Decimal(e["quantity"]) for e in fills)
+            assert Decimal(last["quantity"]) == 100 - filled > 0
+            o = (await c.get(f"/orders/{cid}")).json()
+            assert (o["status"], Decimal(o["filled_quantity"])) == ("rejected", filled)
+
+
 async def test_partially_filled_status_between_pieces(sim: SimFactory, clock: FakeClock) -> None:
     async with sim(partial_fill_probability=1.0, max_fills=3, latency_ms=100) as c:
         await c.post("/orders", json={"orders": [order("o1", quantity="300")]})

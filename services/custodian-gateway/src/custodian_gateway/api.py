@@ -1,28 +1,38 @@
 """custodian-gateway's REST routes: parse, call the service layer, return."""
 
+import uuid
 from typing import Annotated
 
-from ballast_common.app import ReadSession
+from ballast_common.app import ReadSession, RuntimeDep
 from fastapi import APIRouter, Query
 
 from custodian_gateway import repository as repo
 from custodian_gateway import service
-from custodian_gateway.orders import OrderStatus
-from custodian_gateway.schemas import ExecutionOut, OrderDetail, OrderOut, OrdersPage, Stats
+from custodian_gateway.orders import AllocationStatus, OrderStatus
+from custodian_gateway.schemas import (
+    AllocationOut,
+    AllocationsPage,
+    ExecutionOut,
+    OrderDetail,
+    OrderOut,
+    OrdersPage,
+    Stats,
+)
+from custodian_gateway.settings import Settings
 
 router = APIRouter()
 
 
-@router.get("/orders", tags=["orders"], response_model=OrdersPage, summary="List orders")
+@router.get("/orders", tags=["orders"], response_model=OrdersPage, summary="List block orders")
 async def list_orders(
     session: ReadSession,
-    account_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
     status: OrderStatus | None = None,
+    symbol: Annotated[str | None, Query(min_length=1, max_length=32)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> OrdersPage:
     rows = await repo.list_orders(
-        session, account_id=account_id, status=status, limit=limit + 1, offset=offset
+        session, status=status, symbol=symbol, limit=limit + 1, offset=offset
     )
     return OrdersPage(
         orders=[OrderOut.model_validate(r, from_attributes=True) for r in rows[:limit]],
@@ -36,16 +46,79 @@ async def list_orders(
     "/orders/{client_order_id}",
     tags=["orders"],
     response_model=OrderDetail,
-    summary="One order with its executions",
+    summary="One block order with (a page of) its allocations and its executions",
 )
-async def get_order(client_order_id: str, session: ReadSession) -> OrderDetail:
-    order, executions = await service.get_order(session, client_order_id)
+async def get_order(
+    client_order_id: str,
+    session: ReadSession,
+    allocation_limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+    allocation_offset: Annotated[int, Query(ge=0)] = 0,
+) -> OrderDetail:
+    view = await service.get_order(
+        session,
+        client_order_id,
+        allocation_limit=allocation_limit + 1,
+        allocation_offset=allocation_offset,
+    )
+    allocations = view.allocations[:allocation_limit]
     return OrderDetail(
-        **OrderOut.model_validate(order, from_attributes=True).model_dump(),
-        executions=[ExecutionOut.model_validate(e, from_attributes=True) for e in executions],
+        **OrderOut.model_validate(view.order, from_attributes=True).model_dump(),
+        allocations=[AllocationOut.model_validate(a, from_attributes=True) for a in allocations],
+        allocations_next_offset=(
+            allocation_offset + allocation_limit
+            if len(view.allocations) > allocation_limit
+            else None
+        ),
+        executions=[ExecutionOut.model_validate(e, from_attributes=True) for e in view.executions],
     )
 
 
+@router.get(
+    "/allocations",
+    tags=["allocations"],
+    response_model=AllocationsPage,
+    summary="List approved trades' allocations",
+)
+async def list_allocations(
+    session: ReadSession,
+    account_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
+    status: AllocationStatus | None = None,
+    client_order_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> AllocationsPage:
+    rows = await repo.list_allocations(
+        session,
+        account_id=account_id,
+        status=status,
+        client_order_id=client_order_id,
+        limit=limit + 1,
+        offset=offset,
+    )
+    return AllocationsPage(
+        allocations=[AllocationOut.model_validate(r, from_attributes=True) for r in rows[:limit]],
+        limit=limit,
+        offset=offset,
+        next_offset=offset + limit if len(rows) > limit else None,
+    )
+
+
+@router.get(
+    "/trades/{trade_id}",
+    tags=["allocations"],
+    response_model=AllocationOut,
+    summary="An approved trade's allocation: its block and its share of the fills",
+)
+async def get_trade(trade_id: uuid.UUID, session: ReadSession) -> AllocationOut:
+    allocation = await service.get_allocation(session, trade_id)
+    return AllocationOut.model_validate(allocation, from_attributes=True)
+
+
 @router.get("/stats", tags=["stats"], response_model=Stats, summary="Counts and the poll cursor")
-async def stats(session: ReadSession) -> Stats:
-    return Stats(**await service.stats(session))
+async def stats(session: ReadSession, runtime: RuntimeDep) -> Stats:
+    custodian = (
+        runtime.settings.custodian_id
+        if isinstance(runtime.settings, Settings)
+        else service.DEFAULT_CUSTODIAN
+    )
+    return Stats(**await service.stats(session, custodian))

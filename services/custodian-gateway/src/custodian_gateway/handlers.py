@@ -1,13 +1,22 @@
 """custodian-gateway's event handlers (registered in main.py)."""
 
-from ballast_common.contracts.envelope import Envelope
-from ballast_common.contracts.events import TradesApprovedV1
+from collections.abc import Sequence
+
+from ballast_common.consumer import BatchHandler, Delivery, Subscription
 from ballast_common.uow import UnitOfWork
 
 from custodian_gateway import service
+from custodian_gateway.settings import Settings
 
 
-async def on_trades_approved(
-    uow: UnitOfWork, envelope: Envelope, payload: TradesApprovedV1
-) -> None:
-    await service.record_approved_trades(uow, payload, envelope.tenant)
+def on_trades_approved(settings: Settings) -> BatchHandler:
+    """Every approved trade of a consumer batch becomes a pending allocation (one statement)."""
+
+    async def handle(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+        await service.record_approved_trades(uow, deliveries, settings.custodian_id)
+
+    return handle
+
+
+def subscriptions(settings: Settings) -> list[Subscription]:
+    return [Subscription.batch("trades-approved", on_trades_approved(settings))]

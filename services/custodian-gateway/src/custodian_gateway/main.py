@@ -1,16 +1,17 @@
-"""custodian-gateway: approved trades become custodian orders; executions become fills."""
+"""custodian-gateway: approved trades become block orders at the custodian; executions are
+shared back among the trades as fills-received / order-rejected."""
 
 from pathlib import Path
 
 from ballast_common.app import ServiceSpec, create_app
-from ballast_common.consumer import Subscription
 
 from custodian_gateway.api import router
-from custodian_gateway.handlers import on_trades_approved
+from custodian_gateway.handlers import subscriptions
 from custodian_gateway.settings import Settings
 from custodian_gateway.tables import metadata
 from custodian_gateway.workers import execution_poller, order_sender
 
+settings = Settings()
 spec = ServiceSpec(
     name="custodian-gateway",
     schema="custodian_gateway",
@@ -18,12 +19,13 @@ spec = ServiceSpec(
     metadata=metadata,
     migrations_dir=Path(__file__).parent / "migrations",
     description=(
-        "Turns approved trades into custodian orders (persisted before sending, idempotent by "
-        "client order id) and the custodian's executions into fills-received / order-rejected."
+        "Gathers approved trades into block orders (one per security and side per custodian, "
+        "persisted before sending, idempotent by client order id) and shares each block's "
+        "fills among its trades pro rata as fills-received / order-rejected."
     ),
     routers=[router],
-    subscriptions=[Subscription("trades-approved", on_trades_approved)],
+    subscriptions=subscriptions(settings),
     background=[order_sender, execution_poller],
 )
 
-app = create_app(spec)
+app = create_app(spec, settings)

@@ -1,4 +1,4 @@
-"""Pure order rules: client order ids and how executions move an order's status.
+"""Pure order rules: client order ids and how executions move a (block) order's status.
 
 No I/O here. Quantities and prices are exact Decimals; the average price is the exact
 filled notional divided by the filled quantity, rounded once to PRICE_SCALE places.
@@ -15,7 +15,18 @@ from custodian_gateway.tables import PRICE_SCALE, QUANTITY_SCALE
 
 OrderStatus = Literal["new", "sent", "partially_filled", "filled", "rejected"]
 ORDER_STATUSES: tuple[OrderStatus, ...] = ("new", "sent", "partially_filled", "filled", "rejected")
-CLIENT_ORDER_ID_PREFIX = "BAL-"
+DONE_STATUSES = frozenset({"filled", "rejected"})
+AllocationStatus = Literal["pending", "blocked", "filled", "partially_filled", "rejected"]
+ALLOCATION_STATUSES: tuple[AllocationStatus, ...] = (
+    "pending",
+    "blocked",
+    "filled",
+    "partially_filled",
+    "rejected",
+)
+# A block's client order id is "BLK-" and the smallest trade id of its allocations (32 hex
+# digits; made by the repository's blocking statement): a trade is in one block only. Orders
+# stored before block orders were one per trade: "BAL-" and the trade id.
 _PRICE_QUANTUM = Decimal(1).scaleb(-PRICE_SCALE)
 
 
@@ -23,11 +34,9 @@ class ExecutionProblem(Exception):
     """An execution that cannot be applied to its order (overfill, fill after reject...)."""
 
 
-def client_order_id_for(trade_id: uuid.UUID) -> str:
-    """The client order id of a trade's order: the same trade always gets the same id."""
-    if not isinstance(trade_id, uuid.UUID):
-        raise TypeError(f"trade_id must be a UUID, got {type(trade_id).__name__}")
-    return CLIENT_ORDER_ID_PREFIX + trade_id.hex
+def allocation_fill_id(client_order_id: str, trade_id: uuid.UUID) -> str:
+    """The fill id of a trade's share of a block: the same allocation always gets the same."""
+    return f"{client_order_id}-{trade_id.hex}"
 
 
 def canonical(value: Decimal) -> Decimal:
@@ -60,6 +69,8 @@ class OrderProgress:
     filled_quantity: Decimal = Decimal(0)
     filled_notional: Decimal = Decimal(0)
     reject_reason: str | None = None
+    # Every allocation asked whole shares: a fill must be whole shares to be shared.
+    whole_shares: bool = False
 
     @property
     def remaining(self) -> Decimal:
@@ -85,15 +96,23 @@ def apply_fill(progress: OrderProgress, quantity: Decimal, price: Decimal) -> Or
         check_scale(price, PRICE_SCALE, "fill price")
     except ValueError as exc:
         raise ExecutionProblem(str(exc)) from None
+    if progress.whole_shares and quantity != quantity.to_integral_value():
+        raise ExecutionProblem(
+            f"fill quantity {quantity:f} is not whole shares, but the order is for whole shares "
+            "only (its allocations asked whole shares)"
+        )
     if progress.status == "rejected":
         raise ExecutionProblem("fill for an order the custodian already rejected")
     if progress.status == "filled":
-        raise ExecutionProblem("fill for an order that is already completely filled")
+        raise ExecutionProblem(
+            f"overfill: fill of {canonical(quantity):f} for an order that is already "
+            "completely filled"
+        )
     filled = progress.filled_quantity + quantity
     if filled > progress.quantity:
         raise ExecutionProblem(
-            f"overfill: fill of {quantity} would make {filled} filled of an order for "
-            f"{progress.quantity}"
+            f"overfill: fill of {canonical(quantity):f} would make {canonical(filled):f} filled "
+            f"of an order for {canonical(progress.quantity):f}"
         )
     return replace(
         progress,

@@ -2,45 +2,297 @@
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, update
+from sqlalchemy import Row, func, text, update
+from sqlalchemy import select as select_columns
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from custodian_gateway.tables import Execution, Order, PollCursor
+from custodian_gateway.tables import Allocation, Execution, Order, PollCursor
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-# --- orders ---------------------------------------------------------------------------------
+# --- allocations (approved trades) ----------------------------------------------------------
 
 
-async def insert_orders(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> list[str]:
-    """Insert new orders; a trade (or client order id) already stored is left alone.
-    Returns the client order ids actually inserted."""
-    if not rows:
+@dataclass
+class NewAllocations:
+    """Approved trades to store, column by column (one array per column: one statement)."""
+
+    trade_ids: list[uuid.UUID]
+    proposal_ids: list[uuid.UUID]
+    account_ids: list[str]
+    tenants: list[str]
+    symbols: list[str]
+    sides: list[str]
+    quantities: list[Decimal]
+    reference_prices: list[Decimal]
+    lot_ids: list[list[str]]
+    sleeve_ids: list[str | None]
+    traceparents: list[str | None]
+    tracestates: list[str | None]
+
+
+_INSERT_ALLOCATIONS = text(
+    """
+    INSERT INTO allocations (
+        trade_id, proposal_id, account_id, tenant, custodian, symbol, side, quantity,
+        reference_price, lot_ids, sleeve_id, status, filled_quantity, traceparent, tracestate,
+        created_at, updated_at)
+    SELECT t.trade_id, t.proposal_id, t.account_id, t.tenant, :custodian, t.symbol, t.side,
+        t.quantity, t.reference_price,
+        ARRAY(SELECT jsonb_array_elements_text(t.lot_ids::jsonb))::varchar[],
+        t.sleeve_id, 'pending', 0, t.traceparent, t.tracestate, now(), now()
+    FROM unnest(
+        CAST(:trade_ids AS uuid[]), CAST(:proposal_ids AS uuid[]), CAST(:account_ids AS text[]),
+        CAST(:tenants AS text[]), CAST(:symbols AS text[]), CAST(:sides AS text[]),
+        CAST(:quantities AS numeric[]), CAST(:reference_prices AS numeric[]),
+        CAST(:lot_ids AS text[]), CAST(:sleeve_ids AS text[]), CAST(:traceparents AS text[]),
+        CAST(:tracestates AS text[])
+    ) AS t(trade_id, proposal_id, account_id, tenant, symbol, side, quantity, reference_price,
+           lot_ids, sleeve_id, traceparent, tracestate)
+    ON CONFLICT (trade_id) DO NOTHING
+    RETURNING trade_id
+    """
+)
+
+
+async def insert_allocations(
+    session: AsyncSession, custodian: str, rows: NewAllocations
+) -> list[uuid.UUID]:
+    """Insert approved trades as pending allocations, all in one statement; a trade already
+    stored is left alone. Returns the trade ids actually inserted."""
+    if not rows.trade_ids:
         return []
-    stmt = (
-        insert(Order)
-        .values(list(rows))
-        .on_conflict_do_nothing()
-        .returning(col(Order.client_order_id))
+    result = await session.execute(
+        _INSERT_ALLOCATIONS,
+        {
+            "custodian": custodian,
+            "trade_ids": rows.trade_ids,
+            "proposal_ids": rows.proposal_ids,
+            "account_ids": rows.account_ids,
+            "tenants": rows.tenants,
+            "symbols": rows.symbols,
+            "sides": rows.sides,
+            "quantities": rows.quantities,
+            "reference_prices": rows.reference_prices,
+            "lot_ids": [json.dumps(lots) for lots in rows.lot_ids],
+            "sleeve_ids": rows.sleeve_ids,
+            "traceparents": rows.traceparents,
+            "tracestates": rows.tracestates,
+        },
     )
-    result = await session.execute(stmt)
     return [r[0] for r in result]
 
 
-async def claim_new_orders(session: AsyncSession, limit: int) -> list[Order]:
+async def pending_ages_s(session: AsyncSession, custodian: str) -> tuple[float, float] | None:
+    """Seconds since the oldest and since the newest allocation still waiting for a block
+    was stored (None: none is waiting)."""
+    result = await session.execute(
+        text(
+            "SELECT extract(epoch FROM clock_timestamp() - min(created_at)), "
+            "extract(epoch FROM clock_timestamp() - max(created_at)) FROM allocations "
+            "WHERE client_order_id IS NULL AND custodian = :custodian"
+        ),
+        {"custodian": custodian},
+    )
+    oldest, newest = result.one()
+    return None if oldest is None else (float(oldest), float(newest))
+
+
+@dataclass(frozen=True)
+class NewBlock:
+    client_order_id: str
+    tenant: str
+    symbol: str
+    side: str
+    quantity: Decimal
+    allocation_count: int
+
+
+# Claims pending allocations (skipping those another gateway holds), makes one block per
+# firm, security, side and share unit, persists it as a new order under the block account
+# and links its allocations, in one statement. Id: BLK- and the block's smallest trade id.
+_BLOCK_PENDING = text(
+    """
+    WITH claimed AS (
+        SELECT trade_id, tenant, symbol, side, quantity, reference_price,
+               quantity = trunc(quantity) AS whole_shares, traceparent, tracestate, created_at
+        FROM allocations
+        WHERE client_order_id IS NULL AND custodian = :custodian
+        ORDER BY created_at, trade_id
+        LIMIT :limit
+        FOR UPDATE SKIP LOCKED
+    ), blocks AS (
+        SELECT 'BLK-' || replace(min(trade_id::text), '-', '') AS client_order_id,
+               tenant, symbol, side, whole_shares,
+               sum(quantity) AS quantity,
+               round(sum(quantity * reference_price) / sum(quantity), 8) AS reference_price,
+               count(*) AS allocation_count
+        FROM claimed
+        GROUP BY tenant, symbol, side, whole_shares
+    ), firsts AS (
+        SELECT DISTINCT ON (tenant, symbol, side, whole_shares)
+               tenant, symbol, side, whole_shares, traceparent, tracestate
+        FROM claimed
+        ORDER BY tenant, symbol, side, whole_shares, created_at, trade_id
+    ), inserted AS (
+        INSERT INTO orders (
+            client_order_id, custodian, tenant, account_id, symbol, side, whole_shares,
+            quantity, reference_price, allocation_count, status, filled_quantity,
+            filled_notional, times_sent, traceparent, tracestate, created_at, updated_at)
+        SELECT b.client_order_id, :custodian, b.tenant, :block_account, b.symbol, b.side,
+               b.whole_shares, b.quantity, b.reference_price, b.allocation_count, 'new', 0, 0,
+               0, f.traceparent, f.tracestate, now(), now()
+        FROM blocks b JOIN firsts f USING (tenant, symbol, side, whole_shares)
+        RETURNING client_order_id
+    ), linked AS (
+        UPDATE allocations a
+        SET status = 'blocked', client_order_id = b.client_order_id, updated_at = now()
+        FROM claimed c JOIN blocks b USING (tenant, symbol, side, whole_shares)
+        WHERE a.trade_id = c.trade_id
+    )
+    SELECT b.client_order_id, b.tenant, b.symbol, b.side, b.quantity, b.allocation_count
+    FROM blocks b JOIN inserted i USING (client_order_id)
+    ORDER BY b.client_order_id
+    """
+)
+
+
+async def block_pending_allocations(
+    session: AsyncSession, custodian: str, block_account: str, limit: int
+) -> list[NewBlock]:
+    """Gather up to `limit` pending allocations (oldest first) into new block orders."""
+    result = await session.execute(
+        _BLOCK_PENDING,
+        {"custodian": custodian, "block_account": block_account, "limit": limit},
+    )
+    return [NewBlock(*row) for row in result]
+
+
+async def allocations_to_share(
+    session: AsyncSession, client_order_ids: Sequence[str]
+) -> list[Row[Any]]:
+    """The still-open allocations of these blocks, by block and trade id (plain rows)."""
+    if not client_order_ids:
+        return []
+    a = Allocation
+    columns = [
+        a.client_order_id,
+        a.trade_id,
+        a.proposal_id,
+        a.account_id,
+        a.tenant,
+        a.symbol,
+        a.side,
+        a.quantity,
+        a.lot_ids,
+        a.sleeve_id,
+        a.traceparent,
+        a.tracestate,
+    ]
+    stmt = (
+        select_columns(*(col(c) for c in columns))
+        .where(col(a.client_order_id).in_(list(client_order_ids)), col(a.status) == "blocked")
+        .order_by(col(a.client_order_id), col(a.trade_id))
+    )
+    return list((await session.execute(stmt)).all())
+
+
+_RECORD_SHARES = text(
+    """
+    UPDATE allocations a
+    SET status = v.status, filled_quantity = v.filled_quantity,
+        average_price = v.average_price, reject_reason = v.reject_reason, updated_at = now()
+    FROM unnest(
+        CAST(:trade_ids AS uuid[]), CAST(:statuses AS text[]), CAST(:filled AS numeric[]),
+        CAST(:prices AS numeric[]), CAST(:reasons AS text[])
+    ) AS v(trade_id, status, filled_quantity, average_price, reject_reason)
+    WHERE a.trade_id = v.trade_id
+    """
+)
+
+
+@dataclass
+class AllocationShares:
+    """What each allocation of done blocks got, column by column."""
+
+    trade_ids: list[uuid.UUID]
+    statuses: list[str]
+    filled: list[Decimal]
+    prices: list[Decimal | None]
+    reasons: list[str | None]
+
+
+async def record_shares(session: AsyncSession, shares: AllocationShares) -> int:
+    """Store the allocations' shares of their done blocks, in one statement."""
+    if not shares.trade_ids:
+        return 0
+    result = await session.execute(
+        _RECORD_SHARES,
+        {
+            "trade_ids": shares.trade_ids,
+            "statuses": shares.statuses,
+            "filled": shares.filled,
+            "prices": shares.prices,
+            "reasons": shares.reasons,
+        },
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def get_allocation(session: AsyncSession, trade_id: uuid.UUID) -> Allocation | None:
+    return await session.get(Allocation, trade_id)
+
+
+async def list_allocations(
+    session: AsyncSession,
+    *,
+    account_id: str | None = None,
+    status: str | None = None,
+    client_order_id: str | None = None,
+    limit: int,
+    offset: int,
+) -> list[Allocation]:
+    stmt = select(Allocation)
+    if account_id is not None:
+        stmt = stmt.where(Allocation.account_id == account_id)
+    if status is not None:
+        stmt = stmt.where(Allocation.status == status)
+    if client_order_id is not None:
+        stmt = stmt.where(Allocation.client_order_id == client_order_id)
+    stmt = (
+        stmt.order_by(col(Allocation.created_at), col(Allocation.trade_id))
+        .limit(limit)
+        .offset(offset)
+    )
+    return list(await session.exec(stmt))
+
+
+async def allocation_counts(session: AsyncSession) -> dict[str, int]:
+    rows = await session.exec(select(Allocation.status, func.count()).group_by(Allocation.status))
+    return {status: int(n) for status, n in rows}
+
+
+# --- block orders ---------------------------------------------------------------------------
+
+
+async def claim_new_orders(session: AsyncSession, custodian: str, limit: int) -> list[Order]:
     """Lock up to `limit` unsent orders, oldest first, skipping ones another sender holds."""
     stmt = (
         select(Order)
-        .where(Order.status == "new")
+        .where(Order.status == "new", Order.custodian == custodian)
         .order_by(col(Order.created_at), col(Order.client_order_id))
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -72,14 +324,14 @@ async def mark_sent(session: AsyncSession, client_order_ids: Sequence[str]) -> i
 
 
 async def orders_for_update(
-    session: AsyncSession, client_order_ids: Iterable[str]
+    session: AsyncSession, custodian: str, client_order_ids: Iterable[str]
 ) -> dict[str, Order]:
     ids = sorted(set(client_order_ids))
     if not ids:
         return {}
     stmt = (
         select(Order)
-        .where(col(Order.client_order_id).in_(ids))
+        .where(col(Order.client_order_id).in_(ids), Order.custodian == custodian)
         .order_by(col(Order.client_order_id))
         .with_for_update()
     )
@@ -93,16 +345,16 @@ async def get_order(session: AsyncSession, client_order_id: str) -> Order | None
 async def list_orders(
     session: AsyncSession,
     *,
-    account_id: str | None,
-    status: str | None,
+    status: str | None = None,
+    symbol: str | None = None,
     limit: int,
     offset: int,
 ) -> list[Order]:
     stmt = select(Order)
-    if account_id is not None:
-        stmt = stmt.where(Order.account_id == account_id)
     if status is not None:
         stmt = stmt.where(Order.status == status)
+    if symbol is not None:
+        stmt = stmt.where(Order.symbol == symbol)
     stmt = (
         stmt.order_by(col(Order.created_at), col(Order.client_order_id)).limit(limit).offset(offset)
     )
@@ -116,6 +368,16 @@ async def order_counts(session: AsyncSession) -> dict[str, int]:
 
 async def orders_sent_more_than_once(session: AsyncSession) -> int:
     stmt = select(func.count()).select_from(Order).where(col(Order.times_sent) > 1)
+    return int((await session.exec(stmt)).one())
+
+
+async def done_orders_unallocated(session: AsyncSession) -> int:
+    """Done (filled or rejected) orders whose fills were not shared among allocations."""
+    stmt = (
+        select(func.count())
+        .select_from(Order)
+        .where(col(Order.status).in_(["filled", "rejected"]), col(Order.allocated_at).is_(None))
+    )
     return int((await session.exec(stmt)).one())
 
 
@@ -156,6 +418,16 @@ async def execution_counts(session: AsyncSession) -> dict[tuple[str, str | None]
         col(Execution.outcome), col(Execution.kind)
     )
     return {(outcome, kind): int(n) for outcome, kind, n in await session.exec(stmt)}
+
+
+async def refused_overfills(session: AsyncSession) -> int:
+    """Executions refused because they would have filled more than their order asked."""
+    stmt = (
+        select(func.count())
+        .select_from(Execution)
+        .where(Execution.outcome == "invalid", col(Execution.problem).startswith("overfill"))
+    )
+    return int((await session.exec(stmt)).one())
 
 
 # --- poll cursor ----------------------------------------------------------------------------

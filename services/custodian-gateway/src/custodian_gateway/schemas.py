@@ -30,22 +30,52 @@ class ExecutionOut(BaseModel):
     _decimals = field_validator("quantity", "price")(_canonical)
 
 
-class OrderOut(BaseModel):
-    client_order_id: str
+class AllocationOut(BaseModel):
     trade_id: uuid.UUID
     proposal_id: uuid.UUID
     account_id: str
     tenant: str
+    custodian: str
     symbol: str
     side: str
+    quantity: Quantity = Field(description="what the trade asked")
+    reference_price: Price
+    lot_ids: list[str]
+    sleeve_id: str | None
+    status: str = Field(
+        description="pending (waiting for a block), blocked (its block is not done), filled, "
+        "partially_filled (the rest rejected) or rejected"
+    )
+    client_order_id: str | None = Field(description="its block order; null while pending")
+    filled_quantity: Quantity = Field(description="its share of the block's fills")
+    average_price: Price | None = Field(description="the block's average price")
+    reject_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+
+    _decimals = field_validator("quantity", "reference_price", "filled_quantity", "average_price")(
+        _canonical
+    )
+
+
+class OrderOut(BaseModel):
+    client_order_id: str
+    custodian: str
+    tenant: str
+    account_id: str = Field(description="the account the block is placed under at the custodian")
+    symbol: str
+    side: str
+    whole_shares: bool
     quantity: Quantity
     reference_price: Price
+    allocation_count: int
     status: str
     filled_quantity: Quantity
     average_price: Price | None
     reject_reason: str | None
     times_sent: int
     sent_at: datetime | None
+    allocated_at: datetime | None
     created_at: datetime
     updated_at: datetime
 
@@ -55,6 +85,10 @@ class OrderOut(BaseModel):
 
 
 class OrderDetail(OrderOut):
+    allocations: list[AllocationOut] = Field(description="a page of the block's allocations")
+    allocations_next_offset: int | None = Field(
+        description="pass as allocation_offset for the next page; null at the end"
+    )
     executions: list[ExecutionOut]
 
 
@@ -65,7 +99,15 @@ class OrdersPage(BaseModel):
     next_offset: int | None = Field(description="pass as offset for the next page; null at the end")
 
 
+class AllocationsPage(BaseModel):
+    allocations: list[AllocationOut]
+    limit: int
+    offset: int
+    next_offset: int | None = Field(description="pass as offset for the next page; null at the end")
+
+
 class Stats(BaseModel):
-    orders: dict[str, Any]
+    blocks: dict[str, Any]
+    allocations: dict[str, Any]
     executions: dict[str, int]
     cursor: dict[str, Any]

@@ -1,34 +1,43 @@
-"""custodian-gateway's rules: approved trades become orders, orders go to the custodian,
-the custodian's executions come back as fills-received / order-rejected events.
+"""custodian-gateway's rules: approved trades become allocations, allocations gather into
+block orders (one per firm, security, side and custodian), blocks go to the custodian, and
+when a block is done its fills are shared among its allocations as fills-received and
+order-rejected events.
 
-Every order is persisted, with its client order id, before anything is sent. Sending marks
-orders sent in the same transaction that locked them, after the custodian acknowledged them;
+Every block is persisted, with its client order id, before anything is sent. Sending marks
+blocks sent in the same transaction that locked them, after the custodian acknowledged them;
 a crash in between resends the same client order ids, which the custodian deduplicates.
 Executions are stored once (by execution id) in the transaction that applies them to their
-order, publishes their events and advances the poll cursor.
+block and advances the poll cursor; the transaction in which a block becomes done also
+shares its fills (see allocation.py) and publishes one event per allocation and outcome.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from ballast_common.consumer import Delivery
+from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import FillsReceivedV1, OrderRejectedV1, TradesApprovedV1
 from ballast_common.errors import NotFound, PermanentMessageError
 from ballast_common.telemetry import context_from_headers, current_trace_headers, tracer
 from ballast_common.uow import UnitOfWork
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind
 from pydantic import TypeAdapter, ValidationError
+from sqlalchemy import Row
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from custodian_gateway import repository as repo
+from custodian_gateway.allocation import AllocationProblem, Ask, allocate, share_unit
 from custodian_gateway.custodian import (
     CustodianClient,
     CustodianRefused,
@@ -36,20 +45,22 @@ from custodian_gateway.custodian import (
     RawExecution,
 )
 from custodian_gateway.orders import (
+    ALLOCATION_STATUSES,
+    DONE_STATUSES,
     ORDER_STATUSES,
     ExecutionProblem,
     OrderProgress,
+    allocation_fill_id,
     apply_fill,
     apply_reject,
     canonical,
     check_scale,
-    client_order_id_for,
 )
-from custodian_gateway.tables import PRICE_SCALE, QUANTITY_SCALE, Execution, Order
+from custodian_gateway.tables import PRICE_SCALE, QUANTITY_SCALE, Allocation, Execution, Order
 
 log = logging.getLogger(__name__)
 
-CURSOR_NAME = "custodian"
+DEFAULT_CUSTODIAN = "default"
 MAX_SPAN_LINKS = 64
 # What the custodian accepts (see tools/custodian-sim): refuse earlier, with a clear reason.
 _IDENTIFIER = re.compile(r"^\S(.*\S)?$")
@@ -65,81 +76,133 @@ def _fmt(value: Decimal) -> str:
     return format(canonical(value), "f")
 
 
-def _trace_context(order: Order) -> Context | None:
-    """The stored trace context of the work that created `order` (None: start a new trace)."""
-    if not order.traceparent:
+def _stored_context(traceparent: str | None, tracestate: str | None) -> Context | None:
+    """A stored W3C trace context (None: start a new trace)."""
+    if not traceparent:
         return None
-    carrier = {"traceparent": order.traceparent}
-    if order.tracestate:
-        carrier["tracestate"] = order.tracestate
+    carrier = {"traceparent": traceparent}
+    if tracestate:
+        carrier["tracestate"] = tracestate
     return context_from_headers(carrier)
 
 
-# --- trades-approved -> orders --------------------------------------------------------------
+def _trace_context(order: Order) -> Context | None:
+    return _stored_context(order.traceparent, order.tracestate)
+
+
+# --- trades-approved -> allocations ---------------------------------------------------------
 
 
 async def record_approved_trades(
-    uow: UnitOfWork, payload: TradesApprovedV1, tenant: str
-) -> list[str]:
-    """Persist one new order per approved trade; trades already ordered are left alone.
-    Returns the client order ids created by this call."""
-    _check_approved(payload)
-    trace_headers = current_trace_headers()
-    now = _now()
-    rows = [
-        {
-            "client_order_id": client_order_id_for(t.trade_id),
-            "trade_id": t.trade_id,
-            "proposal_id": payload.proposal_id,
-            "account_id": payload.account_id,
-            "tenant": tenant,
-            "symbol": t.symbol,
-            "side": t.side,
-            "quantity": t.quantity,
-            "reference_price": t.estimated_price,
-            "lot_ids": list(t.lot_ids),
-            "sleeve_id": t.sleeve_id,
-            "status": "new",
-            "filled_quantity": Decimal(0),
-            "filled_notional": Decimal(0),
-            "times_sent": 0,
-            "traceparent": trace_headers.get("traceparent"),
-            "tracestate": trace_headers.get("tracestate"),
-            "created_at": now,
-            "updated_at": now,
-        }
-        for t in payload.trades
-    ]
-    created = await repo.insert_orders(uow.session, rows)
-    if len(created) < len(rows):
+    uow: UnitOfWork, deliveries: Sequence[Delivery], custodian: str
+) -> list[uuid.UUID]:
+    """Store every approved trade of the batch as a pending allocation, in one statement;
+    trades already stored are left alone. Returns the trade ids stored by this call."""
+    rows = repo.NewAllocations([], [], [], [], [], [], [], [], [], [], [], [])
+    current = current_trace_headers()
+    for delivery in deliveries:
+        payload: TradesApprovedV1 = delivery.payload
+        _check_approved(payload)
+        trace_headers = _trace_of(delivery.envelope, current)
+        for t in payload.trades:
+            rows.trade_ids.append(t.trade_id)
+            rows.proposal_ids.append(payload.proposal_id)
+            rows.account_ids.append(payload.account_id)
+            rows.tenants.append(delivery.envelope.tenant)
+            rows.symbols.append(t.symbol)
+            rows.sides.append(t.side)
+            rows.quantities.append(t.quantity)
+            rows.reference_prices.append(t.estimated_price)
+            rows.lot_ids.append(list(t.lot_ids))
+            rows.sleeve_ids.append(t.sleeve_id)
+            rows.traceparents.append(trace_headers.get("traceparent"))
+            rows.tracestates.append(trace_headers.get("tracestate"))
+    created = await repo.insert_allocations(uow.session, custodian, rows)
+    if len(created) < len(rows.trade_ids):
         log.info(
-            "trades already ordered were skipped",
-            extra={"proposal_id": str(payload.proposal_id), "skipped": len(rows) - len(created)},
+            "approved trades already stored were skipped",
+            extra={"skipped": len(rows.trade_ids) - len(created), "stored": len(created)},
         )
     return created
 
 
+def _trace_of(envelope: Envelope, current: dict[str, str]) -> dict[str, str]:
+    """The trace an approved trade's fill continues: the consumer span when it is in the
+    event's trace, else the event's own (a batch's span continues only its first event)."""
+    theirs = (envelope.traceparent or "").split("-")
+    ours = current.get("traceparent", "").split("-")
+    if len(theirs) > 1 and (len(ours) < 2 or ours[1] != theirs[1]):
+        headers = {"traceparent": envelope.traceparent or ""}
+        if envelope.tracestate:
+            headers["tracestate"] = envelope.tracestate
+        return headers
+    return current
+
+
 def _check_approved(payload: TradesApprovedV1) -> None:
+    where = (
+        f"trades-approved for account {payload.account_id[:140]!r} (proposal {payload.proposal_id})"
+    )
     if len(payload.account_id) > 128 or not _IDENTIFIER.match(payload.account_id):
         raise PermanentMessageError(
-            f"account_id {payload.account_id[:140]!r} is not a valid custodian account id "
+            f"{where}: account_id is not a valid custodian account id "
             "(1-128 characters, no leading or trailing spaces)"
         )
     seen: set[Any] = set()
     for i, t in enumerate(payload.trades):
         if t.trade_id in seen:
-            raise PermanentMessageError(f"trades[{i}].trade_id {t.trade_id} appears twice")
+            raise PermanentMessageError(f"{where}: trades[{i}].trade_id {t.trade_id} appears twice")
         seen.add(t.trade_id)
         if not _SYMBOL.match(t.symbol):
             raise PermanentMessageError(
-                f"trades[{i}].symbol {t.symbol!r} is not a valid custodian symbol "
+                f"{where}: trades[{i}].symbol {t.symbol!r} is not a valid custodian symbol "
                 "(1-32 of A-Z, a-z, 0-9, '.', '-', '/')"
             )
         try:
             check_scale(t.quantity, QUANTITY_SCALE, f"trades[{i}].quantity")
             check_scale(t.estimated_price, PRICE_SCALE, f"trades[{i}].estimated_price")
         except ValueError as exc:
-            raise PermanentMessageError(str(exc)) from None
+            raise PermanentMessageError(f"{where}: {exc}") from None
+
+
+# --- blocker: pending allocations -> block orders -------------------------------------------
+
+
+@dataclass
+class BlockOutcome:
+    blocks: list[repo.NewBlock] = field(default_factory=list)
+    allocations: int = 0
+    # Seconds until the pending allocations are due to be blocked (None: none pending).
+    wait_s: float | None = None
+    full: bool = False  # the step gathered as many as it may: more may be pending
+
+
+async def block_pending(
+    uow: UnitOfWork,
+    *,
+    custodian: str,
+    block_account: str,
+    window_s: float,
+    max_wait_s: float,
+    limit: int,
+) -> BlockOutcome:
+    """Once no approved trade has arrived for `window_s` (the fan-out has gathered), or the
+    oldest has waited `max_wait_s`, gather up to `limit` pending allocations into block
+    orders (persisted as new orders, ready to send)."""
+    ages = await repo.pending_ages_s(uow.session, custodian)
+    if ages is None:
+        return BlockOutcome()
+    oldest, newest = ages
+    if newest < window_s and oldest < max_wait_s:
+        return BlockOutcome(wait_s=min(window_s - newest, max_wait_s - oldest))
+    blocks = await repo.block_pending_allocations(uow.session, custodian, block_account, limit)
+    count = sum(b.allocation_count for b in blocks)
+    if blocks:
+        log.info(
+            "approved trades blocked",
+            extra={"blocks": len(blocks), "allocations": count, "custodian": custodian},
+        )
+    return BlockOutcome(blocks=blocks, allocations=count, full=count >= limit)
 
 
 # --- order sender ---------------------------------------------------------------------------
@@ -153,13 +216,15 @@ class SendOutcome:
     unacknowledged: list[str] = field(default_factory=list)
 
 
-async def send_new_orders(uow: UnitOfWork, client: CustodianClient, batch_size: int) -> SendOutcome:
-    """Send one batch of new orders and mark them sent, in `uow`'s transaction.
+async def send_new_orders(
+    uow: UnitOfWork, client: CustodianClient, batch_size: int, custodian: str = DEFAULT_CUSTODIAN
+) -> SendOutcome:
+    """Send one batch of new block orders and mark them sent, in `uow`'s transaction.
 
     Raises CustodianUnavailable when the custodian cannot take them now: the caller rolls
     back (the orders stay new) and retries later with the same client order ids.
     """
-    orders = await repo.claim_new_orders(uow.session, batch_size)
+    orders = await repo.claim_new_orders(uow.session, custodian, batch_size)
     outcome = SendOutcome(claimed=len(orders))
     if not orders:
         return outcome
@@ -178,9 +243,16 @@ async def send_new_orders(uow: UnitOfWork, client: CustodianClient, batch_size: 
     by_id = {o.client_order_id: o for o in orders}
     outcome.sent = [i for i in by_id if i in acknowledged]
     await repo.mark_sent(uow.session, outcome.sent)
-    for order, reason in refused:
-        _refuse(uow, order, reason)
+    for order, detail in refused:
+        log.error(
+            "custodian refused an order",
+            extra={"client_order_id": order.client_order_id, "detail": detail},
+        )
+        order.status = "rejected"
+        order.reject_reason = f"custodian refused the order: {detail}"
+        order.updated_at = _now()
         outcome.refused.append(order.client_order_id)
+    await _share_done_blocks(uow, [order for order, _ in refused])
     outcome.unacknowledged = [
         i for i in by_id if i not in acknowledged and i not in set(outcome.refused)
     ]
@@ -243,18 +315,6 @@ def _request(order: Order) -> OrderRequest:
     )
 
 
-def _refuse(uow: UnitOfWork, order: Order, detail: str) -> None:
-    reason = f"custodian refused the order: {detail}"
-    log.error(
-        "custodian refused an order",
-        extra={"client_order_id": order.client_order_id, "detail": detail},
-    )
-    order.status = "rejected"
-    order.reject_reason = reason
-    order.updated_at = _now()
-    _publish_rejected(uow, order, order.quantity, reason)
-
-
 # --- execution poller -----------------------------------------------------------------------
 
 
@@ -267,13 +327,17 @@ class PollOutcome:
     rejects: int = 0
     orphans: int = 0
     invalid: int = 0
+    blocks_done: int = 0  # blocks that became done (and were allocated) on this page
     cursor: int = 0
     page_full: bool = False
 
 
-async def poll_executions(uow: UnitOfWork, client: CustodianClient, page_size: int) -> PollOutcome:
-    """Fetch the next page of executions and apply it, all in `uow`'s transaction."""
-    cursor = await repo.lock_cursor(uow.session, CURSOR_NAME)
+async def poll_executions(
+    uow: UnitOfWork, client: CustodianClient, page_size: int, custodian: str = DEFAULT_CUSTODIAN
+) -> PollOutcome:
+    """Fetch the next page of executions and apply it, all in `uow`'s transaction; blocks
+    it completes are allocated and their events published in the same transaction."""
+    cursor = await repo.lock_cursor(uow.session, custodian)
     if cursor is None:
         return PollOutcome(locked=False)
     start = cursor.last_seq
@@ -286,9 +350,12 @@ async def poll_executions(uow: UnitOfWork, client: CustodianClient, page_size: i
     fresh = [e for e in fresh if e.execution_id not in known]
     outcome.new = len(fresh)
     orders = await repo.orders_for_update(
-        uow.session, {str(e.client_order_id) for e in fresh if e.client_order_id is not None}
+        uow.session,
+        custodian,
+        {str(e.client_order_id) for e in fresh if e.client_order_id is not None},
     )
     rows = []
+    done: dict[str, Order] = {}
     for execution in fresh:
         order = orders.get(str(execution.client_order_id))
         row = _execution_row(execution)
@@ -305,7 +372,7 @@ async def poll_executions(uow: UnitOfWork, client: CustodianClient, page_size: i
             )
         else:
             try:
-                kind = _apply(uow, order, execution, row)
+                kind = _apply(order, execution, row)
             except ExecutionProblem as exc:
                 row["outcome"] = "invalid"
                 row["problem"] = str(exc)
@@ -324,8 +391,11 @@ async def poll_executions(uow: UnitOfWork, client: CustodianClient, page_size: i
                     outcome.fills += 1
                 else:
                     outcome.rejects += 1
+                if order.status in DONE_STATUSES:
+                    done[order.client_order_id] = order
         rows.append(row)
     await repo.insert_executions(uow.session, rows)
+    outcome.blocks_done = await _share_done_blocks(uow, list(done.values()))
     seen_max = max((e.seq for e in page.executions), default=start)
     cursor.last_seq = max(start, page.last_seq, seen_max)
     if cursor.last_seq != start:
@@ -353,8 +423,8 @@ def _fresh(executions: Sequence[RawExecution], after: int) -> list[RawExecution]
     return out
 
 
-def _apply(uow: UnitOfWork, order: Order, execution: RawExecution, row: dict[str, Any]) -> str:
-    """Apply one execution to its (locked) order and publish its event. Returns its kind."""
+def _apply(order: Order, execution: RawExecution, row: dict[str, Any]) -> str:
+    """Apply one execution to its (locked) block order. Returns its kind."""
     kind = execution.kind
     if kind not in ("fill", "reject"):
         raise ExecutionProblem(f"unknown execution kind {kind!r}")
@@ -370,6 +440,7 @@ def _apply(uow: UnitOfWork, order: Order, execution: RawExecution, row: dict[str
         filled_quantity=order.filled_quantity,
         filled_notional=order.filled_notional,
         reject_reason=order.reject_reason,
+        whole_shares=order.whole_shares,
     )
     if kind == "fill":
         quantity = _exact(execution.quantity, "quantity")
@@ -378,6 +449,8 @@ def _apply(uow: UnitOfWork, order: Order, execution: RawExecution, row: dict[str
         if executed_at is None:
             raise ExecutionProblem(f"fill has no valid executed_at: {execution.executed_at!r}")
         after = apply_fill(progress, quantity, price)
+        if order.last_fill_at is None or executed_at > order.last_fill_at:
+            order.last_fill_at = executed_at
     else:
         after = apply_reject(progress, None if execution.reason is None else str(execution.reason))
     order.status = after.status
@@ -386,60 +459,135 @@ def _apply(uow: UnitOfWork, order: Order, execution: RawExecution, row: dict[str
     order.average_price = after.average_price
     order.reject_reason = after.reject_reason
     order.updated_at = _now()
-    if kind == "fill":
-        with tracer().start_as_current_span(
-            "fills-received create",
-            context=_trace_context(order),
-            kind=SpanKind.PRODUCER,
-            attributes={
-                "ballast.client_order_id": order.client_order_id,
-                "ballast.execution_id": execution.execution_id,
-            },
-        ):
-            uow.publish(
-                FillsReceivedV1(
-                    fill_id=execution.execution_id,
-                    client_order_id=order.client_order_id,
-                    trade_id=order.trade_id,
-                    proposal_id=order.proposal_id,
-                    account_id=order.account_id,
-                    symbol=order.symbol,
-                    side=order.side,
-                    quantity=canonical(quantity),
-                    price=canonical(price),
-                    executed_at=executed_at,
-                    lot_ids=list(order.lot_ids),
-                    sleeve_id=order.sleeve_id,
-                ),
-                key=order.account_id,
-                tenant=order.tenant,
-            )
-    else:
-        _publish_rejected(uow, order, progress.remaining, after.reject_reason or "rejected")
     return kind
 
 
-def _publish_rejected(uow: UnitOfWork, order: Order, quantity: Decimal, reason: str) -> None:
-    with tracer().start_as_current_span(
-        "order-rejected create",
-        context=_trace_context(order),
-        kind=SpanKind.PRODUCER,
-        attributes={"ballast.client_order_id": order.client_order_id},
-    ):
-        uow.publish(
-            OrderRejectedV1(
-                client_order_id=order.client_order_id,
-                trade_id=order.trade_id,
-                proposal_id=order.proposal_id,
-                account_id=order.account_id,
-                symbol=order.symbol,
-                side=order.side,
-                quantity=canonical(quantity),
-                reason=reason,
-            ),
-            key=order.account_id,
-            tenant=order.tenant,
-        )
+# --- sharing a done block among its allocations ---------------------------------------------
+
+
+async def _share_done_blocks(uow: UnitOfWork, orders: Sequence[Order]) -> int:
+    """Share each done block's fills among its allocations (pro rata, fair rounding, the
+    block's average price), store the shares in one statement and publish per allocation
+    one fills-received (its filled part) and one order-rejected (its unfilled part).
+    Returns the number of blocks allocated."""
+    if not orders:
+        return 0
+    rows = await repo.allocations_to_share(uow.session, [o.client_order_id for o in orders])
+    by_block: dict[str, list[Row[Any]]] = {}
+    for row in rows:
+        by_block.setdefault(row.client_order_id, []).append(row)
+    shares = repo.AllocationShares([], [], [], [], [])
+    allocated = 0
+    now = _now()
+    for order in orders:
+        members = by_block.get(order.client_order_id, [])
+        if not members:
+            log.warning(
+                "done block has no open allocations to share (already allocated?)",
+                extra={"client_order_id": order.client_order_id},
+            )
+            continue
+        with tracer().start_as_current_span(
+            "allocate block",
+            context=_trace_context(order),
+            attributes={
+                "ballast.client_order_id": order.client_order_id,
+                "ballast.allocations": len(members),
+                "ballast.filled_quantity": _fmt(order.filled_quantity),
+            },
+        ):
+            try:
+                filled = allocate(
+                    order.filled_quantity,
+                    [Ask(str(m.trade_id), m.quantity) for m in members],
+                    share_unit(order.whole_shares),
+                )
+            except AllocationProblem as exc:
+                # Executions are checked before they count, so this means stored data
+                # disagree (the block's allocations do not add up to it): leave it for a
+                # person, unallocated and visible in /stats, rather than guess.
+                log.error(
+                    "done block cannot be allocated; left unallocated",
+                    extra={"client_order_id": order.client_order_id, "problem": str(exc)},
+                )
+                continue
+            _publish_shares(uow, order, members, filled, shares)
+        order.allocated_at = now
+        order.updated_at = now
+        allocated += 1
+    await repo.record_shares(uow.session, shares)
+    return allocated
+
+
+def _publish_shares(
+    uow: UnitOfWork,
+    order: Order,
+    members: Sequence[Row[Any]],
+    filled: Sequence[Decimal],
+    shares: repo.AllocationShares,
+) -> None:
+    price = order.average_price
+    executed_at = order.last_fill_at or order.updated_at
+    contexts: dict[tuple[str | None, str | None], Context] = {}
+    for member, quantity in zip(members, filled, strict=True):
+        remainder = member.quantity - quantity
+        status = "filled" if remainder == 0 else "rejected" if quantity == 0 else "partially_filled"
+        reason = None
+        if remainder > 0:
+            reason = (
+                f"{_fmt(remainder)} of {_fmt(member.quantity)} not filled: block order "
+                f"{order.client_order_id} ({order.symbol} {order.side}, "
+                f"{_fmt(order.filled_quantity)} of {_fmt(order.quantity)} filled) ended "
+                f"{order.status}: {order.reject_reason or 'no reason given'}"
+            )
+        shares.trade_ids.append(member.trade_id)
+        shares.statuses.append(status)
+        shares.filled.append(quantity)
+        shares.prices.append(price if quantity > 0 else None)
+        shares.reasons.append(reason)
+        # The allocation's events continue the trace it was approved in.
+        stored = (member.traceparent, member.tracestate)
+        if stored not in contexts:
+            contexts[stored] = _stored_context(*stored) or otel_context.get_current()
+        token = otel_context.attach(contexts[stored])
+        try:
+            if quantity > 0:
+                assert price is not None  # a block with fills has an average price
+                uow.publish(
+                    FillsReceivedV1(
+                        fill_id=allocation_fill_id(order.client_order_id, member.trade_id),
+                        client_order_id=order.client_order_id,
+                        trade_id=member.trade_id,
+                        proposal_id=member.proposal_id,
+                        account_id=member.account_id,
+                        symbol=member.symbol,
+                        side=member.side,
+                        quantity=canonical(quantity),
+                        price=canonical(price),
+                        executed_at=executed_at,
+                        lot_ids=list(member.lot_ids),
+                        sleeve_id=member.sleeve_id,
+                    ),
+                    key=member.account_id,
+                    tenant=member.tenant,
+                )
+            if reason is not None:
+                uow.publish(
+                    OrderRejectedV1(
+                        client_order_id=order.client_order_id,
+                        trade_id=member.trade_id,
+                        proposal_id=member.proposal_id,
+                        account_id=member.account_id,
+                        symbol=member.symbol,
+                        side=member.side,
+                        quantity=canonical(remainder),
+                        reason=reason,
+                    ),
+                    key=member.account_id,
+                    tenant=member.tenant,
+                )
+        finally:
+            otel_context.detach(token)
 
 
 def _exact(value: Any, name: str) -> Decimal:
@@ -494,10 +642,12 @@ def _execution_row(e: RawExecution) -> dict[str, Any]:
     }
 
 
-async def check_custodian_restart(uow: UnitOfWork, client: CustodianClient) -> bool:
+async def check_custodian_restart(
+    uow: UnitOfWork, client: CustodianClient, custodian: str = DEFAULT_CUSTODIAN
+) -> bool:
     """If the custodian's sequence went backwards (it restarted and lost its memory), rewind
     the cursor to 0; executions already stored are recognised by id and not applied twice."""
-    cursor = await repo.lock_cursor(uow.session, CURSOR_NAME)
+    cursor = await repo.lock_cursor(uow.session, custodian)
     if cursor is None:
         return False
     last = await client.last_seq()
@@ -515,17 +665,44 @@ async def check_custodian_restart(uow: UnitOfWork, client: CustodianClient) -> b
 # --- reads ----------------------------------------------------------------------------------
 
 
-async def get_order(session: AsyncSession, client_order_id: str) -> tuple[Order, list[Execution]]:
+@dataclass
+class BlockView:
+    order: Order
+    allocations: list[Allocation]
+    executions: list[Execution]
+
+
+async def get_order(
+    session: AsyncSession,
+    client_order_id: str,
+    *,
+    allocation_limit: int = 1000,
+    allocation_offset: int = 0,
+) -> BlockView:
+    """A block order with a page of its allocations and all its executions."""
     order = await repo.get_order(session, client_order_id)
     if order is None:
         raise NotFound(f"no order with client_order_id {client_order_id!r}")
-    return order, await repo.executions_of(session, client_order_id)
+    allocations = await repo.list_allocations(
+        session, client_order_id=client_order_id, limit=allocation_limit, offset=allocation_offset
+    )
+    return BlockView(order, allocations, await repo.executions_of(session, client_order_id))
 
 
-async def stats(session: AsyncSession) -> dict[str, Any]:
-    by_status = await repo.order_counts(session)
+async def get_allocation(session: AsyncSession, trade_id: uuid.UUID) -> Allocation:
+    """An approved trade's allocation (its block, status and share of the fills)."""
+    allocation = await repo.get_allocation(session, trade_id)
+    if allocation is None:
+        raise NotFound(f"no approved trade with trade_id {trade_id}")
+    return allocation
+
+
+async def stats(session: AsyncSession, custodian: str = DEFAULT_CUSTODIAN) -> dict[str, Any]:
+    """Blocks and allocations by status, executions by outcome, the poll cursor."""
+    blocks = await repo.order_counts(session)
+    allocations = await repo.allocation_counts(session)
     executions = await repo.execution_counts(session)
-    cursor = await repo.get_cursor(session, CURSOR_NAME)
+    cursor = await repo.get_cursor(session, custodian)
 
     def count(outcome: str | None = None, kind: str | None = None) -> int:
         return sum(
@@ -535,10 +712,15 @@ async def stats(session: AsyncSession) -> dict[str, Any]:
         )
 
     return {
-        "orders": {
-            "total": sum(by_status.values()),
-            "by_status": {s: by_status.get(s, 0) for s in ORDER_STATUSES},
+        "blocks": {
+            "total": sum(blocks.values()),
+            "by_status": {s: blocks.get(s, 0) for s in ORDER_STATUSES},
             "sent_more_than_once": await repo.orders_sent_more_than_once(session),
+            "done_unallocated": await repo.done_orders_unallocated(session),
+        },
+        "allocations": {
+            "total": sum(allocations.values()),
+            "by_status": {s: allocations.get(s, 0) for s in ALLOCATION_STATUSES},
         },
         "executions": {
             "total": count(),
@@ -546,6 +728,7 @@ async def stats(session: AsyncSession) -> dict[str, Any]:
             "rejects": count("applied", "reject"),
             "orphans": count("orphan"),
             "invalid": count("invalid"),
+            "overfills": await repo.refused_overfills(session),
         },
         "cursor": {
             "last_seq": cursor.last_seq if cursor else 0,

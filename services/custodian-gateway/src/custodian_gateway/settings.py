@@ -9,6 +9,20 @@ class Settings(ServiceSettings):
 
     # Base URL of the custodian (the simulator in tools/custodian-sim by default).
     custodian_url: str = "http://127.0.0.1:8009"
+    # Name of that custodian: approved trades are allocated to it, and its blocks and poll
+    # cursor carry the name (a second custodian is a second name, not new code).
+    custodian_id: str = Field(default="default", min_length=1, max_length=64)
+    # The account block orders are placed under at the custodian (the omnibus account).
+    block_account_id: str = Field(
+        default="BALLAST-BLOCK", min_length=1, max_length=128, pattern=r"^\S(.*\S)?$"
+    )
+    # Approved trades are blocked once none has arrived for this long (the fan-out has
+    # gathered: one order per security and side for all of it)...
+    block_window_s: float = Field(default=0.25, ge=0, le=60)
+    # ...or once the oldest has waited this long, while a long fan-out still streams in.
+    block_max_wait_s: float = Field(default=5.0, ge=0, le=600)
+    # Most approved trades gathered by one blocking step (one statement, one transaction).
+    block_max_allocations: int = Field(default=50_000, ge=1, le=1_000_000)
     # Timeout of every HTTP call to the custodian.
     http_timeout_s: float = Field(default=5.0, gt=0)
     # Most orders sent in one POST /orders.

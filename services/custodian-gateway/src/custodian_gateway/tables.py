@@ -1,11 +1,12 @@
-"""custodian-gateway's tables: orders, the custodian's executions, the poll cursor."""
+"""custodian-gateway's tables: block orders, their allocations, the custodian's executions,
+the poll cursors (one per custodian)."""
 
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ARRAY, BigInteger, Column, DateTime, Numeric, String, Text
+from sqlalchemy import ARRAY, BigInteger, Column, DateTime, Index, Numeric, String, Text, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
@@ -23,24 +24,24 @@ class Table(SQLModel, registry=registry()):
 
 
 class Order(Table, table=True):
-    """One order per approved trade, persisted (with its client order id) before it is sent."""
+    """A block order: the approved trades of one security, side, firm and custodian gathered
+    into one custodian order under the block account, persisted (with its client order id)
+    before it is sent. Its allocations (one per trade) say who gets what of its fills."""
 
     __tablename__ = "orders"
 
     client_order_id: str = Field(primary_key=True, max_length=64)
-    trade_id: uuid.UUID = Field(unique=True)
-    proposal_id: uuid.UUID = Field(index=True)
-    account_id: str = Field(max_length=128, index=True)
+    custodian: str = Field(max_length=64, index=True)
     tenant: str = Field(max_length=64)
+    # The account the order is placed under at the custodian (the block/omnibus account).
+    account_id: str = Field(max_length=128)
     symbol: str = Field(max_length=32)
     side: str = Field(max_length=4)
+    # True: every allocation asked whole shares, so fills must be whole shares too.
+    whole_shares: bool = True
     quantity: Decimal = Field(sa_column=Column(Numeric(24, QUANTITY_SCALE), nullable=False))
     reference_price: Decimal = Field(sa_column=Column(Numeric(24, PRICE_SCALE), nullable=False))
-    # Sells: the tax lots the trade named (carried to its fills for the book of record).
-    lot_ids: list[str] = Field(
-        default_factory=list, sa_column=Column(ARRAY(String), nullable=False, server_default="{}")
-    )
-    sleeve_id: str | None = Field(default=None, max_length=64)
+    allocation_count: int = 0
     # new, sent, partially_filled, filled, rejected
     status: str = Field(max_length=20, index=True)
     filled_quantity: Decimal = Field(
@@ -59,7 +60,66 @@ class Order(Table, table=True):
     sent_at: datetime | None = Field(
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )
-    # W3C trace context of the work that created the order; sends and fills continue it.
+    last_fill_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    # When the block was done and its fills allocated to its allocations.
+    allocated_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    # W3C trace context of the block's first allocation; the send continues it.
+    traceparent: str | None = Field(default=None, max_length=64)
+    tracestate: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: datetime = Field(
+        default_factory=_now, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+    updated_at: datetime = Field(
+        default_factory=_now, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+
+
+class Allocation(Table, table=True):
+    """One approved trade: waits (pending) for a block, is part of one (blocked), and gets
+    its share of the block's fills when the block is done (filled, partially_filled or
+    rejected)."""
+
+    __tablename__ = "allocations"
+    __table_args__ = (
+        # Only the allocations still waiting for a block: the blocker's queue.
+        Index(
+            "ix_allocations_waiting",
+            "custodian",
+            "created_at",
+            postgresql_where=text("client_order_id IS NULL"),
+        ),
+    )
+
+    trade_id: uuid.UUID = Field(primary_key=True)
+    proposal_id: uuid.UUID
+    account_id: str = Field(max_length=128, index=True)
+    tenant: str = Field(max_length=64)
+    custodian: str = Field(max_length=64)
+    symbol: str = Field(max_length=32)
+    side: str = Field(max_length=4)
+    quantity: Decimal = Field(sa_column=Column(Numeric(24, QUANTITY_SCALE), nullable=False))
+    reference_price: Decimal = Field(sa_column=Column(Numeric(24, PRICE_SCALE), nullable=False))
+    # Sells: the tax lots the trade named (carried to its fill for the book of record).
+    lot_ids: list[str] = Field(
+        default_factory=list, sa_column=Column(ARRAY(String), nullable=False, server_default="{}")
+    )
+    sleeve_id: str | None = Field(default=None, max_length=64)
+    # pending, blocked, filled, partially_filled (the rest rejected), rejected
+    status: str = Field(max_length=20)
+    client_order_id: str | None = Field(default=None, max_length=64, index=True)
+    filled_quantity: Decimal = Field(
+        default=Decimal(0), sa_column=Column(Numeric(24, QUANTITY_SCALE), nullable=False)
+    )
+    # The block's average price, which every allocation of the block gets.
+    average_price: Decimal | None = Field(
+        default=None, sa_column=Column(Numeric(24, PRICE_SCALE), nullable=True)
+    )
+    reject_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # W3C trace context of the work that approved the trade; its fill continues it.
     traceparent: str | None = Field(default=None, max_length=64)
     tracestate: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: datetime = Field(

@@ -1,4 +1,5 @@
-"""The two background loops: the order sender and the execution poller.
+"""The two background loops: the order sender (which also gathers approved trades into block
+orders) and the execution poller.
 
 Each step is one unit of work calling one service function. While the custodian is
 unavailable (or the database hiccups) a loop backs off and retries: orders stay new and
@@ -61,14 +62,25 @@ def _retryable(exc: Exception) -> bool:
 
 
 async def order_sender(runtime: Runtime) -> None:
-    """Send new orders to the custodian in batches, forever."""
+    """Gather approved trades into block orders and send new orders in batches, forever."""
     settings = _settings(runtime)
     backoff = Backoff(settings.send_interval_s, settings.max_backoff_s)
     async with custodian_client(settings) as client:
         while True:
             try:
                 async with runtime.uow() as uow:
-                    outcome = await service.send_new_orders(uow, client, settings.send_batch_size)
+                    blocking = await service.block_pending(
+                        uow,
+                        custodian=settings.custodian_id,
+                        block_account=settings.block_account_id,
+                        window_s=settings.block_window_s,
+                        max_wait_s=settings.block_max_wait_s,
+                        limit=settings.block_max_allocations,
+                    )
+                async with runtime.uow() as uow:
+                    outcome = await service.send_new_orders(
+                        uow, client, settings.send_batch_size, settings.custodian_id
+                    )
             except Exception as exc:
                 if not _retryable(exc):
                     raise
@@ -84,8 +96,13 @@ async def order_sender(runtime: Runtime) -> None:
                     "orders sent",
                     extra={"sent": len(outcome.sent), "refused": len(outcome.refused)},
                 )
-            if outcome.claimed < settings.send_batch_size:
-                await asyncio.sleep(settings.send_interval_s)
+            if outcome.claimed >= settings.send_batch_size or blocking.full:
+                continue
+            pause = settings.send_interval_s
+            if blocking.wait_s is not None:
+                # wake when the pending trades are due to be blocked
+                pause = min(pause, blocking.wait_s)
+            await asyncio.sleep(pause)
 
 
 async def execution_poller(runtime: Runtime) -> None:
@@ -97,7 +114,9 @@ async def execution_poller(runtime: Runtime) -> None:
         while True:
             try:
                 async with runtime.uow() as uow:
-                    outcome = await service.poll_executions(uow, client, settings.poll_page_size)
+                    outcome = await service.poll_executions(
+                        uow, client, settings.poll_page_size, settings.custodian_id
+                    )
                 idle = outcome.received == 0
                 if (
                     idle
@@ -105,7 +124,7 @@ async def execution_poller(runtime: Runtime) -> None:
                 ):
                     last_restart_check = time.monotonic()
                     async with runtime.uow() as uow:
-                        await service.check_custodian_restart(uow, client)
+                        await service.check_custodian_restart(uow, client, settings.custodian_id)
             except Exception as exc:
                 if not _retryable(exc):
                     raise
@@ -124,6 +143,7 @@ async def execution_poller(runtime: Runtime) -> None:
                         "rejects": outcome.rejects,
                         "orphans": outcome.orphans,
                         "invalid": outcome.invalid,
+                        "blocks_done": outcome.blocks_done,
                         "cursor": outcome.cursor,
                     },
                 )

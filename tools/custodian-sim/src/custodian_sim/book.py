@@ -219,10 +219,21 @@ class OrderBook:
             pieces = rng.randint(2, s.max_fills)
         price = fill_price(req.reference_price, req.side, s.slippage_bps)
         parts = split_quantity(req.quantity, pieces, rng)
-        for i, qty in enumerate(parts):
-            if i > 0:
-                due = due + self._delay(rng)
-            self._push(due, req.client_order_id, i, "fill", qty, price, None)
+        dues = [due]
+        for _ in parts[1:]:
+            dues.append(dues[-1] + self._delay(rng))
+        # Drawn last, so the other decisions stay what they were without this setting.
+        cancel_rest = (
+            len(parts) > 1
+            and s.cancel_rest_probability > 0
+            and rng.random() < s.cancel_rest_probability
+        )
+        for i, (qty, when) in enumerate(zip(parts, dues, strict=True)):
+            if cancel_rest and i == len(parts) - 1:
+                reason = "rest of the order cancelled: no more liquidity (simulated)"
+                self._push(when, req.client_order_id, i, "reject", qty, None, reason)
+            else:
+                self._push(when, req.client_order_id, i, "fill", qty, price, None)
         order.planned_executions = len(parts)
 
     def _push(

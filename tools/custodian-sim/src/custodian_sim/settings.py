@@ -26,6 +26,9 @@ class SimSettings(BaseSettings):
     """Adverse price move applied to every fill (buys pay more, sells get less)."""
     reject_probability: Annotated[float, Field(ge=0, le=1)] = 0.0
     """Chance that an order is rejected outright."""
+    cancel_rest_probability: Annotated[float, Field(ge=0, le=1)] = 0.0
+    """Chance that an order filled in pieces has its last piece rejected instead (the rest
+    cancelled): it ends partially filled, then rejected."""
     reject_symbols: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Symbols always rejected (comma-separated in the environment)."""
     seed: int = 7
