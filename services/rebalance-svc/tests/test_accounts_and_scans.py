@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -443,20 +444,27 @@ async def test_the_interval_scan_is_off_by_default_and_runs_when_set(db):
         )
 
     await asyncio.wait_for(scan_loop(runtime()), timeout=1)  # returns at once: off
-    task = asyncio.create_task(scan_loop(runtime(scan_interval_seconds=0.05)))
+    # two replicas' loops: one run per interval, whichever replica starts it
+    tasks = [asyncio.create_task(scan_loop(runtime(scan_interval_seconds=0.3))) for _ in "ab"]
     try:
-        for _ in range(100):
+        for _ in range(200):
             async with db.sessions() as s:
-                runs = await repository.list_runs(s, "*", None, 20)
-            if any(r.trigger == "interval-scan" for r in runs):
+                runs = await repository.list_runs(s, "*", None, 50)
+            scans = [r for r in runs if r.trigger == "interval-scan"]
+            if len(scans) >= 3:
                 break
+            assert not any(t.done() for t in tasks), [t.exception() for t in tasks if t.done()]
             await asyncio.sleep(0.05)
         else:
             pytest.fail("no interval scan ran")
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    starts = sorted(r.started_at for r in scans)
+    assert all(b - a > timedelta(seconds=0.15) for a, b in itertools.pairwise(starts))
 
 
 async def test_a_harvest_sells_the_losing_lots_and_buys_the_equivalent(db):

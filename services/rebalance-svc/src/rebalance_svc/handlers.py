@@ -1,6 +1,7 @@
 """rebalance-svc's consumers, its interval drift scan and its interval harvest."""
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 
 from ballast_common.app import Runtime
@@ -78,17 +79,24 @@ def subscriptions(settings: Settings) -> list[Subscription]:
 
 
 async def _every(
-    runtime: Runtime, seconds: float, work: Callable[[UnitOfWork, Settings], Awaitable[object]]
+    runtime: Runtime,
+    seconds: float,
+    work: Callable[[UnitOfWork, Settings, str], Awaitable[object]],
+    name: str,
 ) -> None:
-    """Run `work` in a unit of work every `seconds` (not at all when 0)."""
+    """Run `work` once per interval of `seconds` (not at all when 0), at the interval's start.
+    Every replica wakes for the same interval; the run id derived from it lets one start the
+    run and the others find it taken."""
     settings = runtime.settings
     assert isinstance(settings, Settings)
     if seconds <= 0:
         return
     while True:
-        await asyncio.sleep(seconds)
+        now = time.time()
+        interval = int(now // seconds) + 1
+        await asyncio.sleep(interval * seconds - now)
         async with runtime.uow() as uow:
-            await work(uow, settings)
+            await work(uow, settings, f"{name}:{seconds}:{interval}")
 
 
 async def scan_loop(runtime: Runtime) -> None:
@@ -98,9 +106,10 @@ async def scan_loop(runtime: Runtime) -> None:
     await _every(
         runtime,
         settings.scan_interval_seconds,
-        lambda uow, s: service.start_scan(
-            uow, s, rebalance=s.scan_rebalance, trigger="interval-scan"
+        lambda uow, s, key: service.start_scan(
+            uow, s, rebalance=s.scan_rebalance, trigger="interval-scan", key=key
         ),
+        "interval-scan",
     )
 
 
@@ -111,5 +120,6 @@ async def harvest_loop(runtime: Runtime) -> None:
     await _every(
         runtime,
         settings.harvest_interval_seconds,
-        lambda uow, s: service.start_harvest(uow, s, trigger="interval-harvest"),
+        lambda uow, s, key: service.start_harvest(uow, s, trigger="interval-harvest", key=key),
+        "interval-harvest",
     )

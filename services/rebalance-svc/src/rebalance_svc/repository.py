@@ -379,6 +379,11 @@ async def loss_sales_of(
     return list(result)
 
 
+async def lock_run_id(session: AsyncSession, run_id: str) -> None:
+    """Hold the run's id for this transaction: two replicas starting the same run wait on it."""
+    await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:id))"), {"id": run_id})
+
+
 async def get_run(session: AsyncSession, run_id: str) -> Run | None:
     return await session.get(Run, run_id)
 

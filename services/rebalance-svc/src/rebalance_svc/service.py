@@ -384,7 +384,7 @@ async def apply_model_change(
         uow,
         settings,
         RunPlan(
-            run_id=str(uuid.uuid5(IDS, f"run:{envelope.id}")),
+            run_id=_run_id(str(envelope.id)),
             kind="rebalance",
             trigger="model-change",
             model_id=model.model_id,
@@ -408,11 +408,21 @@ class RunPlan:
 
 
 async def start_scan(
-    uow: UnitOfWork, settings: Settings, *, rebalance: bool, trigger: RunTrigger
+    uow: UnitOfWork,
+    settings: Settings,
+    *,
+    rebalance: bool,
+    trigger: RunTrigger,
+    key: str | None = None,
 ) -> Run:
-    """Scan every account for drift; with `rebalance`, rebalance those out of tolerance."""
-    plan = RunPlan(str(uuid.uuid4()), "scan", trigger, rebalance_out_of_tolerance=rebalance)
+    """Scan every account for drift; with `rebalance`, rebalance those out of tolerance.
+    A `key` names the run (the same key: the same run, started once)."""
+    plan = RunPlan(_run_id(key), "scan", trigger, rebalance_out_of_tolerance=rebalance)
     return await start_run(uow, settings, plan)
+
+
+def _run_id(key: str | None) -> str:
+    return str(uuid.uuid5(IDS, f"run:{key}") if key else uuid.uuid4())
 
 
 async def start_harvest(
@@ -421,6 +431,7 @@ async def start_harvest(
     account_ids: list[str] | None = None,
     *,
     trigger: RunTrigger = "harvest",
+    key: str | None = None,
 ) -> Run:
     """Harvest tax losses in the accounts that have it on (or in those named; an unknown one
     is refused, one with harvesting off is skipped saying so)."""
@@ -433,7 +444,7 @@ async def start_harvest(
                 [FieldProblem(f"accounts[{i}]", f"unknown account {a}") for i, a in unknown],
             )
     plan = RunPlan(
-        str(uuid.uuid4()),
+        _run_id(key),
         "harvest",
         trigger,
         account_ids=tuple(dict.fromkeys(account_ids)) if account_ids is not None else None,
@@ -446,7 +457,12 @@ async def start_run(
 ) -> Run:
     """Record the run and publish its chunks (`rebalance-chunk-requested`), each a few
     hundred accounts in account-id order, keyed to spread over the topic's partitions. A run
-    with no accounts is complete at once."""
+    with no accounts is complete at once. A run started before (its id taken: another
+    replica's interval scan) is returned as it is, not started twice."""
+    await repo.lock_run_id(uow.session, plan.run_id)
+    existing = await repo.get_run(uow.session, plan.run_id)
+    if existing is not None:
+        return existing
     chunks = await repo.selected_chunks(uow.session, _selection(plan), settings.chunk_size)
     total = sum(len(c) for c in chunks)
     run = Run(
