@@ -87,9 +87,15 @@ def tracer(name: str = "ballast") -> trace.Tracer:
 
 
 def current_trace_headers() -> dict[str, str]:
-    """The W3C `traceparent`/`tracestate` of the current span, as a carrier dict."""
-    carrier: dict[str, str] = {}
-    propagate.inject(carrier)
+    """The W3C `traceparent`/`tracestate` of the current span, as a carrier dict (written
+    directly: it is asked for every event published, and the propagators cost ten times
+    more)."""
+    ctx = trace.get_current_span().get_span_context()
+    if not ctx.is_valid:
+        return {}
+    carrier = {"traceparent": f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"}
+    if ctx.trace_state:
+        carrier["tracestate"] = ctx.trace_state.to_header()
     return carrier
 
 
