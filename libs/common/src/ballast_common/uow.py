@@ -17,20 +17,6 @@ from ballast_common.plumbing import OutgoingMessage, add_to_outbox
 from ballast_common.telemetry import current_trace_headers
 
 
-def envelope_headers(envelope: Envelope) -> dict[str, str]:
-    headers = {
-        "event-type": envelope.type,
-        "event-version": str(envelope.version),
-        "event-id": str(envelope.id),
-        "content-type": "application/json",
-    }
-    if envelope.traceparent:
-        headers["traceparent"] = envelope.traceparent
-    if envelope.tracestate:
-        headers["tracestate"] = envelope.tracestate
-    return headers
-
-
 class UnitOfWork:
     """Owns one transaction. `publish` puts events in the outbox of that same transaction.
 
