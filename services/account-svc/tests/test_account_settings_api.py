@@ -17,6 +17,8 @@ from account_svc import service
 from account_svc.main import spec
 from account_svc.settings import Settings
 from ballast_common.app import create_app
+from ballast_common.consumer import Delivery
+from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import (
     AccountChangedV1,
     ModelChangedV1,
@@ -30,6 +32,19 @@ from ballast_common.testing import migrated_database, unit_of_work
 from sqlalchemy import select
 
 pytestmark = pytest.mark.integration
+
+
+def delivery(event: TradesProposedV1, tenant: str = "demo") -> Delivery:
+    """The proposal as the consumer hands it over: in its envelope."""
+    envelope = Envelope(
+        type="trades-proposed",
+        version=1,
+        tenant=tenant,
+        key=event.account_id,
+        source="rebalance-svc",
+        payload=event.model_dump(mode="json"),
+    )
+    return Delivery(envelope, event)
 
 
 @pytest.fixture(scope="module")
@@ -373,7 +388,7 @@ async def test_rejecting_a_proposal_publishes_proposal_rejected(api, db):
         ],
     )
     async with unit_of_work(db, "test") as uow:
-        await service.receive_proposal(uow, event, "demo")
+        await service.receive_proposals(uow, [delivery(event)])
     response = await api.post(
         f"/proposals/{event.proposal_id}/reject",
         json={"note": "client is away"},
@@ -388,3 +403,18 @@ async def test_rejecting_a_proposal_publishes_proposal_rejected(api, db):
         reason="client is away",
     )
     assert await published(db, "trades-approved", "S-9") == []
+
+
+async def test_a_security_restriction_names_a_symbol(api):
+    await open_account(api, "S-10")
+    restrictions = [
+        {"kind": "do_not_buy", "scope": "security", "value": "XOM", "reason": "no oil"},
+        {"kind": "do_not_buy", "scope": "security", "value": "EXXON MOBIL", "reason": "no oil"},
+        {"kind": "do_not_buy", "scope": "security", "value": "ABCDEFGHIJKLMNOPQ", "reason": "r"},
+    ]
+    response = await api.put(
+        "/accounts/S-10/restrictions", json={"restrictions": restrictions}, headers={"X-Actor": "a"}
+    )
+    assert response.status_code == 422
+    assert problem_fields(response) == ["restrictions[1].value", "restrictions[2].value"]
+    assert "'EXXON MOBIL' is not a symbol" in response.text

@@ -7,6 +7,8 @@ import pytest
 from account_svc import service
 from account_svc.main import spec
 from account_svc.schemas import AccountIn, AccountPatch
+from ballast_common.consumer import Delivery
+from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import ModelChangedV1, ModelTargetV1, TradesProposedV1, TradeV1
 from ballast_common.errors import Conflict, InvalidInput, NotFound, PermanentMessageError
 from ballast_common.plumbing import outbox
@@ -14,6 +16,19 @@ from ballast_common.testing import migrated_database, unit_of_work
 from sqlalchemy import select
 
 pytestmark = pytest.mark.integration
+
+
+def delivery(event: TradesProposedV1, tenant: str = "demo") -> Delivery:
+    """The proposal as the consumer hands it over: in its envelope."""
+    envelope = Envelope(
+        type="trades-proposed",
+        version=1,
+        tenant=tenant,
+        key=event.account_id,
+        source="rebalance-svc",
+        payload=event.model_dump(mode="json"),
+    )
+    return Delivery(envelope, event)
 
 
 @pytest.fixture(scope="module")
@@ -100,9 +115,9 @@ async def test_active_auto_approve_account_is_approved_at_once(db):
         await service.open_accounts(uow, [account("A-5")])
     event = proposal("A-5")
     async with unit_of_work(db, "test") as uow:
-        await service.receive_proposal(uow, event, "demo")
+        await service.receive_proposals(uow, [delivery(event)])
     async with unit_of_work(db, "test") as uow:  # the same proposal again changes nothing
-        await service.receive_proposal(uow, event, "demo")
+        await service.receive_proposals(uow, [delivery(event)])
     approvals = [
         v for v in await events(db, "trades-approved") if str(event.proposal_id).encode() in v
     ]
@@ -116,7 +131,7 @@ async def test_suspended_account_waits_and_cannot_be_approved(db):
         await service.change_account(uow, "A-6", AccountPatch(status="suspended"))
     event = proposal("A-6")
     async with unit_of_work(db, "test") as uow:
-        await service.receive_proposal(uow, event, "demo")
+        await service.receive_proposals(uow, [delivery(event)])
     with pytest.raises(Conflict, match="account A-6 is suspended"):
         async with unit_of_work(db, "test") as uow:
             await service.decide(uow, str(event.proposal_id), True, "ops@demo", None, "demo")
@@ -133,4 +148,4 @@ async def test_suspended_account_waits_and_cannot_be_approved(db):
 async def test_proposal_for_unknown_account_is_a_permanent_error(db):
     with pytest.raises(PermanentMessageError, match="unknown account GHOST"):
         async with unit_of_work(db, "test") as uow:
-            await service.receive_proposal(uow, proposal("GHOST"), "demo")
+            await service.receive_proposals(uow, [delivery(proposal("GHOST"))])

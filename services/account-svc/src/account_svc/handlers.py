@@ -1,10 +1,12 @@
 """account-svc's consumers."""
 
+from collections.abc import Sequence
+
+from ballast_common.consumer import Delivery
 from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import (
     CorporateActionRecordedV1,
     ModelChangedV1,
-    TradesProposedV1,
 )
 from ballast_common.uow import UnitOfWork
 
@@ -15,8 +17,8 @@ async def on_model_changed(uow: UnitOfWork, envelope: Envelope, event: ModelChan
     await service.remember_model(uow, event)
 
 
-async def on_trades_proposed(uow: UnitOfWork, envelope: Envelope, event: TradesProposedV1) -> None:
-    await service.receive_proposal(uow, event, envelope.tenant)
+async def on_trades_proposed(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+    await service.receive_proposals(uow, deliveries)
 
 
 async def on_corporate_action_recorded(

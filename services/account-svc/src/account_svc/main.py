@@ -6,6 +6,7 @@ from ballast_common.app import ServiceSpec, create_app
 from ballast_common.consumer import Subscription
 
 from account_svc.api import router
+from account_svc.book_load import BOOK_LOAD
 from account_svc.handlers import (
     on_corporate_action_recorded,
     on_model_changed,
@@ -22,9 +23,10 @@ spec = ServiceSpec(
     migrations_dir=Path(__file__).parent / "migrations",
     description="Accounts, households, approval policy; approves proposed trades.",
     routers=[router],
+    book_load=BOOK_LOAD,
     subscriptions=[
         Subscription("model-changed", on_model_changed),
-        Subscription("trades-proposed", on_trades_proposed),
+        Subscription.batch("trades-proposed", on_trades_proposed),
         Subscription("corporate-action-recorded", on_corporate_action_recorded),
     ],
 )

@@ -11,11 +11,20 @@ from typing import Annotated, Any, Literal
 from ballast_common.contracts.types import NonNegativeMoney, Quantity, Weight
 from pydantic import BaseModel, ConfigDict, Field
 
+from account_svc.rules import (
+    IDENTIFIER_PATTERN,
+    MAX_FRACTION,
+    MAX_PERCENT,
+    MAX_RESTRICTIONS,
+    MAX_SLEEVES,
+    SYMBOL_PATTERN,
+)
+
 AccountType = Literal["taxable", "ira"]
 AccountStatus = Literal["active", "suspended", "closed"]
-Identifier = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")
-Fraction = Annotated[Weight, Field(le=1)]
-Percent = Annotated[Weight, Field(le=100)]
+Identifier = Field(min_length=1, max_length=64, pattern=IDENTIFIER_PATTERN)
+Fraction = Annotated[Weight, Field(le=MAX_FRACTION)]
+Percent = Annotated[Weight, Field(le=MAX_PERCENT)]
 
 
 class Strict(BaseModel):
@@ -46,7 +55,7 @@ class RebalanceSettings(Strict):
         default=None, description="trade fractional shares where the security allows it"
     )
     share_decimals: int | None = Field(default=None, ge=0, le=8)
-    cash_target: Annotated[Weight, Field(lt=1)] | None = Field(
+    cash_target: Annotated[Weight, Field(lt=MAX_FRACTION)] | None = Field(
         default=None, description="cash weight the account aims to hold"
     )
     cash_reserve: NonNegativeMoney | None = Field(default=None, description="dollars never spent")
@@ -88,7 +97,7 @@ class RestrictionOut(BaseModel):
 
 
 class RestrictionsIn(Strict):
-    restrictions: list[RestrictionIn] = Field(max_length=500)
+    restrictions: list[RestrictionIn] = Field(max_length=MAX_RESTRICTIONS)
 
 
 class RestrictionsOut(BaseModel):
@@ -130,7 +139,7 @@ class SleeveIn(Strict):
 class Strategy(Strict):
     """A UMA's sleeves (one model each) and where a strategic rebalance stops a moved model."""
 
-    sleeves: list[SleeveIn] = Field(min_length=1, max_length=20)
+    sleeves: list[SleeveIn] = Field(min_length=1, max_length=MAX_SLEEVES)
     rebalance_range: Literal["target", "band", "interior"] = "target"
     interior_pct: Percent = Field(
         default=Decimal("50"),
@@ -149,7 +158,7 @@ class AccountIn(BaseModel):
     rebalance_settings: RebalanceSettings | None = None
     tax_settings: TaxSettings | None = None
     strategy: Strategy | None = Field(default=None, description="a UMA: its sleeves")
-    restrictions: list[RestrictionIn] = Field(default_factory=list, max_length=500)
+    restrictions: list[RestrictionIn] = Field(default_factory=list, max_length=MAX_RESTRICTIONS)
 
 
 class AccountsIn(BaseModel):
@@ -184,7 +193,7 @@ class AccountOut(BaseModel):
 
 class SecurityListIn(Strict):
     name: str = Field(min_length=1, max_length=200)
-    symbols: list[Annotated[str, Field(min_length=1, max_length=16)]] = Field(max_length=5000)
+    symbols: list[Annotated[str, Field(pattern=SYMBOL_PATTERN)]] = Field(max_length=5000)
 
 
 class SecurityListOut(BaseModel):

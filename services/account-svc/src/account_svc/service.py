@@ -1,11 +1,14 @@
 """account-svc's rules: opening and changing accounts, and approving proposed trades."""
 
 import logging
+import re
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
+from ballast_common.consumer import Delivery
+from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import (
     AccountChangedV1,
     CorporateActionRecordedV1,
@@ -30,6 +33,7 @@ from ballast_common.uow import UnitOfWork
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from account_svc import repository as repo
+from account_svc import rules
 from account_svc.schemas import (
     AccountIn,
     AccountOut,
@@ -45,9 +49,9 @@ from account_svc.schemas import (
 )
 from account_svc.tables import Account, Proposal, RestrictionChange, SecurityList
 
+OPENED_STATUS = "active"  # an account opened over REST or from the book files
 AUTO_APPROVER = "policy:auto-approve"
-WEIGHT_TOLERANCE = Decimal("0.0001")  # sleeve weights add up to 1 within ±0.01 point (engine's)
-BAND_EPS = Decimal("1e-12")
+AUTO_APPROVAL_NOTE = "account policy approves automatically"
 NO_REASON = "no reason given"
 RENAMING_ACTIONS = ("symbol-change", "stock-merger")  # the new symbol replaces the old one
 REMOVING_ACTIONS = ("cash-merger",)  # the security is gone: it leaves lists and restrictions
@@ -91,7 +95,7 @@ async def open_accounts(uow: UnitOfWork, items: Sequence[AccountIn]) -> list[Acc
                 **item.model_dump(
                     exclude={"rebalance_settings", "tax_settings", "strategy", "restrictions"}
                 ),
-                status="active",
+                status=OPENED_STATUS,
                 rebalance_settings=_settings_doc(item.rebalance_settings),
                 tax_settings=_doc(item.tax_settings),
                 strategy=_doc(item.strategy),
@@ -99,7 +103,7 @@ async def open_accounts(uow: UnitOfWork, items: Sequence[AccountIn]) -> list[Acc
             )
         )
     await repo.add_accounts(uow.session, accounts)
-    await _announce_all(uow, accounts)
+    await announce_accounts(uow, accounts)
     return [view(a) for a in accounts]
 
 
@@ -184,7 +188,7 @@ async def put_security_list(
         row.name, row.symbols, row.updated_by = body.name, symbols, actor
         row.updated_at = datetime.now(UTC)
     await repo.save(uow.session, row)
-    await _announce_all(uow, await repo.accounts_restricted_by_list(uow.session, list_id))
+    await announce_accounts(uow, await repo.accounts_restricted_by_list(uow.session, list_id))
     return SecurityListOut.model_validate(row, from_attributes=True)
 
 
@@ -277,7 +281,7 @@ async def follow_corporate_action(uow: UnitOfWork, action: CorporateActionRecord
         account.updated_at = now
         await repo.save(uow.session, account)
     await repo.add_restriction_changes(uow.session, history)
-    await _announce_all(uow, accounts)
+    await announce_accounts(uow, accounts)
     if history:
         log.info(
             "corporate action followed in restrictions and lists",
@@ -356,13 +360,28 @@ async def remember_model(uow: UnitOfWork, event: ModelChangedV1) -> None:
     await repo.upsert_known_model(uow.session, event.model_id, event.name, event.version)
 
 
-async def receive_proposal(uow: UnitOfWork, event: TradesProposedV1, tenant: str) -> None:
-    """Record proposed trades; approve them at once where the account's policy allows."""
-    account = await repo.get_account(uow.session, event.account_id)
-    if account is None:
-        raise PermanentMessageError(f"trades proposed for unknown account {event.account_id}")
-    if await repo.get_proposal(uow.session, str(event.proposal_id)) is not None:
-        return  # the same proposal again: already recorded
+async def receive_proposals(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> int:
+    """Record a batch of proposed trades (a repeated proposal is ignored) and approve at once
+    those the account's policy allows; returns how many proposals were new."""
+    firsts: dict[str, Delivery] = {}
+    for delivery in deliveries:
+        firsts.setdefault(str(delivery.payload.proposal_id), delivery)
+    account_ids = sorted({d.payload.account_id for d in firsts.values()})
+    policies = await repo.approval_policies(uow.session, account_ids)
+    unknown = [a for a in account_ids if a not in policies]
+    if unknown:  # the framework then takes the batch one by one: only these are dead letters
+        raise PermanentMessageError(f"trades proposed for unknown account {', '.join(unknown)}")
+    proposals = [_proposal(d.payload, *policies[d.payload.account_id]) for d in firsts.values()]
+    new = await repo.insert_new_proposals(uow.session, proposals)
+    for proposal, delivery in zip(proposals, firsts.values(), strict=True):
+        if proposal.proposal_id in new and proposal.status == "approved":
+            _announce_approval(uow, proposal, delivery.envelope.tenant, cause=delivery.envelope)
+    return len(new)
+
+
+def _proposal(event: TradesProposedV1, status: str, auto_approve: bool) -> Proposal:
+    """The proposal as recorded: approved at once by an active account's auto-approve policy,
+    else pending (with why, when the account is not active)."""
     proposal = Proposal(
         proposal_id=str(event.proposal_id),
         account_id=event.account_id,
@@ -372,12 +391,11 @@ async def receive_proposal(uow: UnitOfWork, event: TradesProposedV1, tenant: str
         status="pending",
         trades=[t.model_dump(mode="json") for t in event.trades],
     )
-    if account.status == "active" and account.auto_approve:
-        _decide(proposal, "approved", AUTO_APPROVER, "account policy approves automatically")
-        _announce_approval(uow, proposal, tenant)
-    elif account.status != "active":
-        proposal.decision_note = f"waiting: account is {account.status}"
-    await repo.save(uow.session, proposal)
+    if status == "active" and auto_approve:
+        _decide(proposal, "approved", AUTO_APPROVER, AUTO_APPROVAL_NOTE)
+    elif status != "active":
+        proposal.decision_note = f"waiting: account is {status}"
+    return proposal
 
 
 async def decide(
@@ -418,7 +436,9 @@ def _decide(proposal: Proposal, status: str, actor: str, note: str | None) -> No
     proposal.decision_note = note
 
 
-def _announce_approval(uow: UnitOfWork, proposal: Proposal, tenant: str) -> None:
+def _announce_approval(
+    uow: UnitOfWork, proposal: Proposal, tenant: str, cause: Envelope | None = None
+) -> None:
     uow.publish(
         TradesApprovedV1(
             proposal_id=proposal.proposal_id,
@@ -428,17 +448,48 @@ def _announce_approval(uow: UnitOfWork, proposal: Proposal, tenant: str) -> None
         ),
         key=proposal.account_id,
         tenant=tenant,
+        cause=cause,
     )
 
 
 async def _changed(uow: UnitOfWork, account: Account) -> AccountOut:
     account.updated_at = datetime.now(UTC)
     await repo.save(uow.session, account)
-    await _announce_all(uow, [account])
+    await announce_accounts(uow, [account])
     return view(account)
 
 
-async def _announce_all(uow: UnitOfWork, accounts: Sequence[Account]) -> None:
+class AccountState(Protocol):
+    """What account-changed is made of: an Account, or a row read from the accounts table."""
+
+    @property
+    def account_id(self) -> str: ...
+    @property
+    def tenant(self) -> str: ...
+    @property
+    def household_id(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def account_type(self) -> str: ...
+    @property
+    def model_id(self) -> str | None: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def auto_approve(self) -> bool: ...
+    @property
+    def rebalance_settings(self) -> dict[str, Any]: ...
+    @property
+    def restrictions(self) -> list[dict[str, Any]]: ...
+    @property
+    def tax_settings(self) -> dict[str, Any] | None: ...
+    @property
+    def strategy(self) -> dict[str, Any] | None: ...
+
+
+async def announce_accounts(uow: UnitOfWork, accounts: Sequence[AccountState]) -> None:
+    """Publish each account's whole state (list restrictions carry the lists' members)."""
     list_ids = sorted(
         {r["value"] for a in accounts for r in a.restrictions if r["scope"] == "list"}
     )
@@ -447,7 +498,7 @@ async def _announce_all(uow: UnitOfWork, accounts: Sequence[Account]) -> None:
         uow.publish(account_event(account, lists), key=account.account_id, tenant=account.tenant)
 
 
-def account_event(account: Account, lists: dict[str, list[str]]) -> AccountChangedV1:
+def account_event(account: AccountState, lists: dict[str, list[str]]) -> AccountChangedV1:
     """The account's whole state as account-changed (list restrictions carry the members)."""
     return AccountChangedV1(
         account_id=account.account_id,
@@ -486,42 +537,32 @@ async def _check_strategy(session: AsyncSession, strategy: Strategy, prefix: str
             problems.append(FieldProblem(f"{where}.sleeve_id", f"{sleeve.sleeve_id} used twice"))
         if sleeve.model_id in model_ids:
             problems.append(
-                FieldProblem(
-                    f"{where}.model_id", f"model {sleeve.model_id} has two sleeves: one per model"
-                )
+                FieldProblem(f"{where}.model_id", rules.model_has_two_sleeves(sleeve.model_id))
             )
         sleeve_ids.add(sleeve.sleeve_id)
         model_ids.add(sleeve.model_id)
-        lo, hi = _band_bounds(sleeve.band.kind, sleeve.band.width, sleeve.weight)
-        if lo < -BAND_EPS or hi > 1 + BAND_EPS:
+        band = sleeve.band
+        lo, hi = rules.band_bounds(band.kind, band.width, sleeve.weight)
+        if lo < -rules.BAND_EPS or hi > 1 + rules.BAND_EPS:
             problems.append(
                 FieldProblem(
                     f"{where}.band.width",
-                    f"{sleeve.band.kind} band ±{sleeve.band.width} around target {sleeve.weight} "
-                    f"gives {lo}–{hi}, outside 0–1: the band is wider than the target allows",
+                    rules.band_too_wide(band.kind, band.width, sleeve.weight, lo, hi),
                 )
             )
     total = sum((s.weight for s in strategy.sleeves), Decimal(0))
-    if abs(total - 1) > WEIGHT_TOLERANCE:
-        problems.append(
-            FieldProblem(f"{prefix}sleeves", f"sleeve weights add up to {total}, not 1")
-        )
+    if abs(total - 1) > rules.WEIGHT_TOLERANCE:
+        problems.append(FieldProblem(f"{prefix}sleeves", rules.weights_do_not_add_up(total)))
     known = await repo.known_model_ids(session, sorted(model_ids))
     for i, sleeve in enumerate(strategy.sleeves):
         if sleeve.model_id not in known:
             problems.append(
-                FieldProblem(f"{prefix}sleeves[{i}].model_id", f"unknown model {sleeve.model_id}")
+                FieldProblem(f"{prefix}sleeves[{i}].model_id", rules.unknown_model(sleeve.model_id))
             )
     if problems:
         raise InvalidInput(
             f"invalid strategy: {problems[0].field}: {problems[0].message}", problems
         )
-
-
-def _band_bounds(kind: str, width: Decimal, target: Decimal) -> tuple[Decimal, Decimal]:
-    if kind == "absolute":
-        return target - width, target + width
-    return target * (1 - width), target * (1 + width)
 
 
 async def _check_restrictions(
@@ -532,20 +573,15 @@ async def _check_restrictions(
     for i, r in enumerate(items):
         key = (r.kind, r.scope, r.value)
         if key in seen:
-            problems.append(
-                FieldProblem(f"{field}[{i}]", f"{r.kind} on {r.scope} {r.value} given twice")
-            )
+            problems.append(FieldProblem(f"{field}[{i}]", rules.restriction_twice(*key)))
         seen.add(key)
+        if r.scope == "security" and not re.fullmatch(rules.SYMBOL_PATTERN, r.value):
+            problems.append(FieldProblem(f"{field}[{i}].value", rules.not_a_symbol(r.value)))
     wanted = sorted({r.value for r in items if r.scope == "list"})
     known = await repo.security_lists(session, wanted)
     for i, r in enumerate(items):
         if r.scope == "list" and r.value not in known:
-            problems.append(
-                FieldProblem(
-                    f"{field}[{i}].value",
-                    f"unknown security list {r.value}: PUT /security-lists/{r.value} first",
-                )
-            )
+            problems.append(FieldProblem(f"{field}[{i}].value", rules.unknown_list(r.value)))
     if problems:
         raise InvalidInput(
             f"invalid restrictions: {problems[0].field}: {problems[0].message}", problems
@@ -590,7 +626,7 @@ async def _check_models(session: AsyncSession, model_ids: Sequence[str | None]) 
     if unknown:
         raise InvalidInput(
             f"unknown model {unknown[0]}: publish it in model-hub-svc first",
-            [FieldProblem("model_id", f"unknown model {m}") for m in unknown],
+            [FieldProblem("model_id", rules.unknown_model(m)) for m in unknown],
         )
 
 

@@ -1,8 +1,10 @@
-"""account-svc's tables: accounts, the models it may assign, and trade proposals to approve."""
+"""account-svc's tables: households, accounts, the models they may follow, trade proposals to
+approve, and the book loads (files staged and applied)."""
 
 from datetime import UTC, datetime
 from typing import Any
 
+from ballast_common.book_loads import define_book_loads
 from sqlalchemy import Column, DateTime, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import registry
@@ -19,6 +21,18 @@ def _timestamp() -> Any:
 
 class Table(SQLModel, registry=registry()):
     """Base of this service's tables; its metadata holds only them."""
+
+
+class Household(Table, table=True):
+    """A family whose accounts are managed together (wash sales are checked across it)."""
+
+    __tablename__ = "households"
+
+    household_id: str = Field(primary_key=True, max_length=64)
+    tenant: str = Field(max_length=64, index=True)
+    name: str
+    created_at: datetime = _timestamp()
+    updated_at: datetime = _timestamp()
 
 
 class Account(Table, table=True):
@@ -111,3 +125,4 @@ class Proposal(Table, table=True):
 
 
 metadata = Table.metadata
+book_loads = define_book_loads(metadata)
