@@ -4,175 +4,34 @@ contract payloads, and the REST reports over what they stored."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import date
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
 from ballast_common.contracts import events as ev
-from ballast_common.contracts.registry import contract_for
 from ballast_common.db import Database
 from reporting_svc import repository as repo
-from reporting_svc.sample import deliver, envelope
+from reporting_svc.sample import (
+    approved,
+    at,
+    chunk_done,
+    declined,
+    deliver,
+    drift,
+    envelope,
+    example,
+    fill,
+    holdings,
+    new_account,
+    new_model,
+    proposed,
+    setup_book,
+    trade,
+)
 
 pytestmark = pytest.mark.integration
-
-T0 = datetime(2026, 11, 20, 14, 0, tzinfo=UTC)
-
-
-def at(seconds: int) -> datetime:
-    return T0 + timedelta(seconds=seconds)
-
-
-def example(event_type: str, **changes: Any) -> Any:
-    """The contract's example payload with some fields changed, validated by the contract."""
-    contract = contract_for(event_type, 1)
-    assert contract is not None
-    return contract.payload.model_validate({**contract.example, **changes})
-
-
-def trade(symbol: str, side: str, qty: str, price: str, **extra: Any) -> ev.TradeV1:
-    base = example("trades-proposed").trades[0].model_dump()
-    return ev.TradeV1.model_validate(
-        {
-            **base,
-            "trade_id": uuid.uuid4(),
-            "symbol": symbol,
-            "side": side,
-            "quantity": qty,
-            "estimated_price": price,
-            "estimated_value": str(Decimal(qty) * Decimal(price)),
-            "explanation": f"{side.capitalize()} {qty} {symbol} to bring it to its target.",
-            **extra,
-        }
-    )
-
-
-def new_account() -> str:
-    return f"ACC-{uuid.uuid4().hex[:10]}"
-
-
-def new_model() -> str:
-    return f"m-{uuid.uuid4().hex[:8]}"
-
-
-async def setup_book(db: Database, account: str, model: str) -> None:
-    """Prices for ZZA/ZZB/ZZC, a 50/50 model of ZZA and ZZB, an account following it, and
-    opening holdings: 100 ZZA @ 10, 0 ZZB, 1000 cash."""
-    await deliver(
-        db,
-        envelope(
-            ev.SecuritiesChangedV1(
-                securities=[
-                    ev.SecurityV1(
-                        symbol=s, name=f"{s} Corp", asset_class="US Equity", sector="Tech",
-                        price=Decimal(p),
-                    )
-                    for s, p in (("ZZA", "10"), ("ZZB", "20"), ("ZZC", "5"))
-                ]
-            ),
-            key="security-master",
-            time=at(0),
-        ),
-    )  # fmt: skip
-    await deliver(
-        db,
-        envelope(
-            example(
-                "model-changed",
-                model_id=model,
-                version=1,
-                targets=[{"symbol": "ZZA", "weight": "0.5"}, {"symbol": "ZZB", "weight": "0.5"}],
-            ),
-            key=model,
-            time=at(1),
-        ),
-    )
-    await deliver(
-        db,
-        envelope(
-            example("account-changed", account_id=account, model_id=model),
-            key=account,
-            time=at(2),
-        ),
-    )
-    await deliver(db, holdings(account, at(3), "1000", {"ZZA": "100"}, cause="opening-balance"))
-
-
-def holdings(
-    account: str,
-    time: datetime,
-    cash: str,
-    positions: dict[str, str],
-    *,
-    fill_ids: list[str] | None = None,
-    cause: str = "fills",
-    as_of: date = date(2026, 11, 20),
-) -> Any:
-    payload = example(
-        "holdings-reconciled",
-        account_id=account,
-        as_of=as_of.isoformat(),
-        cash=cash,
-        positions=[
-            {"symbol": s, "quantity": q, "cost_basis": str(Decimal(q) * 9)}
-            for s, q in positions.items()
-        ],
-        cause=cause,
-        fill_ids=fill_ids or [],
-    )
-    return envelope(payload, key=account, time=time)
-
-
-def fill(account: str, t: ev.TradeV1, proposal: uuid.UUID, fill_id: str, qty: str, price: str,
-         time: datetime) -> Any:  # fmt: skip
-    payload = example(
-        "fills-received",
-        fill_id=fill_id,
-        trade_id=str(t.trade_id),
-        proposal_id=str(proposal),
-        account_id=account,
-        symbol=t.symbol,
-        side=t.side,
-        quantity=qty,
-        price=price,
-    )
-    return envelope(payload, key=account, time=time)
-
-
-def proposed(account: str, model: str, run: uuid.UUID, proposal: uuid.UUID,
-             trades: list[ev.TradeV1], time: datetime) -> Any:  # fmt: skip
-    payload = ev.TradesProposedV1(
-        proposal_id=proposal,
-        run_id=run,
-        account_id=account,
-        model_id=model,
-        model_version=1,
-        trades=trades,
-        cash_before=Decimal("1000"),
-        cash_after_estimated=Decimal("0"),
-    )
-    return envelope(payload, key=account, time=time)
-
-
-def approved(account: str, proposal: uuid.UUID, trades: list[ev.TradeV1], time: datetime) -> Any:
-    payload = ev.TradesApprovedV1(
-        proposal_id=proposal, account_id=account, approved_by="policy:auto-approve", trades=trades
-    )
-    return envelope(payload, key=account, time=time)
-
-
-def drift(account: str, model: str, run: uuid.UUID, time: datetime, out: bool = True) -> Any:
-    payload = example(
-        "drift-detected",
-        run_id=str(run),
-        account_id=account,
-        model_id=model,
-        model_version=1,
-        out_of_tolerance=out,
-    )
-    return envelope(payload, key=account, time=time)
 
 
 async def positions(db: Database, account: str) -> dict[str, Decimal]:
@@ -238,13 +97,20 @@ async def test_holdings_report_weights_targets_and_cash_row(
     assert lines["CASH"]["kind"] == "cash" and Decimal(lines["CASH"]["weight"]) == Decimal("0.5")
     assert sum(Decimal(v["weight"]) for v in lines.values()) == 1
     assert Decimal(body["max_drift"]) == Decimal("0.5")
-    # The account list computes the same drift in SQL.
+    # The account list shows the stored value; drift only as the engine measured it.
     page = (await client.get("/accounts", params={"search": account})).json()
     assert page["total"] == 1
     item = page["items"][0]
-    assert Decimal(item["max_drift"]) == Decimal("0.5")
-    assert item["market_value"] == "2000.00" and item["out_of_tolerance"] is True
+    assert item["market_value"] == "2000.00" and item["securities_value"] == "1000.00"
+    assert item["positions"] == 1 and item["unpriced_positions"] == 0
+    assert item["max_drift"] is None and item["out_of_tolerance"] is False
+    assert item["last_measured"] is None and Decimal(item["tolerance"]) == Decimal("0.01")
     assert item["model_id"] == model
+    run = uuid.uuid4()
+    await deliver(db, drift(account, model, run, at(5), out=True, max_abs_drift="0.4875"))
+    item = (await client.get("/accounts", params={"search": account})).json()["items"][0]
+    assert Decimal(item["max_drift"]) == Decimal("0.4875") and item["out_of_tolerance"] is True
+    assert item["last_measured"]["run_id"] == str(run)
 
 
 async def test_a_umas_targets_are_its_sleeves_weights_times_their_models(
@@ -280,7 +146,7 @@ async def test_a_umas_targets_are_its_sleeves_weights_times_their_models(
         ("core", "0.6000000000"),
         ("small", "0.4000000000"),
     ]
-    assert Decimal(summary["max_drift"]) == Decimal("0.4")  # ZZC: 0% held, 40% target
+    assert summary["max_drift"] is None  # no run has measured it
     models = {m["model_id"]: m for m in (await client.get("/models")).json()}
     assert models[other]["accounts"] == 1
     # back to an SMA: the sleeves go
@@ -365,6 +231,7 @@ async def test_rejected_order_carries_its_reason(db: Database, client: httpx.Asy
     run, proposal = uuid.uuid4(), uuid.uuid4()
     sell = trade("ZZA", "sell", "30", "10")
     await deliver(db, proposed(account, model, run, proposal, [sell], at(30)))
+    await deliver(db, chunk_done(run, at(30), model=model))
     await deliver(db, approved(account, proposal, [sell], at(31)))
     reject = example(
         "order-rejected",
@@ -383,13 +250,6 @@ async def test_rejected_order_carries_its_reason(db: Database, client: httpx.Asy
     assert progress["trades_rejected"] == 1 and progress["complete"] is True
 
 
-def declined(account: str, proposal: uuid.UUID, time: datetime) -> Any:
-    payload = ev.ProposalRejectedV1(
-        proposal_id=proposal, account_id=account, rejected_by="advisor@demo", reason="wait"
-    )
-    return envelope(payload, key=account, time=time)
-
-
 @pytest.mark.parametrize("declined_first", [False, True])
 async def test_declined_proposal_finishes_its_trades_in_either_order(
     db: Database, client: httpx.AsyncClient, declined_first: bool
@@ -404,6 +264,7 @@ async def test_declined_proposal_finishes_its_trades_in_either_order(
     ]
     for event in reversed(events) if declined_first else events:
         await deliver(db, event)
+    await deliver(db, chunk_done(run, at(30), trades=2, model=model))
     rows = (await client.get(f"/accounts/{account}/trades")).json()
     assert sorted(r["status"] for r in rows) == ["declined", "declined"]
     progress = (await client.get(f"/runs/{run}")).json()
@@ -477,7 +338,11 @@ async def test_run_is_complete_only_when_fills_reach_holdings(
     progress = (await client.get(f"/runs/{run}")).json()
     assert progress["accounts_measured"] == 1 and progress["accounts_out_of_tolerance"] == 1
     assert progress["trades"] == 2 and progress["trades_awaiting_approval"] == 2
-    assert progress["complete"] is False
+    assert progress["complete"] is False and progress["chunks"] is None
+    await deliver(db, chunk_done(run, at(30), trades=2, model=model))
+    progress = (await client.get(f"/runs/{run}")).json()
+    assert progress["chunks"] == 1 and progress["expected_trades"] == 2
+    assert progress["kind"] == "rebalance" and progress["trigger"] == "model-change"
 
     await deliver(db, approved(account, proposal, [sell, buy], at(31)))
     f1, f2, f3 = (f"X-{uuid.uuid4()}" for _ in range(3))
@@ -505,9 +370,10 @@ async def test_run_is_complete_only_when_fills_reach_holdings(
     assert progress["complete"] is True and progress["progress"] == 1.0
     assert progress["last_reconciled_at"] == at(70).isoformat().replace("+00:00", "Z")
     assert progress["first_event_at"] == at(29).isoformat().replace("+00:00", "Z")
-    # The account is now on its model: drift gone.
+    # The list shows the new holdings' value, and the run's verdict until the next one.
     item = (await client.get("/accounts", params={"search": account})).json()["items"][0]
-    assert Decimal(item["max_drift"]) == 0 and item["out_of_tolerance"] is False
+    assert item["market_value"] == "2000.00" and item["cash"] == "0.000000"
+    assert Decimal(item["max_drift"]) == Decimal("0.019") and item["out_of_tolerance"] is True
     assert item["last_measured"]["run_id"] == str(run)
 
     listed = (await client.get("/runs", params={"model_id": model, "model_version": 1})).json()
@@ -536,6 +402,7 @@ async def test_same_event_twice_has_one_effect(db: Database, client: httpx.Async
                  time=at(2)),
         drift(account, model, run, at(29)),
         proposed(account, model, run, proposal, [sell, buy], at(30)),
+        chunk_done(run, at(30), trades=2, model=model),
         approved(account, proposal, [sell, buy], at(31)),
         fill(account, sell, proposal, fid, "50", "10", at(40)),
         envelope(reject, key=account, time=at(41)),
@@ -599,8 +466,13 @@ async def test_account_list_filters_sorts_and_pages(
     accounts = [new_account() for _ in range(3)]
     for a in accounts:
         await setup_book(db, a, model)
-    # The second account is on target: 50 ZZA (500) and 25 ZZB (500), no cash.
+    # The second account is on target: 50 ZZA (500) and 25 ZZB (500), no cash; the engine
+    # says so, and that the others are out of tolerance.
     await deliver(db, holdings(accounts[1], at(10), "0", {"ZZA": "50", "ZZB": "25"}))
+    run = uuid.uuid4()
+    for a, drift_ in zip(accounts, ("0.5", "0.001", "0.3"), strict=True):
+        out = Decimal(drift_) > Decimal("0.01")
+        await deliver(db, drift(a, model, run, at(11), out=out, max_abs_drift=drift_))
     page = (await client.get("/accounts", params={"model_id": model})).json()
     assert page["total"] == 3 and sorted(i["account_id"] for i in page["items"]) == sorted(accounts)
     out = (
@@ -616,7 +488,17 @@ async def test_account_list_filters_sorts_and_pages(
             "/accounts", params={"model_id": model, "sort": "max_drift", "order": "asc"}
         )
     ).json()
-    assert by_drift["items"][0]["account_id"] == accounts[1]
+    assert [i["account_id"] for i in by_drift["items"]] == [accounts[1], accounts[2], accounts[0]]
+    by_drift_desc = (
+        await client.get(
+            "/accounts", params={"model_id": model, "sort": "max_drift", "order": "desc"}
+        )
+    ).json()
+    assert [i["account_id"] for i in by_drift_desc["items"]] == [
+        accounts[0],
+        accounts[2],
+        accounts[1],
+    ]
     second = (
         await client.get("/accounts", params={"model_id": model, "limit": 2, "offset": 2})
     ).json()
@@ -633,6 +515,7 @@ async def test_summary_counts(db: Database, client: httpx.AsyncClient) -> None:
     await setup_book(db, account, model)
     run, proposal = uuid.uuid4(), uuid.uuid4()
     buy = trade("ZZB", "buy", "10", "20")
+    await deliver(db, drift(account, model, run, at(29)))
     await deliver(db, proposed(account, model, run, proposal, [buy], at(30)))
     after = (await client.get("/summary")).json()
     assert after["accounts"] == before["accounts"] + 1

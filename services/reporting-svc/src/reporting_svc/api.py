@@ -42,8 +42,8 @@ async def dashboard() -> FileResponse:
 
 
 @router.get("/summary", tags=["reports"], response_model=Summary)
-async def get_summary(session: ReadSession, runtime: RuntimeDep) -> Summary:
-    return await service.summary(session, _settings(runtime).default_tolerance)
+async def get_summary(session: ReadSession) -> Summary:
+    return await service.summary(session)
 
 
 @router.get("/accounts", tags=["accounts"], response_model=AccountPage)
@@ -110,12 +110,18 @@ async def get_trades(
 async def list_runs(
     session: ReadSession,
     model_id: Annotated[str | None, Query(max_length=64)] = None,
-    model_version: Annotated[int | None, Query(ge=1)] = None,
+    model_version: Annotated[int | None, Query(ge=0)] = None,
+    kind: Literal["rebalance", "scan", "harvest"] | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 20,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[RunProgress]:
     return await service.runs(
-        session, model_id=model_id, model_version=model_version, limit=limit, offset=offset
+        session,
+        model_id=model_id,
+        model_version=model_version,
+        kind=kind,
+        limit=limit,
+        offset=offset,
     )
 
 

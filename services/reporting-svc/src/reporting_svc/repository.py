@@ -1,39 +1,39 @@
-"""All of reporting-svc's SQL: idempotent upserts from events, and the report queries."""
+"""All of reporting-svc's SQL: set-based upserts from batches of events, and the report
+queries over the stored read models.
+
+Writes take a batch's rows as arrays (`unnest`) so a consumer batch costs one statement per
+table, whatever its size. Concurrency: a transaction that changes an account's holdings,
+trades or fills first takes the account's `account_valuations` row (`lock_accounts`, in
+account order), so what it derives from other tables (a trade's fills, an account's value)
+sees every change committed by the transaction before it. Revaluing on new prices takes the
+prices lock exclusively; holdings batches take it shared.
+"""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import datetime
-from decimal import Decimal
 from typing import Any, Literal
 
-from sqlalchemy import CursorResult, Executable, func, text, tuple_
-from sqlalchemy.dialects.postgresql import insert
-from sqlmodel import col, delete, select
+from sqlalchemy import CursorResult, Executable, func, text
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from reporting_svc.tables import (
     Account,
-    AccountDrift,
     AccountSleeve,
-    Fill,
-    HeldLot,
     HoldingsSnapshot,
     Model,
-    ModelTarget,
     Position,
-    Proposal,
-    ReconciledFill,
-    Run,
-    RunDrift,
-    Security,
     Trade,
 )
 
 Row = Mapping[str, Any]  # values to write
 Record = dict[str, Any]  # a row read
 SortKey = Literal["account_id", "name", "model_id", "market_value", "cash", "max_drift", "status"]
+
+PRICES_LOCK = "reporting-svc:prices"
 
 
 async def _run(
@@ -44,59 +44,206 @@ async def _run(
     return await connection.execute(statement, params)
 
 
-# --- writes ---------------------------------------------------------------------------------
+def _unnest(columns: Mapping[str, str]) -> str:
+    """`unnest(CAST(:a AS t[]), ...) AS u(a, ...)`: one array parameter per column."""
+    arrays = ", ".join(f"CAST(:{c} AS {t}[])" for c, t in columns.items())
+    return f"unnest({arrays}) AS u({', '.join(columns)})"
 
 
-async def upsert_securities(session: AsyncSession, rows: Sequence[Row]) -> None:
-    """Newer information wins; an older event for a symbol changes nothing."""
-    stmt = insert(Security).values(list(rows))
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["symbol"],
-        set_={c: stmt.excluded[c] for c in ("name", "asset_class", "sector", "price")}
-        | {"changed_at": stmt.excluded.changed_at},
-        where=col(Security.changed_at) <= stmt.excluded.changed_at,
-    )
-    await _run(session, stmt)
+def _arrays(rows: Sequence[Row], columns: Mapping[str, str]) -> dict[str, list[Any]]:
+    return {c: [r[c] for r in rows] for c in columns}
 
 
-async def upsert_model(
-    session: AsyncSession, row: Row, targets: Sequence[tuple[str, Decimal]]
-) -> bool:
-    """Store a model version unless a newer one is stored; True if the targets were replaced."""
-    stmt = insert(Model).values(dict(row))
-    upsert = stmt.on_conflict_do_update(
-        index_elements=["model_id"],
-        set_={c: stmt.excluded[c] for c in ("name", "version", "changed_by", "changed_at")},
-        where=col(Model.version) <= stmt.excluded.version,
-    ).returning(col(Model.model_id))
-    if (await _run(session, upsert)).first() is None:
-        return False
-    model_id = row["model_id"]
-    await _run(session, delete(ModelTarget).where(col(ModelTarget.model_id) == model_id))
-    await _run(
-        session,
-        insert(ModelTarget).values(
-            [{"model_id": model_id, "symbol": s, "weight": w} for s, w in targets]
-        ),
-    )
-    return True
+def _json_list(values: Sequence[str] | None) -> str | None:
+    """A per-row list travels as JSON text (arrays of arrays cannot be unnested by row)."""
+    return None if values is None else json.dumps(list(values))
 
 
-async def upsert_account(session: AsyncSession, row: Row, sleeves: Sequence[Row]) -> None:
-    """Store the account (and replace its sleeves) unless a newer change is stored."""
-    stmt = insert(Account).values(dict(row))
-    upsert = stmt.on_conflict_do_update(
-        index_elements=["account_id"],
-        set_={c: stmt.excluded[c] for c in row if c != "account_id"},
-        where=col(Account.changed_at) <= stmt.excluded.changed_at,
-    ).returning(col(Account.account_id))
-    if (await _run(session, upsert)).first() is None:
+# --- locks ----------------------------------------------------------------------------------
+
+
+async def lock_prices(session: AsyncSession, *, exclusive: bool) -> None:
+    """Revaluing on new prices excludes holdings batches, so neither misses the other's rows."""
+    fn = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+    await _run(session, text(f"SELECT {fn}(hashtext(:key))"), {"key": PRICES_LOCK})
+
+
+async def lock_accounts(session: AsyncSession, account_ids: Sequence[str]) -> None:
+    """Take the accounts' valuation rows (made if missing) in account order until commit."""
+    ids = sorted(set(account_ids))
+    if not ids:
         return
     await _run(
-        session, delete(AccountSleeve).where(col(AccountSleeve.account_id) == row["account_id"])
+        session,
+        text(
+            "INSERT INTO account_valuations (account_id, updated_at)"
+            " SELECT a, now() FROM unnest(CAST(:ids AS text[])) AS a ORDER BY a"
+            " ON CONFLICT (account_id) DO NOTHING"
+        ),
+        {"ids": ids},
+    )
+    await _run(
+        session,
+        text(
+            "SELECT account_id FROM account_valuations WHERE account_id = ANY(:ids)"
+            " ORDER BY account_id FOR NO KEY UPDATE"
+        ),
+        {"ids": ids},
+    )
+
+
+# --- securities, models, accounts -----------------------------------------------------------
+
+_SECURITY_COLUMNS = {
+    "symbol": "text",
+    "name": "text",
+    "asset_class": "text",
+    "sector": "text",
+    "price": "numeric",
+    "changed_at": "timestamptz",
+}
+
+
+async def upsert_securities(session: AsyncSession, rows: Sequence[Row]) -> list[str]:
+    """Upsert securities, newer wins; returns the symbols whose price is new or changed."""
+    sql = f"""
+        WITH incoming AS (SELECT * FROM {_unnest(_SECURITY_COLUMNS)}),
+        before AS (SELECT s.symbol, s.price FROM securities s JOIN incoming USING (symbol)),
+        written AS (
+            INSERT INTO securities (symbol, name, asset_class, sector, price, changed_at)
+            SELECT * FROM incoming ORDER BY symbol
+            ON CONFLICT (symbol) DO UPDATE
+               SET name = EXCLUDED.name, asset_class = EXCLUDED.asset_class,
+                   sector = EXCLUDED.sector, price = EXCLUDED.price,
+                   changed_at = EXCLUDED.changed_at
+             WHERE securities.changed_at <= EXCLUDED.changed_at
+            RETURNING symbol, price
+        )
+        SELECT w.symbol FROM written w LEFT JOIN before b USING (symbol)
+         WHERE b.price IS DISTINCT FROM w.price
+         ORDER BY w.symbol
+    """
+    result = await _run(session, text(sql), _arrays(rows, _SECURITY_COLUMNS))
+    return list(result.scalars())
+
+
+_MODEL_COLUMNS = {
+    "model_id": "text",
+    "name": "text",
+    "version": "int",
+    "changed_by": "text",
+    "changed_at": "timestamptz",
+}
+_TARGET_COLUMNS = {"model_id": "text", "symbol": "text", "weight": "numeric"}
+
+
+async def upsert_models(session: AsyncSession, rows: Sequence[Row]) -> list[str]:
+    """Store model versions unless a newer one is stored; returns the models written."""
+    sql = f"""
+        INSERT INTO models (model_id, name, version, changed_by, changed_at)
+        SELECT * FROM {_unnest(_MODEL_COLUMNS)} ORDER BY model_id
+        ON CONFLICT (model_id) DO UPDATE
+           SET name = EXCLUDED.name, version = EXCLUDED.version,
+               changed_by = EXCLUDED.changed_by, changed_at = EXCLUDED.changed_at
+         WHERE models.version <= EXCLUDED.version
+        RETURNING model_id
+    """
+    result = await _run(session, text(sql), _arrays(rows, _MODEL_COLUMNS))
+    return list(result.scalars())
+
+
+async def replace_targets(
+    session: AsyncSession, model_ids: Sequence[str], targets: Sequence[Row]
+) -> None:
+    """The targets of these models become `targets`."""
+    if not model_ids:
+        return
+    await _run(
+        session, text("DELETE FROM model_targets WHERE model_id = ANY(:ids)"), {"ids": model_ids}
+    )
+    if targets:
+        await _run(
+            session,
+            text(
+                "INSERT INTO model_targets (model_id, symbol, weight)"
+                f" SELECT * FROM {_unnest(_TARGET_COLUMNS)}"
+            ),
+            _arrays(targets, _TARGET_COLUMNS),
+        )
+
+
+_ACCOUNT_COLUMNS = {
+    "account_id": "text",
+    "household_id": "text",
+    "name": "text",
+    "account_type": "text",
+    "model_id": "text",
+    "status": "text",
+    "auto_approve": "boolean",
+    "tenant": "text",
+    "changed_at": "timestamptz",
+}
+_SLEEVE_COLUMNS = {
+    "account_id": "text",
+    "sleeve_id": "text",
+    "model_id": "text",
+    "weight": "numeric",
+}
+
+
+async def upsert_accounts(session: AsyncSession, rows: Sequence[Row]) -> list[str]:
+    """Store accounts unless a newer change is stored; returns the accounts written."""
+    names = ", ".join(_ACCOUNT_COLUMNS)
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _ACCOUNT_COLUMNS if c != "account_id")
+    sql = f"""
+        INSERT INTO accounts ({names})
+        SELECT * FROM {_unnest(_ACCOUNT_COLUMNS)} ORDER BY account_id
+        ON CONFLICT (account_id) DO UPDATE SET {updates}
+         WHERE accounts.changed_at <= EXCLUDED.changed_at
+        RETURNING account_id
+    """
+    result = await _run(session, text(sql), _arrays(rows, _ACCOUNT_COLUMNS))
+    return list(result.scalars())
+
+
+async def replace_sleeves(
+    session: AsyncSession, account_ids: Sequence[str], sleeves: Sequence[Row]
+) -> None:
+    """A UMA's sleeves are replaced with its account (none for an SMA)."""
+    if not account_ids:
+        return
+    await _run(
+        session,
+        text("DELETE FROM account_sleeves WHERE account_id = ANY(:ids)"),
+        {"ids": list(account_ids)},
     )
     if sleeves:
-        await _run(session, insert(AccountSleeve).values(list(sleeves)))
+        await _run(
+            session,
+            text(
+                "INSERT INTO account_sleeves (account_id, sleeve_id, model_id, weight)"
+                f" SELECT * FROM {_unnest(_SLEEVE_COLUMNS)}"
+            ),
+            _arrays(sleeves, _SLEEVE_COLUMNS),
+        )
+
+
+async def list_accounts_in_valuations(session: AsyncSession, account_ids: Sequence[str]) -> None:
+    """Copy name, model and status of these (just written) accounts to their valuations."""
+    await _run(
+        session,
+        text(
+            """
+            INSERT INTO account_valuations (account_id, name, model_id, status, updated_at)
+            SELECT account_id, name, model_id, status, now() FROM accounts
+             WHERE account_id = ANY(:ids) ORDER BY account_id
+            ON CONFLICT (account_id) DO UPDATE
+               SET name = EXCLUDED.name, model_id = EXCLUDED.model_id,
+                   status = EXCLUDED.status, updated_at = EXCLUDED.updated_at
+            """
+        ),
+        {"ids": list(account_ids)},
+    )
 
 
 async def sleeves_of(session: AsyncSession, account_id: str) -> list[AccountSleeve]:
@@ -108,156 +255,391 @@ async def sleeves_of(session: AsyncSession, account_id: str) -> list[AccountSlee
     return list(result)
 
 
-async def replace_holdings(
-    session: AsyncSession, snapshot: Row, positions: Sequence[Row], lots: Sequence[Row]
-) -> bool:
-    """Replace the account's snapshot, positions and lots unless the stored snapshot is newer
-    (by as_of date, then event time). True if replaced."""
-    stmt = insert(HoldingsSnapshot).values(dict(snapshot))
-    upsert = stmt.on_conflict_do_update(
-        index_elements=["account_id"],
-        set_={c: stmt.excluded[c] for c in snapshot if c != "account_id"},
-        where=tuple_(col(HoldingsSnapshot.as_of), col(HoldingsSnapshot.event_time))
-        <= tuple_(stmt.excluded.as_of, stmt.excluded.event_time),
-    ).returning(col(HoldingsSnapshot.account_id))
-    if (await _run(session, upsert)).first() is None:
-        return False
-    account_id = snapshot["account_id"]
-    await _run(session, delete(Position).where(col(Position.account_id) == account_id))
-    await _run(session, delete(HeldLot).where(col(HeldLot.account_id) == account_id))
-    if positions:
-        await _run(session, insert(Position).values(list(positions)))
-    if lots:
-        await _run(session, insert(HeldLot).values(list(lots)))
-    return True
+# --- holdings and valuations ----------------------------------------------------------------
+
+_SNAPSHOT_COLUMNS = {
+    "account_id": "text",
+    "as_of": "date",
+    "cash": "numeric",
+    "cause": "text",
+    "fill_ids": "text",
+    "event_id": "uuid",
+    "event_time": "timestamptz",
+}
+_POSITION_COLUMNS = {
+    "account_id": "text",
+    "symbol": "text",
+    "quantity": "numeric",
+    "cost_basis": "numeric",
+}
+_LOT_COLUMNS = {
+    "account_id": "text",
+    "lot_id": "text",
+    "symbol": "text",
+    "quantity": "numeric",
+    "acquired": "date",
+    "cost_basis": "numeric",
+    "wash_adjustment": "numeric",
+    "sleeve_id": "text",
+}
 
 
-async def record_reconciled_fills(
-    session: AsyncSession, account_id: str, fill_ids: Sequence[str], at: datetime
+async def upsert_snapshots(session: AsyncSession, snapshots: Sequence[Row]) -> list[str]:
+    """Store snapshots unless a newer (as_of, event time) is stored; returns those stored."""
+    params = _arrays(snapshots, _SNAPSHOT_COLUMNS)
+    params["fill_ids"] = [_json_list(s["fill_ids"]) for s in snapshots]
+    sql = f"""
+        INSERT INTO holdings (account_id, as_of, cash, cause, fill_ids, event_id, event_time)
+        SELECT account_id, as_of, cash, cause,
+               ARRAY(SELECT jsonb_array_elements_text(CAST(fill_ids AS jsonb))),
+               event_id, event_time
+          FROM {_unnest(_SNAPSHOT_COLUMNS)} ORDER BY account_id
+        ON CONFLICT (account_id) DO UPDATE
+           SET as_of = EXCLUDED.as_of, cash = EXCLUDED.cash, cause = EXCLUDED.cause,
+               fill_ids = EXCLUDED.fill_ids, event_id = EXCLUDED.event_id,
+               event_time = EXCLUDED.event_time
+         WHERE (holdings.as_of, holdings.event_time) <= (EXCLUDED.as_of, EXCLUDED.event_time)
+        RETURNING account_id
+    """
+    return list((await _run(session, text(sql), params)).scalars())
+
+
+async def replace_positions_and_lots(
+    session: AsyncSession, account_ids: Sequence[str], positions: Sequence[Row], lots: Sequence[Row]
 ) -> None:
-    if not fill_ids:
+    """The positions and lots of these accounts become the given ones."""
+    if not account_ids:
         return
-    stmt = insert(ReconciledFill).values(
-        [{"fill_id": f, "account_id": account_id, "reconciled_at": at} for f in set(fill_ids)]
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["fill_id"],
-        set_={
-            "reconciled_at": func.least(ReconciledFill.reconciled_at, stmt.excluded.reconciled_at)
-        },
-    )
-    await _run(session, stmt)
+    ids = {"ids": list(account_ids)}
+    await _run(session, text("DELETE FROM positions WHERE account_id = ANY(:ids)"), ids)
+    await _run(session, text("DELETE FROM lots WHERE account_id = ANY(:ids)"), ids)
+    if positions:
+        await _run(
+            session,
+            text(
+                f"INSERT INTO positions ({', '.join(_POSITION_COLUMNS)})"
+                f" SELECT * FROM {_unnest(_POSITION_COLUMNS)}"
+            ),
+            _arrays(positions, _POSITION_COLUMNS),
+        )
+    if lots:
+        await _run(
+            session,
+            text(
+                f"INSERT INTO lots ({', '.join(_LOT_COLUMNS)})"
+                f" SELECT * FROM {_unnest(_LOT_COLUMNS)}"
+            ),
+            _arrays(lots, _LOT_COLUMNS),
+        )
 
 
-async def upsert_run(
-    session: AsyncSession, run_id: uuid.UUID, model_id: str, model_version: int, at: datetime
-) -> None:
-    stmt = insert(Run).values(
-        run_id=run_id,
-        model_id=model_id,
-        model_version=model_version,
-        first_event_at=at,
-        last_event_at=at,
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["run_id"],
-        set_={
-            "first_event_at": func.least(Run.first_event_at, stmt.excluded.first_event_at),
-            "last_event_at": func.greatest(Run.last_event_at, stmt.excluded.last_event_at),
-        },
-    )
-    await _run(session, stmt)
+_RECONCILED_COLUMNS = {"fill_id": "text", "account_id": "text", "reconciled_at": "timestamptz"}
 
 
-async def upsert_drift(session: AsyncSession, run_row: Row, latest_row: Row) -> None:
-    """Drift of one account in one run, and the account's latest drift if this is newer."""
-    stmt = insert(RunDrift).values(dict(run_row))
+async def record_reconciled_fills(session: AsyncSession, rows: Sequence[Row]) -> None:
+    """Fills a holdings snapshot reflected (each fill id once, with its earliest time)."""
+    if not rows:
+        return
+    sql = f"""
+        INSERT INTO reconciled_fills (fill_id, account_id, reconciled_at)
+        SELECT * FROM {_unnest(_RECONCILED_COLUMNS)} ORDER BY fill_id
+        ON CONFLICT (fill_id) DO UPDATE SET reconciled_at = EXCLUDED.reconciled_at
+         WHERE EXCLUDED.reconciled_at < reconciled_fills.reconciled_at
+    """
+    await _run(session, text(sql), _arrays(rows, _RECONCILED_COLUMNS))
+
+
+# The value of each account in {accounts}: cash plus its priced positions, with the positions
+# it holds and those the security master has no price for.
+_REVALUE = """
+    UPDATE account_valuations v
+       SET cash = n.cash, holdings_as_of = n.as_of, securities_value = n.securities_value,
+           market_value = n.cash + n.securities_value, positions = n.positions,
+           unpriced_positions = n.unpriced, updated_at = now()
+      FROM (
+          SELECT h.account_id, h.cash, h.as_of,
+                 COALESCE(SUM(p.quantity * s.price), 0) AS securities_value,
+                 COUNT(p.symbol) AS positions,
+                 COUNT(p.symbol) FILTER (WHERE s.symbol IS NULL) AS unpriced
+            FROM holdings h
+            LEFT JOIN positions p ON p.account_id = h.account_id AND p.quantity <> 0
+            LEFT JOIN securities s ON s.symbol = p.symbol
+           WHERE h.account_id IN ({accounts})
+           GROUP BY h.account_id, h.cash, h.as_of
+      ) n
+     WHERE v.account_id = n.account_id
+"""
+_REVALUE_ACCOUNTS = text(_REVALUE.format(accounts="SELECT unnest(CAST(:ids AS text[]))"))
+_REVALUE_HOLDERS = text(
+    _REVALUE.format(accounts="SELECT account_id FROM positions WHERE symbol = ANY(:symbols)")
+)
+
+
+async def revalue_accounts(session: AsyncSession, account_ids: Sequence[str]) -> None:
+    """Value these accounts from their stored holdings and the current prices."""
+    if account_ids:
+        await _run(session, _REVALUE_ACCOUNTS, {"ids": sorted(account_ids)})
+
+
+async def revalue_holders(session: AsyncSession, symbols: Sequence[str]) -> int:
+    """Revalue every account holding one of these symbols; returns how many."""
+    if not symbols:
+        return 0
+    return (await _run(session, _REVALUE_HOLDERS, {"symbols": list(symbols)})).rowcount
+
+
+_VERDICT_COLUMNS = {
+    "account_id": "text",
+    "run_id": "uuid",
+    "max_abs_drift": "numeric",
+    "tolerance": "numeric",
+    "out_of_tolerance": "boolean",
+    "measured_at": "timestamptz",
+}
+
+
+async def record_verdicts(session: AsyncSession, rows: Sequence[Row]) -> None:
+    """Each account's drift verdict from the engine, unless a later one is stored."""
+    sql = f"""
+        INSERT INTO account_valuations (account_id, drift_run_id, max_abs_drift, tolerance,
+                                        out_of_tolerance, measured_at, updated_at)
+        SELECT account_id, run_id, max_abs_drift, tolerance, out_of_tolerance, measured_at,
+               now()
+          FROM {_unnest(_VERDICT_COLUMNS)} ORDER BY account_id
+        ON CONFLICT (account_id) DO UPDATE
+           SET drift_run_id = EXCLUDED.drift_run_id, max_abs_drift = EXCLUDED.max_abs_drift,
+               tolerance = EXCLUDED.tolerance, out_of_tolerance = EXCLUDED.out_of_tolerance,
+               measured_at = EXCLUDED.measured_at, updated_at = EXCLUDED.updated_at
+         WHERE account_valuations.measured_at IS NULL
+            OR account_valuations.measured_at <= EXCLUDED.measured_at
+    """
+    await _run(session, text(sql), _arrays(rows, _VERDICT_COLUMNS))
+
+
+# --- runs -----------------------------------------------------------------------------------
+
+_RUN_COLUMNS = {
+    "run_id": "uuid",
+    "model_id": "text",
+    "model_version": "int",
+    "first_event_at": "timestamptz",
+    "last_event_at": "timestamptz",
+}
+
+
+async def upsert_runs(session: AsyncSession, rows: Sequence[Row]) -> None:
+    """Runs first seen through their drift or proposals; only their event times change after."""
+    sql = f"""
+        INSERT INTO runs (run_id, model_id, model_version, first_event_at, last_event_at)
+        SELECT * FROM {_unnest(_RUN_COLUMNS)} ORDER BY run_id
+        ON CONFLICT (run_id) DO UPDATE
+           SET first_event_at = LEAST(runs.first_event_at, EXCLUDED.first_event_at),
+               last_event_at = GREATEST(runs.last_event_at, EXCLUDED.last_event_at)
+         WHERE EXCLUDED.first_event_at < runs.first_event_at
+            OR EXCLUDED.last_event_at > runs.last_event_at
+    """
+    await _run(session, text(sql), _arrays(rows, _RUN_COLUMNS))
+
+
+_CHUNK_RUN_COLUMNS = {
+    **_RUN_COLUMNS,
+    "kind": "text",
+    "trigger": "text",
+    "chunks": "int",
+}
+_CHUNK_COLUMNS = {
+    "run_id": "uuid",
+    "chunk": "int",
+    "chunks": "int",
+    "status": "text",
+    "accounts": "int",
+    "accounts_evaluated": "int",
+    "accounts_out_of_tolerance": "int",
+    "accounts_skipped": "int",
+    "proposals": "int",
+    "trades": "int",
+    "error": "text",
+    "reported_at": "timestamptz",
+}
+
+
+async def record_chunks(session: AsyncSession, runs: Sequence[Row], chunks: Sequence[Row]) -> None:
+    """Store chunk reports (completed replaces failed) and their runs' kind and totals."""
+    run_names = ", ".join(_CHUNK_RUN_COLUMNS)
     await _run(
         session,
-        stmt.on_conflict_do_update(
-            index_elements=["run_id", "account_id"],
-            set_={c: stmt.excluded[c] for c in run_row if c not in ("run_id", "account_id")},
+        text(
+            f"""
+            INSERT INTO runs ({run_names})
+            SELECT * FROM {_unnest(_CHUNK_RUN_COLUMNS)} ORDER BY run_id
+            ON CONFLICT (run_id) DO UPDATE
+               SET model_id = EXCLUDED.model_id, model_version = EXCLUDED.model_version,
+                   kind = EXCLUDED.kind, trigger = EXCLUDED.trigger, chunks = EXCLUDED.chunks,
+                   first_event_at = LEAST(runs.first_event_at, EXCLUDED.first_event_at),
+                   last_event_at = GREATEST(runs.last_event_at, EXCLUDED.last_event_at)
+            """
         ),
+        _arrays(runs, _CHUNK_RUN_COLUMNS),
     )
-    latest = insert(AccountDrift).values(dict(latest_row))
+    chunk_names = ", ".join(_CHUNK_COLUMNS)
+    chunk_updates = ", ".join(
+        f"{c} = EXCLUDED.{c}" for c in _CHUNK_COLUMNS if c not in ("run_id", "chunk")
+    )
     await _run(
         session,
-        latest.on_conflict_do_update(
-            index_elements=["account_id"],
-            set_={c: latest.excluded[c] for c in latest_row if c != "account_id"},
-            where=col(AccountDrift.measured_at) <= latest.excluded.measured_at,
+        text(
+            f"""
+            INSERT INTO run_chunks ({chunk_names})
+            SELECT * FROM {_unnest(_CHUNK_COLUMNS)} ORDER BY run_id, chunk
+            ON CONFLICT (run_id, chunk) DO UPDATE SET {chunk_updates}
+             WHERE run_chunks.status = 'failed' AND EXCLUDED.status = 'completed'
+            """
         ),
+        _arrays(chunks, _CHUNK_COLUMNS),
     )
-
-
-async def upsert_proposed(session: AsyncSession, row: Row) -> None:
-    """A proposal's run details (from trades-proposed)."""
-    stmt = insert(Proposal).values(dict(row))
     await _run(
         session,
-        stmt.on_conflict_do_update(
-            index_elements=["proposal_id"],
-            set_={c: stmt.excluded[c] for c in row if c != "proposal_id"},
+        text(
+            """
+            UPDATE runs r
+               SET chunks_completed = c.completed, chunks_failed = c.failed,
+                   accounts = c.accounts, accounts_evaluated = c.evaluated,
+                   accounts_skipped = c.skipped, expected_proposals = c.proposals,
+                   expected_trades = c.trades
+              FROM (
+                  SELECT run_id,
+                         COUNT(*) FILTER (WHERE status = 'completed') AS completed,
+                         COUNT(*) FILTER (WHERE status = 'failed') AS failed,
+                         SUM(accounts) AS accounts, SUM(accounts_evaluated) AS evaluated,
+                         SUM(accounts_skipped) AS skipped, SUM(proposals) AS proposals,
+                         SUM(trades) AS trades
+                    FROM run_chunks WHERE run_id = ANY(:ids) GROUP BY run_id
+              ) c
+             WHERE r.run_id = c.run_id
+            """
         ),
+        {"ids": sorted({r["run_id"] for r in runs})},
     )
 
 
-async def upsert_approved(
-    session: AsyncSession, proposal_id: uuid.UUID, account_id: str, by: str, at: datetime
-) -> None:
-    stmt = insert(Proposal).values(
-        proposal_id=proposal_id, account_id=account_id, approved_by=by, approved_at=at
+_DRIFT_COLUMNS = {
+    "run_id": "uuid",
+    "account_id": "text",
+    "total_value": "numeric",
+    "max_abs_drift": "numeric",
+    "tolerance": "numeric",
+    "out_of_tolerance": "boolean",
+    "measured_at": "timestamptz",
+}
+
+
+async def upsert_run_drift(session: AsyncSession, rows: Sequence[Row]) -> None:
+    """Drift of accounts measured by runs (a later measurement of the pair wins)."""
+    names = ", ".join(_DRIFT_COLUMNS)
+    updates = ", ".join(
+        f"{c} = EXCLUDED.{c}" for c in _DRIFT_COLUMNS if c not in ("run_id", "account_id")
     )
-    await _run(
-        session,
-        stmt.on_conflict_do_update(
-            index_elements=["proposal_id"],
-            set_={
-                "approved_by": func.coalesce(Proposal.approved_by, stmt.excluded.approved_by),
-                "approved_at": func.coalesce(Proposal.approved_at, stmt.excluded.approved_at),
-            },
-        ),
-    )
+    sql = f"""
+        INSERT INTO run_drift ({names})
+        SELECT * FROM {_unnest(_DRIFT_COLUMNS)} ORDER BY run_id, account_id
+        ON CONFLICT (run_id, account_id) DO UPDATE SET {updates}
+         WHERE run_drift.measured_at <= EXCLUDED.measured_at
+    """
+    await _run(session, text(sql), _arrays(rows, _DRIFT_COLUMNS))
 
 
-async def decline_proposal(
-    session: AsyncSession,
-    proposal_id: uuid.UUID,
-    account_id: str,
-    by: str,
-    reason: str,
-    at: datetime,
-) -> None:
-    """The first decline wins, so a replay changes nothing."""
-    stmt = insert(Proposal).values(
-        proposal_id=proposal_id,
-        account_id=account_id,
-        declined_by=by,
-        declined_reason=reason,
-        declined_at=at,
-    )
-    await _run(
-        session,
-        stmt.on_conflict_do_update(
-            index_elements=["proposal_id"],
-            set_={
-                c: func.coalesce(getattr(Proposal, c), stmt.excluded[c])
-                for c in ("declined_by", "declined_reason", "declined_at")
-            },
-        ),
-    )
+# --- proposals, trades, fills ---------------------------------------------------------------
+
+_PROPOSED_COLUMNS = {
+    "proposal_id": "uuid",
+    "account_id": "text",
+    "run_id": "uuid",
+    "model_id": "text",
+    "model_version": "int",
+    "cash_before": "numeric",
+    "cash_after_estimated": "numeric",
+    "proposed_at": "timestamptz",
+}
 
 
-async def ensure_proposal(session: AsyncSession, proposal_id: uuid.UUID, account_id: str) -> None:
-    await _run(
-        session,
-        insert(Proposal)
-        .values(proposal_id=proposal_id, account_id=account_id)
-        .on_conflict_do_nothing(index_elements=["proposal_id"]),
-    )
+async def upsert_proposed(session: AsyncSession, rows: Sequence[Row]) -> None:
+    """Proposals' run details (from trades-proposed)."""
+    names = ", ".join(_PROPOSED_COLUMNS)
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in _PROPOSED_COLUMNS if c != "proposal_id")
+    sql = f"""
+        INSERT INTO proposals ({names})
+        SELECT * FROM {_unnest(_PROPOSED_COLUMNS)} ORDER BY proposal_id
+        ON CONFLICT (proposal_id) DO UPDATE SET {updates}
+    """
+    await _run(session, text(sql), _arrays(rows, _PROPOSED_COLUMNS))
 
 
+_MARK_COLUMNS = {"proposal_id": "uuid", "account_id": "text", "by": "text", "at": "timestamptz"}
+
+
+async def approve_proposals(session: AsyncSession, rows: Sequence[Row]) -> None:
+    """The first approval of a proposal wins, so a replay changes nothing."""
+    sql = f"""
+        INSERT INTO proposals (proposal_id, account_id, approved_by, approved_at)
+        SELECT * FROM {_unnest(_MARK_COLUMNS)} ORDER BY proposal_id
+        ON CONFLICT (proposal_id) DO UPDATE
+           SET approved_by = EXCLUDED.approved_by, approved_at = EXCLUDED.approved_at
+         WHERE proposals.approved_at IS NULL
+    """
+    await _run(session, text(sql), _arrays(rows, _MARK_COLUMNS))
+
+
+_DECLINE_COLUMNS = {**_MARK_COLUMNS, "reason": "text"}
+
+
+async def decline_proposals(session: AsyncSession, rows: Sequence[Row]) -> None:
+    """The first decline of a proposal wins, so a replay changes nothing."""
+    sql = f"""
+        INSERT INTO proposals (proposal_id, account_id, declined_by, declined_at,
+                               declined_reason)
+        SELECT * FROM {_unnest(_DECLINE_COLUMNS)} ORDER BY proposal_id
+        ON CONFLICT (proposal_id) DO UPDATE
+           SET declined_by = EXCLUDED.declined_by, declined_at = EXCLUDED.declined_at,
+               declined_reason = EXCLUDED.declined_reason
+         WHERE proposals.declined_at IS NULL
+    """
+    await _run(session, text(sql), _arrays(rows, _DECLINE_COLUMNS))
+
+
+async def ensure_proposals(session: AsyncSession, rows: Sequence[Row]) -> None:
+    """Proposals first seen through a fill or a reject."""
+    columns = {"proposal_id": "uuid", "account_id": "text"}
+    sql = f"""
+        INSERT INTO proposals (proposal_id, account_id)
+        SELECT * FROM {_unnest(columns)} ORDER BY proposal_id
+        ON CONFLICT (proposal_id) DO NOTHING
+    """
+    await _run(session, text(sql), _arrays(rows, columns))
+
+
+_DETAIL_COLUMNS = {
+    "trade_id": "uuid",
+    "proposal_id": "uuid",
+    "account_id": "text",
+    "symbol": "text",
+    "side": "text",
+    "quantity": "numeric",
+    "estimated_price": "numeric",
+    "estimated_value": "numeric",
+    "reason": "text",
+    "explanation": "text",
+    "sleeve_id": "text",
+    "lot_ids": "text",
+    "estimated_tax": "numeric",
+    "proposed_at": "timestamptz",
+    "approved_at": "timestamptz",
+    "status": "text",
+    "updated_at": "timestamptz",
+}
 _DETAILS = (
+    "proposal_id",
+    "symbol",
+    "side",
     "quantity",
     "estimated_price",
     "estimated_value",
@@ -270,207 +652,257 @@ _DETAILS = (
 
 
 async def upsert_trade_details(session: AsyncSession, rows: Sequence[Row]) -> None:
-    """Trades as proposed or approved: their terms, and when they were proposed/approved
-    (the first time wins, so a replay changes nothing)."""
-    stmt = insert(Trade).values(list(rows))
-    await _run(
-        session,
-        stmt.on_conflict_do_update(
-            index_elements=["trade_id"],
-            set_={
-                **{c: stmt.excluded[c] for c in ("proposal_id", "symbol", "side", *_DETAILS)},
-                "proposed_at": func.coalesce(Trade.proposed_at, stmt.excluded.proposed_at),
-                "approved_at": func.coalesce(Trade.approved_at, stmt.excluded.approved_at),
-                "updated_at": func.greatest(Trade.updated_at, stmt.excluded.updated_at),
-            },
-        ),
-    )
+    """Trades' terms as proposed or approved (the first proposed/approved time wins)."""
+    params = _arrays(rows, _DETAIL_COLUMNS)
+    params["lot_ids"] = [_json_list(r["lot_ids"]) for r in rows]
+    names = [c for c in _DETAIL_COLUMNS if c != "lot_ids"]
+    sql = f"""
+        INSERT INTO trades ({", ".join(names)}, lot_ids, filled_quantity)
+        SELECT {", ".join(names)},
+               CASE WHEN lot_ids IS NOT NULL
+                    THEN ARRAY(SELECT jsonb_array_elements_text(CAST(lot_ids AS jsonb))) END,
+               0
+          FROM {_unnest(_DETAIL_COLUMNS)} ORDER BY trade_id
+        ON CONFLICT (trade_id) DO UPDATE
+           SET {", ".join(f"{c} = EXCLUDED.{c}" for c in _DETAILS)},
+               proposed_at = COALESCE(trades.proposed_at, EXCLUDED.proposed_at),
+               approved_at = COALESCE(trades.approved_at, EXCLUDED.approved_at),
+               updated_at = GREATEST(trades.updated_at, EXCLUDED.updated_at)
+    """
+    await _run(session, text(sql), params)
 
 
-async def ensure_trade(session: AsyncSession, row: Row) -> None:
-    """A trade first seen through a fill or a reject: keep what is known, add the rest."""
-    stmt = insert(Trade).values(dict(row))
-    await _run(
-        session,
-        stmt.on_conflict_do_update(
-            index_elements=["trade_id"],
-            set_={
-                "quantity": func.coalesce(Trade.quantity, stmt.excluded.quantity),
-                "rejected_reason": func.coalesce(
-                    Trade.rejected_reason, stmt.excluded.rejected_reason
-                ),
-                "rejected_at": func.coalesce(Trade.rejected_at, stmt.excluded.rejected_at),
-                "updated_at": func.greatest(Trade.updated_at, stmt.excluded.updated_at),
-            },
-        ),
-    )
+_ENSURE_COLUMNS = {
+    "trade_id": "uuid",
+    "proposal_id": "uuid",
+    "account_id": "text",
+    "symbol": "text",
+    "side": "text",
+    "quantity": "numeric",
+    "rejected_reason": "text",
+    "rejected_at": "timestamptz",
+    "status": "text",
+    "updated_at": "timestamptz",
+}
 
 
-async def insert_fill(session: AsyncSession, row: Row) -> bool:
-    """Remember a fill; False if its id was already known."""
-    stmt = (
-        insert(Fill)
-        .values(dict(row))
-        .on_conflict_do_nothing(index_elements=["fill_id"])
-        .returning(col(Fill.fill_id))
-    )
-    return (await _run(session, stmt)).first() is not None
+async def ensure_trades(session: AsyncSession, rows: Sequence[Row]) -> None:
+    """Trades first seen through a fill or a reject: keep what is known, add the rest."""
+    sql = f"""
+        INSERT INTO trades ({", ".join(_ENSURE_COLUMNS)}, filled_quantity)
+        SELECT *, 0 FROM {_unnest(_ENSURE_COLUMNS)} ORDER BY trade_id
+        ON CONFLICT (trade_id) DO UPDATE
+           SET quantity = COALESCE(trades.quantity, EXCLUDED.quantity),
+               rejected_reason = COALESCE(trades.rejected_reason, EXCLUDED.rejected_reason),
+               rejected_at = COALESCE(trades.rejected_at, EXCLUDED.rejected_at),
+               updated_at = GREATEST(trades.updated_at, EXCLUDED.updated_at)
+    """
+    await _run(session, text(sql), _arrays(rows, _ENSURE_COLUMNS))
 
 
+_FILL_COLUMNS = {
+    "fill_id": "text",
+    "trade_id": "uuid",
+    "proposal_id": "uuid",
+    "account_id": "text",
+    "symbol": "text",
+    "side": "text",
+    "quantity": "numeric",
+    "price": "numeric",
+    "executed_at": "timestamptz",
+}
+
+
+async def insert_fills(session: AsyncSession, rows: Sequence[Row]) -> int:
+    """Remember fills (a known fill id is skipped); returns how many were new."""
+    sql = f"""
+        INSERT INTO fills ({", ".join(_FILL_COLUMNS)})
+        SELECT * FROM {_unnest(_FILL_COLUMNS)} ORDER BY fill_id
+        ON CONFLICT (fill_id) DO NOTHING
+    """
+    return (await _run(session, text(sql), _arrays(rows, _FILL_COLUMNS))).rowcount
+
+
+# Filled quantity, average price, fills (and those reflected in holdings), run and status of
+# trades, from the stored facts; a trade whose facts did not change is not written.
 _REFRESH = """
     UPDATE trades t
-       SET filled_quantity = f.qty,
-           average_price = f.avg_price,
-           status = CASE
-               WHEN t.rejected_reason IS NOT NULL THEN 'rejected'
-               WHEN t.quantity IS NOT NULL AND f.qty >= t.quantity THEN 'filled'
-               WHEN f.qty > 0 THEN 'partially_filled'
-               WHEN f.declined THEN 'declined'
-               WHEN t.approved_at IS NOT NULL THEN 'approved'
-               ELSE 'proposed'
-           END
+       SET filled_quantity = f.qty, average_price = f.avg_price, fills = f.fills,
+           fills_reflected = f.reflected, reconciled_at = f.reconciled_at, run_id = f.run_id,
+           status = f.status
       FROM (
-          SELECT tt.trade_id,
+          SELECT tt.trade_id, p.run_id,
                  COALESCE(SUM(fi.quantity), 0) AS qty,
                  ROUND(SUM(fi.quantity * fi.price) / NULLIF(SUM(fi.quantity), 0), 6) AS avg_price,
-                 BOOL_OR(p.declined_at IS NOT NULL) AS declined
+                 COUNT(fi.fill_id) AS fills, COUNT(rf.fill_id) AS reflected,
+                 MAX(rf.reconciled_at) AS reconciled_at,
+                 CASE
+                     WHEN tt.rejected_reason IS NOT NULL THEN 'rejected'
+                     WHEN tt.quantity IS NOT NULL AND COALESCE(SUM(fi.quantity), 0) >= tt.quantity
+                         THEN 'filled'
+                     WHEN COALESCE(SUM(fi.quantity), 0) > 0 THEN 'partially_filled'
+                     WHEN p.declined_at IS NOT NULL THEN 'declined'
+                     WHEN tt.approved_at IS NOT NULL THEN 'approved'
+                     ELSE 'proposed'
+                 END AS status
             FROM trades tt
             JOIN proposals p ON p.proposal_id = tt.proposal_id
             LEFT JOIN fills fi ON fi.trade_id = tt.trade_id
+            LEFT JOIN reconciled_fills rf ON rf.fill_id = fi.fill_id
            WHERE {which}
-           GROUP BY tt.trade_id
+           GROUP BY tt.trade_id, tt.rejected_reason, tt.quantity, tt.approved_at, p.run_id,
+                    p.declined_at
       ) f
      WHERE t.trade_id = f.trade_id
+       AND (t.filled_quantity, t.average_price, t.fills, t.fills_reflected, t.reconciled_at,
+            t.run_id, t.status)
+           IS DISTINCT FROM
+           (f.qty, f.avg_price, f.fills, f.reflected, f.reconciled_at, f.run_id, f.status)
 """
 _REFRESH_TRADES = text(_REFRESH.format(which="tt.trade_id = ANY(:ids)"))
-_REFRESH_PROPOSAL = text(_REFRESH.format(which="tt.proposal_id = :proposal_id"))
+_REFRESH_PROPOSALS = text(_REFRESH.format(which="tt.proposal_id = ANY(:ids)"))
+_REFRESH_FILLED = text(
+    _REFRESH.format(which="tt.trade_id IN (SELECT trade_id FROM fills WHERE fill_id = ANY(:ids))")
+)
 
 
 async def refresh_trades(session: AsyncSession, trade_ids: Sequence[uuid.UUID]) -> None:
-    """Derive filled quantity, average price and status from the stored facts."""
-    await _run(session, _REFRESH_TRADES, {"ids": list(trade_ids)})
+    """Derive filled quantity, average price, fills, run and status of these trades."""
+    if trade_ids:
+        await _run(session, _REFRESH_TRADES, {"ids": sorted(set(trade_ids))})
 
 
-async def refresh_proposal_trades(session: AsyncSession, proposal_id: uuid.UUID) -> None:
-    await _run(session, _REFRESH_PROPOSAL, {"proposal_id": proposal_id})
+async def refresh_proposal_trades(session: AsyncSession, proposal_ids: Sequence[uuid.UUID]) -> None:
+    """The same for every trade of these proposals."""
+    if proposal_ids:
+        await _run(session, _REFRESH_PROPOSALS, {"ids": sorted(set(proposal_ids))})
+
+
+async def refresh_filled_trades(session: AsyncSession, fill_ids: Sequence[str]) -> None:
+    """The same for the trades of these fills (a snapshot reflected them)."""
+    if fill_ids:
+        await _run(session, _REFRESH_FILLED, {"ids": sorted(set(fill_ids))})
 
 
 # --- reads ----------------------------------------------------------------------------------
 
-# Market value per account (cash plus priced positions) and the largest absolute difference
-# between a security's weight and its model target. Securities without a price are left out
-# of the value and counted in `unpriced`.
-_VALUATION = """
-    mv AS (
-        SELECT h.account_id, h.cash, h.as_of,
-               h.cash + COALESCE(SUM(p.quantity * s.price), 0) AS market_value,
-               COUNT(p.symbol) FILTER (WHERE s.symbol IS NULL) AS unpriced
-          FROM holdings h
-          LEFT JOIN positions p ON p.account_id = h.account_id AND p.quantity <> 0
-          LEFT JOIN securities s ON s.symbol = p.symbol
-         GROUP BY h.account_id, h.cash, h.as_of
-    ),
-    lines AS (
-        SELECT p.account_id, p.symbol, p.quantity * s.price AS value, 0::numeric AS target
-          FROM positions p JOIN securities s ON s.symbol = p.symbol
-         WHERE p.quantity <> 0
-        UNION ALL
-        SELECT a.account_id, t.symbol, 0::numeric, t.weight
-          FROM accounts a JOIN model_targets t ON t.model_id = a.model_id
-        UNION ALL
-        SELECT sl.account_id, t.symbol, 0::numeric, sl.weight * t.weight
-          FROM account_sleeves sl JOIN model_targets t ON t.model_id = sl.model_id
-    ),
-    per_security AS (
-        SELECT account_id, symbol, SUM(value) AS value, SUM(target) AS target
-          FROM lines GROUP BY account_id, symbol
-    ),
-    drift AS (
-        SELECT ps.account_id,
-               ROUND(MAX(ABS(ps.value / mv.market_value - ps.target)), 8) AS max_drift
-          FROM per_security ps JOIN mv ON mv.account_id = ps.account_id
-         WHERE mv.market_value > 0
-         GROUP BY ps.account_id
-    ),
-    overview AS (
-        SELECT a.account_id, a.name, a.household_id, a.account_type, a.model_id,
-               m.name AS model_name, m.version AS model_version, a.status, a.auto_approve,
-               mv.cash, ROUND(mv.market_value, 2) AS market_value, mv.as_of AS holdings_as_of,
-               COALESCE(mv.unpriced, 0) AS unpriced, d.max_drift,
-               COALESCE(ad.tolerance, :default_tolerance) AS tolerance,
-               COALESCE(d.max_drift > COALESCE(ad.tolerance, :default_tolerance), false)
-                   AS out_of_tolerance,
-               ad.run_id AS last_run_id, ad.max_abs_drift AS measured_drift,
-               ad.out_of_tolerance AS measured_out_of_tolerance, ad.measured_at
-          FROM accounts a
-          LEFT JOIN models m ON m.model_id = a.model_id
-          LEFT JOIN mv ON mv.account_id = a.account_id
-          LEFT JOIN drift d ON d.account_id = a.account_id
-          LEFT JOIN account_drift ad ON ad.account_id = a.account_id
-    )
-"""
-
+# Sortable columns of account_valuations; each has an index (column, account_id).
 ACCOUNT_SORTS: dict[SortKey, str] = {
     "account_id": "account_id",
     "name": "name",
     "model_id": "model_id",
     "market_value": "market_value",
     "cash": "cash",
-    "max_drift": "max_drift",
+    "max_drift": "max_abs_drift",
     "status": "status",
 }
 
+_OVERVIEW_COLUMNS = """
+    a.account_id, a.name, a.household_id, a.account_type, a.model_id,
+    m.name AS model_name, m.version AS model_version, a.status, a.auto_approve,
+    v.cash, ROUND(v.market_value, 2) AS market_value,
+    ROUND(v.securities_value, 2) AS securities_value, v.holdings_as_of, v.positions,
+    v.unpriced_positions, v.max_abs_drift AS max_drift, v.tolerance, v.out_of_tolerance,
+    v.drift_run_id, v.measured_at
+"""
 
-async def account_overviews(
+
+async def account_page(
     session: AsyncSession,
     *,
-    default_tolerance: Decimal,
     limit: int,
     offset: int,
     model_id: str | None = None,
     out_of_tolerance: bool | None = None,
     status: str | None = None,
     search: str | None = None,
-    account_id: str | None = None,
     sort: SortKey = "account_id",
     descending: bool = False,
 ) -> tuple[int, list[Record]]:
-    """(total matching, one page of account overviews)."""
-    where = ["true"]
-    params: dict[str, Any] = {"default_tolerance": default_tolerance}
+    """(total matching, a page of overviews) in index order, nulls last, ties by id."""
+    where = ["v.status IS NOT NULL"]  # accounts known from account-changed
+    params: dict[str, Any] = {"limit": limit, "offset": offset, "n": limit + offset}
     if model_id is not None:
-        where.append("model_id = :model_id")
+        where.append("v.model_id = :model_id")
         params["model_id"] = model_id
     if out_of_tolerance is not None:
-        where.append("out_of_tolerance = :oot")
+        where.append("v.out_of_tolerance = :oot")
         params["oot"] = out_of_tolerance
     if status is not None:
-        where.append("status = :status")
+        where.append("v.status = :status")
         params["status"] = status
     if search:
-        where.append("(account_id ILIKE :search OR name ILIKE :search)")
+        where.append("(v.account_id ILIKE :search OR v.name ILIKE :search)")
         params["search"] = f"%{search}%"
-    if account_id is not None:
-        where.append("account_id = :account_id")
-        params["account_id"] = account_id
-    order = ACCOUNT_SORTS[sort]
+    matching = " AND ".join(where)
     direction = "DESC" if descending else "ASC"
+    column = f"v.{ACCOUNT_SORTS[sort]}"
+    if sort == "account_id":
+        ordered = f"""
+            SELECT v.account_id, 0 AS part, v.account_id AS key FROM account_valuations v
+             WHERE {matching} ORDER BY v.account_id {direction} LIMIT :limit OFFSET :offset
+        """
+    else:
+        ordered = f"""
+            SELECT * FROM (
+                (SELECT v.account_id, 0 AS part, {column} AS key FROM account_valuations v
+                  WHERE {matching} AND {column} IS NOT NULL
+                  ORDER BY {column} {direction}, v.account_id {direction} LIMIT :n)
+                UNION ALL
+                (SELECT v.account_id, 1, NULL FROM account_valuations v
+                  WHERE {matching} AND {column} IS NULL
+                  ORDER BY {column} {direction}, v.account_id {direction} LIMIT :n)
+            ) u ORDER BY part, key {direction}, account_id {direction}
+            LIMIT :limit OFFSET :offset
+        """
     sql = f"""
-        WITH {_VALUATION}
-        SELECT *, COUNT(*) OVER () AS total FROM overview
-         WHERE {" AND ".join(where)}
-         ORDER BY {order} {direction} NULLS LAST, account_id
-         LIMIT :limit OFFSET :offset
+        WITH page AS ({ordered})
+        SELECT {_OVERVIEW_COLUMNS}
+          FROM page
+          JOIN account_valuations v ON v.account_id = page.account_id
+          JOIN accounts a ON a.account_id = page.account_id
+          LEFT JOIN models m ON m.model_id = a.model_id
+         ORDER BY page.part, page.key {direction}, page.account_id {direction}
     """
-    params.update(limit=limit, offset=offset)
     rows = [dict(r) for r in (await _run(session, text(sql), params)).mappings()]
-    if rows:
-        return int(rows[0]["total"]), rows
-    if offset == 0:
-        return 0, []
-    count_sql = f"WITH {_VALUATION} SELECT COUNT(*) FROM overview WHERE {' AND '.join(where)}"
-    total = (await _run(session, text(count_sql), params)).scalar_one()
-    return int(total), []
+    if offset == 0 and len(rows) < limit:
+        return len(rows), rows
+    if model_id is None and status is None and not search:
+        # the book's tallies know these totals; counting them would read every account
+        tally = (
+            (
+                await _run(
+                    session,
+                    text(
+                        "SELECT COALESCE(SUM(accounts), 0) AS listed,"
+                        " COALESCE(SUM(accounts_out_of_tolerance), 0) AS out FROM book_tallies"
+                    ),
+                )
+            )
+            .mappings()
+            .one()
+        )
+        listed, out = int(tally["listed"]), int(tally["out"])
+        return {None: listed, True: out, False: listed - out}[out_of_tolerance], rows
+    count = f"SELECT COUNT(*) FROM account_valuations v WHERE {matching}"
+    return int((await _run(session, text(count), params)).scalar_one()), rows
+
+
+_ONE_OVERVIEW = text(
+    f"""
+    SELECT {_OVERVIEW_COLUMNS}
+      FROM accounts a
+      LEFT JOIN account_valuations v ON v.account_id = a.account_id
+      LEFT JOIN models m ON m.model_id = a.model_id
+     WHERE a.account_id = :account_id
+    """
+)
+
+
+async def account_overview(session: AsyncSession, account_id: str) -> Record | None:
+    """One account's overview, or None if account-changed never named it."""
+    row = (await _run(session, _ONE_OVERVIEW, {"account_id": account_id})).mappings().first()
+    return dict(row) if row is not None else None
 
 
 async def account_known(session: AsyncSession, account_id: str) -> bool:
@@ -489,10 +921,6 @@ async def get_holdings(session: AsyncSession, account_id: str) -> HoldingsSnapsh
 
 async def get_model(session: AsyncSession, model_id: str) -> Model | None:
     return await session.get(Model, model_id)
-
-
-async def get_account_drift(session: AsyncSession, account_id: str) -> AccountDrift | None:
-    return await session.get(AccountDrift, account_id)
 
 
 _HOLDING_LINES = text(
@@ -545,15 +973,9 @@ async def lots_of(session: AsyncSession, account_id: str) -> list[Record]:
 _TRADES = text(
     """
     SELECT t.*, p.run_id, p.approved_by, p.declined_by, p.declined_reason, p.model_id,
-           p.model_version,
-           COALESCE(f.fills, 0) AS fills, COALESCE(f.reflected, 0) AS fills_reflected
+           p.model_version
       FROM trades t
       JOIN proposals p ON p.proposal_id = t.proposal_id
-      LEFT JOIN LATERAL (
-          SELECT COUNT(*) AS fills, COUNT(rf.fill_id) AS reflected
-            FROM fills fi LEFT JOIN reconciled_fills rf ON rf.fill_id = fi.fill_id
-           WHERE fi.trade_id = t.trade_id
-      ) f ON true
      WHERE t.account_id = :account_id
      ORDER BY COALESCE(t.proposed_at, t.approved_at, t.updated_at) DESC, t.side DESC, t.symbol
      LIMIT :limit OFFSET :offset
@@ -570,56 +992,58 @@ async def trades_of(
     return [dict(r) for r in result.mappings()]
 
 
-async def trade_status_counts(
-    session: AsyncSession, account_id: str | None = None
-) -> dict[str, int]:
-    stmt = select(Trade.status, func.count()).group_by(col(Trade.status))
-    if account_id is not None:
-        stmt = stmt.where(Trade.account_id == account_id)
+async def trade_status_counts(session: AsyncSession, account_id: str) -> dict[str, int]:
+    """How many of the account's trades are in each status."""
+    stmt = (
+        select(Trade.status, func.count())
+        .where(Trade.account_id == account_id)
+        .group_by(col(Trade.status))
+    )
     return {status: int(n) for status, n in (await session.exec(stmt)).all()}
 
 
-_RUNS = """
-    SELECT r.run_id, r.model_id, r.model_version, r.first_event_at, r.last_event_at,
-           d.measured AS accounts_measured, d.out_of_tolerance AS accounts_out_of_tolerance,
-           pr.proposals, pr.approved AS proposals_approved,
-           tr.trades, tr.filled, tr.partially_filled, tr.rejected, tr.declined, tr.approved,
-           tr.proposed, tr.estimated_tax,
-           fl.fills, fl.reflected AS fills_reflected, fl.last_reconciled_at
-      FROM runs r
+TALLY_COUNTS = (
+    "accounts_measured",
+    "accounts_out_of_tolerance",
+    "proposals",
+    "proposals_approved",
+    "trades",
+    "trades_proposed",
+    "trades_approved",
+    "trades_partially_filled",
+    "trades_filled",
+    "trades_rejected",
+    "trades_declined",
+    "taxed_trades",
+    "fills",
+    "fills_reflected",
+)
+_TALLY_SUMS = ", ".join(
+    [f"COALESCE(SUM({c}), 0) AS {c}" for c in TALLY_COUNTS]
+    + [
+        "COALESCE(SUM(estimated_tax), 0) AS estimated_tax",
+        "MAX(last_reconciled_at) AS last_reconciled_at",
+    ]
+)
+
+_RUNS = f"""
+    WITH page AS (
+        SELECT * FROM runs r WHERE {{where}} ORDER BY {{order}} LIMIT :limit OFFSET :offset
+    )
+    SELECT page.*, t.*
+      FROM page
       LEFT JOIN LATERAL (
-          SELECT COUNT(*) AS measured, COUNT(*) FILTER (WHERE out_of_tolerance) AS out_of_tolerance
-            FROM run_drift WHERE run_id = r.run_id
-      ) d ON true
-      LEFT JOIN LATERAL (
-          SELECT COUNT(*) AS proposals, COUNT(approved_at) AS approved
-            FROM proposals WHERE run_id = r.run_id
-      ) pr ON true
-      LEFT JOIN LATERAL (
-          SELECT COUNT(*) AS trades,
-                 COUNT(*) FILTER (WHERE t.status = 'filled') AS filled,
-                 COUNT(*) FILTER (WHERE t.status = 'partially_filled') AS partially_filled,
-                 COUNT(*) FILTER (WHERE t.status = 'rejected') AS rejected,
-                 COUNT(*) FILTER (WHERE t.status = 'declined') AS declined,
-                 SUM(t.estimated_tax) FILTER (WHERE t.status <> 'declined') AS estimated_tax,
-                 COUNT(*) FILTER (WHERE t.status = 'approved') AS approved,
-                 COUNT(*) FILTER (WHERE t.status = 'proposed') AS proposed
-            FROM trades t JOIN proposals p ON p.proposal_id = t.proposal_id
-           WHERE p.run_id = r.run_id
-      ) tr ON true
-      LEFT JOIN LATERAL (
-          SELECT COUNT(*) AS fills, COUNT(rf.fill_id) AS reflected,
-                 MAX(rf.reconciled_at) AS last_reconciled_at
-            FROM fills f JOIN proposals p ON p.proposal_id = f.proposal_id
-            LEFT JOIN reconciled_fills rf ON rf.fill_id = f.fill_id
-           WHERE p.run_id = r.run_id
-      ) fl ON true
+          SELECT {_TALLY_SUMS} FROM run_tallies rt WHERE rt.run_id = page.run_id
+      ) t ON true
+     ORDER BY {{order}}
 """
 
 
 async def run_progress(session: AsyncSession, run_id: uuid.UUID) -> Record | None:
-    result = await _run(session, text(_RUNS + " WHERE r.run_id = :run_id"), {"run_id": run_id})
-    row = result.mappings().first()
+    """A run with its tallies, or None."""
+    sql = _RUNS.format(where="r.run_id = :run_id", order="run_id")
+    params = {"run_id": run_id, "limit": 1, "offset": 0}
+    row = (await _run(session, text(sql), params)).mappings().first()
     return dict(row) if row is not None else None
 
 
@@ -628,9 +1052,11 @@ async def list_runs(
     *,
     model_id: str | None,
     model_version: int | None,
+    kind: str | None,
     limit: int,
     offset: int,
 ) -> list[Record]:
+    """A page of runs, newest first, with their tallies."""
     where = ["true"]
     params: dict[str, Any] = {"limit": limit, "offset": offset}
     if model_id is not None:
@@ -639,30 +1065,44 @@ async def list_runs(
     if model_version is not None:
         where.append("r.model_version = :model_version")
         params["model_version"] = model_version
-    sql = (
-        _RUNS
-        + f" WHERE {' AND '.join(where)}"
-        + " ORDER BY r.first_event_at DESC, r.run_id LIMIT :limit OFFSET :offset"
-    )
+    if kind is not None:
+        where.append("r.kind = :kind")
+        params["kind"] = kind
+    sql = _RUNS.format(where=" AND ".join(where), order="first_event_at DESC, run_id")
     return [dict(r) for r in (await _run(session, text(sql), params)).mappings()]
 
 
-async def summary_counts(session: AsyncSession, default_tolerance: Decimal) -> Record:
-    sql = f"""
-        WITH {_VALUATION}
-        SELECT (SELECT COUNT(*) FROM accounts) AS accounts,
-               (SELECT COUNT(*) FROM models) AS models,
-               (SELECT COUNT(*) FROM securities) AS securities,
-               (SELECT COUNT(*) FROM overview WHERE out_of_tolerance) AS out_of_tolerance,
-               (SELECT COUNT(*) FROM runs) AS runs,
-               (SELECT COUNT(*) FROM proposals) AS proposals,
-               (SELECT COUNT(*) FROM fills) AS fills,
-               (SELECT COUNT(*) FROM fills f JOIN reconciled_fills rf USING (fill_id))
-                   AS fills_reflected,
-               (SELECT COALESCE(ROUND(SUM(market_value), 2), 0) FROM mv) AS market_value
+async def failed_chunks(session: AsyncSession, run_ids: Sequence[uuid.UUID]) -> list[Record]:
+    """The failed chunks of these runs, with why."""
+    if not run_ids:
+        return []
+    result = await _run(
+        session,
+        text(
+            "SELECT run_id, chunk, accounts, error FROM run_chunks"
+            " WHERE run_id = ANY(:ids) AND status = 'failed' ORDER BY run_id, chunk"
+        ),
+        {"ids": list(run_ids)},
+    )
+    return [dict(r) for r in result.mappings()]
+
+
+_SUMMARY = text(
+    f"""
+    SELECT (SELECT COUNT(*) FROM models) AS models,
+           (SELECT COUNT(*) FROM securities) AS securities,
+           (SELECT COUNT(*) FROM runs) AS runs,
+           t.*
+      FROM (SELECT {_TALLY_SUMS}, COALESCE(SUM(accounts), 0) AS accounts,
+                   COALESCE(SUM(market_value), 0) AS market_value
+              FROM book_tallies) t
     """
-    result = await _run(session, text(sql), {"default_tolerance": default_tolerance})
-    return dict(result.mappings().one())
+)
+
+
+async def summary_counts(session: AsyncSession) -> Record:
+    """Counts of small tables and the book's tallies."""
+    return dict((await _run(session, _SUMMARY)).mappings().one())
 
 
 async def positions_of(session: AsyncSession, account_id: str) -> list[Position]:
@@ -672,43 +1112,44 @@ async def positions_of(session: AsyncSession, account_id: str) -> list[Position]
     return list(result)
 
 
+# Accounts a run measured (largest drift first), then those it proposed trades for without
+# measuring them (a harvest): each part read in its index's order, only as far as the page.
 _RUN_ACCOUNTS = text(
     """
-    WITH members AS (
-        SELECT account_id FROM run_drift WHERE run_id = :run_id
-        UNION
-        SELECT account_id FROM proposals WHERE run_id = :run_id
+    WITH measured AS (
+        SELECT d.account_id, 0 AS part, d.total_value, d.max_abs_drift, d.out_of_tolerance
+          FROM run_drift d WHERE d.run_id = :run_id
+         ORDER BY d.max_abs_drift DESC, d.account_id DESC LIMIT :n
     ),
-    tr AS (
-        SELECT p.account_id, COUNT(*) AS trades,
-               COUNT(*) FILTER (WHERE t.status = 'filled') AS filled,
-               COUNT(*) FILTER (WHERE t.status = 'rejected') AS rejected,
-               COUNT(*) FILTER (WHERE t.status = 'declined') AS declined,
-               COUNT(*) FILTER (WHERE t.status IN ('proposed', 'approved', 'partially_filled'))
-                   AS open
-          FROM proposals p JOIN trades t ON t.proposal_id = p.proposal_id
+    unmeasured AS (
+        SELECT p.account_id, 1 AS part, NULL::numeric AS total_value,
+               NULL::numeric AS max_abs_drift, NULL::boolean AS out_of_tolerance
+          FROM proposals p
          WHERE p.run_id = :run_id
-         GROUP BY p.account_id
+           AND NOT EXISTS (SELECT 1 FROM run_drift d
+                            WHERE d.run_id = :run_id AND d.account_id = p.account_id)
+         ORDER BY p.account_id DESC LIMIT :n
     ),
-    fl AS (
-        SELECT p.account_id, COUNT(*) AS fills, COUNT(rf.fill_id) AS reflected
-          FROM proposals p JOIN fills f ON f.proposal_id = p.proposal_id
-          LEFT JOIN reconciled_fills rf ON rf.fill_id = f.fill_id
-         WHERE p.run_id = :run_id
-         GROUP BY p.account_id
+    page AS (
+        SELECT * FROM measured UNION ALL SELECT * FROM unmeasured
+         ORDER BY part, max_abs_drift DESC, account_id DESC LIMIT :limit OFFSET :offset
     )
-    SELECT m.account_id, a.name, d.total_value, d.max_abs_drift, d.out_of_tolerance,
-           COALESCE(tr.trades, 0) AS trades, COALESCE(tr.filled, 0) AS filled,
-           COALESCE(tr.rejected, 0) AS rejected, COALESCE(tr.declined, 0) AS declined,
-           COALESCE(tr.open, 0) AS open,
-           COALESCE(fl.fills, 0) AS fills, COALESCE(fl.reflected, 0) AS fills_reflected
-      FROM members m
-      LEFT JOIN accounts a ON a.account_id = m.account_id
-      LEFT JOIN run_drift d ON d.run_id = :run_id AND d.account_id = m.account_id
-      LEFT JOIN tr ON tr.account_id = m.account_id
-      LEFT JOIN fl ON fl.account_id = m.account_id
-     ORDER BY d.max_abs_drift DESC NULLS LAST, m.account_id
-     LIMIT :limit OFFSET :offset
+    SELECT page.account_id, a.name, page.total_value, page.max_abs_drift,
+           page.out_of_tolerance, tr.*
+      FROM page
+      LEFT JOIN accounts a ON a.account_id = page.account_id
+      LEFT JOIN LATERAL (
+          SELECT COUNT(*) AS trades,
+                 COUNT(*) FILTER (WHERE t.status = 'filled') AS filled,
+                 COUNT(*) FILTER (WHERE t.status = 'rejected') AS rejected,
+                 COUNT(*) FILTER (WHERE t.status = 'declined') AS declined,
+                 COUNT(*) FILTER (WHERE t.status IN ('proposed', 'approved', 'partially_filled'))
+                     AS open,
+                 COALESCE(SUM(t.fills), 0) AS fills,
+                 COALESCE(SUM(t.fills_reflected), 0) AS fills_reflected
+            FROM trades t WHERE t.run_id = :run_id AND t.account_id = page.account_id
+      ) tr ON true
+     ORDER BY page.part, page.max_abs_drift DESC, page.account_id DESC
     """
 )
 
@@ -716,11 +1157,9 @@ _RUN_ACCOUNTS = text(
 async def run_accounts(
     session: AsyncSession, run_id: uuid.UUID, limit: int, offset: int
 ) -> list[Record]:
-    """The accounts a run measured or proposed trades for, with their progress."""
-    result = await _run(
-        session, _RUN_ACCOUNTS, {"run_id": run_id, "limit": limit, "offset": offset}
-    )
-    return [dict(r) for r in result.mappings()]
+    """A page of the accounts a run measured or proposed trades for, with their progress."""
+    params = {"run_id": run_id, "limit": limit, "offset": offset, "n": limit + offset}
+    return [dict(r) for r in (await _run(session, _RUN_ACCOUNTS, params)).mappings()]
 
 
 _MODELS = text(

@@ -32,14 +32,18 @@ class AccountOverview(BaseModel):
     market_value: Money | None = Field(
         description="cash plus priced positions; null before the first holdings snapshot"
     )
+    securities_value: Money | None = Field(
+        default=None, description="the priced positions' value (market value less cash)"
+    )
     cash: Money | None
     holdings_as_of: date | None
+    positions: int = Field(default=0, description="securities held (non-zero quantity)")
     max_drift: Weight | None = Field(
-        description="largest |weight - target| over the securities (a UMA's targets are its "
-        "sleeves' weights times their models'), from the current book of record and prices"
+        description="the engine's latest verdict (drift-detected): largest |weight - target| "
+        "it measured; null until a run measured the account"
     )
-    tolerance: Weight
-    out_of_tolerance: bool
+    tolerance: Weight = Field(description="the verdict's tolerance (or the default before one)")
+    out_of_tolerance: bool = Field(description="the verdict's; false before one")
     unpriced_positions: int = Field(description="held securities the security master lacks")
     last_measured: LastMeasured | None
 
@@ -125,10 +129,34 @@ class TradeOut(BaseModel):
     fills_reflected: int
 
 
+class ChunkFailure(BaseModel):
+    chunk: int
+    accounts: int
+    error: str | None
+
+
 class RunProgress(BaseModel):
     run_id: uuid.UUID
-    model_id: str
+    model_id: str = Field(description="the changed model, or '*' for a scan or a harvest")
     model_version: int
+    kind: Literal["rebalance", "scan", "harvest"] | None = Field(
+        default=None, description="null until the first chunk of the run is reported"
+    )
+    trigger: str | None = Field(
+        default=None,
+        description="model-change, scan, interval-scan, harvest, interval-harvest or manual",
+    )
+    chunks: int | None = Field(
+        default=None, description="chunks in the run; null until the first is reported"
+    )
+    chunks_completed: int = 0
+    chunks_failed: int = 0
+    failed_chunks: list[ChunkFailure] = Field(default_factory=list)
+    accounts: int = Field(default=0, description="accounts in the reported chunks")
+    accounts_evaluated: int = 0
+    accounts_skipped: int = 0
+    expected_proposals: int = Field(default=0, description="proposals the chunks made")
+    expected_trades: int = Field(default=0, description="trades the chunks proposed")
     accounts_measured: int
     accounts_out_of_tolerance: int
     proposals: int
@@ -146,7 +174,8 @@ class RunProgress(BaseModel):
     fills: int
     fills_reflected: int = Field(description="fills a holdings snapshot has reflected")
     complete: bool = Field(
-        description="every trade filled, rejected or declined, and every fill reflected in holdings"
+        description="every chunk reported, every proposal and trade they announced seen, every "
+        "trade filled, rejected or declined, and every fill reflected in holdings"
     )
     progress: float = Field(description="share of the run's work done, 0..1, for display")
     first_event_at: datetime
@@ -158,7 +187,8 @@ class Summary(BaseModel):
     accounts: int
     models: int
     securities: int
-    accounts_out_of_tolerance: int
+    accounts_out_of_tolerance: int = Field(description="by the engine's latest verdicts")
+    accounts_measured: int = Field(default=0, description="accounts with a verdict")
     runs: int
     proposals: int
     trades: int

@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date
+from collections.abc import Callable, Hashable, Sequence
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
+from ballast_common.consumer import Delivery
 from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import (
-    AccountChangedV1,
-    DriftDetectedV1,
     FillsReceivedV1,
     HoldingsReconciledV1,
     HoldingsReconciledV2,
     ModelChangedV1,
-    OrderRejectedV1,
     PositionV2,
-    ProposalRejectedV1,
-    SecuritiesChangedV1,
-    TradesApprovedV1,
-    TradesProposedV1,
+    RebalanceChunkCompletedV1,
+    SecurityV1,
     TradeV1,
 )
 from ballast_common.errors import NotFound, PermanentMessageError
@@ -33,6 +30,7 @@ from reporting_svc.schemas import (
     AccountOverview,
     AccountPage,
     AccountSummary,
+    ChunkFailure,
     HoldingLine,
     Holdings,
     LastMeasured,
@@ -49,12 +47,45 @@ from reporting_svc.schemas import (
 WEIGHT_PLACES = Decimal("0.00000001")
 CENTS = Decimal("0.01")
 
-# --- events -> read models ------------------------------------------------------------------
+# Consumer batches: every handler gets all new events of its topic in the batch and writes
+# them with a few set-based statements. Within a batch the newest event for a key wins, as
+# the stored rows' own "newer wins" conditions decide against what is stored.
 
 
-async def apply_securities(uow: UnitOfWork, env: Envelope, p: SecuritiesChangedV1) -> None:
-    latest = {s.symbol: s for s in p.securities}  # the last mention of a symbol wins
-    await repo.upsert_securities(
+def _newest(
+    deliveries: Sequence[Delivery],
+    key: Callable[[Delivery], Hashable],
+    order: Callable[[Delivery], Any],
+) -> list[Delivery]:
+    """One delivery per key: the greatest by `order`, the later one on a tie."""
+    chosen: dict[Hashable, Delivery] = {}
+    for d in deliveries:
+        k = key(d)
+        if k not in chosen or order(d) >= order(chosen[k]):
+            chosen[k] = d
+    return list(chosen.values())
+
+
+def _first(deliveries: Sequence[Delivery], key: Callable[[Delivery], Hashable]) -> list[Delivery]:
+    """One delivery per key: the earliest by event time, the earlier one on a tie."""
+    chosen: dict[Hashable, Delivery] = {}
+    for d in deliveries:
+        k = key(d)
+        if k not in chosen or d.envelope.time < chosen[k].envelope.time:
+            chosen[k] = d
+    return list(chosen.values())
+
+
+async def apply_securities(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+    """Store security changes; revalue the holders of every security whose price changed."""
+    latest: dict[str, tuple[datetime, SecurityV1]] = {}
+    for d in deliveries:
+        for security in d.payload.securities:  # the last mention of a symbol wins
+            seen = latest.get(security.symbol)
+            if seen is None or d.envelope.time >= seen[0]:
+                latest[security.symbol] = (d.envelope.time, security)
+    await repo.lock_prices(uow.session, exclusive=True)
+    changed = await repo.upsert_securities(
         uow.session,
         [
             {
@@ -63,92 +94,130 @@ async def apply_securities(uow: UnitOfWork, env: Envelope, p: SecuritiesChangedV
                 "asset_class": s.asset_class,
                 "sector": s.sector,
                 "price": s.price,
-                "changed_at": env.time,
+                "changed_at": time,
             }
-            for s in latest.values()
+            for time, s in sorted(latest.values(), key=lambda item: item[1].symbol)
+        ],
+    )
+    await repo.revalue_holders(uow.session, changed)
+
+
+async def apply_models(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+    """Store each model's newest version and its targets."""
+    for d in deliveries:
+        p: ModelChangedV1 = d.payload
+        symbols = [t.symbol for t in p.targets]
+        if len(set(symbols)) != len(symbols):
+            raise PermanentMessageError(f"model {p.model_id} v{p.version} lists a security twice")
+    newest = _newest(deliveries, lambda d: d.payload.model_id, lambda d: d.payload.version)
+    written = set(
+        await repo.upsert_models(
+            uow.session,
+            [
+                {
+                    "model_id": d.payload.model_id,
+                    "name": d.payload.name,
+                    "version": d.payload.version,
+                    "changed_by": d.payload.changed_by,
+                    "changed_at": d.envelope.time,
+                }
+                for d in newest
+            ],
+        )
+    )
+    await repo.replace_targets(
+        uow.session,
+        sorted(written),
+        [
+            {"model_id": d.payload.model_id, "symbol": t.symbol, "weight": t.weight}
+            for d in newest
+            if d.payload.model_id in written
+            for t in d.payload.targets
         ],
     )
 
 
-async def apply_model(uow: UnitOfWork, env: Envelope, p: ModelChangedV1) -> None:
-    symbols = [t.symbol for t in p.targets]
-    if len(set(symbols)) != len(symbols):
-        raise PermanentMessageError(f"model {p.model_id} v{p.version} lists a security twice")
-    await repo.upsert_model(
-        uow.session,
-        {
-            "model_id": p.model_id,
-            "name": p.name,
-            "version": p.version,
-            "changed_by": p.changed_by,
-            "changed_at": env.time,
-        },
-        [(t.symbol, t.weight) for t in p.targets],
+async def apply_accounts(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+    """Store each account's newest change, its sleeves, and what the account list filters on."""
+    newest = _newest(deliveries, lambda d: d.payload.account_id, lambda d: d.envelope.time)
+    written = set(
+        await repo.upsert_accounts(
+            uow.session,
+            [
+                {
+                    "account_id": d.payload.account_id,
+                    "household_id": d.payload.household_id,
+                    "name": d.payload.name,
+                    "account_type": d.payload.account_type,
+                    "model_id": d.payload.model_id,
+                    "status": d.payload.status,
+                    "auto_approve": d.payload.auto_approve,
+                    "tenant": d.envelope.tenant,
+                    "changed_at": d.envelope.time,
+                }
+                for d in newest
+            ],
+        )
     )
-
-
-async def apply_account(uow: UnitOfWork, env: Envelope, p: AccountChangedV1) -> None:
-    await repo.upsert_account(
+    if not written:
+        return
+    await repo.replace_sleeves(
         uow.session,
-        {
-            "account_id": p.account_id,
-            "household_id": p.household_id,
-            "name": p.name,
-            "account_type": p.account_type,
-            "model_id": p.model_id,
-            "status": p.status,
-            "auto_approve": p.auto_approve,
-            "tenant": env.tenant,
-            "changed_at": env.time,
-        },
+        sorted(written),
         [
             {
-                "account_id": p.account_id,
+                "account_id": d.payload.account_id,
                 "sleeve_id": sleeve.sleeve_id,
                 "model_id": sleeve.model_id,
                 "weight": sleeve.weight,
             }
-            for sleeve in (p.strategy.sleeves if p.strategy else [])
+            for d in newest
+            if d.payload.account_id in written and d.payload.strategy is not None
+            for sleeve in d.payload.strategy.sleeves
         ],
     )
+    await repo.list_accounts_in_valuations(uow.session, sorted(written))
 
 
-async def apply_holdings(
-    uow: UnitOfWork, env: Envelope, p: HoldingsReconciledV1 | HoldingsReconciledV2
-) -> bool:
-    """Replace the account's holdings (and, from v2, its lots) with the snapshot unless a newer
-    one is stored. Its fill ids reached the book of record either way. True if applied."""
+def _check_holdings(p: HoldingsReconciledV1 | HoldingsReconciledV2) -> None:
     symbols = [pos.symbol for pos in p.positions]
     if len(set(symbols)) != len(symbols):
         raise PermanentMessageError(f"holdings of {p.account_id} list a security twice")
-    lots = [
-        {
-            "account_id": p.account_id,
-            "lot_id": lot.lot_id,
-            "symbol": pos.symbol,
-            "quantity": lot.quantity,
-            "acquired": lot.acquired,
-            "cost_basis": lot.cost_basis,
-            "wash_adjustment": lot.wash_adjustment,
-            "sleeve_id": lot.sleeve_id,
-        }
-        for pos in p.positions
-        if isinstance(pos, PositionV2)
-        for lot in pos.lots
-    ]
-    if len({lot["lot_id"] for lot in lots}) != len(lots):
+    lot_ids = [lot.lot_id for pos in p.positions if isinstance(pos, PositionV2) for lot in pos.lots]
+    if len(set(lot_ids)) != len(lot_ids):
         raise PermanentMessageError(f"holdings of {p.account_id} list a lot id twice")
-    applied = await repo.replace_holdings(
+
+
+async def apply_holdings(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> list[str]:
+    """Store each account's newest snapshot (positions, lots) and revalue it; returns those."""
+    # Unless a newer snapshot is stored; every snapshot's fill ids reached the book either way.
+    for d in deliveries:
+        _check_holdings(d.payload)
+    newest = _newest(
+        deliveries, lambda d: d.payload.account_id, lambda d: (d.payload.as_of, d.envelope.time)
+    )
+    await repo.lock_prices(uow.session, exclusive=False)
+    await repo.lock_accounts(uow.session, [d.payload.account_id for d in deliveries])
+    applied = await repo.upsert_snapshots(
         uow.session,
-        {
-            "account_id": p.account_id,
-            "as_of": p.as_of,
-            "cash": p.cash,
-            "cause": p.cause,
-            "fill_ids": list(p.fill_ids),
-            "event_id": env.id,
-            "event_time": env.time,
-        },
+        [
+            {
+                "account_id": d.payload.account_id,
+                "as_of": d.payload.as_of,
+                "cash": d.payload.cash,
+                "cause": d.payload.cause,
+                "fill_ids": list(d.payload.fill_ids),
+                "event_id": d.envelope.id,
+                "event_time": d.envelope.time,
+            }
+            for d in newest
+        ],
+    )
+    replaced = set(applied)
+    chosen = [d.payload for d in newest if d.payload.account_id in replaced]
+    await repo.replace_positions_and_lots(
+        uow.session,
+        sorted(replaced),
         [
             {
                 "account_id": p.account_id,
@@ -156,33 +225,132 @@ async def apply_holdings(
                 "quantity": pos.quantity,
                 "cost_basis": pos.cost_basis,
             }
+            for p in chosen
             for pos in p.positions
         ],
-        lots,
+        [
+            {
+                "account_id": p.account_id,
+                "lot_id": lot.lot_id,
+                "symbol": pos.symbol,
+                "quantity": lot.quantity,
+                "acquired": lot.acquired,
+                "cost_basis": lot.cost_basis,
+                "wash_adjustment": lot.wash_adjustment,
+                "sleeve_id": lot.sleeve_id,
+            }
+            for p in chosen
+            for pos in p.positions
+            if isinstance(pos, PositionV2)
+            for lot in pos.lots
+        ],
     )
-    await repo.record_reconciled_fills(uow.session, p.account_id, p.fill_ids, env.time)
-    return applied
-
-
-async def apply_drift(uow: UnitOfWork, env: Envelope, p: DriftDetectedV1) -> None:
-    await repo.upsert_run(uow.session, p.run_id, p.model_id, p.model_version, env.time)
-    measured = {
-        "account_id": p.account_id,
-        "total_value": p.total_value,
-        "max_abs_drift": p.max_abs_drift,
-        "tolerance": p.tolerance,
-        "out_of_tolerance": p.out_of_tolerance,
-        "measured_at": env.time,
-    }
-    await repo.upsert_drift(
+    reflected: dict[str, tuple[datetime, str]] = {}
+    for d in deliveries:
+        for fill_id in d.payload.fill_ids:
+            seen = reflected.get(fill_id)
+            if seen is None or d.envelope.time < seen[0]:
+                reflected[fill_id] = (d.envelope.time, d.payload.account_id)
+    await repo.record_reconciled_fills(
         uow.session,
-        {"run_id": p.run_id, **measured},
+        [
+            {"fill_id": fill_id, "account_id": account_id, "reconciled_at": time}
+            for fill_id, (time, account_id) in sorted(reflected.items())
+        ],
+    )
+    await repo.refresh_filled_trades(uow.session, list(reflected))
+    await repo.revalue_accounts(uow.session, applied)
+    return sorted(replaced)
+
+
+def _run_rows(deliveries: Sequence[Delivery]) -> list[dict[str, Any]]:
+    """Each run of the batch with the first and last time its events name."""
+    runs: dict[uuid.UUID, dict[str, Any]] = {}
+    for d in deliveries:
+        p = d.payload
+        run = runs.setdefault(
+            p.run_id,
+            {
+                "run_id": p.run_id,
+                "model_id": p.model_id,
+                "model_version": p.model_version,
+                "first_event_at": d.envelope.time,
+                "last_event_at": d.envelope.time,
+            },
+        )
+        run["first_event_at"] = min(run["first_event_at"], d.envelope.time)
+        run["last_event_at"] = max(run["last_event_at"], d.envelope.time)
+    return sorted(runs.values(), key=lambda r: r["run_id"])
+
+
+async def apply_drift(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+    """Record what runs measured, and each account's newest verdict from the engine."""
+    measured = _newest(
+        deliveries, lambda d: (d.payload.run_id, d.payload.account_id), lambda d: d.envelope.time
+    )
+    rows = [
         {
+            "run_id": d.payload.run_id,
+            "account_id": d.payload.account_id,
+            "total_value": d.payload.total_value,
+            "max_abs_drift": d.payload.max_abs_drift,
+            "tolerance": d.payload.tolerance,
+            "out_of_tolerance": d.payload.out_of_tolerance,
+            "measured_at": d.envelope.time,
+        }
+        for d in measured
+    ]
+    await repo.upsert_run_drift(uow.session, rows)
+    latest: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        seen = latest.get(row["account_id"])
+        if seen is None or row["measured_at"] >= seen["measured_at"]:
+            latest[row["account_id"]] = row
+    await repo.record_verdicts(uow.session, list(latest.values()))
+    # last: every batch of a run touches its row, so it is held only until the commit
+    await repo.upsert_runs(uow.session, _run_rows(deliveries))
+
+
+async def apply_chunks(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+    """Record chunks of runs; a run's kind, trigger, model and totals come from them."""
+    runs: dict[uuid.UUID, dict[str, Any]] = {}
+    chunks: dict[tuple[uuid.UUID, int], dict[str, Any]] = {}
+    for d in deliveries:
+        p: RebalanceChunkCompletedV1 = d.payload
+        run = runs.setdefault(
+            p.run_id, {"first_event_at": d.envelope.time, "last_event_at": d.envelope.time}
+        )
+        run.update(
+            run_id=p.run_id,
+            model_id=p.model_id,
+            model_version=p.model_version,
+            kind=p.kind,
+            trigger=p.trigger,
+            chunks=p.chunks,
+            first_event_at=min(run["first_event_at"], d.envelope.time),
+            last_event_at=max(run["last_event_at"], d.envelope.time),
+        )
+        seen = chunks.get((p.run_id, p.chunk))
+        if seen is not None and not (seen["status"] == "failed" and p.status == "completed"):
+            continue  # the first report of a chunk stands, unless a failed one is redone
+        chunks[(p.run_id, p.chunk)] = {
             "run_id": p.run_id,
-            "model_id": p.model_id,
-            "model_version": p.model_version,
-            **measured,
-        },
+            "chunk": p.chunk,
+            "chunks": p.chunks,
+            "status": p.status,
+            "accounts": p.accounts,
+            "accounts_evaluated": p.accounts_evaluated,
+            "accounts_out_of_tolerance": p.accounts_out_of_tolerance,
+            "accounts_skipped": p.accounts_skipped,
+            "proposals": p.proposals,
+            "trades": p.trades,
+            "error": p.error,
+            "reported_at": d.envelope.time,
+        }
+    await repo.record_chunks(
+        uow.session,
+        sorted(runs.values(), key=lambda r: r["run_id"]),
+        sorted(chunks.values(), key=lambda c: (c["run_id"], c["chunk"])),
     )
 
 
@@ -206,7 +374,6 @@ def _trade_row(
         "proposed_at": None if approved else env.time,
         "approved_at": env.time if approved else None,
         "status": "approved" if approved else "proposed",
-        "filled_quantity": Decimal(0),
         "updated_at": env.time,
     }
 
@@ -217,73 +384,129 @@ def _check_trade_ids(trades: list[TradeV1], what: str) -> None:
         raise PermanentMessageError(f"{what} lists a trade id twice")
 
 
-async def apply_proposed(uow: UnitOfWork, env: Envelope, p: TradesProposedV1) -> None:
-    _check_trade_ids(p.trades, f"proposal {p.proposal_id}")
-    await repo.upsert_run(uow.session, p.run_id, p.model_id, p.model_version, env.time)
+def _trade_rows(deliveries: Sequence[Delivery], *, approved: bool) -> list[dict[str, Any]]:
+    """The trades of the batch's proposals or approvals, each trade once (its latest)."""
+    rows: dict[uuid.UUID, dict[str, Any]] = {}
+    for d in deliveries:
+        for t in d.payload.trades:
+            rows[t.trade_id] = _trade_row(
+                t, d.payload.proposal_id, d.payload.account_id, d.envelope, approved=approved
+            )
+    return sorted(rows.values(), key=lambda r: r["trade_id"])
+
+
+async def apply_proposed(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+    """Proposals with their run and trades."""
+    for d in deliveries:
+        _check_trade_ids(d.payload.trades, f"proposal {d.payload.proposal_id}")
+    await repo.lock_accounts(uow.session, [d.payload.account_id for d in deliveries])
+    newest = _newest(deliveries, lambda d: d.payload.proposal_id, lambda d: d.envelope.time)
     await repo.upsert_proposed(
         uow.session,
-        {
-            "proposal_id": p.proposal_id,
-            "account_id": p.account_id,
-            "run_id": p.run_id,
-            "model_id": p.model_id,
-            "model_version": p.model_version,
-            "cash_before": p.cash_before,
-            "cash_after_estimated": p.cash_after_estimated,
-            "proposed_at": env.time,
-        },
+        sorted(
+            (
+                {
+                    "proposal_id": p.proposal_id,
+                    "account_id": p.account_id,
+                    "run_id": p.run_id,
+                    "model_id": p.model_id,
+                    "model_version": p.model_version,
+                    "cash_before": p.cash_before,
+                    "cash_after_estimated": p.cash_after_estimated,
+                    "proposed_at": d.envelope.time,
+                }
+                for d in newest
+                for p in [d.payload]
+            ),
+            key=lambda r: r["proposal_id"],
+        ),
     )
-    rows = [_trade_row(t, p.proposal_id, p.account_id, env, approved=False) for t in p.trades]
+    rows = _trade_rows(deliveries, approved=False)
     await repo.upsert_trade_details(uow.session, rows)
-    await repo.refresh_trades(uow.session, [t.trade_id for t in p.trades])
+    await repo.refresh_trades(uow.session, [r["trade_id"] for r in rows])
+    await repo.upsert_runs(uow.session, _run_rows(deliveries))  # last, as for drift
 
 
-async def apply_approved(uow: UnitOfWork, env: Envelope, p: TradesApprovedV1) -> None:
-    _check_trade_ids(p.trades, f"approval of {p.proposal_id}")
-    await repo.upsert_approved(uow.session, p.proposal_id, p.account_id, p.approved_by, env.time)
-    rows = [_trade_row(t, p.proposal_id, p.account_id, env, approved=True) for t in p.trades]
+async def apply_approved(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+    """Approvals of proposals and their trades (the first approval wins)."""
+    for d in deliveries:
+        _check_trade_ids(d.payload.trades, f"approval of {d.payload.proposal_id}")
+    await repo.lock_accounts(uow.session, [d.payload.account_id for d in deliveries])
+    first = _first(deliveries, lambda d: d.payload.proposal_id)
+    await repo.approve_proposals(
+        uow.session,
+        sorted(
+            (
+                {
+                    "proposal_id": d.payload.proposal_id,
+                    "account_id": d.payload.account_id,
+                    "by": d.payload.approved_by,
+                    "at": d.envelope.time,
+                }
+                for d in first
+            ),
+            key=lambda r: r["proposal_id"],
+        ),
+    )
+    rows = _trade_rows(deliveries, approved=True)
     await repo.upsert_trade_details(uow.session, rows)
-    await repo.refresh_trades(uow.session, [t.trade_id for t in p.trades])
+    await repo.refresh_trades(uow.session, [r["trade_id"] for r in rows])
 
 
-async def apply_fill(uow: UnitOfWork, env: Envelope, p: FillsReceivedV1) -> bool:
-    """Remember the fill and recompute the trade's filled quantity; False for a known fill."""
-    await repo.ensure_proposal(uow.session, p.proposal_id, p.account_id)
-    await repo.ensure_trade(
-        uow.session,
-        {
-            "trade_id": p.trade_id,
-            "proposal_id": p.proposal_id,
-            "account_id": p.account_id,
-            "symbol": p.symbol,
-            "side": p.side,
-            "status": "partially_filled",
-            "filled_quantity": Decimal(0),
-            "updated_at": env.time,
-        },
-    )
-    new = await repo.insert_fill(
-        uow.session,
-        {
-            "fill_id": p.fill_id,
-            "trade_id": p.trade_id,
-            "proposal_id": p.proposal_id,
-            "account_id": p.account_id,
-            "symbol": p.symbol,
-            "side": p.side,
-            "quantity": p.quantity,
-            "price": p.price,
-            "executed_at": p.executed_at,
-        },
-    )
-    await repo.refresh_trades(uow.session, [p.trade_id])
+def _proposal_rows(deliveries: Sequence[Delivery]) -> list[dict[str, Any]]:
+    ids = {(d.payload.proposal_id, d.payload.account_id) for d in deliveries}
+    return [{"proposal_id": p, "account_id": a} for p, a in sorted(ids)]
+
+
+async def apply_fills(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> int:
+    """Remember fills and recompute their trades; returns how many fills were new."""
+    await repo.lock_accounts(uow.session, [d.payload.account_id for d in deliveries])
+    await repo.ensure_proposals(uow.session, _proposal_rows(deliveries))
+    trades: dict[uuid.UUID, dict[str, Any]] = {}
+    fills: dict[str, dict[str, Any]] = {}
+    for d in deliveries:
+        p: FillsReceivedV1 = d.payload
+        trades.setdefault(
+            p.trade_id,
+            {
+                "trade_id": p.trade_id,
+                "proposal_id": p.proposal_id,
+                "account_id": p.account_id,
+                "symbol": p.symbol,
+                "side": p.side,
+                "quantity": None,
+                "rejected_reason": None,
+                "rejected_at": None,
+                "status": "partially_filled",
+                "updated_at": d.envelope.time,
+            },
+        )
+        fills.setdefault(
+            p.fill_id,
+            {
+                "fill_id": p.fill_id,
+                "trade_id": p.trade_id,
+                "proposal_id": p.proposal_id,
+                "account_id": p.account_id,
+                "symbol": p.symbol,
+                "side": p.side,
+                "quantity": p.quantity,
+                "price": p.price,
+                "executed_at": p.executed_at,
+            },
+        )
+    await repo.ensure_trades(uow.session, [trades[t] for t in sorted(trades)])
+    new = await repo.insert_fills(uow.session, [fills[f] for f in sorted(fills)])
+    await repo.refresh_trades(uow.session, list(trades))
     return new
 
 
-async def apply_rejected(uow: UnitOfWork, env: Envelope, p: OrderRejectedV1) -> None:
-    await repo.ensure_proposal(uow.session, p.proposal_id, p.account_id)
-    await repo.ensure_trade(
-        uow.session,
+async def apply_rejected(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+    """Orders the custodian rejected: their trades are rejected."""
+    await repo.lock_accounts(uow.session, [d.payload.account_id for d in deliveries])
+    await repo.ensure_proposals(uow.session, _proposal_rows(deliveries))
+    first = _first(deliveries, lambda d: d.payload.trade_id)
+    rows = [
         {
             "trade_id": p.trade_id,
             "proposal_id": p.proposal_id,
@@ -292,39 +515,61 @@ async def apply_rejected(uow: UnitOfWork, env: Envelope, p: OrderRejectedV1) -> 
             "side": p.side,
             "quantity": p.quantity,
             "rejected_reason": p.reason,
-            "rejected_at": env.time,
+            "rejected_at": d.envelope.time,
             "status": "rejected",
-            "filled_quantity": Decimal(0),
-            "updated_at": env.time,
-        },
-    )
-    await repo.refresh_trades(uow.session, [p.trade_id])
+            "updated_at": d.envelope.time,
+        }
+        for d in first
+        for p in [d.payload]
+    ]
+    rows.sort(key=lambda r: r["trade_id"])
+    await repo.ensure_trades(uow.session, rows)
+    await repo.refresh_trades(uow.session, [r["trade_id"] for r in rows])
 
 
-async def apply_declined(uow: UnitOfWork, env: Envelope, p: ProposalRejectedV1) -> None:
-    await repo.decline_proposal(
-        uow.session, p.proposal_id, p.account_id, p.rejected_by, p.reason, env.time
+async def apply_declined(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+    """Proposals a person rejected: their trades never go out (the first decline wins)."""
+    await repo.lock_accounts(uow.session, [d.payload.account_id for d in deliveries])
+    first = _first(deliveries, lambda d: d.payload.proposal_id)
+    rows = sorted(
+        (
+            {
+                "proposal_id": d.payload.proposal_id,
+                "account_id": d.payload.account_id,
+                "by": d.payload.rejected_by,
+                "at": d.envelope.time,
+                "reason": d.payload.reason,
+            }
+            for d in first
+        ),
+        key=lambda r: r["proposal_id"],
     )
-    await repo.refresh_proposal_trades(uow.session, p.proposal_id)
+    await repo.decline_proposals(uow.session, rows)
+    await repo.refresh_proposal_trades(uow.session, [r["proposal_id"] for r in rows])
 
 
 # --- reports --------------------------------------------------------------------------------
 
 
-def _overview(row: dict[str, Any]) -> dict[str, Any]:
+def _overview(row: dict[str, Any], default_tolerance: Decimal) -> AccountOverview:
+    """An account's stored valuation and the engine's latest drift verdict (none: within)."""
     last = None
-    if row["last_run_id"] is not None:
+    if row["drift_run_id"] is not None:
         last = LastMeasured(
-            run_id=row["last_run_id"],
-            max_abs_drift=row["measured_drift"],
-            out_of_tolerance=row["measured_out_of_tolerance"],
+            run_id=row["drift_run_id"],
+            max_abs_drift=row["max_drift"],
+            out_of_tolerance=row["out_of_tolerance"],
             measured_at=row["measured_at"],
         )
-    return {
-        **{k: row[k] for k in AccountOverview.model_fields if k in row},
-        "unpriced_positions": int(row["unpriced"]),
-        "last_measured": last,
-    }
+    fields = {k: row[k] for k in AccountOverview.model_fields if k in row}
+    fields.update(
+        tolerance=row["tolerance"] if row["tolerance"] is not None else default_tolerance,
+        out_of_tolerance=bool(row["out_of_tolerance"]),
+        positions=row["positions"] or 0,
+        unpriced_positions=row["unpriced_positions"] or 0,
+        last_measured=last,
+    )
+    return AccountOverview(**fields)
 
 
 async def list_accounts(
@@ -340,9 +585,9 @@ async def list_accounts(
     sort: repo.SortKey,
     descending: bool,
 ) -> AccountPage:
-    total, rows = await repo.account_overviews(
+    """A page of accounts from their stored valuations, filtered and sorted."""
+    total, rows = await repo.account_page(
         session,
-        default_tolerance=default_tolerance,
         limit=limit,
         offset=offset,
         model_id=model_id,
@@ -356,22 +601,21 @@ async def list_accounts(
         total=total,
         limit=limit,
         offset=offset,
-        items=[AccountOverview(**_overview(r)) for r in rows],
+        items=[_overview(r, default_tolerance) for r in rows],
     )
 
 
 async def account_summary(
     session: AsyncSession, account_id: str, default_tolerance: Decimal
 ) -> AccountSummary:
-    _, rows = await repo.account_overviews(
-        session, default_tolerance=default_tolerance, limit=1, offset=0, account_id=account_id
-    )
-    if not rows:
+    """One account's overview with its sleeves, trades by status and reflected fills."""
+    row = await repo.account_overview(session, account_id)
+    if row is None:
         raise NotFound(f"no account {account_id}")
     account = await repo.get_account(session, account_id)
     snapshot = await repo.get_holdings(session, account_id)
     return AccountSummary(
-        **_overview(rows[0]),
+        **_overview(row, default_tolerance).model_dump(),
         tenant=account.tenant if account else None,
         trades_by_status=await repo.trade_status_counts(session, account_id),
         sleeves=[
@@ -487,44 +731,86 @@ async def trades(session: AsyncSession, account_id: str, limit: int, offset: int
     return [TradeOut(**{k: r[k] for k in TradeOut.model_fields}) for r in rows]
 
 
-def _progress(row: dict[str, Any]) -> RunProgress:
+def _progress(row: dict[str, Any], failures: list[ChunkFailure]) -> RunProgress:
+    """A run's progress from its chunks and tallies (see RunProgress.complete)."""
     trades_ = int(row["trades"])
-    filled, rejected = int(row["filled"]), int(row["rejected"])
-    finished = filled + rejected + int(row["declined"])
+    filled, rejected, declined = (
+        int(row["trades_filled"]),
+        int(row["trades_rejected"]),
+        int(row["trades_declined"]),
+    )
+    finished = filled + rejected + declined
     fills, reflected = int(row["fills"]), int(row["fills_reflected"])
-    done = finished == trades_ and reflected == fills
-    work = trades_ + fills
+    chunks = row["chunks"]
+    chunks_in = int(row["chunks_completed"]) + int(row["chunks_failed"])
+    expected_trades = int(row["expected_trades"])
+    expected_proposals = int(row["expected_proposals"])
+    proposals = int(row["proposals"])
+    chunked = chunks is not None and chunks_in >= chunks
+    done = (
+        chunked
+        and proposals >= expected_proposals
+        and trades_ >= expected_trades
+        and finished == trades_
+        and reflected == fills
+    )
+    # Work counted in trades and fills; before the chunks are in, the trades announced so far.
+    planned = max(trades_, expected_trades)
+    work = planned + fills
+    progress = 1.0 if done else (0.0 if work == 0 else min((finished + reflected) / work, 0.99))
+    taxed = int(row["taxed_trades"])
     return RunProgress(
         run_id=row["run_id"],
         model_id=row["model_id"],
         model_version=row["model_version"],
+        kind=row["kind"],
+        trigger=row["trigger"],
+        chunks=chunks,
+        chunks_completed=row["chunks_completed"],
+        chunks_failed=row["chunks_failed"],
+        failed_chunks=failures,
+        accounts=row["accounts"],
+        accounts_evaluated=row["accounts_evaluated"],
+        accounts_skipped=row["accounts_skipped"],
+        expected_proposals=expected_proposals,
+        expected_trades=expected_trades,
         accounts_measured=row["accounts_measured"],
         accounts_out_of_tolerance=row["accounts_out_of_tolerance"],
-        proposals=row["proposals"],
+        proposals=proposals,
         proposals_approved=row["proposals_approved"],
         trades=trades_,
         trades_filled=filled,
-        trades_partially_filled=row["partially_filled"],
+        trades_partially_filled=row["trades_partially_filled"],
         trades_rejected=rejected,
-        trades_declined=row["declined"],
-        estimated_tax=row["estimated_tax"],
-        trades_open=int(row["approved"]) + int(row["proposed"]),
-        trades_awaiting_approval=row["proposed"],
+        trades_declined=declined,
+        estimated_tax=row["estimated_tax"] if taxed else None,
+        trades_open=int(row["trades_approved"]) + int(row["trades_proposed"]),
+        trades_awaiting_approval=row["trades_proposed"],
         fills=fills,
         fills_reflected=reflected,
         complete=done,
-        progress=1.0 if work == 0 else (finished + reflected) / work,
+        progress=progress,
         first_event_at=row["first_event_at"],
         last_event_at=row["last_event_at"],
         last_reconciled_at=row["last_reconciled_at"],
     )
 
 
+async def _with_failures(session: AsyncSession, rows: list[dict[str, Any]]) -> list[RunProgress]:
+    failures: dict[uuid.UUID, list[ChunkFailure]] = {}
+    for f in await repo.failed_chunks(session, [r["run_id"] for r in rows]):
+        failures.setdefault(f["run_id"], []).append(
+            ChunkFailure(chunk=f["chunk"], accounts=f["accounts"], error=f["error"])
+        )
+    return [_progress(r, failures.get(r["run_id"], [])) for r in rows]
+
+
 async def run(session: AsyncSession, run_id: uuid.UUID) -> RunProgress:
+    """One run's progress."""
     row = await repo.run_progress(session, run_id)
     if row is None:
         raise NotFound(f"no rebalance run {run_id}")
-    return _progress(row)
+    return (await _with_failures(session, [row]))[0]
 
 
 async def runs(
@@ -532,36 +818,50 @@ async def runs(
     *,
     model_id: str | None,
     model_version: int | None,
+    kind: str | None,
     limit: int,
     offset: int,
 ) -> list[RunProgress]:
+    """A page of runs, newest first, with their progress."""
     rows = await repo.list_runs(
-        session, model_id=model_id, model_version=model_version, limit=limit, offset=offset
+        session,
+        model_id=model_id,
+        model_version=model_version,
+        kind=kind,
+        limit=limit,
+        offset=offset,
     )
-    return [_progress(r) for r in rows]
+    return await _with_failures(session, rows)
 
 
-async def summary(session: AsyncSession, default_tolerance: Decimal) -> Summary:
-    counts = await repo.summary_counts(session, default_tolerance)
-    by_status = await repo.trade_status_counts(session)
+async def summary(session: AsyncSession) -> Summary:
+    """The book in numbers, from counts of small tables and the book's tallies."""
+    counts = await repo.summary_counts(session)
+    by_status = {
+        status: int(counts[f"trades_{status}"])
+        for status in ("proposed", "approved", "partially_filled", "filled", "rejected", "declined")
+        if counts[f"trades_{status}"]
+    }
     return Summary(
         accounts=counts["accounts"],
         models=counts["models"],
         securities=counts["securities"],
-        accounts_out_of_tolerance=counts["out_of_tolerance"],
+        accounts_out_of_tolerance=counts["accounts_out_of_tolerance"],
+        accounts_measured=counts["accounts_measured"],
         runs=counts["runs"],
         proposals=counts["proposals"],
-        trades=sum(by_status.values()),
+        trades=counts["trades"],
         trades_by_status=by_status,
         fills=counts["fills"],
         fills_reflected=counts["fills_reflected"],
-        total_market_value=counts["market_value"],
+        total_market_value=Decimal(counts["market_value"]).quantize(CENTS),
     )
 
 
 async def run_accounts(
     session: AsyncSession, run_id: uuid.UUID, limit: int, offset: int
 ) -> list[RunAccount]:
+    """A page of a run's accounts with what the run measured and how their trades stand."""
     if await repo.run_progress(session, run_id) is None:
         raise NotFound(f"no rebalance run {run_id}")
     return [

@@ -2,13 +2,32 @@
 
 Every row is written by an idempotent upsert: the same event applied twice leaves the same
 state, and events arriving out of order across topics converge to the same state.
+
+Reports never recompute the book: each account's valuation and drift verdict is stored in
+`account_valuations`, and the counts a summary or a run's progress shows are kept in
+`book_tallies` and `run_tallies` by statement-level triggers on the tables they count
+(migration fba27cd91b78), a row per database backend (`slot`) so that concurrent
+transactions rarely wait on one another; a report sums a table's few slots.
 """
 
 import uuid
 from datetime import date, datetime
 from decimal import Decimal
 
-from sqlalchemy import ARRAY, Column, Date, DateTime, Index, Numeric, String
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Index,
+    Integer,
+    Numeric,
+    SmallInteger,
+    String,
+    text,
+)
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
@@ -19,6 +38,10 @@ WEIGHT = Numeric(14, 10)
 
 def _ts(nullable: bool = False) -> "Column[datetime]":
     return Column(DateTime(timezone=True), nullable=nullable)
+
+
+def _zero() -> "Column[int]":
+    return Column(Integer, nullable=False, server_default=text("0"))
 
 
 class Table(SQLModel, registry=registry()):
@@ -82,6 +105,7 @@ class AccountSleeve(Table, table=True):
     weight times its model's targets. Replaced with the account."""
 
     __tablename__ = "account_sleeves"
+    __table_args__ = (Index("ix_account_sleeves_model", "model_id"),)
 
     account_id: str = Field(primary_key=True, max_length=64)
     sleeve_id: str = Field(primary_key=True, max_length=64)
@@ -108,6 +132,7 @@ class Position(Table, table=True):
     """The positions of the snapshot in `holdings` (replaced with it)."""
 
     __tablename__ = "positions"
+    __table_args__ = (Index("ix_positions_symbol", "symbol"),)
 
     account_id: str = Field(primary_key=True, max_length=64)
     symbol: str = Field(primary_key=True, max_length=16)
@@ -141,22 +166,59 @@ class ReconciledFill(Table, table=True):
 
 
 class Run(Table, table=True):
-    """A rebalance run, known from drift-detected and trades-proposed."""
+    """A rebalance run (model change, scan, harvest), known from drift-detected,
+    trades-proposed and rebalance-chunk-completed. Its totals are the sums over its chunks
+    (`run_chunks`); kind, trigger and model come from the chunks once one arrived."""
 
     __tablename__ = "runs"
-    __table_args__ = (Index("ix_runs_model", "model_id", "model_version"),)
+    __table_args__ = (
+        Index("ix_runs_model", "model_id", "model_version"),
+        Index("ix_runs_first_event", "first_event_at"),
+    )
 
     run_id: uuid.UUID = Field(primary_key=True)
     model_id: str = Field(max_length=64)
     model_version: int
+    kind: str | None = Field(default=None, max_length=16)
+    trigger: str | None = Field(default=None, max_length=32)
+    # Null until the first chunk-completed says how many chunks the run has.
+    chunks: int | None = None
+    chunks_completed: int = Field(default=0, sa_column=_zero())
+    chunks_failed: int = Field(default=0, sa_column=_zero())
+    accounts: int = Field(default=0, sa_column=_zero())
+    accounts_evaluated: int = Field(default=0, sa_column=_zero())
+    accounts_skipped: int = Field(default=0, sa_column=_zero())
+    expected_proposals: int = Field(default=0, sa_column=_zero())
+    expected_trades: int = Field(default=0, sa_column=_zero())
     first_event_at: datetime = Field(sa_column=_ts())
     last_event_at: datetime = Field(sa_column=_ts())
+
+
+class RunChunk(Table, table=True):
+    """One chunk of a run as rebalance-chunk-completed reported it (a completed report
+    replaces a failed one; anything else is a duplicate)."""
+
+    __tablename__ = "run_chunks"
+
+    run_id: uuid.UUID = Field(primary_key=True)
+    chunk: int = Field(primary_key=True)
+    chunks: int
+    status: str = Field(max_length=16)
+    accounts: int
+    accounts_evaluated: int
+    accounts_out_of_tolerance: int
+    accounts_skipped: int
+    proposals: int
+    trades: int
+    error: str | None = None
+    reported_at: datetime = Field(sa_column=_ts())
 
 
 class RunDrift(Table, table=True):
     """Drift of one account measured by one run."""
 
     __tablename__ = "run_drift"
+    __table_args__ = (Index("ix_run_drift_by_drift", "run_id", "max_abs_drift", "account_id"),)
 
     run_id: uuid.UUID = Field(primary_key=True)
     account_id: str = Field(primary_key=True, max_length=64)
@@ -167,27 +229,48 @@ class RunDrift(Table, table=True):
     measured_at: datetime = Field(sa_column=_ts())
 
 
-class AccountDrift(Table, table=True):
-    """The latest drift measured for each account."""
+class AccountValuation(Table, table=True):
+    """Each account's value and the engine's latest drift verdict, kept current by events:
+    holdings-reconciled and securities-changed revalue it, drift-detected sets the verdict,
+    account-changed the name, model and status the account list filters and sorts on (null
+    until account-changed: only such accounts are listed)."""
 
-    __tablename__ = "account_drift"
+    __tablename__ = "account_valuations"
+    __table_args__ = (
+        Index("ix_account_valuations_name", "name", "account_id"),
+        Index("ix_account_valuations_model", "model_id", "account_id"),
+        Index("ix_account_valuations_status", "status", "account_id"),
+        Index("ix_account_valuations_market_value", "market_value", "account_id"),
+        Index("ix_account_valuations_cash", "cash", "account_id"),
+        Index("ix_account_valuations_drift", "max_abs_drift", "account_id"),
+    )
 
     account_id: str = Field(primary_key=True, max_length=64)
-    run_id: uuid.UUID
-    model_id: str = Field(max_length=64)
-    model_version: int
-    total_value: Decimal = Field(sa_column=Column(MONEY, nullable=False))
-    max_abs_drift: Decimal = Field(sa_column=Column(WEIGHT, nullable=False))
-    tolerance: Decimal = Field(sa_column=Column(WEIGHT, nullable=False))
-    out_of_tolerance: bool
-    measured_at: datetime = Field(sa_column=_ts())
+    name: str | None = None
+    model_id: str | None = Field(default=None, max_length=64)
+    status: str | None = Field(default=None, max_length=16)
+    holdings_as_of: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+    cash: Decimal | None = Field(default=None, sa_column=Column(MONEY, nullable=True))
+    securities_value: Decimal | None = Field(default=None, sa_column=Column(MONEY, nullable=True))
+    # cash plus priced positions; null before the first holdings snapshot
+    market_value: Decimal | None = Field(default=None, sa_column=Column(MONEY, nullable=True))
+    positions: int = Field(default=0, sa_column=_zero())
+    unpriced_positions: int = Field(default=0, sa_column=_zero())
+    drift_run_id: uuid.UUID | None = None
+    max_abs_drift: Decimal | None = Field(default=None, sa_column=Column(WEIGHT, nullable=True))
+    tolerance: Decimal | None = Field(default=None, sa_column=Column(WEIGHT, nullable=True))
+    out_of_tolerance: bool = Field(
+        default=False, sa_column=Column(Boolean, nullable=False, server_default=text("false"))
+    )
+    measured_at: datetime | None = Field(default=None, sa_column=_ts(True))
+    updated_at: datetime = Field(sa_column=_ts())
 
 
 class Proposal(Table, table=True):
     """A set of trades for one account; run details arrive with trades-proposed."""
 
     __tablename__ = "proposals"
-    __table_args__ = (Index("ix_proposals_run", "run_id"),)
+    __table_args__ = (Index("ix_proposals_run", "run_id", "account_id"),)
 
     proposal_id: uuid.UUID = Field(primary_key=True)
     account_id: str = Field(max_length=64)
@@ -216,10 +299,13 @@ class Trade(Table, table=True):
     __table_args__ = (
         Index("ix_trades_account", "account_id"),
         Index("ix_trades_proposal", "proposal_id"),
+        Index("ix_trades_run", "run_id", "account_id"),
     )
 
     trade_id: uuid.UUID = Field(primary_key=True)
     proposal_id: uuid.UUID
+    # The proposal's run, copied on each refresh so a run's tallies follow its trades.
+    run_id: uuid.UUID | None = None
     account_id: str = Field(max_length=64)
     symbol: str = Field(max_length=16)
     side: str = Field(max_length=4)
@@ -239,6 +325,10 @@ class Trade(Table, table=True):
     rejected_at: datetime | None = Field(default=None, sa_column=_ts(True))
     filled_quantity: Decimal = Field(default=Decimal(0), sa_column=Column(QTY, nullable=False))
     average_price: Decimal | None = Field(default=None, sa_column=Column(MONEY, nullable=True))
+    # Fills received for the trade, those a holdings snapshot reflected, and when last.
+    fills: int = Field(default=0, sa_column=_zero())
+    fills_reflected: int = Field(default=0, sa_column=_zero())
+    reconciled_at: datetime | None = Field(default=None, sa_column=_ts(True))
     status: str = Field(max_length=20)
     updated_at: datetime = Field(sa_column=_ts())
 
@@ -261,6 +351,68 @@ class Fill(Table, table=True):
     quantity: Decimal = Field(sa_column=Column(QTY, nullable=False))
     price: Decimal = Field(sa_column=Column(MONEY, nullable=False))
     executed_at: datetime = Field(sa_column=_ts())
+
+
+def _count() -> "Column[int]":
+    return Column(BigInteger, nullable=False, server_default=text("0"))
+
+
+def _sum() -> "Column[Decimal]":
+    return Column(MONEY, nullable=False, server_default=text("0"))
+
+
+class BookTally(Table, table=True):
+    """Counts over the whole book for the summary, one row per slot (sum the slots)."""
+
+    __tablename__ = "book_tallies"
+
+    slot: int = Field(sa_column=Column(SmallInteger, primary_key=True))
+    # Of the accounts account-changed named (those listed): how many, how many the engine
+    # measured, how many its latest verdict calls out of tolerance; and every valued
+    # account's market value.
+    accounts: int = Field(sa_column=_count())
+    accounts_measured: int = Field(sa_column=_count())
+    accounts_out_of_tolerance: int = Field(sa_column=_count())
+    market_value: Decimal = Field(sa_column=_sum())
+    proposals: int = Field(sa_column=_count())
+    proposals_approved: int = Field(sa_column=_count())
+    trades: int = Field(sa_column=_count())
+    trades_proposed: int = Field(sa_column=_count())
+    trades_approved: int = Field(sa_column=_count())
+    trades_partially_filled: int = Field(sa_column=_count())
+    trades_filled: int = Field(sa_column=_count())
+    trades_rejected: int = Field(sa_column=_count())
+    trades_declined: int = Field(sa_column=_count())
+    taxed_trades: int = Field(sa_column=_count())
+    estimated_tax: Decimal = Field(sa_column=_sum())
+    fills: int = Field(sa_column=_count())
+    fills_reflected: int = Field(sa_column=_count())
+    last_reconciled_at: datetime | None = Field(default=None, sa_column=_ts(True))
+
+
+class RunTally(Table, table=True):
+    """Counts of one run for its progress, one row per slot (sum the slots)."""
+
+    __tablename__ = "run_tallies"
+
+    run_id: uuid.UUID = Field(primary_key=True)
+    slot: int = Field(sa_column=Column(SmallInteger, primary_key=True))
+    accounts_measured: int = Field(sa_column=_count())
+    accounts_out_of_tolerance: int = Field(sa_column=_count())
+    proposals: int = Field(sa_column=_count())
+    proposals_approved: int = Field(sa_column=_count())
+    trades: int = Field(sa_column=_count())
+    trades_proposed: int = Field(sa_column=_count())
+    trades_approved: int = Field(sa_column=_count())
+    trades_partially_filled: int = Field(sa_column=_count())
+    trades_filled: int = Field(sa_column=_count())
+    trades_rejected: int = Field(sa_column=_count())
+    trades_declined: int = Field(sa_column=_count())
+    taxed_trades: int = Field(sa_column=_count())
+    estimated_tax: Decimal = Field(sa_column=_sum())
+    fills: int = Field(sa_column=_count())
+    fills_reflected: int = Field(sa_column=_count())
+    last_reconciled_at: datetime | None = Field(default=None, sa_column=_ts(True))
 
 
 metadata = Table.metadata

@@ -106,8 +106,31 @@ function runBar(run, big = false) {
   return `<div class="progress${big ? " big" : ""}">${parts.join("")}</div>`;
 }
 
+const TRIGGERS = {
+  "model-change": "Model change", scan: "Drift scan", "interval-scan": "Scheduled drift scan",
+  harvest: "Tax-loss harvest", "interval-harvest": "Scheduled tax-loss harvest", manual: "Manual run",
+};
+
+// What started the run: a model change names its model; a scan or harvest covers the book.
+function runTitle(run) {
+  const what = TRIGGERS[run.trigger] || (run.kind ? run.kind : "Rebalance run");
+  if (run.model_id && run.model_id !== "*") {
+    return `${esc(what)} · ${esc(run.model_id)} <span class="muted small">v${esc(run.model_version)}</span>`;
+  }
+  return esc(what);
+}
+
+function chunkState(run) {
+  if (run.chunks === null || run.chunks === undefined) return `<span class="muted small">chunks not reported yet</span>`;
+  const failed = run.chunks_failed ? ` · <span style="color:var(--bad)">${count(run.chunks_failed)} failed</span>` : "";
+  return `<span class="small">${count(run.chunks_completed + run.chunks_failed)} / ${count(run.chunks)} chunks${failed}</span>`;
+}
+
 function runState(run) {
   if (run.complete) return `<span class="badge good">Complete</span>`;
+  if (run.chunks === null || run.chunks === undefined || run.chunks_completed + run.chunks_failed < run.chunks) {
+    return `<span class="badge info">Running chunks</span>`;
+  }
   if (run.trades_awaiting_approval > 0 && run.trades_awaiting_approval === run.trades_open &&
       run.trades_partially_filled === 0 && run.fills_reflected === run.fills) {
     return `<span class="badge">Awaiting approval</span>`;
@@ -205,7 +228,7 @@ function overview(view) {
     view.querySelector("#cards").innerHTML = [
       card("Accounts", count(s.accounts), `${count(s.models)} models · ${count(s.securities)} securities`),
       card("Out of tolerance", count(s.accounts_out_of_tolerance),
-        s.accounts ? `${pct(s.accounts_out_of_tolerance / s.accounts, 1)} of accounts` : "", s.accounts_out_of_tolerance > 0),
+        s.accounts_measured ? `${pct(s.accounts_out_of_tolerance / s.accounts_measured, 1)} of ${count(s.accounts_measured)} measured by the engine` : "no account measured yet", s.accounts_out_of_tolerance > 0),
       card("Market value", money(s.total_market_value, true), "cash and priced positions"),
       card("Rebalance runs", count(s.runs), `${count(s.proposals)} proposals`),
       card("Trades", count(s.trades), `${count(by.filled)} filled · ${count(by.partially_filled)} partial · ${count(open)} open · ${count(by.rejected)} rejected`),
@@ -238,8 +261,8 @@ function overview(view) {
     const scale = Math.max(0.0001, ...page.items.map((a) => Math.max(Number(a.max_drift || 0), Number(a.tolerance) * 2)));
     const cols = [
       ["account_id", "Account"], ["model_id", "Model"], ["status", "Status"],
-      ["market_value", "Market value", "num"], ["cash", "Cash", "num"], ["max_drift", "Max drift"],
-      [null, "Last measured"],
+      ["market_value", "Market value", "num"], ["cash", "Cash", "num"], ["max_drift", "Drift (engine's verdict)"],
+      [null, "Measured"],
     ];
     const head = cols.map(([key, label, cls]) => {
       if (!key) return `<th>${label}</th>`;
@@ -255,7 +278,7 @@ function overview(view) {
         <td class="num">${money(a.market_value)}</td>
         <td class="num">${money(a.cash)}</td>
         <td>${driftMeter(a.max_drift, a.tolerance, a.out_of_tolerance, scale)}</td>
-        <td class="small">${a.last_measured ? `<a href="#/runs/${a.last_measured.run_id}">${esc(pct(a.last_measured.max_abs_drift))}</a> <span class="muted">${esc(when(a.last_measured.measured_at))}</span>` : `<span class="muted">never</span>`}</td>
+        <td class="small">${a.last_measured ? `<a href="#/runs/${a.last_measured.run_id}">run ${shortId(a.last_measured.run_id)}</a> <span class="muted">${esc(when(a.last_measured.measured_at))}</span>` : `<span class="muted">never</span>`}</td>
       </tr>`).join("");
     view.querySelector("#accounts").innerHTML = page.items.length ?
       `<table><thead><tr>${head}</tr></thead><tbody>${rows}</tbody></table>` :
@@ -283,7 +306,7 @@ function runsTable(runs) {
   const rows = runs.map((r) => `
     <tr>
       <td><a class="mono" href="#/runs/${r.run_id}">${shortId(r.run_id)}</a></td>
-      <td>${esc(r.model_id)} <span class="muted small">v${r.model_version}</span></td>
+      <td>${runTitle(r)}<div>${chunkState(r)}</div></td>
       <td class="small">${esc(when(r.first_event_at))}</td>
       <td class="num">${count(r.accounts_measured)} <span class="muted small">/ ${count(r.accounts_out_of_tolerance)} out</span></td>
       <td class="num">${count(r.trades)}</td>
@@ -291,7 +314,7 @@ function runsTable(runs) {
       <td class="num">${count(r.fills_reflected)} <span class="muted small">/ ${count(r.fills)}</span></td>
       <td>${runState(r)}</td>
     </tr>`).join("");
-  return `<table><thead><tr><th>Run</th><th>Model</th><th>Started</th><th class="num">Accounts</th>
+  return `<table><thead><tr><th>Run</th><th>What</th><th>Started</th><th class="num">Accounts</th>
     <th class="num">Trades</th><th>Progress</th><th class="num">Fills in holdings</th><th>State</th></tr></thead>
     <tbody>${rows}</tbody></table>`;
 }
@@ -299,7 +322,7 @@ function runsTable(runs) {
 function runsPage(view) {
   view.innerHTML = `
     <div class="page-head"><div><div class="crumbs"><a href="#/">Overview</a> / Runs</div><h1>Rebalance runs</h1>
-      <div class="muted">A run starts when a model changes: drift is measured for every following account and trades are proposed.</div></div>
+      <div class="muted">A run starts when a model changes (every following account is rebalanced), on a drift scan or on a tax-loss harvest; it is worked in chunks of accounts.</div></div>
       <div class="filters"><select id="f-model"><option value="">All models</option></select></div></div>
     <section class="panel"><div id="runs"></div></section>`;
   const model = view.querySelector("#f-model");
@@ -329,12 +352,14 @@ function runPage(view, runId) {
     ]);
     view.querySelector("#head").innerHTML = `<div class="page-head"><div>
       <div class="crumbs"><a href="#/">Overview</a> / <a href="#/runs">Runs</a> / <span class="mono">${shortId(run.run_id)}</span></div>
-      <h1>Rebalance run of ${esc(run.model_id)} v${run.model_version}</h1>
+      <h1>${runTitle(run)}</h1>
       <div class="muted mono small">${esc(run.run_id)}</div></div><div>${runState(run)}</div></div>`;
     view.querySelector("#cards").innerHTML = [
+      card("Chunks", run.chunks === null ? "—" : `${count(run.chunks_completed + run.chunks_failed)}<span class="muted small"> / ${count(run.chunks)}</span>`,
+        run.chunks === null ? "not reported yet" : `${count(run.accounts)} accounts · ${count(run.accounts_skipped)} skipped`, run.chunks_failed > 0),
       card("Accounts measured", count(run.accounts_measured), `${count(run.accounts_out_of_tolerance)} out of tolerance`, false),
-      card("Proposals", count(run.proposals), `${count(run.proposals_approved)} approved`),
-      card("Trades", count(run.trades), `${count(run.trades_awaiting_approval)} awaiting approval`),
+      card("Proposals", `${count(run.proposals)}<span class="muted small"> / ${count(run.expected_proposals)}</span>`, `${count(run.proposals_approved)} approved`),
+      card("Trades", `${count(run.trades)}<span class="muted small"> / ${count(run.expected_trades)}</span>`, `${count(run.trades_awaiting_approval)} awaiting approval`),
       card("Filled", count(run.trades_filled), `${count(run.trades_partially_filled)} partially`),
       card("Rejected", count(run.trades_rejected), "by the custodian", run.trades_rejected > 0),
       card("Estimated tax", run.estimated_tax != null ? money(run.estimated_tax) : "—",
@@ -354,7 +379,8 @@ function runPage(view, runId) {
         <dt>First event</dt><dd>${esc(when(run.first_event_at))}</dd>
         <dt>Last event</dt><dd>${esc(when(run.last_event_at))}</dd>
         <dt>Last reconciled</dt><dd>${esc(when(run.last_reconciled_at))}</dd>
-        <dt>Complete</dt><dd>${run.complete ? "yes: every trade filled, rejected or declined, every fill in holdings" : "not yet"}</dd>
+        <dt>Complete</dt><dd>${run.complete ? "yes: every chunk in, every trade filled, rejected or declined, every fill in holdings" : "not yet"}</dd>
+        ${run.failed_chunks.map((f) => `<dt>Chunk ${f.chunk} failed</dt><dd>${count(f.accounts)} accounts: ${esc(f.error || "no reason given")}</dd>`).join("")}
       </dl>`;
     const rows = accounts.map((a) => {
       const done = a.trades_filled + a.trades_rejected + a.trades_declined;
@@ -406,7 +432,7 @@ function accountPage(view, accountId) {
     view.querySelector("#cards").innerHTML = [
       card("Market value", money(a.market_value), a.unpriced_positions ? `${a.unpriced_positions} position(s) without a price` : "cash and positions"),
       card("Cash", money(a.cash), a.market_value && Number(a.market_value) > 0 ? `${pct(Number(a.cash) / Number(a.market_value))} of value` : ""),
-      card("Max drift", pct(a.max_drift), `tolerance ${pct(a.tolerance)}`, a.out_of_tolerance),
+      card("Drift", pct(a.max_drift), a.last_measured ? `the engine's verdict · tolerance ${pct(a.tolerance)}` : "not measured by a run yet", a.out_of_tolerance),
       card("Last measured", a.last_measured ? pct(a.last_measured.max_abs_drift) : "—",
         a.last_measured ? `<a href="#/runs/${a.last_measured.run_id}">run ${shortId(a.last_measured.run_id)}</a> · ${esc(when(a.last_measured.measured_at))}` : "no run yet"),
       card("Trades", count(Object.values(by).reduce((x, y) => x + y, 0)),
