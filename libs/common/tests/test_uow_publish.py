@@ -57,3 +57,17 @@ def test_without_a_cause_the_tenant_defaults_and_nothing_is_traced():
     envelope, _ = decode_envelope(uow._pending[0].value)
     assert envelope.tenant == "default" and envelope.causation_id is None
     assert envelope.traceparent is None and "traceparent" not in uow._pending[0].headers
+
+
+def test_an_envelope_whose_payload_comes_first_still_decodes_to_its_own_type():
+    """Another producer may write the payload (with a "type" of its own) before the
+    envelope's fields: the envelope's type and version still decide."""
+    body = (
+        '{"payload": {"action_id": "CA-1", "type": "split", "symbol": "X", "on": "2026-06-09",'
+        ' "numerator": 2, "denominator": 1, "accounts_affected": 0},'
+        ' "type": "corporate-action-recorded", "version": 1, "tenant": "global",'
+        ' "key": "corporate-actions", "source": "elsewhere"}'
+    )
+    envelope, payload = decode_envelope(body.encode())
+    assert envelope.type == "corporate-action-recorded"
+    assert payload.type == "split" and payload.numerator == 2  # type: ignore[attr-defined]

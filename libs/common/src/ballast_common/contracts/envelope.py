@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 
 class EnvelopeError(Exception):
@@ -38,11 +39,55 @@ class Envelope(BaseModel):
 
 
 def decode_envelope(raw: bytes | None) -> tuple[Envelope, BaseModel]:
-    """Parse bytes into (envelope, typed payload); raise EnvelopeError naming the problem."""
-    from ballast_common.contracts.registry import contract_for
+    """Parse bytes into (envelope, typed payload); raise EnvelopeError naming the problem.
 
+    Fast path: the envelope's type and version read from the first bytes, then envelope and
+    payload validated in one pass from the JSON (twice as fast as a dict in between; a book
+    of record's snapshot carries hundreds of lots). Anything unexpected takes the careful
+    path, which names the problem."""
     if raw is None:
         raise EnvelopeError("message has no value")
+    typed = _typed_envelope(raw)
+    if typed is not None:
+        return typed, typed.payload
+    return _decode_carefully(raw)
+
+
+_TYPE = re.compile(rb'"type"\s*:\s*"([a-z0-9-]{1,100})"')
+_VERSION = re.compile(rb'"version"\s*:\s*([0-9]{1,4})\b')
+_TYPED: dict[tuple[str, int], type[Envelope]] = {}
+
+
+def _typed_envelope(raw: bytes) -> Any:
+    head = raw[:512]
+    kind, version = _TYPE.search(head), _VERSION.search(head)
+    if kind is None or version is None:
+        return None
+    key = (kind.group(1).decode(), int(version.group(1)))
+    model = _TYPED.get(key)
+    if model is None:
+        from ballast_common.contracts.registry import contract_for
+
+        contract = contract_for(*key)
+        if contract is None:
+            return None
+        model = create_model(
+            f"{contract.payload.__name__}Envelope",
+            __base__=Envelope,
+            payload=(contract.payload, ...),
+        )
+        _TYPED[key] = model
+    try:
+        typed = model.model_validate_json(raw)
+    except ValidationError:
+        return None
+    # the bytes read first might have been a payload's "type": the envelope's own must agree
+    return typed if (typed.type, typed.version) == key else None
+
+
+def _decode_carefully(raw: bytes) -> tuple[Envelope, BaseModel]:
+    from ballast_common.contracts.registry import contract_for
+
     try:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
