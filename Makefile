@@ -67,6 +67,9 @@ bench-flow: setup stack-up ## end-to-end time of a model change over the 1,000-a
 	@$(PY) -m ballast_demo --bench --book plain --out bench/results/flow.json
 	@$(PY) -m ballast_demo --bench --book managed --out bench/results/flow-managed.json
 
+bench-scale: setup stack-up ## a 100,000-account book through a model change, stage by stage (ACCOUNTS=2000 for a quick run)
+	@$(PY) bench/scale/bench_scale.py $(if $(ACCOUNTS),--accounts $(ACCOUNTS)) $(if $(REPLICAS),--replicas $(REPLICAS))
+
 bench-engine: setup ## engine benchmarks (drift scan, tactical and strategic rebalance)
 	@$(PY) bench/engine/bench_engine.py --out bench/results/engine.json
 

@@ -201,7 +201,11 @@ def main() -> int:
     (root / "models.json").write_text(
         json.dumps({m.model_id: {"name": m.name, "targets": m.targets()} for m in models()})
     )
-    print(json.dumps({"folder": str(folder), **counts, "seconds": round(time.monotonic() - started, 1)}))
+    print(
+        json.dumps(
+            {"folder": str(folder), **counts, "seconds": round(time.monotonic() - started, 1)}
+        )
+    )
     return 0
 
 

@@ -418,3 +418,9 @@ async def test_a_security_restriction_names_a_symbol(api):
     assert response.status_code == 422
     assert problem_fields(response) == ["restrictions[1].value", "restrictions[2].value"]
     assert "'EXXON MOBIL' is not a symbol" in response.text
+
+
+async def test_the_models_accounts_may_follow_are_listed(api):
+    models = {m["model_id"]: m for m in (await api.get("/models")).json()}
+    assert {"eq", "bonds", "intl"} <= set(models)
+    assert models["eq"] == {"model_id": "eq", "name": "eq", "version": 1}

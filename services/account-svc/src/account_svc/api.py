@@ -14,6 +14,7 @@ from account_svc.schemas import (
     AccountPatch,
     AccountsIn,
     Decision,
+    KnownModelOut,
     ProposalOut,
     RebalanceSettings,
     RestrictionChangeOut,
@@ -169,6 +170,16 @@ async def put_strategy(account_id: str, body: Strategy, uow: UoW) -> Strategy:
 )
 async def delete_strategy(account_id: str, uow: UoW) -> AccountOut:
     return await service.clear_strategy(uow, account_id)
+
+
+@router.get(
+    "/models",
+    tags=["accounts"],
+    response_model=list[KnownModelOut],
+    summary="The models accounts may follow (as model-hub-svc announced them)",
+)
+async def list_models(session: ReadSession) -> list[KnownModelOut]:
+    return await service.known_models(session)
 
 
 @router.get("/security-lists", tags=["security lists"], response_model=list[SecurityListOut])

@@ -76,6 +76,11 @@ async def upsert_known_model(session: AsyncSession, model_id: str, name: str, ve
     await session.execute(stmt)
 
 
+async def known_models(session: AsyncSession) -> list[KnownModel]:
+    result = await session.exec(select(KnownModel).order_by(col(KnownModel.model_id)))
+    return list(result)
+
+
 async def known_model_ids(session: AsyncSession, ids: Sequence[str]) -> set[str]:
     result = await session.exec(
         select(KnownModel.model_id).where(col(KnownModel.model_id).in_(ids))

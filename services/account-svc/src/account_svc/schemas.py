@@ -234,3 +234,11 @@ class ProposalOut(BaseModel):
 
 class Decision(BaseModel):
     note: str | None = Field(default=None, max_length=1000)
+
+
+class KnownModelOut(BaseModel):
+    """A model accounts may follow: account-svc heard of it (model-changed)."""
+
+    model_id: str
+    name: str
+    version: int

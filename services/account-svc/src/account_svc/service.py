@@ -38,6 +38,7 @@ from account_svc.schemas import (
     AccountIn,
     AccountOut,
     AccountPatch,
+    KnownModelOut,
     ProposalOut,
     RebalanceSettings,
     RestrictionIn,
@@ -354,6 +355,14 @@ async def list_history(session: AsyncSession, list_id: str) -> list[RestrictionC
 
 async def get_account(session: AsyncSession, account_id: str) -> AccountOut:
     return view(await _account(session, account_id))
+
+
+async def known_models(session: AsyncSession) -> list[KnownModelOut]:
+    """The models accounts may name (account-svc learns them from model-changed)."""
+    return [
+        KnownModelOut.model_validate(m, from_attributes=True)
+        for m in await repo.known_models(session)
+    ]
 
 
 async def remember_model(uow: UnitOfWork, event: ModelChangedV1) -> None:

@@ -90,33 +90,41 @@ class Ballast:
             headers={"X-Actor": actor},
         )
 
+    async def wait_for_models(self, model_ids: Sequence[str], timeout_s: float = 60) -> None:
+        """Until account-svc knows the models (it learns them from model-changed)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            known = {m["model_id"] for m in await self._call("GET", f"{self.urls.account}/models")}
+            missing = sorted(set(model_ids) - known)
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                raise DriverError(f"account-svc has not heard of model(s) {missing}")
+            await asyncio.sleep(0.2)
+
     async def load_book(
         self,
         accounts: Sequence[Account],
         root: Path,
         as_of: date | None = None,
         reporter: Reporter | None = None,
-        wait_s: float = 60.0,
     ) -> Outcome:
         """Write the accounts as a book file set under `root` and load it with
-        `ballast book load`. account-svc learns models from events, so while it has not
-        heard of a model the accounts name yet, the check is repeated for a while."""
+        `ballast book load` (once account-svc knows the models they follow)."""
         folder = write_book(accounts, root, as_of or date.today())
+        models = {a.model_id for a in accounts if a.model_id} | {
+            m for a in accounts for _, m, _ in a.sleeves
+        }
+        await self.wait_for_models(sorted(models))
         urls = {
             "model-hub-svc": self.urls.model_hub,
             "account-svc": self.urls.account,
             "taxlot-svc": self.urls.taxlot,
         }
-        deadline = time.monotonic() + wait_s
-        while True:
-            checked = await load_folder(folder, urls, check_only=True, reporter=reporter)
-            waiting = [p for p in checked.problems if p["column"] == "model_id"]
-            if not waiting or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.3)
-        if checked.problems:
-            raise DriverError(f"the book in {folder} is not valid: {checked.problems[:5]}")
-        return await load_folder(folder, urls, reporter=reporter)
+        outcome = await load_folder(folder, urls, reporter=reporter)
+        if outcome.problems:
+            raise DriverError(f"the book in {folder} is not valid: {outcome.problems[:5]}")
+        return outcome
 
     async def read_model(self) -> dict[str, int]:
         return await self._call("GET", f"{self.urls.rebalance}/read-model")

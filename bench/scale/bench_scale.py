@@ -1,0 +1,367 @@
+"""`make bench-scale`: a generated book through Ballast on the real stack, stage by stage,
+against the floor of Kafka and Postgres measured in the same run. A benchmark, not a test.
+
+    python bench/scale/bench_scale.py [--accounts 100000] [--replicas all=2] [--out ...]
+    ACCOUNTS=2000 make bench-scale        # a quick run
+
+Stages (issue 8's table):
+  load      `ballast book load` of the book's files, until rebalance-svc and reporting-svc
+            hold every account's holdings;
+  scan      POST /scans over the whole book until the run's last chunk is done;
+  propose   a model change until every proposal is persisted and published (the run's
+            last chunk done);
+  orders    until every approved trade is in a block order sent to the custodian;
+  settle    until every fill is allocated, applied to lots, and reporting is current.
+And the floor: raw Kafka produce+consume of as many messages of the flow's size, raw
+Postgres COPY of the book's lots; each stage as a ratio of its floor. The peak RSS of every
+process comes from the kernel (VmHWM). Results: bench/results/scale.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from ballast_cli.book import load_folder
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(Path(__file__).parent))
+import make_book  # noqa: E402
+
+DATABASE = "ballast_scale"
+PROFILE = "scale"
+
+
+def _launcher() -> Any:
+    spec = importlib.util.spec_from_file_location("ballast_services", ROOT / "scripts/services.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _stack_env() -> dict[str, str]:
+    out = subprocess.run(
+        [sys.executable, "scripts/stack.py", "env"], cwd=ROOT, capture_output=True, text=True
+    ).stdout
+    env = {}
+    for line in out.splitlines():
+        if line.startswith("export "):
+            name, _, value = line[len("export ") :].partition("=")
+            env[name] = value.strip().strip("'\"")
+    return env
+
+
+def _stack(*args: str) -> None:
+    subprocess.run([sys.executable, "scripts/stack.py", *args], cwd=ROOT, check=True,
+                   capture_output=True)  # fmt: skip
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.stages: dict[str, float] = {}
+
+    def stage(self, name: str, started: float) -> float:
+        took = round(time.monotonic() - started, 2)
+        self.stages[name] = took
+        print(f"  {name:<8} {took:>8.1f} s", flush=True)
+        return took
+
+
+async def wait(what: str, check: Any, timeout_s: float, every: float = 0.5) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench-scale: {what} did not happen within {timeout_s:.0f} s")
+        await asyncio.sleep(every)
+
+
+async def kafka_floor(bootstrap: str, count: int, size: int) -> dict[str, Any]:
+    """Produce then consume `count` messages of `size` bytes (acks=all, idempotent)."""
+    topic = f"scalefloor{uuid.uuid4().hex[:6]}"
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
+                                enable_idempotence=True, linger_ms=5,
+                                max_batch_size=256 * 1024)  # fmt: skip
+    await producer.start()
+    payload = b"x" * size
+    started = time.monotonic()
+    try:
+        pending = [
+            await producer.send(topic, payload, key=str(i % 997).encode()) for i in range(count)
+        ]
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    produced = time.monotonic() - started
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                group_id=topic, enable_auto_commit=False)  # fmt: skip
+    await consumer.start()
+    seen = 0
+    started = time.monotonic()
+    try:
+        while seen < count:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            seen += sum(len(v) for v in batch.values())
+    finally:
+        await consumer.stop()
+    consumed = time.monotonic() - started
+    return {
+        "messages": count,
+        "bytes_each": size,
+        "produce_s": round(produced, 2),
+        "consume_s": round(consumed, 2),
+        "messages_per_s": round(count / (produced + consumed)),
+    }
+
+
+async def postgres_floor(dsn: str, lots: Path) -> dict[str, Any]:
+    """COPY the book's lots file into a plain table: the most a set-based load can do."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(
+            "DROP TABLE IF EXISTS scale_floor; CREATE TABLE scale_floor (account_id text, "
+            "symbol text, lot_id text, quantity numeric, acquired_on date, cost_basis numeric, "
+            "sleeve_id text)"
+        )
+        started = time.monotonic()
+        with lots.open("rb") as f:
+            status = await conn.copy_to_table("scale_floor", source=f, format="csv", header=True)
+        took = time.monotonic() - started
+        await conn.execute("DROP TABLE scale_floor")
+    finally:
+        await conn.close()
+    rows = int(status.split()[-1])
+    return {"rows": rows, "copy_s": round(took, 2), "rows_per_s": round(rows / took)}
+
+
+def peak_rss(launcher: Any) -> dict[str, int]:
+    """Each process's peak resident memory (VmHWM), in MiB."""
+    out: dict[str, int] = {}
+    for service, replicas in launcher.pids(PROFILE).items():
+        for replica, pid in replicas.items():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            for line in status.splitlines():
+                if line.startswith("VmHWM:"):
+                    name = service if replica == 0 else f"{service}.{replica}"
+                    out[name] = int(line.split()[1]) // 1024
+    return out
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    clock = Clock()
+    book_root = ROOT / ".state" / "bench" / "books" / f"{args.accounts}-{args.seed}"
+    folder = book_root / make_book.AS_OF
+    if not (folder / "lots.csv").exists():
+        print(f"generating a book of {args.accounts:,} accounts in {folder} ...", flush=True)
+        subprocess.run([sys.executable, str(Path(__file__).parent / "make_book.py"),
+                        "--accounts", str(args.accounts), "--seed", str(args.seed),
+                        "--out", str(book_root.parent)], check=True)  # fmt: skip
+    lots_rows = sum(1 for _ in (folder / "lots.csv").open()) - 1
+    positions_rows = sum(1 for _ in (folder / "positions.csv").open()) - 1
+
+    stack = _stack_env()
+    _stack("up")
+    launcher = _launcher()
+    launcher.down(PROFILE)
+    _stack("dropdb", DATABASE)
+    _stack("createdb", DATABASE)
+    base = stack["BALLAST_DATABASE_URL"].rsplit("/", 1)[0]
+    database_url = f"{base}/{DATABASE}"
+    bootstrap = stack.get("BALLAST_KAFKA_BOOTSTRAP_SERVERS") or stack["BALLAST_KAFKA_BOOTSTRAP"]
+    os.environ.update(
+        {
+            "BALLAST_DATABASE_URL": database_url,
+            "BALLAST_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "BALLAST_TOPIC_PREFIX": f"scale{datetime.now(UTC):%H%M%S}.",
+            "BALLAST_LOG_LEVEL": "WARNING",
+            "SIM_LATENCY_MS": "20",
+        }
+    )
+    replicas = dict(r.split("=") for r in args.replicas.split(",")) if args.replicas else {}
+    print("starting the services ...", flush=True)
+    urls = launcher.up(PROFILE, args.port_base, timeout_s=300, quiet=True,
+                       replicas={k: int(v) for k, v in replicas.items()})  # fmt: skip
+
+    def url(name: str) -> str:
+        return urls[name] if name in urls else f"http://127.0.0.1:{args.port_base}"
+
+    print("measuring the floor ...", flush=True)
+    floor_kafka = await kafka_floor(bootstrap, args.floor_messages, 780)
+    floor_pg = await postgres_floor(database_url.replace("+asyncpg", ""), folder / "lots.csv")
+
+    http = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10))
+    models = json.loads((book_root / "models.json").read_text())
+    securities = []
+    for line in (folder / "securities.csv").read_text().splitlines()[1:]:
+        symbol, name, asset, sector, _ = line.split(",")
+        securities.append({"symbol": symbol, "name": name, "asset_class": asset,
+                           "sector": sector, "price": "1", "fractional_eligible": True})  # fmt: skip
+    prices = dict(line.split(",") for line in (folder / "prices.csv").read_text().splitlines()[1:])
+    for s in securities:
+        s["price"] = prices[s["symbol"]]
+    (
+        await http.put(f"{url('model-hub-svc')}/securities", json={"securities": securities})
+    ).raise_for_status()
+    for model_id, model in models.items():
+        body = {"name": model["name"], "tenant": "demo",
+                "targets": [{"symbol": s, "weight": w} for s, w in model["targets"].items()]}  # fmt: skip
+        (await http.put(f"{url('model-hub-svc')}/models/{model_id}", json=body)).raise_for_status()
+    book_urls = {s: url(s) for s in ("model-hub-svc", "account-svc", "taxlot-svc")}
+
+    async def models_known() -> bool:
+        known = {m["model_id"] for m in (await http.get(f"{url('account-svc')}/models")).json()}
+        return set(models) <= known
+
+    await wait("account-svc learning the models", models_known, 60, 0.2)
+
+    print(f"book: {args.accounts:,} accounts, {positions_rows:,} positions, {lots_rows:,} lots")
+    started = time.monotonic()
+    outcome = await load_folder(folder, book_urls)
+    if outcome.problems:
+        raise SystemExit(f"bench-scale: the book is not valid: {outcome.problems[:5]}")
+    applied_s = round(time.monotonic() - started, 2)
+
+    async def read_models_current() -> bool:
+        state = (await http.get(f"{url('rebalance-svc')}/read-model")).json()
+        return bool(state["accounts_with_holdings"] >= args.accounts)
+
+    await wait("rebalance-svc holding every account", read_models_current, 3600)
+    clock.stage("load", started)
+
+    started = time.monotonic()
+    scan = (await http.post(f"{url('rebalance-svc')}/scans", json={})).json()
+    await wait("the scan", lambda: _run_complete(http, url("rebalance-svc"), scan["run_id"]), 3600)
+    clock.stage("scan", started)
+
+    change = make_book.changed_core()
+    body = {"name": change.name, "tenant": "demo",
+            "targets": [{"symbol": s, "weight": w} for s, w in change.targets().items()]}  # fmt: skip
+    started = time.monotonic()
+    published = (await http.put(f"{url('model-hub-svc')}/models/core", json=body)).json()
+
+    async def the_run() -> dict[str, Any] | None:
+        runs = (await http.get(f"{url('rebalance-svc')}/runs",
+                               params={"model_id": "core", "model_version": published["version"]})).json()  # fmt: skip
+        return runs[0] if runs else None
+
+    run_id = (await wait("the model change's run", the_run, 600, 0.2))["run_id"]
+    run_out = await wait(
+        "every proposal", lambda: _run_complete(http, url("rebalance-svc"), run_id), 3600
+    )
+    clock.stage("propose", started)
+
+    async def all_sent() -> bool:
+        stats = (await http.get(f"{url('custodian-gateway')}/stats")).json()
+        allocations = stats["allocations"]
+        waiting = allocations["by_status"].get("pending", 0) + allocations["by_status"].get(
+            "new", 0
+        )
+        blocks_new = stats["blocks"]["by_status"].get("new", 0)
+        return bool(allocations["total"] >= run_out["trades"] and not waiting and not blocks_new)
+
+    await wait("every trade in a block sent", all_sent, 3600)
+    clock.stage("orders", started)
+
+    async def settled() -> bool:
+        response = await http.get(f"{url('reporting-svc')}/runs/{run_id}")
+        return response.status_code == 200 and bool(response.json().get("complete"))
+
+    await wait("every fill applied and reported", settled, 7200)
+    clock.stage("settle", started)
+    gateway = (await http.get(f"{url('custodian-gateway')}/stats")).json()
+    memory = peak_rss(launcher)
+    await http.aclose()
+    if not args.keep:
+        launcher.down(PROFILE)
+
+    events = run_out["accounts_evaluated"] + run_out["proposals"] * 2 + run_out["trades"] * 2
+    kafka_rate = floor_kafka["messages_per_s"]
+    return {
+        "benchmark": "scale",
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "replicas": replicas,
+        "book": {
+            "accounts": args.accounts,
+            "positions": positions_rows,
+            "lots": lots_rows,
+            "umas": "10%",
+            "direct_indexed_300_names": "10%",
+        },  # fmt: skip
+        "stages_s": clock.stages,
+        "book_load_applied_s": applied_s,
+        "run": {
+            k: run_out[k]
+            for k in (
+                "accounts",
+                "chunks",
+                "accounts_evaluated",
+                "accounts_skipped",
+                "proposals",
+                "trades",
+            )
+        },  # fmt: skip
+        "custodian": {
+            "blocks": gateway["blocks"]["total"],
+            "allocations": gateway["allocations"]["total"],
+        },
+        "floor": {
+            "kafka": floor_kafka,
+            "postgres_copy": floor_pg,
+            "load_vs_copy_of_lots": round(
+                clock.stages["load"] / (lots_rows / floor_pg["rows_per_s"]), 1
+            ),
+            "model_change_events": events,
+            "settle_vs_kafka": round(clock.stages["settle"] / (events / kafka_rate), 1),
+        },
+        "peak_rss_mib": memory,
+        "peak_rss_max_mib": max(memory.values(), default=0),
+    }
+
+
+async def _run_complete(http: httpx.AsyncClient, base: str, run_id: str) -> dict[str, Any] | None:
+    run = (await http.get(f"{base}/runs/{run_id}")).json()
+    return run if run["complete"] else None
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--accounts", type=int, default=int(os.environ.get("ACCOUNTS", 100_000)))
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--replicas", default=os.environ.get("REPLICAS", ""))
+    parser.add_argument("--port-base", type=int, default=8700)
+    parser.add_argument("--floor-messages", type=int, default=200_000)
+    parser.add_argument("--keep", action="store_true", help="leave the services running")
+    parser.add_argument("--out", default="bench/results/scale.json")
+    args = parser.parse_args()
+    result = asyncio.run(run(args))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
