@@ -68,8 +68,9 @@ def _stack_env() -> dict[str, str]:
 
 
 def _stack(*args: str) -> None:
-    subprocess.run([sys.executable, "scripts/stack.py", *args], cwd=ROOT, check=True,
-                   capture_output=True)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "scripts/stack.py", *args], cwd=ROOT, check=True, capture_output=True
+    )
 
 
 class Clock:
@@ -97,9 +98,13 @@ async def wait(what: str, check: Any, timeout_s: float, every: float = 0.5) -> A
 async def kafka_floor(bootstrap: str, count: int, size: int) -> dict[str, Any]:
     """Produce then consume `count` messages of `size` bytes (acks=all, idempotent)."""
     topic = f"scalefloor{uuid.uuid4().hex[:6]}"
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all",
-                                enable_idempotence=True, linger_ms=5,
-                                max_batch_size=256 * 1024)  # fmt: skip
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=5,
+        max_batch_size=256 * 1024,
+    )
     await producer.start()
     payload = b"x" * size
     started = time.monotonic()
@@ -111,8 +116,13 @@ async def kafka_floor(bootstrap: str, count: int, size: int) -> dict[str, Any]:
     finally:
         await producer.stop()
     produced = time.monotonic() - started
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                group_id=topic, enable_auto_commit=False)  # fmt: skip
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        group_id=topic,
+        enable_auto_commit=False,
+    )
     await consumer.start()
     seen = 0
     started = time.monotonic()
@@ -170,13 +180,8 @@ def peak_rss(launcher: Any) -> dict[str, int]:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     clock = Clock()
-    book_root = ROOT / ".state" / "bench" / "books" / f"{args.accounts}-{args.seed}"
+    book_root = book_folder(args)
     folder = book_root / make_book.AS_OF
-    if not (folder / "lots.csv").exists():
-        print(f"generating a book of {args.accounts:,} accounts in {folder} ...", flush=True)
-        subprocess.run([sys.executable, str(Path(__file__).parent / "make_book.py"),
-                        "--accounts", str(args.accounts), "--seed", str(args.seed),
-                        "--out", str(book_root.parent)], check=True)  # fmt: skip
     lots_rows = sum(1 for _ in (folder / "lots.csv").open()) - 1
     positions_rows = sum(1 for _ in (folder / "positions.csv").open()) - 1
 
@@ -200,11 +205,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     replicas = dict(r.split("=") for r in args.replicas.split(",")) if args.replicas else {}
     print("starting the services ...", flush=True)
-    urls = launcher.up(PROFILE, args.port_base, timeout_s=300, quiet=True,
-                       replicas={k: int(v) for k, v in replicas.items()})  # fmt: skip
+    urls = launcher.up(
+        PROFILE,
+        args.port_base,
+        timeout_s=300,
+        quiet=True,
+        replicas={k: int(v) for k, v in replicas.items()},
+    )
 
     def url(name: str) -> str:
-        return urls[name] if name in urls else f"http://127.0.0.1:{args.port_base}"
+        return str(urls[name])
 
     print("measuring the floor ...", flush=True)
     floor_kafka = await kafka_floor(bootstrap, args.floor_messages, 780)
@@ -215,8 +225,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     securities = []
     for line in (folder / "securities.csv").read_text().splitlines()[1:]:
         symbol, name, asset, sector, _ = line.split(",")
-        securities.append({"symbol": symbol, "name": name, "asset_class": asset,
-                           "sector": sector, "price": "1", "fractional_eligible": True})  # fmt: skip
+        securities.append(
+            {
+                "symbol": symbol,
+                "name": name,
+                "asset_class": asset,
+                "sector": sector,
+                "price": "1",
+                "fractional_eligible": True,
+            }
+        )
     prices = dict(line.split(",") for line in (folder / "prices.csv").read_text().splitlines()[1:])
     for s in securities:
         s["price"] = prices[s["symbol"]]
@@ -224,8 +242,11 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await http.put(f"{url('model-hub-svc')}/securities", json={"securities": securities})
     ).raise_for_status()
     for model_id, model in models.items():
-        body = {"name": model["name"], "tenant": "demo",
-                "targets": [{"symbol": s, "weight": w} for s, w in model["targets"].items()]}  # fmt: skip
+        body = {
+            "name": model["name"],
+            "tenant": "demo",
+            "targets": [{"symbol": s, "weight": w} for s, w in model["targets"].items()],
+        }
         (await http.put(f"{url('model-hub-svc')}/models/{model_id}", json=body)).raise_for_status()
     book_urls = {s: url(s) for s in ("model-hub-svc", "account-svc", "taxlot-svc")}
 
@@ -255,14 +276,21 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     clock.stage("scan", started)
 
     change = make_book.changed_core()
-    body = {"name": change.name, "tenant": "demo",
-            "targets": [{"symbol": s, "weight": w} for s, w in change.targets().items()]}  # fmt: skip
+    body = {
+        "name": change.name,
+        "tenant": "demo",
+        "targets": [{"symbol": s, "weight": w} for s, w in change.targets().items()],
+    }
     started = time.monotonic()
     published = (await http.put(f"{url('model-hub-svc')}/models/core", json=body)).json()
 
     async def the_run() -> dict[str, Any] | None:
-        runs = (await http.get(f"{url('rebalance-svc')}/runs",
-                               params={"model_id": "core", "model_version": published["version"]})).json()  # fmt: skip
+        runs = (
+            await http.get(
+                f"{url('rebalance-svc')}/runs",
+                params={"model_id": "core", "model_version": published["version"]},
+            )
+        ).json()
         return runs[0] if runs else None
 
     run_id = (await wait("the model change's run", the_run, 600, 0.2))["run_id"]
@@ -308,7 +336,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "lots": lots_rows,
             "umas": "10%",
             "direct_indexed_300_names": "10%",
-        },  # fmt: skip
+        },
         "stages_s": clock.stages,
         "book_load_applied_s": applied_s,
         "run": {
@@ -321,7 +349,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "proposals",
                 "trades",
             )
-        },  # fmt: skip
+        },
         "custodian": {
             "blocks": gateway["blocks"]["total"],
             "allocations": gateway["allocations"]["total"],
@@ -345,6 +373,20 @@ async def _run_complete(http: httpx.AsyncClient, base: str, run_id: str) -> dict
     return run if run["complete"] else None
 
 
+def book_folder(args: argparse.Namespace) -> Path:
+    """The generated book (made once per size and seed, then reused)."""
+    root = ROOT / ".state" / "bench" / "books" / f"{args.accounts}-{args.seed}"
+    if not (root / make_book.AS_OF / "lots.csv").exists():
+        print(f"generating a book of {args.accounts:,} accounts in {root} ...", flush=True)
+        subprocess.run(
+            [sys.executable, str(Path(__file__).parent / "make_book.py"),
+             "--accounts", str(args.accounts), "--seed", str(args.seed),
+             "--out", str(root.parent)],
+            check=True,
+        )  # fmt: skip
+    return root
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--accounts", type=int, default=int(os.environ.get("ACCOUNTS", 100_000)))
@@ -355,6 +397,7 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="leave the services running")
     parser.add_argument("--out", default="bench/results/scale.json")
     args = parser.parse_args()
+    book_folder(args)
     result = asyncio.run(run(args))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

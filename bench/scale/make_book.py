@@ -141,8 +141,11 @@ def write(folder: Path, accounts: int, seed: int) -> dict[str, int]:
                 sleeves = [("", by_id["index"], 1.0)]
                 model_id = "index"
             else:
-                model = by_id[rng.choices(("core", "growth", "dividend", "balanced"),
-                                          (0.62, 0.14, 0.14, 0.10))[0]]  # fmt: skip
+                model = by_id[
+                    rng.choices(
+                        ("core", "growth", "dividend", "balanced"), (0.62, 0.14, 0.14, 0.10)
+                    )[0]
+                ]
                 sleeves = [("", model, 1.0)]
                 model_id = model.model_id
             relief = rng.choice(("fifo", "hifo", "mintax"))
