@@ -7,7 +7,9 @@ import importlib.util
 import os
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from ballast_demo.driver import Urls
@@ -38,10 +40,33 @@ def system_topic_prefix(topic_prefix: str) -> str:
     return f"{topic_prefix}sys."
 
 
+# Two instances of every consumer service: the flow is proven on consumer groups, and the
+# kill test takes one of each away mid-run.
+REPLICAS = {"all": 2}
+
+
+@dataclass(frozen=True)
+class System:
+    """The running services: their URLs, and the launcher to kill and restart instances."""
+
+    urls: Urls
+    launcher: ModuleType
+    profile: str
+
+    def restore(self) -> None:
+        """Start again any instance that is not running (after a kill)."""
+        self.launcher.up(self.profile, PORT_BASE, timeout_s=180, quiet=True, replicas=REPLICAS)
+
+
 @pytest.fixture(scope="session")
-def running_services(
+def running_services(system: System) -> Urls:
+    return system.urls
+
+
+@pytest.fixture(scope="session")
+def system(
     system_database_url: str, kafka_bootstrap: str, system_topic_prefix: str, trace_file: Path
-) -> Iterator[Urls]:
+) -> Iterator[System]:
     launcher = _launcher()
     profile = f"itest-{os.getpid()}"
     saved = dict(os.environ)
@@ -54,11 +79,13 @@ def running_services(
             "SIM_LATENCY_MS": "20",
             "SIM_PARTIAL_FILL_PROBABILITY": "0.5",
             "CUSTODIAN_GATEWAY_CUSTODIAN_URL": f"http://127.0.0.1:{PORT_BASE + 9}",
+            # small chunks: a run of a few dozen accounts spreads over both instances
+            "REBALANCE_SVC_CHUNK_SIZE": "4",
         }
     )
     try:
-        launcher.up(profile, PORT_BASE, timeout_s=120, quiet=True)
-        yield Urls.on_port_base(PORT_BASE)
+        launcher.up(profile, PORT_BASE, timeout_s=240, quiet=True, replicas=REPLICAS)
+        yield System(Urls.on_port_base(PORT_BASE), launcher, profile)
     finally:
         os.environ.clear()
         os.environ.update(saved)
