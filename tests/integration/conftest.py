@@ -53,6 +53,10 @@ class System:
     launcher: ModuleType
     profile: str
 
+    def instance_urls(self, service: str) -> list[str]:
+        """Every instance's URL: a consumer's work lands on whichever instance took it."""
+        return [i.url(PORT_BASE) for i in self.launcher.plan(REPLICAS) if i.service.name == service]
+
     def restore(self) -> None:
         """Start again any instance that is not running (after a kill)."""
         self.launcher.up(self.profile, PORT_BASE, timeout_s=180, quiet=True, replicas=REPLICAS)
