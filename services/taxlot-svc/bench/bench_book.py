@@ -14,10 +14,14 @@ Scenarios:
   (the incremental path), then one fill dated before all of them (a late fill: the
   household's security is replayed). Reports the opening time, fills per second, the
   median latency and the late fill's latency.
-* consumer batches: ``--accounts`` accounts (20 lots each) opened in one bulk request,
-  then 5 fills per account applied in batches of 500 fills per unit of work (as the
-  consumer does), and the snapshot loop's publishing: fills per second and
-  holdings-reconciled events per batch (coalesced per account).
+* consumer batches: ``--accounts`` accounts (20 lots each, households of three) opened in
+  one bulk request, then ``--fills-per-account`` fills per account (an account's fills
+  arrive together, as its proposal's orders do) applied in batches of ``--batch`` fills
+  per unit of work with ``service.apply_fills`` (what the fills consumer does), and the
+  snapshot loop's publishing: fills per second and holdings-reconciled events per batch
+  (coalesced per account). ``--one-by-one`` applies the same batches with one
+  ``apply_fill`` call per fill inside the unit of work (the consumer before batching), for
+  a comparison on the same machine.
 """
 
 from __future__ import annotations
@@ -33,9 +37,9 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from ballast_common.contracts.events import FillsReceivedV1
+from ballast_common.contracts.events import AccountChangedV1, FillsReceivedV1
 from ballast_common.testing import migrated_database, unit_of_work
-from taxlot_svc import service, snapshots
+from taxlot_svc import service, snapshots, taxes
 from taxlot_svc.main import spec
 from taxlot_svc.schemas import AccountHoldingsIn, HoldingsIn
 
@@ -57,7 +61,9 @@ def _fill(account: str, symbol: str, side: str, price: str, at: datetime) -> Fil
     )
 
 
-async def run(url: str, fills: int, accounts: int) -> dict[str, object]:
+async def run(
+    url: str, fills: int, accounts: int, per_account: int, batch_size: int, one_by_one: bool
+) -> dict[str, object]:
     db = await migrated_database(spec, url)
     account = f"BENCH-{uuid.uuid4().hex[:8]}"
     symbols = [f"B{i:03d}" for i in range(500)]
@@ -99,7 +105,7 @@ async def run(url: str, fills: int, accounts: int) -> dict[str, object]:
     async with unit_of_work(db, "bench") as uow:
         await service.apply_fill(uow, _fill(account, symbols[7], "buy", "98", first_day))
     late = time.perf_counter() - one
-    batch = await consumer_batches(db, accounts)
+    batch = await consumer_batches(db, accounts, per_account, batch_size, one_by_one)
     await db.dispose()
     return {
         "benchmark": "taxlot-svc book",
@@ -115,10 +121,26 @@ async def run(url: str, fills: int, accounts: int) -> dict[str, object]:
     }
 
 
-async def consumer_batches(db: object, accounts: int) -> dict[str, object]:
+async def consumer_batches(
+    db: object, accounts: int, per_account: int, batch: int, one_by_one: bool
+) -> dict[str, object]:
     run = uuid.uuid4().hex[:6]
     ids = [f"BB{run}-{n:05d}" for n in range(accounts)]
     symbols = [f"C{i:03d}" for i in range(40)]
+    async with unit_of_work(db, "bench") as uow:  # type: ignore[arg-type]
+        for n, account in enumerate(ids):
+            await taxes.account_changed(
+                uow,
+                AccountChangedV1(
+                    account_id=account,
+                    household_id=f"HB{run}-{n // 3:05d}",
+                    name=account,
+                    account_type="ira" if n % 3 == 1 else "taxable",
+                    model_id=None,
+                    status="active",
+                    auto_approve=True,
+                ),
+            )
     bodies = [
         AccountHoldingsIn.model_validate(
             {
@@ -140,32 +162,51 @@ async def consumer_batches(db: object, accounts: int) -> dict[str, object]:
         for n, a in enumerate(ids)
     ]
     started = time.perf_counter()
-    async with unit_of_work(db, "bench") as uow:  # type: ignore[arg-type]
-        await service.open_accounts(uow, bodies, today=date(2026, 11, 22))
+    for start in range(0, len(bodies), 2000):
+        async with unit_of_work(db, "bench") as uow:  # type: ignore[arg-type]
+            await service.open_accounts(uow, bodies[start : start + 2000], today=date(2026, 11, 22))
     bulk_opening = time.perf_counter() - started
     at = datetime(2025, 2, 3, 15, tzinfo=UTC)
-    # An account's fills arrive together (its proposal's orders), as in the demo.
+    # An account's fills arrive together (its proposal's orders), as in the demo; sells
+    # at a loss and buys in the household make wash sales.
     fills = [
-        _fill(a, symbols[(n + k) % 40], "sell" if k % 2 else "buy", "101", at)
+        _fill(
+            a,
+            symbols[(n + k) % 40],
+            "sell" if k % 2 else "buy",
+            "95" if k % 4 == 1 else "101",
+            at,
+        )
         for n, a in enumerate(ids)
-        for k in range(5)
+        for k in range(per_account)
     ]
     events = 0
+    applying = 0.0
     started = time.perf_counter()
-    for start in range(0, len(fills), 500):
+    for start in range(0, len(fills), batch):
+        part = fills[start : start + batch]
+        one = time.perf_counter()
         async with unit_of_work(db, "bench") as uow:  # type: ignore[arg-type]
-            for f in fills[start : start + 500]:
-                await service.apply_fill(uow, f)
+            if one_by_one:
+                for f in part:
+                    await service.apply_fill(uow, f)
+            else:
+                await service.apply_fills(uow, [(f, None) for f in part])
+        applying += time.perf_counter() - one
         async with unit_of_work(db, "bench") as uow:  # type: ignore[arg-type]
             events += await snapshots.publish_pending(uow, limit=100_000)
     elapsed = time.perf_counter() - started
-    batches = (len(fills) + 499) // 500
+    batches = (len(fills) + batch - 1) // batch
     return {
         "bulk_opening_accounts": accounts,
         "bulk_opening_lots": accounts * 20,
         "bulk_opening_seconds": round(bulk_opening, 3),
+        "batch_mode": "one apply_fill per fill" if one_by_one else "apply_fills per batch",
+        "batch_size": batch,
         "batch_fills": len(fills),
-        "batch_fills_per_second": round(len(fills) / elapsed, 1),
+        "batch_fills_per_second": round(len(fills) / applying, 1),
+        "batch_fills_per_second_with_snapshots": round(len(fills) / elapsed, 1),
+        "batch_ms_mean": round(applying / batches * 1000, 1),
         "holdings_reconciled_per_batch": round(events / batches, 1),
     }
 
@@ -175,9 +216,21 @@ def main() -> None:
     parser.add_argument("--database-url", default=DEFAULT_URL)
     parser.add_argument("--fills", type=int, default=500)
     parser.add_argument("--accounts", type=int, default=1000)
+    parser.add_argument("--fills-per-account", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--one-by-one", action="store_true")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
-    result = asyncio.run(run(args.database_url, args.fills, args.accounts))
+    result = asyncio.run(
+        run(
+            args.database_url,
+            args.fills,
+            args.accounts,
+            args.fills_per_account,
+            args.batch,
+            args.one_by_one,
+        )
+    )
     text = json.dumps(result, indent=2) + "\n"
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

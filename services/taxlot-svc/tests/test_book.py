@@ -3,6 +3,7 @@ canonical order, relief methods and named lots, wash sales, corporate actions, r
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 from datetime import date
 from decimal import Decimal
@@ -27,17 +28,16 @@ from taxlot_svc.book import (
     ActionInput,
     Input,
     SymbolState,
-    apply_input,
     build_action,
     disposal_of,
     gain_rows,
     identity_of,
     lot_rows,
     replay_household,
-    restore_ledger,
     symbol_family,
     to_trade,
 )
+from taxlot_svc.incremental import apply_in_date_order
 
 D = Decimal
 A = AccountFacts("A", "H")
@@ -351,21 +351,39 @@ def _in_order_inputs(steps: list[tuple[int, str, str, int, str, str]]) -> list[I
 
 
 def _incremental(
-    accounts: list[AccountFacts], inputs: list[Input], identity: Identity | None = None
+    accounts: list[AccountFacts],
+    inputs: list[Input],
+    identity: Identity | None = None,
+    batches: list[int] | None = None,
+    shuffle: random.Random | None = None,
 ) -> tuple[Any, Any]:
-    """Apply each input to state rebuilt from what the service stores (lots, loss sales,
-    names, last day, seq), as the incremental path does against the database. (All inputs
-    are in securities ``identity`` makes identical, or all in one security.)"""
+    """Apply the inputs in consecutive batches (``batches``: their sizes; default one
+    input each) to state rebuilt from what the service stores (lots, loss sales, names,
+    last day, seq), with the service's own ``apply_in_date_order``, as the fills
+    consumer does against the database. A batch's state holds the securities of its
+    inputs and those ``identity`` makes identical to them; its inputs arrive in any order
+    (``shuffle``) and are applied in date order."""
     lots: dict[tuple[str, str], Lot] = {}
     sales: list[Disposal] = []
     last: date | None = None
     seq = 0
-    for item in inputs:
-        since = date.fromordinal(item.on.toordinal() - 30)
+    sizes = list(batches or [])
+    start = 0
+    while start < len(inputs):
+        size = max(1, sizes.pop(0)) if sizes else 1
+        batch = inputs[start : start + size]
+        start += size
+        family = {
+            m
+            for item in batch
+            for m in (identity.members(item.symbol) if identity else (item.symbol,))
+        }
+        since = date.fromordinal(min(i.on for i in batch).toordinal() - 30)
         stored = [
             d
             for d in sales
-            if d.cause.startswith("trade ")
+            if d.symbol in family
+            and d.cause.startswith("trade ")
             and d.account_type.value == "taxable"
             and d.proceeds < d.cost_basis
             and d.washed_quantity < d.quantity
@@ -373,23 +391,29 @@ def _incremental(
         ]
         copies = [replace(d) for d in stored]
         names: dict[str, set[str]] = {a.account_id: set() for a in accounts}
-        for lot in lots.values():
+        mine = [lot for lot in lots.values() if lot.symbol in family]
+        for lot in mine:
             names[lot.account].add(lot.lot_id)
         for d in sales:
-            names[d.account].add(d.lot_id)
+            if d.symbol in family:
+                names[d.account].add(d.lot_id)
         state = SymbolState(
-            "H", accounts, item.symbol, list(lots.values()), copies, names, last, seq, identity
+            "H", accounts, batch[0].symbol, mine, copies, names, last, seq, identity
         )
-        ledger = restore_ledger(state)
-        apply_input(ledger, item)
+        arrived = list(batch)
+        if shuffle is not None:
+            shuffle.shuffle(arrived)
+        applied = apply_in_date_order(state, arrived)
         for original, copy in zip(stored, copies, strict=True):
             original.adjustment = copy.adjustment
             original.washed_quantity = copy.washed_quantity
             original.permanent = copy.permanent
-        lots = {(lot.account, lot.lot_id): lot for lot in ledger.lots()}
-        sales += ledger.disposals
-        last = item.on if last is None else max(last, item.on)
-        seq = ledger.seq
+        for key in applied.gone:
+            del lots[key]
+        lots.update({(lot.account, lot.lot_id): lot for lot in applied.fresh})
+        sales += applied.disposals
+        assert applied.state is not None
+        last, seq = applied.state
     return _outcome(list(lots.values()), sales)
 
 
@@ -467,6 +491,59 @@ def test_the_incremental_path_with_identical_securities_gives_what_a_replay_give
     replay = replay_household(accounts, inputs, identity=identity)
     expected = _outcome(replay.ledger.lots(), replay.ledger.disposals)
     assert _incremental(accounts, inputs, identity) == expected
+
+
+BATCHES = st.lists(st.integers(min_value=1, max_value=6), min_size=1, max_size=8)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(STEP, min_size=1, max_size=14), BATCHES, st.randoms(use_true_random=False))
+def test_batches_of_fills_give_what_a_replay_gives(
+    steps: list[Any], batches: list[int], arrival: random.Random
+) -> None:
+    """The consumer applies a batch of fills at once (in any arrival order within it):
+    the same lots and gains as a replay of every input in date order."""
+    accounts = [A, IRA, AccountFacts("C", "H")]
+    inputs = _in_order_inputs(steps)
+    replay = replay_household(accounts, inputs)
+    expected = _outcome(replay.ledger.lots(), replay.ledger.disposals)
+    assert _incremental(accounts, inputs, None, batches, arrival) == expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(STEP, min_size=1, max_size=16),
+    st.lists(st.sampled_from(["X", "Y", "Z"]), min_size=16, max_size=16),
+    BATCHES,
+    st.randoms(use_true_random=False),
+)
+def test_batches_over_several_securities_give_what_a_replay_gives(
+    steps: list[Any], symbols: list[str], batches: list[int], arrival: random.Random
+) -> None:
+    """X and Y are one identical set, Z is not: a batch restores the state of all of its
+    securities in one ledger, and that changes nothing against a replay."""
+    accounts = [A, IRA, AccountFacts("C", "H")]
+    held: dict[tuple[str, str], Decimal] = {("A", "X"): D(100), ("A", "Z"): D(50)}
+    inputs = [
+        opening(1, "o1", "100", "1000.00", date(2023, 12, 1)),
+        replace(opening(2, "o2", "50", "400.00", date(2023, 12, 2)), symbol="Z"),
+    ]
+    day = date(2024, 3, 1)
+    for n, ((gap, account, side, qty, price, method), sym) in enumerate(
+        zip(steps, symbols, strict=False), start=3
+    ):
+        day = date.fromordinal(day.toordinal() + gap)
+        have = held.get((account, sym), D(0))
+        quantity = D(qty) if side == "buy" else min(D(qty), have)
+        if quantity <= 0:
+            continue
+        held[(account, sym)] = have + (quantity if side == "buy" else -quantity)
+        item = fill(n, side, str(quantity), price, day, account, method=method)
+        inputs.append(replace(item, symbol=sym, method=method if side == "sell" else None))
+    identity = identity_of([["X", "Y"]])
+    replay = replay_household(accounts, inputs, identity=identity)
+    expected = _outcome(replay.ledger.lots(), replay.ledger.disposals)
+    assert _incremental(accounts, inputs, identity, batches, arrival) == expected
 
 
 def test_a_loss_on_x_is_washed_by_y_only_when_they_are_identical() -> None:

@@ -240,7 +240,7 @@ async def test_an_oversell_is_refused_and_changes_nothing(taxlot_db: Database) -
     assert account in reason and "AAPL" in reason and "6.5" in reason and "6" in reason
     assert await snapshot(taxlot_db, account) == before
     async with taxlot_db.sessions() as s:
-        assert await repo.get_fill(s, oversell.fill_id) is None
+        assert await repo.get_fills(s, [oversell.fill_id]) == {}
     # The refused fill is not remembered as applied: the full position can still be sold.
     assert await apply(taxlot_db, fill(account, "sell", "6", "200", AT_SELL)) == "applied"
 
@@ -285,7 +285,7 @@ async def test_consumer_applies_dedups_and_dead_letters(taxlot_db: Database) -> 
     group = f"taxlot-test-{uuid.uuid4().hex[:6]}"
     processor = BatchProcessor(
         group,
-        [Subscription("fills-received", on_fills_received)],
+        [Subscription.batch("fills-received", on_fills_received)],
         lambda: unit_of_work(taxlot_db, "taxlot-svc"),
     )
     buy = fill(account, "buy", "2", "50", AT_BUY)

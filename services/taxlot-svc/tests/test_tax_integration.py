@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from ballast_common import plumbing
+from ballast_common.consumer import Delivery
 from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import (
     AccountChangedV1,
@@ -125,7 +126,7 @@ async def apply(db: Database, f: FillsReceivedV1, **extra: Any) -> None:
     if extra:
         f = FillsReceivedV1.model_validate({**f.model_dump(mode="json"), **extra})
     async with unit_of_work(db, "taxlot-svc") as uow:
-        await on_fills_received(uow, envelope("fills-received", f.account_id, f), f)
+        await on_fills_received(uow, [Delivery(envelope("fills-received", f.account_id, f), f)])
 
 
 def plain(positions: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -432,7 +433,7 @@ async def test_a_late_fill_that_breaks_a_later_sale_is_refused(
         await apply(taxlot_db, late)
     assert (await gains(client, account))["gains"] == before[0]["gains"]
     async with taxlot_db.sessions() as s:
-        assert await repo.get_fill(s, late.fill_id) is None
+        assert await repo.get_fills(s, [late.fill_id]) == {}
 
 
 async def test_joining_a_household_washes_across_it(

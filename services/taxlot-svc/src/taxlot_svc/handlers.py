@@ -1,10 +1,12 @@
 """taxlot-svc's event handlers."""
 
+from collections.abc import Sequence
+
+from ballast_common.consumer import Delivery
 from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import (
     AccountChangedV1,
     EquivalenceSetChangedV1,
-    FillsReceivedV1,
     SecuritiesChangedV1,
 )
 from ballast_common.uow import UnitOfWork
@@ -12,8 +14,9 @@ from ballast_common.uow import UnitOfWork
 from taxlot_svc import service, taxes
 
 
-async def on_fills_received(uow: UnitOfWork, envelope: Envelope, payload: FillsReceivedV1) -> None:
-    await service.apply_fill(uow, payload, event_id=envelope.id)
+async def on_fills_received(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+    """fills-received, a batch at a time (Subscription.batch)."""
+    await service.apply_fills(uow, [(d.payload, d.envelope.id) for d in deliveries])
 
 
 async def on_account_changed(

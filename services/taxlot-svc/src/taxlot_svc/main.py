@@ -5,6 +5,7 @@ from pathlib import Path
 from ballast_common.app import ServiceSpec, create_app
 from ballast_common.consumer import Subscription
 
+from taxlot_svc import book_load
 from taxlot_svc.api import router
 from taxlot_svc.handlers import (
     on_account_changed,
@@ -28,16 +29,17 @@ spec = ServiceSpec(
         "lots; wash sales across the household, identical equivalence sets included), "
         "corporate actions (publishing corporate-action-recorded) and sleeve transfers, and "
         "publishes holdings-reconciled (v2, with lots); realized and unrealized gains, Form "
-        "8949 and wash-sale blocks over REST."
+        "8949 and wash-sale blocks over REST; loads opening books from files (/book-loads)."
     ),
     routers=[router],
     subscriptions=[
-        Subscription("fills-received", on_fills_received),
+        Subscription.batch("fills-received", on_fills_received),
         Subscription("account-changed", on_account_changed),
         Subscription("securities-changed", on_securities_changed),
         Subscription("equivalence-set-changed", on_equivalence_set_changed),
     ],
     background=[snapshot_loop],
+    book_load=book_load.SPEC,
 )
 
 app = create_app(spec)

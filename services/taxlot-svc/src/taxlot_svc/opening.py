@@ -39,6 +39,24 @@ class PlannedLot:
     acquired_on: date
 
 
+def action_cutoff(effective_on: date, as_of: date) -> date | None:
+    """The corporate-action rule of opening balances: an opening states holdings as of its
+    date, after every action up to that date, so a recorded action dated on or before
+    ``as_of`` would be applied a second time (by a replay) to the lots of its security
+    acquired before it. Returns the date before which such lots are refused (None: the
+    action comes after ``as_of`` and concerns no lot of this opening)."""
+    return effective_on if effective_on <= as_of else None
+
+
+def action_problem(action_id: str, kind: str, symbol: str, effective_on: date, as_of: date) -> str:
+    """What is wrong with an opening lot :func:`action_cutoff` refuses."""
+    return (
+        f"corporate action {action_id} ({kind} of {symbol} on {effective_on}) falls between "
+        f"a lot's acquisition and as_of {as_of}: state the opening balance as of a date "
+        f"before {effective_on}"
+    )
+
+
 def decimals(value: Decimal) -> int:
     """How many digits ``value`` has after the decimal point (0 for integers)."""
     exponent = value.as_tuple().exponent

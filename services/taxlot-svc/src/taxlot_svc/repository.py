@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+from ballast_common.book_loads import LoadProblem, StagedLoad, value_sql
+from ballast_common.contracts.book_files import BY_NAME
 from sqlalchemy import delete, func, text, tuple_, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -148,20 +151,46 @@ async def positions(
     return [(s, q, b) for s, q, b in (await session.exec(stmt)).all()]
 
 
-async def record_fill(session: AsyncSession, fill: Mapping[str, Any]) -> bool:
-    """Insert an applied fill; False if a fill with that id was applied before."""
-    table = _t(AppliedFill)
-    stmt = (
-        pg_insert(table)
-        .values(dict(fill))
-        .on_conflict_do_nothing(index_elements=["fill_id"])
-        .returning(table.c.fill_id)
+async def record_fills(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> set[str]:
+    """Insert applied fills (one statement, cash change 0 until :func:`finish_fills`);
+    returns the ids inserted (a fill id applied before is skipped). The rows' fill ids are
+    distinct."""
+    if not rows:
+        return set()
+    stmt = text(
+        "INSERT INTO applied_fills (fill_id, account_id, symbol, side, quantity, price,"
+        " executed_at, event_id, client_order_id, cash_change)"
+        " SELECT *, 0 FROM unnest(CAST(:fill_id AS text[]), CAST(:account_id AS text[]),"
+        " CAST(:symbol AS text[]), CAST(:side AS text[]), CAST(:quantity AS numeric[]),"
+        " CAST(:price AS numeric[]), CAST(:executed_at AS timestamptz[]),"
+        " CAST(:event_id AS uuid[]), CAST(:client_order_id AS text[]))"
+        " ON CONFLICT (fill_id) DO NOTHING RETURNING fill_id"
+    ).bindparams(
+        **{
+            name: [r[name] for r in rows]
+            for name in (
+                "fill_id",
+                "account_id",
+                "symbol",
+                "side",
+                "quantity",
+                "price",
+                "executed_at",
+                "event_id",
+                "client_order_id",
+            )
+        }
     )
-    return (await _run(session, stmt)).first() is not None
+    return {r[0] for r in (await _run(session, stmt)).all()}
 
 
-async def get_fill(session: AsyncSession, fill_id: str) -> AppliedFill | None:
-    return await session.get(AppliedFill, fill_id)
+async def get_fills(session: AsyncSession, fill_ids: Sequence[str]) -> dict[str, Any]:
+    """Applied fills by id (plain rows)."""
+    if not fill_ids:
+        return {}
+    table = _t(AppliedFill)
+    stmt = sa_select(table).where(table.c.fill_id.in_(list(fill_ids)))
+    return {r.fill_id: r for r in (await _run(session, stmt)).all()}
 
 
 async def realized_gains(
@@ -206,12 +235,16 @@ async def lock_writes(session: AsyncSession, *, exclusive: bool) -> None:
 
 async def lock_households(session: AsyncSession, households: Sequence[str]) -> None:
     """Serialize the changes of a household between consumers (transaction-scoped advisory
-    locks, taken in sorted order)."""
-    connection = await session.connection()
-    for household in sorted(set(households)):
-        await connection.execute(
-            text("SELECT pg_advisory_xact_lock(hashtextextended(:k, 0))"),
-            {"k": f"taxlot-household:{household}"},
+    locks, taken in sorted order, all in one statement)."""
+    keys = [f"taxlot-household:{h}" for h in sorted(set(households))]
+    if keys:
+        # unnest yields the keys in array order: the locks are taken in that order
+        await _run(
+            session,
+            text(
+                "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0)))"
+                " FROM unnest(CAST(:keys AS text[])) AS k"
+            ).bindparams(keys=keys),
         )
 
 
@@ -467,48 +500,66 @@ async def opening_lots_before(
     return [(a, d, r) for a, d, r in (await session.exec(stmt)).all()]
 
 
-async def symbol_lots(
-    session: AsyncSession, account_ids: Sequence[str], symbols: Sequence[str]
-) -> list[Any]:
-    """The open lots of ``symbols`` in ``account_ids`` (plain rows)."""
-    table = OpenLot.__table__  # type: ignore[attr-defined]
-    stmt = sa_select(table).where(
-        table.c.account_id.in_(account_ids), table.c.symbol.in_(list(symbols))
-    )
-    connection = await session.connection()
-    return list((await connection.execute(stmt)).all())
-
-
-async def symbol_sales(
-    session: AsyncSession, account_ids: Sequence[str], symbols: Sequence[str]
-) -> list[Any]:
-    """Every realized gain of ``symbols`` in ``account_ids`` (plain rows)."""
-    table = _t(RealizedGain)
-    stmt = sa_select(table).where(
-        table.c.account_id.in_(account_ids), table.c.symbol.in_(list(symbols))
-    )
-    return list((await _run(session, stmt)).all())
-
-
 async def delete_lot_keys(session: AsyncSession, keys: Sequence[tuple[str, str]]) -> None:
+    """Delete lots by (account, lot id), any number in one statement."""
     if keys:
-        table = _t(OpenLot)
         await _run(
             session,
-            table.delete().where(tuple_(table.c.account_id, table.c.lot_id).in_(list(keys))),
+            text(
+                "DELETE FROM lots l USING unnest(CAST(:a AS text[]), CAST(:l AS text[]))"
+                " AS k(account_id, lot_id) WHERE l.account_id = k.account_id"
+                " AND l.lot_id = k.lot_id"
+            ).bindparams(a=[k[0] for k in keys], l=[k[1] for k in keys]),
         )
 
 
-async def update_gain_wash(
-    session: AsyncSession, gain_id: int, adjustment: Decimal, washed: Decimal, permanent: Decimal
+async def update_gains_wash(
+    session: AsyncSession, rows: Sequence[tuple[int, Decimal, Decimal, Decimal]]
 ) -> None:
-    table = _t(RealizedGain)
-    await _run(
-        session,
-        table.update()
-        .where(table.c.id == gain_id)
-        .values(adjustment=adjustment, washed_quantity=washed, permanent=permanent),
-    )
+    """Set (adjustment, washed quantity, permanent) of realized gains by row id, any
+    number in one statement."""
+    if rows:
+        await _run(
+            session,
+            text(
+                "UPDATE realized_gains g SET adjustment = u.adjustment,"
+                " washed_quantity = u.washed, permanent = u.permanent"
+                " FROM unnest(CAST(:ids AS bigint[]), CAST(:adj AS numeric[]),"
+                " CAST(:washed AS numeric[]), CAST(:perm AS numeric[]))"
+                " AS u(id, adjustment, washed, permanent) WHERE g.id = u.id"
+            ).bindparams(
+                ids=[r[0] for r in rows],
+                adj=[r[1] for r in rows],
+                washed=[r[2] for r in rows],
+                perm=[r[3] for r in rows],
+            ),
+        )
+
+
+async def lots_of_pairs(
+    session: AsyncSession, account_ids: Sequence[str], symbols: Sequence[str]
+) -> list[Any]:
+    """The open lots of each (account, symbol) pair (plain rows)."""
+    if not account_ids:
+        return []
+    stmt = text(
+        "SELECT l.* FROM unnest(CAST(:a AS text[]), CAST(:s AS text[])) AS p(account_id, symbol)"
+        " JOIN lots l ON l.account_id = p.account_id AND l.symbol = p.symbol"
+    ).bindparams(a=list(account_ids), s=list(symbols))
+    return list((await _run(session, stmt)).all())
+
+
+async def sales_of_pairs(
+    session: AsyncSession, account_ids: Sequence[str], symbols: Sequence[str]
+) -> list[Any]:
+    """Every realized gain of each (account, symbol) pair (plain rows)."""
+    if not account_ids:
+        return []
+    stmt = text(
+        "SELECT g.* FROM unnest(CAST(:a AS text[]), CAST(:s AS text[])) AS p(account_id, symbol)"
+        " JOIN realized_gains g ON g.account_id = p.account_id AND g.symbol = p.symbol"
+    ).bindparams(a=list(account_ids), s=list(symbols))
+    return list((await _run(session, stmt)).all())
 
 
 async def derived_lots(
@@ -680,76 +731,88 @@ async def get_input(session: AsyncSession, account_id: str, kind: str, ref: str)
 # --- the fill's hot path: fewer round trips -----------------------------------------------------
 
 
-async def lock_writes_reading_household(session: AsyncSession, account_id: str) -> str | None:
-    """The write lock (shared) and, in the same round trip, the account's household as
-    last committed BEFORE the lock was granted: a guess, to be checked under the household
-    lock (:func:`fill_context`)."""
+async def lock_writes_reading_households(
+    session: AsyncSession, account_ids: Sequence[str]
+) -> dict[str, str]:
+    """The write lock (shared) and, in the same round trip, the accounts' households as last
+    committed BEFORE the lock was granted: guesses, to be checked under the households'
+    locks (:func:`fill_contexts`). Accounts account-svc has not placed are absent."""
     stmt = text(
         "SELECT pg_advisory_xact_lock_shared(hashtextextended(:k, 0)) AS locked,"
-        " (SELECT household_id FROM accounts WHERE account_id = :a) AS household"
-    ).bindparams(k=WRITES_LOCK, a=account_id)
+        " (SELECT coalesce(jsonb_object_agg(account_id, household_id), '{}') FROM accounts"
+        "  WHERE account_id = ANY(CAST(:a AS text[]))) AS households"
+    ).bindparams(k=WRITES_LOCK, a=list(account_ids))
     row = (await _run(session, stmt)).one()
-    return row.household
+    return dict(row.households)
 
 
-async def fill_context(session: AsyncSession, account_id: str, household: str) -> Any:
-    """In one round trip, under the household lock: the account's book (locked), its
-    household and type, its relief method, the state of ``household``, and the members of
-    the identical equivalence sets in force (``identical_sets``, a list of lists or null).
-    None if the account has no book."""
+async def fill_contexts(session: AsyncSession, households: Mapping[str, str]) -> dict[str, Any]:
+    """In one round trip, under the households' locks, for each account (mapped to the
+    household locked for it): its book (locked, in account order), its household and type,
+    its relief method, the state of the household locked for it (``locked``), and the
+    members of the identical equivalence sets in force (``identical_sets``, a list of lists
+    or null). Accounts without a book are absent."""
+    accounts = sorted(households)
     stmt = text(
-        "SELECT b.tenant, b.cash, b.as_of, i.household_id, i.account_type, ts.method,"
-        " h.last_day, h.seq,"
+        "SELECT b.account_id, g.household AS locked, b.tenant, b.cash, b.as_of,"
+        " i.household_id, i.account_type, ts.method, h.last_day, h.seq,"
         " (SELECT jsonb_agg(e.members ORDER BY e.set_id) FROM equivalence_sets e"
         "   WHERE e.identical AND NOT e.removed) AS identical_sets"
-        " FROM account_books b"
+        " FROM unnest(CAST(:a AS text[]), CAST(:h AS text[])) AS g(account_id, household)"
+        " JOIN account_books b ON b.account_id = g.account_id"
         " LEFT JOIN accounts i ON i.account_id = b.account_id"
         " LEFT JOIN tax_settings ts ON ts.account_id = b.account_id"
-        " LEFT JOIN households h ON h.household_id = :h"
-        " WHERE b.account_id = :a FOR UPDATE OF b"
-    ).bindparams(a=account_id, h=household)
-    return (await _run(session, stmt)).first()
+        " LEFT JOIN households h ON h.household_id = g.household"
+        " ORDER BY b.account_id FOR UPDATE OF b"
+    ).bindparams(a=accounts, h=[households[a] for a in accounts])
+    return {r.account_id: r for r in (await _run(session, stmt)).all()}
 
 
-async def finish_fill(
+async def finish_fills(
     session: AsyncSession,
-    account_id: str,
-    fill_id: str,
-    cash: Decimal,
-    as_of: date,
-    cash_change: Decimal,
-    household: tuple[str, date, int] | None,
+    cash_changes: Mapping[str, Decimal],
+    books: Mapping[str, tuple[Decimal, date]],
+    snapshots: Mapping[str, Sequence[str]],
+    households: Mapping[str, tuple[date | None, int]],
 ) -> None:
-    """In one statement: the account's new cash and as-of, the fill's cash change, the
-    request for the account's holdings-reconciled (naming the fill) and, when given, the
-    household's new (last day, sequence counter) (each only grows)."""
-    state = ""
-    params: dict[str, Any] = {
-        "c": cash_change,
-        "f": fill_id,
-        "fids": json.dumps([fill_id]),
-        "cash": cash,
-        "d": as_of,
-        "a": account_id,
-    }
-    if household is not None:
-        state = (
-            " h AS (INSERT INTO households (household_id, last_day, seq, updated_at)"
-            " VALUES (:h, :hd, :hs, now()) ON CONFLICT (household_id) DO UPDATE SET"
-            " last_day = greatest(households.last_day, excluded.last_day),"
-            " seq = greatest(households.seq, excluded.seq), updated_at = now()),"
-        )
-        params.update(h=household[0], hd=household[1], hs=household[2])
+    """After a batch of fills, in one statement: each fill's cash change, each account's new
+    cash and as-of, the request for each account's holdings-reconciled naming its fills
+    (appended to a request already pending), and the households' new (last day, sequence
+    counter) (each only grows)."""
+    fills = sorted(cash_changes)
+    accounts = sorted(books)
+    requested = sorted(snapshots)
+    states = sorted(households)
     stmt = text(
-        "WITH f AS (UPDATE applied_fills SET cash_change = :c WHERE fill_id = :f),"
-        + state
-        + " p AS (INSERT INTO pending_snapshots (account_id, cause, fill_ids, action_id,"
-        " requested_at) VALUES (:a, 'fills', CAST(:fids AS jsonb), NULL, now())"
-        " ON CONFLICT (account_id) DO UPDATE SET cause = excluded.cause,"
-        " fill_ids = pending_snapshots.fill_ids || excluded.fill_ids)"
-        " UPDATE account_books SET cash = :cash, as_of = :d, updated_at = now()"
-        " WHERE account_id = :a"
-    ).bindparams(**params)
+        "WITH f AS (UPDATE applied_fills a SET cash_change = u.c"
+        "  FROM unnest(CAST(:f AS text[]), CAST(:c AS numeric[])) AS u(fill_id, c)"
+        "  WHERE a.fill_id = u.fill_id),"
+        " h AS (INSERT INTO households (household_id, last_day, seq, updated_at)"
+        "  SELECT * , now() FROM unnest(CAST(:h AS text[]), CAST(:hd AS date[]),"
+        "  CAST(:hs AS bigint[])) ON CONFLICT (household_id) DO UPDATE SET"
+        "  last_day = greatest(households.last_day, excluded.last_day),"
+        "  seq = greatest(households.seq, excluded.seq), updated_at = now()),"
+        " p AS (INSERT INTO pending_snapshots (account_id, cause, fill_ids, action_id,"
+        "  requested_at) SELECT r.account_id, 'fills', CAST(r.fids AS jsonb), NULL, now()"
+        "  FROM unnest(CAST(:r AS text[]), CAST(:rf AS text[])) AS r(account_id, fids)"
+        "  ORDER BY r.account_id"
+        "  ON CONFLICT (account_id) DO UPDATE SET cause = excluded.cause,"
+        "  fill_ids = pending_snapshots.fill_ids || excluded.fill_ids)"
+        " UPDATE account_books b SET cash = u.cash, as_of = u.as_of, updated_at = now()"
+        " FROM unnest(CAST(:a AS text[]), CAST(:cash AS numeric[]), CAST(:d AS date[]))"
+        " AS u(account_id, cash, as_of) WHERE b.account_id = u.account_id"
+    ).bindparams(
+        f=fills,
+        c=[cash_changes[x] for x in fills],
+        h=states,
+        hd=[households[x][0] for x in states],
+        hs=[households[x][1] for x in states],
+        r=requested,
+        rf=[json.dumps(list(snapshots[a])) for a in requested],
+        a=accounts,
+        cash=[books[a][0] for a in accounts],
+        d=[books[a][1] for a in accounts],
+    )
     await _run(session, stmt)
 
 
@@ -762,3 +825,434 @@ async def realized_between(
         table.c.account_id.in_(account_ids), table.c.sold_on >= first, table.c.sold_on <= last
     )
     return list((await _run(session, stmt)).all())
+
+
+# --- book loads: the staged CSV files (ballast_common.book_loads) --------------------------------
+
+
+class _Staged:
+    """SQL names of a staged load's tables and of its columns' typed values (NULL for an
+    optional column the file left out)."""
+
+    def __init__(self, staged: StagedLoad) -> None:
+        self._staged = staged
+
+    def table(self, name: str) -> str:
+        return '"' + self._staged.table(name).replace('"', '""') + '"'
+
+    def value(self, name: str, column: str, alias: str) -> str:
+        if column not in self._staged.columns[name]:
+            return "NULL"
+        return value_sql(BY_NAME[name], column, alias)
+
+
+def _cents_half_even(amount: str) -> str:
+    """SQL rounding a non-negative amount to cents half-even, as the engine's ``money`` does
+    (Postgres' ``round`` goes half away from zero)."""
+    cents = f"({amount}) * 100"
+    return (
+        f"(CASE WHEN {cents} - trunc({cents}) = 0.5 AND mod(trunc({cents}), 2) = 0"
+        f" THEN trunc({cents}) / 100 ELSE round({amount}, 2) END)"
+    )
+
+
+@dataclass(frozen=True)
+class LoadRules:
+    """What the book-load checks take from the service's rules: the id patterns (Postgres
+    regular expressions) with their messages, and the corporate actions that refuse lots
+    (symbol, lots acquired before this day are refused, message)."""
+
+    account_pattern: str
+    account_message: str
+    symbol_pattern: str
+    symbol_message: str
+    reserved_lot_chars: str
+    reserved_lot_message: str
+    refusing_actions: Sequence[tuple[str, date, str]] = ()
+
+
+async def book_load_problems(
+    session: AsyncSession, staged: StagedLoad, rules: LoadRules, limit: int
+) -> list[LoadProblem]:
+    """taxlot-svc's checks of a staged load (each file's rows are sound already): accounts
+    and ledgers, cash, positions against their lots, prices, lot dates and names, and the
+    corporate actions an opening may not straddle. Each problem names file, line, column."""
+    f = _Staged(staged)
+    acc, cash, pos, lots, prices = (
+        f.table(n) for n in ("accounts.csv", "cash.csv", "positions.csv", "lots.csv", "prices.csv")
+    )
+    a_id = f.value("accounts.csv", "account_id", "a")
+    params: dict[str, Any] = {
+        "account_pattern": rules.account_pattern,
+        "account_message": rules.account_message,
+        "symbol_pattern": rules.symbol_pattern,
+        "symbol_message": rules.symbol_message,
+        "reserved": rules.reserved_lot_chars,
+        "reserved_message": rules.reserved_lot_message,
+        "as_of": staged.as_of,
+    }
+    checks: list[tuple[str, str]] = [
+        (
+            "accounts.csv",
+            f"SELECT a.line, 'account_id', :account_message FROM {acc} a"
+            f" WHERE {a_id} !~ :account_pattern",
+        ),
+        (
+            "accounts.csv",
+            f"SELECT a.line, 'account_id', 'account ' || {a_id} || ' already has a ledger'"
+            f" FROM {acc} a JOIN account_books b ON b.account_id = {a_id}",
+        ),
+        (
+            "accounts.csv",
+            f"SELECT a.line, 'account_id', 'account ' || {a_id} || ' has no row in cash.csv'"
+            f" FROM {acc} a WHERE NOT EXISTS (SELECT 1 FROM {cash} c"
+            f" WHERE {f.value('cash.csv', 'account_id', 'c')} = {a_id})",
+        ),
+    ]
+    for name, table in (("cash.csv", cash), ("positions.csv", pos), ("lots.csv", lots)):
+        x_id = f.value(name, "account_id", "x")
+        checks.append(
+            (
+                name,
+                f"SELECT x.line, 'account_id', 'account ' || {x_id} || ' is not in accounts.csv'"
+                f" FROM {table} x WHERE NOT EXISTS (SELECT 1 FROM {acc} a WHERE {a_id} = {x_id})",
+            )
+        )
+    p_id, p_sym, p_qty = (
+        f.value("positions.csv", c, "p") for c in ("account_id", "symbol", "quantity")
+    )
+    l_id, l_sym, l_qty, l_lot, l_on = (
+        f.value("lots.csv", c, "l")
+        for c in ("account_id", "symbol", "quantity", "lot_id", "acquired_on")
+    )
+    checks += [
+        (
+            "positions.csv",
+            f"SELECT p.line, 'symbol', :symbol_message FROM {pos} p"
+            f" WHERE {p_sym} !~ :symbol_pattern",
+        ),
+        (
+            "positions.csv",
+            f"SELECT p.line, 'symbol', {p_sym} || ' has no price in prices.csv (and taxlot-svc"
+            f" knows none)' FROM {pos} p WHERE NOT EXISTS (SELECT 1 FROM {prices} r"
+            f" WHERE {f.value('prices.csv', 'symbol', 'r')} = {p_sym})"
+            f" AND NOT EXISTS (SELECT 1 FROM prices k WHERE k.symbol = {p_sym})",
+        ),
+        (
+            "positions.csv",
+            f"SELECT p.line, 'quantity', 'quantity ' || trim_scale({p_qty}) || ' of ' || {p_sym}"
+            f" || ' in account ' || {p_id} || ' differs from the sum of its lots in lots.csv, '"
+            f" || coalesce(trim_scale(s.total), 0) FROM {pos} p LEFT JOIN"
+            f" (SELECT {l_id} AS account_id, {l_sym} AS symbol, sum({l_qty}) AS total"
+            f" FROM {lots} l GROUP BY 1, 2) s ON s.account_id = {p_id} AND s.symbol = {p_sym}"
+            f" WHERE s.total IS DISTINCT FROM {p_qty}",
+        ),
+        (
+            "lots.csv",
+            f"SELECT l.line, 'symbol', 'account ' || {l_id} || ' has no position in ' || {l_sym}"
+            f" || ' in positions.csv' FROM {lots} l WHERE NOT EXISTS (SELECT 1 FROM {pos} p"
+            f" WHERE {p_id} = {l_id} AND {p_sym} = {l_sym})",
+        ),
+        (
+            "lots.csv",
+            f"SELECT l.line, 'acquired_on', {l_on} || ' is later than the as-of date '"
+            f" || CAST(:as_of AS date) FROM {lots} l WHERE {l_on} > CAST(:as_of AS date)",
+        ),
+        (
+            "lots.csv",
+            f"SELECT l.line, 'lot_id', :reserved_message FROM {lots} l"
+            f" WHERE {l_lot} ~ ('[' || :reserved || ']')",
+        ),
+        (
+            "prices.csv",
+            f"SELECT r.line, 'symbol', :symbol_message FROM {prices} r"
+            f" WHERE {f.value('prices.csv', 'symbol', 'r')} !~ :symbol_pattern",
+        ),
+    ]
+    problems: list[LoadProblem] = []
+    connection = await session.connection()
+    for name, sql in checks:
+        left = limit - len(problems)
+        if left <= 0:
+            return problems
+        used = {k: v for k, v in params.items() if f":{k}" in sql}
+        rows = await connection.execute(text(f"{sql} ORDER BY 1 LIMIT {left}"), used)
+        problems += [LoadProblem(name, line, column, message) for line, column, message in rows]
+    return problems + await lots_refused_by_actions(
+        session, staged, rules.refusing_actions, limit - len(problems)
+    )
+
+
+async def lots_refused_by_actions(
+    session: AsyncSession,
+    staged: StagedLoad,
+    refusing: Sequence[tuple[str, date, str]],
+    limit: int,
+) -> list[LoadProblem]:
+    """Lots of lots.csv acquired before a corporate action that refuses them (symbol, day,
+    message: see :class:`LoadRules`)."""
+    if not refusing or limit <= 0:
+        return []
+    f = _Staged(staged)
+    l_sym, l_on = (f.value("lots.csv", c, "l") for c in ("symbol", "acquired_on"))
+    rows = await _run(
+        session,
+        text(
+            f"SELECT l.line, r.message FROM {f.table('lots.csv')} l"
+            " JOIN unnest(CAST(:symbols AS text[]), CAST(:days AS date[]),"
+            " CAST(:messages AS text[])) AS r(symbol, day, message)"
+            f" ON r.symbol = {l_sym} AND {l_on} < r.day ORDER BY 1 LIMIT :n"
+        ).bindparams(
+            symbols=[s for s, _, _ in refusing],
+            days=[d for _, d, _ in refusing],
+            messages=[m for _, _, m in refusing],
+            n=limit,
+        ),
+    )
+    return [LoadProblem("lots.csv", line, "acquired_on", message) for line, message in rows]
+
+
+async def load_account_facts(session: AsyncSession, staged: StagedLoad) -> int:
+    """Household and type of the loaded accounts (what account-changed will say; an account
+    described by account-changed already keeps that)."""
+    f = _Staged(staged)
+    a_id = f.value("accounts.csv", "account_id", "a")
+    kind = f.value("accounts.csv", "account_type", "a")
+    result = await _run(
+        session,
+        text(
+            "INSERT INTO accounts (account_id, household_id, account_type)"
+            f" SELECT {a_id}, {f.value('accounts.csv', 'household_id', 'a')},"
+            f" coalesce({kind}, 'taxable') FROM {f.table('accounts.csv')} a ORDER BY a.line"
+            " ON CONFLICT (account_id) DO NOTHING"
+        ),
+    )
+    return int(result.rowcount)
+
+
+async def load_prices(session: AsyncSession, staged: StagedLoad) -> int:
+    """The closes of prices.csv become each symbol's last known price."""
+    f = _Staged(staged)
+    result = await _run(
+        session,
+        text(
+            "INSERT INTO prices (symbol, price)"
+            f" SELECT {f.value('prices.csv', 'symbol', 'r')}, {f.value('prices.csv', 'price', 'r')}"
+            f" FROM {f.table('prices.csv')} r ORDER BY r.line"
+            " ON CONFLICT (symbol) DO UPDATE SET price = excluded.price, updated_at = now()"
+        ),
+    )
+    return int(result.rowcount)
+
+
+async def load_books(session: AsyncSession, staged: StagedLoad) -> int:
+    """An account book (tenant, cash, as-of) per loaded account; returns how many were new
+    (an account opened meanwhile is skipped and counted out)."""
+    f = _Staged(staged)
+    a_id = f.value("accounts.csv", "account_id", "a")
+    result = await _run(
+        session,
+        text(
+            "INSERT INTO account_books (account_id, tenant, cash, as_of)"
+            f" SELECT {a_id}, coalesce({f.value('accounts.csv', 'tenant', 'a')}, :tenant),"
+            f" {f.value('cash.csv', 'amount', 'c')}, :as_of FROM {f.table('accounts.csv')} a"
+            f" JOIN {f.table('cash.csv')} c ON {f.value('cash.csv', 'account_id', 'c')} = {a_id}"
+            " ORDER BY a.line ON CONFLICT (account_id) DO NOTHING"
+        ).bindparams(tenant=staged.tenant, as_of=staged.as_of),
+    )
+    return int(result.rowcount)
+
+
+def _typed_lots(staged: StagedLoad) -> str:
+    return '"' + staged.table("lots.csv").replace('"', '""') + '_typed"'
+
+
+async def load_typed_lots(session: AsyncSession, staged: StagedLoad) -> int:
+    """The lots of lots.csv typed once, with their account's household (the accounts' facts
+    are loaded already): a table of this transaction that the writes below read, instead
+    of casting the text of every staged row again in each of them."""
+    f = _Staged(staged)
+    v = lambda c: f.value("lots.csv", c, "l")  # noqa: E731
+    result = await _run(
+        session,
+        text(
+            f"CREATE TEMPORARY TABLE {_typed_lots(staged)} ON COMMIT DROP AS"
+            f" SELECT l.line, {v('account_id')} AS account_id, {v('symbol')} AS symbol,"
+            f" {v('lot_id')} AS lot_id, {v('quantity')} AS quantity,"
+            f" {v('acquired_on')} AS acquired_on, {v('cost_basis')} AS cost_basis,"
+            f" {_cents_half_even(v('cost_basis'))} AS cost_cents,"
+            f" coalesce({v('sleeve_id')}, '') AS sleeve, i.household_id"
+            f" FROM {f.table('lots.csv')} l JOIN accounts i ON i.account_id = {v('account_id')}"
+        ),
+    )
+    return int(result.rowcount)
+
+
+async def load_households_to_replay(
+    session: AsyncSession, staged: StagedLoad, actions: Sequence[tuple[str, date]]
+) -> list[str]:
+    """Households of the loaded accounts that need the engine's replay: those with history
+    (inputs applied before), and those holding, on an action's date, a security a recorded
+    corporate action concerns (the replay applies it: a lot acquired before that date)."""
+    f = _Staged(staged)
+    a_id = f.value("accounts.csv", "account_id", "a")
+    sql = (
+        f"SELECT i.household_id FROM {f.table('accounts.csv')} a"
+        f" JOIN accounts i ON i.account_id = {a_id}"
+        " JOIN households h ON h.household_id = i.household_id WHERE h.last_day IS NOT NULL"
+        f" UNION SELECT l.household_id FROM {_typed_lots(staged)} l"
+        " JOIN unnest(CAST(:symbols AS text[]), CAST(:days AS date[])) AS c(symbol, day)"
+        " ON c.symbol = l.symbol AND l.acquired_on < c.day ORDER BY 1"
+    )
+    rows = await _run(
+        session,
+        text(sql).bindparams(symbols=[s for s, _ in actions], days=[d for _, d in actions]),
+    )
+    return [r[0] for r in rows]
+
+
+async def load_tax_inputs(session: AsyncSession, staged: StagedLoad, kind: str) -> int:
+    """Every lot of lots.csv as an opening input (a buy at price 0 with its basis as fees,
+    as the REST opening stores it), in file order (the arrival order)."""
+    result = await _run(
+        session,
+        text(
+            "INSERT INTO tax_inputs (account_id, kind, ref, trade_on, symbol, side, quantity,"
+            " price, fees, lot_name, lot_ids, method, sleeve, to_sleeve)"
+            " SELECT account_id, :kind, lot_id, acquired_on, symbol, 'buy', quantity, 0,"
+            " cost_basis, lot_id, '', NULL, sleeve, NULL"
+            f" FROM {_typed_lots(staged)} ORDER BY line"
+        ).bindparams(kind=kind),
+    )
+    return int(result.rowcount)
+
+
+async def load_ledger_entries(session: AsyncSession, staged: StagedLoad, cause: str) -> int:
+    """The opening's journal: each account's cash, then each lot opened (in file order)."""
+    f = _Staged(staged)
+    a_id = f.value("accounts.csv", "account_id", "a")
+    cash = await _run(
+        session,
+        text(
+            "INSERT INTO ledger_entries (account_id, cause, kind, amount)"
+            f" SELECT {a_id}, :cause, 'cash', {f.value('cash.csv', 'amount', 'c')}"
+            f" FROM {f.table('accounts.csv')} a JOIN {f.table('cash.csv')} c"
+            f" ON {f.value('cash.csv', 'account_id', 'c')} = {a_id} ORDER BY a.line"
+        ).bindparams(cause=cause),
+    )
+    lots = await _run(
+        session,
+        text(
+            "INSERT INTO ledger_entries (account_id, cause, kind, symbol, lot_id, quantity,"
+            " amount) SELECT account_id, :cause, 'lot-open', symbol, lot_id, quantity,"
+            f" cost_cents FROM {_typed_lots(staged)} ORDER BY line"
+        ).bindparams(cause=cause),
+    )
+    return int(cash.rowcount) + int(lots.rowcount)
+
+
+async def use_memory_for_sorts(session: AsyncSession, megabytes: int) -> None:
+    """Let this transaction's sorts and hashes (a load's checks and writes over millions of
+    staged rows) use this much memory each instead of spilling to disk."""
+    await _run(session, text(f"SET LOCAL work_mem = '{int(megabytes)}MB'"))
+
+
+async def load_lots(
+    session: AsyncSession, staged: StagedLoad, cause: str, purchase_prefix: str, skip: Sequence[str]
+) -> int:
+    """The opening lots of households without history, as the engine's replay of their
+    opening buys leaves them (no wash sale can arise among buys): basis in cents half-even,
+    holding period from acquisition, the household's sequence in date then arrival order,
+    purchase id ``<prefix><account>:<lot>``, the lot's sleeve. ``skip``: households replayed
+    instead."""
+    result = await _run(
+        session,
+        text(
+            "INSERT INTO lots (account_id, lot_id, seq, symbol, quantity, cost_basis,"
+            " acquired_on, holding_start, cause, fill_id, purchase_id, sleeve)"
+            " SELECT account_id, lot_id, row_number() OVER (PARTITION BY household_id"
+            " ORDER BY acquired_on, line), symbol, quantity, cost_cents, acquired_on,"
+            " acquired_on, :cause, NULL, :prefix || account_id || ':' || lot_id, sleeve"
+            f" FROM {_typed_lots(staged)} WHERE household_id <> ALL(CAST(:skip AS text[]))"
+        ).bindparams(cause=cause, prefix=purchase_prefix, skip=list(skip)),
+    )
+    return int(result.rowcount)
+
+
+async def load_household_states(
+    session: AsyncSession, staged: StagedLoad, skip: Sequence[str]
+) -> int:
+    """Last day and sequence counter of the loaded households written directly (see
+    :func:`load_lots`): as a replay of their opening buys leaves them."""
+    f = _Staged(staged)
+    a_id = f.value("accounts.csv", "account_id", "a")
+    result = await _run(
+        session,
+        text(
+            "INSERT INTO households (household_id, last_day, seq)"
+            " SELECT i.household_id, max(l.last_day), coalesce(sum(l.lots), 0)"
+            f" FROM {f.table('accounts.csv')} a JOIN accounts i ON i.account_id = {a_id}"
+            " LEFT JOIN (SELECT account_id, max(acquired_on) AS last_day, count(*) AS lots"
+            f" FROM {_typed_lots(staged)} GROUP BY account_id) l ON l.account_id = i.account_id"
+            " WHERE i.household_id <> ALL(CAST(:skip AS text[])) GROUP BY i.household_id"
+            " ORDER BY i.household_id ON CONFLICT (household_id) DO UPDATE SET"
+            " last_day = excluded.last_day, seq = greatest(households.seq, excluded.seq),"
+            " updated_at = now()"
+        ).bindparams(skip=list(skip)),
+    )
+    return int(result.rowcount)
+
+
+async def loaded_among(
+    session: AsyncSession, staged: StagedLoad, account_ids: Sequence[str]
+) -> set[str]:
+    """Which of ``account_ids`` the load opens."""
+    f = _Staged(staged)
+    a_id = f.value("accounts.csv", "account_id", "a")
+    rows = await _run(
+        session,
+        text(
+            f"SELECT {a_id} FROM {f.table('accounts.csv')} a"
+            f" WHERE {a_id} = ANY(CAST(:ids AS text[]))"
+        ).bindparams(ids=list(account_ids)),
+    )
+    return {r[0] for r in rows}
+
+
+async def loaded_books_page(
+    session: AsyncSession, staged: StagedLoad, after_line: int, limit: int
+) -> list[Any]:
+    """The next ``limit`` loaded accounts after file line ``after_line``: line, account_id,
+    tenant, cash, as_of, household_id."""
+    f = _Staged(staged)
+    a_id = f.value("accounts.csv", "account_id", "a")
+    rows = await _run(
+        session,
+        text(
+            "SELECT a.line, b.account_id, b.tenant, b.cash, b.as_of, i.household_id"
+            f" FROM {f.table('accounts.csv')} a JOIN account_books b ON b.account_id = {a_id}"
+            f" JOIN accounts i ON i.account_id = {a_id} WHERE a.line > :after"
+            " ORDER BY a.line LIMIT :n"
+        ).bindparams(after=after_line, n=limit),
+    )
+    return list(rows)
+
+
+async def position_documents(session: AsyncSession, account_ids: Sequence[str]) -> dict[str, str]:
+    """Each account's positions with their lots as the JSON of ``holdings-reconciled`` v2
+    (``PositionV2``), built by the database: by symbol (code point order), lots in
+    acquisition order, decimals as their exact text. Accounts without lots are absent."""
+    if not account_ids:
+        return {}
+    stmt = text(
+        "SELECT account_id, json_agg(json_build_object('symbol', symbol, 'quantity',"
+        " quantity::text, 'cost_basis', cost_basis::text, 'lots', lots)"
+        ' ORDER BY symbol COLLATE "C")::text FROM ('
+        " SELECT account_id, symbol, sum(quantity) AS quantity, sum(cost_basis) AS cost_basis,"
+        " json_agg(json_build_object('lot_id', lot_id, 'quantity', quantity::text,"
+        " 'acquired', holding_start, 'cost_basis', cost_basis::text, 'wash_adjustment',"
+        " wash_adjustment::text, 'sleeve_id', NULLIF(sleeve, '')) ORDER BY acquired_on, seq)"
+        " AS lots FROM lots WHERE account_id = ANY(CAST(:ids AS text[]))"
+        " GROUP BY account_id, symbol) p GROUP BY account_id"
+    ).bindparams(ids=list(account_ids))
+    return {a: doc for a, doc in (await _run(session, stmt)).all()}

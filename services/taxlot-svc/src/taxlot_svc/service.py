@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Literal
@@ -18,14 +19,29 @@ from ballast_common.errors import (
     PermanentMessageError,
 )
 from ballast_common.uow import UnitOfWork
-from ballast_engine.tax import TaxError
+from ballast_engine.tax import Identity, TaxError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from taxlot_svc import book
 from taxlot_svc import repository as repo
 from taxlot_svc.book import identity_of, journal_entries, singleton_household
-from taxlot_svc.incremental import apply_in_order, fill_cash
-from taxlot_svc.opening import PlannedLot, check_account_id, plan_opening
+from taxlot_svc.incremental import (
+    Applied,
+    HouseholdInputs,
+    InputRefused,
+    apply_in_date_order,
+    apply_in_order,
+    fill_cash,
+    load_states,
+    write_applied,
+)
+from taxlot_svc.opening import (
+    PlannedLot,
+    action_cutoff,
+    action_problem,
+    check_account_id,
+    plan_opening,
+)
 from taxlot_svc.replays import (
     facts_of,
     members_of,
@@ -231,19 +247,20 @@ async def _refuse_actions_inside_openings(
         prefix = f"accounts[{i}]." if batch else ""
         index = {p.symbol: j for j, p in enumerate(body.positions)}
         for action in actions:
-            if not action.effective_on <= body.as_of:
+            cutoff = action_cutoff(action.effective_on, body.as_of)
+            if cutoff is None:
                 continue
-            if any(
-                lot.symbol == action.symbol and lot.acquired_on < action.effective_on
-                for lot in planned
-            ):
+            if any(lot.symbol == action.symbol and lot.acquired_on < cutoff for lot in planned):
                 problems.append(
                     FieldProblem(
                         f"{prefix}positions[{index[action.symbol]}].symbol",
-                        f"corporate action {action.action_id} ({action.kind} of "
-                        f"{action.symbol} on {action.effective_on}) falls between a lot's "
-                        f"acquisition and as_of {body.as_of}: state the opening balance as "
-                        f"of a date before {action.effective_on}",
+                        action_problem(
+                            action.action_id,
+                            action.kind,
+                            action.symbol,
+                            action.effective_on,
+                            body.as_of,
+                        ),
                     )
                 )
     if problems:
@@ -269,49 +286,194 @@ async def apply_fill(
     larger than the open position (or than the lots it names, or, for a late fill, than
     the position on its date), a fill id seen before with different terms.
     """
+    [outcome] = await apply_fills(uow, [(fill, event_id)])
+    return outcome
+
+
+@dataclass(slots=True)
+class _Arrival:
+    """A fill of a batch: its place in the batch (arrival order) and trade date."""
+
+    index: int
+    fill: FillsReceivedV1
+    event_id: uuid.UUID
+    day: date
+
+    @property
+    def what(self) -> str:
+        f = self.fill
+        return f"fill {f.fill_id} ({f.side} {f.quantity} {f.symbol} @ {f.price})"
+
+    def refused(self, error: Exception) -> PermanentMessageError:
+        return PermanentMessageError(f"account {self.fill.account_id}: {self.what}: {error}")
+
+
+@dataclass
+class _Batch:
+    """What a batch of fills writes, gathered to be written with one statement per table."""
+
+    contexts: dict[str, Any]
+    inputs: list[dict[str, Any]] = field(default_factory=list)
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    cash_changes: dict[str, Decimal] = field(default_factory=dict)
+    books: dict[str, tuple[Decimal, date]] = field(default_factory=dict)
+    fills_of: dict[str, list[str]] = field(default_factory=dict)
+    touched: set[str] = field(default_factory=set)
+    states: dict[str, tuple[date, int]] = field(default_factory=dict)
+
+    def settle(
+        self,
+        arrival: _Arrival,
+        item: book.Input,
+        changes: list[Any],
+        disposals: list[Any],
+        extra: list[dict[str, Any]],
+    ) -> None:
+        """A fill's journal, cash and as-of, in the order the fills are applied."""
+        fill = arrival.fill
+        cash_change = fill_cash(changes, disposals, item)
+        self.entries += journal_entries(changes, FILL, fill.fill_id) + extra
+        self.entries.append(_entry(fill.account_id, FILL, fill.fill_id, "cash", amount=cash_change))
+        self.cash_changes[fill.fill_id] = cash_change
+        context = self.contexts[fill.account_id]
+        cash, as_of = self.books.get(fill.account_id, (context.cash, context.as_of))
+        self.books[fill.account_id] = (cash + cash_change, max(as_of, arrival.day))
+
+    async def write(self, session: AsyncSession) -> None:
+        await repo.add_tax_inputs(session, self.inputs)
+        await repo.add_ledger_entries(session, self.entries)
+        await repo.finish_fills(session, self.cash_changes, self.books, self.fills_of, self.states)
+        for account, (cash, _) in sorted(self.books.items()):
+            if cash < 0 <= self.contexts[account].cash:
+                # The custodian executed it, so the book records it; a debit balance is
+                # worth a look.
+                log.warning("cash went negative", extra={"account_id": account, "cash": str(cash)})
+        # Other accounts of a household whose lots or loss sales a fill changed (a wash
+        # sale): their snapshot names no fill (the fills are not theirs).
+        await request_restated(session, self.touched - set(self.fills_of), cause="fills")
+
+
+async def apply_fills(
+    uow: UnitOfWork, fills: Sequence[tuple[FillsReceivedV1, uuid.UUID | None]]
+) -> list[FillOutcome]:
+    """Apply a batch of fills (see :func:`apply_fill`) in one transaction, with one
+    statement per table for the batch: the households' locks taken once, in sorted order;
+    every account's context read at once; each household's fills applied in date order by
+    the engine to the state read for all of them at once (households with a late fill
+    apply theirs one by one, replaying as a single fill does); one holdings-reconciled
+    request per account. Returns each fill's outcome, in the batch's order.
+
+    Raises PermanentMessageError for the first bad fill (the consumer then redoes the
+    batch one fill at a time, so only that one is dead-lettered)."""
     session = uow.session
-    what = f"fill {fill.fill_id} ({fill.side} {fill.quantity} {fill.symbol} @ {fill.price})"
-    # Locks: the write lock (shared), then the household's; the household is read again
-    # under its lock (another consumer may have moved the account meanwhile).
-    guess = await repo.lock_writes_reading_household(session, fill.account_id)
-    household = guess or singleton_household(fill.account_id)
-    await repo.lock_households(session, [household])
-    while True:
-        context = await repo.fill_context(session, fill.account_id, household)
-        if context is None:
+    arrivals = [
+        _Arrival(i, f, event_id or uuid.uuid4(), _utc_date(f.executed_at))
+        for i, (f, event_id) in enumerate(fills)
+    ]
+    for arrival in arrivals:
+        bad = [x for x in arrival.fill.lot_ids if not x or ";" in x]
+        if bad:
+            raise PermanentMessageError(f"{arrival.what}: lot_ids must be lot ids, got {bad!r}")
+    contexts = await _lock_and_read_contexts(session, sorted({a.fill.account_id for a in arrivals}))
+    for arrival in arrivals:
+        if arrival.fill.account_id not in contexts:
             raise PermanentMessageError(
-                f"{what}: account {fill.account_id} has no ledger (no opening balance was recorded)"
+                f"{arrival.what}: account {arrival.fill.account_id} has no ledger (no opening "
+                "balance was recorded)"
             )
-        now = context.household_id or singleton_household(fill.account_id)
-        if now == household:
-            break
-        household = now
-        await repo.lock_households(session, [household])
-    facts = book.AccountFacts(fill.account_id, household, context.account_type or "taxable")
-    lot_ids = list(fill.lot_ids)
-    bad = [x for x in lot_ids if not x or ";" in x]
-    if bad:
-        raise PermanentMessageError(f"{what}: lot_ids must be lot ids, got {bad!r}")
-    day = _utc_date(fill.executed_at)
-    first = await repo.record_fill(
-        session,
-        {
-            "fill_id": fill.fill_id,
-            "account_id": fill.account_id,
-            "symbol": fill.symbol,
-            "side": fill.side,
-            "quantity": fill.quantity,
-            "price": fill.price,
-            "cash_change": Decimal(0),
-            "executed_at": fill.executed_at,
-            "event_id": event_id or uuid.uuid4(),
-            "client_order_id": fill.client_order_id,
-        },
+    outcomes, fresh = await _record_fills(session, arrivals)
+    if not fresh:
+        return outcomes
+    batch = _Batch(contexts)
+    groups: dict[str, list[_Arrival]] = {}
+    for arrival in sorted(fresh, key=lambda a: (a.day, a.index)):  # the order they apply in
+        groups.setdefault(contexts[arrival.fill.account_id].locked, []).append(arrival)
+        batch.fills_of.setdefault(arrival.fill.account_id, [])
+    for arrival in fresh:  # a snapshot names its fills in arrival order
+        batch.fills_of[arrival.fill.account_id].append(arrival.fill.fill_id)
+    identity = identity_of(next(iter(contexts.values())).identical_sets or [])
+    late = {
+        household
+        for household, mine in groups.items()
+        if (last := contexts[mine[0].fill.account_id].last_day) is not None and mine[0].day < last
+    }
+    for household in sorted(late):
+        await _apply_one_by_one(session, batch, household, groups[household], identity)
+    await _apply_in_date_order(
+        session, batch, {h: xs for h, xs in groups.items() if h not in late}, identity
     )
-    if not first:
-        await _check_same_fill(session, fill, what)
-        log.info("fill already applied", extra={"fill_id": fill.fill_id})
-        return "duplicate"
+    await batch.write(session)
+    return outcomes
+
+
+async def _lock_and_read_contexts(session: AsyncSession, accounts: list[str]) -> dict[str, Any]:
+    """The write lock (shared), then the households' locks in sorted order, then every
+    account's context read under them; an account another consumer moved meanwhile gets its
+    new household locked too, and its context read again."""
+    guesses = await repo.lock_writes_reading_households(session, accounts)
+    households = {a: guesses.get(a) or singleton_household(a) for a in accounts}
+    locked = set(households.values())
+    await repo.lock_households(session, sorted(locked))
+    while True:
+        contexts = await repo.fill_contexts(session, households)
+        moved = {
+            a: now
+            for a, c in contexts.items()
+            if (now := c.household_id or singleton_household(a)) != households[a]
+        }
+        if not moved:
+            return contexts
+        households.update(moved)
+        await repo.lock_households(session, sorted(set(moved.values()) - locked))
+        locked |= set(moved.values())
+
+
+async def _record_fills(
+    session: AsyncSession, arrivals: Sequence[_Arrival]
+) -> tuple[list[FillOutcome], list[_Arrival]]:
+    """Record the batch's fills as applied (once per fill id): the outcome of each, and
+    the fills to apply. A fill id seen before with other terms is refused."""
+    outcomes: list[FillOutcome] = ["applied"] * len(arrivals)
+    first: dict[str, _Arrival] = {}
+    candidates: list[_Arrival] = []
+    for arrival in arrivals:
+        seen = first.get(arrival.fill.fill_id)
+        if seen is not None:
+            _check_same_fill(seen.fill, arrival.fill, arrival.what)
+            outcomes[arrival.index] = "duplicate"
+            continue
+        first[arrival.fill.fill_id] = arrival
+        candidates.append(arrival)
+    inserted = await repo.record_fills(
+        session,
+        [
+            {
+                "fill_id": a.fill.fill_id,
+                "account_id": a.fill.account_id,
+                "symbol": a.fill.symbol,
+                "side": a.fill.side,
+                "quantity": a.fill.quantity,
+                "price": a.fill.price,
+                "executed_at": a.fill.executed_at,
+                "event_id": a.event_id,
+                "client_order_id": a.fill.client_order_id,
+            }
+            for a in candidates
+        ],
+    )
+    repeated = [a for a in candidates if a.fill.fill_id not in inserted]
+    stored = await repo.get_fills(session, [a.fill.fill_id for a in repeated])
+    for arrival in repeated:
+        _check_same_fill(stored[arrival.fill.fill_id], arrival.fill, arrival.what)
+        log.info("fill already applied", extra={"fill_id": arrival.fill.fill_id})
+        outcomes[arrival.index] = "duplicate"
+    return outcomes, [a for a in candidates if a.fill.fill_id in inserted]
+
+
+def _fill_input(arrival: _Arrival, context: Any) -> tuple[book.Input, dict[str, Any]]:
+    """A fill as the engine's input (``seq``: its place in the batch) and as its row."""
+    fill = arrival.fill
+    lot_ids = list(fill.lot_ids)
     method: str | None = None
     if fill.side == "sell" and not lot_ids:
         method = context.method or book.DEFAULT_METHOD
@@ -320,7 +482,7 @@ async def apply_fill(
         fill.account_id,
         book.FILL,
         fill.fill_id,
-        day,
+        arrival.day,
         fill.symbol,
         fill.side,
         fill.quantity,
@@ -331,11 +493,11 @@ async def apply_fill(
         sleeve=sleeve,
     )
     item = book.Input(
-        seq=0,
+        seq=arrival.index,
         account_id=fill.account_id,
         kind=book.FILL,
         ref=fill.fill_id,
-        on=day,
+        on=arrival.day,
         symbol=fill.symbol,
         side=fill.side,
         quantity=fill.quantity,
@@ -345,70 +507,137 @@ async def apply_fill(
         method=method,
         sleeve=sleeve,
     )
-    last_day, seq = context.last_day, context.seq or 0
-    late = last_day is not None and day < last_day
-    entries: list[dict[str, Any]] = []
-    touched: set[str] = {fill.account_id}
-    new_state: tuple[str, date, int] | None = None
-    try:
-        if not late:
-            if household == singleton_household(fill.account_id):
-                members = [facts]  # an account account-svc has not placed: alone
-            else:
-                members = (await members_of(session, [household]))[household]
-            applied = await apply_in_order(
-                session,
+    return item, row
+
+
+async def _apply_in_date_order(
+    session: AsyncSession,
+    batch: _Batch,
+    groups: dict[str, list[_Arrival]],
+    identity: Identity,
+) -> None:
+    """Households whose fills are all in date order: their state read at once, each
+    household's fills applied by the engine, what changed written at once."""
+    if not groups:
+        return
+    contexts = batch.contexts
+    placed = [h for h in groups if not _alone(h, groups[h])]
+    members = await members_of(session, placed) if placed else {}
+    wanted: list[HouseholdInputs] = []
+    for household, mine in groups.items():
+        context = contexts[mine[0].fill.account_id]
+        if household not in members:  # an account account-svc has not placed: alone
+            account = mine[0].fill.account_id
+            members[household] = [
+                book.AccountFacts(account, household, context.account_type or "taxable")
+            ]
+        wanted.append(
+            HouseholdInputs(
                 household,
-                members,
-                item,
-                last_day,
-                seq,
-                ("fill", fill.fill_id),
-                write_state=False,  # with the cash, below
-                identity=identity_of(context.identical_sets or []),
+                members[household],
+                sorted({a.fill.symbol for a in mine}),
+                mine[0].day,
+                context.last_day,
+                context.seq or 0,
             )
-            if applied.state is not None:
-                new_state = (household, *applied.state)
-            await repo.add_tax_inputs(session, [row])
-            changes, disposals = applied.changes, applied.disposals
-            touched |= applied.touched
-        else:
-            await repo.add_tax_inputs(session, [row])
-            # Only the fill's security (and those corporate actions link it to) can change.
-            replayed = await rebuild(session, [household], [fill.symbol])
-            replay = replayed.replays[household]
-            changes = replay.changes(item.cause)
-            disposals = replay.disposals_of(fill.fill_id)
-            # A late fill: its security was replayed in date order; the lots and gains of
-            # later trades may have changed with it.
-            entries.append(
-                _entry(
-                    fill.account_id, FILL, fill.fill_id, "replay", symbol=fill.symbol, amount=ZERO
-                )
-            )
-            entries += replayed.restatements(FILL, fill.fill_id, exclude={fill.account_id})
-            touched |= set(replayed.changed())
-    except TaxError as exc:
-        raise PermanentMessageError(f"account {fill.account_id}: {what}: {exc}") from exc
-    cash_change = fill_cash(changes, disposals, item)
-    entries = journal_entries(changes, FILL, fill.fill_id) + entries
-    entries.append(_entry(fill.account_id, FILL, fill.fill_id, "cash", amount=cash_change))
-    cash = context.cash + cash_change
-    if cash < 0 <= context.cash:
-        # The custodian executed it, so the book records it; a debit balance is worth a look.
-        log.warning(
-            "cash went negative",
-            extra={"account_id": fill.account_id, "fill_id": fill.fill_id, "cash": str(cash)},
         )
-    as_of = max(context.as_of, day)
-    await repo.add_ledger_entries(session, entries)
-    await repo.finish_fill(
-        session, fill.account_id, fill.fill_id, cash, as_of, cash_change, new_state
-    )
-    # Other accounts of the household whose lots or loss sales the fill changed (a wash
-    # sale): their snapshot names no fill (the fill is not theirs).
-    await request_restated(session, touched - {fill.account_id}, cause="fills")
-    return "applied"
+    states = await load_states(session, wanted, identity)
+    written: list[tuple[Applied, dict[int, int], list[book.Input]]] = []
+    for household, mine in groups.items():
+        state, ids = states[household]
+        made = [(a, *_fill_input(a, contexts[a.fill.account_id])) for a in mine]
+        try:
+            applied = apply_in_date_order(state, [item for _, item, _ in made])
+        except InputRefused as refused:
+            arrival = next(a for a, item, _ in made if item is refused.item)
+            raise arrival.refused(refused.error) from refused.error
+        changes: dict[str, list[Any]] = {}
+        for change in applied.changes:
+            changes.setdefault(change.cause, []).append(change)
+        disposals: dict[str, list[Any]] = {}
+        for disposal in applied.disposals:
+            disposals.setdefault(disposal.sale_id, []).append(disposal)
+        for arrival, item, row in made:
+            batch.inputs.append(row)
+            batch.settle(
+                arrival,
+                item,
+                changes.get(item.cause, []),
+                disposals.get(item.trade_id, []),
+                [],
+            )
+        batch.touched |= applied.touched
+        assert applied.state is not None
+        batch.states[household] = applied.state
+        written.append((applied, ids, [item for _, item, _ in made]))
+    await write_applied(session, written, "fill")
+
+
+def _alone(household: str, mine: Sequence[_Arrival]) -> bool:
+    return household == singleton_household(mine[0].fill.account_id)
+
+
+async def _apply_one_by_one(
+    session: AsyncSession,
+    batch: _Batch,
+    household: str,
+    mine: Sequence[_Arrival],
+    identity: Identity,
+) -> None:
+    """A household with a late fill: its fills one at a time in date order, as single
+    fills are applied (a late one replays the household's security family)."""
+    for arrival in mine:
+        fill = arrival.fill
+        context = batch.contexts[fill.account_id]
+        item, row = _fill_input(arrival, context)
+        last_day, seq = await repo.household_state(session, household)
+        entries: list[dict[str, Any]] = []
+        try:
+            if last_day is None or arrival.day >= last_day:
+                if _alone(household, mine):
+                    facts = book.AccountFacts(
+                        fill.account_id, household, context.account_type or "taxable"
+                    )
+                    members = [facts]
+                else:
+                    members = (await members_of(session, [household]))[household]
+                applied = await apply_in_order(
+                    session,
+                    household,
+                    members,
+                    item,
+                    last_day,
+                    seq,
+                    ("fill", fill.fill_id),
+                    identity=identity,
+                )
+                await repo.add_tax_inputs(session, [row])
+                changes, disposals = applied.changes, applied.disposals
+                batch.touched |= applied.touched
+            else:
+                await repo.add_tax_inputs(session, [row])
+                # Only the fill's security (and those corporate actions link it to) can change.
+                replayed = await rebuild(session, [household], [fill.symbol])
+                replay = replayed.replays[household]
+                changes = replay.changes(item.cause)
+                disposals = replay.disposals_of(fill.fill_id)
+                # A late fill: its security was replayed in date order; the lots and gains
+                # of later trades may have changed with it.
+                entries.append(
+                    _entry(
+                        fill.account_id,
+                        FILL,
+                        fill.fill_id,
+                        "replay",
+                        symbol=fill.symbol,
+                        amount=ZERO,
+                    )
+                )
+                entries += replayed.restatements(FILL, fill.fill_id, exclude={fill.account_id})
+                batch.touched |= set(replayed.changed())
+        except TaxError as exc:
+            raise arrival.refused(exc) from exc
+        batch.settle(arrival, item, changes, disposals, entries)
 
 
 def _input_row(
@@ -446,9 +675,7 @@ def _input_row(
     }
 
 
-async def _check_same_fill(session: AsyncSession, fill: FillsReceivedV1, what: str) -> None:
-    before = await repo.get_fill(session, fill.fill_id)
-    assert before is not None
+def _check_same_fill(before: Any, fill: FillsReceivedV1, what: str) -> None:
     same = (
         before.account_id == fill.account_id
         and before.symbol == fill.symbol

@@ -31,6 +31,7 @@ from ballast_common.contracts.events import (
 from ballast_common.uow import UnitOfWork
 from ballast_engine.tax import Term
 from ballast_engine.tax.model import WASH_WINDOW_DAYS, money
+from pydantic import TypeAdapter
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from taxlot_svc import repository as repo
@@ -64,7 +65,8 @@ def positions_v2(lots: Sequence[Any]) -> list[PositionV2]:
                         quantity=_get(x, "quantity"),
                         acquired=_get(x, "holding_start"),
                         cost_basis=_get(x, "cost_basis"),
-                        wash_adjustment=_get(x, "wash_adjustment"),
+                        # in cents: the engine's 0 and the stored 0.00 read alike
+                        wash_adjustment=money(_get(x, "wash_adjustment")),
                         sleeve_id=_get(x, "sleeve") or None,
                     )
                     for x in mine
@@ -72,6 +74,16 @@ def positions_v2(lots: Sequence[Any]) -> list[PositionV2]:
             )
         )
     return out
+
+
+POSITIONS = TypeAdapter(list[PositionV2])
+
+
+def positions_of(document: str | None) -> list[PositionV2]:
+    """Positions from their JSON as the database builds it (``repository.position_documents``,
+    the same shape and order as :func:`positions_v2`), checked against the contract by
+    pydantic-core: no Python object per lot is built by hand."""
+    return POSITIONS.validate_json(document or "[]")
 
 
 def loss_sales(rows: Sequence[Any]) -> list[LossSaleV1]:
@@ -120,9 +132,7 @@ async def build(
     books = {b.account_id: b for b in await repo.books(session, accounts, for_update=False)}
     if not books:
         return []
-    lots: dict[str, list[Any]] = defaultdict(list)
-    for row in await repo.lots_of_accounts(session, sorted(books)):
-        lots[row.account_id].append(row)
+    documents = await repo.position_documents(session, sorted(books))
     earliest = min(b.as_of for b in books.values()) - timedelta(days=WASH_WINDOW_DAYS)
     losses: dict[str, list[Any]] = defaultdict(list)
     for row in await repo.recent_loss_sales(session, sorted(books), earliest):
@@ -144,7 +154,7 @@ async def build(
             household_id=facts[account].household,
             as_of=book.as_of,
             cash=book.cash,
-            positions=positions_v2(lots.get(account, [])),
+            positions=positions_of(documents.get(account)),
             cause=cause,
             fill_ids=fill_ids,
             action_id=action_id,

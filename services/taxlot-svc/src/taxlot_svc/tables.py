@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+from ballast_common.book_loads import define_book_loads
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -317,3 +318,6 @@ class SecurityPrice(Table, table=True):
 
 
 metadata = Table.metadata
+
+# Book loads staged and applied (ballast_common.book_loads; see taxlot_svc.book_load).
+book_loads = define_book_loads(metadata)
