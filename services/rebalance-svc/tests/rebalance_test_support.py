@@ -59,3 +59,35 @@ async def process_requested_chunks(db, settings: Settings | None = None) -> int:
         await processor.process([record])
         ran += 1
     return ran
+
+
+async def decline_trades_in_flight(db) -> int:
+    """Decline (proposal-rejected) every proposal whose trades are still in flight, as a
+    person would: the holdings stay as they are, and the next run may trade the accounts."""
+    from ballast_common.consumer import Delivery
+    from ballast_common.contracts.envelope import Envelope
+    from ballast_common.contracts.events import ProposalRejectedV1
+
+    async with db.sessions() as s:
+        rows = (
+            await s.execute(text("SELECT DISTINCT proposal_id, account_id FROM trades_in_flight"))
+        ).all()
+    [declined] = [s for s in subscriptions(Settings()) if s.event_type == "proposal-rejected"]
+    deliveries = []
+    for proposal_id, account_id in rows:
+        payload = ProposalRejectedV1(
+            proposal_id=proposal_id, account_id=account_id, rejected_by="test", reason="test"
+        )
+        envelope = Envelope(
+            type="proposal-rejected",
+            version=1,
+            tenant="demo",
+            key=account_id,
+            source="test",
+            payload=payload.model_dump(mode="json"),
+        )
+        deliveries.append(Delivery(envelope, payload))
+    if deliveries:
+        async with unit_of_work(db, "test") as uow:
+            await declined.deliver(uow, deliveries)
+    return len(deliveries)

@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from ballast_common.consumer import Delivery
 from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import (
     AccountChangedV1,
@@ -30,11 +31,11 @@ from rebalance_svc import repository, service
 from rebalance_svc.handlers import subscriptions
 from rebalance_svc.main import spec
 from rebalance_svc.settings import Settings
-from rebalance_test_support import process_requested_chunks
+from rebalance_test_support import decline_trades_in_flight, process_requested_chunks
 from sqlalchemy import select
 
 pytestmark = pytest.mark.integration
-HANDLERS = {s.event_type: s.handler for s in subscriptions(Settings()) if s.handler}
+SUBSCRIPTIONS = {s.event_type: s for s in subscriptions(Settings())}
 TOPIC = {
     SecuritiesChangedV1: "securities-changed",
     AccountChangedV1: "account-changed",
@@ -62,9 +63,11 @@ async def deliver(db, payload, key: str, at: datetime | None = None) -> Envelope
         payload=payload.model_dump(mode="json"),
         **({"time": at} if at else {}),
     )
+    if isinstance(payload, ModelChangedV1):  # each version starts from the same holdings
+        await decline_trades_in_flight(db)
     async with unit_of_work(db, "test") as uow:
         uow.causation = envelope
-        await HANDLERS[envelope.type](uow, envelope, payload)
+        await SUBSCRIPTIONS[envelope.type].deliver(uow, [Delivery(envelope, payload)])
     await process_requested_chunks(db)  # as the service's chunk consumer would
     return envelope
 

@@ -2,16 +2,19 @@
 model change rebalances every following account, skipping (and naming) the ones it cannot."""
 
 import json
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
+from ballast_common.consumer import Delivery
 from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import (
     AccountChangedV1,
+    FillsReceivedV1,
     HoldingsReconciledV1,
     ModelChangedV1,
     ModelTargetV1,
+    OrderRejectedV1,
     PositionV1,
     SecuritiesChangedV1,
     SecurityV1,
@@ -24,11 +27,11 @@ from rebalance_svc import repository, service
 from rebalance_svc.handlers import subscriptions
 from rebalance_svc.main import spec
 from rebalance_svc.settings import Settings
-from rebalance_test_support import process_requested_chunks
+from rebalance_test_support import decline_trades_in_flight, process_requested_chunks
 from sqlalchemy import select
 
 pytestmark = pytest.mark.integration
-HANDLERS = {s.event_type: s.handler for s in subscriptions(Settings()) if s.handler}
+SUBSCRIPTIONS = {s.event_type: s for s in subscriptions(Settings())}
 
 
 async def deliver(db, payload, key: str) -> Envelope:
@@ -46,9 +49,11 @@ async def deliver(db, payload, key: str) -> Envelope:
         HoldingsReconciledV1: "holdings-reconciled",
         ModelChangedV1: "model-changed",
     }[type(payload)]
+    if isinstance(payload, ModelChangedV1):  # each version starts from the same holdings
+        await decline_trades_in_flight(db)
     async with unit_of_work(db, "test") as uow:
         uow.causation = envelope
-        await HANDLERS[event_type](uow, envelope, payload)
+        await SUBSCRIPTIONS[event_type].deliver(uow, [Delivery(envelope, payload)])
     return envelope
 
 
@@ -215,3 +220,73 @@ async def test_a_run_in_chunks_completes_when_a_chunk_fails_after_its_attempts(d
     completed = [json.loads(v)["payload"] for t, v in rows if t == "rebalance-chunk-completed"]
     mine = sorted((c["chunk"], c["status"]) for c in completed if c["run_id"] == planned.run_id)
     assert mine == [(0, "completed"), (1, "failed"), (2, "completed")]
+
+
+async def _deliver_raw(db, event_type: str, payload, key: str) -> None:
+    envelope = Envelope(
+        type=event_type, version=1, tenant="demo", key=key, source="test",
+        payload=payload.model_dump(mode="json"),
+    )  # fmt: skip
+    async with unit_of_work(db, "test") as uow:
+        await SUBSCRIPTIONS[event_type].deliver(uow, [Delivery(envelope, payload)])
+
+
+async def _proposal_of(db, run_id: str, account_id: str) -> dict:
+    async with db.sessions() as s:
+        rows = (await s.execute(select(outbox.c.topic, outbox.c.value))).all()
+    [proposal] = [
+        json.loads(v)["payload"]
+        for t, v in rows
+        if t == "trades-proposed"
+        and json.loads(v)["payload"]["run_id"] == run_id
+        and json.loads(v)["payload"]["account_id"] == account_id
+    ]
+    return proposal
+
+
+async def test_an_account_is_not_traded_again_before_its_trades_are_settled(db):
+    """R-1's trades of one run are in flight until each is filled and reflected by the book of
+    record (in either order) or rejected: a run in between skips R-1, saying why."""
+    await deliver(db, model(20, AAA="0.3", BBB="0.7"), "core")
+    await process_requested_chunks(db)
+    async with db.sessions() as s:
+        [first] = await repository.list_runs(s, "core", 20, 5)
+    proposal = await _proposal_of(db, first.run_id, "R-1")
+    buy, other = proposal["trades"]
+
+    async def second_run(version: int) -> dict[str, str]:
+        async with unit_of_work(db, "test") as uow:  # no declining here: the trades stand
+            envelope = Envelope(type="model-changed", version=1, tenant="demo", key="core",
+                                source="test", payload={})  # fmt: skip
+            uow.causation = envelope
+            await SUBSCRIPTIONS["model-changed"].deliver(
+                uow, [Delivery(envelope, model(version, AAA="0.31", BBB="0.69"))]
+            )
+        await process_requested_chunks(db)
+        async with db.sessions() as s:
+            [run] = await repository.list_runs(s, "core", version, 5)
+            return (await service.run_with_skipped(s, run.run_id)).skipped
+
+    assert "2 trade(s) proposed earlier are not settled" in (await second_run(21))["R-1"]
+    # the first trade: reflected by the book of record first, its fill arriving after
+    fill = FillsReceivedV1(
+        fill_id="F-1", client_order_id="BLK-1", trade_id=buy["trade_id"],
+        proposal_id=proposal["proposal_id"], account_id="R-1", symbol=buy["symbol"],
+        side=buy["side"], quantity=Decimal(buy["quantity"]), price=Decimal("100"),
+        executed_at=datetime.now(UTC),
+    )  # fmt: skip
+    holdings = HoldingsReconciledV1(account_id="R-1", as_of=date(2026, 11, 21),
+                                    cash=Decimal("10000"), positions=[], cause="fills",
+                                    fill_ids=["F-1"])  # fmt: skip
+    await _deliver_raw(db, "holdings-reconciled", holdings, "R-1")
+    await _deliver_raw(db, "fills-received", fill, "R-1")
+    assert "1 trade(s) proposed earlier" in (await second_run(22))["R-1"]
+    # the second: the custodian rejected it
+    rejected = OrderRejectedV1(
+        client_order_id="BLK-2", trade_id=other["trade_id"],
+        proposal_id=proposal["proposal_id"], account_id="R-1", symbol=other["symbol"],
+        side=other["side"], quantity=Decimal(other["quantity"]), reason="halted",
+    )  # fmt: skip
+    await _deliver_raw(db, "order-rejected", rejected, "R-1")
+    assert "R-1" not in await second_run(23)
+    await decline_trades_in_flight(db)

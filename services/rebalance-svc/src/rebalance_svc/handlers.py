@@ -2,16 +2,14 @@
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from ballast_common.app import Runtime
-from ballast_common.consumer import Subscription
+from ballast_common.consumer import Delivery, Subscription
 from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import (
     AccountChangedV1,
     EquivalenceSetChangedV1,
-    HoldingsReconciledV1,
-    HoldingsReconciledV2,
     ModelChangedV1,
     RebalanceChunkRequestedV1,
     SecuritiesChangedV1,
@@ -38,10 +36,20 @@ async def on_equivalence_set_changed(
     await service.record_equivalence_set(uow, event, envelope.time)
 
 
-async def on_holdings_reconciled(
-    uow: UnitOfWork, envelope: Envelope, event: HoldingsReconciledV1 | HoldingsReconciledV2
-) -> None:
-    await service.record_holdings(uow, event)
+async def on_holdings_reconciled(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+    await service.record_holdings(uow, deliveries)
+
+
+async def on_fills_received(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+    await service.record_fills(uow, deliveries)
+
+
+async def on_order_rejected(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+    await service.record_rejections(uow, deliveries)
+
+
+async def on_proposal_rejected(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+    await service.record_declined(uow, deliveries)
 
 
 async def on_chunk_dead_lettered(
@@ -62,7 +70,11 @@ def subscriptions(settings: Settings) -> list[Subscription]:
     return [
         Subscription("securities-changed", on_securities_changed),
         Subscription("account-changed", on_account_changed),
-        Subscription("holdings-reconciled", on_holdings_reconciled),
+        Subscription.batch("holdings-reconciled", on_holdings_reconciled),
+        # a run does not trade an account whose earlier trades are still in flight
+        Subscription.batch("fills-received", on_fills_received),
+        Subscription.batch("order-rejected", on_order_rejected),
+        Subscription.batch("proposal-rejected", on_proposal_rejected),
         Subscription("model-changed", on_model_changed),
         Subscription("equivalence-set-changed", on_equivalence_set_changed),
         # Each chunk its own transaction, on a consumer of its own, so the read model keeps

@@ -1,8 +1,10 @@
 """All of rebalance-svc's SQL."""
 
+import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -15,6 +17,7 @@ from rebalance_svc.tables import (
     Account,
     Cash,
     EquivalenceSet,
+    FillMark,
     Holding,
     LossSale,
     Model,
@@ -25,6 +28,7 @@ from rebalance_svc.tables import (
     SecurityList,
     Sleeve,
 )
+from rebalance_svc.tables import TradeInFlight as TradeInFlightRow
 
 ACCOUNT_FIELDS = (
     "tenant",
@@ -247,37 +251,34 @@ async def models(session: AsyncSession, model_ids: Sequence[str]) -> dict[str, M
     return {m.model_id: m for m in result}
 
 
-async def replace_holdings(
-    session: AsyncSession,
-    account_id: str,
-    cash: Decimal,
-    positions: Sequence[tuple[str, Decimal, list[dict[str, Any]]]],
-    household_id: str | None = None,
-    loss_sales: Sequence[dict[str, Any]] = (),
-    realized: tuple[int, Decimal, Decimal] | None = None,
-) -> None:
-    """Replace an account's positions (with lots), cash, recent loss sales and gains realized
-    this year (year, short-term, long-term)."""
-    await session.execute(delete(Holding).where(col(Holding.account_id) == account_id))
-    if positions:
-        await session.execute(
-            insert(Holding).values(
-                [
-                    {"account_id": account_id, "symbol": s, "quantity": q, "lots": lots}
-                    for s, q, lots in positions
-                ]
-            )
-        )
-    year, short_term, long_term = realized or (None, None, None)
-    stmt = insert(Cash).values(
-        account_id=account_id,
-        amount=cash,
-        household_id=household_id,
-        updated_at=func.now(),
-        realized_year=year,
-        realized_short_term=short_term,
-        realized_long_term=long_term,
-    )
+@dataclass(frozen=True)
+class AccountBook:
+    """An account's holdings as the book of record last sent them."""
+
+    account_id: str
+    cash: Decimal
+    positions: Sequence[tuple[str, Decimal, list[dict[str, Any]]]]  # symbol, quantity, lots
+    household_id: str | None = None
+    loss_sales: Sequence[dict[str, Any]] = ()
+    realized: tuple[int, Decimal, Decimal] | None = None  # year, short-term, long-term
+
+
+async def replace_books(session: AsyncSession, books: Sequence[AccountBook]) -> None:
+    """Replace the accounts' positions (with lots), cash, recent loss sales and gains realized
+    this year: a few statements for the whole batch."""
+    if not books:
+        return
+    ids = [b.account_id for b in books]
+    await session.execute(delete(Holding).where(col(Holding.account_id).in_(ids)))
+    holdings = [
+        {"account_id": b.account_id, "symbol": s, "quantity": q, "lots": lots}
+        for b in books
+        for s, q, lots in b.positions
+    ]
+    if holdings:
+        await session.execute(insert(Holding), holdings)
+    now = datetime.now(UTC)
+    stmt = insert(Cash)
     stmt = stmt.on_conflict_do_update(
         index_elements=[Cash.account_id],
         set_={
@@ -292,17 +293,29 @@ async def replace_holdings(
             )
         },
     )
-    await session.execute(stmt)
-    await session.execute(delete(LossSale).where(col(LossSale.account_id) == account_id))
-    if loss_sales:
-        await session.execute(
-            insert(LossSale).values(
-                [
-                    {"account_id": account_id, "seq": i, "household_id": household_id, **sale}
-                    for i, sale in enumerate(loss_sales)
-                ]
-            )
-        )
+    await session.execute(
+        stmt,
+        [
+            {
+                "account_id": b.account_id,
+                "amount": b.cash,
+                "household_id": b.household_id,
+                "updated_at": now,
+                "realized_year": b.realized[0] if b.realized else None,
+                "realized_short_term": b.realized[1] if b.realized else None,
+                "realized_long_term": b.realized[2] if b.realized else None,
+            }
+            for b in books
+        ],
+    )
+    await session.execute(delete(LossSale).where(col(LossSale.account_id).in_(ids)))
+    sales = [
+        {"account_id": b.account_id, "seq": i, "household_id": b.household_id, **sale}
+        for b in books
+        for i, sale in enumerate(b.loss_sales)
+    ]
+    if sales:
+        await session.execute(insert(LossSale), sales)
 
 
 async def books_of(
@@ -384,6 +397,125 @@ async def lock_run_id(session: AsyncSession, run_id: str) -> None:
     await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:id))"), {"id": run_id})
 
 
+# --- trades in flight ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TradeInFlight:
+    trade_id: uuid.UUID
+    account_id: str
+    proposal_id: uuid.UUID
+    run_id: uuid.UUID
+    quantity: Decimal
+
+
+async def add_trades_in_flight(session: AsyncSession, trades: Sequence[TradeInFlight]) -> None:
+    if trades:
+        await session.execute(
+            insert(TradeInFlightRow).on_conflict_do_nothing(),
+            [
+                {**t.__dict__, "settled_quantity": 0, "proposed_at": datetime.now(UTC)}
+                for t in trades
+            ],
+        )
+
+
+async def trades_in_flight(session: AsyncSession, account_ids: Sequence[str]) -> dict[str, int]:
+    """How many unsettled trades each of these accounts has."""
+    result = await session.exec(
+        select(col(TradeInFlightRow.account_id), func.count())
+        .where(col(TradeInFlightRow.account_id).in_(list(account_ids)))
+        .group_by(col(TradeInFlightRow.account_id))
+    )
+    return dict(result.all())
+
+
+async def mark_fills_received(
+    session: AsyncSession, fills: Sequence[tuple[str, uuid.UUID, str, Decimal]]
+) -> None:
+    """Fills (id, trade, account, quantity) of our trades; settles those already reflected."""
+    mine = [f for f in fills if f[1] is not None]
+    if not mine:
+        return
+    stmt = insert(FillMark)
+    await session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[FillMark.fill_id],
+            set_={"trade_id": stmt.excluded.trade_id, "quantity": stmt.excluded.quantity,
+                  "received": True},
+        ),
+        [
+            {"fill_id": f, "trade_id": t, "quantity": q, "received": True, "reconciled": False}
+            for f, t, _, q in mine
+        ],
+    )  # fmt: skip
+    await _settle_marked_fills(session)
+
+
+async def mark_fills_reconciled(session: AsyncSession, fill_ids: Sequence[str]) -> None:
+    """Fills the book of record reflected; settles those already received."""
+    stmt = insert(FillMark)
+    await session.execute(
+        stmt.on_conflict_do_update(index_elements=[FillMark.fill_id], set_={"reconciled": True}),
+        [
+            {
+                "fill_id": f,
+                "trade_id": None,
+                "quantity": None,
+                "received": False,
+                "reconciled": True,
+            }
+            for f in dict.fromkeys(fill_ids)
+        ],
+    )
+    await _settle_marked_fills(session)
+
+
+async def _settle_marked_fills(session: AsyncSession) -> None:
+    """Fills both received and reflected add to their trade's settled quantity; a trade
+    settled in full is no longer in flight."""
+    await session.execute(
+        text(
+            "WITH done AS (DELETE FROM fill_marks WHERE received AND reconciled "
+            "RETURNING trade_id, quantity), by_trade AS (SELECT trade_id, sum(quantity) AS q "
+            "FROM done GROUP BY trade_id) UPDATE trades_in_flight t SET settled_quantity = "
+            "t.settled_quantity + b.q FROM by_trade b WHERE t.trade_id = b.trade_id"
+        )
+    )
+    await _forget_settled(session)
+
+
+async def settle_rejected(
+    session: AsyncSession, rejected: Sequence[tuple[uuid.UUID, Decimal]]
+) -> None:
+    """(trade, quantity) the custodian rejected: settled, it will not be traded."""
+    if not rejected:
+        return
+    await session.execute(
+        text(
+            "UPDATE trades_in_flight t SET settled_quantity = t.settled_quantity + r.q FROM "
+            "(SELECT unnest(CAST(:trades AS uuid[])) AS trade_id, "
+            "unnest(CAST(:quantities AS numeric[])) AS q) r WHERE t.trade_id = r.trade_id"
+        ),
+        {"trades": [t for t, _ in rejected], "quantities": [q for _, q in rejected]},
+    )
+    await _forget_settled(session)
+
+
+async def drop_proposals(session: AsyncSession, proposal_ids: Sequence[uuid.UUID]) -> None:
+    await session.execute(
+        delete(TradeInFlightRow).where(col(TradeInFlightRow.proposal_id).in_(list(proposal_ids)))
+    )
+
+
+async def _forget_settled(session: AsyncSession) -> None:
+    await session.execute(
+        delete(TradeInFlightRow).where(
+            col(TradeInFlightRow.settled_quantity) >= col(TradeInFlightRow.quantity)
+        )
+    )
+
+
 async def get_run(session: AsyncSession, run_id: str) -> Run | None:
     return await session.get(Run, run_id)
 
@@ -432,6 +564,7 @@ async def read_model_counts(session: AsyncSession) -> dict[str, int]:
             ).one()
         ),
         "runs": await count(Run),
+        "trades_in_flight": await count(TradeInFlightRow),
     }
 
 

@@ -39,6 +39,9 @@ class ReadModelStatus(BaseModel):
     security_lists: int = 0
     equivalence_sets: int = 0
     runs: int
+    trades_in_flight: int = Field(
+        description="trades proposed and not settled yet: their accounts wait for them"
+    )
 
 
 class ScanIn(BaseModel):

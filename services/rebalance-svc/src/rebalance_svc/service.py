@@ -6,11 +6,13 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from ballast_common.consumer import Delivery
 from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import (
     AccountChangedV1,
@@ -41,6 +43,7 @@ from ballast_engine.model import (
     Reference,
     Request,
     RequestKind,
+    Trade,
 )
 from ballast_engine.rebalance import rebalance_book
 from ballast_engine.scenario import scenario_to_dict
@@ -171,26 +174,64 @@ async def record_account(uow: UnitOfWork, event: AccountChangedV1, tenant: str) 
     )
 
 
-async def record_holdings(
-    uow: UnitOfWork, event: HoldingsReconciledV1 | HoldingsReconciledV2
-) -> None:
-    """Positions (with their lots under v2), cash, household and recent loss sales."""
-    if isinstance(event, HoldingsReconciledV2):
-        positions = [
-            (p.symbol, p.quantity, [lot.model_dump(mode="json") for lot in p.lots])
-            for p in event.positions
-            if p.quantity != 0
-        ]
-        household_id = event.household_id
-        sales = [s.model_dump() for s in event.recent_loss_sales]
-        year = event.realized_this_year
-        realized = (year.year, year.short_term, year.long_term) if year else None
-    else:
-        positions = [(p.symbol, p.quantity, []) for p in event.positions if p.quantity != 0]
-        household_id, sales, realized = None, [], None
-    await repo.replace_holdings(
-        uow.session, event.account_id, event.cash, positions, household_id, sales, realized
+async def record_holdings(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+    """Positions (with their lots under v2), cash, household and recent loss sales of each
+    account of the batch (its last snapshot in the batch: one account's events keep their
+    order); the fills they reflect settle the trades that were waiting for them."""
+    last: dict[str, HoldingsReconciledV1 | HoldingsReconciledV2] = {}
+    for d in deliveries:
+        last[d.payload.account_id] = d.payload
+    books: list[repo.AccountBook] = []
+    for event in last.values():
+        if isinstance(event, HoldingsReconciledV2):
+            year = event.realized_this_year
+            books.append(
+                repo.AccountBook(
+                    event.account_id,
+                    event.cash,
+                    [
+                        (p.symbol, p.quantity, [lot.model_dump(mode="json") for lot in p.lots])
+                        for p in event.positions
+                        if p.quantity != 0
+                    ],
+                    event.household_id,
+                    [s.model_dump() for s in event.recent_loss_sales],
+                    (year.year, year.short_term, year.long_term) if year else None,
+                )
+            )
+        else:
+            no_lots: list[dict[str, Any]] = []
+            plain = [(p.symbol, p.quantity, no_lots) for p in event.positions if p.quantity != 0]
+            books.append(repo.AccountBook(event.account_id, event.cash, plain))
+    await repo.replace_books(uow.session, books)
+    fills = [f for d in deliveries for f in d.payload.fill_ids]
+    if fills:
+        await repo.mark_fills_reconciled(uow.session, fills)
+
+
+# --------------------------------------------------------------------------------------------
+# Trades in flight: an account is not rebalanced again before its last trades are settled
+
+
+async def record_fills(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+    """Fills of our trades; a fill counts once the book of record reflected it too."""
+    await repo.mark_fills_received(
+        uow.session,
+        [(d.payload.fill_id, d.payload.trade_id, d.payload.account_id, d.payload.quantity)
+         for d in deliveries],
+    )  # fmt: skip
+
+
+async def record_rejections(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+    """What the custodian rejected of our trades is settled (it will not be traded)."""
+    await repo.settle_rejected(
+        uow.session, [(d.payload.trade_id, d.payload.quantity) for d in deliveries]
     )
+
+
+async def record_declined(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+    """A proposal a person rejected leaves nothing in flight."""
+    await repo.drop_proposals(uow.session, [d.payload.proposal_id for d in deliveries])
 
 
 # --------------------------------------------------------------------------------------------
@@ -236,6 +277,7 @@ async def prepare(
             households.setdefault(a.account_id, a.household_id)
     sales = await _loss_sales(session, ids, households)
     realized = await repo.realized_of(session, ids)
+    in_flight = await repo.trades_in_flight(session, ids)
     peers: dict[str, list[tuple[str, str, list[dict[str, Any]]]]] = defaultdict(list)
     for household_id, peer_id, symbol, lots in await repo.household_lots(
         session, sorted(set(households.values()))
@@ -276,6 +318,11 @@ async def prepare(
             prepared.skipped[account_id] = f"model {missing[0]} not published yet"
         elif account_id not in cash:
             prepared.skipped[account_id] = "no holdings reconciled yet"
+        elif account_id in in_flight:
+            prepared.skipped[account_id] = (
+                f"{in_flight[account_id]} trade(s) proposed earlier are not settled yet (filled "
+                "and in the book of record, or rejected): trading again now could trade twice"
+            )
         else:
             positions = [
                 PositionRow(h.symbol, h.quantity, h.lots) for h in holdings.get(account_id, [])
@@ -517,6 +564,7 @@ class Tally:
     proposals: int = 0
     trades: int = 0
     skipped: dict[str, str] = field(default_factory=dict)
+    in_flight: list[repo.TradeInFlight] = field(default_factory=list)
 
 
 async def process_chunk(
@@ -567,6 +615,7 @@ async def _finish_chunk(
     tenant: str,
 ) -> None:
     run_id = str(request.run_id)
+    await repo.add_trades_in_flight(uow.session, tally.in_flight)
     await repo.finish_chunk(
         uow.session,
         run_id,
@@ -836,6 +885,13 @@ def _publish_drift(
     )
 
 
+def _trade_id(proposal_id: uuid.UUID, trade: Trade, uma: bool) -> uuid.UUID:
+    """The same trade of the same proposal always has the same id (a UMA's: per sleeve)."""
+    if uma:
+        return uuid.uuid5(IDS, f"trade:{proposal_id}:{trade.sleeve_id}:{trade.side}:{trade.symbol}")
+    return uuid.uuid5(IDS, f"trade:{proposal_id}:{trade.side}:{trade.symbol}")
+
+
 def _propose(
     uow: UnitOfWork,
     run_id: uuid.UUID,
@@ -853,6 +909,11 @@ def _propose(
     uma = prepared.accounts[account_id].strategy_id is not None
     tally.proposals += 1
     tally.trades += len(result.trades)
+    trade_ids = [_trade_id(proposal_id, t, uma) for t in result.trades]
+    tally.in_flight += [
+        repo.TradeInFlight(trade_id, account_id, proposal_id, run_id, t.quantity)
+        for t, trade_id in zip(result.trades, trade_ids, strict=True)
+    ]
     uow.publish(
         TradesProposedV1(
             proposal_id=proposal_id,
@@ -864,12 +925,7 @@ def _propose(
             cash_after_estimated=result.summary.cash_after,
             trades=[
                 TradeV1(
-                    trade_id=uuid.uuid5(
-                        IDS,
-                        f"trade:{proposal_id}:{t.sleeve_id}:{t.side}:{t.symbol}"
-                        if uma
-                        else f"trade:{proposal_id}:{t.side}:{t.symbol}",
-                    ),
+                    trade_id=trade_id,
                     symbol=t.symbol,
                     side=t.side.value,
                     quantity=t.quantity,
@@ -881,7 +937,7 @@ def _propose(
                     lot_ids=list(t.lot_ids),
                     estimated_tax=t.estimated_tax,
                 )
-                for t in result.trades
+                for t, trade_id in zip(result.trades, trade_ids, strict=True)
             ],
         ),
         key=account_id,

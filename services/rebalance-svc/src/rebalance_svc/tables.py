@@ -1,5 +1,6 @@
 """rebalance-svc's read model (fed by events) and its record of rebalance runs."""
 
+import uuid
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -157,6 +158,36 @@ class LossSale(Table, table=True):
     sold_on: date
     quantity: Decimal = _decimal()
     loss_per_share: Decimal = _decimal()
+
+
+class TradeInFlight(Table, table=True):
+    """A trade rebalance-svc proposed that is not settled yet: until its fills are in the book
+    of record (or it is rejected, or its proposal declined) its account is not traded again."""
+
+    __tablename__ = "trades_in_flight"
+
+    trade_id: uuid.UUID = Field(primary_key=True)
+    account_id: str = Field(max_length=64, index=True)
+    proposal_id: uuid.UUID = Field(index=True)
+    run_id: uuid.UUID
+    quantity: Decimal = _decimal(24, 8)
+    settled_quantity: Decimal = Field(
+        default=Decimal(0), sa_column=Column(Numeric(24, 8), nullable=False)
+    )
+    proposed_at: datetime = _timestamp()
+
+
+class FillMark(Table, table=True):
+    """A fill of one of our trades, seen on fills-received and/or named by holdings-reconciled
+    (the two may come in either order); it settles its quantity once both are seen."""
+
+    __tablename__ = "fill_marks"
+
+    fill_id: str = Field(primary_key=True, max_length=200)
+    trade_id: uuid.UUID | None = None
+    quantity: Decimal | None = Field(default=None, sa_column=Column(Numeric(24, 8)))
+    received: bool = False
+    reconciled: bool = False
 
 
 class Run(Table, table=True):

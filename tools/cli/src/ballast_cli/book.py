@@ -28,7 +28,6 @@ from ballast_common.contracts.book_files import BOOK_FILES, BY_NAME, files_of
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    DownloadColumn,
     Progress,
     SpinnerColumn,
     TextColumn,
@@ -131,20 +130,42 @@ class Reporter:
 
 
 class RichReporter(Reporter):
+    """Bars for a rich Progress made with `progress_columns()`."""
+
     def __init__(self, progress: Progress) -> None:
         self._progress = progress
+        self._sizes: dict[Any, tuple[int, int]] = {}
 
     def upload_started(self, service: str, name: str, size: int) -> Any:
-        return self._progress.add_task(f"{name} → {service}", total=size)
+        handle = self._progress.add_task(f"{name} → {service}", total=size, detail="")
+        self._sizes[handle] = (0, size)
+        return handle
 
     def uploaded(self, handle: Any, size: int) -> None:
-        self._progress.update(handle, advance=size)
+        done, total = self._sizes[handle]
+        done += size
+        self._sizes[handle] = (done, total)
+        self._progress.update(handle, advance=size, detail=f"{_mb(done)}/{_mb(total)} MB")
 
     def step(self, text: str) -> Any:
-        return self._progress.add_task(text, total=None)
+        return self._progress.add_task(text, total=None, detail="")
 
     def step_done(self, handle: Any) -> None:
         self._progress.update(handle, total=1, completed=1)
+
+
+def progress_columns() -> tuple[Any, ...]:
+    return (
+        SpinnerColumn(),
+        TextColumn("{task.description:<34}"),
+        BarColumn(),
+        TextColumn("{task.fields[detail]:>15}"),
+        TimeElapsedColumn(),
+    )
+
+
+def _mb(size: int) -> str:
+    return f"{size / 1_000_000:.1f}"
 
 
 class BookLoader:
@@ -271,10 +292,11 @@ def _raise_for(response: httpx.Response, service: str) -> None:
 
 
 def _lines(problems: Sequence[dict[str, Any]], limit: int = PROBLEMS_SHOWN) -> str:
-    shown = [
-        f"  {p['file']}:{p['line']} {p['column']}: {p['message']}".replace(":0 ", " ")
-        for p in problems[:limit]
-    ]
+    shown = []
+    for p in problems[:limit]:
+        where = f"{p['file']}:{p['line']}" if p["line"] else p["file"]
+        column = f" {p['column']}" if p["column"] else ""
+        shown.append(f"  {where}{column}: {p['message']}")
     if len(problems) > limit:
         shown.append(f"  ... and {len(problems) - limit} more")
     return "\n".join(shown)
@@ -340,15 +362,8 @@ def register(areas: argparse._SubParsersAction) -> None:
 def _run_load(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     urls = service_urls(args.port_base, **{s: getattr(args, s) for s in PORT_OFFSETS})
-    columns = (
-        SpinnerColumn(),
-        TextColumn("{task.description:<34}"),
-        BarColumn(),
-        DownloadColumn(),
-        TimeElapsedColumn(),
-    )
     try:
-        with Progress(*columns, console=console, transient=False) as progress:
+        with Progress(*progress_columns(), console=console) as progress:
             outcome = asyncio.run(
                 load_folder(
                     args.folder,

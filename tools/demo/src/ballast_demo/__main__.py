@@ -22,11 +22,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ballast_cli.book import RichReporter
+from ballast_cli.book import RichReporter, progress_columns
 from rich.console import Console
 from rich.progress import (
     BarColumn,
-    DownloadColumn,
     MofNCompleteColumn,
     Progress,
     SpinnerColumn,
@@ -115,13 +114,7 @@ async def drive(
 ) -> dict[str, Any]:
     accounts = build_accounts(accounts_wanted, seed, instructions=managed)
     ballast = Ballast(urls)
-    load_columns = (
-        SpinnerColumn(),
-        TextColumn("{task.description:<34}"),
-        BarColumn(),
-        DownloadColumn(),
-        TimeElapsedColumn(),
-    )
+    load_columns = progress_columns()
     columns = (
         SpinnerColumn(),
         TextColumn("{task.description:<34}"),
@@ -214,6 +207,9 @@ async def harvest_losses(ballast: Ballast, columns: tuple[Any, ...]) -> dict[str
     """After the model change: harvest tax losses where accounts have harvesting on, and
     follow those trades to the book of record too."""
     console.print("\n[bold]Tax-loss harvest[/] over the accounts that have it on")
+    # an account whose model-change trades rebalance-svc has not seen settle yet would be
+    # skipped: wait until it has seen them all
+    await ballast.wait_until_settled()
     run = await ballast.harvest()
     if not run["proposals"]:
         return {"run": run, "progress": {}}

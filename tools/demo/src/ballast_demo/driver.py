@@ -171,6 +171,15 @@ class Ballast:
                 )
             await asyncio.sleep(0.2)
 
+    async def wait_until_settled(self, timeout_s: float = 120) -> None:
+        """Until rebalance-svc has seen every trade it proposed settle (filled and in the book
+        of record, or rejected): until then it does not trade those accounts again."""
+        deadline = time.monotonic() + timeout_s
+        while (await self.read_model())["trades_in_flight"]:
+            if time.monotonic() > deadline:
+                raise DriverError(f"rebalance-svc still waits for trades after {timeout_s:.0f}s")
+            await asyncio.sleep(0.3)
+
     async def wait_for_chunks(self, run_id: str, deadline: float) -> dict[str, Any]:
         """rebalance-svc's run once all its chunks are done."""
         while True:

@@ -237,7 +237,7 @@ _all: list[Contract] = [
         1,
         ev.FillsReceivedV1,
         "custodian-gateway",
-        ("taxlot-svc", "reporting-svc"),
+        ("taxlot-svc", "reporting-svc", "rebalance-svc"),
         "The custodian executed all or part of an order.",
         ev.FillsReceivedV1(
             fill_id="SIM-EX-000981",
@@ -257,7 +257,7 @@ _all: list[Contract] = [
         1,
         ev.OrderRejectedV1,
         "custodian-gateway",
-        ("reporting-svc",),
+        ("reporting-svc", "rebalance-svc"),
         "The custodian rejected an order.",
         ev.OrderRejectedV1(
             client_order_id="BAL-c2f1d9e01a2b4c3d",
@@ -333,7 +333,7 @@ _all: list[Contract] = [
         1,
         ev.ProposalRejectedV1,
         "account-svc",
-        ("reporting-svc",),
+        ("reporting-svc", "rebalance-svc"),
         "A person rejected proposed trades; none of them will be sent.",
         ev.ProposalRejectedV1(
             proposal_id=_PROPOSAL,
