@@ -20,7 +20,7 @@ class Settings(ServiceSettings):
     # Whether the interval scan also rebalances the accounts out of tolerance.
     scan_rebalance: bool = False
     # Accounts per chunk of a run: each chunk is one message, one transaction, on any instance.
-    chunk_size: int = Field(default=200, ge=1, le=5000)
+    chunk_size: int = Field(default=100, ge=1, le=5000)
     # How often a chunk that fails is tried before it is dead-lettered (and counted failed).
     chunk_attempts: int = Field(default=2, ge=1, le=10)
     # Tax-loss harvesting every this many seconds (0: off; POST /harvests runs one on demand).
