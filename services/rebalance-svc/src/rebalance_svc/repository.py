@@ -319,21 +319,32 @@ async def replace_books(session: AsyncSession, books: Sequence[AccountBook]) -> 
 
 
 async def books_of(
-    session: AsyncSession, account_ids: Sequence[str]
+    session: AsyncSession, account_ids: Sequence[str], *, lots: bool = True
 ) -> tuple[dict[str, Decimal], dict[str, list[Holding]]]:
-    """Cash and holdings (with lots) of the given accounts; accounts never reconciled have
-    no cash row."""
+    """Cash and holdings (with lots, unless not wanted) of the given accounts; accounts never
+    reconciled have no cash row."""
     cash_rows = await session.exec(
         select(col(Cash.account_id), col(Cash.amount)).where(col(Cash.account_id).in_(account_ids))
     )
-    holding_rows = await session.exec(
-        select(Holding)
-        .where(col(Holding.account_id).in_(account_ids))
-        .order_by(col(Holding.account_id), col(Holding.symbol))
-    )
     holdings: dict[str, list[Holding]] = defaultdict(list)
-    for row in holding_rows:
-        holdings[row.account_id].append(row)
+    if lots:
+        holding_rows = await session.exec(
+            select(Holding)
+            .where(col(Holding.account_id).in_(account_ids))
+            .order_by(col(Holding.account_id), col(Holding.symbol))
+        )
+        for row in holding_rows:
+            holdings[row.account_id].append(row)
+    else:
+        plain = await session.exec(
+            select(col(Holding.account_id), col(Holding.symbol), col(Holding.quantity))
+            .where(col(Holding.account_id).in_(account_ids))
+            .order_by(col(Holding.account_id), col(Holding.symbol))
+        )
+        for account_id, symbol, quantity in plain:
+            holdings[account_id].append(
+                Holding(account_id=account_id, symbol=symbol, quantity=quantity, lots=[])
+            )
     return dict(cash_rows.all()), holdings
 
 

@@ -256,33 +256,43 @@ def defaults_of(settings: Settings) -> Defaults:
 
 
 async def prepare(
-    session: AsyncSession, accounts: list[Account], settings: Settings, extra_models: list[Model]
+    session: AsyncSession,
+    accounts: list[Account],
+    settings: Settings,
+    extra_models: list[Model],
+    *,
+    tax: bool = True,
 ) -> Prepared:
     """Build the engine's book from the read model; an account that cannot go (inactive, no
-    holdings yet, a model of it not published yet) is skipped with its reason."""
+    holdings yet, a model of it not published yet) is skipped with its reason. Without `tax`
+    (a drift scan) no lots, households or loss sales are read: drift needs none of them."""
     ids = [a.account_id for a in accounts]
     sleeves = await repo.sleeves_of(session, ids)
     rows = {a.account_id: _row(a, sleeves.get(a.account_id, [])) for a in accounts}
     wanted = sorted({m for r in rows.values() for m in r.model_ids()})
     models = await repo.models(session, wanted)
     models.update({m.model_id: m for m in extra_models})
-    cash, holdings = await repo.books_of(session, ids)
+    cash, holdings = await repo.books_of(session, ids, lots=tax)
     securities = {
         s.symbol: SecurityRow(s.symbol, s.price, s.asset_class, s.sector, s.fractional_eligible)
         for s in await repo.all_securities(session)
     }
-    households = await repo.households_of(session, ids)
-    for a in accounts:
-        if a.household_id:
-            households.setdefault(a.account_id, a.household_id)
-    sales = await _loss_sales(session, ids, households)
-    realized = await repo.realized_of(session, ids)
-    in_flight = await repo.trades_in_flight(session, ids)
+    households: dict[str, str] = {}
+    sales: dict[str, list[LossSaleV1]] = {}
+    realized: dict[str, tuple[int, Decimal, Decimal]] = {}
     peers: dict[str, list[tuple[str, str, list[dict[str, Any]]]]] = defaultdict(list)
-    for household_id, peer_id, symbol, lots in await repo.household_lots(
-        session, sorted(set(households.values()))
-    ):
-        peers[household_id].append((peer_id, symbol, lots))
+    if tax:
+        households = await repo.households_of(session, ids)
+        for a in accounts:
+            if a.household_id:
+                households.setdefault(a.account_id, a.household_id)
+        sales = await _loss_sales(session, ids, households)
+        realized = await repo.realized_of(session, ids)
+        for household_id, peer_id, symbol, lots in await repo.household_lots(
+            session, sorted(set(households.values()))
+        ):
+            peers[household_id].append((peer_id, symbol, lots))
+    in_flight = await repo.trades_in_flight(session, ids)
     trade_date = datetime.now(UTC).date()
     model_targets = {
         m: {s: Decimal(w) for s, w in mod.targets.items()} for m, mod in models.items()
@@ -336,7 +346,7 @@ async def prepare(
                 sales.get(household or account_id, []),
             )
             has_lots = any(p.lots for p in positions)
-            tax = (
+            lots_and_rules = (
                 engine_tax(
                     context,
                     trade_date,
@@ -347,7 +357,13 @@ async def prepare(
                 else None
             )
             prepared.accounts[account_id] = engine_account(
-                row, cash[account_id], positions, defaults, model_targets, equivalence_sets, tax
+                row,
+                cash[account_id],
+                positions,
+                defaults,
+                model_targets,
+                equivalence_sets,
+                lots_and_rules,
             )
             prepared.rows[account_id] = account
             prepared.labels[account_id] = _label(row, models)
@@ -720,7 +736,7 @@ async def _scan_chunk(
     """The engine's vectorized drift scan: drift-detected for each account scanned (out of
     tolerance when any level is outside its band); with `rebalance_out_of_tolerance`, those
     out of tolerance are rebalanced too (trades-proposed)."""
-    prepared = await prepare(uow.session, accounts, settings, [])
+    prepared = await prepare(uow.session, accounts, settings, [], tax=False)
     tally.skipped.update(prepared.skipped)
     arrays, failures = book_arrays(Book(prepared.reference, tuple(prepared.accounts.values())))
     for failure in failures:
@@ -745,12 +761,14 @@ async def _scan_chunk(
         if scanned.out_of_tolerance:
             out_ids.append(scanned.account_id)
     if request.rebalance_out_of_tolerance and out_ids:
-        outcome = _rebalance(prepared, out_ids, tally)
+        out = [prepared.rows[a] for a in out_ids]
+        full = await prepare(uow.session, out, settings, [])  # with lots: tax-aware
+        outcome = _rebalance(full, list(full.accounts), tally)
         for result in outcome:
-            account = prepared.rows[result.account_id]
-            label = prepared.labels[result.account_id]
-            _propose(uow, request.run_id, tally, prepared, label, result, account.tenant)
-        await _store_scenarios(uow, str(request.run_id), prepared, outcome)
+            account = full.rows[result.account_id]
+            label = full.labels[result.account_id]
+            _propose(uow, request.run_id, tally, full, label, result, account.tenant)
+        await _store_scenarios(uow, str(request.run_id), full, outcome)
 
 
 async def _harvest_chunk(
