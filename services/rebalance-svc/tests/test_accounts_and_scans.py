@@ -277,7 +277,7 @@ async def test_a_model_change_uses_each_accounts_settings_and_restrictions(db):
     assert "fossil" not in json.dumps(proposals["H-SMA"])  # the engine names the source only
     async with db.sessions() as s:
         stored = await repository.get_scenario(s, run.run_id, "H-SMA")
-    scenario = scenario_from_dict(stored.scenario)
+    scenario = scenario_from_dict(stored)
     assert scenario.account.sleeves[0].holdings[0].lots[0].lot_id == "X1"
     assert scenario.reference.lists == {"h3-esg": frozenset({"HX"})}
     replayed = rebalance(scenario)
@@ -304,7 +304,7 @@ async def test_a_recent_loss_in_the_household_blocks_buying_it_back(db):
     assert not [t for t in proposal["trades"] if t["symbol"] == "HA1" and t["side"] == "buy"]
     async with db.sessions() as s:
         stored = await repository.get_scenario(s, run.run_id, "H-SMA")
-    scenario = scenario_from_dict(stored.scenario)
+    scenario = scenario_from_dict(stored)
     assert [x.symbol for x in scenario.account.tax.recent_loss_sales] == ["HA1"]
     result = rebalance(scenario)
     assert any(n.code == "wash_sale_buy_block" for n in result.notices)
@@ -321,7 +321,7 @@ async def test_a_uma_is_rebalanced_across_its_sleeves_when_one_of_its_models_cha
     # growth holds $9,300 + $3,000 of $13,300 (92.5% against 60% ± 5): cash moves to income
     async with db.sessions() as s:
         stored = await repository.get_scenario(s, run.run_id, "H-UMA")
-    scenario = scenario_from_dict(stored.scenario)
+    scenario = scenario_from_dict(stored)
     expected = rebalance(scenario)
     assert trades == {
         (t.sleeve_id, t.symbol, t.side.value, str(t.quantity)) for t in expected.trades

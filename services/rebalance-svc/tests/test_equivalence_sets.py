@@ -171,7 +171,7 @@ async def test_an_equivalent_holding_is_not_sold_to_buy_its_twin(db, book):
         run = await service.run_with_skipped(s, listed.run_id)
         stored = await repository.get_scenario(s, run.run_id, "EQ-1")
     assert "EQ-1" not in run.skipped and run.accounts_evaluated == 1
-    scenario = scenario_from_dict(stored.scenario)
+    scenario = scenario_from_dict(stored)
     assert [(e.set_id, e.members) for e in scenario.reference.equivalence_sets] == [
         ("eq-sp", ("EQA", "EQB"))
     ]

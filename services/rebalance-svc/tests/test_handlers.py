@@ -164,7 +164,7 @@ async def test_model_change_rebalances_followers_and_skips_bad_accounts(db, run_
     )
     async with db.sessions() as s:
         stored = await repository.get_scenario(s, run.run_id, "R-1")
-    replayed = rebalance(scenario_from_dict(stored.scenario))
+    replayed = rebalance(scenario_from_dict(stored))
     assert [(t.symbol, t.side.value, t.quantity) for t in replayed.trades] == [
         (t["symbol"], t["side"], Decimal(t["quantity"])) for t in proposals[0]["trades"]
     ]

@@ -57,6 +57,7 @@ from ballast_engine.tax.lots import order_lots
 from ballast_engine.tax.model import ZERO, Identity, Lot, Method, Term, money
 from ballast_engine.tax.model import EquivalenceSet as TaxEquivalenceSet
 from ballast_engine.tax.wash import BuyBlock, LossWindow, SellBlock, buy_blocks, sell_blocks
+from ballast_engine.validate import ref_index
 
 WASH_SOURCE = "wash-sale rule"  # source of the do-not-buy restrictions buy blocks become
 METHODS = {"min_tax": None, "fifo": Method.FIFO, "lifo": Method.LIFO, "hifo": Method.HIFO}
@@ -189,6 +190,19 @@ def _check_settings(tax: TaxSettings, aid: str) -> tuple[date, Method | None, Ta
     return on, METHODS[tax.method], rates
 
 
+def _decimal_prices(ref: Reference) -> dict[str, Decimal]:
+    """Every usable price as the tax engine's Decimal, worked out once per reference (a book
+    shares one reference over thousands of accounts). Read only."""
+    cached: dict[str, Decimal] = ref_index(ref).decimal_prices
+    if not cached:
+        cached.update(
+            (s, _dec(sec.price))
+            for s, sec in ref.securities.items()
+            if sec.price is not None and math.isfinite(sec.price) and sec.price > 0
+        )
+    return cached
+
+
 def tax_context(account: Account, ref: Reference) -> TaxContext:
     """Check the account's tax settings and lots and turn them into tax-engine data:
     lots per holding, buy blocks (household loss sales) and sell blocks (recent purchases).
@@ -202,11 +216,7 @@ def tax_context(account: Account, ref: Reference) -> TaxContext:
         raise SettingError("the account has no tax settings", account=aid, field="tax")
     on, method, rates = _check_settings(tax, aid)
     ident = identity_of(ref, aid)
-    prices = {
-        s: _dec(sec.price)
-        for s, sec in ref.securities.items()
-        if sec.price is not None and math.isfinite(sec.price) and sec.price > 0
-    }
+    prices = _decimal_prices(ref)
     taxable = tax.account_type == "taxable"
 
     positions: dict[Key, Position] = {}

@@ -45,6 +45,7 @@ class RefIndex:
     priced_symbols: set[str] = field(default_factory=set)  # in the master, usable price
     valid_settings: set[Settings] = field(default_factory=set)  # Settings already checked
     templates: dict[str, Any] = field(default_factory=dict)  # per-model planning data
+    decimal_prices: dict[str, Any] = field(default_factory=dict)  # tax engine's exact prices
 
 
 def ref_index(ref: Reference) -> RefIndex:

@@ -39,7 +39,7 @@ async def get_scenario(run_id: str, account_id: str, session: ReadSession) -> di
     scenario = await repo.get_scenario(session, run_id, account_id)
     if scenario is None:
         raise NotFound(f"no scenario of account {account_id} in run {run_id}")
-    return scenario.scenario
+    return scenario
 
 
 @router.post(

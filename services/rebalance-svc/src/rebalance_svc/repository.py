@@ -4,7 +4,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -24,6 +24,7 @@ from rebalance_svc.tables import (
     Run,
     RunChunk,
     Scenario,
+    ScenarioReference,
     Security,
     SecurityList,
     Sleeve,
@@ -364,16 +365,24 @@ async def realized_of(
 
 
 async def household_lots(
-    session: AsyncSession, household_ids: Sequence[str]
+    session: AsyncSession, household_ids: Sequence[str], since: date
 ) -> list[tuple[str, str, str, list[dict[str, Any]]]]:
-    """(household, account, symbol, lots) of every position in these households."""
-    result = await session.exec(
-        select(col(Cash.household_id), col(Holding.account_id), col(Holding.symbol), Holding.lots)
-        .join(Cash, col(Cash.account_id) == col(Holding.account_id))
-        .where(col(Cash.household_id).in_(household_ids))
-        .order_by(col(Holding.account_id), col(Holding.symbol))
+    """(household, account, symbol, lots) of positions in these households with lots bought
+    on or after `since` (only those lots: recent purchases are what the wash-sale rule asks)."""
+    if not household_ids:
+        return []
+    rows = await session.execute(
+        text(
+            "SELECT c.household_id, h.account_id, h.symbol, jsonb_agg(l.lot) FROM holdings h "
+            "JOIN cash c ON c.account_id = h.account_id "
+            "CROSS JOIN LATERAL jsonb_array_elements(h.lots) AS l(lot) "
+            "WHERE c.household_id = ANY(:households) AND (l.lot->>'acquired')::date >= :since "
+            "GROUP BY c.household_id, h.account_id, h.symbol "
+            "ORDER BY h.account_id, h.symbol"
+        ),
+        {"households": list(household_ids), "since": since},
     )
-    return [(h or "", a, s, list(lots)) for h, a, s, lots in result.all()]
+    return [(h or "", a, s, list(lots)) for h, a, s, lots in rows.all()]
 
 
 async def households_of(session: AsyncSession, account_ids: Sequence[str]) -> dict[str, str]:
@@ -584,15 +593,37 @@ async def all_securities(session: AsyncSession) -> list[Security]:
 
 
 async def add_scenarios(
-    session: AsyncSession, run_id: str, scenarios: dict[str, dict[str, object]]
+    session: AsyncSession,
+    run_id: str,
+    chunk: int,
+    reference: dict[str, Any],
+    scenarios: dict[str, dict[str, Any]],
 ) -> None:
-    if scenarios:
-        await session.execute(
-            insert(Scenario).values(
-                [{"run_id": run_id, "account_id": a, "scenario": s} for a, s in scenarios.items()]
-            )
-        )
+    """A chunk's scenarios: its reference once, each account's own part."""
+    if not scenarios:
+        return
+    await session.execute(
+        insert(ScenarioReference)
+        .values(run_id=run_id, chunk=chunk, reference=reference)
+        .on_conflict_do_nothing()
+    )
+    await session.execute(
+        insert(Scenario),
+        [
+            {"run_id": run_id, "account_id": a, "chunk": chunk, "scenario": s}
+            for a, s in scenarios.items()
+        ],
+    )
 
 
-async def get_scenario(session: AsyncSession, run_id: str, account_id: str) -> Scenario | None:
-    return await session.get(Scenario, (run_id, account_id))
+async def get_scenario(
+    session: AsyncSession, run_id: str, account_id: str
+) -> dict[str, Any] | None:
+    """An account's whole scenario of a run (its part and its chunk's reference)."""
+    row = await session.get(Scenario, (run_id, account_id))
+    if row is None:
+        return None
+    if row.chunk is None:
+        return row.scenario
+    reference = await session.get(ScenarioReference, (run_id, row.chunk))
+    return {**row.scenario, **(reference.reference if reference else {})}

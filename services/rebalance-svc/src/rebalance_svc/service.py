@@ -46,11 +46,12 @@ from ballast_engine.model import (
     Trade,
 )
 from ballast_engine.rebalance import rebalance_book
-from ballast_engine.scenario import scenario_to_dict
+from ballast_engine.scenario import reference_to_dict, scenario_to_dict
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from rebalance_svc import repository as repo
 from rebalance_svc.engine_input import (
+    WASH_WINDOW,
     AccountRow,
     Defaults,
     EquivalenceSetRow,
@@ -277,6 +278,7 @@ async def prepare(
         s.symbol: SecurityRow(s.symbol, s.price, s.asset_class, s.sector, s.fractional_eligible)
         for s in await repo.all_securities(session)
     }
+    trade_date = datetime.now(UTC).date()
     households: dict[str, str] = {}
     sales: dict[str, list[LossSaleV1]] = {}
     realized: dict[str, tuple[int, Decimal, Decimal]] = {}
@@ -289,11 +291,10 @@ async def prepare(
         sales = await _loss_sales(session, ids, households)
         realized = await repo.realized_of(session, ids)
         for household_id, peer_id, symbol, lots in await repo.household_lots(
-            session, sorted(set(households.values()))
+            session, sorted(set(households.values())), trade_date - WASH_WINDOW
         ):
             peers[household_id].append((peer_id, symbol, lots))
     in_flight = await repo.trades_in_flight(session, ids)
-    trade_date = datetime.now(UTC).date()
     model_targets = {
         m: {s: Decimal(w) for s, w in mod.targets.items()} for m, mod in models.items()
     }
@@ -723,7 +724,7 @@ async def _rebalance_chunk(
             tenant_of,
         )
         _propose(uow, request.run_id, tally, prepared, label, result, tenant_of)
-    await _store_scenarios(uow, str(request.run_id), prepared, outcome)
+    await _store_scenarios(uow, request, prepared, outcome)
 
 
 async def _scan_chunk(
@@ -768,7 +769,7 @@ async def _scan_chunk(
             account = full.rows[result.account_id]
             label = full.labels[result.account_id]
             _propose(uow, request.run_id, tally, full, label, result, account.tenant)
-        await _store_scenarios(uow, str(request.run_id), full, outcome)
+        await _store_scenarios(uow, request, full, outcome)
 
 
 async def _harvest_chunk(
@@ -806,7 +807,7 @@ async def _harvest_chunk(
         label = prepared.labels[result.account_id]
         _propose(uow, request.run_id, tally, prepared, label, result, account.tenant)
     await _store_scenarios(
-        uow, str(request.run_id), prepared, list(outcome.results), Request(RequestKind.HARVEST)
+        uow, request, prepared, list(outcome.results), Request(RequestKind.HARVEST)
     )
 
 
@@ -844,22 +845,27 @@ def _rebalance(prepared: Prepared, account_ids: list[str], tally: Tally) -> list
 
 async def _store_scenarios(
     uow: UnitOfWork,
-    run_id: str,
+    request: RebalanceChunkRequestedV1,
     prepared: Prepared,
     results: list[RebalanceResult],
-    request: Request | None = None,
+    engine_request: Request | None = None,
 ) -> None:
+    """What the engine was given for each account, so each decision replays: the chunk's
+    reference once, each account's part (GET /runs/{run}/scenarios/{account} joins them)."""
+    scenarios = {}
+    for r in results:
+        whole = scenario_to_dict(
+            RebalanceInput(
+                prepared.accounts[r.account_id], prepared.reference, engine_request or Request()
+            )
+        )
+        scenarios[r.account_id] = {k: whole[k] for k in ("format", "account", "request")}
     await repo.add_scenarios(
         uow.session,
-        run_id,
-        {
-            r.account_id: scenario_to_dict(
-                RebalanceInput(
-                    prepared.accounts[r.account_id], prepared.reference, request or Request()
-                )
-            )
-            for r in results
-        },
+        str(request.run_id),
+        request.chunk,
+        reference_to_dict(prepared.reference),
+        scenarios,
     )
 
 

@@ -240,13 +240,26 @@ class RunChunk(Table, table=True):
 
 class Scenario(Table, table=True):
     """Everything the engine was given for one account in one run: replays to the same trades
-    with `ballast engine rebalance` (download it from GET /runs/{run_id}/scenarios/{account})."""
+    with `ballast engine rebalance` (download it from GET /runs/{run_id}/scenarios/{account}).
+    The account's part; the reference its chunk shared (securities, models, lists, sets) is
+    kept once per chunk in `scenario_references` (`chunk`; null: a scenario stored whole)."""
 
     __tablename__ = "scenarios"
 
     run_id: str = Field(primary_key=True, max_length=36)
     account_id: str = Field(primary_key=True, max_length=64)
+    chunk: int | None = None
     scenario: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+
+
+class ScenarioReference(Table, table=True):
+    """The engine's reference one chunk of a run gave all its accounts."""
+
+    __tablename__ = "scenario_references"
+
+    run_id: str = Field(primary_key=True, max_length=36)
+    chunk: int = Field(primary_key=True)
+    reference: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
 
 
 metadata = Table.metadata
