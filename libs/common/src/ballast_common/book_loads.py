@@ -60,7 +60,8 @@ def define_book_loads(metadata: MetaData) -> Table:
         "book_loads",
         metadata,
         Column("load_id", String(64), primary_key=True),
-        Column("status", String(16), nullable=False),  # staged | applied
+        # staged | checked (every staged row passed its columns' checks) | applied
+        Column("status", String(16), nullable=False),
         # file name -> {"table": staging table, "rows": n, "columns": [...]}
         Column("files", JSONB, nullable=False),
         Column("result", JSONB, nullable=True),
@@ -459,7 +460,9 @@ async def stage_file(
     files = dict(load["files"])
     files[name] = {"table": table, "rows": rows, "columns": header}
     await session.execute(
-        spec.table.update().where(spec.table.c.load_id == load_id).values(files=files)
+        spec.table.update()
+        .where(spec.table.c.load_id == load_id)
+        .values(files=files, status="staged")  # its rows are to be checked (again)
     )
     return {"load_id": load_id, "file": name, "rows": rows, "columns": header}
 
@@ -505,10 +508,11 @@ def _staged(load: dict[str, Any], options: LoadOptions) -> StagedLoad:
 
 
 async def find_problems(
-    session: AsyncSession, spec: BookLoadSpec, staged: StagedLoad
+    session: AsyncSession, spec: BookLoadSpec, staged: StagedLoad, rows_checked: bool = False
 ) -> list[LoadProblem]:
-    """Missing files, then bad rows, then (only when the rows are sound) the service's own
-    cross-file checks."""
+    """Missing files, then bad rows (unless they passed since they were staged), then (only
+    when the rows are sound) the service's own cross-file checks, which also look at what the
+    service holds and so run every time."""
     missing = [
         LoadProblem(name, 0, "", "required file was not uploaded")
         for name in spec.required_files()
@@ -516,9 +520,15 @@ async def find_problems(
     ]
     if missing:
         return missing
-    problems = await row_problems(session, staged, MAX_PROBLEMS)
-    if problems:
-        return problems
+    if not rows_checked:
+        problems = await row_problems(session, staged, MAX_PROBLEMS)
+        if problems:
+            return problems
+        await session.execute(
+            spec.table.update()
+            .where(spec.table.c.load_id == staged.load_id)
+            .values(status="checked")
+        )
     return (await spec.checks(session, staged))[:MAX_PROBLEMS]
 
 
@@ -528,7 +538,8 @@ async def validate(
     load = await _lock_load(session, spec, load_id)
     if load["status"] == "applied":
         return {"load_id": load_id, "status": "applied", "valid": True, "problems": []}
-    problems = await find_problems(session, spec, _staged(load, options))
+    checked = load["status"] == "checked"
+    problems = await find_problems(session, spec, _staged(load, options), checked)
     return {
         "load_id": load_id,
         "status": load["status"],
@@ -547,7 +558,7 @@ async def apply(
     if load["status"] == "applied":
         return {"load_id": load_id, "status": "applied", "repeated": True, **load["result"]}
     staged = _staged(load, options)
-    problems = await find_problems(session, spec, staged)
+    problems = await find_problems(session, spec, staged, load["status"] == "checked")
     if problems:
         raise InvalidInput(
             f"book load {load_id} has {len(problems)}"
