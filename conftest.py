@@ -2,6 +2,10 @@
 
 Any test using `database_url` or `kafka_bootstrap` must be marked `integration`. The stack is
 started (or reused) once per session; each session gets a fresh database and topic prefix.
+
+Property tests (hypothesis) are derandomized when CI=true: the same examples every run, so
+CI fails only on a change, never by luck. Locally they search at random and keep what they
+find in .hypothesis/; HYPOTHESIS_PROFILE=deep searches ten times longer.
 """
 
 from __future__ import annotations
@@ -14,6 +18,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("deep", max_examples=1000, deadline=None)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") == "true" else "default")
+)
 
 ROOT = Path(__file__).parent
 STACK = [sys.executable, str(ROOT / "scripts" / "stack.py")]
