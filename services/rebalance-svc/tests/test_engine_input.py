@@ -35,6 +35,7 @@ from rebalance_svc.engine_input import (
     engine_restrictions,
     engine_settings,
     equivalence_sets_for,
+    rebalanced_verdict,
     reference_for,
     scanned_accounts,
     split_holdings,
@@ -273,6 +274,31 @@ def test_scan_reports_each_account_with_its_security_weights(drifted):
             "EQ2": (Decimal("0.5"), Decimal("0.5")),
         }
         assert scanned.max_abs_drift == 0 and scanned.levels == ()
+
+
+@pytest.mark.parametrize(
+    ("eq2_shares", "out", "max_drift"),
+    [
+        (200, False, "0"),  # $10,000 XYZ (for EQ1) and $10,000 EQ2: on target
+        (196, True, "0.005051"),  # 0.51% off: outside the 0.5% band, inside the old 1% rule
+        (150, True, "0.071429"),
+    ],
+)
+def test_a_model_change_and_a_scan_give_the_engines_one_verdict(eq2_shares, out, max_drift):
+    sets, _ = equivalence_sets_for([EquivalenceSetRow("eq1", ("EQ1", "XYZ"))], SECURITIES)
+    reference = reference_for(SECURITIES, MODELS, equivalence_sets=sets)
+    row = AccountRow("S-4", "growth", {}, [])
+    holdings = [PositionRow("XYZ", Decimal("1000"), []), PositionRow("EQ2", eq2_shares, [])]
+    account = engine_account(row, Decimal("0"), holdings, DEFAULTS, MODELS)
+    arrays, _ = book_arrays(Book(reference, (account,)))
+    [scanned] = scanned_accounts(arrays, scan_drift(arrays))
+    rebalanced = rebalanced_verdict(rebalance(RebalanceInput(account, reference)))
+    # XYZ counts toward EQ1's target (an equivalent), so only the real drift shows
+    assert scanned.out_of_tolerance is rebalanced.out_of_tolerance is out
+    assert scanned.max_abs_drift == rebalanced.max_abs_drift == Decimal(max_drift)
+    assert scanned.tolerance == rebalanced.tolerance == Decimal("0.005")
+    assert scanned.levels == rebalanced.levels
+    assert scanned.total_value == rebalanced.total_value
 
 
 def test_equivalence_sets_leave_out_unknown_and_doubly_claimed_members():

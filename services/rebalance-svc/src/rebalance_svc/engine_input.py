@@ -494,30 +494,47 @@ class SecurityDrift:
         return self.current_weight - self.target_weight
 
 
-def security_drift(result: RebalanceResult) -> list[SecurityDrift]:
-    """Security-level drift before the trades, as exact weights rounded to 6 places."""
-    return [
-        SecurityDrift(item.key, _weight(item.target), _weight(item.weight))
-        for item in result.drift_before.items
-        if item.level is DriftLevel.SECURITY
-    ]
-
-
 @dataclass(frozen=True)
-class ScannedAccount:
-    """One account of a drift scan: whether any level is out of its band, the largest
-    security drift, value, and each position's weight against its target (in its sleeve)."""
+class DriftVerdict:
+    """The engine's drift verdict on one account, as drift-detected publishes it: out of
+    tolerance when any level (security, sleeve, asset class, cash) is outside its band; the
+    largest security drift and the band half-width of the security that has it; and each
+    position's weight against its target (in its sleeve)."""
 
     account_id: str
     out_of_tolerance: bool
     levels: tuple[str, ...]
     max_abs_drift: Decimal
+    tolerance: Decimal
     total_value: Decimal
     securities: tuple[SecurityDrift, ...]
 
 
-def scanned_accounts(arrays: BookArrays, scan: DriftScan) -> list[ScannedAccount]:
-    """Per account of the scan, from the same arrays the scan used (vectorized totals)."""
+def rebalanced_verdict(result: RebalanceResult) -> DriftVerdict:
+    """The verdict on an account before its rebalance, from the engine's own drift report."""
+    report = result.drift_before
+    securities = []
+    worst, tolerance = -1.0, 0.0
+    for item in report.items:
+        if item.level is DriftLevel.SECURITY:
+            securities.append(SecurityDrift(item.key, _weight(item.target), _weight(item.weight)))
+            if abs(item.drift) > worst:
+                worst, tolerance = abs(item.drift), item.upper - item.target
+    out = report.out_of_band
+    return DriftVerdict(
+        result.account_id,
+        bool(out),
+        tuple(dict.fromkeys(item.level.value for item in out)),
+        _weight(max(worst, 0.0)),
+        _weight(tolerance),
+        result.summary.account_value.quantize(Decimal("0.01")),
+        tuple(securities),
+    )
+
+
+def scanned_accounts(arrays: BookArrays, scan: DriftScan) -> list[DriftVerdict]:
+    """The verdict per account of the scan, from the same arrays the scan used (vectorized
+    totals)."""
     n = len(arrays.account_ids)
     if n == 0:
         return []
@@ -530,6 +547,12 @@ def scanned_accounts(arrays: BookArrays, scan: DriftScan) -> list[ScannedAccount
     )
     weights = np.where(denominator > 0, arrays.value / np.where(denominator > 0, denominator, 1), 0)
     totals = arrays.value.sum(axis=1) + arrays.sleeve_cash.sum(axis=1) + arrays.account_cash
+    # the band half-width of each account's largest security drift
+    worst = np.argmax(np.where(used, np.abs(weights - arrays.slot_target), -1.0), axis=1)
+    rows = np.arange(n)
+    tolerance = np.where(
+        used[rows, worst], arrays.slot_hi[rows, worst] - arrays.slot_target[rows, worst], 0.0
+    )
     levels = [lv.value for lv in LEVELS]  # the scan's columns, in order
     out = []
     for i, account_id in enumerate(arrays.account_ids):
@@ -544,11 +567,12 @@ def scanned_accounts(arrays: BookArrays, scan: DriftScan) -> list[ScannedAccount
         )
         flags = scan.flags[i]
         out.append(
-            ScannedAccount(
+            DriftVerdict(
                 account_id,
                 bool(flags.any()),
                 tuple(lv for j, lv in enumerate(levels) if flags[j]),
                 _weight(float(scan.max_abs_drift[i, 0])),
+                _weight(float(tolerance[i])),
                 money(float(totals[i])).quantize(Decimal("0.01")),
                 securities,
             )

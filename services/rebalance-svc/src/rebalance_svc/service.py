@@ -54,9 +54,9 @@ from rebalance_svc.engine_input import (
     WASH_WINDOW,
     AccountRow,
     Defaults,
+    DriftVerdict,
     EquivalenceSetRow,
     PositionRow,
-    SecurityDrift,
     SecurityRow,
     SleeveRow,
     TaxContext,
@@ -64,9 +64,9 @@ from rebalance_svc.engine_input import (
     engine_tax,
     equivalence_sets_for,
     money,
+    rebalanced_verdict,
     reference_for,
     scanned_accounts,
-    security_drift,
     strategy_for,
     tax_context,
 )
@@ -707,22 +707,7 @@ async def _rebalance_chunk(
     for result in outcome:
         account = prepared.rows[result.account_id]
         tenant_of = account.tenant or tenant
-        drift = security_drift(result)
-        max_abs = max((abs(d.drift) for d in drift), default=Decimal(0))
-        out = max_abs > settings.drift_tolerance
-        _publish_drift(
-            uow,
-            request.run_id,
-            tally,
-            account.account_id,
-            label,
-            result.summary.account_value,
-            max_abs,
-            settings.drift_tolerance,
-            out,
-            drift,
-            tenant_of,
-        )
+        _publish_drift(uow, request.run_id, tally, label, rebalanced_verdict(result), tenant_of)
         _propose(uow, request.run_id, tally, prepared, label, result, tenant_of)
     await _store_scenarios(uow, request, prepared, outcome)
 
@@ -746,19 +731,8 @@ async def _scan_chunk(
     out_ids: list[str] = []
     for scanned in scanned_accounts(arrays, drift):
         account = prepared.rows[scanned.account_id]
-        _publish_drift(
-            uow,
-            request.run_id,
-            tally,
-            scanned.account_id,
-            prepared.labels[scanned.account_id],
-            scanned.total_value,
-            scanned.max_abs_drift,
-            settings.drift_tolerance,
-            scanned.out_of_tolerance,
-            list(scanned.securities),
-            account.tenant,
-        )
+        label = prepared.labels[scanned.account_id]
+        _publish_drift(uow, request.run_id, tally, label, scanned, account.tenant)
         if scanned.out_of_tolerance:
             out_ids.append(scanned.account_id)
     if request.rebalance_out_of_tolerance and out_ids:
@@ -873,27 +847,23 @@ def _publish_drift(
     uow: UnitOfWork,
     run_id: uuid.UUID,
     tally: Tally,
-    account_id: str,
     label: tuple[str, int],
-    total_value: Decimal,
-    max_abs: Decimal,
-    tolerance: Decimal,
-    out: bool,
-    drift: list[SecurityDrift],
+    verdict: DriftVerdict,
     tenant: str,
 ) -> None:
+    """drift-detected with the engine's verdict (the one rule for in or out of tolerance)."""
     tally.accounts_evaluated += 1
-    tally.accounts_out_of_tolerance += int(out)
+    tally.accounts_out_of_tolerance += int(verdict.out_of_tolerance)
     uow.publish(
         DriftDetectedV1(
             run_id=run_id,
-            account_id=account_id,
+            account_id=verdict.account_id,
             model_id=label[0],
             model_version=label[1],
-            total_value=total_value,
-            max_abs_drift=max_abs,
-            tolerance=tolerance,
-            out_of_tolerance=out,
+            total_value=verdict.total_value,
+            max_abs_drift=verdict.max_abs_drift,
+            tolerance=verdict.tolerance,
+            out_of_tolerance=verdict.out_of_tolerance,
             securities=[
                 SecurityDriftV1(
                     symbol=d.symbol,
@@ -901,10 +871,10 @@ def _publish_drift(
                     current_weight=d.current_weight,
                     drift=d.drift,
                 )
-                for d in drift
+                for d in verdict.securities
             ],
         ),
-        key=account_id,
+        key=verdict.account_id,
         tenant=tenant,
     )
 

@@ -7,8 +7,6 @@ from pydantic import Field
 class Settings(ServiceSettings):
     model_config = service_config("REBALANCE_SVC_")
 
-    # An account whose largest security drift exceeds this is out of tolerance.
-    drift_tolerance: Decimal = Decimal("0.01")
     # A security within this much (absolute weight) of its target is not traded.
     security_tolerance: Decimal = Decimal("0.005")
     # Cash within this much (absolute weight) of its target is left alone, not invested.
