@@ -251,7 +251,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     book_urls = {s: url(s) for s in ("model-hub-svc", "account-svc", "taxlot-svc")}
 
     async def models_known() -> bool:
-        known = {m["model_id"] for m in (await http.get(f"{url('account-svc')}/models")).json()}
+        listed = await http.get(f"{url('account-svc')}/models", params={"limit": 5000})
+        known = {m["model_id"] for m in listed.json()["items"]}
         return set(models) <= known
 
     await wait("account-svc learning the models", models_known, 60, 0.2)
@@ -290,7 +291,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 f"{url('rebalance-svc')}/runs",
                 params={"model_id": "core", "model_version": published["version"]},
             )
-        ).json()
+        ).json()["items"]
         return runs[0] if runs else None
 
     run_id = (await wait("the model change's run", the_run, 600, 0.2))["run_id"]

@@ -6,7 +6,9 @@ from decimal import Decimal
 
 from ballast_common.contracts.envelope import Envelope, decode_envelope
 from ballast_common.contracts.events import FillsReceivedV1
-from ballast_common.uow import UnitOfWork
+from ballast_common.telemetry import current_trace_headers
+from ballast_common.uow import Cause, UnitOfWork
+from opentelemetry.sdk.trace import TracerProvider
 
 FILL = FillsReceivedV1(
     fill_id="F-1",
@@ -71,3 +73,41 @@ def test_an_envelope_whose_payload_comes_first_still_decodes_to_its_own_type():
     envelope, payload = decode_envelope(body.encode())
     assert envelope.type == "corporate-action-recorded"
     assert payload.type == "split" and payload.numerator == 2  # type: ignore[attr-defined]
+
+
+def test_an_event_published_later_from_a_stored_cause_names_it_and_continues_its_trace():
+    stored = Cause(
+        uuid.uuid4(), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "vendor=1"
+    )
+    uow = UnitOfWork(session=None, source="taxlot-svc")  # type: ignore[arg-type]
+    uow.publish(FILL, key="ACC-1", tenant="acme", cause=stored)
+    [message] = uow._pending
+    envelope, _ = decode_envelope(message.value)
+    assert envelope.causation_id == stored.id and envelope.tenant == "acme"
+    assert (envelope.traceparent, envelope.tracestate) == (stored.traceparent, stored.tracestate)
+    assert message.headers["traceparent"] == stored.traceparent
+
+
+def test_a_cause_without_an_event_continues_its_trace_and_names_no_event():
+    stored = Cause(None, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    uow = UnitOfWork(session=None, source="taxlot-svc")  # type: ignore[arg-type]
+    uow.publish(FILL, key="ACC-1", cause=stored)
+    envelope, _ = decode_envelope(uow._pending[0].value)
+    assert envelope.causation_id is None and envelope.tenant == "default"
+    assert envelope.traceparent == stored.traceparent
+
+
+def test_a_cause_kept_here_holds_the_current_span_and_wins_over_another_trace_later():
+    provider = TracerProvider()
+    with provider.get_tracer("t").start_as_current_span("apply fills") as span:
+        kept = Cause.here(uuid.uuid4())
+        trace_id = span.get_span_context().trace_id
+        assert kept.traceparent == current_trace_headers()["traceparent"]
+    assert kept.traceparent and kept.traceparent.split("-")[1] == f"{trace_id:032x}"
+    assert Cause.here().traceparent is None  # outside a span there is no trace
+    uow = UnitOfWork(session=None, source="taxlot-svc")  # type: ignore[arg-type]
+    with provider.get_tracer("t").start_as_current_span("snapshot", context=None) as other:
+        uow.publish(FILL, key="ACC-1", cause=kept)  # another trace is current: the cause's wins
+    envelope, _ = decode_envelope(uow._pending[0].value)
+    assert other.get_span_context().trace_id != trace_id
+    assert envelope.traceparent == kept.traceparent

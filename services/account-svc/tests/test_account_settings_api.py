@@ -421,6 +421,6 @@ async def test_a_security_restriction_names_a_symbol(api):
 
 
 async def test_the_models_accounts_may_follow_are_listed(api):
-    models = {m["model_id"]: m for m in (await api.get("/models")).json()}
+    models = {m["model_id"]: m for m in (await api.get("/models")).json()["items"]}
     assert {"eq", "bonds", "intl"} <= set(models)
     assert models["eq"] == {"model_id": "eq", "name": "eq", "version": 1}

@@ -158,13 +158,13 @@ async def test_a_symbol_change_renames_restrictions_and_lists(api, db):
     assert after["CA-1"][-1].model_id == "ca-eq"
     assert after["CA-2"][-1].restrictions[0].symbols == ["CANEW", "CAOIL"]
 
-    history = (await api.get("/accounts/CA-1/restriction-history")).json()
+    history = (await api.get("/accounts/CA-1/restriction-history")).json()["items"]
     assert [(h["change"], h["before"]["value"], h["after"]["value"]) for h in history] == [
         ("replaced", "CAOLD", "CANEW")
     ]
     assert history[0]["changed_by"] == "corporate-action:ca-1"
     assert "CAOLD became CANEW" in history[0]["note"]
-    list_history = (await api.get("/security-lists/ca-esg/history")).json()
+    list_history = (await api.get("/security-lists/ca-esg/history")).json()["items"]
     assert [(h["change"], h["before"], h["after"]) for h in list_history] == [
         ("list-replaced", {"symbol": "CAOLD"}, {"symbol": "CANEW"})
     ]
@@ -173,7 +173,7 @@ async def test_a_symbol_change_renames_restrictions_and_lists(api, db):
     size = await outbox_size(db)
     await record(db, action_id="ca-1", type="symbol-change", symbol="CAOLD", new_symbol="CANEW")
     assert await outbox_size(db) == size
-    assert len((await api.get("/accounts/CA-1/restriction-history")).json()) == 1
+    assert len((await api.get("/accounts/CA-1/restriction-history")).json()["items"]) == 1
 
 
 async def test_a_stock_merger_into_a_restricted_symbol_merges_the_instruction(api, db):
@@ -198,7 +198,7 @@ async def test_a_stock_merger_into_a_restricted_symbol_merges_the_instruction(ap
         ("do_not_buy", "security", "CATGT"),
         ("do_not_hold", "security", "CATGT"),
     ]
-    history = (await api.get("/accounts/CA-4/restriction-history")).json()
+    history = (await api.get("/accounts/CA-4/restriction-history")).json()["items"]
     assert [(h["change"], h["before"]["kind"], h["after"]["source"]) for h in history] == [
         ("merged", "do_not_buy", "firm"),
         ("replaced", "do_not_hold", "client"),
@@ -227,7 +227,7 @@ async def test_a_cash_merger_drops_the_symbol_and_says_so(api, db):
     events = await account_events(db, "CA-5")
     assert len(events) == before + 1  # one event although both a restriction and a list changed
     assert [(r.value, r.symbols) for r in events[-1].restrictions] == [("ca-sin", ["CABAR"])]
-    history = (await api.get("/accounts/CA-5/restriction-history")).json()
+    history = (await api.get("/accounts/CA-5/restriction-history")).json()["items"]
     assert [(h["change"], h["before"]["value"], h["after"]) for h in history] == [
         ("dropped", "CAGONE", None)
     ]
@@ -263,7 +263,9 @@ async def test_accounts_by_model_include_umas_with_a_sleeve_on_it(api, db):
 
     def ids(response: httpx.Response) -> list[str]:
         assert response.status_code == 200, response.text
-        return [a["account_id"] for a in response.json() if a["account_id"].startswith("CA-")]
+        page = response.json()
+        assert page["next_offset"] is None
+        return [a["account_id"] for a in page["items"] if a["account_id"].startswith("CA-")]
 
     eq = ids(await api.get("/accounts", params={"model_id": "ca-eq", "limit": 5000}))
     bonds = ids(await api.get("/accounts", params={"model_id": "ca-bonds", "limit": 5000}))

@@ -57,15 +57,15 @@ async def test_blocks_are_listed_filtered_and_paged(
 ) -> None:
     ids = await _book(db, client, custodian, kit)
     page = (await api.get("/orders", params={"limit": 2})).json()
-    assert [o["client_order_id"] for o in page["orders"]] == ids[:2]
+    assert [o["client_order_id"] for o in page["items"]] == ids[:2]
     assert page["next_offset"] == 2
     rest = (await api.get("/orders", params={"limit": 2, "offset": 2})).json()
-    assert [o["client_order_id"] for o in rest["orders"]] == ids[2:]
+    assert [o["client_order_id"] for o in rest["items"]] == ids[2:]
     assert rest["next_offset"] is None
 
-    new = (await api.get("/orders", params={"status": "new"})).json()["orders"]
+    new = (await api.get("/orders", params={"status": "new"})).json()["items"]
     assert [o["symbol"] for o in new] == ["IBM"]
-    filled = (await api.get("/orders", params={"status": "filled"})).json()["orders"]
+    filled = (await api.get("/orders", params={"status": "filled"})).json()["items"]
     assert [o["symbol"] for o in filled] == ["MSFT"]
     msft = filled[0]
     assert (msft["filled_quantity"], msft["quantity"], msft["average_price"]) == (
@@ -79,7 +79,7 @@ async def test_blocks_are_listed_filtered_and_paged(
         kit.BLOCK_ACCOUNT,
     )
     assert msft["allocated_at"] is not None
-    aapl = (await api.get("/orders", params={"symbol": "AAPL"})).json()["orders"]
+    aapl = (await api.get("/orders", params={"symbol": "AAPL"})).json()["items"]
     assert [o["status"] for o in aapl] == ["partially_filled"]
 
 
@@ -96,24 +96,26 @@ async def test_one_block_with_its_allocations_and_executions(
         ("3", "10.25", "applied"),
         ("5", "10.75", "applied"),
     ]
-    assert sorted(a["account_id"] for a in body["allocations"]) == ["ACC-1", "ACC-2"]
+    assert sorted(a["account_id"] for a in body["allocations"]["items"]) == ["ACC-1", "ACC-2"]
     assert {
-        (a["status"], a["filled_quantity"], a["average_price"]) for a in body["allocations"]
+        (a["status"], a["filled_quantity"], a["average_price"])
+        for a in body["allocations"]["items"]
     } == {("filled", "4", "10.5625")}
-    assert body["allocations_next_offset"] is None
+    assert body["allocations"]["next_offset"] is None
     # a page of allocations
     first = (await api.get(f"/orders/{msft}", params={"allocation_limit": 1})).json()
-    assert len(first["allocations"]) == 1 and first["allocations_next_offset"] == 1
+    assert len(first["allocations"]["items"]) == 1 and first["allocations"]["next_offset"] == 1
     second = (
         await api.get(f"/orders/{msft}", params={"allocation_limit": 1, "allocation_offset": 1})
     ).json()
-    assert second["allocations_next_offset"] is None
-    assert {first["allocations"][0]["trade_id"], second["allocations"][0]["trade_id"]} == {
-        a["trade_id"] for a in body["allocations"]
-    }
+    assert second["allocations"]["next_offset"] is None
+    assert {
+        first["allocations"]["items"][0]["trade_id"],
+        second["allocations"]["items"][0]["trade_id"],
+    } == {a["trade_id"] for a in body["allocations"]["items"]}
 
     # a trade's allocation, on its own
-    trade_id = body["allocations"][0]["trade_id"]
+    trade_id = body["allocations"]["items"][0]["trade_id"]
     trade = (await api.get(f"/trades/{trade_id}")).json()
     assert (trade["client_order_id"], trade["status"], trade["filled_quantity"]) == (
         msft,
@@ -127,13 +129,13 @@ async def test_allocations_are_listed_by_account_and_status(
 ) -> None:
     ids = await _book(db, client, custodian, kit)
     acc1 = (await api.get("/allocations", params={"account_id": "ACC-1"})).json()
-    assert sorted(a["symbol"] for a in acc1["allocations"]) == ["AAPL", "IBM", "MSFT"]
-    blocked = (await api.get("/allocations", params={"status": "blocked"})).json()["allocations"]
+    assert sorted(a["symbol"] for a in acc1["items"]) == ["AAPL", "IBM", "MSFT"]
+    blocked = (await api.get("/allocations", params={"status": "blocked"})).json()["items"]
     assert sorted(a["symbol"] for a in blocked) == ["AAPL", "AAPL", "IBM"]
     of_block = (await api.get("/allocations", params={"client_order_id": ids[2]})).json()
-    assert [a["symbol"] for a in of_block["allocations"]] == ["IBM"]
+    assert [a["symbol"] for a in of_block["items"]] == ["IBM"]
     paged = (await api.get("/allocations", params={"limit": 2})).json()
-    assert len(paged["allocations"]) == 2 and paged["next_offset"] == 2
+    assert len(paged["items"]) == 2 and paged["next_offset"] == 2
 
 
 @pytest.mark.parametrize(

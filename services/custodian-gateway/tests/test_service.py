@@ -15,8 +15,11 @@ from typing import Any
 
 import pytest
 from ballast_common import plumbing
+from ballast_common.consumer import Delivery
+from ballast_common.contracts.envelope import Envelope
 from ballast_common.db import Database
 from ballast_common.errors import PermanentMessageError
+from ballast_common.telemetry import tracer
 from ballast_common.testing import unit_of_work
 from custodian_gateway import repository as repo
 from custodian_gateway import service
@@ -499,6 +502,50 @@ async def test_a_partially_filled_then_rejected_block_is_shared_pro_rata(
     # per account: its fill, then the reject of its rest (one account's events stay in order)
     for account in accounts:
         assert [t for t, k, _ in events if k == account] == ["fills-received", "order-rejected"]
+
+
+async def test_each_share_of_a_block_names_the_approval_of_its_trade_and_continues_its_trace(
+    kit: Any, db: Database, custodian: Any, client: CustodianClient, spans: InMemorySpanExporter
+) -> None:
+    """Trades approved in two traces go out in one block; each allocation's fill and reject
+    follow from the trades-approved event that carried its trade, in that event's trace, and
+    the block's allocation span links the other trace."""
+    approvals: dict[str, Envelope] = {}
+    for account, quantity in (("ACC-A", "10"), ("ACC-B", "30")):
+        payload = kit.approved(kit.trades(1, quantity=quantity, side="buy"), account)
+        approvals[account] = kit.envelope(payload)
+        async with unit_of_work(db, SOURCE) as uow:
+            with tracer().start_as_current_span("trades-approved process"):  # a trace each
+                await service.record_approved_trades(
+                    uow, [Delivery(approvals[account], payload)], CUSTODIAN
+                )
+    allocations = {a.account_id: a for a in await _allocations(db)}
+    traces = {k: _trace_id(a.traceparent) for k, a in allocations.items()}
+    assert traces["ACC-A"] != traces["ACC-B"]
+    assert {k: a.approval_event_id for k, a in allocations.items()} == {
+        k: e.id for k, e in approvals.items()
+    }
+    await kit.block(db)
+    await _send_all(db, client, batch=10)
+    (order,) = await _orders(db)
+    custodian.fill(order.client_order_id, "20", "50")
+    custodian.reject(order.client_order_id, "rest cancelled")
+    await _poll_all(db, client, page=10)
+
+    events = await _events(db)
+    assert sorted((t, k) for t, k, _ in events) == [
+        ("fills-received", "ACC-A"),
+        ("fills-received", "ACC-B"),
+        ("order-rejected", "ACC-A"),
+        ("order-rejected", "ACC-B"),
+    ]
+    for _, account, envelope in events:
+        assert envelope["causation_id"] == str(approvals[account].id)
+        assert _trace_id(envelope["traceparent"]) == traces[account]
+    [allocate] = [s for s in spans.get_finished_spans() if s.name == "allocate block"][-1:]
+    own = allocate.context.trace_id if allocate.context else None
+    linked = {link.context.trace_id for link in allocate.links}
+    assert {own} | linked == {int(t, 16) for t in traces.values()} and own not in linked
 
 
 async def test_a_block_rejected_outright_rejects_every_allocation_whole(

@@ -434,8 +434,10 @@ async def test_a_scan_reports_every_account_and_rebalances_only_those_out_of_ban
         scenario = await api.get(f"/runs/{run['run_id']}/scenarios/{some}")
         assert scenario.status_code == 200 and scenario.json()["account"]["account_id"] == some
         assert (await api.get(f"/runs/{run['run_id']}/scenarios/H-IRA")).status_code == 404
-        listed = (await api.get("/runs", params={"model_id": "*"})).json()
-        assert [r["rebalance_out_of_tolerance"] for r in listed[:2]] == [True, False]
+        listed = (await api.get("/runs", params={"model_id": "*", "limit": 2})).json()
+        assert [r["rebalance_out_of_tolerance"] for r in listed["items"]] == [True, False]
+        rest = (await api.get("/runs", params={"model_id": "*", "offset": 2})).json()["items"]
+        assert not {r["run_id"] for r in listed["items"]} & {r["run_id"] for r in rest}
         bad = await api.post("/scans", json={"rebalance": "maybe"})
         assert bad.status_code == 422
         status = (await api.get("/read-model")).json()

@@ -371,7 +371,7 @@ async def test_a_scan_shows_its_trigger_not_an_accounts_model(
     assert progress["model_id"] == "*" and progress["model_version"] == 0
     assert progress["kind"] == "scan" and progress["trigger"] == "interval-scan"
     assert progress["accounts_measured"] == 2 and progress["complete"] is True
-    scans = (await client.get("/runs", params={"kind": "scan"})).json()
+    scans = (await client.get("/runs", params={"kind": "scan"})).json()["items"]
     assert str(run) in [r["run_id"] for r in scans]
     assert all(r["kind"] == "scan" for r in scans)
 
@@ -448,7 +448,7 @@ async def test_a_fill_racing_the_snapshot_that_reflects_it_is_counted_reflected(
         await _until_a_backend_waits_for_a_lock(db)
         assert not second.done()
     await asyncio.wait_for(second, 10)
-    rows = (await client.get(f"/accounts/{account}/trades")).json()
+    rows = (await client.get(f"/accounts/{account}/trades")).json()["items"]
     assert rows[0]["fills"] == 1 and rows[0]["fills_reflected"] == 1
     progress = (await client.get(f"/runs/{run}")).json()
     assert progress["fills_reflected"] == 1 and progress["complete"] is True
@@ -558,14 +558,12 @@ async def test_list_totals_from_tallies_agree_with_counting(
         totals[flag] = (await client.get("/accounts", params=params)).json()["total"]
         # the same filter by counting: page through everything
         seen, offset = 0, 0
-        while True:
+        while offset is not None:
             page = (
                 await client.get("/accounts", params={**params, "limit": 1000, "offset": offset})
             ).json()
             seen += len(page["items"])
-            if len(page["items"]) < 1000:
-                break
-            offset += 1000
+            offset = page["next_offset"]
         assert totals[flag] == seen
     assert totals[None] == summary["accounts"] == totals[True] + totals[False]
     assert totals[True] == summary["accounts_out_of_tolerance"]

@@ -44,7 +44,7 @@ async def state(client: httpx.AsyncClient, account: str, run: uuid.UUID | None =
     out = [
         (await client.get(f"/accounts/{account}")).json(),
         (await client.get(f"/accounts/{account}/holdings")).json(),
-        (await client.get(f"/accounts/{account}/trades")).json(),
+        (await client.get(f"/accounts/{account}/trades")).json()["items"],
     ]
     if run is not None:
         out.append((await client.get(f"/runs/{run}")).json())
@@ -147,7 +147,7 @@ async def test_a_umas_targets_are_its_sleeves_weights_times_their_models(
         ("small", "0.4000000000"),
     ]
     assert summary["max_drift"] is None  # no run has measured it
-    models = {m["model_id"]: m for m in (await client.get("/models")).json()}
+    models = {m["model_id"]: m for m in (await client.get("/models")).json()["items"]}
     assert models[other]["accounts"] == 1
     # back to an SMA: the sleeves go
     await deliver(db, envelope(example("account-changed", account_id=account, model_id=model),
@@ -169,7 +169,7 @@ async def test_fills_accumulate_to_filled_and_a_fill_twice_counts_once(
     await deliver(db, approved(account, proposal, [buy], at(31)))
 
     async def the_trade() -> dict[str, Any]:
-        rows = (await client.get(f"/accounts/{account}/trades")).json()
+        rows = (await client.get(f"/accounts/{account}/trades")).json()["items"]
         assert len(rows) == 1
         return rows[0]  # type: ignore[no-any-return]
 
@@ -198,10 +198,10 @@ async def test_events_out_of_order_converge(db: Database, client: httpx.AsyncCli
     buy = trade("ZZB", "buy", "10", "20")
     await deliver(db, approved(account, proposal, [buy], at(31)))
     await deliver(db, fill(account, buy, proposal, f"X-{uuid.uuid4()}", "10", "20", at(40)))
-    rows = (await client.get(f"/accounts/{account}/trades")).json()
+    rows = (await client.get(f"/accounts/{account}/trades")).json()["items"]
     assert rows[0]["status"] == "filled" and rows[0]["run_id"] is None
     await deliver(db, proposed(account, model, run, proposal, [buy], at(30)))
-    rows = (await client.get(f"/accounts/{account}/trades")).json()
+    rows = (await client.get(f"/accounts/{account}/trades")).json()["items"]
     assert rows[0]["status"] == "filled" and rows[0]["run_id"] == str(run)
     assert rows[0]["approved_by"] == "policy:auto-approve"
 
@@ -217,7 +217,9 @@ async def test_tax_aware_trades_keep_their_lots_and_tax_and_the_run_sums_it(
     gain = trade("ZZC", "sell", "10", "5", lot_ids=["L9"], estimated_tax="7.40")
     buy = trade("ZZB", "buy", "15", "20")
     await deliver(db, proposed(account, model, run, proposal, [sell, gain, buy], at(30)))
-    rows = {r["symbol"]: r for r in (await client.get(f"/accounts/{account}/trades")).json()}
+    rows = {
+        r["symbol"]: r for r in (await client.get(f"/accounts/{account}/trades")).json()["items"]
+    }
     assert rows["ZZA"]["lot_ids"] == ["L1", "L2"] and rows["ZZA"]["sleeve_id"] == "core"
     assert Decimal(rows["ZZA"]["estimated_tax"]) == Decimal("-42.50")
     assert rows["ZZB"]["lot_ids"] is None and rows["ZZB"]["estimated_tax"] is None
@@ -244,7 +246,7 @@ async def test_rejected_order_carries_its_reason(db: Database, client: httpx.Asy
         reason="security halted",
     )
     await deliver(db, envelope(reject, key=account, time=at(35)))
-    rows = (await client.get(f"/accounts/{account}/trades")).json()
+    rows = (await client.get(f"/accounts/{account}/trades")).json()["items"]
     assert rows[0]["status"] == "rejected" and rows[0]["rejected_reason"] == "security halted"
     progress = (await client.get(f"/runs/{run}")).json()
     assert progress["trades_rejected"] == 1 and progress["complete"] is True
@@ -265,12 +267,12 @@ async def test_declined_proposal_finishes_its_trades_in_either_order(
     for event in reversed(events) if declined_first else events:
         await deliver(db, event)
     await deliver(db, chunk_done(run, at(30), trades=2, model=model))
-    rows = (await client.get(f"/accounts/{account}/trades")).json()
+    rows = (await client.get(f"/accounts/{account}/trades")).json()["items"]
     assert sorted(r["status"] for r in rows) == ["declined", "declined"]
     progress = (await client.get(f"/runs/{run}")).json()
     assert progress["trades_declined"] == 2 and progress["trades_open"] == 0
     assert progress["complete"] is True and progress["progress"] == 1.0
-    [member] = (await client.get(f"/runs/{run}/accounts")).json()
+    [member] = (await client.get(f"/runs/{run}/accounts")).json()["items"]
     assert member["trades_declined"] == 2 and member["trades_open"] == 0
 
 
@@ -377,8 +379,9 @@ async def test_run_is_complete_only_when_fills_reach_holdings(
     assert item["last_measured"]["run_id"] == str(run)
 
     listed = (await client.get("/runs", params={"model_id": model, "model_version": 1})).json()
-    assert [r["run_id"] for r in listed] == [str(run)]
-    assert (await client.get("/runs", params={"model_id": model, "model_version": 2})).json() == []
+    assert [r["run_id"] for r in listed["items"]] == [str(run)] and listed["next_offset"] is None
+    none = (await client.get("/runs", params={"model_id": model, "model_version": 2})).json()
+    assert none["items"] == [] and none["next_offset"] is None
 
 
 async def test_same_event_twice_has_one_effect(db: Database, client: httpx.AsyncClient) -> None:
@@ -502,9 +505,9 @@ async def test_account_list_filters_sorts_and_pages(
     second = (
         await client.get("/accounts", params={"model_id": model, "limit": 2, "offset": 2})
     ).json()
-    assert second["total"] == 3 and len(second["items"]) == 1
+    assert second["total"] == 3 and len(second["items"]) == 1 and second["next_offset"] is None
     beyond = (await client.get("/accounts", params={"model_id": model, "offset": 10})).json()
-    assert beyond["total"] == 3 and beyond["items"] == []
+    assert beyond["total"] == 3 and beyond["items"] == [] and beyond["next_offset"] is None
     summary = (await client.get(f"/accounts/{accounts[1]}")).json()
     assert summary["market_value"] == "1000.00" and summary["out_of_tolerance"] is False
 
@@ -539,14 +542,14 @@ async def test_run_accounts_and_models(db: Database, client: httpx.AsyncClient) 
     await deliver(db, proposed(account, model, run, proposal, [buy], at(30)))
     await deliver(db, approved(account, proposal, [buy], at(31)))
     await deliver(db, fill(account, buy, proposal, f"X-{uuid.uuid4()}", "50", "20", at(40)))
-    rows = (await client.get(f"/runs/{run}/accounts")).json()
+    rows = (await client.get(f"/runs/{run}/accounts")).json()["items"]
     assert len(rows) == 1
     row = rows[0]
     assert row["account_id"] == account and row["out_of_tolerance"] is True
     assert row["trades"] == 1 and row["trades_filled"] == 1 and row["trades_open"] == 0
     assert row["fills"] == 1 and row["fills_reflected"] == 0
     assert (await client.get(f"/runs/{uuid.uuid4()}/accounts")).status_code == 404
-    models = {m["model_id"]: m for m in (await client.get("/models")).json()}
+    models = {m["model_id"]: m for m in (await client.get("/models")).json()["items"]}
     assert models[model]["accounts"] == 1 and models[model]["securities"] == 2
 
 

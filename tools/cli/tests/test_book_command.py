@@ -44,19 +44,23 @@ def test_a_file_set_that_cannot_be_a_book_is_refused_naming_why(tmp_path, name, 
         book.discover(folder(tmp_path, name, files))
 
 
-def test_the_command_says_what_is_wrong_and_exits_1(tmp_path, capsys):
+def test_a_folder_that_is_not_a_book_is_bad_input_exit_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["book", "load", str(tmp_path / "nowhere")])
-    assert exit_.value.code == 1
-    assert "is not a folder" in capsys.readouterr().err
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ballast book load: error: ") and "is not a folder" in err
 
 
-def test_a_service_that_is_not_running_is_named(tmp_path, capsys):
+def test_a_service_that_is_not_running_is_named_exit_3(tmp_path, capsys):
     day = folder(tmp_path)
     with pytest.raises(SystemExit) as exit_:
         main(["book", "load", str(day), "--port-base", "1"])  # nothing listens on ports 2-5
-    assert exit_.value.code == 1
-    assert "cannot reach model-hub-svc at http://127.0.0.1:3" in capsys.readouterr().err
+    assert exit_.value.code == 3
+    last = capsys.readouterr().err.splitlines()[-1]  # after the progress display
+    assert last.startswith(
+        "ballast book load: error: cannot reach model-hub-svc at http://127.0.0.1:3"
+    )
 
 
 def test_problems_read_back_as_file_line_and_column():

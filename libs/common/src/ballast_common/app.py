@@ -2,7 +2,8 @@
 
 `create_app(spec)` wires settings, JSON logs, tracing, the database (with migrations), the
 Kafka publisher, the outbox relay, the consumer loop and background tasks, and serves
-`/healthz`, `/readyz`, `/metrics` and problem+json errors.
+`/healthz`, `/readyz`, `/metrics`, problem+json errors, and `/docs` and `/redoc` with their
+scripts and styles served by the service itself (no CDN: they work offline).
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import MetaData
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ballast_common import idempotency, plumbing
+from ballast_common import idempotency, openapi, plumbing
 from ballast_common.book_loads import BookLoadSpec, book_load_router
 from ballast_common.bus import KafkaPublisher, ensure_topics
 from ballast_common.consumer import (
@@ -46,7 +48,8 @@ from ballast_common.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
 
-PROBLEM_JSON = "application/problem+json"
+PROBLEM_JSON = openapi.PROBLEM_JSON
+DOCS_ASSETS_URL = "/docs-assets"  # Swagger UI's and ReDoc's scripts, styles and icon
 BackgroundTask = Callable[["Runtime"], Awaitable[None]]
 
 
@@ -225,10 +228,15 @@ def create_app(spec: ServiceSpec, settings: ServiceSettings | None = None) -> Fa
         finally:
             await runtime.stop()
 
-    app = FastAPI(
-        title=spec.name, description=spec.description, version=spec.version, lifespan=lifespan
+    app = FastAPIOffline(
+        title=spec.name,
+        description=spec.description,
+        version=spec.version,
+        lifespan=lifespan,
+        static_url=DOCS_ASSETS_URL,
     )
     _install_errors(app)
+    openapi.install(app)
     idempotency.install(app, lambda request: get_runtime(request).db.sessions())
     _install_metrics(app)
     _install_health(app)

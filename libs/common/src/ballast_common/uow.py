@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 
@@ -15,6 +16,23 @@ from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.registry import contract_of_payload
 from ballast_common.plumbing import OutgoingMessage, add_to_outbox
 from ballast_common.telemetry import current_trace_headers
+
+
+@dataclass(frozen=True, slots=True)
+class Cause:
+    """What an event published later follows from, kept with the work that waits for it:
+    the causing event's id (None when a request, not an event, asked) and the W3C trace
+    context to continue. An `Envelope` serves as a cause directly."""
+
+    id: uuid.UUID | None
+    traceparent: str | None = None
+    tracestate: str | None = None
+
+    @classmethod
+    def here(cls, event_id: uuid.UUID | None = None) -> Cause:
+        """`event_id` with the trace context of the current span (none outside a span)."""
+        headers = current_trace_headers()
+        return cls(event_id, headers.get("traceparent"), headers.get("tracestate"))
 
 
 class UnitOfWork:
@@ -60,13 +78,14 @@ class UnitOfWork:
         *,
         key: str,
         tenant: str | None = None,
-        cause: Envelope | None = None,
+        cause: Envelope | Cause | None = None,
     ) -> uuid.UUID:
         """Queue an event for the outbox (written when this unit of work flushes); returns
         its id.
 
         `cause` is the event this one follows from (a batch handler names it; a one-at-a-time
-        handler's event is taken by default). The new event continues the cause's trace.
+        handler's event is taken by default; work done later names a stored `Cause`). The new
+        event continues the cause's trace.
         """
         cause = cause or self.causation
         contract = contract_of_payload(payload)
@@ -81,10 +100,10 @@ class UnitOfWork:
             "type": contract.type,
             "version": contract.version,
             "time": datetime.now(UTC).isoformat(),
-            "tenant": tenant or (cause.tenant if cause else "default"),
+            "tenant": tenant or (cause.tenant if isinstance(cause, Envelope) else "default"),
             "key": key,
             "source": self.source,
-            "causation_id": str(cause.id) if cause else None,
+            "causation_id": str(cause.id) if cause is not None and cause.id else None,
             "traceparent": trace.get("traceparent"),
             "tracestate": trace.get("tracestate") or None,
         }
@@ -133,7 +152,7 @@ class UnitOfWork:
         await self.session.rollback()
 
 
-def _same_trace(headers: dict[str, str], cause: Envelope) -> bool:
+def _same_trace(headers: dict[str, str], cause: Envelope | Cause) -> bool:
     """Whether the current trace context is the cause's trace (W3C: version-traceid-...)."""
     current = headers.get("traceparent", "").split("-")
     theirs = (cause.traceparent or "").split("-")

@@ -4,6 +4,8 @@ from typing import Annotated, Literal
 
 from ballast_common.app import ReadSession, UoW
 from ballast_common.errors import NotFound
+from ballast_common.openapi import CREATES_RESOURCE
+from ballast_common.pagination import Offset, Page
 from fastapi import APIRouter, Header, Path, Query
 
 from account_svc import repository as repo
@@ -28,6 +30,7 @@ from account_svc.schemas import (
 
 router = APIRouter()
 Actor = Annotated[str, Header(alias="X-Actor", description="who makes the change")]
+Limit = Annotated[int, Query(ge=1, le=5000)]
 
 
 @router.post("/accounts", tags=["accounts"], status_code=201, response_model=AccountOut)
@@ -45,20 +48,20 @@ async def open_accounts(body: AccountsIn, uow: UoW) -> dict[str, int]:
 @router.get(
     "/accounts",
     tags=["accounts"],
-    response_model=list[AccountOut],
+    response_model=Page[AccountOut],
     summary="Accounts; model_id: SMAs following the model and UMAs with a sleeve on it",
 )
 async def list_accounts(
     session: ReadSession,
     household_id: str | None = None,
     model_id: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=5000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
-) -> list[AccountOut]:
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> Page[AccountOut]:
     rows = await repo.list_accounts(
-        session, household_id=household_id, model_id=model_id, limit=limit, offset=offset
+        session, household_id=household_id, model_id=model_id, limit=limit + 1, offset=offset
     )
-    return [service.view(r) for r in rows]
+    return Page[AccountOut].of([service.view(r) for r in rows], limit, offset)
 
 
 @router.get("/accounts/{account_id}", tags=["accounts"], response_model=AccountOut)
@@ -117,14 +120,15 @@ async def put_restrictions(
 @router.get(
     "/accounts/{account_id}/restriction-history",
     tags=["account settings"],
-    response_model=list[RestrictionChangeOut],
+    response_model=Page[RestrictionChangeOut],
     summary="Restrictions changed by corporate actions (replaced, merged, dropped), oldest first",
 )
 async def get_restriction_history(
-    account_id: str, session: ReadSession
-) -> list[RestrictionChangeOut]:
-    rows = await service.restriction_history(session, account_id)
-    return [RestrictionChangeOut.model_validate(r, from_attributes=True) for r in rows]
+    account_id: str, session: ReadSession, limit: Limit = 500, offset: Offset = 0
+) -> Page[RestrictionChangeOut]:
+    rows = await service.restriction_history(session, account_id, limit + 1, offset)
+    changes = [RestrictionChangeOut.model_validate(r, from_attributes=True) for r in rows]
+    return Page[RestrictionChangeOut].of(changes, limit, offset)
 
 
 @router.get(
@@ -175,17 +179,28 @@ async def delete_strategy(account_id: str, uow: UoW) -> AccountOut:
 @router.get(
     "/models",
     tags=["accounts"],
-    response_model=list[KnownModelOut],
-    summary="The models accounts may follow (as model-hub-svc announced them)",
+    response_model=Page[KnownModelOut],
+    summary="The models accounts may follow (as model-hub-svc announced them), by id",
 )
-async def list_models(session: ReadSession) -> list[KnownModelOut]:
-    return await service.known_models(session)
+async def list_models(
+    session: ReadSession, limit: Limit = 500, offset: Offset = 0
+) -> Page[KnownModelOut]:
+    models = await service.known_models(session, limit + 1, offset)
+    return Page[KnownModelOut].of(models, limit, offset)
 
 
-@router.get("/security-lists", tags=["security lists"], response_model=list[SecurityListOut])
-async def list_security_lists(session: ReadSession) -> list[SecurityListOut]:
-    rows = await repo.list_security_lists(session)
-    return [SecurityListOut.model_validate(r, from_attributes=True) for r in rows]
+@router.get(
+    "/security-lists",
+    tags=["security lists"],
+    response_model=Page[SecurityListOut],
+    summary="By id",
+)
+async def list_security_lists(
+    session: ReadSession, limit: Limit = 500, offset: Offset = 0
+) -> Page[SecurityListOut]:
+    rows = await repo.list_security_lists(session, limit + 1, offset)
+    lists = [SecurityListOut.model_validate(r, from_attributes=True) for r in rows]
+    return Page[SecurityListOut].of(lists, limit, offset)
 
 
 @router.get("/security-lists/{list_id}", tags=["security lists"], response_model=SecurityListOut)
@@ -196,14 +211,15 @@ async def get_security_list(list_id: str, session: ReadSession) -> SecurityListO
 @router.get(
     "/security-lists/{list_id}/history",
     tags=["security lists"],
-    response_model=list[RestrictionChangeOut],
+    response_model=Page[RestrictionChangeOut],
     summary="Members changed by corporate actions, oldest first",
 )
 async def get_security_list_history(
-    list_id: str, session: ReadSession
-) -> list[RestrictionChangeOut]:
-    rows = await service.list_history(session, list_id)
-    return [RestrictionChangeOut.model_validate(r, from_attributes=True) for r in rows]
+    list_id: str, session: ReadSession, limit: Limit = 500, offset: Offset = 0
+) -> Page[RestrictionChangeOut]:
+    rows = await service.list_history(session, list_id, limit + 1, offset)
+    changes = [RestrictionChangeOut.model_validate(r, from_attributes=True) for r in rows]
+    return Page[RestrictionChangeOut].of(changes, limit, offset)
 
 
 @router.put(
@@ -211,6 +227,7 @@ async def get_security_list_history(
     tags=["security lists"],
     response_model=SecurityListOut,
     summary="Create or replace a named list (e.g. an ESG screen) that restrictions may name",
+    openapi_extra=CREATES_RESOURCE,
 )
 async def put_security_list(
     list_id: Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")],
@@ -221,18 +238,21 @@ async def put_security_list(
     return await service.put_security_list(uow, list_id, body, actor)
 
 
-@router.get("/proposals", tags=["approvals"], response_model=list[ProposalOut])
+@router.get(
+    "/proposals", tags=["approvals"], response_model=Page[ProposalOut], summary="Oldest first"
+)
 async def list_proposals(
     session: ReadSession,
     status: Literal["pending", "approved", "rejected"] | None = None,
     account_id: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=5000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
-) -> list[ProposalOut]:
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> Page[ProposalOut]:
     rows = await repo.list_proposals(
-        session, status=status, account_id=account_id, limit=limit, offset=offset
+        session, status=status, account_id=account_id, limit=limit + 1, offset=offset
     )
-    return [ProposalOut.model_validate(r, from_attributes=True) for r in rows]
+    proposals = [ProposalOut.model_validate(r, from_attributes=True) for r in rows]
+    return Page[ProposalOut].of(proposals, limit, offset)
 
 
 @router.post("/proposals/{proposal_id}/approve", tags=["approvals"], response_model=ProposalOut)

@@ -2,7 +2,7 @@
 
 from collections.abc import Sequence
 
-from ballast_common.consumer import Delivery
+from ballast_common.consumer import Delivery, Subscription
 from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import (
     CorporateActionRecordedV1,
@@ -11,6 +11,7 @@ from ballast_common.contracts.events import (
 from ballast_common.uow import UnitOfWork
 
 from account_svc import service
+from account_svc.settings import Settings
 
 
 async def on_model_changed(uow: UnitOfWork, envelope: Envelope, event: ModelChangedV1) -> None:
@@ -25,3 +26,12 @@ async def on_corporate_action_recorded(
     uow: UnitOfWork, envelope: Envelope, event: CorporateActionRecordedV1
 ) -> None:
     await service.follow_corporate_action(uow, event)
+
+
+def subscriptions(settings: Settings) -> list[Subscription]:
+    """What account-svc consumes (the contract registry's consumers must agree)."""
+    return [
+        Subscription("model-changed", on_model_changed),
+        Subscription.batch("trades-proposed", on_trades_proposed),
+        Subscription("corporate-action-recorded", on_corporate_action_recorded),
+    ]

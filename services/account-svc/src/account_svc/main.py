@@ -3,18 +3,14 @@
 from pathlib import Path
 
 from ballast_common.app import ServiceSpec, create_app
-from ballast_common.consumer import Subscription
 
 from account_svc.api import router
 from account_svc.book_load import BOOK_LOAD
-from account_svc.handlers import (
-    on_corporate_action_recorded,
-    on_model_changed,
-    on_trades_proposed,
-)
+from account_svc.handlers import subscriptions
 from account_svc.settings import Settings
 from account_svc.tables import metadata
 
+settings = Settings()
 spec = ServiceSpec(
     name="account-svc",
     schema="account",
@@ -24,11 +20,7 @@ spec = ServiceSpec(
     description="Accounts, households, approval policy; approves proposed trades.",
     routers=[router],
     book_load=BOOK_LOAD,
-    subscriptions=[
-        Subscription("model-changed", on_model_changed),
-        Subscription.batch("trades-proposed", on_trades_proposed),
-        Subscription("corporate-action-recorded", on_corporate_action_recorded),
-    ],
+    subscriptions=subscriptions(settings),
 )
 
-app = create_app(spec)
+app = create_app(spec, settings)

@@ -76,9 +76,10 @@ async def upsert_known_model(session: AsyncSession, model_id: str, name: str, ve
     await session.execute(stmt)
 
 
-async def known_models(session: AsyncSession) -> list[KnownModel]:
-    result = await session.exec(select(KnownModel).order_by(col(KnownModel.model_id)))
-    return list(result)
+async def known_models(session: AsyncSession, limit: int, offset: int) -> list[KnownModel]:
+    """The models announced by model-hub-svc, by id."""
+    stmt = select(KnownModel).order_by(col(KnownModel.model_id)).limit(limit).offset(offset)
+    return list(await session.exec(stmt))
 
 
 async def known_model_ids(session: AsyncSession, ids: Sequence[str]) -> set[str]:
@@ -135,7 +136,8 @@ async def list_proposals(
         stmt = stmt.where(Proposal.status == status)
     if account_id:
         stmt = stmt.where(Proposal.account_id == account_id)
-    stmt = stmt.order_by(col(Proposal.received_at)).limit(limit).offset(offset)
+    stmt = stmt.order_by(col(Proposal.received_at), col(Proposal.proposal_id))
+    stmt = stmt.limit(limit).offset(offset)
     return list(await session.exec(stmt))
 
 
@@ -201,20 +203,30 @@ async def add_restriction_changes(
     await session.flush()
 
 
-async def restriction_history(session: AsyncSession, account_id: str) -> list[RestrictionChange]:
+async def restriction_history(
+    session: AsyncSession, account_id: str, limit: int, offset: int
+) -> list[RestrictionChange]:
+    """An account's restriction changes, oldest first."""
     stmt = (
         select(RestrictionChange)
         .where(RestrictionChange.account_id == account_id)
         .order_by(col(RestrictionChange.change_id))
+        .limit(limit)
+        .offset(offset)
     )
     return list(await session.exec(stmt))
 
 
-async def list_history(session: AsyncSession, list_id: str) -> list[RestrictionChange]:
+async def list_history(
+    session: AsyncSession, list_id: str, limit: int, offset: int
+) -> list[RestrictionChange]:
+    """A security list's member changes, oldest first."""
     stmt = (
         select(RestrictionChange)
         .where(RestrictionChange.list_id == list_id)
         .order_by(col(RestrictionChange.change_id))
+        .limit(limit)
+        .offset(offset)
     )
     return list(await session.exec(stmt))
 
@@ -238,8 +250,10 @@ async def security_lists(session: AsyncSession, ids: Sequence[str]) -> dict[str,
     return {list_id: list(symbols) for list_id, symbols in result}
 
 
-async def list_security_lists(session: AsyncSession) -> list[SecurityList]:
-    return list(await session.exec(select(SecurityList).order_by(col(SecurityList.list_id))))
+async def list_security_lists(session: AsyncSession, limit: int, offset: int) -> list[SecurityList]:
+    """Security lists, by id."""
+    stmt = select(SecurityList).order_by(col(SecurityList.list_id)).limit(limit).offset(offset)
+    return list(await session.exec(stmt))
 
 
 # --- book loads: staged files (see ballast_common.book_loads) ---------------------------------

@@ -342,26 +342,32 @@ def list_after_action(symbols: Sequence[str], symbol: str, new_symbol: str | Non
     return sorted(members)
 
 
-async def restriction_history(session: AsyncSession, account_id: str) -> list[RestrictionChange]:
+async def restriction_history(
+    session: AsyncSession, account_id: str, limit: int, offset: int
+) -> list[RestrictionChange]:
+    """A page of an account's restriction changes (the account must exist)."""
     await _account(session, account_id)
-    return await repo.restriction_history(session, account_id)
+    return await repo.restriction_history(session, account_id, limit, offset)
 
 
-async def list_history(session: AsyncSession, list_id: str) -> list[RestrictionChange]:
+async def list_history(
+    session: AsyncSession, list_id: str, limit: int, offset: int
+) -> list[RestrictionChange]:
+    """A page of a security list's member changes (the list must exist)."""
     if await repo.get_security_list(session, list_id) is None:
         raise NotFound(f"no security list {list_id}")
-    return await repo.list_history(session, list_id)
+    return await repo.list_history(session, list_id, limit, offset)
 
 
 async def get_account(session: AsyncSession, account_id: str) -> AccountOut:
     return view(await _account(session, account_id))
 
 
-async def known_models(session: AsyncSession) -> list[KnownModelOut]:
+async def known_models(session: AsyncSession, limit: int, offset: int) -> list[KnownModelOut]:
     """The models accounts may name (account-svc learns them from model-changed)."""
     return [
         KnownModelOut.model_validate(m, from_attributes=True)
-        for m in await repo.known_models(session)
+        for m in await repo.known_models(session, limit, offset)
     ]
 
 

@@ -4,6 +4,7 @@ import uuid
 from typing import Annotated
 
 from ballast_common.app import ReadSession, RuntimeDep
+from ballast_common.pagination import Offset, Page
 from fastapi import APIRouter, Query
 
 from custodian_gateway import repository as repo
@@ -11,11 +12,9 @@ from custodian_gateway import service
 from custodian_gateway.orders import AllocationStatus, OrderStatus
 from custodian_gateway.schemas import (
     AllocationOut,
-    AllocationsPage,
     ExecutionOut,
     OrderDetail,
     OrderOut,
-    OrdersPage,
     Stats,
 )
 from custodian_gateway.settings import Settings
@@ -23,23 +22,19 @@ from custodian_gateway.settings import Settings
 router = APIRouter()
 
 
-@router.get("/orders", tags=["orders"], response_model=OrdersPage, summary="List block orders")
+@router.get("/orders", tags=["orders"], response_model=Page[OrderOut], summary="List block orders")
 async def list_orders(
     session: ReadSession,
     status: OrderStatus | None = None,
     symbol: Annotated[str | None, Query(min_length=1, max_length=32)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
-) -> OrdersPage:
+    offset: Offset = 0,
+) -> Page[OrderOut]:
     rows = await repo.list_orders(
         session, status=status, symbol=symbol, limit=limit + 1, offset=offset
     )
-    return OrdersPage(
-        orders=[OrderOut.model_validate(r, from_attributes=True) for r in rows[:limit]],
-        limit=limit,
-        offset=offset,
-        next_offset=offset + limit if len(rows) > limit else None,
-    )
+    orders = [OrderOut.model_validate(r, from_attributes=True) for r in rows]
+    return Page[OrderOut].of(orders, limit, offset)
 
 
 @router.get(
@@ -52,7 +47,7 @@ async def get_order(
     client_order_id: str,
     session: ReadSession,
     allocation_limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
-    allocation_offset: Annotated[int, Query(ge=0)] = 0,
+    allocation_offset: Offset = 0,
 ) -> OrderDetail:
     view = await service.get_order(
         session,
@@ -60,15 +55,10 @@ async def get_order(
         allocation_limit=allocation_limit + 1,
         allocation_offset=allocation_offset,
     )
-    allocations = view.allocations[:allocation_limit]
+    allocations = [AllocationOut.model_validate(a, from_attributes=True) for a in view.allocations]
     return OrderDetail(
         **OrderOut.model_validate(view.order, from_attributes=True).model_dump(),
-        allocations=[AllocationOut.model_validate(a, from_attributes=True) for a in allocations],
-        allocations_next_offset=(
-            allocation_offset + allocation_limit
-            if len(view.allocations) > allocation_limit
-            else None
-        ),
+        allocations=Page[AllocationOut].of(allocations, allocation_limit, allocation_offset),
         executions=[ExecutionOut.model_validate(e, from_attributes=True) for e in view.executions],
     )
 
@@ -76,7 +66,7 @@ async def get_order(
 @router.get(
     "/allocations",
     tags=["allocations"],
-    response_model=AllocationsPage,
+    response_model=Page[AllocationOut],
     summary="List approved trades' allocations",
 )
 async def list_allocations(
@@ -85,8 +75,8 @@ async def list_allocations(
     status: AllocationStatus | None = None,
     client_order_id: Annotated[str | None, Query(min_length=1, max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
-) -> AllocationsPage:
+    offset: Offset = 0,
+) -> Page[AllocationOut]:
     rows = await repo.list_allocations(
         session,
         account_id=account_id,
@@ -95,12 +85,8 @@ async def list_allocations(
         limit=limit + 1,
         offset=offset,
     )
-    return AllocationsPage(
-        allocations=[AllocationOut.model_validate(r, from_attributes=True) for r in rows[:limit]],
-        limit=limit,
-        offset=offset,
-        next_offset=offset + limit if len(rows) > limit else None,
-    )
+    allocations = [AllocationOut.model_validate(r, from_attributes=True) for r in rows]
+    return Page[AllocationOut].of(allocations, limit, offset)
 
 
 @router.get(

@@ -1,4 +1,4 @@
-"""custodian-gateway's event handlers (registered in main.py)."""
+"""custodian-gateway's event handlers and what it consumes (`subscriptions`, used by main.py)."""
 
 from collections.abc import Sequence
 
@@ -19,4 +19,5 @@ def on_trades_approved(settings: Settings) -> BatchHandler:
 
 
 def subscriptions(settings: Settings) -> list[Subscription]:
+    """What custodian-gateway consumes (the contract registry's consumers must agree)."""
     return [Subscription.batch("trades-approved", on_trades_approved(settings))]

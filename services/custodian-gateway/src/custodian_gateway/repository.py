@@ -42,6 +42,7 @@ class NewAllocations:
     sleeve_ids: list[str | None]
     traceparents: list[str | None]
     tracestates: list[str | None]
+    approval_event_ids: list[uuid.UUID]
 
 
 _INSERT_ALLOCATIONS = text(
@@ -49,19 +50,20 @@ _INSERT_ALLOCATIONS = text(
     INSERT INTO allocations (
         trade_id, proposal_id, account_id, tenant, custodian, symbol, side, quantity,
         reference_price, lot_ids, sleeve_id, status, filled_quantity, traceparent, tracestate,
-        created_at, updated_at)
+        approval_event_id, created_at, updated_at)
     SELECT t.trade_id, t.proposal_id, t.account_id, t.tenant, :custodian, t.symbol, t.side,
         t.quantity, t.reference_price,
         ARRAY(SELECT jsonb_array_elements_text(t.lot_ids::jsonb))::varchar[],
-        t.sleeve_id, 'pending', 0, t.traceparent, t.tracestate, now(), now()
+        t.sleeve_id, 'pending', 0, t.traceparent, t.tracestate, t.approval_event_id, now(),
+        now()
     FROM unnest(
         CAST(:trade_ids AS uuid[]), CAST(:proposal_ids AS uuid[]), CAST(:account_ids AS text[]),
         CAST(:tenants AS text[]), CAST(:symbols AS text[]), CAST(:sides AS text[]),
         CAST(:quantities AS numeric[]), CAST(:reference_prices AS numeric[]),
         CAST(:lot_ids AS text[]), CAST(:sleeve_ids AS text[]), CAST(:traceparents AS text[]),
-        CAST(:tracestates AS text[])
+        CAST(:tracestates AS text[]), CAST(:approval_event_ids AS uuid[])
     ) AS t(trade_id, proposal_id, account_id, tenant, symbol, side, quantity, reference_price,
-           lot_ids, sleeve_id, traceparent, tracestate)
+           lot_ids, sleeve_id, traceparent, tracestate, approval_event_id)
     ON CONFLICT (trade_id) DO NOTHING
     RETURNING trade_id
     """
@@ -91,6 +93,7 @@ async def insert_allocations(
             "sleeve_ids": rows.sleeve_ids,
             "traceparents": rows.traceparents,
             "tracestates": rows.tracestates,
+            "approval_event_ids": rows.approval_event_ids,
         },
     )
     return [r[0] for r in result]
@@ -201,6 +204,7 @@ async def allocations_to_share(
         a.sleeve_id,
         a.traceparent,
         a.tracestate,
+        a.approval_event_id,
     ]
     stmt = (
         select_columns(*(col(c) for c in columns))

@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 from ballast_common.contracts.types import Price, Quantity
+from ballast_common.pagination import Page
 from pydantic import BaseModel, Field, field_validator
 
 from custodian_gateway.orders import canonical
@@ -85,25 +86,10 @@ class OrderOut(BaseModel):
 
 
 class OrderDetail(OrderOut):
-    allocations: list[AllocationOut] = Field(description="a page of the block's allocations")
-    allocations_next_offset: int | None = Field(
-        description="pass as allocation_offset for the next page; null at the end"
+    allocations: Page[AllocationOut] = Field(
+        description="a page of the block's allocations (next: allocation_offset=next_offset)"
     )
     executions: list[ExecutionOut]
-
-
-class OrdersPage(BaseModel):
-    orders: list[OrderOut]
-    limit: int
-    offset: int
-    next_offset: int | None = Field(description="pass as offset for the next page; null at the end")
-
-
-class AllocationsPage(BaseModel):
-    allocations: list[AllocationOut]
-    limit: int
-    offset: int
-    next_offset: int | None = Field(description="pass as offset for the next page; null at the end")
 
 
 class Stats(BaseModel):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -27,8 +27,7 @@ from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import FillsReceivedV1, OrderRejectedV1, TradesApprovedV1
 from ballast_common.errors import NotFound, PermanentMessageError
 from ballast_common.telemetry import context_from_headers, current_trace_headers, tracer
-from ballast_common.uow import UnitOfWork
-from opentelemetry import context as otel_context
+from ballast_common.uow import Cause, UnitOfWork
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Link, SpanKind
@@ -98,7 +97,7 @@ async def record_approved_trades(
 ) -> list[uuid.UUID]:
     """Store every approved trade of the batch as a pending allocation, in one statement;
     trades already stored are left alone. Returns the trade ids stored by this call."""
-    rows = repo.NewAllocations([], [], [], [], [], [], [], [], [], [], [], [])
+    rows = repo.NewAllocations([], [], [], [], [], [], [], [], [], [], [], [], [])
     current = current_trace_headers()
     for delivery in deliveries:
         payload: TradesApprovedV1 = delivery.payload
@@ -117,6 +116,7 @@ async def record_approved_trades(
             rows.sleeve_ids.append(t.sleeve_id)
             rows.traceparents.append(trace_headers.get("traceparent"))
             rows.tracestates.append(trace_headers.get("tracestate"))
+            rows.approval_event_ids.append(delivery.envelope.id)
     created = await repo.insert_allocations(uow.session, custodian, rows)
     if len(created) < len(rows.trade_ids):
         log.info(
@@ -265,13 +265,29 @@ async def send_new_orders(
 
 
 def _links(orders: Sequence[Order]) -> list[Link]:
+    return _links_to((o.traceparent, o.tracestate) for o in orders)
+
+
+def _member_links(order: Order, members: Sequence[Row[Any]]) -> list[Link]:
+    """Links from a block's span to the other traces its trades were approved in."""
+    own = (order.traceparent or "").split("-")[1:2]
+    return _links_to(
+        (m.traceparent, m.tracestate)
+        for m in members
+        if m.traceparent and m.traceparent.split("-")[1:2] != own
+    )
+
+
+def _links_to(contexts: Iterable[tuple[str | None, str | None]]) -> list[Link]:
+    """Span links to stored trace contexts, one per trace, at most MAX_SPAN_LINKS."""
     links: list[Link] = []
     seen: set[str] = set()
-    for order in orders:
-        ctx = _trace_context(order)
-        if ctx is None or order.traceparent in seen:
+    for traceparent, tracestate in contexts:
+        ctx = _stored_context(traceparent, tracestate)
+        trace_id = (traceparent or "").split("-")[1:2]
+        if ctx is None or not trace_id or trace_id[0] in seen:
             continue
-        seen.add(order.traceparent or "")
+        seen.add(trace_id[0])
         span_context = trace.get_current_span(ctx).get_span_context()
         if span_context.is_valid:
             links.append(Link(span_context))
@@ -490,6 +506,7 @@ async def _share_done_blocks(uow: UnitOfWork, orders: Sequence[Order]) -> int:
         with tracer().start_as_current_span(
             "allocate block",
             context=_trace_context(order),
+            links=_member_links(order, members),
             attributes={
                 "ballast.client_order_id": order.client_order_id,
                 "ballast.allocations": len(members),
@@ -528,7 +545,6 @@ def _publish_shares(
 ) -> None:
     price = order.average_price
     executed_at = order.last_fill_at or order.updated_at
-    contexts: dict[tuple[str | None, str | None], Context] = {}
     for member, quantity in zip(members, filled, strict=True):
         remainder = member.quantity - quantity
         status = "filled" if remainder == 0 else "rejected" if quantity == 0 else "partially_filled"
@@ -545,49 +561,46 @@ def _publish_shares(
         shares.filled.append(quantity)
         shares.prices.append(price if quantity > 0 else None)
         shares.reasons.append(reason)
-        # The allocation's events continue the trace it was approved in.
-        stored = (member.traceparent, member.tracestate)
-        if stored not in contexts:
-            contexts[stored] = _stored_context(*stored) or otel_context.get_current()
-        token = otel_context.attach(contexts[stored])
-        try:
-            if quantity > 0:
-                assert price is not None  # a block with fills has an average price
-                uow.publish(
-                    FillsReceivedV1(
-                        fill_id=allocation_fill_id(order.client_order_id, member.trade_id),
-                        client_order_id=order.client_order_id,
-                        trade_id=member.trade_id,
-                        proposal_id=member.proposal_id,
-                        account_id=member.account_id,
-                        symbol=member.symbol,
-                        side=member.side,
-                        quantity=canonical(quantity),
-                        price=canonical(price),
-                        executed_at=executed_at,
-                        lot_ids=list(member.lot_ids),
-                        sleeve_id=member.sleeve_id,
-                    ),
-                    key=member.account_id,
-                    tenant=member.tenant,
-                )
-            if reason is not None:
-                uow.publish(
-                    OrderRejectedV1(
-                        client_order_id=order.client_order_id,
-                        trade_id=member.trade_id,
-                        proposal_id=member.proposal_id,
-                        account_id=member.account_id,
-                        symbol=member.symbol,
-                        side=member.side,
-                        quantity=canonical(remainder),
-                        reason=reason,
-                    ),
-                    key=member.account_id,
-                    tenant=member.tenant,
-                )
-        finally:
-            otel_context.detach(token)
+        # The allocation's events follow from the trades-approved event that carried its
+        # trade, in the trace it was approved in (the block's span when that is the same).
+        cause = Cause(member.approval_event_id, member.traceparent, member.tracestate)
+        if quantity > 0:
+            assert price is not None  # a block with fills has an average price
+            uow.publish(
+                FillsReceivedV1(
+                    fill_id=allocation_fill_id(order.client_order_id, member.trade_id),
+                    client_order_id=order.client_order_id,
+                    trade_id=member.trade_id,
+                    proposal_id=member.proposal_id,
+                    account_id=member.account_id,
+                    symbol=member.symbol,
+                    side=member.side,
+                    quantity=canonical(quantity),
+                    price=canonical(price),
+                    executed_at=executed_at,
+                    lot_ids=list(member.lot_ids),
+                    sleeve_id=member.sleeve_id,
+                ),
+                key=member.account_id,
+                tenant=member.tenant,
+                cause=cause,
+            )
+        if reason is not None:
+            uow.publish(
+                OrderRejectedV1(
+                    client_order_id=order.client_order_id,
+                    trade_id=member.trade_id,
+                    proposal_id=member.proposal_id,
+                    account_id=member.account_id,
+                    symbol=member.symbol,
+                    side=member.side,
+                    quantity=canonical(remainder),
+                    reason=reason,
+                ),
+                key=member.account_id,
+                tenant=member.tenant,
+                cause=cause,
+            )
 
 
 def _exact(value: Any, name: str) -> Decimal:

@@ -122,6 +122,8 @@ class Allocation(Table, table=True):
     # W3C trace context of the work that approved the trade; its fill continues it.
     traceparent: str | None = Field(default=None, max_length=64)
     tracestate: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # The trades-approved event that carried the trade: its fill's causation id.
+    approval_event_id: uuid.UUID | None = None
     created_at: datetime = Field(
         default_factory=_now, sa_column=Column(DateTime(timezone=True), nullable=False)
     )

@@ -4,6 +4,8 @@ from typing import Annotated
 
 from ballast_common.app import ReadSession, RuntimeDep, UoW
 from ballast_common.errors import NotFound
+from ballast_common.openapi import CREATES_RESOURCE
+from ballast_common.pagination import Offset, Page
 from fastapi import APIRouter, Header, Path, Query, Response
 
 from model_hub_svc import repository as repo
@@ -23,6 +25,7 @@ from model_hub_svc.settings import Settings
 
 router = APIRouter()
 Actor = Annotated[str, Header(alias="X-Actor", description="who makes the change")]
+Limit = Annotated[int, Query(ge=1, le=5000)]
 
 
 @router.put("/securities", tags=["securities"], summary="Add or update securities")
@@ -30,14 +33,17 @@ async def put_securities(body: SecuritiesIn, uow: UoW) -> dict[str, int]:
     return {"upserted": await service.upsert_securities(uow, body.securities)}
 
 
-@router.get("/securities", tags=["securities"], response_model=list[SecurityOut])
+@router.get(
+    "/securities", tags=["securities"], response_model=Page[SecurityOut], summary="By symbol"
+)
 async def list_securities(
     session: ReadSession,
-    limit: Annotated[int, Query(ge=1, le=5000)] = 500,
-    offset: Annotated[int, Query(ge=0)] = 0,
-) -> list[SecurityOut]:
-    rows = await repo.list_securities(session, limit, offset)
-    return [SecurityOut.model_validate(r, from_attributes=True) for r in rows]
+    limit: Limit = 500,
+    offset: Offset = 0,
+) -> Page[SecurityOut]:
+    rows = await repo.list_securities(session, limit + 1, offset)
+    securities = [SecurityOut.model_validate(r, from_attributes=True) for r in rows]
+    return Page[SecurityOut].of(securities, limit, offset)
 
 
 @router.get("/securities/{symbol}", tags=["securities"], response_model=SecurityOut)
@@ -53,6 +59,7 @@ async def get_security(symbol: str, session: ReadSession) -> SecurityOut:
     tags=["models"],
     summary="Publish a new version of a model",
     response_model=ModelPublished,
+    openapi_extra=CREATES_RESOURCE,
 )
 async def put_model(
     model_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")],
@@ -71,12 +78,13 @@ async def put_model(
     return published
 
 
-@router.get("/models", tags=["models"], response_model=list[ModelSummary])
-async def list_models(session: ReadSession) -> list[ModelSummary]:
-    return [
-        ModelSummary.model_validate(m, from_attributes=True)
-        for m in await repo.list_models(session)
-    ]
+@router.get("/models", tags=["models"], response_model=Page[ModelSummary], summary="By id")
+async def list_models(
+    session: ReadSession, limit: Limit = 500, offset: Offset = 0
+) -> Page[ModelSummary]:
+    rows = await repo.list_models(session, limit + 1, offset)
+    models = [ModelSummary.model_validate(m, from_attributes=True) for m in rows]
+    return Page[ModelSummary].of(models, limit, offset)
 
 
 @router.get("/models/{model_id}", tags=["models"], response_model=ModelOut)
@@ -97,6 +105,7 @@ SetId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
     tags=["equivalence sets"],
     summary="Define or replace an equivalence set",
     response_model=EquivalenceSetPublished,
+    openapi_extra=CREATES_RESOURCE,
 )
 async def put_equivalence_set(
     set_id: SetId, body: EquivalenceSetIn, uow: UoW, response: Response, actor: Actor = "api"
@@ -115,11 +124,17 @@ async def delete_equivalence_set(
     return await service.remove_equivalence_set(uow, set_id, actor)
 
 
-@router.get("/equivalence-sets", tags=["equivalence sets"], response_model=list[EquivalenceSetOut])
+@router.get(
+    "/equivalence-sets",
+    tags=["equivalence sets"],
+    response_model=Page[EquivalenceSetOut],
+    summary="By id",
+)
 async def list_equivalence_sets(
-    session: ReadSession, include_removed: bool = False
-) -> list[EquivalenceSetOut]:
-    return await service.list_equivalence_sets(session, include_removed)
+    session: ReadSession, include_removed: bool = False, limit: Limit = 500, offset: Offset = 0
+) -> Page[EquivalenceSetOut]:
+    sets = await service.list_equivalence_sets(session, include_removed, limit + 1, offset)
+    return Page[EquivalenceSetOut].of(sets, limit, offset)
 
 
 @router.get(

@@ -6,6 +6,7 @@ from ballast_common.contracts.events import CorporateActionRecordedV1
 from ballast_common.uow import UnitOfWork
 
 from model_hub_svc import service
+from model_hub_svc.settings import Settings
 
 
 async def on_corporate_action_recorded(
@@ -14,4 +15,6 @@ async def on_corporate_action_recorded(
     await service.follow_corporate_action(uow, payload)
 
 
-SUBSCRIPTIONS = [Subscription("corporate-action-recorded", on_corporate_action_recorded)]
+def subscriptions(settings: Settings) -> list[Subscription]:
+    """What model-hub-svc consumes (the contract registry's consumers must agree)."""
+    return [Subscription("corporate-action-recorded", on_corporate_action_recorded)]

@@ -8,10 +8,11 @@ from ballast_common.contracts.book_files import files_of
 
 from model_hub_svc import service
 from model_hub_svc.api import router
-from model_hub_svc.handlers import SUBSCRIPTIONS
+from model_hub_svc.handlers import subscriptions
 from model_hub_svc.settings import Settings
 from model_hub_svc.tables import book_loads, metadata
 
+settings = Settings()
 spec = ServiceSpec(
     name="model-hub-svc",
     schema="model_hub",
@@ -22,7 +23,7 @@ spec = ServiceSpec(
     "securities-changed, model-changed and equivalence-set-changed; follows "
     "corporate-action-recorded.",
     routers=[router],
-    subscriptions=SUBSCRIPTIONS,
+    subscriptions=subscriptions(settings),
     book_load=BookLoadSpec(
         files=files_of("model-hub-svc"),
         table=book_loads,
@@ -31,4 +32,4 @@ spec = ServiceSpec(
     ),
 )
 
-app = create_app(spec)
+app = create_app(spec, settings)

@@ -59,8 +59,10 @@ async def get_model(
     return (await session.exec(stmt)).first()
 
 
-async def list_models(session: AsyncSession) -> list[Model]:
-    return list(await session.exec(select(Model).order_by(col(Model.model_id))))
+async def list_models(session: AsyncSession, limit: int, offset: int) -> list[Model]:
+    """Models, by id."""
+    stmt = select(Model).order_by(col(Model.model_id)).limit(limit).offset(offset)
+    return list(await session.exec(stmt))
 
 
 async def targets_of(session: AsyncSession, model_id: str, version: int) -> list[ModelTarget]:
@@ -99,12 +101,13 @@ async def get_equivalence_set(
 
 
 async def list_equivalence_sets(
-    session: AsyncSession, include_removed: bool
+    session: AsyncSession, include_removed: bool, limit: int, offset: int
 ) -> list[EquivalenceSet]:
+    """Equivalence sets, by id."""
     stmt = select(EquivalenceSet).order_by(col(EquivalenceSet.set_id))
     if not include_removed:
         stmt = stmt.where(col(EquivalenceSet.removed).is_(False))
-    return list(await session.exec(stmt))
+    return list(await session.exec(stmt.limit(limit).offset(offset)))
 
 
 async def equivalence_sets_holding(

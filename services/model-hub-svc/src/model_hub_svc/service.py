@@ -297,9 +297,11 @@ async def get_equivalence_set(session: AsyncSession, set_id: str) -> Equivalence
 
 
 async def list_equivalence_sets(
-    session: AsyncSession, include_removed: bool
+    session: AsyncSession, include_removed: bool, limit: int, offset: int
 ) -> list[EquivalenceSetOut]:
-    return [_set_out(r) for r in await repo.list_equivalence_sets(session, include_removed)]
+    """A page of the equivalence sets, by id (removed ones too if asked)."""
+    rows = await repo.list_equivalence_sets(session, include_removed, limit, offset)
+    return [_set_out(r) for r in rows]
 
 
 # --- corporate actions ------------------------------------------------------------------------

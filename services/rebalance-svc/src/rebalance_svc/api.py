@@ -4,6 +4,7 @@ from typing import Annotated, Any
 
 from ballast_common.app import ReadSession, RuntimeDep, UoW
 from ballast_common.errors import NotFound
+from ballast_common.pagination import Offset, Page
 from fastapi import APIRouter, Query
 
 from rebalance_svc import repository as repo
@@ -14,15 +15,16 @@ from rebalance_svc.settings import Settings
 router = APIRouter()
 
 
-@router.get("/runs", tags=["runs"], response_model=list[RunOut])
+@router.get("/runs", tags=["runs"], response_model=Page[RunOut], summary="Newest first")
 async def list_runs(
     session: ReadSession,
     model_id: str | None = None,
     model_version: int | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-) -> list[RunOut]:
-    runs = await repo.list_runs(session, model_id, model_version, limit)
-    return [service.run_view(r) for r in runs]
+    offset: Offset = 0,
+) -> Page[RunOut]:
+    runs = await repo.list_runs(session, model_id, model_version, limit + 1, offset)
+    return Page[RunOut].of([service.run_view(r) for r in runs], limit, offset)
 
 
 @router.get("/runs/{run_id}", tags=["runs"], response_model=RunOut)

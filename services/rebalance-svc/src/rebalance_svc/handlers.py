@@ -59,6 +59,8 @@ async def on_chunk_dead_lettered(
 
 
 def subscriptions(settings: Settings) -> list[Subscription]:
+    """What rebalance-svc consumes (the contract registry's consumers must agree)."""
+
     async def on_model_changed(uow: UnitOfWork, envelope: Envelope, event: ModelChangedV1) -> None:
         await service.apply_model_change(uow, envelope, event, settings)
 

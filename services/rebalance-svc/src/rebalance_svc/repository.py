@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, case, delete, func, or_, text, true, update
 from sqlalchemy.dialects.postgresql import aggregate_order_by, insert
@@ -319,33 +319,32 @@ async def replace_books(session: AsyncSession, books: Sequence[AccountBook]) -> 
         await session.execute(insert(LossSale), sales)
 
 
+class HeldRow(NamedTuple):
+    """One holding of the read model, as plain values (no ORM object per row: a chunk reads
+    tens of thousands)."""
+
+    symbol: str
+    quantity: Decimal
+    lots: list[dict[str, Any]]
+
+
 async def books_of(
     session: AsyncSession, account_ids: Sequence[str], *, lots: bool = True
-) -> tuple[dict[str, Decimal], dict[str, list[Holding]]]:
+) -> tuple[dict[str, Decimal], dict[str, list[HeldRow]]]:
     """Cash and holdings (with lots, unless not wanted) of the given accounts; accounts never
     reconciled have no cash row."""
     cash_rows = await session.exec(
         select(col(Cash.account_id), col(Cash.amount)).where(col(Cash.account_id).in_(account_ids))
     )
-    holdings: dict[str, list[Holding]] = defaultdict(list)
-    if lots:
-        holding_rows = await session.exec(
-            select(Holding)
-            .where(col(Holding.account_id).in_(account_ids))
-            .order_by(col(Holding.account_id), col(Holding.symbol))
-        )
-        for row in holding_rows:
-            holdings[row.account_id].append(row)
-    else:
-        plain = await session.exec(
-            select(col(Holding.account_id), col(Holding.symbol), col(Holding.quantity))
-            .where(col(Holding.account_id).in_(account_ids))
-            .order_by(col(Holding.account_id), col(Holding.symbol))
-        )
-        for account_id, symbol, quantity in plain:
-            holdings[account_id].append(
-                Holding(account_id=account_id, symbol=symbol, quantity=quantity, lots=[])
-            )
+    columns = [col(Holding.account_id), col(Holding.symbol), col(Holding.quantity)]
+    rows = await session.execute(
+        select(*columns, *([col(Holding.lots)] if lots else []))
+        .where(col(Holding.account_id).in_(account_ids))
+        .order_by(col(Holding.account_id), col(Holding.symbol))
+    )
+    holdings: dict[str, list[HeldRow]] = defaultdict(list)
+    for row in rows:
+        holdings[row[0]].append(HeldRow(row[1], row[2], row[3] if lots else []))
     return dict(cash_rows.all()), holdings
 
 
@@ -541,14 +540,20 @@ async def get_run(session: AsyncSession, run_id: str) -> Run | None:
 
 
 async def list_runs(
-    session: AsyncSession, model_id: str | None, model_version: int | None, limit: int
+    session: AsyncSession,
+    model_id: str | None,
+    model_version: int | None,
+    limit: int,
+    offset: int = 0,
 ) -> list[Run]:
+    """Runs, newest first."""
     stmt = select(Run)
     if model_id:
         stmt = stmt.where(Run.model_id == model_id)
     if model_version is not None:
         stmt = stmt.where(Run.model_version == model_version)
-    return list(await session.exec(stmt.order_by(col(Run.started_at).desc()).limit(limit)))
+    stmt = stmt.order_by(col(Run.started_at).desc(), col(Run.run_id).desc())
+    return list(await session.exec(stmt.limit(limit).offset(offset)))
 
 
 async def run_skipped(session: AsyncSession, run_id: str, limit: int) -> dict[str, str]:

@@ -335,9 +335,7 @@ async def prepare(
                 "and in the book of record, or rejected): trading again now could trade twice"
             )
         else:
-            positions = [
-                PositionRow(h.symbol, h.quantity, h.lots) for h in holdings.get(account_id, [])
-            ]
+            positions = [PositionRow(*h) for h in holdings.get(account_id, [])]
             household = households.get(account_id)
             context = tax_context(
                 account_id,

@@ -6,13 +6,14 @@ from pathlib import Path as FsPath
 from typing import Annotated, Literal
 
 from ballast_common.app import ReadSession, RuntimeDep
+from ballast_common.pagination import Offset, Page
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import FileResponse
 
 from reporting_svc import service
 from reporting_svc.repository import SortKey
 from reporting_svc.schemas import (
-    AccountPage,
+    AccountOverview,
     AccountSummary,
     Holdings,
     Lots,
@@ -46,19 +47,24 @@ async def get_summary(session: ReadSession) -> Summary:
     return await service.summary(session)
 
 
-@router.get("/accounts", tags=["accounts"], response_model=AccountPage)
+@router.get(
+    "/accounts",
+    tags=["accounts"],
+    response_model=Page[AccountOverview],
+    summary="Accounts from their stored valuations, filtered and sorted (with a total)",
+)
 async def list_accounts(
     session: ReadSession,
     runtime: RuntimeDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     model_id: Annotated[str | None, Query(max_length=64)] = None,
     out_of_tolerance: bool | None = None,
     status: Literal["active", "suspended", "closed"] | None = None,
     search: Annotated[str | None, Query(max_length=64, description="in id or name")] = None,
     sort: SortKey = "account_id",
     order: Literal["asc", "desc"] = "asc",
-) -> AccountPage:
+) -> Page[AccountOverview]:
     return await service.list_accounts(
         session,
         _settings(runtime).default_tolerance,
@@ -96,33 +102,35 @@ async def get_lots(
     return await service.lots(session, account_id, on or datetime.now(UTC).date())
 
 
-@router.get("/accounts/{account_id}/trades", tags=["accounts"], response_model=list[TradeOut])
+@router.get("/accounts/{account_id}/trades", tags=["accounts"], response_model=Page[TradeOut])
 async def get_trades(
     account_id: AccountId,
     session: ReadSession,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-    offset: Annotated[int, Query(ge=0)] = 0,
-) -> list[TradeOut]:
-    return await service.trades(session, account_id, limit, offset)
+    offset: Offset = 0,
+) -> Page[TradeOut]:
+    trades = await service.trades(session, account_id, limit + 1, offset)
+    return Page[TradeOut].of(trades, limit, offset)
 
 
-@router.get("/runs", tags=["runs"], response_model=list[RunProgress])
+@router.get("/runs", tags=["runs"], response_model=Page[RunProgress], summary="Newest first")
 async def list_runs(
     session: ReadSession,
     model_id: Annotated[str | None, Query(max_length=64)] = None,
     model_version: Annotated[int | None, Query(ge=0)] = None,
     kind: Literal["rebalance", "scan", "harvest"] | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 20,
-    offset: Annotated[int, Query(ge=0)] = 0,
-) -> list[RunProgress]:
-    return await service.runs(
+    offset: Offset = 0,
+) -> Page[RunProgress]:
+    runs = await service.runs(
         session,
         model_id=model_id,
         model_version=model_version,
         kind=kind,
-        limit=limit,
+        limit=limit + 1,
         offset=offset,
     )
+    return Page[RunProgress].of(runs, limit, offset)
 
 
 @router.get("/runs/{run_id}", tags=["runs"], response_model=RunProgress)
@@ -130,16 +138,22 @@ async def get_run(run_id: uuid.UUID, session: ReadSession) -> RunProgress:
     return await service.run(session, run_id)
 
 
-@router.get("/runs/{run_id}/accounts", tags=["runs"], response_model=list[RunAccount])
+@router.get("/runs/{run_id}/accounts", tags=["runs"], response_model=Page[RunAccount])
 async def get_run_accounts(
     run_id: uuid.UUID,
     session: ReadSession,
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
-    offset: Annotated[int, Query(ge=0)] = 0,
-) -> list[RunAccount]:
-    return await service.run_accounts(session, run_id, limit, offset)
+    offset: Offset = 0,
+) -> Page[RunAccount]:
+    members = await service.run_accounts(session, run_id, limit + 1, offset)
+    return Page[RunAccount].of(members, limit, offset)
 
 
-@router.get("/models", tags=["reports"], response_model=list[ModelOut])
-async def list_models(session: ReadSession) -> list[ModelOut]:
-    return await service.models(session)
+@router.get("/models", tags=["reports"], response_model=Page[ModelOut], summary="By id")
+async def list_models(
+    session: ReadSession,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 500,
+    offset: Offset = 0,
+) -> Page[ModelOut]:
+    models = await service.models(session, limit + 1, offset)
+    return Page[ModelOut].of(models, limit, offset)

@@ -8,6 +8,7 @@ from ballast_common.consumer import Delivery, Subscription
 from ballast_common.uow import UnitOfWork
 
 from reporting_svc import service
+from reporting_svc.settings import Settings
 
 
 async def on_securities_changed(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
@@ -54,16 +55,22 @@ async def on_proposal_rejected(uow: UnitOfWork, deliveries: Sequence[Delivery]) 
     await service.apply_declined(uow, deliveries)
 
 
-SUBSCRIPTIONS = [
-    Subscription.batch("securities-changed", on_securities_changed),
-    Subscription.batch("model-changed", on_model_changed),
-    Subscription.batch("account-changed", on_account_changed),
-    Subscription.batch("holdings-reconciled", on_holdings_reconciled),
-    Subscription.batch("drift-detected", on_drift_detected),
-    Subscription.batch("rebalance-chunk-completed", on_chunk_completed),
-    Subscription.batch("trades-proposed", on_trades_proposed),
-    Subscription.batch("trades-approved", on_trades_approved),
-    Subscription.batch("fills-received", on_fills_received),
-    Subscription.batch("order-rejected", on_order_rejected),
-    Subscription.batch("proposal-rejected", on_proposal_rejected),
-]
+def subscriptions(settings: Settings) -> list[Subscription]:
+    """What reporting-svc consumes (the contract registry's consumers must agree)."""
+    return [
+        Subscription.batch("securities-changed", on_securities_changed),
+        Subscription.batch("model-changed", on_model_changed),
+        Subscription.batch("account-changed", on_account_changed),
+        Subscription.batch("holdings-reconciled", on_holdings_reconciled),
+        Subscription.batch("drift-detected", on_drift_detected),
+        Subscription.batch("rebalance-chunk-completed", on_chunk_completed),
+        Subscription.batch("trades-proposed", on_trades_proposed),
+        Subscription.batch("trades-approved", on_trades_approved),
+        Subscription.batch("fills-received", on_fills_received),
+        Subscription.batch("order-rejected", on_order_rejected),
+        Subscription.batch("proposal-rejected", on_proposal_rejected),
+    ]
+
+
+# The name tests/test_batches.py imports; everything else calls subscriptions(settings).
+SUBSCRIPTIONS = subscriptions(Settings())

@@ -7,10 +7,11 @@ from ballast_common.app import ServiceSpec, create_app
 from fastapi.staticfiles import StaticFiles
 
 from reporting_svc.api import STATIC_DIR, router
-from reporting_svc.handlers import SUBSCRIPTIONS
+from reporting_svc.handlers import subscriptions
 from reporting_svc.settings import Settings
 from reporting_svc.tables import metadata
 
+settings = Settings()
 spec = ServiceSpec(
     name="reporting-svc",
     schema="reporting",
@@ -19,8 +20,8 @@ spec = ServiceSpec(
     migrations_dir=Path(__file__).parent / "migrations",
     description="Read models of holdings, trades and rebalance runs; REST reports; dashboard.",
     routers=[router],
-    subscriptions=SUBSCRIPTIONS,
+    subscriptions=subscriptions(settings),
 )
 
-app = create_app(spec)
+app = create_app(spec, settings)
 app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

@@ -1169,10 +1169,12 @@ _MODELS = text(
            (SELECT COUNT(*) FROM accounts a WHERE a.model_id = m.model_id)
              + (SELECT COUNT(DISTINCT sl.account_id) FROM account_sleeves sl
                  WHERE sl.model_id = m.model_id) AS accounts
-      FROM models m ORDER BY m.model_id
+      FROM models m ORDER BY m.model_id LIMIT :limit OFFSET :offset
     """
 )
 
 
-async def list_models(session: AsyncSession) -> list[Record]:
-    return [dict(r) for r in (await _run(session, _MODELS)).mappings()]
+async def list_models(session: AsyncSession, limit: int, offset: int) -> list[Record]:
+    """Models, by id, with how many securities and accounts each has."""
+    params = {"limit": limit, "offset": offset}
+    return [dict(r) for r in (await _run(session, _MODELS, params)).mappings()]

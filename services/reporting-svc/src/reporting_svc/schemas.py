@@ -48,13 +48,6 @@ class AccountOverview(BaseModel):
     last_measured: LastMeasured | None
 
 
-class AccountPage(BaseModel):
-    total: int
-    limit: int
-    offset: int
-    items: list[AccountOverview]
-
-
 class SleeveOut(BaseModel):
     sleeve_id: str
     model_id: str

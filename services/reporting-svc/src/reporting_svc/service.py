@@ -21,6 +21,7 @@ from ballast_common.contracts.events import (
     TradeV1,
 )
 from ballast_common.errors import NotFound, PermanentMessageError
+from ballast_common.pagination import Page
 from ballast_common.uow import UnitOfWork
 from ballast_engine.tax.model import Term, term_of
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -28,7 +29,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from reporting_svc import repository as repo
 from reporting_svc.schemas import (
     AccountOverview,
-    AccountPage,
     AccountSummary,
     ChunkFailure,
     HoldingLine,
@@ -584,7 +584,7 @@ async def list_accounts(
     search: str | None,
     sort: repo.SortKey,
     descending: bool,
-) -> AccountPage:
+) -> Page[AccountOverview]:
     """A page of accounts from their stored valuations, filtered and sorted."""
     total, rows = await repo.account_page(
         session,
@@ -597,12 +597,8 @@ async def list_accounts(
         sort=sort,
         descending=descending,
     )
-    return AccountPage(
-        total=total,
-        limit=limit,
-        offset=offset,
-        items=[_overview(r, default_tolerance) for r in rows],
-    )
+    items = [_overview(r, default_tolerance) for r in rows]
+    return Page[AccountOverview].counted(items, limit, offset, total)
 
 
 async def account_summary(
@@ -883,5 +879,6 @@ async def run_accounts(
     ]
 
 
-async def models(session: AsyncSession) -> list[ModelOut]:
-    return [ModelOut(**r) for r in await repo.list_models(session)]
+async def models(session: AsyncSession, limit: int, offset: int) -> list[ModelOut]:
+    """A page of models with their counts."""
+    return [ModelOut(**r) for r in await repo.list_models(session, limit, offset)]

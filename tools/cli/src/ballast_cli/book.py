@@ -16,7 +16,6 @@ import asyncio
 import hashlib
 import os
 import re
-import sys
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -25,6 +24,7 @@ from typing import Any
 
 import httpx
 from ballast_common.contracts.book_files import BOOK_FILES, BY_NAME, files_of
+from ballast_engine.cli import EXIT_OK, EXIT_PROBLEMS, EXIT_UNREACHABLE, CommandError, error, runs
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -43,8 +43,9 @@ PROBLEMS_SHOWN = 50
 _DATE_NAME = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 
-class BookLoadError(Exception):
-    """The load cannot go on; the message says why and what to do."""
+class BookLoadError(CommandError):
+    """The load cannot go on; the message says why and what to do (exit status 2: the
+    folder is not a book; 3: a service is unreachable or failed)."""
 
 
 @dataclass(frozen=True)
@@ -205,7 +206,8 @@ class BookLoader:
                 done = [s for s in SERVICES if s in outcome.applied]
                 raise BookLoadError(
                     f"{exc}\nApplied so far: {', '.join(done) or 'nothing'}. Run the same "
-                    "command again to finish the load (what was applied is not applied twice)."
+                    "command again to finish the load (what was applied is not applied twice).",
+                    exc.exit_code,
                 ) from None
             self.reporter.step_done(step)
         return outcome
@@ -254,7 +256,9 @@ class BookLoader:
         if response.status_code == 422:
             body = response.json()
             problems = [_problem_of(e, service) for e in body.get("errors", [])]
-            raise BookLoadError(f"{service}: {body.get('detail')}\n" + _lines(problems))
+            raise BookLoadError(
+                f"{service}: {body.get('detail')}\n" + _lines(problems), EXIT_PROBLEMS
+            )
         _raise_for(response, service)
         return response.json()
 
@@ -265,7 +269,8 @@ class BookLoader:
         except httpx.TransportError as exc:
             raise BookLoadError(
                 f"cannot reach {service} at {self.urls[service]} ({exc.__class__.__name__}): "
-                "is it running? (`make up` starts the services)"
+                "is it running? (`make up` starts the services)",
+                EXIT_UNREACHABLE,
             ) from None
 
 
@@ -288,7 +293,9 @@ def _raise_for(response: httpx.Response, service: str) -> None:
             detail = response.json().get("detail", response.text)
         except ValueError:
             detail = response.text
-        raise BookLoadError(f"{service} answered {response.status_code}: {detail}")
+        raise BookLoadError(
+            f"{service} answered {response.status_code}: {detail}", EXIT_UNREACHABLE
+        )
 
 
 def _lines(problems: Sequence[dict[str, Any]], limit: int = PROBLEMS_SHOWN) -> str:
@@ -314,7 +321,7 @@ def service_urls(port_base: int, host: str = "127.0.0.1", **given: str | None) -
 
 
 async def load_folder(
-    folder: Path,
+    folder: Path | FileSet,
     urls: dict[str, str],
     *,
     tenant: str = "demo",
@@ -323,8 +330,9 @@ async def load_folder(
     reporter: Reporter | None = None,
     timeout_s: float | None = None,
 ) -> Outcome:
-    """Load a book folder into the services at `urls` (the demo and benchmarks call this)."""
-    files = discover(folder, as_of)
+    """Load a book folder (or its file set, discovered already) into the services at `urls`
+    (the demo and benchmarks call this)."""
+    files = folder if isinstance(folder, FileSet) else discover(folder, as_of)
     timeout = httpx.Timeout(timeout_s, connect=10.0)
     async with httpx.AsyncClient(timeout=timeout) as http:
         loader = BookLoader(urls, http, reporter or Reporter())
@@ -356,37 +364,34 @@ def register(areas: argparse._SubParsersAction) -> None:
     )
     for service in PORT_OFFSETS:
         load.add_argument(f"--{service.removesuffix('-svc')}-url", dest=service, metavar="URL")
-    load.set_defaults(run=_run_load)
+    runs(load, _run_load)
 
 
 def _run_load(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     urls = service_urls(args.port_base, **{s: getattr(args, s) for s in PORT_OFFSETS})
-    try:
-        with Progress(*progress_columns(), console=console) as progress:
-            outcome = asyncio.run(
-                load_folder(
-                    args.folder,
-                    urls,
-                    tenant=args.tenant,
-                    as_of=args.as_of,
-                    check_only=args.check,
-                    reporter=RichReporter(progress),
-                )
+    # A BookLoadError is a CommandError: `ballast` prints it and exits with its status.
+    files = discover(args.folder, args.as_of)
+    with Progress(*progress_columns(), console=console) as progress:
+        outcome = asyncio.run(
+            load_folder(
+                files,
+                urls,
+                tenant=args.tenant,
+                check_only=args.check,
+                reporter=RichReporter(progress),
             )
-    except BookLoadError as exc:
-        print(f"ballast book load: {exc}", file=sys.stderr)
-        return 1
+        )
     if outcome.problems:
         more = "+" if outcome.truncated else ""
-        print(
-            f"ballast book load: {len(outcome.problems)}{more} problem(s); nothing was applied:\n"
+        error(
+            args,
+            f"{len(outcome.problems)}{more} problem(s); nothing was applied:\n"
             + _lines(outcome.problems),
-            file=sys.stderr,
         )
-        return 1
+        return EXIT_PROBLEMS
     _show(Console(), outcome, args.check)
-    return 0
+    return EXIT_OK
 
 
 def _show(console: Console, outcome: Outcome, check_only: bool) -> None:

@@ -94,7 +94,8 @@ class Ballast:
         """Until account-svc knows the models (it learns them from model-changed)."""
         deadline = time.monotonic() + timeout_s
         while True:
-            known = {m["model_id"] for m in await self._call("GET", f"{self.urls.account}/models")}
+            listed = await self._call("GET", f"{self.urls.account}/models", params={"limit": 5000})
+            known = {m["model_id"] for m in listed["items"]}
             missing = sorted(set(model_ids) - known)
             if not missing:
                 return
@@ -158,11 +159,13 @@ class Ballast:
         """The model version's run, once every chunk of it is done (its totals are final)."""
         deadline = time.monotonic() + timeout_s
         while True:
-            runs = await self._call(
-                "GET",
-                f"{self.urls.rebalance}/runs",
-                params={"model_id": model_id, "model_version": version},
-            )
+            runs = (
+                await self._call(
+                    "GET",
+                    f"{self.urls.rebalance}/runs",
+                    params={"model_id": model_id, "model_version": version},
+                )
+            )["items"]
             if runs:
                 return await self.wait_for_chunks(runs[0]["run_id"], deadline)
             if time.monotonic() > deadline:

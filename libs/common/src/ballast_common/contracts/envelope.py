@@ -23,15 +23,23 @@ class Envelope(BaseModel):
     id: uuid.UUID = Field(default_factory=uuid.uuid4, description="unique event id")
     type: str = Field(description="event type, equal to the logical topic name")
     version: int = Field(ge=1, description="contract version of the payload")
-    time: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    time: datetime = Field(
+        default_factory=lambda: datetime.now(UTC), description="when the event was written (UTC)"
+    )
     tenant: str = Field(min_length=1, description="the firm the event belongs to")
-    key: str = Field(min_length=1, description="partition key: account id or model id")
+    key: str = Field(
+        min_length=1,
+        description="the Kafka message key, by the topic's rule (registry.TOPICS): mostly the "
+        "account id",
+    )
     source: str = Field(description="the service that produced the event")
     causation_id: uuid.UUID | None = Field(
         default=None, description="id of the event that caused this one"
     )
-    traceparent: str | None = Field(default=None, description="W3C trace context")
-    tracestate: str | None = None
+    traceparent: str | None = Field(
+        default=None, description="W3C trace context of the code that wrote the event"
+    )
+    tracestate: str | None = Field(default=None, description="W3C trace state, if any")
     payload: dict[str, Any]
 
     def to_bytes(self) -> bytes:

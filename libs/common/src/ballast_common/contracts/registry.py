@@ -1,9 +1,17 @@
-"""Every topic's contract: owner, consumers, payload versions and an example message."""
+"""Every topic's contract: its producer, consumers and Kafka key (`TOPICS`), and per version
+its payload model and an example message (`CONTRACTS`).
+
+A topic's consumers are the services whose `handlers.subscriptions()` follow it;
+tests/contracts/test_consumers_match.py fails, naming the difference, when the two disagree
+(libs/common never imports a service, so it cannot read them itself).
+"""
 
 from __future__ import annotations
 
 import builtins
+import string
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -15,14 +23,165 @@ from ballast_common.contracts import events as ev
 
 
 @dataclass(frozen=True)
+class Topic:
+    """One topic: the service that writes it, the services that read it, and its key.
+
+    `key` is the Kafka message key (also the envelope's `key`) as a template over the payload's
+    fields: `"{account_id}"` is the payload's account id; a template without a field is one
+    fixed key, so the whole topic is one partition, in order. `key_fallback` applies when a
+    field of `key` is empty.
+    """
+
+    name: str
+    producer: str
+    consumers: tuple[str, ...]
+    key: str
+    ordering: str  # what the key keeps in order, as a sentence
+    key_fallback: str | None = None
+
+    @property
+    def key_fields(self) -> tuple[str, ...]:
+        return _fields(self.key) + (_fields(self.key_fallback) if self.key_fallback else ())
+
+    def key_of(self, payload: BaseModel | Mapping[str, Any]) -> str:
+        """The key a message with this payload is published under."""
+        values = {name: _field(payload, name) for name in self.key_fields}
+        if self.key_fallback and any(values[f] in (None, "") for f in _fields(self.key)):
+            return self.key_fallback.format_map(values)
+        return self.key.format_map(values)
+
+
+def _fields(template: str) -> tuple[str, ...]:
+    return tuple(name for _, name, _, _ in string.Formatter().parse(template) if name)
+
+
+def _field(payload: BaseModel | Mapping[str, Any], name: str) -> Any:
+    return payload.get(name) if isinstance(payload, Mapping) else getattr(payload, name)
+
+
+_ACCOUNT_ORDER = "One account's events stay in order."
+
+TOPICS: dict[str, Topic] = {
+    t.name: t
+    for t in [
+        Topic(
+            "securities-changed",
+            "model-hub-svc",
+            ("rebalance-svc", "reporting-svc", "taxlot-svc"),
+            "security-master",
+            "Every change of the security master stays in order (one partition).",
+        ),
+        Topic(
+            "model-changed",
+            "model-hub-svc",
+            ("account-svc", "rebalance-svc", "reporting-svc"),
+            "{model_id}",
+            "One model's versions stay in order.",
+        ),
+        Topic(
+            "equivalence-set-changed",
+            "model-hub-svc",
+            ("rebalance-svc", "taxlot-svc"),
+            "{set_id}",
+            "One equivalence set's versions stay in order.",
+        ),
+        Topic(
+            "account-changed",
+            "account-svc",
+            ("rebalance-svc", "reporting-svc", "taxlot-svc"),
+            "{account_id}",
+            _ACCOUNT_ORDER,
+        ),
+        Topic(
+            "trades-approved",
+            "account-svc",
+            ("custodian-gateway", "reporting-svc"),
+            "{account_id}",
+            _ACCOUNT_ORDER,
+        ),
+        Topic(
+            "proposal-rejected",
+            "account-svc",
+            ("rebalance-svc", "reporting-svc"),
+            "{account_id}",
+            _ACCOUNT_ORDER,
+        ),
+        Topic(
+            "drift-detected",
+            "rebalance-svc",
+            ("reporting-svc",),
+            "{account_id}",
+            _ACCOUNT_ORDER,
+        ),
+        Topic(
+            "trades-proposed",
+            "rebalance-svc",
+            ("account-svc", "reporting-svc"),
+            "{account_id}",
+            _ACCOUNT_ORDER,
+        ),
+        Topic(
+            "rebalance-chunk-requested",
+            "rebalance-svc",
+            ("rebalance-svc",),
+            "{run_id}:{chunk}",
+            "A run's chunks spread over the partitions, so every instance takes some.",
+        ),
+        Topic(
+            "rebalance-chunk-completed",
+            "rebalance-svc",
+            ("reporting-svc",),
+            "{run_id}",
+            "One run's chunks stay in order.",
+        ),
+        Topic(
+            "fills-received",
+            "custodian-gateway",
+            ("rebalance-svc", "reporting-svc", "taxlot-svc"),
+            "{account_id}",
+            _ACCOUNT_ORDER,
+        ),
+        Topic(
+            "order-rejected",
+            "custodian-gateway",
+            ("rebalance-svc", "reporting-svc"),
+            "{account_id}",
+            _ACCOUNT_ORDER,
+        ),
+        Topic(
+            "holdings-reconciled",
+            "taxlot-svc",
+            ("rebalance-svc", "reporting-svc"),
+            "{account_id}",
+            _ACCOUNT_ORDER,
+        ),
+        Topic(
+            "corporate-action-recorded",
+            "taxlot-svc",
+            ("account-svc", "model-hub-svc"),
+            "corporate-actions",
+            "Corporate actions stay in the order recorded (one partition): a symbol change "
+            "FB to META comes before a later split of META.",
+        ),
+        Topic(
+            "dead-letter",
+            "every consumer",
+            ("operations",),
+            "{key}",
+            "A record's dead letter keeps the record's key.",
+            key_fallback="{original_topic}:{partition}:{offset}",
+        ),
+    ]
+}
+
+
+@dataclass(frozen=True)
 class Contract:
     """One version of one event type. The topic name equals the event type."""
 
     type: str
     version: int
     payload: builtins.type[BaseModel]
-    producer: str
-    consumers: tuple[str, ...]
     description: str
     example: dict[str, Any]
 
@@ -52,8 +211,6 @@ _all: list[Contract] = [
         "securities-changed",
         1,
         ev.SecuritiesChangedV1,
-        "model-hub-svc",
-        ("rebalance-svc", "reporting-svc"),
         "Securities added to or updated in the security master, with prices.",
         ev.SecuritiesChangedV1(
             securities=[
@@ -73,8 +230,6 @@ _all: list[Contract] = [
         "model-changed",
         1,
         ev.ModelChangedV1,
-        "model-hub-svc",
-        ("rebalance-svc", "reporting-svc"),
         "A model manager published a new version of a model.",
         ev.ModelChangedV1(
             model_id="us-large-core",
@@ -91,8 +246,6 @@ _all: list[Contract] = [
         "account-changed",
         1,
         ev.AccountChangedV1,
-        "account-svc",
-        ("rebalance-svc", "reporting-svc"),
         "An account was opened or its model, status, approval policy, rebalance settings, "
         "restrictions, tax settings or strategy (UMA sleeves) changed.",
         ev.AccountChangedV1(
@@ -134,8 +287,6 @@ _all: list[Contract] = [
         "drift-detected",
         1,
         ev.DriftDetectedV1,
-        "rebalance-svc",
-        ("reporting-svc",),
         "An account's drift from its model, measured by a rebalance run.",
         ev.DriftDetectedV1(
             run_id=_RUN,
@@ -160,8 +311,6 @@ _all: list[Contract] = [
         "trades-proposed",
         1,
         ev.TradesProposedV1,
-        "rebalance-svc",
-        ("account-svc", "reporting-svc"),
         "A rebalance run proposes trades for one account; they await approval.",
         ev.TradesProposedV1(
             proposal_id=_PROPOSAL,
@@ -178,10 +327,8 @@ _all: list[Contract] = [
         "rebalance-chunk-requested",
         1,
         ev.RebalanceChunkRequestedV1,
-        "rebalance-svc",
-        ("rebalance-svc",),
         "A chunk of a run's accounts to rebalance, scan or harvest; any instance of "
-        "rebalance-svc takes it. Key: run id and chunk index.",
+        "rebalance-svc takes it.",
         ev.RebalanceChunkRequestedV1(
             run_id=_RUN,
             chunk=3,
@@ -197,10 +344,8 @@ _all: list[Contract] = [
         "rebalance-chunk-completed",
         1,
         ev.RebalanceChunkCompletedV1,
-        "rebalance-svc",
-        ("reporting-svc",),
         "A chunk of a run was processed (or failed); a run's totals and completion are "
-        "assembled from its chunks. Key: run id.",
+        "assembled from its chunks.",
         ev.RebalanceChunkCompletedV1(
             run_id=_RUN,
             chunk=3,
@@ -222,8 +367,6 @@ _all: list[Contract] = [
         "trades-approved",
         1,
         ev.TradesApprovedV1,
-        "account-svc",
-        ("custodian-gateway", "reporting-svc"),
         "Proposed trades were approved, by policy or by a person; orders may go out.",
         ev.TradesApprovedV1(
             proposal_id=_PROPOSAL,
@@ -236,8 +379,6 @@ _all: list[Contract] = [
         "fills-received",
         1,
         ev.FillsReceivedV1,
-        "custodian-gateway",
-        ("taxlot-svc", "reporting-svc", "rebalance-svc"),
         "The custodian executed all or part of an order.",
         ev.FillsReceivedV1(
             fill_id="SIM-EX-000981",
@@ -256,8 +397,6 @@ _all: list[Contract] = [
         "order-rejected",
         1,
         ev.OrderRejectedV1,
-        "custodian-gateway",
-        ("reporting-svc", "rebalance-svc"),
         "The custodian rejected an order.",
         ev.OrderRejectedV1(
             client_order_id="BAL-c2f1d9e01a2b4c3d",
@@ -274,8 +413,6 @@ _all: list[Contract] = [
         "holdings-reconciled",
         1,
         ev.HoldingsReconciledV1,
-        "taxlot-svc",
-        ("rebalance-svc", "reporting-svc"),
         "The book of record's holdings of an account after a change.",
         ev.HoldingsReconciledV1(
             account_id="ACC-000123",
@@ -292,8 +429,6 @@ _all: list[Contract] = [
         "holdings-reconciled",
         2,
         ev.HoldingsReconciledV2,
-        "taxlot-svc",
-        ("rebalance-svc", "reporting-svc"),
         "The book of record of an account after a change: positions with their tax lots, and "
         "recent loss sales a purchase in the household could still wash.",
         ev.HoldingsReconciledV2(
@@ -332,8 +467,6 @@ _all: list[Contract] = [
         "proposal-rejected",
         1,
         ev.ProposalRejectedV1,
-        "account-svc",
-        ("reporting-svc", "rebalance-svc"),
         "A person rejected proposed trades; none of them will be sent.",
         ev.ProposalRejectedV1(
             proposal_id=_PROPOSAL,
@@ -346,8 +479,6 @@ _all: list[Contract] = [
         "equivalence-set-changed",
         1,
         ev.EquivalenceSetChangedV1,
-        "model-hub-svc",
-        ("rebalance-svc", "taxlot-svc"),
         "An equivalence set was defined, changed or removed.",
         ev.EquivalenceSetChangedV1(
             set_id="sp500-trackers",
@@ -361,8 +492,6 @@ _all: list[Contract] = [
         "corporate-action-recorded",
         1,
         ev.CorporateActionRecordedV1,
-        "taxlot-svc",
-        ("model-hub-svc", "account-svc", "reporting-svc"),
         "A corporate action was applied to the book of record, once per action id.",
         ev.CorporateActionRecordedV1(
             action_id="CA-2026-0412",
@@ -377,9 +506,7 @@ _all: list[Contract] = [
         "dead-letter",
         1,
         ev.DeadLetterV1,
-        "every consumer",
-        ("operations",),
-        "A message a consumer could not process. Topic: dlq.<consumer group>.",
+        "A message a consumer could not process (not an envelope). Topic: dlq.<service>.",
         ev.DeadLetterV1(
             consumer_group="taxlot-svc",
             original_topic="fills-received",
@@ -416,5 +543,5 @@ def contract_of_payload(payload: BaseModel) -> Contract:
     raise KeyError(f"{type(payload).__name__} is not a registered contract payload")
 
 
-# Dead letters are plain records (not envelopes): topic name per consumer group.
+# Dead letters are plain records (not envelopes), on one topic per service: dlq.<service>.
 DEAD_LETTER_TOPIC_PREFIX = "dlq."

@@ -238,7 +238,7 @@ function overview(view) {
   }
 
   async function loadModels() {
-    const models = await api("/models");
+    const models = (await api("/models?limit=1000")).items;
     const current = accountsState.model_id;
     model.innerHTML = `<option value="">All models</option>` + models.map((m) =>
       `<option value="${esc(m.model_id)}">${esc(m.name)} (v${m.version})</option>`).join("");
@@ -246,7 +246,7 @@ function overview(view) {
   }
 
   async function loadRuns() {
-    const runs = await api("/runs?limit=6");
+    const runs = (await api("/runs?limit=6")).items;
     view.querySelector("#runs").innerHTML = runs.length ? runsTable(runs) :
       `<div class="empty">No rebalance runs yet. A model change starts one.</div>`;
   }
@@ -296,7 +296,7 @@ function overview(view) {
     view.querySelector("#page-info").textContent =
       `${count(first)}–${count(page.offset + page.items.length)} of ${count(page.total)}`;
     view.querySelector("#prev").disabled = page.offset === 0;
-    view.querySelector("#next").disabled = page.offset + page.items.length >= page.total;
+    view.querySelector("#next").disabled = page.next_offset === null;
   }
 
   return () => Promise.all([loadCards(), loadModels(), loadRuns(), loadAccounts()]);
@@ -328,14 +328,14 @@ function runsPage(view) {
   const model = view.querySelector("#f-model");
   model.addEventListener("change", () => load());
   async function load() {
-    const models = await api("/models");
+    const models = (await api("/models?limit=1000")).items;
     const current = model.value;
     model.innerHTML = `<option value="">All models</option>` + models.map((m) =>
       `<option value="${esc(m.model_id)}">${esc(m.name)}</option>`).join("");
     model.value = current;
     const q = new URLSearchParams({ limit: 100 });
     if (model.value) q.set("model_id", model.value);
-    const runs = await api(`/runs?${q}`);
+    const runs = (await api(`/runs?${q}`)).items;
     view.querySelector("#runs").innerHTML = runs.length ? runsTable(runs) : `<div class="empty">No runs.</div>`;
   }
   return load;
@@ -348,7 +348,7 @@ function runPage(view, runId) {
   return async () => {
     const [run, accounts] = await Promise.all([
       api(`/runs/${encodeURIComponent(runId)}`),
-      api(`/runs/${encodeURIComponent(runId)}/accounts?limit=500`),
+      api(`/runs/${encodeURIComponent(runId)}/accounts?limit=500`).then((page) => page.items),
     ]);
     view.querySelector("#head").innerHTML = `<div class="page-head"><div>
       <div class="crumbs"><a href="#/">Overview</a> / <a href="#/runs">Runs</a> / <span class="mono">${shortId(run.run_id)}</span></div>
@@ -416,7 +416,7 @@ function accountPage(view, accountId) {
   const id = encodeURIComponent(accountId);
   return async () => {
     const [a, h, trades, lots] = await Promise.all([
-      api(`/accounts/${id}`), api(`/accounts/${id}/holdings`), api(`/accounts/${id}/trades`),
+      api(`/accounts/${id}`), api(`/accounts/${id}/holdings`), api(`/accounts/${id}/trades`).then((page) => page.items),
       api(`/accounts/${id}/lots`),
     ]);
     view.querySelector("#head").innerHTML = `<div class="page-head"><div>

@@ -1,0 +1,141 @@
+"""The OpenAPI document says what the app really answers: errors as RFC 9457 problem+json.
+
+FastAPI documents a 422 of its own shape (`HTTPValidationError`) and nothing else; the app
+sends problem+json (see `app._install_errors`) and honours `Idempotency-Key` on every
+mutating call (`idempotency.py`). `document_errors` rewrites the generated document once, for
+every operation of every service:
+
+- 422 (invalid input, named per field in `errors`) on every operation that takes input;
+- 404 on every operation whose path names a resource with a parameter, except one that
+  creates the resource it names (route `openapi_extra=CREATES_RESOURCE`);
+- on POST, PUT, PATCH and DELETE: the optional `Idempotency-Key` header, 400 for a malformed
+  key, 409 (a conflict with the current state, or the same key still running) and the
+  `Idempotent-Replayed` header on a replayed success.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import FastAPI
+
+from ballast_common import idempotency
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_REF = "#/components/schemas/Problem"
+# `openapi_extra` of a route that creates the resource its path names (PUT /models/{id}).
+CREATES_RESOURCE: dict[str, Any] = {"x-creates-resource": True}
+
+MUTATING = frozenset({"post", "put", "patch", "delete"})
+METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
+FASTAPI_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
+FASTAPI_DEFAULTS = (None, "", "Additional Response")
+
+FIELD_PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "FieldProblem",
+    "type": "object",
+    "required": ["field", "message"],
+    "properties": {
+        "field": {
+            "type": "string",
+            "description": "the input named as the rules name it, e.g. `accounts[3].cash`",
+        },
+        "message": {"type": "string"},
+    },
+}
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "description": "RFC 9457 problem details, as every error of every service is sent.",
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string", "description": "a URI naming the kind of problem"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string", "description": "what went wrong, for a person"},
+        "instance": {"type": "string", "description": "the request's path"},
+        "errors": {
+            "type": "array",
+            "items": {"$ref": "#/components/schemas/FieldProblem"},
+            "description": "one entry per invalid field (422, and a malformed key's 400)",
+        },
+    },
+}
+
+DESCRIPTIONS = {
+    "400": f"Malformed `{idempotency.HEADER}` (1 to {idempotency.MAX_KEY_LENGTH} printable "
+    "characters)",
+    "404": "Not found: the resource the path names does not exist",
+    "409": "Conflict with the current state (e.g. done already), or a request with the same "
+    f"`{idempotency.HEADER}` is still running",
+    "422": f"Invalid input: each invalid field named in `errors` (also: an `{idempotency.HEADER}` "
+    "reused for a different request)",
+}
+
+IDEMPOTENCY_KEY_PARAMETER: dict[str, Any] = {
+    "name": idempotency.HEADER,
+    "in": "header",
+    "required": False,
+    "description": "Retry safely: a repeat with the same key gets the first success back "
+    f"(`{idempotency.REPLAYED_HEADER}: true`) without running again; kept "
+    f"{int(idempotency.KEEP_FOR.total_seconds() // 3600)} hours.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": idempotency.MAX_KEY_LENGTH},
+}
+REPLAYED_HEADER: dict[str, Any] = {
+    "description": "`true` when this is the stored answer to an earlier request with the same key",
+    "schema": {"type": "string", "enum": ["true"]},
+}
+
+
+def install(app: FastAPI) -> None:
+    """Make `app.openapi()` return the generated document with its errors documented."""
+    generate: Callable[[], dict[str, Any]] = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document_errors(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def document_errors(document: dict[str, Any]) -> dict[str, Any]:
+    """Rewrite an OpenAPI document in place so every operation documents its real errors."""
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Problem"] = PROBLEM_SCHEMA
+    schemas["FieldProblem"] = FIELD_PROBLEM_SCHEMA
+    for path, item in document.get("paths", {}).items():
+        for method in METHODS:
+            if method in item:
+                _document_operation(path, method, item[method])
+    for name in FASTAPI_VALIDATION_SCHEMAS:
+        schemas.pop(name, None)
+    return document
+
+
+def _document_operation(path: str, method: str, operation: dict[str, Any]) -> None:
+    creates = bool(operation.pop("x-creates-resource", False))
+    responses: dict[str, Any] = operation.setdefault("responses", {})
+    mutating = method in MUTATING
+    if mutating:
+        parameters = operation.setdefault("parameters", [])
+        if not any(p.get("name") == idempotency.HEADER for p in parameters):
+            parameters.append(IDEMPOTENCY_KEY_PARAMETER)
+        for status, response in responses.items():
+            if status.startswith("2"):
+                response.setdefault("headers", {})[idempotency.REPLAYED_HEADER] = REPLAYED_HEADER
+    wanted = set()
+    if operation.get("parameters") or "requestBody" in operation or mutating:
+        wanted.add("422")
+    if "{" in path and not creates:
+        wanted.add("404")
+    if mutating:
+        wanted |= {"400", "409"}
+    for status in sorted(wanted):
+        responses.setdefault(status, {"description": DESCRIPTIONS[status]})
+    for status, response in responses.items():
+        if status[0] in "45":
+            if status == "422" or response.get("description") in FASTAPI_DEFAULTS:
+                response["description"] = DESCRIPTIONS.get(status, "Error")
+            response["content"] = {PROBLEM_JSON: {"schema": {"$ref": PROBLEM_REF}}}

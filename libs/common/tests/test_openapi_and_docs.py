@@ -1,0 +1,135 @@
+"""The factory's `/docs` works offline, and its OpenAPI document says what the app sends:
+problem+json errors, 404 where a path names a resource, 409 and `Idempotency-Key` where a
+call changes something."""
+
+import re
+from typing import Annotated
+
+import httpx
+import pytest
+from ballast_common.app import create_app
+from ballast_common.errors import NotFound
+from ballast_common.openapi import CREATES_RESOURCE, PROBLEM_JSON
+from ballast_common.settings import ServiceSettings
+from fastapi import APIRouter, FastAPI, Query
+from probe_svc import make_spec
+from pydantic import BaseModel
+
+router = APIRouter()
+
+
+class Thing(BaseModel):
+    name: str
+
+
+@router.get("/things")
+async def list_things(limit: Annotated[int, Query(ge=1, le=10)] = 5) -> list[str]:
+    return ["a"][:limit]
+
+
+@router.get("/things/{thing_id}")
+async def get_thing(thing_id: str) -> Thing:
+    raise NotFound(f"no thing {thing_id}")
+
+
+@router.put("/things/{thing_id}", openapi_extra=CREATES_RESOURCE)
+async def put_thing(thing_id: str, body: Thing) -> Thing:
+    return body
+
+
+@router.post("/things/{thing_id}/polish")
+async def polish_thing(thing_id: str) -> Thing:
+    return Thing(name=thing_id)
+
+
+@pytest.fixture(scope="module")
+def app() -> FastAPI:
+    spec = make_spec("probe_docs")
+    spec.routers = [router]
+    return create_app(spec, ServiceSettings())
+
+
+@pytest.fixture
+async def http(app: FastAPI):
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://probe") as client:
+        yield client
+
+
+ASSET = re.compile(r"""(?:src|href)=["']?([^"' >]+)""")
+
+
+@pytest.mark.parametrize(
+    ("page", "kinds"), [("/docs", {"javascript", "css"}), ("/redoc", {"javascript"})]
+)
+async def test_docs_pages_load_their_assets_from_the_service_itself(http, page, kinds):
+    html = await http.get(page)
+    assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
+    urls = ASSET.findall(html.text)
+    assets = [u for u in urls if u.endswith((".js", ".css", ".png"))]
+    assert assets, html.text
+    assert not [u for u in urls if "//" in u], "a page must not load anything from elsewhere"
+    served = set()
+    for url in assets:
+        response = await http.get(url)
+        assert response.status_code == 200, url
+        assert len(response.content) > 1000, url
+        served |= {k for k in ("javascript", "css") if k in response.headers["content-type"]}
+    assert kinds <= served
+    assert "/openapi.json" in html.text
+
+
+def operations(document: dict) -> dict[tuple[str, str], dict]:
+    return {
+        (method.upper(), path): op
+        for path, item in document["paths"].items()
+        for method, op in item.items()
+    }
+
+
+def assert_problem_json(response: dict) -> None:
+    assert response["content"] == {
+        PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}
+    }
+
+
+async def test_errors_are_documented_as_problem_json(http):
+    document = (await http.get("/openapi.json")).json()
+    assert "HTTPValidationError" not in str(document)
+    assert {"Problem", "FieldProblem"} <= set(document["components"]["schemas"])
+    ops = operations(document)
+    for op in ops.values():
+        for status, response in op["responses"].items():
+            if status[0] in "45":
+                assert_problem_json(response)
+    codes = {key: set(op["responses"]) for key, op in ops.items()}
+    assert codes[("GET", "/healthz")] == {"200"}  # no input, nothing to refuse
+    assert codes[("GET", "/things")] == {"200", "422"}
+    assert codes[("GET", "/things/{thing_id}")] == {"200", "404", "422"}
+    assert codes[("PUT", "/things/{thing_id}")] == {"200", "400", "409", "422"}  # creates it
+    assert codes[("POST", "/things/{thing_id}/polish")] == {"200", "400", "404", "409", "422"}
+    assert "x-creates-resource" not in str(document)
+
+
+async def test_mutating_calls_document_the_idempotency_key(http):
+    ops = operations((await http.get("/openapi.json")).json())
+    for (method, _), op in ops.items():
+        headers = [p for p in op.get("parameters", []) if p["in"] == "header"]
+        keyed = [p for p in headers if p["name"] == "Idempotency-Key"]
+        assert len(keyed) == (method in {"POST", "PUT", "PATCH", "DELETE"}), (method, op)
+    polish = ops[("POST", "/things/{thing_id}/polish")]
+    assert "Idempotent-Replayed" in polish["responses"]["200"]["headers"]
+    assert not polish["parameters"][-1]["required"]
+
+
+async def test_what_is_documented_is_what_is_sent(http):
+    invalid = await http.get("/things", params={"limit": 99})
+    assert invalid.status_code == 422
+    assert invalid.headers["content-type"] == PROBLEM_JSON
+    body = invalid.json()
+    assert {"type", "title", "status", "detail"} <= set(body)
+    assert body["errors"][0]["field"] == "query.limit"
+    missing = await http.get("/things/nothing")
+    assert missing.status_code == 404 and missing.headers["content-type"] == PROBLEM_JSON
+    bad_key = await http.post("/things/x/polish", headers={"Idempotency-Key": ""})
+    assert bad_key.status_code == 400 and bad_key.headers["content-type"] == PROBLEM_JSON
