@@ -119,7 +119,7 @@ async def test_every_order_was_sent_exactly_once(flow, running_services: Urls):
                     f"{running_services.gateway}/orders", params={"limit": 500, "offset": offset}
                 )
             ).json()
-            orders += page["orders"]
+            orders += page["items"]
             offset = page["next_offset"]
     # the approved trades went out as block orders (one per security and side per gathering);
     # the custodian received each block once, and executed it once
@@ -157,6 +157,92 @@ async def test_one_trace_links_all_six_services(flow, trace_file: Path):
             break
         await asyncio.sleep(1)
     assert services >= SIX_SERVICES, f"trace {trace_id} reached only {sorted(services)}"
+
+
+# Each event of a model change's run follows from an event of this type (its causation_id).
+FOLLOWS_FROM = {
+    "rebalance-chunk-requested": "model-changed",
+    "rebalance-chunk-completed": "rebalance-chunk-requested",
+    "drift-detected": "rebalance-chunk-requested",
+    "trades-proposed": "rebalance-chunk-requested",
+    "trades-approved": "trades-proposed",
+    "fills-received": "trades-approved",
+    "order-rejected": "trades-approved",
+    "holdings-reconciled": "fills-received",
+}
+
+
+async def test_every_event_of_the_run_walks_back_to_the_model_change_in_its_trace(
+    flow, kafka_bootstrap: str, system_topic_prefix: str, trace_file: Path
+):
+    """From the model change to the last holdings reconciled: each event names the event it
+    follows from, back to the model-changed event, and all are in that event's trace (the
+    fills the gateway shares from its block orders and the snapshots taxlot-svc publishes
+    from its loop included)."""
+    events = await _events_on(
+        kafka_bootstrap, [system_topic_prefix + t for t in {*FOLLOWS_FROM, "model-changed"}]
+    )
+    run, published = flow["run"], flow["published"]
+    [change] = [
+        e
+        for e in events.values()
+        if e["type"] == "model-changed"
+        and (e["payload"]["model_id"], e["payload"]["version"])
+        == (CHANGE.model_id, published["version"])
+    ]
+    # The run's events, found by what they carry (not by their causes).
+    of_run = [e for e in events.values() if e["payload"].get("run_id") == run["run_id"]]
+    proposals = {e["payload"]["proposal_id"] for e in of_run if e["type"] == "trades-proposed"}
+    of_run += [
+        e
+        for e in events.values()
+        if e["type"] in ("trades-approved", "fills-received", "order-rejected")
+        and e["payload"]["proposal_id"] in proposals
+    ]
+    fills = {e["payload"]["fill_id"] for e in of_run if e["type"] == "fills-received"}
+    of_run += [
+        e
+        for e in events.values()
+        if e["type"] == "holdings-reconciled" and fills & set(e["payload"]["fill_ids"])
+    ]
+    kinds = {kind: sum(e["type"] == kind for e in of_run) for kind in FOLLOWS_FROM}
+    assert kinds["trades-proposed"] == run["proposals"] > 0
+    assert kinds["drift-detected"] == run["accounts_evaluated"]
+    assert kinds["trades-approved"] == run["proposals"]
+    assert kinds["fills-received"] == flow["progress"]["trades_filled"] > 0
+    assert kinds["holdings-reconciled"] > 0
+    reconciled = {
+        f for e in of_run if e["type"] == "holdings-reconciled" for f in e["payload"]["fill_ids"]
+    }
+    assert fills <= reconciled, "a fill of the run never reached a holdings-reconciled"
+
+    trace_id = _trace_id(change["traceparent"])
+    assert change["causation_id"] is None
+    for event in of_run:
+        what = f"{event['type']} {event['id']} (key {event['key']})"
+        cause = events.get(event["causation_id"] or "")
+        assert cause is not None, f"{what} names no event as its cause: {event['causation_id']}"
+        assert cause["type"] == FOLLOWS_FROM[event["type"]], what
+        root = event
+        while root["causation_id"] is not None:
+            root = events[root["causation_id"]]
+        assert root["id"] == change["id"], f"{what} walks back to {root['type']} {root['id']}"
+        assert _trace_id(event["traceparent"]) == trace_id, f"{what} left the trace"
+
+    # The services' consumer spans of these events are in the trace too.
+    ids = {e["id"] for e in of_run}
+    snapshots = {e["id"] for e in of_run if e["type"] == "holdings-reconciled"}
+    deadline = time.monotonic() + 20
+    while True:
+        text = await asyncio.to_thread(trace_file.read_text)
+        spans = [json.loads(line) for line in text.splitlines() if line]
+        consumed = [s for s in spans if s["attributes"].get("ballast.event_id") in ids]
+        if any(s["attributes"]["ballast.event_id"] in snapshots for s in consumed):
+            break
+        assert time.monotonic() < deadline, "no consumer span of a holdings-reconciled of the run"
+        await asyncio.sleep(1)
+    outside = [(s["service"], s["name"]) for s in consumed if s["trace_id"] != trace_id]
+    assert not outside, f"consumer spans of the run's events outside its trace: {outside[:5]}"
 
 
 async def test_an_event_delivered_twice_has_one_effect(
@@ -269,3 +355,42 @@ async def _counter(http: httpx.AsyncClient, urls: list[str], topic: str, outcome
             ):
                 total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def _trace_id(traceparent: str | None) -> str:
+    assert traceparent, "no trace context"
+    return traceparent.split("-")[1]
+
+
+async def _events_on(kafka_bootstrap: str, topics: list[str]) -> dict[str, dict]:
+    """Every event on these topics so far, by id (what cannot be decoded is skipped)."""
+    consumer = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=f"lineage-{uuid.uuid4().hex[:6]}",
+    )
+    events: dict[str, dict] = {}
+
+    def keep(batches: dict) -> None:
+        for records in batches.values():
+            for record in records:
+                try:
+                    envelope = json.loads(record.value)
+                except ValueError:
+                    continue
+                if isinstance(envelope, dict) and "id" in envelope:
+                    events[envelope["id"]] = envelope
+
+    await consumer.start()
+    try:
+        async with asyncio.timeout(60):
+            while not consumer.assignment():
+                keep(await consumer.getmany(timeout_ms=500))
+            ends = await consumer.end_offsets(list(consumer.assignment()))
+            while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+                keep(await consumer.getmany(timeout_ms=500, max_records=5000))
+    finally:
+        await consumer.stop()
+    return events

@@ -7,7 +7,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from ballast_common.book_loads import STAGE_PREFIX
-from ballast_common.plumbing import plumbing_metadata
+from ballast_common.common_tables import common_metadata
 from ballast_common.testing import migrated_database
 
 pytestmark = pytest.mark.integration
@@ -33,7 +33,7 @@ async def test_migrations_match_the_tables(package, database_url):
                 context = MigrationContext.configure(
                     sync_conn, opts={"compare_type": True, "include_schemas": False}
                 )
-                return compare_metadata(context, [spec.metadata, plumbing_metadata])
+                return compare_metadata(context, [spec.metadata, common_metadata])
 
             differences = await conn.run_sync(diff)
     finally:

@@ -9,13 +9,12 @@ from typing import Any
 
 import jsonschema
 import pytest
-from aiokafka.structs import ConsumerRecord
 from ballast_common.consumer import BatchProcessor, Subscription
 from ballast_common.contracts.envelope import Envelope, decode_envelope
 from ballast_common.contracts.registry import CONTRACTS, TOPICS
 from ballast_common.contracts.schema import export, message_name
-from ballast_common.plumbing import outbox
-from ballast_common.testing import migrated_database, unit_of_work
+from ballast_common.outbox import outbox
+from ballast_common.testing import consumer_record, migrated_database, unit_of_work
 from ballast_common.uow import UnitOfWork
 from probe_svc import make_spec
 from referencing import Registry, Resource
@@ -195,8 +194,8 @@ async def test_a_dead_letter_on_the_outbox_is_what_its_message_describes(databas
             lambda: unit_of_work(db, "probe-svc"),
         )
         for offset, key in enumerate((b"ACC-7", None)):
-            record = ConsumerRecord(
-                "account-changed", 2, offset, 0, 0, key, b"{not json", None, 5, 9, []
+            record = consumer_record(
+                b"{not json", offset, topic="account-changed", key=key, partition=2
             )
             assert (await processor.process([record]))["dead_lettered"] == 1
         async with db.sessions() as session:

@@ -10,12 +10,11 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 from ballast_common.bus import InMemoryPublisher, KafkaPublisher, ensure_topics
 from ballast_common.consumer import BatchProcessor, KafkaConsumerLoop, Subscription
-from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import AccountChangedV1
 from ballast_common.errors import PermanentMessageError, TransientError
-from ballast_common.plumbing import outbox
+from ballast_common.outbox import outbox
 from ballast_common.relay import OutboxRelay
-from ballast_common.testing import migrated_database, unit_of_work
+from ballast_common.testing import consumer_record, envelope, migrated_database, unit_of_work
 from probe_svc import Note, make_spec
 from sqlalchemy import select as sa_select
 from sqlalchemy import text
@@ -36,35 +35,12 @@ def account_changed(account_id: str, name: str = "Jordan") -> AccountChangedV1:
     )
 
 
-def record(
-    value: bytes | None, offset: int, topic: str = "account-changed", headers: list | None = None
-) -> ConsumerRecord:
-    return ConsumerRecord(
-        topic=topic,
-        partition=0,
-        offset=offset,
-        timestamp=0,
-        timestamp_type=0,
-        key=b"ACC-1",
-        value=value,
-        checksum=None,
-        serialized_key_size=5,
-        serialized_value_size=len(value or b""),
-        headers=headers or [],
-    )
+def record(value: bytes | None, offset: int) -> ConsumerRecord:
+    return consumer_record(value, offset, topic="account-changed", key="ACC-1")
 
 
 def envelope_bytes(payload: AccountChangedV1, event_id: uuid.UUID | None = None) -> bytes:
-    envelope = Envelope(
-        id=event_id or uuid.uuid4(),
-        type="account-changed",
-        version=1,
-        tenant="demo",
-        key=payload.account_id,
-        source="test",
-        payload=payload.model_dump(mode="json"),
-    )
-    return envelope.to_bytes()
+    return envelope(payload, event_id=event_id).to_bytes()
 
 
 async def note_handler(uow, envelope, event: AccountChangedV1) -> None:

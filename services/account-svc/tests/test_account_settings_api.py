@@ -8,17 +8,13 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 from account_svc import service
 from account_svc.main import spec
-from account_svc.settings import Settings
-from ballast_common.app import create_app
-from ballast_common.consumer import Delivery
-from ballast_common.contracts.envelope import Envelope
+from account_svc.repository import PostgresAccountRepository
 from ballast_common.contracts.events import (
     AccountChangedV1,
     ModelChangedV1,
@@ -27,24 +23,11 @@ from ballast_common.contracts.events import (
     TradesProposedV1,
     TradeV1,
 )
-from ballast_common.plumbing import outbox
-from ballast_common.testing import migrated_database, unit_of_work
+from ballast_common.outbox import outbox
+from ballast_common.testing import api_client, delivery, migrated_database, unit_of_work
 from sqlalchemy import select
 
 pytestmark = pytest.mark.integration
-
-
-def delivery(event: TradesProposedV1, tenant: str = "demo") -> Delivery:
-    """The proposal as the consumer hands it over: in its envelope."""
-    envelope = Envelope(
-        type="trades-proposed",
-        version=1,
-        tenant=tenant,
-        key=event.account_id,
-        source="rebalance-svc",
-        payload=event.model_dump(mode="json"),
-    )
-    return Delivery(envelope, event)
 
 
 @pytest.fixture(scope="module")
@@ -68,10 +51,7 @@ async def db(database_url):
 
 @pytest.fixture
 async def api(db) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(spec, Settings())
-    app.state.runtime = SimpleNamespace(db=db, uow=lambda: unit_of_work(db, "account-svc"))
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://account") as http:
+    async with api_client(spec, db) as http:
         yield http
 
 
@@ -388,7 +368,9 @@ async def test_rejecting_a_proposal_publishes_proposal_rejected(api, db):
         ],
     )
     async with unit_of_work(db, "test") as uow:
-        await service.receive_proposals(uow, [delivery(event)])
+        await service.receive_proposals(
+            uow, PostgresAccountRepository(uow.session), [delivery(event, source="rebalance-svc")]
+        )
     response = await api.post(
         f"/proposals/{event.proposal_id}/reject",
         json={"note": "client is away"},

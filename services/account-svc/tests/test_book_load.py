@@ -9,19 +9,17 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from decimal import Decimal
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 from account_svc import service
 from account_svc.main import spec
+from account_svc.repository import PostgresAccountRepository
 from account_svc.schemas import AccountIn, SecurityListIn
-from account_svc.settings import Settings
-from ballast_common.app import create_app
 from ballast_common.contracts.events import ModelChangedV1, ModelTargetV1
-from ballast_common.plumbing import outbox
-from ballast_common.testing import migrated_database, unit_of_work
+from ballast_common.outbox import outbox
+from ballast_common.testing import api_client, migrated_database, unit_of_work
 from sqlalchemy import func, select, text
 
 pytestmark = pytest.mark.integration
@@ -51,6 +49,7 @@ async def db(database_url):
     async with unit_of_work(database, "test") as uow:
         await service.open_accounts(
             uow,
+            PostgresAccountRepository(uow.session),
             [
                 AccountIn(account_id=a, household_id="BLH-OLD", name="Old", model_id="bl-core")
                 for a in ("BL-OLD", "BL-OLD2")
@@ -62,10 +61,7 @@ async def db(database_url):
 
 @pytest.fixture
 async def api(db) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(spec, Settings())
-    app.state.runtime = SimpleNamespace(db=db, uow=lambda: unit_of_work(db, "account-svc"))
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://account") as http:
+    async with api_client(spec, db) as http:
         yield http
 
 

@@ -10,17 +10,12 @@ import json
 from collections.abc import AsyncIterator
 from datetime import date
 from decimal import Decimal
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 from account_svc import service
-from account_svc.handlers import on_corporate_action_recorded
 from account_svc.main import spec
-from account_svc.settings import Settings
-from ballast_common.app import create_app
-from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import (
     AccountChangedV1,
     CorporateActionRecordedV1,
@@ -28,8 +23,8 @@ from ballast_common.contracts.events import (
     ModelTargetV1,
 )
 from ballast_common.errors import PermanentMessageError
-from ballast_common.plumbing import outbox
-from ballast_common.testing import migrated_database, unit_of_work
+from ballast_common.outbox import outbox
+from ballast_common.testing import api_client, deliver, envelope, migrated_database, unit_of_work
 from sqlalchemy import func, select
 
 pytestmark = pytest.mark.integration
@@ -56,10 +51,7 @@ async def db(database_url):
 
 @pytest.fixture
 async def api(db) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(spec, Settings())
-    app.state.runtime = SimpleNamespace(db=db, uow=lambda: unit_of_work(db, "account-svc"))
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://account") as http:
+    async with api_client(spec, db) as http:
         yield http
 
 
@@ -80,17 +72,7 @@ async def account_events(db, account_id: str) -> list[AccountChangedV1]:
 
 async def record(db, **fields: Any) -> None:
     action = CorporateActionRecordedV1(on=date(2026, 11, 20), accounts_affected=1, **fields)
-    envelope = Envelope(
-        type="corporate-action-recorded",
-        version=1,
-        tenant="demo",
-        key=action.symbol,
-        source="taxlot-svc",
-        payload=action.model_dump(mode="json"),
-    )
-    async with unit_of_work(db, "test") as uow:
-        uow.causation = envelope
-        await on_corporate_action_recorded(uow, envelope, action)
+    await deliver(db, spec.subscriptions, envelope(action, source="taxlot-svc"))
 
 
 async def open_account(api: httpx.AsyncClient, account_id: str, **extra: Any) -> None:

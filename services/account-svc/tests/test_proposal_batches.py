@@ -13,13 +13,19 @@ from decimal import Decimal
 import pytest
 from account_svc import service
 from account_svc.main import spec
+from account_svc.repository import PostgresAccountRepository
 from account_svc.schemas import AccountIn, AccountPatch
-from aiokafka.structs import ConsumerRecord
 from ballast_common.consumer import BatchProcessor
 from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import ModelChangedV1, ModelTargetV1, TradesProposedV1, TradeV1
-from ballast_common.plumbing import outbox
-from ballast_common.testing import migrated_database, unit_of_work
+from ballast_common.outbox import outbox
+from ballast_common.testing import (
+    consumer_records,
+    envelope,
+    migrated_database,
+    service_consumer,
+    unit_of_work,
+)
 from sqlalchemy import event, select, text
 
 pytestmark = pytest.mark.integration
@@ -42,6 +48,7 @@ async def db(database_url):
     async with unit_of_work(database, "test") as uow:
         await service.open_accounts(
             uow,
+            PostgresAccountRepository(uow.session),
             [
                 AccountIn(
                     account_id=account_id,
@@ -62,7 +69,12 @@ async def db(database_url):
             ],
         )
     async with unit_of_work(database, "test") as uow:
-        await service.change_account(uow, "PB-SUSPENDED", AccountPatch(status="suspended"))
+        await service.change_account(
+            uow,
+            PostgresAccountRepository(uow.session),
+            "PB-SUSPENDED",
+            AccountPatch(status="suspended"),
+        )
     yield database
     await database.dispose()
 
@@ -91,40 +103,15 @@ def proposal(account_id: str) -> TradesProposedV1:
     )
 
 
-def envelope(event: TradesProposedV1, tenant: str = "demo") -> Envelope:
-    """A new envelope each time: a proposal published twice is two events."""
-    return Envelope(
-        type="trades-proposed",
-        version=1,
-        tenant=tenant,
-        key=event.account_id,
-        source="rebalance-svc",
-        traceparent=f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01",
-        payload=event.model_dump(mode="json"),
-    )
-
-
-def records(envelopes: list[Envelope]) -> list[ConsumerRecord]:
-    return [
-        ConsumerRecord(
-            topic="trades-proposed",
-            partition=0,
-            offset=i,
-            timestamp=0,
-            timestamp_type=0,
-            key=e.key.encode(),
-            value=e.to_bytes(),
-            checksum=None,
-            serialized_key_size=len(e.key),
-            serialized_value_size=len(e.to_bytes()),
-            headers=[],
-        )
-        for i, e in enumerate(envelopes)
-    ]
+def trades_proposed(event: TradesProposedV1, tenant: str = "demo") -> Envelope:
+    """A new envelope each time, in a trace of its own: a proposal published twice is two
+    events."""
+    trace = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"
+    return envelope(event, tenant=tenant, source="rebalance-svc", traceparent=trace)
 
 
 def processor(db) -> BatchProcessor:
-    return BatchProcessor(spec.name, spec.subscriptions, lambda: unit_of_work(db, spec.name))
+    return service_consumer(db, spec.name, spec.subscriptions)
 
 
 async def approvals(db, proposal_ids: list[uuid.UUID]) -> list[Envelope]:
@@ -151,8 +138,8 @@ async def recorded(db, proposal_ids: list[uuid.UUID]) -> dict[str, tuple]:
 
 async def test_a_batch_of_many_accounts_is_recorded_and_approved_by_policy(db):
     earlier = proposal("PB-AUTO")
-    earlier_envelope = envelope(earlier)
-    assert await processor(db).process(records([earlier_envelope])) == {
+    earlier_envelope = trades_proposed(earlier)
+    assert await processor(db).process(consumer_records([earlier_envelope])) == {
         "processed": 1,
         "duplicate": 0,
         "dead_lettered": 0,
@@ -165,12 +152,12 @@ async def test_a_batch_of_many_accounts_is_recorded_and_approved_by_policy(db):
         proposal("PB-SUSPENDED"),
     )
     batch = [
-        envelope(auto),
-        envelope(auto2, tenant="firm-b"),
-        envelope(manual),
-        envelope(suspended),
-        envelope(auto),  # the same proposal published again, in the same batch
-        envelope(earlier),  # ... and one recorded by an earlier batch
+        trades_proposed(auto),
+        trades_proposed(auto2, tenant="firm-b"),
+        trades_proposed(manual),
+        trades_proposed(suspended),
+        trades_proposed(auto),  # the same proposal published again, in the same batch
+        trades_proposed(earlier),  # ... and one recorded by an earlier batch
     ]
     statements: list[str] = []
 
@@ -179,7 +166,7 @@ async def test_a_batch_of_many_accounts_is_recorded_and_approved_by_policy(db):
 
     event.listen(db.engine.sync_engine, "before_cursor_execute", note)
     try:
-        outcome = await processor(db).process(records(batch))
+        outcome = await processor(db).process(consumer_records(batch))
     finally:
         event.remove(db.engine.sync_engine, "before_cursor_execute", note)
     assert outcome == {"processed": 6, "duplicate": 0, "dead_lettered": 0}
@@ -224,7 +211,7 @@ async def test_a_batch_of_many_accounts_is_recorded_and_approved_by_policy(db):
 async def test_a_proposal_for_an_unknown_account_is_the_only_dead_letter(db):
     alone, ghost, after = proposal("PB-ALONE"), proposal("PB-GHOST"), proposal("PB-NEXT")
     outcome = await processor(db).process(
-        records([envelope(alone), envelope(ghost), envelope(after)])
+        consumer_records([trades_proposed(alone), trades_proposed(ghost), trades_proposed(after)])
     )
     assert outcome == {"processed": 2, "duplicate": 0, "dead_lettered": 1}
     rows = await recorded(db, [alone.proposal_id, ghost.proposal_id, after.proposal_id])

@@ -36,11 +36,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from ballast_common import plumbing
 from ballast_common.consumer import Delivery
 from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import TradesApprovedV1, TradeV1
 from ballast_common.db import Database
+from ballast_common.outbox import unpublished_count
 from ballast_common.testing import migrated_database, unit_of_work
 from custodian_gateway import service
 from custodian_gateway.custodian import CustodianClient
@@ -214,7 +214,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         steps["poll_and_allocate_s"] = time.perf_counter() - started
 
         async with db.sessions() as session:
-            events = await plumbing.unpublished_count(session)
+            events = await unpublished_count(session)
             stats = await service.stats(session, CUSTODIAN)
         windows = await _windows(db, deliveries) if args.windows else None
     await db.dispose()

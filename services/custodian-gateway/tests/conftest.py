@@ -22,7 +22,7 @@ from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import TradesApprovedV1, TradeV1
 from ballast_common.db import Database
 from ballast_common.telemetry import tracer
-from ballast_common.testing import migrated_database, unit_of_work
+from ballast_common.testing import envelope, migrated_database, unit_of_work
 from custodian_gateway import service
 from custodian_gateway.custodian import CustodianClient
 from fastapi import FastAPI, Request
@@ -224,14 +224,7 @@ def approved(trades: list[TradeV1], account_id: str = "ACC-000123") -> TradesApp
 
 
 def envelope_of(payload: TradesApprovedV1, tenant: str = "acme") -> Envelope:
-    return Envelope(
-        type="trades-approved",
-        version=1,
-        tenant=tenant,
-        key=payload.account_id,
-        source="account-svc",
-        payload=payload.model_dump(mode="json"),
-    )
+    return envelope(payload, tenant=tenant, source="account-svc")
 
 
 @pytest.fixture

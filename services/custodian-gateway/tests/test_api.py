@@ -4,29 +4,23 @@ Kafka, no background loops; routes read through the runtime's database)."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
-from ballast_common.app import create_app
 from ballast_common.db import Database
-from ballast_common.testing import unit_of_work
+from ballast_common.testing import api_client, unit_of_work
 from custodian_gateway import repository as repo
 from custodian_gateway import service
 from custodian_gateway.custodian import CustodianClient
 from custodian_gateway.main import spec
-from custodian_gateway.settings import Settings
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 async def api(db: Database) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(spec, Settings())
-    app.state.runtime = SimpleNamespace(db=db, settings=Settings())
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
+    async with api_client(spec, db) as http:
         yield http
 
 

@@ -14,11 +14,11 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from ballast_common import plumbing
 from ballast_common.consumer import Delivery
 from ballast_common.contracts.envelope import Envelope
 from ballast_common.db import Database
 from ballast_common.errors import PermanentMessageError
+from ballast_common.outbox import pending_messages
 from ballast_common.telemetry import tracer
 from ballast_common.testing import unit_of_work
 from custodian_gateway import repository as repo
@@ -48,7 +48,7 @@ async def _allocations(db: Database, **filters: Any) -> list[Allocation]:
 async def _events(db: Database) -> list[tuple[str, str, dict[str, Any]]]:
     """(topic, key, envelope) of every outbox message, in order."""
     async with db.sessions() as session:
-        pending = await plumbing.pending_messages(session, 100_000)
+        pending = await pending_messages(session, 100_000)
     return [(m.topic, m.key, json.loads(m.value)) for m in pending]
 
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import httpx
 import pytest
-from ballast_common import plumbing
 from ballast_common.db import Database
+from ballast_common.outbox import pending_messages
 from ballast_common.testing import unit_of_work
 from custodian_gateway import repository as repo
 from custodian_gateway import service
@@ -79,7 +79,7 @@ async def _poll_everything(db: Database, sim: Sim, kit: Any) -> None:
 
 async def _events(db: Database) -> list[tuple[str, dict[str, Any]]]:
     async with db.sessions() as session:
-        messages = await plumbing.pending_messages(session, 10_000)
+        messages = await pending_messages(session, 10_000)
     return [(m.topic, json.loads(m.value)["payload"]) for m in messages]
 
 

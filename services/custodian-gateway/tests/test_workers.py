@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 import uvicorn
-from ballast_common import plumbing
 from ballast_common.db import Database
+from ballast_common.outbox import pending_messages
 from ballast_common.testing import unit_of_work
 from custodian_gateway import repository as repo
 from custodian_gateway.settings import Settings
@@ -88,7 +88,7 @@ async def test_loops_ride_out_an_outage_then_send_and_poll(
     assert all(custodian.times_submitted(cid) == 1 for cid in ids)
     assert sorted(o["quantity"] for o in custodian.orders.values()) == ["16", "24"]
     async with db.sessions() as session:
-        messages = await plumbing.pending_messages(session, 100)
+        messages = await pending_messages(session, 100)
     fills = [json.loads(m.value)["payload"] for m in messages if m.topic == "fills-received"]
     assert sorted(f["trade_id"] for f in fills) == sorted(
         str(t.trade_id) for p in payloads for t in p.trades

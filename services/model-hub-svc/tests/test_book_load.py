@@ -8,10 +8,11 @@ import pytest
 from ballast_common import book_loads
 from ballast_common.book_loads import LoadOptions
 from ballast_common.errors import InvalidInput
-from ballast_common.plumbing import outbox
+from ballast_common.outbox import outbox
 from ballast_common.testing import migrated_database, unit_of_work
 from model_hub_svc import repository, service
 from model_hub_svc.main import spec
+from model_hub_svc.repository import PostgresModelHubRepository
 from model_hub_svc.schemas import SecurityIn
 from sqlalchemy import select
 
@@ -27,6 +28,7 @@ async def db(database_url):
     async with unit_of_work(database, "test") as uow:
         await service.upsert_securities(
             uow,
+            PostgresModelHubRepository(uow.session),
             [SecurityIn(symbol="BLK1", name="Old", asset_class="US Equity", sector="IT",
                         price=Decimal("10"))],
         )  # fmt: skip

@@ -12,11 +12,7 @@ from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 
-import httpx
 import pytest
-from ballast_common.app import create_app
-from ballast_common.consumer import Delivery
-from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import (
     AccountChangedV1,
     BandV1,
@@ -35,46 +31,20 @@ from ballast_common.contracts.events import (
     StrategyV1,
     TaxSettingsV1,
 )
-from ballast_common.plumbing import outbox
-from ballast_common.testing import migrated_database, unit_of_work
+from ballast_common.outbox import outbox
+from ballast_common.testing import api_client, migrated_database, unit_of_work
 from ballast_engine.rebalance import rebalance
 from ballast_engine.scenario import scenario_from_dict
 from rebalance_svc import repository, service
-from rebalance_svc.handlers import scan_loop, subscriptions
+from rebalance_svc.handlers import scan_loop
 from rebalance_svc.main import spec
 from rebalance_svc.schemas import RunOut
 from rebalance_svc.settings import Settings
-from rebalance_test_support import decline_trades_in_flight, process_requested_chunks
+from rebalance_test_support import decline_trades_in_flight, deliver, process_requested_chunks
 from sqlalchemy import select
 
 pytestmark = pytest.mark.integration
-SUBSCRIPTIONS = {s.event_type: s for s in subscriptions(Settings())}
-TOPIC = {
-    SecuritiesChangedV1: "securities-changed",
-    AccountChangedV1: "account-changed",
-    HoldingsReconciledV2: "holdings-reconciled",
-    ModelChangedV1: "model-changed",
-    EquivalenceSetChangedV1: "equivalence-set-changed",
-}
 MINE = ("H-SMA", "H-UMA", "H-IRA")
-
-
-async def deliver(db, payload, key: str) -> Envelope:
-    envelope = Envelope(
-        type=TOPIC[type(payload)],
-        version=2 if isinstance(payload, HoldingsReconciledV2) else 1,
-        tenant="demo",
-        key=key,
-        source="test",
-        payload=payload.model_dump(mode="json"),
-    )
-    if isinstance(payload, ModelChangedV1):  # each version starts from the same holdings
-        await decline_trades_in_flight(db)
-    async with unit_of_work(db, "test") as uow:
-        uow.causation = envelope
-        await SUBSCRIPTIONS[TOPIC[type(payload)]].deliver(uow, [Delivery(envelope, payload)])
-    await process_requested_chunks(db)  # as the service's chunk consumer would
-    return envelope
 
 
 async def run_of(db, model_id: str, version: int) -> RunOut:
@@ -387,12 +357,7 @@ async def test_tax_settings_and_household_loss_sales_reach_the_engine_input(db):
 
 async def test_a_scan_reports_every_account_and_rebalances_only_those_out_of_band(db):
     await decline_trades_in_flight(db)  # the model changes' proposals above went nowhere
-    app = create_app(spec, Settings())
-    app.state.runtime = SimpleNamespace(
-        db=db, settings=Settings(), uow=lambda: unit_of_work(db, "rebalance-svc")
-    )
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://rebalance") as api:
+    async with api_client(spec, db) as api:
         response = await api.post("/scans")
         assert response.status_code == 202, response.text
         planned = response.json()
@@ -491,14 +456,9 @@ async def test_a_harvest_sells_the_losing_lots_and_buys_the_equivalent(db):
                   cost_basis=Decimal("3000"))  # fmt: skip
     book = holdings("H-TLH", "100", position("HA2", "40", loser))
     await deliver(db, book.model_copy(update={"household_id": "HH-TLH"}), "H-TLH")
-    app = create_app(spec, Settings())
-    app.state.runtime = SimpleNamespace(
-        db=db, settings=Settings(), uow=lambda: unit_of_work(db, "rebalance-svc")
-    )
-    transport = httpx.ASGITransport(app=app)
     await deliver(db, pair, "h3-energy")
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://rebalance") as api:
+        async with api_client(spec, db) as api:
             response = await api.post("/harvests")
             assert response.status_code == 202, response.text
             await process_requested_chunks(db)

@@ -3,9 +3,11 @@ defaults, restrictions, UMA sleeves with the holdings split rule, tax lots). Pur
 
 from __future__ import annotations
 
+import uuid
 from decimal import Decimal
 
 import pytest
+from ballast_common.contracts.events import DriftDetectedV1, SecurityDriftV1
 from ballast_engine.drift import book_arrays, scan_drift
 from ballast_engine.model import (
     Account,
@@ -24,13 +26,17 @@ from ballast_engine.model import (
     TaxLot,
 )
 from ballast_engine.rebalance import rebalance
+from hypothesis import example, given
+from hypothesis import strategies as st
 from rebalance_svc.engine_input import (
     AccountRow,
     Defaults,
+    DriftVerdict,
     EquivalenceSetRow,
     PositionRow,
     SecurityRow,
     SleeveRow,
+    drift_event_json,
     engine_account,
     engine_restrictions,
     engine_settings,
@@ -357,3 +363,58 @@ def test_a_uma_holding_an_equivalent_puts_it_in_the_sleeve_whose_model_holds_its
     assert [
         (t.sleeve_id, t.side.value, t.quantity) for t in result.trades if t.symbol == "BND"
     ] == [("i", "buy", Decimal("140"))]
+
+
+WEIGHTS = st.floats(min_value=-1e-9, max_value=1.5, allow_nan=False, allow_infinity=False)
+
+
+@given(
+    positions=st.lists(
+        st.tuples(st.from_regex(r"[A-Z][A-Z0-9.\-]{0,7}", fullmatch=True), WEIGHTS, WEIGHTS),
+        max_size=12,
+    ),
+    account_id=st.text(min_size=1, max_size=12),
+    total=st.decimals(min_value=-(10**9), max_value=10**12, places=2, allow_nan=False),
+    out=st.booleans(),
+)
+@example(
+    positions=[("HALF", 0.0000005, 0.0000015), ("NEG", 0.25, -0.0), ("Z", 0.0, -0.0)],
+    account_id='a "quoted" \\ id',
+    total=Decimal("0.00"),
+    out=False,
+)
+def test_drift_events_written_from_arrays_are_the_models_bytes(positions, account_id, total, out):
+    verdict = DriftVerdict(
+        account_id,
+        out,
+        ("security",) if out else (),
+        Decimal("0.123457"),
+        Decimal("0.005000"),
+        total,
+        [p[0] for p in positions],
+        [p[1] for p in positions],
+        [p[2] for p in positions],
+    )
+    run_id = uuid.UUID(int=7)
+    model = DriftDetectedV1(
+        run_id=run_id,
+        account_id=account_id,
+        model_id="core",
+        model_version=3,
+        total_value=total,
+        max_abs_drift=verdict.max_abs_drift,
+        tolerance=verdict.tolerance,
+        out_of_tolerance=out,
+        securities=[
+            SecurityDriftV1(
+                symbol=d.symbol,
+                target_weight=d.target_weight,
+                current_weight=d.current_weight,
+                drift=d.drift,
+            )
+            for d in verdict.securities
+        ],
+    )
+    written = drift_event_json(run_id, ("core", 3), verdict)
+    assert written == model.model_dump_json().encode()
+    assert DriftDetectedV1.model_validate_json(written) == model

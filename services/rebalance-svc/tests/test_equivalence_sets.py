@@ -11,8 +11,6 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from ballast_common.consumer import Delivery
-from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import (
     AccountChangedV1,
     EquivalenceSetChangedV1,
@@ -23,26 +21,16 @@ from ballast_common.contracts.events import (
     SecuritiesChangedV1,
     SecurityV1,
 )
-from ballast_common.plumbing import outbox
-from ballast_common.testing import migrated_database, unit_of_work
+from ballast_common.outbox import outbox
+from ballast_common.testing import migrated_database
 from ballast_engine.rebalance import rebalance
 from ballast_engine.scenario import scenario_from_dict
 from rebalance_svc import repository, service
-from rebalance_svc.handlers import subscriptions
 from rebalance_svc.main import spec
-from rebalance_svc.settings import Settings
-from rebalance_test_support import decline_trades_in_flight, process_requested_chunks
+from rebalance_test_support import deliver
 from sqlalchemy import select
 
 pytestmark = pytest.mark.integration
-SUBSCRIPTIONS = {s.event_type: s for s in subscriptions(Settings())}
-TOPIC = {
-    SecuritiesChangedV1: "securities-changed",
-    AccountChangedV1: "account-changed",
-    HoldingsReconciledV1: "holdings-reconciled",
-    ModelChangedV1: "model-changed",
-    EquivalenceSetChangedV1: "equivalence-set-changed",
-}
 T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 
 
@@ -51,25 +39,6 @@ async def db(database_url):
     database = await migrated_database(spec, database_url)
     yield database
     await database.dispose()
-
-
-async def deliver(db, payload, key: str, at: datetime | None = None) -> Envelope:
-    envelope = Envelope(
-        type=TOPIC[type(payload)],
-        version=1,
-        tenant="demo",
-        key=key,
-        source="test",
-        payload=payload.model_dump(mode="json"),
-        **({"time": at} if at else {}),
-    )
-    if isinstance(payload, ModelChangedV1):  # each version starts from the same holdings
-        await decline_trades_in_flight(db)
-    async with unit_of_work(db, "test") as uow:
-        uow.causation = envelope
-        await SUBSCRIPTIONS[envelope.type].deliver(uow, [Delivery(envelope, payload)])
-    await process_requested_chunks(db)  # as the service's chunk consumer would
-    return envelope
 
 
 def eq_set(set_id: str, version: int, *members: str, removed: bool = False) -> Any:

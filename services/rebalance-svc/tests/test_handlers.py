@@ -4,10 +4,11 @@ model change rebalances every following account, skipping (and naming) the ones 
 import json
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from functools import partial
 
 import pytest
-from ballast_common.consumer import Delivery
-from ballast_common.contracts.envelope import Envelope
+import rebalance_test_support as support
+from ballast_common import testing
 from ballast_common.contracts.events import (
     AccountChangedV1,
     FillsReceivedV1,
@@ -19,8 +20,8 @@ from ballast_common.contracts.events import (
     SecuritiesChangedV1,
     SecurityV1,
 )
-from ballast_common.plumbing import outbox
-from ballast_common.testing import migrated_database, unit_of_work
+from ballast_common.outbox import outbox
+from ballast_common.testing import migrated_database
 from ballast_engine.rebalance import rebalance
 from ballast_engine.scenario import scenario_from_dict
 from rebalance_svc import repository, service
@@ -31,30 +32,8 @@ from rebalance_test_support import decline_trades_in_flight, process_requested_c
 from sqlalchemy import select
 
 pytestmark = pytest.mark.integration
-SUBSCRIPTIONS = {s.event_type: s for s in subscriptions(Settings())}
-
-
-async def deliver(db, payload, key: str) -> Envelope:
-    envelope = Envelope(
-        type="x",
-        version=1,
-        tenant="demo",
-        key=key,
-        source="test",
-        payload=payload.model_dump(mode="json"),
-    )
-    event_type = {
-        SecuritiesChangedV1: "securities-changed",
-        AccountChangedV1: "account-changed",
-        HoldingsReconciledV1: "holdings-reconciled",
-        ModelChangedV1: "model-changed",
-    }[type(payload)]
-    if isinstance(payload, ModelChangedV1):  # each version starts from the same holdings
-        await decline_trades_in_flight(db)
-    async with unit_of_work(db, "test") as uow:
-        uow.causation = envelope
-        await SUBSCRIPTIONS[event_type].deliver(uow, [Delivery(envelope, payload)])
-    return envelope
+SUBSCRIPTIONS = subscriptions(Settings())
+deliver = partial(support.deliver, run_chunks=False)  # these tests run the chunks themselves
 
 
 def account(account_id: str) -> AccountChangedV1:
@@ -186,13 +165,7 @@ async def test_a_run_in_chunks_completes_when_a_chunk_fails_after_its_attempts(d
     `chunk_attempts` times, dead-lettered with its reason, counted failed, and the run still
     completes with the other chunks' work."""
     settings = Settings(chunk_size=1, chunk_attempts=2)
-    handlers = {s.event_type: s.handler for s in subscriptions(settings) if s.handler}
-    envelope = Envelope(
-        type="model-changed", version=1, tenant="demo", key="core", source="test", payload={}
-    )
-    async with unit_of_work(db, "test") as uow:
-        uow.causation = envelope
-        await handlers["model-changed"](uow, envelope, model(10, AAA="0.4", BBB="0.6"))
+    await testing.deliver(db, subscriptions(settings), model(10, AAA="0.4", BBB="0.6"))
     async with db.sessions() as s:
         [planned] = await repository.list_runs(s, "core", 10, 5)
     assert (planned.accounts, planned.chunks) == (3, 3)
@@ -222,15 +195,6 @@ async def test_a_run_in_chunks_completes_when_a_chunk_fails_after_its_attempts(d
     assert mine == [(0, "completed"), (1, "failed"), (2, "completed")]
 
 
-async def _deliver_raw(db, event_type: str, payload, key: str) -> None:
-    envelope = Envelope(
-        type=event_type, version=1, tenant="demo", key=key, source="test",
-        payload=payload.model_dump(mode="json"),
-    )  # fmt: skip
-    async with unit_of_work(db, "test") as uow:
-        await SUBSCRIPTIONS[event_type].deliver(uow, [Delivery(envelope, payload)])
-
-
 async def _proposal_of(db, run_id: str, account_id: str) -> dict:
     async with db.sessions() as s:
         rows = (await s.execute(select(outbox.c.topic, outbox.c.value))).all()
@@ -255,13 +219,8 @@ async def test_an_account_is_not_traded_again_before_its_trades_are_settled(db):
     buy, other = proposal["trades"]
 
     async def second_run(version: int) -> dict[str, str]:
-        async with unit_of_work(db, "test") as uow:  # no declining here: the trades stand
-            envelope = Envelope(type="model-changed", version=1, tenant="demo", key="core",
-                                source="test", payload={})  # fmt: skip
-            uow.causation = envelope
-            await SUBSCRIPTIONS["model-changed"].deliver(
-                uow, [Delivery(envelope, model(version, AAA="0.31", BBB="0.69"))]
-            )
+        # no declining here: the trades stand
+        await testing.deliver(db, SUBSCRIPTIONS, model(version, AAA="0.31", BBB="0.69"))
         await process_requested_chunks(db)
         async with db.sessions() as s:
             [run] = await repository.list_runs(s, "core", version, 5)
@@ -278,8 +237,8 @@ async def test_an_account_is_not_traded_again_before_its_trades_are_settled(db):
     holdings = HoldingsReconciledV1(account_id="R-1", as_of=date(2026, 11, 21),
                                     cash=Decimal("10000"), positions=[], cause="fills",
                                     fill_ids=["F-1"])  # fmt: skip
-    await _deliver_raw(db, "holdings-reconciled", holdings, "R-1")
-    await _deliver_raw(db, "fills-received", fill, "R-1")
+    await deliver(db, holdings, "R-1")
+    await deliver(db, fill, "R-1")
     assert "1 trade(s) proposed earlier" in (await second_run(22))["R-1"]
     # the second: the custodian rejected it
     rejected = OrderRejectedV1(
@@ -287,6 +246,6 @@ async def test_an_account_is_not_traded_again_before_its_trades_are_settled(db):
         proposal_id=proposal["proposal_id"], account_id="R-1", symbol=other["symbol"],
         side=other["side"], quantity=Decimal(other["quantity"]), reason="halted",
     )  # fmt: skip
-    await _deliver_raw(db, "order-rejected", rejected, "R-1")
+    await deliver(db, rejected, "R-1")
     assert "R-1" not in await second_run(23)
     await decline_trades_in_flight(db)

@@ -35,10 +35,9 @@ from aiokafka.structs import ConsumerRecord
 from ballast_common.consumer import BatchProcessor
 from ballast_common.contracts import events as ev
 from ballast_common.contracts.envelope import Envelope
-from ballast_common.testing import migrated_database, unit_of_work
+from ballast_common.testing import envelope, migrated_database, unit_of_work
 from reporting_svc.handlers import SUBSCRIPTIONS
 from reporting_svc.main import app, spec
-from reporting_svc.sample import envelope
 from reporting_svc.settings import Settings
 from sqlalchemy import text
 

@@ -1,17 +1,21 @@
 """Fixtures for reporting-svc's tests: its schema migrated in the session's database, and
-an HTTP client for the app wired to that database (no lifespan, so no Kafka)."""
+an HTTP client for the app wired to that database (no lifespan, so no Kafka). The event
+builders (reporting_events) and the sample book (sample_book) beside this file are importable
+by the tests."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
-from types import SimpleNamespace
+from pathlib import Path
 
 import httpx
 import pytest
 from ballast_common.db import Database
-from ballast_common.testing import migrated_database
-from reporting_svc.main import app, spec
-from reporting_svc.settings import Settings
+from ballast_common.testing import api_client, migrated_database
+from reporting_svc.main import spec
+
+sys.path.insert(0, str(Path(__file__).parent))
 
 
 @pytest.fixture(scope="session")
@@ -23,7 +27,5 @@ async def db(database_url: str) -> AsyncIterator[Database]:
 
 @pytest.fixture
 async def client(db: Database) -> AsyncIterator[httpx.AsyncClient]:
-    app.state.runtime = SimpleNamespace(db=db, settings=Settings())
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://reporting") as c:
+    async with api_client(spec, db) as c:
         yield c

@@ -14,33 +14,36 @@ from typing import Any
 
 import httpx
 import pytest
-from aiokafka.structs import ConsumerRecord
-from ballast_common.consumer import BatchProcessor, Delivery
+from ballast_common.consumer import Delivery
 from ballast_common.contracts import events as ev
 from ballast_common.contracts.envelope import Envelope, decode_envelope
 from ballast_common.db import Database
-from ballast_common.testing import unit_of_work
-from reporting_svc import service
-from reporting_svc.handlers import SUBSCRIPTIONS
-from reporting_svc.sample import (
+from ballast_common.testing import (
+    consumer_record,
+    envelope,
+    example,
+    service_consumer,
+    unit_of_work,
+)
+from reporting_events import (
     approved,
     at,
     chunk_done,
     deliver,
     deliver_batch,
     drift,
-    envelope,
-    example,
     fill,
     holdings,
-    load_sample,
     new_account,
     new_model,
     proposed,
     setup_book,
     trade,
 )
+from reporting_svc import service
+from reporting_svc.handlers import SUBSCRIPTIONS
 from reporting_svc.tables import AccountValuation
+from sample_book import load_sample
 from sqlalchemy import text
 from sqlmodel import select
 
@@ -379,15 +382,6 @@ async def test_a_scan_shows_its_trigger_not_an_accounts_model(
 # --- batches and failures -------------------------------------------------------------------
 
 
-def _record(env: Envelope, offset: int) -> ConsumerRecord[bytes, bytes]:
-    value = env.to_bytes()
-    return ConsumerRecord(
-        topic=env.type, partition=0, offset=offset, timestamp=0, timestamp_type=0,
-        key=env.key.encode(), value=value, checksum=None, serialized_key_size=len(env.key),
-        serialized_value_size=len(value), headers=[],
-    )  # fmt: skip
-
-
 async def test_a_bad_snapshot_in_a_batch_is_dead_lettered_and_the_rest_applied(
     db: Database, client: httpx.AsyncClient
 ) -> None:
@@ -401,11 +395,11 @@ async def test_a_bad_snapshot_in_a_batch_is_dead_lettered_and_the_rest_applied(
         account_id=bad,
         positions=[{"symbol": "ZZA", "quantity": "1", "cost_basis": "1"}] * 2,
     )
-    records = [_record(holdings(a, at(5), "100", {"ZZA": "3"}), i) for i, a in enumerate(good)]
-    records.insert(1, _record(envelope(twice, key=bad, time=at(5)), 9))
-    processor = BatchProcessor(
-        "reporting-svc", SUBSCRIPTIONS, lambda: unit_of_work(db, "reporting-svc")
-    )
+    records = [
+        consumer_record(holdings(a, at(5), "100", {"ZZA": "3"}), i) for i, a in enumerate(good)
+    ]
+    records.insert(1, consumer_record(envelope(twice, key=bad, time=at(5)), 9))
+    processor = service_consumer(db, "reporting-svc", SUBSCRIPTIONS)
     assert await processor.process(records) == {
         "processed": 3,
         "duplicate": 0,

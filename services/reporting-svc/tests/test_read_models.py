@@ -12,16 +12,14 @@ import httpx
 import pytest
 from ballast_common.contracts import events as ev
 from ballast_common.db import Database
-from reporting_svc import repository as repo
-from reporting_svc.sample import (
+from ballast_common.testing import envelope, example
+from reporting_events import (
     approved,
     at,
     chunk_done,
     declined,
     deliver,
     drift,
-    envelope,
-    example,
     fill,
     holdings,
     new_account,
@@ -30,6 +28,7 @@ from reporting_svc.sample import (
     setup_book,
     trade,
 )
+from reporting_svc import repository as repo
 
 pytestmark = pytest.mark.integration
 

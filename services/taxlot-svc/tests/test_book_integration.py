@@ -10,14 +10,13 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from aiokafka.structs import ConsumerRecord
-from ballast_common import plumbing
 from ballast_common.consumer import BatchProcessor, Subscription
 from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import FillsReceivedV1
 from ballast_common.db import Database
 from ballast_common.errors import PermanentMessageError
-from ballast_common.testing import unit_of_work
+from ballast_common.outbox import pending_messages
+from ballast_common.testing import consumer_record, envelope, unit_of_work
 from taxlot_svc import repository as repo
 from taxlot_svc import service, snapshots, taxes
 from taxlot_svc.handlers import on_fills_received
@@ -109,7 +108,7 @@ async def snapshot(db: Database, account: str) -> dict[str, Any]:
 
 async def events_of(db: Database, account: str) -> list[dict[str, Any]]:
     async with db.sessions() as s:
-        rows = await plumbing.pending_messages(s, 1_000_000)
+        rows = await pending_messages(s, 1_000_000)
     return [
         json.loads(r.value) for r in rows if r.key == account and r.topic == "holdings-reconciled"
     ]
@@ -251,32 +250,8 @@ async def test_a_fill_for_an_account_without_a_ledger_is_refused(taxlot_db: Data
         await apply(taxlot_db, fill(account, "buy", "1", "10", AT_BUY))
 
 
-def record(envelope: Envelope, offset: int) -> ConsumerRecord[bytes, bytes]:
-    value = envelope.to_bytes()
-    return ConsumerRecord(
-        topic="fills-received",
-        partition=0,
-        offset=offset,
-        timestamp=0,
-        timestamp_type=0,
-        key=envelope.key.encode(),
-        value=value,
-        checksum=None,
-        serialized_key_size=len(envelope.key),
-        serialized_value_size=len(value),
-        headers=[],
-    )
-
-
 def envelope_of(f: FillsReceivedV1) -> Envelope:
-    return Envelope(
-        type="fills-received",
-        version=1,
-        tenant="acme",
-        key=f.account_id,
-        source="test",
-        payload=f.model_dump(mode="json"),
-    )
+    return envelope(f, tenant="acme")
 
 
 async def test_consumer_applies_dedups_and_dead_letters(taxlot_db: Database) -> None:
@@ -293,18 +268,18 @@ async def test_consumer_applies_dedups_and_dead_letters(taxlot_db: Database) -> 
     oversell = fill(account, "sell", "100", "60", AT_SELL)
     first = envelope_of(buy)
     records = [
-        record(first, 0),
-        record(envelope_of(buy), 1),  # the same fill in another event: no second effect
-        record(first, 2),  # the same event again: the inbox drops it
-        record(envelope_of(oversell), 3),
-        record(envelope_of(sell), 4),  # the batch carries on after the dead letter
+        consumer_record(first, 0),
+        consumer_record(envelope_of(buy), 1),  # the same fill in another event: no second effect
+        consumer_record(first, 2),  # the same event again: the inbox drops it
+        consumer_record(envelope_of(oversell), 3),
+        consumer_record(envelope_of(sell), 4),  # the batch carries on after the dead letter
     ]
     outcomes = await processor.process(records)
     assert outcomes == {"processed": 3, "duplicate": 1, "dead_lettered": 1}
 
     async with taxlot_db.sessions() as s:
         holdings = await service.holdings(s, account)
-        pending = await plumbing.pending_messages(s, 1_000_000)
+        pending = await pending_messages(s, 1_000_000)
     # 10000 - 100 (buy 2 @ 50) + 180 (sell 3 @ 60)
     assert holdings.cash == D("10080.00")
     assert [(p.symbol, p.quantity) for p in holdings.positions] == [

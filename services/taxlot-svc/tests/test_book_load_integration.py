@@ -13,11 +13,11 @@ from typing import Any
 import httpx
 import pytest
 from ballast_common import book_loads as loads
-from ballast_common import plumbing
 from ballast_common.book_loads import LoadOptions
 from ballast_common.contracts.events import AccountChangedV1, FillsReceivedV1
 from ballast_common.db import Database
 from ballast_common.errors import InvalidInput
+from ballast_common.outbox import pending_messages
 from ballast_common.testing import unit_of_work
 from ballast_engine.tax.model import money
 from sqlalchemy import text
@@ -93,7 +93,7 @@ async def rows(db: Database, sql: str, **params: Any) -> list[dict[str, Any]]:
 async def reconciled(db: Database, accounts: list[str]) -> dict[str, list[dict[str, Any]]]:
     """holdings-reconciled in the outbox, per account."""
     async with db.sessions() as s:
-        pending = await plumbing.pending_messages(s, 1_000_000)
+        pending = await pending_messages(s, 1_000_000)
     out: dict[str, list[dict[str, Any]]] = {a: [] for a in accounts}
     for m in pending:
         if m.topic == "holdings-reconciled" and m.key in out:
@@ -419,7 +419,7 @@ async def test_every_bad_row_is_named_and_nothing_is_applied(taxlot_db: Database
                 "account_id,symbol,lot_id,quantity,acquired_on,cost_basis,sleeve_id",
                 [
                     f"{good},{held},L1,4,2024-01-02,40,",
-                    f"{good},{held},L2,5,2024-01-03,50,core",
+                    f"{good},{held},L2,5,2024-01-03,50,",
                     f"{good},{unpriced},L3,1,2026-12-01,10,",
                     f"{good},{acted},L4/1,2,2024-01-02,20,",
                     f"{good},OTHER,L5,1,2024-01-02,1,",

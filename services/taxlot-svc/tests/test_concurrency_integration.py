@@ -23,12 +23,11 @@ from typing import Any
 import httpx
 import pytest
 from aiokafka.structs import ConsumerRecord
-from ballast_common import plumbing
 from ballast_common.consumer import BatchProcessor, Subscription
-from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import AccountChangedV1
 from ballast_common.db import Database
-from ballast_common.testing import unit_of_work
+from ballast_common.outbox import pending_messages
+from ballast_common.testing import consumer_record, envelope, unit_of_work
 from taxlot_svc import repository as repo
 from taxlot_svc import snapshots
 from taxlot_svc.handlers import on_account_changed
@@ -51,28 +50,7 @@ def account_changed(account: str, household: str, offset: int) -> ConsumerRecord
         status="active",
         auto_approve=True,
     )
-    envelope = Envelope(
-        type="account-changed",
-        version=1,
-        tenant="acme",
-        key=account,
-        source="test",
-        payload=payload.model_dump(mode="json"),
-    )
-    value = envelope.to_bytes()
-    return ConsumerRecord(
-        topic="account-changed",
-        partition=0,
-        offset=offset,
-        timestamp=0,
-        timestamp_type=0,
-        key=account.encode(),
-        value=value,
-        checksum=None,
-        serialized_key_size=len(account),
-        serialized_value_size=len(value),
-        headers=[],
-    )
+    return consumer_record(envelope(payload, tenant="acme"), offset)
 
 
 def holdings(account: str, n: int) -> dict[str, Any]:
@@ -170,7 +148,7 @@ async def test_bulk_opening_races_account_changed(
     async with unit_of_work(taxlot_db, "taxlot-svc") as uow:
         await snapshots.publish_pending(uow, limit=100_000)
     async with taxlot_db.sessions() as s:
-        pending = await plumbing.pending_messages(s, 1_000_000)
+        pending = await pending_messages(s, 1_000_000)
     opened = {
         m.key: json.loads(m.value)["payload"]
         for m in pending

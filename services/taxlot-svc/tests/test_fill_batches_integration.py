@@ -15,12 +15,11 @@ from typing import Any
 
 import pytest
 from aiokafka.structs import ConsumerRecord
-from ballast_common import plumbing
 from ballast_common.consumer import BatchProcessor, Subscription
-from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import AccountChangedV1, FillsReceivedV1
 from ballast_common.db import Database
-from ballast_common.testing import unit_of_work
+from ballast_common.outbox import pending_messages
+from ballast_common.testing import consumer_record, envelope, unit_of_work
 from sqlalchemy import text
 from taxlot_svc import service, taxes
 from taxlot_svc.handlers import on_fills_received
@@ -33,29 +32,8 @@ TODAY = date(2026, 12, 6)
 START = date(2026, 2, 2)
 
 
-def record(payload: Any, offset: int, kind: str = "fills-received") -> ConsumerRecord[bytes, bytes]:
-    envelope = Envelope(
-        type=kind,
-        version=1,
-        tenant="acme",
-        key=payload.account_id,
-        source="test",
-        payload=payload.model_dump(mode="json"),
-    )
-    value = envelope.to_bytes()
-    return ConsumerRecord(
-        topic=kind,
-        partition=0,
-        offset=offset,
-        timestamp=0,
-        timestamp_type=0,
-        key=payload.account_id.encode(),
-        value=value,
-        checksum=None,
-        serialized_key_size=len(payload.account_id),
-        serialized_value_size=len(value),
-        headers=[],
-    )
+def record(fill: FillsReceivedV1, offset: int) -> ConsumerRecord[bytes, bytes]:
+    return consumer_record(envelope(fill, tenant="acme"), offset)
 
 
 def processor(db: Database) -> BatchProcessor:
@@ -293,7 +271,7 @@ async def test_a_bad_fill_is_dead_lettered_alone_and_duplicates_are_harmless(
     outcome = await group.process(records)
     assert outcome == {"processed": 5, "duplicate": 0, "dead_lettered": 3}
     async with taxlot_db.sessions() as s:
-        pending = await plumbing.pending_messages(s, 1_000_000)
+        pending = await pending_messages(s, 1_000_000)
         cash = dict(
             (
                 await s.execute(

@@ -12,9 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-from ballast_common import plumbing
-from ballast_common.consumer import Delivery
-from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import (
     AccountChangedV1,
     EquivalenceSetChangedV1,
@@ -25,7 +22,8 @@ from ballast_common.contracts.events import (
 )
 from ballast_common.db import Database
 from ballast_common.errors import PermanentMessageError
-from ballast_common.testing import unit_of_work
+from ballast_common.outbox import pending_messages
+from ballast_common.testing import delivery, envelope, unit_of_work
 from taxlot_svc import repository as repo
 from taxlot_svc import service, snapshots
 from taxlot_svc.handlers import (
@@ -91,18 +89,7 @@ async def in_household(
         tax_settings=tax,
     )
     async with unit_of_work(db, "taxlot-svc") as uow:
-        await on_account_changed(uow, envelope("account-changed", account, payload), payload)
-
-
-def envelope(kind: str, key: str, payload: Any, **extra: Any) -> Envelope:
-    return Envelope(
-        type=kind,
-        version=1,
-        tenant="acme",
-        key=key,
-        source="test",
-        payload={**payload.model_dump(mode="json"), **extra},
-    )
+        await on_account_changed(uow, envelope(payload, key=account, tenant="acme"), payload)
 
 
 def fill(account: str, sym: str, side: str, qty: str, price: str, on: date) -> FillsReceivedV1:
@@ -126,7 +113,7 @@ async def apply(db: Database, f: FillsReceivedV1, **extra: Any) -> None:
     if extra:
         f = FillsReceivedV1.model_validate({**f.model_dump(mode="json"), **extra})
     async with unit_of_work(db, "taxlot-svc") as uow:
-        await on_fills_received(uow, [Delivery(envelope("fills-received", f.account_id, f), f)])
+        await on_fills_received(uow, [delivery(f, tenant="acme")])
 
 
 def plain(positions: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -150,7 +137,7 @@ async def reconciled(db: Database, account: str) -> list[dict[str, Any]]:
     async with unit_of_work(db, "taxlot-svc") as uow:
         await snapshots.publish_pending(uow, limit=100_000)
     async with db.sessions() as s:
-        rows = await plumbing.pending_messages(s, 1_000_000)
+        rows = await pending_messages(s, 1_000_000)
     return [
         json.loads(r.value)["payload"]
         for r in rows
@@ -161,7 +148,7 @@ async def reconciled(db: Database, account: str) -> list[dict[str, Any]]:
 async def recorded(db: Database, action_id: str) -> list[tuple[str | None, dict[str, Any]]]:
     """The corporate-action-recorded events of an action in the outbox: (key, payload)."""
     async with db.sessions() as s:
-        rows = await plumbing.pending_messages(s, 1_000_000)
+        rows = await pending_messages(s, 1_000_000)
     out = []
     for r in rows:
         if r.topic != "corporate-action-recorded":
@@ -473,9 +460,7 @@ async def equivalence_set(
         **more,
     )
     async with unit_of_work(db, "taxlot-svc") as uow:
-        await on_equivalence_set_changed(
-            uow, envelope("equivalence-set-changed", set_id, payload), payload
-        )
+        await on_equivalence_set_changed(uow, envelope(payload, key=set_id, tenant="acme"), payload)
     async with db.sessions() as s:
         [row] = [r for r in await repo.equivalence_sets(s) if r.set_id == set_id]
     return (row.version, row.identical, row.removed, row.members)
@@ -610,7 +595,7 @@ async def test_unrealized_from_last_fill_or_security_master(
         ]
     )
     async with unit_of_work(taxlot_db, "taxlot-svc") as uow:
-        await on_securities_changed(uow, envelope("securities-changed", "sm", master), master)
+        await on_securities_changed(uow, envelope(master, key="sm", tenant="acme"), master)
     buyer = uid("Z")
     await open_book(taxlot_db, buyer, [])
     await apply(taxlot_db, fill(buyer, sym, "buy", "1", "95.5", date(2026, 11, 20)))

@@ -27,7 +27,7 @@ from sqlalchemy import MetaData
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ballast_common import idempotency, openapi, plumbing
+from ballast_common import idempotency, openapi
 from ballast_common.book_loads import BookLoadSpec, book_load_router
 from ballast_common.bus import KafkaPublisher, ensure_topics
 from ballast_common.consumer import (
@@ -41,6 +41,7 @@ from ballast_common.db import Database
 from ballast_common.errors import BallastError
 from ballast_common.metrics import HTTP_LATENCY, HTTP_REQUESTS, OUTBOX_BACKLOG
 from ballast_common.migrations import upgrade_connection
+from ballast_common.outbox import unpublished_count
 from ballast_common.relay import OutboxRelay
 from ballast_common.settings import ServiceSettings
 from ballast_common.telemetry import setup_logging, setup_tracing, shutdown_tracing
@@ -162,7 +163,7 @@ class Runtime:
         try:
             await self.db.ping()
             async with self.db.sessions() as session:
-                OUTBOX_BACKLOG.set(await plumbing.unpublished_count(session))
+                OUTBOX_BACKLOG.set(await unpublished_count(session))
             checks["database"] = "ok"
         except Exception as exc:  # any failure means not ready; the reason is reported
             checks["database"] = f"unavailable: {exc}"

@@ -32,13 +32,13 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanKind
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from ballast_common import plumbing
 from ballast_common.contracts.envelope import Envelope, EnvelopeError, decode_envelope
 from ballast_common.contracts.events import DeadLetterV1
 from ballast_common.contracts.registry import DEAD_LETTER_TOPIC_PREFIX
 from ballast_common.errors import PermanentMessageError, TransientError
+from ballast_common.inbox import record_first_deliveries, record_first_delivery
 from ballast_common.metrics import CONSUMER_RETRIES, EVENTS_CONSUMED
-from ballast_common.plumbing import OutgoingMessage
+from ballast_common.outbox import OutgoingMessage
 from ballast_common.telemetry import context_from_headers, kafka_headers_to_dict, tracer
 from ballast_common.uow import UnitOfWork
 
@@ -176,7 +176,7 @@ class BatchProcessor:
         async with self._uow_factory() as uow:
             decoded = [self._decode(record) for record in records]
             ids = [d[0].id for d in decoded if not isinstance(d, Exception)]
-            first_time = await plumbing.record_first_deliveries(uow.session, self.group, ids)
+            first_time = await record_first_deliveries(uow.session, self.group, ids)
             # Consecutive new events of one topic go to their handler together.
             group: list[tuple[ConsumerRecord[bytes, bytes], Delivery]] = []
             for record, item in zip(records, decoded, strict=True):
@@ -228,9 +228,7 @@ class BatchProcessor:
             for attempt in range(1, subscription.attempts + 1):
                 savepoint = await uow.session.begin_nested()
                 try:
-                    if not await plumbing.record_first_delivery(
-                        uow.session, self.group, envelope.id
-                    ):
+                    if not await record_first_delivery(uow.session, self.group, envelope.id):
                         await savepoint.rollback()
                         span.set_attribute("ballast.duplicate", True)
                         return "duplicate"

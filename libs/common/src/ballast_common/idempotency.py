@@ -41,7 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ballast_common.plumbing import plumbing_metadata
+from ballast_common.common_tables import common_metadata
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -52,7 +52,7 @@ PROBLEM_JSON = "application/problem+json"
 
 idempotency_keys = Table(
     "idempotency_keys",
-    plumbing_metadata,
+    common_metadata,
     Column("key", String(MAX_KEY_LENGTH), primary_key=True),
     Column("fingerprint", String(64), nullable=False),
     Column("method", String(10), nullable=False),

@@ -11,10 +11,10 @@ import asyncio
 import contextlib
 import logging
 
-from ballast_common import plumbing
 from ballast_common.bus import Message, Publisher
 from ballast_common.db import Database
 from ballast_common.metrics import EVENTS_PUBLISHED, OUTBOX_BACKLOG
+from ballast_common.outbox import mark_published, pending_messages, take_relay_lock
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +63,9 @@ class OutboxRelay:
     async def publish_once(self) -> int:
         """Publish one batch of pending rows; returns how many were published."""
         async with self._db.sessions() as session, session.begin():
-            if not await plumbing.take_relay_lock(session, self._db.schema):
+            if not await take_relay_lock(session, self._db.schema):
                 return 0
-            rows = await plumbing.pending_messages(session, self._batch_size)
+            rows = await pending_messages(session, self._batch_size)
             if not rows:
                 OUTBOX_BACKLOG.set(0)
                 return 0
@@ -73,7 +73,7 @@ class OutboxRelay:
                 Message(self._prefix + row.topic, row.key, row.value, row.headers) for row in rows
             ]
             await self._publisher.publish(messages)
-            await plumbing.mark_published(session, [r.id for r in rows])
+            await mark_published(session, [r.id for r in rows])
         for row in rows:
             EVENTS_PUBLISHED.labels(row.topic).inc()
         return len(rows)

@@ -8,8 +8,8 @@ from ballast_common.openapi import CREATES_RESOURCE
 from ballast_common.pagination import Offset, Page
 from fastapi import APIRouter, Header, Path, Query
 
-from account_svc import repository as repo
-from account_svc import service
+from account_svc import repository, service
+from account_svc.repository import PostgresAccountRepository
 from account_svc.schemas import (
     AccountIn,
     AccountOut,
@@ -35,14 +35,18 @@ Limit = Annotated[int, Query(ge=1, le=5000)]
 
 @router.post("/accounts", tags=["accounts"], status_code=201, response_model=AccountOut)
 async def open_account(body: AccountIn, uow: UoW) -> AccountOut:
-    return (await service.open_accounts(uow, [body]))[0]
+    return (await service.open_accounts(uow, PostgresAccountRepository(uow.session), [body]))[0]
 
 
 @router.post(
     "/accounts:batch", tags=["accounts"], status_code=201, summary="Open many accounts, all or none"
 )
 async def open_accounts(body: AccountsIn, uow: UoW) -> dict[str, int]:
-    return {"opened": len(await service.open_accounts(uow, body.accounts))}
+    return {
+        "opened": len(
+            await service.open_accounts(uow, PostgresAccountRepository(uow.session), body.accounts)
+        )
+    }
 
 
 @router.get(
@@ -58,7 +62,7 @@ async def list_accounts(
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> Page[AccountOut]:
-    rows = await repo.list_accounts(
+    rows = await repository.list_accounts(
         session, household_id=household_id, model_id=model_id, limit=limit + 1, offset=offset
     )
     return Page[AccountOut].of([service.view(r) for r in rows], limit, offset)
@@ -66,12 +70,14 @@ async def list_accounts(
 
 @router.get("/accounts/{account_id}", tags=["accounts"], response_model=AccountOut)
 async def get_account(account_id: str, session: ReadSession) -> AccountOut:
-    return await service.get_account(session, account_id)
+    return await service.get_account(PostgresAccountRepository(session), account_id)
 
 
 @router.patch("/accounts/{account_id}", tags=["accounts"], response_model=AccountOut)
 async def change_account(account_id: str, body: AccountPatch, uow: UoW) -> AccountOut:
-    return await service.change_account(uow, account_id, body)
+    return await service.change_account(
+        uow, PostgresAccountRepository(uow.session), account_id, body
+    )
 
 
 @router.get(
@@ -80,7 +86,9 @@ async def change_account(account_id: str, body: AccountPatch, uow: UoW) -> Accou
     response_model=RebalanceSettings,
 )
 async def get_rebalance_settings(account_id: str, session: ReadSession) -> RebalanceSettings:
-    return (await service.get_account(session, account_id)).rebalance_settings
+    return (
+        await service.get_account(PostgresAccountRepository(session), account_id)
+    ).rebalance_settings
 
 
 @router.put(
@@ -92,14 +100,16 @@ async def get_rebalance_settings(account_id: str, session: ReadSession) -> Rebal
 async def put_rebalance_settings(
     account_id: str, body: RebalanceSettings, uow: UoW
 ) -> RebalanceSettings:
-    return await service.set_rebalance_settings(uow, account_id, body)
+    return await service.set_rebalance_settings(
+        uow, PostgresAccountRepository(uow.session), account_id, body
+    )
 
 
 @router.get(
     "/accounts/{account_id}/restrictions", tags=["account settings"], response_model=RestrictionsOut
 )
 async def get_restrictions(account_id: str, session: ReadSession) -> RestrictionsOut:
-    account = await service.get_account(session, account_id)
+    account = await service.get_account(PostgresAccountRepository(session), account_id)
     return RestrictionsOut(restrictions=account.restrictions)
 
 
@@ -113,7 +123,9 @@ async def put_restrictions(
     account_id: str, body: RestrictionsIn, uow: UoW, actor: Actor = "api"
 ) -> RestrictionsOut:
     return RestrictionsOut(
-        restrictions=await service.set_restrictions(uow, account_id, body.restrictions, actor)
+        restrictions=await service.set_restrictions(
+            uow, PostgresAccountRepository(uow.session), account_id, body.restrictions, actor
+        )
     )
 
 
@@ -135,7 +147,7 @@ async def get_restriction_history(
     "/accounts/{account_id}/tax-settings", tags=["account settings"], response_model=TaxSettings
 )
 async def get_tax_settings(account_id: str, session: ReadSession) -> TaxSettings:
-    return (await service.get_account(session, account_id)).tax_settings
+    return (await service.get_account(PostgresAccountRepository(session), account_id)).tax_settings
 
 
 @router.put(
@@ -145,12 +157,14 @@ async def get_tax_settings(account_id: str, session: ReadSession) -> TaxSettings
     summary="Replace the tax settings (absent fields: the documented defaults)",
 )
 async def put_tax_settings(account_id: str, body: TaxSettings, uow: UoW) -> TaxSettings:
-    return await service.set_tax_settings(uow, account_id, body)
+    return await service.set_tax_settings(
+        uow, PostgresAccountRepository(uow.session), account_id, body
+    )
 
 
 @router.get("/accounts/{account_id}/strategy", tags=["account settings"], response_model=Strategy)
 async def get_strategy(account_id: str, session: ReadSession) -> Strategy:
-    account = await service.get_account(session, account_id)
+    account = await service.get_account(PostgresAccountRepository(session), account_id)
     if account.strategy is None:
         raise NotFound(f"account {account_id} has no strategy (it is not a UMA)")
     return account.strategy
@@ -163,7 +177,7 @@ async def get_strategy(account_id: str, session: ReadSession) -> Strategy:
     summary="Make the account a UMA: replace its sleeves (model, weight, band) and range",
 )
 async def put_strategy(account_id: str, body: Strategy, uow: UoW) -> Strategy:
-    return await service.set_strategy(uow, account_id, body)
+    return await service.set_strategy(uow, PostgresAccountRepository(uow.session), account_id, body)
 
 
 @router.delete(
@@ -173,7 +187,7 @@ async def put_strategy(account_id: str, body: Strategy, uow: UoW) -> Strategy:
     summary="The account stops being a UMA (it follows no model until PATCHed one)",
 )
 async def delete_strategy(account_id: str, uow: UoW) -> AccountOut:
-    return await service.clear_strategy(uow, account_id)
+    return await service.clear_strategy(uow, PostgresAccountRepository(uow.session), account_id)
 
 
 @router.get(
@@ -198,7 +212,7 @@ async def list_models(
 async def list_security_lists(
     session: ReadSession, limit: Limit = 500, offset: Offset = 0
 ) -> Page[SecurityListOut]:
-    rows = await repo.list_security_lists(session, limit + 1, offset)
+    rows = await repository.list_security_lists(session, limit + 1, offset)
     lists = [SecurityListOut.model_validate(r, from_attributes=True) for r in rows]
     return Page[SecurityListOut].of(lists, limit, offset)
 
@@ -248,7 +262,7 @@ async def list_proposals(
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> Page[ProposalOut]:
-    rows = await repo.list_proposals(
+    rows = await repository.list_proposals(
         session, status=status, account_id=account_id, limit=limit + 1, offset=offset
     )
     proposals = [ProposalOut.model_validate(r, from_attributes=True) for r in rows]
@@ -263,7 +277,9 @@ async def approve(
     actor: Actor = "api",
     tenant: Annotated[str, Header(alias="X-Tenant")] = "demo",
 ) -> ProposalOut:
-    return await service.decide(uow, proposal_id, True, actor, body.note, tenant)
+    return await service.decide(
+        uow, PostgresAccountRepository(uow.session), proposal_id, True, actor, body.note, tenant
+    )
 
 
 @router.post("/proposals/{proposal_id}/reject", tags=["approvals"], response_model=ProposalOut)
@@ -274,4 +290,6 @@ async def reject(
     actor: Actor = "api",
     tenant: Annotated[str, Header(alias="X-Tenant")] = "demo",
 ) -> ProposalOut:
-    return await service.decide(uow, proposal_id, False, actor, body.note, tenant)
+    return await service.decide(
+        uow, PostgresAccountRepository(uow.session), proposal_id, False, actor, body.note, tenant
+    )

@@ -63,9 +63,10 @@ async def apply(uow: UnitOfWork, staged: StagedLoad) -> dict[str, Any]:
             f"{expected - accounts} account(s) of accounts.csv were opened while the load ran; "
             "nothing was applied: validate the load again"
         )
+    account_repository = repo.PostgresAccountRepository(uow.session)
     after = 0
     while page := await repo.staged_accounts_page(uow.session, staged, after, EVENTS_PAGE):
-        await announce_accounts(uow, page)
+        await announce_accounts(uow, account_repository, page)
         await uow.flush_events()
         after = page[-1].line
     return {

@@ -20,18 +20,90 @@ from account_svc.tables import Account, KnownModel, Proposal, RestrictionChange,
 PROPOSALS_PER_INSERT = 1000  # 11 columns each: well under Postgres's 32,767 parameters
 
 
-async def get_account(
-    session: AsyncSession, account_id: str, *, for_update: bool = False
-) -> Account | None:
-    stmt = select(Account).where(Account.account_id == account_id)
-    if for_update:
-        stmt = stmt.with_for_update()
-    return (await session.exec(stmt)).first()
+class PostgresAccountRepository:
+    """The repository port (ports.AccountRepository) on the service's schema, in the
+    transaction of `session`."""
 
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
 
-async def existing_account_ids(session: AsyncSession, ids: Sequence[str]) -> set[str]:
-    result = await session.exec(select(Account.account_id).where(col(Account.account_id).in_(ids)))
-    return set(result)
+    async def get_account(self, account_id: str, *, for_update: bool = False) -> Account | None:
+        stmt = select(Account).where(Account.account_id == account_id)
+        if for_update:
+            stmt = stmt.with_for_update()
+        return (await self.session.exec(stmt)).first()
+
+    async def existing_account_ids(self, ids: Sequence[str]) -> set[str]:
+        result = await self.session.exec(
+            select(Account.account_id).where(col(Account.account_id).in_(ids))
+        )
+        return set(result)
+
+    async def add_accounts(self, accounts: Sequence[Account]) -> None:
+        self.session.add_all(accounts)
+        await self.session.flush()
+
+    async def save(self, row: Account | Proposal | SecurityList) -> None:
+        self.session.add(row)
+        await self.session.flush()
+
+    async def upsert_known_model(self, model_id: str, name: str, version: int) -> None:
+        stmt = insert(KnownModel).values(model_id=model_id, name=name, version=version)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[KnownModel.model_id],
+            set_={"name": stmt.excluded.name, "version": stmt.excluded.version},
+            where=KnownModel.version < stmt.excluded.version,
+        )
+        await self.session.execute(stmt)
+
+    async def known_model_ids(self, ids: Sequence[str]) -> set[str]:
+        result = await self.session.exec(
+            select(KnownModel.model_id).where(col(KnownModel.model_id).in_(ids))
+        )
+        return set(result)
+
+    async def security_lists(self, ids: Sequence[str]) -> dict[str, list[str]]:
+        """Members of the given lists (unknown ids are absent)."""
+        if not ids:
+            return {}
+        result = await self.session.exec(
+            select(SecurityList.list_id, SecurityList.symbols).where(
+                col(SecurityList.list_id).in_(ids)
+            )
+        )
+        return {list_id: list(symbols) for list_id, symbols in result}
+
+    async def approval_policies(self, account_ids: Sequence[str]) -> dict[str, tuple[str, bool]]:
+        """Status and auto_approve of the given accounts (unknown ids are absent)."""
+        if not account_ids:
+            return {}
+        result = await self.session.exec(
+            select(Account.account_id, Account.status, Account.auto_approve).where(
+                col(Account.account_id).in_(account_ids)
+            )
+        )
+        return {account_id: (status, auto_approve) for account_id, status, auto_approve in result}
+
+    async def insert_new_proposals(self, proposals: Sequence[Proposal]) -> set[str]:
+        """Insert the proposals not recorded yet, in one multi-row statement per thousand; returns
+        the ids of those inserted."""
+        inserted: set[str] = set()
+        for start in range(0, len(proposals), PROPOSALS_PER_INSERT):
+            rows = [p.model_dump() for p in proposals[start : start + PROPOSALS_PER_INSERT]]
+            stmt = (
+                insert(Proposal)
+                .values(rows)
+                .on_conflict_do_nothing(index_elements=[Proposal.proposal_id])
+                .returning(col(Proposal.proposal_id))
+            )
+            inserted.update((await self.session.execute(stmt)).scalars())
+        return inserted
+
+    async def get_proposal(self, proposal_id: str, *, for_update: bool = False) -> Proposal | None:
+        stmt = select(Proposal).where(Proposal.proposal_id == proposal_id)
+        if for_update:
+            stmt = stmt.with_for_update()
+        return (await self.session.exec(stmt)).first()
 
 
 async def list_accounts(
@@ -56,76 +128,10 @@ async def list_accounts(
     return list(await session.exec(stmt))
 
 
-async def add_accounts(session: AsyncSession, accounts: Sequence[Account]) -> None:
-    session.add_all(accounts)
-    await session.flush()
-
-
-async def save(session: AsyncSession, row: Account | Proposal | SecurityList) -> None:
-    session.add(row)
-    await session.flush()
-
-
-async def upsert_known_model(session: AsyncSession, model_id: str, name: str, version: int) -> None:
-    stmt = insert(KnownModel).values(model_id=model_id, name=name, version=version)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[KnownModel.model_id],
-        set_={"name": stmt.excluded.name, "version": stmt.excluded.version},
-        where=KnownModel.version < stmt.excluded.version,
-    )
-    await session.execute(stmt)
-
-
 async def known_models(session: AsyncSession, limit: int, offset: int) -> list[KnownModel]:
     """The models announced by model-hub-svc, by id."""
     stmt = select(KnownModel).order_by(col(KnownModel.model_id)).limit(limit).offset(offset)
     return list(await session.exec(stmt))
-
-
-async def known_model_ids(session: AsyncSession, ids: Sequence[str]) -> set[str]:
-    result = await session.exec(
-        select(KnownModel.model_id).where(col(KnownModel.model_id).in_(ids))
-    )
-    return set(result)
-
-
-async def get_proposal(
-    session: AsyncSession, proposal_id: str, *, for_update: bool = False
-) -> Proposal | None:
-    stmt = select(Proposal).where(Proposal.proposal_id == proposal_id)
-    if for_update:
-        stmt = stmt.with_for_update()
-    return (await session.exec(stmt)).first()
-
-
-async def approval_policies(
-    session: AsyncSession, account_ids: Sequence[str]
-) -> dict[str, tuple[str, bool]]:
-    """Status and auto_approve of the given accounts (unknown ids are absent)."""
-    if not account_ids:
-        return {}
-    result = await session.exec(
-        select(Account.account_id, Account.status, Account.auto_approve).where(
-            col(Account.account_id).in_(account_ids)
-        )
-    )
-    return {account_id: (status, auto_approve) for account_id, status, auto_approve in result}
-
-
-async def insert_new_proposals(session: AsyncSession, proposals: Sequence[Proposal]) -> set[str]:
-    """Insert the proposals not recorded yet, in one multi-row statement per thousand; returns
-    the ids of those inserted."""
-    inserted: set[str] = set()
-    for start in range(0, len(proposals), PROPOSALS_PER_INSERT):
-        rows = [p.model_dump() for p in proposals[start : start + PROPOSALS_PER_INSERT]]
-        stmt = (
-            insert(Proposal)
-            .values(rows)
-            .on_conflict_do_nothing(index_elements=[Proposal.proposal_id])
-            .returning(col(Proposal.proposal_id))
-        )
-        inserted.update((await session.execute(stmt)).scalars())
-    return inserted
 
 
 async def list_proposals(
@@ -238,16 +244,6 @@ async def get_security_list(
     if for_update:
         stmt = stmt.with_for_update()
     return (await session.exec(stmt)).first()
-
-
-async def security_lists(session: AsyncSession, ids: Sequence[str]) -> dict[str, list[str]]:
-    """Members of the given lists (unknown ids are absent)."""
-    if not ids:
-        return {}
-    result = await session.exec(
-        select(SecurityList.list_id, SecurityList.symbols).where(col(SecurityList.list_id).in_(ids))
-    )
-    return {list_id: list(symbols) for list_id, symbols in result}
 
 
 async def list_security_lists(session: AsyncSession, limit: int, offset: int) -> list[SecurityList]:

@@ -29,11 +29,12 @@ from ballast_common.errors import (
     NotFound,
     PermanentMessageError,
 )
-from ballast_common.uow import UnitOfWork
+from ballast_common.uow import Cause, UnitOfWork
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from account_svc import repository as repo
-from account_svc import rules
+from account_svc import repository, rules
+from account_svc.ports import AccountRepository
+from account_svc.repository import PostgresAccountRepository
 from account_svc.schemas import (
     AccountIn,
     AccountOut,
@@ -60,7 +61,9 @@ REMOVING_ACTIONS = ("cash-merger",)  # the security is gone: it leaves lists and
 log = logging.getLogger(__name__)
 
 
-async def open_accounts(uow: UnitOfWork, items: Sequence[AccountIn]) -> list[AccountOut]:
+async def open_accounts(
+    uow: UnitOfWork, repo: AccountRepository, items: Sequence[AccountIn]
+) -> list[AccountOut]:
     """Open accounts, all or none: ids must be new and models known to the model hub."""
     ids = [a.account_id for a in items]
     seen: set[str] = set()
@@ -71,14 +74,14 @@ async def open_accounts(uow: UnitOfWork, items: Sequence[AccountIn]) -> list[Acc
                 [FieldProblem(f"accounts[{i}].account_id", "duplicate")],
             )
         seen.add(account_id)
-    taken = await repo.existing_account_ids(uow.session, ids)
+    taken = await repo.existing_account_ids(ids)
     if taken:
         first = sorted(taken)[0]
         raise Conflict(
             f"account {first} already exists",
             [FieldProblem("account_id", f"{a} already exists") for a in sorted(taken)],
         )
-    await _check_models(uow.session, [a.model_id for a in items])
+    await _check_models(repo, [a.model_id for a in items])
     now = datetime.now(UTC)
     accounts: list[Account] = []
     for i, item in enumerate(items):
@@ -89,8 +92,8 @@ async def open_accounts(uow: UnitOfWork, items: Sequence[AccountIn]) -> list[Acc
                     f"account {item.account_id}: a UMA (with a strategy) has no model_id",
                     [FieldProblem(f"{prefix}model_id", "must be null when strategy is given")],
                 )
-            await _check_strategy(uow.session, item.strategy, prefix + "strategy.")
-        await _check_restrictions(uow.session, item.restrictions, prefix + "restrictions")
+            await _check_strategy(repo, item.strategy, prefix + "strategy.")
+        await _check_restrictions(repo, item.restrictions, prefix + "restrictions")
         accounts.append(
             Account(
                 **item.model_dump(
@@ -103,13 +106,16 @@ async def open_accounts(uow: UnitOfWork, items: Sequence[AccountIn]) -> list[Acc
                 restrictions=_restriction_docs(item.restrictions, "api", now),
             )
         )
-    await repo.add_accounts(uow.session, accounts)
-    await announce_accounts(uow, accounts)
+    await repo.add_accounts(accounts)
+    await announce_accounts(uow, repo, accounts)
     return [view(a) for a in accounts]
 
 
-async def change_account(uow: UnitOfWork, account_id: str, patch: AccountPatch) -> AccountOut:
-    account = await _account(uow.session, account_id, for_update=True)
+async def change_account(
+    uow: UnitOfWork, repo: AccountRepository, account_id: str, patch: AccountPatch
+) -> AccountOut:
+    """Change an account's name, model, status or approval policy and announce it."""
+    account = await _account(repo, account_id, for_update=True)
     changes = patch.model_dump(exclude_unset=True)
     if "model_id" in changes:
         if account.strategy is not None and changes["model_id"] is not None:
@@ -118,33 +124,40 @@ async def change_account(uow: UnitOfWork, account_id: str, patch: AccountPatch) 
                 f"DELETE /accounts/{account_id}/strategy before giving it a model",
                 [FieldProblem("model_id", "the account has a strategy")],
             )
-        await _check_models(uow.session, [changes["model_id"]])
+        await _check_models(repo, [changes["model_id"]])
     for field, value in changes.items():
         setattr(account, field, value)
-    return await _changed(uow, account)
+    return await _changed(uow, repo, account)
 
 
 async def set_rebalance_settings(
-    uow: UnitOfWork, account_id: str, settings: RebalanceSettings
+    uow: UnitOfWork, repo: AccountRepository, account_id: str, settings: RebalanceSettings
 ) -> RebalanceSettings:
     """Replace the account's rebalance settings (null fields: rebalance-svc's defaults)."""
-    account = await _account(uow.session, account_id, for_update=True)
+    account = await _account(repo, account_id, for_update=True)
     account.rebalance_settings = _settings_doc(settings)
-    return (await _changed(uow, account)).rebalance_settings
+    return (await _changed(uow, repo, account)).rebalance_settings
 
 
-async def set_tax_settings(uow: UnitOfWork, account_id: str, settings: TaxSettings) -> TaxSettings:
-    account = await _account(uow.session, account_id, for_update=True)
+async def set_tax_settings(
+    uow: UnitOfWork, repo: AccountRepository, account_id: str, settings: TaxSettings
+) -> TaxSettings:
+    """Replace the account's tax settings."""
+    account = await _account(repo, account_id, for_update=True)
     account.tax_settings = _doc(settings)
-    return (await _changed(uow, account)).tax_settings
+    return (await _changed(uow, repo, account)).tax_settings
 
 
 async def set_restrictions(
-    uow: UnitOfWork, account_id: str, items: Sequence[RestrictionIn], actor: str
+    uow: UnitOfWork,
+    repo: AccountRepository,
+    account_id: str,
+    items: Sequence[RestrictionIn],
+    actor: str,
 ) -> list[RestrictionOut]:
     """Replace the account's restrictions. One that is unchanged keeps who set it and when."""
-    account = await _account(uow.session, account_id, for_update=True)
-    await _check_restrictions(uow.session, items, "restrictions")
+    account = await _account(repo, account_id, for_update=True)
+    await _check_restrictions(repo, items, "restrictions")
     now = datetime.now(UTC)
     kept = {_restriction_key(r): r for r in account.restrictions}
     docs: list[dict[str, Any]] = []
@@ -153,27 +166,29 @@ async def set_restrictions(
         same = old is not None and all(old[k] == doc[k] for k in ("source", "reason", "set_by"))
         docs.append(old if old is not None and same else doc)
     account.restrictions = docs
-    return (await _changed(uow, account)).restrictions
+    return (await _changed(uow, repo, account)).restrictions
 
 
-async def set_strategy(uow: UnitOfWork, account_id: str, strategy: Strategy) -> Strategy:
+async def set_strategy(
+    uow: UnitOfWork, repo: AccountRepository, account_id: str, strategy: Strategy
+) -> Strategy:
     """Make the account a UMA following the strategy's sleeves (its model_id is cleared)."""
-    account = await _account(uow.session, account_id, for_update=True)
-    await _check_strategy(uow.session, strategy, "")
+    account = await _account(repo, account_id, for_update=True)
+    await _check_strategy(repo, strategy, "")
     account.strategy = _doc(strategy)
     account.model_id = None
-    view = await _changed(uow, account)
+    view = await _changed(uow, repo, account)
     assert view.strategy is not None
     return view.strategy
 
 
-async def clear_strategy(uow: UnitOfWork, account_id: str) -> AccountOut:
+async def clear_strategy(uow: UnitOfWork, repo: AccountRepository, account_id: str) -> AccountOut:
     """The account stops being a UMA; it follows no model until one is given (PATCH)."""
-    account = await _account(uow.session, account_id, for_update=True)
+    account = await _account(repo, account_id, for_update=True)
     if account.strategy is None:
         raise NotFound(f"account {account_id} has no strategy")
     account.strategy = None
-    return await _changed(uow, account)
+    return await _changed(uow, repo, account)
 
 
 async def put_security_list(
@@ -181,20 +196,22 @@ async def put_security_list(
 ) -> SecurityListOut:
     """Create or replace a named list; every account restricted by it is announced again
     (its account-changed carries the list's new members)."""
+    repo = PostgresAccountRepository(uow.session)
     symbols = sorted(set(body.symbols))
-    row = await repo.get_security_list(uow.session, list_id, for_update=True)
+    row = await repository.get_security_list(uow.session, list_id, for_update=True)
     if row is None:
         row = SecurityList(list_id=list_id, name=body.name, symbols=symbols, updated_by=actor)
     else:
         row.name, row.symbols, row.updated_by = body.name, symbols, actor
         row.updated_at = datetime.now(UTC)
-    await repo.save(uow.session, row)
-    await announce_accounts(uow, await repo.accounts_restricted_by_list(uow.session, list_id))
+    await repo.save(row)
+    restricted = await repository.accounts_restricted_by_list(uow.session, list_id)
+    await announce_accounts(uow, repo, restricted)
     return SecurityListOut.model_validate(row, from_attributes=True)
 
 
 async def get_security_list(session: AsyncSession, list_id: str) -> SecurityListOut:
-    row = await repo.get_security_list(session, list_id)
+    row = await repository.get_security_list(session, list_id)
     if row is None:
         raise NotFound(f"no security list {list_id}")
     return SecurityListOut.model_validate(row, from_attributes=True)
@@ -227,6 +244,7 @@ async def follow_corporate_action(uow: UnitOfWork, action: CorporateActionRecord
         new_symbol = action.new_symbol
         if new_symbol == action.symbol:
             return []
+    repo = PostgresAccountRepository(uow.session)
     actor = f"corporate-action:{action.action_id}"
     if new_symbol is None:
         note = (
@@ -241,7 +259,7 @@ async def follow_corporate_action(uow: UnitOfWork, action: CorporateActionRecord
     now = datetime.now(UTC)
     history: list[RestrictionChange] = []
     changed: dict[str, Account] = {}
-    for account in await repo.accounts_restricting_security(uow.session, action.symbol):
+    for account in await repository.accounts_restricting_security(uow.session, action.symbol):
         docs, changes = restrictions_after_action(account.restrictions, action.symbol, new_symbol)
         if not changes:
             continue
@@ -259,11 +277,11 @@ async def follow_corporate_action(uow: UnitOfWork, action: CorporateActionRecord
             )
             for change, before, after in changes
         )
-    lists = await repo.security_lists_holding(uow.session, action.symbol)
+    lists = await repository.security_lists_holding(uow.session, action.symbol)
     for row in lists:
         row.symbols = list_after_action(row.symbols, action.symbol, new_symbol)
         row.updated_by, row.updated_at = actor, now
-        await repo.save(uow.session, row)
+        await repo.save(row)
         history.append(
             RestrictionChange(
                 list_id=row.list_id,
@@ -275,14 +293,16 @@ async def follow_corporate_action(uow: UnitOfWork, action: CorporateActionRecord
                 changed_at=now,
             )
         )
-    for account in await repo.accounts_restricted_by_lists(uow.session, [r.list_id for r in lists]):
+    for account in await repository.accounts_restricted_by_lists(
+        uow.session, [r.list_id for r in lists]
+    ):
         changed.setdefault(account.account_id, account)
     accounts = [changed[a] for a in sorted(changed)]
     for account in accounts:
         account.updated_at = now
-        await repo.save(uow.session, account)
-    await repo.add_restriction_changes(uow.session, history)
-    await announce_accounts(uow, accounts)
+        await repo.save(account)
+    await repository.add_restriction_changes(uow.session, history)
+    await announce_accounts(uow, repo, accounts)
     if history:
         log.info(
             "corporate action followed in restrictions and lists",
@@ -346,57 +366,68 @@ async def restriction_history(
     session: AsyncSession, account_id: str, limit: int, offset: int
 ) -> list[RestrictionChange]:
     """A page of an account's restriction changes (the account must exist)."""
-    await _account(session, account_id)
-    return await repo.restriction_history(session, account_id, limit, offset)
+    await _account(PostgresAccountRepository(session), account_id)
+    return await repository.restriction_history(session, account_id, limit, offset)
 
 
 async def list_history(
     session: AsyncSession, list_id: str, limit: int, offset: int
 ) -> list[RestrictionChange]:
     """A page of a security list's member changes (the list must exist)."""
-    if await repo.get_security_list(session, list_id) is None:
+    if await repository.get_security_list(session, list_id) is None:
         raise NotFound(f"no security list {list_id}")
-    return await repo.list_history(session, list_id, limit, offset)
+    return await repository.list_history(session, list_id, limit, offset)
 
 
-async def get_account(session: AsyncSession, account_id: str) -> AccountOut:
-    return view(await _account(session, account_id))
+async def get_account(repo: AccountRepository, account_id: str) -> AccountOut:
+    """An account as the API shows it."""
+    return view(await _account(repo, account_id))
 
 
 async def known_models(session: AsyncSession, limit: int, offset: int) -> list[KnownModelOut]:
     """The models accounts may name (account-svc learns them from model-changed)."""
     return [
         KnownModelOut.model_validate(m, from_attributes=True)
-        for m in await repo.known_models(session, limit, offset)
+        for m in await repository.known_models(session, limit, offset)
     ]
 
 
 async def remember_model(uow: UnitOfWork, event: ModelChangedV1) -> None:
-    await repo.upsert_known_model(uow.session, event.model_id, event.name, event.version)
+    """Note a model published by model-hub-svc (accounts may follow only these)."""
+    await PostgresAccountRepository(uow.session).upsert_known_model(
+        event.model_id, event.name, event.version
+    )
 
 
-async def receive_proposals(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> int:
+async def receive_proposals(
+    uow: UnitOfWork, repo: AccountRepository, deliveries: Sequence[Delivery]
+) -> int:
     """Record a batch of proposed trades (a repeated proposal is ignored) and approve at once
     those the account's policy allows; returns how many proposals were new."""
     firsts: dict[str, Delivery] = {}
     for delivery in deliveries:
         firsts.setdefault(str(delivery.payload.proposal_id), delivery)
     account_ids = sorted({d.payload.account_id for d in firsts.values()})
-    policies = await repo.approval_policies(uow.session, account_ids)
+    policies = await repo.approval_policies(account_ids)
     unknown = [a for a in account_ids if a not in policies]
     if unknown:  # the framework then takes the batch one by one: only these are dead letters
         raise PermanentMessageError(f"trades proposed for unknown account {', '.join(unknown)}")
-    proposals = [_proposal(d.payload, *policies[d.payload.account_id]) for d in firsts.values()]
-    new = await repo.insert_new_proposals(uow.session, proposals)
+    proposals = [
+        _proposal(d.payload, d.envelope, *policies[d.payload.account_id]) for d in firsts.values()
+    ]
+    new = await repo.insert_new_proposals(proposals)
     for proposal, delivery in zip(proposals, firsts.values(), strict=True):
         if proposal.proposal_id in new and proposal.status == "approved":
             _announce_approval(uow, proposal, delivery.envelope.tenant, cause=delivery.envelope)
     return len(new)
 
 
-def _proposal(event: TradesProposedV1, status: str, auto_approve: bool) -> Proposal:
-    """The proposal as recorded: approved at once by an active account's auto-approve policy,
-    else pending (with why, when the account is not active)."""
+def _proposal(
+    event: TradesProposedV1, cause: Envelope, status: str, auto_approve: bool
+) -> Proposal:
+    """The proposal as recorded, with the event it came in (its cause): approved at once by
+    an active account's auto-approve policy, else pending (with why, when the account is not
+    active)."""
     proposal = Proposal(
         proposal_id=str(event.proposal_id),
         account_id=event.account_id,
@@ -405,6 +436,9 @@ def _proposal(event: TradesProposedV1, status: str, auto_approve: bool) -> Propo
         model_version=event.model_version,
         status="pending",
         trades=[t.model_dump(mode="json") for t in event.trades],
+        cause_event_id=cause.id,
+        traceparent=cause.traceparent,
+        tracestate=cause.tracestate,
     )
     if status == "active" and auto_approve:
         _decide(proposal, "approved", AUTO_APPROVER, AUTO_APPROVAL_NOTE)
@@ -414,22 +448,30 @@ def _proposal(event: TradesProposedV1, status: str, auto_approve: bool) -> Propo
 
 
 async def decide(
-    uow: UnitOfWork, proposal_id: str, approve: bool, actor: str, note: str | None, tenant: str
+    uow: UnitOfWork,
+    repo: AccountRepository,
+    proposal_id: str,
+    approve: bool,
+    actor: str,
+    note: str | None,
+    tenant: str,
 ) -> ProposalOut:
-    proposal = await repo.get_proposal(uow.session, proposal_id, for_update=True)
+    """Approve or reject a pending proposal and announce the decision."""
+    proposal = await repo.get_proposal(proposal_id, for_update=True)
     if proposal is None:
         raise NotFound(f"no proposal {proposal_id}")
     if proposal.status != "pending":
         raise Conflict(
             f"proposal {proposal_id} was already {proposal.status} by {proposal.decided_by}"
         )
-    account = await _account(uow.session, proposal.account_id)
+    account = await _account(repo, proposal.account_id)
     if approve and account.status != "active":
         raise Conflict(f"account {account.account_id} is {account.status}: trades cannot go out")
     _decide(proposal, "approved" if approve else "rejected", actor, note)
-    await repo.save(uow.session, proposal)
+    await repo.save(proposal)
+    cause = Cause(proposal.cause_event_id, proposal.traceparent, proposal.tracestate)
     if approve:
-        _announce_approval(uow, proposal, account.tenant)
+        _announce_approval(uow, proposal, account.tenant, cause=cause)
     else:
         uow.publish(
             ProposalRejectedV1(
@@ -440,6 +482,7 @@ async def decide(
             ),
             key=proposal.account_id,
             tenant=account.tenant,
+            cause=cause,
         )
     return ProposalOut.model_validate(proposal, from_attributes=True)
 
@@ -452,7 +495,7 @@ def _decide(proposal: Proposal, status: str, actor: str, note: str | None) -> No
 
 
 def _announce_approval(
-    uow: UnitOfWork, proposal: Proposal, tenant: str, cause: Envelope | None = None
+    uow: UnitOfWork, proposal: Proposal, tenant: str, cause: Envelope | Cause | None = None
 ) -> None:
     uow.publish(
         TradesApprovedV1(
@@ -467,10 +510,10 @@ def _announce_approval(
     )
 
 
-async def _changed(uow: UnitOfWork, account: Account) -> AccountOut:
+async def _changed(uow: UnitOfWork, repo: AccountRepository, account: Account) -> AccountOut:
     account.updated_at = datetime.now(UTC)
-    await repo.save(uow.session, account)
-    await announce_accounts(uow, [account])
+    await repo.save(account)
+    await announce_accounts(uow, repo, [account])
     return view(account)
 
 
@@ -503,12 +546,14 @@ class AccountState(Protocol):
     def strategy(self) -> dict[str, Any] | None: ...
 
 
-async def announce_accounts(uow: UnitOfWork, accounts: Sequence[AccountState]) -> None:
+async def announce_accounts(
+    uow: UnitOfWork, repo: AccountRepository, accounts: Sequence[AccountState]
+) -> None:
     """Publish each account's whole state (list restrictions carry the lists' members)."""
     list_ids = sorted(
         {r["value"] for a in accounts for r in a.restrictions if r["scope"] == "list"}
     )
-    lists = await repo.security_lists(uow.session, list_ids)
+    lists = await repo.security_lists(list_ids)
     for account in accounts:
         uow.publish(account_event(account, lists), key=account.account_id, tenant=account.tenant)
 
@@ -541,7 +586,7 @@ def account_event(account: AccountState, lists: dict[str, list[str]]) -> Account
     )
 
 
-async def _check_strategy(session: AsyncSession, strategy: Strategy, prefix: str) -> None:
+async def _check_strategy(repo: AccountRepository, strategy: Strategy, prefix: str) -> None:
     """The rules the engine would reject a UMA for, named by field before they are stored."""
     problems: list[FieldProblem] = []
     sleeve_ids: set[str] = set()
@@ -568,7 +613,7 @@ async def _check_strategy(session: AsyncSession, strategy: Strategy, prefix: str
     total = sum((s.weight for s in strategy.sleeves), Decimal(0))
     if abs(total - 1) > rules.WEIGHT_TOLERANCE:
         problems.append(FieldProblem(f"{prefix}sleeves", rules.weights_do_not_add_up(total)))
-    known = await repo.known_model_ids(session, sorted(model_ids))
+    known = await repo.known_model_ids(sorted(model_ids))
     for i, sleeve in enumerate(strategy.sleeves):
         if sleeve.model_id not in known:
             problems.append(
@@ -581,7 +626,7 @@ async def _check_strategy(session: AsyncSession, strategy: Strategy, prefix: str
 
 
 async def _check_restrictions(
-    session: AsyncSession, items: Sequence[RestrictionIn], field: str
+    repo: AccountRepository, items: Sequence[RestrictionIn], field: str
 ) -> None:
     problems: list[FieldProblem] = []
     seen: set[tuple[str, str, str]] = set()
@@ -593,7 +638,7 @@ async def _check_restrictions(
         if r.scope == "security" and not re.fullmatch(rules.SYMBOL_PATTERN, r.value):
             problems.append(FieldProblem(f"{field}[{i}].value", rules.not_a_symbol(r.value)))
     wanted = sorted({r.value for r in items if r.scope == "list"})
-    known = await repo.security_lists(session, wanted)
+    known = await repo.security_lists(wanted)
     for i, r in enumerate(items):
         if r.scope == "list" and r.value not in known:
             problems.append(FieldProblem(f"{field}[{i}].value", rules.unknown_list(r.value)))
@@ -632,11 +677,11 @@ def _doc(model: TaxSettings | Strategy | None) -> dict[str, Any] | None:
     return model.model_dump(mode="json") if model is not None else None
 
 
-async def _check_models(session: AsyncSession, model_ids: Sequence[str | None]) -> None:
+async def _check_models(repo: AccountRepository, model_ids: Sequence[str | None]) -> None:
     wanted = sorted({m for m in model_ids if m})
     if not wanted:
         return
-    known = await repo.known_model_ids(session, wanted)
+    known = await repo.known_model_ids(wanted)
     unknown = [m for m in wanted if m not in known]
     if unknown:
         raise InvalidInput(
@@ -645,8 +690,10 @@ async def _check_models(session: AsyncSession, model_ids: Sequence[str | None]) 
         )
 
 
-async def _account(session: AsyncSession, account_id: str, *, for_update: bool = False) -> Account:
-    account = await repo.get_account(session, account_id, for_update=for_update)
+async def _account(
+    repo: AccountRepository, account_id: str, *, for_update: bool = False
+) -> Account:
+    account = await repo.get_account(account_id, for_update=for_update)
     if account is None:
         raise NotFound(f"no account {account_id}")
     return account

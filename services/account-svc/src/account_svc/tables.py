@@ -1,11 +1,12 @@
 """account-svc's tables: households, accounts, the models they may follow, trade proposals to
 approve, and the book loads (files staged and applied)."""
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 from ballast_common.book_loads import define_book_loads
-from sqlalchemy import Column, DateTime, text
+from sqlalchemy import Column, DateTime, Text, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
@@ -122,6 +123,11 @@ class Proposal(Table, table=True):
         default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
     )
     decision_note: str | None = None
+    # What the proposal follows from (its trades-proposed event and that event's W3C trace
+    # context): a decision taken later, by a person, is published with this cause.
+    cause_event_id: uuid.UUID | None = None
+    traceparent: str | None = Field(default=None, max_length=64)
+    tracestate: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 metadata = Table.metadata

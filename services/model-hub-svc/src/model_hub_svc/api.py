@@ -3,13 +3,12 @@
 from typing import Annotated
 
 from ballast_common.app import ReadSession, RuntimeDep, UoW
-from ballast_common.errors import NotFound
 from ballast_common.openapi import CREATES_RESOURCE
 from ballast_common.pagination import Offset, Page
 from fastapi import APIRouter, Header, Path, Query, Response
 
-from model_hub_svc import repository as repo
-from model_hub_svc import service
+from model_hub_svc import repository, service
+from model_hub_svc.repository import PostgresModelHubRepository
 from model_hub_svc.schemas import (
     EquivalenceSetIn,
     EquivalenceSetOut,
@@ -30,7 +29,11 @@ Limit = Annotated[int, Query(ge=1, le=5000)]
 
 @router.put("/securities", tags=["securities"], summary="Add or update securities")
 async def put_securities(body: SecuritiesIn, uow: UoW) -> dict[str, int]:
-    return {"upserted": await service.upsert_securities(uow, body.securities)}
+    return {
+        "upserted": await service.upsert_securities(
+            uow, PostgresModelHubRepository(uow.session), body.securities
+        )
+    }
 
 
 @router.get(
@@ -41,16 +44,14 @@ async def list_securities(
     limit: Limit = 500,
     offset: Offset = 0,
 ) -> Page[SecurityOut]:
-    rows = await repo.list_securities(session, limit + 1, offset)
+    rows = await repository.list_securities(session, limit + 1, offset)
     securities = [SecurityOut.model_validate(r, from_attributes=True) for r in rows]
     return Page[SecurityOut].of(securities, limit, offset)
 
 
 @router.get("/securities/{symbol}", tags=["securities"], response_model=SecurityOut)
 async def get_security(symbol: str, session: ReadSession) -> SecurityOut:
-    row = await repo.get_security(session, symbol)
-    if row is None:
-        raise NotFound(f"no security {symbol}")
+    row = await service.get_security(PostgresModelHubRepository(session), symbol)
     return SecurityOut.model_validate(row, from_attributes=True)
 
 
@@ -72,7 +73,12 @@ async def put_model(
     settings = runtime.settings
     assert isinstance(settings, Settings)
     published = await service.publish_model(
-        uow, model_id, body, actor, settings.weight_sum_tolerance
+        uow,
+        PostgresModelHubRepository(uow.session),
+        model_id,
+        body,
+        actor,
+        settings.weight_sum_tolerance,
     )
     response.status_code = 201 if published.created else 200
     return published
@@ -82,19 +88,19 @@ async def put_model(
 async def list_models(
     session: ReadSession, limit: Limit = 500, offset: Offset = 0
 ) -> Page[ModelSummary]:
-    rows = await repo.list_models(session, limit + 1, offset)
+    rows = await repository.list_models(session, limit + 1, offset)
     models = [ModelSummary.model_validate(m, from_attributes=True) for m in rows]
     return Page[ModelSummary].of(models, limit, offset)
 
 
 @router.get("/models/{model_id}", tags=["models"], response_model=ModelOut)
 async def get_model(model_id: str, session: ReadSession) -> ModelOut:
-    return await service.get_model(session, model_id)
+    return await service.get_model(PostgresModelHubRepository(session), model_id)
 
 
 @router.get("/models/{model_id}/versions/{version}", tags=["models"], response_model=ModelOut)
 async def get_model_version(model_id: str, version: int, session: ReadSession) -> ModelOut:
-    return await service.get_model(session, model_id, version)
+    return await service.get_model(PostgresModelHubRepository(session), model_id, version)
 
 
 SetId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
@@ -110,7 +116,9 @@ SetId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
 async def put_equivalence_set(
     set_id: SetId, body: EquivalenceSetIn, uow: UoW, response: Response, actor: Actor = "api"
 ) -> EquivalenceSetPublished:
-    published = await service.put_equivalence_set(uow, set_id, body, actor)
+    published = await service.put_equivalence_set(
+        uow, PostgresModelHubRepository(uow.session), set_id, body, actor
+    )
     response.status_code = 201 if published.created else 200
     return published
 
@@ -121,7 +129,9 @@ async def put_equivalence_set(
 async def delete_equivalence_set(
     set_id: SetId, uow: UoW, actor: Actor = "api"
 ) -> EquivalenceSetOut:
-    return await service.remove_equivalence_set(uow, set_id, actor)
+    return await service.remove_equivalence_set(
+        uow, PostgresModelHubRepository(uow.session), set_id, actor
+    )
 
 
 @router.get(
@@ -133,7 +143,9 @@ async def delete_equivalence_set(
 async def list_equivalence_sets(
     session: ReadSession, include_removed: bool = False, limit: Limit = 500, offset: Offset = 0
 ) -> Page[EquivalenceSetOut]:
-    sets = await service.list_equivalence_sets(session, include_removed, limit + 1, offset)
+    sets = await service.list_equivalence_sets(
+        PostgresModelHubRepository(session), include_removed, limit + 1, offset
+    )
     return Page[EquivalenceSetOut].of(sets, limit, offset)
 
 
@@ -141,4 +153,4 @@ async def list_equivalence_sets(
     "/equivalence-sets/{set_id}", tags=["equivalence sets"], response_model=EquivalenceSetOut
 )
 async def get_equivalence_set(set_id: str, session: ReadSession) -> EquivalenceSetOut:
-    return await service.get_equivalence_set(session, set_id)
+    return await service.get_equivalence_set(PostgresModelHubRepository(session), set_id)

@@ -6,13 +6,14 @@ from ballast_common.contracts.events import CorporateActionRecordedV1
 from ballast_common.uow import UnitOfWork
 
 from model_hub_svc import service
+from model_hub_svc.repository import PostgresModelHubRepository
 from model_hub_svc.settings import Settings
 
 
 async def on_corporate_action_recorded(
     uow: UnitOfWork, envelope: Envelope, payload: CorporateActionRecordedV1
 ) -> None:
-    await service.follow_corporate_action(uow, payload)
+    await service.follow_corporate_action(uow, PostgresModelHubRepository(uow.session), payload)
 
 
 def subscriptions(settings: Settings) -> list[Subscription]:

@@ -13,147 +13,144 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from model_hub_svc.tables import EquivalenceSet, Model, ModelTarget, ModelVersion, Security
 
 
-async def upsert_securities(session: AsyncSession, securities: Sequence[Security]) -> None:
-    rows = [s.model_dump() for s in securities]
-    stmt = insert(Security).values(rows)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[Security.symbol],
-        set_={
-            c: stmt.excluded[c]
-            for c in (
-                "name",
-                "asset_class",
-                "sector",
-                "price",
-                "fractional_eligible",
-                "cusip",
-                "updated_at",
+class PostgresModelHubRepository:
+    """The repository port (ports.ModelHubRepository) on the service's schema, in the
+    transaction of `session`."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def upsert_securities(self, securities: Sequence[Security]) -> None:
+        rows = [s.model_dump() for s in securities]
+        stmt = insert(Security).values(rows)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[Security.symbol],
+            set_={
+                c: stmt.excluded[c]
+                for c in (
+                    "name",
+                    "asset_class",
+                    "sector",
+                    "price",
+                    "fractional_eligible",
+                    "cusip",
+                    "updated_at",
+                )
+            },
+        )
+        await self.session.execute(stmt)
+
+    async def get_security(self, symbol: str) -> Security | None:
+        return await self.session.get(Security, symbol)
+
+    async def known_symbols(self, symbols: Sequence[str]) -> set[str]:
+        result = await self.session.exec(
+            select(Security.symbol).where(col(Security.symbol).in_(symbols))
+        )
+        return set(result)
+
+    async def get_model(self, model_id: str, *, for_update: bool = False) -> Model | None:
+        stmt = select(Model).where(Model.model_id == model_id)
+        if for_update:
+            stmt = stmt.with_for_update()
+        return (await self.session.exec(stmt)).first()
+
+    async def get_version(self, model_id: str, version: int) -> ModelVersion | None:
+        return await self.session.get(ModelVersion, (model_id, version))
+
+    async def targets_of(self, model_id: str, version: int) -> list[ModelTarget]:
+        result = await self.session.exec(
+            select(ModelTarget)
+            .where(ModelTarget.model_id == model_id, ModelTarget.version == version)
+            .order_by(col(ModelTarget.symbol))
+        )
+        return list(result)
+
+    async def add_version(
+        self, model: Model, version: ModelVersion, targets: Sequence[ModelTarget]
+    ) -> None:
+        self.session.add(model)
+        self.session.add(version)
+        self.session.add_all(targets)
+        await self.session.flush()
+
+    async def models_holding(self, symbol: str) -> list[Model]:
+        """Models whose current version has a target in `symbol`, locked for a new version."""
+        stmt = (
+            select(Model)
+            .join(
+                ModelTarget,
+                (col(ModelTarget.model_id) == col(Model.model_id))
+                & (col(ModelTarget.version) == col(Model.current_version)),
             )
-        },
-    )
-    await session.execute(stmt)
+            .where(ModelTarget.symbol == symbol)
+            .order_by(col(Model.model_id))
+            .with_for_update(of=Model)
+        )
+        return list(await self.session.exec(stmt))
 
+    async def get_equivalence_set(
+        self, set_id: str, *, for_update: bool = False
+    ) -> EquivalenceSet | None:
+        stmt = select(EquivalenceSet).where(EquivalenceSet.set_id == set_id)
+        if for_update:
+            stmt = stmt.with_for_update()
+        return (await self.session.exec(stmt)).first()
 
-async def get_security(session: AsyncSession, symbol: str) -> Security | None:
-    return await session.get(Security, symbol)
+    async def list_equivalence_sets(
+        self, include_removed: bool, limit: int, offset: int
+    ) -> list[EquivalenceSet]:
+        """Equivalence sets, by id."""
+        stmt = select(EquivalenceSet).order_by(col(EquivalenceSet.set_id))
+        if not include_removed:
+            stmt = stmt.where(col(EquivalenceSet.removed).is_(False))
+        return list(await self.session.exec(stmt.limit(limit).offset(offset)))
 
+    async def equivalence_sets_holding(
+        self, symbols: Sequence[str], *, except_set: str | None = None
+    ) -> list[EquivalenceSet]:
+        """Live sets with any of these members (a symbol may be in only one)."""
+        stmt = select(EquivalenceSet).where(
+            col(EquivalenceSet.removed).is_(False),
+            _members().op("&&")(postgresql.array(list(symbols))),
+        )
+        if except_set is not None:
+            stmt = stmt.where(EquivalenceSet.set_id != except_set)
+        return list(await self.session.exec(stmt))
 
-async def list_securities(session: AsyncSession, limit: int, offset: int) -> list[Security]:
-    result = await session.exec(
-        select(Security).order_by(col(Security.symbol)).limit(limit).offset(offset)
-    )
-    return list(result)
+    async def sets_with_member(
+        self, symbol: str, *, for_update: bool = False
+    ) -> list[EquivalenceSet]:
+        """Live sets with the member, by id."""
+        stmt = (
+            select(EquivalenceSet)
+            .where(col(EquivalenceSet.removed).is_(False), literal(symbol) == any_(_members()))
+            .order_by(col(EquivalenceSet.set_id))
+        )
+        if for_update:
+            stmt = stmt.with_for_update()
+        return list(await self.session.exec(stmt))
 
-
-async def known_symbols(session: AsyncSession, symbols: Sequence[str]) -> set[str]:
-    result = await session.exec(select(Security.symbol).where(col(Security.symbol).in_(symbols)))
-    return set(result)
-
-
-async def get_model(
-    session: AsyncSession, model_id: str, *, for_update: bool = False
-) -> Model | None:
-    stmt = select(Model).where(Model.model_id == model_id)
-    if for_update:
-        stmt = stmt.with_for_update()
-    return (await session.exec(stmt)).first()
-
-
-async def list_models(session: AsyncSession, limit: int, offset: int) -> list[Model]:
-    """Models, by id."""
-    stmt = select(Model).order_by(col(Model.model_id)).limit(limit).offset(offset)
-    return list(await session.exec(stmt))
-
-
-async def targets_of(session: AsyncSession, model_id: str, version: int) -> list[ModelTarget]:
-    result = await session.exec(
-        select(ModelTarget)
-        .where(ModelTarget.model_id == model_id, ModelTarget.version == version)
-        .order_by(col(ModelTarget.symbol))
-    )
-    return list(result)
-
-
-async def get_version(session: AsyncSession, model_id: str, version: int) -> ModelVersion | None:
-    return await session.get(ModelVersion, (model_id, version))
-
-
-async def add_version(
-    session: AsyncSession, model: Model, version: ModelVersion, targets: Sequence[ModelTarget]
-) -> None:
-    session.add(model)
-    session.add(version)
-    session.add_all(targets)
-    await session.flush()
+    async def save_equivalence_set(self, row: EquivalenceSet) -> None:
+        self.session.add(row)
+        await self.session.flush()
 
 
 def _members() -> ColumnElement[list[str]]:
     return EquivalenceSet.__table__.c.members  # type: ignore[attr-defined]
 
 
-async def get_equivalence_set(
-    session: AsyncSession, set_id: str, *, for_update: bool = False
-) -> EquivalenceSet | None:
-    stmt = select(EquivalenceSet).where(EquivalenceSet.set_id == set_id)
-    if for_update:
-        stmt = stmt.with_for_update()
-    return (await session.exec(stmt)).first()
-
-
-async def list_equivalence_sets(
-    session: AsyncSession, include_removed: bool, limit: int, offset: int
-) -> list[EquivalenceSet]:
-    """Equivalence sets, by id."""
-    stmt = select(EquivalenceSet).order_by(col(EquivalenceSet.set_id))
-    if not include_removed:
-        stmt = stmt.where(col(EquivalenceSet.removed).is_(False))
-    return list(await session.exec(stmt.limit(limit).offset(offset)))
-
-
-async def equivalence_sets_holding(
-    session: AsyncSession, symbols: Sequence[str], *, except_set: str | None = None
-) -> list[EquivalenceSet]:
-    """Live sets with any of these members (a symbol may be in only one)."""
-    stmt = select(EquivalenceSet).where(
-        col(EquivalenceSet.removed).is_(False),
-        _members().op("&&")(postgresql.array(list(symbols))),
+async def list_securities(session: AsyncSession, limit: int, offset: int) -> list[Security]:
+    """Securities, by symbol."""
+    result = await session.exec(
+        select(Security).order_by(col(Security.symbol)).limit(limit).offset(offset)
     )
-    if except_set is not None:
-        stmt = stmt.where(EquivalenceSet.set_id != except_set)
-    return list(await session.exec(stmt))
+    return list(result)
 
 
-async def sets_with_member(
-    session: AsyncSession, symbol: str, *, for_update: bool = False
-) -> list[EquivalenceSet]:
-    stmt = (
-        select(EquivalenceSet)
-        .where(col(EquivalenceSet.removed).is_(False), literal(symbol) == any_(_members()))
-        .order_by(col(EquivalenceSet.set_id))
-    )
-    if for_update:
-        stmt = stmt.with_for_update()
-    return list(await session.exec(stmt))
-
-
-async def save_equivalence_set(session: AsyncSession, row: EquivalenceSet) -> None:
-    session.add(row)
-    await session.flush()
-
-
-async def models_holding(session: AsyncSession, symbol: str) -> list[Model]:
-    """Models whose current version has a target in `symbol`, locked for a new version."""
-    stmt = (
-        select(Model)
-        .join(
-            ModelTarget,
-            (col(ModelTarget.model_id) == col(Model.model_id))
-            & (col(ModelTarget.version) == col(Model.current_version)),
-        )
-        .where(ModelTarget.symbol == symbol)
-        .order_by(col(Model.model_id))
-        .with_for_update(of=Model)
-    )
+async def list_models(session: AsyncSession, limit: int, offset: int) -> list[Model]:
+    """Models, by id."""
+    stmt = select(Model).order_by(col(Model.model_id)).limit(limit).offset(offset)
     return list(await session.exec(stmt))
 
 

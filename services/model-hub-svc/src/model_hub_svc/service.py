@@ -18,7 +18,8 @@ from ballast_common.errors import FieldProblem, InvalidInput, NotFound
 from ballast_common.uow import UnitOfWork
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from model_hub_svc import repository as repo
+from model_hub_svc import repository
+from model_hub_svc.ports import ModelHubRepository
 from model_hub_svc.schemas import (
     EquivalenceSetIn,
     EquivalenceSetOut,
@@ -35,7 +36,9 @@ from model_hub_svc.tables import EquivalenceSet, Model, ModelTarget, ModelVersio
 SECURITY_MASTER_KEY = "security-master"
 
 
-async def upsert_securities(uow: UnitOfWork, items: Sequence[SecurityIn]) -> int:
+async def upsert_securities(
+    uow: UnitOfWork, repo: ModelHubRepository, items: Sequence[SecurityIn]
+) -> int:
     """Add or update securities and tell the other services (prices included)."""
     duplicates = _duplicates([s.symbol for s in items])
     if duplicates:
@@ -43,7 +46,7 @@ async def upsert_securities(uow: UnitOfWork, items: Sequence[SecurityIn]) -> int
             f"symbol {duplicates[0][1]} appears more than once",
             [FieldProblem(f"securities[{i}].symbol", "duplicate symbol") for i, _ in duplicates],
         )
-    await repo.upsert_securities(uow.session, [Security(**s.model_dump()) for s in items])
+    await repo.upsert_securities([Security(**s.model_dump()) for s in items])
     uow.publish(
         SecuritiesChangedV1(securities=[SecurityV1(**s.model_dump()) for s in items]),
         key=SECURITY_MASTER_KEY,
@@ -67,13 +70,13 @@ async def check_book_load(session: AsyncSession, staged: StagedLoad) -> list[Loa
             "symbol",
             f"unknown security {symbol}: add it to securities.csv or the security master",
         )
-        for line, symbol in await repo.unknown_priced_symbols(session, staged)
+        for line, symbol in await repository.unknown_priced_symbols(session, staged)
     ]
     problems += [
         LoadProblem(
             "securities.csv", line, "symbol", f"new security {symbol} has no price in prices.csv"
         )
-        for line, symbol in await repo.unpriced_new_symbols(session, staged)
+        for line, symbol in await repository.unpriced_new_symbols(session, staged)
     ]
     return problems
 
@@ -81,9 +84,9 @@ async def check_book_load(session: AsyncSession, staged: StagedLoad) -> list[Loa
 async def apply_book_load(uow: UnitOfWork, staged: StagedLoad) -> dict[str, Any]:
     """Securities and prices into the master; securities-changed for what changed, in
     events of SECURITIES_PER_EVENT."""
-    changed = sorted(await repo.load_securities(uow.session, staged))
+    changed = sorted(await repository.load_securities(uow.session, staged))
     for start in range(0, len(changed), SECURITIES_PER_EVENT):
-        page = await repo.securities_page(
+        page = await repository.securities_page(
             uow.session, changed[start : start + SECURITIES_PER_EVENT]
         )
         uow.publish(
@@ -97,19 +100,24 @@ async def apply_book_load(uow: UnitOfWork, staged: StagedLoad) -> dict[str, Any]
 
 
 async def publish_model(
-    uow: UnitOfWork, model_id: str, body: ModelIn, changed_by: str, tolerance: float
+    uow: UnitOfWork,
+    repo: ModelHubRepository,
+    model_id: str,
+    body: ModelIn,
+    changed_by: str,
+    tolerance: float,
 ) -> ModelPublished:
     """Store a new version of the model (unless the targets are unchanged) and announce it."""
     _check_weights(body, tolerance)
     symbols = [t.symbol for t in body.targets]
-    known = await repo.known_symbols(uow.session, symbols)
+    known = await repo.known_symbols(symbols)
     unknown = [(i, s) for i, s in enumerate(symbols) if s not in known]
     if unknown:
         raise InvalidInput(
             f"unknown security {unknown[0][1]}: add it to the security master first",
             [FieldProblem(f"targets[{i}].symbol", f"unknown security {s}") for i, s in unknown],
         )
-    model = await repo.get_model(uow.session, model_id, for_update=True)
+    model = await repo.get_model(model_id, for_update=True)
     new_targets = {t.symbol: t.weight for t in body.targets}
     if model is not None:
         if model.tenant != body.tenant:
@@ -117,9 +125,9 @@ async def publish_model(
                 f"model {model_id} belongs to another tenant",
                 [FieldProblem("tenant", "does not match the model's tenant")],
             )
-        current = await repo.targets_of(uow.session, model_id, model.current_version)
+        current = await repo.targets_of(model_id, model.current_version)
         if {t.symbol: t.weight for t in current} == new_targets and model.name == body.name:
-            view = await get_model(uow.session, model_id)
+            view = await get_model(repo, model_id)
             return ModelPublished(**view.model_dump(), created=False)
         model.current_version += 1
         model.name = body.name
@@ -130,7 +138,7 @@ async def publish_model(
         ModelTarget(model_id=model_id, version=model.current_version, symbol=s, weight=w)
         for s, w in new_targets.items()
     ]
-    await repo.add_version(uow.session, model, version, targets)
+    await repo.add_version(model, version, targets)
     uow.publish(
         ModelChangedV1(
             model_id=model_id,
@@ -154,15 +162,26 @@ async def publish_model(
     )
 
 
-async def get_model(session: AsyncSession, model_id: str, version: int | None = None) -> ModelOut:
-    model = await repo.get_model(session, model_id)
+async def get_security(repo: ModelHubRepository, symbol: str) -> Security:
+    """A security of the master."""
+    row = await repo.get_security(symbol)
+    if row is None:
+        raise NotFound(f"no security {symbol}")
+    return row
+
+
+async def get_model(
+    repo: ModelHubRepository, model_id: str, version: int | None = None
+) -> ModelOut:
+    """A version of a model (its current one by default)."""
+    model = await repo.get_model(model_id)
     if model is None:
         raise NotFound(f"no model {model_id}")
     number = version or model.current_version
-    stored = await repo.get_version(session, model_id, number)
+    stored = await repo.get_version(model_id, number)
     if stored is None:
         raise NotFound(f"model {model_id} has no version {number}")
-    targets = await repo.targets_of(session, model_id, number)
+    targets = await repo.targets_of(model_id, number)
     return ModelOut(
         model_id=model_id,
         tenant=model.tenant,
@@ -214,7 +233,7 @@ def _set_event(row: EquivalenceSet) -> EquivalenceSetChangedV1:
 
 
 async def put_equivalence_set(
-    uow: UnitOfWork, set_id: str, body: EquivalenceSetIn, changed_by: str
+    uow: UnitOfWork, repo: ModelHubRepository, set_id: str, body: EquivalenceSetIn, changed_by: str
 ) -> EquivalenceSetPublished:
     """Define or replace a set (a new version unless nothing changed) and announce it."""
     duplicates = _duplicates(body.members)
@@ -223,14 +242,14 @@ async def put_equivalence_set(
             f"security {duplicates[0][1]} appears more than once in the set",
             [FieldProblem(f"members[{i}]", "duplicate security") for i, _ in duplicates],
         )
-    known = await repo.known_symbols(uow.session, body.members)
+    known = await repo.known_symbols(body.members)
     unknown = [(i, s) for i, s in enumerate(body.members) if s not in known]
     if unknown:
         raise InvalidInput(
             f"unknown security {unknown[0][1]}: add it to the security master first",
             [FieldProblem(f"members[{i}]", f"unknown security {s}") for i, s in unknown],
         )
-    for other in await repo.equivalence_sets_holding(uow.session, body.members, except_set=set_id):
+    for other in await repo.equivalence_sets_holding(body.members, except_set=set_id):
         shared = sorted(set(other.members) & set(body.members))
         i = body.members.index(shared[0])
         raise InvalidInput(
@@ -238,7 +257,7 @@ async def put_equivalence_set(
             "one equivalence set only",
             [FieldProblem(f"members[{i}]", f"already in equivalence set {other.set_id}")],
         )
-    row = await repo.get_equivalence_set(uow.session, set_id, for_update=True)
+    row = await repo.get_equivalence_set(set_id, for_update=True)
     if row is not None and row.tenant != body.tenant:
         raise InvalidInput(
             f"equivalence set {set_id} belongs to another tenant",
@@ -262,26 +281,29 @@ async def put_equivalence_set(
         )
     row.name, row.members = body.name, list(body.members)
     row.identical, row.removed = body.identical, False
-    await _save_new_set_version(uow, row, changed_by)
+    await _save_new_set_version(uow, repo, row, changed_by)
     return EquivalenceSetPublished(**_set_out(row).model_dump(), created=True)
 
 
 async def remove_equivalence_set(
-    uow: UnitOfWork, set_id: str, changed_by: str
+    uow: UnitOfWork, repo: ModelHubRepository, set_id: str, changed_by: str
 ) -> EquivalenceSetOut:
-    row = await repo.get_equivalence_set(uow.session, set_id, for_update=True)
+    """Mark a set removed (a new version) and announce it."""
+    row = await repo.get_equivalence_set(set_id, for_update=True)
     if row is None or row.removed:
         raise NotFound(f"no equivalence set {set_id}")
     row.removed = True
-    await _save_new_set_version(uow, row, changed_by)
+    await _save_new_set_version(uow, repo, row, changed_by)
     return _set_out(row)
 
 
-async def _save_new_set_version(uow: UnitOfWork, row: EquivalenceSet, changed_by: str) -> None:
+async def _save_new_set_version(
+    uow: UnitOfWork, repo: ModelHubRepository, row: EquivalenceSet, changed_by: str
+) -> None:
     row.version += 1
     row.changed_by = changed_by
     row.updated_at = datetime.now(UTC)
-    await repo.save_equivalence_set(uow.session, row)
+    await repo.save_equivalence_set(row)
     uow.publish(_set_event(row), key=row.set_id, tenant=row.tenant)
 
 
@@ -289,18 +311,18 @@ def _set_out(row: EquivalenceSet) -> EquivalenceSetOut:
     return EquivalenceSetOut.model_validate(row, from_attributes=True)
 
 
-async def get_equivalence_set(session: AsyncSession, set_id: str) -> EquivalenceSetOut:
-    row = await repo.get_equivalence_set(session, set_id)
+async def get_equivalence_set(repo: ModelHubRepository, set_id: str) -> EquivalenceSetOut:
+    row = await repo.get_equivalence_set(set_id)
     if row is None:
         raise NotFound(f"no equivalence set {set_id}")
     return _set_out(row)
 
 
 async def list_equivalence_sets(
-    session: AsyncSession, include_removed: bool, limit: int, offset: int
+    repo: ModelHubRepository, include_removed: bool, limit: int, offset: int
 ) -> list[EquivalenceSetOut]:
     """A page of the equivalence sets, by id (removed ones too if asked)."""
-    rows = await repo.list_equivalence_sets(session, include_removed, limit, offset)
+    rows = await repo.list_equivalence_sets(include_removed, limit, offset)
     return [_set_out(r) for r in rows]
 
 
@@ -309,7 +331,9 @@ async def list_equivalence_sets(
 WEIGHT_PLACES = Decimal("0.0000000001")  # the model_targets column's scale
 
 
-async def follow_corporate_action(uow: UnitOfWork, action: CorporateActionRecordedV1) -> None:
+async def follow_corporate_action(
+    uow: UnitOfWork, repo: ModelHubRepository, action: CorporateActionRecordedV1
+) -> None:
     """Keep the security master, models and equivalence sets true to a corporate action.
 
     - split / reverse split: the price is restated per new share (models are weights, so
@@ -326,42 +350,44 @@ async def follow_corporate_action(uow: UnitOfWork, action: CorporateActionRecord
     (Restriction lists live in account-svc, which follows the same event.)
     """
     actor = f"corporate-action:{action.action_id}"
-    old = await repo.get_security(uow.session, action.symbol)
+    old = await repo.get_security(action.symbol)
     if action.type in ("split", "reverse-split"):
         if old is not None and action.numerator and action.denominator:
             old.price = _price(old.price * action.denominator / action.numerator)
-            await _republish_securities(uow, [old])
+            await _republish_securities(uow, repo, [old])
         return
     if action.type in ("symbol-change", "stock-merger") and action.new_symbol:
         ratio = action.ratio if action.type == "stock-merger" and action.ratio else Decimal(1)
-        if old is not None and await repo.get_security(uow.session, action.new_symbol) is None:
+        if old is not None and await repo.get_security(action.new_symbol) is None:
             new = Security(**{**old.model_dump(), "symbol": action.new_symbol})
             new.price = _price(old.price / ratio)
             if action.type == "symbol-change":
                 old.cusip = None  # the CUSIP moves with the security
-            await _republish_securities(uow, [new])
-        await _replace_in_models(uow, action.symbol, action.new_symbol, actor)
-        await _replace_in_sets(uow, action.symbol, action.new_symbol, actor)
+            await _republish_securities(uow, repo, [new])
+        await _replace_in_models(uow, repo, action.symbol, action.new_symbol, actor)
+        await _replace_in_sets(uow, repo, action.symbol, action.new_symbol, actor)
     elif action.type == "cash-merger":
-        await _replace_in_models(uow, action.symbol, None, actor)
-        await _replace_in_sets(uow, action.symbol, None, actor)
+        await _replace_in_models(uow, repo, action.symbol, None, actor)
+        await _replace_in_sets(uow, repo, action.symbol, None, actor)
 
 
 def _price(value: Decimal) -> Decimal:
     return value.quantize(Decimal("0.000001"))
 
 
-async def _republish_securities(uow: UnitOfWork, rows: Sequence[Security]) -> None:
+async def _republish_securities(
+    uow: UnitOfWork, repo: ModelHubRepository, rows: Sequence[Security]
+) -> None:
     await upsert_securities(
-        uow, [SecurityIn.model_validate(r.model_dump(exclude={"updated_at"})) for r in rows]
+        uow, repo, [SecurityIn.model_validate(r.model_dump(exclude={"updated_at"})) for r in rows]
     )
 
 
 async def _replace_in_models(
-    uow: UnitOfWork, symbol: str, new_symbol: str | None, actor: str
+    uow: UnitOfWork, repo: ModelHubRepository, symbol: str, new_symbol: str | None, actor: str
 ) -> None:
-    for model in await repo.models_holding(uow.session, symbol):
-        current = await repo.targets_of(uow.session, model.model_id, model.current_version)
+    for model in await repo.models_holding(symbol):
+        current = await repo.targets_of(model.model_id, model.current_version)
         weights = {t.symbol: t.weight for t in current}
         moved = weights.pop(symbol)
         if new_symbol is not None:
@@ -375,7 +401,7 @@ async def _replace_in_models(
             tenant=model.tenant,
             targets=[TargetIn(symbol=s, weight=w) for s, w in sorted(weights.items())],
         )
-        await publish_model(uow, model.model_id, body, actor, tolerance=1e-9)
+        await publish_model(uow, repo, model.model_id, body, actor, tolerance=1e-9)
 
 
 def _pro_rata(weights: dict[str, Decimal], freed: Decimal) -> dict[str, Decimal]:
@@ -391,13 +417,13 @@ def _pro_rata(weights: dict[str, Decimal], freed: Decimal) -> dict[str, Decimal]
 
 
 async def _replace_in_sets(
-    uow: UnitOfWork, symbol: str, new_symbol: str | None, actor: str
+    uow: UnitOfWork, repo: ModelHubRepository, symbol: str, new_symbol: str | None, actor: str
 ) -> None:
-    for row in await repo.sets_with_member(uow.session, symbol, for_update=True):
+    for row in await repo.sets_with_member(symbol, for_update=True):
         members = [m for m in row.members if m != symbol]
         if new_symbol is not None and new_symbol not in members:
             members.append(new_symbol)
         row.members = members
         if len(members) < 2:
             row.removed = True  # nothing left to be equivalent to
-        await _save_new_set_version(uow, row, actor)
+        await _save_new_set_version(uow, repo, row, actor)

@@ -10,8 +10,11 @@ How a UMA's holdings are split into sleeves (taxlot-svc keeps one position per s
      so it counts toward that target rather than being sold); else the first sleeve (where
      it is sold as not in model);
   3. a sleeve's holding carries its lots only when they add up to its shares.
-Cash is not kept per sleeve by the book of record, so a UMA's cash arrives as unallocated
-account cash: the strategic rebalance hands it to the sleeves (every movement recorded).
+A UMA's cash is each sleeve's own as the book of record keeps it (holdings-reconciled's
+`sleeve_cash`); the account's own cash, and that of a sleeve the strategy no longer has, is
+unallocated account cash. When the book sent no cash per sleeve, the whole cash arrives as
+unallocated account cash. The strategic rebalance hands unallocated cash to the sleeves
+(every movement recorded).
 
 Tax-aware: an account whose book of record sent tax lots (holdings-reconciled v2) is
 rebalanced tax-aware (`engine_tax`): sells name their lots in the account's relief method and
@@ -20,6 +23,8 @@ carry their estimated tax, with its gain budget, short-term-gain and wash-sale r
 
 from __future__ import annotations
 
+import re
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +64,7 @@ from ballast_engine.model import (
     TaxLot,
     TaxSettings,
 )
+from pydantic_core import to_json
 
 SLEEVE = "main"  # the one sleeve of an SMA
 WEIGHT = Decimal("0.000001")
@@ -303,10 +309,12 @@ def engine_account(
     model_symbols: Mapping[str, Iterable[str]],
     equivalence_sets: Iterable[EquivalenceSet] = (),
     tax: TaxSettings | None = None,
+    sleeve_cash: Sequence[Mapping[str, Any]] | None = None,
 ) -> Account:
     """An SMA (one sleeve on its model, with the account's cash) or a UMA (one sleeve per
-    strategy model, holdings split by the rule above, cash unallocated), each sleeve with the
-    account's settings, the account's restrictions, and tax lots where they add up."""
+    strategy model, holdings split by the rule above, cash per sleeve by `uma_cash`), each
+    sleeve with the account's settings, the account's restrictions, and tax lots where they
+    add up."""
     settings = engine_settings(account.rebalance_settings, defaults)
     restrictions = engine_restrictions(account.restrictions)
     if not account.is_uma:
@@ -320,11 +328,12 @@ def engine_account(
         )
         return Account(account.account_id, (sleeve,), restrictions=restrictions, tax=tax)
     split = split_holdings(account.sleeves, positions, model_symbols, equivalence_sets)
+    own_cash, unallocated = uma_cash(account.sleeves, cash, sleeve_cash)
     sleeves = tuple(
         Sleeve(
             s.sleeve_id,
             s.model_id,
-            cash=0.0,
+            cash=float(own_cash.get(s.sleeve_id, 0)),
             holdings=tuple(split.get(s.sleeve_id, ())),
             settings=settings,
         )
@@ -333,11 +342,27 @@ def engine_account(
     return Account(
         account.account_id,
         sleeves,
-        cash=float(cash),
+        cash=float(unallocated),
         restrictions=restrictions,
         strategy_id=account.account_id,
         tax=tax,
     )
+
+
+def uma_cash(
+    sleeves: Sequence[SleeveRow], cash: Decimal, sleeve_cash: Sequence[Mapping[str, Any]] | None
+) -> tuple[dict[str, Decimal], Decimal]:
+    """A UMA's cash: each strategy sleeve's own, as the book of record keeps it
+    (`sleeve_cash`: sleeve_id, amount; adding up to `cash`), and the unallocated rest (the
+    account's own, and any sleeve the strategy does not have). Without `sleeve_cash`, all of
+    `cash` is unallocated."""
+    ids = {s.sleeve_id for s in sleeves}
+    own: dict[str, Decimal] = {}
+    for part in sleeve_cash or ():
+        sleeve_id = part.get("sleeve_id")
+        if sleeve_id in ids:
+            own[sleeve_id] = own.get(sleeve_id, Decimal(0)) + Decimal(str(part["amount"]))
+    return own, cash - sum(own.values(), Decimal(0))
 
 
 def split_holdings(
@@ -499,7 +524,7 @@ class DriftVerdict:
     """The engine's drift verdict on one account, as drift-detected publishes it: out of
     tolerance when any level (security, sleeve, asset class, cash) is outside its band; the
     largest security drift and the band half-width of the security that has it; and each
-    position's weight against its target (in its sleeve)."""
+    position's weight against its target in its sleeve (`symbols`, `target`, `current`)."""
 
     account_id: str
     out_of_tolerance: bool
@@ -507,17 +532,29 @@ class DriftVerdict:
     max_abs_drift: Decimal
     tolerance: Decimal
     total_value: Decimal
-    securities: tuple[SecurityDrift, ...]
+    symbols: Sequence[str]
+    target: Sequence[float]
+    current: Sequence[float]
+
+    @property
+    def securities(self) -> tuple[SecurityDrift, ...]:
+        """Each position's weights as exact decimals (what the event carries)."""
+        return tuple(
+            SecurityDrift(s, _weight(t), _weight(c))
+            for s, t, c in zip(self.symbols, self.target, self.current, strict=True)
+        )
 
 
 def rebalanced_verdict(result: RebalanceResult) -> DriftVerdict:
     """The verdict on an account before its rebalance, from the engine's own drift report."""
     report = result.drift_before
-    securities = []
+    symbols, target, current = [], [], []
     worst, tolerance = -1.0, 0.0
     for item in report.items:
         if item.level is DriftLevel.SECURITY:
-            securities.append(SecurityDrift(item.key, _weight(item.target), _weight(item.weight)))
+            symbols.append(item.key)
+            target.append(item.target)
+            current.append(item.weight)
             if abs(item.drift) > worst:
                 worst, tolerance = abs(item.drift), item.upper - item.target
     out = report.out_of_band
@@ -528,7 +565,9 @@ def rebalanced_verdict(result: RebalanceResult) -> DriftVerdict:
         _weight(max(worst, 0.0)),
         _weight(tolerance),
         result.summary.account_value.quantize(Decimal("0.01")),
-        tuple(securities),
+        symbols,
+        target,
+        current,
     )
 
 
@@ -556,15 +595,8 @@ def scanned_accounts(arrays: BookArrays, scan: DriftScan) -> list[DriftVerdict]:
     levels = [lv.value for lv in LEVELS]  # the scan's columns, in order
     out = []
     for i, account_id in enumerate(arrays.account_ids):
+        slots = np.nonzero(used[i])[0]
         keys = arrays.slot_keys[i] if arrays.slot_keys is not None else None
-        securities = tuple(
-            SecurityDrift(
-                keys[j] if keys is not None else str(j),
-                _weight(float(arrays.slot_target[i, j])),
-                _weight(float(weights[i, j])),
-            )
-            for j in np.nonzero(used[i])[0]
-        )
         flags = scan.flags[i]
         out.append(
             DriftVerdict(
@@ -574,14 +606,60 @@ def scanned_accounts(arrays: BookArrays, scan: DriftScan) -> list[DriftVerdict]:
                 _weight(float(scan.max_abs_drift[i, 0])),
                 _weight(float(tolerance[i])),
                 money(float(totals[i])).quantize(Decimal("0.01")),
-                securities,
+                [keys[j] for j in slots] if keys is not None else [str(j) for j in slots],
+                arrays.slot_target[i, slots].tolist(),
+                weights[i, slots].tolist(),
             )
         )
     return out
 
 
+def drift_securities_json(verdict: DriftVerdict) -> str:
+    """The verdict's `securities` as drift-detected's JSON, written straight from the floats:
+    the same text the event's model writes from `verdict.securities` (each weight rounded as
+    `_weight` does, the drift their exact difference), without a decimal or a model per
+    security."""
+    parts = []
+    for symbol, t, c in zip(verdict.symbols, verdict.target, verdict.current, strict=True):
+        target, current = _weight_text(t), _weight_text(c)
+        micro = int(current.replace(".", "")) - int(target.replace(".", ""))
+        sign, micro = ("-", -micro) if micro < 0 else ("", micro)
+        parts.append(
+            f'{{"symbol":{_json_text(symbol)},"target_weight":"{target}",'
+            f'"current_weight":"{current}","drift":"{sign}{micro // 1_000_000}.'
+            f'{micro % 1_000_000:06d}"}}'
+        )
+    return "[" + ",".join(parts) + "]"
+
+
+def drift_event_json(run_id: uuid.UUID, label: tuple[str, int], verdict: DriftVerdict) -> bytes:
+    """drift-detected's payload for a verdict, as `DriftDetectedV1` serializes it (fields in
+    the model's order; a test holds the two to the same bytes)."""
+    return (
+        f'{{"run_id":"{run_id}","account_id":{_json_text(verdict.account_id)},'
+        f'"model_id":{_json_text(label[0])},"model_version":{int(label[1])},'
+        f'"total_value":"{verdict.total_value:f}","max_abs_drift":"{verdict.max_abs_drift:f}",'
+        f'"tolerance":"{verdict.tolerance:f}",'
+        f'"out_of_tolerance":{"true" if verdict.out_of_tolerance else "false"},'
+        f'"securities":{drift_securities_json(verdict)}}}'
+    ).encode()
+
+
+def _json_text(text: str) -> str:
+    """A JSON string as the event models write it (pydantic's own writer unless plain)."""
+    return f'"{text}"' if _PLAIN.fullmatch(text) else to_json(text).decode()
+
+
+_PLAIN = re.compile(r"[A-Za-z0-9 ._:/-]*")
+
+
 def _weight(value: float) -> Decimal:
-    return Decimal(repr(max(value, 0.0))).quantize(WEIGHT)
+    """A weight as drift-detected carries it: six decimals, the float rounded once."""
+    return Decimal(_weight_text(value))
+
+
+def _weight_text(value: float) -> str:
+    return f"{max(value, 0.0) + 0.0:.6f}"  # + 0.0: -0.0 is 0
 
 
 def money(value: float) -> Decimal:

@@ -262,6 +262,7 @@ class AccountBook:
     household_id: str | None = None
     loss_sales: Sequence[dict[str, Any]] = ()
     realized: tuple[int, Decimal, Decimal] | None = None  # year, short-term, long-term
+    sleeve_cash: Sequence[dict[str, Any]] | None = None  # a UMA's: sleeve_id, amount
 
 
 async def replace_books(session: AsyncSession, books: Sequence[AccountBook]) -> None:
@@ -291,6 +292,7 @@ async def replace_books(session: AsyncSession, books: Sequence[AccountBook]) -> 
                 "realized_year",
                 "realized_short_term",
                 "realized_long_term",
+                "sleeve_cash",
             )
         },
     )
@@ -305,6 +307,7 @@ async def replace_books(session: AsyncSession, books: Sequence[AccountBook]) -> 
                 "realized_year": b.realized[0] if b.realized else None,
                 "realized_short_term": b.realized[1] if b.realized else None,
                 "realized_long_term": b.realized[2] if b.realized else None,
+                "sleeve_cash": list(b.sleeve_cash) if b.sleeve_cash else None,
             }
             for b in books
         ],
@@ -326,6 +329,21 @@ class HeldRow(NamedTuple):
     symbol: str
     quantity: Decimal
     lots: list[dict[str, Any]]
+
+
+async def sleeve_cash_of(
+    session: AsyncSession, account_ids: Sequence[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """The cash per sleeve the book of record sent for these accounts (those it sent none
+    for are absent)."""
+    if not account_ids:
+        return {}
+    rows = await session.execute(
+        select(col(Cash.account_id), col(Cash.sleeve_cash)).where(
+            col(Cash.account_id).in_(account_ids), col(Cash.sleeve_cash).is_not(None)
+        )
+    )
+    return {account_id: parts for account_id, parts in rows if parts}
 
 
 async def books_of(

@@ -27,7 +27,6 @@ from ballast_common.contracts.events import (
     RunKind,
     RunTrigger,
     SecuritiesChangedV1,
-    SecurityDriftV1,
     TradesProposedV1,
     TradeV1,
 )
@@ -60,6 +59,7 @@ from rebalance_svc.engine_input import (
     SecurityRow,
     SleeveRow,
     TaxContext,
+    drift_event_json,
     engine_account,
     engine_tax,
     equivalence_sets_for,
@@ -176,9 +176,10 @@ async def record_account(uow: UnitOfWork, event: AccountChangedV1, tenant: str) 
 
 
 async def record_holdings(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
-    """Positions (with their lots under v2), cash, household and recent loss sales of each
-    account of the batch (its last snapshot in the batch: one account's events keep their
-    order); the fills they reflect settle the trades that were waiting for them."""
+    """Positions (with their lots under v2), cash (a UMA's per sleeve, when sent), household
+    and recent loss sales of each account of the batch (its last snapshot in the batch: one
+    account's events keep their order); the fills they reflect settle the trades that were
+    waiting for them."""
     last: dict[str, HoldingsReconciledV1 | HoldingsReconciledV2] = {}
     for d in deliveries:
         last[d.payload.account_id] = d.payload
@@ -198,6 +199,7 @@ async def record_holdings(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> No
                     event.household_id,
                     [s.model_dump() for s in event.recent_loss_sales],
                     (year.year, year.short_term, year.long_term) if year else None,
+                    [part.model_dump(mode="json") for part in event.sleeve_cash] or None,
                 )
             )
         else:
@@ -274,6 +276,7 @@ async def prepare(
     models = await repo.models(session, wanted)
     models.update({m.model_id: m for m in extra_models})
     cash, holdings = await repo.books_of(session, ids, lots=tax)
+    sleeve_cash = await repo.sleeve_cash_of(session, [r for r, row in rows.items() if row.is_uma])
     securities = {
         s.symbol: SecurityRow(s.symbol, s.price, s.asset_class, s.sector, s.fractional_eligible)
         for s in await repo.all_securities(session)
@@ -363,6 +366,7 @@ async def prepare(
                 model_targets,
                 equivalence_sets,
                 lots_and_rules,
+                sleeve_cash.get(account_id),
             )
             prepared.rows[account_id] = account
             prepared.labels[account_id] = _label(row, models)
@@ -849,29 +853,13 @@ def _publish_drift(
     verdict: DriftVerdict,
     tenant: str,
 ) -> None:
-    """drift-detected with the engine's verdict (the one rule for in or out of tolerance)."""
+    """drift-detected with the engine's verdict (the one rule for in or out of tolerance),
+    serialized from the verdict's arrays (a scan publishes one per account of the book)."""
     tally.accounts_evaluated += 1
     tally.accounts_out_of_tolerance += int(verdict.out_of_tolerance)
-    uow.publish(
-        DriftDetectedV1(
-            run_id=run_id,
-            account_id=verdict.account_id,
-            model_id=label[0],
-            model_version=label[1],
-            total_value=verdict.total_value,
-            max_abs_drift=verdict.max_abs_drift,
-            tolerance=verdict.tolerance,
-            out_of_tolerance=verdict.out_of_tolerance,
-            securities=[
-                SecurityDriftV1(
-                    symbol=d.symbol,
-                    target_weight=d.target_weight,
-                    current_weight=d.current_weight,
-                    drift=d.drift,
-                )
-                for d in verdict.securities
-            ],
-        ),
+    uow.publish_json(
+        DriftDetectedV1,
+        drift_event_json(run_id, label, verdict),
         key=verdict.account_id,
         tenant=tenant,
     )

@@ -143,6 +143,11 @@ class Cash(Table, table=True):
     realized_long_term: Decimal | None = Field(
         default=None, sa_column=Column(Numeric(20, 2), nullable=True)
     )
+    # A UMA's cash per sleeve as the book of record keeps it ([SleeveCashV1 as JSON:
+    # sleeve_id (null: the account's own), amount]); null: the book sent none.
+    sleeve_cash: list[dict[str, Any]] | None = Field(
+        default=None, sa_column=Column(JSONB(none_as_null=True), nullable=True)
+    )
 
 
 class LossSale(Table, table=True):

@@ -22,7 +22,7 @@ from ballast_common.uow import UnitOfWork
 from ballast_engine.tax import TaxError
 
 from taxlot_svc import repository as repo
-from taxlot_svc.book import journal_entries
+from taxlot_svc.book import cash_entry, journal_entries
 from taxlot_svc.replays import facts_of, rebuild, request_restated
 from taxlot_svc.schemas import (
     ActionAccountOut,
@@ -119,7 +119,7 @@ async def apply_corporate_action(
                 [c for c in changes if c.account == account], CAUSE, body.action_id
             )
             if cash_change:
-                entries.append(_cash_entry(account, body.action_id, cash_change))
+                entries.append(cash_entry(account, CAUSE, body.action_id, cash_change))
             await repo.add_ledger_entries(session, entries)
             cash = row.cash + cash_change
             as_of = max(row.as_of, body.on)
@@ -179,16 +179,3 @@ def _repeat(
         )
     result = CorporateActionOut.model_validate(stored_result)
     return result.model_copy(update={"repeated": True})
-
-
-def _cash_entry(account: str, action_id: str, amount: Decimal) -> dict[str, Any]:
-    return {
-        "account_id": account,
-        "cause": CAUSE,
-        "fill_id": action_id,  # the ledger's reference column: a fill id or an action id
-        "kind": "cash",
-        "symbol": None,
-        "lot_id": None,
-        "quantity": None,
-        "amount": amount,
-    }

@@ -4,6 +4,7 @@ from datetime import date
 from typing import Annotated, Any, Literal
 
 from ballast_common.app import ReadSession, UoW
+from ballast_common.openapi import CREATES_RESOURCE
 from fastapi import APIRouter, Body, Path, Query, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
@@ -19,6 +20,8 @@ from taxlot_svc.schemas import (
     HoldingsIn,
     HoldingsOut,
     LotsOut,
+    SleeveCashTransferIn,
+    SleeveCashTransferOut,
     SleeveTransferIn,
     SleeveTransferOut,
     TaxSettingsOut,
@@ -57,6 +60,7 @@ Year = Annotated[int | None, Query(ge=1900, le=2999, description="calendar year 
     summary="Record an account's opening balance (once): cash and positions with their lots",
     status_code=201,
     response_model=HoldingsOut,
+    openapi_extra=CREATES_RESOURCE,
 )
 async def post_holdings(account_id: AccountId, body: HoldingsIn, uow: UoW) -> HoldingsOut:
     return await service.open_account(uow, account_id, body)
@@ -187,6 +191,22 @@ async def post_sleeve_transfer(
     account_id: AccountId, body: SleeveTransferIn, uow: UoW, response: Response
 ) -> SleeveTransferOut:
     result = await transfers.transfer(uow, account_id, body)
+    if result.repeated:
+        response.status_code = 200
+    return result
+
+
+@router.post(
+    "/accounts/{account_id}/sleeve-cash-transfers",
+    tags=["lots"],
+    summary="Move cash between sleeves of the account (its cash stays), once per id",
+    status_code=201,
+    response_model=SleeveCashTransferOut,
+)
+async def post_sleeve_cash_transfer(
+    account_id: AccountId, body: SleeveCashTransferIn, uow: UoW, response: Response
+) -> SleeveCashTransferOut:
+    result = await transfers.transfer_cash(uow, account_id, body)
     if result.repeated:
         response.status_code = 200
     return result

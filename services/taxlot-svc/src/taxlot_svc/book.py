@@ -19,7 +19,7 @@ order.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
@@ -524,6 +524,29 @@ JOURNAL_KINDS = {
 }
 
 
+def own_cash(cash: Decimal, sleeves: Mapping[str, Decimal]) -> Decimal:
+    """The account's own cash (in no sleeve): its cash less what its named sleeves hold."""
+    return cash - sum(sleeves.values(), ZERO)
+
+
+def cash_entry(
+    account: str, cause: str, ref: str | None, amount: Decimal, sleeve: str = ""
+) -> dict[str, Any]:
+    """A ledger entry of cash moved in (or out of, negative) a sleeve ('' = the account's
+    own cash); ``ref`` is the fill, action or transfer."""
+    return {
+        "account_id": account,
+        "cause": cause,
+        "fill_id": ref,  # the ledger's reference column: a fill, action or transfer id
+        "kind": "cash",
+        "symbol": None,
+        "lot_id": None,
+        "quantity": None,
+        "amount": amount,
+        "sleeve": sleeve,
+    }
+
+
 def journal_entries(changes: Sequence[Change], cause: str, ref: str | None) -> list[dict[str, Any]]:
     """Ledger entries (the book's own journal) of the engine's changes for one event."""
     return [
@@ -536,6 +559,7 @@ def journal_entries(changes: Sequence[Change], cause: str, ref: str | None) -> l
             "lot_id": c.lot_id,
             "quantity": c.quantity,
             "amount": c.basis,
+            "sleeve": "",
         }
         for c in changes
     ]

@@ -30,7 +30,7 @@ from taxlot_svc import repository as repo
 from taxlot_svc.opening import FUTURE_SLACK, SYMBOL_PATTERN, action_cutoff, action_problem
 from taxlot_svc.replays import members_of, rebuild, request_restated
 from taxlot_svc.schemas import ACCOUNT_ID_PATTERN
-from taxlot_svc.snapshots import positions_of, realized_year
+from taxlot_svc.snapshots import positions_of, realized_year, sleeve_cash_v1
 from taxlot_svc.tables import book_loads
 
 OPENING = "opening-balance"
@@ -102,6 +102,7 @@ async def apply(uow: UnitOfWork, staged: StagedLoad) -> dict[str, Any]:
             f"book load {staged.load_id}: {wanted - accounts} account(s) of accounts.csv got a "
             "ledger since the files were checked; nothing was applied"
         )
+    await repo.load_sleeve_cash(session, staged)
     await repo.load_typed_lots(session, staged)
     replay = await repo.load_households_to_replay(
         session, staged, [(a.symbol, a.effective_on) for a in actions]
@@ -159,6 +160,7 @@ async def _publish(uow: UnitOfWork, staged: StagedLoad) -> int:
         if not page:
             return published
         documents = await repo.position_documents(session, [r.account_id for r in page])
+        sleeve_cash = await repo.sleeve_cash_of(session, [r.account_id for r in page])
         for r in page:
             uow.publish(
                 HoldingsReconciledV2(
@@ -169,6 +171,7 @@ async def _publish(uow: UnitOfWork, staged: StagedLoad) -> int:
                     positions=positions_of(documents.get(r.account_id)),
                     cause=OPENING,
                     realized_this_year=realized_year(r.as_of.year, []),
+                    sleeve_cash=sleeve_cash_v1(r.cash, sleeve_cash.get(r.account_id, {})),
                 ),
                 key=r.account_id,
                 tenant=r.tenant,

@@ -2,7 +2,7 @@
 
 from collections.abc import Sequence
 
-from ballast_common.consumer import Delivery
+from ballast_common.consumer import Delivery, Subscription
 from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import (
     AccountChangedV1,
@@ -12,11 +12,13 @@ from ballast_common.contracts.events import (
 from ballast_common.uow import UnitOfWork
 
 from taxlot_svc import service, taxes
+from taxlot_svc.settings import Settings
 
 
 async def on_fills_received(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
-    """fills-received, a batch at a time (Subscription.batch)."""
-    await service.apply_fills(uow, [(d.payload, d.envelope.id) for d in deliveries])
+    """fills-received, a batch at a time (Subscription.batch); each fill with its event, so
+    its snapshot follows from it in its trace."""
+    await service.apply_fills(uow, [(d.payload, d.envelope) for d in deliveries])
 
 
 async def on_account_changed(
@@ -35,3 +37,13 @@ async def on_equivalence_set_changed(
     uow: UnitOfWork, envelope: Envelope, payload: EquivalenceSetChangedV1
 ) -> None:
     await taxes.equivalence_set_changed(uow, payload)
+
+
+def subscriptions(settings: Settings) -> list[Subscription]:
+    """What taxlot-svc consumes (the contract registry's consumers must agree)."""
+    return [
+        Subscription.batch("fills-received", on_fills_received),
+        Subscription("account-changed", on_account_changed),
+        Subscription("securities-changed", on_securities_changed),
+        Subscription("equivalence-set-changed", on_equivalence_set_changed),
+    ]

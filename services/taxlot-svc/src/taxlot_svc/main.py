@@ -3,20 +3,15 @@
 from pathlib import Path
 
 from ballast_common.app import ServiceSpec, create_app
-from ballast_common.consumer import Subscription
 
 from taxlot_svc import book_load
 from taxlot_svc.api import router
-from taxlot_svc.handlers import (
-    on_account_changed,
-    on_equivalence_set_changed,
-    on_fills_received,
-    on_securities_changed,
-)
+from taxlot_svc.handlers import subscriptions
 from taxlot_svc.settings import Settings
 from taxlot_svc.snapshots import snapshot_loop
 from taxlot_svc.tables import metadata
 
+settings = Settings()
 spec = ServiceSpec(
     name="taxlot-svc",
     schema="taxlot",
@@ -32,14 +27,9 @@ spec = ServiceSpec(
         "8949 and wash-sale blocks over REST; loads opening books from files (/book-loads)."
     ),
     routers=[router],
-    subscriptions=[
-        Subscription.batch("fills-received", on_fills_received),
-        Subscription("account-changed", on_account_changed),
-        Subscription("securities-changed", on_securities_changed),
-        Subscription("equivalence-set-changed", on_equivalence_set_changed),
-    ],
+    subscriptions=subscriptions(settings),
     background=[snapshot_loop],
     book_load=book_load.SPEC,
 )
 
-app = create_app(spec)
+app = create_app(spec, settings)

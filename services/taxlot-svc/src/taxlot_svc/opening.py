@@ -28,6 +28,8 @@ class _Lot:
     quantity: Decimal
     cost_basis: Decimal
     acquired_on: date
+    sleeve: str
+    path: str  # where the request states it (named by problems)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +39,7 @@ class PlannedLot:
     quantity: Decimal
     cost_basis: Decimal
     acquired_on: date
+    sleeve: str = ""  # '' = the account's own
 
 
 def action_cutoff(effective_on: date, as_of: date) -> date | None:
@@ -79,13 +82,17 @@ def plan_opening(
     appears once, and either ``quantity``/``cost_basis``/``acquired_on`` (one lot) or a
     non-empty ``lots`` list (whose sums must equal ``quantity``/``cost_basis`` when those
     are also given); quantities and bases are positive, bases in cents; no date is later
-    than ``as_of``, and ``as_of`` is not in the future.
+    than ``as_of``, and ``as_of`` is not in the future. Sleeves (a UMA's) are all or
+    nothing: once a lot or ``sleeve_cash`` names a sleeve, every lot names its sleeve; each
+    sleeve's cash is non-negative cents, stated once, and together at most ``cash``.
     """
     problems: list[FieldProblem] = []
     if body.as_of > today + FUTURE_SLACK:
         problems.append(FieldProblem(f"{prefix}as_of", f"{body.as_of} is in the future"))
     problems += _money(body.cash, f"{prefix}cash", allow_zero=True)
+    problems += _sleeve_cash(body, prefix)
     planned: list[PlannedLot] = []
+    stated: list[_Lot] = []
     seen: dict[str, int] = {}
     for j, position in enumerate(body.positions):
         path = f"{prefix}positions[{j}]"
@@ -102,6 +109,7 @@ def plan_opening(
             seen[symbol] = j
         lots, lot_problems = _position_lots(position, path, body.as_of)
         problems += lot_problems
+        stated += lots
         for k, lot in enumerate(lots):
             planned.append(
                 PlannedLot(
@@ -110,9 +118,58 @@ def plan_opening(
                     quantity=lot.quantity,
                     cost_basis=lot.cost_basis,
                     acquired_on=lot.acquired_on,
+                    sleeve=lot.sleeve,
                 )
             )
+    problems += _lots_without_sleeve(body, stated, prefix)
     return (planned if not problems else []), problems
+
+
+def _sleeve_cash(body: HoldingsIn, prefix: str) -> list[FieldProblem]:
+    """Each sleeve's cash: non-negative cents, one entry per sleeve, at most the cash."""
+    problems: list[FieldProblem] = []
+    first: dict[str, int] = {}
+    for i, part in enumerate(body.sleeve_cash):
+        path = f"{prefix}sleeve_cash[{i}]"
+        problems += _money(part.amount, f"{path}.amount", allow_zero=True)
+        if part.sleeve_id in first:
+            problems.append(
+                FieldProblem(
+                    f"{path}.sleeve_id",
+                    f"{part.sleeve_id} already given at sleeve_cash[{first[part.sleeve_id]}]",
+                )
+            )
+        first.setdefault(part.sleeve_id, i)
+    total = sum((part.amount for part in body.sleeve_cash), Decimal(0))
+    if body.sleeve_cash and total > body.cash:
+        problems.append(
+            FieldProblem(
+                f"{prefix}sleeve_cash",
+                f"the sleeves' cash adds up to {total}, more than the account's cash {body.cash}",
+            )
+        )
+    return problems
+
+
+def _lots_without_sleeve(body: HoldingsIn, lots: Sequence[_Lot], prefix: str) -> list[FieldProblem]:
+    """Sleeves are all or nothing: in an opening that puts a lot or cash in a sleeve (a
+    UMA's), a lot without one is refused, named by its path."""
+    named = next((lot for lot in lots if lot.sleeve), None)
+    if named is not None:
+        why = f"{named.path} is in sleeve {named.sleeve!r}"
+    elif body.sleeve_cash:
+        why = f"{prefix}sleeve_cash[0] is cash of sleeve {body.sleeve_cash[0].sleeve_id!r}"
+    else:
+        return []
+    return [
+        FieldProblem(
+            f"{lot.path}.sleeve_id",
+            f"required: this opening puts holdings in sleeves ({why}), so every lot names its "
+            "sleeve",
+        )
+        for lot in lots
+        if not lot.sleeve
+    ]
 
 
 def _position_lots(
@@ -139,6 +196,7 @@ def _position_lots(
         assert position.acquired_on is not None
         lots: Sequence[LotIn | PositionIn] = [position]  # a simple position is its one lot
         paths = [path]
+        sleeves = [position.sleeve_id or ""]
     else:
         if not position.lots:
             return [], [FieldProblem(f"{path}.lots", "must hold at least one lot")]
@@ -148,11 +206,12 @@ def _position_lots(
             )
         lots = position.lots
         paths = [f"{path}.lots[{k}]" for k in range(len(lots))]
+        sleeves = [lot.sleeve_id or position.sleeve_id or "" for lot in position.lots]
     checked: list[_Lot] = []
-    for lot, lot_path in zip(lots, paths, strict=True):
+    for lot, lot_path, sleeve in zip(lots, paths, sleeves, strict=True):
         assert lot.quantity is not None and lot.cost_basis is not None
         assert lot.acquired_on is not None
-        checked.append(_Lot(lot.quantity, lot.cost_basis, lot.acquired_on))
+        checked.append(_Lot(lot.quantity, lot.cost_basis, lot.acquired_on, sleeve, lot_path))
         problems += _quantity(lot.quantity, f"{lot_path}.quantity")
         problems += _money(lot.cost_basis, f"{lot_path}.cost_basis", allow_zero=False)
         if lot.acquired_on > as_of:

@@ -12,12 +12,14 @@ transaction, so two events of one household never change it concurrently.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from typing import Any
 
+from ballast_common.uow import Cause
 from ballast_engine.tax import Identity
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -142,6 +144,7 @@ class Replays:
                     "lot_id": lot_id,
                     "quantity": (new[1] if new else ZERO) - (old[1] if old else ZERO),
                     "amount": (new[2] if new else ZERO) - (old[2] if old else ZERO),
+                    "sleeve": "",
                 }
             )
         return entries
@@ -290,16 +293,34 @@ async def request_restated(
     cause: str,
     fill_ids: Sequence[str] = (),
     action_id: str | None = None,
+    caused_by: Mapping[str, uuid.UUID | Cause] | uuid.UUID | None = None,
 ) -> list[str]:
     """Ask for holdings-reconciled of ``accounts`` that have a ledger (published by the
-    snapshot loop, coalesced per account)."""
+    snapshot loop, coalesced per account), following from ``caused_by`` (the event that
+    changed them, one for all or per account) in its trace (a ``Cause``'s) or the current
+    one."""
     wanted = sorted(set(accounts))
     with_books = sorted(await repo.existing_accounts(session, wanted)) if wanted else []
-    await repo.request_snapshots(
-        session,
-        [
-            {"account_id": a, "cause": cause, "fill_ids": list(fill_ids), "action_id": action_id}
-            for a in with_books
-        ],
-    )
+    here = Cause.here()
+    rows = []
+    for a in with_books:
+        given = caused_by.get(a) if isinstance(caused_by, Mapping) else caused_by
+        if not isinstance(given, Cause) or not given.traceparent:
+            given = Cause(given.id if isinstance(given, Cause) else given, *_trace(here))
+        rows.append(
+            {
+                "account_id": a,
+                "cause": cause,
+                "fill_ids": list(fill_ids),
+                "action_id": action_id,
+                "cause_event_id": given.id,
+                "traceparent": given.traceparent,
+                "tracestate": given.tracestate,
+            }
+        )
+    await repo.request_snapshots(session, rows)
     return with_books
+
+
+def _trace(cause: Cause) -> tuple[str | None, str | None]:
+    return cause.traceparent, cause.tracestate

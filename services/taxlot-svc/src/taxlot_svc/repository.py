@@ -16,6 +16,7 @@ from typing import Any
 
 from ballast_common.book_loads import LoadProblem, StagedLoad, value_sql
 from ballast_common.contracts.book_files import BY_NAME
+from ballast_common.uow import Cause
 from sqlalchemy import delete, func, text, tuple_, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -34,6 +35,7 @@ from taxlot_svc.tables import (
     PendingSnapshot,
     RealizedGain,
     SecurityPrice,
+    SleeveCash,
     TaxInput,
     TaxSettings,
 )
@@ -108,6 +110,75 @@ async def set_cash(session: AsyncSession, account_id: str, cash: Decimal, as_of:
         .where(table.c.account_id == account_id)
         .values(cash=cash, as_of=as_of, updated_at=datetime.now(UTC)),
     )
+
+
+async def add_sleeve_cash(
+    session: AsyncSession, amounts: Mapping[tuple[str, str], Decimal]
+) -> None:
+    """Record the cash of named sleeves, by (account, sleeve), in one statement."""
+    if amounts:
+        keys = sorted(amounts)
+        await _insert_many(
+            session,
+            SleeveCash,
+            [{"account_id": a, "sleeve": s, "amount": amounts[(a, s)]} for a, s in keys],
+        )
+
+
+async def sleeve_cash_of(
+    session: AsyncSession, account_ids: Sequence[str], *, for_update: bool = False
+) -> dict[str, dict[str, Decimal]]:
+    """The cash of each account's named sleeves (accounts kept whole are absent)."""
+    if not account_ids:
+        return {}
+    table = _t(SleeveCash)
+    stmt = (
+        sa_select(table.c.account_id, table.c.sleeve, table.c.amount)
+        .where(table.c.account_id.in_(list(account_ids)))
+        .order_by(table.c.account_id, table.c.sleeve)
+    )
+    if for_update:
+        stmt = stmt.with_for_update()
+    out: dict[str, dict[str, Decimal]] = {}
+    for account, sleeve, amount in (await _run(session, stmt)).all():
+        out.setdefault(account, {})[sleeve] = amount
+    return out
+
+
+async def move_sleeve_cash(
+    session: AsyncSession, account_id: str, changes: Mapping[str, Decimal]
+) -> None:
+    """Add ``changes`` to the cash of the account's named sleeves (a row per new sleeve)."""
+    if not changes:
+        return
+    sleeves = sorted(changes)
+    await _run(
+        session,
+        text(
+            "INSERT INTO sleeve_cash (account_id, sleeve, amount, updated_at)"
+            " SELECT :a, s, c, now() FROM unnest(CAST(:s AS text[]), CAST(:c AS numeric[]))"
+            " AS u(s, c) ON CONFLICT (account_id, sleeve) DO UPDATE"
+            " SET amount = sleeve_cash.amount + excluded.amount, updated_at = now()"
+        ).bindparams(a=account_id, s=sleeves, c=[changes[x] for x in sleeves]),
+    )
+
+
+async def cash_transfer_entries(
+    session: AsyncSession, account_id: str, cause: str, transfer_id: str
+) -> list[Any]:
+    """The cash entries (sleeve, amount) a cash transfer between sleeves journalled."""
+    table = _t(LedgerEntry)
+    stmt = (
+        sa_select(table.c.sleeve, table.c.amount)
+        .where(
+            table.c.account_id == account_id,
+            table.c.cause == cause,
+            table.c.fill_id == transfer_id,
+            table.c.kind == "cash",
+        )
+        .order_by(table.c.id)
+    )
+    return list((await _run(session, stmt)).all())
 
 
 async def add_lots(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -602,7 +673,8 @@ async def replace_derived(
 
 async def request_snapshots(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
     """Ask for accounts' holdings-reconciled; a request already pending for an account
-    absorbs this one (its fill ids are appended; the latest cause wins)."""
+    absorbs this one (its fill ids are appended; the latest cause, causing event and trace
+    win)."""
     if not rows:
         return
     table = PendingSnapshot.__table__  # type: ignore[attr-defined]
@@ -614,6 +686,9 @@ async def request_snapshots(session: AsyncSession, rows: Sequence[Mapping[str, A
             "cause": stmt.excluded.cause,
             "fill_ids": table.c.fill_ids.op("||")(stmt.excluded.fill_ids),
             "action_id": func.coalesce(stmt.excluded.action_id, table.c.action_id),
+            "cause_event_id": stmt.excluded.cause_event_id,
+            "traceparent": stmt.excluded.traceparent,
+            "tracestate": stmt.excluded.tracestate,
         },
     )
     await _run(session, stmt)
@@ -626,7 +701,8 @@ async def take_pending_snapshots(session: AsyncSession, limit: int) -> list[Any]
         "DELETE FROM pending_snapshots WHERE account_id IN ("
         " SELECT account_id FROM pending_snapshots ORDER BY requested_at, account_id"
         " LIMIT :n FOR UPDATE SKIP LOCKED)"
-        " RETURNING account_id, cause, fill_ids, action_id"
+        " RETURNING account_id, cause, fill_ids, action_id, cause_event_id, traceparent,"
+        " tracestate"
     ).bindparams(n=limit)
     connection = await session.connection()
     return list((await connection.execute(stmt)).all())
@@ -772,32 +848,43 @@ async def finish_fills(
     session: AsyncSession,
     cash_changes: Mapping[str, Decimal],
     books: Mapping[str, tuple[Decimal, date]],
-    snapshots: Mapping[str, Sequence[str]],
+    snapshots: Mapping[str, tuple[Sequence[str], Cause]],
     households: Mapping[str, tuple[date | None, int]],
+    sleeve_changes: Mapping[tuple[str, str], Decimal],
 ) -> None:
     """After a batch of fills, in one statement: each fill's cash change, each account's new
-    cash and as-of, the request for each account's holdings-reconciled naming its fills
-    (appended to a request already pending), and the households' new (last day, sequence
+    cash and as-of, what the fills moved of named sleeves' cash, the request for each
+    account's holdings-reconciled naming its fills and its cause (appended to a request
+    already pending; the latest cause wins), and the households' new (last day, sequence
     counter) (each only grows)."""
     fills = sorted(cash_changes)
     accounts = sorted(books)
     requested = sorted(snapshots)
     states = sorted(households)
+    sleeves = sorted(sleeve_changes)
     stmt = text(
         "WITH f AS (UPDATE applied_fills a SET cash_change = u.c"
         "  FROM unnest(CAST(:f AS text[]), CAST(:c AS numeric[])) AS u(fill_id, c)"
         "  WHERE a.fill_id = u.fill_id),"
+        " s AS (INSERT INTO sleeve_cash (account_id, sleeve, amount, updated_at)"
+        "  SELECT *, now() FROM unnest(CAST(:sa AS text[]), CAST(:ss AS text[]),"
+        "  CAST(:sc AS numeric[])) ON CONFLICT (account_id, sleeve) DO UPDATE"
+        "  SET amount = sleeve_cash.amount + excluded.amount, updated_at = now()),"
         " h AS (INSERT INTO households (household_id, last_day, seq, updated_at)"
         "  SELECT * , now() FROM unnest(CAST(:h AS text[]), CAST(:hd AS date[]),"
         "  CAST(:hs AS bigint[])) ON CONFLICT (household_id) DO UPDATE SET"
         "  last_day = greatest(households.last_day, excluded.last_day),"
         "  seq = greatest(households.seq, excluded.seq), updated_at = now()),"
         " p AS (INSERT INTO pending_snapshots (account_id, cause, fill_ids, action_id,"
-        "  requested_at) SELECT r.account_id, 'fills', CAST(r.fids AS jsonb), NULL, now()"
-        "  FROM unnest(CAST(:r AS text[]), CAST(:rf AS text[])) AS r(account_id, fids)"
+        "  cause_event_id, traceparent, tracestate, requested_at)"
+        "  SELECT r.account_id, 'fills', CAST(r.fids AS jsonb), NULL, r.event_id, r.tp, r.ts,"
+        "  now() FROM unnest(CAST(:r AS text[]), CAST(:rf AS text[]), CAST(:re AS uuid[]),"
+        "  CAST(:rtp AS text[]), CAST(:rts AS text[])) AS r(account_id, fids, event_id, tp, ts)"
         "  ORDER BY r.account_id"
         "  ON CONFLICT (account_id) DO UPDATE SET cause = excluded.cause,"
-        "  fill_ids = pending_snapshots.fill_ids || excluded.fill_ids)"
+        "  fill_ids = pending_snapshots.fill_ids || excluded.fill_ids,"
+        "  cause_event_id = excluded.cause_event_id, traceparent = excluded.traceparent,"
+        "  tracestate = excluded.tracestate)"
         " UPDATE account_books b SET cash = u.cash, as_of = u.as_of, updated_at = now()"
         " FROM unnest(CAST(:a AS text[]), CAST(:cash AS numeric[]), CAST(:d AS date[]))"
         " AS u(account_id, cash, as_of) WHERE b.account_id = u.account_id"
@@ -808,10 +895,16 @@ async def finish_fills(
         hd=[households[x][0] for x in states],
         hs=[households[x][1] for x in states],
         r=requested,
-        rf=[json.dumps(list(snapshots[a])) for a in requested],
+        rf=[json.dumps(list(snapshots[a][0])) for a in requested],
+        re=[snapshots[a][1].id for a in requested],
+        rtp=[snapshots[a][1].traceparent for a in requested],
+        rts=[snapshots[a][1].tracestate for a in requested],
         a=accounts,
         cash=[books[a][0] for a in accounts],
         d=[books[a][1] for a in accounts],
+        sa=[a for a, _ in sleeves],
+        ss=[x for _, x in sleeves],
+        sc=[sleeve_changes[k] for k in sleeves],
     )
     await _run(session, stmt)
 
@@ -909,6 +1002,16 @@ async def book_load_problems(
             f" WHERE {f.value('cash.csv', 'account_id', 'c')} = {a_id})",
         ),
     ]
+    c_id, c_sleeve = (f.value("cash.csv", c, "c") for c in ("account_id", "sleeve_id"))
+    if c_sleeve == "NULL":  # without the column, the generic check of (account, sleeve) is off
+        checks.append(
+            (
+                "cash.csv",
+                f"SELECT line, 'account_id', 'the same account_id as line ' || first FROM"
+                f" (SELECT c.line, min(c.line) OVER (PARTITION BY {c_id}) AS first"
+                f" FROM {cash} c) d WHERE line <> first",
+            )
+        )
     for name, table in (("cash.csv", cash), ("positions.csv", pos), ("lots.csv", lots)):
         x_id = f.value(name, "account_id", "x")
         checks.append(
@@ -921,10 +1024,27 @@ async def book_load_problems(
     p_id, p_sym, p_qty = (
         f.value("positions.csv", c, "p") for c in ("account_id", "symbol", "quantity")
     )
-    l_id, l_sym, l_qty, l_lot, l_on = (
+    l_id, l_sym, l_qty, l_lot, l_on, l_sleeve = (
         f.value("lots.csv", c, "l")
-        for c in ("account_id", "symbol", "quantity", "lot_id", "acquired_on")
+        for c in ("account_id", "symbol", "quantity", "lot_id", "acquired_on", "sleeve_id")
     )
+    if l_sleeve != "NULL" or c_sleeve != "NULL":
+        # Sleeves are all or nothing per account (as in a REST opening).
+        s_id, s_sleeve = (f.value("lots.csv", c, "s") for c in ("account_id", "sleeve_id"))
+        checks.append(
+            (
+                "lots.csv",
+                f"SELECT l.line, 'sleeve_id', 'required: account ' || {l_id} || ' puts"
+                " holdings in sleeves (' || u.why || '), so every lot names its sleeve'"
+                f" FROM {lots} l JOIN (SELECT DISTINCT ON (account_id) account_id, why FROM"
+                f" (SELECT {s_id} AS account_id, 'lots.csv line ' || s.line || ' is in sleeve '"
+                f" || {s_sleeve} AS why, 0 AS k, s.line FROM {lots} s WHERE {s_sleeve} IS NOT NULL"
+                f" UNION ALL SELECT {c_id}, 'cash.csv line ' || c.line || ' is cash of sleeve '"
+                f" || {c_sleeve}, 1, c.line FROM {cash} c WHERE {c_sleeve} IS NOT NULL) w"
+                f" ORDER BY account_id, k, line) u ON u.account_id = {l_id}"
+                f" WHERE {l_sleeve} IS NULL",
+            )
+        )
     checks += [
         (
             "positions.csv",
@@ -1046,19 +1166,41 @@ async def load_prices(session: AsyncSession, staged: StagedLoad) -> int:
 
 
 async def load_books(session: AsyncSession, staged: StagedLoad) -> int:
-    """An account book (tenant, cash, as-of) per loaded account; returns how many were new
-    (an account opened meanwhile is skipped and counted out)."""
+    """An account book (tenant, cash: the sum of its cash rows, as-of) per loaded account;
+    returns how many were new (an account opened meanwhile is skipped and counted out)."""
     f = _Staged(staged)
     a_id = f.value("accounts.csv", "account_id", "a")
+    c_id, c_amount = (f.value("cash.csv", x, "c") for x in ("account_id", "amount"))
     result = await _run(
         session,
         text(
             "INSERT INTO account_books (account_id, tenant, cash, as_of)"
             f" SELECT {a_id}, coalesce({f.value('accounts.csv', 'tenant', 'a')}, :tenant),"
-            f" {f.value('cash.csv', 'amount', 'c')}, :as_of FROM {f.table('accounts.csv')} a"
-            f" JOIN {f.table('cash.csv')} c ON {f.value('cash.csv', 'account_id', 'c')} = {a_id}"
+            f" c.amount, :as_of FROM {f.table('accounts.csv')} a"
+            f" JOIN (SELECT {c_id} AS account_id, sum({c_amount}) AS amount"
+            f" FROM {f.table('cash.csv')} c GROUP BY 1) c ON c.account_id = {a_id}"
             " ORDER BY a.line ON CONFLICT (account_id) DO NOTHING"
         ).bindparams(tenant=staged.tenant, as_of=staged.as_of),
+    )
+    return int(result.rowcount)
+
+
+async def load_sleeve_cash(session: AsyncSession, staged: StagedLoad) -> int:
+    """The cash of the named sleeves of cash.csv (rows without a sleeve are the accounts'
+    own cash: the book's cash less its sleeves')."""
+    f = _Staged(staged)
+    c_id, c_amount, c_sleeve = (
+        f.value("cash.csv", x, "c") for x in ("account_id", "amount", "sleeve_id")
+    )
+    if c_sleeve == "NULL":
+        return 0
+    result = await _run(
+        session,
+        text(
+            "INSERT INTO sleeve_cash (account_id, sleeve, amount)"
+            f" SELECT {c_id}, {c_sleeve}, {c_amount} FROM {f.table('cash.csv')} c"
+            f" WHERE {c_sleeve} IS NOT NULL ORDER BY 1, 2"
+        ),
     )
     return int(result.rowcount)
 
@@ -1128,16 +1270,18 @@ async def load_tax_inputs(session: AsyncSession, staged: StagedLoad, kind: str) 
 
 
 async def load_ledger_entries(session: AsyncSession, staged: StagedLoad, cause: str) -> int:
-    """The opening's journal: each account's cash, then each lot opened (in file order)."""
+    """The opening's journal: each account's cash (a row per sleeve), then each lot opened
+    (in file order)."""
     f = _Staged(staged)
     a_id = f.value("accounts.csv", "account_id", "a")
     cash = await _run(
         session,
         text(
-            "INSERT INTO ledger_entries (account_id, cause, kind, amount)"
-            f" SELECT {a_id}, :cause, 'cash', {f.value('cash.csv', 'amount', 'c')}"
+            "INSERT INTO ledger_entries (account_id, cause, kind, amount, sleeve)"
+            f" SELECT {a_id}, :cause, 'cash', {f.value('cash.csv', 'amount', 'c')},"
+            f" coalesce({f.value('cash.csv', 'sleeve_id', 'c')}, '')"
             f" FROM {f.table('accounts.csv')} a JOIN {f.table('cash.csv')} c"
-            f" ON {f.value('cash.csv', 'account_id', 'c')} = {a_id} ORDER BY a.line"
+            f" ON {f.value('cash.csv', 'account_id', 'c')} = {a_id} ORDER BY a.line, c.line"
         ).bindparams(cause=cause),
     )
     lots = await _run(

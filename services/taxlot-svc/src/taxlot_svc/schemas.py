@@ -25,14 +25,24 @@ Rate = Annotated[Decimal, Field(ge=0, le=1, allow_inf_nan=False)]
 ReliefMethod = Literal["fifo", "lifo", "hifo", "mintax"]
 
 
+SLEEVE_ID_PATTERN = ACCOUNT_ID_PATTERN
+SleeveId = Annotated[str, Field(pattern=SLEEVE_ID_PATTERN)]
+
+
 class LotIn(BaseModel):
     quantity: Number
     cost_basis: Number = Field(description="total basis of the lot, in cents")
     acquired_on: date
+    sleeve_id: SleeveId | None = Field(
+        default=None, description="UMA: the sleeve holding the lot (default: the position's)"
+    )
 
 
 class PositionIn(BaseModel):
     symbol: str
+    sleeve_id: SleeveId | None = Field(
+        default=None, description="UMA: the sleeve holding the position's lots"
+    )
     quantity: Number | None = Field(default=None, description="required unless lots are given")
     cost_basis: Number | None = Field(default=None, description="required unless lots are given")
     acquired_on: date | None = Field(default=None, description="required unless lots are given")
@@ -41,10 +51,23 @@ class PositionIn(BaseModel):
     )
 
 
+class SleeveCashIn(BaseModel):
+    sleeve_id: SleeveId
+    amount: Number = Field(description="in cents, not negative")
+
+
 class HoldingsIn(BaseModel):
+    """An opening balance. A UMA states each lot's sleeve and may state each sleeve's cash:
+    sleeves are all or nothing (once a lot or cash names a sleeve, every lot must)."""
+
     tenant: str = Field(default="demo", min_length=1, max_length=64)
     as_of: date
-    cash: Number
+    cash: Number = Field(description="the account's cash, its sleeves' included")
+    sleeve_cash: list[SleeveCashIn] = Field(
+        default_factory=list,
+        max_length=100,
+        description="UMA: the part of cash each sleeve holds; the rest is the account's own",
+    )
     positions: list[PositionIn] = Field(default_factory=list, max_length=10000)
 
 
@@ -62,11 +85,20 @@ class PositionOut(BaseModel):
     cost_basis: NonNegativeMoney
 
 
+class SleeveCashOut(BaseModel):
+    sleeve_id: str | None = Field(description="null: the account's own cash, in no sleeve")
+    amount: Money
+
+
 class HoldingsOut(BaseModel):
     account_id: str
     tenant: str
     as_of: date
     cash: Money
+    sleeve_cash: list[SleeveCashOut] = Field(
+        default_factory=list,
+        description="a UMA's cash per sleeve, adding up to cash (empty: kept whole)",
+    )
     positions: list[PositionOut]
     updated_at: datetime
 
@@ -304,4 +336,29 @@ class SleeveTransferOut(BaseModel):
     to_sleeve: str
     on: date
     moved: list[LotOut]
+    repeated: bool = False
+
+
+class SleeveCashTransferIn(BaseModel):
+    """Move cash between sleeves of an account (or between a sleeve and the account's own
+    cash, ``''``): the account's cash does not change."""
+
+    transfer_id: str = Field(min_length=1, max_length=200, description="idempotency key")
+    amount: PositiveNumber = Field(description="in cents")
+    from_sleeve: Annotated[str, Field(pattern=r"^([A-Za-z0-9_.\-]{1,64})?$")] = Field(
+        default="", description="'' = the account's own cash"
+    )
+    to_sleeve: Annotated[str, Field(pattern=r"^([A-Za-z0-9_.\-]{1,64})?$")] = Field(
+        default="", description="'' = the account's own cash"
+    )
+
+
+class SleeveCashTransferOut(BaseModel):
+    transfer_id: str
+    account_id: str
+    amount: Money
+    from_sleeve: str
+    to_sleeve: str
+    cash: Money = Field(description="the account's cash (unchanged)")
+    sleeve_cash: list[SleeveCashOut]
     repeated: bool = False

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
+from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import FillsReceivedV1, HoldingsReconciledV2
 from ballast_common.errors import (
     Conflict,
@@ -18,13 +19,13 @@ from ballast_common.errors import (
     NotFound,
     PermanentMessageError,
 )
-from ballast_common.uow import UnitOfWork
+from ballast_common.uow import Cause, UnitOfWork
 from ballast_engine.tax import Identity, TaxError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from taxlot_svc import book
 from taxlot_svc import repository as repo
-from taxlot_svc.book import identity_of, journal_entries, singleton_household
+from taxlot_svc.book import identity_of, journal_entries, own_cash, singleton_household
 from taxlot_svc.incremental import (
     Applied,
     HouseholdInputs,
@@ -56,15 +57,29 @@ from taxlot_svc.schemas import (
     LotOut,
     LotsOut,
     PositionOut,
+    SleeveCashOut,
 )
-from taxlot_svc.snapshots import positions_v2, realized_year
+from taxlot_svc.snapshots import positions_v2, realized_year, sleeve_cash_v1
 
 log = logging.getLogger(__name__)
 
 OPENING = "opening-balance"
 FILL = "fill"
 FillOutcome = Literal["applied", "duplicate"]
+# What a fill follows from: its event (id and trace context), or an event id in the current
+# trace, or nothing (a new id in the current trace).
+FillCause: TypeAlias = Envelope | Cause | uuid.UUID | None
 ZERO = Decimal(0)
+
+
+def _cause_of(event: FillCause, here: Cause) -> Cause:
+    """A fill's cause with the trace to continue: its event's, else ``here``'s (the current
+    span's)."""
+    if event is None or isinstance(event, uuid.UUID):
+        return Cause(event or uuid.uuid4(), here.traceparent, here.tracestate)
+    if not event.traceparent:
+        return Cause(event.id, here.traceparent, here.tracestate)
+    return Cause(event.id, event.traceparent, event.tracestate)
 
 
 # --- opening balances -----------------------------------------------------------------------
@@ -136,6 +151,10 @@ async def _open(uow: UnitOfWork, plans: Sequence[tuple[str, HoldingsIn, list[Pla
     if taken:  # another request opened them since we looked: nothing of this one stays
         verb = "has" if len(taken) == 1 else "have"
         raise Conflict(f"account {', '.join(taken[:10])} already {verb} a ledger")
+    await repo.add_sleeve_cash(
+        session,
+        {(a, part.sleeve_id): part.amount for a, body, _ in plans for part in body.sleeve_cash},
+    )
     facts = await facts_of(session, [a for a, _, _ in plans])
     households = sorted({f.household for f in facts.values()})
     members = await members_of(session, households)
@@ -145,7 +164,13 @@ async def _open(uow: UnitOfWork, plans: Sequence[tuple[str, HoldingsIn, list[Pla
     fresh: dict[str, list[book.Input]] = {h: [] for h in households if h not in with_history}
     seq = 0
     for account_id, body, planned in plans:
-        entries.append(_entry(account_id, OPENING, None, "cash", amount=body.cash))
+        sleeves = {part.sleeve_id: part.amount for part in body.sleeve_cash}
+        own = own_cash(body.cash, sleeves)
+        entries.append(_entry(account_id, OPENING, None, "cash", amount=own))
+        for part in body.sleeve_cash:
+            entries.append(
+                _entry(account_id, OPENING, None, "cash", amount=part.amount, sleeve=part.sleeve_id)
+            )
         household = facts[account_id].household
         for lot in planned:
             # Price 0 and the basis as fees: the engine books exactly this basis.
@@ -161,6 +186,7 @@ async def _open(uow: UnitOfWork, plans: Sequence[tuple[str, HoldingsIn, list[Pla
                     Decimal(0),
                     fees=lot.cost_basis,
                     lot_name=lot.lot_id,
+                    sleeve=lot.sleeve,
                 )
             )
             if household in fresh:
@@ -178,6 +204,7 @@ async def _open(uow: UnitOfWork, plans: Sequence[tuple[str, HoldingsIn, list[Pla
                         price=Decimal(0),
                         fees=lot.cost_basis,
                         lot_name=lot.lot_id,
+                        sleeve=lot.sleeve,
                     )
                 )
             entries.append(
@@ -219,6 +246,9 @@ async def _open(uow: UnitOfWork, plans: Sequence[tuple[str, HoldingsIn, list[Pla
                 positions=positions_v2(mine),
                 cause=OPENING,
                 realized_this_year=realized_year(body.as_of.year, []),
+                sleeve_cash=sleeve_cash_v1(
+                    body.cash, {part.sleeve_id: part.amount for part in body.sleeve_cash}
+                ),
             ),
             key=account_id,
             tenant=body.tenant,
@@ -271,7 +301,7 @@ async def _refuse_actions_inside_openings(
 
 
 async def apply_fill(
-    uow: UnitOfWork, fill: FillsReceivedV1, event_id: uuid.UUID | None = None
+    uow: UnitOfWork, fill: FillsReceivedV1, event: FillCause = None
 ) -> FillOutcome:
     """Apply one fill to the book once: a buy opens a lot and spends cash (price x quantity
     + fees); a sell relieves the lots it names, or by the account's relief method (in its
@@ -286,18 +316,24 @@ async def apply_fill(
     larger than the open position (or than the lots it names, or, for a late fill, than
     the position on its date), a fill id seen before with different terms.
     """
-    [outcome] = await apply_fills(uow, [(fill, event_id)])
+    [outcome] = await apply_fills(uow, [(fill, event)])
     return outcome
 
 
 @dataclass(slots=True)
 class _Arrival:
-    """A fill of a batch: its place in the batch (arrival order) and trade date."""
+    """A fill of a batch: its place in the batch (arrival order), its event (id and trace)
+    and trade date."""
 
     index: int
     fill: FillsReceivedV1
-    event_id: uuid.UUID
+    cause: Cause
     day: date
+
+    @property
+    def event_id(self) -> uuid.UUID:
+        assert self.cause.id is not None
+        return self.cause.id
 
     @property
     def what(self) -> str:
@@ -317,9 +353,17 @@ class _Batch:
     entries: list[dict[str, Any]] = field(default_factory=list)
     cash_changes: dict[str, Decimal] = field(default_factory=dict)
     books: dict[str, tuple[Decimal, date]] = field(default_factory=dict)
+    # What fills in named sleeves moved: the cash of (account, sleeve).
+    sleeve_changes: dict[tuple[str, str], Decimal] = field(default_factory=dict)
     fills_of: dict[str, list[str]] = field(default_factory=dict)
-    touched: set[str] = field(default_factory=set)
+    # The event of each account's last fill (arrival order): its snapshot's cause and trace.
+    causes: dict[str, Cause] = field(default_factory=dict)
+    # Accounts whose lots or loss sales a fill changed, with that fill's event.
+    touched: dict[str, Cause] = field(default_factory=dict)
     states: dict[str, tuple[date, int]] = field(default_factory=dict)
+
+    def touch(self, accounts: Iterable[str], arrival: _Arrival) -> None:
+        self.touched.update(dict.fromkeys(accounts, arrival.cause))
 
     def settle(
         self,
@@ -329,12 +373,20 @@ class _Batch:
         disposals: list[Any],
         extra: list[dict[str, Any]],
     ) -> None:
-        """A fill's journal, cash and as-of, in the order the fills are applied."""
+        """A fill's journal, cash (its sleeve's) and as-of, in the order the fills are
+        applied."""
         fill = arrival.fill
         cash_change = fill_cash(changes, disposals, item)
         self.entries += journal_entries(changes, FILL, fill.fill_id) + extra
-        self.entries.append(_entry(fill.account_id, FILL, fill.fill_id, "cash", amount=cash_change))
+        self.entries.append(
+            _entry(
+                fill.account_id, FILL, fill.fill_id, "cash", amount=cash_change, sleeve=item.sleeve
+            )
+        )
         self.cash_changes[fill.fill_id] = cash_change
+        if item.sleeve:
+            key = (fill.account_id, item.sleeve)
+            self.sleeve_changes[key] = self.sleeve_changes.get(key, ZERO) + cash_change
         context = self.contexts[fill.account_id]
         cash, as_of = self.books.get(fill.account_id, (context.cash, context.as_of))
         self.books[fill.account_id] = (cash + cash_change, max(as_of, arrival.day))
@@ -342,7 +394,13 @@ class _Batch:
     async def write(self, session: AsyncSession) -> None:
         await repo.add_tax_inputs(session, self.inputs)
         await repo.add_ledger_entries(session, self.entries)
-        await repo.finish_fills(session, self.cash_changes, self.books, self.fills_of, self.states)
+        # Each snapshot continues the trace of the fill that asked for it.
+        snapshots = {
+            account: (fill_ids, self.causes[account]) for account, fill_ids in self.fills_of.items()
+        }
+        await repo.finish_fills(
+            session, self.cash_changes, self.books, snapshots, self.states, self.sleeve_changes
+        )
         for account, (cash, _) in sorted(self.books.items()):
             if cash < 0 <= self.contexts[account].cash:
                 # The custodian executed it, so the book records it; a debit balance is
@@ -350,25 +408,28 @@ class _Batch:
                 log.warning("cash went negative", extra={"account_id": account, "cash": str(cash)})
         # Other accounts of a household whose lots or loss sales a fill changed (a wash
         # sale): their snapshot names no fill (the fills are not theirs).
-        await request_restated(session, self.touched - set(self.fills_of), cause="fills")
+        others = {a: e for a, e in self.touched.items() if a not in self.fills_of}
+        await request_restated(session, others, cause="fills", caused_by=others)
 
 
 async def apply_fills(
-    uow: UnitOfWork, fills: Sequence[tuple[FillsReceivedV1, uuid.UUID | None]]
+    uow: UnitOfWork, fills: Sequence[tuple[FillsReceivedV1, FillCause]]
 ) -> list[FillOutcome]:
     """Apply a batch of fills (see :func:`apply_fill`) in one transaction, with one
     statement per table for the batch: the households' locks taken once, in sorted order;
     every account's context read at once; each household's fills applied in date order by
     the engine to the state read for all of them at once (households with a late fill
-    apply theirs one by one, replaying as a single fill does); one holdings-reconciled
-    request per account. Returns each fill's outcome, in the batch's order.
+    apply theirs one by one, replaying as a single fill does); cash settled per sleeve (a
+    fill's sleeve's); one holdings-reconciled request per account, following from its last
+    fill's event in that event's trace. Returns each fill's outcome, in the batch's order.
 
     Raises PermanentMessageError for the first bad fill (the consumer then redoes the
     batch one fill at a time, so only that one is dead-lettered)."""
     session = uow.session
+    here = Cause.here()
     arrivals = [
-        _Arrival(i, f, event_id or uuid.uuid4(), _utc_date(f.executed_at))
-        for i, (f, event_id) in enumerate(fills)
+        _Arrival(i, f, _cause_of(event, here), _utc_date(f.executed_at))
+        for i, (f, event) in enumerate(fills)
     ]
     for arrival in arrivals:
         bad = [x for x in arrival.fill.lot_ids if not x or ";" in x]
@@ -391,6 +452,7 @@ async def apply_fills(
         batch.fills_of.setdefault(arrival.fill.account_id, [])
     for arrival in fresh:  # a snapshot names its fills in arrival order
         batch.fills_of[arrival.fill.account_id].append(arrival.fill.fill_id)
+        batch.causes[arrival.fill.account_id] = arrival.cause
     identity = identity_of(next(iter(contexts.values())).identical_sets or [])
     late = {
         household
@@ -566,7 +628,7 @@ async def _apply_in_date_order(
                 disposals.get(item.trade_id, []),
                 [],
             )
-        batch.touched |= applied.touched
+        batch.touch(applied.touched, mine[-1])
         assert applied.state is not None
         batch.states[household] = applied.state
         written.append((applied, ids, [item for _, item, _ in made]))
@@ -613,7 +675,7 @@ async def _apply_one_by_one(
                 )
                 await repo.add_tax_inputs(session, [row])
                 changes, disposals = applied.changes, applied.disposals
-                batch.touched |= applied.touched
+                batch.touch(applied.touched, arrival)
             else:
                 await repo.add_tax_inputs(session, [row])
                 # Only the fill's security (and those corporate actions link it to) can change.
@@ -634,7 +696,7 @@ async def _apply_one_by_one(
                     )
                 )
                 entries += replayed.restatements(FILL, fill.fill_id, exclude={fill.account_id})
-                batch.touched |= set(replayed.changed())
+                batch.touch(replayed.changed(), arrival)
         except TaxError as exc:
             raise arrival.refused(exc) from exc
         batch.settle(arrival, item, changes, disposals, entries)
@@ -696,11 +758,16 @@ def _check_same_fill(before: Any, fill: FillsReceivedV1, what: str) -> None:
 async def holdings(session: AsyncSession, account_id: str) -> HoldingsOut:
     book = await _book(session, account_id)
     rows = await repo.positions(session, account_id)
+    named = (await repo.sleeve_cash_of(session, [account_id])).get(account_id, {})
     return HoldingsOut(
         account_id=account_id,
         tenant=book.tenant,
         as_of=book.as_of,
         cash=book.cash,
+        sleeve_cash=[
+            SleeveCashOut(sleeve_id=part.sleeve_id, amount=part.amount)
+            for part in sleeve_cash_v1(book.cash, named)
+        ],
         positions=[PositionOut(symbol=s, quantity=q, cost_basis=b) for s, q, b in rows],
         updated_at=book.updated_at,
     )
@@ -735,6 +802,7 @@ def _entry(
     symbol: str | None = None,
     lot_id: str | None = None,
     quantity: Decimal | None = None,
+    sleeve: str = "",
 ) -> dict[str, Any]:
     return {
         "account_id": account_id,
@@ -745,6 +813,7 @@ def _entry(
         "lot_id": lot_id,
         "quantity": quantity,
         "amount": amount,
+        "sleeve": sleeve,
     }
 
 

@@ -8,6 +8,8 @@ event per pending account with the state at that moment and every fill id the re
 carried. So a consumed batch of 500 fills of 50 accounts gives 50 events, not 500, and a
 snapshot always shows committed state: the loop claims requests with ``SKIP LOCKED`` and a
 transaction changing an account must update its request row, which waits for the claim.
+Each event follows from the latest request's cause (for fills, the last fill's event) and
+continues the trace that request was made in.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
@@ -27,15 +29,16 @@ from ballast_common.contracts.events import (
     LotV1,
     PositionV2,
     RealizedYearV1,
+    SleeveCashV1,
 )
-from ballast_common.uow import UnitOfWork
+from ballast_common.uow import Cause, UnitOfWork
 from ballast_engine.tax import Term
 from ballast_engine.tax.model import WASH_WINDOW_DAYS, money
 from pydantic import TypeAdapter
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from taxlot_svc import repository as repo
-from taxlot_svc.book import disposal_of
+from taxlot_svc.book import disposal_of, own_cash
 from taxlot_svc.replays import facts_of
 
 log = logging.getLogger(__name__)
@@ -118,6 +121,16 @@ def realized_year(year: int, rows: Sequence[Any]) -> RealizedYearV1:
     return RealizedYearV1(year=year, short_term=st, long_term=lt)
 
 
+def sleeve_cash_v1(cash: Decimal, named: Mapping[str, Decimal]) -> list[SleeveCashV1]:
+    """A UMA's cash per sleeve: the account's own (what no named sleeve holds) first, then
+    each named sleeve's; none when the account's cash is kept whole."""
+    if not named:
+        return []
+    return [SleeveCashV1(sleeve_id=None, amount=own_cash(cash, named))] + [
+        SleeveCashV1(sleeve_id=sleeve, amount=named[sleeve]) for sleeve in sorted(named)
+    ]
+
+
 def _get(x: Any, name: str) -> Any:
     return x[name] if isinstance(x, dict) else getattr(x, name)
 
@@ -133,6 +146,7 @@ async def build(
     if not books:
         return []
     documents = await repo.position_documents(session, sorted(books))
+    sleeve_cash = await repo.sleeve_cash_of(session, sorted(books))
     earliest = min(b.as_of for b in books.values()) - timedelta(days=WASH_WINDOW_DAYS)
     losses: dict[str, list[Any]] = defaultdict(list)
     for row in await repo.recent_loss_sales(session, sorted(books), earliest):
@@ -162,20 +176,22 @@ async def build(
                 [r for r in losses.get(account, []) if r.sold_on >= since]
             ),
             realized_this_year=realized_year(book.as_of.year, realized.get(account, [])),
+            sleeve_cash=sleeve_cash_v1(book.cash, sleeve_cash.get(account, {})),
         )
         out.append((event, book.tenant))
     return out
 
 
 async def publish_pending(uow: UnitOfWork, limit: int = BATCH) -> int:
-    """Publish the snapshots requested so far (up to ``limit`` accounts); returns how many
-    requests were claimed."""
+    """Publish the snapshots requested so far (up to ``limit`` accounts), each following from
+    its request's cause in its trace; returns how many requests were claimed."""
     claimed = await repo.take_pending_snapshots(uow.session, limit)
     if not claimed:
         return 0
     requests = [(r.account_id, r.cause, list(r.fill_ids or []), r.action_id) for r in claimed]
+    causes = {r.account_id: Cause(r.cause_event_id, r.traceparent, r.tracestate) for r in claimed}
     for event, tenant in await build(uow.session, requests):
-        uow.publish(event, key=event.account_id, tenant=tenant)
+        uow.publish(event, key=event.account_id, tenant=tenant, cause=causes[event.account_id])
     return len(claimed)
 
 

@@ -28,6 +28,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Numeric,
+    Text,
     UniqueConstraint,
     func,
     text,
@@ -68,6 +69,19 @@ class AccountBook(Table, table=True):
     cash: Decimal = Field(sa_column=_money())
     as_of: date = Field(sa_column=Column(Date, nullable=False))
     opened_at: datetime = Field(default_factory=_now, sa_column=_timestamp())
+    updated_at: datetime = Field(default_factory=_now, sa_column=_timestamp())
+
+
+class SleeveCash(Table, table=True):
+    """The cash a named sleeve of a UMA holds. The account's own cash (no sleeve: what no
+    sleeve holds) is the book's cash less every sleeve's, so the account's cash is always
+    the sum of its parts. Accounts whose cash is kept whole (SMAs) have no rows."""
+
+    __tablename__ = "sleeve_cash"
+
+    account_id: str = Field(primary_key=True, max_length=64)
+    sleeve: str = Field(primary_key=True, max_length=64)
+    amount: Decimal = Field(sa_column=_money())
     updated_at: datetime = Field(default_factory=_now, sa_column=_timestamp())
 
 
@@ -139,6 +153,11 @@ class LedgerEntry(Table, table=True):
     lot_id: str | None = Field(default=None, max_length=200)
     quantity: Decimal | None = Field(default=None, sa_column=_exact(nullable=True))
     amount: Decimal = Field(sa_column=_money(), description="cash change, or basis moved")
+    sleeve: str = Field(
+        default="",
+        sa_column=Column(AutoString(length=64), nullable=False, server_default=text("''")),
+        description="cash entries: the sleeve whose cash moved ('' = the account's own)",
+    )
     recorded_at: datetime = Field(default_factory=_now, sa_column=_timestamp())
 
 
@@ -273,6 +292,11 @@ class PendingSnapshot(Table, table=True):
     cause: str = Field(max_length=32)
     fill_ids: list[str] = Field(sa_column=Column(JSONB, nullable=False))
     action_id: str | None = Field(default=None, max_length=200)
+    # What the snapshot follows from (the latest request's): the event that asked for it
+    # (none for a REST request) and the W3C trace context it continues.
+    cause_event_id: UUID | None = None
+    traceparent: str | None = Field(default=None, max_length=64)
+    tracestate: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     requested_at: datetime = Field(default_factory=_now, sa_column=_timestamp())
 
 

@@ -117,7 +117,10 @@ async def account_changed(uow: UnitOfWork, payload: AccountChangedV1) -> list[st
     except TaxError as exc:  # pragma: no cover - a household change cannot oversell
         raise PermanentMessageError(f"account-changed {account}: {exc}") from exc
     await repo.add_ledger_entries(session, replayed.restatements("household-change", None))
-    return await request_restated(uow.session, replayed.changed(), cause="household-change")
+    changed_by = uow.causation.id if uow.causation else None
+    return await request_restated(
+        uow.session, replayed.changed(), cause="household-change", caused_by=changed_by
+    )
 
 
 async def equivalence_set_changed(uow: UnitOfWork, payload: EquivalenceSetChangedV1) -> bool:

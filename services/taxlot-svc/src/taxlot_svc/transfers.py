@@ -1,10 +1,14 @@
 """Sleeve transfers: shares move between sleeves of one account without a taxable event
 (the engine's ``TaxLedger.move``: lots keep basis, dates and purchase; a partly moved lot
-is split). A transfer is an input like a fill, so replays keep it."""
+is split). A transfer is an input like a fill, so replays keep it.
+
+Cash moves between sleeves too (or between a sleeve and the account's own cash): the
+account's cash stays, the sleeves' cash moves, journalled as two cash entries."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from ballast_common.errors import Conflict, FieldProblem, InvalidInput, NotFound
 from ballast_common.uow import UnitOfWork
@@ -12,11 +16,19 @@ from ballast_engine.tax import TaxError
 
 from taxlot_svc import book
 from taxlot_svc import repository as repo
-from taxlot_svc.book import journal_entries
+from taxlot_svc.book import cash_entry, journal_entries, own_cash
 from taxlot_svc.incremental import apply_in_order
-from taxlot_svc.opening import check_account_id
+from taxlot_svc.opening import CENTS, check_account_id, decimals
 from taxlot_svc.replays import facts_of, members_of, rebuild, request_restated
-from taxlot_svc.schemas import LotOut, SleeveTransferIn, SleeveTransferOut
+from taxlot_svc.schemas import (
+    LotOut,
+    SleeveCashOut,
+    SleeveCashTransferIn,
+    SleeveCashTransferOut,
+    SleeveTransferIn,
+    SleeveTransferOut,
+)
+from taxlot_svc.snapshots import sleeve_cash_v1
 
 CAUSE = "sleeve-transfer"
 FUTURE_SLACK = timedelta(days=1)
@@ -121,5 +133,75 @@ async def _result(
         to_sleeve=body.to_sleeve,
         on=day,  # type: ignore[arg-type]
         moved=[LotOut.model_validate(r, from_attributes=True) for r in moved],
+        repeated=repeated,
+    )
+
+
+async def transfer_cash(
+    uow: UnitOfWork, account_id: str, body: SleeveCashTransferIn
+) -> SleeveCashTransferOut:
+    """Move cash between sleeves of an account, once per ``transfer_id`` (a repeat with the
+    same terms returns the result with ``repeated``; other terms are a 409). The sleeve it
+    leaves must hold the amount."""
+    session = uow.session
+    problems = check_account_id(account_id, "account_id")
+    if problems:
+        raise InvalidInput(problems[0].message, problems)
+    if decimals(body.amount) > CENTS:
+        raise _invalid("amount", f"must be in cents (at most 2 decimals), got {body.amount}")
+    if body.from_sleeve == body.to_sleeve:
+        raise _invalid("to_sleeve", f"the cash is already in {_name(body.to_sleeve)}")
+    await repo.lock_writes(session, exclusive=True)
+    book_row = await repo.get_book(session, account_id)
+    if book_row is None:
+        raise NotFound(f"account {account_id} has no ledger")
+    done = await repo.cash_transfer_entries(session, account_id, CAUSE, body.transfer_id)
+    if done:
+        terms = [(body.from_sleeve, -body.amount), (body.to_sleeve, body.amount)]
+        if [(e.sleeve, e.amount) for e in done] != terms:
+            raise Conflict(
+                f"transfer {body.transfer_id} was recorded with other terms",
+                [FieldProblem("transfer_id", "already recorded with other terms")],
+            )
+        return await _cash_result(uow, account_id, body, repeated=True)
+    named = (await repo.sleeve_cash_of(session, [account_id])).get(account_id, {})
+    held = _cash_of(book_row.cash, named, body.from_sleeve)
+    if held < body.amount:
+        raise _invalid("amount", f"{_name(body.from_sleeve)} holds {held}, less than {body.amount}")
+    moves = {body.from_sleeve: -body.amount, body.to_sleeve: body.amount}
+    await repo.move_sleeve_cash(session, account_id, {k: v for k, v in moves.items() if k})
+    await repo.add_ledger_entries(
+        session,
+        [cash_entry(account_id, CAUSE, body.transfer_id, v, sleeve=k) for k, v in moves.items()],
+    )
+    await request_restated(session, [account_id], cause=CAUSE)
+    return await _cash_result(uow, account_id, body, repeated=False)
+
+
+def _cash_of(cash: Decimal, named: dict[str, Decimal], sleeve: str) -> Decimal:
+    """A sleeve's cash; the account's own ('') is what no named sleeve holds."""
+    return named.get(sleeve, Decimal("0.00")) if sleeve else own_cash(cash, named)
+
+
+def _name(sleeve: str) -> str:
+    return f"sleeve {sleeve!r}" if sleeve else "the account's own cash"
+
+
+async def _cash_result(
+    uow: UnitOfWork, account_id: str, body: SleeveCashTransferIn, *, repeated: bool
+) -> SleeveCashTransferOut:
+    book_row = await repo.get_book(uow.session, account_id)
+    named = (await repo.sleeve_cash_of(uow.session, [account_id])).get(account_id, {})
+    return SleeveCashTransferOut(
+        transfer_id=body.transfer_id,
+        account_id=account_id,
+        amount=body.amount,
+        from_sleeve=body.from_sleeve,
+        to_sleeve=body.to_sleeve,
+        cash=book_row.cash,
+        sleeve_cash=[
+            SleeveCashOut(sleeve_id=part.sleeve_id, amount=part.amount)
+            for part in sleeve_cash_v1(book_row.cash, named)
+        ],
         repeated=repeated,
     )

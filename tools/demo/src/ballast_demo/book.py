@@ -230,6 +230,9 @@ MODELS = [
 ]
 
 
+_MODEL_SYMBOLS = {m.model_id: set(m.weights) for m in MODELS}
+
+
 def changed_core_model() -> ModelSpec:
     """The demo's model change: the committee replaces PFE and CSCO with AMD and NFLX; the
     model stays equally weighted."""
@@ -242,6 +245,7 @@ class OpeningLot:
     quantity: Decimal
     cost_basis: Decimal
     acquired_on: str
+    sleeve: str = ""  # a UMA's: the sleeve holding the lot
 
 
 @dataclass
@@ -258,6 +262,9 @@ class Account:
     restrictions: list[dict[str, str]] = field(default_factory=list)
     tax_settings: dict[str, object] | None = None
     lots: dict[str, list[OpeningLot]] = field(default_factory=dict)
+    # A UMA's: the shares of each symbol each sleeve bought, and each sleeve's cash.
+    sleeve_shares: dict[str, dict[str, Decimal]] = field(default_factory=dict)
+    sleeve_cash: dict[str, Decimal] = field(default_factory=dict)
 
     @property
     def is_uma(self) -> bool:
@@ -347,13 +354,15 @@ def build_accounts(count: int, seed: int = 7, *, instructions: bool = False) -> 
             uma = instructions and value >= 250_000 and rng.random() < 0.12
             sleeves = UMA_SLEEVES if uma else [("main", model.model_id, Decimal(1))]
             positions: dict[str, Decimal] = {}
-            for _, model_id, sleeve_weight in sleeves:
+            by_sleeve: dict[str, dict[str, Decimal]] = {}
+            for sleeve_id, model_id, sleeve_weight in sleeves:
                 for symbol, weight in models[model_id].weights.items():
                     tilt = Decimal(str(rng.uniform(0.9, 1.1)))
                     dollars = value * sleeve_weight * weight * tilt
                     shares = (dollars / prices[symbol]).to_integral_value(ROUND_FLOOR)
                     if shares > 0:
                         positions[symbol] = positions.get(symbol, Decimal(0)) + shares
+                        by_sleeve.setdefault(symbol, {})[sleeve_id] = shares
             account = Account(
                 account_id=f"ACC-{len(accounts) + 1:06d}",
                 household_id=f"HH-{household:05d}",
@@ -363,11 +372,60 @@ def build_accounts(count: int, seed: int = 7, *, instructions: bool = False) -> 
                 cash=cash,
                 positions=positions,
                 sleeves=list(UMA_SLEEVES) if uma else [],
+                sleeve_shares=by_sleeve if uma else {},
+                sleeve_cash=_by_weight(cash, UMA_SLEEVES) if uma else {},
             )
             if instructions:
                 _add_instructions(account, rng, prices)
             accounts.append(account)
     return accounts
+
+
+def home_sleeve(account: Account, symbol: str) -> str:
+    """A UMA's holding without a lot of its own belongs to the first sleeve that bought the
+    symbol, else to the first whose model holds it, else to the first sleeve; an SMA's name
+    no sleeve."""
+    if not account.sleeves:
+        return ""
+    bought = account.sleeve_shares.get(symbol, {})
+    for sleeve_id, _, _ in account.sleeves:
+        if sleeve_id in bought:
+            return sleeve_id
+    for sleeve_id, model_id, _ in account.sleeves:
+        if symbol in _MODEL_SYMBOLS[model_id]:
+            return sleeve_id
+    return account.sleeves[0][0]
+
+
+def _by_weight(cash: Decimal, sleeves: list[tuple[str, str, Decimal]]) -> dict[str, Decimal]:
+    """A UMA's cash shared by its sleeves' weights, in cents (the rest to the first)."""
+    parts = {s: (cash * w).quantize(Decimal("0.01"), ROUND_FLOOR) for s, _, w in sleeves}
+    parts[sleeves[0][0]] += cash - sum(parts.values())
+    return parts
+
+
+def _in_sleeves(lots: list[OpeningLot], shares: dict[str, Decimal]) -> list[OpeningLot]:
+    """A UMA's lots of one symbol handed to the sleeves that bought its shares, in sleeve
+    order, a lot split where a sleeve's shares end inside it (basis pro rata, in cents; the
+    last sleeve takes what is left)."""
+    out: list[OpeningLot] = []
+    sleeves = list(shares)
+    wanted = dict(shares)
+    for lot in lots:
+        left, basis_left = lot.quantity, lot.cost_basis
+        while left > 0:
+            while wanted[sleeves[0]] <= 0 and len(sleeves) > 1:
+                sleeves.pop(0)
+            sleeve = sleeves[0]
+            take = min(left, wanted[sleeve]) if len(sleeves) > 1 else left
+            if take == left:
+                basis = basis_left
+            else:
+                basis = (lot.cost_basis * take / lot.quantity).quantize(Decimal("0.01"))
+            out.append(OpeningLot(take, basis, lot.acquired_on, sleeve))
+            wanted[sleeve] -= take
+            left, basis_left = left - take, basis_left - basis
+    return out
 
 
 def _add_instructions(account: Account, rng: random.Random, prices: dict[str, Decimal]) -> None:
@@ -376,6 +434,9 @@ def _add_instructions(account: Account, rng: random.Random, prices: dict[str, De
         account.positions["ITOT"] = (vti * prices["VTI"] / prices["ITOT"]).to_integral_value(
             ROUND_FLOOR
         )
+        if account.sleeve_shares:  # VTI is in one sleeve's model: ITOT stays there
+            [sleeve] = account.sleeve_shares.pop("VTI")
+            account.sleeve_shares["ITOT"] = {sleeve: account.positions["ITOT"]}
     if rng.random() < 0.1:
         account.restrictions.append(
             {
@@ -408,6 +469,8 @@ def _add_instructions(account: Account, rng: random.Random, prices: dict[str, De
             account.tax_settings["gain_budget"] = str(rng.choice([2_500, 5_000, 10_000]))
     for symbol, quantity in account.positions.items():
         account.lots[symbol] = _opening_lots(quantity, prices[symbol], rng)
+        if account.sleeve_shares:
+            account.lots[symbol] = _in_sleeves(account.lots[symbol], account.sleeve_shares[symbol])
 
 
 def _opening_lots(quantity: Decimal, price: Decimal, rng: random.Random) -> list[OpeningLot]:
@@ -481,7 +544,7 @@ def holdings_body(account: Account, as_of: str) -> dict[str, object]:
         if s in account.lots:
             lots = [
                 {"quantity": str(lot.quantity), "cost_basis": str(lot.cost_basis),
-                 "acquired_on": lot.acquired_on}
+                 "acquired_on": lot.acquired_on, "sleeve_id": lot.sleeve or None}
                 for lot in account.lots[s]
             ]  # fmt: skip
             positions.append({"symbol": s, "lots": lots})
@@ -493,6 +556,7 @@ def holdings_body(account: Account, as_of: str) -> dict[str, object]:
                     "quantity": str(q),
                     "cost_basis": str(basis),
                     "acquired_on": "2024-03-15",
+                    "sleeve_id": home_sleeve(account, s) or None,
                 }
             )
     return {
@@ -500,5 +564,9 @@ def holdings_body(account: Account, as_of: str) -> dict[str, object]:
         "tenant": "demo",
         "as_of": as_of,
         "cash": str(account.cash),
+        "sleeve_cash": [
+            {"sleeve_id": sleeve, "amount": str(amount)}
+            for sleeve, amount in account.sleeve_cash.items()
+        ],
         "positions": positions,
     }

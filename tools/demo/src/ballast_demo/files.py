@@ -9,7 +9,7 @@ from datetime import date
 from decimal import Decimal
 from pathlib import Path
 
-from ballast_demo.book import MODELS, SECURITIES, Account, OpeningLot
+from ballast_demo.book import SECURITIES, Account, OpeningLot, home_sleeve
 
 PLAIN_LOT_BASIS = Decimal("0.85")  # a position without lots: one lot at 85% of today's value
 PLAIN_LOT_DATE = "2024-03-15"
@@ -64,7 +64,9 @@ def write_book(accounts: Sequence[Account], root: Path, as_of: date) -> Path:
         ),
     )
     _write(
-        folder / "cash.csv", ("account_id", "amount"), ((a.account_id, a.cash) for a in accounts)
+        folder / "cash.csv",
+        ("account_id", "amount", "sleeve_id"),
+        (row for a in accounts for row in _cash_rows(a)),
     )
     _write(
         folder / "positions.csv",
@@ -75,10 +77,17 @@ def write_book(accounts: Sequence[Account], root: Path, as_of: date) -> Path:
         folder / "lots.csv",
         ("account_id", "symbol", "lot_id", "quantity", "acquired_on", "cost_basis", "sleeve_id"),
         (
-            (a.account_id, s, f"{s}-{n}", lot.quantity, lot.acquired_on, lot.cost_basis, sleeve)
+            (
+                a.account_id,
+                s,
+                f"{s}-{n}",
+                lot.quantity,
+                lot.acquired_on,
+                lot.cost_basis,
+                lot.sleeve or home_sleeve(a, s),
+            )
             for a in accounts
             for s, q in a.positions.items()
-            for sleeve in [_home_sleeve(a, s)]
             for n, lot in enumerate(_lots(a, s, q), 1)
         ),
     )
@@ -93,16 +102,13 @@ def _lots(account: Account, symbol: str, quantity: Decimal) -> list[OpeningLot]:
     return [OpeningLot(quantity, basis, PLAIN_LOT_DATE)]
 
 
-_MODEL_SYMBOLS = {m.model_id: set(m.weights) for m in MODELS}
-
-
-def _home_sleeve(account: Account, symbol: str) -> str:
-    """A UMA's lot belongs to the first sleeve whose model holds the symbol (the first sleeve
-    if none does); an SMA's lots name no sleeve."""
-    for sleeve_id, model_id, _ in account.sleeves:
-        if symbol in _MODEL_SYMBOLS.get(model_id, ()):
-            return sleeve_id
-    return account.sleeves[0][0] if account.sleeves else ""
+def _cash_rows(account: Account) -> list[tuple[str, Decimal, str]]:
+    """An SMA's cash in one row; a UMA's per sleeve (and what no sleeve holds, if any)."""
+    if not account.sleeve_cash:
+        return [(account.account_id, account.cash, "")]
+    own = account.cash - sum(account.sleeve_cash.values(), Decimal(0))
+    rows = [(account.account_id, amount, s) for s, amount in account.sleeve_cash.items()]
+    return ([(account.account_id, own, "")] if own else []) + rows
 
 
 def _text(value: object) -> str:

@@ -179,10 +179,18 @@ RESTRICTIONS = CsvFile(
 
 CASH = CsvFile(
     "cash.csv",
-    (_id("account_id"), _money("amount")),
-    unique=("account_id",),
+    (
+        _id("account_id"),
+        _money("amount"),
+        _id(
+            "sleeve_id",
+            required=False,
+            help="UMA: the sleeve holding it (empty: the account's own)",
+        ),
+    ),
+    unique=("account_id", "sleeve_id"),
     required=True,
-    help="each account's cash as of the folder's date",
+    help="each account's cash as of the folder's date (a UMA's per sleeve: the rows add up)",
     owners=("taxlot-svc",),
 )
 

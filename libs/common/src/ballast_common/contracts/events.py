@@ -399,6 +399,15 @@ class RealizedYearV1(Payload):
     long_term: Money
 
 
+class SleeveCashV1(Payload):
+    """The cash one sleeve of a UMA holds in the book of record."""
+
+    sleeve_id: str | None = Field(
+        default=None, description="the sleeve; null: the account's own cash, in no sleeve"
+    )
+    amount: Money = Field(description="negative: the sleeve spent more than it held")
+
+
 HoldingsCause = Literal[
     "opening-balance", "fills", "corporate-action", "household-change", "sleeve-transfer"
 ]
@@ -419,6 +428,11 @@ class HoldingsReconciledV2(Payload):
     recent_loss_sales: list[LossSaleV1] = Field(default_factory=list)
     realized_this_year: RealizedYearV1 | None = Field(
         default=None, description="for yearly gain budgets: realized gains of as_of's year"
+    )
+    sleeve_cash: list[SleeveCashV1] = Field(
+        default_factory=list,
+        description="a UMA's cash per sleeve: each sleeve's and the account's own (sleeve_id "
+        "null), adding up to cash; empty when the book keeps the account's cash whole",
     )
 
 

@@ -537,10 +537,15 @@ def latest(event_type: str) -> Contract:
 
 
 def contract_of_payload(payload: BaseModel) -> Contract:
+    return contract_of_type(type(payload))
+
+
+def contract_of_type(payload_type: type[BaseModel]) -> Contract:
+    """The contract whose payload model is `payload_type`."""
     for contract in CONTRACTS.values():
-        if type(payload) is contract.payload:
+        if payload_type is contract.payload:
             return contract
-    raise KeyError(f"{type(payload).__name__} is not a registered contract payload")
+    raise KeyError(f"{payload_type.__name__} is not a registered contract payload")
 
 
 # Dead letters are plain records (not envelopes), on one topic per service: dlq.<service>.

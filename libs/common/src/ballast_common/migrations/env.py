@@ -6,8 +6,9 @@ from alembic import context
 from sqlalchemy import Connection, MetaData, pool, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from ballast_common import idempotency, inbox, outbox  # noqa: F401  (their tables join common_metadata)
+from ballast_common.common_tables import common_metadata
 from ballast_common.db import async_url
-from ballast_common.plumbing import plumbing_metadata
 
 config = context.config
 schema: str = config.attributes["schema"]
@@ -25,7 +26,7 @@ def include_object(obj, name, type_, reflected, compare_to):
 def run_on(connection: Connection) -> None:
     context.configure(
         connection=connection,
-        target_metadata=[service_metadata, plumbing_metadata],
+        target_metadata=[service_metadata, common_metadata],
         version_table_schema=schema,
         include_object=include_object,
         compare_type=True,

@@ -1,8 +1,8 @@
-"""The outbox and inbox tables every service has in its own schema (SQL lives here)."""
+"""The transactional outbox every service has in its own schema: events written in the
+transaction of the change they announce, and the relay's reads and marks (SQL lives here)."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -13,7 +13,6 @@ from sqlalchemy import (
     Identity,
     Index,
     LargeBinary,
-    MetaData,
     String,
     Table,
     func,
@@ -21,14 +20,14 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
-plumbing_metadata = MetaData()
+from ballast_common.common_tables import common_metadata
 
 outbox = Table(
     "outbox",
-    plumbing_metadata,
+    common_metadata,
     Column("id", BigInteger, Identity(), primary_key=True),
     Column("topic", String(200), nullable=False),
     Column("key", String(200), nullable=False),
@@ -38,14 +37,6 @@ outbox = Table(
     Column("published_at", DateTime(timezone=True), nullable=True),
     # The relay only ever reads unpublished rows, in id order.
     Index("ix_outbox_unpublished", "id", postgresql_where=text("published_at IS NULL")),
-)
-
-inbox = Table(
-    "inbox",
-    plumbing_metadata,
-    Column("consumer", String(200), primary_key=True),
-    Column("event_id", UUID(as_uuid=True), primary_key=True),
-    Column("processed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 
 
@@ -106,30 +97,3 @@ async def unpublished_count(session: AsyncSession) -> int:
         select(func.count()).select_from(outbox).where(outbox.c.published_at.is_(None))
     )
     return int(row.scalar_one())
-
-
-async def record_first_delivery(session: AsyncSession, consumer: str, event_id: uuid.UUID) -> bool:
-    """Insert the event into the inbox; False if this consumer already processed it."""
-    result = await session.execute(
-        insert(inbox)
-        .values(consumer=consumer, event_id=event_id)
-        .on_conflict_do_nothing()
-        .returning(inbox.c.event_id)
-    )
-    return result.first() is not None
-
-
-async def record_first_deliveries(
-    session: AsyncSession, consumer: str, event_ids: Sequence[uuid.UUID]
-) -> set[uuid.UUID]:
-    """Insert the events into the inbox at once; returns the ids not processed before."""
-    unique = list(dict.fromkeys(event_ids))
-    if not unique:
-        return set()
-    result = await session.execute(
-        insert(inbox)
-        .values([{"consumer": consumer, "event_id": e} for e in unique])
-        .on_conflict_do_nothing()
-        .returning(inbox.c.event_id)
-    )
-    return {row[0] for row in result}

@@ -1,0 +1,40 @@
+"""What account-svc's rules for accounts and proposals need from storage: the repository
+port. Its Postgres adapter is repository.PostgresAccountRepository; the tests run the rules
+on an in-memory fake too."""
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from account_svc.tables import Account, Proposal, SecurityList
+
+
+class AccountRepository(Protocol):
+    """Accounts, the models they may follow, the security lists restrictions name, and trade
+    proposals with their decisions.
+
+    Rows read are the stored objects of the transaction: a change to one is stored with it
+    (as the ORM does); `for_update` locks the row until the transaction ends."""
+
+    async def get_account(self, account_id: str, *, for_update: bool = False) -> Account | None: ...
+
+    async def existing_account_ids(self, ids: Sequence[str]) -> set[str]: ...
+
+    async def add_accounts(self, accounts: Sequence[Account]) -> None: ...
+
+    async def save(self, row: Account | Proposal | SecurityList) -> None: ...
+
+    async def known_model_ids(self, ids: Sequence[str]) -> set[str]: ...
+
+    async def upsert_known_model(self, model_id: str, name: str, version: int) -> None: ...
+
+    async def security_lists(self, ids: Sequence[str]) -> dict[str, list[str]]: ...
+
+    async def approval_policies(
+        self, account_ids: Sequence[str]
+    ) -> dict[str, tuple[str, bool]]: ...
+
+    async def insert_new_proposals(self, proposals: Sequence[Proposal]) -> set[str]: ...
+
+    async def get_proposal(
+        self, proposal_id: str, *, for_update: bool = False
+    ) -> Proposal | None: ...

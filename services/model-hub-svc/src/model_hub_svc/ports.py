@@ -1,0 +1,50 @@
+"""What model-hub-svc's rules need from storage: the repository port. Its Postgres adapter is
+repository.PostgresModelHubRepository; the tests run the rules on an in-memory fake too."""
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from model_hub_svc.tables import EquivalenceSet, Model, ModelTarget, ModelVersion, Security
+
+
+class ModelHubRepository(Protocol):
+    """The security master, models with their versions and targets, and equivalence sets.
+
+    Rows read are the stored objects of the transaction: a change to one is stored with it
+    (as the ORM does); `for_update` locks the row until the transaction ends."""
+
+    async def upsert_securities(self, securities: Sequence[Security]) -> None: ...
+
+    async def get_security(self, symbol: str) -> Security | None: ...
+
+    async def known_symbols(self, symbols: Sequence[str]) -> set[str]: ...
+
+    async def get_model(self, model_id: str, *, for_update: bool = False) -> Model | None: ...
+
+    async def get_version(self, model_id: str, version: int) -> ModelVersion | None: ...
+
+    async def targets_of(self, model_id: str, version: int) -> list[ModelTarget]: ...
+
+    async def add_version(
+        self, model: Model, version: ModelVersion, targets: Sequence[ModelTarget]
+    ) -> None: ...
+
+    async def models_holding(self, symbol: str) -> list[Model]: ...
+
+    async def get_equivalence_set(
+        self, set_id: str, *, for_update: bool = False
+    ) -> EquivalenceSet | None: ...
+
+    async def list_equivalence_sets(
+        self, include_removed: bool, limit: int, offset: int
+    ) -> list[EquivalenceSet]: ...
+
+    async def equivalence_sets_holding(
+        self, symbols: Sequence[str], *, except_set: str | None = None
+    ) -> list[EquivalenceSet]: ...
+
+    async def sets_with_member(
+        self, symbol: str, *, for_update: bool = False
+    ) -> list[EquivalenceSet]: ...
+
+    async def save_equivalence_set(self, row: EquivalenceSet) -> None: ...
