@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from account_svc.ports import AccountRepository
 from account_svc.repository import PostgresAccountRepository
 from account_svc.schemas import AccountIn, AccountPatch, RestrictionIn, Strategy
 from account_svc.tables import Account, Proposal, SecurityList
-from ballast_common.contracts.events import TradesProposedV1
+from ballast_common.contracts.events import CashMovementV1, TradesProposedV1
 from ballast_common.db import Database
 from ballast_common.errors import Conflict, InvalidInput, NotFound, PermanentMessageError
 from ballast_common.testing import (
@@ -289,6 +290,38 @@ async def test_suspended_account_waits_and_cannot_be_approved(backend):
     assert await backend.announced("trades-approved", account_id) == []
     [announced] = await backend.announced("proposal-rejected", account_id)
     assert (announced.rejected_by, announced.reason) == ("ops@demo", "client asked to wait")
+
+
+MOVES = [
+    CashMovementV1(from_sleeve="income", to_sleeve="core", amount=Decimal("1250.40")),
+    CashMovementV1(to_sleeve="core", amount=Decimal("10.00"), purpose="unallocated"),
+]
+
+
+async def test_a_proposals_cash_movements_go_out_with_its_approval_only(backend):
+    """A UMA's planned cash movements between sleeves are kept with the proposal and
+    announced with its approval (at once by policy, or later by a person), never without."""
+    auto, manual, declined = new_id(), new_id(), new_id()
+    await open_accounts(
+        backend,
+        account(auto),
+        account(manual, auto_approve=False),
+        account(declined, auto_approve=False),
+    )
+    events = {
+        a: proposal(a).model_copy(update={"cash_movements": MOVES})
+        for a in (auto, manual, declined)
+    }
+    assert await receive(backend, *events.values()) == 3
+    [approved] = await backend.announced("trades-approved", auto)
+    assert approved.cash_movements == MOVES
+    assert await backend.announced("trades-approved", manual) == []
+    decided = await decide(backend, events[manual], True, None)
+    assert decided.cash_movements == [m.model_dump(mode="json") for m in MOVES]
+    [approved] = await backend.announced("trades-approved", manual)
+    assert approved.cash_movements == MOVES
+    await decide(backend, events[declined], False, "not now")
+    assert await backend.announced("trades-approved", declined) == []
 
 
 async def test_proposal_for_unknown_account_is_a_permanent_error(backend):

@@ -226,6 +226,10 @@ class ProposalOut(BaseModel):
     model_version: int
     status: Literal["pending", "approved", "rejected"]
     trades: list[dict[str, Any]]
+    cash_movements: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="a UMA's planned cash movements between sleeves, booked when approved",
+    )
     received_at: datetime
     decided_by: str | None
     decided_at: datetime | None

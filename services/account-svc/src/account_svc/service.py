@@ -11,6 +11,7 @@ from ballast_common.consumer import Delivery
 from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import (
     AccountChangedV1,
+    CashMovementV1,
     CorporateActionRecordedV1,
     ModelChangedV1,
     ProposalRejectedV1,
@@ -436,6 +437,7 @@ def _proposal(
         model_version=event.model_version,
         status="pending",
         trades=[t.model_dump(mode="json") for t in event.trades],
+        cash_movements=[m.model_dump(mode="json") for m in event.cash_movements],
         cause_event_id=cause.id,
         traceparent=cause.traceparent,
         tracestate=cause.tracestate,
@@ -503,6 +505,7 @@ def _announce_approval(
             account_id=proposal.account_id,
             approved_by=proposal.decided_by or "",
             trades=[TradeV1.model_validate(t) for t in proposal.trades],
+            cash_movements=[CashMovementV1.model_validate(m) for m in proposal.cash_movements],
         ),
         key=proposal.account_id,
         tenant=tenant,

@@ -117,6 +117,12 @@ class Proposal(Table, table=True):
     model_version: int
     status: str = Field(max_length=16, index=True)  # pending | approved | rejected
     trades: list[dict[str, Any]] = Field(sa_column=Column(JSONB, nullable=False))
+    # A UMA's planned cash movements between sleeves: announced with the approval, so the
+    # book of record books them only when the trades are approved.
+    cash_movements: list[dict[str, Any]] = Field(
+        default_factory=list,
+        sa_column=Column(JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    )
     received_at: datetime = _timestamp()
     decided_by: str | None = None
     decided_at: datetime | None = Field(

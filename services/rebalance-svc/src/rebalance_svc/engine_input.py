@@ -30,10 +30,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
-from ballast_common.contracts.events import LossSaleV1, TaxSettingsV1
+from ballast_common.contracts.events import (
+    CashMovementPurpose,
+    CashMovementV1,
+    LossSaleV1,
+    TaxSettingsV1,
+)
 from ballast_engine.drift import LEVELS, BookArrays, DriftScan
 from ballast_engine.model import (
     Account,
@@ -485,6 +490,24 @@ def engine_tax(
 
 def loss_sale(symbol: str, sold_on: date, quantity: Decimal, loss: Decimal) -> LossSaleV1:
     return LossSaleV1(symbol=symbol, sold_on=sold_on, quantity=quantity, loss_per_share=loss)
+
+
+def cash_movements(result: RebalanceResult) -> list[CashMovementV1]:
+    """The cash a UMA's strategic rebalance moves inside the account (trades-proposed's
+    `cash_movements`): between two sleeves, or between a sleeve and the account's own cash
+    (null). A withdrawal paid from a sleeve is gathered in the account's own cash, from where
+    it is paid out (the payout is no move inside the account); one paid from the account's
+    own cash moves nothing inside it and is left out."""
+    return [
+        CashMovementV1(
+            from_sleeve=m.from_sleeve,
+            to_sleeve=m.to_sleeve,
+            amount=m.amount,
+            purpose=cast(CashMovementPurpose, m.purpose),
+        )
+        for m in result.cash_movements
+        if m.from_sleeve != m.to_sleeve and m.amount > 0
+    ]
 
 
 def _holding(symbol: str, quantity: Decimal, lots: Sequence[Mapping[str, Any]]) -> Holding:

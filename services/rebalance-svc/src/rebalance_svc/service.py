@@ -59,6 +59,7 @@ from rebalance_svc.engine_input import (
     SecurityRow,
     SleeveRow,
     TaxContext,
+    cash_movements,
     drift_event_json,
     engine_account,
     engine_tax,
@@ -881,7 +882,8 @@ def _propose(
     result: RebalanceResult,
     tenant: str,
 ) -> None:
-    """trades-proposed with the engine's trades; a UMA's trades name their sleeve."""
+    """trades-proposed with the engine's trades; a UMA's trades name their sleeve, and its
+    strategic rebalance's cash movements come with them (booked when they are approved)."""
     if not result.trades:
         return
     account_id = result.account_id
@@ -903,6 +905,7 @@ def _propose(
             model_version=label[1],
             cash_before=result.summary.cash_before,
             cash_after_estimated=result.summary.cash_after,
+            cash_movements=cash_movements(result) if uma else [],
             trades=[
                 TradeV1(
                     trade_id=trade_id,

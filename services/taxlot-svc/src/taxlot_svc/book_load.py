@@ -30,7 +30,7 @@ from taxlot_svc import repository as repo
 from taxlot_svc.opening import FUTURE_SLACK, SYMBOL_PATTERN, action_cutoff, action_problem
 from taxlot_svc.replays import members_of, rebuild, request_restated
 from taxlot_svc.schemas import ACCOUNT_ID_PATTERN
-from taxlot_svc.snapshots import positions_of, realized_year, sleeve_cash_v1
+from taxlot_svc.snapshots import Snapshot, realized_year, sleeve_cash_v1
 from taxlot_svc.tables import book_loads
 
 OPENING = "opening-balance"
@@ -162,20 +162,17 @@ async def _publish(uow: UnitOfWork, staged: StagedLoad) -> int:
         documents = await repo.position_documents(session, [r.account_id for r in page])
         sleeve_cash = await repo.sleeve_cash_of(session, [r.account_id for r in page])
         for r in page:
-            uow.publish(
-                HoldingsReconciledV2(
-                    account_id=r.account_id,
-                    household_id=r.household_id,
-                    as_of=r.as_of,
-                    cash=r.cash,
-                    positions=positions_of(documents.get(r.account_id)),
-                    cause=OPENING,
-                    realized_this_year=realized_year(r.as_of.year, []),
-                    sleeve_cash=sleeve_cash_v1(r.cash, sleeve_cash.get(r.account_id, {})),
-                ),
-                key=r.account_id,
-                tenant=r.tenant,
+            event = HoldingsReconciledV2(
+                account_id=r.account_id,
+                household_id=r.household_id,
+                as_of=r.as_of,
+                cash=r.cash,
+                positions=[],  # spliced in as the database wrote them
+                cause=OPENING,
+                realized_this_year=realized_year(r.as_of.year, []),
+                sleeve_cash=sleeve_cash_v1(r.cash, sleeve_cash.get(r.account_id, {})),
             )
+            Snapshot(event, documents.get(r.account_id), r.tenant).publish(uow)
         await uow.flush_events()
         published += len(page)
         after = page[-1].line

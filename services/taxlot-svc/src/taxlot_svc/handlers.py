@@ -11,7 +11,7 @@ from ballast_common.contracts.events import (
 )
 from ballast_common.uow import UnitOfWork
 
-from taxlot_svc import service, taxes
+from taxlot_svc import service, taxes, transfers
 from taxlot_svc.settings import Settings
 
 
@@ -19,6 +19,12 @@ async def on_fills_received(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> 
     """fills-received, a batch at a time (Subscription.batch); each fill with its event, so
     its snapshot follows from it in its trace."""
     await service.apply_fills(uow, [(d.payload, d.envelope) for d in deliveries])
+
+
+async def on_trades_approved(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+    """trades-approved, a batch at a time: the approved proposals' cash movements between
+    sleeves are booked."""
+    await transfers.book_cash_movements(uow, [(d.payload, d.envelope) for d in deliveries])
 
 
 async def on_account_changed(
@@ -43,6 +49,7 @@ def subscriptions(settings: Settings) -> list[Subscription]:
     """What taxlot-svc consumes (the contract registry's consumers must agree)."""
     return [
         Subscription.batch("fills-received", on_fills_received),
+        Subscription.batch("trades-approved", on_trades_approved),
         Subscription("account-changed", on_account_changed),
         Subscription("securities-changed", on_securities_changed),
         Subscription("equivalence-set-changed", on_equivalence_set_changed),

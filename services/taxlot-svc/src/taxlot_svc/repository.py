@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 from ballast_common.book_loads import LoadProblem, StagedLoad, value_sql
 from ballast_common.contracts.book_files import BY_NAME
@@ -179,6 +180,77 @@ async def cash_transfer_entries(
         .order_by(table.c.id)
     )
     return list((await _run(session, stmt)).all())
+
+
+@dataclass(frozen=True)
+class CashMove:
+    """One cash entry of an approved proposal's movements: ``amount`` in (out of, negative)
+    ``sleeve`` ('' = the account's own cash)."""
+
+    proposal_id: str
+    account_id: str
+    sleeve: str
+    amount: Decimal
+
+
+async def book_cash_movements(
+    session: AsyncSession,
+    approvals: Mapping[str, tuple[str, Cause]],
+    moves: Sequence[CashMove],
+    causes: Mapping[str, Cause],
+    cause: str,
+) -> set[str]:
+    """In one statement: record the approved proposals (``approvals``: proposal -> account and
+    its trades-approved), and for those not recorded before, journal their ``moves`` (cause
+    ``cause``, the proposal as reference, in order), add them to the named sleeves' cash,
+    and ask for each of their accounts' holdings-reconciled following from ``causes`` (the
+    account's approval). Returns the proposals booked now."""
+    proposals = sorted(approvals)
+    accounts = sorted(causes)
+    stmt = text(
+        "WITH booked AS (INSERT INTO approved_cash_movements"
+        "  (proposal_id, account_id, event_id, booked_at)"
+        "  SELECT *, now() FROM unnest(CAST(:p AS uuid[]), CAST(:pa AS text[]),"
+        "  CAST(:pe AS uuid[])) ON CONFLICT (proposal_id) DO NOTHING"
+        "  RETURNING proposal_id, account_id),"
+        " m AS (SELECT m.* FROM unnest(CAST(:mp AS uuid[]), CAST(:ma AS text[]),"
+        "  CAST(:ms AS text[]), CAST(:mc AS numeric[])) WITH ORDINALITY"
+        "  AS m(proposal_id, account_id, sleeve, amount, n)"
+        "  WHERE m.proposal_id IN (SELECT proposal_id FROM booked)),"
+        " j AS (INSERT INTO ledger_entries (account_id, cause, fill_id, kind, amount, sleeve,"
+        "  recorded_at) SELECT account_id, :cause, proposal_id::text, 'cash', amount, sleeve,"
+        "  now() FROM m ORDER BY n),"
+        " c AS (INSERT INTO sleeve_cash (account_id, sleeve, amount, updated_at)"
+        "  SELECT account_id, sleeve, sum(amount), now() FROM m WHERE sleeve <> ''"
+        "  GROUP BY account_id, sleeve ORDER BY account_id, sleeve"
+        "  ON CONFLICT (account_id, sleeve) DO UPDATE"
+        "  SET amount = sleeve_cash.amount + excluded.amount, updated_at = now()),"
+        " s AS (INSERT INTO pending_snapshots (account_id, cause, fill_ids, action_id,"
+        "  cause_event_id, traceparent, tracestate, requested_at)"
+        "  SELECT r.account_id, :cause, '[]'::jsonb, NULL, r.event_id, r.tp, r.ts, now()"
+        "  FROM unnest(CAST(:r AS text[]), CAST(:re AS uuid[]), CAST(:rtp AS text[]),"
+        "  CAST(:rts AS text[])) AS r(account_id, event_id, tp, ts)"
+        "  WHERE r.account_id IN (SELECT account_id FROM booked) ORDER BY r.account_id"
+        "  ON CONFLICT (account_id) DO UPDATE SET cause = excluded.cause,"
+        "  fill_ids = pending_snapshots.fill_ids || excluded.fill_ids,"
+        "  cause_event_id = excluded.cause_event_id, traceparent = excluded.traceparent,"
+        "  tracestate = excluded.tracestate)"
+        " SELECT proposal_id::text FROM booked"
+    ).bindparams(
+        p=[UUID(x) for x in proposals],
+        pa=[approvals[x][0] for x in proposals],
+        pe=[approvals[x][1].id for x in proposals],
+        mp=[UUID(m.proposal_id) for m in moves],
+        ma=[m.account_id for m in moves],
+        ms=[m.sleeve for m in moves],
+        mc=[m.amount for m in moves],
+        cause=cause,
+        r=accounts,
+        re=[causes[a].id for a in accounts],
+        rtp=[causes[a].traceparent for a in accounts],
+        rts=[causes[a].tracestate for a in accounts],
+    )
+    return set((await _run(session, stmt)).scalars())
 
 
 async def add_lots(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:

@@ -435,7 +435,7 @@ async def apply_fills(
         bad = [x for x in arrival.fill.lot_ids if not x or ";" in x]
         if bad:
             raise PermanentMessageError(f"{arrival.what}: lot_ids must be lot ids, got {bad!r}")
-    contexts = await _lock_and_read_contexts(session, sorted({a.fill.account_id for a in arrivals}))
+    contexts = await lock_and_read_contexts(session, sorted({a.fill.account_id for a in arrivals}))
     for arrival in arrivals:
         if arrival.fill.account_id not in contexts:
             raise PermanentMessageError(
@@ -468,7 +468,7 @@ async def apply_fills(
     return outcomes
 
 
-async def _lock_and_read_contexts(session: AsyncSession, accounts: list[str]) -> dict[str, Any]:
+async def lock_and_read_contexts(session: AsyncSession, accounts: list[str]) -> dict[str, Any]:
     """The write lock (shared), then the households' locks in sorted order, then every
     account's context read under them; an account another consumer moved meanwhile gets its
     new household locked too, and its context read again."""

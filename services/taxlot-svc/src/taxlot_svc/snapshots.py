@@ -18,6 +18,7 @@ import asyncio
 import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
@@ -79,14 +80,37 @@ def positions_v2(lots: Sequence[Any]) -> list[PositionV2]:
     return out
 
 
-POSITIONS = TypeAdapter(list[PositionV2])
+POSITIONS = TypeAdapter(list[PositionV2])  # the positions contract (tests check JSON with it)
 
 
-def positions_of(document: str | None) -> list[PositionV2]:
-    """Positions from their JSON as the database builds it (``repository.position_documents``,
-    the same shape and order as :func:`positions_v2`), checked against the contract by
-    pydantic-core: no Python object per lot is built by hand."""
-    return POSITIONS.validate_json(document or "[]")
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One holdings-reconciled to publish: the event without its positions, and the
+    positions as the database wrote them (``repository.position_documents``)."""
+
+    event: HoldingsReconciledV2
+    positions_json: str | None
+    tenant: str
+
+    def payload_json(self) -> bytes:
+        """The event's JSON with the positions spliced in as the database wrote them: the
+        event the model writes with its positions (a test holds the two equal), without a
+        Python object per lot (an account holds hundreds)."""
+        written = self.event.__pydantic_serializer__.to_json(self.event)
+        positions = (self.positions_json or "[]").encode()
+        return written.replace(_NO_POSITIONS, b'"positions":' + positions, 1)
+
+    def publish(self, uow: UnitOfWork, cause: Cause | None = None) -> None:
+        uow.publish_json(
+            HoldingsReconciledV2,
+            self.payload_json(),
+            key=self.event.account_id,
+            tenant=self.tenant,
+            cause=cause,
+        )
+
+
+_NO_POSITIONS = b'"positions":[]'
 
 
 def loss_sales(rows: Sequence[Any]) -> list[LossSaleV1]:
@@ -138,9 +162,9 @@ def _get(x: Any, name: str) -> Any:
 async def build(
     session: AsyncSession,
     requests: Sequence[tuple[str, str, list[str], str | None]],
-) -> list[tuple[HoldingsReconciledV2, str]]:
-    """The snapshot of each requested (account, cause, fill ids, action id), with its
-    tenant; accounts without a ledger are skipped."""
+) -> list[Snapshot]:
+    """The snapshot of each requested (account, cause, fill ids, action id); accounts
+    without a ledger are skipped."""
     accounts = sorted({r[0] for r in requests})
     books = {b.account_id: b for b in await repo.books(session, accounts, for_update=False)}
     if not books:
@@ -168,7 +192,7 @@ async def build(
             household_id=facts[account].household,
             as_of=book.as_of,
             cash=book.cash,
-            positions=positions_of(documents.get(account)),
+            positions=[],  # spliced in as the database wrote them
             cause=cause,
             fill_ids=fill_ids,
             action_id=action_id,
@@ -178,7 +202,7 @@ async def build(
             realized_this_year=realized_year(book.as_of.year, realized.get(account, [])),
             sleeve_cash=sleeve_cash_v1(book.cash, sleeve_cash.get(account, {})),
         )
-        out.append((event, book.tenant))
+        out.append(Snapshot(event, documents.get(account), book.tenant))
     return out
 
 
@@ -190,8 +214,8 @@ async def publish_pending(uow: UnitOfWork, limit: int = BATCH) -> int:
         return 0
     requests = [(r.account_id, r.cause, list(r.fill_ids or []), r.action_id) for r in claimed]
     causes = {r.account_id: Cause(r.cause_event_id, r.traceparent, r.tracestate) for r in claimed}
-    for event, tenant in await build(uow.session, requests):
-        uow.publish(event, key=event.account_id, tenant=tenant, cause=causes[event.account_id])
+    for snapshot in await build(uow.session, requests):
+        snapshot.publish(uow, causes[snapshot.event.account_id])
     return len(claimed)
 
 

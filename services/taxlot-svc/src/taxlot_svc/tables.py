@@ -85,6 +85,19 @@ class SleeveCash(Table, table=True):
     updated_at: datetime = Field(default_factory=_now, sa_column=_timestamp())
 
 
+class ApprovedCashMovements(Table, table=True):
+    """A proposal whose planned cash movements between sleeves were booked (once per
+    proposal: its ledger entries name the proposal), and the trades-approved that brought
+    them."""
+
+    __tablename__ = "approved_cash_movements"
+
+    proposal_id: UUID = Field(primary_key=True)
+    account_id: str = Field(max_length=64)
+    event_id: UUID
+    booked_at: datetime = Field(default_factory=_now, sa_column=_timestamp())
+
+
 class OpenLot(Table, table=True):
     """An open tax lot. Fully relieved lots are deleted (their history is in the ledger and
     the realized gains); a partly relieved lot keeps its id with the rest of its shares."""

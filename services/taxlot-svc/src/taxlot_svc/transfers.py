@@ -3,15 +3,26 @@
 is split). A transfer is an input like a fill, so replays keep it.
 
 Cash moves between sleeves too (or between a sleeve and the account's own cash): the
-account's cash stays, the sleeves' cash moves, journalled as two cash entries."""
+account's cash stays, the sleeves' cash moves, journalled as two cash entries. Over REST
+(a person's transfer) and when proposed trades are approved (the rebalancer's planned
+movements of a UMA's strategic rebalance, from trades-approved)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from ballast_common.errors import Conflict, FieldProblem, InvalidInput, NotFound
-from ballast_common.uow import UnitOfWork
+from ballast_common.contracts.envelope import Envelope
+from ballast_common.contracts.events import TradesApprovedV1
+from ballast_common.errors import (
+    Conflict,
+    FieldProblem,
+    InvalidInput,
+    NotFound,
+    PermanentMessageError,
+)
+from ballast_common.uow import Cause, UnitOfWork
 from ballast_engine.tax import TaxError
 
 from taxlot_svc import book
@@ -28,10 +39,12 @@ from taxlot_svc.schemas import (
     SleeveTransferIn,
     SleeveTransferOut,
 )
+from taxlot_svc.service import lock_and_read_contexts
 from taxlot_svc.snapshots import sleeve_cash_v1
 
 CAUSE = "sleeve-transfer"
 FUTURE_SLACK = timedelta(days=1)
+SLEEVE_ID_LENGTH = 64  # sleeve_cash.sleeve, ledger_entries.sleeve
 
 
 def _invalid(field: str, message: str) -> InvalidInput:
@@ -176,6 +189,73 @@ async def transfer_cash(
     )
     await request_restated(session, [account_id], cause=CAUSE)
     return await _cash_result(uow, account_id, body, repeated=False)
+
+
+async def book_cash_movements(
+    uow: UnitOfWork, approvals: Sequence[tuple[TradesApprovedV1, Envelope]]
+) -> set[str]:
+    """Book the cash movements between sleeves that approved proposals planned, once per
+    proposal (its id names the transfers), the batch in one statement; returns the proposals
+    booked now. A move is booked in full even when its source holds less at that moment:
+    the sells that fund it may not have filled yet, so refusing or capping it would make a
+    sleeve's cash depend on whether the fills or the approval came first."""
+    firsts: dict[str, tuple[TradesApprovedV1, Envelope]] = {}
+    for approval, event in approvals:
+        if approval.cash_movements:
+            firsts.setdefault(str(approval.proposal_id), (approval, event))
+    if not firsts:
+        return set()
+    moves = [m for approval, _ in firsts.values() for m in _cash_moves(approval)]
+    session = uow.session
+    accounts = sorted({approval.account_id for approval, _ in firsts.values()})
+    booked = await lock_and_read_contexts(session, accounts)
+    for approval, _ in firsts.values():
+        if approval.account_id not in booked:
+            raise PermanentMessageError(
+                f"trades-approved {approval.proposal_id}: account {approval.account_id} has no "
+                "ledger (no opening balance was recorded), its cash movements cannot be booked"
+            )
+    causes = {approval.account_id: _cause(event) for approval, event in firsts.values()}
+    return await repo.book_cash_movements(
+        session,
+        {p: (approval.account_id, _cause(event)) for p, (approval, event) in firsts.items()},
+        moves,
+        causes,
+        CAUSE,
+    )
+
+
+def _cash_moves(approval: TradesApprovedV1) -> list[repo.CashMove]:
+    """An approval's movements as cash entries: out of one sleeve, into the other (None and
+    '' are the account's own cash). Raises PermanentMessageError naming a bad movement."""
+    out = []
+    for n, move in enumerate(approval.cash_movements):
+        where = f"trades-approved {approval.proposal_id} cash_movements[{n}]"
+        source, target = move.from_sleeve or "", move.to_sleeve or ""
+        if decimals(move.amount) > CENTS:
+            raise PermanentMessageError(f"{where}.amount: must be in cents, got {move.amount}")
+        if source == target:
+            raise PermanentMessageError(
+                f"{where}.to_sleeve: the cash is already in {_name(target)}"
+            )
+        for field, sleeve in (("from_sleeve", source), ("to_sleeve", target)):
+            if len(sleeve) > SLEEVE_ID_LENGTH:
+                raise PermanentMessageError(
+                    f"{where}.{field}: longer than {SLEEVE_ID_LENGTH} characters"
+                )
+        proposal = str(approval.proposal_id)
+        out += [
+            repo.CashMove(proposal, approval.account_id, source, -move.amount),
+            repo.CashMove(proposal, approval.account_id, target, move.amount),
+        ]
+    return out
+
+
+def _cause(event: Envelope) -> Cause:
+    """What a booking follows from: the approval, in its trace (else the current one)."""
+    if event.traceparent:
+        return Cause(event.id, event.traceparent, event.tracestate)
+    return Cause.here(event.id)
 
 
 def _cash_of(cash: Decimal, named: dict[str, Decimal], sleeve: str) -> Decimal:

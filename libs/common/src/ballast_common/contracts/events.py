@@ -205,6 +205,27 @@ class TradeV1(Payload):
     )
 
 
+CashMovementPurpose = Literal["rebalance", "unallocated", "withdrawal"]
+
+
+class CashMovementV1(Payload):
+    """Cash a UMA's strategic rebalance moves inside the account: between two sleeves, or
+    between a sleeve and the account's own cash (null). The account's cash stays the same."""
+
+    from_sleeve: str | None = Field(
+        default=None, description="the sleeve the cash leaves; null: the account's own cash"
+    )
+    to_sleeve: str | None = Field(
+        default=None, description="the sleeve the cash goes to; null: the account's own cash"
+    )
+    amount: NonNegativeMoney = Field(description="in cents")
+    purpose: CashMovementPurpose = Field(
+        default="rebalance",
+        description="rebalance: between sleeves; unallocated: to or from the account's own "
+        "cash; withdrawal: gathered in the account's own cash to be paid out",
+    )
+
+
 class TradesApprovedV1(Payload):
     """Proposed trades were approved (automatically by policy, or by a person)."""
 
@@ -212,6 +233,11 @@ class TradesApprovedV1(Payload):
     account_id: str
     approved_by: str
     trades: list[TradeV1] = Field(min_length=1)
+    cash_movements: list[CashMovementV1] = Field(
+        default_factory=list,
+        description="the proposal's planned cash movements between a UMA's sleeves: the book "
+        "of record books them when the trades are approved",
+    )
 
 
 class ProposalRejectedV1(Payload):
@@ -306,6 +332,11 @@ class TradesProposedV1(Payload):
     trades: list[TradeV1] = Field(min_length=1)
     cash_before: Money
     cash_after_estimated: Money
+    cash_movements: list[CashMovementV1] = Field(
+        default_factory=list,
+        description="a UMA's strategic rebalance: the cash it moves between the sleeves (and "
+        "the account's own cash) to fund the trades; none for an SMA",
+    )
 
 
 # --- custodian-gateway ----------------------------------------------------------------------

@@ -95,7 +95,7 @@ TOPICS: dict[str, Topic] = {
         Topic(
             "trades-approved",
             "account-svc",
-            ("custodian-gateway", "reporting-svc"),
+            ("custodian-gateway", "reporting-svc", "taxlot-svc"),
             "{account_id}",
             _ACCOUNT_ORDER,
         ),
