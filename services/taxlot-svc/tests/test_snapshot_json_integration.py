@@ -1,6 +1,6 @@
 """holdings-reconciled is written with its positions spliced in as the database wrote them
-(`snapshots.Snapshot.payload_json`): the same event the model writes with every position and
-lot as an object (the database's JSON differs only in its spaces), real PostgreSQL."""
+(`snapshots.Snapshot.payload_json`): the very bytes the model writes with every position and
+lot as an object (real PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -86,9 +86,8 @@ async def test_spliced_snapshots_are_the_models_bytes(taxlot_db: Database) -> No
         update={"positions": snapshots.POSITIONS.validate_json(snapshot.positions_json)}
     )
     written = snapshot.payload_json()
+    assert written == whole.model_dump_json().encode()
     event = HoldingsReconciledV2.model_validate_json(written)
-    assert event == whole
-    assert json.loads(written) == json.loads(whole.model_dump_json())
     assert [(p.symbol, p.quantity, len(p.lots)) for p in event.positions] == [
         ("AAA.B", Decimal("7"), 1),
         ("ZZB", Decimal("13.125"), 2),
@@ -110,3 +109,33 @@ async def test_an_account_without_lots_is_written_with_no_positions(taxlot_db: D
         [snapshot] = await snapshots.build(session, [(account, "fills", [], None)])
     payload = json.loads(snapshot.payload_json())
     assert payload["positions"] == [] and payload["cash"] == "5.00"
+
+
+async def test_an_sma_lot_is_written_in_no_sleeve(taxlot_db: Database) -> None:
+    account = f"SS{uuid.uuid4().hex[:8]}"
+    body = AccountHoldingsIn.model_validate(
+        {
+            "account_id": account,
+            "as_of": "2026-01-30",
+            "cash": "0",
+            "positions": [
+                {
+                    "symbol": "Q",
+                    "quantity": "0.5",
+                    "cost_basis": "12.35",
+                    "acquired_on": "2026-01-29",
+                }
+            ],
+        }
+    )
+    async with unit_of_work(taxlot_db, SOURCE) as uow:
+        await service.open_accounts(uow, [body], today=date(2026, 12, 6))
+    async with taxlot_db.sessions() as session:
+        [snapshot] = await snapshots.build(session, [(account, "fills", [], None)])
+    assert snapshot.positions_json is not None
+    whole = snapshot.event.model_copy(
+        update={"positions": snapshots.POSITIONS.validate_json(snapshot.positions_json)}
+    )
+    assert snapshot.payload_json() == whole.model_dump_json().encode()
+    [lot] = json.loads(snapshot.payload_json())["positions"][0]["lots"]
+    assert lot["sleeve_id"] is None and lot["acquired"] == "2026-01-29"
