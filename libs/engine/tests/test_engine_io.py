@@ -184,27 +184,30 @@ def test_cli_rebalance_json_and_table(capsys) -> None:  # type: ignore[no-untype
 
 def test_cli_errors_are_one_line_without_traceback(capsys, tmp_path) -> None:  # type: ignore[no-untyped-def]
     code, out, err = _cli(capsys, "engine", "rebalance", str(EXAMPLES / "invalid_weights.json"))
-    assert code == 1 and out == ""
+    assert code == 2 and out == ""
     assert err.count("\n") == 1 and "Traceback" not in err
-    assert "account ACC-1001" in err and "field weight" in err
+    assert err.startswith("ballast engine rebalance: error: account ACC-1001")
+    assert "field weight" in err
     missing = tmp_path / "nope.json"
     code, _, err = _cli(capsys, "engine", "rebalance", str(missing))
-    assert code == 1 and "file not found" in err
+    assert code == 2 and err.startswith("ballast engine rebalance: error: file not found")
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
     code, _, err = _cli(capsys, "engine", "drift", str(broken))
-    assert code == 1 and "not valid JSON" in err and err.count("\n") == 1
+    assert code == 2 and "not valid JSON" in err and err.count("\n") == 1
+    assert err.startswith("ballast engine drift: error: ")
 
 
 def test_cli_book_partial_failure(capsys) -> None:  # type: ignore[no-untyped-def]
     code, out, err = _cli(capsys, "engine", "drift", str(EXAMPLES / "book.json"))
-    assert code == 2
+    assert code == 1  # the command ran and found problems
+    assert err.startswith("ballast engine drift: error: ")
     assert "account BAD-3" in err and "security ZZZ" in err
     res = json.loads(out)
     assert res["accounts_scanned"] == 2
     assert [a["account_id"] for a in res["accounts"]] == ["DRIFT-2"]
     code, out, err = _cli(capsys, "engine", "rebalance", str(EXAMPLES / "book.json"))
-    assert code == 2 and len(json.loads(out)["results"]) == 2
+    assert code == 1 and len(json.loads(out)["results"]) == 2
 
 
 # --- drift --------------------------------------------------------------------------------

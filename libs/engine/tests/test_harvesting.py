@@ -235,7 +235,8 @@ def test_harvest_example_and_cli(capsys) -> None:
     assert code == 0
     assert "Lots relieved" in table and "harvested tax saved $194.25" in table
     code, _, err = cli(capsys, "engine", "harvest", path, "--on", "2026-02-30")
-    assert code == 1 and "tax.as_of" in err and err.count("\n") == 1
+    assert code == 2 and "tax.as_of" in err and err.count("\n") == 1
+    assert err.startswith("ballast engine harvest: error: ")
 
 
 def test_tax_aware_example_and_cli(capsys) -> None:

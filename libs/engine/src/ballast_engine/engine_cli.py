@@ -4,18 +4,19 @@
     ballast engine harvest SCENARIO.json [--format json|table] [--on YYYY-MM-DD]
     ballast engine drift BOOK.json [--format json|table] [--all]
 
-Exit codes: 0 success; 1 the file (or its only account) is invalid, printed as one line
-naming account/sleeve/security/field; 2 a book where some accounts failed (the others are
-still processed and printed, each failure is one line on stderr).
+Exit status (the convention of `ballast_engine.cli`): 0 done; 1 a book where some accounts
+failed (the others are still processed and printed, each failure one error line on stderr);
+2 the file (or its only account) is invalid, one error line naming
+account/sleeve/security/field.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
+from ballast_engine.cli import EXIT_OK, EXIT_PROBLEMS, CommandError, error, runs
 from ballast_engine.errors import EngineInputError
 from ballast_engine.model import Book, BookResult, RebalanceResult
 
@@ -31,7 +32,7 @@ def register(areas: argparse._SubParsersAction) -> None:
     )
     rb.add_argument("scenario", metavar="SCENARIO.json")
     rb.add_argument("--format", choices=("json", "table"), default="json")
-    rb.set_defaults(run=_run_rebalance)
+    runs(rb, _run_rebalance)
 
     hv = cmds.add_parser(
         "harvest",
@@ -43,7 +44,7 @@ def register(areas: argparse._SubParsersAction) -> None:
     hv.add_argument("scenario", metavar="SCENARIO.json")
     hv.add_argument("--format", choices=("json", "table"), default="json")
     hv.add_argument("--on", metavar="YYYY-MM-DD", help="trade date (default: tax.as_of)")
-    hv.set_defaults(run=_run_rebalance, harvest=True)
+    runs(hv, _run_rebalance, harvest=True)
 
     dr = cmds.add_parser(
         "drift",
@@ -53,11 +54,7 @@ def register(areas: argparse._SubParsersAction) -> None:
     dr.add_argument("book", metavar="BOOK.json")
     dr.add_argument("--format", choices=("json", "table"), default="json")
     dr.add_argument("--all", action="store_true", help="list accounts inside tolerance too")
-    dr.set_defaults(run=_run_drift)
-
-
-def _err(msg: str) -> None:
-    print(f"error: {msg}", file=sys.stderr)
+    runs(dr, _run_drift)
 
 
 def _load(path: str) -> Any:
@@ -83,13 +80,12 @@ def _run_rebalance(args: argparse.Namespace) -> int:
             book_res = harvest_book(data, on=on) if harvesting else rebalance_book(data)
             results = list(book_res.results)
             for f in book_res.failures:
-                _err(f"{f.error}")
+                error(args, f.error)
         else:
             results = [harvest(data, on=on) if harvesting else rebalance(data)]
             book_res = None
     except EngineInputError as exc:
-        _err(exc.one_line())
-        return 1
+        raise CommandError(exc.one_line()) from None
     if args.format == "json":
         payload: Any = (
             book_res.to_dict() if isinstance(book_res, BookResult) else results[0].to_dict()
@@ -99,8 +95,8 @@ def _run_rebalance(args: argparse.Namespace) -> int:
         for r in results:
             print(_table(r))
     if book_res is not None and book_res.failures:
-        return 2
-    return 0
+        return EXIT_PROBLEMS
+    return EXIT_OK
 
 
 def _table(r: RebalanceResult) -> str:
@@ -168,10 +164,9 @@ def _run_drift(args: argparse.Namespace) -> int:
             data = Book(data.reference, (data.account,), data.request)
         scan = scan_book(data)
     except EngineInputError as exc:
-        _err(exc.one_line())
-        return 1
+        raise CommandError(exc.one_line()) from None
     for f in scan.failures:
-        _err(f.error)
+        error(args, f.error)
     recs = scan.records(only_out=not args.all)
     if args.format == "json":
         print(
@@ -197,4 +192,4 @@ def _run_drift(args: argparse.Namespace) -> int:
             )
             worst = f" (worst: {rec['worst_security']})" if "worst_security" in rec else ""
             print(f"  {rec['account_id']}: {levels}{worst}")
-    return 2 if scan.failures else 0
+    return EXIT_PROBLEMS if scan.failures else EXIT_OK

@@ -84,6 +84,7 @@ def test_bad_input_is_one_clear_line(
     code, out = run(tmp_path, body)
     err = capsys.readouterr().err
     assert code == 2
+    assert err.startswith(f"ballast taxlot form8949: error: {tmp_path / 'trades.csv'}: ")
     assert expected in err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert not out.exists()
@@ -93,7 +94,10 @@ def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     with pytest.raises(SystemExit) as info:
         main(["taxlot", "lots", str(tmp_path / "nope.csv")])
     assert info.value.code == 2
-    assert "cannot read" in capsys.readouterr().err
+    assert capsys.readouterr().err == (
+        f"ballast taxlot lots: error: {tmp_path / 'nope.csv'}: cannot read the file: "
+        "No such file or directory\n"
+    )
 
 
 def test_unknown_method_is_rejected_by_argparse(tmp_path: Path) -> None:
@@ -101,3 +105,14 @@ def test_unknown_method_is_rejected_by_argparse(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as info:
         main(["taxlot", "lots", str(tmp_path / "t.csv"), "--method", "average"])
     assert info.value.code == 2
+
+
+def test_an_out_file_that_cannot_be_written_is_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "t.csv").write_text(HEADER + BUY)
+    with pytest.raises(SystemExit) as info:
+        main(["taxlot", "lots", str(tmp_path / "t.csv"), "--out", str(tmp_path / "no" / "o.csv")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"ballast taxlot lots: error: cannot write {tmp_path / 'no' / 'o.csv'}")

@@ -3,7 +3,8 @@
     ballast taxlot form8949 TRADES.csv [--method fifo|lifo|hifo|mintax] [--out FILE]
     ballast taxlot lots TRADES.csv [--method ...] [--out FILE]
 
-Bad input prints one line naming the row and field and exits with status 2.
+Bad input (or an --out file that cannot be written) prints one error line naming the row
+and field and exits with status 2 (the convention of `ballast_engine.cli`).
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from ballast_engine.cli import EXIT_OK, CommandError, runs
 from ballast_engine.tax.errors import TaxError
 from ballast_engine.tax.ledger import TaxLedger, replay
 from ballast_engine.tax.model import EquivalenceSet, Identity, Method
 from ballast_engine.tax.tradefile import form8949_csv, lots_csv, parse_trades
 
 METHODS = ("fifo", "lifo", "hifo", "mintax")
-EXIT_BAD_INPUT = 2
 
 
 def register(areas: argparse._SubParsersAction) -> None:
@@ -50,14 +51,14 @@ def register(areas: argparse._SubParsersAction) -> None:
             metavar="SYM,SYM,...",
             help="securities to treat as substantially identical (repeatable)",
         )
-        cmd.set_defaults(run=handler)
+        runs(cmd, handler)
 
 
 def _ledger(args: argparse.Namespace) -> TaxLedger:
     try:
         text = args.trades.read_text(encoding="utf-8-sig")
     except OSError as err:
-        raise TaxError(f"cannot read {args.trades}: {err.strerror or err}") from None
+        raise TaxError(f"cannot read the file: {err.strerror or err}") from None
     parsed = parse_trades(text)
     sets = []
     for i, spec in enumerate(args.identical, start=1):
@@ -75,21 +76,19 @@ def _ledger(args: argparse.Namespace) -> TaxLedger:
 def _emit(args: argparse.Namespace, text: str) -> int:
     if args.out is None:
         sys.stdout.write(text)
-        return 0
+        return EXIT_OK
     try:
         args.out.write_text(text, encoding="utf-8")
     except OSError as err:
-        print(f"ballast taxlot: cannot write {args.out}: {err.strerror or err}", file=sys.stderr)
-        return 1
-    return 0
+        raise CommandError(f"cannot write {args.out}: {err.strerror or err}") from None
+    return EXIT_OK
 
 
 def _run(args: argparse.Namespace, render: Callable[[TaxLedger], str]) -> int:
     try:
         ledger = _ledger(args)
     except TaxError as err:
-        print(f"ballast taxlot: {args.trades}: {err.describe()}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        raise CommandError(f"{args.trades}: {err.describe()}") from None
     return _emit(args, render(ledger))
 
 
