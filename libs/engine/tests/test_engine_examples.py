@@ -181,6 +181,35 @@ def test_do_not_sell_keeps_an_overweight_position() -> None:
     assert any(n.code == "kept_do_not_sell" for n in r.notices)
 
 
+def test_do_not_sell_floor_is_not_cut_so_the_reserve_sells_only_what_it_needs() -> None:
+    # S0 ($1, Health, do-not-sell by sector) and S2 ($29, do-not-buy) at 50/50; S1 ($7, not in
+    # the model) do-not-sell; a $1,500 reserve, no cash, freed weight kept as cash. S1's
+    # $14,798 eats S0's target but not S0's own $29 (do-not-sell), so the targets add up:
+    # the reserve sells 52 S2 ($1,508, the least that reaches $1,500), and the projected
+    # result is stable (the engine used to sell 55, then 4 more on every rebalance)
+    secs = securities(
+        {
+            "S0": (1.0, "eq", "Health", False),
+            "S1": (7.0, "eq", "Tech", False),
+            "S2": (29.0, "eq", "Tech", False),
+        }
+    )
+    s = Settings(share_decimals=0, cash_reserve=1500.0, freed_cash=FreedCashPolicy.CASH)
+    restr = [
+        restriction("do_not_buy", "S2"),
+        restriction("do_not_sell", "S1"),
+        restriction("do_not_sell", "Health", "sector"),
+    ]
+    ref = reference(secs, [model(S0=0.5, S2=0.5)])
+    acct = sma("A", "M", {"S0": 29, "S1": 2114, "S2": 303}, 0.0, s, restr)
+    r = rebalance(scenario(acct, ref))
+    assert trades(r) == {"S2": -52}
+    assert r.sleeves[0].cash_after == Decimal("1508.00")
+    held = {"S0": 29, "S1": 2114, "S2": 251}
+    again = rebalance(scenario(sma("A", "M", held, 1508.0, s, restr), ref))
+    assert again.trades == ()
+
+
 def test_do_not_hold_by_sector_and_list() -> None:
     secs = securities(
         {
@@ -297,11 +326,18 @@ _TARGET = RebalanceRange()
 
 
 def uma(values, targets, band=0.05, rr=_TARGET, cash=0.0, kind=BandKind.ABSOLUTE):  # type: ignore[no-untyped-def]
+    """A UMA of one $100 fractional security per sleeve; ``band``: one width or one per sleeve."""
     syms = [f"S{k}" for k in range(len(values))]
     secs = {s: Security(s, 100.0, f"class{k}", fractional=True) for k, s in enumerate(syms)}
     models = [Model(f"M{k}", (ModelEntry(s, 1.0),)) for k, s in enumerate(syms)]
+    widths = band if isinstance(band, list) else [band] * len(values)
     strat = Strategy(
-        "ST", tuple(StrategyEntry(f"M{k}", t, Band(kind, band)) for k, t in enumerate(targets)), rr
+        "ST",
+        tuple(
+            StrategyEntry(f"M{k}", t, Band(kind, w))
+            for k, (t, w) in enumerate(zip(targets, widths, strict=True))
+        ),
+        rr,
     )
     fr = Settings(fractional=True, share_decimals=4)
     sleeves = tuple(
@@ -344,14 +380,80 @@ def test_step2_leftover_goes_to_in_band_models_highest_dollar_drift_first() -> N
     assert moves(r) == [("s0", "s2", 100.0)]
 
 
-def test_step3_point_moves_toward_target_one_percent_at_a_time() -> None:
-    # band range: s0 50% -> 45% (band), s2 24% -> 25% (band); the 4 points left go to s2 and
-    # s1 as the point moves toward target, highest drift first: both end at 27.5%
+def test_step3_leftover_goes_in_one_point_passes_to_the_farthest_sleeve() -> None:
+    # band range: s0 50% -> 45% (band), s2 24% -> 25% (band); the 4 points left go one point
+    # ($1,000) at a time to the sleeve farthest below target: s2 (5 points), then s1 and s2
+    # at 4 points each (equal: the lower sleeve id, s1, first), s2, s1
     r = rebalance(uma([50_000, 26_000, 24_000], [0.4, 0.3, 0.3], rr=RebalanceRange(RangeKind.BAND)))
     after = {
         i.sleeve_id: round(i.weight, 4) for i in r.drift_after.items if i.level.value == "sleeve"
     }
-    assert after == {"s0": 0.45, "s1": 0.275, "s2": 0.275}
+    assert after == {"s0": 0.45, "s1": 0.28, "s2": 0.27}
+    assert net_cash(r) == {"s0": -5000, "s1": 2000, "s2": 3000}
+
+
+# Seed 003 ("Iterative Approach to Multi-Model Rebalancing"): Large, Mid and Small Cap at
+# 50/30/20, an interior range half way between band and target (Large and Mid bands ±3
+# points, so their rebalance points are 1.5 points from target; Small ±5, 2.5 points).
+SEED_TARGETS = [0.5, 0.3, 0.2]
+SEED_BANDS = [0.03, 0.03, 0.05]
+HALF_WAY = RebalanceRange(RangeKind.INTERIOR, 50.0)
+
+
+def net_cash(r):  # type: ignore[no-untyped-def]
+    """{sleeve: cash received (+) or given (-)} of a result."""
+    return {s.sleeve_id: s.cash_in - s.cash_out for s in r.sleeves}
+
+
+def sleeve_weights(r):  # type: ignore[no-untyped-def]
+    return {
+        i.sleeve_id: round(i.weight, 4) for i in r.drift_after.items if i.level.value == "sleeve"
+    }
+
+
+def test_seed_passes_leave_small_cap_one_point_and_mid_cap_half_a_point_from_target() -> None:
+    # $1M: Large 55% (out of band above 53%), Mid 26.5% (out below 27%), Small 18% (in band,
+    # above its point 17.5%), $5,000 unallocated. Step 1: Large -> 51.5% gives $35,000, Mid ->
+    # 28.5% takes $20,000; step 2: nobody is beyond its point; $20,000 (2 points) is left.
+    # Pass 1: Small is farthest (2 points; Mid 1.5) and gets $10,000; pass 2: Mid (1.5 vs 1)
+    # gets $10,000. Small ends 1 point from target, Mid 0.5 (the seed's closing note).
+    r = rebalance(
+        uma([550_000, 265_000, 180_000], SEED_TARGETS, SEED_BANDS, HALF_WAY, cash=5_000.0)
+    )
+    assert net_cash(r) == {"s0": -35_000, "s1": 30_000, "s2": 10_000}
+    assert sleeve_weights(r) == {"s0": 0.515, "s1": 0.295, "s2": 0.19}
+    assert trades(r) == {"S0": -350, "S1": 300, "S2": 100}
+
+
+def test_seed_next_pass_goes_to_small_cap_not_mid_cap() -> None:
+    # as above with $2,500 more left after the steps (Small starts at 17.75%, Large at
+    # 55.25%): the third pass goes to Small (1.25 points from target) and not to Mid (0.5)
+    r = rebalance(
+        uma([552_500, 265_000, 177_500], SEED_TARGETS, SEED_BANDS, HALF_WAY, cash=5_000.0)
+    )
+    assert net_cash(r) == {"s0": -37_500, "s1": 30_000, "s2": 12_500}
+    assert sleeve_weights(r) == {"s0": 0.515, "s1": 0.295, "s2": 0.19}
+
+
+def test_deposit_with_every_model_in_band_goes_in_passes() -> None:
+    # $975,000 in band (Large 500k, Mid 290k, Small 185k) and a $15,000 deposit: the account
+    # is $990,000 and a pass $9,900. Small is 1.31 points below target and Mid 0.71: Small
+    # gets $9,900, then Mid (0.71 vs 0.31 points) the $5,100 left. Nothing is sold.
+    inp = uma([500_000, 290_000, 185_000], SEED_TARGETS, SEED_BANDS, HALF_WAY)
+    r = rebalance(scenario(inp.account, inp.reference, Request(RequestKind.INVEST_CASH, 15_000.0)))
+    assert net_cash(r) == {"s0": 0, "s1": 5_100, "s2": 9_900}
+    assert trades(r) == {"S1": 51, "S2": 99}
+
+
+def test_withdrawal_is_taken_in_passes_from_the_farthest_above_target() -> None:
+    # raise $50,000 from $1M (Large 52%, Mid 30%, Small 18%; Mid's band ±4): the account is
+    # $950,000 and a pass $9,500. Large (54.7%) is out of band and gives down to 51.5%
+    # ($30,750); $19,250 is still owed. Mid is 1.58 points above target, Large 1.5: Mid gives
+    # $9,500, then Large (1.5 vs 0.58) $9,500, then Mid the last $250. Small gives nothing.
+    inp = uma([520_000, 300_000, 180_000], SEED_TARGETS, [0.03, 0.04, 0.05], HALF_WAY)
+    r = rebalance(scenario(inp.account, inp.reference, Request(RequestKind.RAISE_CASH, 50_000.0)))
+    assert net_cash(r) == {"s0": -40_250, "s1": -9_750, "s2": 0}
+    assert all(t.side.value == "sell" for t in r.trades)
 
 
 def test_unallocated_cash_and_withdrawal_in_a_uma() -> None:

@@ -5,7 +5,7 @@ Invariants: a hard gain budget is never exceeded; no short-term gain lot is sold
 would wash is only sold when reported unavoidable; the lots named add up to the trade;
 cash is never overspent; a harvest never buys a blocked or substantially identical
 security and never spends more than it sold; the same input gives the same output.
-``TAX_HYPOTHESIS_EXAMPLES`` (default 60) sets the depth.
+``TAX_HYPOTHESIS_EXAMPLES`` (default 60, 600 with ``HYPOTHESIS_PROFILE=deep``) sets the depth.
 """
 
 from __future__ import annotations
@@ -39,10 +39,13 @@ from ballast_engine.model import (
 from ballast_engine.rebalance import rebalance
 from ballast_engine.tax.model import EquivalenceSet as TaxSet
 from ballast_engine.tax.model import Identity
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-EXAMPLES = int(os.environ.get("TAX_HYPOTHESIS_EXAMPLES", "60"))
+# ten times more with HYPOTHESIS_PROFILE=deep (conftest.py)
+EXAMPLES = int(
+    os.environ.get("TAX_HYPOTHESIS_EXAMPLES") or 60 * settings.default.max_examples // 100
+)
 SETTINGS = settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -162,8 +165,29 @@ def test_tax_aware_invariants(inp: RebalanceInput) -> None:
         assert s.cash_after >= Decimal("-0.01")
 
 
+def _identical_swap_back(cost: float) -> RebalanceInput:
+    """Found by a deeper search: C is held and is substantially identical to the model's A
+    (an ``identical`` set). A swap-back sold C and bought A: at a loss, a wash sale."""
+    lot = TaxLot("L1", 1.0, cost, AS_OF.isoformat())
+    tax = TaxSettings(
+        AS_OF.isoformat(),
+        short_term_rate=0.37,
+        long_term_rate=0.2,
+        harvest=HarvestSettings(0.0, 0.0, swap_back=True),
+    )
+    account = Account(
+        "P", (Sleeve("s", "M", 0.0, (Holding("C", 1.0, (lot,)),), Settings()),), tax=tax
+    )
+    model = Model("M", (ModelEntry("A", 0.5), ModelEntry("B", 0.5)))
+    eq = (EquivalenceSet("set", ("A", "B", "C"), identical=True),)
+    ref = Reference({s: Security(s, 10.0) for s in "ABC"}, {"M": model}, (), {}, eq)
+    return RebalanceInput(account, ref, Request())
+
+
 @SETTINGS
 @given(cases(harvesting=True))
+@example(_identical_swap_back(10.0))
+@example(_identical_swap_back(12.0))
 def test_harvest_invariants(inp: RebalanceInput) -> None:
     r = harvest(inp)
     assert r.to_dict() == harvest(inp).to_dict()

@@ -15,10 +15,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ballast_engine.account_drift import (
+    SleeveTargets,
+    asset_class_targets,
+    sleeve_targets,
+    sleeve_weights,
+)
 from ballast_engine.errors import EngineInputError
-from ballast_engine.model import DRIFT_EPS, AccountFailure, Book, DriftLevel
-from ballast_engine.rebalance import _asset_class_targets, _sleeve_targets
-from ballast_engine.tactical import plan_sleeve
+from ballast_engine.model import DRIFT_EPS, Account, AccountFailure, Book, DriftLevel
+from ballast_engine.tactical import SleevePlan, plan_sleeve
 from ballast_engine.validate import check_account
 
 F64 = npt.NDArray[np.float64]
@@ -211,10 +216,57 @@ def scan_drift(b: BookArrays) -> DriftScan:
     return DriftScan(list(b.account_ids), flags, max_abs, max_breach, worst, b.slot_keys)
 
 
+@dataclass(slots=True)
+class _PlannedAccount:
+    """One valid account of a book with what its row of ``BookArrays`` is made from."""
+
+    account: Account
+    plans: list[SleevePlan]
+    sleeve_targets: SleeveTargets | None
+    class_targets: dict[str, float]
+
+
 def book_arrays(book: Book) -> tuple[BookArrays, tuple[AccountFailure, ...]]:
     """Lay a book out as ``BookArrays``; invalid accounts are left out and reported."""
+    rows, failures, classes = _planned_accounts(book)
+    n = len(rows)
+    p_max = max((sum(len(p.groups) for p in r.plans) for r in rows), default=1) or 1
+    s_max = max((len(r.plans) for r in rows), default=1) or 1
+    arrays = BookArrays(
+        [r.account.account_id for r in rows],
+        np.zeros((n, p_max)),
+        np.full((n, p_max), -1, dtype=np.int64),
+        np.zeros((n, p_max)),
+        np.zeros((n, p_max)),
+        np.zeros((n, p_max)),
+        np.zeros((n, p_max), dtype=np.int64),
+        np.zeros((n, s_max)),
+        np.zeros((n, s_max)),
+        np.zeros((n, s_max)),
+        np.zeros((n, s_max)),
+        np.zeros((n, s_max), dtype=bool),
+        np.full((n, s_max), np.nan),
+        np.full((n, s_max), np.nan),
+        np.full((n, s_max), np.nan),
+        np.zeros(n),
+        np.zeros((n, max(len(classes), 1))),
+        np.zeros(n, dtype=np.int64),
+        np.zeros(n),
+        list(classes),
+        [],
+    )
+    for i, row in enumerate(rows):
+        _fill_row(arrays, i, row, classes, p_max)
+    return arrays, tuple(failures)
+
+
+def _planned_accounts(
+    book: Book,
+) -> tuple[list[_PlannedAccount], list[AccountFailure], dict[str, int]]:
+    """The book's valid accounts planned, its invalid ones as failures, and a code for each
+    asset class (in order of appearance)."""
     ref = book.reference
-    rows: list[tuple[Any, ...]] = []
+    rows: list[_PlannedAccount] = []
     failures: list[AccountFailure] = []
     classes: dict[str, int] = {}
     for acct in book.accounts:
@@ -226,97 +278,52 @@ def book_arrays(book: Book) -> tuple[BookArrays, tuple[AccountFailure, ...]]:
             )
             continue
         plans = [plan_sleeve(acct, sl, ref) for sl in acct.sleeves]
-        st = _sleeve_targets(acct, ref)
-        values = [p.value for p in plans]
-        tot = sum(values) + acct.cash
-        sw = (
-            [st[p.sleeve.sleeve_id][0] for p in plans]
-            if st
-            else [v / tot if tot > 0 else 0.0 for v in values]
-        )
-        ct = _asset_class_targets(plans, sw)
+        st = sleeve_targets(acct, ref)
+        ct = asset_class_targets(plans, sleeve_weights(plans, st, acct.cash))
         for p in plans:
             for g in p.groups:
                 classes.setdefault(g.asset_class, len(classes))
         for c in ct:
             classes.setdefault(c, len(classes))
-        rows.append((acct, plans, st, ct))
-    n = len(rows)
-    p_max = max((sum(len(g) for g in [p.groups for p in r[1]]) for r in rows), default=1) or 1
-    s_max = max((len(r[1]) for r in rows), default=1) or 1
-    k = max(len(classes), 1)
-    value = np.zeros((n, p_max))
-    slot_sleeve = np.full((n, p_max), -1, dtype=np.int64)
-    slot_target = np.zeros((n, p_max))
-    slot_lo = np.zeros((n, p_max))
-    slot_hi = np.zeros((n, p_max))
-    slot_class = np.zeros((n, p_max), dtype=np.int64)
-    sleeve_cash = np.zeros((n, s_max))
-    sc_t = np.zeros((n, s_max))
-    sc_lo = np.zeros((n, s_max))
-    sc_hi = np.zeros((n, s_max))
-    s_valid = np.zeros((n, s_max), dtype=bool)
-    s_t = np.full((n, s_max), np.nan)
-    s_lo = np.full((n, s_max), np.nan)
-    s_hi = np.full((n, s_max), np.nan)
-    a_cash = np.zeros(n)
-    c_t = np.zeros((n, k))
-    c_kind = np.zeros(n, dtype=np.int64)
-    c_w = np.zeros(n)
-    keys: list[list[str]] = []
-    for i, (acct, plans, st, ct) in enumerate(rows):
-        j = 0
-        row_keys = [""] * p_max
-        for si, plan in enumerate(plans):
-            tot = plan.total if plan.total > 0 else 1.0
-            for g in plan.groups:
-                if g.value <= 0 and g.target <= 0:
-                    continue
-                value[i, j] = g.value
-                slot_sleeve[i, j] = si
-                slot_target[i, j] = g.target / tot
-                slot_lo[i, j] = g.lo / tot
-                slot_hi[i, j] = g.hi / tot
-                slot_class[i, j] = classes[g.asset_class]
-                row_keys[j] = g.key
-                j += 1
-            sleeve_cash[i, si] = plan.cash_before
-            sc_t[i, si] = plan.cash_target / tot
-            sc_lo[i, si] = plan.cash_lo / tot
-            sc_hi[i, si] = plan.cash_hi / tot
-            s_valid[i, si] = True
-            if st is not None:
-                s_t[i, si], s_lo[i, si], s_hi[i, si] = st[plan.sleeve.sleeve_id]
-        a_cash[i] = acct.cash
-        for c, t in ct.items():
-            c_t[i, classes[c]] = t
-        c_kind[i] = 0 if acct.asset_class_band.kind.value == "absolute" else 1
-        c_w[i] = acct.asset_class_band.width
-        keys.append(row_keys)
-    arrays = BookArrays(
-        [r[0].account_id for r in rows],
-        value,
-        slot_sleeve,
-        slot_target,
-        slot_lo,
-        slot_hi,
-        slot_class,
-        sleeve_cash,
-        sc_t,
-        sc_lo,
-        sc_hi,
-        s_valid,
-        s_t,
-        s_lo,
-        s_hi,
-        a_cash,
-        c_t,
-        c_kind,
-        c_w,
-        list(classes),
-        keys,
-    )
-    return arrays, tuple(failures)
+        rows.append(_PlannedAccount(acct, plans, st, ct))
+    return rows, failures, classes
+
+
+def _fill_row(
+    b: BookArrays, i: int, row: _PlannedAccount, classes: dict[str, int], p_max: int
+) -> None:
+    """Write one account's slots, sleeves, cash and asset-class targets into row ``i``."""
+    j = 0
+    row_keys = [""] * p_max
+    for si, plan in enumerate(row.plans):
+        tot = plan.total if plan.total > 0 else 1.0
+        for g in plan.groups:
+            if g.value <= 0 and g.target <= 0:
+                continue
+            b.value[i, j] = g.value
+            b.slot_sleeve[i, j] = si
+            b.slot_target[i, j] = g.target / tot
+            b.slot_lo[i, j] = g.lo / tot
+            b.slot_hi[i, j] = g.hi / tot
+            b.slot_class[i, j] = classes[g.asset_class]
+            row_keys[j] = g.key
+            j += 1
+        b.sleeve_cash[i, si] = plan.cash_before
+        b.sleeve_cash_target[i, si] = plan.cash_target / tot
+        b.sleeve_cash_lo[i, si] = plan.cash_lo / tot
+        b.sleeve_cash_hi[i, si] = plan.cash_hi / tot
+        b.sleeve_valid[i, si] = True
+        if row.sleeve_targets is not None:
+            t, lo, hi = row.sleeve_targets[plan.sleeve.sleeve_id]
+            b.sleeve_target[i, si], b.sleeve_lo[i, si], b.sleeve_hi[i, si] = t, lo, hi
+    acct = row.account
+    b.account_cash[i] = acct.cash
+    for c, t in row.class_targets.items():
+        b.class_target[i, classes[c]] = t
+    b.class_band_kind[i] = 0 if acct.asset_class_band.kind.value == "absolute" else 1
+    b.class_band_width[i] = acct.asset_class_band.width
+    assert b.slot_keys is not None
+    b.slot_keys.append(row_keys)
 
 
 def scan_book(book: Book) -> DriftScan:

@@ -8,10 +8,12 @@ cents, both as ``Decimal``. All weights are fractions (0.25 means 25%).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any
+
+from ballast_engine.derived import DerivedValues
 
 # --------------------------------------------------------------------------------------------
 # Enumerations
@@ -442,7 +444,11 @@ class Book:
 # Outputs
 
 
-@dataclass(frozen=True, slots=True)
+# a trade's deferred sentence and a deferred drift report's items, once made
+FIRST_READS = DerivedValues()
+
+
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class Trade:
     account_id: str
     sleeve_id: str
@@ -462,15 +468,16 @@ class Trade:
 
     def __getattr__(self, name: str) -> Any:
         # only reached for an unset slot: the sentence of a trade built with a deferred
-        # explanation (``tactical._build_trades``) is written on first read, then kept
+        # explanation (``tactical._build_trades``), made on first read and kept beside it
         if name == "explanation":
             make = object.__getattribute__(self, "_explain")
             if make is not None:
-                text = make[0](*make[1])
-                object.__setattr__(self, "explanation", text)
-                object.__setattr__(self, "_explain", None)
-                return text
+                return FIRST_READS.value(self, make)
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __getstate__(self) -> list[Any]:
+        # a pickle or a copy carries the sentence itself, not the recipe that writes it
+        return [None if f.name == "_explain" else getattr(self, f.name) for f in fields(self)]
 
     @property
     def lot_ids(self) -> tuple[str, ...]:
@@ -638,7 +645,7 @@ class DriftItem:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class AccountDrift:
     account_id: str
     items: tuple[DriftItem, ...]
@@ -649,20 +656,23 @@ class AccountDrift:
     def deferred(cls, account_id: str, build: tuple[Any, tuple[Any, ...]]) -> AccountDrift:
         """A drift report whose items ``build[0](*build[1])`` makes when first read."""
         obj = object.__new__(cls)
+        # construction, as the dataclass's own __init__ does: nothing writes it afterwards
         object.__setattr__(obj, "account_id", account_id)
         object.__setattr__(obj, "_build", build)
         return obj
 
     def __getattr__(self, name: str) -> Any:
-        # only reached for an unset slot: the items of a deferred report
+        # only reached for an unset slot: the items of a deferred report, made on first
+        # read and kept beside it
         if name == "items":
             build = object.__getattribute__(self, "_build")
             if build is not None:
-                items = tuple(build[0](*build[1]))
-                object.__setattr__(self, "items", items)
-                object.__setattr__(self, "_build", None)
-                return items
+                return FIRST_READS.value(self, (_built_items, (build,)))
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __getstate__(self) -> list[Any]:
+        # a pickle or a copy carries the items themselves, not the recipe that builds them
+        return [None if f.name == "_build" else getattr(self, f.name) for f in fields(self)]
 
     @property
     def out_of_band(self) -> tuple[DriftItem, ...]:
@@ -688,6 +698,10 @@ class AccountDrift:
             "max_abs_drift": {lv._value_: round(best.get(lv, 0.0), 6) for lv in DriftLevel},
             "items": dicts,
         }
+
+
+def _built_items(build: tuple[Any, tuple[Any, ...]]) -> tuple[DriftItem, ...]:
+    return tuple(build[0](*build[1]))
 
 
 @dataclass(frozen=True, slots=True)

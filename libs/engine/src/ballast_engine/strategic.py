@@ -1,18 +1,29 @@
 """Strategic (multi-model) cash allocation across the sleeves of a UMA.
 
-The steps follow docs/domain.md (Rebalancing):
+The steps follow docs/domain.md (Rebalancing) and the iterative approach of seed 003:
 
 1. every model outside its band goes to its rebalance point;
 2. cash left over (or still owed) goes to / comes from models that are inside their band but
    beyond their rebalance point in the needed direction, highest dollar drift first;
-3. while cash remains, the rebalance point moves 1% (of the band's half-width) closer to the
-   target at a time, and the cash goes to the model with the highest dollar drift from target;
+3. the cash still left goes in passes of one percentage point of the account value: each pass
+   goes to the model farthest below its strategy target, measured in points of the account
+   (target weight − current weight; not relative drift, not pro rata), and the choice is made
+   again after every pass. A pass moves the smallest of 1% of the account, the cash left and
+   the model's distance to its target, so no model passes its target here. Cash still owed
+   (a withdrawal) is taken the same way from the model farthest above its target, as far as
+   it can give. Equal distances (within half a cent) go to the lowest sleeve id first;
 4. if every model is at target and cash still remains, it is spread by target weight.
+
+The seed also lets a model overshoot its target within its band when that serves the tax
+objective or minimum trade sizes; that is not done here (the tactical and tax-aware layers
+work inside each sleeve after this allocation).
 
 A "rebalance point" is ``target ± pct × half-width`` on the side the model drifted to, with
 ``pct`` = 0 for a *target* range, 100 for *band* and ``interior_pct`` for *interior*.
 A model never gives more than it can raise (cash above its reserve plus holdings that are
-not do-not-sell).
+not do-not-sell). An out-of-band model that must receive more than the out-of-band givers
+gave is funded by step 2's rule and then by passes of step 3 (farthest above target first).
+Every move is recorded as an ``AllocationStep``.
 """
 
 from __future__ import annotations
@@ -23,6 +34,9 @@ from dataclasses import dataclass
 from ballast_engine.model import RebalanceRange, Strategy
 
 CENT_TOL = 0.05  # a model less than 5 cents outside its band is not out of band
+TIE_TOL = 0.005  # distances to target closer than half a cent are equal
+PASS_POINTS = 0.01  # one pass of step 3 moves at most 1% of the account value
+_MAX_PASSES = 10_000  # a safety net: passes end long before (see _pass)
 
 
 @dataclass(slots=True)
@@ -37,13 +51,43 @@ class SleeveState:
     delta: float = 0.0  # cash received (+) or given (−)
 
 
+@dataclass(frozen=True, slots=True)
+class AllocationStep:
+    """One move of the allocation: ``sleeve_id`` receives (+) or gives (−) ``amount``.
+
+    ``step`` is the numbered step of the module docstring; ``gap`` is the sleeve's target
+    weight minus its weight in the account just before the move (what a pass of
+    step 3 chose it by) as a weight (0.015 = 1.5 points); ``point_pct`` the rebalance point
+    of steps 1 and 2 (None otherwise).
+    """
+
+    step: int
+    sleeve_id: str
+    amount: float
+    gap: float
+    point_pct: float | None = None
+
+    @property
+    def text(self) -> str:
+        where = "below" if self.gap >= 0 else "above"
+        if self.step == 1:
+            what = "out of band"
+        elif self.step == 2:
+            what = f"beyond its rebalance point ({self.point_pct:g}% of the way to the band)"
+        elif self.step == 3:
+            what = f"{abs(self.gap) * 100:.2f} points {where} its target, the farthest"
+        else:
+            what = "share by target weight"
+        return f"step {self.step}: {self.sleeve_id} {what}, moves {self.amount:+,.2f}"
+
+
 @dataclass(slots=True)
 class Allocation:
     deltas: dict[str, float]
     unallocated_after: float  # account cash left (negative: withdrawal not fully funded)
     total_after: float  # account value after the withdrawal / deposit
     states: list[SleeveState]
-    steps: list[str]
+    steps: list[AllocationStep]
 
 
 def implicit_strategy(states: list[SleeveState]) -> None:
@@ -83,135 +127,225 @@ def allocate(
             cash receives only).
         move_models: False skips steps 1–3 (tactical scope: only the pool is spread).
     """
-    steps: list[str] = []
-    total = sum(s.value for s in states) + pool
-    total_pos = total if total > 0 else 1.0
+    a = _Allocator(states, pool, allow_give, allow_receive)
+    if move_models:
+        pct0 = rebalance_range.start_pct()
+        a.out_of_band(pct0)
+        a.serve_beyond_point(pct0)
+        a.passes_to_farthest()
+    a.spread_by_target_weight()
+    return a.result()
 
-    def cur(s: SleeveState) -> float:
+
+class _Allocator:
+    """The running state of one allocation: sleeves, the pool and the steps taken."""
+
+    def __init__(
+        self, states: list[SleeveState], pool: float, allow_give: bool, allow_receive: bool
+    ) -> None:
+        self.states = states
+        self.pool = pool
+        self.allow_give = allow_give
+        self.allow_receive = allow_receive
+        self.total = sum(s.value for s in states) + pool
+        self.total_pos = self.total if self.total > 0 else 1.0
+        # a pass is 1% of the account after the flows (of the sleeves when that is not positive)
+        base = self.total if self.total > 0 else sum(max(s.value, 0.0) for s in states)
+        self.pass_size = PASS_POINTS * base
+        self.steps: list[AllocationStep] = []
+
+    # -- measures ---------------------------------------------------------------------------
+
+    def cur(self, s: SleeveState) -> float:
         return s.value + s.delta
 
-    def point(s: SleeveState, pct: float) -> float:
-        t = s.target * total_pos
-        if cur(s) < t:
-            return t - pct / 100.0 * (t - s.lo * total_pos)
-        return t + pct / 100.0 * (min(s.hi, 1.0) * total_pos - t)
+    def gap(self, s: SleeveState) -> float:
+        """Dollars the sleeve is below its target (negative: above)."""
+        return s.target * self.total_pos - (s.value + s.delta)
 
-    def room_give(s: SleeveState) -> float:
+    def point(self, s: SleeveState, pct: float) -> float:
+        t = s.target * self.total_pos
+        if self.cur(s) < t:
+            return t - pct / 100.0 * (t - s.lo * self.total_pos)
+        return t + pct / 100.0 * (min(s.hi, 1.0) * self.total_pos - t)
+
+    def room_give(self, s: SleeveState) -> float:
         return max(s.capacity + s.delta, 0.0) if s.delta <= 0 else s.capacity + s.delta
 
-    def move(s: SleeveState, amount: float) -> float:
+    # -- moving cash ------------------------------------------------------------------------
+
+    def move(self, s: SleeveState, amount: float) -> float:
         """Move ``amount`` (signed) into ``s`` within the pool and the sleeve's capacity."""
-        nonlocal pool
         if amount > 0:
-            if not allow_receive:
+            if not self.allow_receive:
                 return 0.0
-            amount = min(amount, max(pool, 0.0))
+            amount = min(amount, max(self.pool, 0.0))
         else:
-            if not allow_give:
+            if not self.allow_give:
                 return 0.0
-            limit = room_give(s) if allow_receive else min(room_give(s), max(-pool, 0.0))
+            limit = self.room_give(s)
+            if not self.allow_receive:
+                limit = min(limit, max(-self.pool, 0.0))
             amount = -min(-amount, limit)
         s.delta += amount
-        pool -= amount
+        self.pool -= amount
         return amount
 
-    pct0 = rebalance_range.start_pct()
-    if move_models:
-        # step 1: out-of-band models to their rebalance point (givers first, so receivers
-        # can be funded by them)
+    def record(
+        self, step: int, s: SleeveState, amount: float, gap: float, pct: float | None = None
+    ) -> None:
+        self.steps.append(AllocationStep(step, s.sleeve_id, amount, gap / self.total_pos, pct))
+
+    # -- step 1 -----------------------------------------------------------------------------
+
+    def out_of_band(self, pct0: float) -> None:
+        """Out-of-band models to their rebalance point: givers first, so receivers can be
+        funded by them; a receiver still short draws on the in-band models (``_draw``)."""
+        tot = self.total_pos
         outs = [
             s
-            for s in states
-            if cur(s) < s.lo * total_pos - CENT_TOL or cur(s) > s.hi * total_pos + CENT_TOL
+            for s in self.states
+            if self.cur(s) < s.lo * tot - CENT_TOL or self.cur(s) > s.hi * tot + CENT_TOL
         ]
-        outs.sort(key=lambda s: (cur(s) < s.target * total_pos, s.sleeve_id))
+        outs.sort(key=lambda s: (self.cur(s) < s.target * tot, s.sleeve_id))
         for s in outs:
-            pt = point(s, pct0)
-            if cur(s) > pt:
-                got = move(s, pt - cur(s))
-            else:
-                got = pt - cur(s)  # receivers are funded below, once givers have given
-                continue
-            if got:
-                steps.append(f"step 1: {s.sleeve_id} out of band, moves {got:+,.2f}")
-        for s in outs:
-            pt = point(s, pct0)
-            if cur(s) < pt:
-                need = pt - cur(s)
-                if pool < need and allow_give:
-                    _draw(states, outs, need - max(pool, 0.0), pct0, point, cur, move, total_pos)
-                got = move(s, need)
+            pt = self.point(s, pct0)
+            if self.cur(s) > pt:
+                gap = self.gap(s)
+                got = self.move(s, pt - self.cur(s))
                 if got:
-                    steps.append(f"step 1: {s.sleeve_id} out of band, moves {got:+,.2f}")
-        # step 2: in-band models beyond their rebalance point in the needed direction
-        _serve(states, pct0, point, cur, move, lambda: pool, total_pos, steps, "step 2")
-        # step 3: the rebalance point moves 1% closer to target at a time
-        pct = math.ceil(pct0) - 1
-        while pct >= 0 and abs(pool) > CENT_TOL:
-            _serve(states, float(pct), point, cur, move, lambda: pool, total_pos, steps, "step 3")
-            pct -= 1
-    # step 4: everyone is at target (or the pool is tactical): spread by target weight
-    for _ in range(3):
-        if abs(pool) <= CENT_TOL:
-            break
-        if pool > 0 and allow_receive:
-            tw = sum(s.target for s in states) or 1.0
-            amt = pool
-            for s in states:
-                move(s, amt * s.target / tw)
-            steps.append(f"step 4: {amt:,.2f} spread by target weight")
-        elif pool < 0 and allow_give:
-            givers = [s for s in states if room_give(s) > 0.005]
-            tw = sum(s.target for s in givers) or float(len(givers)) or 1.0
-            amt = -pool
-            for s in givers:
-                share = s.target / tw if sum(x.target for x in givers) > 0 else 1.0 / len(givers)
-                move(s, -amt * share)
-            steps.append(f"step 4: {amt:,.2f} taken by target weight")
-        else:
-            break
-    # round to cents
-    deltas: dict[str, float] = {}
-    for s in states:
-        deltas[s.sleeve_id] = round(s.delta, 2)
-        s.delta = deltas[s.sleeve_id]
-    unalloc = round(total - sum(s.value + s.delta for s in states), 2)
-    return Allocation(deltas, unalloc, total, states, steps)
+                    self.record(1, s, got, gap, pct0)
+        for s in outs:
+            pt = self.point(s, pct0)
+            if self.cur(s) < pt:
+                need = pt - self.cur(s)
+                if self.pool < need and self.allow_give:
+                    self._draw(need - max(self.pool, 0.0), pct0)
+                gap = self.gap(s)
+                got = self.move(s, need)
+                if got:
+                    self.record(1, s, got, gap, pct0)
 
-
-def _serve(states, pct, point, cur, move, pool_fn, total_pos, steps, label) -> None:
-    """Move models beyond their point (at ``pct``) toward it, highest dollar drift first."""
-    for _ in range(len(states) + 1):
-        pool = pool_fn()
-        if abs(pool) <= CENT_TOL:
-            return
-        if pool > 0:
-            cands = [s for s in states if cur(s) < point(s, pct) - 1e-9]
-            drift = {s.sleeve_id: s.target * total_pos - cur(s) for s in cands}
-        else:
-            cands = [s for s in states if cur(s) > point(s, pct) + 1e-9]
-            drift = {s.sleeve_id: cur(s) - s.target * total_pos for s in cands}
-        cands = [s for s in cands if drift[s.sleeve_id] > 1e-9]
-        if not cands:
-            return
-        s = max(cands, key=lambda s: (drift[s.sleeve_id], s.sleeve_id))
-        got = move(s, point(s, pct) - cur(s))
-        if not got:
-            return
-        steps.append(f"{label} (point {pct:g}%): {s.sleeve_id} moves {got:+,.2f}")
-
-
-def _draw(states, outs, need, pct0, point, cur, move, total_pos) -> None:
-    """Fund out-of-band receivers from in-band models above their point, highest drift first,
-    then from models above target (point moving toward target), as step 2/3 would."""
-    del outs
-    pct = pct0
-    while need > CENT_TOL and pct >= 0:
-        cands = [s for s in states if cur(s) > point(s, pct) + 1e-9]
-        cands.sort(key=lambda s: (-(cur(s) - s.target * total_pos), s.sleeve_id))
+    def _draw(self, need: float, pct0: float) -> None:
+        """Fund an out-of-band receiver: in-band models above their point give down to it,
+        highest dollar drift first (step 2's rule), then passes take from the model farthest
+        above its target (step 3's rule)."""
+        cands = [s for s in self.states if self.cur(s) > self.point(s, pct0) + 1e-9]
+        cands.sort(key=lambda s: (-(self.cur(s) - s.target * self.total_pos), s.sleeve_id))
         for s in cands:
             if need <= CENT_TOL:
-                break
-            got = -move(s, -min(need, cur(s) - point(s, pct)))
+                return
+            gap = self.gap(s)
+            got = -self.move(s, -min(need, self.cur(s) - self.point(s, pct0)))
+            if got:
+                self.record(1, s, -got, gap, pct0)
             need -= got
-        pct = math.ceil(pct) - 1 if pct == pct0 else pct - 1
+        for _ in range(_MAX_PASSES):
+            if need <= CENT_TOL:
+                return
+            got = -self._pass(-1.0, need, step=1)
+            if got <= 0:
+                return
+            need -= got
+
+    # -- step 2 -----------------------------------------------------------------------------
+
+    def serve_beyond_point(self, pct: float) -> None:
+        """Move models beyond their point (at ``pct``) toward it, highest dollar drift first."""
+        tot = self.total_pos
+        for _ in range(len(self.states) + 1):
+            pool = self.pool
+            if abs(pool) <= CENT_TOL:
+                return
+            if pool > 0:
+                cands = [s for s in self.states if self.cur(s) < self.point(s, pct) - 1e-9]
+                drift = {s.sleeve_id: s.target * tot - self.cur(s) for s in cands}
+            else:
+                cands = [s for s in self.states if self.cur(s) > self.point(s, pct) + 1e-9]
+                drift = {s.sleeve_id: self.cur(s) - s.target * tot for s in cands}
+            cands = [s for s in cands if drift[s.sleeve_id] > 1e-9]
+            if not cands:
+                return
+            s = max(cands, key=lambda s: (drift[s.sleeve_id], s.sleeve_id))
+            gap = self.gap(s)
+            got = self.move(s, self.point(s, pct) - self.cur(s))
+            if not got:
+                return
+            self.record(2, s, got, gap, pct)
+
+    # -- step 3 -----------------------------------------------------------------------------
+
+    def passes_to_farthest(self) -> None:
+        """Passes of 1% of the account to (or from) the model farthest from its target."""
+        for _ in range(_MAX_PASSES):
+            pool = self.pool
+            if abs(pool) <= CENT_TOL:
+                return
+            if (pool > 0 and not self.allow_receive) or (pool < 0 and not self.allow_give):
+                return
+            if not self._pass(1.0 if pool > 0 else -1.0, abs(pool), step=3):
+                return
+
+    def _pass(self, direction: float, left: float, *, step: int) -> float:
+        """One pass: ``direction`` +1 gives to the sleeve farthest below target, −1 takes from
+        the one farthest above (as far as it can give); at most 1% of the account, ``left``
+        and the distance to target. Returns the signed amount moved (0: no candidate).
+
+        Passes end: each moves a whole 1%, or ends the cash left, or brings a sleeve to its
+        target (or to the end of what it can give), after which it is never chosen again."""
+        dists = []
+        for s in self.states:
+            dist = direction * self.gap(s)
+            if dist > TIE_TOL and (direction > 0 or self.room_give(s) > TIE_TOL):
+                dists.append((dist, s))
+        if not dists:
+            return 0.0
+        farthest = max(d for d, _ in dists)
+        best_gap, best = min(
+            ((d, s) for d, s in dists if d >= farthest - TIE_TOL), key=lambda x: x[1].sleeve_id
+        )
+        gap = self.gap(best)
+        amount = min(self.pass_size, left, best_gap)
+        if direction < 0:
+            amount = min(amount, self.room_give(best))
+        got = self.move(best, direction * amount)
+        if got:
+            self.record(step, best, got, gap)
+        return got
+
+    # -- step 4 -----------------------------------------------------------------------------
+
+    def spread_by_target_weight(self) -> None:
+        """Everyone is at target (or the pool is tactical): spread the rest by target weight."""
+        for _ in range(3):
+            pool = self.pool
+            if abs(pool) <= CENT_TOL:
+                return
+            if pool > 0 and self.allow_receive:
+                tw = sum(s.target for s in self.states) or 1.0
+                for s in self.states:
+                    gap = self.gap(s)
+                    got = self.move(s, pool * s.target / tw)
+                    if got:
+                        self.record(4, s, got, gap)
+            elif pool < 0 and self.allow_give:
+                givers = [s for s in self.states if self.room_give(s) > 0.005]
+                tw = sum(s.target for s in givers) or float(len(givers)) or 1.0
+                by_target = sum(x.target for x in givers) > 0
+                for s in givers:
+                    share = s.target / tw if by_target else 1.0 / len(givers)
+                    gap = self.gap(s)
+                    got = self.move(s, pool * share)
+                    if got:
+                        self.record(4, s, got, gap)
+            else:
+                return
+
+    def result(self) -> Allocation:
+        """Deltas rounded to cents, and what is left unallocated."""
+        deltas: dict[str, float] = {}
+        for s in self.states:
+            deltas[s.sleeve_id] = round(s.delta, 2)
+            s.delta = deltas[s.sleeve_id]
+        unalloc = round(self.total - sum(s.value + s.delta for s in self.states), 2)
+        return Allocation(deltas, unalloc, self.total, self.states, self.steps)

@@ -176,6 +176,12 @@ def _apply_restrictions(m: Member, restrictions: tuple[Restriction, ...], ref: R
                 m.dnh = m.dnh or r
 
 
+def _dns_step(g: Group) -> float:
+    """One share of the group's do-not-sell holding: a floor less than this above the target
+    is rounding."""
+    return max((m.price * m.unit for m in g.members if m.dns is not None), default=0.0)
+
+
 def model_weights(model: Model, ref: Reference) -> tuple[dict[str, float], float]:
     """Security weights and the model's own cash weight (share-based models use prices)."""
     if model.kind == "weights":
@@ -478,18 +484,20 @@ def plan_sleeve(
     excess = 0.0
     floored: set[int] = set()
     for g in adjustable:
-        if g.floor > g.target:
-            step = max((m.price * m.unit for m in g.members if m.dns is not None), default=0.0)
-            if g.floor > g.target + step:
-                excess += g.floor - g.target
-                g.target = g.floor
-                floored.add(id(g))
+        if g.floor > g.target and g.floor > g.target + _dns_step(g):
+            excess += g.floor - g.target
+            g.target = g.floor
+            floored.add(id(g))
     if excess > 0:
         # taken from positions that can be bought back later (taking it from a hold or
         # do-not-buy position would shrink it for good and shift the targets again), in
-        # proportion to their targets (not to current holdings, so the result is stable)
+        # proportion to their targets (not to current holdings, so the result is stable).
+        # A cut that leaves a position more than a share below its own do-not-sell floor is
+        # undone down to the floor (the rule above, after the cut) and taken from the others:
+        # else the targets would add up to more than the sleeve, and a sleeve short of its
+        # reserve would sell a do-not-buy position a little more on every rebalance
         take = 0.0
-        for _ in range(3):
+        for _ in range(len(groups) + 1):
             room = [
                 g for g in groups if g.buy is not None and g.target > 1e-9 and id(g) not in floored
             ]
@@ -501,6 +509,11 @@ def plan_sleeve(
                 cut = min(want * g.target / tot, g.target)
                 g.target -= cut
                 take += cut
+            for g in room:
+                if g.floor > g.target and g.floor > g.target + _dns_step(g):
+                    take -= g.floor - g.target
+                    g.target = g.floor
+                    floored.add(id(g))
         rest = excess - take
         if rest > _EPS_DOLLARS:
             cash_target = max(cash_target - rest, st.cash_reserve)
@@ -976,7 +989,7 @@ def _finish(
                         (
                             x.price * x.unit
                             for x in g.members
-                            if x.dns is None and (x.qty > 0 or x is m)
+                            if x.dns is None and (x.qty + x.trade > 1e-12 or x is m)
                         ),
                         default=unit_cost,
                     )

@@ -35,14 +35,23 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
 
+from ballast_engine.amounts import (
+    decimal_of,
+    floor_to_unit,
+    number_text,
+    share_unit,
+    shares_text,
+    usd,
+)
+from ballast_engine.core import rebalance_account
 from ballast_engine.errors import SettingError
 from ballast_engine.model import (
     Account,
+    Holding,
     LotSale,
     Notice,
     Reference,
     Request,
-    RequestKind,
     Restriction,
     RestrictionKind,
     RestrictionScope,
@@ -72,11 +81,6 @@ Key = tuple[str, str]  # (sleeve id, symbol)
 # Inputs -> tax engine data
 
 
-def _dec(x: float) -> Decimal:
-    d = Decimal(repr(float(x)))
-    return d.quantize(Decimal(1)) if d == d.to_integral_value() else d
-
-
 def _date(text: str, *, account: str, field: str, sleeve: str | None = None) -> date:
     try:
         return date.fromisoformat(text)
@@ -87,16 +91,6 @@ def _date(text: str, *, account: str, field: str, sleeve: str | None = None) -> 
             sleeve=sleeve,
             field=field,
         ) from None
-
-
-def _unit(settings_fractional: bool, sec_fractional: bool, decimals: int) -> float:
-    return 10.0**-decimals if (settings_fractional and sec_fractional) else 1.0
-
-
-def _floor_units(x: float, unit: float) -> float:
-    if unit == 1.0:
-        return float(math.floor(x + 1e-9))
-    return math.floor(x / unit + 1e-9) * unit
 
 
 @dataclass(slots=True)
@@ -186,7 +180,7 @@ def _check_settings(tax: TaxSettings, aid: str) -> tuple[date, Method | None, Ta
                     account=aid,
                     field="tax.harvest.schedule",
                 )
-    rates = TaxRates(_dec(tax.short_term_rate), _dec(tax.long_term_rate))
+    rates = TaxRates(decimal_of(tax.short_term_rate), decimal_of(tax.long_term_rate))
     return on, METHODS[tax.method], rates
 
 
@@ -196,7 +190,7 @@ def _decimal_prices(ref: Reference) -> dict[str, Decimal]:
     cached: dict[str, Decimal] = ref_index(ref).decimal_prices
     if not cached:
         cached.update(
-            (s, _dec(sec.price))
+            (s, decimal_of(sec.price))
             for s, sec in ref.securities.items()
             if sec.price is not None and math.isfinite(sec.price) and sec.price > 0
         )
@@ -218,11 +212,45 @@ def tax_context(account: Account, ref: Reference) -> TaxContext:
     ident = identity_of(ref, aid)
     prices = _decimal_prices(ref)
     taxable = tax.account_type == "taxable"
+    positions, no_lots = _positions(account, ref, on, prices)
+    # buy blocks: recent household loss sales not yet matched
+    blocks = buy_blocks(_loss_windows(tax, aid, on), on, ident)
+    blocked = frozenset(s for b in blocks for s in b.symbols)
+    # sell blocks: this account's lots of the last 30 days and the household's purchases
+    account_lots = [lot for p in positions.values() for lot in p.lots]
+    household = account_lots + _household_purchases(tax, aid, on)
+    sblocks = (
+        sell_blocks(account_lots, household, on, identity=ident, prices=prices) if taxable else []
+    )
+    ctx = TaxContext(
+        account=_with_wash_restrictions(account, blocked, ref),
+        settings=tax,
+        on=on,
+        taxable=taxable,
+        rates=rates,
+        method=method,
+        identity=ident,
+        positions=positions,
+        no_lots=no_lots,
+        blocks=blocks,
+        buy_blocked=blocked,
+        sell_blocks=sblocks,
+        washable=frozenset(b.lot_id for b in sblocks),
+        prices=prices,
+    )
+    for p in positions.values():
+        p.ranked = _ranked(ctx, p.lots, p.price)
+    return ctx
 
+
+def _positions(
+    account: Account, ref: Reference, on: date, prices: Mapping[str, Decimal]
+) -> tuple[dict[Key, Position], set[Key]]:
+    """The account's holdings with lots as positions, and the holdings without lots."""
     positions: dict[Key, Position] = {}
     no_lots: set[Key] = set()
     seen_ids: set[str] = set()
-    seq = 0
+    seq = 0  # the lots' sale-order tie-break, across the account
     for sl in account.sleeves:
         st = sl.settings
         for h in sl.holdings:
@@ -232,61 +260,74 @@ def tax_context(account: Account, ref: Reference) -> TaxContext:
             if not h.lots:
                 no_lots.add(key)
                 continue
-            lots: list[Lot] = []
-            for tl in h.lots:
-                where = {"account": aid, "sleeve": sl.sleeve_id}
-                if tl.lot_id in seen_ids:
-                    raise SettingError(
-                        f"tax lot {tl.lot_id!r} appears twice in the account",
-                        security=h.symbol,
-                        field="lots.lot_id",
-                        **where,
-                    )
-                seen_ids.add(tl.lot_id)
-                acquired = _date(tl.acquired, field="lots.acquired", **where)
-                if acquired > on:
-                    raise SettingError(
-                        f"tax lot {tl.lot_id!r} was acquired {acquired} after the trade date "
-                        f"{on} (tax.as_of)",
-                        security=h.symbol,
-                        field="lots.acquired",
-                        **where,
-                    )
-                if not math.isfinite(tl.cost) or tl.cost < 0:
-                    raise SettingError(
-                        f"tax lot {tl.lot_id!r} cost must be an amount >= 0, got {tl.cost!r}",
-                        security=h.symbol,
-                        field="lots.cost",
-                        **where,
-                    )
-                if tl.quantity <= 0:
-                    continue
-                seq += 1
-                lots.append(
-                    Lot(
-                        lot_id=tl.lot_id,
-                        account=aid,
-                        symbol=h.symbol,
-                        quantity=_dec(tl.quantity),
-                        cost_basis=money(_dec(tl.cost)),
-                        acquired=acquired,
-                        holding_start=acquired,
-                        purchase_id=tl.lot_id,
-                        sleeve=sl.sleeve_id,
-                        seq=seq,
-                        replacement=tl.replacement,
-                    )
-                )
+            lots = _holding_lots(account.account_id, sl.sleeve_id, h, on, seen_ids, seq)
+            seq += len(lots)
             sec = ref.securities[h.symbol]
             positions[key] = Position(
                 key,
                 h.quantity,
-                _unit(st.fractional, sec.fractional, st.share_decimals),
+                share_unit(st.fractional, sec.fractional, st.share_decimals),
                 prices[h.symbol],
                 lots,
             )
+    return positions, no_lots
 
-    # buy blocks: recent household loss sales not yet matched
+
+def _holding_lots(
+    aid: str, sleeve_id: str, h: Holding, on: date, seen_ids: set[str], seq: int
+) -> list[Lot]:
+    """A holding's tax lots, checked, as the tax engine's lots (numbered after ``seq``);
+    lots of no shares are left out."""
+    where = {"account": aid, "sleeve": sleeve_id}
+    lots: list[Lot] = []
+    for tl in h.lots:
+        if tl.lot_id in seen_ids:
+            raise SettingError(
+                f"tax lot {tl.lot_id!r} appears twice in the account",
+                security=h.symbol,
+                field="lots.lot_id",
+                **where,
+            )
+        seen_ids.add(tl.lot_id)
+        acquired = _date(tl.acquired, field="lots.acquired", **where)
+        if acquired > on:
+            raise SettingError(
+                f"tax lot {tl.lot_id!r} was acquired {acquired} after the trade date "
+                f"{on} (tax.as_of)",
+                security=h.symbol,
+                field="lots.acquired",
+                **where,
+            )
+        if not math.isfinite(tl.cost) or tl.cost < 0:
+            raise SettingError(
+                f"tax lot {tl.lot_id!r} cost must be an amount >= 0, got {tl.cost!r}",
+                security=h.symbol,
+                field="lots.cost",
+                **where,
+            )
+        if tl.quantity <= 0:
+            continue
+        seq += 1
+        lots.append(
+            Lot(
+                lot_id=tl.lot_id,
+                account=aid,
+                symbol=h.symbol,
+                quantity=decimal_of(tl.quantity),
+                cost_basis=money(decimal_of(tl.cost)),
+                acquired=acquired,
+                holding_start=acquired,
+                purchase_id=tl.lot_id,
+                sleeve=sleeve_id,
+                seq=seq,
+                replacement=tl.replacement,
+            )
+        )
+    return lots
+
+
+def _loss_windows(tax: TaxSettings, aid: str, on: date) -> list[LossWindow]:
+    """The household's recent loss sales, checked, as wash-sale windows."""
     windows = []
     for i, ls in enumerate(tax.recent_loss_sales):
         sold = _date(ls.sold_on, account=aid, field=f"tax.recent_loss_sales[{i}].sold_on")
@@ -302,18 +343,24 @@ def tax_context(account: Account, ref: Reference) -> TaxContext:
                 account=aid,
                 field=f"tax.recent_loss_sales[{i}]",
             )
-        qty = _dec(ls.quantity)
+        qty = decimal_of(ls.quantity)
         windows.append(
             LossWindow(
-                f"loss-sale-{i}", "", ls.symbol, sold, qty, money(qty * _dec(ls.loss_per_share))
+                f"loss-sale-{i}",
+                "",
+                ls.symbol,
+                sold,
+                qty,
+                money(qty * decimal_of(ls.loss_per_share)),
             )
         )
-    blocks = buy_blocks(windows, on, ident)
-    blocked = frozenset(s for b in blocks for s in b.symbols)
+    return windows
 
-    # sell blocks: this account's lots of the last 30 days and the household's purchases
-    account_lots = [lot for p in positions.values() for lot in p.lots]
-    household = list(account_lots)
+
+def _household_purchases(tax: TaxSettings, aid: str, on: date) -> list[Lot]:
+    """The household's recent purchases in other accounts, checked, as lots (for the sell
+    blocks)."""
+    out = []
     for i, rp in enumerate(tax.recent_purchases):
         acquired = _date(rp.acquired, account=aid, field=f"tax.recent_purchases[{i}].acquired")
         if acquired > on:
@@ -326,49 +373,30 @@ def tax_context(account: Account, ref: Reference) -> TaxContext:
             raise SettingError(
                 "quantity must be positive", account=aid, field=f"tax.recent_purchases[{i}]"
             )
-        q = _dec(rp.quantity)
-        household.append(
+        out.append(
             Lot(
                 lot_id=f"household-purchase-{i}",
                 account="",
                 symbol=rp.symbol,
-                quantity=q,
+                quantity=decimal_of(rp.quantity),
                 cost_basis=ZERO,
                 acquired=acquired,
                 holding_start=acquired,
                 purchase_id=rp.purchase_id or f"household-purchase-{i}",
             )
         )
-    sblocks = (
-        sell_blocks(account_lots, household, on, identity=ident, prices=prices) if taxable else []
-    )
-    washable = frozenset(b.lot_id for b in sblocks)
+    return out
 
+
+def _with_wash_restrictions(account: Account, blocked: frozenset[str], ref: Reference) -> Account:
+    """The account with a do-not-buy restriction (source ``WASH_SOURCE``) on each security
+    the household may not buy now."""
     extra = tuple(
         Restriction(RestrictionKind.DO_NOT_BUY, RestrictionScope.SECURITY, s, WASH_SOURCE)
         for s in sorted(blocked)
         if s in ref.securities
     )
-    acct = replace(account, restrictions=account.restrictions + extra) if extra else account
-    ctx = TaxContext(
-        account=acct,
-        settings=tax,
-        on=on,
-        taxable=taxable,
-        rates=rates,
-        method=method,
-        identity=ident,
-        positions=positions,
-        no_lots=no_lots,
-        blocks=blocks,
-        buy_blocked=blocked,
-        sell_blocks=sblocks,
-        washable=washable,
-        prices=prices,
-    )
-    for p in positions.values():
-        p.ranked = _ranked(ctx, p.lots, p.price)
-    return ctx
+    return replace(account, restrictions=account.restrictions + extra) if extra else account
 
 
 def _ranked(ctx: TaxContext, lots: list[Lot], price: Decimal) -> list[Lot]:
@@ -440,7 +468,7 @@ def allocate_lots(
     admitted: list[tuple[Key, int, Lot, Decimal]] = []
     if budget is not None and budget.hard:
         gains = []
-        room = max(_dec(budget.remaining), ZERO)
+        room = max(decimal_of(budget.remaining), ZERO)
         for seg in segs:
             key, _i, lot, q = seg
             g = lot_gain(lot, q, ctx.positions[key].price)[2]
@@ -465,7 +493,7 @@ def allocate_lots(
                 room -= g
                 continue
             limits.setdefault(key, set()).add("budget")
-            unit = _dec(pos.unit)
+            unit = decimal_of(pos.unit)
             gain_ps = pos.price - lot.basis_per_share
             fits = (room / gain_ps / unit).to_integral_value(rounding="ROUND_FLOOR") * unit
             fits = min(fits, q)
@@ -519,8 +547,8 @@ class _Run:
 
 
 def _capped(ctx: TaxContext, ref: Reference, req: Request, base: Result, strict: bool) -> _Run:
-    from ballast_engine.rebalance import _rebalance
-
+    """The core rebalance run again with sell caps until every sale fits the lots the tax
+    settings allow (``strict``: washable loss lots are not sold), else the safe fallback."""
     keep: dict[str, dict[str, float]] = {}
     limits: dict[Key, set[str]] = {}
     washable = ctx.washable if strict else frozenset()
@@ -528,7 +556,7 @@ def _capped(ctx: TaxContext, ref: Reference, req: Request, base: Result, strict:
 
     def tighten(key: Key, allowed: Decimal) -> None:
         pos = ctx.positions[key]
-        cap = _floor_units(float(allowed), pos.unit)
+        cap = floor_to_unit(float(allowed), pos.unit)
         k = max(pos.qty - cap, 0.0)
         sleeve = keep.setdefault(key[0], {})
         sleeve[key[1]] = max(sleeve.get(key[1], 0.0), k)
@@ -544,7 +572,7 @@ def _capped(ctx: TaxContext, ref: Reference, req: Request, base: Result, strict:
         for key in over:
             limits.setdefault(key, set()).update(alloc.limits.get(key, {"lots"}))
             tighten(key, alloc.allowed[key])
-        result = _rebalance(ctx.account, ref, req, keep)
+        result = rebalance_account(ctx.account, ref, req, keep)
     # did not settle: sell only what realizes no gain at all, then (if even that does not
     # fit) nothing of a position with lots
     for attempt in range(2):
@@ -563,7 +591,7 @@ def _capped(ctx: TaxContext, ref: Reference, req: Request, base: Result, strict:
                 ok = ZERO
             tighten(key, ok)
             limits.setdefault(key, set())
-        result = _rebalance(ctx.account, ref, req, keep)
+        result = rebalance_account(ctx.account, ref, req, keep)
         sells = _sells(ctx, result)
         alloc = allocate_lots(ctx, sells, washable)
         if all(alloc.allowed[k] >= sells[k] - _QTY_TOL for k in sells):
@@ -575,16 +603,10 @@ _SHORTFALL = ("cash_shortfall", "withdrawal_shortfall")
 
 
 def rebalance_tax_aware(account: Account, ref: Reference, req: Request) -> Result:
-    """Tax-aware rebalance of one validated account (``Account.tax`` set); a ``harvest``
-    request goes to :func:`ballast_engine.harvesting.harvest_account`."""
-    if req.kind is RequestKind.HARVEST:
-        from ballast_engine.harvesting import harvest_account
-
-        return harvest_account(account, ref, req)
-    from ballast_engine.rebalance import _rebalance
-
+    """Tax-aware rebalance of one validated account (``Account.tax`` set): the core's
+    rebalance with the lots the settings allow, explained (see the module docstring)."""
     ctx = tax_context(account, ref)
-    base = _rebalance(ctx.account, ref, req)
+    base = rebalance_account(ctx.account, ref, req)
     if not ctx.taxable:
         return _annotate(ctx, base, base, None)
     run = _capped(ctx, ref, req, base, strict=True)
@@ -605,18 +627,6 @@ def _shortfalls(result: Result) -> int:
 
 # --------------------------------------------------------------------------------------------
 # Explanations and the tax report
-
-
-def _usd(x: Decimal) -> str:
-    return f"-${-x:,.2f}" if x < 0 else f"${x:,.2f}"
-
-
-def _num(q: Decimal) -> str:
-    return format(q.normalize(), "f")
-
-
-def _qty(q: Decimal) -> str:
-    return _num(q) + (" share" if q == 1 else " shares")
 
 
 def lot_sales(ctx: TaxContext, picks: list[tuple[Lot, Decimal]], price: Decimal) -> list[LotSale]:
@@ -654,12 +664,12 @@ def name_lots(picks: list[tuple[Lot, Decimal]], quantity: Decimal) -> list[tuple
 
 def lots_sentence(sales: list[LotSale]) -> str:
     parts = [
-        f"{s.lot_id} ({_qty(s.quantity)} bought {s.acquired}, {s.term}-term "
-        f"{'gain' if s.gain >= 0 else 'loss'} {_usd(abs(s.gain))})"
+        f"{s.lot_id} ({shares_text(s.quantity)} bought {s.acquired}, {s.term}-term "
+        f"{'gain' if s.gain >= 0 else 'loss'} {usd(abs(s.gain))})"
         for s in sales
     ]
     tax = sum((s.tax for s in sales), ZERO)
-    what = f"estimated tax {_usd(tax)}" if tax >= 0 else f"estimated tax saved {_usd(-tax)}"
+    what = f"estimated tax {usd(tax)}" if tax >= 0 else f"estimated tax saved {usd(-tax)}"
     return f" Lots relieved: {'; '.join(parts)}; {what}."
 
 
@@ -669,8 +679,8 @@ def limit_reasons(ctx: TaxContext, why: set[str]) -> str:
     if "budget" in why and b is not None:
         texts.append(
             f"more would take this year's net realized gains past the hard budget of "
-            f"{_usd(money(_dec(b.limit)))} ({_usd(money(_dec(b.remaining)))} left before this "
-            "proposal)"
+            f"{usd(money(decimal_of(b.limit)))} ({usd(money(decimal_of(b.remaining)))} left "
+            "before this proposal)"
         )
     if "short_term" in why:
         texts.append("the other lots would realize short-term gains, which this account avoids")
@@ -685,17 +695,34 @@ def limit_reasons(ctx: TaxContext, why: set[str]) -> str:
     return " and ".join(texts)
 
 
+@dataclass(slots=True)
+class _Realized:
+    """What the proposal's sells realize: gains by term and the washable loss lots sold."""
+
+    short_term: Decimal
+    long_term: Decimal
+    washed: list[str] = field(default_factory=list)
+
+    def add(self, ctx: TaxContext, sales: list[LotSale]) -> None:
+        for s in sales:
+            if s.term == Term.SHORT.value:
+                self.short_term += s.gain
+            else:
+                self.long_term += s.gain
+            if s.gain < 0 and s.lot_id in ctx.washable:
+                self.washed.append(s.lot_id)
+
+
 def _annotate(ctx: TaxContext, base: Result, result: Result, run: _Run | None) -> Result:
     """Lots, estimated tax and explanations on the trades; tax notices and the report."""
-    notices: list[Notice] = []
-    for b in ctx.blocks:
-        notices.append(Notice("wash_sale_buy_block", b.reason, None, "/".join(b.symbols)))
+    notices = [
+        Notice("wash_sale_buy_block", b.reason, None, "/".join(b.symbols)) for b in ctx.blocks
+    ]
     desired = _sells(ctx, base) if run is not None else {}
     final = _sells(ctx, result) if run is not None else {}
-    st_gain = lt_gain = money(ZERO)
+    realized = _Realized(money(ZERO), money(ZERO))
     new_trades: dict[int, Trade] = {}
     no_lots_noted: set[Key] = set()
-    washed_used: list[str] = []
     for t in result.trades:
         key = (t.sleeve_id, t.symbol)
         if t.side is not Side.SELL:
@@ -706,107 +733,140 @@ def _annotate(ctx: TaxContext, base: Result, result: Result, run: _Run | None) -
         if key not in ctx.positions:
             if key not in no_lots_noted:
                 no_lots_noted.add(key)
-                notices.append(
-                    Notice(
-                        "no_tax_lots",
-                        f"{t.symbol} has no tax lots: the sale names no lots and its tax is "
-                        "not estimated",
-                        t.sleeve_id,
-                        t.symbol,
-                    )
-                )
+                notices.append(_no_lots_notice(t))
             continue
         assert run is not None
-        pos = ctx.positions[key]
-        sales = lot_sales(ctx, name_lots(run.alloc.picks.get(key, []), t.quantity), pos.price)
-        for s in sales:
-            if s.term == Term.SHORT.value:
-                st_gain += s.gain
-            else:
-                lt_gain += s.gain
-            if s.gain < 0 and s.lot_id in ctx.washable:
-                washed_used.append(s.lot_id)
-        text = t.explanation + lots_sentence(sales)
-        want = desired.get(key, ZERO)
-        if key in run.limits and want > final.get(key, ZERO):
-            text += (
-                f" Only {_num(t.quantity)} of the {_qty(want)} the rebalance wanted are sold: "
-                f"{limit_reasons(ctx, run.limits[key])}."
-            )
-        new_trades[id(t)] = replace(
-            t,
-            explanation=text,
-            lots=tuple(sales),
-            estimated_tax=sum((s.tax for s in sales), money(ZERO)),
-        )
+        new_trades[id(t)] = _sell_with_lots(ctx, t, run, desired, final, realized)
     if run is not None:
-        for key in sorted(run.limits):
-            want = desired.get(key, ZERO)
-            got = final.get(key, ZERO)
-            if want > got:
-                notices.append(
-                    Notice(
-                        "tax_sell_limited",
-                        f"{key[1]}: {_num(got)} of the {_qty(want)} the rebalance wanted are "
-                        f"sold; {limit_reasons(ctx, run.limits[key])}",
-                        key[0],
-                        key[1],
-                    )
-                )
-        if run.fallback:
+        notices.extend(_limit_notices(ctx, run, desired, final))
+    notices.extend(_realized_warnings(ctx, realized))
+    return replace(
+        result,
+        trades=tuple(new_trades.get(id(t), t) for t in result.trades),
+        sleeves=tuple(
+            replace(s, trades=tuple(new_trades.get(id(t), t) for t in s.trades))
+            for s in result.sleeves
+        ),
+        notices=tuple(result.notices) + tuple(notices),
+        tax=_tax_report(ctx, realized, notices),
+    )
+
+
+def _no_lots_notice(t: Trade) -> Notice:
+    return Notice(
+        "no_tax_lots",
+        f"{t.symbol} has no tax lots: the sale names no lots and its tax is not estimated",
+        t.sleeve_id,
+        t.symbol,
+    )
+
+
+def _sell_with_lots(
+    ctx: TaxContext,
+    t: Trade,
+    run: _Run,
+    desired: Mapping[Key, Decimal],
+    final: Mapping[Key, Decimal],
+    realized: _Realized,
+) -> Trade:
+    """A sell naming the lots it relieves, with their estimated tax, and a sentence that
+    says so (and why it sells less than the rebalance wanted, if it does)."""
+    key = (t.sleeve_id, t.symbol)
+    pos = ctx.positions[key]
+    sales = lot_sales(ctx, name_lots(run.alloc.picks.get(key, []), t.quantity), pos.price)
+    realized.add(ctx, sales)
+    text = t.explanation + lots_sentence(sales)
+    want = desired.get(key, ZERO)
+    if key in run.limits and want > final.get(key, ZERO):
+        text += (
+            f" Only {number_text(t.quantity)} of the {shares_text(want)} the rebalance wanted "
+            f"are sold: {limit_reasons(ctx, run.limits[key])}."
+        )
+    return replace(
+        t,
+        explanation=text,
+        lots=tuple(sales),
+        estimated_tax=sum((s.tax for s in sales), money(ZERO)),
+    )
+
+
+def _limit_notices(
+    ctx: TaxContext, run: _Run, desired: Mapping[Key, Decimal], final: Mapping[Key, Decimal]
+) -> list[Notice]:
+    """A notice per position sold less than the rebalance wanted, and one if the limits
+    did not settle."""
+    notices = []
+    for key in sorted(run.limits):
+        want = desired.get(key, ZERO)
+        got = final.get(key, ZERO)
+        if want > got:
             notices.append(
                 Notice(
-                    "tax_fallback",
-                    "the tax limits did not settle in a few passes: only sales that realize no "
-                    "gain were kept",
+                    "tax_sell_limited",
+                    f"{key[1]}: {number_text(got)} of the {shares_text(want)} the rebalance "
+                    f"wanted are sold; {limit_reasons(ctx, run.limits[key])}",
+                    key[0],
+                    key[1],
                 )
             )
-    if washed_used:
+    if run.fallback:
+        notices.append(
+            Notice(
+                "tax_fallback",
+                "the tax limits did not settle in a few passes: only sales that realize no "
+                "gain were kept",
+            )
+        )
+    return notices
+
+
+def _realized_warnings(ctx: TaxContext, realized: _Realized) -> list[Notice]:
+    """Warnings about what the sells realize: washed losses, a warn-only budget exceeded."""
+    notices = []
+    if realized.washed:
         notices.append(
             Notice(
                 "wash_sale_unavoidable",
                 "lots "
-                + ", ".join(sorted(set(washed_used)))
+                + ", ".join(sorted(set(realized.washed)))
                 + " are sold at a loss although a recent household purchase will wash the "
                 "loss: the cash could not be raised otherwise",
             )
         )
     budget = ctx.settings.gain_budget
-    net = st_gain + lt_gain
-    if budget is not None and not budget.hard and net > _dec(budget.remaining):
+    net = realized.short_term + realized.long_term
+    if budget is not None and not budget.hard and net > decimal_of(budget.remaining):
         notices.append(
             Notice(
                 "gain_budget_exceeded",
-                f"this proposal realizes {_usd(net)} of net gains, past the "
-                f"{_usd(money(_dec(budget.remaining)))} left in the yearly budget of "
-                f"{_usd(money(_dec(budget.limit)))} (a warning: the budget is not a hard limit)",
+                f"this proposal realizes {usd(net)} of net gains, past the "
+                f"{usd(money(decimal_of(budget.remaining)))} left in the yearly budget of "
+                f"{usd(money(decimal_of(budget.limit)))} (a warning: the budget is not a hard "
+                "limit)",
             )
         )
-    trades = tuple(new_trades.get(id(t), t) for t in result.trades)
-    sleeves = tuple(
-        replace(s, trades=tuple(new_trades.get(id(t), t) for t in s.trades)) for s in result.sleeves
-    )
-    remaining = money(_dec(budget.remaining)) if budget is not None else None
-    report = TaxReport(
+    return notices
+
+
+def _tax_report(ctx: TaxContext, realized: _Realized, notices: list[Notice]) -> TaxReport:
+    """The result's tax report: gains, estimated tax, the budget, blocks and warnings."""
+    st_gain, lt_gain = realized.short_term, realized.long_term
+    net = st_gain + lt_gain
+    budget = ctx.settings.gain_budget
+    remaining = money(decimal_of(budget.remaining)) if budget is not None else None
+    return TaxReport(
         as_of=ctx.on.isoformat(),
         account_type=ctx.settings.account_type,
         short_term_gain=st_gain,
         long_term_gain=lt_gain,
         estimated_tax=estimate_tax(st_gain, lt_gain, ctx.rates) if ctx.taxable else money(ZERO),
-        budget_limit=money(_dec(budget.limit)) if budget is not None else None,
+        budget_limit=money(decimal_of(budget.limit)) if budget is not None else None,
         budget_remaining_before=remaining,
         budget_remaining_after=remaining - net if remaining is not None else None,
         budget_hard=budget.hard if budget is not None else None,
         buy_blocked=tuple(sorted(ctx.buy_blocked)),
         sell_blocked_lots=tuple(sorted(ctx.washable)),
         warnings=tuple(n.message for n in notices if n.code != "wash_sale_buy_block"),
-    )
-    return replace(
-        result,
-        trades=trades,
-        sleeves=sleeves,
-        notices=tuple(result.notices) + tuple(notices),
-        tax=report,
     )
 
 

@@ -93,7 +93,10 @@ def flat(groups: list[list[Trade]]) -> list[Trade]:
 
 
 IDENTICAL = Identity.from_sets([EquivalenceSet("xy", SYMBOLS, identical=True)])
-settings.register_profile("tax", max_examples=120, deadline=None)
+# 120 examples; ten times more with HYPOTHESIS_PROFILE=deep (conftest.py)
+settings.register_profile(
+    "tax", max_examples=120 * settings.default.max_examples // 100, deadline=None
+)
 
 
 def check_conservation(trades: list[Trade], led: TaxLedger) -> None:

@@ -139,7 +139,6 @@ def choose_lots(
         raise TaxInputError(f"quantity must be positive, got {quantity}", field="quantity")
     policy = policy or LotPolicy()
     budget = policy.budget
-    room = budget.remaining if budget is not None else None
     picks: list[LotPick] = []
     warnings: list[str] = []
     left = quantity
@@ -155,35 +154,21 @@ def choose_lots(
             skipped_st = True
             continue
         take = min(lot.quantity, left)
-        if room is not None and budget is not None and gain_ps > 0:
-            allowed = room - net_gain
-            fits = _floor_to(allowed / gain_ps, share_quantum) if allowed > 0 else ZERO
-            if take > fits:
-                if budget.hard:
-                    budget_stop = True
-                    take = fits
-                else:
-                    warnings.append(
-                        f"lot {lot.lot_id}: realized gains exceed the budget of {budget.limit}"
-                    )
+        if budget is not None and gain_ps > 0:
+            take, stopped = _within_budget(
+                lot, take, gain_ps, budget, budget.remaining - net_gain, share_quantum, warnings
+            )
+            budget_stop = budget_stop or stopped
         if take <= 0:
             continue
-        basis = lot.cost_basis if take == lot.quantity else money(lot.basis_per_share * take)
-        gain = money(price * take) - basis
-        if lot.lot_id in washable and gain < 0:
+        pick = _pick(lot, take, price, term, rates)
+        if lot.lot_id in washable and pick.gain < 0:
             warnings.append(f"lot {lot.lot_id}: the loss would be washed by a recent purchase")
-        picks.append(LotPick(lot.lot_id, take, gain, term, money(gain * rates.rate(term))))
-        net_gain += gain
+        picks.append(pick)
+        net_gain += pick.gain
         left -= take
     if left > 0:
-        why = []
-        if budget_stop:
-            why.append("the realized-gain budget")
-        if skipped_st:
-            why.append("avoiding short-term gains")
-        if not why:
-            why.append("the open position")
-        warnings.append(f"{left} of {quantity} shares not chosen: limited by {' and '.join(why)}")
+        warnings.append(_shortfall_warning(left, quantity, budget_stop, skipped_st))
     st = sum((p.gain for p in picks if p.term is Term.SHORT), ZERO)
     lt = sum((p.gain for p in picks if p.term is Term.LONG), ZERO)
     return LotChoice(
@@ -195,6 +180,46 @@ def choose_lots(
         tax_cost=sum((p.tax for p in picks), ZERO),
         warnings=warnings,
     )
+
+
+def _within_budget(
+    lot: Lot,
+    take: Decimal,
+    gain_ps: Decimal,
+    budget: GainBudget,
+    allowed: Decimal,
+    share_quantum: Decimal,
+    warnings: list[str],
+) -> tuple[Decimal, bool]:
+    """The shares of a gain lot the budget lets a sale take (``allowed``: gain left in the
+    budget) and whether a hard budget stopped it; a warn-only budget warns instead."""
+    fits = _floor_to(allowed / gain_ps, share_quantum) if allowed > 0 else ZERO
+    if take <= fits:
+        return take, False
+    if budget.hard:
+        return fits, True
+    warnings.append(f"lot {lot.lot_id}: realized gains exceed the budget of {budget.limit}")
+    return take, False
+
+
+def _pick(lot: Lot, take: Decimal, price: Decimal, term: Term, rates: TaxRates) -> LotPick:
+    """``take`` shares of ``lot`` sold at ``price``: the gain and its tax."""
+    basis = lot.cost_basis if take == lot.quantity else money(lot.basis_per_share * take)
+    gain = money(price * take) - basis
+    return LotPick(lot.lot_id, take, gain, term, money(gain * rates.rate(term)))
+
+
+def _shortfall_warning(
+    left: Decimal, quantity: Decimal, budget_stop: bool, skipped_st: bool
+) -> str:
+    why = []
+    if budget_stop:
+        why.append("the realized-gain budget")
+    if skipped_st:
+        why.append("avoiding short-term gains")
+    if not why:
+        why.append("the open position")
+    return f"{left} of {quantity} shares not chosen: limited by {' and '.join(why)}"
 
 
 def estimate_tax(short_term_gain: Decimal, long_term_gain: Decimal, rates: TaxRates) -> Decimal:

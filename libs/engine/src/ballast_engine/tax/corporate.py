@@ -208,56 +208,72 @@ def apply_to_lots(action: object, lots: Sequence[Lot]) -> ActionOutcome:
     reliefs = []
     for lot in lots:
         if isinstance(action, Split):
-            out, relief = _convert(
-                lot,
-                Fraction(action.numerator, action.denominator),
-                quantum=action.share_quantum,
-                cash_price=action.cash_price,
-                on=action.on,
-                sale_id=sale_id,
-                symbol=lot.symbol,
-                lot_id=lot.lot_id,
-                basis=lot.cost_basis,
-            )
+            out, relief = _split_lot(action, lot, sale_id)
             if out is not None:
                 kept.append(out)
         elif isinstance(action, StockMerger):
-            out, relief = _convert(
-                lot,
-                Fraction(action.ratio),
-                quantum=action.share_quantum,
-                cash_price=action.cash_price,
-                on=action.on,
-                sale_id=sale_id,
-                symbol=action.new_symbol,
-                lot_id=lot.lot_id,
-                basis=lot.cost_basis,
-            )
+            out, relief = _merged_lot(action, lot, sale_id)
             if out is not None:
                 new.append(out)
         else:
-            child_basis = money(lot.cost_basis * action.basis_percent / 100)
-            child_adj = money(lot.wash_adjustment * action.basis_percent / 100)
-            kept.append(
-                replace(
-                    lot,
-                    cost_basis=lot.cost_basis - child_basis,
-                    wash_adjustment=lot.wash_adjustment - child_adj,
-                )
-            )
-            out, relief = _convert(
-                replace(lot, wash_adjustment=child_adj),
-                Fraction(action.ratio),
-                quantum=action.share_quantum,
-                cash_price=action.cash_price,
-                on=action.on,
-                sale_id=sale_id,
-                symbol=action.new_symbol,
-                lot_id=f"{lot.lot_id}~{action.new_symbol}",
-                basis=child_basis,
-            )
+            parent, out, relief = _spun_off_lot(action, lot, sale_id)
+            kept.append(parent)
             if out is not None:
                 new.append(out)
         if relief is not None:
             reliefs.append(relief)
     return ActionOutcome(kept=kept, new_lots=new, reliefs=reliefs)
+
+
+def _split_lot(action: Split, lot: Lot, sale_id: str) -> tuple[Lot | None, Relief | None]:
+    """The lot after a split (same symbol, id and basis), the fraction paid in cash."""
+    return _convert(
+        lot,
+        Fraction(action.numerator, action.denominator),
+        quantum=action.share_quantum,
+        cash_price=action.cash_price,
+        on=action.on,
+        sale_id=sale_id,
+        symbol=lot.symbol,
+        lot_id=lot.lot_id,
+        basis=lot.cost_basis,
+    )
+
+
+def _merged_lot(action: StockMerger, lot: Lot, sale_id: str) -> tuple[Lot | None, Relief | None]:
+    """The lot as shares of the acquirer (same id and basis), the fraction paid in cash."""
+    return _convert(
+        lot,
+        Fraction(action.ratio),
+        quantum=action.share_quantum,
+        cash_price=action.cash_price,
+        on=action.on,
+        sale_id=sale_id,
+        symbol=action.new_symbol,
+        lot_id=lot.lot_id,
+        basis=lot.cost_basis,
+    )
+
+
+def _spun_off_lot(action: SpinOff, lot: Lot, sale_id: str) -> tuple[Lot, Lot | None, Relief | None]:
+    """The parent lot with its basis reduced, the spun-off lot carrying the rest of the basis
+    (and of the wash adjustment), and the spun-off fraction paid in cash."""
+    child_basis = money(lot.cost_basis * action.basis_percent / 100)
+    child_adj = money(lot.wash_adjustment * action.basis_percent / 100)
+    parent = replace(
+        lot,
+        cost_basis=lot.cost_basis - child_basis,
+        wash_adjustment=lot.wash_adjustment - child_adj,
+    )
+    out, relief = _convert(
+        replace(lot, wash_adjustment=child_adj),
+        Fraction(action.ratio),
+        quantum=action.share_quantum,
+        cash_price=action.cash_price,
+        on=action.on,
+        sale_id=sale_id,
+        symbol=action.new_symbol,
+        lot_id=f"{lot.lot_id}~{action.new_symbol}",
+        basis=child_basis,
+    )
+    return parent, out, relief

@@ -167,6 +167,39 @@ def propose_harvests(
     """
     ident = identity or Identity()
     plan = HarvestPlan()
+    by_symbol = _candidates_by_symbol(lots, prices, on, policy, rates, sell_blocked, plan)
+    selling = {ident.key(s) for s in by_symbol}
+    blocked = {ident.key(s) for s in buy_blocked}
+    buying: set[str] = set()
+    order = sorted(by_symbol, key=lambda s: (-sum(c.tax_saved for c in by_symbol[s]), s))
+    for symbol in order:
+        if ident.key(symbol) in buying:
+            plan.skipped.append((symbol, "bought as a replacement in this run: selling would wash"))
+            selling.discard(ident.key(symbol))
+            continue
+        choice, why = _replacement(symbol, replacements, prices, ident, blocked, selling)
+        if choice is None:
+            plan.skipped.append((symbol, why))
+            selling.discard(ident.key(symbol))
+            continue
+        plan.proposals.append(
+            _proposal(account, symbol, by_symbol[symbol], choice, prices, on, policy)
+        )
+        buying.add(ident.key(choice))
+    return plan
+
+
+def _candidates_by_symbol(
+    lots: Sequence[Lot],
+    prices: Mapping[str, Decimal],
+    on: date,
+    policy: HarvestPolicy,
+    rates: TaxRates,
+    sell_blocked: Collection[str],
+    plan: HarvestPlan,
+) -> dict[str, list[HarvestCandidate]]:
+    """The harvest candidates per symbol, best first; a lot a recent purchase would wash is
+    skipped (and noted in ``plan``)."""
     by_symbol: dict[str, list[HarvestCandidate]] = {}
     for cand in harvest_candidates(lots, prices, on, policy, rates):
         if cand.lot.lot_id in sell_blocked:
@@ -175,67 +208,72 @@ def propose_harvests(
             )
             continue
         by_symbol.setdefault(cand.lot.symbol, []).append(cand)
-    selling = {ident.key(s) for s in by_symbol}
-    blocked = {ident.key(s) for s in buy_blocked}
-    buying: set[str] = set()
-    order = sorted(by_symbol, key=lambda s: (-sum(c.tax_saved for c in by_symbol[s]), s))
+    return by_symbol
+
+
+def _replacement(
+    symbol: str,
+    replacements: Mapping[str, Sequence[str]],
+    prices: Mapping[str, Decimal],
+    ident: Identity,
+    blocked: set[str],
+    selling: set[str],
+) -> tuple[str | None, str]:
+    """The first named replacement that may be bought, or ``None`` and why none may."""
+    why = "no replacement named"
+    for repl in replacements.get(symbol, ()):
+        key = ident.key(repl)
+        if key == ident.key(symbol):
+            why = f"{repl} is substantially identical to {symbol}"
+        elif key in blocked:
+            why = f"buying {repl} would wash a recent loss"
+        elif key in selling:
+            why = f"{repl} is harvested at a loss in this run"
+        elif repl not in prices or prices[repl] <= 0:
+            why = f"no price for {repl}"
+        else:
+            return repl, why
+    return None, why
+
+
+def _proposal(
+    account: str,
+    symbol: str,
+    cands: list[HarvestCandidate],
+    choice: str,
+    prices: Mapping[str, Decimal],
+    on: date,
+    policy: HarvestPolicy,
+) -> HarvestProposal:
+    """Sell every candidate lot of ``symbol``, buy ``choice`` with the proceeds."""
     pct, dollars = policy.thresholds(on)
-    for symbol in order:
-        cands = by_symbol[symbol]
-        if ident.key(symbol) in buying:
-            plan.skipped.append((symbol, "bought as a replacement in this run: selling would wash"))
-            selling.discard(ident.key(symbol))
-            continue
-        choice = None
-        why = "no replacement named"
-        for repl in replacements.get(symbol, ()):
-            key = ident.key(repl)
-            if key == ident.key(symbol):
-                why = f"{repl} is substantially identical to {symbol}"
-            elif key in blocked:
-                why = f"buying {repl} would wash a recent loss"
-            elif key in selling:
-                why = f"{repl} is harvested at a loss in this run"
-            elif repl not in prices or prices[repl] <= 0:
-                why = f"no price for {repl}"
-            else:
-                choice = repl
-                break
-        if choice is None:
-            plan.skipped.append((symbol, why))
-            selling.discard(ident.key(symbol))
-            continue
-        quantity = sum((c.lot.quantity for c in cands), ZERO)
-        price = cands[0].price
-        proceeds = money(quantity * price)
-        loss = sum((c.loss for c in cands), ZERO)
-        saved = sum((c.tax_saved for c in cands), ZERO)
-        buy_qty = Decimal(math.floor(proceeds / prices[choice] / policy.share_quantum))
-        buy_qty *= policy.share_quantum
-        swap = shift(on, WASH_WINDOW_DAYS + 1) if policy.swap_back else None
-        basis = sum((c.lot.cost_basis for c in cands), ZERO)
-        reason = (
-            f"Tax-loss harvest: {symbol} is down {money(loss * 100 / basis)}% "
-            f"(${loss} on {len(cands)} lot{'s' if len(cands) > 1 else ''}), past the "
-            f"{pct}% and ${dollars} thresholds; selling saves an estimated ${saved} in tax, "
-            f"and buying {choice}, which is similar but not substantially identical, keeps "
-            f"the exposure"
-            + (f"; it can be swapped back on or after {swap.isoformat()}." if swap else ".")
-        )
-        plan.proposals.append(
-            HarvestProposal(
-                account=account,
-                sell_symbol=symbol,
-                lots=tuple((c.lot.lot_id, c.lot.quantity) for c in cands),
-                quantity=quantity,
-                proceeds=proceeds,
-                loss=loss,
-                tax_saved=saved,
-                buy_symbol=choice,
-                buy_quantity=buy_qty,
-                swap_back_on=swap,
-                reason=reason,
-            )
-        )
-        buying.add(ident.key(choice))
-    return plan
+    quantity = sum((c.lot.quantity for c in cands), ZERO)
+    price = cands[0].price
+    proceeds = money(quantity * price)
+    loss = sum((c.loss for c in cands), ZERO)
+    saved = sum((c.tax_saved for c in cands), ZERO)
+    buy_qty = Decimal(math.floor(proceeds / prices[choice] / policy.share_quantum))
+    buy_qty *= policy.share_quantum
+    swap = shift(on, WASH_WINDOW_DAYS + 1) if policy.swap_back else None
+    basis = sum((c.lot.cost_basis for c in cands), ZERO)
+    reason = (
+        f"Tax-loss harvest: {symbol} is down {money(loss * 100 / basis)}% "
+        f"(${loss} on {len(cands)} lot{'s' if len(cands) > 1 else ''}), past the "
+        f"{pct}% and ${dollars} thresholds; selling saves an estimated ${saved} in tax, "
+        f"and buying {choice}, which is similar but not substantially identical, keeps "
+        f"the exposure"
+        + (f"; it can be swapped back on or after {swap.isoformat()}." if swap else ".")
+    )
+    return HarvestProposal(
+        account=account,
+        sell_symbol=symbol,
+        lots=tuple((c.lot.lot_id, c.lot.quantity) for c in cands),
+        quantity=quantity,
+        proceeds=proceeds,
+        loss=loss,
+        tax_saved=saved,
+        buy_symbol=choice,
+        buy_quantity=buy_qty,
+        swap_back_on=swap,
+        reason=reason,
+    )

@@ -71,6 +71,22 @@ def parse_trades(text: str, *, today: date | None = None) -> TradeFile:
     """
     today = today or date.today()
     reader = csv.DictReader(io.StringIO(text))
+    reader.fieldnames = _header(reader)
+    trades: list[Trade] = []
+    accounts: dict[str, Account] = {}
+    for n, row in enumerate(reader, start=1):
+        ref = f"row {n} (line {reader.line_num})"
+        if None in row:
+            raise TaxInputError("more fields than columns in the header", ref=ref)
+        values = {k: (v or "").strip() for k, v in row.items()}
+        trade, account = _trade(values, n, ref, today)
+        _check_same_account(accounts.setdefault(account.account_id, account), account, ref)
+        trades.append(trade)
+    return TradeFile(trades, list(accounts.values()))
+
+
+def _header(reader: csv.DictReader[str]) -> list[str]:
+    """The header row's column names, checked: the required ones, no unknown ones."""
     header = [h.strip() for h in (reader.fieldnames or [])]
     if not header:
         raise TaxInputError("empty file: expected a header row", ref="header")
@@ -80,77 +96,75 @@ def parse_trades(text: str, *, today: date | None = None) -> TradeFile:
     unknown = [c for c in header if c not in REQUIRED + OPTIONAL]
     if unknown:
         raise TaxInputError(f"unknown column(s) {', '.join(unknown)}", ref="header")
-    reader.fieldnames = header
-    trades: list[Trade] = []
-    accounts: dict[str, Account] = {}
-    for n, row in enumerate(reader, start=1):
-        ref = f"row {n} (line {reader.line_num})"
-        if None in row:
-            raise TaxInputError("more fields than columns in the header", ref=ref)
-        values = {k: (v or "").strip() for k, v in row.items()}
-        for col in ("account", "household", "symbol"):
-            if not values[col]:
-                raise TaxInputError("must not be empty", ref=ref, field=col)
-        try:
-            kind = AccountType(values["account_type"].lower())
-        except ValueError:
-            raise TaxInputError(
-                f"unknown account type {values['account_type']!r} (taxable or ira)",
-                ref=ref,
-                field="account_type",
-            ) from None
-        try:
-            on = date.fromisoformat(values["date"])
-        except ValueError:
-            raise TaxInputError(
-                f"not an ISO date (YYYY-MM-DD): {values['date']!r}", ref=ref, field="date"
-            ) from None
-        if on > today:
-            raise TaxInputError(f"date {on} is in the future", ref=ref, field="date")
-        try:
-            side = Side(values["side"].lower())
-        except ValueError:
-            raise TaxInputError(
-                f"unknown side {values['side']!r} (buy or sell)", ref=ref, field="side"
-            ) from None
-        quantity = _number(values["quantity"], "quantity", ref, positive=True)
-        price = _number(values["price"], "price", ref, positive=False)
-        fees = _number(values.get("fees") or "0", "fees", ref, positive=False)
-        lots = tuple(p.strip() for p in values.get("lot", "").split(";") if p.strip())
-        if side is Side.BUY and len(lots) > 1:
-            raise TaxInputError("a buy names at most one lot", ref=ref, field="lot")
-        account = Account(values["account"], values["household"], kind)
-        known = accounts.setdefault(account.account_id, account)
-        if known.household != account.household:
-            raise TaxInputError(
-                f"account {account.account_id} is in household {known.household} on an "
-                f"earlier row, {account.household} here",
-                ref=ref,
-                field="household",
-            )
-        if known.account_type != account.account_type:
-            raise TaxInputError(
-                f"account {account.account_id} is {known.account_type} on an earlier row, "
-                f"{account.account_type} here",
-                ref=ref,
-                field="account_type",
-            )
-        trades.append(
-            Trade(
-                trade_id=f"row{n}",
-                account=account.account_id,
-                on=on,
-                symbol=values["symbol"],
-                side=side,
-                quantity=quantity,
-                price=price,
-                fees=fees,
-                lot_ids=lots,
-                sleeve=values.get("sleeve", ""),
-                ref=ref,
-            )
+    return header
+
+
+def _trade(values: dict[str, str], n: int, ref: str, today: date) -> tuple[Trade, Account]:
+    """One data row as a trade and the account it names; raises on the first bad field."""
+    for col in ("account", "household", "symbol"):
+        if not values[col]:
+            raise TaxInputError("must not be empty", ref=ref, field=col)
+    try:
+        kind = AccountType(values["account_type"].lower())
+    except ValueError:
+        raise TaxInputError(
+            f"unknown account type {values['account_type']!r} (taxable or ira)",
+            ref=ref,
+            field="account_type",
+        ) from None
+    try:
+        on = date.fromisoformat(values["date"])
+    except ValueError:
+        raise TaxInputError(
+            f"not an ISO date (YYYY-MM-DD): {values['date']!r}", ref=ref, field="date"
+        ) from None
+    if on > today:
+        raise TaxInputError(f"date {on} is in the future", ref=ref, field="date")
+    try:
+        side = Side(values["side"].lower())
+    except ValueError:
+        raise TaxInputError(
+            f"unknown side {values['side']!r} (buy or sell)", ref=ref, field="side"
+        ) from None
+    quantity = _number(values["quantity"], "quantity", ref, positive=True)
+    price = _number(values["price"], "price", ref, positive=False)
+    fees = _number(values.get("fees") or "0", "fees", ref, positive=False)
+    lots = tuple(p.strip() for p in values.get("lot", "").split(";") if p.strip())
+    if side is Side.BUY and len(lots) > 1:
+        raise TaxInputError("a buy names at most one lot", ref=ref, field="lot")
+    account = Account(values["account"], values["household"], kind)
+    trade = Trade(
+        trade_id=f"row{n}",
+        account=account.account_id,
+        on=on,
+        symbol=values["symbol"],
+        side=side,
+        quantity=quantity,
+        price=price,
+        fees=fees,
+        lot_ids=lots,
+        sleeve=values.get("sleeve", ""),
+        ref=ref,
+    )
+    return trade, account
+
+
+def _check_same_account(known: Account, account: Account, ref: str) -> None:
+    """A row's account is in the household and of the type its earlier rows said."""
+    if known.household != account.household:
+        raise TaxInputError(
+            f"account {account.account_id} is in household {known.household} on an "
+            f"earlier row, {account.household} here",
+            ref=ref,
+            field="household",
         )
-    return TradeFile(trades, list(accounts.values()))
+    if known.account_type != account.account_type:
+        raise TaxInputError(
+            f"account {account.account_id} is {known.account_type} on an earlier row, "
+            f"{account.account_type} here",
+            ref=ref,
+            field="account_type",
+        )
 
 
 def fmt_qty(value: Decimal) -> str:
