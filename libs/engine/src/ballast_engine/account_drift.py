@@ -183,17 +183,6 @@ class DriftMaxima:
     max_after: float
 
 
-@dataclass(slots=True)
-class _Totals:
-    """Running sums and maxima of ``drift_maxima``'s pass."""
-
-    class_targets: dict[str, float]
-    class_before: dict[str, float]
-    class_after: dict[str, float]
-    best_before: float = 0.0
-    best_after: float = 0.0
-
-
 def drift_maxima(
     account: Account,
     outcomes: list[SleeveOutcome],
@@ -208,42 +197,45 @@ def drift_maxima(
     pos_b = tot_b if tot_b > 0 else 1.0
     tot_a = sum(p.total for p in plans) + unalloc_after
     pos_a = tot_a if tot_a > 0 else 1.0
-    run = _Totals({}, {}, {})
+    ct: dict[str, float] = {}
+    cls_b: dict[str, float] = {}
+    cls_a: dict[str, float] = {}
+    best = [0.0, 0.0]  # before, after
     all_b: list[list[float]] = []
     all_a: list[list[float]] = []
     for o, sw in zip(outcomes, weights, strict=True):
-        gv_b, gv_a = _sleeve_maxima(run, o, sw)
+        gv_b, gv_a = _sleeve_maxima(o, sw, ct, cls_b, cls_a, best)
         all_b.append(gv_b)
         all_a.append(gv_a)
         if targets is not None:
             plan = o.plan
             t = targets[plan.sleeve.sleeve_id][0]
-            run.best_before = _larger(run.best_before, abs(plan.value / pos_b - t))
-            run.best_after = _larger(run.best_after, abs(plan.total / pos_a - t))
-    ct = run.class_targets
-    for ac in set(run.class_before) | set(ct):
-        d = abs(run.class_before.get(ac, 0.0) / pos_b - ct.get(ac, 0.0))
-        run.best_before = _larger(run.best_before, d)
-    for ac in set(run.class_after) | set(ct):
-        d = abs(run.class_after.get(ac, 0.0) / pos_a - ct.get(ac, 0.0))
-        run.best_after = _larger(run.best_after, d)
+            best[0] = max(best[0], abs(plan.value / pos_b - t))
+            best[1] = max(best[1], abs(plan.total / pos_a - t))
+    for ac in set(cls_b) | set(ct):
+        best[0] = max(best[0], abs(cls_b.get(ac, 0.0) / pos_b - ct.get(ac, 0.0)))
+    for ac in set(cls_a) | set(ct):
+        best[1] = max(best[1], abs(cls_a.get(ac, 0.0) / pos_a - ct.get(ac, 0.0)))
     if abs(account.cash) > 0.005:
-        run.best_before = _larger(run.best_before, abs(account.cash / pos_b - 0.0))
+        best[0] = max(best[0], abs(account.cash / pos_b - 0.0))
     if abs(unalloc_after) > 0.005:
-        run.best_after = _larger(run.best_after, abs(unalloc_after / pos_a - 0.0))
-    return DriftMaxima(ct, all_b, all_a, run.best_before, run.best_after)
+        best[1] = max(best[1], abs(unalloc_after / pos_a - 0.0))
+    return DriftMaxima(ct, all_b, all_a, best[0], best[1])
 
 
-def _larger(best: float, d: float) -> float:
-    return d if d > best else best
-
-
-def _sleeve_maxima(run: _Totals, o: SleeveOutcome, sw: float) -> tuple[list[float], list[float]]:
-    """One sleeve's part of ``drift_maxima``: its groups and cash; returns its group values
+def _sleeve_maxima(
+    o: SleeveOutcome,
+    sw: float,
+    ct: dict[str, float],
+    cls_b: dict[str, float],
+    cls_a: dict[str, float],
+    best: list[float],
+) -> tuple[list[float], list[float]]:
+    """One sleeve's part of ``drift_maxima``: its groups' asset-class targets and values
+    (added to ``ct``, ``cls_b``, ``cls_a``) and drifts (``best``); returns its group values
     before and after the trades."""
     plan = o.plan
-    ct, cls_b, cls_a = run.class_targets, run.class_before, run.class_after
-    best_b, best_a = run.best_before, run.best_after
+    best_b, best_a = best
     ptot = plan.total if plan.total > 0 else 1.0
     sv_b, sv_a = plan.value, plan.total
     stot_b = sv_b if sv_b > 0 else 1.0
@@ -270,8 +262,8 @@ def _sleeve_maxima(run: _Totals, o: SleeveOutcome, sw: float) -> tuple[list[floa
                 best_a = d
             cls_a[ac] = cls_a.get(ac, 0.0) + pv
     cash_t = plan.cash_target / ptot
-    run.best_before = _larger(best_b, abs(plan.cash_before / stot_b - cash_t))
-    run.best_after = _larger(best_a, abs(o.cash_after / stot_a - cash_t))
+    best[0] = max(best_b, abs(plan.cash_before / stot_b - cash_t))
+    best[1] = max(best_a, abs(o.cash_after / stot_a - cash_t))
     return gv_b, gv_a
 
 

@@ -147,16 +147,15 @@ class _SleeveRestrictions:
         self._cache: dict[str, tuple[bool, bool]] = {}
 
     def _status(self, symbol: str) -> tuple[bool, bool]:
-        if symbol not in self._cache:
-            b = binding(symbol, self._rs, self._ref)
-            self._cache[symbol] = (b.blocks_buying, b.blocks_selling)
-        return self._cache[symbol]
+        b = binding(symbol, self._rs, self._ref)
+        status = self._cache[symbol] = (b.blocks_buying, b.blocks_selling)
+        return status
 
     def may_not_buy(self, symbol: str) -> bool:
-        return self._status(symbol)[0]
+        return (self._cache.get(symbol) or self._status(symbol))[0]
 
     def may_not_sell(self, symbol: str) -> bool:
-        return self._status(symbol)[1]
+        return (self._cache.get(symbol) or self._status(symbol))[1]
 
 
 @dataclass(slots=True)
@@ -310,7 +309,7 @@ def _harvest_trades(
             Notice("harvest_skipped", f"{sym}: the sale is below the minimum trade", sid, sym)
         )
         return None
-    sell = _harvest_sell(run, sid, p, qty, closes, sales, pct, dollars)
+    sell = _harvest_sell(run, sid, p, qty, closes, sales, proceeds, (pct, dollars))
     buy = Trade(
         run.account.account_id,
         sid,
@@ -354,13 +353,14 @@ def _harvest_sell(
     qty: Decimal,
     closes: bool,
     sales: list[LotSale],
-    pct: Decimal,
-    dollars: Decimal,
+    proceeds: Decimal,
+    thresholds: tuple[Decimal, Decimal],
 ) -> Trade:
-    """The harvest's sale, with its lots, the tax it saves and why."""
+    """The harvest's sale, with its lots, the tax it saves and why (``thresholds``: the
+    loss percent and dollars it passed)."""
     ctx = run.ctx
     sym, repl = p.sell_symbol, p.buy_symbol
-    proceeds = sum((s.proceeds for s in sales), ZERO)
+    pct, dollars = thresholds
     loss = -sum((s.gain for s in sales), ZERO)
     tax = sum((s.tax for s in sales), money(ZERO))
     swap = p.swap_back_on or shift(ctx.on, WASH_WINDOW_DAYS + 1)

@@ -4,7 +4,7 @@ sleeve plan (a sleeve's cash capacity, harvesting's buys and sells)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ballast_engine.model import Reference, Restriction
 
@@ -13,8 +13,7 @@ from ballast_engine.model import Reference, Restriction
 from ballast_engine.tactical import Member, _apply_restrictions
 
 
-@dataclass(frozen=True, slots=True)
-class Binding:
+class Binding(NamedTuple):
     """The first restriction of each kind that matches a security (``None``: none does)."""
 
     do_not_buy: Restriction | None
