@@ -10,6 +10,7 @@ from sqlalchemy import Column, DateTime, String, Table, func
 from sqlalchemy.dialects.postgresql import UUID, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ballast_common.bulk import insert_columns
 from ballast_common.common_tables import common_metadata
 
 inbox = Table(
@@ -39,10 +40,11 @@ async def record_first_deliveries(
     unique = list(dict.fromkeys(event_ids))
     if not unique:
         return set()
-    result = await session.execute(
-        insert(inbox)
-        .values([{"consumer": consumer, "event_id": e} for e in unique])
-        .on_conflict_do_nothing()
-        .returning(inbox.c.event_id)
+    inserted = await insert_columns(
+        session,
+        inbox,
+        {"consumer": [consumer] * len(unique), "event_id": unique},
+        on_conflict="DO NOTHING",
+        returning="event_id",
     )
-    return {row[0] for row in result}
+    return {row[0] for row in inserted}

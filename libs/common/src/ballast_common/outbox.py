@@ -3,6 +3,7 @@ transaction of the change they announce, and the relay's reads and marks (SQL li
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ballast_common.bulk import insert_columns
 from ballast_common.common_tables import common_metadata
 
 outbox = Table(
@@ -58,14 +60,16 @@ class PendingMessage:
 
 
 async def add_to_outbox(session: AsyncSession, messages: Sequence[OutgoingMessage]) -> None:
-    if messages:
-        await session.execute(
-            outbox.insert(),
-            [
-                {"topic": m.topic, "key": m.key, "value": m.value, "headers": m.headers}
-                for m in messages
-            ],
-        )
+    await insert_columns(
+        session,
+        outbox,
+        {
+            "topic": [m.topic for m in messages],
+            "key": [m.key for m in messages],
+            "value": [m.value for m in messages],
+            "headers": [json.dumps(m.headers, separators=(",", ":")) for m in messages],
+        },
+    )
 
 
 async def take_relay_lock(session: AsyncSession, schema: str) -> bool:
