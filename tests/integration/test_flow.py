@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from ballast_common.contracts.envelope import decode_envelope
+from ballast_common.contracts.registry import TOPICS
 from ballast_demo.book import MODELS, SECURITIES, build_accounts, changed_core_model
 from ballast_demo.driver import Ballast, Urls
 
@@ -245,6 +247,31 @@ async def test_every_event_of_the_run_walks_back_to_the_model_change_in_its_trac
     assert not outside, f"consumer spans of the run's events outside its trace: {outside[:5]}"
 
 
+async def test_every_event_is_keyed_as_its_topic_promises(
+    flow, kafka_bootstrap: str, system_topic_prefix: str
+):
+    """Every event the flow published, on every topic of the registry: a valid envelope and
+    payload of its contract, and the Kafka key equal to the envelope's and to the topic's key
+    rule (what partitions keep in order depends on it; an outside client relies on it)."""
+    topics = [t for t in TOPICS if t != "dead-letter"]
+    records = await _records_on(kafka_bootstrap, [system_topic_prefix + t for t in topics])
+    checked = 0
+    for topic, key, value in records:
+        if value.startswith(b'{"type": "oops"'):
+            continue  # the malformed message the fixture put on fills-received
+        envelope, payload = decode_envelope(value)
+        what = f"{envelope.type} {envelope.id} on {topic}"
+        assert topic == system_topic_prefix + TOPICS[envelope.type].name, what
+        assert key == envelope.key, f"{what}: Kafka key {key!r}, envelope key {envelope.key!r}"
+        assert envelope.key == TOPICS[envelope.type].key_of(payload), what
+        checked += 1
+    published = {topic.removeprefix(system_topic_prefix) for topic, _, _ in records}
+    assert {"model-changed", "trades-proposed", "fills-received", "holdings-reconciled"} <= (
+        published
+    )
+    assert checked > 100
+
+
 async def test_an_event_delivered_twice_has_one_effect(
     flow, running_services: Urls, system, kafka_bootstrap: str, system_topic_prefix: str
 ):
@@ -364,6 +391,19 @@ def _trace_id(traceparent: str | None) -> str:
 
 async def _events_on(kafka_bootstrap: str, topics: list[str]) -> dict[str, dict]:
     """Every event on these topics so far, by id (what cannot be decoded is skipped)."""
+    events: dict[str, dict] = {}
+    for _, _, value in await _records_on(kafka_bootstrap, topics):
+        try:
+            envelope = json.loads(value)
+        except ValueError:
+            continue
+        if isinstance(envelope, dict) and "id" in envelope:
+            events[envelope["id"]] = envelope
+    return events
+
+
+async def _records_on(kafka_bootstrap: str, topics: list[str]) -> list[tuple[str, str, bytes]]:
+    """Every record on these topics so far: (topic, key, value)."""
     consumer = AIOKafkaConsumer(
         *topics,
         bootstrap_servers=kafka_bootstrap,
@@ -371,17 +411,13 @@ async def _events_on(kafka_bootstrap: str, topics: list[str]) -> dict[str, dict]
         enable_auto_commit=False,
         group_id=f"lineage-{uuid.uuid4().hex[:6]}",
     )
-    events: dict[str, dict] = {}
+    records: list[tuple[str, str, bytes]] = []
 
     def keep(batches: dict) -> None:
-        for records in batches.values():
-            for record in records:
-                try:
-                    envelope = json.loads(record.value)
-                except ValueError:
-                    continue
-                if isinstance(envelope, dict) and "id" in envelope:
-                    events[envelope["id"]] = envelope
+        for batch in batches.values():
+            for record in batch:
+                key = record.key.decode() if record.key is not None else ""
+                records.append((record.topic, key, record.value or b""))
 
     await consumer.start()
     try:
@@ -393,4 +429,4 @@ async def _events_on(kafka_bootstrap: str, topics: list[str]) -> dict[str, dict]
                 keep(await consumer.getmany(timeout_ms=500, max_records=5000))
     finally:
         await consumer.stop()
-    return events
+    return records
