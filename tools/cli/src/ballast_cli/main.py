@@ -1,5 +1,6 @@
-"""`ballast`: the engine's areas (`engine`, `taxlot`: replay decisions from files, no I/O)
-and `book` (load a book from files into the running services)."""
+"""`ballast`: the engine's areas (`engine`, `taxlot`: replay decisions from files, no I/O),
+`book` (load a book from files into the running services) and `auth` (the local token
+issuer)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from collections.abc import Sequence
 
 from ballast_engine import cli
 
-from ballast_cli import book
+from ballast_cli import auth, book
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    cli.main(argv, extra=[book.register])
+    cli.main(argv, extra=[book.register, auth.register])
