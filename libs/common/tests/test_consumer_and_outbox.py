@@ -8,13 +8,19 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
-from ballast_common.bus import InMemoryPublisher, KafkaPublisher, ensure_topics
+from ballast_common.bus import KafkaPublisher, ensure_topics
 from ballast_common.consumer import BatchProcessor, KafkaConsumerLoop, Subscription
 from ballast_common.contracts.events import AccountChangedV1
 from ballast_common.errors import PermanentMessageError, TransientError
 from ballast_common.outbox import outbox
 from ballast_common.relay import OutboxRelay
-from ballast_common.testing import consumer_record, envelope, migrated_database, unit_of_work
+from ballast_common.testing import (
+    InMemoryPublisher,
+    consumer_record,
+    envelope,
+    migrated_database,
+    unit_of_work,
+)
 from probe_svc import Note, make_spec
 from sqlalchemy import select as sa_select
 from sqlalchemy import text

@@ -5,7 +5,8 @@ import uuid
 
 import pytest
 from aiokafka import AIOKafkaConsumer
-from ballast_common.bus import InMemoryPublisher, KafkaPublisher, Message, ensure_topics
+from ballast_common.bus import KafkaPublisher, Message, ensure_topics
+from ballast_common.testing import InMemoryPublisher
 
 
 class InMemoryBackend:

@@ -73,23 +73,6 @@ class KafkaPublisher:
         await asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout=5)
 
 
-class InMemoryPublisher:
-    """A fake publisher for unit tests: keeps what it was given, per topic, in order."""
-
-    def __init__(self) -> None:
-        self.messages: list[Message] = []
-        self.fail_next: Exception | None = None
-
-    async def publish(self, messages: Sequence[Message]) -> None:
-        if self.fail_next is not None:
-            error, self.fail_next = self.fail_next, None
-            raise error
-        self.messages.extend(messages)
-
-    def on_topic(self, topic: str) -> list[Message]:
-        return [m for m in self.messages if m.topic == topic]
-
-
 async def ensure_topics(
     bootstrap_servers: str, topics: Iterable[str], partitions: int, replication: int = 1
 ) -> None:

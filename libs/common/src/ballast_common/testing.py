@@ -24,6 +24,7 @@ from sqlalchemy import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from ballast_common.app import ServiceSpec, create_app
+from ballast_common.bus import Message
 from ballast_common.consumer import BatchProcessor, Delivery, Subscription, dead_letter_topic
 from ballast_common.contracts.envelope import Envelope, decode_envelope
 from ballast_common.contracts.registry import TOPICS, contract_for, contract_of_payload
@@ -231,6 +232,23 @@ def _runs_of_one_topic(deliveries: Sequence[Delivery]) -> list[list[Delivery]]:
 
 
 # --- a unit of work without a database --------------------------------------------------------
+
+
+class InMemoryPublisher:
+    """A fake publisher for unit tests: keeps what it was given, per topic, in order."""
+
+    def __init__(self) -> None:
+        self.messages: list[Message] = []
+        self.fail_next: Exception | None = None
+
+    async def publish(self, messages: Sequence[Message]) -> None:
+        if self.fail_next is not None:
+            error, self.fail_next = self.fail_next, None
+            raise error
+        self.messages.extend(messages)
+
+    def on_topic(self, topic: str) -> list[Message]:
+        return [m for m in self.messages if m.topic == topic]
 
 
 class InMemoryUnitOfWork(UnitOfWork):
