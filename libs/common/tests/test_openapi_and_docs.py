@@ -104,11 +104,26 @@ async def test_errors_are_documented_as_problem_json(http):
                 assert_problem_json(response)
     codes = {key: set(op["responses"]) for key, op in ops.items()}
     assert codes[("GET", "/healthz")] == {"200"}  # no input, nothing to refuse
-    assert codes[("GET", "/things")] == {"200", "422"}
-    assert codes[("GET", "/things/{thing_id}")] == {"200", "404", "422"}
-    assert codes[("PUT", "/things/{thing_id}")] == {"200", "400", "409", "422"}  # creates it
-    assert codes[("POST", "/things/{thing_id}/polish")] == {"200", "400", "404", "409", "422"}
+    assert codes[("GET", "/things")] == {"200", "422", "503"}
+    assert codes[("GET", "/things/{thing_id}")] == {"200", "404", "422", "503"}
+    # PUT creates the thing it names (no 404); it takes a body (413 beyond the limit)
+    assert codes[("PUT", "/things/{thing_id}")] == {"200", "400", "409", "413", "422", "503"}
+    assert codes[("POST", "/things/{thing_id}/polish")] == {
+        *("200", "400", "404", "409", "422", "503")
+    }
     assert "x-creates-resource" not in str(document)
+
+
+async def test_limits_readiness_and_unavailability_are_documented(http):
+    ops = operations((await http.get("/openapi.json")).json())
+    put = ops[("PUT", "/things/{thing_id}")]["responses"]
+    assert put["413"]["description"] == "Request body larger than 1048576 bytes"
+    unavailable = ops[("GET", "/things")]["responses"]["503"]
+    assert "Retry-After" in unavailable["headers"]
+    assert_problem_json(unavailable)
+    ready = ops[("GET", "/readyz")]["responses"]
+    assert "Readiness" in str(ready["200"]["content"]) and "checks" in ready["503"]["description"]
+    assert "Retry-After" not in ready["503"].get("headers", {})  # not ready is not "retry"
 
 
 async def test_mutating_calls_document_the_idempotency_key(http):

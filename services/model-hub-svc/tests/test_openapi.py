@@ -14,12 +14,15 @@ async def test_the_document_tells_the_errors_the_routes_send():
     paths = document["paths"]
     assert "HTTPValidationError" not in str(document)
     put_model = paths["/models/{model_id}"]["put"]
-    assert set(put_model["responses"]) == {"200", "400", "409", "422"}
+    assert set(put_model["responses"]) == {"200", "400", "409", "413", "422", "503"}
     assert put_model["responses"]["422"]["content"] == PROBLEM
     assert any(p["name"] == "Idempotency-Key" for p in put_model["parameters"])
     assert "404" not in paths["/equivalence-sets/{set_id}"]["put"]["responses"]
     assert {"404", "409"} <= set(paths["/equivalence-sets/{set_id}"]["delete"]["responses"])
     get_version = paths["/models/{model_id}/versions/{version}"]["get"]["responses"]
-    assert set(get_version) == {"200", "404", "422"} and get_version["404"]["content"] == PROBLEM
-    assert set(paths["/models"]["get"]["responses"]) == {"200", "422"}  # limit, offset
+    assert (
+        set(get_version) == {"200", "404", "422", "503"}
+        and get_version["404"]["content"] == PROBLEM
+    )
+    assert set(paths["/models"]["get"]["responses"]) == {"200", "422", "503"}  # limit, offset
     assert set(paths["/healthz"]["get"]["responses"]) == {"200"}

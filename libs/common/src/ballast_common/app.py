@@ -4,6 +4,10 @@
 Kafka publisher, the outbox relay, the consumer loop and background tasks, and serves
 `/healthz`, `/readyz`, `/metrics`, problem+json errors, and `/docs` and `/redoc` with their
 scripts and styles served by the service itself (no CDN: they work offline).
+
+Every request is guarded the same way: a body limit (413), text the database cannot store
+(NUL, unpaired surrogates) and integers beyond 64 bits refused with 422 naming the field, and
+503 with Retry-After, not 500, while the database or Kafka is unreachable.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -23,9 +27,11 @@ from fastapi.responses import JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 from sqlalchemy import MetaData
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Scope
 
 from ballast_common import idempotency, openapi
 from ballast_common.book_loads import BookLoadSpec, book_load_router
@@ -42,14 +48,15 @@ from ballast_common.errors import BallastError
 from ballast_common.metrics import HTTP_LATENCY, HTTP_REQUESTS, OUTBOX_BACKLOG
 from ballast_common.migrations import upgrade_connection
 from ballast_common.outbox import unpublished_count
+from ballast_common.problems import DEPENDENCY_ERRORS, failure_response, problem_response
 from ballast_common.relay import OutboxRelay
+from ballast_common.request_guards import BodyLimitMiddleware, refuse_unstorable_input
 from ballast_common.settings import ServiceSettings
 from ballast_common.telemetry import setup_logging, setup_tracing, shutdown_tracing
 from ballast_common.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
 
-PROBLEM_JSON = openapi.PROBLEM_JSON
 DOCS_ASSETS_URL = "/docs-assets"  # Swagger UI's and ReDoc's scripts, styles and icon
 BackgroundTask = Callable[["Runtime"], Awaitable[None]]
 
@@ -198,7 +205,17 @@ def get_runtime(request: Request) -> Runtime:
 
 
 async def _request_uow(request: Request) -> AsyncIterator[UnitOfWork]:
-    async with get_runtime(request).uow() as uow:
+    connection = idempotency.request_connection(request)
+    if connection is None:
+        async with get_runtime(request).uow() as uow:
+            yield uow
+        return
+    # A keyed request: its changes join the transaction that holds its idempotency claim,
+    # which commits with the stored response (idempotency.py).
+    session = AsyncSession(
+        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+    )
+    async with UnitOfWork(session, request.app.state.service_name) as uow:
         yield uow
 
 
@@ -235,28 +252,52 @@ def create_app(spec: ServiceSpec, settings: ServiceSettings | None = None) -> Fa
         version=spec.version,
         lifespan=lifespan,
         static_url=DOCS_ASSETS_URL,
+        # In this order: refuse what cannot be stored, then claim an idempotency key.
+        dependencies=[Depends(refuse_unstorable_input), Depends(idempotency.claim_key)],
     )
-    _install_errors(app)
+    app.state.service_name = spec.name
+    app.state.max_body_bytes = settings.max_body_bytes
+    _install_errors(app, settings.retry_after_s)
     openapi.install(app)
-    idempotency.install(app, lambda request: get_runtime(request).db.sessions())
+    app.add_middleware(
+        idempotency.IdempotencyMiddleware,
+        connect=lambda scope: scope["app"].state.runtime.db.engine.connect(),
+        on_failure=lambda scope, exc: failure_response(scope["path"], exc, settings.retry_after_s),
+        after_commit=_wake_relay,
+    )
+    app.add_middleware(BodyLimitMiddleware, default=settings.max_body_bytes)
     _install_metrics(app)
     _install_health(app)
     for router in spec.routers:
         app.include_router(router)
     if spec.book_load is not None:
-        app.include_router(book_load_router(spec.book_load, get_runtime))
+        app.include_router(
+            book_load_router(spec.book_load, get_runtime), max_body_size=settings.max_upload_bytes
+        )
     FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
     return app
 
 
-def problem_response(status: int, body: dict[str, Any]) -> JSONResponse:
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+def _wake_relay(scope: Scope) -> None:
+    relay = getattr(scope["app"].state.runtime, "relay", None)
+    if relay is not None:
+        relay.wake()
 
 
-def _install_errors(app: FastAPI) -> None:
+def _install_errors(app: FastAPI, retry_after_s: int) -> None:
     @app.exception_handler(BallastError)
     async def ballast_error(request: Request, exc: BallastError) -> JSONResponse:
         return problem_response(exc.status, exc.problem(instance=request.url.path))
+
+    @app.exception_handler(idempotency.IdempotentAnswer)
+    async def idempotent_answer(request: Request, exc: idempotency.IdempotentAnswer) -> Response:
+        return exc.response
+
+    async def dependency_error(request: Request, exc: Exception) -> JSONResponse:
+        return failure_response(request.url.path, exc, retry_after_s)
+
+    for error_type in DEPENDENCY_ERRORS:
+        app.add_exception_handler(error_type, dependency_error)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -289,17 +330,7 @@ def _install_errors(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error", extra={"path": request.url.path})
-        return problem_response(
-            500,
-            {
-                "type": "https://ballast.dev/problems/internal-error",
-                "title": "Internal error",
-                "status": 500,
-                "detail": "The service failed to handle this request; it has been logged.",
-                "instance": request.url.path,
-            },
-        )
+        return failure_response(request.url.path, exc, retry_after_s)
 
 
 def field_path(loc: Sequence[int | str]) -> str:
@@ -309,7 +340,8 @@ def field_path(loc: Sequence[int | str]) -> str:
         if part == "body" and not path:
             continue
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path or "body"
+    # A name that is not valid text (an unpaired surrogate) is shown escaped.
+    return path.encode("utf-8", "backslashreplace").decode() if path else "body"
 
 
 def _install_metrics(app: FastAPI) -> None:
@@ -328,14 +360,38 @@ def _install_metrics(app: FastAPI) -> None:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
+class Readiness(BaseModel):
+    """The service can do its work: what each dependency said."""
+
+    status: Literal["ready"]
+    checks: dict[str, str]
+
+
 def _install_health(app: FastAPI) -> None:
     @app.get("/healthz", tags=["health"], summary="The process is alive")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["health"], summary="Database and Kafka are reachable")
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        summary="Database and Kafka are reachable",
+        response_model=Readiness,
+        responses={503: {"description": "Not ready: `checks` says what each dependency said"}},
+    )
     async def readyz(request: Request) -> JSONResponse:
         checks = await get_runtime(request).readiness()
-        ready = all(v == "ok" for v in checks.values())
-        body = {"status": "ready" if ready else "not ready", "checks": checks}
-        return JSONResponse(body, status_code=200 if ready else 503)
+        if all(v == "ok" for v in checks.values()):
+            return JSONResponse(Readiness(status="ready", checks=checks).model_dump())
+        failing = "; ".join(f"{name}: {state}" for name, state in checks.items() if state != "ok")
+        return problem_response(
+            503,
+            {
+                "type": "https://ballast.dev/problems/not-ready",
+                "title": "Not ready",
+                "status": 503,
+                "detail": failing,
+                "instance": request.url.path,
+                "checks": checks,
+            },
+        )

@@ -10,7 +10,10 @@ every operation of every service:
   creates the resource it names (route `openapi_extra=CREATES_RESOURCE`);
 - on POST, PUT, PATCH and DELETE: the optional `Idempotency-Key` header, 400 for a malformed
   key, 409 (a conflict with the current state, or the same key still running) and the
-  `Idempotent-Replayed` header on a replayed success.
+  `Idempotent-Replayed` header on a replayed success;
+- 413 on every operation that takes a body, naming the route's limit;
+- 503 with `Retry-After` on every operation but the health checks (the database or Kafka is
+  unreachable).
 """
 
 from __future__ import annotations
@@ -19,15 +22,17 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute, iter_route_contexts
 
 from ballast_common import idempotency
+from ballast_common.problems import PROBLEM_JSON
 
-PROBLEM_JSON = "application/problem+json"
 PROBLEM_REF = "#/components/schemas/Problem"
 # `openapi_extra` of a route that creates the resource its path names (PUT /models/{id}).
 CREATES_RESOURCE: dict[str, Any] = {"x-creates-resource": True}
 
 MUTATING = frozenset({"post", "put", "patch", "delete"})
+UNCHECKED_TAGS = frozenset({"health"})  # operations that answer without the database
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 FASTAPI_VALIDATION_SCHEMAS = ("HTTPValidationError", "ValidationError")
 FASTAPI_DEFAULTS = (None, "", "Additional Response")
@@ -69,8 +74,11 @@ DESCRIPTIONS = {
     "404": "Not found: the resource the path names does not exist",
     "409": "Conflict with the current state (e.g. done already), or a request with the same "
     f"`{idempotency.HEADER}` is still running",
+    "413": "Request body too large",
     "422": f"Invalid input: each invalid field named in `errors` (also: an `{idempotency.HEADER}` "
     "reused for a different request)",
+    "503": "The database or Kafka cannot be reached right now; nothing to fix in the request: "
+    "retry after `Retry-After` seconds",
 }
 
 IDEMPOTENCY_KEY_PARAMETER: dict[str, Any] = {
@@ -79,12 +87,19 @@ IDEMPOTENCY_KEY_PARAMETER: dict[str, Any] = {
     "required": False,
     "description": "Retry safely: a repeat with the same key gets the first success back "
     f"(`{idempotency.REPLAYED_HEADER}: true`) without running again; kept "
-    f"{int(idempotency.KEEP_FOR.total_seconds() // 3600)} hours.",
+    f"{int(idempotency.KEEP_FOR.total_seconds() // 3600)} hours per tenant and principal "
+    f"({' and '.join(f'`{h}`' for h in idempotency.SCOPE_HEADERS)}). A request that failed or "
+    "died changed nothing, and its key is free for a retry; bodies are compared as canonical "
+    "JSON.",
     "schema": {"type": "string", "minLength": 1, "maxLength": idempotency.MAX_KEY_LENGTH},
 }
 REPLAYED_HEADER: dict[str, Any] = {
     "description": "`true` when this is the stored answer to an earlier request with the same key",
     "schema": {"type": "string", "enum": ["true"]},
+}
+RETRY_AFTER_HEADER: dict[str, Any] = {
+    "description": "seconds to wait before retrying",
+    "schema": {"type": "integer", "minimum": 0},
 }
 
 
@@ -94,13 +109,28 @@ def install(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = document_errors(generate())
+            default = getattr(app.state, "max_body_bytes", None)
+            app.openapi_schema = document_errors(generate(), body_limits(app, default))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def document_errors(document: dict[str, Any]) -> dict[str, Any]:
+def body_limits(app: FastAPI, default: int | None) -> dict[tuple[str, str], int]:
+    """The body limit (bytes) of each operation, (path, method) -> limit, where there is one."""
+    limits = {}
+    for route in iter_route_contexts(app.routes):
+        if isinstance(route.original_route, APIRoute) and route.path_format:
+            limit = route.max_body_size if route.max_body_size is not None else default
+            if limit is not None:
+                for method in route.methods or ():
+                    limits[(route.path_format, method.lower())] = limit
+    return limits
+
+
+def document_errors(
+    document: dict[str, Any], limits: dict[tuple[str, str], int] | None = None
+) -> dict[str, Any]:
     """Rewrite an OpenAPI document in place so every operation documents its real errors."""
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     schemas["Problem"] = PROBLEM_SCHEMA
@@ -108,13 +138,16 @@ def document_errors(document: dict[str, Any]) -> dict[str, Any]:
     for path, item in document.get("paths", {}).items():
         for method in METHODS:
             if method in item:
-                _document_operation(path, method, item[method])
+                limit = (limits or {}).get((path, method))
+                _document_operation(path, method, item[method], limit)
     for name in FASTAPI_VALIDATION_SCHEMAS:
         schemas.pop(name, None)
     return document
 
 
-def _document_operation(path: str, method: str, operation: dict[str, Any]) -> None:
+def _document_operation(
+    path: str, method: str, operation: dict[str, Any], body_limit: int | None
+) -> None:
     creates = bool(operation.pop("x-creates-resource", False))
     responses: dict[str, Any] = operation.setdefault("responses", {})
     mutating = method in MUTATING
@@ -132,8 +165,14 @@ def _document_operation(path: str, method: str, operation: dict[str, Any]) -> No
         wanted.add("404")
     if mutating:
         wanted |= {"400", "409"}
+    if "requestBody" in operation and body_limit is not None:
+        responses.setdefault("413", {"description": f"Request body larger than {body_limit} bytes"})
+    if not UNCHECKED_TAGS & set(operation.get("tags", [])):
+        wanted.add("503")
     for status in sorted(wanted):
         responses.setdefault(status, {"description": DESCRIPTIONS[status]})
+    if "503" in wanted:
+        responses["503"]["headers"] = {"Retry-After": RETRY_AFTER_HEADER}
     for status, response in responses.items():
         if status[0] in "45":
             if status == "422" or response.get("description") in FASTAPI_DEFAULTS:

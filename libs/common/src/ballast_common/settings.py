@@ -36,6 +36,12 @@ class ServiceSettings(BaseSettings):
     trace_file: str = ""
     outbox_poll_interval_s: float = 0.2
     consumer_batch_size: int = 500
+    # The largest request body a route takes (413 beyond it); a batch route may allow more.
+    max_body_bytes: int = 1024 * 1024
+    # The largest book-load file (`PUT /book-loads/{id}/files/{name}`, streamed to COPY).
+    max_upload_bytes: int = 1024 * 1024 * 1024
+    # What a 503 tells a client to wait (Retry-After) while the database or Kafka is down.
+    retry_after_s: int = 2
 
     @classmethod
     def settings_customise_sources(

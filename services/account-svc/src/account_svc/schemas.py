@@ -1,15 +1,23 @@
 """Request and response bodies of account-svc's REST API.
 
-Settings bodies forbid unknown fields, so a misspelt setting is a 422 naming it rather than a
-setting silently left at its default. Decimals travel as strings.
+Request bodies forbid unknown fields, so a misspelt setting is a 422 naming it rather than a
+setting silently left at its default. Decimals travel as strings, with no more decimals than
+rebalance-svc keeps (fractions 8, percentages 4, money 2).
 """
 
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from ballast_common.contracts.types import NonNegativeMoney, Quantity, Weight
-from pydantic import BaseModel, ConfigDict, Field
+from ballast_common.contracts.types import (
+    FractionIn,
+    NonNegativeMoneyIn,
+    Omittable,
+    PercentIn,
+    QuantityIn,
+    RequestBody,
+)
+from pydantic import BaseModel, Field
 
 from account_svc.rules import (
     IDENTIFIER_PATTERN,
@@ -23,42 +31,39 @@ from account_svc.rules import (
 AccountType = Literal["taxable", "ira"]
 AccountStatus = Literal["active", "suspended", "closed"]
 Identifier = Field(min_length=1, max_length=64, pattern=IDENTIFIER_PATTERN)
-Fraction = Annotated[Weight, Field(le=MAX_FRACTION)]
-Percent = Annotated[Weight, Field(le=MAX_PERCENT)]
+ModelId = Annotated[str, Field(min_length=1, max_length=64)]
+Fraction = Annotated[FractionIn, Field(le=MAX_FRACTION)]
+Percent = Annotated[PercentIn, Field(le=MAX_PERCENT)]
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Band(Strict):
+class Band(RequestBody):
     """absolute: target ± width (weight points); relative: target ± width × target."""
 
     kind: Literal["absolute", "relative"] = "absolute"
     width: Fraction
 
 
-class RebalanceSettings(Strict):
+class RebalanceSettings(RequestBody):
     """The engine's per-sleeve settings for this account (every sleeve of a UMA uses them).
     A null field means rebalance-svc's default: its REBALANCE_SVC_* setting where it has one
     (min trade $25, security band ±0.5 points, cash band ±2 points), else the engine's (0, whole
     shares, 3 decimals, no cash target or reserve, freed cash pro rata)."""
 
-    min_trade_value: NonNegativeMoney | None = Field(
+    min_trade_value: NonNegativeMoneyIn | None = Field(
         default=None, description="smallest trade in dollars (sales closing a position exempt)"
     )
-    min_trade_shares: Quantity | None = Field(default=None, description="smallest trade, shares")
-    min_opening_trade_value: NonNegativeMoney | None = Field(
+    min_trade_shares: QuantityIn | None = Field(default=None, description="smallest trade, shares")
+    min_opening_trade_value: NonNegativeMoneyIn | None = Field(
         default=None, description="smallest buy that opens a new position, dollars"
     )
     fractional: bool | None = Field(
         default=None, description="trade fractional shares where the security allows it"
     )
     share_decimals: int | None = Field(default=None, ge=0, le=8)
-    cash_target: Annotated[Weight, Field(lt=MAX_FRACTION)] | None = Field(
+    cash_target: Annotated[Fraction, Field(lt=MAX_FRACTION)] | None = Field(
         default=None, description="cash weight the account aims to hold"
     )
-    cash_reserve: NonNegativeMoney | None = Field(default=None, description="dollars never spent")
+    cash_reserve: NonNegativeMoneyIn | None = Field(default=None, description="dollars never spent")
     cash_band: Band | None = Field(default=None, description="no rebalance while cash is inside")
     security_band: Band | None = Field(
         default=None, description="no trade while a position is inside target ± band"
@@ -73,7 +78,7 @@ RestrictionScope = Literal["security", "sector", "asset_class", "list"]
 RestrictionSource = Literal["firm", "advisor", "client", "compliance"]
 
 
-class RestrictionIn(Strict):
+class RestrictionIn(RequestBody):
     kind: RestrictionKind
     scope: RestrictionScope
     value: str = Field(
@@ -96,7 +101,7 @@ class RestrictionOut(BaseModel):
     set_at: datetime
 
 
-class RestrictionsIn(Strict):
+class RestrictionsIn(RequestBody):
     restrictions: list[RestrictionIn] = Field(max_length=MAX_RESTRICTIONS)
 
 
@@ -104,13 +109,13 @@ class RestrictionsOut(BaseModel):
     restrictions: list[RestrictionOut]
 
 
-class TaxSettings(Strict):
+class TaxSettings(RequestBody):
     """How the account's sales are taxed and limited, and when losses are harvested."""
 
     relief_method: Literal["fifo", "lifo", "hifo", "mintax"] = "fifo"
     short_term_rate: Fraction = Decimal("0.37")
     long_term_rate: Fraction = Decimal("0.20")
-    gain_budget: NonNegativeMoney | None = Field(
+    gain_budget: NonNegativeMoneyIn | None = Field(
         default=None, description="net realized gains allowed this calendar year (null: none)"
     )
     gain_budget_mode: Literal["hard", "warn"] = Field(
@@ -121,14 +126,14 @@ class TaxSettings(Strict):
     harvest_min_loss_percent: Percent = Field(
         default=Decimal("10"), description="a lot is harvested at a loss of this percent ..."
     )
-    harvest_min_loss_dollars: NonNegativeMoney = Field(
+    harvest_min_loss_dollars: NonNegativeMoneyIn = Field(
         default=Decimal("100"), description="... and at least this many dollars"
     )
 
 
-class SleeveIn(Strict):
+class SleeveIn(RequestBody):
     sleeve_id: str = Identifier
-    model_id: str = Field(min_length=1, max_length=64)
+    model_id: ModelId
     weight: Fraction = Field(description="the model's target weight in the account")
     band: Band = Field(
         default_factory=lambda: Band(kind="relative", width=Decimal("0.1")),
@@ -136,7 +141,7 @@ class SleeveIn(Strict):
     )
 
 
-class Strategy(Strict):
+class Strategy(RequestBody):
     """A UMA's sleeves (one model each) and where a strategic rebalance stops a moved model."""
 
     sleeves: list[SleeveIn] = Field(min_length=1, max_length=MAX_SLEEVES)
@@ -147,13 +152,13 @@ class Strategy(Strict):
     )
 
 
-class AccountIn(BaseModel):
+class AccountIn(RequestBody):
     account_id: str = Identifier
     tenant: str = Field(default="demo", min_length=1, max_length=64)
     household_id: str = Identifier
     name: str = Field(min_length=1, max_length=200)
     account_type: AccountType = "taxable"
-    model_id: str | None = None
+    model_id: ModelId | None = None
     auto_approve: bool = True
     rebalance_settings: RebalanceSettings | None = None
     tax_settings: TaxSettings | None = None
@@ -161,17 +166,17 @@ class AccountIn(BaseModel):
     restrictions: list[RestrictionIn] = Field(default_factory=list, max_length=MAX_RESTRICTIONS)
 
 
-class AccountsIn(BaseModel):
+class AccountsIn(RequestBody):
     accounts: list[AccountIn] = Field(min_length=1, max_length=5000)
 
 
-class AccountPatch(BaseModel):
-    """Fields to change; absent fields stay as they are."""
+class AccountPatch(RequestBody):
+    """Fields to change; absent fields stay as they are (model_id null: no model)."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
-    model_id: str | None = None
-    status: AccountStatus | None = None
-    auto_approve: bool | None = None
+    name: Omittable[str] = Field(default=None, min_length=1, max_length=200)
+    model_id: ModelId | None = None
+    status: Omittable[AccountStatus] = None
+    auto_approve: Omittable[bool] = None
 
 
 class AccountOut(BaseModel):
@@ -191,7 +196,7 @@ class AccountOut(BaseModel):
     updated_at: datetime
 
 
-class SecurityListIn(Strict):
+class SecurityListIn(RequestBody):
     name: str = Field(min_length=1, max_length=200)
     symbols: list[Annotated[str, Field(pattern=SYMBOL_PATTERN)]] = Field(max_length=5000)
 
@@ -236,7 +241,7 @@ class ProposalOut(BaseModel):
     decision_note: str | None
 
 
-class Decision(BaseModel):
+class Decision(RequestBody):
     note: str | None = Field(default=None, max_length=1000)
 
 

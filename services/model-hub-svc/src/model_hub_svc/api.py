@@ -23,11 +23,19 @@ from model_hub_svc.schemas import (
 from model_hub_svc.settings import Settings
 
 router = APIRouter()
-Actor = Annotated[str, Header(alias="X-Actor", description="who makes the change")]
+Actor = Annotated[
+    str, Header(alias="X-Actor", min_length=1, max_length=200, description="who makes the change")
+]
 Limit = Annotated[int, Query(ge=1, le=5000)]
+Version = Annotated[int, Path(ge=1, le=2**31 - 1, description="a version of the model")]
 
 
-@router.put("/securities", tags=["securities"], summary="Add or update securities")
+@router.put(
+    "/securities",
+    tags=["securities"],
+    summary="Add or update securities (up to 10,000)",
+    max_body_size=8 * 1024 * 1024,
+)
 async def put_securities(body: SecuritiesIn, uow: UoW) -> dict[str, int]:
     return {
         "upserted": await service.upsert_securities(
@@ -99,7 +107,7 @@ async def get_model(model_id: str, session: ReadSession) -> ModelOut:
 
 
 @router.get("/models/{model_id}/versions/{version}", tags=["models"], response_model=ModelOut)
-async def get_model_version(model_id: str, version: int, session: ReadSession) -> ModelOut:
+async def get_model_version(model_id: str, version: Version, session: ReadSession) -> ModelOut:
     return await service.get_model(PostgresModelHubRepository(session), model_id, version)
 
 

@@ -1,36 +1,48 @@
-"""Request and response bodies of model-hub-svc's REST API."""
+"""Request and response bodies of model-hub-svc's REST API.
+
+Request bodies refuse unknown fields; prices and weights are decimal strings with at most the
+decimals this service stores (prices 6, weights 10), so a model is published as it is stored.
+"""
 
 from datetime import datetime
 from decimal import Decimal
+from typing import Annotated
 
-from ballast_common.contracts.types import Price, Weight
+from ballast_common.contracts.types import Price, PriceIn, RequestBody, WeightIn
 from pydantic import BaseModel, Field
 
 
-class SecurityIn(BaseModel):
+class SecurityIn(RequestBody):
     symbol: str = Field(min_length=1, max_length=16, pattern=r"^[A-Z0-9.\-]+$")
-    name: str = Field(min_length=1)
-    asset_class: str = Field(min_length=1)
-    sector: str = Field(min_length=1)
-    price: Price
+    name: str = Field(min_length=1, max_length=200)
+    asset_class: str = Field(min_length=1, max_length=64)
+    sector: str = Field(min_length=1, max_length=64)
+    price: PriceIn
     fractional_eligible: bool = False
     cusip: str | None = Field(default=None, min_length=9, max_length=9)
 
 
-class SecuritiesIn(BaseModel):
+class SecuritiesIn(RequestBody):
     securities: list[SecurityIn] = Field(min_length=1, max_length=10000)
 
 
-class SecurityOut(SecurityIn):
+class SecurityOut(BaseModel):
+    symbol: str
+    name: str
+    asset_class: str
+    sector: str
+    price: Price
+    fractional_eligible: bool
+    cusip: str | None
     updated_at: datetime
 
 
-class TargetIn(BaseModel):
+class TargetIn(RequestBody):
     symbol: str = Field(min_length=1, max_length=16)
-    weight: Weight
+    weight: WeightIn
 
 
-class ModelIn(BaseModel):
+class ModelIn(RequestBody):
     name: str = Field(min_length=1, max_length=200)
     tenant: str = Field(default="demo", min_length=1, max_length=64)
     targets: list[TargetIn] = Field(min_length=1, max_length=2000)
@@ -63,10 +75,12 @@ class ModelSummary(BaseModel):
     updated_at: datetime
 
 
-class EquivalenceSetIn(BaseModel):
+class EquivalenceSetIn(RequestBody):
     name: str = Field(min_length=1, max_length=200)
     tenant: str = Field(default="demo", min_length=1, max_length=64)
-    members: list[str] = Field(min_length=2, max_length=500)
+    members: list[Annotated[str, Field(min_length=1, max_length=16)]] = Field(
+        min_length=2, max_length=500
+    )
     identical: bool = Field(
         default=False,
         description="the members are substantially identical (a loss on one is washed by "

@@ -18,8 +18,8 @@ router = APIRouter()
 @router.get("/runs", tags=["runs"], response_model=Page[RunOut], summary="Newest first")
 async def list_runs(
     session: ReadSession,
-    model_id: str | None = None,
-    model_version: int | None = None,
+    model_id: Annotated[str | None, Query(max_length=64)] = None,
+    model_version: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Offset = 0,
 ) -> Page[RunOut]:

@@ -117,7 +117,7 @@ async def get_trades(
 async def list_runs(
     session: ReadSession,
     model_id: Annotated[str | None, Query(max_length=64)] = None,
-    model_version: Annotated[int | None, Query(ge=0)] = None,
+    model_version: Annotated[int | None, Query(ge=0, le=2**31 - 1)] = None,
     kind: Literal["rebalance", "scan", "harvest"] | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 20,
     offset: Offset = 0,

@@ -12,6 +12,7 @@ from pydantic import TypeAdapter, ValidationError
 from taxlot_svc import actions, service, taxes, transfers
 from taxlot_svc.schemas import (
     ACCOUNT_ID_PATTERN,
+    MAX_BATCH_BYTES,
     BatchResult,
     CorporateActionIn,
     CorporateActionOut,
@@ -72,6 +73,7 @@ async def post_holdings(account_id: AccountId, body: HoldingsIn, uow: UoW) -> Ho
     summary="Opening balances of up to 2,000 accounts, all or nothing",
     status_code=201,
     response_model=BatchResult,
+    max_body_size=MAX_BATCH_BYTES,
 )
 async def post_holdings_batch(body: HoldingsBatchIn, uow: UoW) -> BatchResult:
     return await service.open_accounts(uow, body.accounts)

@@ -1,26 +1,38 @@
 """Request and response bodies of taxlot-svc's REST API.
 
-Incoming numbers are plain Decimals (JSON strings or numbers); the rules on them (signs,
-cents, dates) are checked by :mod:`taxlot_svc.opening` so every problem is reported at
-once, named by its path (``accounts[3].positions[1].quantity``).
+Request bodies refuse unknown fields. Incoming numbers are decimal strings (or JSON integers)
+of bounded size; the rules on them (signs, cents, dates) are checked by
+:mod:`taxlot_svc.opening` so every problem is reported at once, named by its path
+(``accounts[3].positions[1].quantity``).
 """
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeAlias
 
-from ballast_common.contracts.types import Money, NonNegativeMoney, Quantity
+from ballast_common.contracts.types import (
+    DecimalIn,
+    Money,
+    NonNegativeDecimalIn,
+    NonNegativeMoney,
+    PercentIn,
+    PositiveDecimalIn,
+    Quantity,
+    RequestBody,
+)
 from pydantic import BaseModel, Field, PlainSerializer
 
 ACCOUNT_ID_PATTERN = r"^[A-Za-z0-9_.\-]{1,64}$"
 MAX_BATCH_ACCOUNTS = 2000
+# Holdings batches are the largest bodies this service takes.
+MAX_BATCH_BYTES = 64 * 1024 * 1024
 
-Number = Annotated[Decimal, Field(allow_inf_nan=False)]
+Number: TypeAlias = DecimalIn
 Exact = Annotated[Decimal, PlainSerializer(lambda v: format(v, "f"), return_type=str)]
 SYMBOL = r"^[A-Z0-9.\-]{1,16}$"
 Symbol = Annotated[str, Field(pattern=SYMBOL)]
-PositiveNumber = Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
-NonNegativeNumber = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
+PositiveNumber: TypeAlias = PositiveDecimalIn
+NonNegativeNumber: TypeAlias = NonNegativeDecimalIn
 Rate = Annotated[Decimal, Field(ge=0, le=1, allow_inf_nan=False)]
 ReliefMethod = Literal["fifo", "lifo", "hifo", "mintax"]
 
@@ -29,7 +41,7 @@ SLEEVE_ID_PATTERN = ACCOUNT_ID_PATTERN
 SleeveId = Annotated[str, Field(pattern=SLEEVE_ID_PATTERN)]
 
 
-class LotIn(BaseModel):
+class LotIn(RequestBody):
     quantity: Number
     cost_basis: Number = Field(description="total basis of the lot, in cents")
     acquired_on: date
@@ -38,7 +50,7 @@ class LotIn(BaseModel):
     )
 
 
-class PositionIn(BaseModel):
+class PositionIn(RequestBody):
     symbol: str
     sleeve_id: SleeveId | None = Field(
         default=None, description="UMA: the sleeve holding the position's lots"
@@ -51,12 +63,12 @@ class PositionIn(BaseModel):
     )
 
 
-class SleeveCashIn(BaseModel):
+class SleeveCashIn(RequestBody):
     sleeve_id: SleeveId
     amount: Number = Field(description="in cents, not negative")
 
 
-class HoldingsIn(BaseModel):
+class HoldingsIn(RequestBody):
     """An opening balance. A UMA states each lot's sleeve and may state each sleeve's cash:
     sleeves are all or nothing (once a lot or cash names a sleeve, every lot must)."""
 
@@ -75,7 +87,7 @@ class AccountHoldingsIn(HoldingsIn):
     account_id: str = Field(min_length=1, max_length=64)
 
 
-class HoldingsBatchIn(BaseModel):
+class HoldingsBatchIn(RequestBody):
     accounts: list[AccountHoldingsIn] = Field(min_length=1, max_length=MAX_BATCH_ACCOUNTS)
 
 
@@ -242,13 +254,13 @@ class WashSaleBlocksOut(BaseModel):
     )
 
 
-class _ActionBase(BaseModel):
+class _ActionBase(RequestBody):
     action_id: str = Field(min_length=1, max_length=200)
     symbol: Symbol
     on: date = Field(description="effective date (ex-date)")
 
 
-class _Fractions(BaseModel):
+class _Fractions(RequestBody):
     cash_price: NonNegativeNumber = Field(
         default=Decimal(0), description="cash in lieu per NEW share for fractions"
     )
@@ -259,8 +271,8 @@ class _Fractions(BaseModel):
 
 class SplitIn(_ActionBase, _Fractions):
     type: Literal["split", "reverse-split"]
-    numerator: int = Field(gt=0, description="new shares ...")
-    denominator: int = Field(gt=0, description="... for this many old shares")
+    numerator: int = Field(gt=0, le=1_000_000, description="new shares ...")
+    denominator: int = Field(gt=0, le=1_000_000, description="... for this many old shares")
 
 
 class SymbolChangeIn(_ActionBase):
@@ -283,7 +295,7 @@ class SpinOffIn(_ActionBase, _Fractions):
     type: Literal["spin-off"]
     new_symbol: Symbol
     ratio: PositiveNumber = Field(description="new shares per share held")
-    basis_percent: Annotated[Decimal, Field(ge=0, le=100, allow_inf_nan=False)]
+    basis_percent: PercentIn
 
 
 class CashDividendIn(_ActionBase):
@@ -312,7 +324,7 @@ class CorporateActionOut(BaseModel):
     accounts: list[ActionAccountOut]
 
 
-class SleeveTransferIn(BaseModel):
+class SleeveTransferIn(RequestBody):
     """Move shares of one security between sleeves of an account: no taxable event, the
     lots keep their basis and dates."""
 
@@ -339,7 +351,7 @@ class SleeveTransferOut(BaseModel):
     repeated: bool = False
 
 
-class SleeveCashTransferIn(BaseModel):
+class SleeveCashTransferIn(RequestBody):
     """Move cash between sleeves of an account (or between a sleeve and the account's own
     cash, ``''``): the account's cash does not change."""
 
