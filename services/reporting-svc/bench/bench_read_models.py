@@ -2,8 +2,11 @@
 
 Applies holdings-reconciled v2 snapshots (30 positions of 3 lots each by default) for N
 accounts in consumer batches through the real consumer path (envelope decoding, inbox,
-batch handlers) on real Postgres, then drift verdicts, a run's chunks and a price change,
-and times the dashboard's list and summary requests with the whole book stored. Prints JSON.
+batch handlers) on real Postgres, then a second snapshot of every account as fills leave
+it (one lot partly sold, one lot bought: what the settle stage of a model change sends),
+then drift verdicts, a run's chunks and a price change, and times the dashboard's list and
+summary requests with the whole book stored. Prints JSON; `consumer_cpu_s` is this
+process' CPU time in the consumer path (steadier than wall time on a shared machine).
 
     .venv/bin/python services/reporting-svc/bench/bench_read_models.py --accounts 20000
 
@@ -108,7 +111,9 @@ class Book:
         )
         return envelope(payload, key=account, time=T0 + timedelta(seconds=1))
 
-    def holdings(self, i: int) -> Envelope:
+    def holdings(self, i: int, after_fills: bool = False) -> Envelope:
+        """Account i's opening snapshot, or (``after_fills``) the one after a sale of part of
+        its first lot and a purchase of a new lot of its second position."""
         account = self.accounts[i]
         rng = random.Random(i)
         positions = []
@@ -122,6 +127,23 @@ class Book:
                 )
                 for n in range(self.lots)
             ]
+            if after_fills and not positions:
+                sold = lots[0]
+                lots[0] = sold.model_copy(
+                    update={
+                        "quantity": (sold.quantity + 1) // 2,
+                        "cost_basis": (sold.cost_basis / 2).quantize(Decimal("0.01")),
+                    }
+                )
+            if after_fills and len(positions) == 1:
+                lots.append(
+                    ev.LotV1(
+                        lot_id=f"{account}-{symbol}-fill",
+                        quantity=Decimal(7),
+                        acquired=date(2026, 11, 21),
+                        cost_basis=Decimal("701.75"),
+                    )
+                )
             positions.append(
                 ev.PositionV2(
                     symbol=symbol,
@@ -132,12 +154,14 @@ class Book:
             )
         payload = ev.HoldingsReconciledV2(
             account_id=account,
-            as_of=date(2026, 11, 20),
+            as_of=date(2026, 11, 21 if after_fills else 20),
             cash=Decimal(rng.randint(0, 5_000_000)) / 100,
             positions=positions,
-            cause="opening-balance",
+            cause="fills" if after_fills else "opening-balance",
+            fill_ids=[f"F-{account}-1", f"F-{account}-2"] if after_fills else [],
         )
-        return envelope(payload, key=account, time=T0 + timedelta(seconds=2))
+        at = T0 + timedelta(seconds=6 if after_fills else 2)
+        return envelope(payload, key=account, time=at)
 
     def drift(self, i: int, run_id: uuid.UUID) -> Envelope:
         account = self.accounts[i]
@@ -162,13 +186,48 @@ def batches(n: int, size: int) -> Iterator[range]:
         yield range(start, min(start + size, n))
 
 
+CPU = {"consumer_s": 0.0}  # this process' CPU time in the consumer path
+
+
 async def apply(processor: BatchProcessor, envelopes: list[Envelope]) -> float:
     records = [record(e, n) for n, e in enumerate(envelopes)]
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     outcome = await processor.process(records)
     elapsed = time.perf_counter() - started
+    CPU["consumer_s"] += time.process_time() - cpu
     assert outcome["processed"] == len(records), outcome
     return elapsed
+
+
+async def apply_holdings(
+    processor: BatchProcessor, book: Book, accounts: int, batch: int, after_fills: bool
+) -> dict[str, Any]:
+    """Every account's snapshot in consumer batches: timings of the consumer path."""
+    handler_s, built_s = 0.0, 0.0
+    per_batch = []
+    cpu = CPU["consumer_s"]
+    started = time.perf_counter()
+    for part in batches(accounts, batch):
+        t = time.perf_counter()
+        envelopes = [book.holdings(i, after_fills) for i in part]
+        built_s += time.perf_counter() - t
+        spent = await apply(processor, envelopes)
+        handler_s += spent
+        per_batch.append(spent)
+    total = time.perf_counter() - started
+    lots = accounts * book.positions * book.lots
+    return {
+        "events": accounts,
+        "lots": lots,
+        "wall_s": round(total, 2),
+        "generating_events_s": round(built_s, 2),
+        "consumer_path_s": round(handler_s, 2),
+        "consumer_cpu_s": round(CPU["consumer_s"] - cpu, 2),
+        "batch_median_s": round(statistics.median(per_batch), 3),
+        "batch_max_s": round(max(per_batch), 3),
+        "events_per_s": round(accounts / handler_s),
+        "lots_per_s": round(lots / handler_s),
+    }
 
 
 async def timed(client: httpx.AsyncClient, path: str, repeat: int) -> dict[str, Any]:
@@ -217,29 +276,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             await apply(processor, [book.account_changed(i) for i in part])
         result["account_changed_s"] = round(time.perf_counter() - started, 2)
 
-        handler_s, built_s = 0.0, 0.0
-        per_batch = []
-        started = time.perf_counter()
-        for part in batches(args.accounts, args.batch):
-            t = time.perf_counter()
-            envelopes = [book.holdings(i) for i in part]
-            built_s += time.perf_counter() - t
-            spent = await apply(processor, envelopes)
-            handler_s += spent
-            per_batch.append(spent)
-        total = time.perf_counter() - started
-        lots = args.accounts * args.positions * args.lots
-        result["holdings_reconciled"] = {
-            "events": args.accounts,
-            "lots": lots,
-            "wall_s": round(total, 2),
-            "generating_events_s": round(built_s, 2),
-            "consumer_path_s": round(handler_s, 2),
-            "batch_median_s": round(statistics.median(per_batch), 3),
-            "batch_max_s": round(max(per_batch), 3),
-            "events_per_s": round(args.accounts / handler_s),
-            "lots_per_s": round(lots / handler_s),
-        }
+        result["holdings_reconciled"] = await apply_holdings(
+            processor, book, args.accounts, args.batch, after_fills=False
+        )
+        result["holdings_reconciled_after_fills"] = await apply_holdings(
+            processor, book, args.accounts, args.batch, after_fills=True
+        )
 
         run_id = uuid.uuid4()
         started = time.perf_counter()

@@ -6,6 +6,7 @@ transactions race."""
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import uuid
 from datetime import date
@@ -16,7 +17,7 @@ import httpx
 import pytest
 from ballast_common.consumer import Delivery
 from ballast_common.contracts import events as ev
-from ballast_common.contracts.envelope import Envelope, decode_envelope
+from ballast_common.contracts.envelope import Envelope
 from ballast_common.db import Database
 from ballast_common.testing import (
     consumer_record,
@@ -418,6 +419,57 @@ async def test_a_bad_snapshot_in_a_batch_is_dead_lettered_and_the_rest_applied(
     assert f"holdings of {bad} list a security twice" in bytes(letter).decode()
 
 
+async def test_a_snapshot_whose_stored_numbers_are_not_decimals_is_dead_lettered_naming_them(
+    db: Database,
+) -> None:
+    """holdings-reconciled is decoded into reporting's view (the numbers stay text for the
+    database): a lot quantity that is no decimal, or a negative basis, is refused there,
+    naming the field; the rest of the batch is applied."""
+    model = new_model()
+    await deliver(db, prices(0, ZZA="10"))
+    good, bad, negative = new_account(), new_account(), new_account()
+    await account_changed_batch(db, [good, bad, negative], model)
+
+    def with_lot(account: str, quantity: str, basis: str) -> bytes:
+        """A snapshot whose lot's quantity and basis are written as given (the contract would
+        refuse to build it)."""
+        lot = {"lot_id": "L1", "quantity": "3.25", "acquired": "2026-01-05", "cost_basis": "26.99"}
+        payload = ev.HoldingsReconciledV2.model_validate(
+            {"account_id": account, "as_of": "2026-11-20", "cash": "100", "cause": "fills",
+             "positions": [{"symbol": "ZZA", "quantity": "3", "cost_basis": "27",
+                            "lots": [lot]}]}
+        )  # fmt: skip
+        raw = envelope(payload, key=account, time=at(5)).to_bytes().decode()
+        return raw.replace('"3.25"', f'"{quantity}"').replace('"26.99"', f'"{basis}"').encode()
+
+    records = [
+        consumer_record(value, offset, topic="holdings-reconciled")
+        for offset, value in enumerate(
+            [with_lot(bad, "3 shares", "27"), with_lot(good, "3", "27"),
+             with_lot(negative, "3", "-27")]
+        )
+    ]  # fmt: skip
+    processor = service_consumer(db, "reporting-svc", SUBSCRIPTIONS)
+    assert await processor.process(records) == {
+        "processed": 1,
+        "duplicate": 0,
+        "dead_lettered": 2,
+    }
+    stored = await valuations(db, [good, bad, negative])
+    assert stored[good].market_value == Decimal(130)
+    assert all(a not in stored or stored[a].market_value is None for a in (bad, negative))
+    async with db.sessions() as session:
+        letters = [
+            json.loads(bytes(v))["error"]
+            for (v,) in await session.execute(
+                text("SELECT value FROM outbox WHERE topic = 'dlq.reporting-svc' ORDER BY id")
+            )
+        ]
+    assert letters[-2].startswith("invalid holdings-reconciled v2 payload: ")
+    assert "positions.0.lots.0.quantity: String should match pattern" in letters[-2]
+    assert "positions.0.lots.0.cost_basis: String should match pattern" in letters[-1]
+
+
 async def test_a_fill_racing_the_snapshot_that_reflects_it_is_counted_reflected(
     db: Database, client: httpx.AsyncClient
 ) -> None:
@@ -434,7 +486,9 @@ async def test_a_fill_racing_the_snapshot_that_reflects_it_is_counted_reflected(
     the_fill = fill(account, buy, proposal, fid, "10", "20", at(40))
 
     def delivery(env: Envelope) -> list[Delivery]:
-        return [Delivery(*decode_envelope(env.to_bytes()))]
+        """Decoded as the consumer does (holdings-reconciled into its view)."""
+        [subscription] = [s for s in SUBSCRIPTIONS if s.event_type == env.type]
+        return [Delivery(*subscription.decode(env.to_bytes()))]
 
     async with unit_of_work(db, "reporting-svc") as first:
         await service.apply_holdings(first, delivery(snapshot))

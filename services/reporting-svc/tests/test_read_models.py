@@ -29,6 +29,7 @@ from reporting_events import (
     trade,
 )
 from reporting_svc import repository as repo
+from sqlalchemy import text
 
 pytestmark = pytest.mark.integration
 
@@ -315,6 +316,70 @@ async def test_v2_snapshot_lots_are_valued_with_term_and_wash_adjustment(
     # a later v1 snapshot (no lots) replaces the lots with none
     await deliver(db, holdings(account, at(20), "500", {"ZZA": "100"}, as_of=date(2026, 11, 22)))
     assert (await client.get(f"/accounts/{account}/lots")).json()["lots"] == []
+
+
+async def stored_lots(db: Database, account: str) -> dict[str, tuple[Any, ...]]:
+    """Each stored lot's columns and its row version (xmin: it changes when the row is
+    written)."""
+    async with db.sessions() as session:
+        rows = await session.execute(
+            text(
+                "SELECT lot_id, symbol, quantity, acquired, cost_basis, wash_adjustment,"
+                " sleeve_id, xmin::text FROM lots WHERE account_id = :a"
+            ),
+            {"a": account},
+        )
+        return {r[0]: tuple(r[1:]) for r in rows}
+
+
+async def test_a_later_snapshot_writes_only_the_lots_and_positions_it_changes(
+    db: Database, client: httpx.AsyncClient
+) -> None:
+    account, model = new_account(), new_model()
+    await setup_book(db, account, model)
+
+    def snapshot(time_s: int, positions: list[dict[str, Any]]) -> Any:
+        payload = ev.HoldingsReconciledV2.model_validate(
+            {"account_id": account, "as_of": "2026-11-21", "cash": "500",
+             "positions": positions, "cause": "fills"}
+        )  # fmt: skip
+        return envelope(payload, key=account, time=at(time_s))
+
+    def lot(lot_id: str, quantity: str, basis: str, **more: str) -> dict[str, str]:
+        return {"lot_id": lot_id, "quantity": quantity, "acquired": "2026-01-05",
+                "cost_basis": basis, **more}  # fmt: skip
+
+    zza = [lot("A1", "60", "720"), lot("A2", "40", "310", wash_adjustment="30")]
+    await deliver(
+        db,
+        snapshot(10, [
+            {"symbol": "ZZA", "quantity": "100", "cost_basis": "1030", "lots": zza},
+            {"symbol": "ZZB", "quantity": "5", "cost_basis": "100",
+             "lots": [lot("B1", "5", "100")]},
+            {"symbol": "ZZC", "quantity": "1", "cost_basis": "5", "lots": [lot("C1", "1", "5")]},
+        ]),
+    )  # fmt: skip
+    before = await stored_lots(db, account)
+    # A1 as it was; A2 partly sold; B1 gone with its position; C2 new, in a sleeve
+    await deliver(
+        db,
+        snapshot(20, [
+            {"symbol": "ZZA", "quantity": "90", "cost_basis": "952.5",
+             "lots": [zza[0], lot("A2", "30", "232.5", wash_adjustment="22.5")]},
+            {"symbol": "ZZC", "quantity": "3", "cost_basis": "15",
+             "lots": [lot("C1", "1", "5"), lot("C2", "2", "10", sleeve_id="core")]},
+        ]),
+    )  # fmt: skip
+    after = await stored_lots(db, account)
+    assert sorted(after) == ["A1", "A2", "C1", "C2"]
+    assert after["A1"] == before["A1"] and after["C1"] == before["C1"]  # not even rewritten
+    assert after["A2"][:6] == ("ZZA", Decimal(30), date(2026, 1, 5), Decimal("232.5"),
+                               Decimal("22.5"), None)  # fmt: skip
+    assert after["C2"][:6] == ("ZZC", Decimal(2), date(2026, 1, 5), Decimal(10), Decimal(0),
+                               "core")  # fmt: skip
+    assert await positions(db, account) == {"ZZA": Decimal(90), "ZZC": Decimal(3)}
+    body = (await client.get(f"/accounts/{account}")).json()
+    assert body["positions"] == 2 and Decimal(body["market_value"]) == 500 + 90 * 10 + 3 * 5
 
 
 async def test_lots_of_an_unknown_account_is_404(client: httpx.AsyncClient) -> None:

@@ -19,7 +19,8 @@ Scenarios:
   arrive together, as its proposal's orders do) applied in batches of ``--batch`` fills
   per unit of work with ``service.apply_fills`` (what the fills consumer does), and the
   snapshot loop's publishing: fills per second and holdings-reconciled events per batch
-  (coalesced per account). ``--one-by-one`` applies the same batches with one
+  (coalesced per account), and this process' CPU time per fill and per event (steadier
+  than wall time on a shared machine). ``--one-by-one`` applies the same batches with one
   ``apply_fill`` call per fill inside the unit of work (the consumer before batching), for
   a comparison on the same machine.
 """
@@ -181,11 +182,11 @@ async def consumer_batches(
         for k in range(per_account)
     ]
     events = 0
-    applying = 0.0
+    applying = applying_cpu = publishing_cpu = 0.0
     started = time.perf_counter()
     for start in range(0, len(fills), batch):
         part = fills[start : start + batch]
-        one = time.perf_counter()
+        one, cpu = time.perf_counter(), time.process_time()
         async with unit_of_work(db, "bench") as uow:  # type: ignore[arg-type]
             if one_by_one:
                 for f in part:
@@ -193,8 +194,11 @@ async def consumer_batches(
             else:
                 await service.apply_fills(uow, [(f, None) for f in part])
         applying += time.perf_counter() - one
+        applying_cpu += time.process_time() - cpu
+        cpu = time.process_time()
         async with unit_of_work(db, "bench") as uow:  # type: ignore[arg-type]
             events += await snapshots.publish_pending(uow, limit=100_000)
+        publishing_cpu += time.process_time() - cpu
     elapsed = time.perf_counter() - started
     batches = (len(fills) + batch - 1) // batch
     return {
@@ -207,6 +211,9 @@ async def consumer_batches(
         "batch_fills_per_second": round(len(fills) / applying, 1),
         "batch_fills_per_second_with_snapshots": round(len(fills) / elapsed, 1),
         "batch_ms_mean": round(applying / batches * 1000, 1),
+        # this process' CPU time (steadier than wall time on a shared machine)
+        "batch_cpu_ms_per_fill": round(applying_cpu / len(fills) * 1000, 3),
+        "snapshot_cpu_ms_per_event": round(publishing_cpu / max(events, 1) * 1000, 3),
         "holdings_reconciled_per_batch": round(events / batches, 1),
     }
 

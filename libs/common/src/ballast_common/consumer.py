@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
@@ -30,11 +31,12 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, ConsumerRecord
 from aiokafka.errors import KafkaConnectionError
 from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanKind
+from pydantic import BaseModel, ValidationError, create_model
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from ballast_common.contracts.envelope import Envelope, EnvelopeError, decode_envelope
 from ballast_common.contracts.events import DeadLetterV1
-from ballast_common.contracts.registry import DEAD_LETTER_TOPIC_PREFIX
+from ballast_common.contracts.registry import DEAD_LETTER_TOPIC_PREFIX, contract_for
 from ballast_common.errors import PermanentMessageError, TransientError
 from ballast_common.inbox import record_first_deliveries, record_first_delivery
 from ballast_common.metrics import CONSUMER_RETRIES, EVENTS_CONSUMED
@@ -70,7 +72,13 @@ class Subscription:
     - `attempts`: how often a record that fails (neither transient nor a
       PermanentMessageError) is tried before it is dead-lettered;
     - `on_dead_letter(uow, envelope, payload, reason)`: runs in the transaction that writes
-      the dead letter, so the service can record the failure in its own state.
+      the dead letter, so the service can record the failure in its own state;
+    - `view`: a model the payload is decoded into instead of the contract's (every version
+      of the topic): the fields the handler uses, unknown fields ignored, so a large payload
+      (a snapshot's lots) costs only what is read. The envelope is checked as always, the
+      type and version must be a known contract, and a payload whose view fields are
+      invalid is dead-lettered naming them. The handler always gets the view (a payload
+      decoded with the contract, as the shared test kit does, is turned into it).
     """
 
     event_type: str
@@ -80,6 +88,7 @@ class Subscription:
     batch_size: int | None = None
     attempts: int = 1
     on_dead_letter: DeadLetterHook | None = None
+    view: type[BaseModel] | None = None
 
     def __post_init__(self) -> None:
         if (self.handler is None) == (self.batch_handler is None):
@@ -91,7 +100,16 @@ class Subscription:
     def batch(cls, event_type: str, handler: BatchHandler, **options: Any) -> Subscription:
         return cls(event_type, batch_handler=handler, **options)
 
+    def decode(self, raw: bytes | None) -> tuple[Envelope, Any]:
+        """Envelope and payload of a message: the payload as the contract's model, or as the
+        view; raises EnvelopeError naming the problem."""
+        if self.view is None:
+            return decode_envelope(raw)
+        return decode_view(raw, self.view)
+
     async def deliver(self, uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+        if self.view is not None:
+            deliveries = [self._as_view(d) for d in deliveries]
         if self.batch_handler is not None:
             await self.batch_handler(uow, deliveries)
             return
@@ -103,9 +121,76 @@ class Subscription:
             finally:
                 uow.causation = None
 
+    def _as_view(self, delivery: Delivery) -> Delivery:
+        assert self.view is not None
+        if isinstance(delivery.payload, self.view):
+            return delivery
+        payload = delivery.payload
+        if isinstance(payload, BaseModel):
+            payload = payload.model_dump(mode="json")
+        return Delivery(delivery.envelope, self.view.model_validate(payload))
+
+
+_VIEW_ENVELOPES: dict[type[BaseModel], type[Envelope]] = {}
+
+
+def decode_view(raw: bytes | None, view: type[BaseModel]) -> tuple[Envelope, BaseModel]:
+    """Parse bytes into (envelope, payload as ``view``) in one pass from the JSON; raise
+    EnvelopeError naming the problem (not JSON, the envelope's field, an unknown type or
+    version, the view's field)."""
+    if raw is None:
+        raise EnvelopeError("message has no value")
+    model = _VIEW_ENVELOPES.get(view)
+    if model is None:
+        model = create_model(f"{view.__name__}Envelope", __base__=Envelope, payload=(view, ...))
+        _VIEW_ENVELOPES[view] = model
+    try:
+        typed: Any = model.model_validate_json(raw)
+    except ValidationError:
+        return _decode_view_carefully(raw, view)
+    if contract_for(typed.type, typed.version) is None:
+        raise EnvelopeError(f"unknown event type/version {typed.type} v{typed.version}")
+    return typed, typed.payload
+
+
+def _decode_view_carefully(raw: bytes, view: type[BaseModel]) -> tuple[Envelope, BaseModel]:
+    """The slow path, in steps, so that the error names what is wrong."""
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EnvelopeError(f"message is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise EnvelopeError("message is not a JSON object")
+    try:
+        envelope = Envelope.model_validate(data)
+    except ValidationError as exc:
+        raise EnvelopeError(f"invalid envelope: {_problems(exc)}") from exc
+    if contract_for(envelope.type, envelope.version) is None:
+        raise EnvelopeError(f"unknown event type/version {envelope.type} v{envelope.version}")
+    try:
+        payload = view.model_validate(envelope.payload)
+    except ValidationError as exc:
+        raise EnvelopeError(
+            f"invalid {envelope.type} v{envelope.version} payload: {_problems(exc)}"
+        ) from exc
+    return envelope, payload
+
+
+def _problems(exc: ValidationError) -> str:
+    parts = [
+        f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
+        for err in exc.errors()[:5]
+    ]
+    more = exc.error_count() - len(parts)
+    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
+
 
 class _IsolateFailures(Exception):
     """A record of the batch failed permanently: redo the batch one savepoint per record."""
+
+
+# serialization failure, deadlock, lock not available: another try will do
+_RETRYABLE_STATES = {"40001", "40P01", "55P03"}
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -114,8 +199,12 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, DBAPIError):
         if exc.connection_invalidated:
             return True
-        # serialization failure, deadlock, lock not available: another try will do
-        return _sqlstate(exc.orig) in {"40001", "40P01", "55P03"}
+        return _sqlstate(exc.orig) in _RETRYABLE_STATES
+    # The driver's own errors, from statements run on its connection (ballast_common.bulk):
+    # the same states, and a connection lost (class 08).
+    state = getattr(exc, "sqlstate", None)
+    if isinstance(state, str):
+        return state in _RETRYABLE_STATES or state.startswith("08")
     return isinstance(exc, TimeoutError)
 
 
@@ -270,11 +359,15 @@ class BatchProcessor:
 
     def _decode(self, record: ConsumerRecord[bytes, bytes]) -> tuple[Envelope, Any] | Exception:
         topic = self._logical(record.topic)
+        subscription = self._subscriptions.get(topic)
         try:
-            envelope, payload = decode_envelope(record.value)
+            if subscription is not None:
+                envelope, payload = subscription.decode(record.value)
+            else:
+                envelope, payload = decode_envelope(record.value)
         except EnvelopeError as exc:
             return exc
-        if envelope.type != topic or topic not in self._subscriptions:
+        if envelope.type != topic or subscription is None:
             return EnvelopeError(f"event type {envelope.type!r} does not belong on {topic!r}")
         return envelope, payload
 

@@ -1,6 +1,7 @@
 """Event handlers: each gets every new event of its topic in a consumer batch and calls one
 service function, which writes the batch with a few set-based statements. Inbox dedup is
-the consumer's job; the service functions are idempotent upserts in their own right."""
+the consumer's job; the service functions are idempotent upserts in their own right.
+holdings-reconciled is decoded into a view of what is stored (``views.HoldingsView``)."""
 
 from collections.abc import Sequence
 
@@ -9,6 +10,7 @@ from ballast_common.uow import UnitOfWork
 
 from reporting_svc import service
 from reporting_svc.settings import Settings
+from reporting_svc.views import HoldingsView
 
 
 async def on_securities_changed(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
@@ -61,7 +63,7 @@ def subscriptions(settings: Settings) -> list[Subscription]:
         Subscription.batch("securities-changed", on_securities_changed),
         Subscription.batch("model-changed", on_model_changed),
         Subscription.batch("account-changed", on_account_changed),
-        Subscription.batch("holdings-reconciled", on_holdings_reconciled),
+        Subscription.batch("holdings-reconciled", on_holdings_reconciled, view=HoldingsView),
         Subscription.batch("drift-detected", on_drift_detected),
         Subscription.batch("rebalance-chunk-completed", on_chunk_completed),
         Subscription.batch("trades-proposed", on_trades_proposed),

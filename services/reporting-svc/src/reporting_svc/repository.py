@@ -2,11 +2,13 @@
 queries over the stored read models.
 
 Writes take a batch's rows as arrays (`unnest`) so a consumer batch costs one statement per
-table, whatever its size. Concurrency: a transaction that changes an account's holdings,
-trades or fills first takes the account's `account_valuations` row (`lock_accounts`, in
-account order), so what it derives from other tables (a trade's fills, an account's value)
-sees every change committed by the transaction before it. Revaluing on new prices takes the
-prices lock exclusively; holdings batches take it shared.
+table, whatever its size. They run on the session's driver connection
+(`ballast_common.bulk`), in its transaction: one prepared statement each, kept by the
+driver, and no per-call statement building. Concurrency: a transaction that changes an
+account's holdings, trades or fills first takes the account's `account_valuations` row
+(`lock_accounts`, in account order), so what it derives from other tables (a trade's fills,
+an account's value) sees every change committed by the transaction before it. Revaluing on
+new prices takes the prices lock exclusively; holdings batches take it shared.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+from ballast_common.bulk import driver_connection, insert_columns
 from sqlalchemy import CursorResult, Executable, func, text
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -25,6 +28,7 @@ from reporting_svc.tables import (
     AccountSleeve,
     HoldingsSnapshot,
     Model,
+    ModelTarget,
     Position,
     Trade,
 )
@@ -44,19 +48,37 @@ async def _run(
     return await connection.execute(statement, params)
 
 
+async def _write(session: AsyncSession, sql: str, *args: Any) -> int:
+    """Run a write with positional parameters on the driver connection, in the session's
+    transaction; returns the rows it changed."""
+    status = await (await driver_connection(session)).execute(sql, *args)
+    count = status.rsplit(" ", 1)[-1]
+    return int(count) if count.isdigit() else 0
+
+
+async def _fetch_first_column(session: AsyncSession, sql: str, *args: Any) -> list[Any]:
+    """The first column of what a statement (a write ... RETURNING) gives, in order."""
+    return [r[0] for r in await (await driver_connection(session)).fetch(sql, *args)]
+
+
 def _unnest(columns: Mapping[str, str]) -> str:
-    """`unnest(CAST(:a AS t[]), ...) AS u(a, ...)`: one array parameter per column."""
-    arrays = ", ".join(f"CAST(:{c} AS {t}[])" for c, t in columns.items())
+    """`unnest($1::a_type[], ...) AS u(a, ...)`: one array parameter per column, in order."""
+    arrays = ", ".join(f"${n}::{t}[]" for n, t in enumerate(columns.values(), 1))
     return f"unnest({arrays}) AS u({', '.join(columns)})"
 
 
-def _arrays(rows: Sequence[Row], columns: Mapping[str, str]) -> dict[str, list[Any]]:
-    return {c: [r[c] for r in rows] for c in columns}
+def _arrays(rows: Sequence[Row], columns: Mapping[str, str]) -> list[list[Any]]:
+    """The parameters of `_unnest(columns)`: each column's values, in order."""
+    return [[r[c] for r in rows] for c in columns]
 
 
 def _json_list(values: Sequence[str] | None) -> str | None:
     """A per-row list travels as JSON text (arrays of arrays cannot be unnested by row)."""
     return None if values is None else json.dumps(list(values))
+
+
+def _table(entity: Any) -> Any:
+    return entity.__table__
 
 
 # --- locks ----------------------------------------------------------------------------------
@@ -65,7 +87,7 @@ def _json_list(values: Sequence[str] | None) -> str | None:
 async def lock_prices(session: AsyncSession, *, exclusive: bool) -> None:
     """Revaluing on new prices excludes holdings batches, so neither misses the other's rows."""
     fn = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
-    await _run(session, text(f"SELECT {fn}(hashtext(:key))"), {"key": PRICES_LOCK})
+    await _write(session, f"SELECT {fn}(hashtext($1))", PRICES_LOCK)
 
 
 async def lock_accounts(session: AsyncSession, account_ids: Sequence[str]) -> None:
@@ -73,22 +95,18 @@ async def lock_accounts(session: AsyncSession, account_ids: Sequence[str]) -> No
     ids = sorted(set(account_ids))
     if not ids:
         return
-    await _run(
+    await _write(
         session,
-        text(
-            "INSERT INTO account_valuations (account_id, updated_at)"
-            " SELECT a, now() FROM unnest(CAST(:ids AS text[])) AS a ORDER BY a"
-            " ON CONFLICT (account_id) DO NOTHING"
-        ),
-        {"ids": ids},
+        "INSERT INTO account_valuations (account_id, updated_at)"
+        " SELECT a, now() FROM unnest($1::text[]) AS a ORDER BY a"
+        " ON CONFLICT (account_id) DO NOTHING",
+        ids,
     )
-    await _run(
+    await _write(
         session,
-        text(
-            "SELECT account_id FROM account_valuations WHERE account_id = ANY(:ids)"
-            " ORDER BY account_id FOR NO KEY UPDATE"
-        ),
-        {"ids": ids},
+        "SELECT account_id FROM account_valuations WHERE account_id = ANY($1::text[])"
+        " ORDER BY account_id FOR NO KEY UPDATE",
+        ids,
     )
 
 
@@ -123,8 +141,7 @@ async def upsert_securities(session: AsyncSession, rows: Sequence[Row]) -> list[
          WHERE b.price IS DISTINCT FROM w.price
          ORDER BY w.symbol
     """
-    result = await _run(session, text(sql), _arrays(rows, _SECURITY_COLUMNS))
-    return list(result.scalars())
+    return await _fetch_first_column(session, sql, *_arrays(rows, _SECURITY_COLUMNS))
 
 
 _MODEL_COLUMNS = {
@@ -148,8 +165,7 @@ async def upsert_models(session: AsyncSession, rows: Sequence[Row]) -> list[str]
          WHERE models.version <= EXCLUDED.version
         RETURNING model_id
     """
-    result = await _run(session, text(sql), _arrays(rows, _MODEL_COLUMNS))
-    return list(result.scalars())
+    return await _fetch_first_column(session, sql, *_arrays(rows, _MODEL_COLUMNS))
 
 
 async def replace_targets(
@@ -158,18 +174,14 @@ async def replace_targets(
     """The targets of these models become `targets`."""
     if not model_ids:
         return
-    await _run(
-        session, text("DELETE FROM model_targets WHERE model_id = ANY(:ids)"), {"ids": model_ids}
+    await _write(
+        session, "DELETE FROM model_targets WHERE model_id = ANY($1::text[])", list(model_ids)
     )
-    if targets:
-        await _run(
-            session,
-            text(
-                "INSERT INTO model_targets (model_id, symbol, weight)"
-                f" SELECT * FROM {_unnest(_TARGET_COLUMNS)}"
-            ),
-            _arrays(targets, _TARGET_COLUMNS),
-        )
+    await insert_columns(
+        session,
+        _table(ModelTarget),
+        {c: [t[c] for t in targets] for c in _TARGET_COLUMNS},
+    )
 
 
 _ACCOUNT_COLUMNS = {
@@ -202,8 +214,7 @@ async def upsert_accounts(session: AsyncSession, rows: Sequence[Row]) -> list[st
          WHERE accounts.changed_at <= EXCLUDED.changed_at
         RETURNING account_id
     """
-    result = await _run(session, text(sql), _arrays(rows, _ACCOUNT_COLUMNS))
-    return list(result.scalars())
+    return await _fetch_first_column(session, sql, *_arrays(rows, _ACCOUNT_COLUMNS))
 
 
 async def replace_sleeves(
@@ -212,37 +223,31 @@ async def replace_sleeves(
     """A UMA's sleeves are replaced with its account (none for an SMA)."""
     if not account_ids:
         return
-    await _run(
+    await _write(
         session,
-        text("DELETE FROM account_sleeves WHERE account_id = ANY(:ids)"),
-        {"ids": list(account_ids)},
+        "DELETE FROM account_sleeves WHERE account_id = ANY($1::text[])",
+        list(account_ids),
     )
-    if sleeves:
-        await _run(
-            session,
-            text(
-                "INSERT INTO account_sleeves (account_id, sleeve_id, model_id, weight)"
-                f" SELECT * FROM {_unnest(_SLEEVE_COLUMNS)}"
-            ),
-            _arrays(sleeves, _SLEEVE_COLUMNS),
-        )
+    await insert_columns(
+        session,
+        _table(AccountSleeve),
+        {c: [s[c] for s in sleeves] for c in _SLEEVE_COLUMNS},
+    )
 
 
 async def list_accounts_in_valuations(session: AsyncSession, account_ids: Sequence[str]) -> None:
     """Copy name, model and status of these (just written) accounts to their valuations."""
-    await _run(
+    await _write(
         session,
-        text(
-            """
-            INSERT INTO account_valuations (account_id, name, model_id, status, updated_at)
-            SELECT account_id, name, model_id, status, now() FROM accounts
-             WHERE account_id = ANY(:ids) ORDER BY account_id
-            ON CONFLICT (account_id) DO UPDATE
-               SET name = EXCLUDED.name, model_id = EXCLUDED.model_id,
-                   status = EXCLUDED.status, updated_at = EXCLUDED.updated_at
-            """
-        ),
-        {"ids": list(account_ids)},
+        """
+        INSERT INTO account_valuations (account_id, name, model_id, status, updated_at)
+        SELECT account_id, name, model_id, status, now() FROM accounts
+         WHERE account_id = ANY($1::text[]) ORDER BY account_id
+        ON CONFLICT (account_id) DO UPDATE
+           SET name = EXCLUDED.name, model_id = EXCLUDED.model_id,
+               status = EXCLUDED.status, updated_at = EXCLUDED.updated_at
+        """,
+        list(account_ids),
     )
 
 
@@ -266,28 +271,14 @@ _SNAPSHOT_COLUMNS = {
     "event_id": "uuid",
     "event_time": "timestamptz",
 }
-_POSITION_COLUMNS = {
-    "account_id": "text",
-    "symbol": "text",
-    "quantity": "numeric",
-    "cost_basis": "numeric",
-}
-_LOT_COLUMNS = {
-    "account_id": "text",
-    "lot_id": "text",
-    "symbol": "text",
-    "quantity": "numeric",
-    "acquired": "date",
-    "cost_basis": "numeric",
-    "wash_adjustment": "numeric",
-    "sleeve_id": "text",
-}
 
 
 async def upsert_snapshots(session: AsyncSession, snapshots: Sequence[Row]) -> list[str]:
     """Store snapshots unless a newer (as_of, event time) is stored; returns those stored."""
     params = _arrays(snapshots, _SNAPSHOT_COLUMNS)
-    params["fill_ids"] = [_json_list(s["fill_ids"]) for s in snapshots]
+    params[list(_SNAPSHOT_COLUMNS).index("fill_ids")] = [
+        _json_list(s["fill_ids"]) for s in snapshots
+    ]
     sql = f"""
         INSERT INTO holdings (account_id, as_of, cash, cause, fill_ids, event_id, event_time)
         SELECT account_id, as_of, cash, cause,
@@ -301,36 +292,89 @@ async def upsert_snapshots(session: AsyncSession, snapshots: Sequence[Row]) -> l
          WHERE (holdings.as_of, holdings.event_time) <= (EXCLUDED.as_of, EXCLUDED.event_time)
         RETURNING account_id
     """
-    return list((await _run(session, text(sql), params)).scalars())
+    return await _fetch_first_column(session, sql, *params)
+
+
+# Positions and lots as the snapshots state them; numbers travel as decimal text (as the
+# events carry them) and the database reads them: far cheaper than a Decimal each.
+_POSITION_COLUMNS = ("account_id", "symbol", "quantity", "cost_basis")
+_LOT_COLUMNS = (
+    "account_id",
+    "lot_id",
+    "symbol",
+    "quantity",
+    "acquired",
+    "cost_basis",
+    "wash_adjustment",
+    "sleeve_id",
+)
+# Those gone are deleted, new or changed ones written, the rest left alone (a snapshot
+# after a fill mostly repeats the one before): one statement per table. No ORDER BY: the
+# accounts' valuation rows are locked first (lock_accounts), so no other transaction
+# writes these rows meanwhile.
+_REPLACE_POSITIONS = """
+    WITH incoming AS (
+        SELECT account_id, symbol, CAST(quantity AS numeric) AS quantity,
+               CAST(cost_basis AS numeric) AS cost_basis
+          FROM unnest($2::text[], $3::text[], $4::text[], $5::text[])
+               AS u(account_id, symbol, quantity, cost_basis)
+    ),
+    gone AS (
+        DELETE FROM positions p
+         WHERE p.account_id = ANY($1::text[])
+           AND NOT EXISTS (SELECT 1 FROM incoming i
+                            WHERE i.account_id = p.account_id AND i.symbol = p.symbol)
+    )
+    INSERT INTO positions (account_id, symbol, quantity, cost_basis)
+    SELECT * FROM incoming
+    ON CONFLICT (account_id, symbol) DO UPDATE
+       SET quantity = EXCLUDED.quantity, cost_basis = EXCLUDED.cost_basis
+     WHERE (positions.quantity, positions.cost_basis)
+           IS DISTINCT FROM (EXCLUDED.quantity, EXCLUDED.cost_basis)
+"""
+_REPLACE_LOTS = """
+    WITH incoming AS (
+        SELECT account_id, lot_id, symbol, CAST(quantity AS numeric) AS quantity, acquired,
+               CAST(cost_basis AS numeric) AS cost_basis,
+               CAST(wash_adjustment AS numeric) AS wash_adjustment, sleeve_id
+          FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::date[], $7::text[],
+                      $8::text[], $9::text[])
+               AS u(account_id, lot_id, symbol, quantity, acquired, cost_basis,
+                    wash_adjustment, sleeve_id)
+    ),
+    gone AS (
+        DELETE FROM lots l
+         WHERE l.account_id = ANY($1::text[])
+           AND NOT EXISTS (SELECT 1 FROM incoming i
+                            WHERE i.account_id = l.account_id AND i.lot_id = l.lot_id)
+    )
+    INSERT INTO lots (account_id, lot_id, symbol, quantity, acquired, cost_basis,
+                      wash_adjustment, sleeve_id)
+    SELECT * FROM incoming
+    ON CONFLICT (account_id, lot_id) DO UPDATE
+       SET symbol = EXCLUDED.symbol, quantity = EXCLUDED.quantity,
+           acquired = EXCLUDED.acquired, cost_basis = EXCLUDED.cost_basis,
+           wash_adjustment = EXCLUDED.wash_adjustment, sleeve_id = EXCLUDED.sleeve_id
+     WHERE (lots.symbol, lots.quantity, lots.acquired, lots.cost_basis, lots.wash_adjustment,
+            lots.sleeve_id)
+           IS DISTINCT FROM (EXCLUDED.symbol, EXCLUDED.quantity, EXCLUDED.acquired,
+                             EXCLUDED.cost_basis, EXCLUDED.wash_adjustment, EXCLUDED.sleeve_id)
+"""
 
 
 async def replace_positions_and_lots(
-    session: AsyncSession, account_ids: Sequence[str], positions: Sequence[Row], lots: Sequence[Row]
+    session: AsyncSession,
+    account_ids: Sequence[str],
+    positions: Mapping[str, Sequence[Any]],
+    lots: Mapping[str, Sequence[Any]],
 ) -> None:
-    """The positions and lots of these accounts become the given ones."""
+    """The positions and lots of these accounts become the given ones (column by column,
+    numbers as decimal text)."""
     if not account_ids:
         return
-    ids = {"ids": list(account_ids)}
-    await _run(session, text("DELETE FROM positions WHERE account_id = ANY(:ids)"), ids)
-    await _run(session, text("DELETE FROM lots WHERE account_id = ANY(:ids)"), ids)
-    if positions:
-        await _run(
-            session,
-            text(
-                f"INSERT INTO positions ({', '.join(_POSITION_COLUMNS)})"
-                f" SELECT * FROM {_unnest(_POSITION_COLUMNS)}"
-            ),
-            _arrays(positions, _POSITION_COLUMNS),
-        )
-    if lots:
-        await _run(
-            session,
-            text(
-                f"INSERT INTO lots ({', '.join(_LOT_COLUMNS)})"
-                f" SELECT * FROM {_unnest(_LOT_COLUMNS)}"
-            ),
-            _arrays(lots, _LOT_COLUMNS),
-        )
+    ids = list(account_ids)
+    await _write(session, _REPLACE_POSITIONS, ids, *(positions[c] for c in _POSITION_COLUMNS))
+    await _write(session, _REPLACE_LOTS, ids, *(lots[c] for c in _LOT_COLUMNS))
 
 
 _RECONCILED_COLUMNS = {"fill_id": "text", "account_id": "text", "reconciled_at": "timestamptz"}
@@ -346,7 +390,7 @@ async def record_reconciled_fills(session: AsyncSession, rows: Sequence[Row]) ->
         ON CONFLICT (fill_id) DO UPDATE SET reconciled_at = EXCLUDED.reconciled_at
          WHERE EXCLUDED.reconciled_at < reconciled_fills.reconciled_at
     """
-    await _run(session, text(sql), _arrays(rows, _RECONCILED_COLUMNS))
+    await _write(session, sql, *_arrays(rows, _RECONCILED_COLUMNS))
 
 
 # The value of each account in {accounts}: cash plus its priced positions, with the positions
@@ -369,23 +413,23 @@ _REVALUE = """
       ) n
      WHERE v.account_id = n.account_id
 """
-_REVALUE_ACCOUNTS = text(_REVALUE.format(accounts="SELECT unnest(CAST(:ids AS text[]))"))
-_REVALUE_HOLDERS = text(
-    _REVALUE.format(accounts="SELECT account_id FROM positions WHERE symbol = ANY(:symbols)")
+_REVALUE_ACCOUNTS = _REVALUE.format(accounts="SELECT unnest($1::text[])")
+_REVALUE_HOLDERS = _REVALUE.format(
+    accounts="SELECT account_id FROM positions WHERE symbol = ANY($1::text[])"
 )
 
 
 async def revalue_accounts(session: AsyncSession, account_ids: Sequence[str]) -> None:
     """Value these accounts from their stored holdings and the current prices."""
     if account_ids:
-        await _run(session, _REVALUE_ACCOUNTS, {"ids": sorted(account_ids)})
+        await _write(session, _REVALUE_ACCOUNTS, sorted(account_ids))
 
 
 async def revalue_holders(session: AsyncSession, symbols: Sequence[str]) -> int:
     """Revalue every account holding one of these symbols; returns how many."""
     if not symbols:
         return 0
-    return (await _run(session, _REVALUE_HOLDERS, {"symbols": list(symbols)})).rowcount
+    return await _write(session, _REVALUE_HOLDERS, list(symbols))
 
 
 _VERDICT_COLUMNS = {
@@ -413,7 +457,7 @@ async def record_verdicts(session: AsyncSession, rows: Sequence[Row]) -> None:
          WHERE account_valuations.measured_at IS NULL
             OR account_valuations.measured_at <= EXCLUDED.measured_at
     """
-    await _run(session, text(sql), _arrays(rows, _VERDICT_COLUMNS))
+    await _write(session, sql, *_arrays(rows, _VERDICT_COLUMNS))
 
 
 # --- runs -----------------------------------------------------------------------------------
@@ -438,7 +482,7 @@ async def upsert_runs(session: AsyncSession, rows: Sequence[Row]) -> None:
          WHERE EXCLUDED.first_event_at < runs.first_event_at
             OR EXCLUDED.last_event_at > runs.last_event_at
     """
-    await _run(session, text(sql), _arrays(rows, _RUN_COLUMNS))
+    await _write(session, sql, *_arrays(rows, _RUN_COLUMNS))
 
 
 _CHUNK_RUN_COLUMNS = {
@@ -466,59 +510,53 @@ _CHUNK_COLUMNS = {
 async def record_chunks(session: AsyncSession, runs: Sequence[Row], chunks: Sequence[Row]) -> None:
     """Store chunk reports (completed replaces failed) and their runs' kind and totals."""
     run_names = ", ".join(_CHUNK_RUN_COLUMNS)
-    await _run(
+    await _write(
         session,
-        text(
-            f"""
-            INSERT INTO runs ({run_names})
-            SELECT * FROM {_unnest(_CHUNK_RUN_COLUMNS)} ORDER BY run_id
-            ON CONFLICT (run_id) DO UPDATE
-               SET model_id = EXCLUDED.model_id, model_version = EXCLUDED.model_version,
-                   kind = EXCLUDED.kind, trigger = EXCLUDED.trigger, chunks = EXCLUDED.chunks,
-                   first_event_at = LEAST(runs.first_event_at, EXCLUDED.first_event_at),
-                   last_event_at = GREATEST(runs.last_event_at, EXCLUDED.last_event_at)
-            """
-        ),
-        _arrays(runs, _CHUNK_RUN_COLUMNS),
+        f"""
+        INSERT INTO runs ({run_names})
+        SELECT * FROM {_unnest(_CHUNK_RUN_COLUMNS)} ORDER BY run_id
+        ON CONFLICT (run_id) DO UPDATE
+           SET model_id = EXCLUDED.model_id, model_version = EXCLUDED.model_version,
+               kind = EXCLUDED.kind, trigger = EXCLUDED.trigger, chunks = EXCLUDED.chunks,
+               first_event_at = LEAST(runs.first_event_at, EXCLUDED.first_event_at),
+               last_event_at = GREATEST(runs.last_event_at, EXCLUDED.last_event_at)
+        """,
+        *_arrays(runs, _CHUNK_RUN_COLUMNS),
     )
     chunk_names = ", ".join(_CHUNK_COLUMNS)
     chunk_updates = ", ".join(
         f"{c} = EXCLUDED.{c}" for c in _CHUNK_COLUMNS if c not in ("run_id", "chunk")
     )
-    await _run(
+    await _write(
         session,
-        text(
-            f"""
-            INSERT INTO run_chunks ({chunk_names})
-            SELECT * FROM {_unnest(_CHUNK_COLUMNS)} ORDER BY run_id, chunk
-            ON CONFLICT (run_id, chunk) DO UPDATE SET {chunk_updates}
-             WHERE run_chunks.status = 'failed' AND EXCLUDED.status = 'completed'
-            """
-        ),
-        _arrays(chunks, _CHUNK_COLUMNS),
+        f"""
+        INSERT INTO run_chunks ({chunk_names})
+        SELECT * FROM {_unnest(_CHUNK_COLUMNS)} ORDER BY run_id, chunk
+        ON CONFLICT (run_id, chunk) DO UPDATE SET {chunk_updates}
+         WHERE run_chunks.status = 'failed' AND EXCLUDED.status = 'completed'
+        """,
+        *_arrays(chunks, _CHUNK_COLUMNS),
     )
-    await _run(
+    await _write(
         session,
-        text(
-            """
-            UPDATE runs r
-               SET chunks_completed = c.completed, chunks_failed = c.failed,
-                   accounts = c.accounts, accounts_evaluated = c.evaluated,
-                   accounts_skipped = c.skipped, expected_proposals = c.proposals,
-                   expected_trades = c.trades
-              FROM (
-                  SELECT run_id,
-                         COUNT(*) FILTER (WHERE status = 'completed') AS completed,
-                         COUNT(*) FILTER (WHERE status = 'failed') AS failed,
-                         SUM(accounts) AS accounts, SUM(accounts_evaluated) AS evaluated,
-                         SUM(accounts_skipped) AS skipped, SUM(proposals) AS proposals,
-                         SUM(trades) AS trades
-                    FROM run_chunks WHERE run_id = ANY(:ids) GROUP BY run_id
-              ) c
-             WHERE r.run_id = c.run_id
-            """
-        ),
-        {"ids": sorted({r["run_id"] for r in runs})},
+        """
+        UPDATE runs r
+           SET chunks_completed = c.completed, chunks_failed = c.failed,
+               accounts = c.accounts, accounts_evaluated = c.evaluated,
+               accounts_skipped = c.skipped, expected_proposals = c.proposals,
+               expected_trades = c.trades
+          FROM (
+              SELECT run_id,
+                     COUNT(*) FILTER (WHERE status = 'completed') AS completed,
+                     COUNT(*) FILTER (WHERE status = 'failed') AS failed,
+                     SUM(accounts) AS accounts, SUM(accounts_evaluated) AS evaluated,
+                     SUM(accounts_skipped) AS skipped, SUM(proposals) AS proposals,
+                     SUM(trades) AS trades
+                FROM run_chunks WHERE run_id = ANY($1::uuid[]) GROUP BY run_id
+          ) c
+         WHERE r.run_id = c.run_id
+        """,
+        sorted({r["run_id"] for r in runs}),
     )
 
 
@@ -545,7 +583,7 @@ async def upsert_run_drift(session: AsyncSession, rows: Sequence[Row]) -> None:
         ON CONFLICT (run_id, account_id) DO UPDATE SET {updates}
          WHERE run_drift.measured_at <= EXCLUDED.measured_at
     """
-    await _run(session, text(sql), _arrays(rows, _DRIFT_COLUMNS))
+    await _write(session, sql, *_arrays(rows, _DRIFT_COLUMNS))
 
 
 # --- proposals, trades, fills ---------------------------------------------------------------
@@ -571,7 +609,7 @@ async def upsert_proposed(session: AsyncSession, rows: Sequence[Row]) -> None:
         SELECT * FROM {_unnest(_PROPOSED_COLUMNS)} ORDER BY proposal_id
         ON CONFLICT (proposal_id) DO UPDATE SET {updates}
     """
-    await _run(session, text(sql), _arrays(rows, _PROPOSED_COLUMNS))
+    await _write(session, sql, *_arrays(rows, _PROPOSED_COLUMNS))
 
 
 _MARK_COLUMNS = {"proposal_id": "uuid", "account_id": "text", "by": "text", "at": "timestamptz"}
@@ -586,7 +624,7 @@ async def approve_proposals(session: AsyncSession, rows: Sequence[Row]) -> None:
            SET approved_by = EXCLUDED.approved_by, approved_at = EXCLUDED.approved_at
          WHERE proposals.approved_at IS NULL
     """
-    await _run(session, text(sql), _arrays(rows, _MARK_COLUMNS))
+    await _write(session, sql, *_arrays(rows, _MARK_COLUMNS))
 
 
 _DECLINE_COLUMNS = {**_MARK_COLUMNS, "reason": "text"}
@@ -603,18 +641,20 @@ async def decline_proposals(session: AsyncSession, rows: Sequence[Row]) -> None:
                declined_reason = EXCLUDED.declined_reason
          WHERE proposals.declined_at IS NULL
     """
-    await _run(session, text(sql), _arrays(rows, _DECLINE_COLUMNS))
+    await _write(session, sql, *_arrays(rows, _DECLINE_COLUMNS))
+
+
+_ENSURE_PROPOSAL_COLUMNS = {"proposal_id": "uuid", "account_id": "text"}
 
 
 async def ensure_proposals(session: AsyncSession, rows: Sequence[Row]) -> None:
     """Proposals first seen through a fill or a reject."""
-    columns = {"proposal_id": "uuid", "account_id": "text"}
     sql = f"""
         INSERT INTO proposals (proposal_id, account_id)
-        SELECT * FROM {_unnest(columns)} ORDER BY proposal_id
+        SELECT * FROM {_unnest(_ENSURE_PROPOSAL_COLUMNS)} ORDER BY proposal_id
         ON CONFLICT (proposal_id) DO NOTHING
     """
-    await _run(session, text(sql), _arrays(rows, columns))
+    await _write(session, sql, *_arrays(rows, _ENSURE_PROPOSAL_COLUMNS))
 
 
 _DETAIL_COLUMNS = {
@@ -654,7 +694,7 @@ _DETAILS = (
 async def upsert_trade_details(session: AsyncSession, rows: Sequence[Row]) -> None:
     """Trades' terms as proposed or approved (the first proposed/approved time wins)."""
     params = _arrays(rows, _DETAIL_COLUMNS)
-    params["lot_ids"] = [_json_list(r["lot_ids"]) for r in rows]
+    params[list(_DETAIL_COLUMNS).index("lot_ids")] = [_json_list(r["lot_ids"]) for r in rows]
     names = [c for c in _DETAIL_COLUMNS if c != "lot_ids"]
     sql = f"""
         INSERT INTO trades ({", ".join(names)}, lot_ids, filled_quantity)
@@ -669,7 +709,7 @@ async def upsert_trade_details(session: AsyncSession, rows: Sequence[Row]) -> No
                approved_at = COALESCE(trades.approved_at, EXCLUDED.approved_at),
                updated_at = GREATEST(trades.updated_at, EXCLUDED.updated_at)
     """
-    await _run(session, text(sql), params)
+    await _write(session, sql, *params)
 
 
 _ENSURE_COLUMNS = {
@@ -697,7 +737,7 @@ async def ensure_trades(session: AsyncSession, rows: Sequence[Row]) -> None:
                rejected_at = COALESCE(trades.rejected_at, EXCLUDED.rejected_at),
                updated_at = GREATEST(trades.updated_at, EXCLUDED.updated_at)
     """
-    await _run(session, text(sql), _arrays(rows, _ENSURE_COLUMNS))
+    await _write(session, sql, *_arrays(rows, _ENSURE_COLUMNS))
 
 
 _FILL_COLUMNS = {
@@ -720,7 +760,7 @@ async def insert_fills(session: AsyncSession, rows: Sequence[Row]) -> int:
         SELECT * FROM {_unnest(_FILL_COLUMNS)} ORDER BY fill_id
         ON CONFLICT (fill_id) DO NOTHING
     """
-    return (await _run(session, text(sql), _arrays(rows, _FILL_COLUMNS))).rowcount
+    return await _write(session, sql, *_arrays(rows, _FILL_COLUMNS))
 
 
 # Filled quantity, average price, fills (and those reflected in holdings), run and status of
@@ -759,29 +799,29 @@ _REFRESH = """
            IS DISTINCT FROM
            (f.qty, f.avg_price, f.fills, f.reflected, f.reconciled_at, f.run_id, f.status)
 """
-_REFRESH_TRADES = text(_REFRESH.format(which="tt.trade_id = ANY(:ids)"))
-_REFRESH_PROPOSALS = text(_REFRESH.format(which="tt.proposal_id = ANY(:ids)"))
-_REFRESH_FILLED = text(
-    _REFRESH.format(which="tt.trade_id IN (SELECT trade_id FROM fills WHERE fill_id = ANY(:ids))")
+_REFRESH_TRADES = _REFRESH.format(which="tt.trade_id = ANY($1::uuid[])")
+_REFRESH_PROPOSALS = _REFRESH.format(which="tt.proposal_id = ANY($1::uuid[])")
+_REFRESH_FILLED = _REFRESH.format(
+    which="tt.trade_id IN (SELECT trade_id FROM fills WHERE fill_id = ANY($1::text[]))"
 )
 
 
 async def refresh_trades(session: AsyncSession, trade_ids: Sequence[uuid.UUID]) -> None:
     """Derive filled quantity, average price, fills, run and status of these trades."""
     if trade_ids:
-        await _run(session, _REFRESH_TRADES, {"ids": sorted(set(trade_ids))})
+        await _write(session, _REFRESH_TRADES, sorted(set(trade_ids)))
 
 
 async def refresh_proposal_trades(session: AsyncSession, proposal_ids: Sequence[uuid.UUID]) -> None:
     """The same for every trade of these proposals."""
     if proposal_ids:
-        await _run(session, _REFRESH_PROPOSALS, {"ids": sorted(set(proposal_ids))})
+        await _write(session, _REFRESH_PROPOSALS, sorted(set(proposal_ids)))
 
 
 async def refresh_filled_trades(session: AsyncSession, fill_ids: Sequence[str]) -> None:
     """The same for the trades of these fills (a snapshot reflected them)."""
     if fill_ids:
-        await _run(session, _REFRESH_FILLED, {"ids": sorted(set(fill_ids))})
+        await _write(session, _REFRESH_FILLED, sorted(set(fill_ids)))
 
 
 # --- reads ----------------------------------------------------------------------------------

@@ -12,10 +12,7 @@ from ballast_common.consumer import Delivery
 from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import (
     FillsReceivedV1,
-    HoldingsReconciledV1,
-    HoldingsReconciledV2,
     ModelChangedV1,
-    PositionV2,
     RebalanceChunkCompletedV1,
     SecurityV1,
     TradeV1,
@@ -43,6 +40,7 @@ from reporting_svc.schemas import (
     Summary,
     TradeOut,
 )
+from reporting_svc.views import HoldingsView
 
 WEIGHT_PLACES = Decimal("0.00000001")
 CENTS = Decimal("0.01")
@@ -179,17 +177,61 @@ async def apply_accounts(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> Non
     await repo.list_accounts_in_valuations(uow.session, sorted(written))
 
 
-def _check_holdings(p: HoldingsReconciledV1 | HoldingsReconciledV2) -> None:
-    symbols = [pos.symbol for pos in p.positions]
+def _check_holdings(p: HoldingsView) -> None:
+    symbols = [pos["symbol"] for pos in p.positions]
     if len(set(symbols)) != len(symbols):
         raise PermanentMessageError(f"holdings of {p.account_id} list a security twice")
-    lot_ids = [lot.lot_id for pos in p.positions if isinstance(pos, PositionV2) for lot in pos.lots]
+    lot_ids = [lot["lot_id"] for pos in p.positions for lot in pos.get("lots", ())]
     if len(set(lot_ids)) != len(lot_ids):
         raise PermanentMessageError(f"holdings of {p.account_id} list a lot id twice")
 
 
+def _position_columns(snapshots: Sequence[HoldingsView]) -> dict[str, list[Any]]:
+    """The snapshots' positions, column by column (numbers as the decimal text they came as)."""
+    columns: dict[str, list[Any]] = {
+        "account_id": [],
+        "symbol": [],
+        "quantity": [],
+        "cost_basis": [],
+    }
+    for p in snapshots:
+        for pos in p.positions:
+            columns["account_id"].append(p.account_id)
+            columns["symbol"].append(pos["symbol"])
+            columns["quantity"].append(pos["quantity"])
+            columns["cost_basis"].append(pos["cost_basis"])
+    return columns
+
+
+def _lot_columns(snapshots: Sequence[HoldingsView]) -> dict[str, list[Any]]:
+    """The snapshots' lots (v2), column by column; a lot without a wash adjustment has 0."""
+    columns: dict[str, list[Any]] = {
+        "account_id": [],
+        "lot_id": [],
+        "symbol": [],
+        "quantity": [],
+        "acquired": [],
+        "cost_basis": [],
+        "wash_adjustment": [],
+        "sleeve_id": [],
+    }
+    for p in snapshots:
+        for pos in p.positions:
+            for lot in pos.get("lots", ()):
+                columns["account_id"].append(p.account_id)
+                columns["lot_id"].append(lot["lot_id"])
+                columns["symbol"].append(pos["symbol"])
+                columns["quantity"].append(lot["quantity"])
+                columns["acquired"].append(lot["acquired"])
+                columns["cost_basis"].append(lot["cost_basis"])
+                columns["wash_adjustment"].append(lot.get("wash_adjustment", "0"))
+                columns["sleeve_id"].append(lot.get("sleeve_id"))
+    return columns
+
+
 async def apply_holdings(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> list[str]:
-    """Store each account's newest snapshot (positions, lots) and revalue it; returns those."""
+    """Store each account's newest snapshot (positions, lots) and revalue it; returns those.
+    Payloads are the subscription's view (``views.HoldingsView``)."""
     # Unless a newer snapshot is stored; every snapshot's fill ids reached the book either way.
     for d in deliveries:
         _check_holdings(d.payload)
@@ -214,36 +256,12 @@ async def apply_holdings(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> lis
         ],
     )
     replaced = set(applied)
-    chosen = [d.payload for d in newest if d.payload.account_id in replaced]
+    chosen = sorted(
+        (d.payload for d in newest if d.payload.account_id in replaced),
+        key=lambda p: p.account_id,
+    )
     await repo.replace_positions_and_lots(
-        uow.session,
-        sorted(replaced),
-        [
-            {
-                "account_id": p.account_id,
-                "symbol": pos.symbol,
-                "quantity": pos.quantity,
-                "cost_basis": pos.cost_basis,
-            }
-            for p in chosen
-            for pos in p.positions
-        ],
-        [
-            {
-                "account_id": p.account_id,
-                "lot_id": lot.lot_id,
-                "symbol": pos.symbol,
-                "quantity": lot.quantity,
-                "acquired": lot.acquired,
-                "cost_basis": lot.cost_basis,
-                "wash_adjustment": lot.wash_adjustment,
-                "sleeve_id": lot.sleeve_id,
-            }
-            for p in chosen
-            for pos in p.positions
-            if isinstance(pos, PositionV2)
-            for lot in pos.lots
-        ],
+        uow.session, sorted(replaced), _position_columns(chosen), _lot_columns(chosen)
     )
     reflected: dict[str, tuple[datetime, str]] = {}
     for d in deliveries:

@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
 from decimal import Decimal
+from operator import attrgetter, itemgetter
 from typing import Any
 
 from ballast_engine.tax import (
@@ -471,45 +472,101 @@ def gain_rows(disposals: Sequence[Disposal], fill_ids: dict[str, str]) -> list[d
     return rows
 
 
+# The columns of a stored realized gain and of a stored lot the engine's objects are made
+# of, read by attribute (entities, Core rows) or by name (driver records) in one go.
+_GAIN_COLUMNS = (
+    "fill_id",
+    "account_id",
+    "account_type",
+    "symbol",
+    "lot_id",
+    "quantity",
+    "acquired_on",
+    "holding_start",
+    "sold_on",
+    "proceeds",
+    "cost_basis",
+    "seq",
+    "adjustment",
+    "washed_quantity",
+    "permanent",
+    "cause",
+)
+_LOT_COLUMNS = (
+    "lot_id",
+    "account_id",
+    "symbol",
+    "quantity",
+    "cost_basis",
+    "acquired_on",
+    "holding_start",
+    "purchase_id",
+    "sleeve",
+    "seq",
+    "replacement",
+    "wash_adjustment",
+)
+_gain_attributes, _gain_values = attrgetter(*_GAIN_COLUMNS), itemgetter(*_GAIN_COLUMNS)
+_lot_attributes, _lot_values = attrgetter(*_LOT_COLUMNS), itemgetter(*_LOT_COLUMNS)
+
+
 def disposal_of(row: Any) -> Disposal:
     """The engine's disposal of a stored realized-gain row (for its code, term, gain/loss
     and the Form 8949 rows)."""
+    return _disposal(_gain_attributes(row))
+
+
+def disposal_of_record(record: Any) -> Disposal:
+    """:func:`disposal_of` of a driver record (columns by name)."""
+    return _disposal(_gain_values(record))
+
+
+def _disposal(v: tuple[Any, ...]) -> Disposal:
     return Disposal(
-        sale_id=row.fill_id,
-        account=row.account_id,
-        account_type=AccountType(row.account_type),
-        symbol=row.symbol,
-        lot_id=row.lot_id,
+        sale_id=v[0],
+        account=v[1],
+        account_type=AccountType(v[2]),
+        symbol=v[3],
+        lot_id=v[4],
         purchase_id="",
-        quantity=row.quantity,
-        acquired=row.acquired_on,
-        holding_start=row.holding_start,
-        sold=row.sold_on,
-        proceeds=row.proceeds,
-        cost_basis=row.cost_basis,
-        seq=row.seq,
-        adjustment=row.adjustment,
-        washed_quantity=row.washed_quantity,
-        permanent=row.permanent,
-        cause=row.cause,
+        quantity=v[5],
+        acquired=v[6],
+        holding_start=v[7],
+        sold=v[8],
+        proceeds=v[9],
+        cost_basis=v[10],
+        seq=v[11],
+        adjustment=v[12],
+        washed_quantity=v[13],
+        permanent=v[14],
+        cause=v[15],
     )
 
 
 def lot_of(row: Any) -> Lot:
     """The engine's lot of a stored ``lots`` row (for valuations)."""
+    return _lot(_lot_attributes(row))
+
+
+def lot_of_record(record: Any) -> Lot:
+    """:func:`lot_of` of a driver record (columns by name)."""
+    return _lot(_lot_values(record))
+
+
+def _lot(v: tuple[Any, ...]) -> Lot:
     return Lot(
-        lot_id=row.lot_id,
-        account=row.account_id,
-        symbol=row.symbol,
-        quantity=row.quantity,
-        cost_basis=row.cost_basis,
-        acquired=row.acquired_on,
-        holding_start=row.holding_start,
-        purchase_id=row.purchase_id,
-        sleeve=row.sleeve,
-        seq=row.seq,
-        replacement=row.replacement,
-        wash_adjustment=row.wash_adjustment,
+        lot_id=v[0],
+        account=v[1],
+        symbol=v[2],
+        quantity=v[3],
+        cost_basis=v[4],
+        acquired=v[5],
+        holding_start=v[6],
+        purchase_id=v[7],
+        sleeve=v[8],
+        seq=v[9],
+        replacement=v[10],
+        wash_adjustment=v[11],
     )
 
 

@@ -27,9 +27,9 @@ from taxlot_svc.book import (
     Input,
     SymbolState,
     apply_input,
-    disposal_of,
+    disposal_of_record,
     gain_rows,
-    lot_of,
+    lot_of_record,
     lot_rows,
     restore_ledger,
 )
@@ -75,8 +75,9 @@ def apply_in_date_order(state: SymbolState, items: Sequence[Input]) -> Applied:
             raise InputRefused(item, exc) from exc
         last = item.on if last is None else max(last, item.on)
     after = {(lot.account, lot.lot_id): lot for lot in ledger.lots()}
-    gone = [k for k, lot in before.items() if after.get(k) != lot]
-    fresh = [lot for k, lot in after.items() if before.get(k) != lot]
+    # The ledger keeps the lots it did not touch as they were restored: the same objects.
+    gone = [k for k, lot in before.items() if not _same(after.get(k), lot)]
+    fresh = [lot for k, lot in after.items() if not _same(before.get(k), lot)]
     washed = [
         d
         for d in state.open_losses
@@ -149,24 +150,25 @@ async def load_states(
     lots: dict[str, list[Lot]] = {w.household: [] for w in wanted}
     names: dict[str, set[str]] = {a: set() for a in household_of}
     for row in await repo.lots_of_pairs(session, accounts, symbols):
-        lot = lot_of(row)
-        lots[household_of[row.account_id]].append(lot)
-        names[row.account_id].add(lot.lot_id)
+        lot = lot_of_record(row)
+        lots[household_of[lot.account]].append(lot)
+        names[lot.account].add(lot.lot_id)
     since = {w.household: w.first_day - timedelta(days=WASH_WINDOW_DAYS) for w in wanted}
     losses: dict[str, list[Disposal]] = {w.household: [] for w in wanted}
     ids: dict[str, dict[int, int]] = {w.household: {} for w in wanted}
     for row in await repo.sales_of_pairs(session, accounts, symbols):
-        names[row.account_id].add(row.lot_id)  # the engine never reuses a lot's name
-        household = household_of[row.account_id]
+        account = row["account_id"]
+        names[account].add(row["lot_id"])  # the engine never reuses a lot's name
+        household = household_of[account]
         if (
-            row.sold_on >= since[household]
-            and row.cause == "fill"
-            and row.account_type == "taxable"
-            and row.proceeds < row.cost_basis
-            and row.washed_quantity < row.quantity
+            row["sold_on"] >= since[household]
+            and row["cause"] == "fill"
+            and row["account_type"] == "taxable"
+            and row["proceeds"] < row["cost_basis"]
+            and row["washed_quantity"] < row["quantity"]
         ):
-            d = disposal_of(row)
-            ids[household][id(d)] = row.id
+            d = disposal_of_record(row)
+            ids[household][id(d)] = row["id"]
             losses[household].append(d)
     out: dict[str, tuple[SymbolState, dict[int, int]]] = {}
     for w in wanted:
@@ -248,6 +250,10 @@ async def apply_in_order(
         assert applied.state is not None
         await repo.set_household_states(session, {household: applied.state})
     return applied
+
+
+def _same(a: Lot | None, b: Lot | None) -> bool:
+    return a is b or a == b
 
 
 def _origin_of(lot: Lot) -> tuple[str, str | None]:

@@ -48,7 +48,7 @@ async def facts_of(session: AsyncSession, account_ids: Sequence[str]) -> dict[st
     """Household and type of each account (a household of its own, taxable, until
     account-svc says otherwise)."""
     known = {
-        row.account_id: AccountFacts(row.account_id, row.household_id, row.account_type)
+        row["account_id"]: AccountFacts(row["account_id"], row["household_id"], row["account_type"])
         for row in await repo.account_infos(session, account_ids)
     }
     return {a: known.get(a) or AccountFacts(a, singleton_household(a)) for a in account_ids}
@@ -60,12 +60,12 @@ async def members_of(
     wanted = sorted(set(households))
     out: dict[str, list[AccountFacts]] = {h: [] for h in wanted}
     for row in await repo.household_members(session, wanted):
-        out[row.household_id].append(
-            AccountFacts(row.account_id, row.household_id, row.account_type)
+        out[row["household_id"]].append(
+            AccountFacts(row["account_id"], row["household_id"], row["account_type"])
         )
     lonely = [h.removeprefix("account:") for h in wanted if h.startswith("account:")]
     if lonely:
-        placed = {row.account_id for row in await repo.account_infos(session, lonely)}
+        placed = {row["account_id"] for row in await repo.account_infos(session, lonely)}
         for account in lonely:
             if account not in placed:  # once account-svc names its household, it moves there
                 out[singleton_household(account)].append(

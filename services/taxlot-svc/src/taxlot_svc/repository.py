@@ -3,6 +3,11 @@
 Entity reads use ``populate_existing``: a consumer batch applies several fills in one
 session, and changes are written with Core statements, so an entity cached in the session
 from an earlier fill must be refreshed, never reused.
+
+The fills' hot path (locks, contexts, state reads, every batch write) runs on the session's
+driver connection (``ballast_common.bulk``), in its transaction: one prepared statement
+each, kept by the driver, with no statement built per call; its rows are driver records
+(columns by name).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 from uuid import UUID
 
 from ballast_common.book_loads import LoadProblem, StagedLoad, value_sql
+from ballast_common.bulk import driver_connection, insert_columns, insert_rows
 from ballast_common.contracts.book_files import BY_NAME
 from ballast_common.uow import Cause
 from sqlalchemy import delete, func, text, tuple_, update
@@ -41,6 +47,8 @@ from taxlot_svc.tables import (
     TaxSettings,
 )
 
+ZERO = Decimal(0)
+
 
 def _t(entity: type[SQLModel]) -> Any:
     return entity.__table__  # type: ignore[attr-defined]
@@ -53,45 +61,38 @@ async def _run(session: AsyncSession, stmt: Any) -> Any:
     return await connection.execute(stmt)
 
 
-async def _insert_many(
-    session: AsyncSession, entity: type[SQLModel], rows: Sequence[Mapping[str, Any]]
-) -> None:
-    """Bulk insert in ONE statement: each column travels as one array parameter and
-    ``unnest`` turns the arrays back into rows (far fewer round trips and far less
-    per-row work than an executemany). All rows must have the same keys."""
-    if not rows:
-        return
-    table = entity.__table__  # type: ignore[attr-defined]
-    names = list(rows[0])
-    dialect = session.get_bind().dialect
-    arrays = ", ".join(
-        f"CAST(:{name} AS {table.c[name].type.compile(dialect=dialect)}[])" for name in names
-    )
-    columns = ", ".join(f'"{name}"' for name in names)
-    statement = text(f'INSERT INTO "{table.name}" ({columns}) SELECT * FROM unnest({arrays})')
-    connection = await session.connection()
-    await connection.execute(statement, {name: [row[name] for row in rows] for name in names})
+async def _fetch(session: AsyncSession, sql: str, *args: Any) -> list[Any]:
+    """Rows of a statement with positional parameters, run on the driver connection."""
+    return list(await (await driver_connection(session)).fetch(sql, *args))
+
+
+async def _execute(session: AsyncSession, sql: str, *args: Any) -> None:
+    """A statement with positional parameters, run on the driver connection."""
+    await (await driver_connection(session)).execute(sql, *args)
 
 
 async def create_books(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> set[str]:
     """Insert account books; returns the ids actually inserted (existing ones are skipped)."""
-    if not rows:
-        return set()
-    stmt = (
-        pg_insert(AccountBook)
-        .values(list(rows))
-        .on_conflict_do_nothing(index_elements=["account_id"])
-        .returning(col(AccountBook.account_id))
+    inserted = await insert_rows(
+        session,
+        _t(AccountBook),
+        rows,
+        on_conflict="(account_id) DO NOTHING",
+        returning="account_id",
     )
-    return set((await session.exec(stmt)).scalars())
+    return {r[0] for r in inserted}
 
 
 async def existing_accounts(session: AsyncSession, account_ids: Sequence[str]) -> set[str]:
+    """Those of ``account_ids`` that have a book."""
     if not account_ids:
         return set()
-    table = _t(AccountBook)
-    stmt = sa_select(table.c.account_id).where(table.c.account_id.in_(account_ids))
-    return {r[0] for r in (await _run(session, stmt)).all()}
+    rows = await _fetch(
+        session,
+        "SELECT account_id FROM account_books WHERE account_id = ANY($1::text[])",
+        list(account_ids),
+    )
+    return {r[0] for r in rows}
 
 
 async def get_book(session: AsyncSession, account_id: str, *, for_update: bool = False) -> Any:
@@ -117,13 +118,16 @@ async def add_sleeve_cash(
     session: AsyncSession, amounts: Mapping[tuple[str, str], Decimal]
 ) -> None:
     """Record the cash of named sleeves, by (account, sleeve), in one statement."""
-    if amounts:
-        keys = sorted(amounts)
-        await _insert_many(
-            session,
-            SleeveCash,
-            [{"account_id": a, "sleeve": s, "amount": amounts[(a, s)]} for a, s in keys],
-        )
+    keys = sorted(amounts)
+    await insert_columns(
+        session,
+        _t(SleeveCash),
+        {
+            "account_id": [a for a, _ in keys],
+            "sleeve": [s for _, s in keys],
+            "amount": [amounts[k] for k in keys],
+        },
+    )
 
 
 async def sleeve_cash_of(
@@ -132,16 +136,14 @@ async def sleeve_cash_of(
     """The cash of each account's named sleeves (accounts kept whole are absent)."""
     if not account_ids:
         return {}
-    table = _t(SleeveCash)
-    stmt = (
-        sa_select(table.c.account_id, table.c.sleeve, table.c.amount)
-        .where(table.c.account_id.in_(list(account_ids)))
-        .order_by(table.c.account_id, table.c.sleeve)
+    rows = await _fetch(
+        session,
+        "SELECT account_id, sleeve, amount FROM sleeve_cash WHERE account_id = ANY($1::text[])"
+        " ORDER BY account_id, sleeve" + (" FOR UPDATE" if for_update else ""),
+        list(account_ids),
     )
-    if for_update:
-        stmt = stmt.with_for_update()
     out: dict[str, dict[str, Decimal]] = {}
-    for account, sleeve, amount in (await _run(session, stmt)).all():
+    for account, sleeve, amount in rows:
         out.setdefault(account, {})[sleeve] = amount
     return out
 
@@ -254,18 +256,15 @@ async def book_cash_movements(
 
 
 async def add_lots(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
-    if rows:
-        await _insert_many(session, OpenLot, rows)
+    await insert_rows(session, _t(OpenLot), rows)
 
 
 async def add_ledger_entries(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
-    if rows:
-        await _insert_many(session, LedgerEntry, rows)
+    await insert_rows(session, _t(LedgerEntry), rows)
 
 
 async def add_realized_gains(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
-    if rows:
-        await _insert_many(session, RealizedGain, rows)
+    await insert_rows(session, _t(RealizedGain), rows)
 
 
 async def open_lots(
@@ -298,33 +297,29 @@ async def record_fills(session: AsyncSession, rows: Sequence[Mapping[str, Any]])
     """Insert applied fills (one statement, cash change 0 until :func:`finish_fills`);
     returns the ids inserted (a fill id applied before is skipped). The rows' fill ids are
     distinct."""
-    if not rows:
-        return set()
-    stmt = text(
-        "INSERT INTO applied_fills (fill_id, account_id, symbol, side, quantity, price,"
-        " executed_at, event_id, client_order_id, cash_change)"
-        " SELECT *, 0 FROM unnest(CAST(:fill_id AS text[]), CAST(:account_id AS text[]),"
-        " CAST(:symbol AS text[]), CAST(:side AS text[]), CAST(:quantity AS numeric[]),"
-        " CAST(:price AS numeric[]), CAST(:executed_at AS timestamptz[]),"
-        " CAST(:event_id AS uuid[]), CAST(:client_order_id AS text[]))"
-        " ON CONFLICT (fill_id) DO NOTHING RETURNING fill_id"
-    ).bindparams(
-        **{
-            name: [r[name] for r in rows]
-            for name in (
-                "fill_id",
-                "account_id",
-                "symbol",
-                "side",
-                "quantity",
-                "price",
-                "executed_at",
-                "event_id",
-                "client_order_id",
-            )
-        }
+    columns: dict[str, list[Any]] = {
+        name: [r[name] for r in rows]
+        for name in (
+            "fill_id",
+            "account_id",
+            "symbol",
+            "side",
+            "quantity",
+            "price",
+            "executed_at",
+            "event_id",
+            "client_order_id",
+        )
+    }
+    columns["cash_change"] = [ZERO] * len(rows)
+    inserted = await insert_columns(
+        session,
+        _t(AppliedFill),
+        columns,
+        on_conflict="(fill_id) DO NOTHING",
+        returning="fill_id",
     )
-    return {r[0] for r in (await _run(session, stmt)).all()}
+    return {r[0] for r in inserted}
 
 
 async def get_fills(session: AsyncSession, fill_ids: Sequence[str]) -> dict[str, Any]:
@@ -372,8 +367,7 @@ async def lock_writes(session: AsyncSession, *, exclusive: bool) -> None:
     households in message order, never wait crosswise with it: no deadlock can involve a
     REST request. Taking it again in the same transaction is free."""
     fn = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
-    connection = await session.connection()
-    await connection.execute(text(f"SELECT {fn}(hashtextextended(:k, 0))"), {"k": WRITES_LOCK})
+    await _execute(session, f"SELECT {fn}(hashtextextended($1, 0))", WRITES_LOCK)
 
 
 async def lock_households(session: AsyncSession, households: Sequence[str]) -> None:
@@ -382,12 +376,11 @@ async def lock_households(session: AsyncSession, households: Sequence[str]) -> N
     keys = [f"taxlot-household:{h}" for h in sorted(set(households))]
     if keys:
         # unnest yields the keys in array order: the locks are taken in that order
-        await _run(
+        await _execute(
             session,
-            text(
-                "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0)))"
-                " FROM unnest(CAST(:keys AS text[])) AS k"
-            ).bindparams(keys=keys),
+            "SELECT count(pg_advisory_xact_lock(hashtextextended(k, 0)))"
+            " FROM unnest($1::text[]) AS k",
+            keys,
         )
 
 
@@ -418,24 +411,19 @@ async def set_household_states(
     session: AsyncSession, states: Mapping[str, tuple[date | None, int]]
 ) -> None:
     """Upsert households' last day and sequence counter (each only ever grows)."""
-    if not states:
-        return
-    table = HouseholdState.__table__  # type: ignore[attr-defined]
-    stmt = pg_insert(table).values(
-        [
-            {"household_id": h, "last_day": d, "seq": n, "updated_at": datetime.now(UTC)}
-            for h, (d, n) in sorted(states.items())
-        ]
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["household_id"],
-        set_={
-            "last_day": func.greatest(table.c.last_day, stmt.excluded.last_day),
-            "seq": func.greatest(table.c.seq, stmt.excluded.seq),
-            "updated_at": stmt.excluded.updated_at,
+    households = sorted(states)
+    await insert_columns(
+        session,
+        _t(HouseholdState),
+        {
+            "household_id": households,
+            "last_day": [states[h][0] for h in households],
+            "seq": [states[h][1] for h in households],
         },
+        on_conflict="(household_id) DO UPDATE SET"
+        " last_day = greatest(households.last_day, excluded.last_day),"
+        " seq = greatest(households.seq, excluded.seq), updated_at = now()",
     )
-    await _run(session, stmt)
 
 
 async def reset_household_state(
@@ -459,26 +447,27 @@ async def reset_household_state(
 
 
 async def account_infos(session: AsyncSession, account_ids: Sequence[str]) -> list[Any]:
-    """(account_id, household_id, account_type) rows of accounts account-svc described."""
+    """(account_id, household_id, account_type) records of accounts account-svc described."""
     if not account_ids:
         return []
-    table = _t(AccountInfo)
-    stmt = sa_select(table.c.account_id, table.c.household_id, table.c.account_type).where(
-        table.c.account_id.in_(account_ids)
+    return await _fetch(
+        session,
+        "SELECT account_id, household_id, account_type FROM accounts"
+        " WHERE account_id = ANY($1::text[])",
+        list(account_ids),
     )
-    return list((await _run(session, stmt)).all())
 
 
 async def household_members(session: AsyncSession, households: Sequence[str]) -> list[Any]:
+    """(account_id, household_id, account_type) records of the households' accounts."""
     if not households:
         return []
-    table = _t(AccountInfo)
-    stmt = (
-        sa_select(table.c.account_id, table.c.household_id, table.c.account_type)
-        .where(table.c.household_id.in_(households))
-        .order_by(table.c.account_id)
+    return await _fetch(
+        session,
+        "SELECT account_id, household_id, account_type FROM accounts"
+        " WHERE household_id = ANY($1::text[]) ORDER BY account_id",
+        list(households),
     )
-    return list((await _run(session, stmt)).all())
 
 
 async def upsert_account_info(
@@ -560,16 +549,14 @@ async def equivalence_sets(session: AsyncSession) -> list[Any]:
 
 
 async def upsert_prices(session: AsyncSession, prices: Mapping[str, Decimal]) -> None:
-    if not prices:
-        return
-    stmt = pg_insert(SecurityPrice).values(
-        [{"symbol": s, "price": p} for s, p in sorted(prices.items())]
+    """Store the security master's prices, in one statement."""
+    symbols = sorted(prices)
+    await insert_columns(
+        session,
+        _t(SecurityPrice),
+        {"symbol": symbols, "price": [prices[s] for s in symbols]},
+        on_conflict="(symbol) DO UPDATE SET price = excluded.price, updated_at = now()",
     )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["symbol"],
-        set_={"price": stmt.excluded.price, "updated_at": datetime.now(UTC)},
-    )
-    await session.exec(stmt)
 
 
 async def master_prices(session: AsyncSession, symbols: Sequence[str]) -> dict[str, Decimal]:
@@ -597,8 +584,7 @@ async def last_fill_prices(session: AsyncSession, symbols: Sequence[str]) -> dic
 
 
 async def add_tax_inputs(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
-    if rows:
-        await _insert_many(session, TaxInput, rows)
+    await insert_rows(session, _t(TaxInput), rows)
 
 
 async def tax_inputs(
@@ -646,13 +632,13 @@ async def opening_lots_before(
 async def delete_lot_keys(session: AsyncSession, keys: Sequence[tuple[str, str]]) -> None:
     """Delete lots by (account, lot id), any number in one statement."""
     if keys:
-        await _run(
+        await _execute(
             session,
-            text(
-                "DELETE FROM lots l USING unnest(CAST(:a AS text[]), CAST(:l AS text[]))"
-                " AS k(account_id, lot_id) WHERE l.account_id = k.account_id"
-                " AND l.lot_id = k.lot_id"
-            ).bindparams(a=[k[0] for k in keys], l=[k[1] for k in keys]),
+            "DELETE FROM lots l USING unnest($1::text[], $2::text[])"
+            " AS k(account_id, lot_id) WHERE l.account_id = k.account_id"
+            " AND l.lot_id = k.lot_id",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
         )
 
 
@@ -662,47 +648,47 @@ async def update_gains_wash(
     """Set (adjustment, washed quantity, permanent) of realized gains by row id, any
     number in one statement."""
     if rows:
-        await _run(
+        await _execute(
             session,
-            text(
-                "UPDATE realized_gains g SET adjustment = u.adjustment,"
-                " washed_quantity = u.washed, permanent = u.permanent"
-                " FROM unnest(CAST(:ids AS bigint[]), CAST(:adj AS numeric[]),"
-                " CAST(:washed AS numeric[]), CAST(:perm AS numeric[]))"
-                " AS u(id, adjustment, washed, permanent) WHERE g.id = u.id"
-            ).bindparams(
-                ids=[r[0] for r in rows],
-                adj=[r[1] for r in rows],
-                washed=[r[2] for r in rows],
-                perm=[r[3] for r in rows],
-            ),
+            "UPDATE realized_gains g SET adjustment = u.adjustment,"
+            " washed_quantity = u.washed, permanent = u.permanent"
+            " FROM unnest($1::bigint[], $2::numeric[], $3::numeric[], $4::numeric[])"
+            " AS u(id, adjustment, washed, permanent) WHERE g.id = u.id",
+            [r[0] for r in rows],
+            [r[1] for r in rows],
+            [r[2] for r in rows],
+            [r[3] for r in rows],
         )
 
 
 async def lots_of_pairs(
     session: AsyncSession, account_ids: Sequence[str], symbols: Sequence[str]
 ) -> list[Any]:
-    """The open lots of each (account, symbol) pair (plain rows)."""
+    """The open lots of each (account, symbol) pair (driver records)."""
     if not account_ids:
         return []
-    stmt = text(
-        "SELECT l.* FROM unnest(CAST(:a AS text[]), CAST(:s AS text[])) AS p(account_id, symbol)"
-        " JOIN lots l ON l.account_id = p.account_id AND l.symbol = p.symbol"
-    ).bindparams(a=list(account_ids), s=list(symbols))
-    return list((await _run(session, stmt)).all())
+    return await _fetch(
+        session,
+        "SELECT l.* FROM unnest($1::text[], $2::text[]) AS p(account_id, symbol)"
+        " JOIN lots l ON l.account_id = p.account_id AND l.symbol = p.symbol",
+        list(account_ids),
+        list(symbols),
+    )
 
 
 async def sales_of_pairs(
     session: AsyncSession, account_ids: Sequence[str], symbols: Sequence[str]
 ) -> list[Any]:
-    """Every realized gain of each (account, symbol) pair (plain rows)."""
+    """Every realized gain of each (account, symbol) pair (driver records)."""
     if not account_ids:
         return []
-    stmt = text(
-        "SELECT g.* FROM unnest(CAST(:a AS text[]), CAST(:s AS text[])) AS p(account_id, symbol)"
-        " JOIN realized_gains g ON g.account_id = p.account_id AND g.symbol = p.symbol"
-    ).bindparams(a=list(account_ids), s=list(symbols))
-    return list((await _run(session, stmt)).all())
+    return await _fetch(
+        session,
+        "SELECT g.* FROM unnest($1::text[], $2::text[]) AS p(account_id, symbol)"
+        " JOIN realized_gains g ON g.account_id = p.account_id AND g.symbol = p.symbol",
+        list(account_ids),
+        list(symbols),
+    )
 
 
 async def derived_lots(
@@ -747,37 +733,31 @@ async def request_snapshots(session: AsyncSession, rows: Sequence[Mapping[str, A
     """Ask for accounts' holdings-reconciled; a request already pending for an account
     absorbs this one (its fill ids are appended; the latest cause, causing event and trace
     win)."""
-    if not rows:
-        return
-    table = PendingSnapshot.__table__  # type: ignore[attr-defined]
     ordered = sorted(rows, key=lambda r: r["account_id"])  # one order: no crosswise waits
-    stmt = pg_insert(table).values(list(ordered))
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["account_id"],
-        set_={
-            "cause": stmt.excluded.cause,
-            "fill_ids": table.c.fill_ids.op("||")(stmt.excluded.fill_ids),
-            "action_id": func.coalesce(stmt.excluded.action_id, table.c.action_id),
-            "cause_event_id": stmt.excluded.cause_event_id,
-            "traceparent": stmt.excluded.traceparent,
-            "tracestate": stmt.excluded.tracestate,
-        },
+    await insert_rows(
+        session,
+        _t(PendingSnapshot),
+        [{**r, "fill_ids": json.dumps(list(r["fill_ids"]))} for r in ordered],
+        on_conflict="(account_id) DO UPDATE SET cause = excluded.cause,"
+        " fill_ids = pending_snapshots.fill_ids || excluded.fill_ids,"
+        " action_id = coalesce(excluded.action_id, pending_snapshots.action_id),"
+        " cause_event_id = excluded.cause_event_id, traceparent = excluded.traceparent,"
+        " tracestate = excluded.tracestate",
     )
-    await _run(session, stmt)
 
 
 async def take_pending_snapshots(session: AsyncSession, limit: int) -> list[Any]:
     """Claim up to ``limit`` pending snapshot requests (rows locked by another
-    transaction are skipped, so this never waits) and delete them."""
-    stmt = text(
+    transaction are skipped, so this never waits) and delete them (driver records)."""
+    return await _fetch(
+        session,
         "DELETE FROM pending_snapshots WHERE account_id IN ("
         " SELECT account_id FROM pending_snapshots ORDER BY requested_at, account_id"
-        " LIMIT :n FOR UPDATE SKIP LOCKED)"
+        " LIMIT $1 FOR UPDATE SKIP LOCKED)"
         " RETURNING account_id, cause, fill_ids, action_id, cause_event_id, traceparent,"
-        " tracestate"
-    ).bindparams(n=limit)
-    connection = await session.connection()
-    return list((await connection.execute(stmt)).all())
+        " tracestate",
+        limit,
+    )
 
 
 async def lots_of_accounts(session: AsyncSession, account_ids: Sequence[str]) -> list[Any]:
@@ -794,22 +774,16 @@ async def lots_of_accounts(session: AsyncSession, account_ids: Sequence[str]) ->
 async def recent_loss_sales(
     session: AsyncSession, account_ids: Sequence[str], since: date
 ) -> list[Any]:
-    """Loss sales (taxable, by fills) on or after ``since`` with shares not yet matched."""
-    table = RealizedGain.__table__  # type: ignore[attr-defined]
-    stmt = (
-        sa_select(table)
-        .where(
-            table.c.account_id.in_(account_ids),
-            table.c.sold_on >= since,
-            table.c.cause == "fill",
-            table.c.account_type == "taxable",
-            table.c.proceeds < table.c.cost_basis,
-            table.c.washed_quantity < table.c.quantity,
-        )
-        .order_by(table.c.account_id, table.c.sold_on, table.c.seq)
+    """Loss sales (taxable, by fills) on or after ``since`` with shares not yet matched
+    (driver records)."""
+    return await _fetch(
+        session,
+        "SELECT * FROM realized_gains WHERE account_id = ANY($1::text[]) AND sold_on >= $2"
+        " AND cause = 'fill' AND account_type = 'taxable' AND proceeds < cost_basis"
+        " AND washed_quantity < quantity ORDER BY account_id, sold_on, seq",
+        list(account_ids),
+        since,
     )
-    connection = await session.connection()
-    return list((await connection.execute(stmt)).all())
 
 
 async def books(
@@ -885,35 +859,59 @@ async def lock_writes_reading_households(
     """The write lock (shared) and, in the same round trip, the accounts' households as last
     committed BEFORE the lock was granted: guesses, to be checked under the households'
     locks (:func:`fill_contexts`). Accounts account-svc has not placed are absent."""
-    stmt = text(
-        "SELECT pg_advisory_xact_lock_shared(hashtextextended(:k, 0)) AS locked,"
+    [row] = await _fetch(
+        session,
+        "SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0)) AS locked,"
         " (SELECT coalesce(jsonb_object_agg(account_id, household_id), '{}') FROM accounts"
-        "  WHERE account_id = ANY(CAST(:a AS text[]))) AS households"
-    ).bindparams(k=WRITES_LOCK, a=list(account_ids))
-    row = (await _run(session, stmt)).one()
-    return dict(row.households)
+        "  WHERE account_id = ANY($2::text[])) AS households",
+        WRITES_LOCK,
+        list(account_ids),
+    )
+    return dict(row["households"])
 
 
-async def fill_contexts(session: AsyncSession, households: Mapping[str, str]) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class FillContext:
+    """What applying fills needs of an account (see :func:`fill_contexts`)."""
+
+    account_id: str
+    locked: str  # the household locked for it
+    tenant: str
+    cash: Decimal
+    as_of: date
+    household_id: str | None
+    account_type: str | None
+    method: str | None
+    last_day: date | None  # of the household locked for it
+    seq: int | None
+    identical_sets: list[list[str]] | None
+
+
+async def fill_contexts(
+    session: AsyncSession, households: Mapping[str, str]
+) -> dict[str, FillContext]:
     """In one round trip, under the households' locks, for each account (mapped to the
     household locked for it): its book (locked, in account order), its household and type,
     its relief method, the state of the household locked for it (``locked``), and the
     members of the identical equivalence sets in force (``identical_sets``, a list of lists
     or null). Accounts without a book are absent."""
     accounts = sorted(households)
-    stmt = text(
+    rows = await _fetch(
+        session,
         "SELECT b.account_id, g.household AS locked, b.tenant, b.cash, b.as_of,"
         " i.household_id, i.account_type, ts.method, h.last_day, h.seq,"
         " (SELECT jsonb_agg(e.members ORDER BY e.set_id) FROM equivalence_sets e"
         "   WHERE e.identical AND NOT e.removed) AS identical_sets"
-        " FROM unnest(CAST(:a AS text[]), CAST(:h AS text[])) AS g(account_id, household)"
+        " FROM unnest($1::text[], $2::text[]) AS g(account_id, household)"
         " JOIN account_books b ON b.account_id = g.account_id"
         " LEFT JOIN accounts i ON i.account_id = b.account_id"
         " LEFT JOIN tax_settings ts ON ts.account_id = b.account_id"
         " LEFT JOIN households h ON h.household_id = g.household"
-        " ORDER BY b.account_id FOR UPDATE OF b"
-    ).bindparams(a=accounts, h=[households[a] for a in accounts])
-    return {r.account_id: r for r in (await _run(session, stmt)).all()}
+        " ORDER BY b.account_id FOR UPDATE OF b",
+        accounts,
+        [households[a] for a in accounts],
+    )
+    return {r["account_id"]: FillContext(**dict(r)) for r in rows}
 
 
 async def finish_fills(
@@ -934,62 +932,64 @@ async def finish_fills(
     requested = sorted(snapshots)
     states = sorted(households)
     sleeves = sorted(sleeve_changes)
-    stmt = text(
+    await _execute(
+        session,
         "WITH f AS (UPDATE applied_fills a SET cash_change = u.c"
-        "  FROM unnest(CAST(:f AS text[]), CAST(:c AS numeric[])) AS u(fill_id, c)"
+        "  FROM unnest($1::text[], $2::numeric[]) AS u(fill_id, c)"
         "  WHERE a.fill_id = u.fill_id),"
         " s AS (INSERT INTO sleeve_cash (account_id, sleeve, amount, updated_at)"
-        "  SELECT *, now() FROM unnest(CAST(:sa AS text[]), CAST(:ss AS text[]),"
-        "  CAST(:sc AS numeric[])) ON CONFLICT (account_id, sleeve) DO UPDATE"
+        "  SELECT *, now() FROM unnest($3::text[], $4::text[], $5::numeric[])"
+        "  ON CONFLICT (account_id, sleeve) DO UPDATE"
         "  SET amount = sleeve_cash.amount + excluded.amount, updated_at = now()),"
         " h AS (INSERT INTO households (household_id, last_day, seq, updated_at)"
-        "  SELECT * , now() FROM unnest(CAST(:h AS text[]), CAST(:hd AS date[]),"
-        "  CAST(:hs AS bigint[])) ON CONFLICT (household_id) DO UPDATE SET"
+        "  SELECT * , now() FROM unnest($6::text[], $7::date[], $8::bigint[])"
+        "  ON CONFLICT (household_id) DO UPDATE SET"
         "  last_day = greatest(households.last_day, excluded.last_day),"
         "  seq = greatest(households.seq, excluded.seq), updated_at = now()),"
         " p AS (INSERT INTO pending_snapshots (account_id, cause, fill_ids, action_id,"
         "  cause_event_id, traceparent, tracestate, requested_at)"
         "  SELECT r.account_id, 'fills', CAST(r.fids AS jsonb), NULL, r.event_id, r.tp, r.ts,"
-        "  now() FROM unnest(CAST(:r AS text[]), CAST(:rf AS text[]), CAST(:re AS uuid[]),"
-        "  CAST(:rtp AS text[]), CAST(:rts AS text[])) AS r(account_id, fids, event_id, tp, ts)"
+        "  now() FROM unnest($9::text[], $10::text[], $11::uuid[], $12::text[], $13::text[])"
+        "  AS r(account_id, fids, event_id, tp, ts)"
         "  ORDER BY r.account_id"
         "  ON CONFLICT (account_id) DO UPDATE SET cause = excluded.cause,"
         "  fill_ids = pending_snapshots.fill_ids || excluded.fill_ids,"
         "  cause_event_id = excluded.cause_event_id, traceparent = excluded.traceparent,"
         "  tracestate = excluded.tracestate)"
         " UPDATE account_books b SET cash = u.cash, as_of = u.as_of, updated_at = now()"
-        " FROM unnest(CAST(:a AS text[]), CAST(:cash AS numeric[]), CAST(:d AS date[]))"
-        " AS u(account_id, cash, as_of) WHERE b.account_id = u.account_id"
-    ).bindparams(
-        f=fills,
-        c=[cash_changes[x] for x in fills],
-        h=states,
-        hd=[households[x][0] for x in states],
-        hs=[households[x][1] for x in states],
-        r=requested,
-        rf=[json.dumps(list(snapshots[a][0])) for a in requested],
-        re=[snapshots[a][1].id for a in requested],
-        rtp=[snapshots[a][1].traceparent for a in requested],
-        rts=[snapshots[a][1].tracestate for a in requested],
-        a=accounts,
-        cash=[books[a][0] for a in accounts],
-        d=[books[a][1] for a in accounts],
-        sa=[a for a, _ in sleeves],
-        ss=[x for _, x in sleeves],
-        sc=[sleeve_changes[k] for k in sleeves],
+        " FROM unnest($14::text[], $15::numeric[], $16::date[])"
+        " AS u(account_id, cash, as_of) WHERE b.account_id = u.account_id",
+        fills,
+        [cash_changes[x] for x in fills],
+        [a for a, _ in sleeves],
+        [x for _, x in sleeves],
+        [sleeve_changes[k] for k in sleeves],
+        states,
+        [households[x][0] for x in states],
+        [households[x][1] for x in states],
+        requested,
+        [json.dumps(list(snapshots[a][0])) for a in requested],
+        [snapshots[a][1].id for a in requested],
+        [snapshots[a][1].traceparent for a in requested],
+        [snapshots[a][1].tracestate for a in requested],
+        accounts,
+        [books[a][0] for a in accounts],
+        [books[a][1] for a in accounts],
     )
-    await _run(session, stmt)
 
 
 async def realized_between(
     session: AsyncSession, account_ids: Sequence[str], first: date, last: date
 ) -> list[Any]:
-    """Realized gains of ``account_ids`` sold from ``first`` to ``last`` (plain rows)."""
-    table = _t(RealizedGain)
-    stmt = sa_select(table).where(
-        table.c.account_id.in_(account_ids), table.c.sold_on >= first, table.c.sold_on <= last
+    """Realized gains of ``account_ids`` sold from ``first`` to ``last`` (driver records)."""
+    return await _fetch(
+        session,
+        "SELECT * FROM realized_gains WHERE account_id = ANY($1::text[])"
+        " AND sold_on >= $2 AND sold_on <= $3",
+        list(account_ids),
+        first,
+        last,
     )
-    return list((await _run(session, stmt)).all())
 
 
 # --- book loads: the staged CSV files (ballast_common.book_loads) --------------------------------
@@ -1462,7 +1462,8 @@ async def position_documents(session: AsyncSession, account_ids: Sequence[str]) 
         return {}
     # Written as text, not json_build_object: PostgreSQL's JSON puts spaces around every ':'
     # and ',' (14% more bytes on the bus for a lot-heavy book); this is the model's own text.
-    stmt = text(
+    rows = await _fetch(
+        session,
         "SELECT account_id, '[' || string_agg(position, ',' ORDER BY symbol COLLATE \"C\")"
         " || ']' FROM (SELECT account_id, symbol, '{\"symbol\":' || to_json(symbol)::text"
         ' || \',"quantity":"\' || sum(quantity)::text || \'","cost_basis":"\''
@@ -1472,7 +1473,8 @@ async def position_documents(session: AsyncSession, account_ids: Sequence[str]) 
         ' || cost_basis::text || \'","wash_adjustment":"\' || wash_adjustment::text'
         " || '\",\"sleeve_id\":' || coalesce(to_json(NULLIF(sleeve, ''))::text, 'null')"
         " || '}', ',' ORDER BY acquired_on, seq) || ']}' AS position"
-        " FROM lots WHERE account_id = ANY(CAST(:ids AS text[]))"
-        " GROUP BY account_id, symbol) p GROUP BY account_id"
-    ).bindparams(ids=list(account_ids))
-    return {a: doc for a, doc in (await _run(session, stmt)).all()}
+        " FROM lots WHERE account_id = ANY($1::text[])"
+        " GROUP BY account_id, symbol) p GROUP BY account_id",
+        list(account_ids),
+    )
+    return {a: doc for a, doc in rows}

@@ -39,7 +39,7 @@ from pydantic import TypeAdapter
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from taxlot_svc import repository as repo
-from taxlot_svc.book import disposal_of, own_cash
+from taxlot_svc.book import disposal_of_record, own_cash
 from taxlot_svc.replays import facts_of
 
 log = logging.getLogger(__name__)
@@ -115,14 +115,15 @@ _NO_POSITIONS = b'"positions":[]'
 
 def loss_sales(rows: Sequence[Any]) -> list[LossSaleV1]:
     """Recent loss sales with unmatched shares, one per sale and security: the shares no
-    replacement absorbed and the loss they still carry, per share (cents)."""
+    replacement absorbed and the loss they still carry, per share (cents). ``rows`` are
+    realized-gain records (columns by name)."""
     sums: dict[tuple[str, date, str], tuple[Decimal, Decimal]] = {}
     for r in rows:
-        quantity = r.quantity - r.washed_quantity
-        loss = (r.cost_basis - r.proceeds) - r.adjustment
+        quantity = r["quantity"] - r["washed_quantity"]
+        loss = (r["cost_basis"] - r["proceeds"]) - r["adjustment"]
         if quantity <= 0:
             continue
-        key = (r.symbol, r.sold_on, r.fill_id)
+        key = (r["symbol"], r["sold_on"], r["fill_id"])
         q, lo = sums.get(key, (ZERO, ZERO))
         sums[key] = (q + quantity, lo + loss)
     return [
@@ -132,10 +133,11 @@ def loss_sales(rows: Sequence[Any]) -> list[LossSaleV1]:
 
 
 def realized_year(year: int, rows: Sequence[Any]) -> RealizedYearV1:
-    """Gains realized in ``year`` (taxable sales, after wash-sale adjustments), by term."""
+    """Gains realized in ``year`` (taxable sales, after wash-sale adjustments), by term;
+    ``rows`` are realized-gain records (columns by name)."""
     st = lt = ZERO
     for row in rows:
-        d = disposal_of(row)
+        d = disposal_of_record(row)
         if not d.reportable or d.sold.year != year:
             continue
         if d.term is Term.SHORT:
@@ -174,12 +176,12 @@ async def build(
     earliest = min(b.as_of for b in books.values()) - timedelta(days=WASH_WINDOW_DAYS)
     losses: dict[str, list[Any]] = defaultdict(list)
     for row in await repo.recent_loss_sales(session, sorted(books), earliest):
-        losses[row.account_id].append(row)
+        losses[row["account_id"]].append(row)
     years = [b.as_of.year for b in books.values()]
     realized: dict[str, list[Any]] = defaultdict(list)
     first, last = date(min(years), 1, 1), date(max(years), 12, 31)
     for row in await repo.realized_between(session, sorted(books), first, last):
-        realized[row.account_id].append(row)
+        realized[row["account_id"]].append(row)
     facts = await facts_of(session, sorted(books))
     out = []
     for account, cause, fill_ids, action_id in requests:
@@ -197,7 +199,7 @@ async def build(
             fill_ids=fill_ids,
             action_id=action_id,
             recent_loss_sales=loss_sales(
-                [r for r in losses.get(account, []) if r.sold_on >= since]
+                [r for r in losses.get(account, []) if r["sold_on"] >= since]
             ),
             realized_this_year=realized_year(book.as_of.year, realized.get(account, [])),
             sleeve_cash=sleeve_cash_v1(book.cash, sleeve_cash.get(account, {})),
@@ -212,8 +214,13 @@ async def publish_pending(uow: UnitOfWork, limit: int = BATCH) -> int:
     claimed = await repo.take_pending_snapshots(uow.session, limit)
     if not claimed:
         return 0
-    requests = [(r.account_id, r.cause, list(r.fill_ids or []), r.action_id) for r in claimed]
-    causes = {r.account_id: Cause(r.cause_event_id, r.traceparent, r.tracestate) for r in claimed}
+    requests = [
+        (r["account_id"], r["cause"], list(r["fill_ids"] or []), r["action_id"]) for r in claimed
+    ]
+    causes = {
+        r["account_id"]: Cause(r["cause_event_id"], r["traceparent"], r["tracestate"])
+        for r in claimed
+    }
     for snapshot in await build(uow.session, requests):
         snapshot.publish(uow, causes[snapshot.event.account_id])
     return len(claimed)

@@ -1,0 +1,54 @@
+"""What reporting-svc reads of holdings-reconciled: a view its subscription decodes the
+payload into instead of the contract (``Subscription(view=...)``), for every version.
+
+A snapshot carries every lot of the account; the contract makes a Decimal of each number
+and a model of each lot. The view keeps the fields stored here, positions and lots as
+plain dicts and their numbers as the decimal strings they travel as (checked against the
+contract's pattern, their sign included), which the database turns into numbers.
+Everything else of the payload (household, loss sales, realized gains, sleeve cash) is
+not read.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, NotRequired
+
+from ballast_common.contracts.events import HoldingsCause
+from ballast_common.contracts.types import Money
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from typing_extensions import TypedDict
+
+# The wire form of a contract decimal (contracts.types): digits, an optional point; one
+# that may not be negative may still be a negative zero (a Decimal's "-0.00" is >= 0).
+UnsignedText = Annotated[str, StringConstraints(pattern=r"^(\d+(\.\d+)?|-0+(\.0+)?)$")]
+SignedText = Annotated[str, StringConstraints(pattern=r"^-?\d+(\.\d+)?$")]
+
+
+class LotView(TypedDict):
+    lot_id: str
+    quantity: UnsignedText
+    acquired: date
+    cost_basis: UnsignedText
+    wash_adjustment: NotRequired[SignedText]
+    sleeve_id: NotRequired[str | None]
+
+
+class PositionView(TypedDict):
+    symbol: str
+    quantity: UnsignedText
+    cost_basis: UnsignedText
+    lots: NotRequired[list[LotView]]  # none in v1
+
+
+class HoldingsView(BaseModel):
+    """holdings-reconciled (v1 and v2) as reporting-svc stores it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    account_id: str
+    as_of: date
+    cash: Money
+    positions: list[PositionView]
+    cause: HoldingsCause
+    fill_ids: list[str] = Field(default_factory=list)
