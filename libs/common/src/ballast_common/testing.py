@@ -213,7 +213,7 @@ async def deliver(
     missing = sorted({e.type for e in envelopes} - set(by_topic))
     if missing:
         raise ValueError(f"no subscription to {', '.join(missing)}")
-    decoded = [Delivery(*decode_envelope(e.to_bytes())) for e in envelopes]
+    decoded = [Delivery(*by_topic[e.type].decode(e.to_bytes())) for e in envelopes]
     async with unit_of_work(db, source) as uow:
         for batch in _runs_of_one_topic(decoded):
             await by_topic[batch[0].envelope.type].deliver(uow, batch)
