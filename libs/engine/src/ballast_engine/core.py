@@ -34,6 +34,7 @@ from ballast_engine.model import (
     Reference,
     Request,
     RequestKind,
+    RestrictionKind,
     Scope,
     Side,
     Sleeve,
@@ -147,11 +148,17 @@ def capacity(
 ) -> float:
     """Most cash a sleeve can give: cash above its reserve plus holdings it may sell
     (``keep``: shares the tax-aware sell cap keeps)."""
-    restrictions = account.restrictions + sleeve.restrictions
+    # only do-not-sell restrictions block selling (an account may carry dozens of
+    # wash-sale do-not-buys)
+    do_not_sell = tuple(
+        r
+        for r in account.restrictions + sleeve.restrictions
+        if r.kind is RestrictionKind.DO_NOT_SELL
+    )
     cap = sleeve.cash - sleeve.settings.cash_reserve
     for h in sleeve.holdings:
         p = ref.securities[h.symbol].price
-        if restrictions and binding(h.symbol, restrictions, ref).blocks_selling:
+        if do_not_sell and binding(h.symbol, do_not_sell, ref).blocks_selling:
             continue
         if keep and h.symbol in keep:
             cap += max(h.quantity - keep[h.symbol], 0.0) * p

@@ -648,26 +648,34 @@ def _account_d(a: Account) -> dict[str, Any]:
                 "settings": _settings_d(s.settings),
                 "restrictions": _restr_d(s.restrictions),
                 "holdings": [
-                    {
-                        "symbol": h.symbol,
-                        "quantity": h.quantity,
-                        "lots": [
-                            {
-                                "lot_id": lt.lot_id,
-                                "quantity": lt.quantity,
-                                "cost": lt.cost,
-                                "acquired": lt.acquired,
-                            }
-                            | ({"replacement": True} if lt.replacement else {})
-                            for lt in h.lots
-                        ],
-                    }
+                    {"symbol": h.symbol, "quantity": h.quantity, "lots": _lots_d(h.lots)}
                     for h in s.holdings
                 ],
             }
             for s in a.sleeves
         ],
     }
+
+
+def _lots_d(lots: tuple[TaxLot, ...]) -> list[dict[str, Any]]:
+    # one dict per lot, ``replacement`` only when set (a book writes hundreds of thousands)
+    return [
+        {
+            "lot_id": lt.lot_id,
+            "quantity": lt.quantity,
+            "cost": lt.cost,
+            "acquired": lt.acquired,
+            "replacement": True,
+        }
+        if lt.replacement
+        else {
+            "lot_id": lt.lot_id,
+            "quantity": lt.quantity,
+            "cost": lt.cost,
+            "acquired": lt.acquired,
+        }
+        for lt in lots
+    ]
 
 
 def request_to_dict(r: Request) -> dict[str, Any]:

@@ -176,6 +176,44 @@ def _apply_restrictions(m: Member, restrictions: tuple[Restriction, ...], ref: R
                 m.dnh = m.dnh or r
 
 
+def _restriction_index(
+    restrictions: tuple[Restriction, ...],
+) -> tuple[dict[str, list[tuple[int, Restriction]]], list[tuple[int, Restriction]]]:
+    """The restrictions on one security by its symbol, and the wider ones (sector, asset
+    class, list), each with its place in ``restrictions``: a member is matched against its
+    own and the wider ones only (an account may carry dozens of wash-sale do-not-buys)."""
+    by_symbol: dict[str, list[tuple[int, Restriction]]] = {}
+    wider: list[tuple[int, Restriction]] = []
+    for i, r in enumerate(restrictions):
+        if r.scope is RestrictionScope.SECURITY:
+            by_symbol.setdefault(r.value, []).append((i, r))
+        else:
+            wider.append((i, r))
+    return by_symbol, wider
+
+
+def _apply_indexed_restrictions(
+    m: Member,
+    index: tuple[dict[str, list[tuple[int, Restriction]]], list[tuple[int, Restriction]]],
+    ref: Reference,
+) -> None:
+    """``_apply_restrictions`` with the restrictions indexed (``_restriction_index``): the
+    first match of each kind, in the restrictions' order, binds."""
+    own = index[0].get(m.symbol, [])
+    wider = [(i, r) for i, r in index[1] if _matches(r, m.symbol, ref)]
+    for _i, r in sorted(own + wider, key=_place) if own and wider else own or wider:
+        if r.kind is RestrictionKind.DO_NOT_BUY:
+            m.dnb = m.dnb or r
+        elif r.kind is RestrictionKind.DO_NOT_SELL:
+            m.dns = m.dns or r
+        else:
+            m.dnh = m.dnh or r
+
+
+def _place(item: tuple[int, Restriction]) -> int:
+    return item[0]
+
+
 def _dns_step(g: Group) -> float:
     """One share of the group's do-not-sell holding: a floor less than this above the target
     is rounding."""
@@ -273,6 +311,7 @@ def plan_sleeve(
     idx = ref_index(ref)
     secs = ref.securities
     restrictions = account.restrictions + sleeve.restrictions
+    restriction_index = _restriction_index(restrictions)
     notices: list[Notice] = []
     dec_unit = 10.0**-st.share_decimals
 
@@ -281,7 +320,7 @@ def plan_sleeve(
         unit = dec_unit if (st.fractional and sec.fractional) else 1.0
         m = Member(sym, float(sec.price), qty, unit, in_model)
         if restrictions:
-            _apply_restrictions(m, restrictions, ref)
+            _apply_indexed_restrictions(m, restriction_index, ref)
         return m
 
     tpl = _template(model, ref)

@@ -31,9 +31,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import date
 from decimal import Decimal
+from typing import NoReturn
 
 from ballast_engine.amounts import (
     decimal_of,
@@ -56,6 +57,7 @@ from ballast_engine.model import (
     RestrictionKind,
     RestrictionScope,
     Side,
+    TaxLot,
     TaxReport,
     TaxSettings,
     Trade,
@@ -63,7 +65,16 @@ from ballast_engine.model import (
 from ballast_engine.model import RebalanceResult as Result
 from ballast_engine.tax.choice import TaxRates, estimate_tax, rank_lots
 from ballast_engine.tax.lots import order_lots
-from ballast_engine.tax.model import ZERO, Identity, Lot, Method, Term, money
+from ballast_engine.tax.model import (
+    WASH_WINDOW_DAYS,
+    ZERO,
+    Identity,
+    Lot,
+    Method,
+    Term,
+    money,
+    shift,
+)
 from ballast_engine.tax.model import EquivalenceSet as TaxEquivalenceSet
 from ballast_engine.tax.wash import BuyBlock, LossWindow, SellBlock, buy_blocks, sell_blocks
 from ballast_engine.validate import ref_index
@@ -93,16 +104,63 @@ def _date(text: str, *, account: str, field: str, sleeve: str | None = None) -> 
         ) from None
 
 
-@dataclass(slots=True)
-class Position:
-    """A holding with lots: the lots in the order they are sold and what the price is."""
+@dataclass(frozen=True, slots=True)
+class SaleOrder:
+    """How an account orders the lots it sells: its method (None: min tax), the trade date,
+    its rates and the loss lots a recent purchase would wash (sold last)."""
 
-    key: Key
-    qty: float
-    unit: float
-    price: Decimal
-    lots: list[Lot]
-    ranked: list[Lot] = field(default_factory=list)
+    method: Method | None
+    on: date
+    rates: TaxRates
+    washable: frozenset[str]
+
+    def rank(self, lots: list[Lot], price: Decimal) -> list[Lot]:
+        """The lots in the order the account sells them."""
+        if self.method is None:
+            return rank_lots(lots, price, self.on, self.rates, washable=self.washable)
+        return order_lots(lots, self.method)
+
+
+class Position:
+    """A holding with lots: what the price is, and its lots as the tax engine's (``lots``)
+    and in the order they are sold (``ranked``), both made when first read: most positions
+    of a rebalance sell nothing. The lots were checked when the position was made."""
+
+    __slots__ = (
+        "_lots",
+        "_ranked",
+        "account_id",
+        "first_seq",
+        "holding",
+        "key",
+        "order",
+        "price",
+        "qty",
+        "unit",
+    )
+
+    def __init__(
+        self, key: Key, unit: float, price: Decimal, holding: Holding, account_id: str, seq: int
+    ) -> None:
+        self.key, self.qty, self.unit, self.price = key, holding.quantity, unit, price
+        self.holding, self.account_id = holding, account_id
+        self.first_seq = seq  # the sale-order tie-break of its lots, numbered across the account
+        self.order: SaleOrder | None = None  # set when the account's context is made
+        self._lots: list[Lot] | None = None
+        self._ranked: list[Lot] | None = None
+
+    @property
+    def lots(self) -> list[Lot]:
+        if self._lots is None:
+            self._lots = _holding_lots(self.account_id, self.key[0], self.holding, self.first_seq)
+        return self._lots
+
+    @property
+    def ranked(self) -> list[Lot]:
+        if self._ranked is None:
+            assert self.order is not None, "a position is ranked once its context is made"
+            self._ranked = self.order.rank(self.lots, self.price)
+        return self._ranked
 
 
 @dataclass(slots=True)
@@ -212,17 +270,17 @@ def tax_context(account: Account, ref: Reference) -> TaxContext:
     ident = identity_of(ref, aid)
     prices = _decimal_prices(ref)
     taxable = tax.account_type == "taxable"
-    positions, no_lots = _positions(account, ref, on, prices)
+    positions, no_lots, recent = _positions(account, ref, on, prices)
     # buy blocks: recent household loss sales not yet matched
     blocks = buy_blocks(_loss_windows(tax, aid, on), on, ident)
     blocked = frozenset(s for b in blocks for s in b.symbols)
-    # sell blocks: this account's lots of the last 30 days and the household's purchases
-    account_lots = [lot for p in positions.values() for lot in p.lots]
-    household = account_lots + _household_purchases(tax, aid, on)
-    sblocks = (
-        sell_blocks(account_lots, household, on, identity=ident, prices=prices) if taxable else []
-    )
-    ctx = TaxContext(
+    purchases = _household_purchases(tax, aid, on)
+    sblocks = _sell_blocks(positions, recent, purchases, on, ident, prices) if taxable else []
+    washable = frozenset(b.lot_id for b in sblocks)
+    order = SaleOrder(method, on, rates, washable)
+    for p in positions.values():
+        p.order = order
+    return TaxContext(
         account=_with_wash_restrictions(account, blocked, ref),
         settings=tax,
         on=on,
@@ -235,21 +293,41 @@ def tax_context(account: Account, ref: Reference) -> TaxContext:
         blocks=blocks,
         buy_blocked=blocked,
         sell_blocks=sblocks,
-        washable=frozenset(b.lot_id for b in sblocks),
+        washable=washable,
         prices=prices,
     )
-    for p in positions.values():
-        p.ranked = _ranked(ctx, p.lots, p.price)
-    return ctx
+
+
+def _sell_blocks(
+    positions: Mapping[Key, Position],
+    recent: set[str],
+    purchases: list[Lot],
+    on: date,
+    ident: Identity,
+    prices: Mapping[str, Decimal],
+) -> list[SellBlock]:
+    """Sell blocks of the account's lots: by its own lots of the last 30 days and the
+    household's purchases. Only lots of a security (or a substantially identical one)
+    bought in the window can be washed, so only those positions' lots are looked at (in
+    the account's order, as the whole account's would be)."""
+    keys = {ident.key(s) for s in recent} | {ident.key(p.symbol) for p in purchases}
+    account_lots = [
+        lot for key, p in positions.items() if ident.key(key[1]) in keys for lot in p.lots
+    ]
+    return sell_blocks(account_lots, account_lots + purchases, on, identity=ident, prices=prices)
 
 
 def _positions(
     account: Account, ref: Reference, on: date, prices: Mapping[str, Decimal]
-) -> tuple[dict[Key, Position], set[Key]]:
-    """The account's holdings with lots as positions, and the holdings without lots."""
+) -> tuple[dict[Key, Position], set[Key], set[str]]:
+    """The account's holdings with lots as positions (their lots checked), the holdings
+    without lots, and the symbols of lots bought in the wash-sale window (replacement lots
+    excepted: they wash nothing)."""
     positions: dict[Key, Position] = {}
     no_lots: set[Key] = set()
     seen_ids: set[str] = set()
+    recent: set[str] = set()
+    earliest = shift(on, -WASH_WINDOW_DAYS)
     seq = 0  # the lots' sale-order tie-break, across the account
     for sl in account.sleeves:
         st = sl.settings
@@ -260,67 +338,98 @@ def _positions(
             if not h.lots:
                 no_lots.add(key)
                 continue
-            lots = _holding_lots(account.account_id, sl.sleeve_id, h, on, seen_ids, seq)
-            seq += len(lots)
+            first = seq
+            seq += _check_lots(account.account_id, sl.sleeve_id, h, on, seen_ids, earliest, recent)
             sec = ref.securities[h.symbol]
-            positions[key] = Position(
-                key,
-                h.quantity,
-                share_unit(st.fractional, sec.fractional, st.share_decimals),
-                prices[h.symbol],
-                lots,
-            )
-    return positions, no_lots
+            unit = share_unit(st.fractional, sec.fractional, st.share_decimals)
+            positions[key] = Position(key, unit, prices[h.symbol], h, account.account_id, first)
+    return positions, no_lots, recent
 
 
-def _holding_lots(
-    aid: str, sleeve_id: str, h: Holding, on: date, seen_ids: set[str], seq: int
-) -> list[Lot]:
-    """A holding's tax lots, checked, as the tax engine's lots (numbered after ``seq``);
-    lots of no shares are left out."""
+def _check_lots(
+    aid: str,
+    sleeve_id: str,
+    h: Holding,
+    on: date,
+    seen_ids: set[str],
+    earliest: date,
+    recent: set[str],
+) -> int:
+    """Check a holding's tax lots; returns how many have shares (the others are left out)
+    and adds its symbol to ``recent`` if one was bought on or after ``earliest``."""
+    count = 0
+    for tl in h.lots:
+        try:
+            acquired: date | None = date.fromisoformat(tl.acquired)
+        except (TypeError, ValueError):
+            acquired = None
+        if tl.lot_id in seen_ids or acquired is None or acquired > on or not 0 <= tl.cost < INF:
+            _lot_problem(aid, sleeve_id, h, tl, on, seen_ids)
+        seen_ids.add(tl.lot_id)
+        if tl.quantity > 0:
+            count += 1
+            if acquired >= earliest and not tl.replacement:
+                recent.add(h.symbol)
+    return count
+
+
+INF = math.inf
+
+
+def _lot_problem(
+    aid: str, sleeve_id: str, h: Holding, tl: TaxLot, on: date, seen_ids: set[str]
+) -> NoReturn:
+    """Raise the first problem of a lot that has one, naming the field."""
     where = {"account": aid, "sleeve": sleeve_id}
+    if tl.lot_id in seen_ids:
+        raise SettingError(
+            f"tax lot {tl.lot_id!r} appears twice in the account",
+            security=h.symbol,
+            field="lots.lot_id",
+            **where,
+        )
+    acquired = _date(tl.acquired, field="lots.acquired", **where)
+    if acquired > on:
+        raise SettingError(
+            f"tax lot {tl.lot_id!r} was acquired {acquired} after the trade date {on} (tax.as_of)",
+            security=h.symbol,
+            field="lots.acquired",
+            **where,
+        )
+    raise SettingError(
+        f"tax lot {tl.lot_id!r} cost must be an amount >= 0, got {tl.cost!r}",
+        security=h.symbol,
+        field="lots.cost",
+        **where,
+    )
+
+
+def _holding_lots(aid: str, sleeve_id: str, h: Holding, seq: int) -> list[Lot]:
+    """A holding's tax lots (checked by ``_check_lots``) as the tax engine's lots, numbered
+    after ``seq``; lots of no shares are left out."""
     lots: list[Lot] = []
     for tl in h.lots:
-        if tl.lot_id in seen_ids:
-            raise SettingError(
-                f"tax lot {tl.lot_id!r} appears twice in the account",
-                security=h.symbol,
-                field="lots.lot_id",
-                **where,
-            )
-        seen_ids.add(tl.lot_id)
-        acquired = _date(tl.acquired, field="lots.acquired", **where)
-        if acquired > on:
-            raise SettingError(
-                f"tax lot {tl.lot_id!r} was acquired {acquired} after the trade date "
-                f"{on} (tax.as_of)",
-                security=h.symbol,
-                field="lots.acquired",
-                **where,
-            )
-        if not math.isfinite(tl.cost) or tl.cost < 0:
-            raise SettingError(
-                f"tax lot {tl.lot_id!r} cost must be an amount >= 0, got {tl.cost!r}",
-                security=h.symbol,
-                field="lots.cost",
-                **where,
-            )
         if tl.quantity <= 0:
             continue
         seq += 1
+        acquired = date.fromisoformat(tl.acquired)
+        q = tl.quantity
+        # a whole number of shares as decimal_of gives it, without the text in between
+        quantity = Decimal(int(q)) if q < 1e15 and q == int(q) else decimal_of(q)
         lots.append(
-            Lot(
-                lot_id=tl.lot_id,
-                account=aid,
-                symbol=h.symbol,
-                quantity=decimal_of(tl.quantity),
-                cost_basis=money(decimal_of(tl.cost)),
-                acquired=acquired,
-                holding_start=acquired,
-                purchase_id=tl.lot_id,
-                sleeve=sleeve_id,
-                seq=seq,
-                replacement=tl.replacement,
+            Lot(  # lot_id, account, symbol, quantity, cost_basis, acquired, holding_start,
+                # purchase_id, sleeve, seq, replacement
+                tl.lot_id,
+                aid,
+                h.symbol,
+                quantity,
+                money(decimal_of(tl.cost)),
+                acquired,
+                acquired,
+                tl.lot_id,
+                sleeve_id,
+                seq,
+                tl.replacement,
             )
         )
     return lots
@@ -397,13 +506,6 @@ def _with_wash_restrictions(account: Account, blocked: frozenset[str], ref: Refe
         if s in ref.securities
     )
     return replace(account, restrictions=account.restrictions + extra) if extra else account
-
-
-def _ranked(ctx: TaxContext, lots: list[Lot], price: Decimal) -> list[Lot]:
-    """The lots in the order the account sells them."""
-    if ctx.method is None:
-        return rank_lots(lots, price, ctx.on, ctx.rates, washable=ctx.washable)
-    return order_lots(lots, ctx.method)
 
 
 # --------------------------------------------------------------------------------------------
@@ -782,11 +884,59 @@ def _sell_with_lots(
             f" Only {number_text(t.quantity)} of the {shares_text(want)} the rebalance wanted "
             f"are sold: {limit_reasons(ctx, run.limits[key])}."
         )
-    return replace(
-        t,
-        explanation=text,
-        lots=tuple(sales),
-        estimated_tax=sum((s.tax for s in sales), money(ZERO)),
+    return with_tax(t, text, tuple(sales), sum((s.tax for s in sales), money(ZERO)))
+
+
+# the fields _holding_lots (a Lot's) and with_tax (a Trade's) pass by position, in order
+_LOT_FIELDS = (
+    "lot_id",
+    "account",
+    "symbol",
+    "quantity",
+    "cost_basis",
+    "acquired",
+    "holding_start",
+    "purchase_id",
+    "sleeve",
+    "seq",
+    "replacement",
+)
+assert tuple(f.name for f in fields(Lot))[: len(_LOT_FIELDS)] == _LOT_FIELDS
+_TRADE_FIELDS = (
+    "account_id",
+    "sleeve_id",
+    "symbol",
+    "side",
+    "quantity",
+    "price",
+    "estimated_value",
+    "reason",
+    "explanation",
+    "opens_position",
+    "closes_position",
+    "lots",
+    "estimated_tax",
+)
+assert tuple(f.name for f in fields(Trade) if f.init) == _TRADE_FIELDS  # with_tax copies all
+
+
+def with_tax(t: Trade, explanation: str, lots: tuple[LotSale, ...], tax: Decimal) -> Trade:
+    """The trade with its sentence, the lots it relieves and its estimated tax (as
+    ``dataclasses.replace`` makes it, in one call: every sell of a book goes through here)."""
+    return Trade(
+        t.account_id,
+        t.sleeve_id,
+        t.symbol,
+        t.side,
+        t.quantity,
+        t.price,
+        t.estimated_value,
+        t.reason,
+        explanation,
+        t.opens_position,
+        t.closes_position,
+        lots,
+        tax,
     )
 
 

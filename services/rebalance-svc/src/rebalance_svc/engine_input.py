@@ -30,7 +30,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
-from typing import Any, cast
+from functools import lru_cache
+from typing import Any, NamedTuple, cast, get_args
 
 import numpy as np
 from ballast_common.contracts.events import (
@@ -44,6 +45,7 @@ from ballast_engine.model import (
     Account,
     Band,
     BandKind,
+    CashMovement,
     DriftLevel,
     EquivalenceSet,
     FreedCashPolicy,
@@ -134,8 +136,9 @@ class AccountRow:
         return [self.model_id] if self.model_id else []
 
 
-@dataclass(frozen=True)
-class PositionRow:
+class PositionRow(NamedTuple):
+    """A position of the read model: its lots as the book of record sent them (LotV1)."""
+
     symbol: str
     quantity: Decimal
     lots: Sequence[Mapping[str, Any]] = ()
@@ -294,16 +297,27 @@ def engine_restrictions(docs: Iterable[Mapping[str, Any]]) -> tuple[Restriction,
 
 
 def tax_lots(lots: Iterable[Mapping[str, Any]]) -> tuple[TaxLot, ...]:
+    """The engine's lots (lot_id, quantity, cost, acquired, replacement) of LotV1 dicts; a
+    lot with a wash-sale adjustment in its basis is a replacement."""
     return tuple(
         TaxLot(
             str(lot["lot_id"]),
             float(lot["quantity"]),
             float(lot["cost_basis"]),
             str(lot["acquired"]),
-            replacement=bool(Decimal(str(lot.get("wash_adjustment") or 0))),
+            _adjusted(lot.get("wash_adjustment")),
         )
         for lot in lots
     )
+
+
+_NO_ADJUSTMENT = frozenset({"0.00", "0", "0.0"})  # how the book of record writes none
+
+
+def _adjusted(wash_adjustment: Any) -> bool:
+    if not wash_adjustment or wash_adjustment in _NO_ADJUSTMENT:
+        return False
+    return bool(Decimal(str(wash_adjustment)))
 
 
 def engine_account(
@@ -439,17 +453,38 @@ METHODS = {"fifo": "fifo", "lifo": "lifo", "hifo": "hifo", "mintax": "min_tax"}
 WASH_WINDOW = timedelta(days=30)
 
 
+def recent_purchases(
+    household_lots: Iterable[tuple[str, str, str, Sequence[Mapping[str, Any]]]], as_of: date
+) -> dict[str, list[tuple[str, RecentPurchase]]]:
+    """Per household, the purchases of the last 30 days before trade date `as_of` (account,
+    purchase) from its accounts' lots (`household_lots`: household, account, symbol, lots),
+    worked out once for all its accounts. Replacement lots (a wash-sale adjustment) wash
+    nothing more, so they are not recent purchases."""
+    out: dict[str, list[tuple[str, RecentPurchase]]] = defaultdict(list)
+    since = as_of - WASH_WINDOW
+    for household_id, account_id, symbol, lots in household_lots:
+        for lot in lots:
+            acquired = str(lot["acquired"])
+            if not _adjusted(lot.get("wash_adjustment")) and (
+                since <= date.fromisoformat(acquired) <= as_of
+            ):
+                purchase = RecentPurchase(
+                    symbol, acquired, float(lot["quantity"]), str(lot["lot_id"])
+                )
+                out[household_id].append((account_id, purchase))
+    return out
+
+
 def engine_tax(
     ctx: TaxContext,
     as_of: date,
     realized: tuple[int, Decimal, Decimal] | None,
-    household_lots: Iterable[tuple[str, str, Sequence[Mapping[str, Any]]]] = (),
+    household_purchases: Iterable[tuple[str, RecentPurchase]] = (),
 ) -> TaxSettings:
     """The engine's tax settings of an account on trade date `as_of`: its method and rates,
     its yearly gain budget less what it realized this year, harvest thresholds, the
     household's recent loss sales, and purchases of the last 30 days in the household's other
-    accounts (`household_lots`: account, symbol, lots). Replacement lots (a wash-sale
-    adjustment) wash nothing more, so they are not recent purchases."""
+    accounts (`household_purchases`: account, purchase, from `recent_purchases`)."""
     s = ctx.settings
     budget = None
     if s.gain_budget is not None:
@@ -462,14 +497,7 @@ def engine_tax(
         if s.harvest
         else None
     )
-    purchases = tuple(
-        RecentPurchase(symbol, str(lot["acquired"]), float(lot["quantity"]), str(lot["lot_id"]))
-        for account_id, symbol, lots in household_lots
-        if account_id != ctx.account_id
-        for lot in lots
-        if not Decimal(str(lot.get("wash_adjustment") or 0))
-        and as_of - WASH_WINDOW <= date.fromisoformat(str(lot["acquired"])) <= as_of
-    )
+    purchases = tuple(p for account_id, p in household_purchases if account_id != ctx.account_id)
     return TaxSettings(
         as_of=as_of.isoformat(),
         account_type=ctx.account_type or "taxable",
@@ -505,9 +533,82 @@ def cash_movements(result: RebalanceResult) -> list[CashMovementV1]:
             amount=m.amount,
             purpose=cast(CashMovementPurpose, m.purpose),
         )
-        for m in result.cash_movements
-        if m.from_sleeve != m.to_sleeve and m.amount > 0
+        for m in _moves_inside(result)
     ]
+
+
+def _moves_inside(result: RebalanceResult) -> list[CashMovement]:
+    return [m for m in result.cash_movements if m.from_sleeve != m.to_sleeve and m.amount > 0]
+
+
+_PURPOSES = frozenset(get_args(CashMovementPurpose))
+
+
+def proposal_json(
+    proposal_id: str,
+    run_id: uuid.UUID,
+    label: tuple[str, int],
+    result: RebalanceResult,
+    trade_ids: Sequence[str],
+    uma: bool,
+) -> bytes:
+    """trades-proposed's payload for a result with trades, byte for byte as
+    `TradesProposedV1` serializes it (a test holds the two to the same bytes), written from
+    plain values by the models' own JSON writer, without a model per trade. The contract's
+    rules on the values are checked here (a ValueError names the trade and field)."""
+    trades = []
+    for t, trade_id in zip(result.trades, trade_ids, strict=True):
+        price = _price_text(t.price)
+        if not (t.quantity > 0 and price is not None and t.estimated_value >= 0):
+            raise ValueError(
+                f"trade {t.side._value_} {t.symbol} of account {result.account_id}: quantity "
+                f"{t.quantity} and estimated_price {money(t.price)} must be > 0, "
+                f"estimated_value {t.estimated_value} >= 0"
+            )
+        tax = t.estimated_tax
+        trades.append(
+            {
+                "trade_id": trade_id,
+                "symbol": t.symbol,
+                "side": t.side._value_,
+                "quantity": _decimal_text(t.quantity),
+                "estimated_price": price,
+                "estimated_value": _decimal_text(t.estimated_value),
+                "reason": t.reason._value_,
+                "explanation": t.explanation,
+                "sleeve_id": t.sleeve_id if uma else None,
+                "lot_ids": [lot.lot_id for lot in t.lots],
+                "estimated_tax": None if tax is None else _decimal_text(tax),
+            }
+        )
+    if not trades:
+        raise ValueError(f"a proposal of account {result.account_id} has no trades")
+    moves = []
+    for m in _moves_inside(result) if uma else ():
+        if m.purpose not in _PURPOSES:
+            raise ValueError(f"cash movement purpose {m.purpose!r} is not one of {_PURPOSES}")
+        moves.append(
+            {
+                "from_sleeve": m.from_sleeve,
+                "to_sleeve": m.to_sleeve,
+                "amount": _decimal_text(m.amount),
+                "purpose": m.purpose,
+            }
+        )
+    summary = result.summary
+    return to_json(
+        {
+            "proposal_id": proposal_id,
+            "run_id": str(run_id),
+            "account_id": result.account_id,
+            "model_id": label[0],
+            "model_version": int(label[1]),
+            "trades": trades,
+            "cash_before": _decimal_text(summary.cash_before),
+            "cash_after_estimated": _decimal_text(summary.cash_after),
+            "cash_movements": moves,
+        }
+    )
 
 
 def _holding(symbol: str, quantity: Decimal, lots: Sequence[Mapping[str, Any]]) -> Holding:
@@ -666,6 +767,21 @@ def drift_event_json(run_id: uuid.UUID, label: tuple[str, int], verdict: DriftVe
         f'"out_of_tolerance":{"true" if verdict.out_of_tolerance else "false"},'
         f'"securities":{drift_securities_json(verdict)}}}'
     ).encode()
+
+
+def _decimal_text(value: Decimal) -> str:
+    """`format(value, "f")`, as the contracts write a decimal: `str` is the same text unless it
+    chose an exponent, and much faster."""
+    text = str(value)
+    return format(value, "f") if "E" in text else text
+
+
+@lru_cache(maxsize=4096)
+def _price_text(price: float) -> str | None:
+    """A trade's estimated price as trades-proposed carries it (`money`), None when it is
+    not positive (the contract's rule); a chunk's trades share a few hundred prices."""
+    value = money(price)
+    return _decimal_text(value) if value > 0 else None
 
 
 def _json_text(text: str) -> str:

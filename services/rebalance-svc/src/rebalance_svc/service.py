@@ -6,10 +6,11 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from hashlib import sha1
 from typing import Any
 
 from ballast_common.consumer import Delivery
@@ -28,27 +29,32 @@ from ballast_common.contracts.events import (
     RunTrigger,
     SecuritiesChangedV1,
     TradesProposedV1,
-    TradeV1,
 )
 from ballast_common.errors import FieldProblem, InvalidInput, NotFound
 from ballast_common.uow import UnitOfWork
-from ballast_engine.drift import book_arrays, scan_drift
 from ballast_engine.harvesting import harvest_book
 from ballast_engine.model import Account as EngineAccount
 from ballast_engine.model import (
     Book,
-    RebalanceInput,
     RebalanceResult,
+    RecentPurchase,
     Reference,
     Request,
     RequestKind,
     Trade,
 )
 from ballast_engine.rebalance import rebalance_book
-from ballast_engine.scenario import reference_to_dict, scenario_to_dict
+from ballast_engine.scenario import (
+    SCENARIO_FORMAT,
+    account_to_dict,
+    reference_to_dict,
+    request_to_dict,
+)
+from pydantic_core import to_json
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from rebalance_svc import repository as repo
+from rebalance_svc import scan
 from rebalance_svc.engine_input import (
     WASH_WINDOW,
     AccountRow,
@@ -59,15 +65,14 @@ from rebalance_svc.engine_input import (
     SecurityRow,
     SleeveRow,
     TaxContext,
-    cash_movements,
     drift_event_json,
     engine_account,
     engine_tax,
     equivalence_sets_for,
-    money,
+    proposal_json,
     rebalanced_verdict,
+    recent_purchases,
     reference_for,
-    scanned_accounts,
     strategy_for,
     tax_context,
 )
@@ -272,7 +277,7 @@ async def prepare(
     (a drift scan) no lots, households or loss sales are read: drift needs none of them."""
     ids = [a.account_id for a in accounts]
     sleeves = await repo.sleeves_of(session, ids)
-    rows = {a.account_id: _row(a, sleeves.get(a.account_id, [])) for a in accounts}
+    rows = {a.account_id: account_row(a, sleeves.get(a.account_id, [])) for a in accounts}
     wanted = sorted({m for r in rows.values() for m in r.model_ids()})
     models = await repo.models(session, wanted)
     models.update({m.model_id: m for m in extra_models})
@@ -286,7 +291,7 @@ async def prepare(
     households: dict[str, str] = {}
     sales: dict[str, list[LossSaleV1]] = {}
     realized: dict[str, tuple[int, Decimal, Decimal]] = {}
-    peers: dict[str, list[tuple[str, str, list[dict[str, Any]]]]] = defaultdict(list)
+    purchases: dict[str, list[tuple[str, RecentPurchase]]] = {}
     if tax:
         households = await repo.households_of(session, ids)
         for a in accounts:
@@ -294,10 +299,12 @@ async def prepare(
                 households.setdefault(a.account_id, a.household_id)
         sales = await _loss_sales(session, ids, households)
         realized = await repo.realized_of(session, ids)
-        for household_id, peer_id, symbol, lots in await repo.household_lots(
-            session, sorted(set(households.values())), trade_date - WASH_WINDOW
-        ):
-            peers[household_id].append((peer_id, symbol, lots))
+        purchases = recent_purchases(
+            await repo.household_lots(
+                session, sorted(set(households.values())), trade_date - WASH_WINDOW
+            ),
+            trade_date,
+        )
     in_flight = await repo.trades_in_flight(session, ids)
     model_targets = {
         m: {s: Decimal(w) for s, w in mod.targets.items()} for m, mod in models.items()
@@ -339,7 +346,8 @@ async def prepare(
                 "and in the book of record, or rejected): trading again now could trade twice"
             )
         else:
-            positions = [PositionRow(*h) for h in holdings.get(account_id, [])]
+            # popped: the rows of an account built are let go (a chunk holds thousands)
+            positions = [PositionRow._make(h) for h in holdings.pop(account_id, ())]
             household = households.get(account_id)
             context = tax_context(
                 account_id,
@@ -354,7 +362,7 @@ async def prepare(
                     context,
                     trade_date,
                     realized.get(account_id),
-                    peers.get(household, []) if household else [],
+                    purchases.get(household, ()) if household else (),
                 )
                 if has_lots
                 else None
@@ -370,12 +378,12 @@ async def prepare(
                 sleeve_cash.get(account_id),
             )
             prepared.rows[account_id] = account
-            prepared.labels[account_id] = _label(row, models)
+            prepared.labels[account_id] = run_label(row, models)
             prepared.taxes[account_id] = context
     return prepared
 
 
-def _row(account: Account, sleeves: list[Sleeve]) -> AccountRow:
+def account_row(account: Account, sleeves: list[Sleeve]) -> AccountRow:
     return AccountRow(
         account.account_id,
         account.model_id,
@@ -389,7 +397,7 @@ def _row(account: Account, sleeves: list[Sleeve]) -> AccountRow:
     )
 
 
-def _label(row: AccountRow, models: dict[str, Model]) -> tuple[str, int]:
+def run_label(row: AccountRow, models: dict[str, Model]) -> tuple[str, int]:
     """The model an account's events name: an SMA's model; a UMA's largest sleeve's."""
     if row.is_uma:
         model_id = max(row.sleeves, key=lambda s: s.weight).model_id
@@ -404,9 +412,9 @@ async def _loss_sales(
     """Recent loss sales by household (or by account where the household is unknown)."""
     rows = await repo.loss_sales_of(session, account_ids, sorted(set(households.values())))
     out: dict[str, list[LossSaleV1]] = defaultdict(list)
-    for r in rows:
+    for r in rows:  # typed by the read model's columns already
         out[r.household_id or r.account_id].append(
-            LossSaleV1(
+            LossSaleV1.model_construct(
                 symbol=r.symbol,
                 sold_on=r.sold_on,
                 quantity=r.quantity,
@@ -705,14 +713,15 @@ async def _rebalance_chunk(
         return
     prepared = await prepare(uow.session, accounts, settings, [model])
     tally.skipped.update(prepared.skipped)
-    outcome = _rebalance(prepared, list(prepared.accounts), tally)
     label = (model.model_id, model.version)
-    for result in outcome:
+    rebalanced = []
+    for result in _rebalanced(prepared, list(prepared.accounts), tally):
         account = prepared.rows[result.account_id]
         tenant_of = account.tenant or tenant
         _publish_drift(uow, request.run_id, tally, label, rebalanced_verdict(result), tenant_of)
         _propose(uow, request.run_id, tally, prepared, label, result, tenant_of)
-    await _store_scenarios(uow, request, prepared, outcome)
+        rebalanced.append(result.account_id)
+    await _store_scenarios(uow, request, prepared, rebalanced)
 
 
 async def _scan_chunk(
@@ -725,28 +734,15 @@ async def _scan_chunk(
     """The engine's vectorized drift scan: drift-detected for each account scanned (out of
     tolerance when any level is outside its band); with `rebalance_out_of_tolerance`, those
     out of tolerance are rebalanced too (trades-proposed)."""
-    prepared = await prepare(uow.session, accounts, settings, [], tax=False)
-    tally.skipped.update(prepared.skipped)
-    arrays, failures = book_arrays(Book(prepared.reference, tuple(prepared.accounts.values())))
-    for failure in failures:
-        tally.skipped[failure.account_id] = failure.error
-    drift = scan_drift(arrays)
-    out_ids: list[str] = []
-    for scanned in scanned_accounts(arrays, drift):
-        account = prepared.rows[scanned.account_id]
-        label = prepared.labels[scanned.account_id]
-        _publish_drift(uow, request.run_id, tally, label, scanned, account.tenant)
-        if scanned.out_of_tolerance:
-            out_ids.append(scanned.account_id)
-    if request.rebalance_out_of_tolerance and out_ids:
-        out = [prepared.rows[a] for a in out_ids]
+    out = await scan.scan_chunk(uow, request.run_id, accounts, tally, settings)
+    if request.rebalance_out_of_tolerance and out:
         full = await prepare(uow.session, out, settings, [])  # with lots: tax-aware
         outcome = _rebalance(full, list(full.accounts), tally)
         for result in outcome:
             account = full.rows[result.account_id]
             label = full.labels[result.account_id]
             _propose(uow, request.run_id, tally, full, label, result, account.tenant)
-        await _store_scenarios(uow, request, full, outcome)
+        await _store_scenarios(uow, request, full, [r.account_id for r in outcome])
 
 
 async def _harvest_chunk(
@@ -784,7 +780,11 @@ async def _harvest_chunk(
         label = prepared.labels[result.account_id]
         _propose(uow, request.run_id, tally, prepared, label, result, account.tenant)
     await _store_scenarios(
-        uow, request, prepared, list(outcome.results), Request(RequestKind.HARVEST)
+        uow,
+        request,
+        prepared,
+        [r.account_id for r in outcome.results],
+        Request(RequestKind.HARVEST),
     )
 
 
@@ -810,33 +810,47 @@ async def run_with_skipped(session: AsyncSession, run_id: str) -> RunOut:
 
 
 def _rebalance(prepared: Prepared, account_ids: list[str], tally: Tally) -> list[RebalanceResult]:
-    book = Book(prepared.reference, tuple(prepared.accounts[a] for a in account_ids))
-    outcome = rebalance_book(book)
-    for failure in outcome.failures:
-        tally.skipped[failure.account_id] = failure.error
-        log.warning(
-            "account skipped", extra={"account_id": failure.account_id, "reason": failure.error}
-        )
-    return list(outcome.results)
+    return list(_rebalanced(prepared, account_ids, tally))
+
+
+def _rebalanced(
+    prepared: Prepared, account_ids: list[str], tally: Tally
+) -> Iterator[RebalanceResult]:
+    """Each account's result as soon as it is made (an account that cannot go is skipped
+    with the engine's reason): its events are written before the next account is
+    rebalanced, so a chunk never holds all its results at once."""
+    for account_id in account_ids:
+        outcome = rebalance_book(Book(prepared.reference, (prepared.accounts[account_id],)))
+        for failure in outcome.failures:
+            tally.skipped[failure.account_id] = failure.error
+            log.warning(
+                "account skipped",
+                extra={"account_id": failure.account_id, "reason": failure.error},
+            )
+        yield from outcome.results
 
 
 async def _store_scenarios(
     uow: UnitOfWork,
     request: RebalanceChunkRequestedV1,
     prepared: Prepared,
-    results: list[RebalanceResult],
+    account_ids: Sequence[str],
     engine_request: Request | None = None,
 ) -> None:
-    """What the engine was given for each account, so each decision replays: the chunk's
-    reference once, each account's part (GET /runs/{run}/scenarios/{account} joins them)."""
-    scenarios = {}
-    for r in results:
-        whole = scenario_to_dict(
-            RebalanceInput(
-                prepared.accounts[r.account_id], prepared.reference, engine_request or Request()
-            )
-        )
-        scenarios[r.account_id] = {k: whole[k] for k in ("format", "account", "request")}
+    """What the engine was given for each account it rebalanced, so each decision replays:
+    the chunk's reference once, each account's part as JSON text
+    (GET /runs/{run}/scenarios/{account} joins them)."""
+    request_part = request_to_dict(engine_request or Request())
+    scenarios = {
+        account_id: to_json(
+            {
+                "format": SCENARIO_FORMAT,
+                "account": account_to_dict(prepared.accounts[account_id]),
+                "request": request_part,
+            }
+        ).decode()
+        for account_id in account_ids
+    }
     await repo.add_scenarios(
         uow.session,
         str(request.run_id),
@@ -866,11 +880,22 @@ def _publish_drift(
     )
 
 
-def _trade_id(proposal_id: uuid.UUID, trade: Trade, uma: bool) -> uuid.UUID:
+def derived_id(name: str) -> str:
+    """`str(uuid.uuid5(IDS, name))`, without a UUID object (a chunk names thousands)."""
+    h = sha1(_IDS_BYTES + name.encode()).hexdigest()
+    # the version nibble is 5, the variant's two high bits are 10 (RFC 4122)
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+
+
+_IDS_BYTES = IDS.bytes
+_VARIANT = {f"{n:x}": f"{n & 0x3 | 0x8:x}" for n in range(16)}
+
+
+def _trade_id(proposal_id: str, trade: Trade, uma: bool) -> str:
     """The same trade of the same proposal always has the same id (a UMA's: per sleeve)."""
     if uma:
-        return uuid.uuid5(IDS, f"trade:{proposal_id}:{trade.sleeve_id}:{trade.side}:{trade.symbol}")
-    return uuid.uuid5(IDS, f"trade:{proposal_id}:{trade.side}:{trade.symbol}")
+        return derived_id(f"trade:{proposal_id}:{trade.sleeve_id}:{trade.side}:{trade.symbol}")
+    return derived_id(f"trade:{proposal_id}:{trade.side}:{trade.symbol}")
 
 
 def _propose(
@@ -887,42 +912,19 @@ def _propose(
     if not result.trades:
         return
     account_id = result.account_id
-    proposal_id = uuid.uuid5(IDS, f"proposal:{run_id}:{account_id}")
+    proposal_id = derived_id(f"proposal:{run_id}:{account_id}")
     uma = prepared.accounts[account_id].strategy_id is not None
     tally.proposals += 1
     tally.trades += len(result.trades)
     trade_ids = [_trade_id(proposal_id, t, uma) for t in result.trades]
+    run = str(run_id)
     tally.in_flight += [
-        repo.TradeInFlight(trade_id, account_id, proposal_id, run_id, t.quantity)
+        repo.TradeInFlight(trade_id, account_id, proposal_id, run, t.quantity)
         for t, trade_id in zip(result.trades, trade_ids, strict=True)
     ]
-    uow.publish(
-        TradesProposedV1(
-            proposal_id=proposal_id,
-            run_id=run_id,
-            account_id=account_id,
-            model_id=label[0],
-            model_version=label[1],
-            cash_before=result.summary.cash_before,
-            cash_after_estimated=result.summary.cash_after,
-            cash_movements=cash_movements(result) if uma else [],
-            trades=[
-                TradeV1(
-                    trade_id=trade_id,
-                    symbol=t.symbol,
-                    side=t.side.value,
-                    quantity=t.quantity,
-                    estimated_price=money(t.price),
-                    estimated_value=t.estimated_value,
-                    reason=t.reason.value,
-                    explanation=t.explanation,
-                    sleeve_id=t.sleeve_id if uma else None,
-                    lot_ids=list(t.lot_ids),
-                    estimated_tax=t.estimated_tax,
-                )
-                for t, trade_id in zip(result.trades, trade_ids, strict=True)
-            ],
-        ),
+    uow.publish_json(
+        TradesProposedV1,
+        proposal_json(proposal_id, run_id, label, result, trade_ids, uma),
         key=account_id,
         tenant=tenant,
     )
