@@ -24,7 +24,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ballast_common.bulk import insert_columns
+from ballast_common.bulk import driver_connection
 from ballast_common.common_tables import common_metadata
 
 outbox = Table(
@@ -60,15 +60,15 @@ class PendingMessage:
 
 
 async def add_to_outbox(session: AsyncSession, messages: Sequence[OutgoingMessage]) -> None:
-    await insert_columns(
-        session,
-        outbox,
-        {
-            "topic": [m.topic for m in messages],
-            "key": [m.key for m in messages],
-            "value": [m.value for m in messages],
-            "headers": [json.dumps(m.headers, separators=(",", ":")) for m in messages],
-        },
+    # One prepared statement executed for every message (the driver pipelines them): as
+    # fast as an `unnest` for small events and twice as fast for a book of record's
+    # snapshots of tens of kilobytes, whose arrays `unnest` would copy again.
+    if not messages:
+        return
+    connection = await driver_connection(session)
+    await connection.executemany(
+        'INSERT INTO "outbox" (topic, key, value, headers) VALUES ($1, $2, $3, $4::jsonb)',
+        [(m.topic, m.key, m.value, json.dumps(m.headers, separators=(",", ":"))) for m in messages],
     )
 
 
