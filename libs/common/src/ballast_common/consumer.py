@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
@@ -34,7 +33,12 @@ from opentelemetry.trace import Link, Span, SpanKind
 from pydantic import BaseModel, ValidationError, create_model
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from ballast_common.contracts.envelope import Envelope, EnvelopeError, decode_envelope
+from ballast_common.contracts.envelope import (
+    Envelope,
+    EnvelopeError,
+    decode_carefully,
+    decode_envelope,
+)
 from ballast_common.contracts.events import DeadLetterV1
 from ballast_common.contracts.registry import DEAD_LETTER_TOPIC_PREFIX, contract_for
 from ballast_common.errors import PermanentMessageError, TransientError
@@ -147,42 +151,10 @@ def decode_view(raw: bytes | None, view: type[BaseModel]) -> tuple[Envelope, Bas
     try:
         typed: Any = model.model_validate_json(raw)
     except ValidationError:
-        return _decode_view_carefully(raw, view)
+        return decode_carefully(raw, view)
     if contract_for(typed.type, typed.version) is None:
         raise EnvelopeError(f"unknown event type/version {typed.type} v{typed.version}")
     return typed, typed.payload
-
-
-def _decode_view_carefully(raw: bytes, view: type[BaseModel]) -> tuple[Envelope, BaseModel]:
-    """The slow path, in steps, so that the error names what is wrong."""
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EnvelopeError(f"message is not JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise EnvelopeError("message is not a JSON object")
-    try:
-        envelope = Envelope.model_validate(data)
-    except ValidationError as exc:
-        raise EnvelopeError(f"invalid envelope: {_problems(exc)}") from exc
-    if contract_for(envelope.type, envelope.version) is None:
-        raise EnvelopeError(f"unknown event type/version {envelope.type} v{envelope.version}")
-    try:
-        payload = view.model_validate(envelope.payload)
-    except ValidationError as exc:
-        raise EnvelopeError(
-            f"invalid {envelope.type} v{envelope.version} payload: {_problems(exc)}"
-        ) from exc
-    return envelope, payload
-
-
-def _problems(exc: ValidationError) -> str:
-    parts = [
-        f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
-        for err in exc.errors()[:5]
-    ]
-    more = exc.error_count() - len(parts)
-    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
 
 
 class _IsolateFailures(Exception):

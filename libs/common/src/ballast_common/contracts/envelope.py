@@ -58,7 +58,7 @@ def decode_envelope(raw: bytes | None) -> tuple[Envelope, BaseModel]:
     typed = _typed_envelope(raw)
     if typed is not None:
         return typed, typed.payload
-    return _decode_carefully(raw)
+    return decode_carefully(raw)
 
 
 _TYPE = re.compile(rb'"type"\s*:\s*"([a-z0-9-]{1,100})"')
@@ -93,7 +93,10 @@ def _typed_envelope(raw: bytes) -> Any:
     return typed if (typed.type, typed.version) == key else None
 
 
-def _decode_carefully(raw: bytes) -> tuple[Envelope, BaseModel]:
+def decode_carefully(raw: bytes, view: type[BaseModel] | None = None) -> tuple[Envelope, BaseModel]:
+    """The slow path, in steps, so that the error names what is wrong: not JSON, the
+    envelope's field, an unknown type or version, the payload's field (validated by its
+    contract, or by `view`: a narrower model of the fields a consumer reads)."""
     from ballast_common.contracts.registry import contract_for
 
     try:
@@ -110,7 +113,7 @@ def _decode_carefully(raw: bytes) -> tuple[Envelope, BaseModel]:
     if contract is None:
         raise EnvelopeError(f"unknown event type/version {envelope.type} v{envelope.version}")
     try:
-        payload = contract.payload.model_validate(envelope.payload)
+        payload = (view or contract.payload).model_validate(envelope.payload)
     except ValidationError as exc:
         raise EnvelopeError(
             f"invalid {envelope.type} v{envelope.version} payload: {_describe(exc)}"
