@@ -32,6 +32,7 @@ from ballast_engine.model import (
     TaxSettings,
 )
 from ballast_engine.rebalance import rebalance, rebalance_book
+from ballast_engine.tax.model import ReliefMethod
 from ballast_engine.taxaware import WASH_SOURCE
 
 AS_OF = "2026-11-20"
@@ -76,7 +77,12 @@ HALF = ref(("A", 0.5), ("B", 0.5))
 
 def test_min_tax_names_lots_losses_first_and_estimates_tax() -> None:
     # value 15,000: A's target 7,500 -> sell 75 A, buy 75 B
-    r = rebalance(RebalanceInput(acct((Holding("A", 150, LOTS_ABC),), TaxSettings(AS_OF)), HALF))
+    r = rebalance(
+        RebalanceInput(
+            acct((Holding("A", 150, LOTS_ABC),), TaxSettings(AS_OF, method=ReliefMethod.MINTAX)),
+            HALF,
+        )
+    )
     assert trades(r) == {("A", "sell"): 75, ("B", "buy"): 75}
     s = sell(r, "A")
     assert s.lot_ids == ("L3", "L2")  # the biggest tax saving per share first
@@ -108,7 +114,7 @@ def test_min_tax_names_lots_losses_first_and_estimates_tax() -> None:
     ],
 )
 def test_other_methods(method: str, lots: tuple[str, ...], tax: Decimal) -> None:
-    a = acct((Holding("A", 150, LOTS_ABC),), TaxSettings(AS_OF, method=method))
+    a = acct((Holding("A", 150, LOTS_ABC),), TaxSettings(AS_OF, method=ReliefMethod(method)))
     s = sell(rebalance(RebalanceInput(a, HALF)), "A")
     assert s.lot_ids == lots and s.estimated_tax == tax
 
@@ -127,7 +133,10 @@ def test_hard_gain_budget_caps_the_sale_and_shrinks_the_buy() -> None:
     # $1,000 left. G2 is short-term (avoided). G3 50 sh: +$500; $500 left buys 8 sh of G1
     # (8 x $60 = $480; 9 would be $540). 58 of 75 shares are sold, and B buys only 58.
     tax = TaxSettings(
-        AS_OF, avoid_short_term_gains=True, gain_budget=GainBudgetSetting(3000.0, 2000.0)
+        AS_OF,
+        avoid_short_term_gains=True,
+        gain_budget=GainBudgetSetting(3000.0, 2000.0),
+        method=ReliefMethod.MINTAX,
     )
     r = rebalance(RebalanceInput(acct((Holding("A", 150, LOTS_GAIN),), tax), HALF))
     assert trades(r) == {("A", "sell"): 58, ("B", "buy"): 58}
@@ -143,7 +152,9 @@ def test_hard_gain_budget_caps_the_sale_and_shrinks_the_buy() -> None:
 def test_losses_make_room_in_the_budget() -> None:
     # no room left ($0), but selling L3 (loss $7,000) lets gains of up to $7,000 through
     lots = (TaxLot("W", 10, 1500.0, "2020-01-01"), TaxLot("G", 100, 1000.0, "2020-01-01"))
-    tax = TaxSettings(AS_OF, gain_budget=GainBudgetSetting(5000.0, 5000.0))
+    tax = TaxSettings(
+        AS_OF, gain_budget=GainBudgetSetting(5000.0, 5000.0), method=ReliefMethod.MINTAX
+    )
     # 110 A at $100 = 11,000 -> sell 55: W 10 (loss 500), then G 45 x $90 = 4,050 > 500:
     # only floor(500 / 90) = 5 shares of G -> 15 sold
     r = rebalance(RebalanceInput(acct((Holding("A", 110, lots),), tax), HALF))
@@ -158,6 +169,7 @@ def test_warn_only_budget_sells_and_warns() -> None:
         AS_OF,
         avoid_short_term_gains=True,
         gain_budget=GainBudgetSetting(3000.0, 2000.0, hard=False),
+        method=ReliefMethod.MINTAX,
     )
     r = rebalance(RebalanceInput(acct((Holding("A", 150, LOTS_GAIN),), tax), HALF))
     assert trades(r) == {("A", "sell"): 75, ("B", "buy"): 75}
@@ -169,12 +181,16 @@ def test_warn_only_budget_sells_and_warns() -> None:
 def test_avoid_short_term_gains() -> None:
     # 120 A: S1 20 long-term gain, S2 100 short-term gain; sell 60 wanted
     lots = (TaxLot("S1", 20, 800.0, "2020-01-01"), TaxLot("S2", 100, 8000.0, "2026-05-01"))
-    plain = rebalance(RebalanceInput(acct((Holding("A", 120, lots),), TaxSettings(AS_OF)), HALF))
+    plain = rebalance(
+        RebalanceInput(
+            acct((Holding("A", 120, lots),), TaxSettings(AS_OF, method=ReliefMethod.MINTAX)), HALF
+        )
+    )
     s = sell(plain, "A")
     # S2 costs $20 x 37% = $7.40/sh, S1 $60 x 20% = $12/sh: S2 first
     assert float(s.quantity) == 60 and s.lot_ids == ("S2",)
     assert s.estimated_tax == Decimal("444.00")  # 60 x 20 x 37%
-    avoid = TaxSettings(AS_OF, avoid_short_term_gains=True)
+    avoid = TaxSettings(AS_OF, avoid_short_term_gains=True, method=ReliefMethod.MINTAX)
     r = rebalance(RebalanceInput(acct((Holding("A", 120, lots),), avoid), HALF))
     assert trades(r) == {("A", "sell"): 20, ("B", "buy"): 20}
     s = sell(r, "A")
@@ -183,7 +199,9 @@ def test_avoid_short_term_gains() -> None:
 
 def test_buy_block_becomes_do_not_buy_wash_sale() -> None:
     # the spouse sold B at a loss ten days ago: B may not be bought; its weight goes to A
-    tax = TaxSettings(AS_OF, recent_loss_sales=(LossSale("B", "2026-11-10", 30, 2.0),))
+    tax = TaxSettings(
+        AS_OF, recent_loss_sales=(LossSale("B", "2026-11-10", 30, 2.0),), method=ReliefMethod.MINTAX
+    )
     lots = (TaxLot("L", 100, 9000.0, "2020-01-01"),)
     r = rebalance(RebalanceInput(acct((Holding("A", 100, lots),), tax), HALF))
     assert not any(t.side is Side.BUY and t.symbol == "B" for t in r.trades)
@@ -200,7 +218,11 @@ def test_buy_block_reaches_identical_members() -> None:
     prices = {"A": 100.0, "B": 100.0, "B2": 100.0}
     eq = (EquivalenceSet("classes", ("B", "B2"), identical=True),)
     reference = ref(("A", 0.5), ("B", 0.5), prices=prices, eq=eq)
-    tax = TaxSettings(AS_OF, recent_loss_sales=(LossSale("B2", "2026-11-10", 30, 2.0),))
+    tax = TaxSettings(
+        AS_OF,
+        recent_loss_sales=(LossSale("B2", "2026-11-10", 30, 2.0),),
+        method=ReliefMethod.MINTAX,
+    )
     r = rebalance(RebalanceInput(acct((Holding("A", 100),), tax), reference))
     bought = {t.symbol for t in r.trades if t.side is Side.BUY}
     assert not bought & {"B", "B2"}
@@ -211,11 +233,19 @@ def test_buy_block_reaches_identical_members() -> None:
 def test_recent_purchase_keeps_the_loss_lot() -> None:
     # A at $100: W 50 bought 2025 at $120 (loss), K 50 bought 2020 at $50 (gain $50/sh)
     lots = (TaxLot("W", 50, 6000.0, "2025-01-01"), TaxLot("K", 50, 2500.0, "2020-01-01"))
-    free = rebalance(RebalanceInput(acct((Holding("A", 100, lots),), TaxSettings(AS_OF)), HALF))
+    free = rebalance(
+        RebalanceInput(
+            acct((Holding("A", 100, lots),), TaxSettings(AS_OF, method=ReliefMethod.MINTAX)), HALF
+        )
+    )
     assert sell(free, "A").lot_ids == ("W",)  # the loss first: -1,000 x 20% = -200
     assert sell(free, "A").estimated_tax == Decimal("-200.00")
     # the spouse bought A five days ago: selling W at a loss would be washed -> K instead
-    tax = TaxSettings(AS_OF, recent_purchases=(RecentPurchase("A", "2026-11-15", 10, "P-9"),))
+    tax = TaxSettings(
+        AS_OF,
+        recent_purchases=(RecentPurchase("A", "2026-11-15", 10, "P-9"),),
+        method=ReliefMethod.MINTAX,
+    )
     r = rebalance(RebalanceInput(acct((Holding("A", 100, lots),), tax), HALF))
     s = sell(r, "A")
     assert float(s.quantity) == 50 and s.lot_ids == ("K",)
@@ -226,7 +256,11 @@ def test_recent_purchase_keeps_the_loss_lot() -> None:
 def test_washable_lot_sold_only_when_unavoidable() -> None:
     # only loss lots a recent purchase would wash, and a withdrawal to pay: sold, and said
     lots = (TaxLot("W", 100, 12000.0, "2025-01-01"),)
-    tax = TaxSettings(AS_OF, recent_purchases=(RecentPurchase("A", "2026-11-15", 10, "P-9"),))
+    tax = TaxSettings(
+        AS_OF,
+        recent_purchases=(RecentPurchase("A", "2026-11-15", 10, "P-9"),),
+        method=ReliefMethod.MINTAX,
+    )
     a = Account("T1", (Sleeve("s", "M", 0.0, (Holding("A", 100, lots),)),), tax=tax)
     req = Request(RequestKind.RAISE_CASH, 5000.0)
     r = rebalance(RebalanceInput(a, ref(("A", 1.0)), req))
@@ -256,7 +290,7 @@ def test_loss_sale_washed_by_a_buy_in_the_same_proposal_is_avoided() -> None:
             Sleeve("s1", "M1", 0.0, (Holding("A", 100, lots),)),
             Sleeve("s2", "M2", 5000.0, ()),
         ),
-        tax=TaxSettings(AS_OF),
+        tax=TaxSettings(AS_OF, method=ReliefMethod.MINTAX),
     )
     plain = rebalance(RebalanceInput(replace(a, tax=None), reference))
     assert any(t.symbol == "A" and t.side is Side.SELL for t in plain.trades)
@@ -268,18 +302,23 @@ def test_loss_sale_washed_by_a_buy_in_the_same_proposal_is_avoided() -> None:
 
 def test_ira_realizes_nothing_but_respects_buy_blocks() -> None:
     tax = TaxSettings(
-        AS_OF, account_type="ira", recent_loss_sales=(LossSale("B", "2026-11-10", 30, 2.0),)
+        AS_OF,
+        account_type="ira",
+        recent_loss_sales=(LossSale("B", "2026-11-10", 30, 2.0),),
+        method=ReliefMethod.MINTAX,
     )
     r = rebalance(RebalanceInput(acct((Holding("A", 150, LOTS_ABC),), tax), HALF))
     assert not any(t.side is Side.BUY and t.symbol == "B" for t in r.trades)
-    tax2 = TaxSettings(AS_OF, account_type="ira", avoid_short_term_gains=True)
+    tax2 = TaxSettings(
+        AS_OF, account_type="ira", avoid_short_term_gains=True, method=ReliefMethod.MINTAX
+    )
     r2 = rebalance(RebalanceInput(acct((Holding("A", 150, LOTS_GAIN),), tax2), HALF))
     assert trades(r2) == {("A", "sell"): 75, ("B", "buy"): 75}
     assert sell(r2, "A").estimated_tax == Decimal("0.00") and sell(r2, "A").lots == ()
 
 
 def test_without_binding_settings_the_trades_are_the_plain_ones() -> None:
-    a = acct((Holding("A", 150, LOTS_ABC),), TaxSettings(AS_OF))
+    a = acct((Holding("A", 150, LOTS_ABC),), TaxSettings(AS_OF, method=ReliefMethod.MINTAX))
     plain = rebalance(RebalanceInput(replace(a, tax=None), HALF))
     taxed = rebalance(RebalanceInput(a, HALF))
     assert trades(plain) == trades(taxed)
@@ -288,7 +327,11 @@ def test_without_binding_settings_the_trades_are_the_plain_ones() -> None:
 
 
 def test_holding_without_lots_is_reported() -> None:
-    r = rebalance(RebalanceInput(acct((Holding("A", 150),), TaxSettings(AS_OF)), HALF))
+    r = rebalance(
+        RebalanceInput(
+            acct((Holding("A", 150),), TaxSettings(AS_OF, method=ReliefMethod.MINTAX)), HALF
+        )
+    )
     s = sell(r, "A")
     assert s.lots == () and s.estimated_tax is None
     assert "no_tax_lots" in codes(r)
@@ -297,13 +340,23 @@ def test_holding_without_lots_is_reported() -> None:
 @pytest.mark.parametrize(
     ("tax", "field"),
     [
-        (TaxSettings("2026-13-01"), "tax.as_of"),
+        (TaxSettings("2026-13-01", method=ReliefMethod.MINTAX), "tax.as_of"),
         (TaxSettings(AS_OF, method="random"), "tax.method"),
-        (TaxSettings(AS_OF, short_term_rate=1.5), "tax.short_term_rate"),
-        (TaxSettings(AS_OF, account_type="roth"), "tax.account_type"),
-        (TaxSettings("2019-01-01"), "lots.acquired"),  # a lot bought after the trade date
         (
-            TaxSettings(AS_OF, recent_loss_sales=(LossSale("B", "2026-12-01", 1, 1.0),)),
+            TaxSettings(AS_OF, short_term_rate=1.5, method=ReliefMethod.MINTAX),
+            "tax.short_term_rate",
+        ),
+        (TaxSettings(AS_OF, account_type="roth", method=ReliefMethod.MINTAX), "tax.account_type"),
+        (
+            TaxSettings("2019-01-01", method=ReliefMethod.MINTAX),
+            "lots.acquired",
+        ),  # a lot bought after the trade date
+        (
+            TaxSettings(
+                AS_OF,
+                recent_loss_sales=(LossSale("B", "2026-12-01", 1, 1.0),),
+                method=ReliefMethod.MINTAX,
+            ),
             "tax.recent_loss_sales[0].sold_on",
         ),
     ],
@@ -320,7 +373,12 @@ def test_bad_tax_input_names_the_field(tax: TaxSettings, field: str) -> None:
 def test_duplicate_lot_ids_are_an_error() -> None:
     lots = (TaxLot("X", 75, 1.0, "2020-01-01"), TaxLot("X", 75, 1.0, "2020-01-01"))
     with pytest.raises(EngineInputError, match="appears twice"):
-        rebalance(RebalanceInput(acct((Holding("A", 150, lots),), TaxSettings(AS_OF)), HALF))
+        rebalance(
+            RebalanceInput(
+                acct((Holding("A", 150, lots),), TaxSettings(AS_OF, method=ReliefMethod.MINTAX)),
+                HALF,
+            )
+        )
 
 
 def test_uma_budget_is_shared_by_the_sleeves() -> None:
@@ -348,7 +406,9 @@ def test_uma_budget_is_shared_by_the_sleeves() -> None:
             Sleeve("sb", "MB", 0.0, (Holding("B", 20, (TaxLot("GB", 20, 1000.0, "2020-01-01"),)),)),
         ),
         strategy_id="S",
-        tax=TaxSettings(AS_OF, gain_budget=GainBudgetSetting(1000.0, 1000.0)),
+        tax=TaxSettings(
+            AS_OF, gain_budget=GainBudgetSetting(1000.0, 1000.0), method=ReliefMethod.MINTAX
+        ),
     )
     plain = rebalance(RebalanceInput(replace(a, tax=None), reference))
     assert any(t.side is Side.SELL for t in plain.trades)
@@ -358,7 +418,12 @@ def test_uma_budget_is_shared_by_the_sleeves() -> None:
     assert r.sleeves[0].cash_after >= 0 and r.sleeves[1].cash_after >= 0
     assert "tax_sell_limited" in codes(r)
     # $300 of room: 6 shares of GA ($50 gain each) may go
-    a2 = replace(a, tax=TaxSettings(AS_OF, gain_budget=GainBudgetSetting(1300.0, 1000.0)))
+    a2 = replace(
+        a,
+        tax=TaxSettings(
+            AS_OF, gain_budget=GainBudgetSetting(1300.0, 1000.0), method=ReliefMethod.MINTAX
+        ),
+    )
     r2 = rebalance(RebalanceInput(a2, reference))
     assert trades(r2)[("A", "sell")] == 6 and r2.tax is not None
     assert r2.tax.long_term_gain == Decimal("300.00")

@@ -38,7 +38,7 @@ from ballast_engine.model import (
 )
 from ballast_engine.rebalance import rebalance
 from ballast_engine.tax.model import EquivalenceSet as TaxSet
-from ballast_engine.tax.model import Identity
+from ballast_engine.tax.model import Identity, ReliefMethod
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -116,6 +116,7 @@ def cases(draw: st.DrawFn, harvesting: bool = False) -> RebalanceInput:
             RecentPurchase(s, (AS_OF - timedelta(days=draw(st.integers(0, 40)))).isoformat(), 3)
             for s in bought
         ),
+        method=ReliefMethod.MINTAX,
     )
     st_ = Settings(
         min_trade_value=draw(st.sampled_from([0.0, 100.0])),
@@ -174,6 +175,7 @@ def _identical_swap_back(cost: float) -> RebalanceInput:
         short_term_rate=0.37,
         long_term_rate=0.2,
         harvest=HarvestSettings(0.0, 0.0, swap_back=True),
+        method=ReliefMethod.MINTAX,
     )
     account = Account(
         "P", (Sleeve("s", "M", 0.0, (Holding("C", 1.0, (lot,)),), Settings()),), tax=tax

@@ -14,6 +14,7 @@ from enum import StrEnum
 from typing import Any
 
 from ballast_engine.derived import DerivedValues
+from ballast_engine.tax.model import DEFAULT_RELIEF_METHOD, ReliefMethod, Side
 
 # --------------------------------------------------------------------------------------------
 # Enumerations
@@ -64,11 +65,6 @@ class Scope(StrEnum):
     AUTO = "auto"  # strategic if the account has a strategy, else tactical
     TACTICAL = "tactical"  # each sleeve on its own; no cash moves between sleeves
     STRATEGIC = "strategic"
-
-
-class Side(StrEnum):
-    BUY = "buy"
-    SELL = "sell"
 
 
 class Reason(StrEnum):
@@ -348,8 +344,9 @@ class TaxSettings:
         as_of: the trade date (ISO); decides each lot's term and the wash-sale windows.
         account_type: ``taxable`` or ``ira`` (an IRA realizes no gains; wash-sale buy blocks
             still apply: a purchase in an IRA loses the household's loss for good).
-        method: lot order of sells: ``min_tax`` (tax cost per share: losses first, long-term
-            before short-term), ``fifo``, ``lifo`` or ``hifo``.
+        method: lot order of sells (``ReliefMethod``; default FIFO): ``mintax`` ranks lots by
+            tax cost per share (losses first, long-term before short-term), or ``fifo``,
+            ``lifo``, ``hifo``.
         short_term_rate, long_term_rate: marginal rates (0.37 = 37%).
         gain_budget: yearly net realized-gain budget (hard limit or warning).
         avoid_short_term_gains: never sell a lot at a short-term gain.
@@ -360,7 +357,7 @@ class TaxSettings:
 
     as_of: str
     account_type: str = "taxable"
-    method: str = "min_tax"
+    method: ReliefMethod = DEFAULT_RELIEF_METHOD
     short_term_rate: float = 0.37
     long_term_rate: float = 0.20
     gain_budget: GainBudgetSetting | None = None
@@ -502,6 +499,26 @@ class Trade:
             d["lots"] = [lt.to_dict() for lt in self.lots]
             d["estimated_tax"] = str(self.estimated_tax)
         return d
+
+
+# Trade's fields in order, for the hot paths that build trades by position (much faster than
+# keywords for a frozen dataclass of a dozen fields); fields added later need defaults
+TRADE_FIELDS = (
+    "account_id",
+    "sleeve_id",
+    "symbol",
+    "side",
+    "quantity",
+    "price",
+    "estimated_value",
+    "reason",
+    "explanation",
+    "opens_position",
+    "closes_position",
+    "lots",
+    "estimated_tax",
+)
+assert tuple(f.name for f in fields(Trade) if f.init) == TRADE_FIELDS
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,5 @@
 """Which of an account's restrictions bind a security, by the rule the tactical planner
-applies (``tactical._apply_restrictions``): for the layers that need the answer outside a
+applies (``tactical.apply_restrictions``): for the layers that need the answer outside a
 sleeve plan (a sleeve's cash capacity, harvesting's buys and sells)."""
 
 from __future__ import annotations
@@ -7,10 +7,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from ballast_engine.model import Reference, Restriction
-
-# the one import of a private name across modules: tactical.py is being changed by another
-# engineer now; once it makes the rule public, import that here (the shape test lists this)
-from ballast_engine.tactical import Member, _apply_restrictions
+from ballast_engine.tactical import Member, apply_restrictions
 
 
 class Binding(NamedTuple):
@@ -35,5 +32,5 @@ def binding(symbol: str, restrictions: tuple[Restriction, ...], ref: Reference) 
     """The restrictions of ``restrictions`` that bind ``symbol``."""
     member = Member(symbol, 0.0, 0.0, 1.0, False)
     if restrictions:
-        _apply_restrictions(member, restrictions, ref)
+        apply_restrictions(member, restrictions, ref)
     return Binding(member.dnb, member.dns, member.dnh)

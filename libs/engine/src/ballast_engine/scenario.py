@@ -52,6 +52,7 @@ from ballast_engine.model import (
     TaxLot,
     TaxSettings,
 )
+from ballast_engine.tax.model import DEFAULT_RELIEF_METHOD, RELIEF_METHOD_NAMES, ReliefMethod
 
 SCENARIO_FORMAT = "ballast.scenario/1"
 BOOK_FORMAT = "ballast.book/1"
@@ -428,7 +429,7 @@ def _tax(o: _Obj | None) -> TaxSettings | None:
     return TaxSettings(
         as_of=o.text("as_of"),
         account_type=o.text("account_type", "taxable"),
-        method=o.text("method", "min_tax"),
+        method=_relief_method(o),
         short_term_rate=o.num("short_term_rate", 0.37),
         long_term_rate=o.num("long_term_rate", 0.20),
         gain_budget=budget,
@@ -437,6 +438,24 @@ def _tax(o: _Obj | None) -> TaxSettings | None:
         recent_loss_sales=tuple(sales),
         recent_purchases=tuple(buys),
     )
+
+
+# Spellings of earlier files, still read (files are written with the current ones).
+_FORMER_RELIEF_METHODS = {"min_tax": ReliefMethod.MINTAX}
+
+
+def _relief_method(o: _Obj) -> ReliefMethod:
+    """The account's relief method; ``min_tax`` (files written before it was ``mintax``)
+    reads as ``mintax``, so stored scenarios replay to the same trades."""
+    name = o.text("method", DEFAULT_RELIEF_METHOD.value)
+    if name in _FORMER_RELIEF_METHODS:
+        return _FORMER_RELIEF_METHODS[name]
+    try:
+        return ReliefMethod(name)
+    except ValueError:
+        raise o.err(
+            "method", f"must be one of {', '.join(RELIEF_METHOD_NAMES)}, got {name!r}"
+        ) from None
 
 
 def request_from_dict(d: Mapping[str, Any] | None) -> Request:
@@ -586,7 +605,7 @@ def tax_to_dict(t: TaxSettings) -> dict[str, Any]:
     d: dict[str, Any] = {
         "as_of": t.as_of,
         "account_type": t.account_type,
-        "method": t.method,
+        "method": str(t.method),
         "short_term_rate": t.short_term_rate,
         "long_term_rate": t.long_term_rate,
         "avoid_short_term_gains": t.avoid_short_term_gains,

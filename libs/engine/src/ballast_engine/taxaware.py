@@ -10,7 +10,7 @@ without tax settings never comes here, so its result is exactly what it was.
    of the household, or a buy of the same security in this very proposal) are not sold at a
    loss, unless the sleeve cannot raise the cash it must (then they are, with a warning).
 2. **Sell caps.** The rebalance is run, each proposed sale is given lots in the account's
-   order (``min_tax``: tax cost per share, losses first, long-term before short-term, as
+   order (``mintax``: tax cost per share, losses first, long-term before short-term, as
    ``tax.choice.rank_lots``), and the lots a setting forbids are left out: short-term gain
    lots when "avoid short-term gains" is on, washable loss lots, and gain lots past a hard
    yearly gain budget (shared by the whole account; losses sold make room; the gain lots
@@ -47,6 +47,7 @@ from ballast_engine.amounts import (
 from ballast_engine.core import rebalance_account
 from ballast_engine.errors import SettingError
 from ballast_engine.model import (
+    TRADE_FIELDS,
     Account,
     Holding,
     LotSale,
@@ -66,11 +67,12 @@ from ballast_engine.model import RebalanceResult as Result
 from ballast_engine.tax.choice import TaxRates, estimate_tax, rank_lots
 from ballast_engine.tax.lots import order_lots
 from ballast_engine.tax.model import (
+    RELIEF_METHOD_NAMES,
     WASH_WINDOW_DAYS,
     ZERO,
     Identity,
     Lot,
-    Method,
+    ReliefMethod,
     Term,
     money,
     shift,
@@ -80,7 +82,6 @@ from ballast_engine.tax.wash import BuyBlock, LossWindow, SellBlock, buy_blocks,
 from ballast_engine.validate import ref_index
 
 WASH_SOURCE = "wash-sale rule"  # source of the do-not-buy restrictions buy blocks become
-METHODS = {"min_tax": None, "fifo": Method.FIFO, "lifo": Method.LIFO, "hifo": Method.HIFO}
 ACCOUNT_TYPES = ("taxable", "ira")
 MAX_ROUNDS = 8  # capped re-runs before the safe fallback
 _QTY_TOL = Decimal("0.000001")
@@ -106,17 +107,17 @@ def _date(text: str, *, account: str, field: str, sleeve: str | None = None) -> 
 
 @dataclass(frozen=True, slots=True)
 class SaleOrder:
-    """How an account orders the lots it sells: its method (None: min tax), the trade date,
-    its rates and the loss lots a recent purchase would wash (sold last)."""
+    """How an account orders the lots it sells: its relief method, the trade date, its rates
+    and the loss lots a recent purchase would wash (sold last)."""
 
-    method: Method | None
+    method: ReliefMethod
     on: date
     rates: TaxRates
     washable: frozenset[str]
 
     def rank(self, lots: list[Lot], price: Decimal) -> list[Lot]:
         """The lots in the order the account sells them."""
-        if self.method is None:
+        if self.method is ReliefMethod.MINTAX:
             return rank_lots(lots, price, self.on, self.rates, washable=self.washable)
         return order_lots(lots, self.method)
 
@@ -172,7 +173,7 @@ class TaxContext:
     on: date
     taxable: bool
     rates: TaxRates
-    method: Method | None  # None: min tax (tax cost per share)
+    method: ReliefMethod
     identity: Identity
     positions: dict[Key, Position]
     no_lots: set[Key]  # holdings without lots (taxable accounts: not named, not estimated)
@@ -199,7 +200,7 @@ def identity_of(ref: Reference, account: str = "") -> Identity:
         raise SettingError(str(exc), account=account, field="equivalence_sets") from None
 
 
-def _check_settings(tax: TaxSettings, aid: str) -> tuple[date, Method | None, TaxRates]:
+def _check_settings(tax: TaxSettings, aid: str) -> tuple[date, ReliefMethod, TaxRates]:
     on = _date(tax.as_of, account=aid, field="tax.as_of")
     if tax.account_type not in ACCOUNT_TYPES:
         raise SettingError(
@@ -207,9 +208,9 @@ def _check_settings(tax: TaxSettings, aid: str) -> tuple[date, Method | None, Ta
             account=aid,
             field="tax.account_type",
         )
-    if tax.method not in METHODS:
+    if tax.method not in RELIEF_METHOD_NAMES:
         raise SettingError(
-            f"must be one of {', '.join(METHODS)}, got {tax.method!r}",
+            f"must be one of {', '.join(RELIEF_METHOD_NAMES)}, got {tax.method!r}",
             account=aid,
             field="tax.method",
         )
@@ -239,7 +240,7 @@ def _check_settings(tax: TaxSettings, aid: str) -> tuple[date, Method | None, Ta
                     field="tax.harvest.schedule",
                 )
     rates = TaxRates(decimal_of(tax.short_term_rate), decimal_of(tax.long_term_rate))
-    return on, METHODS[tax.method], rates
+    return on, ReliefMethod(tax.method), rates
 
 
 def _decimal_prices(ref: Reference) -> dict[str, Decimal]:
@@ -887,7 +888,7 @@ def _sell_with_lots(
     return with_tax(t, text, tuple(sales), sum((s.tax for s in sales), money(ZERO)))
 
 
-# the fields _holding_lots (a Lot's) and with_tax (a Trade's) pass by position, in order
+# the fields _holding_lots passes to a Lot by position, in order
 _LOT_FIELDS = (
     "lot_id",
     "account",
@@ -902,22 +903,7 @@ _LOT_FIELDS = (
     "replacement",
 )
 assert tuple(f.name for f in fields(Lot))[: len(_LOT_FIELDS)] == _LOT_FIELDS
-_TRADE_FIELDS = (
-    "account_id",
-    "sleeve_id",
-    "symbol",
-    "side",
-    "quantity",
-    "price",
-    "estimated_value",
-    "reason",
-    "explanation",
-    "opens_position",
-    "closes_position",
-    "lots",
-    "estimated_tax",
-)
-assert tuple(f.name for f in fields(Trade) if f.init) == _TRADE_FIELDS  # with_tax copies all
+assert len(TRADE_FIELDS) == 13  # with_tax passes every field, in TRADE_FIELDS's order
 
 
 def with_tax(t: Trade, explanation: str, lots: tuple[LotSale, ...], tax: Decimal) -> Trade:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from ballast_engine.cli import main
-from ballast_engine.tax import EquivalenceSet, Identity, Method, Trade, replay
+from ballast_engine.tax import EquivalenceSet, Identity, ReliefMethod, Trade, replay
 from ballast_engine.tax.tradefile import form8949_csv, lots_csv, parse_trades
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -78,7 +78,7 @@ def test_library_reproduces_worked_example(case: str, kind: str, method: str) ->
     if _distinct_days(trades):
         trades = trades[::-1]  # the order in which days arrive must not matter
     ledger = replay(
-        trades, parsed.accounts, identity=Identity.from_sets(sets), method=Method(method)
+        trades, parsed.accounts, identity=Identity.from_sets(sets), method=ReliefMethod(method)
     )
     render = form8949_csv if kind == "form8949" else lots_csv
     assert render(ledger) == _expected(case, kind, method)

@@ -9,7 +9,7 @@ import pytest
 from ballast_engine.tax import (
     InsufficientQuantityError,
     Lot,
-    Method,
+    ReliefMethod,
     Term,
     UnknownLotError,
     move_lots,
@@ -56,7 +56,7 @@ def test_fees_go_into_basis_and_out_of_proceeds() -> None:
     )
     assert bought.cost_basis == D("105.00")  # 100.05 + 4.95
     reliefs, remaining = relieve(
-        [bought], D(4), Method.FIFO, price=D(12), sold=date(2024, 5, 1), fees=D("1.00")
+        [bought], D(4), ReliefMethod.FIFO, price=D(12), sold=date(2024, 5, 1), fees=D("1.00")
     )
     assert remaining[0].quantity == 6 and remaining[0].cost_basis == D("63.00")
     (r,) = reliefs
@@ -78,15 +78,15 @@ SOLD = date(2026, 1, 15)
 @pytest.mark.parametrize(
     ("method", "expected"),
     [
-        (Method.FIFO, ["old-gain", "lt-loss", "lt-gain-small", "st-loss-small"]),
-        (Method.LIFO, ["zero", "st-loss-big", "st-gain", "st-loss-small"]),
-        (Method.HIFO, ["st-loss-big", "lt-loss", "st-loss-small", "zero"]),
+        (ReliefMethod.FIFO, ["old-gain", "lt-loss", "lt-gain-small", "st-loss-small"]),
+        (ReliefMethod.LIFO, ["zero", "st-loss-big", "st-gain", "st-loss-small"]),
+        (ReliefMethod.HIFO, ["st-loss-big", "lt-loss", "st-loss-small", "zero"]),
         # short-term losses (largest first), long-term losses, zero gain,
         # long-term gains smallest first, short-term gains last
-        (Method.MINTAX, ["st-loss-big", "st-loss-small", "lt-loss", "zero"]),
+        (ReliefMethod.MINTAX, ["st-loss-big", "st-loss-small", "lt-loss", "zero"]),
     ],
 )
-def test_relief_order(method: Method, expected: list[str]) -> None:
+def test_relief_order(method: ReliefMethod, expected: list[str]) -> None:
     reliefs, remaining = relieve(POOL, D(40), method, price=D(100), sold=SOLD)
     assert [r.lot.lot_id for r in reliefs] == expected
     assert sum(r.quantity for r in reliefs) == 40
@@ -94,7 +94,7 @@ def test_relief_order(method: Method, expected: list[str]) -> None:
 
 
 def test_mintax_full_order() -> None:
-    ordered = order_lots(POOL, Method.MINTAX, net_price=D(100), on=SOLD)
+    ordered = order_lots(POOL, ReliefMethod.MINTAX, net_price=D(100), on=SOLD)
     assert [x.lot_id for x in ordered] == [
         "st-loss-big",
         "st-loss-small",
@@ -108,21 +108,21 @@ def test_mintax_full_order() -> None:
 
 def test_specific_lots_and_errors() -> None:
     reliefs, remaining = relieve(
-        POOL, D(15), Method.FIFO, price=D(100), sold=SOLD, lot_ids=["zero", "st-gain"]
+        POOL, D(15), ReliefMethod.FIFO, price=D(100), sold=SOLD, lot_ids=["zero", "st-gain"]
     )
     assert [(r.lot.lot_id, r.quantity) for r in reliefs] == [("zero", 10), ("st-gain", 5)]
     assert len(remaining) == len(POOL) - 1
     with pytest.raises(UnknownLotError, match="nope"):
-        relieve(POOL, D(1), Method.FIFO, price=D(1), sold=SOLD, lot_ids=["nope"])
+        relieve(POOL, D(1), ReliefMethod.FIFO, price=D(1), sold=SOLD, lot_ids=["nope"])
     with pytest.raises(InsufficientQuantityError, match="named lots hold 10"):
-        relieve(POOL, D(11), Method.FIFO, price=D(1), sold=SOLD, lot_ids=["zero"])
+        relieve(POOL, D(11), ReliefMethod.FIFO, price=D(1), sold=SOLD, lot_ids=["zero"])
     with pytest.raises(InsufficientQuantityError, match="open position is 70"):
-        relieve(POOL, D(71), Method.FIFO, price=D(1), sold=SOLD)
+        relieve(POOL, D(71), ReliefMethod.FIFO, price=D(1), sold=SOLD)
 
 
 def test_proceeds_split_conserves_cents() -> None:
     lots = [lot(f"l{i}", "1", "1", date(2024, 1, i + 1), i) for i in range(3)]
-    reliefs, _ = relieve(lots, D(3), Method.FIFO, price=D("0.3333"), sold=date(2024, 6, 1))
+    reliefs, _ = relieve(lots, D(3), ReliefMethod.FIFO, price=D("0.3333"), sold=date(2024, 6, 1))
     assert sum(r.proceeds for r in reliefs) == D("1.00")
     assert all(r.proceeds in (D("0.33"), D("0.34")) for r in reliefs)
 

@@ -12,7 +12,7 @@ from ballast_engine.tax import (
     AccountType,
     EquivalenceSet,
     Identity,
-    Method,
+    ReliefMethod,
     Side,
     TaxLedger,
     Trade,
@@ -139,16 +139,16 @@ def check_conservation(trades: list[Trade], led: TaxLedger) -> None:
 
 
 @settings(settings.get_profile("tax"))
-@given(scenario, st.sampled_from(list(Method)[:4]), st.booleans())
-def test_quantity_and_basis_are_conserved(days, method: Method, identical: bool) -> None:
+@given(scenario, st.sampled_from(list(ReliefMethod)[:4]), st.booleans())
+def test_quantity_and_basis_are_conserved(days, method: ReliefMethod, identical: bool) -> None:
     trades = flat(build(days))
     led = replay(trades, ACCOUNTS, method=method, identity=IDENTICAL if identical else None)
     check_conservation(trades, led)
 
 
 @settings(settings.get_profile("tax"))
-@given(scenario, st.randoms(use_true_random=False), st.sampled_from(list(Method)[:4]))
-def test_order_of_days_does_not_change_the_result(days, rnd, method: Method) -> None:
+@given(scenario, st.randoms(use_true_random=False), st.sampled_from(list(ReliefMethod)[:4]))
+def test_order_of_days_does_not_change_the_result(days, rnd, method: ReliefMethod) -> None:
     groups = build(days)
     shuffled = list(groups)
     rnd.shuffle(shuffled)
@@ -163,7 +163,7 @@ def test_order_of_days_does_not_change_the_result(days, rnd, method: Method) -> 
     assert form8949_csv(c) == form8949_csv(a) and lots_csv(c) == lots_csv(a)
 
 
-def replace_method(account: Account, method: Method) -> Account:
+def replace_method(account: Account, method: ReliefMethod) -> Account:
     return Account(account.account_id, account.household, account.account_type, method)
 
 

@@ -57,6 +57,8 @@ from ballast_engine.tax.lots import (
     value_lots,
 )
 from ballast_engine.tax.model import (
+    DEFAULT_RELIEF_METHOD,
+    RELIEF_METHOD_NAMES,
     Account,
     AccountType,
     Change,
@@ -64,8 +66,8 @@ from ballast_engine.tax.model import (
     EquivalenceSet,
     Identity,
     Lot,
-    Method,
     Relief,
+    ReliefMethod,
     Side,
     Term,
     Trade,
@@ -82,6 +84,8 @@ from ballast_engine.tax.wash import (
 )
 
 __all__ = [
+    "DEFAULT_RELIEF_METHOD",
+    "RELIEF_METHOD_NAMES",
     "Account",
     "AccountType",
     "ActionOutcome",
@@ -107,9 +111,9 @@ __all__ = [
     "LotPick",
     "LotPolicy",
     "LotValuation",
-    "Method",
     "RealizedSummary",
     "Relief",
+    "ReliefMethod",
     "SellBlock",
     "Side",
     "SpinOff",

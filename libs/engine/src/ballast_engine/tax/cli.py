@@ -17,10 +17,14 @@ from pathlib import Path
 from ballast_engine.cli import EXIT_OK, CommandError, runs
 from ballast_engine.tax.errors import TaxError
 from ballast_engine.tax.ledger import TaxLedger, replay
-from ballast_engine.tax.model import EquivalenceSet, Identity, Method
+from ballast_engine.tax.model import (
+    DEFAULT_RELIEF_METHOD,
+    RELIEF_METHOD_NAMES,
+    EquivalenceSet,
+    Identity,
+    ReliefMethod,
+)
 from ballast_engine.tax.tradefile import form8949_csv, lots_csv, parse_trades
-
-METHODS = ("fifo", "lifo", "hifo", "mintax")
 
 
 def register(areas: argparse._SubParsersAction) -> None:
@@ -39,9 +43,9 @@ def register(areas: argparse._SubParsersAction) -> None:
         cmd.add_argument("trades", metavar="TRADES.csv", type=Path)
         cmd.add_argument(
             "--method",
-            choices=METHODS,
-            default="fifo",
-            help="lot relief method for sells that name no lot (default fifo)",
+            choices=RELIEF_METHOD_NAMES,
+            default=DEFAULT_RELIEF_METHOD.value,
+            help=f"lot relief method for sells that name no lot (default {DEFAULT_RELIEF_METHOD})",
         )
         cmd.add_argument("--out", type=Path, help="write the CSV here instead of stdout")
         cmd.add_argument(
@@ -70,7 +74,9 @@ def _ledger(args: argparse.Namespace) -> TaxLedger:
         identity = Identity.from_sets(sets)
     except ValueError as err:
         raise TaxError(f"--identical: {err}") from None
-    return replay(parsed.trades, parsed.accounts, identity=identity, method=Method(args.method))
+    return replay(
+        parsed.trades, parsed.accounts, identity=identity, method=ReliefMethod(args.method)
+    )
 
 
 def _emit(args: argparse.Namespace, text: str) -> int:

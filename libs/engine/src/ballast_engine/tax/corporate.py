@@ -21,7 +21,7 @@ from fractions import Fraction
 
 from ballast_engine.tax.errors import CorporateActionError
 from ballast_engine.tax.lots import relieve
-from ballast_engine.tax.model import ZERO, Lot, Method, Relief, money
+from ballast_engine.tax.model import ZERO, Lot, Relief, ReliefMethod, money
 
 ONE = Decimal(1)
 
@@ -200,7 +200,12 @@ def apply_to_lots(action: object, lots: Sequence[Lot]) -> ActionOutcome:
     if isinstance(action, CashMerger):
         total = sum((lot.quantity for lot in lots), ZERO)
         reliefs, _ = relieve(
-            lots, total, Method.FIFO, price=action.cash_per_share, sold=action.on, sale_id=sale_id
+            lots,
+            total,
+            ReliefMethod.FIFO,
+            price=action.cash_per_share,
+            sold=action.on,
+            sale_id=sale_id,
         )
         return ActionOutcome(reliefs=reliefs)
     kept: list[Lot] = []

@@ -45,8 +45,8 @@ from ballast_engine.tax.model import (
     Disposal,
     Identity,
     Lot,
-    Method,
     Relief,
+    ReliefMethod,
     Side,
     Term,
     Trade,
@@ -635,7 +635,7 @@ def replay(
     accounts: Iterable[Account],
     *,
     identity: Identity | None = None,
-    method: Method | None = None,
+    method: ReliefMethod | None = None,
 ) -> TaxLedger:
     """Apply ``trades`` in the canonical order (date, then arrival within the day).
 

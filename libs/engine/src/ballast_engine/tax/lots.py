@@ -14,7 +14,7 @@ from datetime import date
 from decimal import Decimal
 
 from ballast_engine.tax.errors import InsufficientQuantityError, TaxInputError, UnknownLotError
-from ballast_engine.tax.model import ZERO, Lot, Method, Relief, Term, money, prorate, term_of
+from ballast_engine.tax.model import ZERO, Lot, Relief, ReliefMethod, Term, money, prorate, term_of
 
 
 def open_lot(
@@ -132,7 +132,7 @@ def mintax_rank(lot: Lot, net_price: Decimal, on: date) -> tuple[int, Decimal]:
 
 def order_lots(
     lots: Sequence[Lot],
-    method: Method,
+    method: ReliefMethod,
     *,
     net_price: Decimal | None = None,
     on: date | None = None,
@@ -141,17 +141,17 @@ def order_lots(
 
     ``net_price`` (proceeds per share after fees) and ``on`` are needed by min-tax only.
     """
-    if method is Method.FIFO:
+    if method is ReliefMethod.FIFO:
         return sorted(lots, key=_acq_key)
-    if method is Method.LIFO:
+    if method is ReliefMethod.LIFO:
         return sorted(lots, key=lambda lot: (-lot.acquired.toordinal(), -lot.seq, lot.lot_id))
-    if method is Method.HIFO:
+    if method is ReliefMethod.HIFO:
         return sorted(lots, key=lambda lot: (-lot.basis_per_share, *_acq_key(lot)))
-    if method is Method.MINTAX:
+    if method is ReliefMethod.MINTAX:
         if net_price is None or on is None:
             raise TaxInputError("min-tax relief needs the sale price and date")
         return sorted(lots, key=lambda lot: (*mintax_rank(lot, net_price, on), *_acq_key(lot)))
-    raise TaxInputError(f"method {method} needs the lots named in the order", field="lot")
+    raise TaxInputError(f"unknown relief method {method!r}", field="method")
 
 
 def _matches(lot: Lot, name: str) -> bool:
@@ -162,7 +162,7 @@ def _matches(lot: Lot, name: str) -> bool:
 def select_lots(
     lots: Sequence[Lot],
     quantity: Decimal,
-    method: Method,
+    method: ReliefMethod,
     *,
     lot_ids: Sequence[str] = (),
     net_price: Decimal | None = None,
@@ -204,7 +204,7 @@ def select_lots(
 def relieve(
     lots: Sequence[Lot],
     quantity: Decimal,
-    method: Method,
+    method: ReliefMethod,
     *,
     price: Decimal,
     sold: date,
@@ -264,7 +264,7 @@ def move_lots(
     quantity: Decimal,
     to_sleeve: str,
     *,
-    method: Method = Method.FIFO,
+    method: ReliefMethod = ReliefMethod.FIFO,
     lot_ids: Sequence[str] = (),
     new_id: Callable[[Lot], str] | None = None,
 ) -> tuple[list[Lot], list[Lot]]:

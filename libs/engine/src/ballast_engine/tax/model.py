@@ -17,14 +17,21 @@ ZERO = Decimal(0)
 WASH_WINDOW_DAYS = 30
 
 
-class Method(StrEnum):
-    """How a sell chooses the lots it relieves."""
+class ReliefMethod(StrEnum):
+    """How a sell that names no lot chooses the lots it relieves: the one vocabulary of an
+    account's relief method (events, REST, book files, scenarios, CLIs all use these values).
+    A sell that names its lots (specific identification) ignores it."""
 
     FIFO = "fifo"
     LIFO = "lifo"
     HIFO = "hifo"
     MINTAX = "mintax"
-    SPECIFIC = "specific"
+
+
+# What an account that never chose a method gets: the IRS default without specific
+# identification (first in, first out), and what the wire has always said.
+DEFAULT_RELIEF_METHOD = ReliefMethod.FIFO
+RELIEF_METHOD_NAMES: tuple[str, ...] = tuple(m.value for m in ReliefMethod)
 
 
 class Term(StrEnum):
@@ -180,7 +187,7 @@ class Account:
     account_id: str
     household: str
     account_type: AccountType = AccountType.TAXABLE
-    method: Method = Method.FIFO
+    method: ReliefMethod = DEFAULT_RELIEF_METHOD
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,7 +209,7 @@ class Trade:
     fees: Decimal = ZERO
     lot_ids: tuple[str, ...] = ()
     sleeve: str = ""
-    method: Method | None = None
+    method: ReliefMethod | None = None
     ref: str = ""
 
 
