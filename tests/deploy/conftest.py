@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,11 @@ PLATFORM_SERVICES = [name for name in SERVICES if name != "custodian-sim"]
 _INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
 
 
-def interpolate(value: str) -> str:
-    """Resolve compose's ``${VAR:-default}`` the way compose would with VAR unset."""
-    return _INTERPOLATION.sub(lambda m: m.group(2) or "", value)
+def interpolate(value: str, env: Mapping[str, str] | None = None) -> str:
+    """Resolve compose's ``${VAR:-default}`` the way compose would, VAR taken from ``env``
+    (unset when ``env`` lacks it, or when no ``env`` is given)."""
+    given = env or {}
+    return _INTERPOLATION.sub(lambda m: given.get(m.group(1)) or m.group(2) or "", value)
 
 
 @pytest.fixture(scope="session")

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import subprocess
 import sys
 from graphlib import CycleError, TopologicalSorter
 from importlib import resources
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import jsonschema
 import pytest
+from ballast_common.auth import AUDIENCE, LOCAL_ISSUER, local_keys_folder
+from ballast_common.settings import ServiceSettings
 
 from .conftest import (
     COMPOSE_FILE,
@@ -239,6 +243,96 @@ def test_gateway_talks_to_the_simulator(compose: dict[str, Any]) -> None:
     url = urlsplit(_env(gateway)["CUSTODIAN_GATEWAY_CUSTODIAN_URL"])
     assert (url.hostname, url.port) == ("custodian-sim", SERVICES["custodian-sim"][1])
     assert "custodian-sim" in _depends_on(gateway)
+
+
+# -- bearer tokens ------------------------------------------------------------------------------
+
+TOKEN_SERVICES = [*PLATFORM_SERVICES, *(f"{name}-extra" for name in PLATFORM_SERVICES)]
+
+
+def _bind_mounts(svc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The service's bind mounts in long syntax (short ``src:dst[:ro]`` strings converted)."""
+    mounts = []
+    for volume in svc.get("volumes", []):
+        if isinstance(volume, str):
+            source, target, *mode = re.split(r":(?![^{]*\})", volume)  # not inside ${...}
+            if source.startswith((".", "/", "$")):
+                bind = {"type": "bind", "source": source, "target": target}
+                mounts.append({**bind, "read_only": mode == ["ro"]})
+        elif volume.get("type") == "bind":
+            mounts.append(volume)
+    return mounts
+
+
+def _jwks_mount(svc: dict[str, Any], jwks: str) -> dict[str, Any]:
+    mounts = [m for m in _bind_mounts(svc) if m["target"] == jwks]
+    assert len(mounts) == 1, f"BALLAST_AUTH_JWKS={jwks} is not one mounted file: {mounts}"
+    return mounts[0]
+
+
+@pytest.fixture
+def no_auth_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The local issuer's keys folder as a fresh shell sees it (no stack env sourced)."""
+    for name in ("BALLAST_AUTH_KEYS", "BALLAST_STATE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.mark.parametrize("name", TOKEN_SERVICES)
+def test_every_service_checks_tokens_against_the_local_issuer_by_default(
+    compose: dict[str, Any], name: str, no_auth_env: None
+) -> None:
+    svc = compose["services"][name]
+    env = _env(svc)
+    settings = ServiceSettings.model_fields
+    assert env["BALLAST_AUTH_ISSUER"] == LOCAL_ISSUER == settings["auth_issuer"].default
+    assert env["BALLAST_AUTH_AUDIENCE"] == AUDIENCE == settings["auth_audience"].default
+    mount = _jwks_mount(svc, env["BALLAST_AUTH_JWKS"])
+    assert mount["read_only"] is True
+    assert mount.get("bind", {}).get("create_host_path") is False, (
+        "a missing JWKS must stop `up` naming it, not become an empty directory on the host"
+    )
+    source = REPO / interpolate(mount["source"])
+    assert source.resolve() == (REPO / local_keys_folder() / "jwks.json").resolve(), (
+        "the file `ballast auth init` writes"
+    )
+    for other in _bind_mounts(svc):
+        other_source = (REPO / interpolate(other["source"])).resolve()
+        assert other_source != source.parent.resolve(), "the signing key must not be mounted"
+        assert other_source.name != "signing-key.pem"
+
+
+@pytest.mark.parametrize("name", TOKEN_SERVICES)
+def test_auth_settings_follow_the_keys_folder_and_an_issuer_url(
+    compose: dict[str, Any], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    svc = compose["services"][name]
+    keys = "/srv/ballast/auth-keys"
+    monkeypatch.setenv("BALLAST_AUTH_KEYS", keys)
+    mount = _jwks_mount(svc, _env(svc)["BALLAST_AUTH_JWKS"])
+    assert Path(interpolate(mount["source"], {"BALLAST_AUTH_KEYS": keys})) == (
+        local_keys_folder() / "jwks.json"
+    ), "the mount must follow BALLAST_AUTH_KEYS as `ballast auth init` does"
+
+    shell = {
+        "BALLAST_AUTH_JWKS_URL": "https://idp.example/.well-known/jwks.json",
+        "BALLAST_AUTH_ISSUER": "https://idp.example/",
+        "BALLAST_AUTH_AUDIENCE": "ballast-prod",
+        # what the local stack's env exports: a host path, meaningless in a container
+        "BALLAST_AUTH_JWKS": "/home/someone/.state/auth/jwks.json",
+    }
+    env = {key: interpolate(str(value), shell) for key, value in svc["environment"].items()}
+    assert env["BALLAST_AUTH_JWKS"] == shell["BALLAST_AUTH_JWKS_URL"]
+    assert env["BALLAST_AUTH_ISSUER"] == shell["BALLAST_AUTH_ISSUER"]
+    assert env["BALLAST_AUTH_AUDIENCE"] == shell["BALLAST_AUTH_AUDIENCE"]
+    del shell["BALLAST_AUTH_JWKS_URL"]
+    env = {key: interpolate(str(value), shell) for key, value in svc["environment"].items()}
+    assert env["BALLAST_AUTH_JWKS"] == mount["target"], "the host's path leaked into the container"
+
+
+def test_the_header_says_to_make_the_keys_before_starting() -> None:
+    header = COMPOSE_FILE.read_text().split("\nname:")[0]
+    init, up = header.find("ballast auth init"), header.find("docker compose up")
+    assert 0 <= init < up, "the header must say `ballast auth init` before `docker compose up`"
 
 
 def test_kafka_is_single_node_kraft(compose: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@ cluster) and every rendered manifest validated against Kubernetes' schemas, offl
 
 from __future__ import annotations
 
+import copy
 import shutil
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .conftest import CHART_DIR, PLATFORM_SERVICES, SERVICES
+from .conftest import CHART_DIR, PLATFORM_SERVICES, SERVICES, interpolate
 
 helm = pytest.importorskip(
     "helm_python", reason="helm-python-sdk (root dev dependency) is not installed"
@@ -24,9 +25,37 @@ KUBE_VERSIONS = ["1.29.0", "1.33.0", kv.latest_version()]
 WARNING = 2
 
 
-def render(values: dict[str, Any] | None = None, release: str = RELEASE) -> list[dict[str, Any]]:
+# The chart requires a JWKS (auth.jwksUrl or auth.jwksConfigMap): the renders below give one.
+JWKS_URL = "https://idp.example/.well-known/jwks.json"
+WITH_JWKS = {"auth": {"jwksUrl": JWKS_URL}}
+
+
+def with_jwks(values: dict[str, Any] | None) -> dict[str, Any]:
+    """``values`` with auth.jwksUrl set to JWKS_URL, unless they name a JWKS themselves."""
+    out = copy.deepcopy(values or {})
+    auth = out.setdefault("auth", {})
+    if "jwksUrl" not in auth and "jwksConfigMap" not in auth:
+        auth["jwksUrl"] = JWKS_URL
+    return out
+
+
+def render_manifests(
+    values: dict[str, Any] | None = None, release: str = RELEASE, *, jwks: bool = True
+) -> dict[str, str]:
     with helm.Chart.load(str(CHART_DIR)) as chart:
-        manifests = chart.render(values, name=release, namespace="ballast", is_install=True)
+        manifests: dict[str, str] = chart.render(
+            with_jwks(values) if jwks else values,
+            name=release,
+            namespace="ballast",
+            is_install=True,
+        )
+    return manifests
+
+
+def render(
+    values: dict[str, Any] | None = None, release: str = RELEASE, *, jwks: bool = True
+) -> list[dict[str, Any]]:
+    manifests = render_manifests(values, release, jwks=jwks)
     docs: list[dict[str, Any]] = []
     for path, text in sorted(manifests.items()):
         if path.endswith("NOTES.txt"):
@@ -77,7 +106,7 @@ def assert_valid_kubernetes(docs: list[dict[str, Any]]) -> None:
 
 
 def test_lint_is_clean() -> None:
-    report = helm.lint(str(CHART_DIR), strict=True)
+    report = helm.lint(str(CHART_DIR), WITH_JWKS, strict=True)
     assert report["errors"] == []
     serious = [m for m in report["messages"] if m["severity"] >= WARNING]
     assert serious == [], serious
@@ -87,7 +116,7 @@ def test_lint_catches_a_broken_template(tmp_path: Path) -> None:
     chart = Path(shutil.copytree(CHART_DIR, tmp_path / "ballast"))
     services = chart / "templates" / "services.yaml"
     services.write_text(services.read_text().replace("{{- end }}\n{{- end }}", "{{- end }}"))
-    report = helm.lint(str(chart), strict=True)
+    report = helm.lint(str(chart), WITH_JWKS, strict=True)
     assert report["errors"], "lint passed a template with an unclosed range"
 
 
@@ -220,6 +249,7 @@ def test_config_change_rolls_the_pods() -> None:
         return str(dep["spec"]["template"]["metadata"]["annotations"]["checksum/config"])
 
     assert checksum(None) != checksum({"logLevel": "DEBUG"})
+    assert checksum(None) != checksum({"auth": {"issuer": "https://idp.example/"}})
 
 
 @pytest.mark.parametrize(
@@ -231,6 +261,11 @@ def test_config_change_rolls_the_pods() -> None:
         ({"services": {"account-svc": {"app": "not a module"}}}, "/services/account-svc/app"),
         ({"logLevel": "LOUD"}, "/logLevel"),
         ({"defaults": {"readinessProbe": {"path": "readyz"}}}, "/defaults/readinessProbe/path"),
+        ({"auth": {"jwksUrl": "idp.example/jwks.json"}}, "/auth/jwksUrl"),
+        ({"auth": {"jwksConfigMap": "Ballast_JWKS"}}, "/auth/jwksConfigMap"),
+        ({"auth": {"issuer": ""}}, "/auth/issuer"),
+        ({"auth": {"audience": ""}}, "/auth/audience"),
+        ({"auth": {"jwks": "https://idp.example/jwks.json"}}, "/auth"),
     ],
 )
 def test_bad_values_are_refused_naming_the_key(values: dict[str, Any], where: str) -> None:
@@ -253,6 +288,111 @@ def test_chart_and_compose_agree(compose: dict[str, Any]) -> None:
         assert command[1] == spec["app"], name
         assert command[-1] == str(spec["port"]), name
     assert set(values["services"]) == set(SERVICES)
+    compose_env = compose["services"]["account-svc"]["environment"]
+    assert values["auth"]["issuer"] == interpolate(compose_env["BALLAST_AUTH_ISSUER"])
+    assert values["auth"]["audience"] == interpolate(compose_env["BALLAST_AUTH_AUDIENCE"])
+
+
+# -- bearer tokens -------------------------------------------------------------------------------
+
+AUTH_SETTINGS = {"BALLAST_AUTH_ISSUER", "BALLAST_AUTH_AUDIENCE", "BALLAST_AUTH_JWKS"}
+
+
+def pod_env(docs: list[dict[str, Any]], deployment: dict[str, Any]) -> dict[str, Any]:
+    """The container's environment as Kubernetes resolves it: envFrom ConfigMaps, then env."""
+    configmaps = by_kind(docs, "ConfigMap")
+    c = container(deployment)
+    env: dict[str, Any] = {}
+    for source in c.get("envFrom", []):
+        env.update(configmaps[source["configMapRef"]["name"]]["data"])
+    env.update(env_of(c))
+    return env
+
+
+def configmap_volumes(deployment: dict[str, Any]) -> list[dict[str, Any]]:
+    return [v for v in deployment["spec"]["template"]["spec"]["volumes"] if "configMap" in v]
+
+
+def notes(values: dict[str, Any]) -> str:
+    manifests = render_manifests(values)
+    [text] = [t for path, t in manifests.items() if path.endswith("NOTES.txt")]
+    return text
+
+
+def test_every_service_pod_gets_the_auth_settings() -> None:
+    values = {"auth": {"issuer": "https://idp.example/", "audience": "ballast-prod"}}
+    docs = render(values)
+    deployments = by_kind(docs, "Deployment")
+    for name in PLATFORM_SERVICES:
+        dep = deployments[f"{RELEASE}-{name}"]
+        env = pod_env(docs, dep)
+        assert env["BALLAST_AUTH_ISSUER"] == "https://idp.example/", name
+        assert env["BALLAST_AUTH_AUDIENCE"] == "ballast-prod", name
+        assert env["BALLAST_AUTH_JWKS"] == JWKS_URL, name
+        assert configmap_volumes(dep) == [], f"{name}: a JWKS URL needs no mount"
+    sim = deployments[f"{RELEASE}-custodian-sim"]
+    assert not AUTH_SETTINGS & set(pod_env(docs, sim)), "the simulator checks no tokens"
+    assert JWKS_URL in notes(values)
+    assert_valid_kubernetes(docs)
+
+
+def test_default_issuer_and_audience_are_the_services_defaults() -> None:
+    from ballast_common.auth import AUDIENCE, LOCAL_ISSUER
+    from ballast_common.settings import ServiceSettings
+
+    [configmap] = by_kind(render(), "ConfigMap").values()
+    settings = ServiceSettings.model_fields
+    assert configmap["data"]["BALLAST_AUTH_ISSUER"] == LOCAL_ISSUER
+    assert settings["auth_issuer"].default == LOCAL_ISSUER
+    assert configmap["data"]["BALLAST_AUTH_AUDIENCE"] == AUDIENCE
+    assert settings["auth_audience"].default == AUDIENCE
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        None,
+        {"auth": {"jwksUrl": ""}},
+        {"auth": {"jwksUrl": "", "jwksConfigMap": ""}},
+        {"auth": {"issuer": "https://idp.example/"}},
+    ],
+)
+def test_rendering_without_a_jwks_fails_naming_it(values: dict[str, Any] | None) -> None:
+    with pytest.raises(helm.HelmError) as info:
+        render(values, jwks=False)
+    message = str(info.value)
+    assert "auth.jwksUrl is required" in message and "auth.jwksConfigMap" in message
+
+
+def test_a_jwks_url_and_a_configmap_together_are_refused() -> None:
+    values = {"auth": {"jwksUrl": JWKS_URL, "jwksConfigMap": "ballast-jwks"}}
+    with pytest.raises(helm.HelmError) as info:
+        render(values)
+    assert "auth.jwksUrl and auth.jwksConfigMap are both set" in str(info.value)
+
+
+def test_jwks_configmap_is_mounted_and_pointed_at() -> None:
+    values = {"auth": {"jwksConfigMap": "ballast-jwks"}}
+    docs = render(values)
+    deployments = by_kind(docs, "Deployment")
+    for name in PLATFORM_SERVICES:
+        dep = deployments[f"{RELEASE}-{name}"]
+        [volume] = configmap_volumes(dep)
+        assert volume["configMap"]["name"] == "ballast-jwks", name
+        assert volume["configMap"]["items"] == [{"key": "jwks.json", "path": "jwks.json"}]
+        [mount] = [m for m in container(dep)["volumeMounts"] if m["name"] == volume["name"]]
+        assert mount["readOnly"] is True, name
+        assert "subPath" not in mount, f"{name}: a subPath mount never sees a rotated JWKS"
+        env = pod_env(docs, dep)
+        assert env["BALLAST_AUTH_JWKS"] == f"{mount['mountPath']}/jwks.json", name
+        assert env["BALLAST_AUTH_ISSUER"] and env["BALLAST_AUTH_AUDIENCE"], name
+    assert configmap_volumes(deployments[f"{RELEASE}-custodian-sim"]) == []
+    assert "ballast-jwks" in notes(values)
+    assert_valid_kubernetes(docs)
+
+    without_platform_env = {**values, "services": {"model-hub-svc": {"platformEnv": False}}}
+    model_hub = by_kind(render(without_platform_env), "Deployment")[f"{RELEASE}-model-hub-svc"]
+    assert configmap_volumes(model_hub) == [], "no shared env: no JWKS mount either"
 
 
 # -- migrations once, before the services ------------------------------------------------------

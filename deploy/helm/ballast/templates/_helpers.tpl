@@ -97,3 +97,23 @@ chart's own Secret exists, so it has a hook Secret of its own). */}}
 {{- define "ballast.migrateSecretName" -}}
 {{- .Values.database.existingSecret | default (printf "%s-migrate" .Release.Name | trunc 63 | trimSuffix "-") -}}
 {{- end -}}
+
+{{/* Where a service's pod mounts the JWKS of auth.jwksConfigMap. */}}
+{{- define "ballast.jwksMountPath" -}}
+/etc/ballast/auth
+{{- end -}}
+
+{{/*
+BALLAST_AUTH_JWKS: auth.jwksUrl, or the file of auth.jwksConfigMap as mounted in the pods.
+Fails naming auth.jwksUrl when neither is given, and when both are.
+*/}}
+{{- define "ballast.authJwks" -}}
+{{- $auth := .Values.auth | default dict }}
+{{- if and $auth.jwksUrl $auth.jwksConfigMap }}
+{{- fail "auth.jwksUrl and auth.jwksConfigMap are both set: give one (the URL of the issuer's JWKS, or a ConfigMap holding jwks.json)" }}
+{{- else if $auth.jwksConfigMap }}
+{{- printf "%s/jwks.json" (include "ballast.jwksMountPath" .) }}
+{{- else }}
+{{- required "auth.jwksUrl is required: the JWKS URL of the issuer of the bearer tokens (e.g. https://idp.example/.well-known/jwks.json), or set auth.jwksConfigMap to a ConfigMap holding jwks.json (docs/auth.md)" $auth.jwksUrl }}
+{{- end }}
+{{- end -}}
