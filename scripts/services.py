@@ -315,10 +315,13 @@ def up(
     timeout_s: float = 90.0,
     quiet: bool = False,
     replicas: Mapping[str, int] | None = None,
+    migrate_first: bool = True,
 ) -> dict[str, str]:
     """Migrate, then start every instance not already running; wait until each is ready.
 
-    `replicas` is {service or "all": instances}. Returns each service's first-instance URL.
+    `replicas` is {service or "all": instances}; `migrate_first=False` skips the migration
+    step (restoring a crashed instance of a system already migrated, as a supervisor would).
+    Returns each service's first-instance URL.
     """
     folder = run_dir(profile)
     folder.mkdir(parents=True, exist_ok=True)
@@ -337,7 +340,7 @@ def up(
     simulator = urls(port_base).get("custodian-sim")
     if simulator:
         env.setdefault("CUSTODIAN_GATEWAY_CUSTODIAN_URL", simulator)
-    if missing:
+    if missing and migrate_first:
         migrate(profile, env, timeout_s, quiet)
     env["BALLAST_MIGRATE_ON_START"] = "false"
     for instance in missing:

@@ -217,6 +217,10 @@ def env_exports(cfg: Config) -> list[str]:
         ("PGUSER", PG_USER),
         ("PGPASSWORD", PG_PASSWORD),
         ("PGDATABASE", PG_DATABASE),
+        # The local token issuer (docs/auth.md): its keys, and the JWKS the services check
+        # bearer tokens against. `ballast auth init` (or the first token) makes the key.
+        ("BALLAST_AUTH_KEYS", str(cfg.state / "auth")),
+        ("BALLAST_AUTH_JWKS", str(cfg.state / "auth" / "jwks.json")),
     ]
     return [f"export {name}={_shell_quote(value)}" for name, value in pairs]
 

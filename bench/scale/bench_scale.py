@@ -36,7 +36,8 @@ from typing import Any
 import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from ballast_cli.book import load_folder
+from ballast_cli.book import Reporter, load_folder
+from ballast_common.auth import Role, local_issuer
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).parent))
@@ -82,6 +83,21 @@ class Clock:
         self.stages[name] = took
         print(f"  {name:<8} {took:>8.1f} s", flush=True)
         return took
+
+
+class StepTimes(Reporter):
+    """Seconds from the start of the load to the end of each of its steps."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.ends: dict[str, float] = {}
+
+    def step(self, text: str) -> Any:
+        self.ends.setdefault("uploaded", round(time.monotonic() - self.started, 2))
+        return text
+
+    def step_done(self, handle: Any) -> None:
+        self.ends[str(handle)] = round(time.monotonic() - self.started, 2)
 
 
 async def wait(what: str, check: Any, timeout_s: float, every: float = 0.5) -> Any:
@@ -193,7 +209,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     _stack("createdb", DATABASE)
     base = stack["BALLAST_DATABASE_URL"].rsplit("/", 1)[0]
     database_url = f"{base}/{DATABASE}"
+    if args.log_statements_ms is not None:  # into the stack's postgres.log
+        conn = await asyncpg.connect(database_url)
+        try:
+            await conn.execute(
+                f"ALTER DATABASE {DATABASE} SET log_min_duration_statement = "
+                f"{int(args.log_statements_ms)}"
+            )
+        finally:
+            await conn.close()
     bootstrap = stack.get("BALLAST_KAFKA_BOOTSTRAP_SERVERS") or stack["BALLAST_KAFKA_BOOTSTRAP"]
+    issuer = local_issuer(Path(stack["BALLAST_AUTH_KEYS"]))
+    # The benchmark acts as the tenant's operations desk and model manager.
+    token = issuer.issue("demo", [Role.OPERATIONS, Role.MODEL_MANAGER], "bench@demo", 12 * 3600)
     os.environ.update(
         {
             "BALLAST_DATABASE_URL": database_url,
@@ -201,6 +229,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "BALLAST_TOPIC_PREFIX": f"scale{datetime.now(UTC):%H%M%S}.",
             "BALLAST_LOG_LEVEL": "WARNING",
             "SIM_LATENCY_MS": "20",
+            "BALLAST_AUTH_JWKS": str(issuer.jwks_path),
         }
     )
     replicas = dict(r.split("=") for r in args.replicas.split(",")) if args.replicas else {}
@@ -220,7 +249,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     floor_kafka = await kafka_floor(bootstrap, args.floor_messages, 780)
     floor_pg = await postgres_floor(database_url.replace("+asyncpg", ""), folder / "lots.csv")
 
-    http = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10))
+    http = httpx.AsyncClient(
+        timeout=httpx.Timeout(None, connect=10), headers={"Authorization": f"Bearer {token}"}
+    )
     models = json.loads((book_root / "models.json").read_text())
     securities = []
     for line in (folder / "securities.csv").read_text().splitlines()[1:]:
@@ -244,7 +275,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     for model_id, model in models.items():
         body = {
             "name": model["name"],
-            "tenant": "demo",
             "targets": [{"symbol": s, "weight": w} for s, w in model["targets"].items()],
         }
         (await http.put(f"{url('model-hub-svc')}/models/{model_id}", json=body)).raise_for_status()
@@ -259,17 +289,48 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     print(f"book: {args.accounts:,} accounts, {positions_rows:,} positions, {lots_rows:,} lots")
     started = time.monotonic()
-    outcome = await load_folder(folder, book_urls)
+    steps = StepTimes()
+    outcome = await load_folder(folder, book_urls, token=token, reporter=steps)
     if outcome.problems:
         raise SystemExit(f"bench-scale: the book is not valid: {outcome.problems[:5]}")
     applied_s = round(time.monotonic() - started, 2)
+    print(f"  book load steps (s from start): {steps.ends}", flush=True)
 
     async def read_models_current() -> bool:
         state = (await http.get(f"{url('rebalance-svc')}/read-model")).json()
         return bool(state["accounts_with_holdings"] >= args.accounts)
 
     await wait("rebalance-svc holding every account", read_models_current, 3600)
+    rebalance_current_s = round(time.monotonic() - started, 2)
+    print(f"  rebalance-svc held every account's holdings at {rebalance_current_s} s", flush=True)
+    reporting_db = await asyncpg.connect(database_url.replace("+asyncpg", ""))
+
+    async def reporting_current() -> bool:
+        held = await reporting_db.fetchval("SELECT count(*) FROM reporting.holdings")
+        return bool(held >= args.accounts)
+
+    try:
+        await wait("reporting-svc holding every account", reporting_current, 3600)
+    finally:
+        await reporting_db.close()
     clock.stage("load", started)
+    if args.stop_after == "load":
+        memory = peak_rss(launcher)
+        await http.aclose()
+        if not args.keep:
+            launcher.down(PROFILE)
+        return {
+            "benchmark": "scale",
+            "stopped_after": "load",
+            "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "book": {"accounts": args.accounts, "positions": positions_rows, "lots": lots_rows},
+            "stages_s": clock.stages,
+            "book_load_applied_s": applied_s,
+            "book_load_steps_s": steps.ends,
+            "load_rebalance_current_s": rebalance_current_s,
+            "floor": {"postgres_copy": floor_pg},
+            "peak_rss_mib": memory,
+        }
 
     started = time.monotonic()
     scan = (await http.post(f"{url('rebalance-svc')}/scans", json={})).json()
@@ -279,7 +340,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     change = make_book.changed_core()
     body = {
         "name": change.name,
-        "tenant": "demo",
         "targets": [{"symbol": s, "weight": w} for s, w in change.targets().items()],
     }
     started = time.monotonic()
@@ -340,6 +400,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "stages_s": clock.stages,
         "book_load_applied_s": applied_s,
+        "load_rebalance_current_s": rebalance_current_s,
         "run": {
             k: run_out[k]
             for k in (
@@ -396,6 +457,12 @@ def main() -> int:
     parser.add_argument("--port-base", type=int, default=8700)
     parser.add_argument("--floor-messages", type=int, default=200_000)
     parser.add_argument("--keep", action="store_true", help="leave the services running")
+    parser.add_argument("--stop-after", choices=["load"], help="run the stages up to this one")
+    parser.add_argument(
+        "--log-statements-ms",
+        type=int,
+        help="log statements slower than this to the stack's postgres.log",
+    )
     parser.add_argument("--out", default="bench/results/scale.json")
     args = parser.parse_args()
     book_folder(args)

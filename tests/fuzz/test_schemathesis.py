@@ -21,6 +21,7 @@ import pytest
 import schemathesis
 from ballast_common.app import Runtime, ServiceSpec, create_app
 from ballast_common.settings import ServiceSettings
+from ballast_common.testing import bearer, with_test_issuer
 from fastapi import FastAPI
 from schemathesis import GenerationMode
 from schemathesis.engine import Status, events
@@ -73,12 +74,14 @@ def service_schema(
         topic_prefix=f"{topic_prefix}fuzz.",
         migrate_on_start=False,
     )
+    service_settings = with_test_issuer(service_settings)
     app = create_app(spec, service_settings)
     app.router.lifespan_context = fuzzing_lifespan(spec, service_settings)
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     schema.config.seed = SEED
     schema.config.cache.enabled = False  # no state carried between runs (.schemathesis/)
-    schema.config.update(workers=1, continue_on_failure=True)
+    # as an admin of the test tenant: every operation is allowed, so each is fuzzed in full
+    schema.config.update(workers=1, continue_on_failure=True, headers=bearer())
     schema.config.phases.update(phases=["examples", "coverage", "fuzzing"])
     schema.config.checks.update(included_check_names=CHECKS)
     schema.config.generation.update(

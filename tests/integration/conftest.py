@@ -12,6 +12,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from ballast_common.testing import issuer_for_tests
 from ballast_demo.driver import Urls
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,6 +81,7 @@ def system(
             "BALLAST_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
             "BALLAST_TOPIC_PREFIX": system_topic_prefix,
             "BALLAST_TRACE_FILE": str(trace_file),
+            "BALLAST_AUTH_JWKS": str(issuer_for_tests().jwks_path),
             "SIM_LATENCY_MS": "20",
             "SIM_PARTIAL_FILL_PROBABILITY": "0.5",
             "CUSTODIAN_GATEWAY_CUSTODIAN_URL": f"http://127.0.0.1:{PORT_BASE + 9}",

@@ -17,6 +17,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from ballast_common.contracts.envelope import decode_envelope
 from ballast_common.contracts.registry import TOPICS
+from ballast_common.testing import bearer, issuer_for_tests
 from ballast_demo.book import MODELS, SECURITIES, build_accounts, changed_core_model
 from ballast_demo.driver import Ballast, Urls
 
@@ -43,7 +44,7 @@ async def flow(
 ):
     """Load the book, put a malformed message on a consumed topic, change the model, and
     wait until every trade is filled and reconciled."""
-    ballast = Ballast(running_services)
+    ballast = Ballast(running_services, issuer_for_tests())
     await ballast.load_securities()
     for model in MODELS:
         await ballast.publish_model(model)
@@ -57,7 +58,7 @@ async def flow(
         )
     finally:
         await producer.stop()
-    published = await ballast.publish_model(CHANGE, actor="investment-committee")
+    published = await ballast.publish_model(CHANGE)
     run = await ballast.wait_for_run(CHANGE.model_id, published["version"], timeout_s=120)
     progress = await ballast.wait_until_complete(run, timeout_s=300)
     yield {"ballast": ballast, "published": published, "run": run, "progress": progress}
@@ -70,7 +71,7 @@ async def test_holdings_end_at_the_model_weights(flow, running_services: Urls):
     prices = {s: Decimal(v[3]) for s, v in SECURITIES.items()}
     following = [a for a in BOOK if a.model_id == CHANGE.model_id]
     assert following and flow["run"]["accounts_evaluated"] == len(following)
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(headers=bearer()) as http:
         for account in following:
             book = (
                 await http.get(f"{running_services.taxlot}/accounts/{account.account_id}/holdings")
@@ -97,7 +98,7 @@ async def test_accounts_the_change_does_not_touch_keep_what_was_loaded(
 ):
     untouched = [a for a in BOOK if a.model_id != CHANGE.model_id]
     assert untouched
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(headers=bearer()) as http:
         for account in untouched:
             book = (
                 await http.get(f"{running_services.taxlot}/accounts/{account.account_id}/holdings")
@@ -110,7 +111,7 @@ async def test_accounts_the_change_does_not_touch_keep_what_was_loaded(
 async def test_every_order_was_sent_exactly_once(flow, running_services: Urls):
     trades = flow["run"]["trades"]
     assert trades > 0
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(headers=bearer()) as http:
         stats = (await http.get(f"{running_services.custodian}/stats")).json()
         gateway = (await http.get(f"{running_services.gateway}/stats")).json()
         orders: list[dict] = []
@@ -294,7 +295,7 @@ async def test_an_event_delivered_twice_has_one_effect(
     finally:
         await consumer.stop()
     account = original.key.decode()
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(headers=bearer()) as http:
         before = (await http.get(f"{running_services.taxlot}/accounts/{account}/holdings")).json()
         taxlots = system.instance_urls("taxlot-svc")  # either instance may consume it
         duplicates_before = await _counter(http, taxlots, "fills-received", "duplicate")
@@ -344,7 +345,7 @@ async def test_a_malformed_message_is_dead_lettered_and_the_consumer_carries_on(
 
 
 async def test_bad_rest_input_gets_problem_json_naming_the_field(flow, running_services: Urls):
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(headers=bearer()) as http:
         bad_weight = await http.put(
             f"{running_services.model_hub}/models/us-large-core",
             json={"name": "x", "targets": [{"symbol": "AAPL", "weight": "-0.5"}]},
@@ -364,7 +365,7 @@ async def test_bad_rest_input_gets_problem_json_naming_the_field(flow, running_s
     ]
     assert missing_account.status_code == 404 and missing_model.status_code == 404
     # nothing already accepted was lost: the model is still at the version the flow published
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(headers=bearer()) as http:
         model = (await http.get(f"{running_services.model_hub}/models/us-large-core")).json()
     assert model["version"] == flow["published"]["version"]
 

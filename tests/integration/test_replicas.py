@@ -11,6 +11,7 @@ from decimal import Decimal
 
 import httpx
 import pytest
+from ballast_common.testing import bearer, issuer_for_tests
 from ballast_demo.book import MODELS, ModelSpec, build_accounts, changed_core_model
 from ballast_demo.driver import Ballast
 
@@ -50,8 +51,8 @@ async def _until(what: str, check, timeout_s: float = 240.0):
 
 async def test_killing_one_instance_of_each_consumer_mid_run_loses_nothing(system, tmp_path):
     urls = system.urls
-    ballast = Ballast(urls)
-    http = httpx.AsyncClient(timeout=30)
+    ballast = Ballast(urls, issuer_for_tests())
+    http = httpx.AsyncClient(timeout=30, headers=bearer())
     try:
         await ballast.load_securities()
         for model in MODELS:
@@ -64,7 +65,7 @@ async def test_killing_one_instance_of_each_consumer_mid_run_loses_nothing(syste
             return known.status_code == 200 and known.json()["accounts_with_holdings"] >= len(BOOK)
 
         await _until("rebalance-svc learning the book", rebalancer_knows_the_book)
-        published = await ballast.publish_model(CHANGE, actor="investment-committee")
+        published = await ballast.publish_model(CHANGE)
 
         async def the_run():
             runs = await http.get(

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from ballast_common.testing import bearer, issuer_for_tests
 from ballast_demo.book import MODELS, ModelSpec, build_accounts, changed_core_model
 from ballast_demo.driver import Ballast
 from ballast_engine.rebalance import rebalance
@@ -68,8 +69,8 @@ def _parts(holdings: dict[str, Any]) -> dict[str, Decimal]:
 
 async def test_no_uma_sleeve_ends_with_negative_cash(system, tmp_path):
     urls = system.urls
-    ballast = Ballast(urls)
-    http = httpx.AsyncClient(timeout=30)
+    ballast = Ballast(urls, issuer_for_tests())
+    http = httpx.AsyncClient(timeout=30, headers=bearer())
     try:
         assert len(BOOK) == 13
         await ballast.load_securities()
@@ -90,7 +91,7 @@ async def test_no_uma_sleeve_ends_with_negative_cash(system, tmp_path):
             return known >= known_before + len(BOOK)
 
         await _until("rebalance-svc learning the book", rebalancer_knows_the_book)
-        published = await ballast.publish_model(CHANGE, actor="investment-committee")
+        published = await ballast.publish_model(CHANGE)
         run = await ballast.wait_for_run(CHANGE.model_id, published["version"], timeout_s=180)
         assert run["accounts_skipped"] == 0, run
         assert run["accounts_evaluated"] == len(BOOK)

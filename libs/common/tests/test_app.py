@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import pytest
 from ballast_common import idempotency
 from ballast_common.app import ReadSession, UoW, field_path
+from ballast_common.auth import Permission, requires
 from ballast_common.contracts.types import (
     Omittable,
     PriceIn,
@@ -22,12 +23,12 @@ from ballast_common.db import Database
 from ballast_common.pagination import Offset
 from ballast_common.settings import ServiceSettings
 from ballast_common.testing import api_client, migrated_database
-from fastapi import APIRouter, Body, Path, Query
+from fastapi import APIRouter, Body, Depends, Path, Query
 from probe_svc import make_spec
 from pydantic import Field
 from sqlalchemy import text
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(requires(Permission.READ))])  # any caller
 PROBLEM_JSON = "application/problem+json"
 
 

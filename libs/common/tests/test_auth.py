@@ -9,6 +9,7 @@ import time
 
 import jwt
 import pytest
+from ballast_common import auth
 from ballast_common.auth import (
     PERMISSIONS,
     AuthSettings,
@@ -56,6 +57,8 @@ async def test_a_token_of_the_issuer_names_its_principal(issuer):
         ({"tenant": "Not A Tenant!"}, "tenant"),
         ({"roles": ["root"]}, "unknown roles"),
         ({"roles": []}, "roles"),
+        ({"sub": "pat\x00"}, "subject"),
+        ({"sub": "x" * 201}, "subject"),
     ],
 )
 async def test_a_token_with_a_wrong_claim_is_refused_naming_it(issuer, change, reason):
@@ -133,6 +136,27 @@ async def test_an_unknown_kid_does_not_read_the_keys_more_than_once_a_minute(iss
         with pytest.raises(Unauthorized, match="'nope' is not one of the issuer's"):
             await check.verify(unknown)
     assert reads == 1
+
+
+async def test_keys_that_could_not_be_read_are_read_again_soon(issuer, monkeypatch):
+    issuer.ensure_key()
+    jwks = json.loads(issuer.jwks_path.read_text())
+    answers: list = [OSError("the issuer is restarting"), jwks]
+
+    async def fetch():
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    now = [1000.0]
+    monkeypatch.setattr(auth.time, "monotonic", lambda: now[0])
+    check = TokenVerifier(AuthSettings(ISSUER, AUDIENCE, "unused"), fetch)
+    token = issuer.issue("acme", ["admin"], "x")
+    with pytest.raises(Unauthorized, match="cannot be read: the issuer is restarting"):
+        await check.verify(token)
+    now[0] += auth.FAILED_FETCH_RETRY_S  # not a minute: seconds
+    assert (await check.verify(token)).subject == "x"
 
 
 def test_the_permission_matrix():

@@ -6,12 +6,13 @@ from datetime import date
 import httpx
 import pytest
 from ballast_common import book_loads as loads
+from ballast_common.auth import AUDIENCE, LOCAL_ISSUER, AuthSettings, TokenVerifier, authenticate
 from ballast_common.book_loads import BookLoadSpec, LoadOptions, LoadProblem, StagedLoad
 from ballast_common.contracts.book_files import ACCOUNTS, CASH, LOTS
 from ballast_common.contracts.events import AccountChangedV1
 from ballast_common.errors import Conflict, InvalidInput, NotFound
-from ballast_common.testing import migrated_database, unit_of_work
-from fastapi import FastAPI
+from ballast_common.testing import bearer, issuer_for_tests, migrated_database, unit_of_work
+from fastapi import Depends, FastAPI
 from probe_svc import Note, book_loads, make_spec
 from sqlalchemy import text
 from sqlmodel import select
@@ -86,7 +87,9 @@ async def chunks(data: bytes, size: int = 7):
 
 async def stage(db, load_id: str, name: str, data: str) -> dict:
     async with unit_of_work(db, "probe-svc") as uow:
-        return await loads.stage_file(uow.session, SPEC, load_id, name, chunks(data.encode()))
+        return await loads.stage_file(
+            uow.session, SPEC, OPTIONS.tenant, load_id, name, chunks(data.encode())
+        )
 
 
 async def problems(db, load_id: str) -> list[tuple[str, int, str]]:
@@ -192,12 +195,18 @@ async def test_the_routes_stream_validate_apply_and_discard(db):
         def uow(self):
             return unit_of_work(db, "probe-svc")
 
-    app = FastAPI()
+    app = FastAPI(dependencies=[Depends(authenticate)])
+    app.state.token_verifier = TokenVerifier(
+        AuthSettings(LOCAL_ISSUER, AUDIENCE, str(issuer_for_tests().jwks_path))
+    )
     runtime = Runtime()
     app.include_router(loads.book_load_router(SPEC, lambda request: runtime))
     transport = httpx.ASGITransport(app=app)
-    body = {"as_of": "2026-12-04", "tenant": "demo"}
-    async with httpx.AsyncClient(transport=transport, base_url="http://probe") as http:
+    body = {"as_of": "2026-12-04"}
+    operations = bearer(roles=["operations"])
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://probe", headers=operations
+    ) as http:
         put = await http.put(
             "/book-loads/r1/files/accounts.csv",
             content=ACCOUNTS_CSV.encode(),
@@ -210,6 +219,51 @@ async def test_the_routes_stream_validate_apply_and_discard(db):
         assert (await http.delete("/book-loads/r1")).status_code == 204
         with pytest.raises(NotFound):  # the app factory renders it as a 404 problem
             await http.get("/book-loads/r1")
+
+
+async def test_a_load_is_its_tenants_own_and_its_id_is_free_for_others(db):
+    class Runtime:
+        def __init__(self) -> None:
+            self.db = db
+
+        def uow(self):
+            return unit_of_work(db, "probe-svc")
+
+    app = FastAPI(dependencies=[Depends(authenticate)])
+    app.state.token_verifier = TokenVerifier(
+        AuthSettings(LOCAL_ISSUER, AUDIENCE, str(issuer_for_tests().jwks_path))
+    )
+    runtime = Runtime()
+    app.include_router(loads.book_load_router(SPEC, lambda request: runtime))
+    transport = httpx.ASGITransport(app=app)
+    acme, evil = bearer("acme", ["operations"]), bearer("evil", ["operations"])
+    body = {"as_of": "2026-12-04"}
+    as_csv = {"content-type": "text/csv"}
+    async with httpx.AsyncClient(transport=transport, base_url="http://probe") as http:
+        staged = await http.put(
+            "/book-loads/t1/files/accounts.csv",
+            headers={**acme, **as_csv},
+            content=ACCOUNTS_CSV.encode(),
+        )
+        assert staged.status_code == 201
+        for call in (
+            http.get("/book-loads/t1", headers=evil),
+            http.post("/book-loads/t1/validate", json=body, headers=evil),
+            http.post("/book-loads/t1/apply", json=body, headers=evil),
+            http.delete("/book-loads/t1", headers=evil),
+        ):
+            with pytest.raises(NotFound, match="no book load t1"):
+                await call
+        theirs = await http.put(
+            "/book-loads/t1/files/accounts.csv",
+            headers={**evil, **as_csv},
+            content=b"account_id,household_id,name\n",
+        )
+        assert theirs.status_code == 201 and theirs.json()["rows"] == 0
+        ours = (await http.get("/book-loads/t1", headers=acme)).json()
+        assert ours["files"]["accounts.csv"]["rows"] == 2  # evil's upload changed nothing
+        assert (await http.delete("/book-loads/t1", headers=acme)).status_code == 204
+        assert (await http.get("/book-loads/t1", headers=evil)).json()["status"] == "staged"
 
 
 VALUES = {
@@ -264,7 +318,7 @@ async def test_the_fast_screen_flags_exactly_the_rows_the_detailed_checks_refuse
         load_id = f"screen-{column}-{i}"
         await stage(db, load_id, "lots.csv", data)
         async with db.sessions() as session, session.begin():
-            load = await loads._lock_load(session, SPEC, load_id)
+            load = await loads._lock_load(session, SPEC, OPTIONS.tenant, load_id)
             staged = loads._staged(load, OPTIONS)
             table = staged.table("lots.csv")
             detailed = (

@@ -16,10 +16,17 @@ import httpx
 import pytest
 from ballast_common import idempotency
 from ballast_common.app import UoW, create_app
+from ballast_common.auth import Permission, requires
 from ballast_common.db import Database
 from ballast_common.settings import ServiceSettings
-from ballast_common.testing import api_client, migrated_database, outbox_events
-from fastapi import APIRouter, FastAPI, Request
+from ballast_common.testing import (
+    api_client,
+    bearer,
+    issuer_for_tests,
+    migrated_database,
+    outbox_events,
+)
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 from probe_svc import Note, make_spec
 from pydantic import BaseModel
@@ -27,7 +34,7 @@ from sqlalchemy import func, select, text, update
 
 pytestmark = pytest.mark.integration
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(requires(Permission.READ))])  # any caller
 RELEASE = asyncio.Event()  # /slow waits for it
 FAILURES_LEFT = {"count": 0}
 
@@ -185,14 +192,14 @@ async def test_keys_belong_to_a_tenant_and_a_principal(api, probe):
     account = new_id()
     body = {"account_id": account, "text": "c"}
     key = f"shared-{account}"
-    acme = await api.post("/notes", json=body, headers={"Idempotency-Key": key, "X-Tenant": "acme"})
-    evil = await api.post("/notes", json=body, headers={"Idempotency-Key": key, "X-Tenant": "evil"})
-    bob = await api.post(
-        "/notes", json=body, headers={"Idempotency-Key": key, "X-Tenant": "acme", "X-Actor": "bob"}
-    )
-    again = await api.post(
-        "/notes", json=body, headers={"Idempotency-Key": key, "X-Tenant": "acme"}
-    )
+
+    def as_(tenant: str, subject: str) -> dict[str, str]:
+        return {"Idempotency-Key": key, **bearer(tenant, ["advisor"], subject)}
+
+    acme = await api.post("/notes", json=body, headers=as_("acme", "pat"))
+    evil = await api.post("/notes", json=body, headers=as_("evil", "pat"))
+    bob = await api.post("/notes", json=body, headers=as_("acme", "bob"))
+    again = await api.post("/notes", json=body, headers=as_("acme", "pat"))
     assert acme.status_code == evil.status_code == bob.status_code == 201
     assert "Idempotent-Replayed" not in evil.headers and "Idempotent-Replayed" not in bob.headers
     assert again.headers["Idempotent-Replayed"] == "true" and again.json() == acme.json()
@@ -282,7 +289,7 @@ async def test_an_expired_or_abandoned_key_is_taken_over(api, probe):
 
 async def test_events_of_a_keyed_request_commit_with_it(probe):
     spec, db = probe
-    events_router = APIRouter()
+    events_router = APIRouter(dependencies=[Depends(requires(Permission.READ))])
 
     @events_router.post("/publish/{account_id}")
     async def publish(account_id: str, uow: UoW) -> dict[str, str]:
@@ -330,6 +337,7 @@ async def test_a_request_killed_mid_way_frees_its_key(probe, database_url, tmp_p
         "PROBE_DATABASE_URL": database_url,
         "PROBE_STARTED_FILE": str(started),
         "PYTHONPATH": str(Path(__file__).parent),
+        "BALLAST_AUTH_JWKS": str(issuer_for_tests().jwks_path),
     }
     server = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "uvicorn", "--factory", "test_idempotency:crash_app"),
@@ -340,7 +348,9 @@ async def test_a_request_killed_mid_way_frees_its_key(probe, database_url, tmp_p
     account = new_id()
     headers = {"Idempotency-Key": f"crash-{account}"}
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{port}", timeout=30, headers=bearer()
+        ) as http:
             async with asyncio.timeout(30):
                 while True:
                     try:

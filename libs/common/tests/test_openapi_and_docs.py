@@ -8,14 +8,16 @@ from typing import Annotated
 import httpx
 import pytest
 from ballast_common.app import create_app
+from ballast_common.auth import CanManageModels, Permission, requires
 from ballast_common.errors import NotFound
 from ballast_common.openapi import CREATES_RESOURCE, PROBLEM_JSON
 from ballast_common.settings import ServiceSettings
-from fastapi import APIRouter, FastAPI, Query
+from ballast_common.testing import bearer, with_test_issuer
+from fastapi import APIRouter, Depends, FastAPI, Query
 from probe_svc import make_spec
 from pydantic import BaseModel
 
-router = APIRouter()
+router = APIRouter(dependencies=[Depends(requires(Permission.READ))])  # any caller
 
 
 class Thing(BaseModel):
@@ -38,7 +40,7 @@ async def put_thing(thing_id: str, body: Thing) -> Thing:
 
 
 @router.post("/things/{thing_id}/polish")
-async def polish_thing(thing_id: str) -> Thing:
+async def polish_thing(thing_id: str, caller: CanManageModels) -> Thing:
     return Thing(name=thing_id)
 
 
@@ -46,13 +48,15 @@ async def polish_thing(thing_id: str) -> Thing:
 def app() -> FastAPI:
     spec = make_spec("probe_docs")
     spec.routers = [router]
-    return create_app(spec, ServiceSettings())
+    return create_app(spec, with_test_issuer(ServiceSettings()))
 
 
 @pytest.fixture
 async def http(app: FastAPI):
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://probe") as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://probe", headers=bearer()
+    ) as client:
         yield client
 
 
@@ -104,14 +108,61 @@ async def test_errors_are_documented_as_problem_json(http):
                 assert_problem_json(response)
     codes = {key: set(op["responses"]) for key, op in ops.items()}
     assert codes[("GET", "/healthz")] == {"200"}  # no input, nothing to refuse
-    assert codes[("GET", "/things")] == {"200", "422", "503"}
-    assert codes[("GET", "/things/{thing_id}")] == {"200", "404", "422", "503"}
+    assert codes[("GET", "/things")] == {"200", "401", "422", "503"}
+    assert codes[("GET", "/things/{thing_id}")] == {"200", "401", "404", "422", "503"}
     # PUT creates the thing it names (no 404); it takes a body (413 beyond the limit)
-    assert codes[("PUT", "/things/{thing_id}")] == {"200", "400", "409", "413", "422", "503"}
+    assert codes[("PUT", "/things/{thing_id}")] == {
+        *("200", "400", "401", "409", "413", "422", "503")
+    }
+    # a permission some role lacks: 403
     assert codes[("POST", "/things/{thing_id}/polish")] == {
-        *("200", "400", "404", "409", "422", "503")
+        *("200", "400", "401", "403", "404", "409", "422", "503")
     }
     assert "x-creates-resource" not in str(document)
+
+
+async def test_the_bearer_token_and_permissions_are_documented(http):
+    document = (await http.get("/openapi.json")).json()
+    scheme = document["components"]["securitySchemes"]["bearerAuth"]
+    assert scheme["type"] == "http" and scheme["scheme"] == "bearer"
+    ops = operations(document)
+    assert "security" not in ops[("GET", "/healthz")]
+    assert ops[("GET", "/things")]["security"] == [{"bearerAuth": []}]
+    polish = ops[("POST", "/things/{thing_id}/polish")]
+    assert polish["x-permission"] == "models:write"
+    assert "admin, model-manager" in polish["responses"]["403"]["description"]
+
+
+async def test_a_route_without_a_permission_is_refused_at_start(app):
+    loose = APIRouter()
+
+    @loose.get("/loose")
+    async def loose_route() -> str:
+        return "anyone"
+
+    spec = make_spec("probe_loose")
+    spec.routers = [router, loose]
+    with pytest.raises(RuntimeError, match=r"\['GET'\] /loose"):
+        create_app(spec, with_test_issuer(ServiceSettings()))
+
+
+async def test_calls_without_a_valid_token_are_401_and_forbidden_roles_403(app):
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://probe") as anonymous:
+        missing = await anonymous.get("/things")
+        forged = await anonymous.get("/things", headers={"Authorization": "Bearer not.a.jwt"})
+        claimed = await anonymous.get("/things", headers={**bearer(), "X-Tenant": "acme"})
+        sponsor = await anonymous.post("/things/t1/polish", headers=bearer(roles=["sponsor"]))
+        manager = await anonymous.post("/things/t1/polish", headers=bearer(roles=["model-manager"]))
+        health = await anonymous.get("/healthz")
+        docs = await anonymous.get("/openapi.json")
+    assert missing.status_code == forged.status_code == 401
+    assert missing.headers["WWW-Authenticate"].startswith("Bearer")
+    assert "bearer token" in missing.json()["detail"]
+    assert claimed.status_code == 422 and claimed.json()["errors"][0]["field"] == "X-Tenant"
+    assert sponsor.status_code == 403 and "models:write" in sponsor.json()["detail"]
+    assert manager.status_code == 200
+    assert health.status_code == docs.status_code == 200
 
 
 async def test_limits_readiness_and_unavailability_are_documented(http):

@@ -125,6 +125,7 @@ async def prepare(db: Database) -> None:
         for model_id in MODELS:
             await service.remember_model(
                 uow,
+                "demo",
                 ModelChangedV1(
                     model_id=model_id,
                     name=model_id,
@@ -134,7 +135,7 @@ async def prepare(db: Database) -> None:
                 ),
             )
         await service.put_security_list(
-            uow, "esg", SecurityListIn(name="ESG", symbols=["XOM", "CVX"]), "bench"
+            uow, "demo", "bench", "esg", SecurityListIn(name="ESG", symbols=["XOM", "CVX"])
         )
 
 
@@ -155,7 +156,7 @@ async def run(accounts: int, keep: bool) -> dict[str, Any]:
             for file in rows:
                 async with unit_of_work(db, spec.name) as uow:
                     await loads.stage_file(
-                        uow.session, BOOK_LOAD, load_id, file, chunks(folder / file)
+                        uow.session, BOOK_LOAD, "demo", load_id, file, chunks(folder / file)
                     )
             seconds["stage_copy"] = time.perf_counter() - started
         options = LoadOptions(as_of=date(2026, 12, 4), tenant="demo")

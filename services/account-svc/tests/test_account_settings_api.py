@@ -24,7 +24,7 @@ from ballast_common.contracts.events import (
     TradeV1,
 )
 from ballast_common.outbox import outbox
-from ballast_common.testing import api_client, delivery, migrated_database, unit_of_work
+from ballast_common.testing import api_client, bearer, delivery, migrated_database, unit_of_work
 from sqlalchemy import select
 
 pytestmark = pytest.mark.integration
@@ -37,6 +37,7 @@ async def db(database_url):
         for model_id in ("eq", "bonds", "intl"):
             await service.remember_model(
                 uow,
+                "demo",
                 ModelChangedV1(
                     model_id=model_id,
                     name=model_id,
@@ -143,7 +144,7 @@ async def test_restrictions_record_who_and_why_and_lists_travel_with_members(api
     response = await api.put(
         "/accounts/S-2/restrictions",
         json={"restrictions": restrictions},
-        headers={"X-Actor": "adv"},
+        headers=bearer(subject="adv"),
     )
     assert response.status_code == 422
     assert problem_fields(response) == ["restrictions[1].value"]
@@ -154,7 +155,7 @@ async def test_restrictions_record_who_and_why_and_lists_travel_with_members(api
     response = await api.put(
         "/accounts/S-2/restrictions",
         json={"restrictions": restrictions},
-        headers={"X-Actor": "adv"},
+        headers=bearer(subject="adv"),
     )
     assert response.status_code == 200, response.text
     stored = response.json()["restrictions"]
@@ -179,7 +180,7 @@ async def test_restrictions_record_who_and_why_and_lists_travel_with_members(api
     again = await api.put(
         "/accounts/S-2/restrictions",
         json={"restrictions": restrictions[:1]},
-        headers={"X-Actor": "b"},
+        headers=bearer(subject="b"),
     )
     assert again.json()["restrictions"][0]["set_by"] == "b"
     cleared = await api.put("/accounts/S-2/restrictions", json={"restrictions": []})
@@ -327,7 +328,7 @@ async def test_opening_a_uma_with_everything_in_one_call(api, db):
         ],
     )
     assert opened["strategy"]["sleeves"][1]["model_id"] == "intl"
-    assert opened["restrictions"][0]["set_by"] == "api"
+    assert opened["restrictions"][0]["set_by"] == "admin@demo"  # the token's subject
     event = await last_account_event(db, "S-7")
     assert event.strategy is not None and event.tax_settings is not None
     assert event.tax_settings.relief_method == "hifo"
@@ -374,7 +375,7 @@ async def test_rejecting_a_proposal_publishes_proposal_rejected(api, db):
     response = await api.post(
         f"/proposals/{event.proposal_id}/reject",
         json={"note": "client is away"},
-        headers={"X-Actor": "advisor@demo"},
+        headers=bearer(subject="advisor@demo"),
     )
     assert response.status_code == 200 and response.json()["status"] == "rejected"
     [rejected] = await published(db, "proposal-rejected", "S-9")
@@ -395,7 +396,9 @@ async def test_a_security_restriction_names_a_symbol(api):
         {"kind": "do_not_buy", "scope": "security", "value": "ABCDEFGHIJKLMNOPQ", "reason": "r"},
     ]
     response = await api.put(
-        "/accounts/S-10/restrictions", json={"restrictions": restrictions}, headers={"X-Actor": "a"}
+        "/accounts/S-10/restrictions",
+        json={"restrictions": restrictions},
+        headers=bearer(subject="a"),
     )
     assert response.status_code == 422
     assert problem_fields(response) == ["restrictions[1].value", "restrictions[2].value"]

@@ -19,12 +19,12 @@ from account_svc.repository import PostgresAccountRepository
 from account_svc.schemas import AccountIn, SecurityListIn
 from ballast_common.contracts.events import ModelChangedV1, ModelTargetV1
 from ballast_common.outbox import outbox
-from ballast_common.testing import api_client, migrated_database, unit_of_work
+from ballast_common.testing import api_client, bearer, migrated_database, unit_of_work
 from sqlalchemy import func, select, text
 
 pytestmark = pytest.mark.integration
 
-OPTIONS = {"as_of": "2026-12-04", "tenant": "demo"}
+OPTIONS = {"as_of": "2026-12-04"}
 MODELS = ("bl-eq", "bl-bonds", "bl-intl", "bl-core")
 
 
@@ -35,6 +35,7 @@ async def db(database_url):
         for model_id in MODELS:
             await service.remember_model(
                 uow,
+                "demo",
                 ModelChangedV1(
                     model_id=model_id,
                     name=model_id,
@@ -44,12 +45,14 @@ async def db(database_url):
                 ),
             )
         await service.put_security_list(
-            uow, "bl-esg", SecurityListIn(name="ESG", symbols=["XOM", "CVX"]), "ops@demo"
+            uow, "demo", "ops@demo", "bl-esg", SecurityListIn(name="ESG", symbols=["XOM", "CVX"])
         )
     async with unit_of_work(database, "test") as uow:
         await service.open_accounts(
             uow,
             PostgresAccountRepository(uow.session),
+            "demo",
+            "api",
             [
                 AccountIn(account_id=a, household_id="BLH-OLD", name="Old", model_id="bl-core")
                 for a in ("BL-OLD", "BL-OLD2")
@@ -193,7 +196,6 @@ REST_TWINS: list[dict[str, Any]] = [
                 "scope": "sector",
                 "value": "Energy",
                 "reason": "keeps the gains",
-                "set_by": SET_BY,
             }
         ],
     },
@@ -209,7 +211,6 @@ REST_TWINS: list[dict[str, Any]] = [
                 "value": "XOM",
                 "source": "client",
                 "reason": "no oil, please",
-                "set_by": SET_BY,
             },
             {
                 "kind": "do_not_hold",
@@ -217,7 +218,6 @@ REST_TWINS: list[dict[str, Any]] = [
                 "value": "bl-esg",
                 "source": "compliance",
                 "reason": "ESG screen",
-                "set_by": SET_BY,
             },
         ],
     },
@@ -262,7 +262,9 @@ async def test_a_good_file_set_loads_as_rest_would_open_it(api, db):
         == 1
     )
 
-    response = await api.post("/accounts:batch", json={"accounts": REST_TWINS})
+    # opened by a caller named as the load records who set the restrictions
+    twins = {"accounts": REST_TWINS}
+    response = await api.post("/accounts:batch", json=twins, headers=bearer(subject=SET_BY))
     assert response.status_code == 201, response.text
     loaded = await account_events(db, *LOADED)  # one each, in the file's order
     opened = await account_events(db, *(twin["account_id"] for twin in REST_TWINS))
@@ -372,6 +374,7 @@ BAD = {
 # (file, line, column, words of the message)
 EXPECTED = [
     ("households.csv", 3, "tenant", "household BLH-OLD belongs to tenant demo, not other"),
+    ("households.csv", 3, "tenant", "tenant other is not yours: this load is tenant demo's"),
     ("households.csv", 4, "household_id", "'BLH/3' may have only letters, digits"),
     ("accounts.csv", 2, "account_id", "account BL-OLD already exists"),
     ("accounts.csv", 3, "household_id", "unknown household BLH-NONE"),
@@ -383,6 +386,7 @@ EXPECTED = [
     ("accounts.csv", 9, "interior_pct", "interior_pct is given but rebalance_range is band"),
     ("accounts.csv", 10, "rebalance_range", "rebalance_range is a UMA's setting"),
     ("accounts.csv", 11, "tenant", "tenant other differs from tenant demo of household BLH-B1"),
+    ("accounts.csv", 11, "tenant", "tenant other is not yours"),
     ("accounts.csv", 12, "account_id", "'BLB/ID' may have only letters, digits"),
     ("accounts.csv", 14, "interior_pct", "interior_pct must be at most 100"),
     ("sleeves.csv", 4, "account_id", "unknown account BLB-GHOST: it is not in accounts.csv"),

@@ -24,7 +24,14 @@ from ballast_common.contracts.events import (
 )
 from ballast_common.errors import PermanentMessageError
 from ballast_common.outbox import outbox
-from ballast_common.testing import api_client, deliver, envelope, migrated_database, unit_of_work
+from ballast_common.testing import (
+    api_client,
+    bearer,
+    deliver,
+    envelope,
+    migrated_database,
+    unit_of_work,
+)
 from sqlalchemy import func, select
 
 pytestmark = pytest.mark.integration
@@ -37,6 +44,7 @@ async def db(database_url):
         for model_id in ("ca-eq", "ca-bonds"):
             await service.remember_model(
                 uow,
+                "demo",
                 ModelChangedV1(
                     model_id=model_id,
                     name=model_id,
@@ -89,7 +97,7 @@ async def put_restrictions(api: httpx.AsyncClient, account_id: str, *items: dict
     response = await api.put(
         f"/accounts/{account_id}/restrictions",
         json={"restrictions": list(items)},
-        headers={"X-Actor": "advisor-1"},
+        headers=bearer(subject="advisor-1"),
     )
     assert response.status_code == 200, response.text
 

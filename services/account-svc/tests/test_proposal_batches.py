@@ -35,43 +35,51 @@ pytestmark = pytest.mark.integration
 async def db(database_url):
     database = await migrated_database(spec, database_url)
     async with unit_of_work(database, "test") as uow:
-        await service.remember_model(
-            uow,
-            ModelChangedV1(
-                model_id="pb-core",
-                name="Core",
-                version=1,
-                changed_by="pm",
-                targets=[ModelTargetV1(symbol="AAPL", weight=Decimal(1))],
-            ),
-        )
-    async with unit_of_work(database, "test") as uow:
-        await service.open_accounts(
-            uow,
-            PostgresAccountRepository(uow.session),
-            [
-                AccountIn(
-                    account_id=account_id,
-                    household_id="PBH",
-                    name="PB",
-                    model_id="pb-core",
-                    auto_approve=auto_approve,
-                    tenant=tenant,
-                )
-                for account_id, auto_approve, tenant in (
-                    ("PB-AUTO", True, "demo"),
-                    ("PB-AUTO2", True, "firm-b"),
-                    ("PB-MANUAL", False, "demo"),
-                    ("PB-SUSPENDED", True, "demo"),
-                    ("PB-ALONE", True, "demo"),
-                    ("PB-NEXT", True, "demo"),
-                )
-            ],
-        )
+        for tenant, model_id in (("demo", "pb-core"), ("firm-b", "pb-core-b")):
+            await service.remember_model(
+                uow,
+                tenant,
+                ModelChangedV1(
+                    model_id=model_id,
+                    name="Core",
+                    version=1,
+                    changed_by="pm",
+                    targets=[ModelTargetV1(symbol="AAPL", weight=Decimal(1))],
+                ),
+            )
+    accounts = {
+        "demo": (
+            ("PB-AUTO", True),
+            ("PB-MANUAL", False),
+            ("PB-SUSPENDED", True),
+            ("PB-ALONE", True),
+            ("PB-NEXT", True),
+        ),
+        "firm-b": (("PB-AUTO2", True),),
+    }
+    for tenant, model_id in (("demo", "pb-core"), ("firm-b", "pb-core-b")):
+        async with unit_of_work(database, "test") as uow:
+            await service.open_accounts(
+                uow,
+                PostgresAccountRepository(uow.session),
+                tenant,
+                f"advisor@{tenant}",
+                [
+                    AccountIn(
+                        account_id=account_id,
+                        household_id=f"PBH-{tenant}",
+                        name="PB",
+                        model_id=model_id,
+                        auto_approve=auto_approve,
+                    )
+                    for account_id, auto_approve in accounts[tenant]
+                ],
+            )
     async with unit_of_work(database, "test") as uow:
         await service.change_account(
             uow,
             PostgresAccountRepository(uow.session),
+            "demo",
             "PB-SUSPENDED",
             AccountPatch(status="suspended"),
         )

@@ -41,11 +41,13 @@ async def db(database_url):
         targets=[ModelTargetV1(symbol="AAPL", weight=Decimal(1))],
     )
     async with unit_of_work(database, "test") as uow:
-        await service.remember_model(uow, model)
+        await service.remember_model(uow, "demo", model)
     async with unit_of_work(database, "test") as uow:
         await service.open_accounts(
             uow,
             PostgresAccountRepository(uow.session),
+            "demo",
+            "advisor@demo",
             [
                 AccountIn(
                     account_id="PC-MANUAL",
@@ -106,7 +108,7 @@ async def test_a_decision_by_a_person_follows_from_the_proposal_in_its_trace(
     with tracer().start_as_current_span("POST /proposals/decide", context=None):
         async with unit_of_work(db, "account-svc") as uow:
             repo = PostgresAccountRepository(uow.session)
-            await service.decide(uow, repo, proposal_id, approve, "alice", "looks right", "demo")
+            await service.decide(uow, repo, "demo", "alice", proposal_id, approve, "looks right")
     [decided] = [
         d.envelope
         for d in await outbox_events(db, topic, "PC-MANUAL")

@@ -33,6 +33,8 @@ from ballast_common.testing import (
 
 SOURCE = "account-svc"
 MODEL = "port-core"
+TENANT, OTHER = "demo", "port-evil"
+OTHER_MODEL = "port-evil-core"
 
 Backend = InMemoryBackend[AccountRepository] | PostgresBackend[AccountRepository]
 
@@ -45,15 +47,28 @@ class InMemoryAccountRepository:
 
     def __init__(self) -> None:
         self.accounts: dict[str, Account] = {}
-        self.known_models: dict[str, tuple[str, int]] = {}
-        self.lists: dict[str, SecurityList] = {}
+        self.known_models: dict[str, tuple[str, str, int]] = {}  # id -> tenant, name, version
+        self.lists: dict[tuple[str, str], SecurityList] = {}  # by tenant and id
         self.proposals: dict[str, Proposal] = {}
 
-    async def get_account(self, account_id: str, *, for_update: bool = False) -> Account | None:
-        return self.accounts.get(account_id)
+    async def get_account(
+        self, tenant: str, account_id: str, *, for_update: bool = False
+    ) -> Account | None:
+        account = self.accounts.get(account_id)
+        return account if account is not None and account.tenant == tenant else None
 
     async def existing_account_ids(self, ids: Sequence[str]) -> set[str]:
         return {i for i in ids if i in self.accounts}
+
+    async def households_of_other_tenants(
+        self, tenant: str, household_ids: Sequence[str]
+    ) -> set[str]:
+        wanted = set(household_ids)
+        return {
+            a.household_id
+            for a in self.accounts.values()
+            if a.household_id in wanted and a.tenant != tenant
+        }
 
     async def add_accounts(self, accounts: Sequence[Account]) -> None:
         taken = [a.account_id for a in accounts if a.account_id in self.accounts]
@@ -67,18 +82,18 @@ class InMemoryAccountRepository:
         elif isinstance(row, Proposal):
             self.proposals[row.proposal_id] = row
         else:
-            self.lists[row.list_id] = row
+            self.lists[(row.tenant, row.list_id)] = row
 
-    async def known_model_ids(self, ids: Sequence[str]) -> set[str]:
-        return {i for i in ids if i in self.known_models}
+    async def known_model_ids(self, tenant: str, ids: Sequence[str]) -> set[str]:
+        return {i for i in ids if i in self.known_models and self.known_models[i][0] == tenant}
 
-    async def upsert_known_model(self, model_id: str, name: str, version: int) -> None:
+    async def upsert_known_model(self, tenant: str, model_id: str, name: str, version: int) -> None:
         known = self.known_models.get(model_id)
-        if known is None or known[1] < version:
-            self.known_models[model_id] = (name, version)
+        if known is None or known[2] < version:
+            self.known_models[model_id] = (tenant, name, version)
 
-    async def security_lists(self, ids: Sequence[str]) -> dict[str, list[str]]:
-        return {i: list(self.lists[i].symbols) for i in ids if i in self.lists}
+    async def security_lists(self, tenant: str, ids: Sequence[str]) -> dict[str, list[str]]:
+        return {i: list(self.lists[(tenant, i)].symbols) for i in ids if (tenant, i) in self.lists}
 
     async def approval_policies(self, account_ids: Sequence[str]) -> dict[str, tuple[str, bool]]:
         return {
@@ -92,8 +107,13 @@ class InMemoryAccountRepository:
         self.proposals.update((i, Proposal(**p.model_dump())) for i, p in new.items())
         return set(new)
 
-    async def get_proposal(self, proposal_id: str, *, for_update: bool = False) -> Proposal | None:
-        return self.proposals.get(proposal_id)
+    async def get_proposal(
+        self, tenant: str, proposal_id: str, *, for_update: bool = False
+    ) -> Proposal | None:
+        proposal = self.proposals.get(proposal_id)
+        if proposal is None or self.accounts[proposal.account_id].tenant != tenant:
+            return None
+        return proposal
 
 
 @pytest.fixture(scope="module")
@@ -104,13 +124,18 @@ async def account_db(database_url: str) -> AsyncIterator[Database]:
 
 
 async def seeded(backend: Backend) -> Backend:
-    """A published model, and a security list."""
+    """Published models of tenant demo and of another tenant, and a security list of each
+    under the same id."""
     async with backend.transaction() as (_, repo):
-        await repo.upsert_known_model(MODEL, "Core", 1)
-        await repo.upsert_known_model(f"{MODEL}-2", "Core 2", 1)
-        if not await repo.security_lists(["port-esg"]):
-            esg = SecurityList(list_id="port-esg", name="ESG", symbols=["XOM"], updated_by="t")
-            await repo.save(esg)
+        await repo.upsert_known_model(TENANT, MODEL, "Core", 1)
+        await repo.upsert_known_model(TENANT, f"{MODEL}-2", "Core 2", 1)
+        await repo.upsert_known_model(OTHER, OTHER_MODEL, "Their core", 1)
+        for tenant, symbols in ((TENANT, ["XOM"]), (OTHER, ["BP"])):
+            if not await repo.security_lists(tenant, ["port-esg"]):
+                esg = SecurityList(
+                    tenant=tenant, list_id="port-esg", name="ESG", symbols=symbols, updated_by="t"
+                )
+                await repo.save(esg)
     return backend
 
 
@@ -150,9 +175,9 @@ def proposal(account_id: str) -> TradesProposedV1:
     )
 
 
-async def open_accounts(backend: Backend, *items: AccountIn) -> Any:
+async def open_accounts(backend: Backend, *items: AccountIn, tenant: str = TENANT) -> Any:
     async with backend.transaction() as (uow, repo):
-        return await service.open_accounts(uow, repo, items)
+        return await service.open_accounts(uow, repo, tenant, f"advisor@{tenant}", items)
 
 
 async def receive(backend: Backend, *events: TradesProposedV1) -> int:
@@ -164,7 +189,7 @@ async def receive(backend: Backend, *events: TradesProposedV1) -> int:
 async def decide(backend: Backend, event: TradesProposedV1, approve: bool, note: str | None) -> Any:
     async with backend.transaction() as (uow, repo):
         return await service.decide(
-            uow, repo, str(event.proposal_id), approve, "ops@demo", note, "demo"
+            uow, repo, TENANT, "ops@demo", str(event.proposal_id), approve, note
         )
 
 
@@ -177,7 +202,7 @@ def test_the_fake_and_the_adapter_have_the_ports_methods(adapter):
         return [(p.name, p.kind) for p in inspect.signature(function).parameters.values()]
 
     port = {n: f for n, f in vars(AccountRepository).items() if inspect.iscoroutinefunction(f)}
-    assert len(port) == 10
+    assert len(port) == 11
     for name, method in port.items():
         assert parameters(getattr(adapter, name)) == parameters(method), name
 
@@ -204,7 +229,7 @@ async def test_opening_is_all_or_nothing(backend):
     assert error.value.errors[0].field == "model_id"
     async with backend.reading() as repo:
         with pytest.raises(NotFound):
-            await service.get_account(repo, fresh)
+            await service.get_account(repo, TENANT, fresh)
     assert await backend.announced("account-changed", fresh) == []
 
 
@@ -220,15 +245,15 @@ async def test_a_uma_has_sleeves_not_a_model(backend):
 
     with pytest.raises(InvalidInput) as error:
         async with backend.transaction() as (uow, repo):
-            await service.set_strategy(uow, repo, uma, strategy("nope", "0.3"))
+            await service.set_strategy(uow, repo, TENANT, uma, strategy("nope", "0.3"))
     assert {p.field for p in error.value.errors} == {"sleeves", "sleeves[1].model_id"}
     async with backend.transaction() as (uow, repo):
-        await service.set_strategy(uow, repo, uma, strategy(f"{MODEL}-2", "0.4"))
+        await service.set_strategy(uow, repo, TENANT, uma, strategy(f"{MODEL}-2", "0.4"))
     with pytest.raises(Conflict, match=f"account {uma} is a UMA"):
         async with backend.transaction() as (uow, repo):
-            await service.change_account(uow, repo, uma, AccountPatch(model_id=MODEL))
+            await service.change_account(uow, repo, TENANT, uma, AccountPatch(model_id=MODEL))
     async with backend.reading() as repo:
-        stored = await service.get_account(repo, uma)
+        stored = await service.get_account(repo, TENANT, uma)
     assert stored.model_id is None and stored.strategy is not None
     announced = await backend.announced("account-changed", uma)
     assert [(e.model_id, e.strategy is not None) for e in announced] == [
@@ -243,15 +268,17 @@ async def test_restrictions_keep_who_set_them_and_carry_their_lists_members(back
     esg = RestrictionIn(kind="do_not_buy", scope="list", value="port-esg", reason="screen")
     tobacco = RestrictionIn(kind="do_not_hold", scope="sector", value="Tobacco", reason="client")
     async with backend.transaction() as (uow, repo):
-        first = await service.set_restrictions(uow, repo, account_id, [esg], "advisor-1")
+        first = await service.set_restrictions(uow, repo, TENANT, "advisor-1", account_id, [esg])
     async with backend.transaction() as (uow, repo):
-        second = await service.set_restrictions(uow, repo, account_id, [esg, tobacco], "advisor-1")
+        second = await service.set_restrictions(
+            uow, repo, TENANT, "advisor-1", account_id, [esg, tobacco]
+        )
     assert second[0] == first[0]  # unchanged: when it was set stays
     assert second[1].set_by == "advisor-1" and second[1].set_at >= first[0].set_at
     unknown = RestrictionIn(kind="do_not_buy", scope="list", value="nope", reason="x")
     with pytest.raises(InvalidInput, match="unknown security list nope") as error:
         async with backend.transaction() as (uow, repo):
-            await service.set_restrictions(uow, repo, account_id, [esg, unknown], "x")
+            await service.set_restrictions(uow, repo, TENANT, "x", account_id, [esg, unknown])
     assert error.value.errors[0].field == "restrictions[1].value"
     last = (await backend.announced("account-changed", account_id))[-1]
     assert [(r.scope, r.value, r.symbols) for r in last.restrictions] == [
@@ -278,7 +305,9 @@ async def test_suspended_account_waits_and_cannot_be_approved(backend):
     account_id = new_id()
     await open_accounts(backend, account(account_id, auto_approve=False))
     async with backend.transaction() as (uow, repo):
-        await service.change_account(uow, repo, account_id, AccountPatch(status="suspended"))
+        await service.change_account(
+            uow, repo, TENANT, account_id, AccountPatch(status="suspended")
+        )
     event = proposal(account_id)
     await receive(backend, event)
     with pytest.raises(Conflict, match=f"account {account_id} is suspended"):
@@ -328,3 +357,39 @@ async def test_proposal_for_unknown_account_is_a_permanent_error(backend):
     ghost = new_id("GHOST")
     with pytest.raises(PermanentMessageError, match=f"unknown account {ghost}"):
         await receive(backend, proposal(ghost))
+
+
+# --- tenants ---------------------------------------------------------------------------------
+
+
+async def test_another_tenants_rows_are_as_unknown_as_missing_ones(backend):
+    """Accounts, models, lists, households and proposals of another tenant are invisible to
+    tenant demo: reads and changes answer as for an id that does not exist."""
+    theirs = new_id("EVIL")
+    await open_accounts(
+        backend, account(theirs, model_id=OTHER_MODEL, household_id=theirs), tenant=OTHER
+    )
+    async with backend.reading() as repo:
+        with pytest.raises(NotFound, match=f"no account {theirs}"):
+            await service.get_account(repo, TENANT, theirs)
+        assert (await service.get_account(repo, OTHER, theirs)).tenant == OTHER
+    with pytest.raises(NotFound, match=f"no account {theirs}"):
+        async with backend.transaction() as (uow, repo):
+            await service.change_account(uow, repo, TENANT, theirs, AccountPatch(name="mine"))
+    with pytest.raises(InvalidInput, match=f"unknown model {OTHER_MODEL}"):
+        await open_accounts(backend, account(new_id(), model_id=OTHER_MODEL))
+    with pytest.raises(InvalidInput, match=f"household {theirs} is another tenant's") as error:
+        await open_accounts(backend, account(new_id(), household_id=theirs))
+    assert error.value.errors[0].field == "household_id"
+    ours = new_id()
+    await open_accounts(backend, account(ours))
+    esg = RestrictionIn(kind="do_not_buy", scope="list", value="port-esg", reason="screen")
+    async with backend.transaction() as (uow, repo):
+        await service.set_restrictions(uow, repo, TENANT, "advisor-1", ours, [esg])
+    [announced] = (await backend.announced("account-changed", ours))[-1].restrictions
+    assert announced.symbols == ["XOM"]  # demo's list, not the other tenant's of the same id
+    event = proposal(theirs).model_copy(update={"model_id": OTHER_MODEL})
+    await receive(backend, event)
+    with pytest.raises(NotFound, match=f"no proposal {event.proposal_id}"):
+        await decide(backend, event, False, "not mine")
+    assert await backend.announced("proposal-rejected", theirs) == []

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from ballast_common.auth import Principal, Role
 from ballast_common.consumer import Delivery
 from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import TradesApprovedV1, TradeV1
@@ -48,6 +49,8 @@ from custodian_gateway.main import spec
 from custodian_sim.main import create_app as create_sim
 from custodian_sim.settings import SimSettings
 from sqlalchemy import text
+
+OPERATOR = Principal("bench", "bench", frozenset({Role.OPERATIONS}))  # reads tenant "bench"
 
 ROOT = Path(__file__).resolve().parents[3]
 DATABASE = "ballast_bench_blocks"
@@ -215,7 +218,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
         async with db.sessions() as session:
             events = await unpublished_count(session)
-            stats = await service.stats(session, CUSTODIAN)
+            stats = await service.stats(session, OPERATOR, CUSTODIAN)
         windows = await _windows(db, deliveries) if args.windows else None
     await db.dispose()
     total = sum(steps.values())

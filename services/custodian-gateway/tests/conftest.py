@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from ballast_common.auth import Principal, Role
 from ballast_common.consumer import Delivery
 from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import TradesApprovedV1, TradeV1
@@ -245,6 +246,9 @@ def envelope_factory() -> Any:
 SOURCE = "custodian-gateway"
 CUSTODIAN = "default"
 BLOCK_ACCOUNT = "BLOCK-TEST"
+TENANT = "acme"  # the tenant `approve` records trades for by default
+# Reads of the tenant's rows, with the custodian's own facts (operations may see them).
+OPERATOR = Principal("ops@acme", TENANT, frozenset({Role.OPERATIONS}))
 
 
 async def approve(db: Database, *payloads: TradesApprovedV1, tenant: str = "acme") -> list[Any]:
@@ -282,4 +286,6 @@ def kit() -> SimpleNamespace:
         SOURCE=SOURCE,
         CUSTODIAN=CUSTODIAN,
         BLOCK_ACCOUNT=BLOCK_ACCOUNT,
+        TENANT=TENANT,
+        OPERATOR=OPERATOR,
     )

@@ -105,9 +105,11 @@ async def test_many_accounts_go_through_the_simulator_as_blocks(
     assert stats["orders_received"] == 2  # 24 trades: one MSFT buy block, one XREJ sell block
     assert stats["orders_by_times_submitted"] == {"1": 2}
     async with db.sessions() as session:
-        orders = {o.symbol: o for o in await repo.list_orders(session, limit=10, offset=0)}
-        allocations = await repo.list_allocations(session, limit=100, offset=0)
-        gateway = await service.stats(session, kit.CUSTODIAN)
+        orders = {
+            o.symbol: o for o in await repo.list_orders(session, kit.TENANT, limit=10, offset=0)
+        }
+        allocations = await repo.list_allocations(session, kit.TENANT, limit=100, offset=0)
+        gateway = await service.stats(session, kit.OPERATOR, kit.CUSTODIAN)
     assert (orders["MSFT"].status, orders["MSFT"].quantity) == ("filled", Decimal(102))
     assert orders["XREJ"].status == "rejected"
     events = await _events(db)
@@ -141,7 +143,7 @@ async def test_a_block_the_simulator_fills_in_part_then_cancels_is_shared_pro_ra
         await _poll_everything(db, sim, kit)
 
     async with db.sessions() as session:
-        (order,) = await repo.list_orders(session, limit=10, offset=0)
+        (order,) = await repo.list_orders(session, kit.TENANT, limit=10, offset=0)
     assert order.status == "rejected" and 0 < order.filled_quantity < 1000
     filled = order.filled_quantity
     got: dict[str, Decimal] = defaultdict(Decimal)

@@ -77,7 +77,7 @@ async def test_loops_ride_out_an_outage_then_send_and_poll(
 
         async def all_filled() -> bool:
             async with db.sessions() as session:
-                return (await repo.allocation_counts(session)).get("filled") == 20
+                return (await repo.allocation_counts(session, kit.TENANT)).get("filled") == 20
 
         await _until(all_filled)
     finally:

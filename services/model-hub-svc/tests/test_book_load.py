@@ -17,7 +17,7 @@ from model_hub_svc.schemas import SecurityIn
 from sqlalchemy import select
 
 pytestmark = pytest.mark.integration
-OPTIONS = LoadOptions(as_of=date(2026, 12, 4))
+OPTIONS = LoadOptions(as_of=date(2026, 12, 4), tenant="demo")
 LOAD = spec.book_load
 assert LOAD is not None
 
@@ -41,7 +41,7 @@ async def stage(db, load_id: str, name: str, data: str) -> None:
         yield data.encode()
 
     async with unit_of_work(db, "test") as uow:
-        await book_loads.stage_file(uow.session, LOAD, load_id, name, body())
+        await book_loads.stage_file(uow.session, LOAD, OPTIONS.tenant, load_id, name, body())
 
 
 async def test_new_securities_and_prices_load_and_are_announced(db):

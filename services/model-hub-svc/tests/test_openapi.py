@@ -14,15 +14,30 @@ async def test_the_document_tells_the_errors_the_routes_send():
     paths = document["paths"]
     assert "HTTPValidationError" not in str(document)
     put_model = paths["/models/{model_id}"]["put"]
-    assert set(put_model["responses"]) == {"200", "400", "409", "413", "422", "503"}
+    assert set(put_model["responses"]) == {
+        "200",
+        "400",
+        "401",
+        "403",
+        "409",
+        "413",
+        "422",
+        "503",
+    }
+    assert put_model["x-permission"] == "models:write"
+    assert put_model["security"] == [{"bearerAuth": []}]
+    assert "unique across the platform" in put_model["description"]
+    assert "shared by every tenant" in paths["/securities"]["put"]["description"]
+    assert "shared by every tenant" in paths["/securities/{symbol}"]["get"]["description"]
     assert put_model["responses"]["422"]["content"] == PROBLEM
     assert any(p["name"] == "Idempotency-Key" for p in put_model["parameters"])
     assert "404" not in paths["/equivalence-sets/{set_id}"]["put"]["responses"]
     assert {"404", "409"} <= set(paths["/equivalence-sets/{set_id}"]["delete"]["responses"])
     get_version = paths["/models/{model_id}/versions/{version}"]["get"]["responses"]
     assert (
-        set(get_version) == {"200", "404", "422", "503"}
+        set(get_version) == {"200", "401", "404", "422", "503"}
         and get_version["404"]["content"] == PROBLEM
     )
-    assert set(paths["/models"]["get"]["responses"]) == {"200", "422", "503"}  # limit, offset
+    # limit, offset; no 403: every role may read
+    assert set(paths["/models"]["get"]["responses"]) == {"200", "401", "422", "503"}
     assert set(paths["/healthz"]["get"]["responses"]) == {"200"}

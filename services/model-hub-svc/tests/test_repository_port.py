@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from ballast_common.contracts.events import CorporateActionRecordedV1
 from ballast_common.db import Database
-from ballast_common.errors import InvalidInput, NotFound
+from ballast_common.errors import Conflict, InvalidInput, NotFound
 from ballast_common.testing import InMemoryBackend, PostgresBackend, migrated_database
 from model_hub_svc import service
 from model_hub_svc.main import spec
@@ -26,6 +26,7 @@ from model_hub_svc.schemas import EquivalenceSetIn, ModelIn, SecurityIn, TargetI
 from model_hub_svc.tables import EquivalenceSet, Model, ModelTarget, ModelVersion, Security
 
 SOURCE = "model-hub-svc"
+TENANT = "acme"
 PRICES = {
     "AAPL": "190",
     "MSFT": "415",
@@ -63,13 +64,26 @@ class InMemoryModelHubRepository:
     async def known_symbols(self, symbols: Sequence[str]) -> set[str]:
         return {s for s in symbols if s in self.securities}
 
-    async def get_model(self, model_id: str, *, for_update: bool = False) -> Model | None:
-        return self.models.get(model_id)
+    def _model_of(self, tenant: str, model_id: str) -> Model | None:
+        model = self.models.get(model_id)
+        return model if model is not None and model.tenant == tenant else None
 
-    async def get_version(self, model_id: str, version: int) -> ModelVersion | None:
+    async def get_model(
+        self, tenant: str, model_id: str, *, for_update: bool = False
+    ) -> Model | None:
+        return self._model_of(tenant, model_id)
+
+    async def model_id_taken(self, model_id: str) -> bool:
+        return model_id in self.models
+
+    async def get_version(self, tenant: str, model_id: str, version: int) -> ModelVersion | None:
+        if self._model_of(tenant, model_id) is None:
+            return None
         return self.versions.get((model_id, version))
 
-    async def targets_of(self, model_id: str, version: int) -> list[ModelTarget]:
+    async def targets_of(self, tenant: str, model_id: str, version: int) -> list[ModelTarget]:
+        if self._model_of(tenant, model_id) is None:
+            return []
         return sorted(self.targets.get((model_id, version), []), key=lambda t: t.symbol)
 
     async def add_version(
@@ -90,14 +104,22 @@ class InMemoryModelHubRepository:
         ]
 
     async def get_equivalence_set(
-        self, set_id: str, *, for_update: bool = False
+        self, tenant: str, set_id: str, *, for_update: bool = False
     ) -> EquivalenceSet | None:
-        return self.sets.get(set_id)
+        row = self.sets.get(set_id)
+        return row if row is not None and row.tenant == tenant else None
+
+    async def set_id_taken(self, set_id: str) -> bool:
+        return set_id in self.sets
 
     async def list_equivalence_sets(
-        self, include_removed: bool, limit: int, offset: int
+        self, tenant: str, include_removed: bool, limit: int, offset: int
     ) -> list[EquivalenceSet]:
-        rows = [r for _, r in sorted(self.sets.items()) if include_removed or not r.removed]
+        rows = [
+            r
+            for _, r in sorted(self.sets.items())
+            if r.tenant == tenant and (include_removed or not r.removed)
+        ]
         return rows[offset : offset + limit]
 
     async def equivalence_sets_holding(
@@ -167,20 +189,20 @@ def model(name: str = "Core", **weights: str) -> ModelIn:
     )
 
 
-async def publish(hub: Hub, model_id: str, body: ModelIn) -> Any:
+async def publish(hub: Hub, model_id: str, body: ModelIn, tenant: str = TENANT) -> Any:
     async with hub.transaction() as (uow, repo):
-        return await service.publish_model(uow, repo, model_id, body, "pm", 1e-6)
+        return await service.publish_model(uow, repo, tenant, model_id, body, "pm", 1e-6)
 
 
-async def put_set(hub: Hub, set_id: str, *members: str, **extra: Any) -> Any:
+async def put_set(hub: Hub, set_id: str, *members: str, tenant: str = TENANT, **extra: Any) -> Any:
     async with hub.transaction() as (uow, repo):
         body = EquivalenceSetIn(name="Set", members=list(members), **extra)
-        return await service.put_equivalence_set(uow, repo, set_id, body, "pm")
+        return await service.put_equivalence_set(uow, repo, tenant, set_id, body, "pm")
 
 
-async def remove_set(hub: Hub, set_id: str) -> Any:
+async def remove_set(hub: Hub, set_id: str, tenant: str = TENANT) -> Any:
     async with hub.transaction() as (uow, repo):
-        return await service.remove_equivalence_set(uow, repo, set_id, "pm")
+        return await service.remove_equivalence_set(uow, repo, tenant, set_id, "pm")
 
 
 async def follow(hub: Hub, kind: str, symbol: str, **fields: Any) -> str:
@@ -206,7 +228,7 @@ def test_the_fake_and_the_adapter_have_the_ports_methods(adapter):
         return [(p.name, p.kind) for p in inspect.signature(function).parameters.values()]
 
     port = {n: f for n, f in vars(ModelHubRepository).items() if inspect.iscoroutinefunction(f)}
-    assert len(port) == 13
+    assert len(port) == 15
     for name, method in port.items():
         assert parameters(getattr(adapter, name)) == parameters(method), name
 
@@ -223,10 +245,10 @@ async def test_versions_increase_and_unchanged_targets_make_no_version(hub):
     assert (same.version, same.created) == (1, False)
     assert (second.version, second.created) == (2, True)
     async with hub.reading() as repo:
-        old = await service.get_model(repo, model_id, 1)
+        old = await service.get_model(repo, TENANT, model_id, 1)
         assert [t.symbol for t in old.targets] == ["AAPL", "MSFT"]
         with pytest.raises(NotFound):
-            await service.get_model(repo, model_id, 3)
+            await service.get_model(repo, TENANT, model_id, 3)
     announced = await hub.announced("model-changed", model_id)
     assert [(e.version, [t.symbol for t in e.targets]) for e in announced] == [
         (1, ["AAPL", "MSFT"]),
@@ -250,7 +272,7 @@ async def test_bad_models_are_refused_naming_the_field_and_change_nothing(
     assert error.value.errors[0].field == field
     async with hub.reading() as repo:
         with pytest.raises(NotFound):
-            await service.get_model(repo, model_id)
+            await service.get_model(repo, TENANT, model_id)
     assert await hub.announced("model-changed", model_id) == []
 
 
@@ -270,11 +292,11 @@ async def test_a_failed_unit_of_work_stores_and_announces_nothing(hub):
     model_id = new_id("undone")
     with pytest.raises(RuntimeError, match="after the model"):
         async with hub.transaction() as (uow, repo):
-            await service.publish_model(uow, repo, model_id, model(AAPL="1"), "pm", 1e-6)
+            await service.publish_model(uow, repo, TENANT, model_id, model(AAPL="1"), "pm", 1e-6)
             raise RuntimeError("something failed after the model was written")
     async with hub.reading() as repo:
         with pytest.raises(NotFound):
-            await service.get_model(repo, model_id)
+            await service.get_model(repo, TENANT, model_id)
     assert await hub.announced("model-changed", model_id) == []
 
 
@@ -319,11 +341,59 @@ async def test_a_security_is_in_one_equivalence_set_only(hub):
     again = await put_set(hub, new_id("set"), "SPY", "IVV")  # its members are free again
     assert again.created
     async with hub.reading() as repo:
-        live = await service.list_equivalence_sets(repo, False, 500, 0)
-        everything = await service.list_equivalence_sets(repo, True, 500, 0)
+        live = await service.list_equivalence_sets(repo, TENANT, False, 500, 0)
+        everything = await service.list_equivalence_sets(repo, TENANT, True, 500, 0)
     assert again.set_id in [s.set_id for s in live] and taken not in [s.set_id for s in live]
     assert taken in [s.set_id for s in everything]
     await remove_set(hub, again.set_id)
+
+
+# --- tenants ---------------------------------------------------------------------------------
+
+
+async def test_an_id_of_another_tenant_is_refused_and_its_model_and_set_stay_as_they_were(hub):
+    model_id, set_id = new_id("m"), new_id("set")
+    await publish(hub, model_id, model(AAPL="1"), tenant="evil")
+    await put_set(hub, set_id, "NVDA", "MSFT", tenant="evil")
+    with pytest.raises(Conflict, match=f"model id {model_id} is not available") as refused:
+        await publish(hub, model_id, model(MSFT="1"))
+    assert "evil" not in refused.value.detail
+    with pytest.raises(Conflict, match=f"equivalence set id {set_id} is not available"):
+        await put_set(hub, set_id, "AAPL", "XOM")
+    with pytest.raises(NotFound):
+        await remove_set(hub, set_id)
+    async with hub.reading() as repo:
+        with pytest.raises(NotFound):
+            await service.get_model(repo, TENANT, model_id)
+        with pytest.raises(NotFound):
+            await service.get_equivalence_set(repo, TENANT, set_id)
+        theirs = await service.get_model(repo, "evil", model_id)
+        their_set = await service.get_equivalence_set(repo, "evil", set_id)
+        ours = await service.list_equivalence_sets(repo, TENANT, True, 500, 0)
+    assert [t.symbol for t in theirs.targets] == ["AAPL"] and theirs.version == 1
+    assert their_set.members == ["NVDA", "MSFT"] and not their_set.removed
+    assert set_id not in [s.set_id for s in ours]
+    assert len(await hub.announced("model-changed", model_id)) == 1
+    assert len(await hub.announced("equivalence-set-changed", set_id)) == 1
+    # a security in another tenant's set: refused without naming that set
+    with pytest.raises(InvalidInput, match="NVDA is already in another set") as overlap:
+        await put_set(hub, new_id("set"), "SPY", "NVDA")
+    assert set_id not in str(overlap.value.detail) + str(overlap.value.errors)
+    await remove_set(hub, set_id, tenant="evil")
+
+
+async def test_a_corporate_action_changes_every_tenants_models_under_their_own_tenant(hub):
+    ours, theirs = new_id("m"), new_id("m")
+    await publish(hub, ours, model(FB="0.5", XOM="0.5"))
+    await publish(hub, theirs, model(FB="1"), tenant="evil")
+    await follow(hub, "symbol-change", "FB", new_symbol="META")
+    async with hub.reading() as repo:
+        renamed = await service.get_model(repo, TENANT, ours)
+        their_renamed = await service.get_model(repo, "evil", theirs)
+    assert (renamed.tenant, [t.symbol for t in renamed.targets]) == (TENANT, ["META", "XOM"])
+    assert (their_renamed.tenant, [t.symbol for t in their_renamed.targets]) == ("evil", ["META"])
+    # undo the rename for the other tests
+    await follow(hub, "symbol-change", "META", new_symbol="FB")
 
 
 # --- corporate actions -----------------------------------------------------------------------
@@ -335,9 +405,9 @@ async def test_symbol_change_renames_the_security_in_models_and_sets(hub):
     await put_set(hub, set_id, "FB", "XOM")
     action_id = await follow(hub, "symbol-change", "FB", new_symbol="META")
     async with hub.reading() as repo:
-        renamed = await service.get_model(repo, model_id)
+        renamed = await service.get_model(repo, TENANT, model_id)
         meta = await service.get_security(repo, "META")
-        security_set = await service.get_equivalence_set(repo, set_id)
+        security_set = await service.get_equivalence_set(repo, TENANT, set_id)
     assert renamed.version == 2 and renamed.changed_by == f"corporate-action:{action_id}"
     assert {t.symbol: t.weight for t in renamed.targets} == {
         "META": Decimal("0.4"),
@@ -355,7 +425,7 @@ async def test_cash_merger_spreads_the_weight_pro_rata_and_keeps_100_percent(hub
     await publish(hub, model_id, model(model_id, ACME="0.1", SPY="0.3", XOM="0.6"))
     await follow(hub, "cash-merger", "ACME", cash_per_share=Decimal("52"))
     async with hub.reading() as repo:
-        merged = await service.get_model(repo, model_id)
+        merged = await service.get_model(repo, TENANT, model_id)
     weights = {t.symbol: t.weight for t in merged.targets}
     assert set(weights) == {"SPY", "XOM"} and sum(weights.values()) == 1
     assert weights["SPY"] == Decimal("0.3333333333") and weights["XOM"] == Decimal("0.6666666667")
@@ -367,6 +437,6 @@ async def test_split_restates_the_price_and_leaves_models_alone(hub):
     await follow(hub, "split", "VOO", numerator=4, denominator=1)
     async with hub.reading() as repo:
         voo = await service.get_security(repo, "VOO")
-        unchanged = await service.get_model(repo, model_id)
+        unchanged = await service.get_model(repo, TENANT, model_id)
     assert voo.price == Decimal("137.75")
     assert unchanged.version == 1

@@ -2,12 +2,12 @@
 
     .venv/bin/python services/rebalance-svc/bench/bench_scan.py \
         [--database postgresql://ballast:ballast@127.0.0.1:15432/ballast_scale3k] \
-        [--chunk-size 100] [--repeats 2] [--limit N] [--plain-only] [--profile]
+        [--chunk-size 100] [--repeats 2] [--limit N] [--plain-only] [--profile] [--digest]
 
 Runs the scan of every chunk of the database's book (rebalance-svc's schema `rebalance`, in
 account-id order, as a run plans them), each in its own transaction that is ROLLED BACK, two
 ways, alternating chunk by chunk so both see the same machine load:
-  * before: the scan as it was (`service.prepare` for every account, the book laid out
+  * before: the scan as it was (`preparation.prepare` for every account, the book laid out
     through `plan_sleeve` only: `book_arrays(..., vectorized=False)`, one drift-detected at a
     time with `engine_input.drift_event_json`);
   * after: `service._scan_chunk`, i.e. `scan.scan_chunk` (plain SMAs as arrays laid out with
@@ -18,13 +18,16 @@ temporary table that shadows the outbox in the rolled-back transaction: nothing 
 to the database). It reports ms/account for each, wall clock and this process's CPU time
 (the best of the repeats: the machine is shared, the database's own work shows only in the
 wall clock), checks that both publish the same payloads (byte for byte) and skip the same
-accounts, and with --profile where the `after` scan's time goes.
+accounts, with --profile where the `after` scan's time goes, and with --digest a hash of
+the `after` scan's payloads, skips and counts (chunk by chunk), to show a change of the code
+leaves its output byte for byte the same.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import time
 import uuid
@@ -37,8 +40,8 @@ from ballast_common.db import Database
 from ballast_common.uow import UnitOfWork
 from ballast_engine.drift import book_arrays, scan_drift
 from ballast_engine.model import Book
+from rebalance_svc import preparation, scan, service
 from rebalance_svc import repository as repo
-from rebalance_svc import scan, service
 from rebalance_svc.engine_input import drift_event_json, scanned_accounts
 from rebalance_svc.settings import Settings
 from sqlalchemy import text
@@ -56,7 +59,7 @@ async def legacy_scan(
     tally: service.Tally,
 ) -> None:
     """The chunk's scan as `service._scan_chunk` did it before `scan.py`."""
-    prepared = await service.prepare(uow.session, accounts, settings, [], tax=False)
+    prepared = await preparation.prepare(uow.session, accounts, settings, [], tax=False)
     tally.skipped.update(prepared.skipped)
     arrays, failures = book_arrays(
         Book(prepared.reference, tuple(prepared.accounts.values())), vectorized=False
@@ -130,6 +133,7 @@ async def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--limit", type=int, default=0, help="only the first N accounts")
     parser.add_argument("--profile", action="store_true", help="where the time goes (cProfile)")
+    parser.add_argument("--digest", action="store_true", help="a hash of the `after` output")
     parser.add_argument(
         "--plain-only", action="store_true", help="only the SMAs without restrictions"
     )
@@ -145,7 +149,9 @@ async def main() -> None:
     chunks = [ids[i : i + args.chunk_size] for i in range(0, len(ids), args.chunk_size)]
     best: dict[str, float] = {}
     mismatches: list[str] = []
+    digests: set[str] = set()
     for _ in range(args.repeats):
+        digest = hashlib.sha256()
         totals: dict[str, float] = defaultdict(float)
         for chunk in chunks:
             seen = {}
@@ -157,6 +163,8 @@ async def main() -> None:
                 seen[name] = (tally.skipped, tally.accounts_evaluated, payloads)
             if seen["before"] != seen["after"]:
                 mismatches.append(chunk[0])
+            _add_to_digest(digest, *seen["after"])
+        digests.add(digest.hexdigest())
         for name, total in totals.items():
             best[name] = min(best.get(name, float("inf")), total)
     breakdown = await profile_after(db, chunks, settings) if args.profile else {}
@@ -179,10 +187,21 @@ async def main() -> None:
                 "same_events_and_skips": not mismatches,
                 "chunks_that_differ": mismatches[:10],
                 "after_breakdown_share": breakdown,
+                **({"digest": " ".join(sorted(digests))} if args.digest else {}),
             },
             indent=2,
         )
     )
+
+
+def _add_to_digest(
+    digest: hashlib._Hash, skipped: dict[str, str], evaluated: int, payloads: dict[str, bytes]
+) -> None:
+    """A chunk's output in a stable order: its skips, its count, each payload by account."""
+    digest.update(json.dumps(sorted(skipped.items())).encode())
+    digest.update(str(evaluated).encode())
+    for key in sorted(payloads):
+        digest.update(key.encode() + b"\0" + payloads[key] + b"\0")
 
 
 async def profile_after(
@@ -213,9 +232,9 @@ async def profile_after(
 
 STEPS = {
     "accounts_by_ids": ("repository.py", "accounts_by_ids"),
-    "prepare (accounts skipped)": ("service.py", "prepare"),
+    "prepare (accounts skipped)": ("preparation.py", "prepare"),
     "read the chunk (SQL)": ("scan.py", "_read_chunk"),
-    "reference (SQL + reference_for)": ("scan.py", "_reference"),
+    "reference (SQL + reference_for)": ("preparation.py", "engine_reference"),
     "UMAs and restricted SMAs (SQL + engine_account)": ("scan.py", "_engine_accounts"),
     "sma_book_arrays (engine)": ("drift.py", "sma_book_arrays"),
     "  of which plan_sleeve": ("tactical.py", "plan_sleeve"),

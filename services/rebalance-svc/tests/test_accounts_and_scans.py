@@ -35,7 +35,7 @@ from ballast_common.outbox import outbox
 from ballast_common.testing import api_client, migrated_database, unit_of_work
 from ballast_engine.rebalance import rebalance
 from ballast_engine.scenario import scenario_from_dict
-from rebalance_svc import repository, service
+from rebalance_svc import preparation, repository, service
 from rebalance_svc.handlers import scan_loop
 from rebalance_svc.main import spec
 from rebalance_svc.schemas import RunOut
@@ -342,7 +342,7 @@ async def test_tax_settings_and_household_loss_sales_reach_the_engine_input(db):
     await decline_trades_in_flight(db)
     async with db.sessions() as s:
         accounts = await repository.accounts_by_ids(s, list(MINE))
-        prepared = await service.prepare(s, accounts, Settings(), [])
+        prepared = await preparation.prepare(s, accounts, Settings(), [])
     sma = prepared.taxes["H-SMA"]
     assert (sma.household_id, sma.settings.relief_method, sma.settings.gain_budget) == (
         "HH-H3",

@@ -1,6 +1,6 @@
 """The drift scan's chunk (`scan.py`) on real PostgreSQL: plain SMAs reach the engine as
 arrays, UMAs and restricted SMAs as engine Accounts, only the accounts to skip go through
-`service.prepare`, and the chunk publishes byte for byte
+`preparation.prepare`, and the chunk publishes byte for byte
 the drift-detected events and skips the same accounts for the same reasons as the scan did
 before (every account through `prepare` and `plan_sleeve`); the chunk's payload writer
 equals `engine_input.drift_event_json`."""
@@ -37,7 +37,7 @@ from ballast_engine.drift import book_arrays, scan_drift
 from ballast_engine.model import Book
 from hypothesis import example, given
 from hypothesis import strategies as st
-from rebalance_svc import repository, scan, service
+from rebalance_svc import preparation, repository, scan, service
 from rebalance_svc.engine_input import DriftVerdict, drift_event_json, scanned_accounts
 from rebalance_svc.main import spec
 from rebalance_svc.settings import Settings
@@ -206,7 +206,7 @@ def _request(ids: list[str]) -> RebalanceChunkRequestedV1:
 
 async def _scan_before(uow: UnitOfWork, request, accounts, tally) -> None:  # type: ignore[no-untyped-def]
     """The chunk's scan as it was: every account through `prepare` and `plan_sleeve`."""
-    prepared = await service.prepare(uow.session, accounts, SETTINGS, [], tax=False)
+    prepared = await preparation.prepare(uow.session, accounts, SETTINGS, [], tax=False)
     tally.skipped.update(prepared.skipped)
     arrays, failures = book_arrays(
         Book(prepared.reference, tuple(prepared.accounts.values())), vectorized=False
@@ -244,7 +244,7 @@ async def _run(db, how, ids: list[str]) -> tuple[service.Tally, dict[str, tuple[
 
 async def test_a_chunk_publishes_what_the_scan_published_before(db, monkeypatch):
     prepared_for: list[str] = []
-    original = service.prepare
+    original = preparation.prepare
 
     async def recording(session, accounts, settings, extra, *, tax=True):  # type: ignore[no-untyped-def]
         prepared_for.extend(a.account_id for a in accounts)
@@ -253,9 +253,9 @@ async def test_a_chunk_publishes_what_the_scan_published_before(db, monkeypatch)
     async def now(uow, request, accounts, tally):  # type: ignore[no-untyped-def]
         await service._scan_chunk(uow, request, accounts, SETTINGS, tally)
 
-    monkeypatch.setattr(service, "prepare", recording)
+    monkeypatch.setattr(preparation, "prepare", recording)
     after, after_events = await _run(db, now, ACCOUNTS)
-    monkeypatch.setattr(service, "prepare", original)
+    monkeypatch.setattr(preparation, "prepare", original)
     before, before_events = await _run(db, _scan_before, ACCOUNTS)
 
     assert after_events == before_events

@@ -22,7 +22,7 @@ from ballast_common.contracts.events import (
     StrategyV1,
 )
 from ballast_common.testing import deliver, migrated_database
-from rebalance_svc import repository, service
+from rebalance_svc import preparation, repository
 from rebalance_svc.engine_input import (
     AccountRow,
     Defaults,
@@ -158,7 +158,7 @@ async def test_the_engine_gets_each_sleeves_cash_as_the_book_of_record_sent_it(d
     )
     async with db.sessions() as session:
         accounts = await repository.accounts_by_ids(session, ["SC-1", "SC-2"])
-        prepared = await service.prepare(session, accounts, Settings(), [])
+        prepared = await preparation.prepare(session, accounts, Settings(), [])
     assert prepared.skipped == {}
     split = prepared.accounts["SC-1"]
     assert [(s.sleeve_id, s.cash) for s in split.sleeves] == [("g", 700.0), ("i", -200.25)]

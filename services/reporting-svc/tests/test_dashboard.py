@@ -23,6 +23,9 @@ def test_dashboard_page_and_assets_are_served() -> None:
     for path in ("/summary", "/runs", "/accounts", "/lots"):
         assert path in script.text
     assert not re.search(r"https?://", page.text + script.text)
+    # Every call carries the signed-in caller's token; a 401 brings the sign-in form back.
+    assert 'headers.Authorization = "Bearer " + token()' in script.text
+    assert "response.status === 401" in script.text and 'id="sign-out"' in page.text
 
 
 def test_missing_static_file_is_404() -> None:

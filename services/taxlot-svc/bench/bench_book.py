@@ -70,7 +70,6 @@ async def run(
     symbols = [f"B{i:03d}" for i in range(500)]
     body = HoldingsIn.model_validate(
         {
-            "tenant": "bench",
             "as_of": "2025-01-02",
             "cash": "1000000",
             "positions": [
@@ -87,7 +86,7 @@ async def run(
     )
     started = time.perf_counter()
     async with unit_of_work(db, "bench") as uow:
-        await service.open_account(uow, account, body, today=date(2026, 11, 22))
+        await service.open_account(uow, "bench", account, body, today=date(2026, 11, 22))
     opening = time.perf_counter() - started
     latencies = []
     first_day = datetime(2025, 1, 6, 15, tzinfo=UTC)
@@ -146,7 +145,6 @@ async def consumer_batches(
         AccountHoldingsIn.model_validate(
             {
                 "account_id": a,
-                "tenant": "bench",
                 "as_of": "2025-01-02",
                 "cash": "100000",
                 "positions": [
@@ -165,7 +163,9 @@ async def consumer_batches(
     started = time.perf_counter()
     for start in range(0, len(bodies), 2000):
         async with unit_of_work(db, "bench") as uow:  # type: ignore[arg-type]
-            await service.open_accounts(uow, bodies[start : start + 2000], today=date(2026, 11, 22))
+            await service.open_accounts(
+                uow, "bench", bodies[start : start + 2000], today=date(2026, 11, 22)
+            )
     bulk_opening = time.perf_counter() - started
     at = datetime(2025, 2, 3, 15, tzinfo=UTC)
     # An account's fills arrive together (its proposal's orders), as in the demo; sells

@@ -142,7 +142,9 @@ async def run(url: str, accounts: int, keep: Path | None) -> dict[str, Any]:
     for name in ("prices.csv", "accounts.csv", "cash.csv", "positions.csv", "lots.csv"):
         started = time.perf_counter()
         async with unit_of_work(db, "bench") as uow:
-            await loads.stage_file(uow.session, book_load.SPEC, load_id, name, _read(folder / name))
+            await loads.stage_file(
+                uow.session, book_load.SPEC, options.tenant, load_id, name, _read(folder / name)
+            )
         stage_seconds[name] = round(time.perf_counter() - started, 3)
     started = time.perf_counter()
     async with db.sessions() as session, session.begin():

@@ -18,7 +18,6 @@ def new_account() -> str:
 
 def opening(**overrides: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
-        "tenant": "acme",
         "as_of": "2026-01-15",
         "cash": "2500.00",
         "positions": [

@@ -53,7 +53,6 @@ def fill(
 async def open_book(db: Database, account: str) -> None:
     body = HoldingsIn.model_validate(
         {
-            "tenant": "acme",
             "as_of": "2026-01-15",
             "cash": "10000.00",
             "positions": [
@@ -74,7 +73,7 @@ async def open_book(db: Database, account: str) -> None:
         }
     )
     async with unit_of_work(db, "taxlot-svc") as uow:
-        await service.open_account(uow, account, body, today=TODAY)
+        await service.open_account(uow, "acme", account, body, today=TODAY)
 
 
 async def apply(db: Database, f: FillsReceivedV1) -> str:
@@ -98,9 +97,11 @@ async def snapshot(db: Database, account: str) -> dict[str, Any]:
     """Everything the book holds about an account, for before/after comparisons."""
     async with db.sessions() as s:
         return {
-            "holdings": (await service.holdings(s, account)).model_dump(exclude={"updated_at"}),
-            "lots": (await service.lots(s, account)).model_dump(),
-            "gains": (await taxes.realized_gains(s, account)).model_dump(),
+            "holdings": (await service.holdings(s, "acme", account)).model_dump(
+                exclude={"updated_at"}
+            ),
+            "lots": (await service.lots(s, "acme", account)).model_dump(),
+            "gains": (await taxes.realized_gains(s, "acme", account)).model_dump(),
             "ledger": len(await repo.ledger_entries(s, account)),
             "events": len(await events_of(db, account)),
         }
@@ -127,9 +128,9 @@ async def test_opening_balance_then_buy_and_partial_sell(taxlot_db: Database) ->
     assert await apply(taxlot_db, sell) == "applied"
 
     async with taxlot_db.sessions() as s:
-        holdings = await service.holdings(s, account)
-        lots = await service.lots(s, account)
-        gains = await taxes.realized_gains(s, account)
+        holdings = await service.holdings(s, "acme", account)
+        lots = await service.lots(s, "acme", account)
+        gains = await taxes.realized_gains(s, "acme", account)
         ledger = await repo.ledger_entries(s, account)
 
     # 10000.00 - 900.62 (5 x 180.125 = 900.625, half-even) + 2286.00 (12 x 190.5)
@@ -278,7 +279,7 @@ async def test_consumer_applies_dedups_and_dead_letters(taxlot_db: Database) -> 
     assert outcomes == {"processed": 3, "duplicate": 1, "dead_lettered": 1}
 
     async with taxlot_db.sessions() as s:
-        holdings = await service.holdings(s, account)
+        holdings = await service.holdings(s, "acme", account)
         pending = await pending_messages(s, 1_000_000)
     # 10000 - 100 (buy 2 @ 50) + 180 (sell 3 @ 60)
     assert holdings.cash == D("10080.00")

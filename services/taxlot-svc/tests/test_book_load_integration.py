@@ -54,7 +54,9 @@ async def _chunks(data: bytes, size: int = 1000) -> AsyncIterator[bytes]:
 async def stage(db: Database, load_id: str, files: dict[str, str]) -> None:
     for name, content in files.items():
         async with unit_of_work(db, "taxlot-svc") as uow:
-            await loads.stage_file(uow.session, SPEC, load_id, name, _chunks(content.encode()))
+            await loads.stage_file(
+                uow.session, SPEC, OPTIONS.tenant, load_id, name, _chunks(content.encode())
+            )
 
 
 async def problems(db: Database, load_id: str) -> list[tuple[str, int, str, str]]:
@@ -106,8 +108,9 @@ async def reconciled(db: Database, accounts: list[str]) -> dict[str, list[dict[s
 
 def the_book(run: str, side: str) -> dict[str, Any]:
     """Four accounts in three households: several lots per position, two accounts of one
-    household holding lots bought the same day, an IRA, an account of another tenant, an
-    account with cash only. ``side`` makes ids of its own (REST or files)."""
+    household holding lots bought the same day, an IRA, an account with cash only (of
+    another tenant, in a household of its own). ``side`` makes ids of its own (REST or
+    files)."""
     aaa, bbb, ccc = (f"{s}{run[:5].upper()}" for s in ("A", "B", "C"))
     accounts = [
         {
@@ -125,7 +128,7 @@ def the_book(run: str, side: str) -> dict[str, Any]:
             "id": f"{side}2-{run}",
             "household": f"H{side}A-{run}",
             "type": "ira",
-            "tenant": "firm2",
+            "tenant": None,
             "cash": "0.00",
             "positions": [
                 (aaa, [("7", "700.00", "2024-01-02")]),
@@ -144,7 +147,7 @@ def the_book(run: str, side: str) -> dict[str, Any]:
             "id": f"{side}4-{run}",
             "household": f"H{side}C-{run}",
             "type": "taxable",
-            "tenant": None,
+            "tenant": "firm2",
             "cash": "50.00",
             "positions": [],
         },
@@ -175,28 +178,31 @@ def book_files(book: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def rest_bodies(book: dict[str, Any]) -> list[AccountHoldingsIn]:
-    return [
-        AccountHoldingsIn.model_validate(
-            {
-                "account_id": a["id"],
-                "tenant": a["tenant"] or "acme",
-                "as_of": AS_OF.isoformat(),
-                "cash": a["cash"],
-                "positions": [
-                    {
-                        "symbol": sym,
-                        "lots": [
-                            {"quantity": q, "cost_basis": b, "acquired_on": on}
-                            for q, b, on in sym_lots
-                        ],
-                    }
-                    for sym, sym_lots in a["positions"]
-                ],
-            }
-        )
-        for a in book["accounts"]
-    ]
+def rest_bodies(book: dict[str, Any]) -> dict[str, list[AccountHoldingsIn]]:
+    """The book's openings by tenant (a caller opens its own tenant's accounts)."""
+    by_tenant: dict[str, list[AccountHoldingsIn]] = {}
+    for a in book["accounts"]:
+        by_tenant.setdefault(a["tenant"] or "acme", []).append(rest_body(a))
+    return by_tenant
+
+
+def rest_body(a: dict[str, Any]) -> AccountHoldingsIn:
+    return AccountHoldingsIn.model_validate(
+        {
+            "account_id": a["id"],
+            "as_of": AS_OF.isoformat(),
+            "cash": a["cash"],
+            "positions": [
+                {
+                    "symbol": sym,
+                    "lots": [
+                        {"quantity": q, "cost_basis": b, "acquired_on": on} for q, b, on in sym_lots
+                    ],
+                }
+                for sym, sym_lots in a["positions"]
+            ],
+        }
+    )
 
 
 async def everything(db: Database, book: dict[str, Any], side: str, run: str) -> dict[str, Any]:
@@ -269,7 +275,8 @@ async def test_a_file_set_gives_the_book_rest_openings_give(
     for a in by_rest["accounts"]:  # REST learns household and type from account-svc
         await account_changed(taxlot_db, a["id"], a["household"], a["type"])
     async with unit_of_work(taxlot_db, "taxlot-svc") as uow:
-        await service.open_accounts(uow, rest_bodies(by_rest), today=TODAY)
+        for tenant, bodies in rest_bodies(by_rest).items():
+            await service.open_accounts(uow, tenant, bodies, today=TODAY)
 
     # The files go through the service's routes, as `ballast book load` sends them.
     load = f"day-{run}"
@@ -280,7 +287,7 @@ async def test_a_file_set_gives_the_book_rest_openings_give(
             headers={"content-type": "text/csv"},
         )
         assert put.status_code == 201, put.text
-    body = {"as_of": AS_OF.isoformat(), "tenant": "acme"}
+    body = {"as_of": AS_OF.isoformat()}
     checked = await client.post(f"/book-loads/{load}/validate", json=body)
     assert checked.json()["valid"] is True, checked.text
     applied = await client.post(f"/book-loads/{load}/apply", json=body)
@@ -358,6 +365,7 @@ async def test_every_bad_row_is_named_and_nothing_is_applied(taxlot_db: Database
     async with unit_of_work(taxlot_db, "taxlot-svc") as uow:
         await service.open_accounts(
             uow,
+            "acme",
             [
                 AccountHoldingsIn.model_validate(
                     {
@@ -485,7 +493,7 @@ async def test_every_bad_row_is_named_and_nothing_is_applied(taxlot_db: Database
     assert len(found) == 13, found
     future = datetime.now(UTC).date() + timedelta(days=3)  # (REST's rule: today + 1 at most)
     async with taxlot_db.sessions() as session, session.begin():
-        later = await loads.validate(session, SPEC, load, LoadOptions(as_of=future))
+        later = await loads.validate(session, SPEC, load, LoadOptions(as_of=future, tenant="acme"))
     assert later["problems"] == [
         {
             "file": "accounts.csv",
@@ -542,7 +550,7 @@ async def test_applying_twice_applies_once_and_account_changed_after_it_is_harml
     ]
     assert [x["cost_basis"] for x in lots] == [D("600.12"), D("400.14")]
     assert len((await reconciled(taxlot_db, [account]))[account]) == 1
-    staging = [loads.stage_table(load, f) for f in SPEC.files]
+    staging = [loads.stage_table(OPTIONS.tenant, load, f) for f in SPEC.files]
     assert (
         await rows(taxlot_db, "SELECT * FROM pg_tables WHERE tablename = ANY(:t)", t=staging) == []
     )
@@ -594,6 +602,7 @@ async def test_a_household_with_history_or_a_later_action_is_replayed(
     async with unit_of_work(taxlot_db, "taxlot-svc") as uow:
         await service.open_accounts(
             uow,
+            "acme",
             [
                 AccountHoldingsIn.model_validate(
                     {

@@ -75,7 +75,6 @@ def holdings(account: str, n: int) -> dict[str, Any]:
     )
     return {
         "account_id": account,
-        "tenant": "acme",
         "as_of": "2026-01-15",
         "cash": "1000.00",
         "positions": positions,

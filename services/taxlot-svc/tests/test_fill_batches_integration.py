@@ -96,7 +96,7 @@ async def open_books(db: Database, accounts: list[str], symbols: list[str], per:
         for a in accounts
     ]
     async with unit_of_work(db, "taxlot-svc") as uow:
-        await service.open_accounts(uow, bodies, today=TODAY)
+        await service.open_accounts(uow, "acme", bodies, today=TODAY)
 
 
 def trading(

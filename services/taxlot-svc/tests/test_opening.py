@@ -12,7 +12,6 @@ TODAY = date(2026, 11, 22)
 
 def body(**overrides: Any) -> HoldingsIn:
     data: dict[str, Any] = {
-        "tenant": "demo",
         "as_of": "2026-11-20",
         "cash": "1000.50",
         "positions": [

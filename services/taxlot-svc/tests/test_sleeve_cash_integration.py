@@ -320,7 +320,9 @@ async def _chunks(data: bytes) -> AsyncIterator[bytes]:
 async def stage(db: Database, load_id: str, files: dict[str, str]) -> None:
     for name, content in files.items():
         async with unit_of_work(db, SOURCE) as uow:
-            await loads.stage_file(uow.session, SPEC, load_id, name, _chunks(content.encode()))
+            await loads.stage_file(
+                uow.session, SPEC, OPTIONS.tenant, load_id, name, _chunks(content.encode())
+            )
 
 
 async def problems(db: Database, load_id: str) -> list[tuple[str, int, str, str]]:

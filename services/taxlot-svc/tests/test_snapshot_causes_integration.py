@@ -107,7 +107,7 @@ async def open_household(db: Database, accounts: list[str], symbol: str) -> None
         for account in accounts
     ]
     async with unit_of_work(db, SOURCE) as uow:
-        await service.open_accounts(uow, bodies, today=date(2026, 12, 6))
+        await service.open_accounts(uow, "acme", bodies, today=date(2026, 12, 6))
 
 
 async def published(db: Database, accounts: list[str]) -> dict[str, dict[str, Any]]:

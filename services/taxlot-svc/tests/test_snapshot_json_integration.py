@@ -73,7 +73,7 @@ async def open_uma(db: Database, account: str) -> None:
         }
     )
     async with unit_of_work(db, SOURCE) as uow:
-        await service.open_accounts(uow, [body], today=date(2026, 12, 6))
+        await service.open_accounts(uow, "acme", [body], today=date(2026, 12, 6))
 
 
 async def test_spliced_snapshots_are_the_models_bytes(taxlot_db: Database) -> None:
@@ -104,7 +104,7 @@ async def test_an_account_without_lots_is_written_with_no_positions(taxlot_db: D
         {"account_id": account, "as_of": "2026-01-30", "cash": "5.00", "positions": []}
     )
     async with unit_of_work(taxlot_db, SOURCE) as uow:
-        await service.open_accounts(uow, [body], today=date(2026, 12, 6))
+        await service.open_accounts(uow, "acme", [body], today=date(2026, 12, 6))
     async with taxlot_db.sessions() as session:
         [snapshot] = await snapshots.build(session, [(account, "fills", [], None)])
     payload = json.loads(snapshot.payload_json())
@@ -129,7 +129,7 @@ async def test_an_sma_lot_is_written_in_no_sleeve(taxlot_db: Database) -> None:
         }
     )
     async with unit_of_work(taxlot_db, SOURCE) as uow:
-        await service.open_accounts(uow, [body], today=date(2026, 12, 6))
+        await service.open_accounts(uow, "acme", [body], today=date(2026, 12, 6))
     async with taxlot_db.sessions() as session:
         [snapshot] = await snapshots.build(session, [(account, "fills", [], None)])
     assert snapshot.positions_json is not None

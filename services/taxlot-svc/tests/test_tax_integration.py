@@ -60,14 +60,13 @@ async def open_book(
         )
     body = HoldingsIn.model_validate(
         {
-            "tenant": "acme",
             "as_of": "2024-02-15",
             "cash": cash,
             "positions": [{"symbol": s, "lots": v} for s, v in positions.items()],
         }
     )
     async with unit_of_work(db, "taxlot-svc") as uow:
-        await service.open_account(uow, account, body, today=TODAY)
+        await service.open_account(uow, "acme", account, body, today=TODAY)
 
 
 async def in_household(
@@ -200,13 +199,8 @@ async def test_tax_settings_come_from_account_changed_and_are_read_only(
 ) -> None:
     sym = symbol()
     account = uid("T")
-    unknown = (await client.get(f"/accounts/{account}/tax-settings")).json()
-    assert (unknown["method"], unknown["source"], unknown["short_term_rate"]) == (
-        "fifo",
-        "default",
-        None,
-    )
-    assert unknown["set_in"] == "account-svc: PUT /accounts/{account_id}/tax-settings"
+    # An account without a ledger (of the caller's tenant) is not known here.
+    assert (await client.get(f"/accounts/{account}/tax-settings")).status_code == 404
     # This service no longer takes them over REST: one source, account-svc.
     put = await client.put(f"/accounts/{account}/tax-settings", json={"method": "hifo"})
     assert put.status_code == 405
@@ -219,6 +213,13 @@ async def test_tax_settings_come_from_account_changed_and_are_read_only(
             (sym, "10", "800.00", "2024-02-01"),  # 80/share
         ],
     )
+    default = (await client.get(f"/accounts/{account}/tax-settings")).json()
+    assert (default["method"], default["source"], default["short_term_rate"]) == (
+        "fifo",
+        "default",
+        None,
+    )
+    assert default["set_in"] == "account-svc: PUT /accounts/{account_id}/tax-settings"
     household = uid("H")
     lifo = TaxSettingsV1(relief_method="lifo", short_term_rate=D("0.4"), long_term_rate=D("0.15"))
     await in_household(taxlot_db, account, household, tax=lifo)

@@ -55,7 +55,8 @@ def test_a_folder_that_is_not_a_book_is_bad_input_exit_2(tmp_path, capsys):
 def test_a_service_that_is_not_running_is_named_exit_3(tmp_path, capsys):
     day = folder(tmp_path)
     with pytest.raises(SystemExit) as exit_:
-        main(["book", "load", str(day), "--port-base", "1"])  # nothing listens on ports 2-5
+        # nothing listens on ports 2-5
+        main(["book", "load", str(day), "--port-base", "1", "--token", "t", "--retry-for", "0"])
     assert exit_.value.code == 3
     last = capsys.readouterr().err.splitlines()[-1]  # after the progress display
     assert last.startswith(

@@ -65,7 +65,9 @@ def test_a_service_that_cannot_be_reached_exits_3(tmp_path, capsys):
     day.mkdir()
     for name in ("prices", "households", "accounts", "cash", "positions", "lots"):
         (day / f"{name}.csv").write_text("a\n1\n")
-    code, err = ballast(capsys, "book", "load", str(day), "--port-base", "1")
+    code, err = ballast(
+        capsys, "book", "load", str(day), "--port-base", "1", "--token", "t", "--retry-for", "0"
+    )
     assert code == EXIT_UNREACHABLE
     # stderr also carries the progress display; the error is its last line
     assert err.splitlines()[-1].startswith("ballast book load: error: cannot reach ")

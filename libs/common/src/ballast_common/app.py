@@ -25,6 +25,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from fastapi_offline import FastAPIOffline
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -35,6 +36,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope
 
 from ballast_common import idempotency, openapi
+from ballast_common.auth import (
+    AuthSettings,
+    TokenVerifier,
+    authenticate,
+    operations_of,
+    public,
+)
 from ballast_common.book_loads import BookLoadSpec, book_load_router
 from ballast_common.bus import KafkaPublisher, ensure_topics
 from ballast_common.consumer import (
@@ -59,6 +67,7 @@ from ballast_common.uow import UnitOfWork
 log = logging.getLogger(__name__)
 
 DOCS_ASSETS_URL = "/docs-assets"  # Swagger UI's and ReDoc's scripts, styles and icon
+DOCS_PAGES = ("/docs", "/docs/oauth2-redirect", "/redoc")  # as FastAPIOffline serves them
 BackgroundTask = Callable[["Runtime"], Awaitable[None]]
 
 
@@ -128,6 +137,12 @@ class Runtime:
         return sorted(prefix + n for n in names)
 
     async def start(self) -> None:
+        if not self.settings.auth_jwks:
+            raise RuntimeError(
+                f"{self.spec.name}: no JWKS to check bearer tokens with: set BALLAST_AUTH_JWKS "
+                "to the issuer's JWKS URL or file (the local issuer's: .state/auth/jwks.json; "
+                "see docs/auth.md)"
+            )
         if self.settings.migrate_on_start:
             await self.migrate()
         await ensure_topics(
@@ -256,10 +271,18 @@ def create_app(spec: ServiceSpec, settings: ServiceSettings | None = None) -> Fa
         version=spec.version,
         lifespan=lifespan,
         static_url=DOCS_ASSETS_URL,
-        # In this order: refuse what cannot be stored, then claim an idempotency key.
-        dependencies=[Depends(refuse_unstorable_input), Depends(idempotency.claim_key)],
+        # In this order: know the caller (401 before anything else), refuse what cannot be
+        # stored, then claim an idempotency key in the caller's scope.
+        dependencies=[
+            Depends(authenticate),
+            Depends(refuse_unstorable_input),
+            Depends(idempotency.claim_key),
+        ],
     )
     app.state.service_name = spec.name
+    app.state.token_verifier = TokenVerifier(
+        AuthSettings(settings.auth_issuer, settings.auth_audience, settings.auth_jwks)
+    )
     app.state.max_body_bytes = settings.max_body_bytes
     _install_errors(app, settings.retry_after_s)
     openapi.install(app)
@@ -278,8 +301,28 @@ def create_app(spec: ServiceSpec, settings: ServiceSettings | None = None) -> Fa
         app.include_router(
             book_load_router(spec.book_load, get_runtime), max_body_size=settings.max_upload_bytes
         )
+    _check_every_route_is_guarded(app)
     FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
     return app
+
+
+def _check_every_route_is_guarded(app: FastAPI) -> None:
+    """Refuse to build an app with a route that is neither public nor requires a permission.
+    The API's description and its pages (/docs, /redoc, /openapi.json) are public."""
+    described = {*DOCS_PAGES, app.openapi_url}
+    for route in app.routes:
+        if isinstance(route, APIRoute) and route.path in described:
+            public(route.endpoint)
+    unguarded = [
+        f"{sorted(op.methods)} {op.path}"
+        for op in operations_of(app)
+        if not op.public and op.permission is None
+    ]
+    if unguarded:
+        raise RuntimeError(
+            f"{app.title}: routes without a permission (take a `CanRead`-like parameter from "
+            f"ballast_common.auth, or mark them `@public`): {', '.join(unguarded)}"
+        )
 
 
 def _wake_relay(scope: Scope) -> None:
@@ -291,7 +334,9 @@ def _wake_relay(scope: Scope) -> None:
 def _install_errors(app: FastAPI, retry_after_s: int) -> None:
     @app.exception_handler(BallastError)
     async def ballast_error(request: Request, exc: BallastError) -> JSONResponse:
-        return problem_response(exc.status, exc.problem(instance=request.url.path))
+        return problem_response(
+            exc.status, exc.problem(instance=request.url.path), exc.response_headers()
+        )
 
     @app.exception_handler(idempotency.IdempotentAnswer)
     async def idempotent_answer(request: Request, exc: idempotency.IdempotentAnswer) -> Response:
@@ -360,6 +405,7 @@ def _install_metrics(app: FastAPI) -> None:
         return response
 
     @app.get("/metrics", include_in_schema=False)
+    @public
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
@@ -373,6 +419,7 @@ class Readiness(BaseModel):
 
 def _install_health(app: FastAPI) -> None:
     @app.get("/healthz", tags=["health"], summary="The process is alive")
+    @public
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
@@ -383,6 +430,7 @@ def _install_health(app: FastAPI) -> None:
         response_model=Readiness,
         responses={503: {"description": "Not ready: `checks` says what each dependency said"}},
     )
+    @public
     async def readyz(request: Request) -> JSONResponse:
         checks = await get_runtime(request).readiness()
         if all(v == "ok" for v in checks.values()):

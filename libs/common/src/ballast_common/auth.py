@@ -17,28 +17,36 @@ import asyncio
 import base64
 import hashlib
 import json
+import os
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
 import httpx
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from fastapi import Depends, FastAPI, Request
+from fastapi.routing import APIRoute, iter_route_contexts
 from jwt.algorithms import ECAlgorithm
 
-from ballast_common.errors import BallastError, Forbidden
+from ballast_common.errors import BallastError, FieldProblem, Forbidden, InvalidInput
 
 ALGORITHMS = ("ES256", "RS256")
 REQUIRED_CLAIMS = ("sub", "exp", "iat", "iss", "aud", "tenant", "roles")
 TENANT_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 LOCAL_ISSUER = "urn:ballast:local-issuer"  # the local issuer's name (demo and tests)
 AUDIENCE = "ballast"  # the audience every Ballast service expects by default
+MAX_SUBJECT_LENGTH = 200  # as `changed_by`, `decided_by` columns keep it
+FAILED_FETCH_RETRY_S = 2.0  # an unreadable JWKS is read again this soon
+# Headers that once named the caller: the token does now, and a request naming them is refused.
+CLAIMED_IDENTITY_HEADERS = ("X-Tenant", "X-Actor")
 
 
 class Role(StrEnum):
@@ -81,6 +89,10 @@ class Unauthorized(BallastError):
     status = 401
     title = "Unauthorized"
 
+    def response_headers(self) -> dict[str, str]:
+        # RFC 6750: say which scheme the resource takes.
+        return {"WWW-Authenticate": 'Bearer realm="ballast"'}
+
 
 @dataclass(frozen=True)
 class Principal:
@@ -122,6 +134,7 @@ class TokenVerifier:
         self._fetch = fetch or jwks_fetcher(settings.jwks)
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at = float("-inf")
+        self._fetch_failed = False
 
     async def verify(self, token: str) -> Principal:
         """The principal of a valid token; :class:`Unauthorized` naming what is wrong."""
@@ -150,13 +163,15 @@ class TokenVerifier:
         return principal_of(claims)
 
     async def _key(self, kid: str) -> jwt.PyJWK:
-        if kid not in self._keys and (
-            time.monotonic() - self._fetched_at >= self.settings.refresh_after_s
-        ):
+        # A failed read is retried sooner than a successful one is refreshed.
+        wait_s = FAILED_FETCH_RETRY_S if self._fetch_failed else self.settings.refresh_after_s
+        if kid not in self._keys and time.monotonic() - self._fetched_at >= wait_s:
             self._fetched_at = time.monotonic()
             try:
                 self._keys = keys_of(await self._fetch())
+                self._fetch_failed = False
             except (OSError, ValueError, httpx.HTTPError, jwt.PyJWTError) as exc:
+                self._fetch_failed = True
                 raise Unauthorized(f"the issuer's keys cannot be read: {exc}") from exc
         key = self._keys.get(kid)
         if key is None:
@@ -178,6 +193,12 @@ def principal_of(claims: dict[str, Any]) -> Principal:
     subject = claims["sub"]
     if not isinstance(subject, str) or not subject:
         raise Unauthorized("the token's subject (sub) is empty")
+    # The subject is recorded as who made a change: text the database can store.
+    if len(subject) > MAX_SUBJECT_LENGTH or not subject.isprintable():
+        raise Unauthorized(
+            f"the token's subject (sub) is not a printable name of at most "
+            f"{MAX_SUBJECT_LENGTH} characters"
+        )
     jti = claims.get("jti")
     return Principal(subject, tenant, frozenset(Role(r) for r in roles), jti)
 
@@ -212,7 +233,142 @@ def jwks_fetcher(source: str) -> KeysFetcher:
 
 
 # --------------------------------------------------------------------------------------------
+# Requests: every route is public (health, metrics) or requires a permission
+
+
+PUBLIC_ROUTE = "__ballast_public__"
+REQUIRED_PERMISSION = "__ballast_permission__"
+Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
+
+
+def public(endpoint: Endpoint) -> Endpoint:
+    """Mark a route's endpoint as answered without a token (health checks, metrics)."""
+    setattr(endpoint, PUBLIC_ROUTE, True)
+    return endpoint
+
+
+def is_public(endpoint: Callable[..., Any] | None) -> bool:
+    return bool(getattr(endpoint, PUBLIC_ROUTE, False))
+
+
+async def authenticate(request: Request) -> None:
+    """A dependency of every route (before idempotency): the bearer token's principal, kept
+    in ``request.state.principal``; 401 without a valid token (public routes excepted)."""
+    route = request.scope.get("route")
+    if route is not None and is_public(getattr(route, "endpoint", None)):
+        return
+    claimed = [h for h in CLAIMED_IDENTITY_HEADERS if h in request.headers]
+    if claimed:
+        raise InvalidInput(
+            "the tenant and the actor come from the bearer token only",
+            [FieldProblem(h, "not accepted: the bearer token names the caller") for h in claimed],
+        )
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("this request needs a bearer token: `Authorization: Bearer <JWT>`")
+    verifier: TokenVerifier = request.app.state.token_verifier
+    request.state.principal = await verifier.verify(token.strip())
+
+
+def principal_of_request(request: Request) -> Principal | None:
+    """The request's verified principal (None before `authenticate` ran, or on public routes)."""
+    principal = getattr(request.state, "principal", None)
+    return principal if isinstance(principal, Principal) else None
+
+
+@cache
+def requires(permission: Permission) -> Callable[[Request], Awaitable[Principal]]:
+    """A route dependency: the caller, if a role of the caller grants ``permission``; else 403."""
+
+    async def caller(request: Request) -> Principal:
+        principal = principal_of_request(request)
+        if principal is None:
+            raise Unauthorized("this request needs a bearer token: `Authorization: Bearer <JWT>`")
+        return principal.require(permission)
+
+    setattr(caller, REQUIRED_PERMISSION, permission)
+    caller.__name__ = f"requires_{permission.name.lower()}"
+    return caller
+
+
+def permission_of(dependencies: Iterable[Any]) -> Permission | None:
+    """The permission a route requires, found among its (nested) dependants: of several, the
+    one the fewest roles are granted."""
+    found = list(_permissions(dependencies))
+    return min(found, key=_roles_granted, default=None)
+
+
+def _permissions(dependencies: Iterable[Any]) -> Iterator[Permission]:
+    for dependant in dependencies:
+        permission = getattr(dependant.call, REQUIRED_PERMISSION, None)
+        if isinstance(permission, Permission):
+            yield permission
+        yield from _permissions(dependant.dependencies)
+
+
+def _roles_granted(permission: Permission) -> int:
+    return sum(permission in granted for granted in PERMISSIONS.values())
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One route of an app as authorization sees it."""
+
+    path: str
+    methods: frozenset[str]
+    public: bool
+    permission: Permission | None
+
+
+def operations_of(app: FastAPI) -> list[Operation]:
+    """Every API route of `app` (included routers too), public or with what it requires."""
+    out = []
+    for context in iter_route_contexts(app.routes):
+        route = context.original_route
+        if not isinstance(route, APIRoute):
+            continue
+        endpoint = context.endpoint or route.endpoint
+        dependant = context.dependant or route.dependant
+        out.append(
+            Operation(
+                context.path_format or route.path_format,
+                frozenset(context.methods or route.methods or ()),
+                is_public(endpoint),
+                permission_of(dependant.dependencies),
+            )
+        )
+    return out
+
+
+# What route handlers take: the caller, once its permission is checked.
+CanRead = Annotated[Principal, Depends(requires(Permission.READ))]
+CanManageModels = Annotated[Principal, Depends(requires(Permission.MANAGE_MODELS))]
+CanManageAccounts = Annotated[Principal, Depends(requires(Permission.MANAGE_ACCOUNTS))]
+CanDecideProposals = Annotated[Principal, Depends(requires(Permission.DECIDE_PROPOSALS))]
+CanStartRuns = Annotated[Principal, Depends(requires(Permission.START_RUNS))]
+CanLoadBooks = Annotated[Principal, Depends(requires(Permission.LOAD_BOOKS))]
+CanOperate = Annotated[Principal, Depends(requires(Permission.OPERATE))]
+CanAdminister = Annotated[Principal, Depends(requires(Permission.ADMINISTER))]
+
+
+# --------------------------------------------------------------------------------------------
 # The local issuer
+
+
+def local_keys_folder() -> Path:
+    """Where the local issuer keeps its keys: `BALLAST_AUTH_KEYS`, else the stack's state
+    folder's `auth/` (`BALLAST_STATE_DIR`), else `.state/auth`."""
+    explicit = os.environ.get("BALLAST_AUTH_KEYS", "").strip()
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("BALLAST_STATE_DIR", "").strip() or ".state") / "auth"
+
+
+def local_issuer(folder: Path | None = None) -> LocalIssuer:
+    """The local issuer of the demo and the tests, its key made on first use."""
+    issuer = LocalIssuer(folder or local_keys_folder(), LOCAL_ISSUER, AUDIENCE)
+    issuer.ensure_key()
+    return issuer
 
 
 class LocalIssuer:

@@ -8,10 +8,12 @@ A service that loads part of the book file set (`contracts/book_files.py`) decla
   naming the file and line;
 - `POST .../validate`: every row checked against its columns (kind, emptiness, scale,
   uniqueness) in one scan per file, then the service's own checks; the problems come back
-  named `file:line` and column;
+  named `file:line` and column; a load whose rows passed is `checked`, one that passed
+  everything `valid`;
 - `POST .../apply`: validates again and applies everything in ONE transaction (the service's
   set-based INSERT ... SELECT from the staging tables, its events through the outbox), or
-  nothing; applying a load again returns the first result;
+  nothing; applying a load again returns the first result. Of a `valid` load only what
+  can have changed since is checked again (`StagedLoad.files_checked`);
 - `GET ...` and `DELETE ...`: the load's state, and discarding what was staged.
 
 The staging tables are unlogged and dropped once the load is applied. The SQL of this
@@ -30,12 +32,13 @@ from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Column, DateTime, MetaData, String, Table, select, text
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ballast_common.auth import CanLoadBooks, CanRead
 from ballast_common.contracts.book_files import (
     BY_NAME,
     FALSE_WORDS,
@@ -59,8 +62,11 @@ def define_book_loads(metadata: MetaData) -> Table:
     return Table(
         "book_loads",
         metadata,
+        # A load is its tenant's: another tenant's id is not found (and may be used again).
+        Column("tenant", String(64), primary_key=True),
         Column("load_id", String(64), primary_key=True),
-        # staged | checked (every staged row passed its columns' checks) | applied
+        # staged | checked (every staged row passed its columns' checks) | valid (and the
+        # service's checks too) | applied
         Column("status", String(16), nullable=False),
         # file name -> {"table": staging table, "rows": n, "columns": [...]}
         Column("files", JSONB, nullable=False),
@@ -68,6 +74,30 @@ def define_book_loads(metadata: MetaData) -> Table:
         Column("created_at", DateTime(timezone=True), nullable=False),
         Column("applied_at", DateTime(timezone=True), nullable=True),
     )
+
+
+def key_book_loads_by_tenant() -> None:
+    """Make `book_loads` each tenant's (in a service's migration): loads staged before have
+    no tenant and are reachable by no one."""
+    import sqlalchemy as sa
+    from alembic import op
+
+    op.add_column(
+        "book_loads",
+        sa.Column("tenant", sa.String(length=64), nullable=False, server_default=""),
+    )
+    op.alter_column("book_loads", "tenant", server_default=None)
+    op.drop_constraint("book_loads_pkey", "book_loads", type_="primary")
+    op.create_primary_key("book_loads_pkey", "book_loads", ["tenant", "load_id"])
+
+
+def unkey_book_loads_by_tenant() -> None:
+    """Undo `key_book_loads_by_tenant` (fails if two tenants used the same load id)."""
+    from alembic import op
+
+    op.drop_constraint("book_loads_pkey", "book_loads", type_="primary")
+    op.drop_column("book_loads", "tenant")
+    op.create_primary_key("book_loads_pkey", "book_loads", ["load_id"])
 
 
 def create_book_loads() -> None:
@@ -115,6 +145,9 @@ class StagedLoad:
     tables: dict[str, str] = field(default_factory=dict)  # file name -> staging table
     rows: dict[str, int] = field(default_factory=dict)
     columns: dict[str, tuple[str, ...]] = field(default_factory=dict)  # as in the header
+    # Every check passed since these files were staged: a service's checks may skip those
+    # that read nothing but the staged files (they would pass again).
+    files_checked: bool = False
 
     def has(self, name: str) -> bool:
         return name in self.tables
@@ -151,9 +184,17 @@ class BookLoadSpec:
         raise NotFound(f"this service does not load {name!r}; it loads {taken}")
 
 
-class LoadOptions(BaseModel):
+class LoadRequest(BaseModel):
+    """What a caller says of a load: the tenant is the caller's (its bearer token's)."""
+
+    model_config = ConfigDict(extra="forbid")
+
     as_of: date = Field(description="the date the files describe (the folder's date)")
-    tenant: str = Field(default="demo", min_length=1, max_length=64, pattern=r"^\S+$")
+
+
+class LoadOptions(BaseModel):
+    as_of: date
+    tenant: str = Field(min_length=1, max_length=64, pattern=r"^\S+$")
 
 
 # --- SQL the services use on staged rows ----------------------------------------------------
@@ -352,8 +393,8 @@ async def row_problems(session: AsyncSession, staged: StagedLoad, limit: int) ->
 # --- staging ----------------------------------------------------------------------------------
 
 
-def stage_table(load_id: str, file: CsvFile) -> str:
-    digest = hashlib.sha256(load_id.encode()).hexdigest()[:16]
+def stage_table(tenant: str, load_id: str, file: CsvFile) -> str:
+    digest = hashlib.sha256(f"{tenant}/{load_id}".encode()).hexdigest()[:16]
     return f"{STAGE_PREFIX}{digest}_{file.name.removesuffix('.csv')}"
 
 
@@ -419,17 +460,22 @@ _COPY_LINE = re.compile(r"line (\d+)")
 
 
 async def stage_file(
-    session: AsyncSession, spec: BookLoadSpec, load_id: str, name: str, body: AsyncIterator[bytes]
+    session: AsyncSession,
+    spec: BookLoadSpec,
+    tenant: str,
+    load_id: str,
+    name: str,
+    body: AsyncIterator[bytes],
 ) -> dict[str, Any]:
     """COPY one uploaded CSV into a fresh staging table; returns its rows and columns."""
     file = spec.file(name)
-    load = await _lock_load(session, spec, load_id, create=True)
+    load = await _lock_load(session, spec, tenant, load_id, create=True)
     if load["status"] == "applied":
         raise Conflict(f"book load {load_id} was applied already; start a new load")
     upload = _Upload(body)
     header = await upload.header(file)
     _check_header(file, header)
-    table = stage_table(load_id, file)
+    table = stage_table(tenant, load_id, file)
     columns = ", ".join(f"{_quote(c)} text" for c in header)
     await session.execute(text(f"DROP TABLE IF EXISTS {_quote(table)}"))
     await session.execute(
@@ -459,11 +505,7 @@ async def stage_file(
     await session.execute(text(f"ANALYZE {_quote(table)}"))
     files = dict(load["files"])
     files[name] = {"table": table, "rows": rows, "columns": header}
-    await session.execute(
-        spec.table.update()
-        .where(spec.table.c.load_id == load_id)
-        .values(files=files, status="staged")  # its rows are to be checked (again)
-    )
+    await _update(session, spec, tenant, load_id, files=files, status="staged")
     return {"load_id": load_id, "file": name, "rows": rows, "columns": header}
 
 
@@ -473,7 +515,7 @@ def _is_data_error(exc: BaseException) -> bool:
 
 
 async def _lock_load(
-    session: AsyncSession, spec: BookLoadSpec, load_id: str, create: bool = False
+    session: AsyncSession, spec: BookLoadSpec, tenant: str, load_id: str, create: bool = False
 ) -> dict[str, Any]:
     # Checks and inserts over staged files are a few big statements: compiling them to
     # machine code (JIT) costs seconds and saves nothing. And no nested loops: the staged
@@ -486,11 +528,17 @@ async def _lock_load(
     if create:
         await session.execute(
             insert(t)
-            .values(load_id=load_id, status="staged", files={}, created_at=datetime.now(UTC))
+            .values(
+                tenant=tenant,
+                load_id=load_id,
+                status="staged",
+                files={},
+                created_at=datetime.now(UTC),
+            )
             .on_conflict_do_nothing()
         )
     row = (
-        (await session.execute(select(t).where(t.c.load_id == load_id).with_for_update()))
+        (await session.execute(select(t).where(*_is(t, tenant, load_id)).with_for_update()))
         .mappings()
         .first()
     )
@@ -508,15 +556,17 @@ def _staged(load: dict[str, Any], options: LoadOptions) -> StagedLoad:
         tables={n: f["table"] for n, f in files.items()},
         rows={n: int(f["rows"]) for n, f in files.items()},
         columns={n: tuple(f["columns"]) for n, f in files.items()},
+        files_checked=load["status"] == "valid",
     )
 
 
 async def find_problems(
-    session: AsyncSession, spec: BookLoadSpec, staged: StagedLoad, rows_checked: bool = False
+    session: AsyncSession, spec: BookLoadSpec, staged: StagedLoad, status: str
 ) -> list[LoadProblem]:
-    """Missing files, then bad rows (unless they passed since they were staged), then (only
-    when the rows are sound) the service's own cross-file checks, which also look at what the
-    service holds and so run every time."""
+    """Missing files, then bad rows (unless they passed since they were staged: `checked`),
+    then (only when the rows are sound) the service's own cross-file checks, which also look
+    at what the service holds and so run every time; of a `valid` load (`files_checked`) the
+    service skips its checks of the files alone. A load that passes is marked `valid`."""
     missing = [
         LoadProblem(name, 0, "", "required file was not uploaded")
         for name in spec.required_files()
@@ -524,26 +574,43 @@ async def find_problems(
     ]
     if missing:
         return missing
-    if not rows_checked:
+    if status == "staged":
         problems = await row_problems(session, staged, MAX_PROBLEMS)
         if problems:
             return problems
-        await session.execute(
-            spec.table.update()
-            .where(spec.table.c.load_id == staged.load_id)
-            .values(status="checked")
-        )
-    return (await spec.checks(session, staged))[:MAX_PROBLEMS]
+        await _set_status(session, spec, staged, "checked")
+    problems = (await spec.checks(session, staged))[:MAX_PROBLEMS]
+    if not problems and status != "valid":
+        await _set_status(session, spec, staged, "valid")
+    return problems
+
+
+def _is(table: Table, tenant: str, load_id: str) -> tuple[Any, Any]:
+    """The where clause of one tenant's load."""
+    return (table.c.tenant == tenant, table.c.load_id == load_id)
+
+
+async def _update(
+    session: AsyncSession, spec: BookLoadSpec, tenant: str, load_id: str, **values: Any
+) -> None:
+    await session.execute(
+        spec.table.update().where(*_is(spec.table, tenant, load_id)).values(**values)
+    )
+
+
+async def _set_status(
+    session: AsyncSession, spec: BookLoadSpec, staged: StagedLoad, status: str
+) -> None:
+    await _update(session, spec, staged.tenant, staged.load_id, status=status)
 
 
 async def validate(
     session: AsyncSession, spec: BookLoadSpec, load_id: str, options: LoadOptions
 ) -> dict[str, Any]:
-    load = await _lock_load(session, spec, load_id)
+    load = await _lock_load(session, spec, options.tenant, load_id)
     if load["status"] == "applied":
         return {"load_id": load_id, "status": "applied", "valid": True, "problems": []}
-    checked = load["status"] == "checked"
-    problems = await find_problems(session, spec, _staged(load, options), checked)
+    problems = await find_problems(session, spec, _staged(load, options), load["status"])
     return {
         "load_id": load_id,
         "status": load["status"],
@@ -558,11 +625,11 @@ async def apply(
 ) -> dict[str, Any]:
     """Everything or nothing: the service's writes and events, then the staging dropped."""
     session = uow.session
-    load = await _lock_load(session, spec, load_id)
+    load = await _lock_load(session, spec, options.tenant, load_id)
     if load["status"] == "applied":
         return {"load_id": load_id, "status": "applied", "repeated": True, **load["result"]}
     staged = _staged(load, options)
-    problems = await find_problems(session, spec, staged, load["status"] == "checked")
+    problems = await find_problems(session, spec, staged, load["status"])
     if problems:
         raise InvalidInput(
             f"book load {load_id} has {len(problems)}"
@@ -572,17 +639,23 @@ async def apply(
     result = await spec.apply(uow, staged)
     for table in staged.tables.values():
         await session.execute(text(f"DROP TABLE IF EXISTS {_quote(table)}"))
-    await session.execute(
-        spec.table.update()
-        .where(spec.table.c.load_id == load_id)
-        .values(status="applied", result=result, applied_at=datetime.now(UTC))
+    await _update(
+        session,
+        spec,
+        options.tenant,
+        load_id,
+        status="applied",
+        result=result,
+        applied_at=datetime.now(UTC),
     )
     return {"load_id": load_id, "status": "applied", "repeated": False, **result}
 
 
-async def describe(session: AsyncSession, spec: BookLoadSpec, load_id: str) -> dict[str, Any]:
+async def describe(
+    session: AsyncSession, spec: BookLoadSpec, tenant: str, load_id: str
+) -> dict[str, Any]:
     t = spec.table
-    row = (await session.execute(select(t).where(t.c.load_id == load_id))).mappings().first()
+    row = (await session.execute(select(t).where(*_is(t, tenant, load_id)))).mappings().first()
     if row is None:
         raise NotFound(f"no book load {load_id}")
     return {
@@ -595,13 +668,13 @@ async def describe(session: AsyncSession, spec: BookLoadSpec, load_id: str) -> d
     }
 
 
-async def discard(session: AsyncSession, spec: BookLoadSpec, load_id: str) -> None:
-    load = await _lock_load(session, spec, load_id)
+async def discard(session: AsyncSession, spec: BookLoadSpec, tenant: str, load_id: str) -> None:
+    load = await _lock_load(session, spec, tenant, load_id)
     if load["status"] == "applied":
         raise Conflict(f"book load {load_id} was applied; there is nothing staged to discard")
     for f in load["files"].values():
         await session.execute(text(f"DROP TABLE IF EXISTS {_quote(f['table'])}"))
-    await session.execute(spec.table.delete().where(spec.table.c.load_id == load_id))
+    await session.execute(spec.table.delete().where(*_is(spec.table, tenant, load_id)))
 
 
 # --- routes -----------------------------------------------------------------------------------
@@ -626,33 +699,44 @@ def book_load_router(spec: BookLoadSpec, runtime_of: Callable[[Request], Any]) -
         load_id: LoadId,
         request: Request,
         name: FileName,
+        caller: CanLoadBooks,
     ) -> dict[str, Any]:
         async with runtime_of(request).uow() as uow:
-            return await stage_file(uow.session, spec, load_id, name, request.stream())
+            return await stage_file(
+                uow.session, spec, caller.tenant, load_id, name, request.stream()
+            )
 
     @router.post("/{load_id}/validate", summary="Check every staged row; nothing is written")
     async def post_validate(
-        load_id: LoadId, request: Request, options: Annotated[LoadOptions, Body()]
+        load_id: LoadId,
+        request: Request,
+        body: Annotated[LoadRequest, Body()],
+        caller: CanLoadBooks,
     ) -> dict[str, Any]:
+        options = LoadOptions(as_of=body.as_of, tenant=caller.tenant)
         async with runtime_of(request).db.sessions() as session, session.begin():
             return await validate(session, spec, load_id, options)
 
     @router.post("/{load_id}/apply", summary="Apply the staged files, all or nothing")
     async def post_apply(
-        load_id: LoadId, request: Request, options: Annotated[LoadOptions, Body()]
+        load_id: LoadId,
+        request: Request,
+        body: Annotated[LoadRequest, Body()],
+        caller: CanLoadBooks,
     ) -> dict[str, Any]:
+        options = LoadOptions(as_of=body.as_of, tenant=caller.tenant)
         async with runtime_of(request).uow() as uow:
             return await apply(uow, spec, load_id, options)
 
     @router.get("/{load_id}", summary="A load's staged files, status and result")
-    async def get_load(load_id: LoadId, request: Request) -> dict[str, Any]:
+    async def get_load(load_id: LoadId, request: Request, caller: CanRead) -> dict[str, Any]:
         async with runtime_of(request).db.sessions() as session:
-            return await describe(session, spec, load_id)
+            return await describe(session, spec, caller.tenant, load_id)
 
     @router.delete("/{load_id}", status_code=204, summary="Discard what a load staged")
-    async def delete_load(load_id: LoadId, request: Request) -> None:
+    async def delete_load(load_id: LoadId, request: Request, caller: CanLoadBooks) -> None:
         async with runtime_of(request).uow() as uow:
-            await discard(uow.session, spec, load_id)
+            await discard(uow.session, spec, caller.tenant, load_id)
 
     return router
 

@@ -46,6 +46,10 @@ class BallastError(Exception):
     def slug(cls) -> str:
         return cls.title.lower().replace(" ", "-")
 
+    def response_headers(self) -> dict[str, str] | None:
+        """Headers the error's HTTP answer carries (a 401's `WWW-Authenticate`)."""
+        return None
+
 
 class NotFound(BallastError):
     status = 404

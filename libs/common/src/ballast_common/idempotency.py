@@ -16,8 +16,8 @@ remembered: an error response (4xx or 5xx) changes nothing, so a retry runs agai
   comes while the first runs waits `WAIT_FOR_RUNNING` for the row, then gets 409. (A route
   that opens units of work of its own, as book loads do, commits them apart from the claim:
   such routes are idempotent by their own ids.)
-- **Keys are scoped** per tenant and principal (`X-Tenant` and `X-Actor` until requests carry a
-  verified token): one client's key never answers another's request.
+- **Keys are scoped** per tenant and principal (the bearer token's `tenant` and `sub`): one
+  client's key never answers another's request.
 - **Requests are compared canonically**: a JSON body as canonical JSON (keys sorted, no
   whitespace), query parameters sorted.
 
@@ -59,6 +59,7 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ballast_common.auth import Principal, principal_of_request
 from ballast_common.common_tables import common_metadata
 from ballast_common.problems import problem_response
 
@@ -66,8 +67,6 @@ log = logging.getLogger(__name__)
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
-# Who a key belongs to, until requests carry a verified token.
-SCOPE_HEADERS = ("X-Tenant", "X-Actor")
 MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 MAX_KEY_LENGTH = 255
 KEEP_FOR = timedelta(hours=24)
@@ -139,10 +138,14 @@ def fingerprint(method: str, path: str, query: str, body: bytes) -> str:
     )
 
 
-def scoped_key(headers: Headers, key: str) -> str:
+def scoped_key(principal: Principal | None, key: str) -> str:
     """The stored form of a client's key: a digest of its tenant, principal and key."""
-    scope = [headers.get(name, "").encode("utf-8", "surrogateescape") for name in SCOPE_HEADERS]
-    return _digest(*scope, key.encode("utf-8", "surrogateescape"))
+    tenant, subject = (principal.tenant, principal.subject) if principal else ("", "")
+    return _digest(
+        tenant.encode(),
+        subject.encode("utf-8", "surrogatepass"),
+        key.encode("utf-8", "surrogateescape"),
+    )
 
 
 class IdempotentAnswer(Exception):
@@ -158,14 +161,16 @@ class KeyedRequest:
     """One request with an idempotency key, and the transaction holding its claim."""
 
     key: str
-    scoped: str
     connect: Callable[[], Any]  # opens an AsyncConnection on the service's schema
     connection: AsyncConnection | None = None
     transaction: AsyncTransaction | None = None
 
-    async def claim(self, print_: str, method: str, path: str) -> StoredRequest | None:
+    scoped: str = ""  # the key scoped to its caller, known once the caller is (`claim`)
+
+    async def claim(self, scoped: str, print_: str, method: str, path: str) -> StoredRequest | None:
         """Claim the key in a new transaction (kept open); None if claimed, else what the
         earlier request left (the transaction is then closed)."""
+        self.scoped = scoped
         self.connection = await self.connect()
         try:
             self.transaction = await self.connection.begin()
@@ -279,14 +284,16 @@ def request_connection(request: Request) -> AsyncConnection | None:
 
 
 async def claim_key(request: Request) -> None:
-    """A dependency of every route: claim the request's key, or answer from the earlier one."""
+    """A dependency of every route (after `authenticate`): claim the request's key, scoped to
+    its caller, or answer from the earlier one."""
     keyed = keyed_request(request)
     if keyed is None or keyed.connection is not None:
         return
     path = request.url.path
     print_ = fingerprint(request.method, path, request.url.query, await request.body())
     try:
-        earlier = await keyed.claim(print_, request.method, path)
+        scoped = scoped_key(principal_of_request(request), keyed.key)
+        earlier = await keyed.claim(scoped, print_, request.method, path)
     except KeyInUse:
         raise IdempotentAnswer(
             problem(
@@ -359,7 +366,7 @@ class IdempotencyMiddleware:
             response = problem(400, "Invalid idempotency key", detail, scope["path"])
             await response(scope, receive, send)
             return
-        keyed = KeyedRequest(key, scoped_key(headers, key), lambda: self.connect(scope))
+        keyed = KeyedRequest(key, lambda: self.connect(scope))
         scope[SCOPE_KEY] = keyed
         held: list[Message] = []
 

@@ -13,7 +13,9 @@ every operation of every service:
   `Idempotent-Replayed` header on a replayed success;
 - 413 on every operation that takes a body, naming the route's limit;
 - 503 with `Retry-After` on every operation but the health checks (the database or Kafka is
-  unreachable).
+  unreachable);
+- the bearer token every operation but the public ones takes (`securitySchemes`), 401
+  without a valid one, and 403 with the permission a role must grant (`x-permission`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
 
 from ballast_common import idempotency
+from ballast_common.auth import PERMISSIONS, Permission, operations_of
 from ballast_common.problems import PROBLEM_JSON
 
 PROBLEM_REF = "#/components/schemas/Problem"
@@ -88,7 +91,7 @@ IDEMPOTENCY_KEY_PARAMETER: dict[str, Any] = {
     "description": "Retry safely: a repeat with the same key gets the first success back "
     f"(`{idempotency.REPLAYED_HEADER}: true`) without running again; kept "
     f"{int(idempotency.KEEP_FOR.total_seconds() // 3600)} hours per tenant and principal "
-    f"({' and '.join(f'`{h}`' for h in idempotency.SCOPE_HEADERS)}). A request that failed or "
+    "(the bearer token's tenant and subject). A request that failed or "
     "died changed nothing, and its key is free for a retry; bodies are compared as canonical "
     "JSON.",
     "schema": {"type": "string", "minLength": 1, "maxLength": idempotency.MAX_KEY_LENGTH},
@@ -103,6 +106,19 @@ RETRY_AFTER_HEADER: dict[str, Any] = {
 }
 
 
+BEARER_SCHEME = "bearerAuth"
+SECURITY_SCHEMES: dict[str, Any] = {
+    BEARER_SCHEME: {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": "An OAuth2 access token (a JWT signed with ES256 or RS256 by the "
+        "deployment's issuer) carrying `sub`, `tenant` and `roles`: the tenant and the actor "
+        "of every request come from it (docs/auth.md).",
+    }
+}
+
+
 def install(app: FastAPI) -> None:
     """Make `app.openapi()` return the generated document with its errors documented."""
     generate: Callable[[], dict[str, Any]] = app.openapi
@@ -110,7 +126,8 @@ def install(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             default = getattr(app.state, "max_body_bytes", None)
-            app.openapi_schema = document_errors(generate(), body_limits(app, default))
+            document = document_errors(generate(), body_limits(app, default))
+            app.openapi_schema = document_security(document, permissions(app))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -126,6 +143,47 @@ def body_limits(app: FastAPI, default: int | None) -> dict[tuple[str, str], int]
                 for method in route.methods or ():
                     limits[(route.path_format, method.lower())] = limit
     return limits
+
+
+def permissions(app: FastAPI) -> dict[tuple[str, str], Permission]:
+    """The permission each guarded operation requires, (path, method) -> permission."""
+    return {
+        (op.path, method.lower()): op.permission
+        for op in operations_of(app)
+        if not op.public and op.permission is not None
+        for method in op.methods
+    }
+
+
+def document_security(
+    document: dict[str, Any], required: dict[tuple[str, str], Permission]
+) -> dict[str, Any]:
+    """Name the bearer scheme, and on each guarded operation its 401, 403 and permission."""
+    document.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+    for path, item in document.get("paths", {}).items():
+        for method in METHODS:
+            permission = required.get((path, method))
+            if method not in item or permission is None:
+                continue
+            operation = item[method]
+            operation["security"] = [{BEARER_SCHEME: []}]
+            operation["x-permission"] = permission.value
+            responses = operation.setdefault("responses", {})
+            responses["401"] = _problem("No bearer token, or one that is not valid")
+            roles = sorted(r.value for r, granted in PERMISSIONS.items() if permission in granted)
+            if len(roles) < len(PERMISSIONS):  # some role lacks it
+                responses["403"] = _problem(
+                    f"The caller's roles do not grant `{permission.value}` "
+                    f"(granted to: {', '.join(roles)})"
+                )
+    return document
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {PROBLEM_JSON: {"schema": {"$ref": PROBLEM_REF}}},
+    }
 
 
 def document_errors(

@@ -42,6 +42,12 @@ class ServiceSettings(BaseSettings):
     max_upload_bytes: int = 1024 * 1024 * 1024
     # What a 503 tells a client to wait (Retry-After) while the database or Kafka is down.
     retry_after_s: int = 2
+    # Bearer tokens (docs/auth.md): the issuer and audience they must name, and where the
+    # issuer publishes its keys (a JWKS URL, or a file such as the local issuer's
+    # `.state/auth/jwks.json`). A service does not start without a JWKS.
+    auth_issuer: str = "urn:ballast:local-issuer"
+    auth_audience: str = "ballast"
+    auth_jwks: str = ""
 
     @classmethod
     def settings_customise_sources(

@@ -10,9 +10,12 @@ fails if one does).
 from __future__ import annotations
 
 import copy
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
+from functools import cache
+from pathlib import Path
 from types import SimpleNamespace, TracebackType
 from typing import Any, Generic, TypeVar, cast
 from uuid import UUID, uuid4
@@ -24,6 +27,7 @@ from sqlalchemy import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from ballast_common.app import ServiceSpec, create_app
+from ballast_common.auth import LocalIssuer, Role, local_issuer
 from ballast_common.bus import Message
 from ballast_common.consumer import BatchProcessor, Delivery, Subscription, dead_letter_topic
 from ballast_common.contracts.envelope import Envelope, decode_envelope
@@ -61,19 +65,56 @@ async def outbox_events(db: Database, topic: str, key: str | None = None) -> lis
     return [Delivery(*decode_envelope(value)) for value in values]
 
 
+# --- callers ------------------------------------------------------------------------------------
+
+TEST_TENANT = "demo"
+
+
+@cache
+def issuer_for_tests() -> LocalIssuer:
+    """One local token issuer for the test process, its keys in a folder of its own."""
+    return local_issuer(Path(tempfile.mkdtemp(prefix="ballast-test-issuer-")))
+
+
+def bearer(
+    tenant: str = TEST_TENANT,
+    roles: Iterable[Role | str] = (Role.ADMIN,),
+    subject: str | None = None,
+) -> dict[str, str]:
+    """An `Authorization` header with a token of the test issuer."""
+    roles = list(roles)
+    subject = subject or f"{Role(roles[0]).value}@{tenant}"
+    return {"Authorization": f"Bearer {issuer_for_tests().issue(tenant, roles, subject)}"}
+
+
+def with_test_issuer(settings: ServiceSettings) -> ServiceSettings:
+    """`settings` checking tokens against the test issuer (unless they name a JWKS)."""
+    if settings.auth_jwks:
+        return settings
+    return settings.model_copy(update={"auth_jwks": str(issuer_for_tests().jwks_path)})
+
+
 @asynccontextmanager
 async def api_client(
-    spec: ServiceSpec, db: Database, settings: ServiceSettings | None = None
+    spec: ServiceSpec,
+    db: Database,
+    settings: ServiceSettings | None = None,
+    *,
+    tenant: str = TEST_TENANT,
+    roles: Iterable[Role | str] = (Role.ADMIN,),
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client for `spec`'s app on `db`, without the app's lifespan: no Kafka and no
-    relay, so what a request publishes stays in the outbox."""
-    settings = settings or spec.settings_type()
+    """An HTTP client for `spec`'s app on `db`, calling as `roles` of `tenant` (an admin of
+    the test tenant by default), without the app's lifespan: no Kafka and no relay, so what
+    a request publishes stays in the outbox."""
+    settings = with_test_issuer(settings or spec.settings_type())
     app = create_app(spec, settings)
     app.state.runtime = SimpleNamespace(
         db=db, settings=settings, uow=lambda: unit_of_work(db, spec.name)
     )
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url=f"http://{spec.name}") as client:
+    async with httpx.AsyncClient(
+        transport=transport, base_url=f"http://{spec.name}", headers=bearer(tenant, roles)
+    ) as client:
         yield client
 
 

@@ -3,10 +3,11 @@
 from typing import Annotated, Literal
 
 from ballast_common.app import ReadSession, UoW
+from ballast_common.auth import CanDecideProposals, CanManageAccounts, CanRead
 from ballast_common.errors import NotFound
 from ballast_common.openapi import CREATES_RESOURCE
 from ballast_common.pagination import Offset, Page
-from fastapi import APIRouter, Header, Path, Query
+from fastapi import APIRouter, Path, Query
 
 from account_svc import repository, service
 from account_svc.repository import PostgresAccountRepository
@@ -29,24 +30,22 @@ from account_svc.schemas import (
 )
 
 router = APIRouter()
-Actor = Annotated[str, Header(alias="X-Actor", description="who makes the change")]
 Limit = Annotated[int, Query(ge=1, le=5000)]
 
 
 @router.post("/accounts", tags=["accounts"], status_code=201, response_model=AccountOut)
-async def open_account(body: AccountIn, uow: UoW) -> AccountOut:
-    return (await service.open_accounts(uow, PostgresAccountRepository(uow.session), [body]))[0]
+async def open_account(body: AccountIn, uow: UoW, caller: CanManageAccounts) -> AccountOut:
+    repo = PostgresAccountRepository(uow.session)
+    return (await service.open_accounts(uow, repo, caller.tenant, caller.subject, [body]))[0]
 
 
 @router.post(
     "/accounts:batch", tags=["accounts"], status_code=201, summary="Open many accounts, all or none"
 )
-async def open_accounts(body: AccountsIn, uow: UoW) -> dict[str, int]:
-    return {
-        "opened": len(
-            await service.open_accounts(uow, PostgresAccountRepository(uow.session), body.accounts)
-        )
-    }
+async def open_accounts(body: AccountsIn, uow: UoW, caller: CanManageAccounts) -> dict[str, int]:
+    repo = PostgresAccountRepository(uow.session)
+    opened = await service.open_accounts(uow, repo, caller.tenant, caller.subject, body.accounts)
+    return {"opened": len(opened)}
 
 
 @router.get(
@@ -57,26 +56,34 @@ async def open_accounts(body: AccountsIn, uow: UoW) -> dict[str, int]:
 )
 async def list_accounts(
     session: ReadSession,
+    caller: CanRead,
     household_id: str | None = None,
     model_id: str | None = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> Page[AccountOut]:
     rows = await repository.list_accounts(
-        session, household_id=household_id, model_id=model_id, limit=limit + 1, offset=offset
+        session,
+        caller.tenant,
+        household_id=household_id,
+        model_id=model_id,
+        limit=limit + 1,
+        offset=offset,
     )
     return Page[AccountOut].of([service.view(r) for r in rows], limit, offset)
 
 
 @router.get("/accounts/{account_id}", tags=["accounts"], response_model=AccountOut)
-async def get_account(account_id: str, session: ReadSession) -> AccountOut:
-    return await service.get_account(PostgresAccountRepository(session), account_id)
+async def get_account(account_id: str, session: ReadSession, caller: CanRead) -> AccountOut:
+    return await service.get_account(PostgresAccountRepository(session), caller.tenant, account_id)
 
 
 @router.patch("/accounts/{account_id}", tags=["accounts"], response_model=AccountOut)
-async def change_account(account_id: str, body: AccountPatch, uow: UoW) -> AccountOut:
+async def change_account(
+    account_id: str, body: AccountPatch, uow: UoW, caller: CanManageAccounts
+) -> AccountOut:
     return await service.change_account(
-        uow, PostgresAccountRepository(uow.session), account_id, body
+        uow, PostgresAccountRepository(uow.session), caller.tenant, account_id, body
     )
 
 
@@ -85,10 +92,11 @@ async def change_account(account_id: str, body: AccountPatch, uow: UoW) -> Accou
     tags=["account settings"],
     response_model=RebalanceSettings,
 )
-async def get_rebalance_settings(account_id: str, session: ReadSession) -> RebalanceSettings:
-    return (
-        await service.get_account(PostgresAccountRepository(session), account_id)
-    ).rebalance_settings
+async def get_rebalance_settings(
+    account_id: str, session: ReadSession, caller: CanRead
+) -> RebalanceSettings:
+    repo = PostgresAccountRepository(session)
+    return (await service.get_account(repo, caller.tenant, account_id)).rebalance_settings
 
 
 @router.put(
@@ -98,18 +106,22 @@ async def get_rebalance_settings(account_id: str, session: ReadSession) -> Rebal
     summary="Replace the rebalance settings (absent or null fields: rebalance-svc's defaults)",
 )
 async def put_rebalance_settings(
-    account_id: str, body: RebalanceSettings, uow: UoW
+    account_id: str, body: RebalanceSettings, uow: UoW, caller: CanManageAccounts
 ) -> RebalanceSettings:
     return await service.set_rebalance_settings(
-        uow, PostgresAccountRepository(uow.session), account_id, body
+        uow, PostgresAccountRepository(uow.session), caller.tenant, account_id, body
     )
 
 
 @router.get(
     "/accounts/{account_id}/restrictions", tags=["account settings"], response_model=RestrictionsOut
 )
-async def get_restrictions(account_id: str, session: ReadSession) -> RestrictionsOut:
-    account = await service.get_account(PostgresAccountRepository(session), account_id)
+async def get_restrictions(
+    account_id: str, session: ReadSession, caller: CanRead
+) -> RestrictionsOut:
+    account = await service.get_account(
+        PostgresAccountRepository(session), caller.tenant, account_id
+    )
     return RestrictionsOut(restrictions=account.restrictions)
 
 
@@ -120,11 +132,12 @@ async def get_restrictions(account_id: str, session: ReadSession) -> Restriction
     summary="Replace the restrictions (do-not-buy/sell/hold on a security, sector or list)",
 )
 async def put_restrictions(
-    account_id: str, body: RestrictionsIn, uow: UoW, actor: Actor = "api"
+    account_id: str, body: RestrictionsIn, uow: UoW, caller: CanManageAccounts
 ) -> RestrictionsOut:
+    repo = PostgresAccountRepository(uow.session)
     return RestrictionsOut(
         restrictions=await service.set_restrictions(
-            uow, PostgresAccountRepository(uow.session), account_id, body.restrictions, actor
+            uow, repo, caller.tenant, caller.subject, account_id, body.restrictions
         )
     )
 
@@ -136,9 +149,9 @@ async def put_restrictions(
     summary="Restrictions changed by corporate actions (replaced, merged, dropped), oldest first",
 )
 async def get_restriction_history(
-    account_id: str, session: ReadSession, limit: Limit = 500, offset: Offset = 0
+    account_id: str, session: ReadSession, caller: CanRead, limit: Limit = 500, offset: Offset = 0
 ) -> Page[RestrictionChangeOut]:
-    rows = await service.restriction_history(session, account_id, limit + 1, offset)
+    rows = await service.restriction_history(session, caller.tenant, account_id, limit + 1, offset)
     changes = [RestrictionChangeOut.model_validate(r, from_attributes=True) for r in rows]
     return Page[RestrictionChangeOut].of(changes, limit, offset)
 
@@ -146,8 +159,9 @@ async def get_restriction_history(
 @router.get(
     "/accounts/{account_id}/tax-settings", tags=["account settings"], response_model=TaxSettings
 )
-async def get_tax_settings(account_id: str, session: ReadSession) -> TaxSettings:
-    return (await service.get_account(PostgresAccountRepository(session), account_id)).tax_settings
+async def get_tax_settings(account_id: str, session: ReadSession, caller: CanRead) -> TaxSettings:
+    repo = PostgresAccountRepository(session)
+    return (await service.get_account(repo, caller.tenant, account_id)).tax_settings
 
 
 @router.put(
@@ -156,15 +170,19 @@ async def get_tax_settings(account_id: str, session: ReadSession) -> TaxSettings
     response_model=TaxSettings,
     summary="Replace the tax settings (absent fields: the documented defaults)",
 )
-async def put_tax_settings(account_id: str, body: TaxSettings, uow: UoW) -> TaxSettings:
+async def put_tax_settings(
+    account_id: str, body: TaxSettings, uow: UoW, caller: CanManageAccounts
+) -> TaxSettings:
     return await service.set_tax_settings(
-        uow, PostgresAccountRepository(uow.session), account_id, body
+        uow, PostgresAccountRepository(uow.session), caller.tenant, account_id, body
     )
 
 
 @router.get("/accounts/{account_id}/strategy", tags=["account settings"], response_model=Strategy)
-async def get_strategy(account_id: str, session: ReadSession) -> Strategy:
-    account = await service.get_account(PostgresAccountRepository(session), account_id)
+async def get_strategy(account_id: str, session: ReadSession, caller: CanRead) -> Strategy:
+    account = await service.get_account(
+        PostgresAccountRepository(session), caller.tenant, account_id
+    )
     if account.strategy is None:
         raise NotFound(f"account {account_id} has no strategy (it is not a UMA)")
     return account.strategy
@@ -176,8 +194,12 @@ async def get_strategy(account_id: str, session: ReadSession) -> Strategy:
     response_model=Strategy,
     summary="Make the account a UMA: replace its sleeves (model, weight, band) and range",
 )
-async def put_strategy(account_id: str, body: Strategy, uow: UoW) -> Strategy:
-    return await service.set_strategy(uow, PostgresAccountRepository(uow.session), account_id, body)
+async def put_strategy(
+    account_id: str, body: Strategy, uow: UoW, caller: CanManageAccounts
+) -> Strategy:
+    return await service.set_strategy(
+        uow, PostgresAccountRepository(uow.session), caller.tenant, account_id, body
+    )
 
 
 @router.delete(
@@ -186,20 +208,23 @@ async def put_strategy(account_id: str, body: Strategy, uow: UoW) -> Strategy:
     response_model=AccountOut,
     summary="The account stops being a UMA (it follows no model until PATCHed one)",
 )
-async def delete_strategy(account_id: str, uow: UoW) -> AccountOut:
-    return await service.clear_strategy(uow, PostgresAccountRepository(uow.session), account_id)
+async def delete_strategy(account_id: str, uow: UoW, caller: CanManageAccounts) -> AccountOut:
+    return await service.clear_strategy(
+        uow, PostgresAccountRepository(uow.session), caller.tenant, account_id
+    )
 
 
 @router.get(
     "/models",
     tags=["accounts"],
     response_model=Page[KnownModelOut],
-    summary="The models accounts may follow (as model-hub-svc announced them), by id",
+    summary="The models of the caller's tenant accounts may follow (as model-hub-svc announced "
+    "them), by id",
 )
 async def list_models(
-    session: ReadSession, limit: Limit = 500, offset: Offset = 0
+    session: ReadSession, caller: CanRead, limit: Limit = 500, offset: Offset = 0
 ) -> Page[KnownModelOut]:
-    models = await service.known_models(session, limit + 1, offset)
+    models = await service.known_models(session, caller.tenant, limit + 1, offset)
     return Page[KnownModelOut].of(models, limit, offset)
 
 
@@ -207,19 +232,19 @@ async def list_models(
     "/security-lists",
     tags=["security lists"],
     response_model=Page[SecurityListOut],
-    summary="By id",
+    summary="The caller's tenant's lists, by id",
 )
 async def list_security_lists(
-    session: ReadSession, limit: Limit = 500, offset: Offset = 0
+    session: ReadSession, caller: CanRead, limit: Limit = 500, offset: Offset = 0
 ) -> Page[SecurityListOut]:
-    rows = await repository.list_security_lists(session, limit + 1, offset)
+    rows = await repository.list_security_lists(session, caller.tenant, limit + 1, offset)
     lists = [SecurityListOut.model_validate(r, from_attributes=True) for r in rows]
     return Page[SecurityListOut].of(lists, limit, offset)
 
 
 @router.get("/security-lists/{list_id}", tags=["security lists"], response_model=SecurityListOut)
-async def get_security_list(list_id: str, session: ReadSession) -> SecurityListOut:
-    return await service.get_security_list(session, list_id)
+async def get_security_list(list_id: str, session: ReadSession, caller: CanRead) -> SecurityListOut:
+    return await service.get_security_list(session, caller.tenant, list_id)
 
 
 @router.get(
@@ -229,9 +254,9 @@ async def get_security_list(list_id: str, session: ReadSession) -> SecurityListO
     summary="Members changed by corporate actions, oldest first",
 )
 async def get_security_list_history(
-    list_id: str, session: ReadSession, limit: Limit = 500, offset: Offset = 0
+    list_id: str, session: ReadSession, caller: CanRead, limit: Limit = 500, offset: Offset = 0
 ) -> Page[RestrictionChangeOut]:
-    rows = await service.list_history(session, list_id, limit + 1, offset)
+    rows = await service.list_history(session, caller.tenant, list_id, limit + 1, offset)
     changes = [RestrictionChangeOut.model_validate(r, from_attributes=True) for r in rows]
     return Page[RestrictionChangeOut].of(changes, limit, offset)
 
@@ -240,16 +265,17 @@ async def get_security_list_history(
     "/security-lists/{list_id}",
     tags=["security lists"],
     response_model=SecurityListOut,
-    summary="Create or replace a named list (e.g. an ESG screen) that restrictions may name",
+    summary="Create or replace a named list of the caller's tenant (e.g. an ESG screen) that "
+    "its accounts' restrictions may name",
     openapi_extra=CREATES_RESOURCE,
 )
 async def put_security_list(
     list_id: Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.\-]+$")],
     body: SecurityListIn,
     uow: UoW,
-    actor: Actor = "api",
+    caller: CanManageAccounts,
 ) -> SecurityListOut:
-    return await service.put_security_list(uow, list_id, body, actor)
+    return await service.put_security_list(uow, caller.tenant, caller.subject, list_id, body)
 
 
 @router.get(
@@ -257,13 +283,19 @@ async def put_security_list(
 )
 async def list_proposals(
     session: ReadSession,
+    caller: CanRead,
     status: Literal["pending", "approved", "rejected"] | None = None,
     account_id: str | None = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> Page[ProposalOut]:
     rows = await repository.list_proposals(
-        session, status=status, account_id=account_id, limit=limit + 1, offset=offset
+        session,
+        caller.tenant,
+        status=status,
+        account_id=account_id,
+        limit=limit + 1,
+        offset=offset,
     )
     proposals = [ProposalOut.model_validate(r, from_attributes=True) for r in rows]
     return Page[ProposalOut].of(proposals, limit, offset)
@@ -271,25 +303,19 @@ async def list_proposals(
 
 @router.post("/proposals/{proposal_id}/approve", tags=["approvals"], response_model=ProposalOut)
 async def approve(
-    proposal_id: str,
-    body: Decision,
-    uow: UoW,
-    actor: Actor = "api",
-    tenant: Annotated[str, Header(alias="X-Tenant")] = "demo",
+    proposal_id: str, body: Decision, uow: UoW, caller: CanDecideProposals
 ) -> ProposalOut:
+    repo = PostgresAccountRepository(uow.session)
     return await service.decide(
-        uow, PostgresAccountRepository(uow.session), proposal_id, True, actor, body.note, tenant
+        uow, repo, caller.tenant, caller.subject, proposal_id, True, body.note
     )
 
 
 @router.post("/proposals/{proposal_id}/reject", tags=["approvals"], response_model=ProposalOut)
 async def reject(
-    proposal_id: str,
-    body: Decision,
-    uow: UoW,
-    actor: Actor = "api",
-    tenant: Annotated[str, Header(alias="X-Tenant")] = "demo",
+    proposal_id: str, body: Decision, uow: UoW, caller: CanDecideProposals
 ) -> ProposalOut:
+    repo = PostgresAccountRepository(uow.session)
     return await service.decide(
-        uow, PostgresAccountRepository(uow.session), proposal_id, False, actor, body.note, tenant
+        uow, repo, caller.tenant, caller.subject, proposal_id, False, body.note
     )

@@ -43,7 +43,7 @@ async def checks(session: AsyncSession, staged: StagedLoad) -> list[LoadProblem]
     """Every staged row that breaks a rule of account-svc, named by file, line and column."""
     await repo.plan_for_staged_files(session, staged)
     problems: list[LoadProblem] = []
-    for check in (_identifiers, _households, _accounts, _sleeves, _restrictions):
+    for check in (_identifiers, _tenants, _households, _accounts, _sleeves, _restrictions):
         problems += await check(session, staged)
     order = {f.name: i for i, f in enumerate(FILES)}
     return sorted(problems, key=lambda p: (order[p.file], p.line, p.column, p.message))
@@ -93,6 +93,23 @@ async def _identifiers(session: AsyncSession, staged: StagedLoad) -> list[LoadPr
         )
         problems += [
             LoadProblem(file, line, column, rules.not_an_identifier(value)) for line, value in rows
+        ]
+    return problems
+
+
+async def _tenants(session: AsyncSession, staged: StagedLoad) -> list[LoadProblem]:
+    """Rows that name another tenant than the caller's: a load is its caller's tenant's."""
+    problems: list[LoadProblem] = []
+    for file in ("households.csv", "accounts.csv"):
+        problems += [
+            LoadProblem(
+                file,
+                line,
+                "tenant",
+                f"tenant {tenant} is not yours: this load is tenant {staged.tenant}'s (the "
+                "bearer token's); leave the column empty or write it",
+            )
+            for line, tenant in await repo.staged_rows_of_another_tenant(session, staged, file)
         ]
     return problems
 

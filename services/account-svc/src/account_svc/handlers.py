@@ -16,7 +16,7 @@ from account_svc.settings import Settings
 
 
 async def on_model_changed(uow: UnitOfWork, envelope: Envelope, event: ModelChangedV1) -> None:
-    await service.remember_model(uow, event)
+    await service.remember_model(uow, envelope.tenant, event)
 
 
 async def on_trades_proposed(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:

@@ -9,26 +9,48 @@ from typing import Any
 
 from ballast_common.book_loads import MAX_PROBLEMS, StagedLoad, value_sql
 from ballast_common.contracts.book_files import ACCOUNTS, HOUSEHOLDS, RESTRICTIONS, SLEEVES, CsvFile
-from sqlalchemy import BigInteger, ColumnElement, Row, column, literal_column, or_, text
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Row,
+    String,
+    and_,
+    any_,
+    bindparam,
+    column,
+    literal_column,
+    or_,
+    text,
+)
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from account_svc.tables import Account, KnownModel, Proposal, RestrictionChange, SecurityList
+from account_svc.tables import (
+    Account,
+    Household,
+    KnownModel,
+    Proposal,
+    RestrictionChange,
+    SecurityList,
+)
 
 PROPOSALS_PER_INSERT = 1000  # 11 columns each: well under Postgres's 32,767 parameters
 
 
 class PostgresAccountRepository:
     """The repository port (ports.AccountRepository) on the service's schema, in the
-    transaction of `session`."""
+    transaction of `session`. Reads of a tenant are scoped to it in SQL."""
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def get_account(self, account_id: str, *, for_update: bool = False) -> Account | None:
-        stmt = select(Account).where(Account.account_id == account_id)
+    async def get_account(
+        self, tenant: str, account_id: str, *, for_update: bool = False
+    ) -> Account | None:
+        """The tenant's account (None when unknown or another tenant's)."""
+        stmt = select(Account).where(Account.account_id == account_id, Account.tenant == tenant)
         if for_update:
             stmt = stmt.with_for_update()
         return (await self.session.exec(stmt)).first()
@@ -39,6 +61,22 @@ class PostgresAccountRepository:
         )
         return set(result)
 
+    async def households_of_other_tenants(
+        self, tenant: str, household_ids: Sequence[str]
+    ) -> set[str]:
+        """Of the ids, households known under another tenant (in households or by accounts)."""
+        if not household_ids:
+            return set()
+        # one array parameter, not one per id: a batch of 5,000 binds one value (4x faster)
+        ids = bindparam("household_ids", list(household_ids), type_=ARRAY(String))
+        known = select(Household.household_id).where(
+            col(Household.household_id) == any_(ids), Household.tenant != tenant
+        )
+        held = select(Account.household_id).where(
+            col(Account.household_id) == any_(ids), Account.tenant != tenant
+        )
+        return set((await self.session.execute(known.union(held))).scalars())
+
     async def add_accounts(self, accounts: Sequence[Account]) -> None:
         self.session.add_all(accounts)
         await self.session.flush()
@@ -47,28 +85,38 @@ class PostgresAccountRepository:
         self.session.add(row)
         await self.session.flush()
 
-    async def upsert_known_model(self, model_id: str, name: str, version: int) -> None:
-        stmt = insert(KnownModel).values(model_id=model_id, name=name, version=version)
+    async def upsert_known_model(self, tenant: str, model_id: str, name: str, version: int) -> None:
+        """Remember a model's newest version and its tenant."""
+        stmt = insert(KnownModel).values(
+            model_id=model_id, tenant=tenant, name=name, version=version
+        )
         stmt = stmt.on_conflict_do_update(
             index_elements=[KnownModel.model_id],
-            set_={"name": stmt.excluded.name, "version": stmt.excluded.version},
+            set_={
+                "tenant": stmt.excluded.tenant,
+                "name": stmt.excluded.name,
+                "version": stmt.excluded.version,
+            },
             where=KnownModel.version < stmt.excluded.version,
         )
         await self.session.execute(stmt)
 
-    async def known_model_ids(self, ids: Sequence[str]) -> set[str]:
+    async def known_model_ids(self, tenant: str, ids: Sequence[str]) -> set[str]:
+        """Of the ids, the tenant's known models."""
         result = await self.session.exec(
-            select(KnownModel.model_id).where(col(KnownModel.model_id).in_(ids))
+            select(KnownModel.model_id).where(
+                col(KnownModel.model_id).in_(ids), KnownModel.tenant == tenant
+            )
         )
         return set(result)
 
-    async def security_lists(self, ids: Sequence[str]) -> dict[str, list[str]]:
-        """Members of the given lists (unknown ids are absent)."""
+    async def security_lists(self, tenant: str, ids: Sequence[str]) -> dict[str, list[str]]:
+        """Members of the tenant's lists of the given ids (unknown ids are absent)."""
         if not ids:
             return {}
         result = await self.session.exec(
             select(SecurityList.list_id, SecurityList.symbols).where(
-                col(SecurityList.list_id).in_(ids)
+                SecurityList.tenant == tenant, col(SecurityList.list_id).in_(ids)
             )
         )
         return {list_id: list(symbols) for list_id, symbols in result}
@@ -99,22 +147,39 @@ class PostgresAccountRepository:
             inserted.update((await self.session.execute(stmt)).scalars())
         return inserted
 
-    async def get_proposal(self, proposal_id: str, *, for_update: bool = False) -> Proposal | None:
-        stmt = select(Proposal).where(Proposal.proposal_id == proposal_id)
+    async def get_proposal(
+        self, tenant: str, proposal_id: str, *, for_update: bool = False
+    ) -> Proposal | None:
+        """A proposal of the tenant's accounts (None when unknown or another tenant's)."""
+        stmt = select(Proposal).where(
+            Proposal.proposal_id == proposal_id, _of_tenants_account(tenant)
+        )
         if for_update:
-            stmt = stmt.with_for_update()
+            stmt = stmt.with_for_update(of=Proposal)
         return (await self.session.exec(stmt)).first()
+
+
+def _of_tenants_account(tenant: str) -> ColumnElement[bool]:
+    """A proposal's account is the tenant's (proposals have no tenant of their own: the
+    account's is the one truth, and its primary key makes this an index probe)."""
+    return (
+        select(Account.account_id)
+        .where(Account.account_id == Proposal.account_id, Account.tenant == tenant)
+        .exists()
+    )
 
 
 async def list_accounts(
     session: AsyncSession,
+    tenant: str,
     *,
     household_id: str | None,
     model_id: str | None,
     limit: int,
     offset: int,
 ) -> list[Account]:
-    stmt = select(Account)
+    """A page of the tenant's accounts, by id."""
+    stmt = select(Account).where(Account.tenant == tenant)
     if household_id:
         stmt = stmt.where(Account.household_id == household_id)
     if model_id:  # an SMA following the model, or a UMA with a sleeve on it
@@ -128,16 +193,31 @@ async def list_accounts(
     return list(await session.exec(stmt))
 
 
-async def known_models(session: AsyncSession, limit: int, offset: int) -> list[KnownModel]:
-    """The models announced by model-hub-svc, by id."""
-    stmt = select(KnownModel).order_by(col(KnownModel.model_id)).limit(limit).offset(offset)
+async def known_models(
+    session: AsyncSession, tenant: str, limit: int, offset: int
+) -> list[KnownModel]:
+    """The tenant's models announced by model-hub-svc, by id."""
+    stmt = (
+        select(KnownModel)
+        .where(KnownModel.tenant == tenant)
+        .order_by(col(KnownModel.model_id))
+        .limit(limit)
+        .offset(offset)
+    )
     return list(await session.exec(stmt))
 
 
 async def list_proposals(
-    session: AsyncSession, *, status: str | None, account_id: str | None, limit: int, offset: int
+    session: AsyncSession,
+    tenant: str,
+    *,
+    status: str | None,
+    account_id: str | None,
+    limit: int,
+    offset: int,
 ) -> list[Proposal]:
-    stmt = select(Proposal)
+    """A page of the proposals of the tenant's accounts, oldest first."""
+    stmt = select(Proposal).where(_of_tenants_account(tenant))
     if status:
         stmt = stmt.where(Proposal.status == status)
     if account_id:
@@ -147,19 +227,9 @@ async def list_proposals(
     return list(await session.exec(stmt))
 
 
-async def accounts_restricted_by_list(session: AsyncSession, list_id: str) -> list[Account]:
-    """Accounts with a restriction on the list, locked for update."""
-    stmt = (
-        select(Account)
-        .where(col(Account.restrictions).contains([{"scope": "list", "value": list_id}]))
-        .order_by(col(Account.account_id))
-        .with_for_update()
-    )
-    return list(await session.exec(stmt))
-
-
 async def accounts_restricting_security(session: AsyncSession, symbol: str) -> list[Account]:
-    """Accounts with a restriction of scope security on the symbol, locked for update."""
+    """Accounts of every tenant with a restriction of scope security on the symbol, locked
+    for update."""
     stmt = (
         select(Account)
         .where(col(Account.restrictions).contains([{"scope": "security", "value": symbol}]))
@@ -170,7 +240,7 @@ async def accounts_restricting_security(session: AsyncSession, symbol: str) -> l
 
 
 async def security_lists_holding(session: AsyncSession, symbol: str) -> list[SecurityList]:
-    """Named lists that have the symbol as a member, locked for update."""
+    """Named lists of every tenant that have the symbol as a member, locked for update."""
     stmt = (
         select(SecurityList)
         .where(col(SecurityList.symbols).contains([symbol]))
@@ -181,18 +251,22 @@ async def security_lists_holding(session: AsyncSession, symbol: str) -> list[Sec
 
 
 async def accounts_restricted_by_lists(
-    session: AsyncSession, list_ids: Sequence[str]
+    session: AsyncSession, lists: Sequence[tuple[str, str]]
 ) -> list[Account]:
-    """Accounts with a restriction on any of the lists, locked for update."""
-    if not list_ids:
+    """Accounts with a restriction on any of the (tenant, list id) lists (an account names
+    its own tenant's lists), locked for update."""
+    if not lists:
         return []
     stmt = (
         select(Account)
         .where(
             or_(
                 *(
-                    col(Account.restrictions).contains([{"scope": "list", "value": list_id}])
-                    for list_id in list_ids
+                    and_(
+                        col(Account.tenant) == tenant,
+                        col(Account.restrictions).contains([{"scope": "list", "value": list_id}]),
+                    )
+                    for tenant, list_id in lists
                 )
             )
         )
@@ -210,12 +284,12 @@ async def add_restriction_changes(
 
 
 async def restriction_history(
-    session: AsyncSession, account_id: str, limit: int, offset: int
+    session: AsyncSession, tenant: str, account_id: str, limit: int, offset: int
 ) -> list[RestrictionChange]:
-    """An account's restriction changes, oldest first."""
+    """The tenant's account's restriction changes, oldest first."""
     stmt = (
         select(RestrictionChange)
-        .where(RestrictionChange.account_id == account_id)
+        .where(RestrictionChange.tenant == tenant, RestrictionChange.account_id == account_id)
         .order_by(col(RestrictionChange.change_id))
         .limit(limit)
         .offset(offset)
@@ -224,12 +298,12 @@ async def restriction_history(
 
 
 async def list_history(
-    session: AsyncSession, list_id: str, limit: int, offset: int
+    session: AsyncSession, tenant: str, list_id: str, limit: int, offset: int
 ) -> list[RestrictionChange]:
-    """A security list's member changes, oldest first."""
+    """The tenant's security list's member changes, oldest first."""
     stmt = (
         select(RestrictionChange)
-        .where(RestrictionChange.list_id == list_id)
+        .where(RestrictionChange.tenant == tenant, RestrictionChange.list_id == list_id)
         .order_by(col(RestrictionChange.change_id))
         .limit(limit)
         .offset(offset)
@@ -238,17 +312,28 @@ async def list_history(
 
 
 async def get_security_list(
-    session: AsyncSession, list_id: str, *, for_update: bool = False
+    session: AsyncSession, tenant: str, list_id: str, *, for_update: bool = False
 ) -> SecurityList | None:
-    stmt = select(SecurityList).where(SecurityList.list_id == list_id)
+    """The tenant's list (None when unknown or another tenant's)."""
+    stmt = select(SecurityList).where(
+        SecurityList.tenant == tenant, SecurityList.list_id == list_id
+    )
     if for_update:
         stmt = stmt.with_for_update()
     return (await session.exec(stmt)).first()
 
 
-async def list_security_lists(session: AsyncSession, limit: int, offset: int) -> list[SecurityList]:
-    """Security lists, by id."""
-    stmt = select(SecurityList).order_by(col(SecurityList.list_id)).limit(limit).offset(offset)
+async def list_security_lists(
+    session: AsyncSession, tenant: str, limit: int, offset: int
+) -> list[SecurityList]:
+    """The tenant's security lists, by id."""
+    stmt = (
+        select(SecurityList)
+        .where(SecurityList.tenant == tenant)
+        .order_by(col(SecurityList.list_id))
+        .limit(limit)
+        .offset(offset)
+    )
     return list(await session.exec(stmt))
 
 
@@ -392,15 +477,17 @@ async def staged_households_of_other_tenants(
 async def staged_unknown_models(
     session: AsyncSession, staged: StagedLoad, file: str
 ) -> list[tuple[Any, ...]]:
-    """(line, model_id) of staged rows naming a model account-svc does not know."""
+    """(line, model_id) of staged rows naming a model account-svc does not know of the load's
+    tenant."""
     f = _of(staged, file)
     if not f.present:
         return []
     return await _rows(
         session,
         f"SELECT {f.line}, {f('model_id')} FROM {f.table} WHERE {f('model_id')} IS NOT NULL "
-        f"AND NOT EXISTS (SELECT 1 FROM known_models k WHERE k.model_id = {f('model_id')}) "
-        f"ORDER BY 1 {_LIMIT}",
+        f"AND NOT EXISTS (SELECT 1 FROM known_models k WHERE k.model_id = {f('model_id')} "
+        f"AND k.tenant = CAST(:tenant AS text)) ORDER BY 1 {_LIMIT}",
+        tenant=staged.tenant,
     )
 
 
@@ -564,15 +651,32 @@ async def staged_bands_outside(
 
 
 async def staged_unknown_lists(session: AsyncSession, staged: StagedLoad) -> list[tuple[Any, ...]]:
-    """(line, list_id) of staged restrictions of scope list naming no security list."""
+    """(line, list_id) of staged restrictions of scope list naming no security list of the
+    load's tenant."""
     _, _, _, r = _files(staged)
     if not r.present:
         return []
     return await _rows(
         session,
         f"SELECT {r.line}, {r('value')} FROM {r.table} WHERE {r('scope')} = 'list' "
-        f"AND NOT EXISTS (SELECT 1 FROM security_lists l WHERE l.list_id = {r('value')}) "
-        f"ORDER BY 1 {_LIMIT}",
+        f"AND NOT EXISTS (SELECT 1 FROM security_lists l WHERE l.list_id = {r('value')} "
+        f"AND l.tenant = CAST(:tenant AS text)) ORDER BY 1 {_LIMIT}",
+        tenant=staged.tenant,
+    )
+
+
+async def staged_rows_of_another_tenant(
+    session: AsyncSession, staged: StagedLoad, file: str
+) -> list[tuple[Any, ...]]:
+    """(line, tenant) of staged rows that name a tenant other than the load's (the caller's)."""
+    f = _of(staged, file)
+    if not f.present or "tenant" not in staged.columns[file]:
+        return []
+    return await _rows(
+        session,
+        f"SELECT {f.line}, {f('tenant')} FROM {f.table} WHERE {f('tenant')} IS NOT NULL "
+        f"AND {f('tenant')} <> CAST(:tenant AS text) ORDER BY 1 {_LIMIT}",
+        tenant=staged.tenant,
     )
 
 

@@ -9,6 +9,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
+from ballast_common.contracts.events import ReliefMethodField
 from ballast_common.contracts.types import (
     FractionIn,
     NonNegativeMoneyIn,
@@ -17,6 +18,7 @@ from ballast_common.contracts.types import (
     QuantityIn,
     RequestBody,
 )
+from ballast_engine.tax.model import DEFAULT_RELIEF_METHOD
 from pydantic import BaseModel, Field
 
 from account_svc.rules import (
@@ -86,12 +88,12 @@ class RestrictionIn(RequestBody):
     )
     source: RestrictionSource = Field(default="client", description="whose instruction it is")
     reason: str = Field(min_length=1, max_length=500)
-    set_by: str | None = Field(
-        default=None, max_length=200, description="who set it (default: the X-Actor header)"
-    )
 
 
 class RestrictionOut(BaseModel):
+    """A restriction as stored: `set_by` is who set it (the token's subject of the request,
+    `book-load:<id>` or the corporate action that moved it)."""
+
     kind: RestrictionKind
     scope: RestrictionScope
     value: str
@@ -112,7 +114,7 @@ class RestrictionsOut(BaseModel):
 class TaxSettings(RequestBody):
     """How the account's sales are taxed and limited, and when losses are harvested."""
 
-    relief_method: Literal["fifo", "lifo", "hifo", "mintax"] = "fifo"
+    relief_method: ReliefMethodField = Field(default=DEFAULT_RELIEF_METHOD, title="Relief Method")
     short_term_rate: Fraction = Decimal("0.37")
     long_term_rate: Fraction = Decimal("0.20")
     gain_budget: NonNegativeMoneyIn | None = Field(
@@ -153,8 +155,9 @@ class Strategy(RequestBody):
 
 
 class AccountIn(RequestBody):
+    """An account to open; its tenant is the caller's (the bearer token's)."""
+
     account_id: str = Identifier
-    tenant: str = Field(default="demo", min_length=1, max_length=64)
     household_id: str = Identifier
     name: str = Field(min_length=1, max_length=200)
     account_type: AccountType = "taxable"

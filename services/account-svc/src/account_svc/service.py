@@ -63,9 +63,10 @@ log = logging.getLogger(__name__)
 
 
 async def open_accounts(
-    uow: UnitOfWork, repo: AccountRepository, items: Sequence[AccountIn]
+    uow: UnitOfWork, repo: AccountRepository, tenant: str, actor: str, items: Sequence[AccountIn]
 ) -> list[AccountOut]:
-    """Open accounts, all or none: ids must be new and models known to the model hub."""
+    """Open accounts of the tenant, all or none: ids new, households not another tenant's,
+    models the tenant's as announced by the model hub."""
     ids = [a.account_id for a in items]
     seen: set[str] = set()
     for i, account_id in enumerate(ids):
@@ -82,7 +83,8 @@ async def open_accounts(
             f"account {first} already exists",
             [FieldProblem("account_id", f"{a} already exists") for a in sorted(taken)],
         )
-    await _check_models(repo, [a.model_id for a in items])
+    await _check_households(repo, tenant, [a.household_id for a in items], len(items) > 1)
+    await _check_models(repo, tenant, [a.model_id for a in items])
     now = datetime.now(UTC)
     accounts: list[Account] = []
     for i, item in enumerate(items):
@@ -93,18 +95,19 @@ async def open_accounts(
                     f"account {item.account_id}: a UMA (with a strategy) has no model_id",
                     [FieldProblem(f"{prefix}model_id", "must be null when strategy is given")],
                 )
-            await _check_strategy(repo, item.strategy, prefix + "strategy.")
-        await _check_restrictions(repo, item.restrictions, prefix + "restrictions")
+            await _check_strategy(repo, tenant, item.strategy, prefix + "strategy.")
+        await _check_restrictions(repo, tenant, item.restrictions, prefix + "restrictions")
         accounts.append(
             Account(
                 **item.model_dump(
                     exclude={"rebalance_settings", "tax_settings", "strategy", "restrictions"}
                 ),
+                tenant=tenant,
                 status=OPENED_STATUS,
                 rebalance_settings=_settings_doc(item.rebalance_settings),
                 tax_settings=_doc(item.tax_settings),
                 strategy=_doc(item.strategy),
-                restrictions=_restriction_docs(item.restrictions, "api", now),
+                restrictions=_restriction_docs(item.restrictions, actor, now),
             )
         )
     await repo.add_accounts(accounts)
@@ -113,10 +116,10 @@ async def open_accounts(
 
 
 async def change_account(
-    uow: UnitOfWork, repo: AccountRepository, account_id: str, patch: AccountPatch
+    uow: UnitOfWork, repo: AccountRepository, tenant: str, account_id: str, patch: AccountPatch
 ) -> AccountOut:
     """Change an account's name, model, status or approval policy and announce it."""
-    account = await _account(repo, account_id, for_update=True)
+    account = await _account(repo, tenant, account_id, for_update=True)
     changes = patch.model_dump(exclude_unset=True)
     if "model_id" in changes:
         if account.strategy is not None and changes["model_id"] is not None:
@@ -125,26 +128,30 @@ async def change_account(
                 f"DELETE /accounts/{account_id}/strategy before giving it a model",
                 [FieldProblem("model_id", "the account has a strategy")],
             )
-        await _check_models(repo, [changes["model_id"]])
+        await _check_models(repo, tenant, [changes["model_id"]])
     for field, value in changes.items():
         setattr(account, field, value)
     return await _changed(uow, repo, account)
 
 
 async def set_rebalance_settings(
-    uow: UnitOfWork, repo: AccountRepository, account_id: str, settings: RebalanceSettings
+    uow: UnitOfWork,
+    repo: AccountRepository,
+    tenant: str,
+    account_id: str,
+    settings: RebalanceSettings,
 ) -> RebalanceSettings:
     """Replace the account's rebalance settings (null fields: rebalance-svc's defaults)."""
-    account = await _account(repo, account_id, for_update=True)
+    account = await _account(repo, tenant, account_id, for_update=True)
     account.rebalance_settings = _settings_doc(settings)
     return (await _changed(uow, repo, account)).rebalance_settings
 
 
 async def set_tax_settings(
-    uow: UnitOfWork, repo: AccountRepository, account_id: str, settings: TaxSettings
+    uow: UnitOfWork, repo: AccountRepository, tenant: str, account_id: str, settings: TaxSettings
 ) -> TaxSettings:
     """Replace the account's tax settings."""
-    account = await _account(repo, account_id, for_update=True)
+    account = await _account(repo, tenant, account_id, for_update=True)
     account.tax_settings = _doc(settings)
     return (await _changed(uow, repo, account)).tax_settings
 
@@ -152,13 +159,15 @@ async def set_tax_settings(
 async def set_restrictions(
     uow: UnitOfWork,
     repo: AccountRepository,
+    tenant: str,
+    actor: str,
     account_id: str,
     items: Sequence[RestrictionIn],
-    actor: str,
 ) -> list[RestrictionOut]:
-    """Replace the account's restrictions. One that is unchanged keeps who set it and when."""
-    account = await _account(repo, account_id, for_update=True)
-    await _check_restrictions(repo, items, "restrictions")
+    """Replace the account's restrictions, set by `actor`. One that is unchanged and was set
+    by the same actor keeps when it was set."""
+    account = await _account(repo, tenant, account_id, for_update=True)
+    await _check_restrictions(repo, tenant, items, "restrictions")
     now = datetime.now(UTC)
     kept = {_restriction_key(r): r for r in account.restrictions}
     docs: list[dict[str, Any]] = []
@@ -171,11 +180,11 @@ async def set_restrictions(
 
 
 async def set_strategy(
-    uow: UnitOfWork, repo: AccountRepository, account_id: str, strategy: Strategy
+    uow: UnitOfWork, repo: AccountRepository, tenant: str, account_id: str, strategy: Strategy
 ) -> Strategy:
     """Make the account a UMA following the strategy's sleeves (its model_id is cleared)."""
-    account = await _account(repo, account_id, for_update=True)
-    await _check_strategy(repo, strategy, "")
+    account = await _account(repo, tenant, account_id, for_update=True)
+    await _check_strategy(repo, tenant, strategy, "")
     account.strategy = _doc(strategy)
     account.model_id = None
     view = await _changed(uow, repo, account)
@@ -183,9 +192,11 @@ async def set_strategy(
     return view.strategy
 
 
-async def clear_strategy(uow: UnitOfWork, repo: AccountRepository, account_id: str) -> AccountOut:
+async def clear_strategy(
+    uow: UnitOfWork, repo: AccountRepository, tenant: str, account_id: str
+) -> AccountOut:
     """The account stops being a UMA; it follows no model until one is given (PATCH)."""
-    account = await _account(repo, account_id, for_update=True)
+    account = await _account(repo, tenant, account_id, for_update=True)
     if account.strategy is None:
         raise NotFound(f"account {account_id} has no strategy")
     account.strategy = None
@@ -193,26 +204,29 @@ async def clear_strategy(uow: UnitOfWork, repo: AccountRepository, account_id: s
 
 
 async def put_security_list(
-    uow: UnitOfWork, list_id: str, body: SecurityListIn, actor: str
+    uow: UnitOfWork, tenant: str, actor: str, list_id: str, body: SecurityListIn
 ) -> SecurityListOut:
-    """Create or replace a named list; every account restricted by it is announced again
-    (its account-changed carries the list's new members)."""
+    """Create or replace a named list of the tenant; every account restricted by it is
+    announced again (its account-changed carries the list's new members)."""
     repo = PostgresAccountRepository(uow.session)
     symbols = sorted(set(body.symbols))
-    row = await repository.get_security_list(uow.session, list_id, for_update=True)
+    row = await repository.get_security_list(uow.session, tenant, list_id, for_update=True)
     if row is None:
-        row = SecurityList(list_id=list_id, name=body.name, symbols=symbols, updated_by=actor)
+        row = SecurityList(
+            tenant=tenant, list_id=list_id, name=body.name, symbols=symbols, updated_by=actor
+        )
     else:
         row.name, row.symbols, row.updated_by = body.name, symbols, actor
         row.updated_at = datetime.now(UTC)
     await repo.save(row)
-    restricted = await repository.accounts_restricted_by_list(uow.session, list_id)
+    restricted = await repository.accounts_restricted_by_lists(uow.session, [(tenant, list_id)])
     await announce_accounts(uow, repo, restricted)
     return SecurityListOut.model_validate(row, from_attributes=True)
 
 
-async def get_security_list(session: AsyncSession, list_id: str) -> SecurityListOut:
-    row = await repository.get_security_list(session, list_id)
+async def get_security_list(session: AsyncSession, tenant: str, list_id: str) -> SecurityListOut:
+    """A named list of the tenant (another tenant's answers as unknown)."""
+    row = await repository.get_security_list(session, tenant, list_id)
     if row is None:
         raise NotFound(f"no security list {list_id}")
     return SecurityListOut.model_validate(row, from_attributes=True)
@@ -268,6 +282,7 @@ async def follow_corporate_action(uow: UnitOfWork, action: CorporateActionRecord
         changed[account.account_id] = account
         history.extend(
             RestrictionChange(
+                tenant=account.tenant,
                 account_id=account.account_id,
                 change=change,
                 before=before,
@@ -285,6 +300,7 @@ async def follow_corporate_action(uow: UnitOfWork, action: CorporateActionRecord
         await repo.save(row)
         history.append(
             RestrictionChange(
+                tenant=row.tenant,
                 list_id=row.list_id,
                 change="list-dropped" if new_symbol is None else "list-replaced",
                 before={"symbol": action.symbol},
@@ -295,7 +311,7 @@ async def follow_corporate_action(uow: UnitOfWork, action: CorporateActionRecord
             )
         )
     for account in await repository.accounts_restricted_by_lists(
-        uow.session, [r.list_id for r in lists]
+        uow.session, [(r.tenant, r.list_id) for r in lists]
     ):
         changed.setdefault(account.account_id, account)
     accounts = [changed[a] for a in sorted(changed)]
@@ -364,39 +380,42 @@ def list_after_action(symbols: Sequence[str], symbol: str, new_symbol: str | Non
 
 
 async def restriction_history(
-    session: AsyncSession, account_id: str, limit: int, offset: int
+    session: AsyncSession, tenant: str, account_id: str, limit: int, offset: int
 ) -> list[RestrictionChange]:
-    """A page of an account's restriction changes (the account must exist)."""
-    await _account(PostgresAccountRepository(session), account_id)
-    return await repository.restriction_history(session, account_id, limit, offset)
+    """A page of an account's restriction changes (the account must be the tenant's)."""
+    await _account(PostgresAccountRepository(session), tenant, account_id)
+    return await repository.restriction_history(session, tenant, account_id, limit, offset)
 
 
 async def list_history(
-    session: AsyncSession, list_id: str, limit: int, offset: int
+    session: AsyncSession, tenant: str, list_id: str, limit: int, offset: int
 ) -> list[RestrictionChange]:
-    """A page of a security list's member changes (the list must exist)."""
-    if await repository.get_security_list(session, list_id) is None:
+    """A page of a security list's member changes (the list must be the tenant's)."""
+    if await repository.get_security_list(session, tenant, list_id) is None:
         raise NotFound(f"no security list {list_id}")
-    return await repository.list_history(session, list_id, limit, offset)
+    return await repository.list_history(session, tenant, list_id, limit, offset)
 
 
-async def get_account(repo: AccountRepository, account_id: str) -> AccountOut:
-    """An account as the API shows it."""
-    return view(await _account(repo, account_id))
+async def get_account(repo: AccountRepository, tenant: str, account_id: str) -> AccountOut:
+    """An account of the tenant as the API shows it."""
+    return view(await _account(repo, tenant, account_id))
 
 
-async def known_models(session: AsyncSession, limit: int, offset: int) -> list[KnownModelOut]:
-    """The models accounts may name (account-svc learns them from model-changed)."""
+async def known_models(
+    session: AsyncSession, tenant: str, limit: int, offset: int
+) -> list[KnownModelOut]:
+    """The tenant's models accounts may name (account-svc learns them from model-changed)."""
     return [
         KnownModelOut.model_validate(m, from_attributes=True)
-        for m in await repository.known_models(session, limit, offset)
+        for m in await repository.known_models(session, tenant, limit, offset)
     ]
 
 
-async def remember_model(uow: UnitOfWork, event: ModelChangedV1) -> None:
-    """Note a model published by model-hub-svc (accounts may follow only these)."""
+async def remember_model(uow: UnitOfWork, tenant: str, event: ModelChangedV1) -> None:
+    """Note a model of the tenant published by model-hub-svc (its accounts may follow only
+    these)."""
     await PostgresAccountRepository(uow.session).upsert_known_model(
-        event.model_id, event.name, event.version
+        tenant, event.model_id, event.name, event.version
     )
 
 
@@ -452,21 +471,21 @@ def _proposal(
 async def decide(
     uow: UnitOfWork,
     repo: AccountRepository,
+    tenant: str,
+    actor: str,
     proposal_id: str,
     approve: bool,
-    actor: str,
     note: str | None,
-    tenant: str,
 ) -> ProposalOut:
-    """Approve or reject a pending proposal and announce the decision."""
-    proposal = await repo.get_proposal(proposal_id, for_update=True)
+    """Approve or reject a pending proposal of the tenant's accounts and announce it."""
+    proposal = await repo.get_proposal(tenant, proposal_id, for_update=True)
     if proposal is None:
         raise NotFound(f"no proposal {proposal_id}")
     if proposal.status != "pending":
         raise Conflict(
             f"proposal {proposal_id} was already {proposal.status} by {proposal.decided_by}"
         )
-    account = await _account(repo, proposal.account_id)
+    account = await _account(repo, tenant, proposal.account_id)
     if approve and account.status != "active":
         raise Conflict(f"account {account.account_id} is {account.status}: trades cannot go out")
     _decide(proposal, "approved" if approve else "rejected", actor, note)
@@ -552,13 +571,19 @@ class AccountState(Protocol):
 async def announce_accounts(
     uow: UnitOfWork, repo: AccountRepository, accounts: Sequence[AccountState]
 ) -> None:
-    """Publish each account's whole state (list restrictions carry the lists' members)."""
-    list_ids = sorted(
-        {r["value"] for a in accounts for r in a.restrictions if r["scope"] == "list"}
-    )
-    lists = await repo.security_lists(list_ids)
+    """Publish each account's whole state (list restrictions carry the members of their
+    tenant's lists: one read per tenant of the accounts)."""
+    wanted: dict[str, set[str]] = {}
     for account in accounts:
-        uow.publish(account_event(account, lists), key=account.account_id, tenant=account.tenant)
+        lists_named = {r["value"] for r in account.restrictions if r["scope"] == "list"}
+        wanted.setdefault(account.tenant, set()).update(lists_named)
+    lists = {
+        tenant: await repo.security_lists(tenant, sorted(ids)) if ids else {}
+        for tenant, ids in wanted.items()
+    }
+    for account in accounts:
+        event = account_event(account, lists[account.tenant])
+        uow.publish(event, key=account.account_id, tenant=account.tenant)
 
 
 def account_event(account: AccountState, lists: dict[str, list[str]]) -> AccountChangedV1:
@@ -589,7 +614,9 @@ def account_event(account: AccountState, lists: dict[str, list[str]]) -> Account
     )
 
 
-async def _check_strategy(repo: AccountRepository, strategy: Strategy, prefix: str) -> None:
+async def _check_strategy(
+    repo: AccountRepository, tenant: str, strategy: Strategy, prefix: str
+) -> None:
     """The rules the engine would reject a UMA for, named by field before they are stored."""
     problems: list[FieldProblem] = []
     sleeve_ids: set[str] = set()
@@ -616,7 +643,7 @@ async def _check_strategy(repo: AccountRepository, strategy: Strategy, prefix: s
     total = sum((s.weight for s in strategy.sleeves), Decimal(0))
     if abs(total - 1) > rules.WEIGHT_TOLERANCE:
         problems.append(FieldProblem(f"{prefix}sleeves", rules.weights_do_not_add_up(total)))
-    known = await repo.known_model_ids(sorted(model_ids))
+    known = await repo.known_model_ids(tenant, sorted(model_ids))
     for i, sleeve in enumerate(strategy.sleeves):
         if sleeve.model_id not in known:
             problems.append(
@@ -629,7 +656,7 @@ async def _check_strategy(repo: AccountRepository, strategy: Strategy, prefix: s
 
 
 async def _check_restrictions(
-    repo: AccountRepository, items: Sequence[RestrictionIn], field: str
+    repo: AccountRepository, tenant: str, items: Sequence[RestrictionIn], field: str
 ) -> None:
     problems: list[FieldProblem] = []
     seen: set[tuple[str, str, str]] = set()
@@ -641,7 +668,7 @@ async def _check_restrictions(
         if r.scope == "security" and not re.fullmatch(rules.SYMBOL_PATTERN, r.value):
             problems.append(FieldProblem(f"{field}[{i}].value", rules.not_a_symbol(r.value)))
     wanted = sorted({r.value for r in items if r.scope == "list"})
-    known = await repo.security_lists(wanted)
+    known = await repo.security_lists(tenant, wanted)
     for i, r in enumerate(items):
         if r.scope == "list" and r.value not in known:
             problems.append(FieldProblem(f"{field}[{i}].value", rules.unknown_list(r.value)))
@@ -665,7 +692,7 @@ def _restriction_docs(
             "value": r.value,
             "source": r.source,
             "reason": r.reason,
-            "set_by": r.set_by or actor,
+            "set_by": actor,
             "set_at": now.isoformat(),
         }
         for r in items
@@ -680,11 +707,32 @@ def _doc(model: TaxSettings | Strategy | None) -> dict[str, Any] | None:
     return model.model_dump(mode="json") if model is not None else None
 
 
-async def _check_models(repo: AccountRepository, model_ids: Sequence[str | None]) -> None:
+async def _check_households(
+    repo: AccountRepository, tenant: str, household_ids: Sequence[str], many: bool
+) -> None:
+    """A household of another tenant is refused: its accounts are not the caller's to join."""
+    taken = await repo.households_of_other_tenants(tenant, sorted(set(household_ids)))
+    if taken:
+        raise InvalidInput(
+            f"household {sorted(taken)[0]} is another tenant's: choose another household id",
+            [
+                FieldProblem(
+                    f"accounts[{i}].household_id" if many else "household_id",
+                    f"household {h} is another tenant's",
+                )
+                for i, h in enumerate(household_ids)
+                if h in taken
+            ],
+        )
+
+
+async def _check_models(
+    repo: AccountRepository, tenant: str, model_ids: Sequence[str | None]
+) -> None:
     wanted = sorted({m for m in model_ids if m})
     if not wanted:
         return
-    known = await repo.known_model_ids(wanted)
+    known = await repo.known_model_ids(tenant, wanted)
     unknown = [m for m in wanted if m not in known]
     if unknown:
         raise InvalidInput(
@@ -694,9 +742,10 @@ async def _check_models(repo: AccountRepository, model_ids: Sequence[str | None]
 
 
 async def _account(
-    repo: AccountRepository, account_id: str, *, for_update: bool = False
+    repo: AccountRepository, tenant: str, account_id: str, *, for_update: bool = False
 ) -> Account:
-    account = await repo.get_account(account_id, for_update=for_update)
+    """The tenant's account; another tenant's answers exactly as an unknown one (404)."""
+    account = await repo.get_account(tenant, account_id, for_update=for_update)
     if account is None:
         raise NotFound(f"no account {account_id}")
     return account

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ballast_common.book_loads import define_book_loads
-from sqlalchemy import Column, DateTime, Text, text
+from sqlalchemy import Column, DateTime, Index, Text, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
@@ -71,6 +71,7 @@ class SecurityList(Table, table=True):
 
     __tablename__ = "security_lists"
 
+    tenant: str = Field(primary_key=True, max_length=64)  # each tenant names its own lists
     list_id: str = Field(primary_key=True, max_length=64)
     name: str
     symbols: list[str] = Field(sa_column=Column(JSONB, nullable=False))
@@ -85,8 +86,9 @@ class RestrictionChange(Table, table=True):
     __tablename__ = "restriction_history"
 
     change_id: int | None = Field(default=None, primary_key=True)
+    tenant: str = Field(max_length=64)  # the account's or the list's
     account_id: str | None = Field(default=None, max_length=64, index=True)  # None: a list
-    list_id: str | None = Field(default=None, max_length=64)
+    list_id: str | None = Field(default=None, max_length=64, index=True)
     change: str = Field(max_length=16)  # replaced | merged | dropped | list-replaced | list-dropped
     before: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
     after: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
@@ -101,6 +103,7 @@ class KnownModel(Table, table=True):
     __tablename__ = "known_models"
 
     model_id: str = Field(primary_key=True, max_length=64)
+    tenant: str = Field(max_length=64, index=True)  # the model's (its model-changed envelope's)
     name: str
     version: int
 
@@ -109,6 +112,8 @@ class Proposal(Table, table=True):
     """Trades proposed for an account, and the decision taken on them."""
 
     __tablename__ = "proposals"
+    # the order lists page in: a tenant's first page walks it, probing each account's tenant
+    __table_args__ = (Index("ix_proposals_received_at", "received_at", "proposal_id"),)
 
     proposal_id: str = Field(primary_key=True, max_length=36)
     account_id: str = Field(max_length=64, index=True)

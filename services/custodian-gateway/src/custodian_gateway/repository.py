@@ -1,4 +1,6 @@
-"""All of custodian-gateway's SQL."""
+"""All of custodian-gateway's SQL. What the REST routes read is one tenant's (`tenant`):
+allocations and block orders carry their tenant (a block never mixes tenants); executions
+are the tenant's through their block order."""
 
 from __future__ import annotations
 
@@ -256,12 +258,17 @@ async def record_shares(session: AsyncSession, shares: AllocationShares) -> int:
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
-async def get_allocation(session: AsyncSession, trade_id: uuid.UUID) -> Allocation | None:
-    return await session.get(Allocation, trade_id)
+async def get_allocation(
+    session: AsyncSession, tenant: str, trade_id: uuid.UUID
+) -> Allocation | None:
+    """The tenant's allocation of an approved trade."""
+    stmt = select(Allocation).where(Allocation.trade_id == trade_id, Allocation.tenant == tenant)
+    return (await session.exec(stmt)).first()
 
 
 async def list_allocations(
     session: AsyncSession,
+    tenant: str,
     *,
     account_id: str | None = None,
     status: str | None = None,
@@ -269,7 +276,8 @@ async def list_allocations(
     limit: int,
     offset: int,
 ) -> list[Allocation]:
-    stmt = select(Allocation)
+    """A page of the tenant's allocations, oldest first."""
+    stmt = select(Allocation).where(Allocation.tenant == tenant)
     if account_id is not None:
         stmt = stmt.where(Allocation.account_id == account_id)
     if status is not None:
@@ -284,8 +292,13 @@ async def list_allocations(
     return list(await session.exec(stmt))
 
 
-async def allocation_counts(session: AsyncSession) -> dict[str, int]:
-    rows = await session.exec(select(Allocation.status, func.count()).group_by(Allocation.status))
+async def allocation_counts(session: AsyncSession, tenant: str) -> dict[str, int]:
+    """The tenant's allocations by status."""
+    rows = await session.exec(
+        select(Allocation.status, func.count())
+        .where(Allocation.tenant == tenant)
+        .group_by(Allocation.status)
+    )
     return {status: int(n) for status, n in rows}
 
 
@@ -342,19 +355,23 @@ async def orders_for_update(
     return {o.client_order_id: o for o in await session.exec(stmt)}
 
 
-async def get_order(session: AsyncSession, client_order_id: str) -> Order | None:
-    return await session.get(Order, client_order_id)
+async def get_order(session: AsyncSession, tenant: str, client_order_id: str) -> Order | None:
+    """The tenant's block order."""
+    stmt = select(Order).where(Order.client_order_id == client_order_id, Order.tenant == tenant)
+    return (await session.exec(stmt)).first()
 
 
 async def list_orders(
     session: AsyncSession,
+    tenant: str,
     *,
     status: str | None = None,
     symbol: str | None = None,
     limit: int,
     offset: int,
 ) -> list[Order]:
-    stmt = select(Order)
+    """A page of the tenant's block orders, oldest first."""
+    stmt = select(Order).where(Order.tenant == tenant)
     if status is not None:
         stmt = stmt.where(Order.status == status)
     if symbol is not None:
@@ -365,22 +382,34 @@ async def list_orders(
     return list(await session.exec(stmt))
 
 
-async def order_counts(session: AsyncSession) -> dict[str, int]:
-    rows = await session.exec(select(Order.status, func.count()).group_by(Order.status))
+async def order_counts(session: AsyncSession, tenant: str) -> dict[str, int]:
+    """The tenant's block orders by status."""
+    rows = await session.exec(
+        select(Order.status, func.count()).where(Order.tenant == tenant).group_by(Order.status)
+    )
     return {status: int(n) for status, n in rows}
 
 
-async def orders_sent_more_than_once(session: AsyncSession) -> int:
-    stmt = select(func.count()).select_from(Order).where(col(Order.times_sent) > 1)
-    return int((await session.exec(stmt)).one())
-
-
-async def done_orders_unallocated(session: AsyncSession) -> int:
-    """Done (filled or rejected) orders whose fills were not shared among allocations."""
+async def orders_sent_more_than_once(session: AsyncSession, tenant: str) -> int:
     stmt = (
         select(func.count())
         .select_from(Order)
-        .where(col(Order.status).in_(["filled", "rejected"]), col(Order.allocated_at).is_(None))
+        .where(Order.tenant == tenant, col(Order.times_sent) > 1)
+    )
+    return int((await session.exec(stmt)).one())
+
+
+async def done_orders_unallocated(session: AsyncSession, tenant: str) -> int:
+    """The tenant's done (filled or rejected) orders whose fills were not shared among
+    allocations."""
+    stmt = (
+        select(func.count())
+        .select_from(Order)
+        .where(
+            Order.tenant == tenant,
+            col(Order.status).in_(["filled", "rejected"]),
+            col(Order.allocated_at).is_(None),
+        )
     )
     return int((await session.exec(stmt)).one())
 
@@ -408,28 +437,54 @@ async def insert_executions(session: AsyncSession, rows: Sequence[dict[str, Any]
     return len((await session.execute(stmt)).all())
 
 
-async def executions_of(session: AsyncSession, client_order_id: str) -> list[Execution]:
+def _of_tenants_block(tenant: str) -> Any:
+    """Executions of one of the tenant's block orders."""
+    return (
+        select(Order.client_order_id)
+        .where(col(Order.client_order_id) == col(Execution.client_order_id), Order.tenant == tenant)
+        .exists()
+    )
+
+
+async def executions_of(
+    session: AsyncSession, tenant: str, client_order_id: str
+) -> list[Execution]:
+    """The executions of the tenant's block order, in sequence."""
     stmt = (
         select(Execution)
-        .where(Execution.client_order_id == client_order_id)
+        .where(Execution.client_order_id == client_order_id, _of_tenants_block(tenant))
         .order_by(col(Execution.seq))
     )
     return list(await session.exec(stmt))
 
 
-async def execution_counts(session: AsyncSession) -> dict[tuple[str, str | None], int]:
-    stmt = select(Execution.outcome, Execution.kind, func.count()).group_by(
-        col(Execution.outcome), col(Execution.kind)
+async def execution_counts(session: AsyncSession, tenant: str) -> dict[tuple[str, str | None], int]:
+    """Executions of the tenant's block orders by outcome and kind."""
+    stmt = (
+        select(Execution.outcome, Execution.kind, func.count())
+        .where(_of_tenants_block(tenant))
+        .group_by(col(Execution.outcome), col(Execution.kind))
     )
     return {(outcome, kind): int(n) for outcome, kind, n in await session.exec(stmt)}
 
 
-async def refused_overfills(session: AsyncSession) -> int:
-    """Executions refused because they would have filled more than their order asked."""
+async def orphan_executions(session: AsyncSession) -> int:
+    """Executions the custodian reported for no known block order (of no tenant)."""
+    stmt = select(func.count()).select_from(Execution).where(Execution.outcome == "orphan")
+    return int((await session.exec(stmt)).one())
+
+
+async def refused_overfills(session: AsyncSession, tenant: str) -> int:
+    """Executions of the tenant's block orders refused because they would have filled more
+    than their order asked."""
     stmt = (
         select(func.count())
         .select_from(Execution)
-        .where(Execution.outcome == "invalid", col(Execution.problem).startswith("overfill"))
+        .where(
+            Execution.outcome == "invalid",
+            col(Execution.problem).startswith("overfill"),
+            _of_tenants_block(tenant),
+        )
     )
     return int((await session.exec(stmt)).one())
 

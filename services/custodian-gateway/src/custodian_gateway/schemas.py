@@ -93,7 +93,13 @@ class OrderDetail(OrderOut):
 
 
 class Stats(BaseModel):
-    blocks: dict[str, Any]
-    allocations: dict[str, Any]
-    executions: dict[str, int]
-    cursor: dict[str, Any]
+    blocks: dict[str, Any] = Field(description="the caller's tenant's block orders")
+    allocations: dict[str, Any] = Field(description="the caller's tenant's allocations")
+    executions: dict[str, int] = Field(
+        description="executions of the tenant's blocks by outcome; `orphans` (executions of "
+        "no known block, of no tenant) only for callers with the `operations` permission"
+    )
+    cursor: dict[str, Any] | None = Field(
+        description="the custodian's poll cursor (of no tenant): for callers with the "
+        "`operations` permission, else null"
+    )

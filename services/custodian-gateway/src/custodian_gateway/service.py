@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from ballast_common.auth import Permission, Principal
 from ballast_common.consumer import Delivery
 from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import FillsReceivedV1, OrderRejectedV1, TradesApprovedV1
@@ -55,7 +56,14 @@ from custodian_gateway.orders import (
     canonical,
     check_scale,
 )
-from custodian_gateway.tables import PRICE_SCALE, QUANTITY_SCALE, Allocation, Execution, Order
+from custodian_gateway.tables import (
+    PRICE_SCALE,
+    QUANTITY_SCALE,
+    Allocation,
+    Execution,
+    Order,
+    PollCursor,
+)
 
 log = logging.getLogger(__name__)
 
@@ -687,34 +695,46 @@ class BlockView:
 
 async def get_order(
     session: AsyncSession,
+    tenant: str,
     client_order_id: str,
     *,
     allocation_limit: int = 1000,
     allocation_offset: int = 0,
 ) -> BlockView:
-    """A block order with a page of its allocations and all its executions."""
-    order = await repo.get_order(session, client_order_id)
+    """The tenant's block order with a page of its allocations and all its executions."""
+    order = await repo.get_order(session, tenant, client_order_id)
     if order is None:
         raise NotFound(f"no order with client_order_id {client_order_id!r}")
     allocations = await repo.list_allocations(
-        session, client_order_id=client_order_id, limit=allocation_limit, offset=allocation_offset
+        session,
+        tenant,
+        client_order_id=client_order_id,
+        limit=allocation_limit,
+        offset=allocation_offset,
     )
-    return BlockView(order, allocations, await repo.executions_of(session, client_order_id))
+    executions = await repo.executions_of(session, tenant, client_order_id)
+    return BlockView(order, allocations, executions)
 
 
-async def get_allocation(session: AsyncSession, trade_id: uuid.UUID) -> Allocation:
-    """An approved trade's allocation (its block, status and share of the fills)."""
-    allocation = await repo.get_allocation(session, trade_id)
+async def get_allocation(session: AsyncSession, tenant: str, trade_id: uuid.UUID) -> Allocation:
+    """The tenant's allocation of an approved trade (its block, status and share)."""
+    allocation = await repo.get_allocation(session, tenant, trade_id)
     if allocation is None:
         raise NotFound(f"no approved trade with trade_id {trade_id}")
     return allocation
 
 
-async def stats(session: AsyncSession, custodian: str = DEFAULT_CUSTODIAN) -> dict[str, Any]:
-    """Blocks and allocations by status, executions by outcome, the poll cursor."""
-    blocks = await repo.order_counts(session)
-    allocations = await repo.allocation_counts(session)
-    executions = await repo.execution_counts(session)
+async def stats(
+    session: AsyncSession, caller: Principal, custodian: str = DEFAULT_CUSTODIAN
+) -> dict[str, Any]:
+    """The caller's tenant's blocks and allocations by status and its blocks' executions by
+    outcome; the custodian's own facts (executions of no known block, the poll cursor),
+    which belong to no tenant, only to callers with the operations permission."""
+    tenant = caller.tenant
+    blocks = await repo.order_counts(session, tenant)
+    allocations = await repo.allocation_counts(session, tenant)
+    executions = await repo.execution_counts(session, tenant)
+    operator = caller.can(Permission.OPERATE)
     cursor = await repo.get_cursor(session, custodian)
 
     def count(outcome: str | None = None, kind: str | None = None) -> int:
@@ -728,8 +748,8 @@ async def stats(session: AsyncSession, custodian: str = DEFAULT_CUSTODIAN) -> di
         "blocks": {
             "total": sum(blocks.values()),
             "by_status": {s: blocks.get(s, 0) for s in ORDER_STATUSES},
-            "sent_more_than_once": await repo.orders_sent_more_than_once(session),
-            "done_unallocated": await repo.done_orders_unallocated(session),
+            "sent_more_than_once": await repo.orders_sent_more_than_once(session, tenant),
+            "done_unallocated": await repo.done_orders_unallocated(session, tenant),
         },
         "allocations": {
             "total": sum(allocations.values()),
@@ -739,12 +759,16 @@ async def stats(session: AsyncSession, custodian: str = DEFAULT_CUSTODIAN) -> di
             "total": count(),
             "fills": count("applied", "fill"),
             "rejects": count("applied", "reject"),
-            "orphans": count("orphan"),
             "invalid": count("invalid"),
-            "overfills": await repo.refused_overfills(session),
+            "overfills": await repo.refused_overfills(session, tenant),
+            **({"orphans": await repo.orphan_executions(session)} if operator else {}),
         },
-        "cursor": {
-            "last_seq": cursor.last_seq if cursor else 0,
-            "updated_at": cursor.updated_at.isoformat() if cursor else None,
-        },
+        "cursor": _cursor_view(cursor) if operator else None,
+    }
+
+
+def _cursor_view(cursor: PollCursor | None) -> dict[str, Any]:
+    return {
+        "last_seq": cursor.last_seq if cursor else 0,
+        "updated_at": cursor.updated_at.isoformat() if cursor else None,
     }

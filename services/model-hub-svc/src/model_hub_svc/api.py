@@ -1,11 +1,14 @@
-"""model-hub-svc's REST routes: parse, call the service layer, return."""
+"""model-hub-svc's REST routes: parse, call the service layer, return. The caller (tenant,
+actor, roles) is the bearer token's; the security master is shared by every tenant, models
+and equivalence sets are the caller's tenant's."""
 
 from typing import Annotated
 
 from ballast_common.app import ReadSession, RuntimeDep, UoW
+from ballast_common.auth import CanManageModels, CanRead
 from ballast_common.openapi import CREATES_RESOURCE
 from ballast_common.pagination import Offset, Page
-from fastapi import APIRouter, Header, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Response
 
 from model_hub_svc import repository, service
 from model_hub_svc.repository import PostgresModelHubRepository
@@ -23,9 +26,14 @@ from model_hub_svc.schemas import (
 from model_hub_svc.settings import Settings
 
 router = APIRouter()
-Actor = Annotated[
-    str, Header(alias="X-Actor", min_length=1, max_length=200, description="who makes the change")
-]
+SHARED = (
+    "The security master is platform-wide reference data, shared by every tenant: what one "
+    "tenant's model manager changes, every tenant sees."
+)
+ID_TAKEN = (
+    " Ids are unique across the platform: an id another tenant has is refused with 409 "
+    "(which says nothing more about it); another tenant's id is otherwise 404, as an unknown one."
+)
 Limit = Annotated[int, Query(ge=1, le=5000)]
 Version = Annotated[int, Path(ge=1, le=2**31 - 1, description="a version of the model")]
 
@@ -34,9 +42,10 @@ Version = Annotated[int, Path(ge=1, le=2**31 - 1, description="a version of the 
     "/securities",
     tags=["securities"],
     summary="Add or update securities (up to 10,000)",
+    description=SHARED,
     max_body_size=8 * 1024 * 1024,
 )
-async def put_securities(body: SecuritiesIn, uow: UoW) -> dict[str, int]:
+async def put_securities(body: SecuritiesIn, uow: UoW, caller: CanManageModels) -> dict[str, int]:
     return {
         "upserted": await service.upsert_securities(
             uow, PostgresModelHubRepository(uow.session), body.securities
@@ -45,10 +54,15 @@ async def put_securities(body: SecuritiesIn, uow: UoW) -> dict[str, int]:
 
 
 @router.get(
-    "/securities", tags=["securities"], response_model=Page[SecurityOut], summary="By symbol"
+    "/securities",
+    tags=["securities"],
+    response_model=Page[SecurityOut],
+    summary="By symbol",
+    description=SHARED,
 )
 async def list_securities(
     session: ReadSession,
+    caller: CanRead,
     limit: Limit = 500,
     offset: Offset = 0,
 ) -> Page[SecurityOut]:
@@ -57,8 +71,10 @@ async def list_securities(
     return Page[SecurityOut].of(securities, limit, offset)
 
 
-@router.get("/securities/{symbol}", tags=["securities"], response_model=SecurityOut)
-async def get_security(symbol: str, session: ReadSession) -> SecurityOut:
+@router.get(
+    "/securities/{symbol}", tags=["securities"], response_model=SecurityOut, description=SHARED
+)
+async def get_security(symbol: str, session: ReadSession, caller: CanRead) -> SecurityOut:
     row = await service.get_security(PostgresModelHubRepository(session), symbol)
     return SecurityOut.model_validate(row, from_attributes=True)
 
@@ -67,6 +83,8 @@ async def get_security(symbol: str, session: ReadSession) -> SecurityOut:
     "/models/{model_id}",
     tags=["models"],
     summary="Publish a new version of a model",
+    description="The model is the caller's tenant's; the version is recorded as made by the "
+    "token's subject." + ID_TAKEN,
     response_model=ModelPublished,
     openapi_extra=CREATES_RESOURCE,
 )
@@ -76,39 +94,46 @@ async def put_model(
     uow: UoW,
     runtime: RuntimeDep,
     response: Response,
-    actor: Actor = "api",
+    caller: CanManageModels,
 ) -> ModelPublished:
     settings = runtime.settings
     assert isinstance(settings, Settings)
     published = await service.publish_model(
         uow,
         PostgresModelHubRepository(uow.session),
+        caller.tenant,
         model_id,
         body,
-        actor,
+        caller.subject,
         settings.weight_sum_tolerance,
     )
     response.status_code = 201 if published.created else 200
     return published
 
 
-@router.get("/models", tags=["models"], response_model=Page[ModelSummary], summary="By id")
+@router.get(
+    "/models", tags=["models"], response_model=Page[ModelSummary], summary="The tenant's, by id"
+)
 async def list_models(
-    session: ReadSession, limit: Limit = 500, offset: Offset = 0
+    session: ReadSession, caller: CanRead, limit: Limit = 500, offset: Offset = 0
 ) -> Page[ModelSummary]:
-    rows = await repository.list_models(session, limit + 1, offset)
+    rows = await repository.list_models(session, caller.tenant, limit + 1, offset)
     models = [ModelSummary.model_validate(m, from_attributes=True) for m in rows]
     return Page[ModelSummary].of(models, limit, offset)
 
 
 @router.get("/models/{model_id}", tags=["models"], response_model=ModelOut)
-async def get_model(model_id: str, session: ReadSession) -> ModelOut:
-    return await service.get_model(PostgresModelHubRepository(session), model_id)
+async def get_model(model_id: str, session: ReadSession, caller: CanRead) -> ModelOut:
+    return await service.get_model(PostgresModelHubRepository(session), caller.tenant, model_id)
 
 
 @router.get("/models/{model_id}/versions/{version}", tags=["models"], response_model=ModelOut)
-async def get_model_version(model_id: str, version: Version, session: ReadSession) -> ModelOut:
-    return await service.get_model(PostgresModelHubRepository(session), model_id, version)
+async def get_model_version(
+    model_id: str, version: Version, session: ReadSession, caller: CanRead
+) -> ModelOut:
+    return await service.get_model(
+        PostgresModelHubRepository(session), caller.tenant, model_id, version
+    )
 
 
 SetId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
@@ -118,14 +143,17 @@ SetId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
     "/equivalence-sets/{set_id}",
     tags=["equivalence sets"],
     summary="Define or replace an equivalence set",
+    description="The set is the caller's tenant's; the version is recorded as made by the "
+    "token's subject. A security can be in one live set only, across tenants (the services "
+    "that follow the sets apply them platform-wide); another tenant's set is not named." + ID_TAKEN,
     response_model=EquivalenceSetPublished,
     openapi_extra=CREATES_RESOURCE,
 )
 async def put_equivalence_set(
-    set_id: SetId, body: EquivalenceSetIn, uow: UoW, response: Response, actor: Actor = "api"
+    set_id: SetId, body: EquivalenceSetIn, uow: UoW, response: Response, caller: CanManageModels
 ) -> EquivalenceSetPublished:
     published = await service.put_equivalence_set(
-        uow, PostgresModelHubRepository(uow.session), set_id, body, actor
+        uow, PostgresModelHubRepository(uow.session), caller.tenant, set_id, body, caller.subject
     )
     response.status_code = 201 if published.created else 200
     return published
@@ -135,10 +163,10 @@ async def put_equivalence_set(
     "/equivalence-sets/{set_id}", tags=["equivalence sets"], response_model=EquivalenceSetOut
 )
 async def delete_equivalence_set(
-    set_id: SetId, uow: UoW, actor: Actor = "api"
+    set_id: SetId, uow: UoW, caller: CanManageModels
 ) -> EquivalenceSetOut:
     return await service.remove_equivalence_set(
-        uow, PostgresModelHubRepository(uow.session), set_id, actor
+        uow, PostgresModelHubRepository(uow.session), caller.tenant, set_id, caller.subject
     )
 
 
@@ -146,13 +174,17 @@ async def delete_equivalence_set(
     "/equivalence-sets",
     tags=["equivalence sets"],
     response_model=Page[EquivalenceSetOut],
-    summary="By id",
+    summary="The tenant's, by id",
 )
 async def list_equivalence_sets(
-    session: ReadSession, include_removed: bool = False, limit: Limit = 500, offset: Offset = 0
+    session: ReadSession,
+    caller: CanRead,
+    include_removed: bool = False,
+    limit: Limit = 500,
+    offset: Offset = 0,
 ) -> Page[EquivalenceSetOut]:
     sets = await service.list_equivalence_sets(
-        PostgresModelHubRepository(session), include_removed, limit + 1, offset
+        PostgresModelHubRepository(session), caller.tenant, include_removed, limit + 1, offset
     )
     return Page[EquivalenceSetOut].of(sets, limit, offset)
 
@@ -160,5 +192,9 @@ async def list_equivalence_sets(
 @router.get(
     "/equivalence-sets/{set_id}", tags=["equivalence sets"], response_model=EquivalenceSetOut
 )
-async def get_equivalence_set(set_id: str, session: ReadSession) -> EquivalenceSetOut:
-    return await service.get_equivalence_set(PostgresModelHubRepository(session), set_id)
+async def get_equivalence_set(
+    set_id: str, session: ReadSession, caller: CanRead
+) -> EquivalenceSetOut:
+    return await service.get_equivalence_set(
+        PostgresModelHubRepository(session), caller.tenant, set_id
+    )

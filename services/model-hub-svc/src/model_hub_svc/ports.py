@@ -8,7 +8,9 @@ from model_hub_svc.tables import EquivalenceSet, Model, ModelTarget, ModelVersio
 
 
 class ModelHubRepository(Protocol):
-    """The security master, models with their versions and targets, and equivalence sets.
+    """The security master (shared by every tenant), models with their versions and targets,
+    and equivalence sets (each of one tenant: a method taking `tenant` never reads or changes
+    another tenant's rows; ids are unique platform-wide).
 
     Rows read are the stored objects of the transaction: a change to one is stored with it
     (as the ORM does); `for_update` locks the row until the transaction ends."""
@@ -19,11 +21,17 @@ class ModelHubRepository(Protocol):
 
     async def known_symbols(self, symbols: Sequence[str]) -> set[str]: ...
 
-    async def get_model(self, model_id: str, *, for_update: bool = False) -> Model | None: ...
+    async def get_model(
+        self, tenant: str, model_id: str, *, for_update: bool = False
+    ) -> Model | None: ...
 
-    async def get_version(self, model_id: str, version: int) -> ModelVersion | None: ...
+    async def model_id_taken(self, model_id: str) -> bool: ...
 
-    async def targets_of(self, model_id: str, version: int) -> list[ModelTarget]: ...
+    async def get_version(
+        self, tenant: str, model_id: str, version: int
+    ) -> ModelVersion | None: ...
+
+    async def targets_of(self, tenant: str, model_id: str, version: int) -> list[ModelTarget]: ...
 
     async def add_version(
         self, model: Model, version: ModelVersion, targets: Sequence[ModelTarget]
@@ -32,11 +40,13 @@ class ModelHubRepository(Protocol):
     async def models_holding(self, symbol: str) -> list[Model]: ...
 
     async def get_equivalence_set(
-        self, set_id: str, *, for_update: bool = False
+        self, tenant: str, set_id: str, *, for_update: bool = False
     ) -> EquivalenceSet | None: ...
 
+    async def set_id_taken(self, set_id: str) -> bool: ...
+
     async def list_equivalence_sets(
-        self, include_removed: bool, limit: int, offset: int
+        self, tenant: str, include_removed: bool, limit: int, offset: int
     ) -> list[EquivalenceSet]: ...
 
     async def equivalence_sets_holding(

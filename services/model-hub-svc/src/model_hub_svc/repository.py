@@ -49,19 +49,40 @@ class PostgresModelHubRepository:
         )
         return set(result)
 
-    async def get_model(self, model_id: str, *, for_update: bool = False) -> Model | None:
-        stmt = select(Model).where(Model.model_id == model_id)
+    async def get_model(
+        self, tenant: str, model_id: str, *, for_update: bool = False
+    ) -> Model | None:
+        stmt = select(Model).where(Model.model_id == model_id, Model.tenant == tenant)
         if for_update:
             stmt = stmt.with_for_update()
         return (await self.session.exec(stmt)).first()
 
-    async def get_version(self, model_id: str, version: int) -> ModelVersion | None:
-        return await self.session.get(ModelVersion, (model_id, version))
+    async def model_id_taken(self, model_id: str) -> bool:
+        """Whether any tenant has a model of this id (ids are unique platform-wide)."""
+        stmt = select(literal(1)).where(Model.model_id == model_id)
+        return (await self.session.exec(stmt)).first() is not None
 
-    async def targets_of(self, model_id: str, version: int) -> list[ModelTarget]:
+    async def get_version(self, tenant: str, model_id: str, version: int) -> ModelVersion | None:
+        stmt = (
+            select(ModelVersion)
+            .join(Model, col(Model.model_id) == col(ModelVersion.model_id))
+            .where(
+                ModelVersion.model_id == model_id,
+                ModelVersion.version == version,
+                Model.tenant == tenant,
+            )
+        )
+        return (await self.session.exec(stmt)).first()
+
+    async def targets_of(self, tenant: str, model_id: str, version: int) -> list[ModelTarget]:
         result = await self.session.exec(
             select(ModelTarget)
-            .where(ModelTarget.model_id == model_id, ModelTarget.version == version)
+            .join(Model, col(Model.model_id) == col(ModelTarget.model_id))
+            .where(
+                ModelTarget.model_id == model_id,
+                ModelTarget.version == version,
+                Model.tenant == tenant,
+            )
             .order_by(col(ModelTarget.symbol))
         )
         return list(result)
@@ -75,7 +96,8 @@ class PostgresModelHubRepository:
         await self.session.flush()
 
     async def models_holding(self, symbol: str) -> list[Model]:
-        """Models whose current version has a target in `symbol`, locked for a new version."""
+        """Models of every tenant whose current version has a target in `symbol`, locked for a
+        new version (corporate actions apply platform-wide)."""
         stmt = (
             select(Model)
             .join(
@@ -90,18 +112,29 @@ class PostgresModelHubRepository:
         return list(await self.session.exec(stmt))
 
     async def get_equivalence_set(
-        self, set_id: str, *, for_update: bool = False
+        self, tenant: str, set_id: str, *, for_update: bool = False
     ) -> EquivalenceSet | None:
-        stmt = select(EquivalenceSet).where(EquivalenceSet.set_id == set_id)
+        stmt = select(EquivalenceSet).where(
+            EquivalenceSet.set_id == set_id, EquivalenceSet.tenant == tenant
+        )
         if for_update:
             stmt = stmt.with_for_update()
         return (await self.session.exec(stmt)).first()
 
+    async def set_id_taken(self, set_id: str) -> bool:
+        """Whether any tenant has an equivalence set of this id (ids are unique platform-wide)."""
+        stmt = select(literal(1)).where(EquivalenceSet.set_id == set_id)
+        return (await self.session.exec(stmt)).first() is not None
+
     async def list_equivalence_sets(
-        self, include_removed: bool, limit: int, offset: int
+        self, tenant: str, include_removed: bool, limit: int, offset: int
     ) -> list[EquivalenceSet]:
-        """Equivalence sets, by id."""
-        stmt = select(EquivalenceSet).order_by(col(EquivalenceSet.set_id))
+        """The tenant's equivalence sets, by id."""
+        stmt = (
+            select(EquivalenceSet)
+            .where(EquivalenceSet.tenant == tenant)
+            .order_by(col(EquivalenceSet.set_id))
+        )
         if not include_removed:
             stmt = stmt.where(col(EquivalenceSet.removed).is_(False))
         return list(await self.session.exec(stmt.limit(limit).offset(offset)))
@@ -109,7 +142,8 @@ class PostgresModelHubRepository:
     async def equivalence_sets_holding(
         self, symbols: Sequence[str], *, except_set: str | None = None
     ) -> list[EquivalenceSet]:
-        """Live sets with any of these members (a symbol may be in only one)."""
+        """Live sets of every tenant with any of these members (a symbol may be in only one:
+        the services that follow the sets apply them platform-wide)."""
         stmt = select(EquivalenceSet).where(
             col(EquivalenceSet.removed).is_(False),
             _members().op("&&")(postgresql.array(list(symbols))),
@@ -121,7 +155,7 @@ class PostgresModelHubRepository:
     async def sets_with_member(
         self, symbol: str, *, for_update: bool = False
     ) -> list[EquivalenceSet]:
-        """Live sets with the member, by id."""
+        """Live sets of every tenant with the member, by id (for corporate actions)."""
         stmt = (
             select(EquivalenceSet)
             .where(col(EquivalenceSet.removed).is_(False), literal(symbol) == any_(_members()))
@@ -141,16 +175,22 @@ def _members() -> ColumnElement[list[str]]:
 
 
 async def list_securities(session: AsyncSession, limit: int, offset: int) -> list[Security]:
-    """Securities, by symbol."""
+    """Securities of the platform-wide master, by symbol."""
     result = await session.exec(
         select(Security).order_by(col(Security.symbol)).limit(limit).offset(offset)
     )
     return list(result)
 
 
-async def list_models(session: AsyncSession, limit: int, offset: int) -> list[Model]:
-    """Models, by id."""
-    stmt = select(Model).order_by(col(Model.model_id)).limit(limit).offset(offset)
+async def list_models(session: AsyncSession, tenant: str, limit: int, offset: int) -> list[Model]:
+    """The tenant's models, by id."""
+    stmt = (
+        select(Model)
+        .where(Model.tenant == tenant)
+        .order_by(col(Model.model_id))
+        .limit(limit)
+        .offset(offset)
+    )
     return list(await session.exec(stmt))
 
 

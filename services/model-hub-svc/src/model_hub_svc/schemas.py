@@ -44,7 +44,6 @@ class TargetIn(RequestBody):
 
 class ModelIn(RequestBody):
     name: str = Field(min_length=1, max_length=200)
-    tenant: str = Field(default="demo", min_length=1, max_length=64)
     targets: list[TargetIn] = Field(min_length=1, max_length=2000)
 
 
@@ -77,7 +76,6 @@ class ModelSummary(BaseModel):
 
 class EquivalenceSetIn(RequestBody):
     name: str = Field(min_length=1, max_length=200)
-    tenant: str = Field(default="demo", min_length=1, max_length=64)
     members: list[Annotated[str, Field(min_length=1, max_length=16)]] = Field(
         min_length=2, max_length=500
     )

@@ -14,7 +14,7 @@ from ballast_common.contracts.events import (
     SecuritiesChangedV1,
     SecurityV1,
 )
-from ballast_common.errors import FieldProblem, InvalidInput, NotFound
+from ballast_common.errors import Conflict, FieldProblem, InvalidInput, NotFound
 from ballast_common.uow import UnitOfWork
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -102,12 +102,14 @@ async def apply_book_load(uow: UnitOfWork, staged: StagedLoad) -> dict[str, Any]
 async def publish_model(
     uow: UnitOfWork,
     repo: ModelHubRepository,
+    tenant: str,
     model_id: str,
     body: ModelIn,
     changed_by: str,
     tolerance: float,
 ) -> ModelPublished:
-    """Store a new version of the model (unless the targets are unchanged) and announce it."""
+    """Store a new version of the tenant's model (unless the targets are unchanged) and
+    announce it; an id another tenant has is refused (409)."""
     _check_weights(body, tolerance)
     symbols = [t.symbol for t in body.targets]
     known = await repo.known_symbols(symbols)
@@ -117,22 +119,19 @@ async def publish_model(
             f"unknown security {unknown[0][1]}: add it to the security master first",
             [FieldProblem(f"targets[{i}].symbol", f"unknown security {s}") for i, s in unknown],
         )
-    model = await repo.get_model(model_id, for_update=True)
+    model = await repo.get_model(tenant, model_id, for_update=True)
     new_targets = {t.symbol: t.weight for t in body.targets}
     if model is not None:
-        if model.tenant != body.tenant:
-            raise InvalidInput(
-                f"model {model_id} belongs to another tenant",
-                [FieldProblem("tenant", "does not match the model's tenant")],
-            )
-        current = await repo.targets_of(model_id, model.current_version)
+        current = await repo.targets_of(tenant, model_id, model.current_version)
         if {t.symbol: t.weight for t in current} == new_targets and model.name == body.name:
-            view = await get_model(repo, model_id)
+            view = await get_model(repo, tenant, model_id)
             return ModelPublished(**view.model_dump(), created=False)
         model.current_version += 1
         model.name = body.name
+    elif await repo.model_id_taken(model_id):
+        raise _id_taken("model", model_id)
     else:
-        model = Model(model_id=model_id, tenant=body.tenant, name=body.name, current_version=1)
+        model = Model(model_id=model_id, tenant=tenant, name=body.name, current_version=1)
     version = ModelVersion(model_id=model_id, version=model.current_version, changed_by=changed_by)
     targets = [
         ModelTarget(model_id=model_id, version=model.current_version, symbol=s, weight=w)
@@ -148,7 +147,7 @@ async def publish_model(
             changed_by=changed_by,
         ),
         key=model_id,
-        tenant=body.tenant,
+        tenant=tenant,
     )
     return ModelPublished(
         model_id=model_id,
@@ -170,18 +169,27 @@ async def get_security(repo: ModelHubRepository, symbol: str) -> Security:
     return row
 
 
+def _id_taken(kind: str, resource_id: str) -> Conflict:
+    # Ids are unique platform-wide (the services that follow models and sets key them by
+    # id alone): one another tenant holds is refused without saying more about it.
+    return Conflict(
+        f"{kind} id {resource_id} is not available: ids are unique across the platform; "
+        "choose another id"
+    )
+
+
 async def get_model(
-    repo: ModelHubRepository, model_id: str, version: int | None = None
+    repo: ModelHubRepository, tenant: str, model_id: str, version: int | None = None
 ) -> ModelOut:
-    """A version of a model (its current one by default)."""
-    model = await repo.get_model(model_id)
+    """A version of the tenant's model (its current one by default)."""
+    model = await repo.get_model(tenant, model_id)
     if model is None:
         raise NotFound(f"no model {model_id}")
     number = version or model.current_version
-    stored = await repo.get_version(model_id, number)
+    stored = await repo.get_version(tenant, model_id, number)
     if stored is None:
         raise NotFound(f"model {model_id} has no version {number}")
-    targets = await repo.targets_of(model_id, number)
+    targets = await repo.targets_of(tenant, model_id, number)
     return ModelOut(
         model_id=model_id,
         tenant=model.tenant,
@@ -233,9 +241,15 @@ def _set_event(row: EquivalenceSet) -> EquivalenceSetChangedV1:
 
 
 async def put_equivalence_set(
-    uow: UnitOfWork, repo: ModelHubRepository, set_id: str, body: EquivalenceSetIn, changed_by: str
+    uow: UnitOfWork,
+    repo: ModelHubRepository,
+    tenant: str,
+    set_id: str,
+    body: EquivalenceSetIn,
+    changed_by: str,
 ) -> EquivalenceSetPublished:
-    """Define or replace a set (a new version unless nothing changed) and announce it."""
+    """Define or replace the tenant's set (a new version unless nothing changed) and announce
+    it; an id another tenant has is refused (409)."""
     duplicates = _duplicates(body.members)
     if duplicates:
         raise InvalidInput(
@@ -249,19 +263,17 @@ async def put_equivalence_set(
             f"unknown security {unknown[0][1]}: add it to the security master first",
             [FieldProblem(f"members[{i}]", f"unknown security {s}") for i, s in unknown],
         )
+    row = await repo.get_equivalence_set(tenant, set_id, for_update=True)
+    if row is None and await repo.set_id_taken(set_id):
+        raise _id_taken("equivalence set", set_id)
     for other in await repo.equivalence_sets_holding(body.members, except_set=set_id):
         shared = sorted(set(other.members) & set(body.members))
         i = body.members.index(shared[0])
+        # Another tenant's set is not named: its id is none of the caller's business.
+        which = f"equivalence set {other.set_id}" if other.tenant == tenant else "another set"
         raise InvalidInput(
-            f"{shared[0]} is already in equivalence set {other.set_id}: a security can be in "
-            "one equivalence set only",
-            [FieldProblem(f"members[{i}]", f"already in equivalence set {other.set_id}")],
-        )
-    row = await repo.get_equivalence_set(set_id, for_update=True)
-    if row is not None and row.tenant != body.tenant:
-        raise InvalidInput(
-            f"equivalence set {set_id} belongs to another tenant",
-            [FieldProblem("tenant", "does not match the set's tenant")],
+            f"{shared[0]} is already in {which}: a security can be in one equivalence set only",
+            [FieldProblem(f"members[{i}]", f"already in {which}")],
         )
     if row is not None and (row.name, row.members, row.identical, row.removed) == (
         body.name,
@@ -273,7 +285,7 @@ async def put_equivalence_set(
     if row is None:
         row = EquivalenceSet(
             set_id=set_id,
-            tenant=body.tenant,
+            tenant=tenant,
             name=body.name,
             members=list(body.members),
             version=0,
@@ -286,10 +298,10 @@ async def put_equivalence_set(
 
 
 async def remove_equivalence_set(
-    uow: UnitOfWork, repo: ModelHubRepository, set_id: str, changed_by: str
+    uow: UnitOfWork, repo: ModelHubRepository, tenant: str, set_id: str, changed_by: str
 ) -> EquivalenceSetOut:
-    """Mark a set removed (a new version) and announce it."""
-    row = await repo.get_equivalence_set(set_id, for_update=True)
+    """Mark the tenant's set removed (a new version) and announce it."""
+    row = await repo.get_equivalence_set(tenant, set_id, for_update=True)
     if row is None or row.removed:
         raise NotFound(f"no equivalence set {set_id}")
     row.removed = True
@@ -311,18 +323,21 @@ def _set_out(row: EquivalenceSet) -> EquivalenceSetOut:
     return EquivalenceSetOut.model_validate(row, from_attributes=True)
 
 
-async def get_equivalence_set(repo: ModelHubRepository, set_id: str) -> EquivalenceSetOut:
-    row = await repo.get_equivalence_set(set_id)
+async def get_equivalence_set(
+    repo: ModelHubRepository, tenant: str, set_id: str
+) -> EquivalenceSetOut:
+    """One of the tenant's equivalence sets."""
+    row = await repo.get_equivalence_set(tenant, set_id)
     if row is None:
         raise NotFound(f"no equivalence set {set_id}")
     return _set_out(row)
 
 
 async def list_equivalence_sets(
-    repo: ModelHubRepository, include_removed: bool, limit: int, offset: int
+    repo: ModelHubRepository, tenant: str, include_removed: bool, limit: int, offset: int
 ) -> list[EquivalenceSetOut]:
-    """A page of the equivalence sets, by id (removed ones too if asked)."""
-    rows = await repo.list_equivalence_sets(include_removed, limit, offset)
+    """A page of the tenant's equivalence sets, by id (removed ones too if asked)."""
+    rows = await repo.list_equivalence_sets(tenant, include_removed, limit, offset)
     return [_set_out(r) for r in rows]
 
 
@@ -346,7 +361,8 @@ async def follow_corporate_action(
       pro rata) and every equivalence set;
     - spin-off, cash dividend: nothing to do here (the book of record has the new shares
       or cash; a spun-off security outside the model is sold by the next rebalance).
-    Each model and set touched gets a new version by `corporate-action:<action id>`.
+    Each model and set touched, of every tenant (securities are shared), gets a new version
+    by `corporate-action:<action id>`.
     (Restriction lists live in account-svc, which follows the same event.)
     """
     actor = f"corporate-action:{action.action_id}"
@@ -387,7 +403,7 @@ async def _replace_in_models(
     uow: UnitOfWork, repo: ModelHubRepository, symbol: str, new_symbol: str | None, actor: str
 ) -> None:
     for model in await repo.models_holding(symbol):
-        current = await repo.targets_of(model.model_id, model.current_version)
+        current = await repo.targets_of(model.tenant, model.model_id, model.current_version)
         weights = {t.symbol: t.weight for t in current}
         moved = weights.pop(symbol)
         if new_symbol is not None:
@@ -398,10 +414,9 @@ async def _replace_in_models(
             continue  # a one-security model bought out for cash: the manager decides
         body = ModelIn(
             name=model.name,
-            tenant=model.tenant,
             targets=[TargetIn(symbol=s, weight=w) for s, w in sorted(weights.items())],
         )
-        await publish_model(uow, repo, model.model_id, body, actor, tolerance=1e-9)
+        await publish_model(uow, repo, model.tenant, model.model_id, body, actor, tolerance=1e-9)
 
 
 def _pro_rata(weights: dict[str, Decimal], freed: Decimal) -> dict[str, Decimal]:

@@ -71,6 +71,7 @@ from ballast_engine.model import (
     TaxLot,
     TaxSettings,
 )
+from ballast_engine.tax.model import WASH_WINDOW_DAYS
 from pydantic_core import to_json
 
 SLEEVE = "main"  # the one sleeve of an SMA
@@ -449,8 +450,7 @@ def tax_context(
     )
 
 
-METHODS = {"fifo": "fifo", "lifo": "lifo", "hifo": "hifo", "mintax": "min_tax"}
-WASH_WINDOW = timedelta(days=30)
+WASH_WINDOW = timedelta(days=WASH_WINDOW_DAYS)
 
 
 def recent_purchases(
@@ -501,7 +501,7 @@ def engine_tax(
     return TaxSettings(
         as_of=as_of.isoformat(),
         account_type=ctx.account_type or "taxable",
-        method=METHODS[s.relief_method],
+        method=s.relief_method,
         short_term_rate=float(s.short_term_rate),
         long_term_rate=float(s.long_term_rate),
         gain_budget=budget,
@@ -542,6 +542,16 @@ def _moves_inside(result: RebalanceResult) -> list[CashMovement]:
 
 
 _PURPOSES = frozenset(get_args(CashMovementPurpose))
+
+
+def run_label(row: AccountRow, model_versions: Mapping[str, int]) -> tuple[str, int]:
+    """The model (id, version) an account's events of a run name: an SMA's model; a UMA's
+    largest sleeve's."""
+    if row.is_uma:
+        model_id = max(row.sleeves, key=lambda s: s.weight).model_id
+    else:
+        model_id = row.model_id or ""
+    return model_id, model_versions[model_id]
 
 
 def proposal_json(

@@ -3,21 +3,66 @@
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import date
+from typing import Annotated, NotRequired
 
 from ballast_common.app import Runtime
 from ballast_common.consumer import Delivery, Subscription
 from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import (
-    AccountChangedV1,
     EquivalenceSetChangedV1,
+    LossSaleV1,
     ModelChangedV1,
+    RealizedYearV1,
     RebalanceChunkRequestedV1,
     SecuritiesChangedV1,
+    SleeveCashV1,
 )
+from ballast_common.contracts.types import Money
 from ballast_common.uow import UnitOfWork
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from typing_extensions import TypedDict
 
 from rebalance_svc import service
 from rebalance_svc.settings import Settings
+
+# holdings-reconciled (v1 and v2) as rebalance-svc reads it: positions and lots stay plain
+# dicts with their numbers as the decimal text they travel as (a snapshot carries every lot
+# of the account; the contract would make a model and Decimals of each, only for the read
+# model to store them as JSON again). The pattern is the contract's wire form of a decimal;
+# one that may not be negative may still be a negative zero.
+UnsignedText = Annotated[str, StringConstraints(pattern=r"^(\d+(\.\d+)?|-0+(\.0+)?)$")]
+SignedText = Annotated[str, StringConstraints(pattern=r"^-?\d+(\.\d+)?$")]
+
+
+class LotView(TypedDict):
+    lot_id: str
+    quantity: UnsignedText
+    acquired: date
+    cost_basis: UnsignedText
+    wash_adjustment: NotRequired[SignedText]
+    sleeve_id: NotRequired[str | None]
+
+
+class PositionView(TypedDict):
+    symbol: str
+    quantity: UnsignedText
+    lots: NotRequired[list[LotView]]  # none in v1
+
+
+class HoldingsView(BaseModel):
+    """holdings-reconciled, v1 and v2 (v1 has positions without lots and nothing else)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    account_id: str
+    household_id: str | None = None
+    cash: Money
+    positions: list[PositionView]
+    fill_ids: list[str] = Field(default_factory=list)
+    recent_loss_sales: list[LossSaleV1] = Field(default_factory=list)
+    realized_this_year: RealizedYearV1 | None = None
+    sleeve_cash: list[SleeveCashV1] = Field(default_factory=list)
 
 
 async def on_securities_changed(
@@ -26,8 +71,8 @@ async def on_securities_changed(
     await service.record_securities(uow, event)
 
 
-async def on_account_changed(uow: UnitOfWork, envelope: Envelope, event: AccountChangedV1) -> None:
-    await service.record_account(uow, event, envelope.tenant)
+async def on_account_changed(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+    await service.record_accounts(uow, deliveries)
 
 
 async def on_equivalence_set_changed(
@@ -71,8 +116,8 @@ def subscriptions(settings: Settings) -> list[Subscription]:
 
     return [
         Subscription("securities-changed", on_securities_changed),
-        Subscription("account-changed", on_account_changed),
-        Subscription.batch("holdings-reconciled", on_holdings_reconciled),
+        Subscription.batch("account-changed", on_account_changed),
+        Subscription.batch("holdings-reconciled", on_holdings_reconciled, view=HoldingsView),
         # a run does not trade an account whose earlier trades are still in flight
         Subscription.batch("fills-received", on_fills_received),
         Subscription.batch("order-rejected", on_order_rejected),

@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 
 from ballast_common.bulk import driver_connection, insert_columns
 from pydantic_core import from_json
-from sqlalchemy import ColumnElement, Table, case, delete, func, or_, text, true, update
+from sqlalchemy import ColumnElement, Table, and_, case, delete, func, or_, text, true, update
 from sqlalchemy.dialects.postgresql import aggregate_order_by, insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -34,6 +34,7 @@ from rebalance_svc.tables import (
 from rebalance_svc.tables import TradeInFlight as TradeInFlightRow
 
 SCENARIOS: Table = Scenario.__table__  # type: ignore[attr-defined]
+HOLDINGS: Table = Holding.__table__  # type: ignore[attr-defined]
 
 ACCOUNT_FIELDS = (
     "tenant",
@@ -74,19 +75,31 @@ async def save(session: AsyncSession, row: Model | Account | Run) -> None:
     await session.flush()
 
 
-async def upsert_account(session: AsyncSession, account: Account) -> None:
-    stmt = insert(Account).values(account.model_dump())
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[Account.account_id],
-        set_={c: stmt.excluded[c] for c in ACCOUNT_FIELDS},
-    )
-    await session.execute(stmt)
+ROWS_PER_STATEMENT = 500  # of a multi-row VALUES (the driver takes 32,767 parameters)
 
 
-async def replace_sleeves(session: AsyncSession, account_id: str, sleeves: list[Sleeve]) -> None:
-    await session.execute(delete(Sleeve).where(col(Sleeve.account_id) == account_id))
-    if sleeves:
-        await session.execute(insert(Sleeve).values([s.model_dump() for s in sleeves]))
+async def upsert_accounts(session: AsyncSession, accounts: Sequence[Account]) -> None:
+    """Insert or update the accounts (each at most once), a few hundred per statement."""
+    for start in range(0, len(accounts), ROWS_PER_STATEMENT):
+        page = accounts[start : start + ROWS_PER_STATEMENT]
+        stmt = insert(Account).values([a.model_dump() for a in page])
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[Account.account_id],
+            set_={c: stmt.excluded[c] for c in ACCOUNT_FIELDS},
+        )
+        await session.execute(stmt)
+
+
+async def replace_sleeves(
+    session: AsyncSession, account_ids: Sequence[str], sleeves: Sequence[Sleeve]
+) -> None:
+    """The sleeves of these accounts become the given ones."""
+    if not account_ids:
+        return
+    await session.execute(delete(Sleeve).where(col(Sleeve.account_id).in_(list(account_ids))))
+    for start in range(0, len(sleeves), ROWS_PER_STATEMENT):
+        page = sleeves[start : start + ROWS_PER_STATEMENT]
+        await session.execute(insert(Sleeve).values([s.model_dump() for s in page]))
 
 
 async def upsert_security_lists(session: AsyncSession, lists: dict[str, list[str]]) -> None:
@@ -142,8 +155,14 @@ class Selection:
     model_id: str | None = None
     account_ids: Sequence[str] | None = None
     harvesting: bool = False
+    tenant: str | None = None  # of this tenant only (None: every tenant's)
 
     def where(self) -> ColumnElement[bool]:
+        if self.tenant is not None:
+            return and_(col(Account.tenant) == self.tenant, self._accounts())
+        return self._accounts()
+
+    def _accounts(self) -> ColumnElement[bool]:
         if self.model_id is not None:
             with_sleeve = select(Sleeve.account_id).where(Sleeve.model_id == self.model_id)
             return or_(
@@ -178,11 +197,14 @@ async def selected_chunks(
     return [list(ids) for (ids,) in result.all()]
 
 
-async def existing_account_ids(session: AsyncSession, account_ids: Sequence[str]) -> set[str]:
-    result = await session.exec(
-        select(col(Account.account_id)).where(col(Account.account_id).in_(list(account_ids)))
-    )
-    return set(result.all())
+async def existing_account_ids(
+    session: AsyncSession, account_ids: Sequence[str], tenant: str | None = None
+) -> set[str]:
+    """Those of `account_ids` known here (of `tenant`, when given)."""
+    stmt = select(col(Account.account_id)).where(col(Account.account_id).in_(list(account_ids)))
+    if tenant is not None:
+        stmt = stmt.where(col(Account.tenant) == tenant)
+    return set((await session.exec(stmt)).all())
 
 
 async def accounts_by_ids(session: AsyncSession, account_ids: Sequence[str]) -> list[Account]:
@@ -262,7 +284,7 @@ class AccountBook:
 
     account_id: str
     cash: Decimal
-    positions: Sequence[tuple[str, Decimal, list[dict[str, Any]]]]  # symbol, quantity, lots
+    positions: Sequence[tuple[str, Decimal, str]]  # symbol, quantity, lots (JSON text)
     household_id: str | None = None
     loss_sales: Sequence[dict[str, Any]] = ()
     realized: tuple[int, Decimal, Decimal] | None = None  # year, short-term, long-term
@@ -276,13 +298,17 @@ async def replace_books(session: AsyncSession, books: Sequence[AccountBook]) -> 
         return
     ids = [b.account_id for b in books]
     await session.execute(delete(Holding).where(col(Holding.account_id).in_(ids)))
-    holdings = [
-        {"account_id": b.account_id, "symbol": s, "quantity": q, "lots": lots}
-        for b in books
-        for s, q, lots in b.positions
-    ]
-    if holdings:
-        await session.execute(insert(Holding), holdings)
+    held = [(b.account_id, s, q, lots) for b in books for s, q, lots in b.positions]
+    await insert_columns(
+        session,
+        HOLDINGS,
+        {
+            "account_id": [h[0] for h in held],
+            "symbol": [h[1] for h in held],
+            "quantity": [h[2] for h in held],
+            "lots": [h[3] for h in held],
+        },
+    )
     now = datetime.now(UTC)
     stmt = insert(Cash)
     stmt = stmt.on_conflict_do_update(
@@ -578,8 +604,12 @@ async def _forget_settled(session: AsyncSession) -> None:
     )
 
 
-async def get_run(session: AsyncSession, run_id: str) -> Run | None:
-    return await session.get(Run, run_id)
+async def get_run(session: AsyncSession, run_id: str, tenant: str | None = None) -> Run | None:
+    """The run (None also when a `tenant` is given and the run is not that tenant's)."""
+    run = await session.get(Run, run_id)
+    if run is None or (tenant is not None and run.tenant != tenant):
+        return None
+    return run
 
 
 async def list_runs(
@@ -588,9 +618,13 @@ async def list_runs(
     model_version: int | None,
     limit: int,
     offset: int = 0,
+    *,
+    tenant: str | None = None,
 ) -> list[Run]:
-    """Runs, newest first."""
+    """Runs (of `tenant` only, when given), newest first."""
     stmt = select(Run)
+    if tenant is not None:
+        stmt = stmt.where(Run.tenant == tenant)
     if model_id:
         stmt = stmt.where(Run.model_id == model_id)
     if model_version is not None:
@@ -611,16 +645,23 @@ async def run_skipped(session: AsyncSession, run_id: str, limit: int) -> dict[st
     return dict(rows.all())
 
 
-async def read_model_counts(session: AsyncSession) -> dict[str, int]:
-    async def count(table: type) -> int:
-        return int((await session.exec(select(func.count()).select_from(table))).one())
+async def read_model_counts(session: AsyncSession, tenant: str) -> dict[str, int]:
+    """Rows of the read model: the tenant's (accounts and what hangs off them, models, runs)
+    and the platform's reference data (securities, security lists, equivalence sets)."""
+
+    async def count(table: type, *where: Any) -> int:
+        stmt = select(func.count()).select_from(table).where(*where)
+        return int((await session.exec(stmt)).one())
+
+    def of_tenant(account_id: Any) -> Any:
+        return account_id.in_(select(Account.account_id).where(Account.tenant == tenant))
 
     return {
         "securities": await count(Security),
-        "models": await count(Model),
-        "accounts": await count(Account),
-        "accounts_with_holdings": await count(Cash),
-        "uma_sleeves": await count(Sleeve),
+        "models": await count(Model, Model.tenant == tenant),
+        "accounts": await count(Account, Account.tenant == tenant),
+        "accounts_with_holdings": await count(Cash, of_tenant(col(Cash.account_id))),
+        "uma_sleeves": await count(Sleeve, of_tenant(col(Sleeve.account_id))),
         "security_lists": await count(SecurityList),
         "equivalence_sets": int(
             (
@@ -631,8 +672,10 @@ async def read_model_counts(session: AsyncSession) -> dict[str, int]:
                 )
             ).one()
         ),
-        "runs": await count(Run),
-        "trades_in_flight": await count(TradeInFlightRow),
+        "runs": await count(Run, Run.tenant == tenant),
+        "trades_in_flight": await count(
+            TradeInFlightRow, of_tenant(col(TradeInFlightRow.account_id))
+        ),
     }
 
 
@@ -668,10 +711,17 @@ async def add_scenarios(
 
 
 async def get_scenario(
-    session: AsyncSession, run_id: str, account_id: str
+    session: AsyncSession, run_id: str, account_id: str, *, tenant: str | None = None
 ) -> dict[str, Any] | None:
-    """An account's whole scenario of a run (its part and its chunk's reference)."""
-    row = await session.get(Scenario, (run_id, account_id))
+    """An account's whole scenario of a run (its part and its chunk's reference); None also
+    when a `tenant` is given and the account is not that tenant's."""
+    stmt = select(Scenario).where(Scenario.run_id == run_id, Scenario.account_id == account_id)
+    if tenant is not None:
+        of_tenant = select(Account.account_id).where(
+            Account.account_id == account_id, Account.tenant == tenant
+        )
+        stmt = stmt.where(of_tenant.exists())
+    row = (await session.exec(stmt)).first()
     if row is None:
         return None
     if row.chunk is None:

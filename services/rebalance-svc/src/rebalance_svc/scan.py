@@ -1,25 +1,23 @@
 """A drift scan of one chunk of accounts (`service._scan_chunk`).
 
 The chunk's accounts that can be scanned (active, following published models, with holdings
-reconciled and no trades in flight) go to the engine from here, with one reference built
-from light queries: the plain SMAs (no restrictions) as arrays (`ballast_engine.drift.
-SmaArrays`, laid out with numpy by `sma_book_arrays`: no engine Account and no Decimal per
-holding), the others (UMAs, restricted SMAs) as engine Accounts (`engine_input.
-engine_account`, as `service.prepare` makes them). The rest go through `service.prepare`,
-which says why each is skipped. The verdicts come from the arrays
+reconciled and no trades in flight) go to the engine from here, with the reference
+`preparation.engine_reference` builds: the plain SMAs (no restrictions) as arrays
+(`ballast_engine.drift.SmaArrays`, laid out with numpy by `sma_book_arrays`: no engine
+Account and no Decimal per holding), the others (UMAs, restricted SMAs) as engine Accounts
+(`engine_input.engine_account`, as `preparation.prepare` makes them). The rest go through
+`preparation.prepare`, which says why each is skipped. The verdicts come from the arrays
 (`engine_input.scanned_accounts`) and drift-detected is written for the whole chunk at once.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from itertools import chain
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -27,35 +25,36 @@ from ballast_common.contracts.events import DriftDetectedV1
 from ballast_common.uow import UnitOfWork
 from ballast_engine.drift import BookArrays, SmaArrays, book_arrays, scan_drift, sma_book_arrays
 from ballast_engine.model import Account as EngineAccount
-from ballast_engine.model import Book, EquivalenceSet, Reference, Strategy
+from ballast_engine.model import Book
 from ballast_engine.model import Settings as EngineSettings
 from pydantic_core import to_json
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from rebalance_svc import preparation
 from rebalance_svc import repository as repo
 from rebalance_svc import scan_repository as scan_repo
-from rebalance_svc import service  # a cycle: service calls scan_chunk, which uses its helpers
 from rebalance_svc.engine_input import (
     SLEEVE,
     AccountRow,
     Defaults,
     DriftVerdict,
-    EquivalenceSetRow,
     PositionRow,
     engine_account,
     engine_settings,
-    equivalence_sets_for,
-    reference_for,
+    run_label,
     scanned_accounts,
     strategy_for,
 )
 from rebalance_svc.settings import Settings
 from rebalance_svc.tables import Account, Model
 
-if TYPE_CHECKING:
-    from rebalance_svc.service import Tally
 
-log = logging.getLogger(__name__)
+class Tally(Protocol):
+    """What a scan adds to its chunk's counts (`service.Tally` has it)."""
+
+    accounts_evaluated: int
+    accounts_out_of_tolerance: int
+    skipped: dict[str, str]
 
 
 async def scan_chunk(
@@ -68,9 +67,9 @@ async def scan_chunk(
     chunk = await _read_chunk(session, accounts)
     scanned: list[tuple[BookArrays, dict[str, tuple[str, int]]]] = []
     if chunk.ready:
-        scanned.append(await _scan_ready(session, chunk, service.defaults_of(settings), tally))
+        scanned.append(await _scan_ready(session, chunk, preparation.defaults_of(settings), tally))
     if chunk.other:  # prepare says why they are skipped (and prepares any that can go)
-        prepared = await service.prepare(session, chunk.other, settings, [], tax=False)
+        prepared = await preparation.prepare(session, chunk.other, settings, [], tax=False)
         tally.skipped.update(prepared.skipped)
         if prepared.accounts:
             book = Book(prepared.reference, tuple(prepared.accounts.values()))
@@ -98,7 +97,7 @@ async def scan_chunk(
 @dataclass
 class _Chunk:
     """A chunk's accounts as read for the scan: each one's row, its models, the books of
-    those that may be scanned; `ready` can be, `other` go through `service.prepare`."""
+    those that may be scanned; `ready` can be, `other` go through `preparation.prepare`."""
 
     rows: dict[str, AccountRow]
     models: dict[str, Model]
@@ -112,7 +111,7 @@ async def _read_chunk(session: AsyncSession, accounts: list[Account]) -> _Chunk:
     active = [a for a in accounts if a.status == "active"]
     uma_ids = [a.account_id for a in active if not a.model_id]
     sleeves = await repo.sleeves_of(session, uma_ids) if uma_ids else {}
-    rows = {a.account_id: service.account_row(a, sleeves.get(a.account_id, [])) for a in active}
+    rows = {a.account_id: preparation.account_row(a, sleeves.get(a.account_id, [])) for a in active}
     wanted = sorted({m for row in rows.values() for m in row.model_ids()})
     models = await repo.models(session, wanted)
     followed = [
@@ -136,38 +135,14 @@ async def _scan_ready(
     planned = [a for a in chunk.ready if not (a.model_id and not a.restrictions)]
     rows = chunk.rows
     strategies = [strategy_for(rows[a.account_id]) for a in planned if rows[a.account_id].is_uma]
-    reference, model_targets, sets = await _reference(session, chunk.models, strategies)
-    others = await _engine_accounts(session, planned, rows, defaults, model_targets, sets)
+    shared = await preparation.engine_reference(session, chunk.models, strategies)
+    others = await _engine_accounts(session, planned, rows, defaults, shared)
     smas = _sma_arrays(plain, chunk.books, defaults)
-    arrays, failures = sma_book_arrays(reference, smas, others)
+    arrays, failures = sma_book_arrays(shared.reference, smas, others)
     tally.skipped.update({f.account_id: f.error for f in failures})
-    labels = {
-        a.account_id: service.run_label(rows[a.account_id], chunk.models) for a in chunk.ready
-    }
+    versions = preparation.model_versions(chunk.models)
+    labels = {a.account_id: run_label(rows[a.account_id], versions) for a in chunk.ready}
     return arrays, labels
-
-
-async def _reference(
-    session: AsyncSession, models: dict[str, Model], strategies: list[Strategy]
-) -> tuple[Reference, dict[str, dict[str, Decimal]], tuple[EquivalenceSet, ...]]:
-    """The engine's reference as `service.prepare` builds it (same rules: `equivalence_sets_for`,
-    `reference_for`), from a plain read of the security master; with the models' targets
-    and the equivalence sets it holds."""
-    securities = await scan_repo.securities(session)
-    model_targets = {
-        m: {s: Decimal(w) for s, w in mod.targets.items()} for m, mod in models.items()
-    }
-    sets, left_out = equivalence_sets_for(
-        [
-            EquivalenceSetRow(e.set_id, tuple(e.members), e.identical)
-            for e in await repo.live_equivalence_sets(session)
-        ],
-        securities,
-    )
-    for problem in left_out:
-        log.warning("equivalence set member left out", extra={"problem": problem})
-    lists = await repo.security_lists(session)
-    return reference_for(securities, model_targets, strategies, lists, sets), model_targets, sets
 
 
 async def _engine_accounts(
@@ -175,10 +150,9 @@ async def _engine_accounts(
     accounts: list[Account],
     rows: dict[str, AccountRow],
     defaults: Defaults,
-    model_targets: dict[str, dict[str, Decimal]],
-    sets: tuple[EquivalenceSet, ...],
+    shared: preparation.EngineReference,
 ) -> list[EngineAccount]:
-    """UMAs and restricted SMAs as `service.prepare` makes them for a scan (no lots)."""
+    """UMAs and restricted SMAs as `preparation.prepare` makes them for a scan (no lots)."""
     if not accounts:
         return []
     ids = [a.account_id for a in accounts]
@@ -190,8 +164,8 @@ async def _engine_accounts(
             cash[i],
             [PositionRow(*h) for h in holdings.get(i, ())],
             defaults,
-            model_targets,
-            sets,
+            shared.model_targets,
+            shared.equivalence_sets,
             None,
             sleeve_cash.get(i),
         )

@@ -1,5 +1,6 @@
-"""rebalance-svc's SQL for drift scans: a chunk's plain SMAs as arrays, in one statement (no
-ORM object and no Decimal per holding)."""
+"""rebalance-svc's reads as plain rows (no ORM object per row): a drift scan's plain SMAs as
+arrays, in one statement (no Decimal per holding either), and the security master every
+engine reference is built from (`preparation.engine_reference`)."""
 
 from __future__ import annotations
 

@@ -7,6 +7,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 class RunOut(BaseModel):
     run_id: str
+    started_by: str | None = Field(
+        default=None, description="who started it (the token's subject); null: an event did"
+    )
     trigger: str = Field(description="model-change, scan, interval-scan, harvest, ...")
     kind: str = Field(description="rebalance, scan or harvest")
     model_id: str = Field(description="the changed model; '*' for a scan or a harvest")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,9 +18,6 @@ from ballast_common.contracts.events import (
     AccountChangedV1,
     DriftDetectedV1,
     EquivalenceSetChangedV1,
-    HoldingsReconciledV1,
-    HoldingsReconciledV2,
-    LossSaleV1,
     ModelChangedV1,
     RebalanceChunkCompletedV1,
     RebalanceChunkRequestedV1,
@@ -33,12 +29,9 @@ from ballast_common.contracts.events import (
 from ballast_common.errors import FieldProblem, InvalidInput, NotFound
 from ballast_common.uow import UnitOfWork
 from ballast_engine.harvesting import harvest_book
-from ballast_engine.model import Account as EngineAccount
 from ballast_engine.model import (
     Book,
     RebalanceResult,
-    RecentPurchase,
-    Reference,
     Request,
     RequestKind,
     Trade,
@@ -56,33 +49,18 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from rebalance_svc import repository as repo
 from rebalance_svc import scan
 from rebalance_svc.engine_input import (
-    WASH_WINDOW,
-    AccountRow,
-    Defaults,
     DriftVerdict,
-    EquivalenceSetRow,
-    PositionRow,
-    SecurityRow,
-    SleeveRow,
-    TaxContext,
     drift_event_json,
-    engine_account,
-    engine_tax,
-    equivalence_sets_for,
     proposal_json,
     rebalanced_verdict,
-    recent_purchases,
-    reference_for,
-    strategy_for,
-    tax_context,
 )
+from rebalance_svc.preparation import Prepared, prepare
 from rebalance_svc.schemas import RunOut
 from rebalance_svc.settings import Settings
 from rebalance_svc.tables import Account, EquivalenceSet, Model, Run, Sleeve
 
 log = logging.getLogger(__name__)
 IDS = uuid.UUID("5d0c2b7e-4a1f-4c1e-9f0a-ba11a57ba11a")  # namespace of derived ids
-WEIGHT = Decimal("0.000001")
 ALL_MODELS = "*"  # the model id of a scan's run: every account, whatever it follows
 
 
@@ -131,38 +109,18 @@ async def record_equivalence_set(
     return stored
 
 
-async def record_account(uow: UnitOfWork, event: AccountChangedV1, tenant: str) -> None:
-    """Keep the account's whole state: model or sleeves, settings, restrictions, tax settings.
-    A named list a restriction refers to is kept with the members the event carries."""
-    strategy = event.strategy
-    await repo.upsert_account(
-        uow.session,
-        Account(
-            account_id=event.account_id,
-            tenant=tenant,
-            model_id=event.model_id if strategy is None else None,
-            status=event.status,
-            household_id=event.household_id,
-            account_type=event.account_type,
-            rebalance_settings=(
-                event.rebalance_settings.model_dump(mode="json", exclude_none=True)
-                if event.rebalance_settings is not None
-                else {}
-            ),
-            restrictions=[
-                r.model_dump(mode="json", exclude={"symbols"}) for r in event.restrictions
-            ],
-            tax_settings=(
-                event.tax_settings.model_dump(mode="json") if event.tax_settings else None
-            ),
-            rebalance_range=strategy.rebalance_range if strategy else None,
-            interior_pct=strategy.interior_pct if strategy else None,
-        ),
-    )
-    await repo.replace_sleeves(
-        uow.session,
-        event.account_id,
-        [
+async def record_accounts(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+    """Keep each account's whole state as its last account-changed of the batch says it:
+    model or sleeves, settings, restrictions, tax settings. A named list a restriction refers
+    to is kept with the members the last event naming it carries."""
+    last: dict[str, Account] = {}
+    sleeves: dict[str, list[Sleeve]] = {}
+    lists: dict[str, list[str]] = {}
+    for d in deliveries:
+        event: AccountChangedV1 = d.payload
+        last[event.account_id] = _account_row(event, d.envelope.tenant)
+        strategy = event.strategy
+        sleeves[event.account_id] = [
             Sleeve(
                 account_id=event.account_id,
                 sleeve_id=s.sleeve_id,
@@ -173,11 +131,35 @@ async def record_account(uow: UnitOfWork, event: AccountChangedV1, tenant: str) 
                 band_width=s.band.width,
             )
             for i, s in enumerate(strategy.sleeves if strategy else [])
-        ],
+        ]
+        lists.update(
+            {r.value: sorted(set(r.symbols)) for r in event.restrictions if r.scope == "list"}
+        )
+    await repo.upsert_accounts(uow.session, list(last.values()))
+    await repo.replace_sleeves(
+        uow.session, list(sleeves), [s for each in sleeves.values() for s in each]
     )
-    await repo.upsert_security_lists(
-        uow.session,
-        {r.value: sorted(set(r.symbols)) for r in event.restrictions if r.scope == "list"},
+    await repo.upsert_security_lists(uow.session, lists)
+
+
+def _account_row(event: AccountChangedV1, tenant: str) -> Account:
+    strategy = event.strategy
+    return Account(
+        account_id=event.account_id,
+        tenant=tenant,
+        model_id=event.model_id if strategy is None else None,
+        status=event.status,
+        household_id=event.household_id,
+        account_type=event.account_type,
+        rebalance_settings=(
+            event.rebalance_settings.model_dump(mode="json", exclude_none=True)
+            if event.rebalance_settings is not None
+            else {}
+        ),
+        restrictions=[r.model_dump(mode="json", exclude={"symbols"}) for r in event.restrictions],
+        tax_settings=(event.tax_settings.model_dump(mode="json") if event.tax_settings else None),
+        rebalance_range=strategy.rebalance_range if strategy else None,
+        interior_pct=strategy.interior_pct if strategy else None,
     )
 
 
@@ -185,37 +167,49 @@ async def record_holdings(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> No
     """Positions (with their lots under v2), cash (a UMA's per sleeve, when sent), household
     and recent loss sales of each account of the batch (its last snapshot in the batch: one
     account's events keep their order); the fills they reflect settle the trades that were
-    waiting for them."""
-    last: dict[str, HoldingsReconciledV1 | HoldingsReconciledV2] = {}
+    waiting for them. The payloads are ``handlers.HoldingsView``s (v1 or v2)."""
+    last: dict[str, Any] = {}
     for d in deliveries:
         last[d.payload.account_id] = d.payload
     books: list[repo.AccountBook] = []
     for event in last.values():
-        if isinstance(event, HoldingsReconciledV2):
-            year = event.realized_this_year
-            books.append(
-                repo.AccountBook(
-                    event.account_id,
-                    event.cash,
-                    [
-                        (p.symbol, p.quantity, [lot.model_dump(mode="json") for lot in p.lots])
-                        for p in event.positions
-                        if p.quantity != 0
-                    ],
-                    event.household_id,
-                    [s.model_dump() for s in event.recent_loss_sales],
-                    (year.year, year.short_term, year.long_term) if year else None,
-                    [part.model_dump(mode="json") for part in event.sleeve_cash] or None,
-                )
+        year = event.realized_this_year
+        books.append(
+            repo.AccountBook(
+                event.account_id,
+                event.cash,
+                [
+                    (p["symbol"], quantity, _lots_json(p.get("lots", ())))
+                    for p in event.positions
+                    if (quantity := Decimal(p["quantity"])) != 0
+                ],
+                event.household_id,
+                [s.model_dump() for s in event.recent_loss_sales],
+                (year.year, year.short_term, year.long_term) if year else None,
+                [part.model_dump(mode="json") for part in event.sleeve_cash] or None,
             )
-        else:
-            no_lots: list[dict[str, Any]] = []
-            plain = [(p.symbol, p.quantity, no_lots) for p in event.positions if p.quantity != 0]
-            books.append(repo.AccountBook(event.account_id, event.cash, plain))
+        )
     await repo.replace_books(uow.session, books)
     fills = [f for d in deliveries for f in d.payload.fill_ids]
     if fills:
         await repo.mark_fills_reconciled(uow.session, fills)
+
+
+def _lots_json(lots: Sequence[dict[str, Any]]) -> str:
+    """A position's lots as the read model stores them (``LotV1`` as JSON, every field)."""
+    return to_json(
+        [
+            {
+                "lot_id": lot["lot_id"],
+                "quantity": lot["quantity"],
+                "acquired": lot["acquired"],
+                "cost_basis": lot["cost_basis"],
+                "wash_adjustment": lot.get("wash_adjustment", "0"),
+                "sleeve_id": lot.get("sleeve_id"),
+            }
+            for lot in lots
+        ]
+    ).decode()
 
 
 # --------------------------------------------------------------------------------------------
@@ -244,187 +238,6 @@ async def record_declined(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> No
 
 
 # --------------------------------------------------------------------------------------------
-# Engine inputs from the read model
-
-
-@dataclass
-class Prepared:
-    """Everything a run gives the engine: one reference, the accounts ready to go (with
-    their tax context, which the engine does not take yet), and why others were skipped."""
-
-    reference: Reference
-    accounts: dict[str, EngineAccount] = field(default_factory=dict)
-    rows: dict[str, Account] = field(default_factory=dict)
-    labels: dict[str, tuple[str, int]] = field(default_factory=dict)  # model id and version
-    taxes: dict[str, TaxContext] = field(default_factory=dict)
-    skipped: dict[str, str] = field(default_factory=dict)
-
-
-def defaults_of(settings: Settings) -> Defaults:
-    return Defaults(settings.min_trade_value, settings.security_tolerance, settings.cash_band)
-
-
-async def prepare(
-    session: AsyncSession,
-    accounts: list[Account],
-    settings: Settings,
-    extra_models: list[Model],
-    *,
-    tax: bool = True,
-) -> Prepared:
-    """Build the engine's book from the read model; an account that cannot go (inactive, no
-    holdings yet, a model of it not published yet) is skipped with its reason. Without `tax`
-    (a drift scan) no lots, households or loss sales are read: drift needs none of them."""
-    ids = [a.account_id for a in accounts]
-    sleeves = await repo.sleeves_of(session, ids)
-    rows = {a.account_id: account_row(a, sleeves.get(a.account_id, [])) for a in accounts}
-    wanted = sorted({m for r in rows.values() for m in r.model_ids()})
-    models = await repo.models(session, wanted)
-    models.update({m.model_id: m for m in extra_models})
-    cash, holdings = await repo.books_of(session, ids, lots=tax)
-    sleeve_cash = await repo.sleeve_cash_of(session, [r for r, row in rows.items() if row.is_uma])
-    securities = {
-        s.symbol: SecurityRow(s.symbol, s.price, s.asset_class, s.sector, s.fractional_eligible)
-        for s in await repo.all_securities(session)
-    }
-    trade_date = datetime.now(UTC).date()
-    households: dict[str, str] = {}
-    sales: dict[str, list[LossSaleV1]] = {}
-    realized: dict[str, tuple[int, Decimal, Decimal]] = {}
-    purchases: dict[str, list[tuple[str, RecentPurchase]]] = {}
-    if tax:
-        households = await repo.households_of(session, ids)
-        for a in accounts:
-            if a.household_id:
-                households.setdefault(a.account_id, a.household_id)
-        sales = await _loss_sales(session, ids, households)
-        realized = await repo.realized_of(session, ids)
-        purchases = recent_purchases(
-            await repo.household_lots(
-                session, sorted(set(households.values())), trade_date - WASH_WINDOW
-            ),
-            trade_date,
-        )
-    in_flight = await repo.trades_in_flight(session, ids)
-    model_targets = {
-        m: {s: Decimal(w) for s, w in mod.targets.items()} for m, mod in models.items()
-    }
-    strategies = [strategy_for(r) for r in rows.values() if r.is_uma]
-    equivalence_sets, left_out = equivalence_sets_for(
-        [
-            EquivalenceSetRow(e.set_id, tuple(e.members), e.identical)
-            for e in await repo.live_equivalence_sets(session)
-        ],
-        securities,
-    )
-    for problem in left_out:
-        log.warning("equivalence set member left out", extra={"problem": problem})
-    reference = reference_for(
-        securities,
-        model_targets,
-        strategies,
-        await repo.security_lists(session),
-        equivalence_sets,
-    )
-    prepared = Prepared(reference)
-    defaults = defaults_of(settings)
-    for account in accounts:
-        account_id = account.account_id
-        row = rows[account_id]
-        missing = [m for m in row.model_ids() if m not in models]
-        if account.status != "active":
-            prepared.skipped[account_id] = f"account is {account.status}"
-        elif not row.model_ids():
-            prepared.skipped[account_id] = "account follows no model"
-        elif missing:
-            prepared.skipped[account_id] = f"model {missing[0]} not published yet"
-        elif account_id not in cash:
-            prepared.skipped[account_id] = "no holdings reconciled yet"
-        elif account_id in in_flight:
-            prepared.skipped[account_id] = (
-                f"{in_flight[account_id]} trade(s) proposed earlier are not settled yet (filled "
-                "and in the book of record, or rejected): trading again now could trade twice"
-            )
-        else:
-            # popped: the rows of an account built are let go (a chunk holds thousands)
-            positions = [PositionRow._make(h) for h in holdings.pop(account_id, ())]
-            household = households.get(account_id)
-            context = tax_context(
-                account_id,
-                account.account_type,
-                household,
-                account.tax_settings,
-                sales.get(household or account_id, []),
-            )
-            has_lots = any(p.lots for p in positions)
-            lots_and_rules = (
-                engine_tax(
-                    context,
-                    trade_date,
-                    realized.get(account_id),
-                    purchases.get(household, ()) if household else (),
-                )
-                if has_lots
-                else None
-            )
-            prepared.accounts[account_id] = engine_account(
-                row,
-                cash[account_id],
-                positions,
-                defaults,
-                model_targets,
-                equivalence_sets,
-                lots_and_rules,
-                sleeve_cash.get(account_id),
-            )
-            prepared.rows[account_id] = account
-            prepared.labels[account_id] = run_label(row, models)
-            prepared.taxes[account_id] = context
-    return prepared
-
-
-def account_row(account: Account, sleeves: list[Sleeve]) -> AccountRow:
-    return AccountRow(
-        account.account_id,
-        account.model_id,
-        account.rebalance_settings,
-        account.restrictions,
-        tuple(
-            SleeveRow(s.sleeve_id, s.model_id, s.weight, s.band_kind, s.band_width) for s in sleeves
-        ),
-        account.rebalance_range,
-        account.interior_pct,
-    )
-
-
-def run_label(row: AccountRow, models: dict[str, Model]) -> tuple[str, int]:
-    """The model an account's events name: an SMA's model; a UMA's largest sleeve's."""
-    if row.is_uma:
-        model_id = max(row.sleeves, key=lambda s: s.weight).model_id
-    else:
-        model_id = row.model_id or ""
-    return model_id, models[model_id].version
-
-
-async def _loss_sales(
-    session: AsyncSession, account_ids: list[str], households: dict[str, str]
-) -> dict[str, list[LossSaleV1]]:
-    """Recent loss sales by household (or by account where the household is unknown)."""
-    rows = await repo.loss_sales_of(session, account_ids, sorted(set(households.values())))
-    out: dict[str, list[LossSaleV1]] = defaultdict(list)
-    for r in rows:  # typed by the read model's columns already
-        out[r.household_id or r.account_id].append(
-            LossSaleV1.model_construct(
-                symbol=r.symbol,
-                sold_on=r.sold_on,
-                quantity=r.quantity,
-                loss_per_share=r.loss_per_share,
-            )
-        )
-    return out
-
-
-# --------------------------------------------------------------------------------------------
 # Runs: planned in chunks, each chunk processed by any instance in its own transaction
 
 
@@ -450,10 +263,15 @@ async def apply_model_change(
     targets = {t.symbol: str(t.weight) for t in event.targets}
     if model is None:
         model = Model(
-            model_id=event.model_id, name=event.name, version=event.version, targets=targets
+            model_id=event.model_id,
+            tenant=envelope.tenant,
+            name=event.name,
+            version=event.version,
+            targets=targets,
         )
     else:
         model.name, model.version, model.targets = event.name, event.version, targets
+        model.tenant = envelope.tenant
     await repo.save(uow.session, model)
     return await start_run(
         uow,
@@ -464,8 +282,8 @@ async def apply_model_change(
             trigger="model-change",
             model_id=model.model_id,
             model_version=model.version,
+            tenant=envelope.tenant,
         ),
-        tenant=envelope.tenant,
     )
 
 
@@ -480,6 +298,8 @@ class RunPlan:
     model_version: int = 0
     rebalance_out_of_tolerance: bool = False
     account_ids: tuple[str, ...] | None = None  # a harvest of named accounts
+    tenant: str | None = None  # whose run it is (None: every tenant's, an interval run)
+    started_by: str | None = None  # the caller who started it
 
 
 async def start_scan(
@@ -489,10 +309,19 @@ async def start_scan(
     rebalance: bool,
     trigger: RunTrigger,
     key: str | None = None,
+    tenant: str | None = None,
+    started_by: str | None = None,
 ) -> Run:
-    """Scan every account for drift; with `rebalance`, rebalance those out of tolerance.
-    A `key` names the run (the same key: the same run, started once)."""
-    plan = RunPlan(_run_id(key), "scan", trigger, rebalance_out_of_tolerance=rebalance)
+    """Scan every account (of `tenant`, when given) for drift; with `rebalance`, rebalance
+    those out of tolerance. A `key` names the run (the same key: the same run, started once)."""
+    plan = RunPlan(
+        _run_id(key),
+        "scan",
+        trigger,
+        rebalance_out_of_tolerance=rebalance,
+        tenant=tenant,
+        started_by=started_by,
+    )
     return await start_run(uow, settings, plan)
 
 
@@ -507,11 +336,14 @@ async def start_harvest(
     *,
     trigger: RunTrigger = "harvest",
     key: str | None = None,
+    tenant: str | None = None,
+    started_by: str | None = None,
 ) -> Run:
-    """Harvest tax losses in the accounts that have it on (or in those named; an unknown one
-    is refused, one with harvesting off is skipped saying so)."""
+    """Harvest tax losses in the accounts (of `tenant`, when given) that have it on (or in
+    those named; an unknown one, or another tenant's, is refused, one with harvesting off is
+    skipped saying so)."""
     if account_ids is not None:
-        known = await repo.existing_account_ids(uow.session, account_ids)
+        known = await repo.existing_account_ids(uow.session, account_ids, tenant)
         unknown = [(i, a) for i, a in enumerate(account_ids) if a not in known]
         if unknown:
             raise InvalidInput(
@@ -523,13 +355,13 @@ async def start_harvest(
         "harvest",
         trigger,
         account_ids=tuple(dict.fromkeys(account_ids)) if account_ids is not None else None,
+        tenant=tenant,
+        started_by=started_by,
     )
     return await start_run(uow, settings, plan)
 
 
-async def start_run(
-    uow: UnitOfWork, settings: Settings, plan: RunPlan, tenant: str = "default"
-) -> Run:
+async def start_run(uow: UnitOfWork, settings: Settings, plan: RunPlan) -> Run:
     """Record the run and publish its chunks (`rebalance-chunk-requested`), each a few
     hundred accounts in account-id order, keyed to spread over the topic's partitions. A run
     with no accounts is complete at once. A run started before (its id taken: another
@@ -542,6 +374,8 @@ async def start_run(
     total = sum(len(c) for c in chunks)
     run = Run(
         run_id=plan.run_id,
+        tenant=plan.tenant,
+        started_by=plan.started_by,
         trigger=plan.trigger,
         kind=plan.kind,
         model_id=plan.model_id,
@@ -566,7 +400,7 @@ async def start_run(
                 rebalance_out_of_tolerance=plan.rebalance_out_of_tolerance,
             ),
             key=f"{plan.run_id}:{index}",
-            tenant=tenant,
+            tenant=plan.tenant or "default",
         )
     log.info(
         "run started",
@@ -579,8 +413,10 @@ def _selection(plan: RunPlan) -> repo.Selection:
     if plan.kind == "rebalance":
         return repo.Selection(model_id=plan.model_id)
     if plan.kind == "harvest":
-        return repo.Selection(account_ids=plan.account_ids, harvesting=plan.account_ids is None)
-    return repo.Selection()
+        return repo.Selection(
+            account_ids=plan.account_ids, harvesting=plan.account_ids is None, tenant=plan.tenant
+        )
+    return repo.Selection(tenant=plan.tenant)
 
 
 @dataclass
@@ -797,9 +633,12 @@ def run_view(run: Run, skipped: dict[str, str] | None = None) -> RunOut:
     )
 
 
-async def run_with_skipped(session: AsyncSession, run_id: str) -> RunOut:
-    """A run with why its accounts were skipped (the first SKIPPED_SHOWN of them)."""
-    run = await repo.get_run(session, run_id)
+async def run_with_skipped(
+    session: AsyncSession, run_id: str, *, tenant: str | None = None
+) -> RunOut:
+    """A run (404 unless of `tenant`, when given) with why its accounts were skipped (the
+    first SKIPPED_SHOWN of them)."""
+    run = await repo.get_run(session, run_id, tenant)
     if run is None:
         raise NotFound(f"no run {run_id}")
     return run_view(run, await repo.run_skipped(session, run_id, SKIPPED_SHOWN))

@@ -41,6 +41,8 @@ class Model(Table, table=True):
     __tablename__ = "models"
 
     model_id: str = Field(primary_key=True, max_length=64)
+    # the tenant whose model-changed announced it (None: stored before tenants were kept)
+    tenant: str | None = Field(default=None, max_length=64)
     name: str
     version: int
     targets: dict[str, str] = Field(sa_column=Column(JSONB, nullable=False))  # symbol -> weight
@@ -203,6 +205,10 @@ class Run(Table, table=True):
     __tablename__ = "runs"
 
     run_id: str = Field(primary_key=True, max_length=36)
+    # whose accounts it covers; None: every tenant's (an interval scan or harvest), which no
+    # tenant's caller sees
+    tenant: str | None = Field(default=None, max_length=64, index=True)
+    started_by: str | None = Field(default=None, max_length=200)  # the caller's subject
     trigger: str = Field(max_length=32)  # model-change, scan, interval-scan, harvest, ...
     kind: str = Field(max_length=16)  # rebalance, scan, harvest
     model_id: str = Field(max_length=64, index=True)

@@ -146,6 +146,7 @@ async def upsert_securities(session: AsyncSession, rows: Sequence[Row]) -> list[
 
 _MODEL_COLUMNS = {
     "model_id": "text",
+    "tenant": "text",
     "name": "text",
     "version": "int",
     "changed_by": "text",
@@ -157,10 +158,10 @@ _TARGET_COLUMNS = {"model_id": "text", "symbol": "text", "weight": "numeric"}
 async def upsert_models(session: AsyncSession, rows: Sequence[Row]) -> list[str]:
     """Store model versions unless a newer one is stored; returns the models written."""
     sql = f"""
-        INSERT INTO models (model_id, name, version, changed_by, changed_at)
+        INSERT INTO models ({", ".join(_MODEL_COLUMNS)})
         SELECT * FROM {_unnest(_MODEL_COLUMNS)} ORDER BY model_id
         ON CONFLICT (model_id) DO UPDATE
-           SET name = EXCLUDED.name, version = EXCLUDED.version,
+           SET tenant = EXCLUDED.tenant, name = EXCLUDED.name, version = EXCLUDED.version,
                changed_by = EXCLUDED.changed_by, changed_at = EXCLUDED.changed_at
          WHERE models.version <= EXCLUDED.version
         RETURNING model_id
@@ -236,15 +237,16 @@ async def replace_sleeves(
 
 
 async def list_accounts_in_valuations(session: AsyncSession, account_ids: Sequence[str]) -> None:
-    """Copy name, model and status of these (just written) accounts to their valuations."""
+    """Copy tenant, name, model and status of these (just written) accounts to their
+    valuations."""
     await _write(
         session,
         """
-        INSERT INTO account_valuations (account_id, name, model_id, status, updated_at)
-        SELECT account_id, name, model_id, status, now() FROM accounts
+        INSERT INTO account_valuations (account_id, tenant, name, model_id, status, updated_at)
+        SELECT account_id, tenant, name, model_id, status, now() FROM accounts
          WHERE account_id = ANY($1::text[]) ORDER BY account_id
         ON CONFLICT (account_id) DO UPDATE
-           SET name = EXCLUDED.name, model_id = EXCLUDED.model_id,
+           SET tenant = EXCLUDED.tenant, name = EXCLUDED.name, model_id = EXCLUDED.model_id,
                status = EXCLUDED.status, updated_at = EXCLUDED.updated_at
         """,
         list(account_ids),
@@ -464,6 +466,7 @@ async def record_verdicts(session: AsyncSession, rows: Sequence[Row]) -> None:
 
 _RUN_COLUMNS = {
     "run_id": "uuid",
+    "tenant": "text",
     "model_id": "text",
     "model_version": "int",
     "first_event_at": "timestamptz",
@@ -474,7 +477,7 @@ _RUN_COLUMNS = {
 async def upsert_runs(session: AsyncSession, rows: Sequence[Row]) -> None:
     """Runs first seen through their drift or proposals; only their event times change after."""
     sql = f"""
-        INSERT INTO runs (run_id, model_id, model_version, first_event_at, last_event_at)
+        INSERT INTO runs ({", ".join(_RUN_COLUMNS)})
         SELECT * FROM {_unnest(_RUN_COLUMNS)} ORDER BY run_id
         ON CONFLICT (run_id) DO UPDATE
            SET first_event_at = LEAST(runs.first_event_at, EXCLUDED.first_event_at),
@@ -516,7 +519,8 @@ async def record_chunks(session: AsyncSession, runs: Sequence[Row], chunks: Sequ
         INSERT INTO runs ({run_names})
         SELECT * FROM {_unnest(_CHUNK_RUN_COLUMNS)} ORDER BY run_id
         ON CONFLICT (run_id) DO UPDATE
-           SET model_id = EXCLUDED.model_id, model_version = EXCLUDED.model_version,
+           SET tenant = EXCLUDED.tenant,
+               model_id = EXCLUDED.model_id, model_version = EXCLUDED.model_version,
                kind = EXCLUDED.kind, trigger = EXCLUDED.trigger, chunks = EXCLUDED.chunks,
                first_event_at = LEAST(runs.first_event_at, EXCLUDED.first_event_at),
                last_event_at = GREATEST(runs.last_event_at, EXCLUDED.last_event_at)
@@ -849,6 +853,7 @@ _OVERVIEW_COLUMNS = """
 
 async def account_page(
     session: AsyncSession,
+    tenant: str,
     *,
     limit: int,
     offset: int,
@@ -859,9 +864,16 @@ async def account_page(
     sort: SortKey = "account_id",
     descending: bool = False,
 ) -> tuple[int, list[Record]]:
-    """(total matching, a page of overviews) in index order, nulls last, ties by id."""
-    where = ["v.status IS NOT NULL"]  # accounts known from account-changed
-    params: dict[str, Any] = {"limit": limit, "offset": offset, "n": limit + offset}
+    """(total matching, a page of the tenant's overviews) in index order, nulls last, ties
+    by id."""
+    # the tenant's accounts known from account-changed
+    where = ["v.tenant = :tenant", "v.status IS NOT NULL"]
+    params: dict[str, Any] = {
+        "tenant": tenant,
+        "limit": limit,
+        "offset": offset,
+        "n": limit + offset,
+    }
     if model_id is not None:
         where.append("v.model_id = :model_id")
         params["model_id"] = model_id
@@ -907,7 +919,7 @@ async def account_page(
     rows = [dict(r) for r in (await _run(session, text(sql), params)).mappings()]
     if offset == 0 and len(rows) < limit:
         return len(rows), rows
-    if model_id is None and status is None and not search:
+    if model_id is None and status is None and not search and await _whole_book(session, tenant):
         # the book's tallies know these totals; counting them would read every account
         tally = (
             (
@@ -934,21 +946,31 @@ _ONE_OVERVIEW = text(
       FROM accounts a
       LEFT JOIN account_valuations v ON v.account_id = a.account_id
       LEFT JOIN models m ON m.model_id = a.model_id
-     WHERE a.account_id = :account_id
+     WHERE a.account_id = :account_id AND a.tenant = :tenant
     """
 )
 
 
-async def account_overview(session: AsyncSession, account_id: str) -> Record | None:
-    """One account's overview, or None if account-changed never named it."""
-    row = (await _run(session, _ONE_OVERVIEW, {"account_id": account_id})).mappings().first()
+async def account_overview(session: AsyncSession, tenant: str, account_id: str) -> Record | None:
+    """One account's overview, or None if account-changed never named it for `tenant`."""
+    params = {"account_id": account_id, "tenant": tenant}
+    row = (await _run(session, _ONE_OVERVIEW, params)).mappings().first()
     return dict(row) if row is not None else None
 
 
-async def account_known(session: AsyncSession, account_id: str) -> bool:
-    if await session.get(Account, account_id) is not None:
-        return True
-    return await session.get(HoldingsSnapshot, account_id) is not None
+async def account_known(session: AsyncSession, tenant: str, account_id: str) -> bool:
+    """Whether account-changed named the account, for `tenant`."""
+    account = await session.get(Account, account_id)
+    return account is not None and account.tenant == tenant
+
+
+async def _whole_book(session: AsyncSession, tenant: str) -> bool:
+    """Whether every account is the tenant's (then the book's tallies are the tenant's):
+    the two ends of the tenant index."""
+    row = (
+        await _run(session, text("SELECT min(tenant) AS low, max(tenant) AS high FROM accounts"))
+    ).one()
+    return bool(row.low == tenant and row.high == tenant)
 
 
 async def get_account(session: AsyncSession, account_id: str) -> Account | None:
@@ -1079,16 +1101,17 @@ _RUNS = f"""
 """
 
 
-async def run_progress(session: AsyncSession, run_id: uuid.UUID) -> Record | None:
-    """A run with its tallies, or None."""
-    sql = _RUNS.format(where="r.run_id = :run_id", order="run_id")
-    params = {"run_id": run_id, "limit": 1, "offset": 0}
+async def run_progress(session: AsyncSession, tenant: str, run_id: uuid.UUID) -> Record | None:
+    """A run of the tenant with its tallies, or None."""
+    sql = _RUNS.format(where="r.run_id = :run_id AND r.tenant = :tenant", order="run_id")
+    params = {"run_id": run_id, "tenant": tenant, "limit": 1, "offset": 0}
     row = (await _run(session, text(sql), params)).mappings().first()
     return dict(row) if row is not None else None
 
 
 async def list_runs(
     session: AsyncSession,
+    tenant: str,
     *,
     model_id: str | None,
     model_version: int | None,
@@ -1096,9 +1119,9 @@ async def list_runs(
     limit: int,
     offset: int,
 ) -> list[Record]:
-    """A page of runs, newest first, with their tallies."""
-    where = ["true"]
-    params: dict[str, Any] = {"limit": limit, "offset": offset}
+    """A page of the tenant's runs, newest first, with their tallies."""
+    where = ["r.tenant = :tenant"]
+    params: dict[str, Any] = {"tenant": tenant, "limit": limit, "offset": offset}
     if model_id is not None:
         where.append("r.model_id = :model_id")
         params["model_id"] = model_id
@@ -1127,22 +1150,65 @@ async def failed_chunks(session: AsyncSession, run_ids: Sequence[uuid.UUID]) -> 
     return [dict(r) for r in result.mappings()]
 
 
-_SUMMARY = text(
-    f"""
-    SELECT (SELECT COUNT(*) FROM models) AS models,
+_SMALL_COUNTS = """
+    SELECT (SELECT COUNT(*) FROM models WHERE tenant = :tenant) AS models,
            (SELECT COUNT(*) FROM securities) AS securities,
-           (SELECT COUNT(*) FROM runs) AS runs,
-           t.*
+           (SELECT COUNT(*) FROM runs WHERE tenant = :tenant) AS runs
+"""
+_SUMMARY = text(
+    f"""{_SMALL_COUNTS}, t.*
       FROM (SELECT {_TALLY_SUMS}, COALESCE(SUM(accounts), 0) AS accounts,
                    COALESCE(SUM(market_value), 0) AS market_value
               FROM book_tallies) t
     """
 )
+# What the book's tallies count (migration fba27cd91b78), over one tenant's rows.
+_TRADE_STATUSES = ("proposed", "approved", "partially_filled", "filled", "rejected", "declined")
+_TENANT_SUMMARY = text(
+    f"""{_SMALL_COUNTS}, t.*, p.*, tr.*
+      FROM (SELECT COUNT(*) FILTER (WHERE v.status IS NOT NULL) AS accounts,
+                   COUNT(*) FILTER (WHERE v.status IS NOT NULL AND v.measured_at IS NOT NULL)
+                       AS accounts_measured,
+                   COUNT(*) FILTER (WHERE v.status IS NOT NULL AND v.out_of_tolerance)
+                       AS accounts_out_of_tolerance,
+                   COALESCE(SUM(v.market_value), 0) AS market_value
+              FROM account_valuations v WHERE v.tenant = :tenant) t,
+           (SELECT COUNT(*) AS proposals,
+                   COUNT(*) FILTER (WHERE p.approved_at IS NOT NULL) AS proposals_approved
+              FROM proposals p JOIN accounts a ON a.account_id = p.account_id
+             WHERE a.tenant = :tenant) p,
+           (SELECT COUNT(*) AS trades,
+                   {
+        ", ".join(
+            f"COUNT(*) FILTER (WHERE tr.status = '{s}') AS trades_{s}" for s in _TRADE_STATUSES
+        )
+    },
+                   COUNT(*) FILTER (WHERE tr.estimated_tax IS NOT NULL
+                                      AND tr.status <> 'declined') AS taxed_trades,
+                   COALESCE(SUM(tr.estimated_tax) FILTER (WHERE tr.status <> 'declined'), 0)
+                       AS estimated_tax,
+                   COALESCE(SUM(tr.fills), 0) AS fills,
+                   COALESCE(SUM(tr.fills_reflected), 0) AS fills_reflected,
+                   MAX(tr.reconciled_at) AS last_reconciled_at
+              FROM trades tr JOIN accounts a ON a.account_id = tr.account_id
+             WHERE a.tenant = :tenant) tr
+    """
+)
 
 
-async def summary_counts(session: AsyncSession) -> Record:
-    """Counts of small tables and the book's tallies."""
-    return dict((await _run(session, _SUMMARY)).mappings().one())
+async def summary_counts(session: AsyncSession, tenant: str) -> Record:
+    """Counts of small tables and the tenant's tallies: the book's, kept by triggers, when
+    every account is the tenant's; else summed over the tenant's rows."""
+    whole_book = await _whole_book(session, tenant)
+    return await tenant_summary_counts(session, tenant, from_tallies=whole_book)
+
+
+async def tenant_summary_counts(
+    session: AsyncSession, tenant: str, *, from_tallies: bool
+) -> Record:
+    """The tenant's summary counts, from the book's tallies or summed over its rows."""
+    sql = _SUMMARY if from_tallies else _TENANT_SUMMARY
+    return dict((await _run(session, sql, {"tenant": tenant})).mappings().one())
 
 
 async def positions_of(session: AsyncSession, account_id: str) -> list[Position]:
@@ -1159,6 +1225,8 @@ _RUN_ACCOUNTS = text(
     WITH measured AS (
         SELECT d.account_id, 0 AS part, d.total_value, d.max_abs_drift, d.out_of_tolerance
           FROM run_drift d WHERE d.run_id = :run_id
+           AND EXISTS (SELECT 1 FROM accounts a
+                        WHERE a.account_id = d.account_id AND a.tenant = :tenant)
          ORDER BY d.max_abs_drift DESC, d.account_id DESC LIMIT :n
     ),
     unmeasured AS (
@@ -1166,6 +1234,8 @@ _RUN_ACCOUNTS = text(
                NULL::numeric AS max_abs_drift, NULL::boolean AS out_of_tolerance
           FROM proposals p
          WHERE p.run_id = :run_id
+           AND EXISTS (SELECT 1 FROM accounts a
+                        WHERE a.account_id = p.account_id AND a.tenant = :tenant)
            AND NOT EXISTS (SELECT 1 FROM run_drift d
                             WHERE d.run_id = :run_id AND d.account_id = p.account_id)
          ORDER BY p.account_id DESC LIMIT :n
@@ -1195,10 +1265,17 @@ _RUN_ACCOUNTS = text(
 
 
 async def run_accounts(
-    session: AsyncSession, run_id: uuid.UUID, limit: int, offset: int
+    session: AsyncSession, tenant: str, run_id: uuid.UUID, limit: int, offset: int
 ) -> list[Record]:
-    """A page of the accounts a run measured or proposed trades for, with their progress."""
-    params = {"run_id": run_id, "limit": limit, "offset": offset, "n": limit + offset}
+    """A page of the tenant's accounts a run measured or proposed trades for, with their
+    progress."""
+    params = {
+        "tenant": tenant,
+        "run_id": run_id,
+        "limit": limit,
+        "offset": offset,
+        "n": limit + offset,
+    }
     return [dict(r) for r in (await _run(session, _RUN_ACCOUNTS, params)).mappings()]
 
 
@@ -1206,15 +1283,17 @@ _MODELS = text(
     """
     SELECT m.model_id, m.name, m.version, m.changed_by, m.changed_at,
            (SELECT COUNT(*) FROM model_targets t WHERE t.model_id = m.model_id) AS securities,
-           (SELECT COUNT(*) FROM accounts a WHERE a.model_id = m.model_id)
+           (SELECT COUNT(*) FROM accounts a
+             WHERE a.model_id = m.model_id AND a.tenant = :tenant)
              + (SELECT COUNT(DISTINCT sl.account_id) FROM account_sleeves sl
-                 WHERE sl.model_id = m.model_id) AS accounts
-      FROM models m ORDER BY m.model_id LIMIT :limit OFFSET :offset
+                  JOIN accounts a ON a.account_id = sl.account_id
+                 WHERE sl.model_id = m.model_id AND a.tenant = :tenant) AS accounts
+      FROM models m WHERE m.tenant = :tenant ORDER BY m.model_id LIMIT :limit OFFSET :offset
     """
 )
 
 
-async def list_models(session: AsyncSession, limit: int, offset: int) -> list[Record]:
-    """Models, by id, with how many securities and accounts each has."""
-    params = {"limit": limit, "offset": offset}
+async def list_models(session: AsyncSession, tenant: str, limit: int, offset: int) -> list[Record]:
+    """The tenant's models, by id, with how many securities and of its accounts each has."""
+    params = {"tenant": tenant, "limit": limit, "offset": offset}
     return [dict(r) for r in (await _run(session, _MODELS, params)).mappings()]

@@ -114,6 +114,7 @@ async def apply_models(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
             [
                 {
                     "model_id": d.payload.model_id,
+                    "tenant": d.envelope.tenant,
                     "name": d.payload.name,
                     "version": d.payload.version,
                     "changed_by": d.payload.changed_by,
@@ -290,6 +291,7 @@ def _run_rows(deliveries: Sequence[Delivery]) -> list[dict[str, Any]]:
             p.run_id,
             {
                 "run_id": p.run_id,
+                "tenant": d.envelope.tenant,
                 "model_id": p.model_id,
                 "model_version": p.model_version,
                 "first_event_at": d.envelope.time,
@@ -340,6 +342,7 @@ async def apply_chunks(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
         )
         run.update(
             run_id=p.run_id,
+            tenant=d.envelope.tenant,
             model_id=p.model_id,
             model_version=p.model_version,
             kind=p.kind,
@@ -592,6 +595,7 @@ def _overview(row: dict[str, Any], default_tolerance: Decimal) -> AccountOvervie
 
 async def list_accounts(
     session: AsyncSession,
+    tenant: str,
     default_tolerance: Decimal,
     *,
     limit: int,
@@ -603,9 +607,10 @@ async def list_accounts(
     sort: repo.SortKey,
     descending: bool,
 ) -> Page[AccountOverview]:
-    """A page of accounts from their stored valuations, filtered and sorted."""
+    """A page of the tenant's accounts from their stored valuations, filtered and sorted."""
     total, rows = await repo.account_page(
         session,
+        tenant,
         limit=limit,
         offset=offset,
         model_id=model_id,
@@ -620,10 +625,10 @@ async def list_accounts(
 
 
 async def account_summary(
-    session: AsyncSession, account_id: str, default_tolerance: Decimal
+    session: AsyncSession, tenant: str, account_id: str, default_tolerance: Decimal
 ) -> AccountSummary:
     """One account's overview with its sleeves, trades by status and reflected fills."""
-    row = await repo.account_overview(session, account_id)
+    row = await repo.account_overview(session, tenant, account_id)
     if row is None:
         raise NotFound(f"no account {account_id}")
     account = await repo.get_account(session, account_id)
@@ -640,10 +645,10 @@ async def account_summary(
     )
 
 
-async def holdings(session: AsyncSession, account_id: str) -> Holdings:
+async def holdings(session: AsyncSession, tenant: str, account_id: str) -> Holdings:
     """Each held or targeted security with price, value, weight, target and difference,
     and cash as a line of its own. Weights are of the market value (cash included)."""
-    if not await repo.account_known(session, account_id):
+    if not await repo.account_known(session, tenant, account_id):
         raise NotFound(f"no account {account_id}")
     account = await repo.get_account(session, account_id)
     snapshot = await repo.get_holdings(session, account_id)
@@ -711,9 +716,9 @@ async def holdings(session: AsyncSession, account_id: str) -> Holdings:
     )
 
 
-async def lots(session: AsyncSession, account_id: str, on: date) -> Lots:
+async def lots(session: AsyncSession, tenant: str, account_id: str, on: date) -> Lots:
     """Open tax lots with unrealized gain and term on `on`, split short/long-term."""
-    if not await repo.account_known(session, account_id):
+    if not await repo.account_known(session, tenant, account_id):
         raise NotFound(f"no account {account_id}")
     out: list[LotLine] = []
     totals: dict[Term, Decimal] = {"short": Decimal(0), "long": Decimal(0)}
@@ -738,8 +743,11 @@ async def lots(session: AsyncSession, account_id: str, on: date) -> Lots:
     )
 
 
-async def trades(session: AsyncSession, account_id: str, limit: int, offset: int) -> list[TradeOut]:
-    if not await repo.account_known(session, account_id):
+async def trades(
+    session: AsyncSession, tenant: str, account_id: str, limit: int, offset: int
+) -> list[TradeOut]:
+    """A page of the account's trades, newest first (404 unless the tenant's)."""
+    if not await repo.account_known(session, tenant, account_id):
         raise NotFound(f"no account {account_id}")
     rows = await repo.trades_of(session, account_id, limit, offset)
     return [TradeOut(**{k: r[k] for k in TradeOut.model_fields}) for r in rows]
@@ -819,9 +827,9 @@ async def _with_failures(session: AsyncSession, rows: list[dict[str, Any]]) -> l
     return [_progress(r, failures.get(r["run_id"], [])) for r in rows]
 
 
-async def run(session: AsyncSession, run_id: uuid.UUID) -> RunProgress:
-    """One run's progress."""
-    row = await repo.run_progress(session, run_id)
+async def run(session: AsyncSession, tenant: str, run_id: uuid.UUID) -> RunProgress:
+    """One run's progress (404 unless the tenant's)."""
+    row = await repo.run_progress(session, tenant, run_id)
     if row is None:
         raise NotFound(f"no rebalance run {run_id}")
     return (await _with_failures(session, [row]))[0]
@@ -829,6 +837,7 @@ async def run(session: AsyncSession, run_id: uuid.UUID) -> RunProgress:
 
 async def runs(
     session: AsyncSession,
+    tenant: str,
     *,
     model_id: str | None,
     model_version: int | None,
@@ -839,6 +848,7 @@ async def runs(
     """A page of runs, newest first, with their progress."""
     rows = await repo.list_runs(
         session,
+        tenant,
         model_id=model_id,
         model_version=model_version,
         kind=kind,
@@ -848,9 +858,9 @@ async def runs(
     return await _with_failures(session, rows)
 
 
-async def summary(session: AsyncSession) -> Summary:
-    """The book in numbers, from counts of small tables and the book's tallies."""
-    counts = await repo.summary_counts(session)
+async def summary(session: AsyncSession, tenant: str) -> Summary:
+    """The tenant's book in numbers, from counts of small tables and tallies."""
+    counts = await repo.summary_counts(session, tenant)
     by_status = {
         status: int(counts[f"trades_{status}"])
         for status in ("proposed", "approved", "partially_filled", "filled", "rejected", "declined")
@@ -873,10 +883,10 @@ async def summary(session: AsyncSession) -> Summary:
 
 
 async def run_accounts(
-    session: AsyncSession, run_id: uuid.UUID, limit: int, offset: int
+    session: AsyncSession, tenant: str, run_id: uuid.UUID, limit: int, offset: int
 ) -> list[RunAccount]:
     """A page of a run's accounts with what the run measured and how their trades stand."""
-    if await repo.run_progress(session, run_id) is None:
+    if await repo.run_progress(session, tenant, run_id) is None:
         raise NotFound(f"no rebalance run {run_id}")
     return [
         RunAccount(
@@ -893,10 +903,10 @@ async def run_accounts(
             fills=r["fills"],
             fills_reflected=r["fills_reflected"],
         )
-        for r in await repo.run_accounts(session, run_id, limit, offset)
+        for r in await repo.run_accounts(session, tenant, run_id, limit, offset)
     ]
 
 
-async def models(session: AsyncSession, limit: int, offset: int) -> list[ModelOut]:
-    """A page of models with their counts."""
-    return [ModelOut(**r) for r in await repo.list_models(session, limit, offset)]
+async def models(session: AsyncSession, tenant: str, limit: int, offset: int) -> list[ModelOut]:
+    """A page of the tenant's models with their counts."""
+    return [ModelOut(**r) for r in await repo.list_models(session, tenant, limit, offset)]

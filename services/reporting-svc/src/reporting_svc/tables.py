@@ -67,6 +67,8 @@ class Model(Table, table=True):
     __tablename__ = "models"
 
     model_id: str = Field(primary_key=True, max_length=64)
+    # the tenant whose model-changed announced it (None: stored before tenants were kept)
+    tenant: str | None = Field(default=None, max_length=64, index=True)
     name: str
     version: int
     changed_by: str
@@ -87,7 +89,10 @@ class Account(Table, table=True):
     """From account-changed."""
 
     __tablename__ = "accounts"
-    __table_args__ = (Index("ix_accounts_model", "model_id"),)
+    __table_args__ = (
+        Index("ix_accounts_model", "model_id"),
+        Index("ix_accounts_tenant", "tenant", "account_id"),
+    )
 
     account_id: str = Field(primary_key=True, max_length=64)
     household_id: str = Field(max_length=64)
@@ -174,9 +179,13 @@ class Run(Table, table=True):
     __table_args__ = (
         Index("ix_runs_model", "model_id", "model_version"),
         Index("ix_runs_first_event", "first_event_at"),
+        Index("ix_runs_tenant_first_event", "tenant", "first_event_at"),
     )
 
     run_id: uuid.UUID = Field(primary_key=True)
+    # whose run it is: the tenant its chunk reports were published for (before one arrived,
+    # that of its first drift or proposal event)
+    tenant: str | None = Field(default=None, max_length=64)
     model_id: str = Field(max_length=64)
     model_version: int
     kind: str | None = Field(default=None, max_length=16)
@@ -236,16 +245,20 @@ class AccountValuation(Table, table=True):
     until account-changed: only such accounts are listed)."""
 
     __tablename__ = "account_valuations"
+    # The account list reads one tenant's rows in one of these orders.
     __table_args__ = (
-        Index("ix_account_valuations_name", "name", "account_id"),
-        Index("ix_account_valuations_model", "model_id", "account_id"),
-        Index("ix_account_valuations_status", "status", "account_id"),
-        Index("ix_account_valuations_market_value", "market_value", "account_id"),
-        Index("ix_account_valuations_cash", "cash", "account_id"),
-        Index("ix_account_valuations_drift", "max_abs_drift", "account_id"),
+        Index("ix_account_valuations_tenant", "tenant", "account_id"),
+        Index("ix_account_valuations_name", "tenant", "name", "account_id"),
+        Index("ix_account_valuations_model", "tenant", "model_id", "account_id"),
+        Index("ix_account_valuations_status", "tenant", "status", "account_id"),
+        Index("ix_account_valuations_market_value", "tenant", "market_value", "account_id"),
+        Index("ix_account_valuations_cash", "tenant", "cash", "account_id"),
+        Index("ix_account_valuations_drift", "tenant", "max_abs_drift", "account_id"),
     )
 
     account_id: str = Field(primary_key=True, max_length=64)
+    # copied from account-changed with name, model and status (null until then)
+    tenant: str | None = Field(default=None, max_length=64)
     name: str | None = None
     model_id: str | None = Field(default=None, max_length=64)
     status: str | None = Field(default=None, max_length=16)

@@ -4,6 +4,7 @@ from datetime import date
 from typing import Annotated, Any, Literal
 
 from ballast_common.app import ReadSession, UoW
+from ballast_common.auth import CanLoadBooks, CanManageAccounts, CanRead
 from ballast_common.openapi import CREATES_RESOURCE
 from fastapi import APIRouter, Body, Path, Query, Response
 from fastapi.exceptions import RequestValidationError
@@ -63,8 +64,10 @@ Year = Annotated[int | None, Query(ge=1900, le=2999, description="calendar year 
     response_model=HoldingsOut,
     openapi_extra=CREATES_RESOURCE,
 )
-async def post_holdings(account_id: AccountId, body: HoldingsIn, uow: UoW) -> HoldingsOut:
-    return await service.open_account(uow, account_id, body)
+async def post_holdings(
+    account_id: AccountId, body: HoldingsIn, uow: UoW, caller: CanLoadBooks
+) -> HoldingsOut:
+    return await service.open_account(uow, caller.tenant, account_id, body)
 
 
 @router.post(
@@ -75,22 +78,23 @@ async def post_holdings(account_id: AccountId, body: HoldingsIn, uow: UoW) -> Ho
     response_model=BatchResult,
     max_body_size=MAX_BATCH_BYTES,
 )
-async def post_holdings_batch(body: HoldingsBatchIn, uow: UoW) -> BatchResult:
-    return await service.open_accounts(uow, body.accounts)
+async def post_holdings_batch(body: HoldingsBatchIn, uow: UoW, caller: CanLoadBooks) -> BatchResult:
+    return await service.open_accounts(uow, caller.tenant, body.accounts)
 
 
 @router.get("/accounts/{account_id}/holdings", tags=["holdings"], response_model=HoldingsOut)
-async def get_holdings(account_id: str, session: ReadSession) -> HoldingsOut:
-    return await service.holdings(session, account_id)
+async def get_holdings(account_id: str, session: ReadSession, caller: CanRead) -> HoldingsOut:
+    return await service.holdings(session, caller.tenant, account_id)
 
 
 @router.get("/accounts/{account_id}/lots", tags=["lots"], response_model=LotsOut)
 async def get_lots(
     account_id: str,
     session: ReadSession,
+    caller: CanRead,
     symbol: Annotated[str | None, Query(max_length=16)] = None,
 ) -> LotsOut:
-    return await service.lots(session, account_id, symbol)
+    return await service.lots(session, caller.tenant, account_id, symbol)
 
 
 @router.get(
@@ -100,8 +104,10 @@ async def get_lots(
     "account-changed)",
     response_model=TaxSettingsOut,
 )
-async def get_tax_settings(account_id: AccountId, session: ReadSession) -> TaxSettingsOut:
-    return await taxes.tax_settings(session, account_id)
+async def get_tax_settings(
+    account_id: AccountId, session: ReadSession, caller: CanRead
+) -> TaxSettingsOut:
+    return await taxes.tax_settings(session, caller.tenant, account_id)
 
 
 @router.get(
@@ -110,8 +116,10 @@ async def get_tax_settings(account_id: AccountId, session: ReadSession) -> TaxSe
     summary="Realized gains by lot, wash-sale adjusted (code W), with short/long totals",
     response_model=GainsOut,
 )
-async def get_realized_gains(account_id: str, session: ReadSession, year: Year = None) -> GainsOut:
-    return await taxes.realized_gains(session, account_id, year)
+async def get_realized_gains(
+    account_id: str, session: ReadSession, caller: CanRead, year: Year = None
+) -> GainsOut:
+    return await taxes.realized_gains(session, caller.tenant, account_id, year)
 
 
 @router.get(
@@ -121,8 +129,10 @@ async def get_realized_gains(account_id: str, session: ReadSession, year: Year =
     response_class=Response,
     responses={200: {"content": {"text/csv": {}}}},
 )
-async def get_form8949(account_id: str, session: ReadSession, year: Year = None) -> Response:
-    text = await taxes.form8949_csv(session, account_id, year)
+async def get_form8949(
+    account_id: str, session: ReadSession, caller: CanRead, year: Year = None
+) -> Response:
+    text = await taxes.form8949_csv(session, caller.tenant, account_id, year)
     return Response(text, media_type="text/csv; charset=utf-8")
 
 
@@ -135,13 +145,14 @@ async def get_form8949(account_id: str, session: ReadSession, year: Year = None)
 async def get_unrealized(
     account_id: str,
     session: ReadSession,
+    caller: CanRead,
     prices: Annotated[
         Literal["from-last-fill", "security-master"],
         Query(description="last fill price (else security master), or security master"),
     ] = "security-master",
     on: Annotated[date | None, Query(description="day the terms are judged (today)")] = None,
 ) -> UnrealizedOut:
-    return await taxes.unrealized(session, account_id, prices, on)
+    return await taxes.unrealized(session, caller.tenant, account_id, prices, on)
 
 
 @router.get(
@@ -153,15 +164,18 @@ async def get_unrealized(
 async def get_wash_sale_blocks(
     household_id: HouseholdId,
     session: ReadSession,
+    caller: CanRead,
     on: Annotated[date | None, Query(description="day of the intended trade (today)")] = None,
 ) -> WashSaleBlocksOut:
-    return await taxes.wash_sale_blocks(session, household_id, on)
+    return await taxes.wash_sale_blocks(session, caller.tenant, household_id, on)
 
 
 @router.post(
     "/corporate-actions",
     tags=["corporate actions"],
     summary="Apply a corporate action (once per action id) to every account holding it",
+    description="Corporate actions are platform-wide reference data, like the security "
+    "master: an action applies to every account holding the security, of every tenant.",
     status_code=201,
     response_model=CorporateActionOut,
 )
@@ -175,6 +189,7 @@ async def post_corporate_action(
     ],
     uow: UoW,
     response: Response,
+    caller: CanLoadBooks,
 ) -> CorporateActionOut:
     result = await actions.apply_corporate_action(uow, parse_action(body))
     if result.repeated:
@@ -190,9 +205,13 @@ async def post_corporate_action(
     response_model=SleeveTransferOut,
 )
 async def post_sleeve_transfer(
-    account_id: AccountId, body: SleeveTransferIn, uow: UoW, response: Response
+    account_id: AccountId,
+    body: SleeveTransferIn,
+    uow: UoW,
+    response: Response,
+    caller: CanManageAccounts,
 ) -> SleeveTransferOut:
-    result = await transfers.transfer(uow, account_id, body)
+    result = await transfers.transfer(uow, caller.tenant, account_id, body)
     if result.repeated:
         response.status_code = 200
     return result
@@ -206,9 +225,13 @@ async def post_sleeve_transfer(
     response_model=SleeveCashTransferOut,
 )
 async def post_sleeve_cash_transfer(
-    account_id: AccountId, body: SleeveCashTransferIn, uow: UoW, response: Response
+    account_id: AccountId,
+    body: SleeveCashTransferIn,
+    uow: UoW,
+    response: Response,
+    caller: CanManageAccounts,
 ) -> SleeveCashTransferOut:
-    result = await transfers.transfer_cash(uow, account_id, body)
+    result = await transfers.transfer_cash(uow, caller.tenant, account_id, body)
     if result.repeated:
         response.status_code = 200
     return result

@@ -27,6 +27,7 @@ from operator import attrgetter, itemgetter
 from typing import Any
 
 from ballast_engine.tax import (
+    DEFAULT_RELIEF_METHOD,
     Account,
     AccountType,
     CashDividend,
@@ -37,7 +38,7 @@ from ballast_engine.tax import (
     EquivalenceSet,
     Identity,
     Lot,
-    Method,
+    ReliefMethod,
     Side,
     SpinOff,
     Split,
@@ -52,8 +53,7 @@ ZERO = Decimal(0)
 OPENING = "opening"
 FILL = "fill"
 MOVE = "move"
-RELIEF_METHODS = ("fifo", "lifo", "hifo", "mintax")
-DEFAULT_METHOD = "fifo"
+DEFAULT_METHOD = DEFAULT_RELIEF_METHOD.value  # a sell naming no lot, of an account never described
 
 
 def identity_of(groups: Iterable[Sequence[str]]) -> Identity:
@@ -174,7 +174,7 @@ def to_trade(item: Input) -> Trade:
         method = None
     else:
         lot_ids = item.lot_ids
-        method = Method(item.method) if item.method and not lot_ids else None
+        method = ReliefMethod(item.method) if item.method and not lot_ids else None
     return Trade(
         trade_id=item.trade_id,
         account=item.account_id,

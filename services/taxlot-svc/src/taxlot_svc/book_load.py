@@ -112,6 +112,7 @@ async def apply(uow: UnitOfWork, staged: StagedLoad) -> dict[str, Any]:
     await repo.load_lots(session, staged, OPENING, f"{book.OPENING}:", replay)
     households = await repo.load_household_states(session, staged, replay)
     restated = await _replay(uow, staged, replay)
+    await repo.analyze_loaded_tables(session)
     events = await _publish(uow, staged)
     return {
         "accounts": accounts,

@@ -30,7 +30,7 @@ async def on_trades_approved(uow: UnitOfWork, deliveries: Sequence[Delivery]) ->
 async def on_account_changed(
     uow: UnitOfWork, envelope: Envelope, payload: AccountChangedV1
 ) -> None:
-    await taxes.account_changed(uow, payload)
+    await taxes.account_changed(uow, payload, envelope.tenant)
 
 
 async def on_securities_changed(

@@ -95,10 +95,19 @@ async def existing_accounts(session: AsyncSession, account_ids: Sequence[str]) -
     return {r[0] for r in rows}
 
 
-async def get_book(session: AsyncSession, account_id: str, *, for_update: bool = False) -> Any:
-    """The account's book row (cash, as_of, tenant, ...), or None."""
+async def get_book(
+    session: AsyncSession,
+    account_id: str,
+    *,
+    tenant: str | None = None,
+    for_update: bool = False,
+) -> Any:
+    """The account's book row (cash, as_of, tenant, ...), or None (also when a `tenant` is
+    given and the book is another tenant's)."""
     table = _t(AccountBook)
     stmt = sa_select(table).where(table.c.account_id == account_id)
+    if tenant is not None:
+        stmt = stmt.where(table.c.tenant == tenant)
     if for_update:
         stmt = stmt.with_for_update()
     return (await _run(session, stmt)).first()
@@ -471,20 +480,41 @@ async def household_members(session: AsyncSession, households: Sequence[str]) ->
 
 
 async def upsert_account_info(
-    session: AsyncSession, account_id: str, household_id: str, account_type: str
+    session: AsyncSession,
+    account_id: str,
+    household_id: str,
+    account_type: str,
+    tenant: str | None = None,
 ) -> None:
+    """The account's household and type (and the tenant that named it, once known)."""
     stmt = pg_insert(AccountInfo).values(
-        account_id=account_id, household_id=household_id, account_type=account_type
+        account_id=account_id, household_id=household_id, account_type=account_type, tenant=tenant
     )
     stmt = stmt.on_conflict_do_update(
         index_elements=["account_id"],
         set_={
             "household_id": household_id,
             "account_type": account_type,
+            "tenant": func.coalesce(stmt.excluded.tenant, AccountInfo.tenant),
             "updated_at": datetime.now(UTC),
         },
     )
     await session.exec(stmt)
+
+
+async def accounts_of_other_tenants(
+    session: AsyncSession, account_ids: Sequence[str], tenant: str
+) -> set[str]:
+    """Those of ``account_ids`` that account-svc named for another tenant."""
+    if not account_ids:
+        return set()
+    rows = await _fetch(
+        session,
+        "SELECT account_id FROM accounts WHERE account_id = ANY($1::text[]) AND tenant <> $2",
+        list(account_ids),
+        tenant,
+    )
+    return {r[0] for r in rows}
 
 
 async def get_tax_settings(session: AsyncSession, account_id: str) -> Any:
@@ -787,12 +817,19 @@ async def recent_loss_sales(
 
 
 async def books(
-    session: AsyncSession, account_ids: Sequence[str], *, for_update: bool = True
+    session: AsyncSession,
+    account_ids: Sequence[str],
+    *,
+    for_update: bool = True,
+    tenant: str | None = None,
 ) -> list[Any]:
+    """The books of those accounts (of `tenant` only, when given), in id order."""
     if not account_ids:
         return []
     table = _t(AccountBook)
     stmt = sa_select(table).where(table.c.account_id.in_(account_ids)).order_by(table.c.account_id)
+    if tenant is not None:
+        stmt = stmt.where(table.c.tenant == tenant)
     if for_update:
         stmt = stmt.with_for_update()
     return list((await _run(session, stmt)).all())
@@ -1041,7 +1078,9 @@ async def book_load_problems(
 ) -> list[LoadProblem]:
     """taxlot-svc's checks of a staged load (each file's rows are sound already): accounts
     and ledgers, cash, positions against their lots, prices, lot dates and names, and the
-    corporate actions an opening may not straddle. Each problem names file, line, column."""
+    corporate actions an opening may not straddle. Each problem names file, line, column.
+    Once the files passed (``staged.files_checked``), only what reads more than the files
+    (the ledgers, prices and actions held, the as-of date) is checked again."""
     f = _Staged(staged)
     acc, cash, pos, lots, prices = (
         f.table(n) for n in ("accounts.csv", "cash.csv", "positions.csv", "lots.csv", "prices.csv")
@@ -1056,22 +1095,26 @@ async def book_load_problems(
         "reserved_message": rules.reserved_lot_message,
         "as_of": staged.as_of,
     }
-    checks: list[tuple[str, str]] = [
+    # (file, query, whether it reads the staged files alone)
+    checks: list[tuple[str, str, bool]] = [
         (
             "accounts.csv",
             f"SELECT a.line, 'account_id', :account_message FROM {acc} a"
             f" WHERE {a_id} !~ :account_pattern",
+            True,
         ),
         (
             "accounts.csv",
             f"SELECT a.line, 'account_id', 'account ' || {a_id} || ' already has a ledger'"
             f" FROM {acc} a JOIN account_books b ON b.account_id = {a_id}",
+            False,
         ),
         (
             "accounts.csv",
             f"SELECT a.line, 'account_id', 'account ' || {a_id} || ' has no row in cash.csv'"
             f" FROM {acc} a WHERE NOT EXISTS (SELECT 1 FROM {cash} c"
             f" WHERE {f.value('cash.csv', 'account_id', 'c')} = {a_id})",
+            True,
         ),
     ]
     c_id, c_sleeve = (f.value("cash.csv", c, "c") for c in ("account_id", "sleeve_id"))
@@ -1082,6 +1125,7 @@ async def book_load_problems(
                 f"SELECT line, 'account_id', 'the same account_id as line ' || first FROM"
                 f" (SELECT c.line, min(c.line) OVER (PARTITION BY {c_id}) AS first"
                 f" FROM {cash} c) d WHERE line <> first",
+                True,
             )
         )
     for name, table in (("cash.csv", cash), ("positions.csv", pos), ("lots.csv", lots)):
@@ -1091,6 +1135,7 @@ async def book_load_problems(
                 name,
                 f"SELECT x.line, 'account_id', 'account ' || {x_id} || ' is not in accounts.csv'"
                 f" FROM {table} x WHERE NOT EXISTS (SELECT 1 FROM {acc} a WHERE {a_id} = {x_id})",
+                True,
             )
         )
     p_id, p_sym, p_qty = (
@@ -1115,6 +1160,7 @@ async def book_load_problems(
                 f" || {c_sleeve}, 1, c.line FROM {cash} c WHERE {c_sleeve} IS NOT NULL) w"
                 f" ORDER BY account_id, k, line) u ON u.account_id = {l_id}"
                 f" WHERE {l_sleeve} IS NULL",
+                True,
             )
         )
     checks += [
@@ -1122,6 +1168,7 @@ async def book_load_problems(
             "positions.csv",
             f"SELECT p.line, 'symbol', :symbol_message FROM {pos} p"
             f" WHERE {p_sym} !~ :symbol_pattern",
+            True,
         ),
         (
             "positions.csv",
@@ -1129,6 +1176,7 @@ async def book_load_problems(
             f" knows none)' FROM {pos} p WHERE NOT EXISTS (SELECT 1 FROM {prices} r"
             f" WHERE {f.value('prices.csv', 'symbol', 'r')} = {p_sym})"
             f" AND NOT EXISTS (SELECT 1 FROM prices k WHERE k.symbol = {p_sym})",
+            False,
         ),
         (
             "positions.csv",
@@ -1138,35 +1186,42 @@ async def book_load_problems(
             f" (SELECT {l_id} AS account_id, {l_sym} AS symbol, sum({l_qty}) AS total"
             f" FROM {lots} l GROUP BY 1, 2) s ON s.account_id = {p_id} AND s.symbol = {p_sym}"
             f" WHERE s.total IS DISTINCT FROM {p_qty}",
+            True,
         ),
         (
             "lots.csv",
             f"SELECT l.line, 'symbol', 'account ' || {l_id} || ' has no position in ' || {l_sym}"
             f" || ' in positions.csv' FROM {lots} l WHERE NOT EXISTS (SELECT 1 FROM {pos} p"
             f" WHERE {p_id} = {l_id} AND {p_sym} = {l_sym})",
+            True,
         ),
         (
             "lots.csv",
             f"SELECT l.line, 'acquired_on', {l_on} || ' is later than the as-of date '"
             f" || CAST(:as_of AS date) FROM {lots} l WHERE {l_on} > CAST(:as_of AS date)",
+            False,
         ),
         (
             "lots.csv",
             f"SELECT l.line, 'lot_id', :reserved_message FROM {lots} l"
             f" WHERE {l_lot} ~ ('[' || :reserved || ']')",
+            True,
         ),
         (
             "prices.csv",
             f"SELECT r.line, 'symbol', :symbol_message FROM {prices} r"
             f" WHERE {f.value('prices.csv', 'symbol', 'r')} !~ :symbol_pattern",
+            True,
         ),
     ]
     problems: list[LoadProblem] = []
     connection = await session.connection()
-    for name, sql in checks:
+    for name, sql, files_alone in checks:
         left = limit - len(problems)
         if left <= 0:
             return problems
+        if files_alone and staged.files_checked:
+            continue
         used = {k: v for k, v in params.items() if f":{k}" in sql}
         rows = await connection.execute(text(f"{sql} ORDER BY 1 LIMIT {left}"), used)
         problems += [LoadProblem(name, line, column, message) for line, column, message in rows]
@@ -1417,6 +1472,26 @@ async def load_household_states(
         ).bindparams(skip=list(skip)),
     )
     return int(result.rowcount)
+
+
+# The tables a book load fills in bulk: their statistics are refreshed before it commits.
+LOADED_TABLES = (
+    "account_books",
+    "accounts",
+    "households",
+    "lots",
+    "tax_inputs",
+    "ledger_entries",
+    "sleeve_cash",
+    "prices",
+)
+
+
+async def analyze_loaded_tables(session: AsyncSession) -> None:
+    """Fresh planner statistics of the tables a load filled (the load's own rows counted)."""
+    # Without them the planner takes a freshly loaded book for empty tables: the loaded
+    # rows' snapshots, and the fills that follow, would scan the book per statement.
+    await _execute(session, "ANALYZE " + ", ".join(LOADED_TABLES))
 
 
 async def loaded_among(

@@ -10,6 +10,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Literal, TypeAlias
 
+from ballast_common.contracts.events import ReliefMethodField
 from ballast_common.contracts.types import (
     DecimalIn,
     Money,
@@ -34,7 +35,6 @@ Symbol = Annotated[str, Field(pattern=SYMBOL)]
 PositiveNumber: TypeAlias = PositiveDecimalIn
 NonNegativeNumber: TypeAlias = NonNegativeDecimalIn
 Rate = Annotated[Decimal, Field(ge=0, le=1, allow_inf_nan=False)]
-ReliefMethod = Literal["fifo", "lifo", "hifo", "mintax"]
 
 
 SLEEVE_ID_PATTERN = ACCOUNT_ID_PATTERN
@@ -72,7 +72,6 @@ class HoldingsIn(RequestBody):
     """An opening balance. A UMA states each lot's sleeve and may state each sleeve's cash:
     sleeves are all or nothing (once a lot or cash names a sleeve, every lot must)."""
 
-    tenant: str = Field(default="demo", min_length=1, max_length=64)
     as_of: date
     cash: Number = Field(description="the account's cash, its sleeves' included")
     sleeve_cash: list[SleeveCashIn] = Field(
@@ -186,7 +185,9 @@ class TaxSettingsOut(BaseModel):
     ``account-changed``; this service only reads them."""
 
     account_id: str
-    method: ReliefMethod = Field(description="lot relief for sells that name no lot")
+    method: ReliefMethodField = Field(
+        title="Method", description="lot relief for sells that name no lot"
+    )
     short_term_rate: Rate | None = Field(default=None, description="0.37 = 37%")
     long_term_rate: Rate | None = None
     source: Literal["account-changed", "default"] = Field(

@@ -86,20 +86,23 @@ def _cause_of(event: FillCause, here: Cause) -> Cause:
 
 
 async def open_account(
-    uow: UnitOfWork, account_id: str, body: HoldingsIn, today: date | None = None
+    uow: UnitOfWork, tenant: str, account_id: str, body: HoldingsIn, today: date | None = None
 ) -> HoldingsOut:
-    """Record an account's opening balance (once) and announce its holdings."""
+    """Record an account's opening balance (once) for `tenant` and announce its holdings."""
     problems = check_account_id(account_id, "account_id")
     planned, more = plan_opening(body, today or _today())
     problems += more
     if problems:
         raise InvalidInput(_summary(problems), problems)
-    await _open(uow, [(account_id, body, planned)])
-    return await holdings(uow.session, account_id)
+    await _open(uow, tenant, [(account_id, body, planned)])
+    return await holdings(uow.session, tenant, account_id)
 
 
 async def open_accounts(
-    uow: UnitOfWork, accounts: Sequence[AccountHoldingsIn], today: date | None = None
+    uow: UnitOfWork,
+    tenant: str,
+    accounts: Sequence[AccountHoldingsIn],
+    today: date | None = None,
 ) -> BatchResult:
     """Opening balances of many accounts: all are recorded, or none (422/409 naming why)."""
     day = today or _today()
@@ -132,18 +135,23 @@ async def open_accounts(
                 for a in sorted(existing, key=first_seen.__getitem__)
             ],
         )
-    await _open(uow, plans)
+    await _open(uow, tenant, plans)
     return BatchResult(accounts=len(plans), lots=sum(len(p) for _, _, p in plans))
 
 
-async def _open(uow: UnitOfWork, plans: Sequence[tuple[str, HoldingsIn, list[PlannedLot]]]) -> None:
+async def _open(
+    uow: UnitOfWork, tenant: str, plans: Sequence[tuple[str, HoldingsIn, list[PlannedLot]]]
+) -> None:
     session = uow.session
     # The exclusive write lock first: no consumer changes any household meanwhile, and the
     # households read below cannot change before this transaction ends.
     await repo.lock_writes(session, exclusive=True)
     await _refuse_actions_inside_openings(session, plans)
+    theirs = await repo.accounts_of_other_tenants(session, [a for a, _, _ in plans], tenant)
+    if theirs:  # account-svc named it for another tenant: not the caller's to open
+        raise Conflict(f"account {', '.join(sorted(theirs)[:10])} is another tenant's")
     books = [
-        {"account_id": a, "tenant": body.tenant, "cash": body.cash, "as_of": body.as_of}
+        {"account_id": a, "tenant": tenant, "cash": body.cash, "as_of": body.as_of}
         for a, body, _ in plans
     ]
     created = await repo.create_books(session, books)
@@ -251,7 +259,7 @@ async def _open(uow: UnitOfWork, plans: Sequence[tuple[str, HoldingsIn, list[Pla
                 ),
             ),
             key=account_id,
-            tenant=body.tenant,
+            tenant=tenant,
         )
     others = [a for a in replayed.changed() if a not in opened]
     if others:
@@ -755,8 +763,9 @@ def _check_same_fill(before: Any, fill: FillsReceivedV1, what: str) -> None:
 # --- views ----------------------------------------------------------------------------------
 
 
-async def holdings(session: AsyncSession, account_id: str) -> HoldingsOut:
-    book = await _book(session, account_id)
+async def holdings(session: AsyncSession, tenant: str, account_id: str) -> HoldingsOut:
+    """The account's cash and positions (404 unless it has a ledger of `tenant`)."""
+    book = await _book(session, tenant, account_id)
     rows = await repo.positions(session, account_id)
     named = (await repo.sleeve_cash_of(session, [account_id])).get(account_id, {})
     return HoldingsOut(
@@ -773,8 +782,11 @@ async def holdings(session: AsyncSession, account_id: str) -> HoldingsOut:
     )
 
 
-async def lots(session: AsyncSession, account_id: str, symbol: str | None = None) -> LotsOut:
-    await _book(session, account_id)
+async def lots(
+    session: AsyncSession, tenant: str, account_id: str, symbol: str | None = None
+) -> LotsOut:
+    """The account's open lots (404 unless it has a ledger of `tenant`)."""
+    await _book(session, tenant, account_id)
     rows = await repo.open_lots(session, account_id, symbol)
     return LotsOut(
         account_id=account_id,
@@ -782,8 +794,8 @@ async def lots(session: AsyncSession, account_id: str, symbol: str | None = None
     )
 
 
-async def _book(session: AsyncSession, account_id: str) -> Any:
-    book = await repo.get_book(session, account_id)
+async def _book(session: AsyncSession, tenant: str, account_id: str) -> Any:
+    book = await repo.get_book(session, account_id, tenant=tenant)
     if book is None:
         raise NotFound(f"account {account_id} has no ledger")
     return book

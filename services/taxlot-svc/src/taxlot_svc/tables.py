@@ -19,6 +19,7 @@ from typing import Any
 from uuid import UUID
 
 from ballast_common.book_loads import define_book_loads
+from ballast_engine.tax.model import RELIEF_METHOD_NAMES
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -235,6 +236,8 @@ class AccountInfo(Table, table=True):
     account_id: str = Field(primary_key=True, max_length=64)
     household_id: str = Field(max_length=64, index=True)
     account_type: str = Field(max_length=8, description="taxable | ira")
+    # the tenant whose account-changed named it (None: not said, e.g. from a book load)
+    tenant: str | None = Field(default=None, max_length=64)
     updated_at: datetime = Field(default_factory=_now, sa_column=_timestamp())
 
 
@@ -245,7 +248,7 @@ class TaxSettings(Table, table=True):
     __tablename__ = "tax_settings"
 
     account_id: str = Field(primary_key=True, max_length=64)
-    method: str = Field(max_length=8, description="fifo | lifo | hifo | mintax")
+    method: str = Field(max_length=8, description=" | ".join(RELIEF_METHOD_NAMES))
     short_term_rate: Decimal | None = Field(default=None, sa_column=_exact(nullable=True))
     long_term_rate: Decimal | None = Field(default=None, sa_column=_exact(nullable=True))
     updated_at: datetime = Field(default_factory=_now, sa_column=_timestamp())

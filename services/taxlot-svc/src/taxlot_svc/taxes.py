@@ -23,7 +23,7 @@ from ballast_engine.tax.tradefile import FORM8949_COLUMNS, form8949_rows, to_csv
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from taxlot_svc import repository as repo
-from taxlot_svc.book import disposal_of, lot_of
+from taxlot_svc.book import DEFAULT_METHOD, disposal_of, lot_of
 from taxlot_svc.opening import check_account_id
 from taxlot_svc.replays import (
     lock_accounts_households,
@@ -51,12 +51,14 @@ PriceSource = Literal["from-last-fill", "security-master"]
 # --- relief method and rates ------------------------------------------------------------------
 
 
-async def tax_settings(session: AsyncSession, account_id: str) -> TaxSettingsOut:
+async def tax_settings(session: AsyncSession, tenant: str, account_id: str) -> TaxSettingsOut:
     """The account's relief method and rates as this service uses them: from account-svc's
-    ``account-changed`` (read-only here), or the default (fifo, no rates) before it."""
+    ``account-changed`` (read-only here), or the default (fifo, no rates) before it. 404
+    unless the account has a ledger of `tenant`."""
+    await _require_book(session, tenant, account_id)
     row = await repo.get_tax_settings(session, account_id)
     if row is None:
-        return TaxSettingsOut(account_id=account_id, method="fifo", source="default")
+        return TaxSettingsOut(account_id=account_id, method=DEFAULT_METHOD, source="default")
     return TaxSettingsOut(
         account_id=account_id,
         method=row.method,
@@ -86,9 +88,11 @@ async def _take_tax_settings(uow: UnitOfWork, payload: AccountChangedV1) -> bool
 # --- consumed events ----------------------------------------------------------------------------
 
 
-async def account_changed(uow: UnitOfWork, payload: AccountChangedV1) -> list[str]:
-    """Record an account's relief method and tax rates (``tax_settings``), household and
-    type. When household or type changes, the old and the new
+async def account_changed(
+    uow: UnitOfWork, payload: AccountChangedV1, tenant: str | None = None
+) -> list[str]:
+    """Record an account's relief method and tax rates (``tax_settings``), household, type
+    and the `tenant` that named it. When household or type changes, the old and the new
     household are replayed (wash sales now match across different accounts) and the
     accounts whose lots changed get ``holdings-reconciled`` (cause ``household-change``).
     Returns those accounts.
@@ -109,7 +113,9 @@ async def account_changed(uow: UnitOfWork, payload: AccountChangedV1) -> list[st
         return []
     households = sorted({before.household, payload.household_id})
     await repo.lock_households(session, households)  # sorted; the old one is held already
-    await repo.upsert_account_info(session, account, payload.household_id, payload.account_type)
+    await repo.upsert_account_info(
+        session, account, payload.household_id, payload.account_type, tenant
+    )
     if await repo.get_book(session, account) is None:
         return []  # no ledger yet: its opening balance will land in the new household
     try:
@@ -162,11 +168,11 @@ async def securities_changed(uow: UnitOfWork, payload: SecuritiesChangedV1) -> N
 
 
 async def realized_gains(
-    session: AsyncSession, account_id: str, year: int | None = None
+    session: AsyncSession, tenant: str, account_id: str, year: int | None = None
 ) -> GainsOut:
     """Realized gains of an account (of one year), wash-sale adjusted: code W, the loss
     disallowed, and the Form 8949 gain/loss. Totals count taxable accounts only."""
-    await _require_book(session, account_id)
+    await _require_book(session, tenant, account_id)
     rows = await repo.realized_gains(session, account_id, year)
     disposals = [disposal_of(r) for r in rows]
     st = lt = disallowed = permanent = ZERO
@@ -222,20 +228,26 @@ async def realized_gains(
     )
 
 
-async def form8949_csv(session: AsyncSession, account_id: str, year: int | None = None) -> str:
+async def form8949_csv(
+    session: AsyncSession, tenant: str, account_id: str, year: int | None = None
+) -> str:
     """The account's Form 8949 rows, in the columns of ``ballast taxlot form8949`` (an IRA
     has none)."""
-    await _require_book(session, account_id)
+    await _require_book(session, tenant, account_id)
     rows = await repo.realized_gains(session, account_id, year)
     return to_csv(FORM8949_COLUMNS, form8949_rows(disposal_of(r) for r in rows))
 
 
 async def unrealized(
-    session: AsyncSession, account_id: str, source: PriceSource, on: date | None = None
+    session: AsyncSession,
+    tenant: str,
+    account_id: str,
+    source: PriceSource,
+    on: date | None = None,
 ) -> UnrealizedOut:
     """Unrealized gain/loss of each open lot at the last fill's price of its security
     (falling back to the security master's) or at the security master's price."""
-    await _require_book(session, account_id)
+    await _require_book(session, tenant, account_id)
     day = on or datetime.now(UTC).date()
     rows = await repo.open_lots(session, account_id)
     symbols = sorted({r.symbol for r in rows})
@@ -273,14 +285,14 @@ async def unrealized(
 
 
 async def wash_sale_blocks(
-    session: AsyncSession, household_id: str, on: date | None = None
+    session: AsyncSession, tenant: str, household_id: str, on: date | None = None
 ) -> WashSaleBlocksOut:
     """Before the fact, for a household on a day: the securities no account may buy without
     washing a recent loss, and the lots recent purchases would wash if sold at a loss."""
     day = on or datetime.now(UTC).date()
     members = (await members_of(session, [household_id]))[household_id]
     accounts = [f.account_id for f in members]
-    with_books = {b.account_id for b in await repo.books(session, accounts, for_update=False)}
+    with_books = await repo.books(session, accounts, for_update=False, tenant=tenant)
     if not with_books:
         raise NotFound(f"household {household_id} has no account with a ledger")
     try:
@@ -324,6 +336,6 @@ async def wash_sale_blocks(
     )
 
 
-async def _require_book(session: AsyncSession, account_id: str) -> None:
-    if await repo.get_book(session, account_id) is None:
+async def _require_book(session: AsyncSession, tenant: str, account_id: str) -> None:
+    if await repo.get_book(session, account_id, tenant=tenant) is None:
         raise NotFound(f"account {account_id} has no ledger")

@@ -51,7 +51,9 @@ def _invalid(field: str, message: str) -> InvalidInput:
     return InvalidInput(f"{field}: {message}", [FieldProblem(field, message)])
 
 
-async def transfer(uow: UnitOfWork, account_id: str, body: SleeveTransferIn) -> SleeveTransferOut:
+async def transfer(
+    uow: UnitOfWork, tenant: str, account_id: str, body: SleeveTransferIn
+) -> SleeveTransferOut:
     """Move shares between sleeves, once per ``transfer_id`` (a repeat with the same terms
     returns the first result with ``repeated``; other terms are a 409)."""
     session = uow.session
@@ -65,7 +67,7 @@ async def transfer(uow: UnitOfWork, account_id: str, body: SleeveTransferIn) -> 
     if body.from_sleeve == body.to_sleeve:
         raise _invalid("to_sleeve", f"the shares are already in sleeve {body.to_sleeve!r}")
     await repo.lock_writes(session, exclusive=True)
-    if await repo.get_book(session, account_id) is None:
+    if await repo.get_book(session, account_id, tenant=tenant) is None:
         raise NotFound(f"account {account_id} has no ledger")
     terms = {
         "symbol": body.symbol,
@@ -151,7 +153,7 @@ async def _result(
 
 
 async def transfer_cash(
-    uow: UnitOfWork, account_id: str, body: SleeveCashTransferIn
+    uow: UnitOfWork, tenant: str, account_id: str, body: SleeveCashTransferIn
 ) -> SleeveCashTransferOut:
     """Move cash between sleeves of an account, once per ``transfer_id`` (a repeat with the
     same terms returns the result with ``repeated``; other terms are a 409). The sleeve it
@@ -165,7 +167,7 @@ async def transfer_cash(
     if body.from_sleeve == body.to_sleeve:
         raise _invalid("to_sleeve", f"the cash is already in {_name(body.to_sleeve)}")
     await repo.lock_writes(session, exclusive=True)
-    book_row = await repo.get_book(session, account_id)
+    book_row = await repo.get_book(session, account_id, tenant=tenant)
     if book_row is None:
         raise NotFound(f"account {account_id} has no ledger")
     done = await repo.cash_transfer_entries(session, account_id, CAUSE, body.transfer_id)

@@ -3,6 +3,7 @@
     ballast auth token --tenant demo --role overlay-manager [--role compliance]
                        [--subject pat@demo] [--ttl 3600] [--keys .state/auth]
     ballast auth rotate [--keys .state/auth]
+    ballast auth init [--keys .state/auth]      # make the key and JWKS if there are none
 
 The issuer's signing key and its JWKS (every key it signed with, for the services to
 check tokens against) live in the keys folder, made on first use.
@@ -11,13 +12,19 @@ check tokens against) live in the keys folder, made on first use.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
-from ballast_common.auth import AUDIENCE, LOCAL_ISSUER, TENANT_PATTERN, LocalIssuer, Role
+from ballast_common.auth import (
+    AUDIENCE,
+    LOCAL_ISSUER,
+    TENANT_PATTERN,
+    LocalIssuer,
+    Role,
+    local_keys_folder,
+)
 from ballast_engine.cli import EXIT_OK, CommandError, runs
 
-DEFAULT_KEYS = os.environ.get("BALLAST_AUTH_KEYS", ".state/auth")
+DEFAULT_KEYS = str(local_keys_folder())
 
 
 def register(areas: argparse._SubParsersAction) -> None:
@@ -47,6 +54,12 @@ def register(areas: argparse._SubParsersAction) -> None:
     )
     rotate.add_argument("--keys", default=DEFAULT_KEYS, help="the issuer's keys folder")
     runs(rotate, _run_rotate)
+    init = cmds.add_parser(
+        "init",
+        help="make the issuer's key and JWKS if there are none; print the JWKS's path",
+    )
+    init.add_argument("--keys", default=DEFAULT_KEYS, help="the issuer's keys folder")
+    runs(init, _run_init)
 
 
 def _run_token(args: argparse.Namespace) -> int:
@@ -66,4 +79,11 @@ def _run_token(args: argparse.Namespace) -> int:
 def _run_rotate(args: argparse.Namespace) -> int:
     kid = LocalIssuer(Path(args.keys), LOCAL_ISSUER, AUDIENCE).rotate()
     print(f"signing with key {kid} from now on; {Path(args.keys) / 'jwks.json'} lists every key")
+    return EXIT_OK
+
+
+def _run_init(args: argparse.Namespace) -> int:
+    issuer = LocalIssuer(Path(args.keys), LOCAL_ISSUER, AUDIENCE)
+    issuer.ensure_key()
+    print(issuer.jwks_path.resolve())
     return EXIT_OK

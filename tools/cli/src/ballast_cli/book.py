@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from ballast_common.auth import Role
 from ballast_common.contracts.book_files import BOOK_FILES, BY_NAME, files_of
 from ballast_engine.cli import EXIT_OK, EXIT_PROBLEMS, EXIT_UNREACHABLE, CommandError, error, runs
 from rich.console import Console
@@ -34,6 +35,9 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+
+from ballast_cli.credentials import TOKEN_ENV, authorization, bearer_token
+from ballast_cli.retrying import DEFAULT_RETRY, RetryPolicy, send
 
 # The order services apply a load in: each may rely on what the ones before it applied.
 SERVICES = ("model-hub-svc", "account-svc", "taxlot-svc")
@@ -129,6 +133,10 @@ class Reporter:
     def step_done(self, handle: Any) -> None:
         return None
 
+    def waiting(self, text: str) -> None:
+        """A service is not answering for now: what the load waits for."""
+        return None
+
 
 class RichReporter(Reporter):
     """Bars for a rich Progress made with `progress_columns()`."""
@@ -154,6 +162,9 @@ class RichReporter(Reporter):
     def step_done(self, handle: Any) -> None:
         self._progress.update(handle, total=1, completed=1)
 
+    def waiting(self, text: str) -> None:
+        self._progress.console.print(f"[yellow]{text}[/]")
+
 
 def progress_columns() -> tuple[Any, ...]:
     return (
@@ -172,14 +183,21 @@ def _mb(size: int) -> str:
 class BookLoader:
     """Talks to the owning services' `/book-loads` routes."""
 
-    def __init__(self, urls: dict[str, str], http: httpx.AsyncClient, reporter: Reporter) -> None:
+    def __init__(
+        self,
+        urls: dict[str, str],
+        http: httpx.AsyncClient,
+        reporter: Reporter,
+        retry: RetryPolicy = DEFAULT_RETRY,
+    ) -> None:
         self.urls = urls
         self.http = http
         self.reporter = reporter
+        self.retry = retry
 
-    async def load(self, files: FileSet, tenant: str, check_only: bool = False) -> Outcome:
+    async def load(self, files: FileSet, check_only: bool = False) -> Outcome:
         outcome = Outcome(files.load_id)
-        options = {"as_of": files.as_of.isoformat(), "tenant": tenant}
+        options = {"as_of": files.as_of.isoformat()}
         status = {s: await self._status(s, files.load_id) for s in SERVICES}
         pending = [s for s in SERVICES if status[s] != "applied"]
         for service in SERVICES:
@@ -247,7 +265,7 @@ class BookLoader:
             "PUT",
             service,
             f"/{files.load_id}/files/{name}",
-            content=body(),
+            body=body,  # a fresh stream for each attempt
             headers={"content-type": "text/csv"},
         )
 
@@ -263,9 +281,13 @@ class BookLoader:
         return response.json()
 
     async def _request(self, method: str, service: str, path: str, **kw: Any) -> httpx.Response:
+        """A call to `service`, retried while it restarts (every step of a load is idempotent
+        by the load's id)."""
         url = f"{self.urls[service]}/book-loads{path}"
         try:
-            return await self.http.request(method, url, **kw)
+            return await send(
+                self.http, method, url, policy=self.retry, say=self.reporter.waiting, **kw
+            )
         except httpx.TransportError as exc:
             raise BookLoadError(
                 f"cannot reach {service} at {self.urls[service]} ({exc.__class__.__name__}): "
@@ -324,19 +346,21 @@ async def load_folder(
     folder: Path | FileSet,
     urls: dict[str, str],
     *,
-    tenant: str = "demo",
+    token: str,
     as_of: date | None = None,
     check_only: bool = False,
     reporter: Reporter | None = None,
     timeout_s: float | None = None,
+    retry: RetryPolicy = DEFAULT_RETRY,
 ) -> Outcome:
     """Load a book folder (or its file set, discovered already) into the services at `urls`
-    (the demo and benchmarks call this)."""
+    as the caller `token` names (its tenant is the book's; the demo and benchmarks call
+    this)."""
     files = folder if isinstance(folder, FileSet) else discover(folder, as_of)
     timeout = httpx.Timeout(timeout_s, connect=10.0)
-    async with httpx.AsyncClient(timeout=timeout) as http:
-        loader = BookLoader(urls, http, reporter or Reporter())
-        return await loader.load(files, tenant, check_only)
+    async with httpx.AsyncClient(timeout=timeout, headers=authorization(token)) as http:
+        loader = BookLoader(urls, http, reporter or Reporter(), retry)
+        return await loader.load(files, check_only)
 
 
 # --- the command --------------------------------------------------------------------------
@@ -354,8 +378,23 @@ def register(areas: argparse._SubParsersAction) -> None:
     )
     load.add_argument("folder", metavar="DIR", type=Path, help="e.g. books/2026-12-04")
     load.add_argument("--as-of", type=date.fromisoformat, help="default: the folder's name")
-    load.add_argument("--tenant", default="demo", help="the firm (default: demo)")
+    load.add_argument(
+        "--token",
+        help=f"the bearer token to call with (default: ${TOKEN_ENV}; on the local stack, one "
+        "of the local issuer for --tenant)",
+    )
+    load.add_argument(
+        "--tenant", default="demo", help="the firm, for a local token (default: demo)"
+    )
     load.add_argument("--check", action="store_true", help="validate only; write nothing")
+    load.add_argument(
+        "--retry-for",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long to keep retrying a service that is restarting or briefly unavailable "
+        "(default 60; 0: do not retry)",
+    )
     load.add_argument(
         "--port-base",
         type=int,
@@ -372,14 +411,16 @@ def _run_load(args: argparse.Namespace) -> int:
     urls = service_urls(args.port_base, **{s: getattr(args, s) for s in PORT_OFFSETS})
     # A BookLoadError is a CommandError: `ballast` prints it and exits with its status.
     files = discover(args.folder, args.as_of)
+    token = bearer_token(args.token, args.tenant, Role.OPERATIONS)
     with Progress(*progress_columns(), console=console) as progress:
         outcome = asyncio.run(
             load_folder(
                 files,
                 urls,
-                tenant=args.tenant,
+                token=token,
                 check_only=args.check,
                 reporter=RichReporter(progress),
+                retry=RetryPolicy(budget_s=max(0.0, args.retry_for)),
             )
         )
     if outcome.problems:

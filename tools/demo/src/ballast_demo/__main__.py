@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ballast_cli.book import RichReporter, progress_columns
+from ballast_common.auth import LocalIssuer, local_issuer
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -42,7 +43,7 @@ from ballast_demo.book import (
     build_accounts,
     changed_core_model,
 )
-from ballast_demo.driver import Ballast, DriverError, Urls
+from ballast_demo.driver import OVERLAY_MANAGER, Ballast, DriverError, Urls, persona_token
 
 console = Console()
 DATABASE = "ballast_demo"
@@ -73,9 +74,11 @@ def stack_env(root: Path) -> dict[str, str]:
     return env
 
 
-def start_services(root: Path, port_base: int) -> Path:
-    """A fresh database and topic prefix for every demo run, then the services."""
+def start_services(root: Path, port_base: int) -> tuple[Path, LocalIssuer]:
+    """A fresh database and topic prefix for every demo run, the local token issuer, then the
+    services (checking tokens against the issuer's keys)."""
     stack = stack_env(root)
+    issuer = local_issuer(Path(stack["BALLAST_AUTH_KEYS"]))
     run_script(root, "scripts/services.py", "down", "--profile", "demo")
     run_script(root, "scripts/stack.py", "dropdb", DATABASE)
     run_script(root, "scripts/stack.py", "createdb", DATABASE)
@@ -93,6 +96,7 @@ def start_services(root: Path, port_base: int) -> Path:
             "BALLAST_TOPIC_PREFIX": f"demo{datetime.now(UTC):%Y%m%d%H%M%S}.",
             "BALLAST_TRACE_FILE": str(traces),
             "BALLAST_LOG_LEVEL": "WARNING",
+            "BALLAST_AUTH_JWKS": str(issuer.jwks_path),
         }
     )
     with console.status("Starting the six services and the custodian simulator..."):
@@ -106,14 +110,19 @@ def start_services(root: Path, port_base: int) -> Path:
             str(port_base),
             env=env,
         )
-    return traces
+    return traces, issuer
 
 
 async def drive(
-    urls: Urls, accounts_wanted: int, seed: int, managed: bool, book_root: Path
+    urls: Urls,
+    issuer: LocalIssuer,
+    accounts_wanted: int,
+    seed: int,
+    managed: bool,
+    book_root: Path,
 ) -> dict[str, Any]:
     accounts = build_accounts(accounts_wanted, seed, instructions=managed)
-    ballast = Ballast(urls)
+    ballast = Ballast(urls, issuer, say=lambda text: console.print(f"[yellow]{text}[/]"))
     load_columns = progress_columns()
     columns = (
         SpinnerColumn(),
@@ -168,7 +177,7 @@ async def drive(
             f"({following} accounts follow it{f', {umas} UMAs in the book' if umas else ''})"
         )
         started = time.monotonic()
-        published = await ballast.publish_model(change, actor="investment-committee")
+        published = await ballast.publish_model(change)
         run = await ballast.wait_for_run(change.model_id, published["version"])
         with Progress(*percent_columns, console=console) as bar:
             step = bar.add_task(f"{run['trades']} trades filled and reconciled", total=100)
@@ -227,7 +236,7 @@ def _money(value: Any) -> str:
     return "—" if value is None else f"${float(value):,.2f}"
 
 
-def show_summary(result: dict[str, Any], urls: Urls, traces: Path) -> None:
+def show_summary(result: dict[str, Any], urls: Urls, traces: Path, dashboard_token: str) -> None:
     run, progress = result["run"], result["progress"]
     table = Table(title="Model change, end to end", show_header=False, title_justify="left")
     table.add_column(style="bold")
@@ -260,8 +269,16 @@ def show_summary(result: dict[str, Any], urls: Urls, traces: Path) -> None:
     for name, value in rows:
         table.add_row(name, str(value))
     console.print(table)
-    console.print(f"\n[bold]Dashboard:[/]  {urls.reporting}/")
-    console.print(f"[bold]This run:[/]   {urls.reporting}/runs/{run['run_id']}")
+    # The token rides in the fragment: the page keeps it and sends it; servers never see it.
+    # Not wrapped: the address must survive a copy from the terminal.
+    console.print(
+        f"\n[bold]Dashboard:[/]  {urls.reporting}/#token={dashboard_token}", soft_wrap=True
+    )
+    console.print(
+        "            (signed in as overlay@demo; `ballast auth token --tenant demo --role "
+        "<role>` makes a token to sign in as anyone else)"
+    )
+    console.print(f"[bold]This run:[/]   {urls.reporting}/#/runs/{run['run_id']}", soft_wrap=True)
     console.print(
         "[bold]APIs:[/]       "
         + "  ".join(
@@ -300,18 +317,18 @@ def main() -> int:
     parser.add_argument("--out", default="bench/results/flow.json")
     args = parser.parse_args()
     root = repo_root()
-    traces = start_services(root, args.port_base)
+    traces, issuer = start_services(root, args.port_base)
     urls = Urls.on_port_base(args.port_base)
     try:
         book_root = traces.parent / "books" / args.book
         result = asyncio.run(
-            drive(urls, args.accounts, args.seed, args.book == "managed", book_root)
+            drive(urls, issuer, args.accounts, args.seed, args.book == "managed", book_root)
         )
     except DriverError as exc:
         console.print(f"[red]demo: {exc}[/]")
         console.print("Service logs: .state/services/demo/*.log")
         return 1
-    show_summary(result, urls, traces)
+    show_summary(result, urls, traces, persona_token(issuer, OVERLAY_MANAGER))
     if args.bench:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,8 @@ from typing import Any
 
 import httpx
 from ballast_cli.book import Outcome, Reporter, load_folder
+from ballast_cli.retrying import DEFAULT_RETRY, RetryPolicy, send
+from ballast_common.auth import LocalIssuer, Role, local_issuer
 
 from ballast_demo.book import (
     EQUIVALENCE_SETS,
@@ -50,18 +52,70 @@ class Urls:
         return cls(url(1), url(2), url(3), url(4), url(5), url(6), url(9))
 
 
+@dataclass(frozen=True)
+class Persona:
+    """Who the driver acts as for a step: the token's subject and role."""
+
+    subject: str
+    role: Role
+
+
+OPERATIONS = Persona("ops@demo", Role.OPERATIONS)  # loads books, starts runs, reads
+MODEL_MANAGER = Persona("pm@demo", Role.MODEL_MANAGER)  # models, securities, equivalences
+OVERLAY_MANAGER = Persona("overlay@demo", Role.OVERLAY_MANAGER)  # accounts' settings and lists
+TOKEN_TTL_S = 8 * 3600  # a working day
+
+
+def persona_token(issuer: LocalIssuer, persona: Persona, tenant: str = "demo") -> str:
+    """A bearer token of the local issuer for `persona` of `tenant`."""
+    return issuer.issue(tenant, [persona.role], persona.subject, ttl_s=TOKEN_TTL_S)
+
+
 class Ballast:
-    def __init__(self, urls: Urls, timeout_s: float = 30.0) -> None:
+    """The running services, called as the demo tenant's people with tokens of `issuer`."""
+
+    def __init__(
+        self,
+        urls: Urls,
+        issuer: LocalIssuer | None = None,
+        timeout_s: float = 30.0,
+        tenant: str = "demo",
+        say: Callable[[str], None] | None = None,
+        retry: RetryPolicy = DEFAULT_RETRY,
+    ) -> None:
         self.urls = urls
+        self.say = say  # told what a call waits for while a service restarts
+        self.retry = retry
+        self.issuer = issuer or local_issuer()
+        self.tenant = tenant
         self.http = httpx.AsyncClient(timeout=timeout_s)
+        self._tokens: dict[Persona, str] = {}
 
     async def close(self) -> None:
         await self.http.aclose()
 
-    async def _call(self, method: str, url: str, **kwargs: Any) -> Any:
-        if method != "GET":  # a retried change (e.g. after a timeout) then runs once
-            kwargs["headers"] = {"Idempotency-Key": str(uuid.uuid4()), **kwargs.get("headers", {})}
-        response = await self.http.request(method, url, **kwargs)
+    def token(self, persona: Persona = OPERATIONS) -> str:
+        """A bearer token for `persona` of the tenant (made once per driver)."""
+        if persona not in self._tokens:
+            self._tokens[persona] = persona_token(self.issuer, persona, self.tenant)
+        return self._tokens[persona]
+
+    def headers(self, persona: Persona = OPERATIONS) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(persona)}"}
+
+    async def _call(self, method: str, url: str, as_: Persona = OPERATIONS, **kwargs: Any) -> Any:
+        headers = {**self.headers(as_), **kwargs.pop("headers", {})}
+        if method != "GET":  # the same key on every retry: the change runs once
+            headers = {"Idempotency-Key": str(uuid.uuid4()), **headers}
+        try:
+            response = await send(
+                self.http, method, url, policy=self.retry, say=self.say, headers=headers, **kwargs
+            )
+        except httpx.TransportError as exc:
+            raise DriverError(
+                f"{method} {url}: {exc.__class__.__name__} {exc} (still, after retrying for "
+                f"{self.retry.budget_s:.0f} s): is the service running?"
+            ) from None
         if response.status_code >= 400:
             raise DriverError(f"{method} {url} -> {response.status_code}: {response.text[:500]}")
         return response.json() if response.content else None
@@ -69,25 +123,32 @@ class Ballast:
     async def load_securities(self) -> int:
         body = {"securities": security_rows()}
         return int(
-            (await self._call("PUT", f"{self.urls.model_hub}/securities", json=body))["upserted"]
+            (
+                await self._call(
+                    "PUT", f"{self.urls.model_hub}/securities", MODEL_MANAGER, json=body
+                )
+            )["upserted"]
         )
 
     async def load_reference_sets(self) -> int:
         """The book's equivalence sets (model-hub-svc) and restriction lists (account-svc)."""
         for set_id, (name, members, identical) in EQUIVALENCE_SETS.items():
-            body = {"name": name, "tenant": "demo", "members": members, "identical": identical}
-            await self._call("PUT", f"{self.urls.model_hub}/equivalence-sets/{set_id}", json=body)
+            body = {"name": name, "members": members, "identical": identical}
+            url = f"{self.urls.model_hub}/equivalence-sets/{set_id}"
+            await self._call("PUT", url, MODEL_MANAGER, json=body)
         for list_id, (name, symbols) in SECURITY_LISTS.items():
             body = {"name": name, "symbols": symbols}
-            await self._call("PUT", f"{self.urls.account}/security-lists/{list_id}", json=body)
+            url = f"{self.urls.account}/security-lists/{list_id}"
+            await self._call("PUT", url, OVERLAY_MANAGER, json=body)
         return len(EQUIVALENCE_SETS) + len(SECURITY_LISTS)
 
-    async def publish_model(self, model: ModelSpec, actor: str = "demo-pm") -> dict[str, Any]:
+    async def publish_model(self, model: ModelSpec) -> dict[str, Any]:
+        """A new version of `model`, changed by the model manager."""
         return await self._call(
             "PUT",
             f"{self.urls.model_hub}/models/{model.model_id}",
+            MODEL_MANAGER,
             json=model_body(model),
-            headers={"X-Actor": actor},
         )
 
     async def wait_for_models(self, model_ids: Sequence[str], timeout_s: float = 60) -> None:
@@ -122,7 +183,7 @@ class Ballast:
             "account-svc": self.urls.account,
             "taxlot-svc": self.urls.taxlot,
         }
-        outcome = await load_folder(folder, urls, reporter=reporter)
+        outcome = await load_folder(folder, urls, token=self.token(), reporter=reporter)
         if outcome.problems:
             raise DriverError(f"the book in {folder} is not valid: {outcome.problems[:5]}")
         return outcome
@@ -216,7 +277,9 @@ class Ballast:
         deadline = time.monotonic() + timeout_s
         last: dict[str, Any] = {}
         while True:
-            response = await self.http.get(f"{self.urls.reporting}/runs/{run['run_id']}")
+            response = await self.http.get(
+                f"{self.urls.reporting}/runs/{run['run_id']}", headers=self.headers()
+            )
             if response.status_code == 200:
                 last = response.json()
                 if progress:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ballast_engine.tax.model import DEFAULT_RELIEF_METHOD, RELIEF_METHOD_NAMES
+
 ColumnKind = Literal["id", "text", "decimal", "date", "bool", "choice"]
 
 
@@ -120,7 +122,8 @@ ACCOUNTS = CsvFile(
             "relief_method",
             "choice",
             required=False,
-            choices=("fifo", "lifo", "hifo", "mintax"),
+            choices=RELIEF_METHOD_NAMES,
+            help=f"default {DEFAULT_RELIEF_METHOD}",
         ),
         CsvColumn("short_term_rate", "decimal", required=False, scale=6, minimum="zero"),
         CsvColumn("long_term_rate", "decimal", required=False, scale=6, minimum="zero"),

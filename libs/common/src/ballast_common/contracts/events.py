@@ -11,6 +11,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
+from ballast_engine.tax.model import DEFAULT_RELIEF_METHOD, RELIEF_METHOD_NAMES, ReliefMethod
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
 from ballast_common.contracts.types import (
@@ -24,6 +25,11 @@ from ballast_common.contracts.types import (
 )
 
 Side = Literal["buy", "sell"]
+# The engine's relief methods, in a JSON Schema as an inline string enum (as they were
+# published) rather than a reference to a definition.
+ReliefMethodField = Annotated[
+    ReliefMethod, WithJsonSchema({"enum": list(RELIEF_METHOD_NAMES), "type": "string"})
+]
 
 
 class Payload(BaseModel):
@@ -132,7 +138,7 @@ class TaxSettingsV1(Payload):
     """How an account's sales are taxed and limited, and when losses are harvested (the
     defaults are what an account that never set them gets)."""
 
-    relief_method: Literal["fifo", "lifo", "hifo", "mintax"] = "fifo"
+    relief_method: ReliefMethodField = Field(default=DEFAULT_RELIEF_METHOD, title="Relief Method")
     short_term_rate: Weight = Decimal("0.37")
     long_term_rate: Weight = Decimal("0.20")
     gain_budget: NonNegativeMoney | None = Field(

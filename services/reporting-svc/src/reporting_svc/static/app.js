@@ -3,6 +3,10 @@
  * Routes (in the URL hash): #/  overview · #/runs  runs · #/runs/<id>  one run ·
  * #/accounts/<id>  one account. Every view builds its layout once and re-loads its data on
  * refresh, so filters and focus survive the auto-refresh.
+ *
+ * Signing in: every data call carries a bearer token (docs/auth.md). The page takes it from
+ * the sign-in form, or from `#token=<JWT>` in the URL (what `make demo` prints; a fragment
+ * never reaches a server), and keeps it for this browser tab only (sessionStorage).
  */
 "use strict";
 
@@ -18,8 +22,32 @@ function esc(value) {
   })[c]);
 }
 
+const TOKEN_KEY = "ballast.token";
+
+function token() { return sessionStorage.getItem(TOKEN_KEY); }
+
+// The token's claims, for showing who is signed in (the services verify it; this does not).
+function claims(jwt) {
+  try {
+    const part = jwt.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    return JSON.parse(atob(part.padEnd(part.length + (4 - part.length % 4) % 4, "=")));
+  } catch (_) {
+    return null;
+  }
+}
+
 async function api(path) {
-  const response = await fetch(path, { headers: { Accept: "application/json" } });
+  const headers = { Accept: "application/json" };
+  if (token()) headers.Authorization = "Bearer " + token();
+  const response = await fetch(path, { headers });
+  if (response.status === 401) {
+    let detail = "Sign in to see this tenant's data.";
+    try { detail = (await response.json()).detail || detail; } catch (_) { /* not JSON */ }
+    showSignIn(detail);
+    const error = new Error(detail);
+    error.status = 401;
+    throw error;
+  }
   if (!response.ok) {
     let detail = response.statusText;
     try {
@@ -525,7 +553,61 @@ async function refresh() {
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// signing in
+
+function showWho() {
+  const who = document.getElementById("who");
+  const signOut = document.getElementById("sign-out");
+  const c = token() ? claims(token()) : null;
+  who.textContent = c ? `${c.sub} · ${c.tenant} · ${(c.roles || []).join(", ")}` : "";
+  signOut.hidden = !c;
+}
+
+function showSignIn(reason) {
+  refreshCurrent = null;
+  clearInterval(timer);
+  sessionStorage.removeItem(TOKEN_KEY);
+  showWho();
+  document.getElementById("updated").textContent = "";
+  const view = document.getElementById("view");
+  view.innerHTML = `
+    <section class="panel sign-in">
+      <h1>Sign in</h1>
+      <p class="muted">${esc(reason)}</p>
+      <form id="sign-in-form">
+        <label for="token-input">Bearer token</label>
+        <textarea id="token-input" rows="5" spellcheck="false" autocomplete="off"
+          placeholder="eyJhbGciOiJFUzI1NiIs…" required></textarea>
+        <p class="muted small">Your identity provider's access token. On a local stack:
+          <code>ballast auth token --tenant demo --role overlay-manager</code></p>
+        <button type="submit">Sign in</button>
+      </form>
+    </section>`;
+  document.getElementById("sign-in-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const value = document.getElementById("token-input").value.trim().replace(/^Bearer\s+/i, "");
+    if (!value) return;
+    sessionStorage.setItem(TOKEN_KEY, value);
+    showWho();
+    route();
+    schedule();
+  });
+  document.getElementById("token-input").focus();
+}
+
+function takeTokenFromUrl() {
+  const match = location.hash.match(/^#token=([^&]+)/);
+  if (!match) return;
+  sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(match[1]));
+  history.replaceState(null, "", location.pathname + "#/");  // out of the address bar and history
+}
+
 function route() {
+  if (!token()) {
+    showSignIn("Sign in to see this tenant's data.");
+    return;
+  }
   const hash = location.hash.replace(/^#/, "") || "/";
   const parts = hash.split("/").filter(Boolean).map(decodeURIComponent);
   const view = document.getElementById("view");
@@ -555,5 +637,8 @@ function schedule() {
 
 window.addEventListener("hashchange", route);
 document.getElementById("auto-refresh").addEventListener("change", schedule);
+document.getElementById("sign-out").addEventListener("click", () => showSignIn("Signed out."));
+takeTokenFromUrl();
+showWho();
 route();
 schedule();
