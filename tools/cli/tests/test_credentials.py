@@ -6,7 +6,7 @@ import pytest
 from ballast_cli.credentials import bearer_token
 from ballast_cli.main import main
 from ballast_common.auth import AUDIENCE, LOCAL_ISSUER, AuthSettings, Role, TokenVerifier
-from ballast_engine.cli import CommandError
+from ballast_engine.commands import CommandError
 
 
 def test_a_given_token_is_used_as_it_is(monkeypatch):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from ballast_cli.main import main
-from ballast_engine.cli import EXIT_BAD_INPUT, EXIT_PROBLEMS, EXIT_UNREACHABLE
+from ballast_engine.commands import EXIT_BAD_INPUT, EXIT_PROBLEMS, EXIT_UNREACHABLE
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "libs" / "engine" / "examples"
 BALLAST = Path(sys.executable).with_name("ballast")

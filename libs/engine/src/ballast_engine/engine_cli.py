@@ -4,7 +4,7 @@
     ballast engine harvest SCENARIO.json [--format json|table] [--on YYYY-MM-DD]
     ballast engine drift BOOK.json [--format json|table] [--all]
 
-Exit status (the convention of `ballast_engine.cli`): 0 done; 1 a book where some accounts
+Exit status (the convention of `ballast_engine.commands`): 0 done; 1 a book where some accounts
 failed (the others are still processed and printed, each failure one error line on stderr);
 2 the file (or its only account) is invalid, one error line naming
 account/sleeve/security/field.
@@ -16,9 +16,13 @@ import argparse
 import json
 from typing import Any
 
-from ballast_engine.cli import EXIT_OK, EXIT_PROBLEMS, CommandError, error, runs
+from ballast_engine.commands import EXIT_OK, EXIT_PROBLEMS, CommandError, error, runs
+from ballast_engine.drift import scan_book
 from ballast_engine.errors import EngineInputError
+from ballast_engine.harvesting import harvest, harvest_book
 from ballast_engine.model import Book, BookResult, RebalanceResult
+from ballast_engine.rebalance import rebalance, rebalance_book
+from ballast_engine.scenario import load
 
 
 def register(areas: argparse._SubParsersAction) -> None:
@@ -58,8 +62,6 @@ def register(areas: argparse._SubParsersAction) -> None:
 
 
 def _load(path: str) -> Any:
-    from ballast_engine.scenario import load
-
     try:
         return load(path)
     except FileNotFoundError:
@@ -69,9 +71,6 @@ def _load(path: str) -> Any:
 
 
 def _run_rebalance(args: argparse.Namespace) -> int:
-    from ballast_engine.harvesting import harvest, harvest_book
-    from ballast_engine.rebalance import rebalance, rebalance_book
-
     harvesting = getattr(args, "harvest", False)
     on = getattr(args, "on", None)
     try:
@@ -156,8 +155,6 @@ def _table(r: RebalanceResult) -> str:
 
 
 def _run_drift(args: argparse.Namespace) -> int:
-    from ballast_engine.drift import scan_book
-
     try:
         data = _load(args.book)
         if not isinstance(data, Book):

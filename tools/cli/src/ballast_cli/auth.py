@@ -22,7 +22,7 @@ from ballast_common.auth import (
     Role,
     local_keys_folder,
 )
-from ballast_engine.cli import EXIT_OK, CommandError, runs
+from ballast_engine.commands import EXIT_OK, CommandError, runs
 
 DEFAULT_KEYS = str(local_keys_folder())
 

@@ -25,7 +25,14 @@ from typing import Any
 import httpx
 from ballast_common.auth import Role
 from ballast_common.contracts.book_files import BOOK_FILES, BY_NAME, files_of
-from ballast_engine.cli import EXIT_OK, EXIT_PROBLEMS, EXIT_UNREACHABLE, CommandError, error, runs
+from ballast_engine.commands import (
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    EXIT_UNREACHABLE,
+    CommandError,
+    error,
+    runs,
+)
 from rich.console import Console
 from rich.progress import (
     BarColumn,

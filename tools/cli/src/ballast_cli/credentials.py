@@ -11,7 +11,7 @@ import os
 import sys
 
 from ballast_common.auth import Role, local_issuer, local_keys_folder
-from ballast_engine.cli import CommandError
+from ballast_engine.commands import CommandError
 
 TOKEN_ENV = "BALLAST_TOKEN"
 LOCAL_TOKEN_TTL_S = 3600

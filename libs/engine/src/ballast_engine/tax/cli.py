@@ -4,7 +4,7 @@
     ballast taxlot lots TRADES.csv [--method ...] [--out FILE]
 
 Bad input (or an --out file that cannot be written) prints one error line naming the row
-and field and exits with status 2 (the convention of `ballast_engine.cli`).
+and field and exits with status 2 (the convention of `ballast_engine.commands`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from ballast_engine.cli import EXIT_OK, CommandError, runs
+from ballast_engine.commands import EXIT_OK, CommandError, runs
 from ballast_engine.tax.errors import TaxError
 from ballast_engine.tax.ledger import TaxLedger, replay
 from ballast_engine.tax.model import (
