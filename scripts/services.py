@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import http.client
 import json
 import os
 import signal
@@ -208,7 +209,10 @@ def _ready(url: str, path: str) -> tuple[bool, str]:
             return response.status == 200, response.read().decode()[:300]
     except urllib.error.HTTPError as exc:
         return False, exc.read().decode()[:300]
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+        # HTTPException: nothing answers HTTP there yet. On a port inside the ephemeral range
+        # a probe of a port nobody listens on can even connect to itself and read back its
+        # own request (BadStatusLine).
         return False, str(exc)
 
 
