@@ -181,3 +181,28 @@ async def test_the_drivers_own_deadlock_is_transient_and_its_unique_violation_is
                 )
             errors.append(raised.value)
     assert [is_transient(e) for e in errors] == [True, True, False]
+
+
+def test_a_database_restarting_or_gone_is_transient_and_a_bad_message_is_not():
+    import asyncpg
+    from ballast_common.errors import PermanentMessageError
+    from sqlalchemy.exc import DBAPIError
+
+    def wrapped(orig: BaseException) -> DBAPIError:
+        return DBAPIError("SELECT 1", {}, orig)
+
+    in_recovery = asyncpg.exceptions.CannotConnectNowError("the database system is starting up")
+    shutdown = asyncpg.exceptions.AdminShutdownError("terminating connection")
+    closed = asyncpg.exceptions.InterfaceError("connection is closed")
+    gone = asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed")
+    transient = [in_recovery, shutdown, closed, gone, wrapped(in_recovery), wrapped(closed)]
+    assert [is_transient(e) for e in transient] == [True] * len(transient)
+    try:
+        try:
+            raise closed
+        except asyncpg.InterfaceError:
+            raise PermanentMessageError("fill F1: unknown account") from None
+    except PermanentMessageError as permanent:
+        bad_message = permanent
+    syntax = asyncpg.exceptions.PostgresSyntaxError("syntax error")
+    assert [is_transient(e) for e in (bad_message, ValueError("x"), syntax)] == [False] * 3

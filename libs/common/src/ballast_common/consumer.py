@@ -45,6 +45,7 @@ from ballast_common.errors import PermanentMessageError, TransientError
 from ballast_common.inbox import record_first_deliveries, record_first_delivery
 from ballast_common.metrics import CONSUMER_RETRIES, EVENTS_CONSUMED
 from ballast_common.outbox import OutgoingMessage
+from ballast_common.problems import unavailable_dependency
 from ballast_common.telemetry import context_from_headers, kafka_headers_to_dict, tracer
 from ballast_common.uow import UnitOfWork
 
@@ -161,22 +162,25 @@ class _IsolateFailures(Exception):
     """A record of the batch failed permanently: redo the batch one savepoint per record."""
 
 
-# serialization failure, deadlock, lock not available: another try will do
-_RETRYABLE_STATES = {"40001", "40P01", "55P03"}
+# lock not available: another try will do (the rest of what is worth retrying is the rule
+# of `problems.unavailable_dependency`, the same that answers 503 to a request)
+_RETRYABLE_STATES = {"55P03"}
 
 
 def is_transient(exc: BaseException) -> bool:
+    """Whether another try may succeed: a dependency down or restarting (the database in
+    recovery, a connection lost or closed, Kafka unreachable), a race lost (serialization,
+    deadlock, a lock not available), a timeout. A `PermanentMessageError` never is."""
+    if isinstance(exc, PermanentMessageError):
+        return False
     if isinstance(exc, TransientError | OperationalError | KafkaConnectionError | OSError):
         return True
-    if isinstance(exc, DBAPIError):
-        if exc.connection_invalidated:
-            return True
-        return _sqlstate(exc.orig) in _RETRYABLE_STATES
-    # The driver's own errors, from statements run on its connection (ballast_common.bulk):
-    # the same states, and a connection lost (class 08).
-    state = getattr(exc, "sqlstate", None)
-    if isinstance(state, str):
-        return state in _RETRYABLE_STATES or state.startswith("08")
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if unavailable_dependency(exc) is not None:
+        return True
+    if _sqlstate(getattr(exc, "orig", None) or exc) in _RETRYABLE_STATES:
+        return True
     return isinstance(exc, TimeoutError)
 
 
