@@ -3,8 +3,7 @@
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import date
-from typing import Annotated, NotRequired
+from typing import NotRequired
 
 from ballast_common.app import Runtime
 from ballast_common.consumer import Delivery, Subscription
@@ -19,29 +18,16 @@ from ballast_common.contracts.events import (
     SleeveCashV1,
 )
 from ballast_common.contracts.types import Money
+from ballast_common.contracts.wire_views import LotView, UnsignedText
 from ballast_common.uow import UnitOfWork
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict
 
 from rebalance_svc import service
 from rebalance_svc.settings import Settings
 
 # holdings-reconciled (v1 and v2) as rebalance-svc reads it: positions and lots stay plain
-# dicts with their numbers as the decimal text they travel as (a snapshot carries every lot
-# of the account; the contract would make a model and Decimals of each, only for the read
-# model to store them as JSON again). The pattern is the contract's wire form of a decimal;
-# one that may not be negative may still be a negative zero.
-UnsignedText = Annotated[str, StringConstraints(pattern=r"^(\d+(\.\d+)?|-0+(\.0+)?)$")]
-SignedText = Annotated[str, StringConstraints(pattern=r"^-?\d+(\.\d+)?$")]
-
-
-class LotView(TypedDict):
-    lot_id: str
-    quantity: UnsignedText
-    acquired: date
-    cost_basis: UnsignedText
-    wash_adjustment: NotRequired[SignedText]
-    sleeve_id: NotRequired[str | None]
+# dicts with their numbers as the decimal text they travel as (contracts.wire_views).
 
 
 class PositionView(TypedDict):

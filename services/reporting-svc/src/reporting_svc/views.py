@@ -12,26 +12,13 @@ not read.
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, NotRequired
+from typing import NotRequired
 
 from ballast_common.contracts.events import HoldingsCause
 from ballast_common.contracts.types import Money
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from ballast_common.contracts.wire_views import LotView, UnsignedText
+from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict
-
-# The wire form of a contract decimal (contracts.types): digits, an optional point; one
-# that may not be negative may still be a negative zero (a Decimal's "-0.00" is >= 0).
-UnsignedText = Annotated[str, StringConstraints(pattern=r"^(\d+(\.\d+)?|-0+(\.0+)?)$")]
-SignedText = Annotated[str, StringConstraints(pattern=r"^-?\d+(\.\d+)?$")]
-
-
-class LotView(TypedDict):
-    lot_id: str
-    quantity: UnsignedText
-    acquired: date
-    cost_basis: UnsignedText
-    wash_adjustment: NotRequired[SignedText]
-    sleeve_id: NotRequired[str | None]
 
 
 class PositionView(TypedDict):
