@@ -7,7 +7,7 @@ SERVICES := python3 scripts/services.py
 export BALLAST_PG_FSYNC ?= on
 
 .PHONY: help setup demo test test-unit lint format contracts stack-up stack-down stack-status \
-        up down status migrate bench bench-flow bench-engine bench-tax bench-scale migration clean
+        up down status migrate bench bench-flow bench-engine bench-tax bench-scale chaos migration clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -48,7 +48,7 @@ stack-status: ## show the local Kafka broker and PostgreSQL
 
 up: setup stack-up ## start the six services and the simulator (ports 8001-8009; REPLICAS=all=2)
 	@eval "$$($(STACK) env)"; export BALLAST_KAFKA_BOOTSTRAP_SERVERS=$$BALLAST_KAFKA_BOOTSTRAP; \
-	  $(STACK) createdb ballast >/dev/null; \
+	  $(STACK) createdb ballast >/dev/null; .venv/bin/ballast auth init >/dev/null; \
 	  $(SERVICES) up --profile dev --port-base 8000 $(if $(REPLICAS),--replicas $(REPLICAS))
 
 migrate: setup stack-up ## migrate every service's schema once (the step `make up` runs first)
@@ -75,6 +75,9 @@ bench-engine: setup ## engine benchmarks (drift scan, tactical and strategic reb
 
 bench-tax: setup ## tax engine benchmarks (lot replay, fills per second, wash-sale check)
 	@$(PY) bench/tax/bench_tax.py --out bench/results/tax.json
+
+chaos: setup ## kill -9 each service, the simulator, Postgres, Kafka mid model change; compare (FAULTS=a,b SEED=7)
+	@$(PY) bench/chaos/run_chaos.py $(if $(SEED),--seed $(SEED)) $(if $(FAULTS),--faults $(FAULTS)) --out bench/results/chaos.json
 
 migration: setup ## autogenerate a migration: make migration SERVICE=rebalance_svc MSG="add x"
 	@test -n "$(SERVICE)" || (echo "usage: make migration SERVICE=<package> MSG=<message>"; exit 2)
