@@ -20,6 +20,7 @@ import jwt
 import pytest
 from ballast_common.app import ServiceSpec, create_app
 from ballast_common.auth import PERMISSIONS, Operation, Permission, Role, operations_of
+from ballast_common.migrations.runner import SERVICE_PACKAGES
 from ballast_common.testing import (
     api_client,
     bearer,
@@ -31,14 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 pytestmark = pytest.mark.integration
 
-SERVICES = [
-    "account_svc",
-    "model_hub_svc",
-    "rebalance_svc",
-    "taxlot_svc",
-    "custodian_gateway",
-    "reporting_svc",
-]
+SERVICES = SERVICE_PACKAGES
 TENANT = "matrix"
 P = Permission
 # What each route requires: (service, METHOD, path) -> permission.

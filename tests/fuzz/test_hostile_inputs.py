@@ -17,18 +17,12 @@ from urllib.parse import quote
 import httpx
 import pytest
 from ballast_common.app import ServiceSpec
+from ballast_common.migrations.runner import SERVICE_PACKAGES
 from ballast_common.testing import api_client, migrated_database
 
 pytestmark = pytest.mark.integration
 
-SERVICES = [
-    "account_svc",
-    "model_hub_svc",
-    "rebalance_svc",
-    "taxlot_svc",
-    "custodian_gateway",
-    "reporting_svc",
-]
+SERVICES = SERVICE_PACKAGES
 PARAMETER_VALUES = ["a\x00b", str(2**31), str(2**63), "9" * 30, "-" + "9" * 30, "1e999999999"]
 # Raw JSON for one body field: what json.dumps cannot write (1e999999999) is written as is.
 FIELD_VALUES = ["null", '"a\\u0000b"', "1e308", "1e999999999", "1e30", "1" + "0" * 30, "[]"]

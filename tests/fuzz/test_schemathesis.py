@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import schemathesis
 from ballast_common.app import Runtime, ServiceSpec, create_app
+from ballast_common.migrations.runner import SERVICE_PACKAGES
 from ballast_common.settings import ServiceSettings
 from ballast_common.testing import bearer, with_test_issuer
 from fastapi import FastAPI
@@ -29,14 +30,7 @@ from schemathesis.python import asgi
 
 pytestmark = pytest.mark.integration
 
-SERVICES = [
-    "account_svc",
-    "model_hub_svc",
-    "rebalance_svc",
-    "taxlot_svc",
-    "custodian_gateway",
-    "reporting_svc",
-]
+SERVICES = SERVICE_PACKAGES
 # BALLAST_FUZZ_EXAMPLES=50 searches deeper (locally; CI keeps the default).
 EXAMPLES = int(os.environ.get("BALLAST_FUZZ_EXAMPLES", "5"))
 SEED = 20261122

@@ -8,18 +8,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from ballast_common.book_loads import STAGE_PREFIX
 from ballast_common.common_tables import common_metadata
+from ballast_common.migrations.runner import SERVICE_PACKAGES
 from ballast_common.testing import migrated_database
 
 pytestmark = pytest.mark.integration
 
-SERVICES = [
-    "account_svc",
-    "model_hub_svc",
-    "rebalance_svc",
-    "taxlot_svc",
-    "custodian_gateway",
-    "reporting_svc",
-]
+SERVICES = SERVICE_PACKAGES
 
 
 @pytest.mark.parametrize("package", SERVICES)

@@ -187,7 +187,9 @@ async def test_a_bad_header_or_a_broken_row_is_refused_at_upload(db):
         await stage(db, "h", "cash.csv", "")
 
 
-async def test_the_routes_stream_validate_apply_and_discard(db):
+def _routes_on(db) -> FastAPI:
+    """An app with the book-load routes on `db`, checking bearer tokens of the test issuer."""
+
     class Runtime:
         def __init__(self) -> None:
             self.db = db
@@ -201,7 +203,11 @@ async def test_the_routes_stream_validate_apply_and_discard(db):
     )
     runtime = Runtime()
     app.include_router(loads.book_load_router(SPEC, lambda request: runtime))
-    transport = httpx.ASGITransport(app=app)
+    return app
+
+
+async def test_the_routes_stream_validate_apply_and_discard(db):
+    transport = httpx.ASGITransport(app=_routes_on(db))
     body = {"as_of": "2026-12-04"}
     operations = bearer(roles=["operations"])
     async with httpx.AsyncClient(
@@ -222,20 +228,7 @@ async def test_the_routes_stream_validate_apply_and_discard(db):
 
 
 async def test_a_load_is_its_tenants_own_and_its_id_is_free_for_others(db):
-    class Runtime:
-        def __init__(self) -> None:
-            self.db = db
-
-        def uow(self):
-            return unit_of_work(db, "probe-svc")
-
-    app = FastAPI(dependencies=[Depends(authenticate)])
-    app.state.token_verifier = TokenVerifier(
-        AuthSettings(LOCAL_ISSUER, AUDIENCE, str(issuer_for_tests().jwks_path))
-    )
-    runtime = Runtime()
-    app.include_router(loads.book_load_router(SPEC, lambda request: runtime))
-    transport = httpx.ASGITransport(app=app)
+    transport = httpx.ASGITransport(app=_routes_on(db))
     acme, evil = bearer("acme", ["operations"]), bearer("evil", ["operations"])
     body = {"as_of": "2026-12-04"}
     as_csv = {"content-type": "text/csv"}
