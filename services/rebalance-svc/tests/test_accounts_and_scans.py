@@ -50,8 +50,8 @@ MINE = ("H-SMA", "H-UMA", "H-IRA")
 async def run_of(db, model_id: str, version: int) -> RunOut:
     """The one run of a model version, with why accounts were skipped."""
     async with db.sessions() as s:
-        [run] = await repository.list_runs(s, model_id, version, 5)
-        return await service.run_with_skipped(s, run.run_id)
+        [run] = await repository.list_runs(s, model_id, version, 5, tenant=None)
+        return await service.run_with_skipped(s, run.run_id, tenant=None)
 
 
 async def published(db, topic: str) -> list[dict[str, Any]]:
@@ -246,7 +246,7 @@ async def test_a_model_change_uses_each_accounts_settings_and_restrictions(db):
     assert sell["lot_ids"] == ["X1"] and Decimal(sell["estimated_tax"]) == Decimal("-12")
     assert "fossil" not in json.dumps(proposals["H-SMA"])  # the engine names the source only
     async with db.sessions() as s:
-        stored = await repository.get_scenario(s, run.run_id, "H-SMA")
+        stored = await repository.get_scenario(s, run.run_id, "H-SMA", tenant=None)
     scenario = scenario_from_dict(stored)
     assert scenario.account.sleeves[0].holdings[0].lots[0].lot_id == "X1"
     assert scenario.reference.lists == {"h3-esg": frozenset({"HX"})}
@@ -273,7 +273,7 @@ async def test_a_recent_loss_in_the_household_blocks_buying_it_back(db):
     ]  # fmt: skip
     assert not [t for t in proposal["trades"] if t["symbol"] == "HA1" and t["side"] == "buy"]
     async with db.sessions() as s:
-        stored = await repository.get_scenario(s, run.run_id, "H-SMA")
+        stored = await repository.get_scenario(s, run.run_id, "H-SMA", tenant=None)
     scenario = scenario_from_dict(stored)
     assert [x.symbol for x in scenario.account.tax.recent_loss_sales] == ["HA1"]
     result = rebalance(scenario)
@@ -290,7 +290,7 @@ async def test_a_uma_is_rebalanced_across_its_sleeves_when_one_of_its_models_cha
     trades = {(t["sleeve_id"], t["symbol"], t["side"], t["quantity"]) for t in proposal["trades"]}
     # growth holds $9,300 + $3,000 of $13,300 (92.5% against 60% ± 5): cash moves to income
     async with db.sessions() as s:
-        stored = await repository.get_scenario(s, run.run_id, "H-UMA")
+        stored = await repository.get_scenario(s, run.run_id, "H-UMA", tenant=None)
     scenario = scenario_from_dict(stored)
     expected = rebalance(scenario)
     assert trades == {
@@ -421,7 +421,7 @@ async def test_the_interval_scan_is_off_by_default_and_runs_when_set(db):
     try:
         for _ in range(200):
             async with db.sessions() as s:
-                runs = await repository.list_runs(s, "*", None, 50)
+                runs = await repository.list_runs(s, "*", None, 50, tenant=None)
             scans = [r for r in runs if r.trigger == "interval-scan"]
             if len(scans) >= 3:
                 break

@@ -156,7 +156,7 @@ async def test_a_umas_proposal_carries_the_cash_its_strategic_rebalance_moves(db
     ]
     # the engine's own movements, as the stored scenario replays
     async with db.sessions() as s:
-        stored = await repository.get_scenario(s, uma["run_id"], "CM-UMA")
+        stored = await repository.get_scenario(s, uma["run_id"], "CM-UMA", tenant=None)
     replayed = rebalance(scenario_from_dict(stored))
     assert [
         {

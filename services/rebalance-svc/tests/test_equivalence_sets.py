@@ -136,9 +136,9 @@ async def test_an_equivalent_holding_is_not_sold_to_buy_its_twin(db, book):
     assert await proposals(db, "EQ-1", 2) == []  # already on target through EQB
 
     async with db.sessions() as s:
-        [listed] = await repository.list_runs(s, "eq-core", 2, 5)
-        run = await service.run_with_skipped(s, listed.run_id)
-        stored = await repository.get_scenario(s, run.run_id, "EQ-1")
+        [listed] = await repository.list_runs(s, "eq-core", 2, 5, tenant=None)
+        run = await service.run_with_skipped(s, listed.run_id, tenant=None)
+        stored = await repository.get_scenario(s, run.run_id, "EQ-1", tenant=None)
     assert "EQ-1" not in run.skipped and run.accounts_evaluated == 1
     scenario = scenario_from_dict(stored)
     assert [(e.set_id, e.members) for e in scenario.reference.equivalence_sets] == [

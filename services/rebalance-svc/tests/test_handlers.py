@@ -103,7 +103,7 @@ async def test_model_change_rebalances_followers_and_skips_bad_accounts(db, run_
     # R-3 never got holdings
     await deliver(db, model(1, AAA="0.5", BBB="0.5"), "core")
     async with db.sessions() as s:
-        [planned] = await repository.list_runs(s, "core", 1, 5)
+        [planned] = await repository.list_runs(s, "core", 1, 5, tenant=None)
     assert (planned.kind, planned.trigger, planned.accounts, planned.chunks) == (
         "rebalance",
         "model-change",
@@ -128,7 +128,7 @@ async def test_model_change_rebalances_followers_and_skips_bad_accounts(db, run_
     assert drift == ["R-1"]
 
     async with db.sessions() as s:
-        run = await service.run_with_skipped(s, planned.run_id)
+        run = await service.run_with_skipped(s, planned.run_id, tenant=None)
     assert run.accounts_evaluated == 1 and run.trades == 2 and run.complete
     assert (run.chunks_done, run.chunks_failed, run.accounts_skipped) == (1, 0, 2)
     assert set(run.skipped) == {"R-2", "R-3"}
@@ -142,7 +142,7 @@ async def test_model_change_rebalances_followers_and_skips_bad_accounts(db, run_
         2,
     )
     async with db.sessions() as s:
-        stored = await repository.get_scenario(s, run.run_id, "R-1")
+        stored = await repository.get_scenario(s, run.run_id, "R-1", tenant=None)
     replayed = rebalance(scenario_from_dict(stored))
     assert [(t.symbol, t.side.value, t.quantity) for t in replayed.trades] == [
         (t["symbol"], t["side"], Decimal(t["quantity"])) for t in proposals[0]["trades"]
@@ -155,7 +155,7 @@ async def test_a_stale_model_version_is_ignored(db):
 
     async with db.sessions() as s:
         stored = await repository.get_model(s, "core")
-        runs = await repository.list_runs(s, "core", 2, 5)
+        runs = await repository.list_runs(s, "core", 2, 5, tenant=None)
     assert stored.version == 3 and stored.targets == {"AAA": "1"}
     assert runs == []
 
@@ -167,7 +167,7 @@ async def test_a_run_in_chunks_completes_when_a_chunk_fails_after_its_attempts(d
     settings = Settings(chunk_size=1, chunk_attempts=2)
     await testing.deliver(db, subscriptions(settings), model(10, AAA="0.4", BBB="0.6"))
     async with db.sessions() as s:
-        [planned] = await repository.list_runs(s, "core", 10, 5)
+        [planned] = await repository.list_runs(s, "core", 10, 5, tenant=None)
     assert (planned.accounts, planned.chunks) == (3, 3)
 
     tries: list[str] = []
@@ -183,7 +183,7 @@ async def test_a_run_in_chunks_completes_when_a_chunk_fails_after_its_attempts(d
     await process_requested_chunks(db, settings)
     assert tries.count("R-2") == 3  # the batch try, then its two attempts alone
     async with db.sessions() as s:
-        run = await service.run_with_skipped(s, planned.run_id)
+        run = await service.run_with_skipped(s, planned.run_id, tenant=None)
         rows = (await s.execute(select(outbox.c.topic, outbox.c.value).order_by(outbox.c.id))).all()
     assert run.complete and (run.chunks_done, run.chunks_failed) == (3, 1)
     assert run.skipped["R-2"] == "chunk 1 failed: engine blew up on R-2"
@@ -214,7 +214,7 @@ async def test_an_account_is_not_traded_again_before_its_trades_are_settled(db):
     await deliver(db, model(20, AAA="0.3", BBB="0.7"), "core")
     await process_requested_chunks(db)
     async with db.sessions() as s:
-        [first] = await repository.list_runs(s, "core", 20, 5)
+        [first] = await repository.list_runs(s, "core", 20, 5, tenant=None)
     proposal = await _proposal_of(db, first.run_id, "R-1")
     buy, other = proposal["trades"]
 
@@ -223,8 +223,8 @@ async def test_an_account_is_not_traded_again_before_its_trades_are_settled(db):
         await testing.deliver(db, SUBSCRIPTIONS, model(version, AAA="0.31", BBB="0.69"))
         await process_requested_chunks(db)
         async with db.sessions() as s:
-            [run] = await repository.list_runs(s, "core", version, 5)
-            return (await service.run_with_skipped(s, run.run_id)).skipped
+            [run] = await repository.list_runs(s, "core", version, 5, tenant=None)
+            return (await service.run_with_skipped(s, run.run_id, tenant=None)).skipped
 
     assert "2 trade(s) proposed earlier are not settled" in (await second_run(21))["R-1"]
     # the first trade: reflected by the book of record first, its fill arriving after

@@ -198,7 +198,7 @@ async def selected_chunks(
 
 
 async def existing_account_ids(
-    session: AsyncSession, account_ids: Sequence[str], tenant: str | None = None
+    session: AsyncSession, account_ids: Sequence[str], tenant: str | None
 ) -> set[str]:
     """Those of `account_ids` known here (of `tenant`, when given)."""
     stmt = select(col(Account.account_id)).where(col(Account.account_id).in_(list(account_ids)))
@@ -604,7 +604,7 @@ async def _forget_settled(session: AsyncSession) -> None:
     )
 
 
-async def get_run(session: AsyncSession, run_id: str, tenant: str | None = None) -> Run | None:
+async def get_run(session: AsyncSession, run_id: str, *, tenant: str | None) -> Run | None:
     """The run (None also when a `tenant` is given and the run is not that tenant's)."""
     run = await session.get(Run, run_id)
     if run is None or (tenant is not None and run.tenant != tenant):
@@ -619,7 +619,7 @@ async def list_runs(
     limit: int,
     offset: int = 0,
     *,
-    tenant: str | None = None,
+    tenant: str | None,
 ) -> list[Run]:
     """Runs (of `tenant` only, when given), newest first."""
     stmt = select(Run)
@@ -711,7 +711,7 @@ async def add_scenarios(
 
 
 async def get_scenario(
-    session: AsyncSession, run_id: str, account_id: str, *, tenant: str | None = None
+    session: AsyncSession, run_id: str, account_id: str, *, tenant: str | None
 ) -> dict[str, Any] | None:
     """An account's whole scenario of a run (its part and its chunk's reference); None also
     when a `tenant` is given and the account is not that tenant's."""

@@ -367,7 +367,7 @@ async def start_run(uow: UnitOfWork, settings: Settings, plan: RunPlan) -> Run:
     with no accounts is complete at once. A run started before (its id taken: another
     replica's interval scan) is returned as it is, not started twice."""
     await repo.lock_run_id(uow.session, plan.run_id)
-    existing = await repo.get_run(uow.session, plan.run_id)
+    existing = await repo.get_run(uow.session, plan.run_id, tenant=None)  # ids are global
     if existing is not None:
         return existing
     chunks = await repo.selected_chunks(uow.session, _selection(plan), settings.chunk_size)
@@ -633,12 +633,10 @@ def run_view(run: Run, skipped: dict[str, str] | None = None) -> RunOut:
     )
 
 
-async def run_with_skipped(
-    session: AsyncSession, run_id: str, *, tenant: str | None = None
-) -> RunOut:
+async def run_with_skipped(session: AsyncSession, run_id: str, *, tenant: str | None) -> RunOut:
     """A run (404 unless of `tenant`, when given) with why its accounts were skipped (the
     first SKIPPED_SHOWN of them)."""
-    run = await repo.get_run(session, run_id, tenant)
+    run = await repo.get_run(session, run_id, tenant=tenant)
     if run is None:
         raise NotFound(f"no run {run_id}")
     return run_view(run, await repo.run_skipped(session, run_id, SKIPPED_SHOWN))
