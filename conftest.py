@@ -16,6 +16,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -37,6 +38,17 @@ def _stack(*args: str) -> str:
     return result.stdout
 
 
+# The stack's Kafka principal settings (the admin on the SASL listener): exported into this
+# process so every ServiceSettings and every service launched by scripts/services.py sees them.
+KAFKA_AUTH_SETTINGS = (
+    "BALLAST_KAFKA_SECURITY_PROTOCOL",
+    "BALLAST_KAFKA_SASL_MECHANISM",
+    "BALLAST_KAFKA_USERNAME",
+    "BALLAST_KAFKA_PASSWORD",
+    "BALLAST_STATE_DIR",
+)
+
+
 @pytest.fixture(scope="session")
 def stack_env() -> dict[str, str]:
     """Start (or reuse) the local Kafka broker and PostgreSQL; return their settings."""
@@ -46,12 +58,34 @@ def stack_env() -> dict[str, str]:
         if line.startswith("export "):
             name, _, value = line[len("export ") :].partition("=")
             env[name] = value.strip().strip("'\"")
+    os.environ.update({k: env[k] for k in KAFKA_AUTH_SETTINGS if k in env})
     return env
 
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap(stack_env: dict[str, str]) -> str:
     return stack_env.get("BALLAST_KAFKA_BOOTSTRAP_SERVERS") or stack_env["BALLAST_KAFKA_BOOTSTRAP"]
+
+
+@pytest.fixture(scope="session")
+def kafka_connection(stack_env: dict[str, str], kafka_bootstrap: str) -> Any:
+    """The stack's admin principal as a `ballast_common.bus.KafkaConnection`."""
+    from ballast_common.bus import KafkaConnection
+    from pydantic import SecretStr
+
+    return KafkaConnection(
+        kafka_bootstrap,
+        stack_env.get("BALLAST_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
+        stack_env.get("BALLAST_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512"),
+        stack_env.get("BALLAST_KAFKA_USERNAME", ""),
+        SecretStr(stack_env.get("BALLAST_KAFKA_PASSWORD", "")),
+    )
+
+
+@pytest.fixture(scope="session")
+def kafka_client_options(kafka_connection: Any) -> dict[str, Any]:
+    """Keyword arguments for a raw aiokafka client of a test (the stack's admin)."""
+    return dict(kafka_connection.client_options())
 
 
 def _fresh_database(stack_env: dict[str, str], name: str) -> str:

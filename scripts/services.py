@@ -7,6 +7,11 @@ as its own uvicorn process with BALLAST_MIGRATE_ON_START=false, so replicas neve
 migrate. The services read BALLAST_* settings from the environment this script is given
 (database URL, Kafka, topic prefix, trace file).
 
+Kafka principals (docs/stack.md): when the stack has them (its credentials file, or
+BALLAST_KAFKA_SECURITY_PROTOCOL=SASL_* in the env), `up` first applies every principal's ACLs
+for BALLAST_TOPIC_PREFIX (`python -m ballast_common.kafka_acls | stack.py acls`), then starts
+each service as its own principal (BALLAST_KAFKA_USERNAME/PASSWORD), never as the admin.
+
 Ports: `--port-base N` puts the services on N+1 ... N+6 and the simulator on N+9. Replica r
 (r = 1, 2, ...) of a service listens on N + offset + 10*r (rebalance-svc, offset 3:
 N+3, N+13, N+23); at most 9 instances per service, so a profile stays within N+1 ... N+99.
@@ -45,6 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("BALLAST_STATE_DIR", ROOT / ".state"))
 VENV_BIN = ROOT / ".venv" / "bin"
 MIGRATE_ARGS = ["-m", "ballast_common.migrations", "upgrade", "--all"]
+ACL_ARGS = ["-m", "ballast_common.kafka_acls", "--prefix"]
 REPLICA_PORT_STEP = 10
 MAX_INSTANCES = 9
 
@@ -289,6 +295,80 @@ def migrate(profile: str, env: Mapping[str, str], timeout_s: float, quiet: bool)
             print(f"services: {line}")
 
 
+def kafka_uses_sasl(env: Mapping[str, str]) -> bool:
+    """Each service gets its own Kafka principal: the env says SASL (`stack.py env`), or says
+    nothing and the local stack's broker has principals; an explicit
+    BALLAST_KAFKA_SECURITY_PROTOCOL=PLAINTEXT keeps the services without credentials."""
+    protocol = env.get("BALLAST_KAFKA_SECURITY_PROTOCOL", "").strip().upper()
+    if protocol:
+        return protocol.startswith("SASL_")
+    # scripts/stack.py writes scram-users once the broker has its SCRAM users
+    return (STATE / "kafka" / "scram-users").is_file()
+
+
+def kafka_credentials() -> dict[str, str]:
+    """Each principal's password, as scripts/stack.py keeps them in its state folder ({} when
+    that folder has none: the services then get no Kafka credentials at all, never the
+    admin's, and a service that needs Kafka says so when it starts)."""
+    path = STATE / "kafka" / "credentials.json"
+    if not path.is_file():
+        return {}
+    try:
+        credentials = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise LaunchError(f"services: cannot read the Kafka credentials in {path}: {exc}") from None
+    return {str(k): str(v) for k, v in credentials.items()}
+
+
+def apply_kafka_acls(env: Mapping[str, str], timeout_s: float) -> None:
+    """The ACLs of every principal for this run's topic prefix (python -m
+    ballast_common.kafka_acls, applied by the stack's admin through stack.py)."""
+    prefix = env.get("BALLAST_TOPIC_PREFIX", "")
+    lines = subprocess.run(
+        [str(VENV_BIN / "python"), *ACL_ARGS, prefix],
+        cwd=ROOT,
+        env=dict(env),
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    if lines.returncode != 0:
+        raise LaunchError(f"services: could not generate the Kafka ACLs: {lines.stderr.strip()}")
+    applied = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "stack.py"), "acls"],
+        input=lines.stdout,
+        cwd=ROOT,
+        env={**env, "BALLAST_STATE_DIR": str(STATE)},
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    if applied.returncode != 0:
+        raise LaunchError(
+            f"services: applying the Kafka ACLs failed; no service started:\n"
+            f"{(applied.stdout + applied.stderr).strip()}"
+        )
+
+
+def service_env(
+    service: Service, env: Mapping[str, str], credentials: Mapping[str, str] | None
+) -> dict[str, str]:
+    """One service's environment: under SASL (`credentials` not None) its own Kafka
+    principal, and never the admin's credentials the stack's env carries."""
+    own = dict(env)
+    if credentials is not None:
+        own.setdefault("BALLAST_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
+        own.setdefault("BALLAST_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
+        own.pop("BALLAST_KAFKA_USERNAME", None)
+        own.pop("BALLAST_KAFKA_PASSWORD", None)
+        if service.name in credentials:
+            own["BALLAST_KAFKA_USERNAME"] = service.name
+            own["BALLAST_KAFKA_PASSWORD"] = credentials[service.name]
+    return own
+
+
 def _start(instance: Instance, port_base: int, env: Mapping[str, str], folder: Path) -> int:
     log = open(folder / f"{instance.name}.log", "ab")  # noqa: SIM115 (owned by the child)
     process = subprocess.Popen(
@@ -344,6 +424,9 @@ def up(
     simulator = urls(port_base).get("custodian-sim")
     if simulator:
         env.setdefault("CUSTODIAN_GATEWAY_CUSTODIAN_URL", simulator)
+    credentials = kafka_credentials() if kafka_uses_sasl(env) else None
+    if missing and credentials:
+        apply_kafka_acls(env, timeout_s)
     if missing and migrate_first:
         migrate(profile, env, timeout_s, quiet)
     env["BALLAST_MIGRATE_ON_START"] = "false"
@@ -351,7 +434,9 @@ def up(
         state[instance.name] = {
             "service": instance.service.name,
             "replica": instance.replica,
-            "pid": _start(instance, port_base, env, folder),
+            "pid": _start(
+                instance, port_base, service_env(instance.service, env, credentials), folder
+            ),
             "url": instance.url(port_base),
         }
         _write_state(profile, state)

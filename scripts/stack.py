@@ -9,6 +9,7 @@ Standard library only: it runs with the system ``python3`` before any venv exist
     python3 scripts/stack.py createdb NAME # idempotent
     python3 scripts/stack.py dropdb NAME   # idempotent
     python3 scripts/stack.py logs kafka|postgres
+    python3 scripts/stack.py acls < LINES  # apply Kafka ACLs (python -m ballast_common.kafka_acls)
     python3 scripts/stack.py down          # stop both by pid; idempotent
 
 See docs/stack.md for the environment variables and the files under the state folder.
@@ -19,8 +20,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -44,12 +47,42 @@ MIN_JAVA = 17
 
 DEFAULT_KAFKA_PORT = 19092
 DEFAULT_CONTROLLER_PORT = 19093
+DEFAULT_SASL_PORT = 19094
 DEFAULT_PG_PORT = 15432
 DEFAULT_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
 
 REPO = Path(__file__).resolve().parent.parent
 POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
+KAFKA_ADMIN_TOOL = Path(__file__).resolve().parent / "kafka" / "BallastKafkaAdmin.java"
+
+# Kafka principals (docs/stack.md). The services authenticate with SCRAM-SHA-512 on the SASL
+# listener; `admin` is the super user of the stack and the tests; anyone on the PLAINTEXT
+# listener is User:ANONYMOUS, the read-only observer. The same list as
+# ballast_common.kafka_acls.SERVICE_PRINCIPALS (a test keeps them equal).
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+KAFKA_ADMIN_USER = "admin"
+SERVICE_PRINCIPALS = (
+    "account-svc",
+    "model-hub-svc",
+    "rebalance-svc",
+    "taxlot-svc",
+    "custodian-gateway",
+    "reporting-svc",
+    "custodian-sim",
+)
+KAFKA_PRINCIPALS = (KAFKA_ADMIN_USER, *SERVICE_PRINCIPALS)
+# The observer's grants: every topic readable, any group but the services' (whose DENY comes
+# with each prefix's ACLs from ballast_common.kafka_acls).
+OBSERVER_ACLS = (
+    "ALLOW User:ANONYMOUS TOPIC LITERAL * DESCRIBE",
+    "ALLOW User:ANONYMOUS TOPIC LITERAL * READ",
+    "ALLOW User:ANONYMOUS GROUP LITERAL * READ",
+)
+ACL_LINE_RE = re.compile(
+    r"(ALLOW|DENY) User:[\w.@-]+ (TOPIC|GROUP) (LITERAL|PREFIXED) \S+ "
+    r"(READ|WRITE|DESCRIBE|CREATE|DELETE|ALTER|ALL)"
+)
 
 
 class StackError(Exception):
@@ -91,6 +124,7 @@ class Config:
     kafka_port: int
     controller_port: int
     pg_port: int
+    sasl_port: int
     pg_fsync: bool
     pg_os_user: str
     timeout: float
@@ -114,6 +148,19 @@ class Config:
     @property
     def log4j_properties(self) -> Path:
         return self.kafka_dir / "log4j.properties"
+
+    @property
+    def credentials_file(self) -> Path:
+        return self.kafka_dir / "credentials.json"
+
+    @property
+    def scram_users_file(self) -> Path:
+        """The SCRAM users the broker has (written after formatting or adding them)."""
+        return self.kafka_dir / "scram-users"
+
+    @property
+    def admin_properties(self) -> Path:
+        return self.kafka_dir / "admin.properties"
 
     @property
     def cluster_id_file(self) -> Path:
@@ -156,6 +203,10 @@ class Config:
         return f"{HOST}:{self.kafka_port}"
 
     @property
+    def sasl_address(self) -> str:
+        return f"{HOST}:{self.sasl_port}"
+
+    @property
     def pg_address(self) -> str:
         return f"{HOST}:{self.pg_port}"
 
@@ -167,14 +218,16 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
     kafka_port = _port_from_env(env, "BALLAST_KAFKA_PORT", DEFAULT_KAFKA_PORT)
     controller_port = _port_from_env(env, "BALLAST_KAFKA_CONTROLLER_PORT", DEFAULT_CONTROLLER_PORT)
     pg_port = _port_from_env(env, "BALLAST_PG_PORT", DEFAULT_PG_PORT)
+    sasl_port = _port_from_env(env, "BALLAST_KAFKA_SASL_PORT", DEFAULT_SASL_PORT)
     ports = {
         "BALLAST_KAFKA_PORT": kafka_port,
         "BALLAST_KAFKA_CONTROLLER_PORT": controller_port,
         "BALLAST_PG_PORT": pg_port,
+        "BALLAST_KAFKA_SASL_PORT": sasl_port,
     }
     if len(set(ports.values())) != len(ports):
         shown = ", ".join(f"{k}={v}" for k, v in ports.items())
-        raise StackError(f"the three ports must differ ({shown})")
+        raise StackError(f"the four ports must differ ({shown})")
     fsync_raw = env.get("BALLAST_PG_FSYNC", "on").strip().lower()
     if fsync_raw not in {"on", "off", "true", "false", "1", "0", "yes", "no"}:
         raise StackError(f"BALLAST_PG_FSYNC={fsync_raw!r} must be on or off")
@@ -192,21 +245,76 @@ def load_config(environ: Mapping[str, str] | None = None) -> Config:
         kafka_port=kafka_port,
         controller_port=controller_port,
         pg_port=pg_port,
+        sasl_port=sasl_port,
         pg_fsync=fsync_raw in {"on", "true", "1", "yes"},
         pg_os_user=env.get("BALLAST_PG_OS_USER", "").strip() or "postgres",
         timeout=timeout,
     )
 
 
+def kafka_credentials(cfg: Config) -> dict[str, str]:
+    """Every principal's SCRAM password, made (random) the first time and kept in the state."""
+    path = cfg.credentials_file
+    try:
+        known = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError) as exc:
+        raise StackError(f"cannot read the Kafka credentials in {path}: {exc}") from None
+    if not isinstance(known, dict) or not all(isinstance(v, str) and v for v in known.values()):
+        raise StackError(f"{path} is not a JSON object of principal -> password")
+    missing = [p for p in KAFKA_PRINCIPALS if p not in known]
+    if missing:
+        known.update({p: secrets.token_urlsafe(24) for p in missing})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.touch(mode=0o600)
+        tmp.chmod(0o600)
+        tmp.write_text(json.dumps(known, indent=2, sort_keys=True) + "\n")
+        tmp.replace(path)
+    return {str(k): str(v) for k, v in known.items()}
+
+
+LEGACY_WARNING = (
+    "stack: WARNING: the running Kafka (pid {pid}) was started before the broker had principals "
+    "(nothing listens on {sasl}): it has no ACLs, and `env` gives clients its old PLAINTEXT "
+    "settings until it is restarted on fresh storage (topics and offsets are lost): "
+    "`python3 scripts/stack.py down && rm -rf {data} && python3 scripts/stack.py up`"
+)
+
+
+def legacy_kafka(cfg: Config) -> bool:
+    """A broker of this stack runs without the SASL listener (started by an older stack.py)."""
+    return cfg.state.exists() and kafka_pid(cfg) is not None and not port_in_use(cfg.sasl_port)
+
+
 def env_exports(cfg: Config) -> list[str]:
     url = f"postgresql://{PG_USER}:{PG_PASSWORD}@{HOST}:{cfg.pg_port}/{PG_DATABASE}"
+    if legacy_kafka(cfg):
+        kafka_pairs = [
+            ("BALLAST_KAFKA_BOOTSTRAP", cfg.kafka_address),
+            ("BALLAST_KAFKA_BOOTSTRAP_SERVERS", cfg.kafka_address),
+            ("BALLAST_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
+        ]
+    else:
+        credentials = kafka_credentials(cfg)
+        kafka_pairs = [
+            # Clients (the tests, the CLIs) connect as the stack's admin on the SASL listener;
+            # scripts/services.py gives each service its own principal instead.
+            ("BALLAST_KAFKA_BOOTSTRAP", cfg.sasl_address),
+            ("BALLAST_KAFKA_BOOTSTRAP_SERVERS", cfg.sasl_address),
+            ("BALLAST_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT"),
+            ("BALLAST_KAFKA_SASL_MECHANISM", SCRAM_MECHANISM),
+            ("BALLAST_KAFKA_USERNAME", KAFKA_ADMIN_USER),
+            ("BALLAST_KAFKA_PASSWORD", credentials[KAFKA_ADMIN_USER]),
+            # The read-only observer's listener (anonymous, no credentials).
+            ("BALLAST_KAFKA_OBSERVER_BOOTSTRAP", cfg.kafka_address),
+        ]
     pairs = [
         ("BALLAST_STATE_DIR", str(cfg.state)),
         ("BALLAST_KAFKA_PORT", str(cfg.kafka_port)),
         ("BALLAST_KAFKA_CONTROLLER_PORT", str(cfg.controller_port)),
+        ("BALLAST_KAFKA_SASL_PORT", str(cfg.sasl_port)),
         ("BALLAST_PG_PORT", str(cfg.pg_port)),
-        ("BALLAST_KAFKA_BOOTSTRAP", cfg.kafka_address),
-        ("BALLAST_KAFKA_BOOTSTRAP_SERVERS", cfg.kafka_address),
+        *kafka_pairs,
         ("BALLAST_PG_HOST", HOST),
         ("BALLAST_PG_USER", PG_USER),
         ("BALLAST_PG_PASSWORD", PG_PASSWORD),
@@ -584,18 +692,40 @@ def kafka_ready(cfg: Config, timeout: float = 3.0) -> tuple[bool, str]:
 # --------------------------------------------------------------------------- Kafka process
 
 
-def render_server_properties(cfg: Config) -> str:
-    kp, cp = cfg.kafka_port, cfg.controller_port
+def _jaas(module: str, user: str, password: str, extra: str = "") -> str:
+    return f'{module} required username="{user}" password="{password}"{extra};'
+
+
+def render_server_properties(cfg: Config, admin_password: str) -> str:
+    """The broker's config: an anonymous read-only PLAINTEXT listener, a SASL/SCRAM listener
+    for the services, and a SASL/PLAIN controller listener (SCRAM users live in the metadata
+    log, which the controller must read before it could check them)."""
+    kp, cp, sp = cfg.kafka_port, cfg.controller_port, cfg.sasl_port
+    scram = "org.apache.kafka.common.security.scram.ScramLoginModule"
+    plain = "org.apache.kafka.common.security.plain.PlainLoginModule"
+    admin, pw = KAFKA_ADMIN_USER, admin_password
     lines = [
         "# Written by scripts/stack.py on every `up`: edits here are overwritten.",
         "process.roles=broker,controller",
         "node.id=1",
         f"controller.quorum.voters=1@{HOST}:{cp}",
-        f"listeners=PLAINTEXT://{HOST}:{kp},CONTROLLER://{HOST}:{cp}",
-        f"advertised.listeners=PLAINTEXT://{HOST}:{kp}",
-        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        f"listeners=PLAINTEXT://{HOST}:{kp},SASL_PLAINTEXT://{HOST}:{sp},CONTROLLER://{HOST}:{cp}",
+        f"advertised.listeners=PLAINTEXT://{HOST}:{kp},SASL_PLAINTEXT://{HOST}:{sp}",
+        "listener.security.protocol.map="
+        "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT",
         "controller.listener.names=CONTROLLER",
-        "inter.broker.listener.name=PLAINTEXT",
+        "inter.broker.listener.name=SASL_PLAINTEXT",
+        f"sasl.mechanism.inter.broker.protocol={SCRAM_MECHANISM}",
+        f"listener.name.sasl_plaintext.sasl.enabled.mechanisms={SCRAM_MECHANISM}",
+        f"listener.name.sasl_plaintext.{SCRAM_MECHANISM.lower()}.sasl.jaas.config="
+        + _jaas(scram, admin, pw),
+        "sasl.mechanism.controller.protocol=PLAIN",
+        "listener.name.controller.sasl.enabled.mechanisms=PLAIN",
+        "listener.name.controller.plain.sasl.jaas.config="
+        + _jaas(plain, admin, pw, f' user_{admin}="{pw}"'),
+        "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "allow.everyone.if.no.acl.found=false",
+        f"super.users=User:{admin}",
         f"log.dirs={cfg.kafka_data}",
         "num.partitions=6",
         "default.replication.factor=1",
@@ -718,17 +848,47 @@ def read_meta_cluster_id(cfg: Config) -> str | None:
     return None
 
 
-def _run_java_tool(java: str, cfg: Config, args: Sequence[str], what: str) -> str:
+def _run_java_tool(
+    java: str,
+    cfg: Config,
+    args: Sequence[str],
+    what: str,
+    main: str = "kafka.tools.StorageTool",
+    stdin: str | None = None,
+) -> str:
     cmd = [java, "-Xmx256m", f"-Dlog4j.configuration=file:{cfg.log4j_properties}"]
-    cmd += ["-cp", f"{cfg.jars_dir}/*", "kafka.tools.StorageTool", *args]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
+    cmd += ["-cp", f"{cfg.jars_dir}/*", main, *args]
+    out = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=180, check=False)
     if out.returncode != 0:
         lines = (out.stdout + out.stderr).strip().splitlines()[-15:]
-        raise StackError(f"kafka storage tool failed to {what} (exit {out.returncode})", lines)
+        tool = "storage tool" if main == "kafka.tools.StorageTool" else "admin tool"
+        raise StackError(f"kafka {tool} failed to {what} (exit {out.returncode})", lines)
     return out.stdout
 
 
-def format_kafka_storage(java: str, cfg: Config) -> None:
+def read_scram_users(cfg: Config) -> set[str]:
+    with contextlib.suppress(OSError):
+        return set(cfg.scram_users_file.read_text().split())
+    return set()
+
+
+def write_scram_users(cfg: Config, users: set[str]) -> None:
+    cfg.scram_users_file.write_text("".join(f"{u}\n" for u in sorted(users)))
+
+
+def check_storage_has_principals(cfg: Config) -> None:
+    """Storage formatted before SASL/SCRAM has no admin to add users with: say how to reset."""
+    if read_meta_cluster_id(cfg) and KAFKA_ADMIN_USER not in read_scram_users(cfg):
+        raise StackError(
+            f"the Kafka storage in {cfg.kafka_data} was formatted before the broker had SASL "
+            "principals, so the stack's admin cannot be created in it. Reset the broker's data "
+            "(its topics and offsets are lost; PostgreSQL keeps its data): "
+            f"`python3 scripts/stack.py down && rm -rf {cfg.kafka_data} && "
+            "python3 scripts/stack.py up`"
+        )
+
+
+def format_kafka_storage(java: str, cfg: Config, credentials: Mapping[str, str]) -> None:
     if read_meta_cluster_id(cfg):
         return
     cluster_id = cfg.cluster_id_file.read_text().strip() if cfg.cluster_id_file.is_file() else ""
@@ -742,12 +902,61 @@ def format_kafka_storage(java: str, cfg: Config) -> None:
         cluster_id = candidates[-1]
         cfg.cluster_id_file.write_text(cluster_id + "\n")
     progress(f"kafka: formatting storage in {cfg.kafka_data} (cluster id {cluster_id})")
+    args = ["format", "-t", cluster_id, "-c", str(cfg.server_properties), "--ignore-formatted"]
+    for user in KAFKA_PRINCIPALS:
+        args += ["--add-scram", f"{SCRAM_MECHANISM}=[name={user},password={credentials[user]}]"]
     _run_java_tool(
         java,
         cfg,
-        ["format", "-t", cluster_id, "-c", str(cfg.server_properties), "--ignore-formatted"],
+        args,
         "format the log directory",
     )
+    write_scram_users(cfg, set(KAFKA_PRINCIPALS))
+
+
+def write_admin_properties(cfg: Config, credentials: Mapping[str, str]) -> None:
+    """Client settings of the stack's admin (for Kafka's own tools: --command-config)."""
+    text = (
+        "# Written by scripts/stack.py: the stack's Kafka admin on the SASL listener.\n"
+        "security.protocol=SASL_PLAINTEXT\n"
+        f"sasl.mechanism={SCRAM_MECHANISM}\n"
+        "sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required "
+        f'username="{KAFKA_ADMIN_USER}" password="{credentials[KAFKA_ADMIN_USER]}";\n'
+    )
+    _write_private(cfg.admin_properties, text)
+
+
+def _write_private(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.touch(mode=0o600)
+    tmp.chmod(0o600)
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def kafka_admin(java: str, cfg: Config, commands: Sequence[str], what: str) -> str:
+    """Run scripts/kafka/BallastKafkaAdmin.java as the stack's admin over SASL."""
+    write_admin_properties(cfg, kafka_credentials(cfg))
+    return _run_java_tool(
+        java,
+        cfg,
+        [cfg.sasl_address, str(cfg.admin_properties)],
+        what,
+        main=str(KAFKA_ADMIN_TOOL),
+        stdin="".join(f"{c}\n" for c in commands),
+    )
+
+
+def apply_principals(java: str, cfg: Config) -> None:
+    """Add SCRAM users the storage lacks (a principal added since formatting), and the
+    observer's ACLs; both are idempotent."""
+    credentials = kafka_credentials(cfg)
+    have = read_scram_users(cfg)
+    missing = [u for u in KAFKA_PRINCIPALS if u not in have]
+    commands = [f"scram {u} {credentials[u]}" for u in missing] + list(OBSERVER_ACLS)
+    progress("kafka: applying the observer's ACLs" + (f" and users {missing}" if missing else ""))
+    kafka_admin(java, cfg, commands, "apply users and ACLs")
+    write_scram_users(cfg, have | set(missing))
 
 
 def prepare_kafka(cfg: Config) -> str:
@@ -755,10 +964,14 @@ def prepare_kafka(cfg: Config) -> str:
     cfg.kafka_dir.mkdir(parents=True, exist_ok=True)
     if not jars_ready(cfg):
         fetch_jars(cfg)
-    cfg.server_properties.write_text(render_server_properties(cfg))
+    credentials = kafka_credentials(cfg)
+    check_storage_has_principals(cfg)
+    _write_private(
+        cfg.server_properties, render_server_properties(cfg, credentials[KAFKA_ADMIN_USER])
+    )
     cfg.log4j_properties.write_text(LOG4J_PROPERTIES)
     cfg.kafka_data.mkdir(parents=True, exist_ok=True)
-    format_kafka_storage(java, cfg)
+    format_kafka_storage(java, cfg, credentials)
     return java
 
 
@@ -1171,6 +1384,7 @@ def cmd_up(cfg: Config) -> int:
             ensure_port_free(
                 cfg.controller_port, "kafka controller", "BALLAST_KAFKA_CONTROLLER_PORT"
             )
+            ensure_port_free(cfg.sasl_port, "kafka SASL", "BALLAST_KAFKA_SASL_PORT")
             find_java()
             if not jars_ready(cfg) and not shutil.which("mvn"):
                 raise StackError(
@@ -1190,7 +1404,7 @@ def cmd_up(cfg: Config) -> int:
             p_pid = pg_proc.pid
             write_pid(cfg.pg_pid_file, p_pid)
         if java is not None:
-            progress(f"kafka: starting on {cfg.kafka_address}")
+            progress(f"kafka: starting on {cfg.kafka_address} and {cfg.sasl_address} (SASL)")
             kafka_proc = spawn_kafka(java, cfg)
             k_pid = kafka_proc.pid
             write_pid(cfg.kafka_pid_file, k_pid)
@@ -1217,6 +1431,10 @@ def cmd_up(cfg: Config) -> int:
             cfg.kafka_log,
             cfg.timeout,
         )
+        if java is not None:
+            apply_principals(java, cfg)
+        elif legacy_kafka(cfg):
+            progress(LEGACY_WARNING.format(pid=k_pid, sasl=cfg.sasl_address, data=cfg.kafka_data))
         print(_line("kafka", f"pid {k_pid}", cfg.kafka_address, _verb(kafka_proc)))
         print(_line("postgres", f"pid {p_pid}", cfg.pg_address, _verb(pg_proc)))
     return 0
@@ -1310,6 +1528,32 @@ def cmd_dropdb(cfg: Config, name: str) -> int:
     return 0
 
 
+def parse_acl_lines(text: str) -> list[str]:
+    """ACL lines as `python -m ballast_common.kafka_acls` prints them; an error names a bad one."""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
+    for number, line in enumerate(lines, 1):
+        if not ACL_LINE_RE.fullmatch(line):
+            raise StackError(
+                f"ACL line {number} is not `ALLOW|DENY User:NAME TOPIC|GROUP LITERAL|PREFIXED "
+                f"RESOURCE OPERATION`: {line[:120]!r}"
+            )
+    return lines
+
+
+def cmd_acls(cfg: Config, text: str) -> int:
+    lines = parse_acl_lines(text)
+    if not (cfg.state.exists() and kafka_pid(cfg)) or not kafka_ready(cfg)[0]:
+        raise StackError("kafka is not running or not ready; run `python3 scripts/stack.py up`")
+    if legacy_kafka(cfg):
+        raise StackError(
+            "the running Kafka has no principals (no SASL listener): restart it as `up` says"
+        )
+    if lines:
+        kafka_admin(find_java(), cfg, lines, "create ACLs")
+    print(_line("kafka", f"{len(lines)} ACLs applied"))
+    return 0
+
+
 def cmd_logs(cfg: Config, component: str, lines: int) -> int:
     log = cfg.kafka_log if component == "kafka" else cfg.pg_log
     if not log.exists():
@@ -1335,6 +1579,10 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("name")
+    sub.add_parser(
+        "acls",
+        help="apply Kafka ACL lines read from stdin (python -m ballast_common.kafka_acls)",
+    )
     logs = sub.add_parser("logs", help="print the tail of a component's log")
     logs.add_argument("component", choices=["kafka", "postgres"])
     logs.add_argument("-n", "--lines", type=int, default=50)
@@ -1352,7 +1600,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "status":
             return cmd_status(cfg)
         if args.command == "env":
-            print("\n".join(env_exports(cfg)))
+            with stack_lock(cfg):  # the first run makes the credentials: one writer only
+                print("\n".join(env_exports(cfg)))
             return 0
         if args.command == "createdb":
             return cmd_createdb(cfg, args.name)
@@ -1360,6 +1609,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_dropdb(cfg, args.name)
         if args.command == "logs":
             return cmd_logs(cfg, args.component, args.lines)
+        if args.command == "acls":
+            return cmd_acls(cfg, sys.stdin.read())
         raise StackError(f"unknown command {args.command}")
     except StackError as exc:
         sys.stdout.flush()

@@ -21,6 +21,7 @@ import asyncio
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -54,6 +55,7 @@ def stack(args: argparse.Namespace) -> dict[str, str]:
         "BALLAST_KAFKA_PORT": str(args.kafka_port),
         "BALLAST_KAFKA_CONTROLLER_PORT": str(args.controller_port),
         "BALLAST_PG_PORT": str(args.pg_port),
+        "BALLAST_KAFKA_SASL_PORT": str(args.kafka_sasl_port),
         # Durable, as in production: with fsync off stack.py also turns synchronous_commit
         # off, and a kill -9 of PostgreSQL then loses commits it had acknowledged (consumers
         # had committed their Kafka offsets after them): a fault of the test cluster.
@@ -72,6 +74,25 @@ def stack_command(env: dict[str, str], *command: str) -> str:
     if result.returncode != 0:
         raise SystemExit(f"chaos: stack.py {' '.join(command)} failed:\n{result.stderr}")
     return result.stdout
+
+
+KAFKA_SETTINGS = (
+    "BALLAST_KAFKA_BOOTSTRAP_SERVERS",
+    "BALLAST_KAFKA_SECURITY_PROTOCOL",
+    "BALLAST_KAFKA_SASL_MECHANISM",
+    "BALLAST_KAFKA_USERNAME",
+    "BALLAST_KAFKA_PASSWORD",
+)
+
+
+def kafka_settings(env: dict[str, str]) -> dict[str, str]:
+    """The chaos stack's Kafka settings (SASL as its admin; scripts/services.py then gives
+    each service its own principal)."""
+    exported = {}
+    for line in stack_command(env, "env").splitlines():
+        name, _, value = line.removeprefix("export ").partition("=")
+        exported[name] = shlex.split(value)[0] if value else ""
+    return {name: exported[name] for name in KAFKA_SETTINGS}
 
 
 class Progress:
@@ -103,7 +124,7 @@ async def scenario(
         {
             **env,
             "BALLAST_DATABASE_URL": f"postgresql://ballast:ballast@127.0.0.1:{args.pg_port}/{database}",
-            "BALLAST_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{args.kafka_port}",
+            **kafka_settings(env),
             "BALLAST_TOPIC_PREFIX": f"chaos{number}{uuid.uuid4().hex[:6]}.",
             "BALLAST_LOG_LEVEL": "WARNING",
             "BALLAST_AUTH_JWKS": str(issuer.jwks_path),
@@ -228,6 +249,7 @@ def main() -> int:
     parser.add_argument("--state-dir", default="/tmp/ballast-chaos")
     parser.add_argument("--kafka-port", type=int, default=29392)
     parser.add_argument("--controller-port", type=int, default=29393)
+    parser.add_argument("--kafka-sasl-port", type=int, default=29394)
     parser.add_argument("--pg-port", type=int, default=25632)
     parser.add_argument("--settle-timeout", type=float, default=240.0)
     parser.add_argument("--keep-stack", action="store_true", help="leave the chaos stack running")

@@ -235,7 +235,12 @@ def test_platform_env_points_at_the_compose_infrastructure(
         assert any(adv.endswith(f"://{server}") for adv in advertised), (
             f"{name}: Kafka does not advertise {server} ({advertised})"
         )
-    assert set(_depends_on(services[name])) >= {"postgres", "kafka"}
+    # Kafka through kafka-setup: the broker is healthy and the service's principal exists.
+    assert _depends_on(services[name])["kafka-setup"] == {
+        "condition": "service_completed_successfully"
+    }
+    assert _depends_on(services["kafka-setup"])["kafka"] == {"condition": "service_healthy"}
+    assert set(_depends_on(services[name])) >= {"postgres", "kafka-setup"}
 
 
 def test_gateway_talks_to_the_simulator(compose: dict[str, Any]) -> None:
@@ -417,7 +422,9 @@ def test_migrate_runs_once_before_the_services(compose: dict[str, Any]) -> None:
         == _env(services["account-svc"])["BALLAST_DATABASE_URL"]
     ), "migrate must migrate the database the services use"
     one_shots = {name for name, svc in services.items() if _one_shot(svc)}
-    assert one_shots == {"migrate"}, f"only migrate may be a one-shot job: {one_shots}"
+    assert one_shots == {"migrate", "kafka-acl-script", "kafka-setup"}, (
+        f"only migrate and the Kafka set-up may be one-shot jobs: {one_shots}"
+    )
 
 
 @pytest.mark.parametrize("name", [*PLATFORM_SERVICES, *map(_extra, PLATFORM_SERVICES)])
@@ -462,3 +469,52 @@ def test_migrate_command_covers_exactly_the_platform_services(
     service_specs: dict[str, dict[str, Any]],
 ) -> None:
     assert sorted(service_specs) == sorted(PLATFORM_SERVICES)
+
+
+# -- principals on the bus ----------------------------------------------------------------------
+
+KAFKA_SERVICES = PLATFORM_SERVICES
+
+
+def _password_var(service: str) -> str:
+    return f"KAFKA_{service.upper().replace('-', '_')}_PASSWORD"
+
+
+@pytest.mark.parametrize("name", [*KAFKA_SERVICES, *map(_extra, KAFKA_SERVICES)])
+def test_each_service_is_its_own_kafka_principal(compose: dict[str, Any], name: str) -> None:
+    service = name.removesuffix("-extra")
+    env = compose["services"][name]["environment"]
+    assert env["BALLAST_KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT"
+    assert env["BALLAST_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+    assert env["BALLAST_KAFKA_USERNAME"] == service
+    var = _password_var(service)
+    # `${VAR:?...}`: compose refuses to start without the password
+    assert env["BALLAST_KAFKA_PASSWORD"].startswith(f"${{{var}:?"), env["BALLAST_KAFKA_PASSWORD"]
+    setup_env = compose["services"]["kafka-setup"]["environment"]
+    assert setup_env[var] == env["BALLAST_KAFKA_PASSWORD"], f"kafka-setup makes {service}'s user"
+    assert service in compose["services"]["kafka-setup"]["command"][0]
+
+
+def test_the_broker_has_acls_and_an_anonymous_read_only_host_port(compose: dict[str, Any]) -> None:
+    env = _env(compose["services"]["kafka"])
+    assert env["KAFKA_AUTHORIZER_CLASS_NAME"] == (
+        "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    )
+    assert env["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
+    assert env["KAFKA_SUPER_USERS"] == "User:admin"
+    protocols = dict(p.split(":") for p in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    listeners = {p.split("://")[0]: p.split(":")[-1] for p in env["KAFKA_LISTENERS"].split(",")}
+    assert protocols["HOST"] == "PLAINTEXT" and listeners["HOST"] == "19092"
+    for name in ("SASL_PLAINTEXT", "ADMIN", "HOSTSASL", "CONTROLLER"):
+        assert protocols[name] == "SASL_PLAINTEXT", name
+    assert "SCRAM-SHA-512" in env["KAFKA_LISTENER_NAME_SASL__PLAINTEXT_SASL_ENABLED_MECHANISMS"]
+    assert "ADMIN" not in " ".join(compose["services"]["kafka"]["ports"]), "admin stays inside"
+
+
+def test_the_acl_script_comes_from_the_registry(compose: dict[str, Any]) -> None:
+    script = " ".join(compose["services"]["kafka-acl-script"]["command"])
+    assert "python -m ballast_common.kafka_acls --kafka-acls-sh" in script
+    assert "--bootstrap kafka:9094" in script
+    setup = compose["services"]["kafka-setup"]["command"][0]
+    assert "sh /kafka-setup/acls.sh" in setup
+    assert "KAFKA_" in setup and "SCRAM-SHA-512=[password=" in setup

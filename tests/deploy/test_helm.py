@@ -27,15 +27,21 @@ WARNING = 2
 
 # The chart requires a JWKS (auth.jwksUrl or auth.jwksConfigMap): the renders below give one.
 JWKS_URL = "https://idp.example/.well-known/jwks.json"
-WITH_JWKS = {"auth": {"jwksUrl": JWKS_URL}}
+# ... and a Kafka password per service (kafka.sasl.passwords): the renders below give them.
+KAFKA_PASSWORDS = {name: f"pw-{name}" for name in SERVICES}
+WITH_JWKS = {"auth": {"jwksUrl": JWKS_URL}, "kafka": {"sasl": {"passwords": KAFKA_PASSWORDS}}}
 
 
 def with_jwks(values: dict[str, Any] | None) -> dict[str, Any]:
-    """``values`` with auth.jwksUrl set to JWKS_URL, unless they name a JWKS themselves."""
+    """``values`` with auth.jwksUrl set to JWKS_URL, unless they name a JWKS themselves, and
+    every service's Kafka password unless they give Kafka credentials themselves."""
     out = copy.deepcopy(values or {})
     auth = out.setdefault("auth", {})
     if "jwksUrl" not in auth and "jwksConfigMap" not in auth:
         auth["jwksUrl"] = JWKS_URL
+    sasl = out.setdefault("kafka", {}).setdefault("sasl", {})
+    if "passwords" not in sasl and "existingSecrets" not in sasl:
+        sasl["passwords"] = dict(KAFKA_PASSWORDS)
     return out
 
 
@@ -66,6 +72,11 @@ def render(
 
 def by_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
     return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def platform_secrets(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The Secrets but the services' Kafka passwords (<release>-<service>-kafka)."""
+    return {k: v for k, v in by_kind(docs, "Secret").items() if not k.endswith("-kafka")}
 
 
 def container(deployment: dict[str, Any]) -> dict[str, Any]:
@@ -133,7 +144,7 @@ def test_default_render_has_every_service_with_probes_and_resources() -> None:
     services = by_kind(docs, "Service")
     assert set(deployments) == set(services) == {f"{RELEASE}-{n}" for n in SERVICES}
     [configmap] = by_kind(docs, "ConfigMap").values()
-    [secret] = [d for d in by_kind(docs, "Secret").values() if not hooks(d)]
+    [secret] = [d for d in platform_secrets(docs).values() if not hooks(d)]
 
     for name, (app, port, _) in SERVICES.items():
         dep = deployments[f"{RELEASE}-{name}"]
@@ -205,7 +216,7 @@ def test_overrides_image_env_resources_secret_and_disabling() -> None:
     assert "prod-custodian-sim" not in deployments
     assert "prod-custodian-sim" not in by_kind(docs, "Service")
     assert len(deployments) == len(SERVICES) - 1
-    assert by_kind(docs, "Secret") == {}, "existingSecret given: the chart must not make one"
+    assert platform_secrets(docs) == {}, "existingSecret given: the chart must not make one"
     [job] = by_kind(docs, "Job").values()
     job_ref = env_of(container_of_pod(job))["BALLAST_DATABASE_URL"]["secretKeyRef"]
     assert job_ref == {"name": "pg-credentials", "key": "url"}
@@ -427,7 +438,7 @@ def test_migration_job_runs_before_install_and_upgrade(
     assert {package_of(n) for n in args.services} == set(SERVICE_PACKAGES)
     ref = env_of(c)["BALLAST_DATABASE_URL"]["secretKeyRef"]
     assert ref == {"name": hook_secret["metadata"]["name"], "key": "database-url"}
-    [shared] = [d for d in by_kind(docs, "Secret").values() if not hooks(d)]
+    [shared] = [d for d in platform_secrets(docs).values() if not hooks(d)]
     assert hook_secret["stringData"] == shared["stringData"], "same database as the services"
     assert "envFrom" not in c, "hooks run before the chart's ConfigMap exists"
     assert c["resources"]["limits"]["memory"]
@@ -604,3 +615,67 @@ def test_min_above_max_replicas_is_refused_naming_the_service() -> None:
     assert "services.taxlot-svc.autoscaling: minReplicas (5) is above maxReplicas (2)" in str(
         info.value
     )
+
+
+# -- principals on the bus ----------------------------------------------------------------------
+
+
+def test_every_kafka_service_is_its_own_principal_with_its_own_secret() -> None:
+    docs = render()
+    deployments, secrets = by_kind(docs, "Deployment"), by_kind(docs, "Secret")
+    [configmap] = by_kind(docs, "ConfigMap").values()
+    assert configmap["data"]["BALLAST_KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT"
+    assert configmap["data"]["BALLAST_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+    for name in PLATFORM_SERVICES:
+        c = container(deployments[f"{RELEASE}-{name}"])
+        env = env_of(c)
+        assert env["BALLAST_KAFKA_USERNAME"] == name
+        ref = env["BALLAST_KAFKA_PASSWORD"]["secretKeyRef"]
+        assert ref == {"name": f"{RELEASE}-{name}-kafka", "key": "kafka-password"}, name
+        assert secrets[ref["name"]]["stringData"] == {"kafka-password": f"pw-{name}"}
+    sim = container(deployments[f"{RELEASE}-custodian-sim"])
+    assert "BALLAST_KAFKA_PASSWORD" not in env_of(sim), "the simulator does not use Kafka"
+    assert f"{RELEASE}-custodian-sim-kafka" not in secrets
+    assert_valid_kubernetes(docs)
+
+
+def test_rendering_without_a_services_kafka_password_fails_naming_it() -> None:
+    passwords = {k: v for k, v in KAFKA_PASSWORDS.items() if k != "taxlot-svc"}
+    with pytest.raises(helm.HelmError) as info:
+        render({"kafka": {"sasl": {"passwords": passwords}}})
+    message = str(info.value)
+    assert "kafka.sasl.passwords.taxlot-svc is required" in message
+    assert "kafka.sasl.existingSecrets.taxlot-svc" in message
+
+
+def test_existing_secrets_are_used_as_they_are() -> None:
+    existing = {name: f"vault-{name}" for name in PLATFORM_SERVICES}
+    docs = render({"kafka": {"sasl": {"existingSecrets": existing, "passwordKey": "password"}}})
+    deployments = by_kind(docs, "Deployment")
+    for name in PLATFORM_SERVICES:
+        ref = env_of(container(deployments[f"{RELEASE}-{name}"]))["BALLAST_KAFKA_PASSWORD"]
+        assert ref["secretKeyRef"] == {"name": f"vault-{name}", "key": "password"}
+    assert not [s for s in by_kind(docs, "Secret") if s.endswith("-kafka")]
+
+
+def test_plaintext_needs_no_kafka_secret() -> None:
+    docs = render({"kafka": {"securityProtocol": "PLAINTEXT", "sasl": {"passwords": {}}}})
+    for dep in by_kind(docs, "Deployment").values():
+        assert "BALLAST_KAFKA_PASSWORD" not in env_of(container(dep))
+    assert not [s for s in by_kind(docs, "Secret") if s.endswith("-kafka")]
+
+
+@pytest.mark.parametrize(
+    ("values", "where"),
+    [
+        ({"kafka": {"securityProtocol": "SASL"}}, "/kafka/securityProtocol"),
+        ({"kafka": {"saslMechanism": "GSSAPI"}}, "/kafka/saslMechanism"),
+        ({"kafka": {"sasl": {"passwords": {"account-svc": ""}}}}, "/kafka/sasl/passwords"),
+        ({"kafka": {"sasl": {"existingSecrets": {"account-svc": "Bad_Name"}}}}, "/kafka/sasl"),
+        ({"kafka": {"password": "x"}}, "/kafka"),
+    ],
+)
+def test_bad_kafka_values_are_refused_naming_the_key(values: dict[str, Any], where: str) -> None:
+    with pytest.raises(helm.HelmValuesError) as info:
+        render(values)
+    assert where in str(info.value)

@@ -38,7 +38,7 @@ CHANGE = changed_core_model()
 @pytest.fixture(scope="module")
 async def flow(
     running_services: Urls,
-    kafka_bootstrap: str,
+    kafka_client_options: dict,
     system_topic_prefix: str,
     tmp_path_factory: pytest.TempPathFactory,
 ):
@@ -50,7 +50,7 @@ async def flow(
         await ballast.publish_model(model)
     await ballast.load_book(BOOK, tmp_path_factory.mktemp("books"))
     await ballast.wait_until_known(len(BOOK), len(SECURITIES), timeout_s=120)
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    producer = AIOKafkaProducer(**kafka_client_options, acks="all")
     await producer.start()
     try:
         await producer.send_and_wait(
@@ -176,14 +176,14 @@ FOLLOWS_FROM = {
 
 
 async def test_every_event_of_the_run_walks_back_to_the_model_change_in_its_trace(
-    flow, kafka_bootstrap: str, system_topic_prefix: str, trace_file: Path
+    flow, kafka_client_options: dict, system_topic_prefix: str, trace_file: Path
 ):
     """From the model change to the last holdings reconciled: each event names the event it
     follows from, back to the model-changed event, and all are in that event's trace (the
     fills the gateway shares from its block orders and the snapshots taxlot-svc publishes
     from its loop included)."""
     events = await _events_on(
-        kafka_bootstrap, [system_topic_prefix + t for t in {*FOLLOWS_FROM, "model-changed"}]
+        kafka_client_options, [system_topic_prefix + t for t in {*FOLLOWS_FROM, "model-changed"}]
     )
     run, published = flow["run"], flow["published"]
     [change] = [
@@ -249,13 +249,13 @@ async def test_every_event_of_the_run_walks_back_to_the_model_change_in_its_trac
 
 
 async def test_every_event_is_keyed_as_its_topic_promises(
-    flow, kafka_bootstrap: str, system_topic_prefix: str
+    flow, kafka_client_options: dict, system_topic_prefix: str
 ):
     """Every event the flow published, on every topic of the registry: a valid envelope and
     payload of its contract, and the Kafka key equal to the envelope's and to the topic's key
     rule (what partitions keep in order depends on it; an outside client relies on it)."""
     topics = [t for t in TOPICS if t != "dead-letter"]
-    records = await _records_on(kafka_bootstrap, [system_topic_prefix + t for t in topics])
+    records = await _records_on(kafka_client_options, [system_topic_prefix + t for t in topics])
     checked = 0
     for topic, key, value in records:
         if value.startswith(b'{"type": "oops"'):
@@ -274,12 +274,12 @@ async def test_every_event_is_keyed_as_its_topic_promises(
 
 
 async def test_an_event_delivered_twice_has_one_effect(
-    flow, running_services: Urls, system, kafka_bootstrap: str, system_topic_prefix: str
+    flow, running_services: Urls, system, kafka_client_options: dict, system_topic_prefix: str
 ):
     topic = f"{system_topic_prefix}fills-received"
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=kafka_bootstrap,
+        **kafka_client_options,
         auto_offset_reset="earliest",
         group_id=f"replayer-{uuid.uuid4().hex[:6]}",
     )
@@ -299,7 +299,7 @@ async def test_an_event_delivered_twice_has_one_effect(
         before = (await http.get(f"{running_services.taxlot}/accounts/{account}/holdings")).json()
         taxlots = system.instance_urls("taxlot-svc")  # either instance may consume it
         duplicates_before = await _counter(http, taxlots, "fills-received", "duplicate")
-        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+        producer = AIOKafkaProducer(**kafka_client_options, acks="all")
         await producer.start()
         try:
             await producer.send_and_wait(
@@ -316,14 +316,14 @@ async def test_an_event_delivered_twice_has_one_effect(
 
 
 async def test_a_malformed_message_is_dead_lettered_and_the_consumer_carries_on(
-    flow, kafka_bootstrap: str, system_topic_prefix: str
+    flow, kafka_client_options: dict, system_topic_prefix: str
 ):
     # The malformed fill went in before the model change; the flow completing proves the
     # consumer carried on. The dead letter names where it came from and why.
     assert flow["progress"]["complete"]
     consumer = AIOKafkaConsumer(
         f"{system_topic_prefix}dlq.taxlot-svc",
-        bootstrap_servers=kafka_bootstrap,
+        **kafka_client_options,
         auto_offset_reset="earliest",
         group_id=f"dlq-reader-{uuid.uuid4().hex[:6]}",
     )
@@ -390,10 +390,10 @@ def _trace_id(traceparent: str | None) -> str:
     return traceparent.split("-")[1]
 
 
-async def _events_on(kafka_bootstrap: str, topics: list[str]) -> dict[str, dict]:
+async def _events_on(kafka_client_options: dict, topics: list[str]) -> dict[str, dict]:
     """Every event on these topics so far, by id (what cannot be decoded is skipped)."""
     events: dict[str, dict] = {}
-    for _, _, value in await _records_on(kafka_bootstrap, topics):
+    for _, _, value in await _records_on(kafka_client_options, topics):
         try:
             envelope = json.loads(value)
         except ValueError:
@@ -403,11 +403,13 @@ async def _events_on(kafka_bootstrap: str, topics: list[str]) -> dict[str, dict]
     return events
 
 
-async def _records_on(kafka_bootstrap: str, topics: list[str]) -> list[tuple[str, str, bytes]]:
+async def _records_on(
+    kafka_client_options: dict, topics: list[str]
+) -> list[tuple[str, str, bytes]]:
     """Every record on these topics so far: (topic, key, value)."""
     consumer = AIOKafkaConsumer(
         *topics,
-        bootstrap_servers=kafka_bootstrap,
+        **kafka_client_options,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         group_id=f"lineage-{uuid.uuid4().hex[:6]}",

@@ -60,7 +60,8 @@ def test_env_overrides(stack, tmp_path: Path) -> None:
     [
         ({"BALLAST_KAFKA_PORT": "kafka"}, "BALLAST_KAFKA_PORT='kafka' is not a port number"),
         ({"BALLAST_PG_PORT": "70000"}, "BALLAST_PG_PORT=70000 is outside 1..65535"),
-        ({"BALLAST_PG_PORT": "19092"}, "the three ports must differ"),
+        ({"BALLAST_PG_PORT": "19092"}, "the four ports must differ"),
+        ({"BALLAST_KAFKA_SASL_PORT": "19093"}, "the four ports must differ"),
         ({"BALLAST_PG_FSYNC": "maybe"}, "BALLAST_PG_FSYNC='maybe' must be on or off"),
         ({"BALLAST_STACK_TIMEOUT": "-1"}, "must be positive"),
     ],
@@ -79,14 +80,29 @@ def test_server_properties_follow_the_ports(stack, tmp_path: Path) -> None:
             "BALLAST_KAFKA_CONTROLLER_PORT": "29093",
         }
     )
-    props = _props(stack.render_server_properties(cfg))
+    assert cfg.sasl_port == 19094
+    props = _props(stack.render_server_properties(cfg, "adminpw"))
     assert props["process.roles"] == "broker,controller"
     assert props["node.id"] == "1"
     assert props["controller.quorum.voters"] == "1@127.0.0.1:29093"
-    assert props["listeners"] == "PLAINTEXT://127.0.0.1:29092,CONTROLLER://127.0.0.1:29093"
-    assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:29092"
+    assert props["listeners"] == (
+        "PLAINTEXT://127.0.0.1:29092,SASL_PLAINTEXT://127.0.0.1:19094,CONTROLLER://127.0.0.1:29093"
+    )
+    assert props["advertised.listeners"] == (
+        "PLAINTEXT://127.0.0.1:29092,SASL_PLAINTEXT://127.0.0.1:19094"
+    )
     assert props["controller.listener.names"] == "CONTROLLER"
-    assert props["listener.security.protocol.map"] == "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+    assert props["listener.security.protocol.map"] == (
+        "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT"
+    )
+    # principals: ACLs enforced, nothing allowed without one, the stack's admin is super
+    assert props["authorizer.class.name"] == (
+        "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    )
+    assert props["allow.everyone.if.no.acl.found"] == "false"
+    assert props["super.users"] == "User:admin"
+    assert props["listener.name.sasl_plaintext.sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert 'password="adminpw"' in props["listener.name.controller.plain.sasl.jaas.config"]
     assert props["log.dirs"] == str(tmp_path.resolve() / "kafka" / "data")
     assert props["offsets.topic.replication.factor"] == "1"
     assert props["transaction.state.log.replication.factor"] == "1"
@@ -95,7 +111,7 @@ def test_server_properties_follow_the_ports(stack, tmp_path: Path) -> None:
     assert props["group.initial.rebalance.delay.ms"] == "0"
     assert props["num.partitions"] == "6"
     assert props["auto.create.topics.enable"] == "true"
-    assert "0.0.0.0" not in stack.render_server_properties(cfg)
+    assert "0.0.0.0" not in stack.render_server_properties(cfg, "adminpw")
 
 
 def test_postgres_args_fsync_switch(stack, tmp_path: Path) -> None:
@@ -124,7 +140,18 @@ def test_env_exports_round_trip_through_a_shell(stack, tmp_path: Path) -> None:
         name, value = words[1].split("=", 1)
         exported[name] = value
     assert exported["BALLAST_STATE_DIR"] == str(state.resolve())
-    assert exported["BALLAST_KAFKA_BOOTSTRAP"] == "127.0.0.1:19092"
+    # clients connect as the stack's admin on the SASL listener; the observer's is anonymous
+    assert exported["BALLAST_KAFKA_BOOTSTRAP"] == "127.0.0.1:19094"
+    assert exported["BALLAST_KAFKA_BOOTSTRAP_SERVERS"] == "127.0.0.1:19094"
+    assert exported["BALLAST_KAFKA_OBSERVER_BOOTSTRAP"] == "127.0.0.1:19092"
+    assert exported["BALLAST_KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT"
+    assert exported["BALLAST_KAFKA_USERNAME"] == "admin"
+    credentials = stack.kafka_credentials(cfg)
+    assert exported["BALLAST_KAFKA_PASSWORD"] == credentials["admin"]
+    assert set(credentials) == {"admin", *stack.SERVICE_PRINCIPALS}
+    assert len(set(credentials.values())) == len(credentials)  # one random password each
+    assert (cfg.credentials_file.stat().st_mode & 0o777) == 0o600
+    assert stack.kafka_credentials(cfg) == credentials  # kept, not regenerated
     assert (
         exported["BALLAST_DATABASE_URL"] == "postgresql://ballast:ballast@127.0.0.1:25432/ballast"
     )

@@ -8,7 +8,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
-from ballast_common.bus import KafkaPublisher, ensure_topics
+from ballast_common.bus import KafkaConnection, KafkaPublisher, ensure_topics
 from ballast_common.consumer import BatchProcessor, KafkaConsumerLoop, Subscription
 from ballast_common.contracts.events import AccountChangedV1
 from ballast_common.errors import PermanentMessageError, TransientError
@@ -164,13 +164,13 @@ async def _publish_as_the_relay_loop_would(relay: OutboxRelay) -> None:
 
 
 async def test_end_to_end_on_kafka_malformed_goes_to_dlq_and_consumer_carries_on(
-    db, kafka_bootstrap, topic_prefix
+    db, kafka_connection, topic_prefix
 ):
     prefix = f"{topic_prefix}e2e{uuid.uuid4().hex[:4]}."
     group = prefix + "probe-svc"
     out = prefix + "out."  # where the relay publishes: apart from what the consumer reads
     await ensure_topics(
-        kafka_bootstrap,
+        kafka_connection,
         [prefix + "account-changed", out + "account-changed", out + "dlq." + group],
         3,
     )
@@ -180,11 +180,11 @@ async def test_end_to_end_on_kafka_malformed_goes_to_dlq_and_consumer_carries_on
         lambda: unit_of_work(db, "probe-svc"),
         topic_prefix=prefix,
     )
-    loop = KafkaConsumerLoop(proc, kafka_bootstrap, batch_size=50)
-    publisher = KafkaPublisher(kafka_bootstrap, "probe-relay")
+    loop = KafkaConsumerLoop(proc, kafka_connection, batch_size=50)
+    publisher = KafkaPublisher(kafka_connection, "probe-relay")
     await publisher.start()
     relay = OutboxRelay(db, publisher, topic_prefix=out)
-    raw_producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    raw_producer = AIOKafkaProducer(**kafka_connection.client_options(), acks="all")
     await raw_producer.start()
     task = asyncio.create_task(loop.run())
     try:
@@ -198,7 +198,7 @@ async def test_end_to_end_on_kafka_malformed_goes_to_dlq_and_consumer_carries_on
             while await notes(db) != ["Robin"]:
                 await asyncio.sleep(0.2)
         await _publish_as_the_relay_loop_would(relay)  # the handler's event and the letter
-        letters = await _read(kafka_bootstrap, out + "dlq." + group, 1)
+        letters = await _read(kafka_connection, out + "dlq." + group, 1)
         assert letters[0]["error_type"] == "EnvelopeError"
         assert letters[0]["original_topic"] == prefix + "account-changed"
         assert letters[0]["value"] == "garbage"
@@ -216,7 +216,7 @@ async def test_end_to_end_on_kafka_malformed_goes_to_dlq_and_consumer_carries_on
     )
     consumer = AIOKafkaConsumer(
         *again.topics,
-        bootstrap_servers=kafka_bootstrap,
+        **kafka_connection.client_options(),
         group_id=group,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -229,10 +229,10 @@ async def test_end_to_end_on_kafka_malformed_goes_to_dlq_and_consumer_carries_on
         await consumer.stop()
 
 
-async def _read(bootstrap: str, topic: str, count: int) -> list[dict]:
+async def _read(connection: KafkaConnection, topic: str, count: int) -> list[dict]:
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **connection.client_options(),
         auto_offset_reset="earliest",
         group_id=f"reader-{uuid.uuid4().hex[:6]}",
     )

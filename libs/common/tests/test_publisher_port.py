@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 from aiokafka import AIOKafkaConsumer
-from ballast_common.bus import KafkaPublisher, Message, ensure_topics
+from ballast_common.bus import KafkaConnection, KafkaPublisher, Message, ensure_topics
 from ballast_common.testing import InMemoryPublisher
 
 
@@ -18,14 +18,14 @@ class InMemoryBackend:
 
 
 class KafkaBackend:
-    def __init__(self, bootstrap: str) -> None:
-        self.bootstrap = bootstrap
-        self.publisher = KafkaPublisher(bootstrap, client_id="port-test")
+    def __init__(self, connection: KafkaConnection) -> None:
+        self.connection = connection
+        self.publisher = KafkaPublisher(connection, client_id="port-test")
 
     async def read_back(self, topic: str, count: int) -> list[Message]:
         consumer = AIOKafkaConsumer(
             topic,
-            bootstrap_servers=self.bootstrap,
+            **self.connection.client_options(),
             auto_offset_reset="earliest",
             enable_auto_commit=False,
             group_id=f"port-test-{uuid.uuid4().hex[:6]}",
@@ -56,8 +56,7 @@ async def backend(request):
     if request.param == "memory":
         yield InMemoryBackend()
         return
-    bootstrap = request.getfixturevalue("kafka_bootstrap")
-    backend = KafkaBackend(bootstrap)
+    backend = KafkaBackend(request.getfixturevalue("kafka_connection"))
     await backend.publisher.start()
     yield backend
     await backend.publisher.stop()
@@ -66,7 +65,7 @@ async def backend(request):
 async def _topic(backend) -> str:
     topic = f"port-{uuid.uuid4().hex[:8]}"
     if isinstance(backend, KafkaBackend):
-        await ensure_topics(backend.bootstrap, [topic], partitions=3)
+        await ensure_topics(backend.connection, [topic], partitions=3)
     return topic
 
 

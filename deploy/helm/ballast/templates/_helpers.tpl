@@ -117,3 +117,28 @@ Fails naming auth.jwksUrl when neither is given, and when both are.
 {{- required "auth.jwksUrl is required: the JWKS URL of the issuer of the bearer tokens (e.g. https://idp.example/.well-known/jwks.json), or set auth.jwksConfigMap to a ConfigMap holding jwks.json (docs/auth.md)" $auth.jwksUrl }}
 {{- end }}
 {{- end -}}
+
+{{/* "true" when the services authenticate to Kafka with SASL (kafka.securityProtocol). */}}
+{{- define "ballast.kafkaSasl" -}}
+{{- if hasPrefix "SASL_" .Values.kafka.securityProtocol -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/*
+The Secret holding one service's Kafka password: kafka.sasl.existingSecrets.<service>, else
+the chart's "<release>-<service>-kafka" made from kafka.sasl.passwords.<service>. Fails naming
+the service when neither is given. Takes (dict "root" $ "name" SERVICE).
+*/}}
+{{- define "ballast.kafkaSecretName" -}}
+{{- $sasl := .root.Values.kafka.sasl | default dict }}
+{{- $existing := index ($sasl.existingSecrets | default dict) .name }}
+{{- $password := index ($sasl.passwords | default dict) .name }}
+{{- if $existing }}
+{{- $existing }}
+{{- else if $password }}
+{{- printf "%s-%s-kafka" .root.Release.Name .name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- fail (printf "kafka.sasl.passwords.%s is required (or kafka.sasl.existingSecrets.%s, a Secret holding it under kafka.sasl.passwordKey): %s connects to Kafka as its own SASL principal User:%s; set kafka.securityProtocol=PLAINTEXT only for a broker without ACLs (docs/stack.md)" .name .name .name .name) }}
+{{- end }}
+{{- end -}}

@@ -44,7 +44,7 @@ from ballast_common.auth import (
     public,
 )
 from ballast_common.book_loads import BookLoadSpec, book_load_router
-from ballast_common.bus import KafkaPublisher, ensure_topics
+from ballast_common.bus import KafkaConnection, KafkaPublisher, ensure_topics
 from ballast_common.consumer import (
     BatchProcessor,
     KafkaConsumerLoop,
@@ -97,7 +97,8 @@ class Runtime:
         self.spec = spec
         self.settings = settings
         self.db = Database(settings.database_url, spec.schema)
-        self.publisher = KafkaPublisher(settings.kafka_bootstrap_servers, client_id=spec.name)
+        self.kafka = KafkaConnection.from_settings(settings)
+        self.publisher = KafkaPublisher(self.kafka, client_id=spec.name)
         self.relay = OutboxRelay(
             self.db,
             self.publisher,
@@ -146,7 +147,7 @@ class Runtime:
         if self.settings.migrate_on_start:
             await self.migrate()
         await ensure_topics(
-            self.settings.kafka_bootstrap_servers,
+            self.kafka,
             self.topics(),
             self.settings.topic_partitions,
             self.settings.topic_replication_factor,
@@ -156,7 +157,7 @@ class Runtime:
         for processor, batch_size in self.processors:
             consumer = KafkaConsumerLoop(
                 processor,
-                self.settings.kafka_bootstrap_servers,
+                self.kafka,
                 batch_size=batch_size or self.settings.consumer_batch_size,
             )
             self.consumers.append(consumer)

@@ -33,6 +33,7 @@ from opentelemetry.trace import Link, Span, SpanKind
 from pydantic import BaseModel, ValidationError, create_model
 from sqlalchemy.exc import DBAPIError, OperationalError
 
+from ballast_common.bus import KafkaConnection
 from ballast_common.contracts.envelope import (
     Envelope,
     EnvelopeError,
@@ -440,19 +441,19 @@ class KafkaConsumerLoop:
     def __init__(
         self,
         processor: BatchProcessor,
-        bootstrap_servers: str,
+        connection: KafkaConnection | str,
         batch_size: int = 500,
         max_backoff_s: float = 30.0,
     ) -> None:
         self._processor = processor
-        self._bootstrap = bootstrap_servers
+        self._connection = KafkaConnection.of(connection)
         self._batch_size = batch_size
         self._max_backoff_s = max_backoff_s
         self.assigned = asyncio.Event()
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
+            **self._connection.client_options(),
             group_id=self._processor.group,
             client_id=self._processor.group,
             enable_auto_commit=False,

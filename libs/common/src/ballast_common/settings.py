@@ -6,6 +6,7 @@ deployment sets the shared values once and overrides per service where it must.
 
 from __future__ import annotations
 
+from pydantic import SecretStr
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -23,6 +24,12 @@ class ServiceSettings(BaseSettings):
 
     database_url: str = "postgresql+asyncpg://ballast:ballast@127.0.0.1:15432/ballast"
     kafka_bootstrap_servers: str = "127.0.0.1:19092"
+    # How the service authenticates to Kafka (docs/stack.md): PLAINTEXT without credentials,
+    # or SASL_PLAINTEXT / SASL_SSL with its own SCRAM principal and password.
+    kafka_security_protocol: str = "PLAINTEXT"
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_username: str = ""
+    kafka_password: SecretStr = SecretStr("")
     # Prepended to every topic and consumer group: lets tests and demos share one broker.
     topic_prefix: str = ""
     topic_partitions: int = 6
