@@ -33,13 +33,13 @@ from decimal import Decimal
 from pathlib import Path
 
 from ballast_engine.tax import (
-    Account,
+    Fill,
     HarvestPolicy,
     InsufficientQuantityError,
+    LedgerAccount,
     Side,
     TaxLedger,
     TaxRates,
-    Trade,
     propose_harvests,
     replay,
 )
@@ -83,7 +83,7 @@ class Run:
 
     def __init__(self, ledger: TaxLedger, account: str) -> None:
         self.ledger, self.account, self.n = ledger, account, 0
-        self.trades: list[Trade] = []
+        self.trades: list[Fill] = []
 
     def trade(
         self,
@@ -95,7 +95,7 @@ class Run:
         lots: tuple[str, ...] = (),
     ) -> None:
         self.n += 1
-        t = Trade(
+        t = Fill(
             f"{self.account}-{self.n}", self.account, on, symbol, side, qty, price, lot_ids=lots
         )
         self.ledger.apply(t)
@@ -107,7 +107,7 @@ def direct_index_year(n_names: int, seed: int) -> dict[str, object]:
     names = [f"S{i:03d}" for i in range(n_names)]
     days = weekdays(YEAR)
     prices = price_paths(names, len(days), rng)
-    ledger = TaxLedger([Account("DI", "H1")])
+    ledger = TaxLedger([LedgerAccount("DI", "H1")])
     run = Run(ledger, "DI")
     policy = HarvestPolicy(
         min_loss_percent=D(5),
@@ -184,7 +184,7 @@ def direct_index_year(n_names: int, seed: int) -> dict[str, object]:
     lots_held = len(ledger.lots("DI"))
     lots_opened = sum(1 for t in run.trades if t.side is Side.BUY)
     t1, c1 = time.perf_counter(), time.process_time()
-    replayed = replay(run.trades, [Account("DI", "H1")])
+    replayed = replay(run.trades, [LedgerAccount("DI", "H1")])
     replay_s, replay_cpu = time.perf_counter() - t1, time.process_time() - c1
     assert [d.gain_loss for d in replayed.disposals] == [d.gain_loss for d in ledger.disposals]
     return {
@@ -218,7 +218,7 @@ def vars_of(summary: object) -> dict[str, object]:
 
 def daily_fills(n_accounts: int, fills_per_account: int, seed: int) -> dict[str, object]:
     rng = random.Random(seed)
-    accounts = [Account(f"A{i:05d}", f"H{i // 2:05d}") for i in range(n_accounts)]
+    accounts = [LedgerAccount(f"A{i:05d}", f"H{i // 2:05d}") for i in range(n_accounts)]
     symbols = [f"S{i:03d}" for i in range(500)]
     day = date(YEAR, 6, 2)
     held: dict[str, list[str]] = {}
@@ -234,7 +234,7 @@ def daily_fills(n_accounts: int, fills_per_account: int, seed: int) -> dict[str,
                 acquired = day - timedelta(days=rng.randint(40, 700) + k)
                 qty, price = D(rng.randint(5, 60)), D(rng.randint(2000, 30000)) / 100
                 seed_trades.append(
-                    Trade(f"s{n}", acct.account_id, acquired, sym, Side.BUY, qty, price)
+                    Fill(f"s{n}", acct.account_id, acquired, sym, Side.BUY, qty, price)
                 )
     ledger = replay(seed_trades, accounts)
     setup = time.perf_counter() - t0
@@ -245,9 +245,9 @@ def daily_fills(n_accounts: int, fills_per_account: int, seed: int) -> dict[str,
             sym = rng.choice(held[acct.account_id])
             price = D(rng.randint(2000, 30000)) / 100
             if rng.random() < 0.5 and ledger.position(acct.account_id, sym) > 1:
-                fills.append(Trade(f"f{n}", acct.account_id, day, sym, Side.SELL, D(1), price))
+                fills.append(Fill(f"f{n}", acct.account_id, day, sym, Side.SELL, D(1), price))
             else:
-                fills.append(Trade(f"f{n}", acct.account_id, day, sym, Side.BUY, D(2), price))
+                fills.append(Fill(f"f{n}", acct.account_id, day, sym, Side.BUY, D(2), price))
     t1, c1 = time.perf_counter(), time.process_time()
     rejected = 0
     for f in fills:
@@ -285,7 +285,7 @@ def timed(fn: Callable[[], object], repeat: int) -> float:
 def household_wash_check(seed: int, repeat: int) -> dict[str, object]:
     rng = random.Random(seed)
     symbols = [f"S{i:03d}" for i in range(500)]
-    accounts = [Account(f"HH-{k}", "HH") for k in range(4)]
+    accounts = [LedgerAccount(f"HH-{k}", "HH") for k in range(4)]
     day = date(YEAR, 9, 2)
     trades = []
     n = 0
@@ -294,7 +294,7 @@ def household_wash_check(seed: int, repeat: int) -> dict[str, object]:
             for _ in range(3):
                 n += 1
                 trades.append(
-                    Trade(
+                    Fill(
                         f"t{n}",
                         acct.account_id,
                         day - timedelta(days=rng.randint(1, 500)),
@@ -314,7 +314,7 @@ def household_wash_check(seed: int, repeat: int) -> dict[str, object]:
     def loss_sale() -> None:
         i = next(sells)
         sym = symbols[i % 500]
-        ledger.apply(Trade(f"x{i}", acct, day, sym, Side.SELL, D("0.01"), D(1)))
+        ledger.apply(Fill(f"x{i}", acct, day, sym, Side.SELL, D("0.01"), D(1)))
 
     sale_ms = timed(loss_sale, repeat)
     return {

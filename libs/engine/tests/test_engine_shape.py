@@ -56,6 +56,7 @@ FINISHED = (
     "ballast_engine.rebalance",
     "ballast_engine.restrictions",
     "ballast_engine.scenario",
+    "ballast_engine.sleeves",
     "ballast_engine.strategic",
     "ballast_engine.tactical",
     "ballast_engine.tax",

@@ -19,7 +19,7 @@ from ballast_engine.tax import cli as tax_cli
 from ballast_engine.tax.model import (
     DEFAULT_RELIEF_METHOD,
     RELIEF_METHOD_NAMES,
-    Account,
+    LedgerAccount,
     ReliefMethod,
     Side,
 )
@@ -41,7 +41,7 @@ def test_the_vocabulary_and_its_default() -> None:
     assert DEFAULT_RELIEF_METHOD is ReliefMethod.FIFO
     # the rebalancing core, the ledger's accounts and the tax CLI share the one default
     assert TaxSettings("2026-01-02").method is DEFAULT_RELIEF_METHOD
-    assert Account("A", "H").method is DEFAULT_RELIEF_METHOD
+    assert LedgerAccount("A", "H").method is DEFAULT_RELIEF_METHOD
     assert _taxlot_args("form8949", "t.csv").method == DEFAULT_RELIEF_METHOD
 
 

@@ -12,6 +12,8 @@ from ballast_engine.strategic import (
     Allocation,
     SleeveState,
     allocate,
+    farthest,
+    farthest_first,
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -123,6 +125,35 @@ def test_equal_distances_go_to_the_lowest_sleeve_id_first() -> None:
         (3, "s1", 1_000.0),
         (3, "s2", 1_000.0),
     ]
+
+
+def test_step_2_breaks_ties_as_the_passes_do_lowest_sleeve_id_first() -> None:
+    # $100,000 at 40/30/30, bands ±6/±5/±5, half way: s1 and s2 are in band at 27% (27,000.004
+    # for s1: nearer by less than half a cent, so as far) below their point (27.5%), 3 points
+    # from target. The $600 goes to s1 first (to its point, $500), the $100 left to s2.
+    a = allocate(
+        states([45_400, 27_000.004, 27_000], [0.4, 0.3, 0.3], [0.06, 0.05, 0.05]),
+        pool=599.996,
+        rebalance_range=HALF_WAY,
+    )
+    assert moves(a) == [(2, "s1", 500.0), (2, "s2", 100.0)]
+    # and $400 raised comes from the lower id of two as far above target (42.8% against 40%,
+    # their point 42.5%): $300 from s1 to its point, $100 from s2
+    a = allocate(
+        states([14_800, 42_800, 42_800], [0.2, 0.4, 0.4], [0.06, 0.05, 0.05]),
+        pool=-400.0,
+        rebalance_range=HALF_WAY,
+        allow_receive=False,
+    )
+    assert moves(a) == [(2, "s1", -300.0), (2, "s2", -100.0)]
+
+
+def test_farthest_is_the_one_rule_of_every_step() -> None:
+    s0, s1, s2 = states([1, 1, 1], [0.3, 0.3, 0.4], [0.1, 0.1, 0.1])
+    assert farthest([]) is None
+    assert farthest([(5.0, s2), (5.0 + TIE_TOL / 2, s1), (4.0, s0)]) == (5.0 + TIE_TOL / 2, s1)
+    assert farthest([(5.0, s1), (5.0 + 2 * TIE_TOL, s2)]) == (5.0 + 2 * TIE_TOL, s2)
+    assert farthest_first([(1.0, s0), (3.0, s2), (3.0, s1)]) == [s1, s2, s0]
 
 
 def test_what_the_passes_cannot_take_is_taken_by_target_weight() -> None:

@@ -88,7 +88,7 @@ async def in_household(
         tax_settings=tax,
     )
     async with unit_of_work(db, "taxlot-svc") as uow:
-        await on_account_changed(uow, envelope(payload, key=account, tenant="acme"), payload)
+        await on_account_changed(uow, [delivery(payload, key=account, tenant="acme")])
 
 
 def fill(account: str, sym: str, side: str, qty: str, price: str, on: date) -> FillsReceivedV1:
@@ -190,7 +190,8 @@ async def test_the_relief_method_changes_realized_gains(
         "fifo": ("opening-" + sym + "-1", "500.00", "long", "500.00"),
         "lifo": ("opening-" + sym + "-4", "200.00", "short", "200.00"),
         "hifo": ("opening-" + sym + "-2", "-200.00", "long", "-200.00"),
-        "mintax": ("opening-" + sym + "-3", "-50.00", "short", "-50.00"),  # short-term loss first
+        # min-tax: the least tax per share at the default rates (-20 x 20% beats -5 x 37%)
+        "mintax": ("opening-" + sym + "-2", "-200.00", "long", "-200.00"),
     }
 
 

@@ -4,14 +4,14 @@ The steps follow docs/domain.md (Rebalancing) and the iterative approach of seed
 
 1. every model outside its band goes to its rebalance point;
 2. cash left over (or still owed) goes to / comes from models that are inside their band but
-   beyond their rebalance point in the needed direction, highest dollar drift first;
+   beyond their rebalance point in the needed direction, farthest from target first;
 3. the cash still left goes in passes of one percentage point of the account value: each pass
    goes to the model farthest below its strategy target, measured in points of the account
    (target weight − current weight; not relative drift, not pro rata), and the choice is made
    again after every pass. A pass moves the smallest of 1% of the account, the cash left and
    the model's distance to its target, so no model passes its target here. Cash still owed
    (a withdrawal) is taken the same way from the model farthest above its target, as far as
-   it can give. Equal distances (within half a cent) go to the lowest sleeve id first;
+   it can give;
 4. if every model is at target and cash still remains, it is spread by target weight.
 
 The seed also lets a model overshoot its target within its band when that serves the tax
@@ -24,11 +24,16 @@ A model never gives more than it can raise (cash above its reserve plus holdings
 not do-not-sell). An out-of-band model that must receive more than the out-of-band givers
 gave is funded by step 2's rule and then by passes of step 3 (farthest above target first).
 Every move is recorded as an ``AllocationStep``.
+
+"Farthest from target" is one rule wherever a step chooses (``farthest``): the largest
+distance to target in dollars; distances within half a cent are equal, and among equals the
+lowest sleeve id goes first.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ballast_engine.model import RebalanceRange, Strategy
@@ -88,6 +93,26 @@ class Allocation:
     total_after: float  # account value after the withdrawal / deposit
     states: list[SleeveState]
     steps: list[AllocationStep]
+
+
+def farthest(candidates: Iterable[tuple[float, SleeveState]]) -> tuple[float, SleeveState] | None:
+    """The candidate (distance to target, sleeve) farthest from its target; distances within
+    ``TIE_TOL`` are equal and the lowest sleeve id among equals wins. None when there is none."""
+    ranked = list(candidates)
+    if not ranked:
+        return None
+    top = max(d for d, _ in ranked)
+    return min(((d, s) for d, s in ranked if d >= top - TIE_TOL), key=lambda c: c[1].sleeve_id)
+
+
+def farthest_first(candidates: Iterable[tuple[float, SleeveState]]) -> list[SleeveState]:
+    """The sleeves in the order ``farthest`` would choose them, one after another."""
+    left = list(candidates)
+    order: list[SleeveState] = []
+    while (chosen := farthest(left)) is not None:
+        order.append(chosen[1])
+        left = [c for c in left if c[1] is not chosen[1]]
+    return order
 
 
 def implicit_strategy(states: list[SleeveState]) -> None:
@@ -228,11 +253,10 @@ class _Allocator:
 
     def _draw(self, need: float, pct0: float) -> None:
         """Fund an out-of-band receiver: in-band models above their point give down to it,
-        highest dollar drift first (step 2's rule), then passes take from the model farthest
+        farthest above target first (step 2's rule), then passes take from the model farthest
         above its target (step 3's rule)."""
-        cands = [s for s in self.states if self.cur(s) > self.point(s, pct0) + 1e-9]
-        cands.sort(key=lambda s: (-(self.cur(s) - s.target * self.total_pos), s.sleeve_id))
-        for s in cands:
+        above = [s for s in self.states if self.cur(s) > self.point(s, pct0) + 1e-9]
+        for s in farthest_first((-self.gap(s), s) for s in above):
             if need <= CENT_TOL:
                 return
             gap = self.gap(s)
@@ -251,22 +275,20 @@ class _Allocator:
     # -- step 2 -----------------------------------------------------------------------------
 
     def serve_beyond_point(self, pct: float) -> None:
-        """Move models beyond their point (at ``pct``) toward it, highest dollar drift first."""
-        tot = self.total_pos
+        """Move models beyond their point (at ``pct``) toward it, farthest from target first."""
         for _ in range(len(self.states) + 1):
             pool = self.pool
             if abs(pool) <= CENT_TOL:
                 return
             if pool > 0:
-                cands = [s for s in self.states if self.cur(s) < self.point(s, pct) - 1e-9]
-                drift = {s.sleeve_id: s.target * tot - self.cur(s) for s in cands}
+                beyond = [s for s in self.states if self.cur(s) < self.point(s, pct) - 1e-9]
             else:
-                cands = [s for s in self.states if self.cur(s) > self.point(s, pct) + 1e-9]
-                drift = {s.sleeve_id: self.cur(s) - s.target * tot for s in cands}
-            cands = [s for s in cands if drift[s.sleeve_id] > 1e-9]
-            if not cands:
+                beyond = [s for s in self.states if self.cur(s) > self.point(s, pct) + 1e-9]
+            direction = 1.0 if pool > 0 else -1.0
+            chosen = farthest((d, s) for s in beyond if (d := direction * self.gap(s)) > 1e-9)
+            if chosen is None:
                 return
-            s = max(cands, key=lambda s: (drift[s.sleeve_id], s.sleeve_id))
+            s = chosen[1]
             gap = self.gap(s)
             got = self.move(s, self.point(s, pct) - self.cur(s))
             if not got:
@@ -293,17 +315,15 @@ class _Allocator:
 
         Passes end: each moves a whole 1%, or ends the cash left, or brings a sleeve to its
         target (or to the end of what it can give), after which it is never chosen again."""
-        dists = []
-        for s in self.states:
-            dist = direction * self.gap(s)
-            if dist > TIE_TOL and (direction > 0 or self.room_give(s) > TIE_TOL):
-                dists.append((dist, s))
-        if not dists:
-            return 0.0
-        farthest = max(d for d, _ in dists)
-        best_gap, best = min(
-            ((d, s) for d, s in dists if d >= farthest - TIE_TOL), key=lambda x: x[1].sleeve_id
+        chosen = farthest(
+            (dist, s)
+            for s in self.states
+            if (dist := direction * self.gap(s)) > TIE_TOL
+            and (direction > 0 or self.room_give(s) > TIE_TOL)
         )
+        if chosen is None:
+            return 0.0
+        best_gap, best = chosen
         gap = self.gap(best)
         amount = min(self.pass_size, left, best_gap)
         if direction < 0:

@@ -64,7 +64,7 @@ from ballast_engine.model import (
     Trade,
 )
 from ballast_engine.model import RebalanceResult as Result
-from ballast_engine.tax.choice import TaxRates, estimate_tax, rank_lots
+from ballast_engine.tax.choice import estimate_tax, rank_lots
 from ballast_engine.tax.lots import order_lots
 from ballast_engine.tax.model import (
     RELIEF_METHOD_NAMES,
@@ -73,6 +73,7 @@ from ballast_engine.tax.model import (
     Identity,
     Lot,
     ReliefMethod,
+    TaxRates,
     Term,
     money,
     shift,

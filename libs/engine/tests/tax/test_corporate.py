@@ -7,18 +7,18 @@ from decimal import Decimal as D
 
 import pytest
 from ballast_engine.tax import (
-    Account,
     AccountType,
     CashDividend,
     CashMerger,
     CorporateActionError,
+    Fill,
+    LedgerAccount,
     Side,
     SpinOff,
     Split,
     StockMerger,
     SymbolChange,
     TaxLedger,
-    Trade,
     replay,
 )
 
@@ -28,10 +28,10 @@ ON = date(2025, 6, 2)
 def book(*positions: tuple[str, str, str, date]) -> TaxLedger:
     """positions: (quantity, price, symbol, acquired) bought in taxable account A."""
     trades = [
-        Trade(f"b{i}", "A", acquired, sym, Side.BUY, D(qty), D(price))
+        Fill(f"b{i}", "A", acquired, sym, Side.BUY, D(qty), D(price))
         for i, (qty, price, sym, acquired) in enumerate(positions)
     ]
-    return replay(trades, [Account("A", "H"), Account("I", "H", AccountType.IRA)])
+    return replay(trades, [LedgerAccount("A", "H"), LedgerAccount("I", "H", AccountType.IRA)])
 
 
 def lots_of(led: TaxLedger) -> list[tuple[str, D, D, date]]:
@@ -118,7 +118,7 @@ def test_spin_off_allocates_basis_and_carries_holding_period() -> None:
 
 def test_cash_dividend_books_income_only() -> None:
     led = book(("10", "100", "X", date(2020, 1, 2)))
-    led.apply(Trade("i1", "I", date(2021, 1, 2), "X", Side.BUY, D(3), D(100)))
+    led.apply(Fill("i1", "I", date(2021, 1, 2), "X", Side.BUY, D(3), D(100)))
     led.apply_action(CashDividend("d1", "X", ON, D("0.255")))
     assert sorted((i.account, i.amount) for i in led.income) == [("A", D("2.55")), ("I", D("0.76"))]
     assert lots_of(led)[0] == ("X", D(10), D("1000.00"), date(2020, 1, 2))

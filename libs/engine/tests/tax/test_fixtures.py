@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from ballast_engine.cli import main
-from ballast_engine.tax import EquivalenceSet, Identity, ReliefMethod, Trade, replay
+from ballast_engine.tax import EquivalenceSet, Fill, Identity, ReliefMethod, replay
 from ballast_engine.tax.tradefile import form8949_csv, lots_csv, parse_trades
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -84,7 +84,7 @@ def test_library_reproduces_worked_example(case: str, kind: str, method: str) ->
     assert render(ledger) == _expected(case, kind, method)
 
 
-def _distinct_days(trades: list[Trade]) -> bool:
+def _distinct_days(trades: list[Fill]) -> bool:
     days = [t.on for t in trades]
     return len(set(days)) == len(days)
 

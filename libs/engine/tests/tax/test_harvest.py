@@ -6,14 +6,14 @@ from datetime import date
 from decimal import Decimal as D
 
 from ballast_engine.tax import (
-    Account,
     EquivalenceSet,
+    Fill,
     HarvestPolicy,
     Identity,
+    LedgerAccount,
     Side,
     TaxLedger,
     TaxRates,
-    Trade,
     harvest_candidates,
     propose_harvests,
     replacements_from_sets,
@@ -31,8 +31,8 @@ IDENTITY = Identity.from_sets(
 REPLACEMENTS = {"SPY": ["IVV", "SCHX"], "VTI": ["ITOT"], "AAPL": ["MSFT"], "KO": ["PEP"]}
 
 
-def buy(i: int, account: str, day: date, sym: str, qty: str, price: str) -> Trade:
-    return Trade(f"b{i}", account, day, sym, Side.BUY, D(qty), D(price))
+def buy(i: int, account: str, day: date, sym: str, qty: str, price: str) -> Fill:
+    return Fill(f"b{i}", account, day, sym, Side.BUY, D(qty), D(price))
 
 
 def household() -> TaxLedger:
@@ -43,7 +43,7 @@ def household() -> TaxLedger:
         buy(4, "A", date(2024, 3, 1), "KO", "100", "70"),  # down 20%, but B bought KO recently
         buy(5, "B", date(2025, 5, 20), "KO", "10", "56"),
     ]
-    return replay(trades, [Account("A", "H"), Account("B", "H")], identity=IDENTITY)
+    return replay(trades, [LedgerAccount("A", "H"), LedgerAccount("B", "H")], identity=IDENTITY)
 
 
 PRICES = {
@@ -115,7 +115,7 @@ def test_proposals_skip_identical_and_washing_trades_and_execute_cleanly() -> No
     for p in plan.proposals:
         n += 1
         led.apply(
-            Trade(
+            Fill(
                 f"s{n}",
                 "A",
                 ON,
@@ -127,7 +127,7 @@ def test_proposals_skip_identical_and_washing_trades_and_execute_cleanly() -> No
             )
         )
         led.apply(
-            Trade(f"p{n}", "A", ON, p.buy_symbol, Side.BUY, p.buy_quantity, PRICES[p.buy_symbol])
+            Fill(f"p{n}", "A", ON, p.buy_symbol, Side.BUY, p.buy_quantity, PRICES[p.buy_symbol])
         )
     assert led.disposals and all(d.code == "" for d in led.disposals)
     blocked = {s for b in led.buy_blocks("B", date(2025, 6, 10)) for s in b.symbols}
@@ -141,7 +141,7 @@ def test_replacement_being_harvested_is_not_bought() -> None:
             buy(1, "A", date(2024, 1, 2), "AAPL", "10", "200"),
             buy(2, "A", date(2024, 1, 2), "MSFT", "10", "500"),
         ],
-        [Account("A", "H")],
+        [LedgerAccount("A", "H")],
     )
     plan = propose_harvests(
         "A",

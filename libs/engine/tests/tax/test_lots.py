@@ -7,15 +7,22 @@ from decimal import Decimal as D
 
 import pytest
 from ballast_engine.tax import (
+    DEFAULT_TAX_RATES,
+    Fill,
     InsufficientQuantityError,
+    LedgerAccount,
     Lot,
     ReliefMethod,
+    Side,
+    TaxLedger,
+    TaxRates,
     Term,
     UnknownLotError,
     move_lots,
     one_year_after,
     open_lot,
     order_lots,
+    rank_lots,
     relieve,
     split_lot,
     term_of,
@@ -81,9 +88,9 @@ SOLD = date(2026, 1, 15)
         (ReliefMethod.FIFO, ["old-gain", "lt-loss", "lt-gain-small", "st-loss-small"]),
         (ReliefMethod.LIFO, ["zero", "st-loss-big", "st-gain", "st-loss-small"]),
         (ReliefMethod.HIFO, ["st-loss-big", "lt-loss", "st-loss-small", "zero"]),
-        # short-term losses (largest first), long-term losses, zero gain,
-        # long-term gains smallest first, short-term gains last
-        (ReliefMethod.MINTAX, ["st-loss-big", "st-loss-small", "lt-loss", "zero"]),
+        # lowest tax cost per share at 37% short-term / 20% long-term: -14.80 (40 x 37%),
+        # -6.00 (30 x 20%), -0.37 (1 x 37%), 0
+        (ReliefMethod.MINTAX, ["st-loss-big", "lt-loss", "st-loss-small", "zero"]),
     ],
 )
 def test_relief_order(method: ReliefMethod, expected: list[str]) -> None:
@@ -95,15 +102,36 @@ def test_relief_order(method: ReliefMethod, expected: list[str]) -> None:
 
 def test_mintax_full_order() -> None:
     ordered = order_lots(POOL, ReliefMethod.MINTAX, net_price=D(100), on=SOLD)
+    # tax per share: -14.80, -6.00, -0.37, 0, +1.00 (5 x 20%), +3.70 (10 x 37%), +10.00
     assert [x.lot_id for x in ordered] == [
         "st-loss-big",
-        "st-loss-small",
         "lt-loss",
+        "st-loss-small",
         "zero",
         "lt-gain-small",
-        "old-gain",
         "st-gain",
+        "old-gain",
     ]
+
+
+def test_mintax_weighs_gains_by_the_accounts_rates() -> None:
+    # with short-term gains taxed as long-term ones, the smaller gain per share goes first
+    flat = TaxRates(D("0.20"), D("0.20"))
+    ordered = order_lots(POOL, ReliefMethod.MINTAX, net_price=D(100), on=SOLD, rates=flat)
+    assert [x.lot_id for x in ordered][:4] == ["st-loss-big", "lt-loss", "st-loss-small", "zero"]
+    assert [x.lot_id for x in ordered][4:] == ["lt-gain-small", "st-gain", "old-gain"]
+    heavy = TaxRates(D("0.90"), D("0.10"))  # 10 x 90% short-term now costs more than 50 x 10%
+    ordered = order_lots(POOL, ReliefMethod.MINTAX, net_price=D(100), on=SOLD, rates=heavy)
+    assert [x.lot_id for x in ordered][4:] == ["lt-gain-small", "old-gain", "st-gain"]
+
+
+@pytest.mark.parametrize("rates", [DEFAULT_TAX_RATES, TaxRates(D("0.5"), D("0.1"))])
+@pytest.mark.parametrize("price", [D(1), D(95), D(100), D("100.5"), D(135), D(500)])
+def test_the_ledgers_mintax_is_the_engines_lot_ranking(rates: TaxRates, price: D) -> None:
+    """One definition: a sell that names no lot relieves them in the order the rebalancing
+    engine ranks them for a sale (``choice.rank_lots``)."""
+    ledger = order_lots(POOL, ReliefMethod.MINTAX, net_price=price, on=SOLD, rates=rates)
+    assert ledger == rank_lots(POOL, price, SOLD, rates)
 
 
 def test_specific_lots_and_errors() -> None:
@@ -159,11 +187,9 @@ def test_unrealized_per_lot() -> None:
 
 
 def test_ledger_sleeves_move_without_tax_and_sell_per_sleeve() -> None:
-    from ballast_engine.tax import Account, Side, TaxLedger, Trade
-
-    led = TaxLedger([Account("U", "H")])
-    led.apply(Trade("b1", "U", date(2024, 1, 2), "X", Side.BUY, D(10), D(10), sleeve="core"))
-    led.apply(Trade("b2", "U", date(2024, 2, 1), "X", Side.BUY, D(10), D(20), sleeve="core"))
+    led = TaxLedger([LedgerAccount("U", "H")])
+    led.apply(Fill("b1", "U", date(2024, 1, 2), "X", Side.BUY, D(10), D(10), sleeve="core"))
+    led.apply(Fill("b2", "U", date(2024, 2, 1), "X", Side.BUY, D(10), D(20), sleeve="core"))
     moved = led.move("U", "X", D(12), from_sleeve="core", to_sleeve="esg")
     assert [(x.quantity, x.cost_basis, x.acquired) for x in moved] == [
         (10, D("100.00"), date(2024, 1, 2)),
@@ -171,8 +197,23 @@ def test_ledger_sleeves_move_without_tax_and_sell_per_sleeve() -> None:
     ]
     assert led.disposals == [] and led.position("U", "X", "esg") == 12
     assert led.journal[-1].kind == "move"
-    (d,) = led.apply(Trade("s1", "U", date(2024, 3, 1), "X", Side.SELL, D(8), D(25), sleeve="core"))
+    (d,) = led.apply(Fill("s1", "U", date(2024, 3, 1), "X", Side.SELL, D(8), D(25), sleeve="core"))
     assert (d.quantity, d.cost_basis) == (D(8), D("160.00"))
     with pytest.raises(InsufficientQuantityError):
-        led.apply(Trade("s2", "U", date(2024, 3, 1), "X", Side.SELL, D(1), D(25), sleeve="core"))
+        led.apply(Fill("s2", "U", date(2024, 3, 1), "X", Side.SELL, D(1), D(25), sleeve="core"))
     assert led.position("U", "X") == 12
+
+
+def test_the_ledger_relieves_min_tax_at_the_accounts_rates() -> None:
+    # sold at 90: the lot at 120 is a long-term loss of 30 a share (saves 6.00 at 20%), the
+    # lot at 105 a short-term loss of 15 (saves 5.55 at 37%): the long-term lot goes first,
+    # though a dollar of loss is worth more short-term; at 90% short-term (13.50) it is last
+    def first_relieved(rates: TaxRates) -> str:
+        ledger = TaxLedger([LedgerAccount("A", "H", method=ReliefMethod.MINTAX, rates=rates)])
+        for n, (price, day) in enumerate([("120", date(2022, 6, 1)), ("105", date(2024, 1, 10))]):
+            ledger.apply(Fill(f"b{n}", "A", day, "X", Side.BUY, D(10), D(price)))
+        [d] = ledger.apply(Fill("s", "A", date(2024, 6, 3), "X", Side.SELL, D(10), D(90)))
+        return d.acquired.isoformat()
+
+    assert first_relieved(DEFAULT_TAX_RATES) == "2022-06-01"
+    assert first_relieved(TaxRates(D("0.90"), D("0.20"))) == "2024-01-10"

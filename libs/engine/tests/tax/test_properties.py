@@ -8,14 +8,14 @@ from datetime import date, timedelta
 from decimal import Decimal as D
 
 from ballast_engine.tax import (
-    Account,
     AccountType,
     EquivalenceSet,
+    Fill,
     Identity,
+    LedgerAccount,
     ReliefMethod,
     Side,
     TaxLedger,
-    Trade,
     replay,
 )
 from ballast_engine.tax.model import money
@@ -24,10 +24,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 ACCOUNTS = [
-    Account("A", "H"),
-    Account("B", "H"),
-    Account("I", "H", AccountType.IRA),
-    Account("Z", "OTHER"),
+    LedgerAccount("A", "H"),
+    LedgerAccount("B", "H"),
+    LedgerAccount("I", "H", AccountType.IRA),
+    LedgerAccount("Z", "OTHER"),
 ]
 SYMBOLS = ("X", "Y")
 START = date(2024, 1, 1)
@@ -53,10 +53,10 @@ scenario = st.lists(
 )
 
 
-def build(days: list[tuple[int, list[tuple[str, str, str, D, float, D, D]]]]) -> list[list[Trade]]:
+def build(days: list[tuple[int, list[tuple[str, str, str, D, float, D, D]]]]) -> list[list[Fill]]:
     """Trades grouped by day, sells sized to the position held at that point."""
     held: dict[tuple[str, str], D] = defaultdict(D)
-    groups: list[list[Trade]] = []
+    groups: list[list[Fill]] = []
     n = 0
     for offset, ops in sorted(days):
         group = []
@@ -72,7 +72,7 @@ def build(days: list[tuple[int, list[tuple[str, str, str, D, float, D, D]]]]) ->
             else:
                 held[key] += qty
             group.append(
-                Trade(
+                Fill(
                     f"t{n}",
                     account,
                     START + timedelta(days=offset),
@@ -88,7 +88,7 @@ def build(days: list[tuple[int, list[tuple[str, str, str, D, float, D, D]]]]) ->
     return groups
 
 
-def flat(groups: list[list[Trade]]) -> list[Trade]:
+def flat(groups: list[list[Fill]]) -> list[Fill]:
     return [t for g in groups for t in g]
 
 
@@ -99,7 +99,7 @@ settings.register_profile(
 )
 
 
-def check_conservation(trades: list[Trade], led: TaxLedger) -> None:
+def check_conservation(trades: list[Fill], led: TaxLedger) -> None:
     # quantity: what was bought and not sold is open, per account and security
     net: dict[tuple[str, str], D] = defaultdict(D)
     for t in trades:
@@ -163,8 +163,8 @@ def test_order_of_days_does_not_change_the_result(days, rnd, method: ReliefMetho
     assert form8949_csv(c) == form8949_csv(a) and lots_csv(c) == lots_csv(a)
 
 
-def replace_method(account: Account, method: ReliefMethod) -> Account:
-    return Account(account.account_id, account.household, account.account_type, method)
+def replace_method(account: LedgerAccount, method: ReliefMethod) -> LedgerAccount:
+    return LedgerAccount(account.account_id, account.household, account.account_type, method)
 
 
 @settings(settings.get_profile("tax"))

@@ -7,37 +7,37 @@ from decimal import Decimal as D
 
 import pytest
 from ballast_engine.tax import (
-    Account,
     AccountType,
     EquivalenceSet,
+    Fill,
     Identity,
     InsufficientQuantityError,
+    LedgerAccount,
     Side,
     SymbolChange,
     TaxInputError,
     TaxLedger,
-    Trade,
     replay,
 )
 
 ACCOUNTS = [
-    Account("A", "SMITH"),
-    Account("B", "SMITH"),
-    Account("IRA", "SMITH", AccountType.IRA),
-    Account("Z", "JONES"),
+    LedgerAccount("A", "SMITH"),
+    LedgerAccount("B", "SMITH"),
+    LedgerAccount("IRA", "SMITH", AccountType.IRA),
+    LedgerAccount("Z", "JONES"),
 ]
 _n = 0
 
 
 def t(
     account: str, day: date, side: str, qty: str, price: str, symbol: str = "X", **kw: object
-) -> Trade:
+) -> Fill:
     global _n
     _n += 1
-    return Trade(f"t{_n}", account, day, symbol, Side(side), D(qty), D(price), **kw)
+    return Fill(f"t{_n}", account, day, symbol, Side(side), D(qty), D(price), **kw)
 
 
-def ledger(*trades: Trade, identity: Identity | None = None) -> TaxLedger:
+def ledger(*trades: Fill, identity: Identity | None = None) -> TaxLedger:
     return replay(trades, ACCOUNTS, identity=identity)
 
 

@@ -2,14 +2,11 @@
 with their own settings, restrictions, sleeves and tax lots; the shared reference) and turn
 its results into the pieces of drift-detected and trades-proposed. No I/O.
 
-How a UMA's holdings are split into sleeves (taxlot-svc keeps one position per symbol):
-  1. a lot that names a sleeve of the account (`sleeve_id`) belongs to that sleeve;
-  2. the rest of the position (shares not in such lots, with the lots that name no known
-     sleeve) goes to its *home* sleeve: the first sleeve, in strategy order, whose model holds
-     the symbol; else the first whose model holds an equivalent of it (same equivalence set,
-     so it counts toward that target rather than being sold); else the first sleeve (where
-     it is sold as not in model);
-  3. a sleeve's holding carries its lots only when they add up to its shares.
+A UMA's holdings are split into sleeves (taxlot-svc keeps one position per symbol) by the
+engine's rule (`ballast_engine.sleeves`: a lot's own sleeve, else the home sleeve of the
+symbol); a sleeve's holding carries its lots only when they add up to its shares. A drift
+scan reads no lots, only the shares the lots put in each sleeve (`PositionRow.sleeve_shares`),
+so it splits a position as a proposal does.
 A UMA's cash is each sleeve's own as the book of record keeps it (holdings-reconciled's
 `sleeve_cash`); the account's own cash, and that of a sleeve the strategy no longer has, is
 unallocated account cash. When the book sent no cash per sleeve, the whole cash arrives as
@@ -71,6 +68,7 @@ from ballast_engine.model import (
     TaxLot,
     TaxSettings,
 )
+from ballast_engine.sleeves import SleeveModel, equivalents_by_symbol, split_position
 from ballast_engine.tax.model import WASH_WINDOW_DAYS
 from pydantic_core import to_json
 
@@ -138,11 +136,13 @@ class AccountRow:
 
 
 class PositionRow(NamedTuple):
-    """A position of the read model: its lots as the book of record sent them (LotV1)."""
+    """A position of the read model: its lots as the book of record sent them (LotV1), or,
+    where the lots were not read (a drift scan), the shares they hold per sleeve named."""
 
     symbol: str
     quantity: Decimal
     lots: Sequence[Mapping[str, Any]] = ()
+    sleeve_shares: Sequence[tuple[str, Decimal]] = ()
 
 
 @dataclass(frozen=True)
@@ -391,43 +391,19 @@ def split_holdings(
     model_symbols: Mapping[str, Iterable[str]],
     equivalence_sets: Iterable[EquivalenceSet] = (),
 ) -> dict[str, list[Holding]]:
-    """A UMA's positions per sleeve (see the module's docstring for the rule)."""
-    ids = {s.sleeve_id for s in sleeves}
-    held_by = {s.model_id: set(model_symbols.get(s.model_id, ())) for s in sleeves}
-    equivalents = {m: set(e.members) for e in equivalence_sets for m in e.members}
+    """A UMA's positions per sleeve, by the engine's rule (`ballast_engine.sleeves`)."""
+    models = [
+        SleeveModel(s.sleeve_id, frozenset(model_symbols.get(s.model_id, ()))) for s in sleeves
+    ]
+    equivalents = equivalents_by_symbol(equivalence_sets)
     out: dict[str, list[Holding]] = defaultdict(list)
     for p in sorted(positions, key=_symbol):
-        if p.quantity <= 0:
-            continue
-        shares: dict[str, Decimal] = defaultdict(Decimal)
-        lots: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
-        loose: list[Mapping[str, Any]] = []
-        for lot in p.lots:
-            sleeve_id = lot.get("sleeve_id")
-            if sleeve_id in ids:
-                shares[sleeve_id] += Decimal(str(lot["quantity"]))
-                lots[sleeve_id].append(lot)
-            else:
-                loose.append(lot)
-        rest = p.quantity - sum(shares.values(), Decimal(0))
-        if rest < 0:  # the lots claim more than the position: trust the position
-            shares.clear()
-            lots.clear()
-            rest, loose = p.quantity, list(p.lots)
-        if rest > 0:
-            twins = equivalents.get(p.symbol, set())
-            home = next(
-                (s.sleeve_id for s in sleeves if p.symbol in held_by[s.model_id]),
-                next(
-                    (s.sleeve_id for s in sleeves if twins & held_by[s.model_id]),
-                    sleeves[0].sleeve_id,
-                ),
-            )
-            shares[home] += rest
-            lots[home].extend(loose)
-        for s in sleeves:
-            if shares.get(s.sleeve_id):
-                out[s.sleeve_id].append(_holding(p.symbol, shares[s.sleeve_id], lots[s.sleeve_id]))
+        lot_sleeves: Sequence[tuple[str | None, Decimal]] = p.sleeve_shares or [
+            (lot.get("sleeve_id"), Decimal(str(lot["quantity"]))) for lot in p.lots
+        ]
+        for part in split_position(p.symbol, p.quantity, lot_sleeves, models, equivalents):
+            lots = [] if p.sleeve_shares else [p.lots[i] for i in part.lots]
+            out[part.sleeve_id].append(_holding(p.symbol, part.shares, lots))
     return out
 
 

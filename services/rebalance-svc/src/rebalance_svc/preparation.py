@@ -126,7 +126,8 @@ async def prepare(
 ) -> Prepared:
     """Build the engine's book from the read model; an account that cannot go (inactive, no
     holdings yet, a model of it not published yet) is skipped with its reason. Without `tax`
-    (a drift scan) no lots, households or loss sales are read: drift needs none of them."""
+    (a drift scan) no lots, households or loss sales are read: drift needs none of them (a
+    UMA's shares per sleeve its lots name are read, to split its positions)."""
     ids = [a.account_id for a in accounts]
     sleeves = await repo.sleeves_of(session, ids)
     rows = {a.account_id: account_row(a, sleeves.get(a.account_id, [])) for a in accounts}
@@ -226,9 +227,11 @@ def _add_account(
 async def _read_books(
     session: AsyncSession, ids: list[str], rows: Mapping[str, AccountRow], *, lots: bool
 ) -> _Books:
-    """Cash and holdings (with lots when `lots`), the UMAs' cash per sleeve, trades in flight."""
-    cash, holdings = await repo.books_of(session, ids, lots=lots)
-    sleeve_cash = await repo.sleeve_cash_of(session, [i for i, row in rows.items() if row.is_uma])
+    """Cash and holdings (with lots when `lots`, else a UMA's shares per sleeve its lots
+    name), the UMAs' cash per sleeve, trades in flight."""
+    umas = [i for i, row in rows.items() if row.is_uma]
+    cash, holdings = await repo.books_of(session, ids, lots=lots, sleeve_shares_of=umas)
+    sleeve_cash = await repo.sleeve_cash_of(session, umas)
     in_flight = await repo.trades_in_flight(session, ids)
     return _Books(cash, holdings, sleeve_cash, in_flight)
 

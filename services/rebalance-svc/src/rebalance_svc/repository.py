@@ -274,7 +274,10 @@ async def sleeves_of(session: AsyncSession, account_ids: Sequence[str]) -> dict[
 
 
 async def models(session: AsyncSession, model_ids: Sequence[str]) -> dict[str, Model]:
-    result = await session.exec(select(Model).where(col(Model.model_id).in_(model_ids)))
+    """The models of these ids, in id order (a run's stored reference lists them so)."""
+    result = await session.exec(
+        select(Model).where(col(Model.model_id).in_(model_ids)).order_by(col(Model.model_id))
+    )
     return {m.model_id: m for m in result}
 
 
@@ -354,11 +357,13 @@ async def replace_books(session: AsyncSession, books: Sequence[AccountBook]) -> 
 
 class HeldRow(NamedTuple):
     """One holding of the read model, as plain values (no ORM object per row: a chunk reads
-    tens of thousands)."""
+    tens of thousands): its lots, or where they were not read, the shares they hold per
+    sleeve they name."""
 
     symbol: str
     quantity: Decimal
     lots: list[dict[str, Any]]
+    sleeve_shares: Sequence[tuple[str, Decimal]] = ()
 
 
 async def sleeve_cash_of(
@@ -377,26 +382,52 @@ async def sleeve_cash_of(
 
 
 async def books_of(
-    session: AsyncSession, account_ids: Sequence[str], *, lots: bool = True
+    session: AsyncSession,
+    account_ids: Sequence[str],
+    *,
+    lots: bool = True,
+    sleeve_shares_of: Sequence[str] = (),
 ) -> tuple[dict[str, Decimal], dict[str, list[HeldRow]]]:
-    """Cash and holdings (with lots, unless not wanted) of the given accounts; accounts never
-    reconciled have no cash row."""
+    """Cash and holdings (with lots, unless not wanted; then, for the UMAs in
+    `sleeve_shares_of`, the shares their lots hold per sleeve) of the given accounts;
+    accounts never reconciled have no cash row."""
     ids = list(account_ids)
     connection = await _reading(session)
     cash_rows = await connection.fetch(
         "SELECT account_id, amount FROM cash WHERE account_id = ANY($1::text[])", ids
     )
-    # lots as text, parsed by the JSON reader of the contracts (pydantic's): a chunk's
-    # holdings carry tens of thousands of lots, twice as fast as the driver's json codec
-    rows = await connection.fetch(
-        f"SELECT account_id, symbol, quantity{', lots::text' if lots else ''} FROM holdings "
-        "WHERE account_id = ANY($1::text[]) ORDER BY account_id, symbol",
-        ids,
-    )
     holdings: dict[str, list[HeldRow]] = defaultdict(list)
-    for row in rows:
-        holdings[row[0]].append(HeldRow(row[1], row[2], from_json(row[3]) if lots else []))
+    if lots:
+        # lots as text, parsed by the JSON reader of the contracts (pydantic's): a chunk's
+        # holdings carry tens of thousands of lots, twice as fast as the driver's json codec
+        rows = await connection.fetch(
+            "SELECT account_id, symbol, quantity, lots::text FROM holdings "
+            "WHERE account_id = ANY($1::text[]) ORDER BY account_id, symbol",
+            ids,
+        )
+        for row in rows:
+            holdings[row[0]].append(HeldRow(row[1], row[2], from_json(row[3])))
+    else:
+        rows = await connection.fetch(_HOLDINGS_WITH_SLEEVE_SHARES, ids, list(sleeve_shares_of))
+        for account_id, symbol, quantity, sleeves, shares in rows:
+            split = list(zip(sleeves, shares, strict=True)) if sleeves else []
+            holdings[account_id].append(HeldRow(symbol, quantity, [], split))
     return {a: amount for a, amount in cash_rows}, holdings
+
+
+# The lots of the UMAs ($2) are read only as far as splitting a position into sleeves needs:
+# the shares of the lots naming each sleeve, summed exactly (numeric).
+_HOLDINGS_WITH_SLEEVE_SHARES = (
+    "SELECT h.account_id, h.symbol, h.quantity, s.sleeves, s.shares FROM holdings h "
+    "LEFT JOIN LATERAL ("
+    "SELECT array_agg(sleeve_id ORDER BY sleeve_id) AS sleeves, "
+    "array_agg(shares ORDER BY sleeve_id) AS shares FROM ("
+    "SELECT lot->>'sleeve_id' AS sleeve_id, sum((lot->>'quantity')::numeric) AS shares "
+    "FROM jsonb_array_elements(CASE WHEN h.account_id = ANY($2::text[]) THEN h.lots "
+    "ELSE '[]'::jsonb END) AS lot "
+    "WHERE lot->>'sleeve_id' IS NOT NULL GROUP BY 1) named"
+    ") s ON true WHERE h.account_id = ANY($1::text[]) ORDER BY h.account_id, h.symbol"
+)
 
 
 async def _reading(session: AsyncSession) -> Any:

@@ -152,12 +152,14 @@ async def _engine_accounts(
     defaults: Defaults,
     shared: preparation.EngineReference,
 ) -> list[EngineAccount]:
-    """UMAs and restricted SMAs as `preparation.prepare` makes them for a scan (no lots)."""
+    """UMAs and restricted SMAs as `preparation.prepare` makes them for a scan (no lots: a
+    UMA's shares per sleeve its lots name)."""
     if not accounts:
         return []
     ids = [a.account_id for a in accounts]
-    cash, holdings = await repo.books_of(session, ids, lots=False)
-    sleeve_cash = await repo.sleeve_cash_of(session, [i for i in ids if rows[i].is_uma])
+    umas = [i for i in ids if rows[i].is_uma]
+    cash, holdings = await repo.books_of(session, ids, lots=False, sleeve_shares_of=umas)
+    sleeve_cash = await repo.sleeve_cash_of(session, umas)
     return [
         engine_account(
             rows[i],

@@ -2,7 +2,7 @@
 
 The rules (relief methods, fees, wash sales across the household, corporate actions) are
 ``ballast_engine.tax``'s; this module only turns the service's stored inputs into the
-engine's :class:`~ballast_engine.tax.Trade` and corporate actions, replays a household in
+engine's :class:`~ballast_engine.tax.Fill` and corporate actions, replays a household in
 the canonical order, and turns the engine's lots and disposals back into rows.
 
 Why a replay and not an incremental update: the wash-sale rule makes a sale depend on
@@ -28,7 +28,6 @@ from typing import Any
 
 from ballast_engine.tax import (
     DEFAULT_RELIEF_METHOD,
-    Account,
     AccountType,
     CashDividend,
     CashMerger,
@@ -36,7 +35,9 @@ from ballast_engine.tax import (
     CorporateAction,
     Disposal,
     EquivalenceSet,
+    Fill,
     Identity,
+    LedgerAccount,
     Lot,
     ReliefMethod,
     Side,
@@ -46,7 +47,6 @@ from ballast_engine.tax import (
     SymbolChange,
     TaxError,
     TaxLedger,
-    Trade,
 )
 
 ZERO = Decimal(0)
@@ -147,7 +147,7 @@ class ActionInput:
         return f"action {self.action_id}"
 
 
-def to_trade(item: Input) -> Trade:
+def to_trade(item: Input) -> Fill:
     """The engine trade of an opening lot or a fill.
 
     An opening lot is a purchase on its acquisition date of its quantity for its basis:
@@ -155,7 +155,7 @@ def to_trade(item: Input) -> Trade:
     basis (``quantity * 0 + fees``).
     """
     if item.kind == OPENING:
-        return Trade(
+        return Fill(
             trade_id=item.trade_id,
             account=item.account_id,
             on=item.on,
@@ -175,7 +175,7 @@ def to_trade(item: Input) -> Trade:
     else:
         lot_ids = item.lot_ids
         method = ReliefMethod(item.method) if item.method and not lot_ids else None
-    return Trade(
+    return Fill(
         trade_id=item.trade_id,
         account=item.account_id,
         on=item.on,
@@ -254,8 +254,8 @@ def still_open(ledger: TaxLedger, item: Input) -> tuple[str, ...]:
     return named or item.lot_ids
 
 
-def to_engine_account(facts: AccountFacts) -> Account:
-    return Account(facts.account_id, facts.household, AccountType(facts.account_type))
+def to_engine_account(facts: AccountFacts) -> LedgerAccount:
+    return LedgerAccount(facts.account_id, facts.household, AccountType(facts.account_type))
 
 
 @dataclass(slots=True)

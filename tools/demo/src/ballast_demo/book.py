@@ -10,6 +10,10 @@ import random
 from dataclasses import dataclass, field
 from decimal import ROUND_FLOOR, Decimal
 
+from ballast_engine.model import EquivalenceSet
+from ballast_engine.sleeves import SleeveModel, equivalents_by_symbol
+from ballast_engine.sleeves import home_sleeve as engine_home_sleeve
+
 # symbol: (name, asset class, sector, price, fractional eligible)
 SECURITIES: dict[str, tuple[str, str, str, str]] = {
     "AAPL": ("Apple Inc.", "US Equity", "Information Technology", "229.87"),
@@ -231,6 +235,9 @@ MODELS = [
 
 
 _MODEL_SYMBOLS = {m.model_id: set(m.weights) for m in MODELS}
+_EQUIVALENTS = equivalents_by_symbol(
+    EquivalenceSet(set_id, tuple(members)) for set_id, (_, members, _) in EQUIVALENCE_SETS.items()
+)
 
 
 def changed_core_model() -> ModelSpec:
@@ -382,19 +389,13 @@ def build_accounts(count: int, seed: int = 7, *, instructions: bool = False) -> 
 
 
 def home_sleeve(account: Account, symbol: str) -> str:
-    """A UMA's holding without a lot of its own belongs to the first sleeve that bought the
-    symbol, else to the first whose model holds it, else to the first sleeve; an SMA's name
-    no sleeve."""
+    """The sleeve of a UMA's lot that no sleeve bought, by the engine's rule (the first
+    sleeve whose model holds the symbol, else an equivalent, else the first); an SMA's lots
+    name no sleeve."""
     if not account.sleeves:
         return ""
-    bought = account.sleeve_shares.get(symbol, {})
-    for sleeve_id, _, _ in account.sleeves:
-        if sleeve_id in bought:
-            return sleeve_id
-    for sleeve_id, model_id, _ in account.sleeves:
-        if symbol in _MODEL_SYMBOLS[model_id]:
-            return sleeve_id
-    return account.sleeves[0][0]
+    sleeves = [SleeveModel(i, _MODEL_SYMBOLS[m]) for i, m, _ in account.sleeves]
+    return engine_home_sleeve(symbol, sleeves, _EQUIVALENTS)
 
 
 def _by_weight(cash: Decimal, sleeves: list[tuple[str, str, Decimal]]) -> dict[str, Decimal]:

@@ -17,18 +17,8 @@ from datetime import date
 from decimal import Decimal
 
 from ballast_engine.tax.errors import TaxInputError
-from ballast_engine.tax.model import ZERO, Disposal, Lot, Term, money
-
-
-@dataclass(frozen=True, slots=True)
-class TaxRates:
-    """Marginal rates of an account (0.37 = 37%)."""
-
-    short_term: Decimal
-    long_term: Decimal
-
-    def rate(self, term: Term) -> Decimal:
-        return self.short_term if term is Term.SHORT else self.long_term
+from ballast_engine.tax.lots import mintax_key
+from ballast_engine.tax.model import ZERO, Disposal, Lot, TaxRates, Term, money
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,11 +67,6 @@ class LotChoice:
         return tuple(p.lot_id for p in self.picks)
 
 
-def tax_cost_per_share(lot: Lot, price: Decimal, on: date, rates: TaxRates) -> Decimal:
-    """Tax owed (negative: saved) per share of ``lot`` sold at ``price`` on ``on``."""
-    return (price - lot.basis_per_share) * rates.rate(lot.term_on(on))
-
-
 def rank_lots(
     lots: Iterable[Lot],
     price: Decimal,
@@ -90,15 +75,13 @@ def rank_lots(
     *,
     washable: Collection[str] = (),
 ) -> list[Lot]:
-    """Lots best sold first: lowest tax cost per share, long-term before short-term on
-    ties, then oldest; loss lots in ``washable`` (ids of lots a recent purchase would wash)
-    last."""
+    """Lots best sold first: in min-tax order (``lots.mintax_key``: lowest tax cost per
+    share, long-term before short-term on ties, then oldest); loss lots in ``washable`` (ids
+    of lots a recent purchase would wash) last."""
 
     def key(lot: Lot) -> tuple[int, Decimal, int, date, int, str]:
         washed = lot.lot_id in washable and lot.quantity * price < lot.cost_basis
-        long_first = 0 if lot.term_on(on) is Term.LONG else 1
-        cost = tax_cost_per_share(lot, price, on, rates)
-        return (int(washed), cost, long_first, lot.acquired, lot.seq, lot.lot_id)
+        return (int(washed), *mintax_key(lot, price, on, rates))
 
     return sorted(lots, key=key)
 

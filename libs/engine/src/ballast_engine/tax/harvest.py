@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 
-from ballast_engine.tax.choice import TaxRates
 from ballast_engine.tax.model import (
     WASH_WINDOW_DAYS,
     ZERO,
     EquivalenceSet,
     Identity,
     Lot,
+    TaxRates,
     Term,
     money,
     shift,

@@ -39,17 +39,17 @@ from ballast_engine.tax.lots import (
 from ballast_engine.tax.model import (
     WASH_WINDOW_DAYS,
     ZERO,
-    Account,
     AccountType,
     Change,
     Disposal,
+    Fill,
     Identity,
+    LedgerAccount,
     Lot,
     Relief,
     ReliefMethod,
     Side,
     Term,
-    Trade,
     shift,
 )
 from ballast_engine.tax.wash import (
@@ -115,10 +115,10 @@ class TaxLedger:
         identity: which securities are substantially identical (default: same symbol).
     """
 
-    def __init__(self, accounts: Iterable[Account] = (), *, identity: Identity | None = None):
+    def __init__(self, accounts: Iterable[LedgerAccount] = (), *, identity: Identity | None = None):
         # A copy: symbol changes rename securities in this ledger's identity only.
         self.identity = identity.copy() if identity is not None else Identity()
-        self.accounts: dict[str, Account] = {}
+        self.accounts: dict[str, LedgerAccount] = {}
         self.disposals: list[Disposal] = []
         self.journal: list[Change] = []
         self.income: list[Income] = []
@@ -136,7 +136,7 @@ class TaxLedger:
     @classmethod
     def restore(
         cls,
-        accounts: Iterable[Account],
+        accounts: Iterable[LedgerAccount],
         *,
         identity: Identity | None = None,
         lots: Iterable[Lot] = (),
@@ -183,7 +183,7 @@ class TaxLedger:
         return self._seq
 
     # ----------------------------------------------------------------- accounts, queries
-    def add_account(self, account: Account) -> None:
+    def add_account(self, account: LedgerAccount) -> None:
         known = self.accounts.get(account.account_id)
         if known is not None:
             if known != account:
@@ -280,7 +280,7 @@ class TaxLedger:
         )
 
     # ----------------------------------------------------------------- trades
-    def apply(self, trade: Trade) -> list[Disposal]:
+    def apply(self, trade: Fill) -> list[Disposal]:
         """Apply one fill (all-or-nothing). Returns the disposals a sell created.
 
         Raises:
@@ -316,7 +316,7 @@ class TaxLedger:
         self._last_day[acct.household] = trade.on
         return result
 
-    def _buy(self, acct: Account, trade: Trade) -> None:
+    def _buy(self, acct: LedgerAccount, trade: Fill) -> None:
         name = trade.lot_ids[0] if trade.lot_ids else trade.trade_id
         if name in self._names[acct.account_id]:
             raise TaxInputError(
@@ -353,7 +353,7 @@ class TaxLedger:
             pieces.append(rest)
         self._positions[acct.account_id].setdefault(trade.symbol, []).extend(pieces)
 
-    def _sell(self, acct: Account, trade: Trade) -> list[Disposal]:
+    def _sell(self, acct: LedgerAccount, trade: Fill) -> list[Disposal]:
         position = self._positions[acct.account_id].get(trade.symbol, [])
         in_sleeve = [lot for lot in position if lot.sleeve == trade.sleeve]
         if not in_sleeve:
@@ -372,13 +372,14 @@ class TaxLedger:
             fees=trade.fees,
             lot_ids=trade.lot_ids,
             sale_id=trade.trade_id,
+            rates=acct.rates,
         )
         others = [lot for lot in position if lot.sleeve != trade.sleeve]
         self._set_position(acct.account_id, trade.symbol, others + remaining)
         return self._realize(acct, reliefs, f"trade {trade.trade_id}", wash=True)
 
     def _realize(
-        self, acct: Account, reliefs: Sequence[Relief], cause: str, *, wash: bool
+        self, acct: LedgerAccount, reliefs: Sequence[Relief], cause: str, *, wash: bool
     ) -> list[Disposal]:
         out: list[Disposal] = []
         for r in reliefs:
@@ -408,7 +409,7 @@ class TaxLedger:
                 self._wash_sale(acct, r, d, cause)
         return out
 
-    def _wash_sale(self, acct: Account, r: Relief, d: Disposal, cause: str) -> None:
+    def _wash_sale(self, acct: LedgerAccount, r: Relief, d: Disposal, cause: str) -> None:
         ol = _OpenLoss(d, acct.household, (r.sold - r.lot.holding_start).days, r.quantity, -r.gain)
         members = self.identity.members(r.lot.symbol)
         candidates = replacement_candidates(
@@ -588,7 +589,7 @@ class TaxLedger:
         return created
 
     # ----------------------------------------------------------------- internals
-    def _account_of(self, account: str) -> Account:
+    def _account_of(self, account: str) -> LedgerAccount:
         acct = self.accounts.get(account)
         if acct is None:
             raise TaxInputError(f"unknown account {account!r}", field="account")
@@ -631,8 +632,8 @@ class TaxLedger:
 
 
 def replay(
-    trades: Iterable[Trade],
-    accounts: Iterable[Account],
+    trades: Iterable[Fill],
+    accounts: Iterable[LedgerAccount],
     *,
     identity: Identity | None = None,
     method: ReliefMethod | None = None,

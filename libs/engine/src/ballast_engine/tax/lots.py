@@ -14,7 +14,17 @@ from datetime import date
 from decimal import Decimal
 
 from ballast_engine.tax.errors import InsufficientQuantityError, TaxInputError, UnknownLotError
-from ballast_engine.tax.model import ZERO, Lot, Relief, ReliefMethod, Term, money, prorate, term_of
+from ballast_engine.tax.model import (
+    DEFAULT_TAX_RATES,
+    ZERO,
+    Lot,
+    Relief,
+    ReliefMethod,
+    TaxRates,
+    Term,
+    money,
+    prorate,
+)
 
 
 def open_lot(
@@ -114,20 +124,20 @@ def _acq_key(lot: Lot) -> tuple[date, int, str]:
     return (lot.acquired, lot.seq, lot.lot_id)
 
 
-def mintax_rank(lot: Lot, net_price: Decimal, on: date) -> tuple[int, Decimal]:
-    """Min-tax bucket and in-bucket key of a lot sold at ``net_price`` per share on ``on``.
+def tax_cost_per_share(lot: Lot, price: Decimal, on: date, rates: TaxRates) -> Decimal:
+    """Tax owed (negative: saved) per share of ``lot`` sold at ``price`` on ``on``."""
+    return (price - lot.basis_per_share) * rates.rate(lot.term_on(on))
 
-    Buckets: 0 short-term losses (largest loss per share first), 1 long-term losses
-    (largest first), 2 zero gain, 3 long-term gains (smallest first), 4 short-term gains
-    (smallest first).
-    """
-    gain = net_price - lot.basis_per_share
-    term = term_of(lot.holding_start, on)
-    if gain < 0:
-        return (0 if term is Term.SHORT else 1, gain)
-    if gain == 0:
-        return (2, ZERO)
-    return (3 if term is Term.LONG else 4, gain)
+
+def mintax_key(
+    lot: Lot, price: Decimal, on: date, rates: TaxRates
+) -> tuple[Decimal, int, date, int, str]:
+    """Where min-tax puts a lot sold at ``price`` on ``on``, the one definition (the engine's
+    sells and the ledger's relief): lowest tax cost per share at the account's rates first (a
+    loss is a negative cost, so the loss saving most tax per share goes first), long-term
+    before short-term on equal cost, then oldest."""
+    long_first = 0 if lot.term_on(on) is Term.LONG else 1
+    return (tax_cost_per_share(lot, price, on, rates), long_first, *_acq_key(lot))
 
 
 def order_lots(
@@ -136,10 +146,12 @@ def order_lots(
     *,
     net_price: Decimal | None = None,
     on: date | None = None,
+    rates: TaxRates = DEFAULT_TAX_RATES,
 ) -> list[Lot]:
     """The lots in the order ``method`` relieves them (ties by acquisition date, then seq).
 
-    ``net_price`` (proceeds per share after fees) and ``on`` are needed by min-tax only.
+    ``net_price`` (proceeds per share after fees), ``on`` and ``rates`` are needed by min-tax
+    only (``mintax_key``).
     """
     if method is ReliefMethod.FIFO:
         return sorted(lots, key=_acq_key)
@@ -150,7 +162,8 @@ def order_lots(
     if method is ReliefMethod.MINTAX:
         if net_price is None or on is None:
             raise TaxInputError("min-tax relief needs the sale price and date")
-        return sorted(lots, key=lambda lot: (*mintax_rank(lot, net_price, on), *_acq_key(lot)))
+        price, day = net_price, on
+        return sorted(lots, key=lambda lot: mintax_key(lot, price, day, rates))
     raise TaxInputError(f"unknown relief method {method!r}", field="method")
 
 
@@ -167,6 +180,7 @@ def select_lots(
     lot_ids: Sequence[str] = (),
     net_price: Decimal | None = None,
     on: date | None = None,
+    rates: TaxRates = DEFAULT_TAX_RATES,
 ) -> list[tuple[Lot, Decimal]]:
     """Which lots, and how many shares of each, a relief of ``quantity`` takes.
 
@@ -183,7 +197,7 @@ def select_lots(
                 raise UnknownLotError(f"lot {name!r} is not open in this position", field="lot")
             ordered.extend(lot for lot in found if lot not in ordered)
     else:
-        ordered = order_lots(lots, method, net_price=net_price, on=on)
+        ordered = order_lots(lots, method, net_price=net_price, on=on, rates=rates)
     picks: list[tuple[Lot, Decimal]] = []
     left = quantity
     for lot in ordered:
@@ -211,6 +225,7 @@ def relieve(
     fees: Decimal = ZERO,
     lot_ids: Sequence[str] = (),
     sale_id: str = "",
+    rates: TaxRates = DEFAULT_TAX_RATES,
 ) -> tuple[list[Relief], list[Lot]]:
     """Relieve ``quantity`` shares sold at ``price`` from ``lots``.
 
@@ -224,6 +239,7 @@ def relieve(
         fees: selling costs, deducted from proceeds.
         lot_ids: lots named in the order (specific identification).
         sale_id: recorded on each relief.
+        rates: the account's tax rates (min-tax weighs gains by them).
 
     Returns:
         (reliefs, remaining lots). Net proceeds ``quantity * price - fees`` (in cents) are
@@ -236,7 +252,9 @@ def relieve(
     if quantity <= 0:
         raise TaxInputError(f"quantity must be positive, got {quantity}", field="quantity")
     net = money(quantity * price - fees)
-    picks = select_lots(lots, quantity, method, lot_ids=lot_ids, net_price=net / quantity, on=sold)
+    picks = select_lots(
+        lots, quantity, method, lot_ids=lot_ids, net_price=net / quantity, on=sold, rates=rates
+    )
     reliefs: list[Relief] = []
     taken: dict[str, Decimal] = {}
     proceeds_left, qty_left = net, quantity

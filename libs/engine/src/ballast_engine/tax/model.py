@@ -20,7 +20,10 @@ WASH_WINDOW_DAYS = 30
 class ReliefMethod(StrEnum):
     """How a sell that names no lot chooses the lots it relieves: the one vocabulary of an
     account's relief method (events, REST, book files, scenarios, CLIs all use these values).
-    A sell that names its lots (specific identification) ignores it."""
+    A sell that names its lots (specific identification) ignores it. ``mintax`` has one
+    meaning, for the engine's sells and the ledger's relief alike
+    (``ballast_engine.tax.lots.mintax_key``): lowest tax cost per share at the account's
+    rates first."""
 
     FIFO = "fifo"
     LIFO = "lifo"
@@ -37,6 +40,22 @@ RELIEF_METHOD_NAMES: tuple[str, ...] = tuple(m.value for m in ReliefMethod)
 class Term(StrEnum):
     SHORT = "short"
     LONG = "long"
+
+
+@dataclass(frozen=True, slots=True)
+class TaxRates:
+    """Marginal rates of an account (0.37 = 37%)."""
+
+    short_term: Decimal
+    long_term: Decimal
+
+    def rate(self, term: Term) -> Decimal:
+        return self.short_term if term is Term.SHORT else self.long_term
+
+
+# What an account that set no rates is taxed at (the rebalancing engine's and the event
+# contracts' defaults too).
+DEFAULT_TAX_RATES = TaxRates(Decimal("0.37"), Decimal("0.20"))
 
 
 class AccountType(StrEnum):
@@ -181,18 +200,22 @@ class Disposal:
 
 
 @dataclass(frozen=True, slots=True)
-class Account:
-    """An account of a household; ``method`` is its default lot-relief method."""
+class LedgerAccount:
+    """An account of a household in the tax ledger (the rebalancing engine's account is
+    ``ballast_engine.model.Account``); ``method`` is its default lot-relief method, ``rates``
+    what min-tax relief weighs gains by."""
 
     account_id: str
     household: str
     account_type: AccountType = AccountType.TAXABLE
     method: ReliefMethod = DEFAULT_RELIEF_METHOD
+    rates: TaxRates = DEFAULT_TAX_RATES
 
 
 @dataclass(frozen=True, slots=True)
-class Trade:
-    """A fill to apply to the ledger.
+class Fill:
+    """A fill to apply to the ledger (the rebalancing engine's proposed trade is
+    ``ballast_engine.model.Trade``).
 
     ``lot_ids``: for a buy, the name of the new lot (optional); for a sell, the lots to
     relieve (specific identification), which overrides ``method``. ``ref`` says where the

@@ -17,7 +17,7 @@ from decimal import Decimal, InvalidOperation
 
 from ballast_engine.tax.errors import TaxInputError
 from ballast_engine.tax.ledger import TaxLedger
-from ballast_engine.tax.model import ZERO, Account, AccountType, Disposal, Lot, Side, Trade
+from ballast_engine.tax.model import ZERO, AccountType, Disposal, Fill, LedgerAccount, Lot, Side
 
 REQUIRED = ("account", "household", "account_type", "date", "symbol", "side", "quantity", "price")
 OPTIONAL = ("fees", "lot", "sleeve")
@@ -39,8 +39,8 @@ LOT_COLUMNS = ("account", "symbol", "quantity", "date_acquired", "cost_basis")
 
 @dataclass(frozen=True, slots=True)
 class TradeFile:
-    trades: list[Trade]
-    accounts: list[Account]
+    trades: list[Fill]
+    accounts: list[LedgerAccount]
 
 
 def _number(raw: str, name: str, ref: str, *, positive: bool) -> Decimal:
@@ -72,8 +72,8 @@ def parse_trades(text: str, *, today: date | None = None) -> TradeFile:
     today = today or date.today()
     reader = csv.DictReader(io.StringIO(text))
     reader.fieldnames = _header(reader)
-    trades: list[Trade] = []
-    accounts: dict[str, Account] = {}
+    trades: list[Fill] = []
+    accounts: dict[str, LedgerAccount] = {}
     for n, row in enumerate(reader, start=1):
         ref = f"row {n} (line {reader.line_num})"
         if None in row:
@@ -99,7 +99,7 @@ def _header(reader: csv.DictReader[str]) -> list[str]:
     return header
 
 
-def _trade(values: dict[str, str], n: int, ref: str, today: date) -> tuple[Trade, Account]:
+def _trade(values: dict[str, str], n: int, ref: str, today: date) -> tuple[Fill, LedgerAccount]:
     """One data row as a trade and the account it names; raises on the first bad field."""
     for col in ("account", "household", "symbol"):
         if not values[col]:
@@ -132,8 +132,8 @@ def _trade(values: dict[str, str], n: int, ref: str, today: date) -> tuple[Trade
     lots = tuple(p.strip() for p in values.get("lot", "").split(";") if p.strip())
     if side is Side.BUY and len(lots) > 1:
         raise TaxInputError("a buy names at most one lot", ref=ref, field="lot")
-    account = Account(values["account"], values["household"], kind)
-    trade = Trade(
+    account = LedgerAccount(values["account"], values["household"], kind)
+    trade = Fill(
         trade_id=f"row{n}",
         account=account.account_id,
         on=on,
@@ -149,7 +149,7 @@ def _trade(values: dict[str, str], n: int, ref: str, today: date) -> tuple[Trade
     return trade, account
 
 
-def _check_same_account(known: Account, account: Account, ref: str) -> None:
+def _check_same_account(known: LedgerAccount, account: LedgerAccount, ref: str) -> None:
     """A row's account is in the household and of the type its earlier rows said."""
     if known.household != account.household:
         raise TaxInputError(
