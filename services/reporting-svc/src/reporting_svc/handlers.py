@@ -1,16 +1,22 @@
 """Event handlers: each gets every new event of its topic in a consumer batch and calls one
 service function, which writes the batch with a few set-based statements. Inbox dedup is
 the consumer's job; the service functions are idempotent upserts in their own right.
-holdings-reconciled is decoded into a view of what is stored (``views.HoldingsView``)."""
+holdings-reconciled is decoded into a view of what is stored (``views.HoldingsView``).
+
+Every handler of an event type a platform may subscribe to also queues its webhook
+deliveries (``webhook_service.enqueue``), in the same transaction as the read model."""
 
 from collections.abc import Sequence
+from dataclasses import replace
+from functools import wraps
 
-from ballast_common.consumer import Delivery, Subscription
+from ballast_common.consumer import BatchHandler, Delivery, Subscription
 from ballast_common.uow import UnitOfWork
 
-from reporting_svc import service
+from reporting_svc import service, webhook_service
 from reporting_svc.settings import Settings
 from reporting_svc.views import HoldingsView
+from reporting_svc.webhooks import EVENT_TYPES
 
 
 async def on_securities_changed(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
@@ -57,8 +63,29 @@ async def on_proposal_rejected(uow: UnitOfWork, deliveries: Sequence[Delivery]) 
     await service.apply_declined(uow, deliveries)
 
 
+def announced(handler: BatchHandler) -> BatchHandler:
+    """`handler`, then the batch's webhook deliveries queued in its unit of work."""
+
+    @wraps(handler)
+    async def handle(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+        await handler(uow, deliveries)
+        await webhook_service.enqueue(uow, deliveries)
+
+    return handle
+
+
 def subscriptions(settings: Settings) -> list[Subscription]:
-    """What reporting-svc consumes (the contract registry's consumers must agree)."""
+    """What reporting-svc consumes (the contract registry's consumers must agree); the
+    webhook event types' handlers also queue webhook deliveries."""
+    return [
+        replace(s, batch_handler=announced(s.batch_handler))
+        if s.event_type in EVENT_TYPES and s.batch_handler is not None
+        else s
+        for s in _read_models()
+    ]
+
+
+def _read_models() -> list[Subscription]:
     return [
         Subscription.batch("securities-changed", on_securities_changed),
         Subscription.batch("model-changed", on_model_changed),

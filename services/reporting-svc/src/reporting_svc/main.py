@@ -7,9 +7,11 @@ from ballast_common.app import ServiceSpec, create_app
 from fastapi.staticfiles import StaticFiles
 
 from reporting_svc.api import STATIC_DIR, router
+from reporting_svc.dispatcher import webhook_dispatcher
 from reporting_svc.handlers import subscriptions
 from reporting_svc.settings import Settings
 from reporting_svc.tables import metadata
+from reporting_svc.webhooks_api import router as webhooks_router
 
 settings = Settings()
 spec = ServiceSpec(
@@ -19,8 +21,9 @@ spec = ServiceSpec(
     metadata=metadata,
     migrations_dir=Path(__file__).parent / "migrations",
     description="Read models of holdings, trades and rebalance runs; REST reports; dashboard.",
-    routers=[router],
+    routers=[router, webhooks_router],
     subscriptions=subscriptions(settings),
+    background=[webhook_dispatcher],
 )
 
 app = create_app(spec, settings)

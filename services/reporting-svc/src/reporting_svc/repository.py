@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any, Literal
 
 from ballast_common.bulk import driver_connection, insert_columns
@@ -31,6 +32,7 @@ from reporting_svc.tables import (
     ModelTarget,
     Position,
     Trade,
+    WebhookAttempt,
 )
 
 Row = Mapping[str, Any]  # values to write
@@ -1297,3 +1299,278 @@ async def list_models(session: AsyncSession, tenant: str, limit: int, offset: in
     """The tenant's models, by id, with how many securities and of its accounts each has."""
     params = {"tenant": tenant, "limit": limit, "offset": offset}
     return [dict(r) for r in (await _run(session, _MODELS, params)).mappings()]
+
+
+# --- webhooks (docs/webhooks.md) --------------------------------------------------------------
+
+_SUBSCRIPTION_COLUMNS = (
+    "id, url, event_types, description, created_by, created_at,"
+    " CASE WHEN previous_secret_until > now() THEN previous_secret_until END"
+    " AS previous_secret_until"
+)
+_DELIVERY_COLUMNS = (
+    "id, subscription_id, message_id, event_type, status, attempts, next_attempt_at,"
+    " created_at, delivered_at, last_status_code, last_error"
+)
+
+
+async def tenants_subscribed(
+    session: AsyncSession, event_type: str, tenants: Sequence[str]
+) -> set[str]:
+    """Which of `tenants` have a live subscription to `event_type`."""
+    rows = await (await driver_connection(session)).fetch(
+        "SELECT DISTINCT tenant FROM webhook_subscriptions WHERE tenant = ANY($2::text[])"
+        " AND $1::text = ANY(event_types) AND deleted_at IS NULL",
+        event_type,
+        list(tenants),
+    )
+    return {r[0] for r in rows}
+
+
+async def insert_webhook_deliveries(
+    session: AsyncSession,
+    event_type: str,
+    *,
+    message_ids: Sequence[uuid.UUID],
+    tenants: Sequence[str],
+    bodies: Sequence[str],
+    channel: str,
+) -> int:
+    """One pending delivery per event and live subscription of its tenant to `event_type`,
+    in one statement (an event queued before for a subscription is left alone); NOTIFY
+    `channel` at commit when any was queued. Returns how many were queued."""
+    count = await (await driver_connection(session)).fetchval(
+        "WITH queued AS ("
+        " INSERT INTO webhook_deliveries (id, subscription_id, tenant, message_id, event_type,"
+        "  body, status, attempts, next_attempt_at, created_at)"
+        " SELECT gen_random_uuid(), s.id, e.tenant, e.message_id, $1::text, e.body, 'pending',"
+        "  0, now(), now()"
+        " FROM unnest($2::uuid[], $3::text[], $4::text[]) AS e(message_id, tenant, body)"
+        " JOIN webhook_subscriptions s ON s.tenant = e.tenant"
+        "  AND $1::text = ANY(s.event_types) AND s.deleted_at IS NULL"
+        " ON CONFLICT (subscription_id, message_id) DO NOTHING RETURNING 1)"
+        " SELECT count(*) FROM (SELECT 1 FROM queued) q,"
+        " LATERAL (SELECT pg_notify($5::text, '')) n",
+        event_type,
+        list(message_ids),
+        list(tenants),
+        list(bodies),
+        channel,
+    )
+    return int(count or 0)
+
+
+async def insert_webhook_subscription(session: AsyncSession, **values: Any) -> Record:
+    """Store a new subscription; its row with the secret."""
+    row = await (await driver_connection(session)).fetchrow(
+        "INSERT INTO webhook_subscriptions (id, tenant, url, event_types, description, secret,"
+        " created_by, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, now())"
+        f" RETURNING {_SUBSCRIPTION_COLUMNS}, secret",
+        values["id"],
+        values["tenant"],
+        values["url"],
+        values["event_types"],
+        values["description"],
+        values["secret"],
+        values["created_by"],
+    )
+    return dict(row)
+
+
+async def webhook_subscriptions(
+    session: AsyncSession, tenant: str, limit: int, offset: int
+) -> list[Record]:
+    """A page of the tenant's live subscriptions, oldest first."""
+    rows = await (await driver_connection(session)).fetch(
+        f"SELECT {_SUBSCRIPTION_COLUMNS} FROM webhook_subscriptions"
+        " WHERE tenant = $1 AND deleted_at IS NULL ORDER BY created_at, id LIMIT $2 OFFSET $3",
+        tenant,
+        limit,
+        offset,
+    )
+    return [dict(r) for r in rows]
+
+
+async def webhook_subscription(
+    session: AsyncSession, tenant: str, subscription_id: uuid.UUID
+) -> Record | None:
+    """One of the tenant's live subscriptions."""
+    row = await (await driver_connection(session)).fetchrow(
+        f"SELECT {_SUBSCRIPTION_COLUMNS} FROM webhook_subscriptions"
+        " WHERE tenant = $1 AND id = $2 AND deleted_at IS NULL",
+        tenant,
+        subscription_id,
+    )
+    return None if row is None else dict(row)
+
+
+async def delete_webhook_subscription(
+    session: AsyncSession, tenant: str, subscription_id: uuid.UUID
+) -> bool:
+    """Mark a live subscription deleted and cancel its pending deliveries; whether it was."""
+    deleted = await (await driver_connection(session)).fetchval(
+        "WITH gone AS (UPDATE webhook_subscriptions SET deleted_at = now()"
+        "  WHERE tenant = $1 AND id = $2 AND deleted_at IS NULL RETURNING id),"
+        " cancelled AS (UPDATE webhook_deliveries d SET status = 'cancelled',"
+        "  next_attempt_at = NULL FROM gone WHERE d.subscription_id = gone.id"
+        "  AND d.status = 'pending')"
+        " SELECT count(*) FROM gone",
+        tenant,
+        subscription_id,
+    )
+    return bool(deleted)
+
+
+async def rotate_webhook_secret(
+    session: AsyncSession,
+    tenant: str,
+    subscription_id: uuid.UUID,
+    secret: str,
+    grace: timedelta,
+) -> Record | None:
+    """Replace a live subscription's secret, the current one signing on for `grace`."""
+    row = await (await driver_connection(session)).fetchrow(
+        "UPDATE webhook_subscriptions SET previous_secret = secret,"
+        " previous_secret_until = now() + $4::interval, secret = $3"
+        " WHERE tenant = $1 AND id = $2 AND deleted_at IS NULL"
+        " RETURNING id, secret, previous_secret_until",
+        tenant,
+        subscription_id,
+        secret,
+        grace,
+    )
+    return None if row is None else dict(row)
+
+
+async def webhook_deliveries(
+    session: AsyncSession,
+    tenant: str,
+    subscription_id: uuid.UUID,
+    status: str | None,
+    limit: int,
+    offset: int,
+) -> list[Record]:
+    """A page of a subscription's deliveries, newest first."""
+    rows = await (await driver_connection(session)).fetch(
+        f"SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries"
+        " WHERE tenant = $1 AND subscription_id = $2 AND ($3::text IS NULL OR status = $3)"
+        " ORDER BY created_at DESC, id LIMIT $4 OFFSET $5",
+        tenant,
+        subscription_id,
+        status,
+        limit,
+        offset,
+    )
+    return [dict(r) for r in rows]
+
+
+async def webhook_attempts(
+    session: AsyncSession, delivery_ids: Sequence[uuid.UUID]
+) -> dict[uuid.UUID, list[Record]]:
+    """Every attempt of the deliveries, oldest first, by delivery."""
+    attempts: dict[uuid.UUID, list[Record]] = {d: [] for d in delivery_ids}
+    if not delivery_ids:
+        return attempts
+    rows = await (await driver_connection(session)).fetch(
+        "SELECT delivery_id, attempted_at, status_code, error, duration_ms"
+        " FROM webhook_attempts WHERE delivery_id = ANY($1::uuid[]) ORDER BY delivery_id, id",
+        list(delivery_ids),
+    )
+    for r in rows:
+        attempts[r["delivery_id"]].append(dict(r))
+    return attempts
+
+
+async def webhook_delivery_status(
+    session: AsyncSession, tenant: str, delivery_id: uuid.UUID
+) -> str | None:
+    """The status of a delivery of one of the tenant's live subscriptions (locked)."""
+    status = await (await driver_connection(session)).fetchval(
+        "SELECT d.status FROM webhook_deliveries d JOIN webhook_subscriptions s"
+        " ON s.id = d.subscription_id AND s.deleted_at IS NULL"
+        " WHERE d.tenant = $1 AND d.id = $2 FOR UPDATE OF d",
+        tenant,
+        delivery_id,
+    )
+    return None if status is None else str(status)
+
+
+async def requeue_webhook_delivery(
+    session: AsyncSession, tenant: str, delivery_id: uuid.UUID, channel: str
+) -> Record:
+    """Make a delivery pending and due now with no attempts counted; NOTIFY `channel`."""
+    row = await (await driver_connection(session)).fetchrow(
+        "UPDATE webhook_deliveries SET status = 'pending', attempts = 0,"
+        " next_attempt_at = now(), delivered_at = NULL WHERE tenant = $1 AND id = $2"
+        f" RETURNING {_DELIVERY_COLUMNS}, pg_notify($3::text, '') AS notified",
+        tenant,
+        delivery_id,
+        channel,
+    )
+    return dict(row)
+
+
+async def claim_webhook_deliveries(
+    session: AsyncSession, limit: int, lease: timedelta
+) -> list[Record]:
+    """Take up to `limit` due deliveries that no other dispatcher holds (SKIP LOCKED):
+    count the attempt and move them `lease` ahead, so that one whose sender died is taken
+    again then. With the secrets that sign them (the previous one while in its grace)."""
+    rows = await (await driver_connection(session)).fetch(
+        "WITH due AS (SELECT id FROM webhook_deliveries"
+        "  WHERE status = 'pending' AND next_attempt_at <= now()"
+        "  ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
+        " UPDATE webhook_deliveries d SET attempts = d.attempts + 1,"
+        "  next_attempt_at = now() + $2::interval, last_attempt_at = now()"
+        " FROM due, webhook_subscriptions s WHERE d.id = due.id AND s.id = d.subscription_id"
+        " RETURNING d.id, d.message_id, d.body, d.attempts, s.url, s.secret,"
+        "  CASE WHEN s.previous_secret_until > now() THEN s.previous_secret END"
+        "  AS previous_secret",
+        limit,
+        lease,
+    )
+    return [dict(r) for r in rows]
+
+
+async def record_webhook_outcomes(session: AsyncSession, outcomes: Sequence[Row]) -> None:
+    """Store each attempt in the log and its delivery's new state (one statement each);
+    a delivery requeued or cancelled meanwhile keeps that."""
+    if not outcomes:
+        return
+    await _write(
+        session,
+        "UPDATE webhook_deliveries d SET status = o.status, next_attempt_at = o.next_attempt_at,"
+        " last_status_code = o.status_code, last_error = o.error,"
+        " delivered_at = CASE WHEN o.status = 'delivered' THEN o.attempted_at END"
+        " FROM unnest($1::uuid[], $2::text[], $3::timestamptz[], $4::int[], $5::text[],"
+        "  $6::timestamptz[], $7::int[]) AS o(id, status, next_attempt_at, status_code, error,"
+        "  attempted_at, attempts)"
+        " WHERE d.id = o.id AND d.status = 'pending' AND d.attempts = o.attempts",
+        [o["delivery_id"] for o in outcomes],
+        [o["status"] for o in outcomes],
+        [o["next_attempt_at"] for o in outcomes],
+        [o["status_code"] for o in outcomes],
+        [o["error"] for o in outcomes],
+        [o["attempted_at"] for o in outcomes],
+        [o["attempts"] for o in outcomes],
+    )
+    await insert_columns(
+        session,
+        _table(WebhookAttempt),
+        {
+            "delivery_id": [o["delivery_id"] for o in outcomes],
+            "attempted_at": [o["attempted_at"] for o in outcomes],
+            "status_code": [o["status_code"] for o in outcomes],
+            "error": [o["error"] for o in outcomes],
+            "duration_ms": [o["duration_ms"] for o in outcomes],
+        },
+    )
+
+
+async def next_webhook_due_in(session: AsyncSession) -> float | None:
+    """Seconds until the earliest pending delivery is due (None: none pending)."""
+    seconds = await (await driver_connection(session)).fetchval(
+        "SELECT extract(epoch FROM min(next_attempt_at) - clock_timestamp())::float8"
+        " FROM webhook_deliveries WHERE status = 'pending'"
+    )
+    return None if seconds is None else float(seconds)

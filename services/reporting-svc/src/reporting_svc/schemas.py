@@ -4,8 +4,10 @@ import uuid
 from datetime import date, datetime
 from typing import Literal
 
-from ballast_common.contracts.types import Money, Quantity, SignedWeight, Weight
-from pydantic import BaseModel, Field
+from ballast_common.contracts.types import Money, Quantity, RequestBody, SignedWeight, Weight
+from pydantic import BaseModel, Field, field_validator
+
+from reporting_svc.webhooks import EVENT_TYPES, WebhookEventType, check_url
 
 TradeStatus = Literal["proposed", "approved", "partially_filled", "filled", "rejected", "declined"]
 
@@ -239,3 +241,69 @@ class Lots(BaseModel):
     unrealized_short_term: Money = Field(description="over priced lots")
     unrealized_long_term: Money
     unpriced_lots: int
+
+
+# --- webhooks (docs/webhooks.md) --------------------------------------------------------------
+
+
+class WebhookIn(RequestBody):
+    """A subscription: where to send which events."""
+
+    url: str = Field(
+        max_length=2048,
+        description="http or https; no credentials in it (every request is signed)",
+        examples=["https://platform.example.com/ballast/webhooks"],
+    )
+    event_types: list[WebhookEventType] = Field(min_length=1, max_length=len(EVENT_TYPES))
+    description: str = Field(default="", max_length=500)
+
+    @field_validator("url")
+    @classmethod
+    def _sendable(cls, url: str) -> str:
+        return check_url(url)
+
+
+class WebhookOut(BaseModel):
+    id: uuid.UUID
+    url: str
+    event_types: list[str]
+    description: str
+    created_by: str
+    created_at: datetime
+    previous_secret_expires_at: datetime | None = Field(
+        description="until then the secret before the last rotation signs alongside"
+    )
+
+
+class WebhookCreated(WebhookOut):
+    secret: str = Field(description="whsec_...: verify signatures with it; shown only now")
+
+
+class WebhookSecret(BaseModel):
+    id: uuid.UUID
+    secret: str = Field(description="the new whsec_... secret; shown only now")
+    previous_secret_expires_at: datetime | None = Field(
+        description="the secret it replaces keeps signing alongside until then"
+    )
+
+
+class WebhookAttemptOut(BaseModel):
+    attempted_at: datetime
+    status_code: int | None = Field(description="the receiver's answer; null if none came")
+    error: str | None = Field(description="why it did not count as delivered")
+    duration_ms: int
+
+
+class WebhookDeliveryOut(BaseModel):
+    id: uuid.UUID
+    subscription_id: uuid.UUID
+    webhook_id: uuid.UUID = Field(description="the event's id, sent as `webhook-id`")
+    event_type: str
+    status: Literal["pending", "delivered", "failed", "cancelled"]
+    attempts: int = Field(description="attempts since it was (re)queued")
+    next_attempt_at: datetime | None
+    created_at: datetime
+    delivered_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    attempt_log: list[WebhookAttemptOut] = Field(description="every attempt, oldest first")

@@ -21,11 +21,14 @@ from sqlalchemy import (
     Column,
     Date,
     DateTime,
+    ForeignKey,
     Index,
     Integer,
     Numeric,
     SmallInteger,
     String,
+    Text,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.orm import registry
@@ -426,6 +429,75 @@ class RunTally(Table, table=True):
     fills: int = Field(sa_column=_count())
     fills_reflected: int = Field(sa_column=_count())
     last_reconciled_at: datetime | None = Field(default=None, sa_column=_ts(True))
+
+
+class WebhookSubscription(Table, table=True):
+    """A tenant's endpoint for webhooks of some event types (docs/webhooks.md)."""
+
+    __tablename__ = "webhook_subscriptions"
+    __table_args__ = (Index("ix_webhook_subscriptions_tenant", "tenant", "created_at"),)
+
+    id: uuid.UUID = Field(primary_key=True)
+    tenant: str = Field(max_length=64)
+    url: str = Field(max_length=2048)
+    event_types: list[str] = Field(sa_column=Column(ARRAY(String(64)), nullable=False))
+    description: str = Field(max_length=500)
+    secret: str = Field(max_length=100)  # whsec_<base64>: HMAC needs it in the clear
+    # the secret before the last rotation, signing alongside until `previous_secret_until`
+    previous_secret: str | None = Field(default=None, max_length=100)
+    previous_secret_until: datetime | None = Field(default=None, sa_column=_ts(True))
+    created_by: str = Field(max_length=200)
+    created_at: datetime = Field(sa_column=_ts())
+    deleted_at: datetime | None = Field(default=None, sa_column=_ts(True))
+
+
+class WebhookDelivery(Table, table=True):
+    """One event for one subscription: its body as signed and sent, and where it stands
+    (pending, delivered, failed, cancelled)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("subscription_id", "message_id", name="uq_webhook_deliveries_message"),
+        Index("ix_webhook_deliveries_subscription", "subscription_id", "created_at"),
+        Index(
+            "ix_webhook_deliveries_due",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending'"),
+        ),
+    )
+
+    id: uuid.UUID = Field(primary_key=True)
+    subscription_id: uuid.UUID = Field(
+        sa_column=Column(ForeignKey("webhook_subscriptions.id"), nullable=False)
+    )
+    tenant: str = Field(max_length=64)
+    message_id: uuid.UUID  # the event's envelope id: the `webhook-id` a receiver dedupes on
+    event_type: str = Field(max_length=64)
+    body: str = Field(sa_column=Column(Text, nullable=False))
+    status: str = Field(max_length=16)
+    attempts: int  # since it was (re)queued
+    next_attempt_at: datetime | None = Field(default=None, sa_column=_ts(True))
+    created_at: datetime = Field(sa_column=_ts())
+    last_attempt_at: datetime | None = Field(default=None, sa_column=_ts(True))
+    last_status_code: int | None = None
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    delivered_at: datetime | None = Field(default=None, sa_column=_ts(True))
+
+
+class WebhookAttempt(Table, table=True):
+    """The delivery log: one POST of a delivery and what came of it."""
+
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (Index("ix_webhook_attempts_delivery", "delivery_id", "id"),)
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger, primary_key=True))
+    delivery_id: uuid.UUID = Field(
+        sa_column=Column(ForeignKey("webhook_deliveries.id"), nullable=False)
+    )
+    attempted_at: datetime = Field(sa_column=_ts())
+    status_code: int | None = None
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    duration_ms: int
 
 
 metadata = Table.metadata
