@@ -14,7 +14,10 @@ Stages (issue 8's table):
   settle    until every fill is allocated, applied to lots, and reporting is current.
 And the floor: raw Kafka produce+consume of as many messages of the flow's size, raw
 Postgres COPY of the book's lots; each stage as a ratio of its floor. The peak RSS of every
-process comes from the kernel (VmHWM). Results: bench/results/scale.json.
+process comes from the kernel (VmHWM); the load's CPU seconds per process (each service,
+and the database's server processes) from /proc, and the seconds the database spent in
+statements (pg_stat_database.active_time), since the machine is often shared. BALLAST_KAFKA_*
+settings in the environment win over the stack's. Results: bench/results/scale.json.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from ballast_cli.book import Reporter, load_folder
 from ballast_common.auth import Role, local_issuer
+from ballast_common.bus import KafkaConnection
+from pydantic import SecretStr
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).parent))
@@ -111,11 +116,11 @@ async def wait(what: str, check: Any, timeout_s: float, every: float = 0.5) -> A
         await asyncio.sleep(every)
 
 
-async def kafka_floor(bootstrap: str, count: int, size: int) -> dict[str, Any]:
+async def kafka_floor(kafka: KafkaConnection, count: int, size: int) -> dict[str, Any]:
     """Produce then consume `count` messages of `size` bytes (acks=all, idempotent)."""
     topic = f"scalefloor{uuid.uuid4().hex[:6]}"
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
+        **kafka.client_options(),
         acks="all",
         enable_idempotence=True,
         linger_ms=5,
@@ -134,7 +139,7 @@ async def kafka_floor(bootstrap: str, count: int, size: int) -> dict[str, Any]:
     produced = time.monotonic() - started
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **kafka.client_options(),
         auto_offset_reset="earliest",
         group_id=topic,
         enable_auto_commit=False,
@@ -178,6 +183,64 @@ async def postgres_floor(dsn: str, lots: Path) -> dict[str, Any]:
     return {"rows": rows, "copy_s": round(took, 2), "rows_per_s": round(rows / took)}
 
 
+def cpu_seconds(launcher: Any) -> dict[str, float]:
+    """Each process's CPU seconds so far (user + system, its waited-for children included)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    for service, replicas in launcher.pids(PROFILE).items():
+        for replica, pid in replicas.items():
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            name = service if replica == 0 else f"{service}.{replica}"
+            out[name] = sum(int(f) for f in fields[11:15]) / tick
+    return out
+
+
+async def database_active_s(dsn: str) -> float:
+    """Seconds the database's sessions spent running statements (pg_stat_database)."""
+    await asyncio.sleep(11)  # an idle session reports its times within 10 s
+    conn = await asyncpg.connect(dsn)
+    try:
+        value = await conn.fetchval(
+            "SELECT active_time FROM pg_stat_database WHERE datname = $1", DATABASE
+        )
+    finally:
+        await conn.close()
+    return round(float(value or 0) / 1000, 2)
+
+
+def _cpu_of(pid: int) -> float | None:
+    """A process's CPU seconds (user + system) so far, None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:13]) / os.sysconf("SC_CLK_TCK")
+
+
+async def database_cpu(dsn: str) -> dict[int, float]:
+    """CPU seconds of each server process of the benchmark's database (Postgres runs on
+    this machine); a backend that ends between two readings is missed."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        pids = await conn.fetch("SELECT pid FROM pg_stat_activity WHERE datname = $1", DATABASE)
+    finally:
+        await conn.close()
+    return {r["pid"]: cpu for r in pids if (cpu := _cpu_of(r["pid"])) is not None}
+
+
+def database_cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
+    return round(sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items()), 2)
+
+
+def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {name: round(after[name] - before.get(name, 0.0), 2) for name in sorted(after)}
+
+
 def peak_rss(launcher: Any) -> dict[str, int]:
     """Each process's peak resident memory (VmHWM), in MiB."""
     out: dict[str, int] = {}
@@ -201,7 +264,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     lots_rows = sum(1 for _ in (folder / "lots.csv").open()) - 1
     positions_rows = sum(1 for _ in (folder / "positions.csv").open()) - 1
 
-    stack = _stack_env()
+    # Kafka settings given to the benchmark win over the stack's (e.g. a plaintext listener)
+    given = {k: v for k, v in os.environ.items() if k.startswith("BALLAST_KAFKA_")}
+    stack = {**_stack_env(), **given}
     _stack("up")
     launcher = _launcher()
     launcher.down(PROFILE)
@@ -219,9 +284,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         finally:
             await conn.close()
     bootstrap = stack.get("BALLAST_KAFKA_BOOTSTRAP_SERVERS") or stack["BALLAST_KAFKA_BOOTSTRAP"]
+    kafka = KafkaConnection(
+        bootstrap,
+        stack.get("BALLAST_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").upper(),
+        stack.get("BALLAST_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512").upper(),
+        stack.get("BALLAST_KAFKA_USERNAME", ""),
+        SecretStr(stack.get("BALLAST_KAFKA_PASSWORD", "")),
+    )
     issuer = local_issuer(Path(stack["BALLAST_AUTH_KEYS"]))
     # The benchmark acts as the tenant's operations desk and model manager.
     token = issuer.issue("demo", [Role.OPERATIONS, Role.MODEL_MANAGER], "bench@demo", 12 * 3600)
+    # the stack's Kafka settings (under SASL the launcher gives each service its principal)
+    os.environ.update({k: v for k, v in stack.items() if k.startswith("BALLAST_KAFKA_")})
     os.environ.update(
         {
             "BALLAST_DATABASE_URL": database_url,
@@ -246,7 +320,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         return str(urls[name])
 
     print("measuring the floor ...", flush=True)
-    floor_kafka = await kafka_floor(bootstrap, args.floor_messages, 780)
+    floor_kafka = await kafka_floor(kafka, args.floor_messages, 780)
     floor_pg = await postgres_floor(database_url.replace("+asyncpg", ""), folder / "lots.csv")
 
     http = httpx.AsyncClient(
@@ -288,6 +362,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     await wait("account-svc learning the models", models_known, 60, 0.2)
 
     print(f"book: {args.accounts:,} accounts, {positions_rows:,} positions, {lots_rows:,} lots")
+    plain_dsn = database_url.replace("+asyncpg", "")
+    cpu_before = cpu_seconds(launcher)
+    database_before = await database_active_s(plain_dsn)
+    database_cpu_before = await database_cpu(plain_dsn)
     started = time.monotonic()
     steps = StepTimes()
     outcome = await load_folder(folder, book_urls, token=token, reporter=steps)
@@ -314,6 +392,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         await reporting_db.close()
     clock.stage("load", started)
+    load_cpu_s = cpu_used(cpu_before, cpu_seconds(launcher))
+    load_cpu_s["postgres"] = database_cpu_used(database_cpu_before, await database_cpu(plain_dsn))
+    load_database_s = round(await database_active_s(plain_dsn) - database_before, 2)
+    print(f"  cpu s per process: {load_cpu_s}; database statements {load_database_s} s")
     if args.stop_after == "load":
         memory = peak_rss(launcher)
         await http.aclose()
@@ -328,6 +410,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "book_load_applied_s": applied_s,
             "book_load_steps_s": steps.ends,
             "load_rebalance_current_s": rebalance_current_s,
+            "load_cpu_s": load_cpu_s,
+            "load_database_active_s": load_database_s,
             "floor": {"postgres_copy": floor_pg},
             "peak_rss_mib": memory,
         }
@@ -401,6 +485,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "stages_s": clock.stages,
         "book_load_applied_s": applied_s,
         "load_rebalance_current_s": rebalance_current_s,
+        "load_cpu_s": load_cpu_s,
+        "load_database_active_s": load_database_s,
         "run": {
             k: run_out[k]
             for k in (

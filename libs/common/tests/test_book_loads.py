@@ -325,3 +325,67 @@ async def test_the_fast_screen_flags_exactly_the_rows_the_detailed_checks_refuse
             except Exception:
                 screened = None  # the screen cannot read it: the detailed checks run everywhere
         assert (screened is None or bool(screened)) == bool(detailed), (column, value, detailed)
+
+
+async def typed_cash_is_read(session, staged: StagedLoad) -> list[LoadProblem]:
+    """A check on the typed rows: an amount compares as a number, not as text."""
+    table = staged.typed_table("cash.csv")
+    assert table is not None
+    rows = await session.execute(text(f'SELECT line FROM "{table}" WHERE amount > 99.5'))
+    return [LoadProblem("cash.csv", line, "amount", "more than 99.5") for (line,) in rows]
+
+
+async def notes_from_typed_cash(uow, staged: StagedLoad) -> dict:
+    table = staged.typed_table("cash.csv")
+    rows = await uow.session.execute(
+        text(f'SELECT account_id, amount, pg_typeof(amount)::text FROM "{table}" ORDER BY line')
+    )
+    return {"cash": [[a, str(amount), kind] for a, amount, kind in rows]}
+
+
+TYPED = BookLoadSpec(
+    files=(ACCOUNTS, CASH, LOTS),
+    table=book_loads,
+    checks=typed_cash_is_read,
+    apply=notes_from_typed_cash,
+    required=("accounts.csv", "cash.csv"),
+    typed=True,
+)
+
+
+async def typed_tables(db) -> list[str]:
+    async with db.sessions() as s:
+        rows = await s.execute(
+            text(
+                "SELECT tablename FROM pg_tables WHERE tablename LIKE 'stage_%_typed'"
+                " AND schemaname = current_schema() ORDER BY 1"
+            )
+        )
+        return [r[0] for r in rows]
+
+
+async def test_a_typed_spec_types_each_file_once_its_rows_passed(db):
+    async def put(name: str, data: str) -> None:
+        async with unit_of_work(db, "probe-svc") as uow:
+            await loads.stage_file(
+                uow.session, TYPED, OPTIONS.tenant, "typed", name, chunks(data.encode())
+            )
+
+    async def check() -> list[tuple[str, int, str]]:
+        async with db.sessions() as session, session.begin():
+            found = await loads.validate(session, TYPED, "typed", OPTIONS)
+        return [(p["file"], p["line"], p["message"]) for p in found["problems"]]
+
+    await put("accounts.csv", ACCOUNTS_CSV)
+    await put("cash.csv", "account_id,amount\nA-1, 100.50\nA-2,x\n")
+    assert await check() == [("cash.csv", 3, "amount is not a number")]
+    assert await typed_tables(db) == []  # rows that failed are not typed
+    await put("cash.csv", "account_id,amount\nA-1, 100.50\nA-2,9.5\n")
+    assert await check() == [("cash.csv", 2, "more than 99.5")]  # 100.50 > 99.5 as numbers
+    assert [t.rsplit("_", 2)[-2] for t in await typed_tables(db)] == ["accounts", "cash"]
+    await put("cash.csv", "account_id,amount\nA-1,10.50\nA-2,9.5\n")  # again: typed again
+    assert await check() == []
+    async with unit_of_work(db, "probe-svc") as uow:
+        applied = await loads.apply(uow, TYPED, "typed", OPTIONS)
+    assert applied["cash"] == [["A-1", "10.50", "numeric"], ["A-2", "9.5", "numeric"]]
+    assert await typed_tables(db) == []

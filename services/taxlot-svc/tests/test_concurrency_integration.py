@@ -90,7 +90,7 @@ async def test_bulk_opening_races_account_changed(
     bodies = {a: holdings(a, n) for n, a in enumerate(accounts)}
     processor = BatchProcessor(
         f"taxlot-race-{run}",
-        [Subscription("account-changed", on_account_changed)],
+        [Subscription.batch("account-changed", on_account_changed)],
         lambda: unit_of_work(taxlot_db, "taxlot-svc"),
     )
     records = [account_changed(a, household[a], n) for n, a in enumerate(accounts)]

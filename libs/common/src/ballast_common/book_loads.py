@@ -9,15 +9,17 @@ A service that loads part of the book file set (`contracts/book_files.py`) decla
 - `POST .../validate`: every row checked against its columns (kind, emptiness, scale,
   uniqueness) in one scan per file, then the service's own checks; the problems come back
   named `file:line` and column; a load whose rows passed is `checked`, one that passed
-  everything `valid`;
+  everything `valid`. A spec with `typed=True` gets each file's rows typed once, when they
+  have passed, into a table of typed columns (`StagedLoad.typed_table`) that its checks
+  and its apply read instead of casting the text again;
 - `POST .../apply`: validates again and applies everything in ONE transaction (the service's
   set-based INSERT ... SELECT from the staging tables, its events through the outbox), or
   nothing; applying a load again returns the first result. Of a `valid` load only what
   can have changed since is checked again (`StagedLoad.files_checked`);
 - `GET ...` and `DELETE ...`: the load's state, and discarding what was staged.
 
-The staging tables are unlogged and dropped once the load is applied. The SQL of this
-mechanism lives here; a service's own checks and writes live in its repository.
+The staging tables (typed ones too) are unlogged and dropped once the load is applied. The
+SQL of this mechanism lives here; a service's own checks and writes live in its repository.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import hashlib
 import io
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
@@ -148,12 +150,18 @@ class StagedLoad:
     # Every check passed since these files were staged: a service's checks may skip those
     # that read nothing but the staged files (they would pass again).
     files_checked: bool = False
+    # file name -> its rows typed (`BookLoadSpec.typed`): line and each column as in the
+    # header, holding `value_sql` of it
+    typed: dict[str, str] = field(default_factory=dict)
 
     def has(self, name: str) -> bool:
         return name in self.tables
 
     def table(self, name: str) -> str:
         return self.tables[name]
+
+    def typed_table(self, name: str) -> str | None:
+        return self.typed.get(name)
 
 
 Checks = Callable[[AsyncSession, StagedLoad], Awaitable[list[LoadProblem]]]
@@ -170,6 +178,8 @@ class BookLoadSpec:
     apply: Apply
     # the files a load must have staged (default: those the file set says are required)
     required: tuple[str, ...] | None = None
+    # type each file's rows once they passed their row checks (StagedLoad.typed_table)
+    typed: bool = False
 
     def required_files(self) -> tuple[str, ...]:
         if self.required is not None:
@@ -398,6 +408,37 @@ def stage_table(tenant: str, load_id: str, file: CsvFile) -> str:
     return f"{STAGE_PREFIX}{digest}_{file.name.removesuffix('.csv')}"
 
 
+def typed_table(stage: str) -> str:
+    """The table of a staging table's rows typed."""
+    return f"{stage}_typed"
+
+
+async def type_files(
+    session: AsyncSession, spec: BookLoadSpec, staged: StagedLoad, names: Sequence[str]
+) -> dict[str, str]:
+    """The rows of the staged files `names` typed once (sound rows only: run after the row
+    checks), each in a table of the file's line and typed columns; returns file name ->
+    typed table."""
+    typed: dict[str, str] = {}
+    for name in names:
+        table = staged.table(name)
+        file = spec.file(name)
+        target = typed_table(table)
+        values = ", ".join(
+            f"{value_sql(file, column)} AS {_quote(column)}" for column in staged.columns[name]
+        )
+        await session.execute(text(f"DROP TABLE IF EXISTS {_quote(target)}"))
+        await session.execute(
+            text(
+                f"CREATE UNLOGGED TABLE {_quote(target)} AS SELECT line, {values}"
+                f" FROM {_quote(table)}"
+            )
+        )
+        await session.execute(text(f"ANALYZE {_quote(target)}"))
+        typed[name] = target
+    return typed
+
+
 class _Upload:
     """The request body as bytes: the header line first, then everything after it."""
 
@@ -478,6 +519,7 @@ async def stage_file(
     table = stage_table(tenant, load_id, file)
     columns = ", ".join(f"{_quote(c)} text" for c in header)
     await session.execute(text(f"DROP TABLE IF EXISTS {_quote(table)}"))
+    await session.execute(text(f"DROP TABLE IF EXISTS {_quote(typed_table(table))}"))
     await session.execute(
         text(
             f"CREATE UNLOGGED TABLE {_quote(table)} "
@@ -557,6 +599,7 @@ def _staged(load: dict[str, Any], options: LoadOptions) -> StagedLoad:
         rows={n: int(f["rows"]) for n, f in files.items()},
         columns={n: tuple(f["columns"]) for n, f in files.items()},
         files_checked=load["status"] == "valid",
+        typed={n: f["typed"] for n, f in files.items() if f.get("typed")},
     )
 
 
@@ -579,10 +622,24 @@ async def find_problems(
         if problems:
             return problems
         await _set_status(session, spec, staged, "checked")
+    if spec.typed and set(staged.typed) != set(staged.tables):
+        staged = await _with_typed_files(session, spec, staged)
     problems = (await spec.checks(session, staged))[:MAX_PROBLEMS]
     if not problems and status != "valid":
         await _set_status(session, spec, staged, "valid")
     return problems
+
+
+async def _with_typed_files(
+    session: AsyncSession, spec: BookLoadSpec, staged: StagedLoad
+) -> StagedLoad:
+    """`staged` with every file typed (those staged since typed now)."""
+    missing = [n for n in staged.tables if n not in staged.typed]
+    typed = {**staged.typed, **await type_files(session, spec, staged, missing)}
+    load = await _lock_load(session, spec, staged.tenant, staged.load_id)
+    files = {n: {**f, "typed": typed.get(n)} for n, f in load["files"].items()}
+    await _update(session, spec, staged.tenant, staged.load_id, files=files)
+    return replace(staged, typed=typed)
 
 
 def _is(table: Table, tenant: str, load_id: str) -> tuple[Any, Any]:
@@ -630,6 +687,8 @@ async def apply(
         return {"load_id": load_id, "status": "applied", "repeated": True, **load["result"]}
     staged = _staged(load, options)
     problems = await find_problems(session, spec, staged, load["status"])
+    if spec.typed:  # typed by the checks, if not before
+        staged = _staged(await _lock_load(session, spec, options.tenant, load_id), options)
     if problems:
         raise InvalidInput(
             f"book load {load_id} has {len(problems)}"
@@ -639,6 +698,7 @@ async def apply(
     result = await spec.apply(uow, staged)
     for table in staged.tables.values():
         await session.execute(text(f"DROP TABLE IF EXISTS {_quote(table)}"))
+        await session.execute(text(f"DROP TABLE IF EXISTS {_quote(typed_table(table))}"))
     await _update(
         session,
         spec,
@@ -674,6 +734,7 @@ async def discard(session: AsyncSession, spec: BookLoadSpec, tenant: str, load_i
         raise Conflict(f"book load {load_id} was applied; there is nothing staged to discard")
     for f in load["files"].values():
         await session.execute(text(f"DROP TABLE IF EXISTS {_quote(f['table'])}"))
+        await session.execute(text(f"DROP TABLE IF EXISTS {_quote(typed_table(f['table']))}"))
     await session.execute(spec.table.delete().where(*_is(spec.table, tenant, load_id)))
 
 

@@ -184,4 +184,5 @@ SPEC = BookLoadSpec(
     table=book_loads,
     checks=check,
     apply=apply,
+    typed=True,
 )

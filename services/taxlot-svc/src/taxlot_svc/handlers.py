@@ -5,7 +5,6 @@ from collections.abc import Sequence
 from ballast_common.consumer import Delivery, Subscription
 from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import (
-    AccountChangedV1,
     EquivalenceSetChangedV1,
     SecuritiesChangedV1,
 )
@@ -27,10 +26,11 @@ async def on_trades_approved(uow: UnitOfWork, deliveries: Sequence[Delivery]) ->
     await transfers.book_cash_movements(uow, [(d.payload, d.envelope) for d in deliveries])
 
 
-async def on_account_changed(
-    uow: UnitOfWork, envelope: Envelope, payload: AccountChangedV1
-) -> None:
-    await taxes.account_changed(uow, payload, envelope.tenant)
+async def on_account_changed(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+    """account-changed, a batch at a time, in message order (each with its tenant)."""
+    await taxes.accounts_changed(
+        uow, [taxes.AccountChange(d.payload, d.envelope.tenant, d.envelope.id) for d in deliveries]
+    )
 
 
 async def on_securities_changed(
@@ -50,7 +50,7 @@ def subscriptions(settings: Settings) -> list[Subscription]:
     return [
         Subscription.batch("fills-received", on_fills_received),
         Subscription.batch("trades-approved", on_trades_approved),
-        Subscription("account-changed", on_account_changed),
+        Subscription.batch("account-changed", on_account_changed),
         Subscription("securities-changed", on_securities_changed),
         Subscription("equivalence-set-changed", on_equivalence_set_changed),
     ]

@@ -74,23 +74,6 @@ async def members_of(
     return out
 
 
-async def lock_accounts_households(
-    session: AsyncSession, account_ids: Sequence[str]
-) -> dict[str, AccountFacts]:
-    """Lock the households of ``account_ids`` (sorted) and return the accounts' facts read
-    AFTER the locks are held. An account that moved household meanwhile (another consumer
-    committed its account-changed) gets its new household locked too."""
-    facts = await facts_of(session, account_ids)
-    locked: set[str] = set()
-    while True:
-        wanted = {f.household for f in facts.values()} - locked
-        if not wanted:
-            return facts
-        await repo.lock_households(session, sorted(wanted))
-        locked |= wanted
-        facts = await facts_of(session, account_ids)
-
-
 @dataclass(slots=True)
 class Replays:
     """Replays of some households, with each account's lots before and after."""

@@ -6,6 +6,9 @@ Form 8949 and the wash-sale blocks. The rules themselves are the tax engine's.""
 from __future__ import annotations
 
 import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Literal
@@ -26,7 +29,8 @@ from taxlot_svc import repository as repo
 from taxlot_svc.book import DEFAULT_METHOD, disposal_of, lot_of
 from taxlot_svc.opening import check_account_id
 from taxlot_svc.replays import (
-    lock_accounts_households,
+    AccountFacts,
+    facts_of,
     members_of,
     rebuild,
     replay,
@@ -69,63 +73,148 @@ async def tax_settings(session: AsyncSession, tenant: str, account_id: str) -> T
     )
 
 
-async def _take_tax_settings(uow: UnitOfWork, payload: AccountChangedV1) -> bool:
-    """Keep the relief method and rates account-svc states (an event without
-    ``tax_settings`` means the account never set them: the contract's defaults). Sells
-    store the method in force when they arrive, so a change never rewrites past sales."""
+def _tax_settings_row(payload: AccountChangedV1) -> dict[str, object]:
+    """The relief method and rates account-svc states (an event without ``tax_settings``
+    means the account never set them: the contract's defaults). Sells store the method in
+    force when they arrive, so a change never rewrites past sales."""
     settings = payload.tax_settings or TaxSettingsV1()
-    return await repo.put_tax_settings(
-        uow.session,
-        {
-            "account_id": payload.account_id,
-            "method": settings.relief_method,
-            "short_term_rate": settings.short_term_rate,
-            "long_term_rate": settings.long_term_rate,
-        },
-    )
+    return {
+        "account_id": payload.account_id,
+        "method": settings.relief_method,
+        "short_term_rate": settings.short_term_rate,
+        "long_term_rate": settings.long_term_rate,
+    }
 
 
 # --- consumed events ----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class AccountChange:
+    """One ``account-changed`` as consumed: the tenant that named the account, and the
+    event's id (what the restated accounts' snapshots follow from)."""
+
+    payload: AccountChangedV1
+    tenant: str | None = None
+    event_id: uuid.UUID | None = None
+
+
 async def account_changed(
     uow: UnitOfWork, payload: AccountChangedV1, tenant: str | None = None
 ) -> list[str]:
-    """Record an account's relief method and tax rates (``tax_settings``), household, type
-    and the `tenant` that named it. When household or type changes, the old and the new
-    household are replayed (wash sales now match across different accounts) and the
-    accounts whose lots changed get ``holdings-reconciled`` (cause ``household-change``).
-    Returns those accounts.
+    """One ``account-changed`` (see :func:`accounts_changed`)."""
+    event_id = uow.causation.id if uow.causation else None
+    return await accounts_changed(uow, [AccountChange(payload, tenant, event_id)])
 
-    Locks: the write lock (shared), then both households in sorted order, and the facts
-    are read again under them (a concurrent change of this account is seen)."""
+
+async def accounts_changed(uow: UnitOfWork, changes: Sequence[AccountChange]) -> list[str]:
+    """Record accounts' relief method and tax rates (``tax_settings``), household, type and
+    the `tenant` that named them, a batch of events in message order as one at a time would
+    leave them. When household or type changes, the old and the new household are replayed
+    (wash sales now match across different accounts) and the accounts whose lots changed
+    get ``holdings-reconciled`` (cause ``household-change``). Returns those accounts.
+
+    Set-based: the facts, the locks, the tax settings and the moves of accounts without a
+    ledger are one statement each per batch; an account with a ledger that moves is replayed
+    event by event. A bad event raises (the consumer then retries the batch one by one).
+
+    Locks: the write lock (shared), then every household concerned in sorted order, and the
+    facts are read again under them (a concurrent change of an account is seen)."""
+    for change in changes:
+        _check_account_change(change.payload)
     session = uow.session
+    await repo.lock_writes(session, exclusive=False)
+    accounts = list(dict.fromkeys(c.payload.account_id for c in changes))
+    before = await _lock_households_of(session, accounts, {c.payload.household_id for c in changes})
+    last = {c.payload.account_id: c.payload for c in changes}
+    await repo.put_tax_settings(session, [_tax_settings_row(p) for p in last.values()])
+    facts = {a: (f.household, f.account_type) for a, f in before.items()}
+    moves: list[AccountChange] = []
+    for change in changes:
+        now = (change.payload.household_id, change.payload.account_type)
+        if facts[change.payload.account_id] != now:
+            moves.append(change)
+            facts[change.payload.account_id] = now
+    if not moves:
+        return []
+    with_books = await repo.existing_accounts(
+        session, sorted({m.payload.account_id for m in moves})
+    )
+    tenants: dict[str, str | None] = {}
+    for move in moves:  # the tenant last named (an event without one keeps it)
+        tenants[move.payload.account_id] = move.tenant or tenants.get(move.payload.account_id)
+    # no ledger yet: its opening balance will land in the new household
+    await repo.upsert_account_infos(
+        session,
+        [
+            {
+                "account_id": a,
+                "household_id": facts[a][0],
+                "account_type": facts[a][1],
+                "tenant": tenants[a],
+            }
+            for a in sorted(tenants)
+            if a not in with_books
+        ],
+    )
+    restated: list[str] = []
+    for move in moves:
+        if move.payload.account_id in with_books:
+            restated += await _move_with_ledger(uow, move)
+    return list(dict.fromkeys(restated))
+
+
+def _check_account_change(payload: AccountChangedV1) -> None:
     account = payload.account_id
     problems = check_account_id(account, "account_id")
     if problems or not payload.household_id or len(payload.household_id) > 64:
         raise PermanentMessageError(
             f"account-changed {account!r}: account and household ids must be 1-64 characters"
         )
-    await repo.lock_writes(session, exclusive=False)
-    before = (await lock_accounts_households(session, [account]))[account]
-    await _take_tax_settings(uow, payload)
-    if before.household == payload.household_id and before.account_type == payload.account_type:
-        return []
-    households = sorted({before.household, payload.household_id})
-    await repo.lock_households(session, households)  # sorted; the old one is held already
-    await repo.upsert_account_info(
-        session, account, payload.household_id, payload.account_type, tenant
+
+
+async def _lock_households_of(
+    session: AsyncSession, accounts: Sequence[str], named: set[str]
+) -> dict[str, AccountFacts]:
+    """Lock the households of ``accounts`` and those ``named`` (all in sorted order) and
+    return the accounts' facts read AFTER the locks are held; an account that moved
+    meanwhile gets its new household locked too."""
+    facts = await facts_of(session, accounts)
+    locked: set[str] = set()
+    while True:
+        wanted = ({f.household for f in facts.values()} | named) - locked
+        if not wanted:
+            return facts
+        await repo.lock_households(session, sorted(wanted))
+        locked |= wanted
+        facts = await facts_of(session, accounts)
+
+
+async def _move_with_ledger(uow: UnitOfWork, move: AccountChange) -> list[str]:
+    """An account with a ledger moves household or type: both households replayed, the
+    lots that changed journalled and their accounts restated (households locked already)."""
+    session = uow.session
+    payload = move.payload
+    account = payload.account_id
+    before = (await facts_of(session, [account]))[account]
+    await repo.upsert_account_infos(
+        session,
+        [
+            {
+                "account_id": account,
+                "household_id": payload.household_id,
+                "account_type": payload.account_type,
+                "tenant": move.tenant,
+            }
+        ],
     )
-    if await repo.get_book(session, account) is None:
-        return []  # no ledger yet: its opening balance will land in the new household
     try:
-        replayed = await rebuild(session, households)
+        replayed = await rebuild(session, sorted({before.household, payload.household_id}))
     except TaxError as exc:  # pragma: no cover - a household change cannot oversell
         raise PermanentMessageError(f"account-changed {account}: {exc}") from exc
     await repo.add_ledger_entries(session, replayed.restatements("household-change", None))
-    changed_by = uow.causation.id if uow.causation else None
     return await request_restated(
-        uow.session, replayed.changed(), cause="household-change", caused_by=changed_by
+        session, replayed.changed(), cause="household-change", caused_by=move.event_id
     )
 
 
