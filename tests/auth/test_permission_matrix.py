@@ -38,6 +38,8 @@ P = Permission
 # What each route requires: (service, METHOD, path) -> permission.
 ROUTE_PERMISSIONS: dict[tuple[str, str, str], Permission] = {
     ("account_svc", "GET", "/accounts"): P.READ,
+    ("account_svc", "GET", "/audit"): P.READ,
+    ("account_svc", "GET", "/accounts/{account_id}/audit"): P.READ,
     ("account_svc", "POST", "/accounts"): P.MANAGE_ACCOUNTS,
     ("account_svc", "GET", "/accounts/{account_id}"): P.READ,
     ("account_svc", "PATCH", "/accounts/{account_id}"): P.MANAGE_ACCOUNTS,
@@ -66,6 +68,8 @@ ROUTE_PERMISSIONS: dict[tuple[str, str, str], Permission] = {
     ("account_svc", "PUT", "/security-lists/{list_id}"): P.MANAGE_ACCOUNTS,
     ("account_svc", "GET", "/security-lists/{list_id}/history"): P.READ,
     ("model_hub_svc", "DELETE", "/book-loads/{load_id}"): P.LOAD_BOOKS,
+    ("model_hub_svc", "GET", "/audit"): P.READ,
+    ("model_hub_svc", "GET", "/models/{model_id}/audit"): P.READ,
     ("model_hub_svc", "GET", "/book-loads/{load_id}"): P.READ,
     ("model_hub_svc", "POST", "/book-loads/{load_id}/apply"): P.LOAD_BOOKS,
     ("model_hub_svc", "PUT", "/book-loads/{load_id}/files/{name}"): P.LOAD_BOOKS,
@@ -88,6 +92,7 @@ ROUTE_PERMISSIONS: dict[tuple[str, str, str], Permission] = {
     ("rebalance_svc", "GET", "/runs/{run_id}/scenarios/{account_id}"): P.READ,
     ("rebalance_svc", "POST", "/scans"): P.START_RUNS,
     ("taxlot_svc", "GET", "/accounts/{account_id}/form8949.csv"): P.READ,
+    ("taxlot_svc", "GET", "/audit"): P.READ,
     ("taxlot_svc", "GET", "/accounts/{account_id}/holdings"): P.READ,
     ("taxlot_svc", "POST", "/accounts/{account_id}/holdings"): P.LOAD_BOOKS,
     ("taxlot_svc", "GET", "/accounts/{account_id}/lots"): P.READ,
@@ -119,6 +124,13 @@ ROUTE_PERMISSIONS: dict[tuple[str, str, str], Permission] = {
     ("reporting_svc", "GET", "/runs/{run_id}"): P.READ,
     ("reporting_svc", "GET", "/runs/{run_id}/accounts"): P.READ,
     ("reporting_svc", "GET", "/summary"): P.READ,
+    ("reporting_svc", "POST", "/webhook-deliveries/{delivery_id}/redeliver"): P.ADMINISTER,
+    ("reporting_svc", "GET", "/webhooks"): P.READ,
+    ("reporting_svc", "POST", "/webhooks"): P.ADMINISTER,
+    ("reporting_svc", "DELETE", "/webhooks/{webhook_id}"): P.ADMINISTER,
+    ("reporting_svc", "GET", "/webhooks/{webhook_id}"): P.READ,
+    ("reporting_svc", "GET", "/webhooks/{webhook_id}/deliveries"): P.READ,
+    ("reporting_svc", "POST", "/webhooks/{webhook_id}/secret:rotate"): P.ADMINISTER,
 }
 
 

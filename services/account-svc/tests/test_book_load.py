@@ -312,6 +312,14 @@ async def test_applying_twice_applies_once(api, db):
     assert await outbox_size(db) == size
     assert len(await account_events(db, "BL-T1")) == 1
     assert await count(db, "SELECT count(*) FROM accounts WHERE account_id = 'BL-T1'") == 1
+    # one audit record sums the load up (never one per row), and only the first apply's
+    [record] = (await api.get("/audit", params={"subject_id": "bl-twice"})).json()["items"]
+    assert (record["actor"], record["action"], record["subject_type"]) == (
+        "book-load:bl-twice",
+        "apply",
+        "book-load",
+    )
+    assert record["after"]["accounts"] == 1 and record["after"]["rows"]["accounts.csv"] == 1
 
 
 def rows(header: str, *lines: str) -> str:

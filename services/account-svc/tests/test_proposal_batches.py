@@ -82,6 +82,7 @@ async def db(database_url):
             "demo",
             "PB-SUSPENDED",
             AccountPatch(status="suspended"),
+            actor="ops",
         )
     yield database
     await database.dispose()

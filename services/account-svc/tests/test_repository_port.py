@@ -20,6 +20,7 @@ from account_svc.ports import AccountRepository
 from account_svc.repository import PostgresAccountRepository
 from account_svc.schemas import AccountIn, AccountPatch, RestrictionIn, Strategy
 from account_svc.tables import Account, Proposal, SecurityList
+from ballast_common.audit import AuditEntry
 from ballast_common.contracts.events import CashMovementV1, TradesProposedV1
 from ballast_common.db import Database
 from ballast_common.errors import Conflict, InvalidInput, NotFound, PermanentMessageError
@@ -50,6 +51,7 @@ class InMemoryAccountRepository:
         self.known_models: dict[str, tuple[str, str, int]] = {}  # id -> tenant, name, version
         self.lists: dict[tuple[str, str], SecurityList] = {}  # by tenant and id
         self.proposals: dict[str, Proposal] = {}
+        self.audit: list[tuple[str, AuditEntry]] = []
 
     async def get_account(
         self, tenant: str, account_id: str, *, for_update: bool = False
@@ -83,6 +85,9 @@ class InMemoryAccountRepository:
             self.proposals[row.proposal_id] = row
         else:
             self.lists[(row.tenant, row.list_id)] = row
+
+    async def append_audit(self, tenant: str, entries: Sequence[AuditEntry]) -> None:
+        self.audit.extend((tenant, e) for e in entries)
 
     async def known_model_ids(self, tenant: str, ids: Sequence[str]) -> set[str]:
         return {i for i in ids if i in self.known_models and self.known_models[i][0] == tenant}
@@ -202,7 +207,7 @@ def test_the_fake_and_the_adapter_have_the_ports_methods(adapter):
         return [(p.name, p.kind) for p in inspect.signature(function).parameters.values()]
 
     port = {n: f for n, f in vars(AccountRepository).items() if inspect.iscoroutinefunction(f)}
-    assert len(port) == 11
+    assert len(port) == 12
     for name, method in port.items():
         assert parameters(getattr(adapter, name)) == parameters(method), name
 
@@ -245,13 +250,19 @@ async def test_a_uma_has_sleeves_not_a_model(backend):
 
     with pytest.raises(InvalidInput) as error:
         async with backend.transaction() as (uow, repo):
-            await service.set_strategy(uow, repo, TENANT, uma, strategy("nope", "0.3"))
+            await service.set_strategy(
+                uow, repo, TENANT, uma, strategy("nope", "0.3"), actor="advisor-1"
+            )
     assert {p.field for p in error.value.errors} == {"sleeves", "sleeves[1].model_id"}
     async with backend.transaction() as (uow, repo):
-        await service.set_strategy(uow, repo, TENANT, uma, strategy(f"{MODEL}-2", "0.4"))
+        await service.set_strategy(
+            uow, repo, TENANT, uma, strategy(f"{MODEL}-2", "0.4"), actor="advisor-1"
+        )
     with pytest.raises(Conflict, match=f"account {uma} is a UMA"):
         async with backend.transaction() as (uow, repo):
-            await service.change_account(uow, repo, TENANT, uma, AccountPatch(model_id=MODEL))
+            await service.change_account(
+                uow, repo, TENANT, uma, AccountPatch(model_id=MODEL), actor="advisor-1"
+            )
     async with backend.reading() as repo:
         stored = await service.get_account(repo, TENANT, uma)
     assert stored.model_id is None and stored.strategy is not None
@@ -306,7 +317,7 @@ async def test_suspended_account_waits_and_cannot_be_approved(backend):
     await open_accounts(backend, account(account_id, auto_approve=False))
     async with backend.transaction() as (uow, repo):
         await service.change_account(
-            uow, repo, TENANT, account_id, AccountPatch(status="suspended")
+            uow, repo, TENANT, account_id, AccountPatch(status="suspended"), actor="advisor-1"
         )
     event = proposal(account_id)
     await receive(backend, event)
@@ -375,7 +386,9 @@ async def test_another_tenants_rows_are_as_unknown_as_missing_ones(backend):
         assert (await service.get_account(repo, OTHER, theirs)).tenant == OTHER
     with pytest.raises(NotFound, match=f"no account {theirs}"):
         async with backend.transaction() as (uow, repo):
-            await service.change_account(uow, repo, TENANT, theirs, AccountPatch(name="mine"))
+            await service.change_account(
+                uow, repo, TENANT, theirs, AccountPatch(name="mine"), actor="advisor-1"
+            )
     with pytest.raises(InvalidInput, match=f"unknown model {OTHER_MODEL}"):
         await open_accounts(backend, account(new_id(), model_id=OTHER_MODEL))
     with pytest.raises(InvalidInput, match=f"household {theirs} is another tenant's") as error:

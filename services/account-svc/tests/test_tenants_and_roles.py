@@ -139,6 +139,8 @@ CASES: dict[tuple[str, str], Case] = {
         f"/accounts/{ACME_UMA}/strategy", P.MANAGE_ACCOUNTS
     ),
     ("GET", "/models"): Case("/models", P.READ, scope="list"),
+    ("GET", "/audit"): Case("/audit", P.READ, scope="list"),
+    ("GET", "/accounts/{account_id}/audit"): Case(f"/accounts/{ACME_SMA}/audit", P.READ),
     ("GET", "/security-lists"): Case("/security-lists", P.READ, scope="list"),
     ("GET", "/security-lists/{list_id}"): Case(f"/security-lists/{ACME_LIST}", P.READ),
     ("GET", "/security-lists/{list_id}/history"): Case(
@@ -297,6 +299,7 @@ async def seed(db: Database) -> None:
 LISTED = {  # what a list route shows: the ids of the caller's tenant's rows, in its order
     "/accounts": ("account_id", "SELECT account_id FROM accounts WHERE tenant = :t ORDER BY 1"),
     "/models": ("model_id", "SELECT model_id FROM known_models WHERE tenant = :t ORDER BY 1"),
+    "/audit": ("seq", "SELECT seq FROM audit_records WHERE tenant = :t ORDER BY 1 LIMIT 100"),
     "/security-lists": (
         "list_id",
         "SELECT list_id FROM security_lists WHERE tenant = :t ORDER BY 1",
@@ -322,6 +325,7 @@ async def tenant_rows(db: Database, tenant: str) -> dict[str, Any]:
         "history": "SELECT to_jsonb(h) FROM restriction_history h WHERE tenant = :t "
         "ORDER BY change_id",
         "models": "SELECT to_jsonb(m) FROM known_models m WHERE tenant = :t ORDER BY model_id",
+        "audit": "SELECT to_jsonb(r) FROM audit_records r WHERE tenant = :t ORDER BY seq",
         "proposals": "SELECT to_jsonb(p) FROM proposals p JOIN accounts a USING (account_id) "
         "WHERE a.tenant = :t ORDER BY proposal_id",
         "published": "SELECT count(*) FROM outbox o WHERE o.key IN "
@@ -523,6 +527,14 @@ async def test_who_made_a_change_is_the_tokens_subject(api, db):
     assert envelopes["trades-approved"]["payload"]["approved_by"] == "cy@acme"
     assert envelopes["proposal-rejected"]["payload"]["rejected_by"] == "cy@acme"
     assert {e["tenant"] for e in envelopes.values()} == {ACME}
+    recorded = {
+        (r["subject_type"], r["subject_id"], r["action"]): r["actor"]
+        for r in (await api.get("/audit", params={"limit": 1000})).json()["items"]
+    }
+    assert recorded[("account", ACME_UMA, "set-restrictions")] == "pat@acme"
+    assert recorded[("security-list", "tr-a-actor", "create")] == "pat@acme"
+    assert recorded[("proposal", PROPOSALS["acme-actor-approve"], "approve")] == "cy@acme"
+    assert recorded[("proposal", PROPOSALS["acme-actor-reject"], "reject")] == "cy@acme"
 
 
 def routes_with_bodies() -> list[tuple[str, str]]:

@@ -5,7 +5,7 @@ from datetime import date
 from decimal import Decimal
 
 import pytest
-from ballast_common import book_loads
+from ballast_common import audit, book_loads
 from ballast_common.book_loads import LoadOptions
 from ballast_common.errors import InvalidInput
 from ballast_common.outbox import outbox
@@ -31,6 +31,8 @@ async def db(database_url):
             PostgresModelHubRepository(uow.session),
             [SecurityIn(symbol="BLK1", name="Old", asset_class="US Equity", sector="IT",
                         price=Decimal("10"))],
+            tenant="demo",
+            actor="pm",
         )  # fmt: skip
     yield database
     await database.dispose()
@@ -69,6 +71,18 @@ async def test_new_securities_and_prices_load_and_are_announced(db):
         s["symbol"]: s["price"] for (v,) in rows for s in json.loads(v)["payload"]["securities"]
     }
     assert Decimal(announced["BLK2"]) == 20 and Decimal(announced["BLK1"]) == Decimal("11.5")
+    async with db.sessions() as s:
+        [record] = await audit.read(
+            s,
+            OPTIONS.tenant,
+            subject_type="book-load",
+            subject_id="m-1",
+            after=None,
+            limit=10,
+            offset=0,
+        )
+    assert (record.actor, record.action) == ("book-load:m-1", "apply")
+    assert record.after["securities_changed"] == ["BLK1", "BLK2", "BLK3"]
 
 
 async def test_an_unknown_or_unpriced_security_is_refused_naming_its_line(db):

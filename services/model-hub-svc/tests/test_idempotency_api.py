@@ -26,6 +26,8 @@ async def db(database_url):
                 SecurityIn(symbol=s, name=s, asset_class="US Equity", sector="X", price=Decimal(p))
                 for s, p in (("SPY", "600"), ("VOO", "551"))
             ],
+            tenant="demo",
+            actor="pm",
         )
     yield database
     await database.dispose()

@@ -14,6 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from ballast_common.audit import AuditEntry
 from ballast_common.contracts.events import CorporateActionRecordedV1
 from ballast_common.db import Database
 from ballast_common.errors import Conflict, InvalidInput, NotFound
@@ -51,6 +52,7 @@ class InMemoryModelHubRepository:
         self.versions: dict[tuple[str, int], ModelVersion] = {}
         self.targets: dict[tuple[str, int], list[ModelTarget]] = {}
         self.sets: dict[str, EquivalenceSet] = {}
+        self.audit: list[tuple[str, AuditEntry]] = []
 
     async def upsert_securities(self, securities: Sequence[Security]) -> None:
         for given in securities:
@@ -60,6 +62,12 @@ class InMemoryModelHubRepository:
 
     async def get_security(self, symbol: str) -> Security | None:
         return self.securities.get(symbol)
+
+    async def get_securities(self, symbols: Sequence[str]) -> list[Security]:
+        return [self.securities[s] for s in symbols if s in self.securities]
+
+    async def append_audit(self, tenant: str, entries: Sequence[AuditEntry]) -> None:
+        self.audit.extend((tenant, e) for e in entries)
 
     async def known_symbols(self, symbols: Sequence[str]) -> set[str]:
         return {s for s in symbols if s in self.securities}
@@ -159,6 +167,8 @@ async def seeded(backend: Hub) -> Hub:
                 SecurityIn(symbol=s, name=s, asset_class="US Equity", sector="X", price=Decimal(p))
                 for s, p in PRICES.items()
             ],
+            tenant=TENANT,
+            actor="pm",
         )
     return backend
 
@@ -228,7 +238,7 @@ def test_the_fake_and_the_adapter_have_the_ports_methods(adapter):
         return [(p.name, p.kind) for p in inspect.signature(function).parameters.values()]
 
     port = {n: f for n, f in vars(ModelHubRepository).items() if inspect.iscoroutinefunction(f)}
-    assert len(port) == 15
+    assert len(port) == 17
     for name, method in port.items():
         assert parameters(getattr(adapter, name)) == parameters(method), name
 

@@ -224,6 +224,14 @@ CASES: dict[tuple[str, str], Case] = {
             {"json": {"as_of": "2026-12-04"}},
         ),
     ),
+    ("GET", "/audit"): Case(
+        Permission.READ,
+        "audit",
+        lambda ids, w: ("GET", "/audit", {"params": {"subject_type": "model"}}),
+    ),
+    ("GET", "/models/{model_id}/audit"): Case(
+        Permission.READ, "tenant", lambda ids, w: ("GET", f"/models/{ids.model_id}/audit", {})
+    ),
     ("GET", "/book-loads/{load_id}"): Case(
         Permission.READ, "load", lambda ids, w: ("GET", f"/book-loads/{ids.load_id}", {})
     ),
@@ -292,7 +300,7 @@ async def test_a_role_without_the_permission_gets_403_and_changes_nothing(api, d
     assert await state_of(api, db, world.acme, world) == before
 
 
-@pytest.mark.parametrize("key", _cases("tenant", "list", "shared", "load"))
+@pytest.mark.parametrize("key", _cases("tenant", "list", "shared", "load", "audit"))
 async def test_a_role_with_the_permission_is_let_through(api, world, key):
     granted = [r for r, g in PERMISSIONS.items() if CASES[key].permission in g]
     for role in granted if CASES[key].permission is Permission.READ else granted[:1]:
@@ -337,6 +345,21 @@ async def test_lists_cover_the_callers_tenant_only(api, world, key):
     assert {item["tenant"] for item in listed} == {ACME}
     assert {world.acme.model_id, world.acme.set_id} & ids
     assert not {world.evil.model_id, world.evil.set_id} & ids
+
+
+async def test_the_audit_trail_covers_the_callers_tenant_only(api, world):
+    records: list[dict[str, Any]] = []
+    offset: int | None = 0
+    while offset is not None:
+        params = {"subject_type": "model", "offset": offset, "limit": 1000}
+        page = await _ok(await api.get("/audit", params=params, headers=as_(ACME)))
+        records += page["items"]
+        offset = page["next_offset"]
+    subjects = {r["subject_id"] for r in records}
+    assert {r["tenant"] for r in records} == {ACME}
+    assert world.acme.model_id in subjects and world.evil.model_id not in subjects
+    theirs = await _ok(await api.get(f"/models/{world.evil.model_id}/audit", headers=as_(EVIL)))
+    assert [r["subject_id"] for r in theirs["items"]] == [world.evil.model_id]
 
 
 async def test_the_security_master_is_shared_by_every_tenant(api, world):

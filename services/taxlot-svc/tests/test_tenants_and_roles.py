@@ -85,6 +85,7 @@ class Call:
     body: dict[str, Any] | None = None
     tenant_field: str | None = None  # where a `tenant` put into the body is named
     platform_wide: bool = False  # shared reference data: no tenant's own rows
+    own_list: bool = False  # lists the caller's tenant's rows, whoever calls
 
 
 def calls(book: Book) -> dict[tuple[str, str], Call]:
@@ -114,6 +115,7 @@ def calls(book: Book) -> dict[tuple[str, str], Call]:
         Call("POST", f"{load}/apply", {"as_of": "2026-01-15"}, "tenant"),
         Call("GET", load),
         Call("DELETE", load),
+        Call("GET", "/audit", own_list=True),
     ]
     routes = [
         "/accounts/{account_id}/holdings",
@@ -133,6 +135,7 @@ def calls(book: Book) -> dict[tuple[str, str], Call]:
         "/book-loads/{load_id}/apply",
         "/book-loads/{load_id}",
         "/book-loads/{load_id}",
+        "/audit",
     ]
     return {(c.method, r): c for c, r in zip(table, routes, strict=True)}
 
@@ -182,7 +185,7 @@ async def test_another_tenants_ids_are_not_found_and_nothing_changes(
     before = await fingerprint(taxlot_db)
     answers = {}
     for key, call in calls(book).items():
-        if call.platform_wide or call.path.startswith("/book-loads"):
+        if call.platform_wide or call.own_list or call.path.startswith("/book-loads"):
             continue  # shared reference data; book loads: see the last test
         response = await send(api, call, bearer(EVIL, [Role.ADMIN]))
         answers[key] = response.status_code
@@ -330,3 +333,14 @@ async def test_another_tenants_book_load_is_not_found(api: httpx.AsyncClient) ->
         response = await send(api, call, evil)
         assert response.status_code == 404, (call, response.text)
     assert (await api.get(load)).json() == staged  # acme's load is as it was
+
+
+async def test_the_audit_trail_is_each_tenants_own(api: httpx.AsyncClient, book: Book) -> None:
+    ours = (await api.get("/audit", params={"subject_id": book.acme})).json()["items"]
+    assert [(r["tenant"], r["subject_type"], r["actor"]) for r in ours] == [
+        (ACME, "holdings", "admin@acme")
+    ]
+    theirs = await api.get("/audit", params={"subject_id": book.acme}, headers=bearer(EVIL))
+    assert theirs.json()["items"] == []
+    evils = await api.get("/audit", params={"subject_id": book.evil}, headers=bearer(EVIL))
+    assert [r["tenant"] for r in evils.json()["items"]] == [EVIL]

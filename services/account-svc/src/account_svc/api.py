@@ -3,6 +3,11 @@
 from typing import Annotated, Literal
 
 from ballast_common.app import ReadSession, UoW
+from ballast_common.audit import (
+    AfterQuery,
+    AuditLimit,
+    AuditRecordOut,
+)
 from ballast_common.auth import CanDecideProposals, CanManageAccounts, CanRead
 from ballast_common.errors import NotFound
 from ballast_common.openapi import CREATES_RESOURCE
@@ -83,7 +88,12 @@ async def change_account(
     account_id: str, body: AccountPatch, uow: UoW, caller: CanManageAccounts
 ) -> AccountOut:
     return await service.change_account(
-        uow, PostgresAccountRepository(uow.session), caller.tenant, account_id, body
+        uow,
+        PostgresAccountRepository(uow.session),
+        caller.tenant,
+        account_id,
+        body,
+        actor=caller.subject,
     )
 
 
@@ -109,7 +119,12 @@ async def put_rebalance_settings(
     account_id: str, body: RebalanceSettings, uow: UoW, caller: CanManageAccounts
 ) -> RebalanceSettings:
     return await service.set_rebalance_settings(
-        uow, PostgresAccountRepository(uow.session), caller.tenant, account_id, body
+        uow,
+        PostgresAccountRepository(uow.session),
+        caller.tenant,
+        account_id,
+        body,
+        actor=caller.subject,
     )
 
 
@@ -174,7 +189,12 @@ async def put_tax_settings(
     account_id: str, body: TaxSettings, uow: UoW, caller: CanManageAccounts
 ) -> TaxSettings:
     return await service.set_tax_settings(
-        uow, PostgresAccountRepository(uow.session), caller.tenant, account_id, body
+        uow,
+        PostgresAccountRepository(uow.session),
+        caller.tenant,
+        account_id,
+        body,
+        actor=caller.subject,
     )
 
 
@@ -198,7 +218,12 @@ async def put_strategy(
     account_id: str, body: Strategy, uow: UoW, caller: CanManageAccounts
 ) -> Strategy:
     return await service.set_strategy(
-        uow, PostgresAccountRepository(uow.session), caller.tenant, account_id, body
+        uow,
+        PostgresAccountRepository(uow.session),
+        caller.tenant,
+        account_id,
+        body,
+        actor=caller.subject,
     )
 
 
@@ -210,7 +235,7 @@ async def put_strategy(
 )
 async def delete_strategy(account_id: str, uow: UoW, caller: CanManageAccounts) -> AccountOut:
     return await service.clear_strategy(
-        uow, PostgresAccountRepository(uow.session), caller.tenant, account_id
+        uow, PostgresAccountRepository(uow.session), caller.tenant, account_id, actor=caller.subject
     )
 
 
@@ -319,3 +344,23 @@ async def reject(
     return await service.decide(
         uow, repo, caller.tenant, caller.subject, proposal_id, False, body.note
     )
+
+
+@router.get(
+    "/accounts/{account_id}/audit",
+    tags=["audit"],
+    response_model=Page[AuditRecordOut],
+    summary="An account's audit trail, in order",
+)
+async def list_account_audit_records(
+    account_id: str,
+    session: ReadSession,
+    caller: CanRead,
+    after: AfterQuery = None,
+    limit: AuditLimit = 100,
+    offset: Offset = 0,
+) -> Page[AuditRecordOut]:
+    records = await service.account_audit_trail(
+        session, caller.tenant, account_id, after, limit + 1, offset
+    )
+    return Page[AuditRecordOut].of(records, limit, offset)

@@ -15,7 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from account_svc import repository as repo
 from account_svc import rules
 from account_svc.schemas import AccountIn, Band, RestrictionIn, Strategy, TaxSettings
-from account_svc.service import OPENED_STATUS, announce_accounts
+from account_svc.service import OPENED_STATUS, announce_accounts, record_book_load
 from account_svc.tables import book_loads
 
 FILES = files_of("account-svc")
@@ -69,12 +69,14 @@ async def apply(uow: UnitOfWork, staged: StagedLoad) -> dict[str, Any]:
         await announce_accounts(uow, account_repository, page)
         await uow.flush_events()
         after = page[-1].line
-    return {
+    counts = {
         "households": households,
         "accounts": accounts,
         "umas": umas,
         "restrictions": restrictions,
     }
+    await record_book_load(account_repository, staged, counts)
+    return counts
 
 
 BOOK_LOAD = BookLoadSpec(files=FILES, table=book_loads, checks=checks, apply=apply)

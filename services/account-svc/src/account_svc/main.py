@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from ballast_common import audit
 from ballast_common.app import ServiceSpec, create_app
 
 from account_svc.api import router
@@ -18,7 +19,13 @@ spec = ServiceSpec(
     metadata=metadata,
     migrations_dir=Path(__file__).parent / "migrations",
     description="Accounts, households, approval policy; approves proposed trades.",
-    routers=[router],
+    routers=[
+        router,
+        audit.trail_router(
+            "Changes of accounts, their settings, restrictions and strategies, security lists "
+            "and proposal decisions"
+        ),
+    ],
     book_load=BOOK_LOAD,
     subscriptions=subscriptions(settings),
 )

@@ -5,6 +5,8 @@ on an in-memory fake too."""
 from collections.abc import Sequence
 from typing import Protocol
 
+from ballast_common.audit import AuditEntry
+
 from account_svc.tables import Account, Proposal, SecurityList
 
 
@@ -48,3 +50,5 @@ class AccountRepository(Protocol):
     async def get_proposal(
         self, tenant: str, proposal_id: str, *, for_update: bool = False
     ) -> Proposal | None: ...
+
+    async def append_audit(self, tenant: str, entries: Sequence[AuditEntry]) -> None: ...

@@ -7,6 +7,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from ballast_common import audit
+from ballast_common.audit import AuditEntry
 from ballast_common.book_loads import MAX_PROBLEMS, StagedLoad, value_sql
 from ballast_common.contracts.book_files import ACCOUNTS, HOUSEHOLDS, RESTRICTIONS, SLEEVES, CsvFile
 from sqlalchemy import (
@@ -45,6 +47,9 @@ class PostgresAccountRepository:
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
+
+    async def append_audit(self, tenant: str, entries: Sequence[AuditEntry]) -> None:
+        await audit.append(self.session, tenant, entries)
 
     async def get_account(
         self, tenant: str, account_id: str, *, for_update: bool = False

@@ -7,6 +7,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
 
+from ballast_common import audit
+from ballast_common.audit import AuditEntry, AuditRecordOut
+from ballast_common.book_loads import StagedLoad
 from ballast_common.consumer import Delivery
 from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import (
@@ -111,15 +114,26 @@ async def open_accounts(
             )
         )
     await repo.add_accounts(accounts)
+    await repo.append_audit(
+        tenant,
+        [AuditEntry(actor, "open", "account", a.account_id, None, _doc_of(a)) for a in accounts],
+    )
     await announce_accounts(uow, repo, accounts)
     return [view(a) for a in accounts]
 
 
 async def change_account(
-    uow: UnitOfWork, repo: AccountRepository, tenant: str, account_id: str, patch: AccountPatch
+    uow: UnitOfWork,
+    repo: AccountRepository,
+    tenant: str,
+    account_id: str,
+    patch: AccountPatch,
+    *,
+    actor: str,
 ) -> AccountOut:
     """Change an account's name, model, status or approval policy and announce it."""
     account = await _account(repo, tenant, account_id, for_update=True)
+    before = _doc_of(account)
     changes = patch.model_dump(exclude_unset=True)
     if "model_id" in changes:
         if account.strategy is not None and changes["model_id"] is not None:
@@ -131,7 +145,7 @@ async def change_account(
         await _check_models(repo, tenant, [changes["model_id"]])
     for field, value in changes.items():
         setattr(account, field, value)
-    return await _changed(uow, repo, account)
+    return await _changed(uow, repo, account, actor, "change", before)
 
 
 async def set_rebalance_settings(
@@ -140,20 +154,31 @@ async def set_rebalance_settings(
     tenant: str,
     account_id: str,
     settings: RebalanceSettings,
+    *,
+    actor: str,
 ) -> RebalanceSettings:
     """Replace the account's rebalance settings (null fields: rebalance-svc's defaults)."""
     account = await _account(repo, tenant, account_id, for_update=True)
+    before = _doc_of(account)
     account.rebalance_settings = _settings_doc(settings)
-    return (await _changed(uow, repo, account)).rebalance_settings
+    changed = await _changed(uow, repo, account, actor, "set-rebalance-settings", before)
+    return changed.rebalance_settings
 
 
 async def set_tax_settings(
-    uow: UnitOfWork, repo: AccountRepository, tenant: str, account_id: str, settings: TaxSettings
+    uow: UnitOfWork,
+    repo: AccountRepository,
+    tenant: str,
+    account_id: str,
+    settings: TaxSettings,
+    *,
+    actor: str,
 ) -> TaxSettings:
     """Replace the account's tax settings."""
     account = await _account(repo, tenant, account_id, for_update=True)
+    before = _doc_of(account)
     account.tax_settings = _doc(settings)
-    return (await _changed(uow, repo, account)).tax_settings
+    return (await _changed(uow, repo, account, actor, "set-tax-settings", before)).tax_settings
 
 
 async def set_restrictions(
@@ -168,6 +193,7 @@ async def set_restrictions(
     by the same actor keeps when it was set."""
     account = await _account(repo, tenant, account_id, for_update=True)
     await _check_restrictions(repo, tenant, items, "restrictions")
+    before = _doc_of(account)
     now = datetime.now(UTC)
     kept = {_restriction_key(r): r for r in account.restrictions}
     docs: list[dict[str, Any]] = []
@@ -176,31 +202,39 @@ async def set_restrictions(
         same = old is not None and all(old[k] == doc[k] for k in ("source", "reason", "set_by"))
         docs.append(old if old is not None and same else doc)
     account.restrictions = docs
-    return (await _changed(uow, repo, account)).restrictions
+    return (await _changed(uow, repo, account, actor, "set-restrictions", before)).restrictions
 
 
 async def set_strategy(
-    uow: UnitOfWork, repo: AccountRepository, tenant: str, account_id: str, strategy: Strategy
+    uow: UnitOfWork,
+    repo: AccountRepository,
+    tenant: str,
+    account_id: str,
+    strategy: Strategy,
+    *,
+    actor: str,
 ) -> Strategy:
     """Make the account a UMA following the strategy's sleeves (its model_id is cleared)."""
     account = await _account(repo, tenant, account_id, for_update=True)
     await _check_strategy(repo, tenant, strategy, "")
+    before = _doc_of(account)
     account.strategy = _doc(strategy)
     account.model_id = None
-    view = await _changed(uow, repo, account)
+    view = await _changed(uow, repo, account, actor, "set-strategy", before)
     assert view.strategy is not None
     return view.strategy
 
 
 async def clear_strategy(
-    uow: UnitOfWork, repo: AccountRepository, tenant: str, account_id: str
+    uow: UnitOfWork, repo: AccountRepository, tenant: str, account_id: str, *, actor: str
 ) -> AccountOut:
     """The account stops being a UMA; it follows no model until one is given (PATCH)."""
     account = await _account(repo, tenant, account_id, for_update=True)
     if account.strategy is None:
         raise NotFound(f"account {account_id} has no strategy")
+    before = _doc_of(account)
     account.strategy = None
-    return await _changed(uow, repo, account)
+    return await _changed(uow, repo, account, actor, "clear-strategy", before)
 
 
 async def put_security_list(
@@ -211,6 +245,7 @@ async def put_security_list(
     repo = PostgresAccountRepository(uow.session)
     symbols = sorted(set(body.symbols))
     row = await repository.get_security_list(uow.session, tenant, list_id, for_update=True)
+    before = None if row is None else _doc_of(row)
     if row is None:
         row = SecurityList(
             tenant=tenant, list_id=list_id, name=body.name, symbols=symbols, updated_by=actor
@@ -219,6 +254,10 @@ async def put_security_list(
         row.name, row.symbols, row.updated_by = body.name, symbols, actor
         row.updated_at = datetime.now(UTC)
     await repo.save(row)
+    action = "create" if before is None else "update"
+    await repo.append_audit(
+        tenant, [AuditEntry(actor, action, "security-list", list_id, before, _doc_of(row))]
+    )
     restricted = await repository.accounts_restricted_by_lists(uow.session, [(tenant, list_id)])
     await announce_accounts(uow, repo, restricted)
     return SecurityListOut.model_validate(row, from_attributes=True)
@@ -274,11 +313,18 @@ async def follow_corporate_action(uow: UnitOfWork, action: CorporateActionRecord
     now = datetime.now(UTC)
     history: list[RestrictionChange] = []
     changed: dict[str, Account] = {}
+    audited: dict[str, list[AuditEntry]] = {}  # by tenant
     for account in await repository.accounts_restricting_security(uow.session, action.symbol):
         docs, changes = restrictions_after_action(account.restrictions, action.symbol, new_symbol)
         if not changes:
             continue
+        before = _doc_of(account)
         account.restrictions = docs
+        audited.setdefault(account.tenant, []).append(
+            AuditEntry(
+                actor, "set-restrictions", "account", account.account_id, before, _doc_of(account)
+            )
+        )
         changed[account.account_id] = account
         history.extend(
             RestrictionChange(
@@ -295,9 +341,13 @@ async def follow_corporate_action(uow: UnitOfWork, action: CorporateActionRecord
         )
     lists = await repository.security_lists_holding(uow.session, action.symbol)
     for row in lists:
+        before = _doc_of(row)
         row.symbols = list_after_action(row.symbols, action.symbol, new_symbol)
         row.updated_by, row.updated_at = actor, now
         await repo.save(row)
+        audited.setdefault(row.tenant, []).append(
+            AuditEntry(actor, "update", "security-list", row.list_id, before, _doc_of(row))
+        )
         history.append(
             RestrictionChange(
                 tenant=row.tenant,
@@ -319,6 +369,8 @@ async def follow_corporate_action(uow: UnitOfWork, action: CorporateActionRecord
         account.updated_at = now
         await repo.save(account)
     await repository.add_restriction_changes(uow.session, history)
+    for tenant in sorted(audited):  # one order of tenants' chains: no two followers deadlock
+        await repo.append_audit(tenant, audited[tenant])
     await announce_accounts(uow, repo, accounts)
     if history:
         log.info(
@@ -436,9 +488,22 @@ async def receive_proposals(
         _proposal(d.payload, d.envelope, *policies[d.payload.account_id]) for d in firsts.values()
     ]
     new = await repo.insert_new_proposals(proposals)
+    approved: dict[str, list[AuditEntry]] = {}  # by tenant
     for proposal, delivery in zip(proposals, firsts.values(), strict=True):
         if proposal.proposal_id in new and proposal.status == "approved":
             _announce_approval(uow, proposal, delivery.envelope.tenant, cause=delivery.envelope)
+            approved.setdefault(delivery.envelope.tenant, []).append(
+                AuditEntry(
+                    AUTO_APPROVER,
+                    "approve",
+                    "proposal",
+                    proposal.proposal_id,
+                    None,
+                    _decision_doc(proposal),
+                )
+            )
+    for tenant in sorted(approved):
+        await repo.append_audit(tenant, approved[tenant])
     return len(new)
 
 
@@ -488,8 +553,22 @@ async def decide(
     account = await _account(repo, tenant, proposal.account_id)
     if approve and account.status != "active":
         raise Conflict(f"account {account.account_id} is {account.status}: trades cannot go out")
+    before = _decision_doc(proposal)
     _decide(proposal, "approved" if approve else "rejected", actor, note)
     await repo.save(proposal)
+    await repo.append_audit(
+        tenant,
+        [
+            AuditEntry(
+                actor,
+                "approve" if approve else "reject",
+                "proposal",
+                proposal_id,
+                before,
+                _decision_doc(proposal),
+            )
+        ],
+    )
     cause = Cause(proposal.cause_event_id, proposal.traceparent, proposal.tracestate)
     if approve:
         _announce_approval(uow, proposal, account.tenant, cause=cause)
@@ -532,9 +611,20 @@ def _announce_approval(
     )
 
 
-async def _changed(uow: UnitOfWork, repo: AccountRepository, account: Account) -> AccountOut:
+async def _changed(
+    uow: UnitOfWork,
+    repo: AccountRepository,
+    account: Account,
+    actor: str,
+    action: str,
+    before: dict[str, Any],
+) -> AccountOut:
     account.updated_at = datetime.now(UTC)
     await repo.save(account)
+    await repo.append_audit(
+        account.tenant,
+        [AuditEntry(actor, action, "account", account.account_id, before, _doc_of(account))],
+    )
     await announce_accounts(uow, repo, [account])
     return view(account)
 
@@ -749,6 +839,53 @@ async def _account(
     if account is None:
         raise NotFound(f"no account {account_id}")
     return account
+
+
+def _doc_of(row: Account | SecurityList) -> dict[str, Any]:
+    """A row as the audit trail keeps it (when it changed is the record's own time)."""
+    return row.model_dump(exclude={"created_at", "updated_at"})
+
+
+def _decision_doc(proposal: Proposal) -> dict[str, Any]:
+    """What a decision changes of a proposal, with what it is about."""
+    return proposal.model_dump(
+        include={
+            "account_id",
+            "run_id",
+            "model_id",
+            "model_version",
+            "status",
+            "decided_by",
+            "decided_at",
+            "decision_note",
+        }
+    )
+
+
+async def record_book_load(
+    repo: AccountRepository, staged: StagedLoad, counts: dict[str, int]
+) -> None:
+    """One audit record sums an applied book load up (a load may open the whole book)."""
+    summary = {"as_of": staged.as_of, "rows": staged.rows, **counts}
+    actor = f"book-load:{staged.load_id}"
+    entry = AuditEntry(actor, "apply", "book-load", staged.load_id, None, summary)
+    await repo.append_audit(staged.tenant, [entry])
+
+
+async def account_audit_trail(
+    session: AsyncSession, tenant: str, account_id: str, after: int | None, limit: int, offset: int
+) -> list[AuditRecordOut]:
+    """A page of the audit records of one of the tenant's accounts (another's: not found)."""
+    await _account(PostgresAccountRepository(session), tenant, account_id)
+    return await audit.read(
+        session,
+        tenant,
+        subject_type="account",
+        subject_id=account_id,
+        after=after,
+        limit=limit,
+        offset=offset,
+    )
 
 
 def view(account: Account) -> AccountOut:

@@ -5,6 +5,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from ballast_common.audit import define_audit_records
 from ballast_common.book_loads import define_book_loads
 from sqlalchemy import Column, DateTime, Index, Text, text
 from sqlalchemy.dialects.postgresql import JSONB
@@ -143,3 +144,4 @@ class Proposal(Table, table=True):
 
 metadata = Table.metadata
 book_loads = define_book_loads(metadata)
+audit_records = define_audit_records(metadata)

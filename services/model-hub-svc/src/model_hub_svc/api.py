@@ -5,6 +5,11 @@ and equivalence sets are the caller's tenant's."""
 from typing import Annotated
 
 from ballast_common.app import ReadSession, RuntimeDep, UoW
+from ballast_common.audit import (
+    AfterQuery,
+    AuditLimit,
+    AuditRecordOut,
+)
 from ballast_common.auth import CanManageModels, CanRead
 from ballast_common.openapi import CREATES_RESOURCE
 from ballast_common.pagination import Offset, Page
@@ -48,7 +53,11 @@ Version = Annotated[int, Path(ge=1, le=2**31 - 1, description="a version of the 
 async def put_securities(body: SecuritiesIn, uow: UoW, caller: CanManageModels) -> dict[str, int]:
     return {
         "upserted": await service.upsert_securities(
-            uow, PostgresModelHubRepository(uow.session), body.securities
+            uow,
+            PostgresModelHubRepository(uow.session),
+            body.securities,
+            tenant=caller.tenant,
+            actor=caller.subject,
         )
     }
 
@@ -198,3 +207,23 @@ async def get_equivalence_set(
     return await service.get_equivalence_set(
         PostgresModelHubRepository(session), caller.tenant, set_id
     )
+
+
+@router.get(
+    "/models/{model_id}/audit",
+    tags=["audit"],
+    response_model=Page[AuditRecordOut],
+    summary="A model's audit trail, in order",
+)
+async def list_model_audit_records(
+    model_id: str,
+    session: ReadSession,
+    caller: CanRead,
+    after: AfterQuery = None,
+    limit: AuditLimit = 100,
+    offset: Offset = 0,
+) -> Page[AuditRecordOut]:
+    records = await service.model_audit_trail(
+        session, caller.tenant, model_id, after, limit + 1, offset
+    )
+    return Page[AuditRecordOut].of(records, limit, offset)

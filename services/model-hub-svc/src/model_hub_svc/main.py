@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from ballast_common import audit
 from ballast_common.app import ServiceSpec, create_app
 from ballast_common.book_loads import BookLoadSpec
 from ballast_common.contracts.book_files import files_of
@@ -22,7 +23,10 @@ spec = ServiceSpec(
     description="Security master, models and versions, equivalence sets. Publishes "
     "securities-changed, model-changed and equivalence-set-changed; follows "
     "corporate-action-recorded.",
-    routers=[router],
+    routers=[
+        router,
+        audit.trail_router("Changes of models, equivalence sets and the security master"),
+    ],
     subscriptions=subscriptions(settings),
     book_load=BookLoadSpec(
         files=files_of("model-hub-svc"),

@@ -4,6 +4,8 @@ repository.PostgresModelHubRepository; the tests run the rules on an in-memory f
 from collections.abc import Sequence
 from typing import Protocol
 
+from ballast_common.audit import AuditEntry
+
 from model_hub_svc.tables import EquivalenceSet, Model, ModelTarget, ModelVersion, Security
 
 
@@ -18,6 +20,8 @@ class ModelHubRepository(Protocol):
     async def upsert_securities(self, securities: Sequence[Security]) -> None: ...
 
     async def get_security(self, symbol: str) -> Security | None: ...
+
+    async def get_securities(self, symbols: Sequence[str]) -> list[Security]: ...
 
     async def known_symbols(self, symbols: Sequence[str]) -> set[str]: ...
 
@@ -58,3 +62,5 @@ class ModelHubRepository(Protocol):
     ) -> list[EquivalenceSet]: ...
 
     async def save_equivalence_set(self, row: EquivalenceSet) -> None: ...
+
+    async def append_audit(self, tenant: str, entries: Sequence[AuditEntry]) -> None: ...

@@ -2,6 +2,8 @@
 
 from collections.abc import Sequence
 
+from ballast_common import audit
+from ballast_common.audit import AuditEntry
 from ballast_common.book_loads import StagedLoad, value_sql
 from ballast_common.contracts.book_files import PRICES, SECURITIES
 from sqlalchemy import ColumnElement, any_, literal, text
@@ -42,6 +44,13 @@ class PostgresModelHubRepository:
 
     async def get_security(self, symbol: str) -> Security | None:
         return await self.session.get(Security, symbol)
+
+    async def get_securities(self, symbols: Sequence[str]) -> list[Security]:
+        result = await self.session.exec(select(Security).where(col(Security.symbol).in_(symbols)))
+        return list(result)
+
+    async def append_audit(self, tenant: str, entries: Sequence[AuditEntry]) -> None:
+        await audit.append(self.session, tenant, entries)
 
     async def known_symbols(self, symbols: Sequence[str]) -> set[str]:
         result = await self.session.exec(

@@ -5,6 +5,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from ballast_common import audit
+from ballast_common.audit import AuditEntry, AuditRecordOut
 from ballast_common.book_loads import LoadProblem, StagedLoad
 from ballast_common.contracts.events import (
     CorporateActionRecordedV1,
@@ -20,6 +22,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from model_hub_svc import repository
 from model_hub_svc.ports import ModelHubRepository
+from model_hub_svc.repository import PostgresModelHubRepository
 from model_hub_svc.schemas import (
     EquivalenceSetIn,
     EquivalenceSetOut,
@@ -34,19 +37,44 @@ from model_hub_svc.schemas import (
 from model_hub_svc.tables import EquivalenceSet, Model, ModelTarget, ModelVersion, Security
 
 SECURITY_MASTER_KEY = "security-master"
+SHARED_TENANT = "global"  # the tenant of shared changes no tenant asked for
 
 
 async def upsert_securities(
-    uow: UnitOfWork, repo: ModelHubRepository, items: Sequence[SecurityIn]
+    uow: UnitOfWork,
+    repo: ModelHubRepository,
+    items: Sequence[SecurityIn],
+    *,
+    tenant: str,
+    actor: str,
 ) -> int:
-    """Add or update securities and tell the other services (prices included)."""
+    """Add or update securities and tell the other services (prices included); recorded in
+    the audit trail of `tenant`, whose `actor` made the change."""
     duplicates = _duplicates([s.symbol for s in items])
     if duplicates:
         raise InvalidInput(
             f"symbol {duplicates[0][1]} appears more than once",
             [FieldProblem(f"securities[{i}].symbol", "duplicate symbol") for i, _ in duplicates],
         )
-    await repo.upsert_securities([Security(**s.model_dump()) for s in items])
+    before = {
+        s.symbol: s.model_dump() for s in await repo.get_securities([s.symbol for s in items])
+    }
+    rows = [Security(**s.model_dump()) for s in items]
+    await repo.upsert_securities(rows)
+    await repo.append_audit(
+        tenant,
+        [
+            AuditEntry(
+                actor,
+                "update" if row.symbol in before else "create",
+                "security",
+                row.symbol,
+                before.get(row.symbol),
+                row.model_dump(),
+            )
+            for row in rows
+        ],
+    )
     uow.publish(
         SecuritiesChangedV1(securities=[SecurityV1(**s.model_dump()) for s in items]),
         key=SECURITY_MASTER_KEY,
@@ -83,8 +111,22 @@ async def check_book_load(session: AsyncSession, staged: StagedLoad) -> list[Loa
 
 async def apply_book_load(uow: UnitOfWork, staged: StagedLoad) -> dict[str, Any]:
     """Securities and prices into the master; securities-changed for what changed, in
-    events of SECURITIES_PER_EVENT."""
+    events of SECURITIES_PER_EVENT. One audit record sums the load up (a load may change
+    every security of the master)."""
     changed = sorted(await repository.load_securities(uow.session, staged))
+    await PostgresModelHubRepository(uow.session).append_audit(
+        staged.tenant,
+        [
+            AuditEntry(
+                f"book-load:{staged.load_id}",
+                "apply",
+                "book-load",
+                staged.load_id,
+                None,
+                {"as_of": staged.as_of, "rows": staged.rows, "securities_changed": changed},
+            )
+        ],
+    )
     for start in range(0, len(changed), SECURITIES_PER_EVENT):
         page = await repository.securities_page(
             uow.session, changed[start : start + SECURITIES_PER_EVENT]
@@ -121,8 +163,12 @@ async def publish_model(
         )
     model = await repo.get_model(tenant, model_id, for_update=True)
     new_targets = {t.symbol: t.weight for t in body.targets}
+    before: dict[str, Any] | None = None
     if model is not None:
         current = await repo.targets_of(tenant, model_id, model.current_version)
+        before = _model_doc(
+            model.name, model.current_version, {t.symbol: t.weight for t in current}
+        )
         if {t.symbol: t.weight for t in current} == new_targets and model.name == body.name:
             view = await get_model(repo, tenant, model_id)
             return ModelPublished(**view.model_dump(), created=False)
@@ -138,6 +184,11 @@ async def publish_model(
         for s, w in new_targets.items()
     ]
     await repo.add_version(model, version, targets)
+    after = _model_doc(model.name, model.current_version, new_targets)
+    action = "create" if before is None else "update"
+    await repo.append_audit(
+        tenant, [AuditEntry(changed_by, action, "model", model_id, before, after)]
+    )
     uow.publish(
         ModelChangedV1(
             model_id=model_id,
@@ -159,6 +210,12 @@ async def publish_model(
         targets=[TargetOut(symbol=t.symbol, weight=t.weight) for t in targets],
         created=True,
     )
+
+
+def _model_doc(name: str, version: int, targets: dict[str, Decimal]) -> dict[str, Any]:
+    """A model version as stored (weights at the column's scale)."""
+    weights = {s: w.quantize(WEIGHT_PLACES) for s, w in sorted(targets.items())}
+    return {"name": name, "version": version, "targets": weights}
 
 
 async def get_security(repo: ModelHubRepository, symbol: str) -> Security:
@@ -291,9 +348,10 @@ async def put_equivalence_set(
             version=0,
             changed_by=changed_by,
         )
+    before = None if row.version == 0 else _set_doc(row)
     row.name, row.members = body.name, list(body.members)
     row.identical, row.removed = body.identical, False
-    await _save_new_set_version(uow, repo, row, changed_by)
+    await _save_new_set_version(uow, repo, row, changed_by, before)
     return EquivalenceSetPublished(**_set_out(row).model_dump(), created=True)
 
 
@@ -304,19 +362,33 @@ async def remove_equivalence_set(
     row = await repo.get_equivalence_set(tenant, set_id, for_update=True)
     if row is None or row.removed:
         raise NotFound(f"no equivalence set {set_id}")
+    before = _set_doc(row)
     row.removed = True
-    await _save_new_set_version(uow, repo, row, changed_by)
+    await _save_new_set_version(uow, repo, row, changed_by, before)
     return _set_out(row)
 
 
 async def _save_new_set_version(
-    uow: UnitOfWork, repo: ModelHubRepository, row: EquivalenceSet, changed_by: str
+    uow: UnitOfWork,
+    repo: ModelHubRepository,
+    row: EquivalenceSet,
+    changed_by: str,
+    before: dict[str, Any] | None,
 ) -> None:
     row.version += 1
     row.changed_by = changed_by
     row.updated_at = datetime.now(UTC)
     await repo.save_equivalence_set(row)
+    action = "create" if before is None else "remove" if row.removed else "update"
+    after = None if row.removed else _set_doc(row)
+    await repo.append_audit(
+        row.tenant, [AuditEntry(changed_by, action, "equivalence-set", row.set_id, before, after)]
+    )
     uow.publish(_set_event(row), key=row.set_id, tenant=row.tenant)
+
+
+def _set_doc(row: EquivalenceSet) -> dict[str, Any]:
+    return row.model_dump(exclude={"updated_at", "changed_by"})
 
 
 def _set_out(row: EquivalenceSet) -> EquivalenceSetOut:
@@ -366,11 +438,13 @@ async def follow_corporate_action(
     (Restriction lists live in account-svc, which follows the same event.)
     """
     actor = f"corporate-action:{action.action_id}"
+    # the security master is shared: its changes go to the chain of the action's tenant
+    tenant = uow.causation.tenant if uow.causation is not None else SHARED_TENANT
     old = await repo.get_security(action.symbol)
     if action.type in ("split", "reverse-split"):
         if old is not None and action.numerator and action.denominator:
             old.price = _price(old.price * action.denominator / action.numerator)
-            await _republish_securities(uow, repo, [old])
+            await _republish_securities(uow, repo, [old], tenant, actor)
         return
     if action.type in ("symbol-change", "stock-merger") and action.new_symbol:
         ratio = action.ratio if action.type == "stock-merger" and action.ratio else Decimal(1)
@@ -379,7 +453,7 @@ async def follow_corporate_action(
             new.price = _price(old.price / ratio)
             if action.type == "symbol-change":
                 old.cusip = None  # the CUSIP moves with the security
-            await _republish_securities(uow, repo, [new])
+            await _republish_securities(uow, repo, [new], tenant, actor)
         await _replace_in_models(uow, repo, action.symbol, action.new_symbol, actor)
         await _replace_in_sets(uow, repo, action.symbol, action.new_symbol, actor)
     elif action.type == "cash-merger":
@@ -392,10 +466,14 @@ def _price(value: Decimal) -> Decimal:
 
 
 async def _republish_securities(
-    uow: UnitOfWork, repo: ModelHubRepository, rows: Sequence[Security]
+    uow: UnitOfWork, repo: ModelHubRepository, rows: Sequence[Security], tenant: str, actor: str
 ) -> None:
     await upsert_securities(
-        uow, repo, [SecurityIn.model_validate(r.model_dump(exclude={"updated_at"})) for r in rows]
+        uow,
+        repo,
+        [SecurityIn.model_validate(r.model_dump(exclude={"updated_at"})) for r in rows],
+        tenant=tenant,
+        actor=actor,
     )
 
 
@@ -438,7 +516,28 @@ async def _replace_in_sets(
         members = [m for m in row.members if m != symbol]
         if new_symbol is not None and new_symbol not in members:
             members.append(new_symbol)
+        before = _set_doc(row)
         row.members = members
         if len(members) < 2:
             row.removed = True  # nothing left to be equivalent to
-        await _save_new_set_version(uow, repo, row, actor)
+        await _save_new_set_version(uow, repo, row, actor, before)
+
+
+# --- the audit trail --------------------------------------------------------------------------
+
+
+async def model_audit_trail(
+    session: AsyncSession, tenant: str, model_id: str, after: int | None, limit: int, offset: int
+) -> list[AuditRecordOut]:
+    """A page of the audit records of one of the tenant's models (another's: not found)."""
+    if await PostgresModelHubRepository(session).get_model(tenant, model_id) is None:
+        raise NotFound(f"no model {model_id}")
+    return await audit.read(
+        session,
+        tenant,
+        subject_type="model",
+        subject_id=model_id,
+        after=after,
+        limit=limit,
+        offset=offset,
+    )

@@ -3,6 +3,7 @@
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from ballast_common.audit import define_audit_records
 from ballast_common.book_loads import define_book_loads
 from sqlalchemy import ARRAY, Column, DateTime, Numeric, String
 from sqlalchemy.orm import registry
@@ -84,3 +85,4 @@ class EquivalenceSet(Table, table=True):
 
 metadata = Table.metadata
 book_loads = define_book_loads(metadata)
+audit_records = define_audit_records(metadata)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body, Path, Query, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 
-from taxlot_svc import actions, service, taxes, transfers
+from taxlot_svc import service, taxes, transfers
 from taxlot_svc.schemas import (
     ACCOUNT_ID_PATTERN,
     MAX_BATCH_BYTES,
@@ -67,7 +67,7 @@ Year = Annotated[int | None, Query(ge=1900, le=2999, description="calendar year 
 async def post_holdings(
     account_id: AccountId, body: HoldingsIn, uow: UoW, caller: CanLoadBooks
 ) -> HoldingsOut:
-    return await service.open_account(uow, caller.tenant, account_id, body)
+    return await service.load_holdings(uow, caller.tenant, caller.subject, account_id, body)
 
 
 @router.post(
@@ -79,7 +79,7 @@ async def post_holdings(
     max_body_size=MAX_BATCH_BYTES,
 )
 async def post_holdings_batch(body: HoldingsBatchIn, uow: UoW, caller: CanLoadBooks) -> BatchResult:
-    return await service.open_accounts(uow, caller.tenant, body.accounts)
+    return await service.load_holdings_batch(uow, caller.tenant, caller.subject, body.accounts)
 
 
 @router.get("/accounts/{account_id}/holdings", tags=["holdings"], response_model=HoldingsOut)
@@ -191,7 +191,9 @@ async def post_corporate_action(
     response: Response,
     caller: CanLoadBooks,
 ) -> CorporateActionOut:
-    result = await actions.apply_corporate_action(uow, parse_action(body))
+    result = await service.apply_corporate_action(
+        uow, caller.tenant, caller.subject, parse_action(body)
+    )
     if result.repeated:
         response.status_code = 200
     return result
@@ -211,7 +213,7 @@ async def post_sleeve_transfer(
     response: Response,
     caller: CanManageAccounts,
 ) -> SleeveTransferOut:
-    result = await transfers.transfer(uow, caller.tenant, account_id, body)
+    result = await transfers.transfer_shares(uow, caller.tenant, caller.subject, account_id, body)
     if result.repeated:
         response.status_code = 200
     return result
@@ -231,7 +233,7 @@ async def post_sleeve_cash_transfer(
     response: Response,
     caller: CanManageAccounts,
 ) -> SleeveCashTransferOut:
-    result = await transfers.transfer_cash(uow, caller.tenant, account_id, body)
+    result = await transfers.transfer_cash(uow, caller.tenant, caller.subject, account_id, body)
     if result.repeated:
         response.status_code = 200
     return result

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from ballast_common import audit
 from ballast_common.app import ServiceSpec, create_app
 
 from taxlot_svc import book_load
@@ -26,7 +27,10 @@ spec = ServiceSpec(
         "publishes holdings-reconciled (v2, with lots); realized and unrealized gains, Form "
         "8949 and wash-sale blocks over REST; loads opening books from files (/book-loads)."
     ),
-    routers=[router],
+    routers=[
+        router,
+        audit.trail_router("Opening balances, corporate actions, sleeve and sleeve-cash transfers"),
+    ],
     subscriptions=subscriptions(settings),
     background=[snapshot_loop],
     book_load=book_load.SPEC,

@@ -20,11 +20,13 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+from ballast_common import audit
+from ballast_common.audit import AuditEntry
 from ballast_common.book_loads import LoadProblem, StagedLoad, value_sql
 from ballast_common.bulk import driver_connection, insert_columns, insert_rows
 from ballast_common.contracts.book_files import BY_NAME
 from ballast_common.uow import Cause
-from sqlalchemy import delete, func, text, tuple_, update
+from sqlalchemy import delete, func, text, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlmodel import SQLModel, col, select
@@ -479,27 +481,26 @@ async def household_members(session: AsyncSession, households: Sequence[str]) ->
     )
 
 
-async def upsert_account_info(
-    session: AsyncSession,
-    account_id: str,
-    household_id: str,
-    account_type: str,
-    tenant: str | None = None,
-) -> None:
-    """The account's household and type (and the tenant that named it, once known)."""
-    stmt = pg_insert(AccountInfo).values(
-        account_id=account_id, household_id=household_id, account_type=account_type, tenant=tenant
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["account_id"],
-        set_={
-            "household_id": household_id,
-            "account_type": account_type,
-            "tenant": func.coalesce(stmt.excluded.tenant, AccountInfo.tenant),
-            "updated_at": datetime.now(UTC),
+async def upsert_account_infos(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Accounts' household and type (and the tenant that named each, once known): rows of
+    account_id, household_id, account_type, tenant (None keeps the one stored); one
+    statement, one row per account."""
+    if not rows:
+        return
+    ordered = sorted(rows, key=lambda r: r["account_id"])
+    await insert_columns(
+        session,
+        _t(AccountInfo),
+        {
+            "account_id": [r["account_id"] for r in ordered],
+            "household_id": [r["household_id"] for r in ordered],
+            "account_type": [r["account_type"] for r in ordered],
+            "tenant": [r["tenant"] for r in ordered],
         },
+        on_conflict="(account_id) DO UPDATE SET household_id = excluded.household_id,"
+        " account_type = excluded.account_type,"
+        " tenant = coalesce(excluded.tenant, accounts.tenant), updated_at = now()",
     )
-    await session.exec(stmt)
 
 
 async def accounts_of_other_tenants(
@@ -523,21 +524,26 @@ async def get_tax_settings(session: AsyncSession, account_id: str) -> Any:
     return (await _run(session, stmt)).first()
 
 
-async def put_tax_settings(session: AsyncSession, values: Mapping[str, Any]) -> bool:
-    """Store an account's relief method and rates; True if they changed (``updated_at``
-    moves only then)."""
-    row = dict(values)
-    insert = pg_insert(TaxSettings).values(row)
-    fields = [k for k in row if k != "account_id"]
-    table = _t(TaxSettings)
-    stmt = insert.on_conflict_do_update(
-        index_elements=["account_id"],
-        set_={**{k: insert.excluded[k] for k in fields}, "updated_at": datetime.now(UTC)},
-        where=tuple_(*[table.c[k] for k in fields]).is_distinct_from(
-            tuple_(*[insert.excluded[k] for k in fields])
-        ),
-    ).returning(table.c.account_id)
-    return (await _run(session, stmt)).first() is not None
+async def put_tax_settings(session: AsyncSession, rows: Sequence[Mapping[str, Any]]) -> set[str]:
+    """Store accounts' relief method and rates (one row per account, one statement); returns
+    the accounts whose settings changed (``updated_at`` moves only for them)."""
+    if not rows:
+        return set()
+    ordered = sorted(rows, key=lambda r: r["account_id"])
+    fields = ("method", "short_term_rate", "long_term_rate")
+    changed = await insert_columns(
+        session,
+        _t(TaxSettings),
+        {"account_id": [r["account_id"] for r in ordered]}
+        | {f: [r[f] for r in ordered] for f in fields},
+        on_conflict="(account_id) DO UPDATE SET method = excluded.method,"
+        " short_term_rate = excluded.short_term_rate, long_term_rate = excluded.long_term_rate,"
+        " updated_at = now() WHERE (tax_settings.method, tax_settings.short_term_rate,"
+        " tax_settings.long_term_rate) IS DISTINCT FROM (excluded.method,"
+        " excluded.short_term_rate, excluded.long_term_rate)",
+        returning="account_id",
+    )
+    return {r[0] for r in changed}
 
 
 # --- equivalence sets ---------------------------------------------------------------------------
@@ -1034,17 +1040,21 @@ async def realized_between(
 
 class _Staged:
     """SQL names of a staged load's tables and of its columns' typed values (NULL for an
-    optional column the file left out)."""
+    optional column the file left out): the file's typed rows once there are, else its
+    text cast."""
 
     def __init__(self, staged: StagedLoad) -> None:
         self._staged = staged
 
     def table(self, name: str) -> str:
-        return '"' + self._staged.table(name).replace('"', '""') + '"'
+        table = self._staged.typed_table(name) or self._staged.table(name)
+        return '"' + table.replace('"', '""') + '"'
 
     def value(self, name: str, column: str, alias: str) -> str:
         if column not in self._staged.columns[name]:
             return "NULL"
+        if self._staged.typed_table(name):
+            return f'{alias}."{column}"'
         return value_sql(BY_NAME[name], column, alias)
 
 
@@ -1333,7 +1343,8 @@ async def load_sleeve_cash(session: AsyncSession, staged: StagedLoad) -> int:
 
 
 def _typed_lots(staged: StagedLoad) -> str:
-    return '"' + staged.table("lots.csv").replace('"', '""') + '_typed"'
+    """The load's lots with their households (a temporary table of the apply)."""
+    return '"' + staged.table("lots.csv").replace('"', '""') + '_households"'
 
 
 async def load_typed_lots(session: AsyncSession, staged: StagedLoad) -> int:
@@ -1553,3 +1564,11 @@ async def position_documents(session: AsyncSession, account_ids: Sequence[str]) 
         list(account_ids),
     )
     return {a: doc for a, doc in rows}
+
+
+# --- the audit trail ----------------------------------------------------------------------------
+
+
+async def append_audit(session: AsyncSession, tenant: str, entries: Sequence[AuditEntry]) -> None:
+    """Add records to the tenant's hash chain, in the session's transaction."""
+    await audit.append(session, tenant, entries)

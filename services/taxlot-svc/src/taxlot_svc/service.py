@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Literal, TypeAlias
 
+from ballast_common.audit import AuditEntry
 from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import FillsReceivedV1, HoldingsReconciledV2
 from ballast_common.errors import (
@@ -23,7 +24,7 @@ from ballast_common.uow import Cause, UnitOfWork
 from ballast_engine.tax import Identity, TaxError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from taxlot_svc import book
+from taxlot_svc import actions, book
 from taxlot_svc import repository as repo
 from taxlot_svc.book import identity_of, journal_entries, own_cash, singleton_household
 from taxlot_svc.incremental import (
@@ -52,6 +53,8 @@ from taxlot_svc.replays import (
 from taxlot_svc.schemas import (
     AccountHoldingsIn,
     BatchResult,
+    CorporateActionIn,
+    CorporateActionOut,
     HoldingsIn,
     HoldingsOut,
     LotOut,
@@ -843,3 +846,51 @@ def _summary(problems: Sequence[FieldProblem]) -> str:
     head = "; ".join(f"{p.field}: {p.message}" for p in problems[:3])
     more = len(problems) - 3
     return head + (f" (+{more} more)" if more > 0 else "")
+
+
+# --- changes recorded in the audit trail ---------------------------------------------------
+
+
+async def load_holdings(
+    uow: UnitOfWork, tenant: str, actor: str, account_id: str, body: HoldingsIn
+) -> HoldingsOut:
+    """`open_account`, recorded in the tenant's audit trail as made by `actor`."""
+    opened = await open_account(uow, tenant, account_id, body)
+    await repo.append_audit(
+        uow.session, tenant, [AuditEntry(actor, "open", "holdings", account_id, None, body)]
+    )
+    return opened
+
+
+async def load_holdings_batch(
+    uow: UnitOfWork, tenant: str, actor: str, accounts: Sequence[AccountHoldingsIn]
+) -> BatchResult:
+    """`open_accounts`, each opening recorded in the tenant's audit trail (one statement)."""
+    result = await open_accounts(uow, tenant, accounts)
+    await repo.append_audit(
+        uow.session,
+        tenant,
+        [
+            AuditEntry(
+                actor, "open", "holdings", a.account_id, None, a.model_dump(exclude={"account_id"})
+            )
+            for a in accounts
+        ],
+    )
+    return result
+
+
+async def apply_corporate_action(
+    uow: UnitOfWork, tenant: str, actor: str, action: CorporateActionIn
+) -> CorporateActionOut:
+    """Apply a corporate action once; the first application is recorded in the caller's
+    tenant's audit trail (with how many accounts it changed)."""
+    result = await actions.apply_corporate_action(uow, action)
+    if not result.repeated:
+        after = {"action": action, "accounts_changed": len(result.accounts)}
+        await repo.append_audit(
+            uow.session,
+            tenant,
+            [AuditEntry(actor, "apply", "corporate-action", action.action_id, None, after)],
+        )
+    return result

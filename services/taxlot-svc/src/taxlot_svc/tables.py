@@ -18,6 +18,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+from ballast_common.audit import define_audit_records
 from ballast_common.book_loads import define_book_loads
 from ballast_engine.tax.model import RELIEF_METHOD_NAMES
 from sqlalchemy import (
@@ -361,3 +362,6 @@ metadata = Table.metadata
 
 # Book loads staged and applied (ballast_common.book_loads; see taxlot_svc.book_load).
 book_loads = define_book_loads(metadata)
+
+# The audit trail of corporate actions, sleeve transfers and opening balances.
+audit_records = define_audit_records(metadata)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+from ballast_common.audit import AuditEntry
 from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import TradesApprovedV1
 from ballast_common.errors import (
@@ -51,7 +52,7 @@ def _invalid(field: str, message: str) -> InvalidInput:
     return InvalidInput(f"{field}: {message}", [FieldProblem(field, message)])
 
 
-async def transfer(
+async def _move_shares(
     uow: UnitOfWork, tenant: str, account_id: str, body: SleeveTransferIn
 ) -> SleeveTransferOut:
     """Move shares between sleeves, once per ``transfer_id`` (a repeat with the same terms
@@ -152,7 +153,7 @@ async def _result(
     )
 
 
-async def transfer_cash(
+async def _move_cash(
     uow: UnitOfWork, tenant: str, account_id: str, body: SleeveCashTransferIn
 ) -> SleeveCashTransferOut:
     """Move cash between sleeves of an account, once per ``transfer_id`` (a repeat with the
@@ -287,3 +288,30 @@ async def _cash_result(
         ],
         repeated=repeated,
     )
+
+
+async def transfer_shares(
+    uow: UnitOfWork, tenant: str, actor: str, account_id: str, body: SleeveTransferIn
+) -> SleeveTransferOut:
+    """Move shares between the account's sleeves once; recorded in the audit trail."""
+    result = await _move_shares(uow, tenant, account_id, body)
+    if not result.repeated:
+        await repo.append_audit(
+            uow.session,
+            tenant,
+            [AuditEntry(actor, "transfer", "sleeve-transfer", body.transfer_id, None, result)],
+        )
+    return result
+
+
+async def transfer_cash(
+    uow: UnitOfWork, tenant: str, actor: str, account_id: str, body: SleeveCashTransferIn
+) -> SleeveCashTransferOut:
+    """Move cash between the account's sleeves once; recorded in the audit trail."""
+    result = await _move_cash(uow, tenant, account_id, body)
+    if not result.repeated:
+        entry = AuditEntry(
+            actor, "transfer", "sleeve-cash-transfer", body.transfer_id, None, result
+        )
+        await repo.append_audit(uow.session, tenant, [entry])
+    return result

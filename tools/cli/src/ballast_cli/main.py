@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 from ballast_engine import cli
 
-from ballast_cli import auth, book
+from ballast_cli import audit, auth, book
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    cli.main(argv, extra=[book.register, auth.register])
+    cli.main(argv, extra=[book.register, auth.register, audit.register])
