@@ -112,22 +112,14 @@ class InMemoryModelHubRepository:
         ]
 
     async def get_equivalence_set(
-        self, tenant: str, set_id: str, *, for_update: bool = False
+        self, set_id: str, *, for_update: bool = False
     ) -> EquivalenceSet | None:
-        row = self.sets.get(set_id)
-        return row if row is not None and row.tenant == tenant else None
-
-    async def set_id_taken(self, set_id: str) -> bool:
-        return set_id in self.sets
+        return self.sets.get(set_id)
 
     async def list_equivalence_sets(
-        self, tenant: str, include_removed: bool, limit: int, offset: int
+        self, include_removed: bool, limit: int, offset: int
     ) -> list[EquivalenceSet]:
-        rows = [
-            r
-            for _, r in sorted(self.sets.items())
-            if r.tenant == tenant and (include_removed or not r.removed)
-        ]
+        rows = [r for _, r in sorted(self.sets.items()) if include_removed or not r.removed]
         return rows[offset : offset + limit]
 
     async def equivalence_sets_holding(
@@ -210,9 +202,9 @@ async def put_set(hub: Hub, set_id: str, *members: str, tenant: str = TENANT, **
         return await service.put_equivalence_set(uow, repo, tenant, set_id, body, "pm")
 
 
-async def remove_set(hub: Hub, set_id: str, tenant: str = TENANT) -> Any:
+async def remove_set(hub: Hub, set_id: str) -> Any:
     async with hub.transaction() as (uow, repo):
-        return await service.remove_equivalence_set(uow, repo, tenant, set_id, "pm")
+        return await service.remove_equivalence_set(uow, repo, set_id, "pm")
 
 
 async def follow(hub: Hub, kind: str, symbol: str, **fields: Any) -> str:
@@ -238,7 +230,7 @@ def test_the_fake_and_the_adapter_have_the_ports_methods(adapter):
         return [(p.name, p.kind) for p in inspect.signature(function).parameters.values()]
 
     port = {n: f for n, f in vars(ModelHubRepository).items() if inspect.iscoroutinefunction(f)}
-    assert len(port) == 17
+    assert len(port) == 16
     for name, method in port.items():
         assert parameters(getattr(adapter, name)) == parameters(method), name
 
@@ -351,8 +343,8 @@ async def test_a_security_is_in_one_equivalence_set_only(hub):
     again = await put_set(hub, new_id("set"), "SPY", "IVV")  # its members are free again
     assert again.created
     async with hub.reading() as repo:
-        live = await service.list_equivalence_sets(repo, TENANT, False, 500, 0)
-        everything = await service.list_equivalence_sets(repo, TENANT, True, 500, 0)
+        live = await service.list_equivalence_sets(repo, False, 50_000, 0)
+        everything = await service.list_equivalence_sets(repo, True, 50_000, 0)
     assert again.set_id in [s.set_id for s in live] and taken not in [s.set_id for s in live]
     assert taken in [s.set_id for s in everything]
     await remove_set(hub, again.set_id)
@@ -361,35 +353,39 @@ async def test_a_security_is_in_one_equivalence_set_only(hub):
 # --- tenants ---------------------------------------------------------------------------------
 
 
-async def test_an_id_of_another_tenant_is_refused_and_its_model_and_set_stay_as_they_were(hub):
-    model_id, set_id = new_id("m"), new_id("set")
+async def test_an_id_of_another_tenant_is_refused_and_its_model_stays_as_it_was(hub):
+    model_id = new_id("m")
     await publish(hub, model_id, model(AAPL="1"), tenant="evil")
-    await put_set(hub, set_id, "NVDA", "MSFT", tenant="evil")
     with pytest.raises(Conflict, match=f"model id {model_id} is not available") as refused:
         await publish(hub, model_id, model(MSFT="1"))
     assert "evil" not in refused.value.detail
-    with pytest.raises(Conflict, match=f"equivalence set id {set_id} is not available"):
-        await put_set(hub, set_id, "AAPL", "XOM")
-    with pytest.raises(NotFound):
-        await remove_set(hub, set_id)
     async with hub.reading() as repo:
         with pytest.raises(NotFound):
             await service.get_model(repo, TENANT, model_id)
-        with pytest.raises(NotFound):
-            await service.get_equivalence_set(repo, TENANT, set_id)
         theirs = await service.get_model(repo, "evil", model_id)
-        their_set = await service.get_equivalence_set(repo, "evil", set_id)
-        ours = await service.list_equivalence_sets(repo, TENANT, True, 500, 0)
     assert [t.symbol for t in theirs.targets] == ["AAPL"] and theirs.version == 1
-    assert their_set.members == ["NVDA", "MSFT"] and not their_set.removed
-    assert set_id not in [s.set_id for s in ours]
     assert len(await hub.announced("model-changed", model_id)) == 1
-    assert len(await hub.announced("equivalence-set-changed", set_id)) == 1
-    # a security in another tenant's set: refused without naming that set
-    with pytest.raises(InvalidInput, match="NVDA is already in another set") as overlap:
+
+
+async def test_equivalence_sets_are_the_platforms_read_and_changed_from_any_tenant(hub):
+    set_id = new_id("set")
+    made = await put_set(hub, set_id, "NVDA", "MSFT", tenant="evil")
+    async with hub.reading() as repo:
+        seen = await service.get_equivalence_set(repo, set_id)
+        listed = await service.list_equivalence_sets(repo, False, 50_000, 0)
+    assert (seen.tenant, seen.members) == ("evil", ["NVDA", "MSFT"])
+    assert set_id in [s.set_id for s in listed]
+    # another tenant's platform operator changes the same set: a new version, still evil's
+    changed = await put_set(hub, set_id, "NVDA", "AAPL")
+    assert (changed.version, changed.tenant, changed.created) == (made.version + 1, "evil", True)
+    with pytest.raises(InvalidInput, match=f"NVDA is already in equivalence set {set_id}"):
         await put_set(hub, new_id("set"), "SPY", "NVDA")
-    assert set_id not in str(overlap.value.detail) + str(overlap.value.errors)
-    await remove_set(hub, set_id, tenant="evil")
+    events = await hub.announced("equivalence-set-changed", set_id)
+    assert [(e.version, e.members) for e in events] == [
+        (1, ["NVDA", "MSFT"]),
+        (2, ["NVDA", "AAPL"]),
+    ]
+    await remove_set(hub, set_id)
 
 
 async def test_a_corporate_action_changes_every_tenants_models_under_their_own_tenant(hub):
@@ -417,7 +413,7 @@ async def test_symbol_change_renames_the_security_in_models_and_sets(hub):
     async with hub.reading() as repo:
         renamed = await service.get_model(repo, TENANT, model_id)
         meta = await service.get_security(repo, "META")
-        security_set = await service.get_equivalence_set(repo, TENANT, set_id)
+        security_set = await service.get_equivalence_set(repo, set_id)
     assert renamed.version == 2 and renamed.changed_by == f"corporate-action:{action_id}"
     assert {t.symbol: t.weight for t in renamed.targets} == {
         "META": Decimal("0.4"),

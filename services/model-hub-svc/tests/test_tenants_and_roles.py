@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from ballast_common.auth import PERMISSIONS, Permission, Role, operations_of
-from ballast_common.testing import api_client, bearer, migrated_database, outbox_events
+from ballast_common.testing import TEST_ROLES, api_client, bearer, migrated_database, outbox_events
 from model_hub_svc.main import app, spec
 
 pytestmark = pytest.mark.integration
@@ -63,7 +63,7 @@ async def api(db: Any) -> AsyncIterator[httpx.AsyncClient]:
 
 
 def as_(tenant: str, *roles: Role | str, subject: str | None = None) -> dict[str, str]:
-    return bearer(tenant, roles or (Role.ADMIN,), subject)
+    return bearer(tenant, roles or TEST_ROLES, subject)
 
 
 async def _ok(response: httpx.Response) -> dict[str, Any]:
@@ -86,23 +86,23 @@ async def world(api: httpx.AsyncClient) -> World:
                     for s in symbols
                 ]
             },
-            headers=as_(ACME, Role.MODEL_MANAGER),
+            headers=as_(ACME, Role.PLATFORM_OPERATOR),
         )
     )  # fmt: skip
     made = []
     for tenant, members in ((ACME, symbols[:2]), (EVIL, symbols[2:])):
         ids = Ids(tenant, f"m-{_uid()}", f"s-{_uid()}", f"l-{_uid()}", members)
-        manager = as_(tenant, Role.MODEL_MANAGER)
+        manager, platform = as_(tenant, Role.MODEL_MANAGER), as_(tenant, Role.PLATFORM_OPERATOR)
         model = {"name": "Core", "targets": [{"symbol": members[0], "weight": "1"}]}
         await _ok(await api.put(f"/models/{ids.model_id}", json=model, headers=manager))
         equivalent = {"name": "Pair", "members": list(members)}
         await _ok(
-            await api.put(f"/equivalence-sets/{ids.set_id}", json=equivalent, headers=manager)
+            await api.put(f"/equivalence-sets/{ids.set_id}", json=equivalent, headers=platform)
         )
         staged = await api.put(
             f"/book-loads/{ids.load_id}/files/prices.csv",
             content=f"symbol,price\n{members[0]},11\n",
-            headers=as_(tenant, Role.OPERATIONS),
+            headers=platform,  # the security master's load
         )
         assert staged.status_code == 201, staged.text
         made.append(ids)
@@ -117,7 +117,8 @@ Request = tuple[str, str, dict[str, Any]]  # method, url, httpx keyword argument
 @dataclass(frozen=True)
 class Case:
     """How to call a route on a tenant's rows (`ids`); `scope` says how tenants see it:
-    tenant (ids of one tenant), list (the caller's rows), shared (the security master)."""
+    tenant (ids of one tenant), list (the caller's rows), shared (the security master and
+    the equivalence sets)."""
 
     permission: Permission
     scope: str
@@ -136,7 +137,7 @@ def _set_body(ids: Ids) -> dict[str, Any]:
 
 CASES: dict[tuple[str, str], Case] = {
     ("PUT", "/securities"): Case(
-        Permission.MANAGE_MODELS,
+        Permission.MANAGE_PLATFORM,
         "shared",
         lambda ids, w: (
             "PUT",
@@ -178,27 +179,26 @@ CASES: dict[tuple[str, str], Case] = {
         lambda ids, w: ("GET", f"/models/{ids.model_id}/versions/1", {}),
     ),
     ("PUT", "/equivalence-sets/{set_id}"): Case(
-        Permission.MANAGE_MODELS,
-        "tenant",
+        Permission.MANAGE_PLATFORM,
+        "shared",
         lambda ids, w: ("PUT", f"/equivalence-sets/{ids.set_id}", {"json": _set_body(ids)}),
-        other_tenant_status=409,
     ),
     ("DELETE", "/equivalence-sets/{set_id}"): Case(
-        Permission.MANAGE_MODELS,
-        "tenant",
+        Permission.MANAGE_PLATFORM,
+        "shared",
         lambda ids, w: ("DELETE", f"/equivalence-sets/{ids.set_id}", {}),
     ),
     ("GET", "/equivalence-sets"): Case(
         Permission.READ,
-        "list",
+        "shared",
         lambda ids, w: ("GET", "/equivalence-sets", {"params": {"include_removed": True}}),
     ),
     ("GET", "/equivalence-sets/{set_id}"): Case(
-        Permission.READ, "tenant", lambda ids, w: ("GET", f"/equivalence-sets/{ids.set_id}", {})
+        Permission.READ, "shared", lambda ids, w: ("GET", f"/equivalence-sets/{ids.set_id}", {})
     ),
     # book loads (libs/common): their role checks are tested here; see the tenant xfail below
     ("PUT", "/book-loads/{load_id}/files/{name}"): Case(
-        Permission.LOAD_BOOKS,
+        Permission.MANAGE_PLATFORM,
         "load",
         lambda ids, w: (
             "PUT",
@@ -207,7 +207,7 @@ CASES: dict[tuple[str, str], Case] = {
         ),
     ),
     ("POST", "/book-loads/{load_id}/validate"): Case(
-        Permission.LOAD_BOOKS,
+        Permission.MANAGE_PLATFORM,
         "load",
         lambda ids, w: (
             "POST",
@@ -216,7 +216,7 @@ CASES: dict[tuple[str, str], Case] = {
         ),
     ),
     ("POST", "/book-loads/{load_id}/apply"): Case(
-        Permission.LOAD_BOOKS,
+        Permission.MANAGE_PLATFORM,
         "load",
         lambda ids, w: (
             "POST",
@@ -236,7 +236,9 @@ CASES: dict[tuple[str, str], Case] = {
         Permission.READ, "load", lambda ids, w: ("GET", f"/book-loads/{ids.load_id}", {})
     ),
     ("DELETE", "/book-loads/{load_id}"): Case(
-        Permission.LOAD_BOOKS, "load", lambda ids, w: ("DELETE", f"/book-loads/{ids.load_id}", {})
+        Permission.MANAGE_PLATFORM,
+        "load",
+        lambda ids, w: ("DELETE", f"/book-loads/{ids.load_id}", {}),
     ),
 }
 
@@ -341,10 +343,9 @@ async def test_lists_cover_the_callers_tenant_only(api, world, key):
         page = await _ok(await api.request(method, url, params=params, headers=as_(ACME)))
         listed += page["items"]
         offset = page["next_offset"]
-    ids = {item.get("model_id") or item.get("set_id") for item in listed}
+    ids = {item["model_id"] for item in listed}
     assert {item["tenant"] for item in listed} == {ACME}
-    assert {world.acme.model_id, world.acme.set_id} & ids
-    assert not {world.evil.model_id, world.evil.set_id} & ids
+    assert world.acme.model_id in ids and world.evil.model_id not in ids
 
 
 async def test_the_audit_trail_covers_the_callers_tenant_only(api, world):
@@ -364,11 +365,38 @@ async def test_the_audit_trail_covers_the_callers_tenant_only(api, world):
 
 async def test_the_security_master_is_shared_by_every_tenant(api, world):
     evil_view = await _ok(await api.get(f"/securities/{world.symbols[0]}", headers=as_(EVIL)))
-    assert evil_view["symbol"] == world.symbols[0]  # made by acme's model manager
+    assert evil_view["symbol"] == world.symbols[0]  # made by acme's platform operator
+
+
+async def test_equivalence_sets_are_shared_by_every_tenant(api, world):
+    """They apply to every tenant's book (rebalance-svc, taxlot-svc), so every tenant reads
+    every one; a platform operator of any tenant changes them."""
+    evil_view = await _ok(
+        await api.get(f"/equivalence-sets/{world.acme.set_id}", headers=as_(EVIL))
+    )
+    assert (evil_view["tenant"], evil_view["members"]) == (ACME, list(world.acme.members))
+    listed = await _ok(
+        await api.get("/equivalence-sets", params={"limit": 5000}, headers=as_(EVIL, Role.SPONSOR))
+    )
+    page_ids = {s["set_id"] for s in listed["items"]}
+    if listed["next_offset"] is None:  # a short page: both tenants' sets are on it
+        assert {world.acme.set_id, world.evil.set_id} <= page_ids
+    changed = await _ok(
+        await api.put(
+            f"/equivalence-sets/{world.acme.set_id}",
+            json=_set_body(world.acme),
+            headers=as_(EVIL, Role.PLATFORM_OPERATOR, subject="ops@platform"),
+        )
+    )
+    assert (changed["version"], changed["changed_by"], changed["tenant"]) == (
+        2,
+        "ops@platform",
+        ACME,
+    )
 
 
 async def test_the_actor_recorded_is_the_tokens_subject(api, db, world):
-    pat = as_(ACME, Role.MODEL_MANAGER, subject="pat@acme")
+    pat = as_(ACME, Role.MODEL_MANAGER, Role.PLATFORM_OPERATOR, subject="pat@acme")
     published = await _ok(
         await api.put(f"/models/{world.acme.model_id}", json=_model_body(world.acme), headers=pat)
     )

@@ -32,7 +32,7 @@ from ballast_common.contracts.events import (
     TaxSettingsV1,
 )
 from ballast_common.outbox import outbox
-from ballast_common.testing import api_client, migrated_database, unit_of_work
+from ballast_common.testing import TEST_TENANT, api_client, migrated_database, unit_of_work
 from ballast_engine.rebalance import rebalance
 from ballast_engine.scenario import scenario_from_dict
 from rebalance_svc import preparation, repository, service
@@ -416,12 +416,12 @@ async def test_the_interval_scan_is_off_by_default_and_runs_when_set(db):
         )
 
     await asyncio.wait_for(scan_loop(runtime()), timeout=1)  # returns at once: off
-    # two replicas' loops: one run per interval, whichever replica starts it
+    # two replicas' loops: one run of the tenant per interval, whichever replica starts it
     tasks = [asyncio.create_task(scan_loop(runtime(scan_interval_seconds=0.3))) for _ in "ab"]
     try:
         for _ in range(200):
             async with db.sessions() as s:
-                runs = await repository.list_runs(s, "*", None, 50, tenant=None)
+                runs = await repository.list_runs(s, "*", None, 50, tenant=TEST_TENANT)
             scans = [r for r in runs if r.trigger == "interval-scan"]
             if len(scans) >= 3:
                 break

@@ -31,14 +31,21 @@ from ballast_common.contracts.events import (
 )
 from ballast_common.db import Database
 from ballast_common.outbox import outbox
-from ballast_common.testing import api_client, bearer, migrated_database, with_test_issuer
+from ballast_common.testing import (
+    api_client,
+    bearer,
+    migrated_database,
+    unit_of_work,
+    with_test_issuer,
+)
 from pydantic import BaseModel
+from rebalance_svc import service
 from rebalance_svc.handlers import subscriptions
 from rebalance_svc.main import spec
 from rebalance_svc.settings import Settings
 from rebalance_svc.tables import metadata
 from rebalance_test_support import decline_trades_in_flight, process_requested_chunks
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
 pytestmark = pytest.mark.integration
 
@@ -183,6 +190,54 @@ async def requested_accounts(db: Database, run_id: str) -> set[str]:
     return {a for p in payloads for a in p["account_ids"]}
 
 
+async def chunk_tenants(db: Database, run_id: str) -> set[str]:
+    """The tenants a run's chunk requests carry in their envelopes."""
+    async with db.sessions() as session:
+        rows = await session.execute(
+            select(outbox.c.value).where(
+                outbox.c.topic == "rebalance-chunk-requested",
+                outbox.c.key.like(f"{run_id}:%"),
+            )
+        )
+        return {json.loads(value)["tenant"] for (value,) in rows}
+
+
+async def test_interval_runs_are_one_per_tenant_carrying_it_and_start_once(
+    api: httpx.AsyncClient, db: Database, book: Book
+) -> None:
+    await decline_trades_in_flight(db)
+    settings = Settings()
+    for start in (service.start_interval_scans, service.start_interval_harvests):
+        interval = f"{start.__name__}:60:{RUN}"
+        async with unit_of_work(db, "rebalance-svc") as uow:
+            runs = {r.tenant: r for r in await start(uow, settings, interval)}
+        assert {ACME, EVIL} <= set(runs), start.__name__
+        assert len({r.run_id for r in runs.values()}) == len(runs)
+        for tenant, account in ((ACME, book.acme), (EVIL, book.evil)):
+            run = runs[tenant]
+            assert run.accounts >= 1 and run.chunks >= 1
+            assert await chunk_tenants(db, run.run_id) == {tenant}
+            assert account in await requested_accounts(db, run.run_id)
+            other = book.evil if tenant == ACME else book.acme
+            assert other not in await requested_accounts(db, run.run_id)
+        # another replica waking for the same interval finds the same runs, starts nothing
+        async with db.sessions() as session:
+            before = (await session.execute(select(func.count()).select_from(outbox))).scalar()
+        async with unit_of_work(db, "rebalance-svc") as uow:
+            again = {r.tenant: r.run_id for r in await start(uow, settings, interval)}
+        assert again == {t: r.run_id for t, r in runs.items()}
+        async with db.sessions() as session:
+            after = (await session.execute(select(func.count()).select_from(outbox))).scalar()
+        assert after == before
+        # each tenant's caller follows its own run, and not the other's
+        for tenant, other in ((ACME, EVIL), (EVIL, ACME)):
+            own = await api.get(f"/runs/{runs[tenant].run_id}", headers=bearer(tenant))
+            assert (own.status_code, own.json()["trigger"]) == (200, runs[tenant].trigger)
+            hidden = await api.get(f"/runs/{runs[tenant].run_id}", headers=bearer(other))
+            assert hidden.status_code == 404
+    await process_requested_chunks(db)
+
+
 async def test_the_table_names_every_route(book: Book) -> None:
     assert set(calls(book)) == set(guarded_routes())
 
@@ -260,7 +315,8 @@ async def test_a_role_without_the_permission_is_forbidden_and_nothing_changes(
             assert routes[key].value in response.json()["detail"]
             tried += 1
     assert await fingerprint(db) == before
-    assert tried == 8  # scans and harvests, by sponsor, advisor, model-manager, compliance
+    # scans and harvests, by sponsor, advisor, model-manager, compliance, platform-operator
+    assert tried == 10
 
 
 async def test_a_body_naming_a_tenant_is_refused_naming_the_field(

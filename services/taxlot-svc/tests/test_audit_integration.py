@@ -22,6 +22,8 @@ pytestmark = pytest.mark.integration
 FIRM = f"aud{uuid.uuid4().hex[:8]}"
 OPERATIONS = bearer(FIRM, [Role.OPERATIONS], "olu@firm")
 ADVISOR = bearer(FIRM, [Role.ADVISOR], "ada@firm")
+# corporate actions change every tenant's holders: the platform operator records them
+PLATFORM = bearer(FIRM, [Role.OPERATIONS, Role.PLATFORM_OPERATOR], "olu@firm")
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +81,7 @@ async def test_openings_transfers_and_actions_are_recorded(api, taxlot_db):
     await ok(api.post(f"{path}/sleeve-cash-transfers", json=cash, headers=ADVISOR))
     split = {"type": "split", "action_id": uuid.uuid4().hex, "symbol": symbol}
     split |= {"on": "2026-02-02", "numerator": 2, "denominator": 1}
-    await ok(api.post("/corporate-actions", json=split, headers=OPERATIONS))
+    await ok(api.post("/corporate-actions", json=split, headers=PLATFORM))
 
     holdings = await records(api, subject_type="holdings")
     opened = {r["subject_id"]: r for r in holdings if r["subject_id"] in (account_id, batched)}

@@ -57,17 +57,21 @@ class Role(StrEnum):
     OPERATIONS = "operations"
     ADMIN = "admin"
     SPONSOR = "sponsor"  # a sponsor platform: reads only
+    PLATFORM_OPERATOR = "platform-operator"  # what every tenant's book shares
 
 
 class Permission(StrEnum):
     READ = "read"  # every read of the tenant's data
-    MANAGE_MODELS = "models:write"  # models, the security master, equivalence sets
+    MANAGE_MODELS = "models:write"  # the tenant's models
     MANAGE_ACCOUNTS = "accounts:write"  # accounts, their settings and restrictions, cash
     DECIDE_PROPOSALS = "proposals:decide"  # approve, reject or edit a proposal
     START_RUNS = "runs:start"  # scans, harvests, manual rebalances
-    LOAD_BOOKS = "books:load"  # book loads, opening balances, corporate actions
+    LOAD_BOOKS = "books:load"  # book loads, opening balances
     OPERATE = "operations"  # dead letters, replays, custodian operations
     ADMINISTER = "admin"  # what changes the platform for every user of the tenant
+    # what changes every tenant's book: the security master (and its book loads), the
+    # equivalence sets, corporate actions
+    MANAGE_PLATFORM = "platform:write"
 
 
 _READS = frozenset({Permission.READ})
@@ -79,7 +83,9 @@ PERMISSIONS: dict[Role, frozenset[Permission]] = {
     | {Permission.MANAGE_ACCOUNTS, Permission.DECIDE_PROPOSALS, Permission.START_RUNS},
     Role.COMPLIANCE: _READS | {Permission.DECIDE_PROPOSALS},
     Role.OPERATIONS: _READS | {Permission.LOAD_BOOKS, Permission.OPERATE, Permission.START_RUNS},
-    Role.ADMIN: frozenset(Permission),
+    # a tenant's admin administers its tenant, not what every tenant shares
+    Role.ADMIN: frozenset(Permission) - {Permission.MANAGE_PLATFORM},
+    Role.PLATFORM_OPERATOR: _READS | {Permission.MANAGE_PLATFORM},
 }
 
 
@@ -349,6 +355,7 @@ CanStartRuns = Annotated[Principal, Depends(requires(Permission.START_RUNS))]
 CanLoadBooks = Annotated[Principal, Depends(requires(Permission.LOAD_BOOKS))]
 CanOperate = Annotated[Principal, Depends(requires(Permission.OPERATE))]
 CanAdminister = Annotated[Principal, Depends(requires(Permission.ADMINISTER))]
+CanManagePlatform = Annotated[Principal, Depends(requires(Permission.MANAGE_PLATFORM))]
 
 
 # --------------------------------------------------------------------------------------------

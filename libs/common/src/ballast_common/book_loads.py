@@ -33,14 +33,14 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Path, Request
+from fastapi import APIRouter, Body, Depends, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Column, DateTime, MetaData, String, Table, select, text
 from sqlalchemy.dialects.postgresql import JSONB, insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ballast_common.auth import CanLoadBooks, CanRead
+from ballast_common.auth import CanRead, Permission, requires
 from ballast_common.contracts.book_files import (
     BY_NAME,
     FALSE_WORDS,
@@ -180,6 +180,8 @@ class BookLoadSpec:
     required: tuple[str, ...] | None = None
     # type each file's rows once they passed their row checks (StagedLoad.typed_table)
     typed: bool = False
+    # what staging, applying or discarding a load needs (the security master's: platform:write)
+    permission: Permission = Permission.LOAD_BOOKS
 
     def required_files(self) -> tuple[str, ...]:
         if self.required is not None:
@@ -747,11 +749,13 @@ FileName = Annotated[str, Path(description="a file of the book file set, e.g. ac
 def book_load_router(spec: BookLoadSpec, runtime_of: Callable[[Request], Any]) -> APIRouter:
     """`/book-loads/{load_id}` routes for a service's BookLoadSpec (see the module doc)."""
     router = APIRouter(prefix="/book-loads", tags=["book loads"])
+    may_load = [Depends(requires(spec.permission))]
 
     @router.put(
         "/{load_id}/files/{name}",
         status_code=201,
         summary="Stage one CSV file of a book load (streamed with COPY)",
+        dependencies=may_load,
         openapi_extra={
             "requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}},
         },
@@ -760,30 +764,38 @@ def book_load_router(spec: BookLoadSpec, runtime_of: Callable[[Request], Any]) -
         load_id: LoadId,
         request: Request,
         name: FileName,
-        caller: CanLoadBooks,
+        caller: CanRead,
     ) -> dict[str, Any]:
         async with runtime_of(request).uow() as uow:
             return await stage_file(
                 uow.session, spec, caller.tenant, load_id, name, request.stream()
             )
 
-    @router.post("/{load_id}/validate", summary="Check every staged row; nothing is written")
+    @router.post(
+        "/{load_id}/validate",
+        summary="Check every staged row; nothing is written",
+        dependencies=may_load,
+    )
     async def post_validate(
         load_id: LoadId,
         request: Request,
         body: Annotated[LoadRequest, Body()],
-        caller: CanLoadBooks,
+        caller: CanRead,
     ) -> dict[str, Any]:
         options = LoadOptions(as_of=body.as_of, tenant=caller.tenant)
         async with runtime_of(request).db.sessions() as session, session.begin():
             return await validate(session, spec, load_id, options)
 
-    @router.post("/{load_id}/apply", summary="Apply the staged files, all or nothing")
+    @router.post(
+        "/{load_id}/apply",
+        summary="Apply the staged files, all or nothing",
+        dependencies=may_load,
+    )
     async def post_apply(
         load_id: LoadId,
         request: Request,
         body: Annotated[LoadRequest, Body()],
-        caller: CanLoadBooks,
+        caller: CanRead,
     ) -> dict[str, Any]:
         options = LoadOptions(as_of=body.as_of, tenant=caller.tenant)
         async with runtime_of(request).uow() as uow:
@@ -794,8 +806,13 @@ def book_load_router(spec: BookLoadSpec, runtime_of: Callable[[Request], Any]) -
         async with runtime_of(request).db.sessions() as session:
             return await describe(session, spec, caller.tenant, load_id)
 
-    @router.delete("/{load_id}", status_code=204, summary="Discard what a load staged")
-    async def delete_load(load_id: LoadId, request: Request, caller: CanLoadBooks) -> None:
+    @router.delete(
+        "/{load_id}",
+        status_code=204,
+        summary="Discard what a load staged",
+        dependencies=may_load,
+    )
+    async def delete_load(load_id: LoadId, request: Request, caller: CanRead) -> None:
         async with runtime_of(request).uow() as uow:
             await discard(uow.session, spec, caller.tenant, load_id)
 

@@ -68,6 +68,9 @@ async def outbox_events(db: Database, topic: str, key: str | None = None) -> lis
 # --- callers ------------------------------------------------------------------------------------
 
 TEST_TENANT = "demo"
+# What tests call as unless they say: an admin of the tenant who also runs the platform
+# (writes the security master, equivalence sets, corporate actions).
+TEST_ROLES: tuple[Role, ...] = (Role.ADMIN, Role.PLATFORM_OPERATOR)
 
 
 @cache
@@ -78,7 +81,7 @@ def issuer_for_tests() -> LocalIssuer:
 
 def bearer(
     tenant: str = TEST_TENANT,
-    roles: Iterable[Role | str] = (Role.ADMIN,),
+    roles: Iterable[Role | str] = TEST_ROLES,
     subject: str | None = None,
 ) -> dict[str, str]:
     """An `Authorization` header with a token of the test issuer."""
@@ -101,11 +104,11 @@ async def api_client(
     settings: ServiceSettings | None = None,
     *,
     tenant: str = TEST_TENANT,
-    roles: Iterable[Role | str] = (Role.ADMIN,),
+    roles: Iterable[Role | str] = TEST_ROLES,
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client for `spec`'s app on `db`, calling as `roles` of `tenant` (an admin of
-    the test tenant by default), without the app's lifespan: no Kafka and no relay, so what
-    a request publishes stays in the outbox."""
+    """An HTTP client for `spec`'s app on `db`, calling as `roles` of `tenant` (TEST_ROLES
+    of the test tenant by default), without the app's lifespan: no Kafka and no relay, so
+    what a request publishes stays in the outbox."""
     settings = with_test_issuer(settings or spec.settings_type())
     app = create_app(spec, settings)
     app.state.runtime = SimpleNamespace(

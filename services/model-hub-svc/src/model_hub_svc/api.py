@@ -1,6 +1,6 @@
 """model-hub-svc's REST routes: parse, call the service layer, return. The caller (tenant,
-actor, roles) is the bearer token's; the security master is shared by every tenant, models
-and equivalence sets are the caller's tenant's."""
+actor, roles) is the bearer token's; the security master and the equivalence sets are shared
+by every tenant, models are the caller's tenant's."""
 
 from typing import Annotated
 
@@ -10,7 +10,7 @@ from ballast_common.audit import (
     AuditLimit,
     AuditRecordOut,
 )
-from ballast_common.auth import CanManageModels, CanRead
+from ballast_common.auth import CanManageModels, CanManagePlatform, CanRead
 from ballast_common.openapi import CREATES_RESOURCE
 from ballast_common.pagination import Offset, Page
 from fastapi import APIRouter, Path, Query, Response
@@ -32,8 +32,13 @@ from model_hub_svc.settings import Settings
 
 router = APIRouter()
 SHARED = (
-    "The security master is platform-wide reference data, shared by every tenant: what one "
-    "tenant's model manager changes, every tenant sees."
+    "The security master is platform-wide reference data, shared by every tenant: every "
+    "tenant reads it, only a platform operator (platform:write) changes it."
+)
+SETS_SHARED = (
+    "Equivalence sets are platform-wide, like the security master: rebalancing and wash-sale "
+    "checks apply every live set to every tenant's book, so every tenant reads them and only "
+    "a platform operator (platform:write) changes them (a new set is kept under its tenant)."
 )
 ID_TAKEN = (
     " Ids are unique across the platform: an id another tenant has is refused with 409 "
@@ -50,7 +55,7 @@ Version = Annotated[int, Path(ge=1, le=2**31 - 1, description="a version of the 
     description=SHARED,
     max_body_size=8 * 1024 * 1024,
 )
-async def put_securities(body: SecuritiesIn, uow: UoW, caller: CanManageModels) -> dict[str, int]:
+async def put_securities(body: SecuritiesIn, uow: UoW, caller: CanManagePlatform) -> dict[str, int]:
     return {
         "upserted": await service.upsert_securities(
             uow,
@@ -152,14 +157,13 @@ SetId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
     "/equivalence-sets/{set_id}",
     tags=["equivalence sets"],
     summary="Define or replace an equivalence set",
-    description="The set is the caller's tenant's; the version is recorded as made by the "
-    "token's subject. A security can be in one live set only, across tenants (the services "
-    "that follow the sets apply them platform-wide); another tenant's set is not named." + ID_TAKEN,
+    description=SETS_SHARED + " The version is recorded as made by the token's subject. A "
+    "security can be in one live set only.",
     response_model=EquivalenceSetPublished,
     openapi_extra=CREATES_RESOURCE,
 )
 async def put_equivalence_set(
-    set_id: SetId, body: EquivalenceSetIn, uow: UoW, response: Response, caller: CanManageModels
+    set_id: SetId, body: EquivalenceSetIn, uow: UoW, response: Response, caller: CanManagePlatform
 ) -> EquivalenceSetPublished:
     published = await service.put_equivalence_set(
         uow, PostgresModelHubRepository(uow.session), caller.tenant, set_id, body, caller.subject
@@ -169,13 +173,16 @@ async def put_equivalence_set(
 
 
 @router.delete(
-    "/equivalence-sets/{set_id}", tags=["equivalence sets"], response_model=EquivalenceSetOut
+    "/equivalence-sets/{set_id}",
+    tags=["equivalence sets"],
+    response_model=EquivalenceSetOut,
+    description=SETS_SHARED,
 )
 async def delete_equivalence_set(
-    set_id: SetId, uow: UoW, caller: CanManageModels
+    set_id: SetId, uow: UoW, caller: CanManagePlatform
 ) -> EquivalenceSetOut:
     return await service.remove_equivalence_set(
-        uow, PostgresModelHubRepository(uow.session), caller.tenant, set_id, caller.subject
+        uow, PostgresModelHubRepository(uow.session), set_id, caller.subject
     )
 
 
@@ -183,7 +190,8 @@ async def delete_equivalence_set(
     "/equivalence-sets",
     tags=["equivalence sets"],
     response_model=Page[EquivalenceSetOut],
-    summary="The tenant's, by id",
+    summary="By id",
+    description=SETS_SHARED,
 )
 async def list_equivalence_sets(
     session: ReadSession,
@@ -193,20 +201,21 @@ async def list_equivalence_sets(
     offset: Offset = 0,
 ) -> Page[EquivalenceSetOut]:
     sets = await service.list_equivalence_sets(
-        PostgresModelHubRepository(session), caller.tenant, include_removed, limit + 1, offset
+        PostgresModelHubRepository(session), include_removed, limit + 1, offset
     )
     return Page[EquivalenceSetOut].of(sets, limit, offset)
 
 
 @router.get(
-    "/equivalence-sets/{set_id}", tags=["equivalence sets"], response_model=EquivalenceSetOut
+    "/equivalence-sets/{set_id}",
+    tags=["equivalence sets"],
+    response_model=EquivalenceSetOut,
+    description=SETS_SHARED,
 )
 async def get_equivalence_set(
     set_id: str, session: ReadSession, caller: CanRead
 ) -> EquivalenceSetOut:
-    return await service.get_equivalence_set(
-        PostgresModelHubRepository(session), caller.tenant, set_id
-    )
+    return await service.get_equivalence_set(PostgresModelHubRepository(session), set_id)
 
 
 @router.get(

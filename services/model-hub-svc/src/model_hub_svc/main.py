@@ -4,6 +4,7 @@ from pathlib import Path
 
 from ballast_common import audit
 from ballast_common.app import ServiceSpec, create_app
+from ballast_common.auth import Permission
 from ballast_common.book_loads import BookLoadSpec
 from ballast_common.contracts.book_files import files_of
 
@@ -33,6 +34,7 @@ spec = ServiceSpec(
         table=book_loads,
         checks=service.check_book_load,
         apply=service.apply_book_load,
+        permission=Permission.MANAGE_PLATFORM,  # it loads the shared security master
     ),
 )
 

@@ -10,9 +10,9 @@ from model_hub_svc.tables import EquivalenceSet, Model, ModelTarget, ModelVersio
 
 
 class ModelHubRepository(Protocol):
-    """The security master (shared by every tenant), models with their versions and targets,
-    and equivalence sets (each of one tenant: a method taking `tenant` never reads or changes
-    another tenant's rows; ids are unique platform-wide).
+    """The security master and equivalence sets (both shared by every tenant), and models with
+    their versions and targets (each of one tenant: a method taking `tenant` never reads or
+    changes another tenant's rows; ids are unique platform-wide).
 
     Rows read are the stored objects of the transaction: a change to one is stored with it
     (as the ORM does); `for_update` locks the row until the transaction ends."""
@@ -44,13 +44,11 @@ class ModelHubRepository(Protocol):
     async def models_holding(self, symbol: str) -> list[Model]: ...
 
     async def get_equivalence_set(
-        self, tenant: str, set_id: str, *, for_update: bool = False
+        self, set_id: str, *, for_update: bool = False
     ) -> EquivalenceSet | None: ...
 
-    async def set_id_taken(self, set_id: str) -> bool: ...
-
     async def list_equivalence_sets(
-        self, tenant: str, include_removed: bool, limit: int, offset: int
+        self, include_removed: bool, limit: int, offset: int
     ) -> list[EquivalenceSet]: ...
 
     async def equivalence_sets_holding(

@@ -121,29 +121,18 @@ class PostgresModelHubRepository:
         return list(await self.session.exec(stmt))
 
     async def get_equivalence_set(
-        self, tenant: str, set_id: str, *, for_update: bool = False
+        self, set_id: str, *, for_update: bool = False
     ) -> EquivalenceSet | None:
-        stmt = select(EquivalenceSet).where(
-            EquivalenceSet.set_id == set_id, EquivalenceSet.tenant == tenant
-        )
+        stmt = select(EquivalenceSet).where(EquivalenceSet.set_id == set_id)
         if for_update:
             stmt = stmt.with_for_update()
         return (await self.session.exec(stmt)).first()
 
-    async def set_id_taken(self, set_id: str) -> bool:
-        """Whether any tenant has an equivalence set of this id (ids are unique platform-wide)."""
-        stmt = select(literal(1)).where(EquivalenceSet.set_id == set_id)
-        return (await self.session.exec(stmt)).first() is not None
-
     async def list_equivalence_sets(
-        self, tenant: str, include_removed: bool, limit: int, offset: int
+        self, include_removed: bool, limit: int, offset: int
     ) -> list[EquivalenceSet]:
-        """The tenant's equivalence sets, by id."""
-        stmt = (
-            select(EquivalenceSet)
-            .where(EquivalenceSet.tenant == tenant)
-            .order_by(col(EquivalenceSet.set_id))
-        )
+        """The platform's equivalence sets, by id."""
+        stmt = select(EquivalenceSet).order_by(col(EquivalenceSet.set_id))
         if not include_removed:
             stmt = stmt.where(col(EquivalenceSet.removed).is_(False))
         return list(await self.session.exec(stmt.limit(limit).offset(offset)))
@@ -151,8 +140,7 @@ class PostgresModelHubRepository:
     async def equivalence_sets_holding(
         self, symbols: Sequence[str], *, except_set: str | None = None
     ) -> list[EquivalenceSet]:
-        """Live sets of every tenant with any of these members (a symbol may be in only one:
-        the services that follow the sets apply them platform-wide)."""
+        """Live sets with any of these members (a symbol may be in only one)."""
         stmt = select(EquivalenceSet).where(
             col(EquivalenceSet.removed).is_(False),
             _members().op("&&")(postgresql.array(list(symbols))),
@@ -164,7 +152,7 @@ class PostgresModelHubRepository:
     async def sets_with_member(
         self, symbol: str, *, for_update: bool = False
     ) -> list[EquivalenceSet]:
-        """Live sets of every tenant with the member, by id (for corporate actions)."""
+        """Live sets with the member, by id (for corporate actions)."""
         stmt = (
             select(EquivalenceSet)
             .where(col(EquivalenceSet.removed).is_(False), literal(symbol) == any_(_members()))

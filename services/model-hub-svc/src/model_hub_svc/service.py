@@ -305,8 +305,8 @@ async def put_equivalence_set(
     body: EquivalenceSetIn,
     changed_by: str,
 ) -> EquivalenceSetPublished:
-    """Define or replace the tenant's set (a new version unless nothing changed) and announce
-    it; an id another tenant has is refused (409)."""
+    """Define or replace a set of the platform (a new version unless nothing changed; a new
+    one is kept under `tenant`) and announce it."""
     duplicates = _duplicates(body.members)
     if duplicates:
         raise InvalidInput(
@@ -320,14 +320,11 @@ async def put_equivalence_set(
             f"unknown security {unknown[0][1]}: add it to the security master first",
             [FieldProblem(f"members[{i}]", f"unknown security {s}") for i, s in unknown],
         )
-    row = await repo.get_equivalence_set(tenant, set_id, for_update=True)
-    if row is None and await repo.set_id_taken(set_id):
-        raise _id_taken("equivalence set", set_id)
+    row = await repo.get_equivalence_set(set_id, for_update=True)
     for other in await repo.equivalence_sets_holding(body.members, except_set=set_id):
         shared = sorted(set(other.members) & set(body.members))
         i = body.members.index(shared[0])
-        # Another tenant's set is not named: its id is none of the caller's business.
-        which = f"equivalence set {other.set_id}" if other.tenant == tenant else "another set"
+        which = f"equivalence set {other.set_id}"
         raise InvalidInput(
             f"{shared[0]} is already in {which}: a security can be in one equivalence set only",
             [FieldProblem(f"members[{i}]", f"already in {which}")],
@@ -356,10 +353,10 @@ async def put_equivalence_set(
 
 
 async def remove_equivalence_set(
-    uow: UnitOfWork, repo: ModelHubRepository, tenant: str, set_id: str, changed_by: str
+    uow: UnitOfWork, repo: ModelHubRepository, set_id: str, changed_by: str
 ) -> EquivalenceSetOut:
-    """Mark the tenant's set removed (a new version) and announce it."""
-    row = await repo.get_equivalence_set(tenant, set_id, for_update=True)
+    """Mark the set removed (a new version) and announce it."""
+    row = await repo.get_equivalence_set(set_id, for_update=True)
     if row is None or row.removed:
         raise NotFound(f"no equivalence set {set_id}")
     before = _set_doc(row)
@@ -395,21 +392,19 @@ def _set_out(row: EquivalenceSet) -> EquivalenceSetOut:
     return EquivalenceSetOut.model_validate(row, from_attributes=True)
 
 
-async def get_equivalence_set(
-    repo: ModelHubRepository, tenant: str, set_id: str
-) -> EquivalenceSetOut:
-    """One of the tenant's equivalence sets."""
-    row = await repo.get_equivalence_set(tenant, set_id)
+async def get_equivalence_set(repo: ModelHubRepository, set_id: str) -> EquivalenceSetOut:
+    """One of the platform's equivalence sets."""
+    row = await repo.get_equivalence_set(set_id)
     if row is None:
         raise NotFound(f"no equivalence set {set_id}")
     return _set_out(row)
 
 
 async def list_equivalence_sets(
-    repo: ModelHubRepository, tenant: str, include_removed: bool, limit: int, offset: int
+    repo: ModelHubRepository, include_removed: bool, limit: int, offset: int
 ) -> list[EquivalenceSetOut]:
-    """A page of the tenant's equivalence sets, by id (removed ones too if asked)."""
-    rows = await repo.list_equivalence_sets(tenant, include_removed, limit, offset)
+    """A page of the platform's equivalence sets, by id (removed ones too if asked)."""
+    rows = await repo.list_equivalence_sets(include_removed, limit, offset)
     return [_set_out(r) for r in rows]
 
 

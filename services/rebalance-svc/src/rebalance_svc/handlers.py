@@ -145,26 +145,23 @@ async def _every(
 
 
 async def scan_loop(runtime: Runtime) -> None:
-    """Scan the book for drift every REBALANCE_SVC_SCAN_INTERVAL_SECONDS (off when 0)."""
+    """Scan each tenant's book for drift every REBALANCE_SVC_SCAN_INTERVAL_SECONDS (off
+    when 0)."""
     settings = runtime.settings
     assert isinstance(settings, Settings)
     await _every(
-        runtime,
-        settings.scan_interval_seconds,
-        lambda uow, s, key: service.start_scan(
-            uow, s, rebalance=s.scan_rebalance, trigger="interval-scan", key=key
-        ),
-        "interval-scan",
+        runtime, settings.scan_interval_seconds, service.start_interval_scans, "interval-scan"
     )
 
 
 async def harvest_loop(runtime: Runtime) -> None:
-    """Harvest tax losses every REBALANCE_SVC_HARVEST_INTERVAL_SECONDS (off when 0)."""
+    """Harvest each tenant's tax losses every REBALANCE_SVC_HARVEST_INTERVAL_SECONDS (off
+    when 0)."""
     settings = runtime.settings
     assert isinstance(settings, Settings)
     await _every(
         runtime,
         settings.harvest_interval_seconds,
-        lambda uow, s, key: service.start_harvest(uow, s, trigger="interval-harvest", key=key),
+        service.start_interval_harvests,
         "interval-harvest",
     )

@@ -147,20 +147,19 @@ async def live_equivalence_sets(session: AsyncSession) -> list[EquivalenceSet]:
     return list(result)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Selection:
-    """Which accounts a run covers: those on a model (SMAs following it, UMAs with a sleeve on
-    it), those named, those with tax-loss harvesting on, or (nothing given) every account."""
+    """Which of a tenant's accounts a run covers: those on a model (SMAs following it, UMAs
+    with a sleeve on it), those named, those with tax-loss harvesting on, or (nothing more
+    given) every one."""
 
+    tenant: str
     model_id: str | None = None
     account_ids: Sequence[str] | None = None
     harvesting: bool = False
-    tenant: str | None = None  # of this tenant only (None: every tenant's)
 
     def where(self) -> ColumnElement[bool]:
-        if self.tenant is not None:
-            return and_(col(Account.tenant) == self.tenant, self._accounts())
-        return self._accounts()
+        return and_(col(Account.tenant) == self.tenant, self._accounts())
 
     def _accounts(self) -> ColumnElement[bool]:
         if self.model_id is not None:
@@ -173,6 +172,14 @@ class Selection:
         if self.harvesting:
             return Account.tax_settings["harvest"].as_boolean().is_(True)  # type: ignore[index]
         return true()
+
+
+async def tenants_with_accounts(session: AsyncSession) -> list[str]:
+    """Every tenant that has an account here, in order."""
+    result = await session.exec(
+        select(col(Account.tenant)).distinct().order_by(col(Account.tenant))
+    )
+    return list(result.all())
 
 
 async def selected_chunks(
@@ -198,12 +205,12 @@ async def selected_chunks(
 
 
 async def existing_account_ids(
-    session: AsyncSession, account_ids: Sequence[str], tenant: str | None
+    session: AsyncSession, account_ids: Sequence[str], tenant: str
 ) -> set[str]:
-    """Those of `account_ids` known here (of `tenant`, when given)."""
-    stmt = select(col(Account.account_id)).where(col(Account.account_id).in_(list(account_ids)))
-    if tenant is not None:
-        stmt = stmt.where(col(Account.tenant) == tenant)
+    """Those of `account_ids` known here as `tenant`'s."""
+    stmt = select(col(Account.account_id)).where(
+        col(Account.account_id).in_(list(account_ids)), col(Account.tenant) == tenant
+    )
     return set((await session.exec(stmt)).all())
 
 

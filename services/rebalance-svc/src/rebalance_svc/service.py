@@ -278,11 +278,11 @@ async def apply_model_change(
         settings,
         RunPlan(
             run_id=_run_id(str(envelope.id)),
+            tenant=envelope.tenant,
             kind="rebalance",
             trigger="model-change",
             model_id=model.model_id,
             model_version=model.version,
-            tenant=envelope.tenant,
         ),
     )
 
@@ -292,13 +292,13 @@ class RunPlan:
     """What a run does, before its accounts are split into chunks."""
 
     run_id: str
+    tenant: str  # whose accounts it covers
     kind: RunKind
     trigger: RunTrigger
     model_id: str = ALL_MODELS
     model_version: int = 0
     rebalance_out_of_tolerance: bool = False
     account_ids: tuple[str, ...] | None = None  # a harvest of named accounts
-    tenant: str | None = None  # whose run it is (None: every tenant's, an interval run)
     started_by: str | None = None  # the caller who started it
 
 
@@ -308,21 +308,53 @@ async def start_scan(
     *,
     rebalance: bool,
     trigger: RunTrigger,
+    tenant: str,
     key: str | None = None,
-    tenant: str | None = None,
     started_by: str | None = None,
 ) -> Run:
-    """Scan every account (of `tenant`, when given) for drift; with `rebalance`, rebalance
-    those out of tolerance. A `key` names the run (the same key: the same run, started once)."""
+    """Scan every account of `tenant` for drift; with `rebalance`, rebalance those out of
+    tolerance. A `key` names the run (the same key: the same run, started once)."""
     plan = RunPlan(
         _run_id(key),
+        tenant,
         "scan",
         trigger,
         rebalance_out_of_tolerance=rebalance,
-        tenant=tenant,
         started_by=started_by,
     )
     return await start_run(uow, settings, plan)
+
+
+async def start_interval_scans(uow: UnitOfWork, settings: Settings, interval_key: str) -> list[Run]:
+    """The interval's scan of each tenant that has accounts, one run per tenant, its id
+    derived from the interval and the tenant (every replica starts the same runs, once)."""
+    return [
+        await start_scan(
+            uow,
+            settings,
+            rebalance=settings.scan_rebalance,
+            trigger="interval-scan",
+            tenant=tenant,
+            key=f"{interval_key}:{tenant}",
+        )
+        for tenant in await repo.tenants_with_accounts(uow.session)
+    ]
+
+
+async def start_interval_harvests(
+    uow: UnitOfWork, settings: Settings, interval_key: str
+) -> list[Run]:
+    """The interval's harvest of each tenant that has accounts, as start_interval_scans."""
+    return [
+        await start_harvest(
+            uow,
+            settings,
+            tenant=tenant,
+            trigger="interval-harvest",
+            key=f"{interval_key}:{tenant}",
+        )
+        for tenant in await repo.tenants_with_accounts(uow.session)
+    ]
 
 
 def _run_id(key: str | None) -> str:
@@ -334,14 +366,14 @@ async def start_harvest(
     settings: Settings,
     account_ids: list[str] | None = None,
     *,
+    tenant: str,
     trigger: RunTrigger = "harvest",
     key: str | None = None,
-    tenant: str | None = None,
     started_by: str | None = None,
 ) -> Run:
-    """Harvest tax losses in the accounts (of `tenant`, when given) that have it on (or in
-    those named; an unknown one, or another tenant's, is refused, one with harvesting off is
-    skipped saying so)."""
+    """Harvest tax losses in the accounts of `tenant` that have it on (or in those named; an
+    unknown one, or another tenant's, is refused, one with harvesting off is skipped saying
+    so)."""
     if account_ids is not None:
         known = await repo.existing_account_ids(uow.session, account_ids, tenant)
         unknown = [(i, a) for i, a in enumerate(account_ids) if a not in known]
@@ -352,10 +384,10 @@ async def start_harvest(
             )
     plan = RunPlan(
         _run_id(key),
+        tenant,
         "harvest",
         trigger,
         account_ids=tuple(dict.fromkeys(account_ids)) if account_ids is not None else None,
-        tenant=tenant,
         started_by=started_by,
     )
     return await start_run(uow, settings, plan)
@@ -400,7 +432,7 @@ async def start_run(uow: UnitOfWork, settings: Settings, plan: RunPlan) -> Run:
                 rebalance_out_of_tolerance=plan.rebalance_out_of_tolerance,
             ),
             key=f"{plan.run_id}:{index}",
-            tenant=plan.tenant or "default",
+            tenant=plan.tenant,
         )
     log.info(
         "run started",
@@ -411,10 +443,10 @@ async def start_run(uow: UnitOfWork, settings: Settings, plan: RunPlan) -> Run:
 
 def _selection(plan: RunPlan) -> repo.Selection:
     if plan.kind == "rebalance":
-        return repo.Selection(model_id=plan.model_id)
+        return repo.Selection(tenant=plan.tenant, model_id=plan.model_id)
     if plan.kind == "harvest":
         return repo.Selection(
-            account_ids=plan.account_ids, harvesting=plan.account_ids is None, tenant=plan.tenant
+            tenant=plan.tenant, account_ids=plan.account_ids, harvesting=plan.account_ids is None
         )
     return repo.Selection(tenant=plan.tenant)
 

@@ -205,8 +205,8 @@ class Run(Table, table=True):
     __tablename__ = "runs"
 
     run_id: str = Field(primary_key=True, max_length=36)
-    # whose accounts it covers; None: every tenant's (an interval scan or harvest), which no
-    # tenant's caller sees
+    # whose accounts it covers (None: a run of every tenant's, started before runs were each
+    # tenant's, which no tenant's caller sees)
     tenant: str | None = Field(default=None, max_length=64, index=True)
     started_by: str | None = Field(default=None, max_length=200)  # the caller's subject
     trigger: str = Field(max_length=32)  # model-change, scan, interval-scan, harvest, ...

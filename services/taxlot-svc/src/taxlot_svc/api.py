@@ -4,7 +4,7 @@ from datetime import date
 from typing import Annotated, Any, Literal
 
 from ballast_common.app import ReadSession, UoW
-from ballast_common.auth import CanLoadBooks, CanManageAccounts, CanRead
+from ballast_common.auth import CanLoadBooks, CanManageAccounts, CanManagePlatform, CanRead
 from ballast_common.openapi import CREATES_RESOURCE
 from fastapi import APIRouter, Body, Path, Query, Response
 from fastapi.exceptions import RequestValidationError
@@ -175,7 +175,8 @@ async def get_wash_sale_blocks(
     tags=["corporate actions"],
     summary="Apply a corporate action (once per action id) to every account holding it",
     description="Corporate actions are platform-wide reference data, like the security "
-    "master: an action applies to every account holding the security, of every tenant.",
+    "master: an action applies to every account holding the security, of every tenant, so "
+    "only a platform operator (platform:write) records one.",
     status_code=201,
     response_model=CorporateActionOut,
 )
@@ -189,7 +190,7 @@ async def post_corporate_action(
     ],
     uow: UoW,
     response: Response,
-    caller: CanLoadBooks,
+    caller: CanManagePlatform,
 ) -> CorporateActionOut:
     result = await service.apply_corporate_action(
         uow, caller.tenant, caller.subject, parse_action(body)

@@ -418,7 +418,8 @@ def _run_load(args: argparse.Namespace) -> int:
     urls = service_urls(args.port_base, **{s: getattr(args, s) for s in PORT_OFFSETS})
     # A BookLoadError is a CommandError: `ballast` prints it and exits with its status.
     files = discover(args.folder, args.as_of)
-    token = bearer_token(args.token, args.tenant, Role.OPERATIONS)
+    # the security master's files (model-hub-svc) need a platform operator
+    token = bearer_token(args.token, args.tenant, Role.OPERATIONS, also=(Role.PLATFORM_OPERATOR,))
     with Progress(*progress_columns(), console=console) as progress:
         outcome = asyncio.run(
             load_folder(

@@ -17,9 +17,15 @@ TOKEN_ENV = "BALLAST_TOKEN"
 LOCAL_TOKEN_TTL_S = 3600
 
 
-def bearer_token(given: str | None, tenant: str, role: Role, quiet: bool = False) -> str:
-    """The token to call with: the one given, else one of the local issuer; else an error
-    that says how to get one."""
+def bearer_token(
+    given: str | None,
+    tenant: str,
+    role: Role,
+    quiet: bool = False,
+    also: tuple[Role, ...] = (),
+) -> str:
+    """The token to call with: the one given, else one of the local issuer (with `role` and
+    the roles `also`); else an error that says how to get one."""
     token = (given or os.environ.get(TOKEN_ENV, "")).strip()
     if token:
         return token
@@ -27,15 +33,18 @@ def bearer_token(given: str | None, tenant: str, role: Role, quiet: bool = False
     if not (keys / "signing-key.pem").exists():
         raise CommandError(
             f"no bearer token: pass --token or set {TOKEN_ENV} (for the local stack: "
-            f"`ballast auth token --tenant {tenant} --role {role.value}`)"
+            f"`ballast auth token --tenant {tenant} "
+            + " ".join(f"--role {r.value}" for r in (role, *also))
+            + "`)"
         )
     if not quiet:
         print(
-            f"calling as {role.value} of tenant {tenant} with a token of the local issuer ({keys})",
+            f"calling as {' and '.join(r.value for r in (role, *also))} of tenant {tenant} "
+            f"with a token of the local issuer ({keys})",
             file=sys.stderr,
         )
     subject = f"{role.value}@{tenant}"
-    return local_issuer(keys).issue(tenant, [role], subject, ttl_s=LOCAL_TOKEN_TTL_S)
+    return local_issuer(keys).issue(tenant, [role, *also], subject, ttl_s=LOCAL_TOKEN_TTL_S)
 
 
 def authorization(token: str) -> dict[str, str]:

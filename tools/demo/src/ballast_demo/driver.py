@@ -54,21 +54,26 @@ class Urls:
 
 @dataclass(frozen=True)
 class Persona:
-    """Who the driver acts as for a step: the token's subject and role."""
+    """Who the driver acts as for a step: the token's subject and roles."""
 
     subject: str
     role: Role
+    also: tuple[Role, ...] = ()
 
 
 OPERATIONS = Persona("ops@demo", Role.OPERATIONS)  # loads books, starts runs, reads
-MODEL_MANAGER = Persona("pm@demo", Role.MODEL_MANAGER)  # models, securities, equivalences
+MODEL_MANAGER = Persona("pm@demo", Role.MODEL_MANAGER)  # models
+# what every tenant shares: the security master, equivalence sets, corporate actions
+PLATFORM_OPERATOR = Persona("platform@demo", Role.PLATFORM_OPERATOR)
 OVERLAY_MANAGER = Persona("overlay@demo", Role.OVERLAY_MANAGER)  # accounts' settings and lists
+# a book folder holds the security master's files too (model-hub-svc's load needs the platform)
+BOOK_LOADER = Persona("ops@demo", Role.OPERATIONS, also=(Role.PLATFORM_OPERATOR,))
 TOKEN_TTL_S = 8 * 3600  # a working day
 
 
 def persona_token(issuer: LocalIssuer, persona: Persona, tenant: str = "demo") -> str:
     """A bearer token of the local issuer for `persona` of `tenant`."""
-    return issuer.issue(tenant, [persona.role], persona.subject, ttl_s=TOKEN_TTL_S)
+    return issuer.issue(tenant, [persona.role, *persona.also], persona.subject, ttl_s=TOKEN_TTL_S)
 
 
 class Ballast:
@@ -125,7 +130,7 @@ class Ballast:
         return int(
             (
                 await self._call(
-                    "PUT", f"{self.urls.model_hub}/securities", MODEL_MANAGER, json=body
+                    "PUT", f"{self.urls.model_hub}/securities", PLATFORM_OPERATOR, json=body
                 )
             )["upserted"]
         )
@@ -135,7 +140,7 @@ class Ballast:
         for set_id, (name, members, identical) in EQUIVALENCE_SETS.items():
             body = {"name": name, "members": members, "identical": identical}
             url = f"{self.urls.model_hub}/equivalence-sets/{set_id}"
-            await self._call("PUT", url, MODEL_MANAGER, json=body)
+            await self._call("PUT", url, PLATFORM_OPERATOR, json=body)
         for list_id, (name, symbols) in SECURITY_LISTS.items():
             body = {"name": name, "symbols": symbols}
             url = f"{self.urls.account}/security-lists/{list_id}"
@@ -183,7 +188,7 @@ class Ballast:
             "account-svc": self.urls.account,
             "taxlot-svc": self.urls.taxlot,
         }
-        outcome = await load_folder(folder, urls, token=self.token(), reporter=reporter)
+        outcome = await load_folder(folder, urls, token=self.token(BOOK_LOADER), reporter=reporter)
         if outcome.problems:
             raise DriverError(f"the book in {folder} is not valid: {outcome.problems[:5]}")
         return outcome
