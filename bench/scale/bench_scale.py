@@ -293,7 +293,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     )
     issuer = local_issuer(Path(stack["BALLAST_AUTH_KEYS"]))
     # The benchmark acts as the tenant's operations desk and model manager.
-    token = issuer.issue("demo", [Role.OPERATIONS, Role.MODEL_MANAGER], "bench@demo", 12 * 3600)
+    roles = [Role.OPERATIONS, Role.MODEL_MANAGER, Role.PLATFORM_OPERATOR]  # the book has securities
+    token = issuer.issue("demo", roles, "bench@demo", 12 * 3600)
     # the stack's Kafka settings (under SASL the launcher gives each service its principal)
     os.environ.update({k: v for k, v in stack.items() if k.startswith("BALLAST_KAFKA_")})
     os.environ.update(
@@ -416,10 +417,30 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "peak_rss_mib": memory,
         }
 
+    cpu_before = cpu_seconds(launcher)
+    database_cpu_before = await database_cpu(plain_dsn)
     started = time.monotonic()
     scan = (await http.post(f"{url('rebalance-svc')}/scans", json={})).json()
     await wait("the scan", lambda: _run_complete(http, url("rebalance-svc"), scan["run_id"]), 3600)
     clock.stage("scan", started)
+    scan_cpu_s = cpu_used(cpu_before, cpu_seconds(launcher))
+    scan_cpu_s["postgres"] = database_cpu_used(database_cpu_before, await database_cpu(plain_dsn))
+    print(f"  cpu s per process: {scan_cpu_s}")
+    if args.stop_after == "scan":
+        memory = peak_rss(launcher)
+        await http.aclose()
+        if not args.keep:
+            launcher.down(PROFILE)
+        return {
+            "benchmark": "scale",
+            "stopped_after": "scan",
+            "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "book": {"accounts": args.accounts, "positions": positions_rows, "lots": lots_rows},
+            "stages_s": clock.stages,
+            "load_cpu_s": load_cpu_s,
+            "scan_cpu_s": scan_cpu_s,
+            "peak_rss_mib": memory,
+        }
 
     change = make_book.changed_core()
     body = {
@@ -487,6 +508,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "load_rebalance_current_s": rebalance_current_s,
         "load_cpu_s": load_cpu_s,
         "load_database_active_s": load_database_s,
+        "scan_cpu_s": scan_cpu_s,
         "run": {
             k: run_out[k]
             for k in (
@@ -543,7 +565,9 @@ def main() -> int:
     parser.add_argument("--port-base", type=int, default=8700)
     parser.add_argument("--floor-messages", type=int, default=200_000)
     parser.add_argument("--keep", action="store_true", help="leave the services running")
-    parser.add_argument("--stop-after", choices=["load"], help="run the stages up to this one")
+    parser.add_argument(
+        "--stop-after", choices=["load", "scan"], help="run the stages up to this one"
+    )
     parser.add_argument(
         "--log-statements-ms",
         type=int,

@@ -245,7 +245,7 @@ async def finish_chunk(session: AsyncSession, run_id: str, chunk: int, **outcome
     await session.execute(
         update(RunChunk)
         .where(col(RunChunk.run_id) == run_id, col(RunChunk.chunk) == chunk)
-        .values(**outcome, finished_at=func.now())
+        .values(**outcome, finished_at=func.clock_timestamp())  # now(): when it began
     )
 
 
@@ -261,7 +261,8 @@ async def count_chunk_in_run(
             chunks_done=run.chunks_done + 1,
             chunks_failed=run.chunks_failed + int(failed),
             finished_at=case(
-                (run.chunks_done + 1 >= run.chunks, func.now()), else_=run.finished_at
+                (run.chunks_done + 1 >= run.chunks, func.clock_timestamp()),
+                else_=run.finished_at,
             ),
             **{name: getattr(run, name) + value for name, value in counts.items()},
         )
