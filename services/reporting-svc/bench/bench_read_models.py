@@ -10,6 +10,10 @@ process' CPU time in the consumer path (steadier than wall time on a shared mach
 
     .venv/bin/python services/reporting-svc/bench/bench_read_models.py --accounts 20000
 
+`--drift-only` applies just the accounts and one scan's drift-detected events (each with
+`--drift-securities` securities' drift, as rebalance-svc sends them) and reports the
+consumer's CPU time for the drift events.
+
 Needs the local stack (`python3 scripts/stack.py up`); uses a database of its own, dropped
 at the end unless --keep.
 """
@@ -172,10 +176,22 @@ class Book:
         at = T0 + timedelta(seconds=6 if after_fills else 2)
         return envelope(payload, key=account, time=at)
 
-    def drift(self, i: int, run_id: uuid.UUID) -> Envelope:
+    def drift(self, i: int, run_id: uuid.UUID, securities: int = 0) -> Envelope:
         account = self.accounts[i]
         rng = random.Random(-i)
         max_abs = Decimal(rng.randint(0, 800)) / 10000
+        measured = []
+        for symbol in rng.sample(self.symbols, securities):
+            target = Decimal(rng.randint(0, 500)) / 10000
+            current = Decimal(rng.randint(0, 500)) / 10000
+            measured.append(
+                ev.SecurityDriftV1(
+                    symbol=symbol,
+                    target_weight=target,
+                    current_weight=current,
+                    drift=current - target,
+                )
+            )
         payload = ev.DriftDetectedV1(
             run_id=run_id,
             account_id=account,
@@ -185,7 +201,7 @@ class Book:
             max_abs_drift=max_abs,
             tolerance=Decimal("0.02"),
             out_of_tolerance=max_abs > Decimal("0.02"),
-            securities=[],
+            securities=measured,
         )
         return envelope(payload, key=account, time=T0 + timedelta(seconds=3))
 
@@ -239,6 +255,24 @@ async def apply_holdings(
     }
 
 
+async def apply_drift(
+    processor: BatchProcessor, book: Book, args: argparse.Namespace
+) -> dict[str, Any]:
+    """One scan's drift-detected events in consumer batches: the consumer's CPU time."""
+    run_id = uuid.uuid4()
+    handler_s, cpu = 0.0, CPU["consumer_s"]
+    for part in batches(args.accounts, args.batch):
+        envelopes = [book.drift(i, run_id, args.drift_securities) for i in part]
+        handler_s += await apply(processor, envelopes)
+    return {
+        "events": args.accounts,
+        "securities_per_event": args.drift_securities,
+        "consumer_path_s": round(handler_s, 2),
+        "consumer_cpu_s": round(CPU["consumer_s"] - cpu, 2),
+        "events_per_s": round(args.accounts / handler_s),
+    }
+
+
 async def timed(client: httpx.AsyncClient, path: str, repeat: int) -> dict[str, Any]:
     times = []
     for _ in range(repeat):
@@ -284,6 +318,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         for part in batches(args.accounts, args.batch):
             await apply(processor, [book.account_changed(i) for i in part])
         result["account_changed_s"] = round(time.perf_counter() - started, 2)
+        if args.drift_only:
+            result["drift_detected"] = await apply_drift(processor, book, args)
+            return result
 
         result["holdings_reconciled"] = await apply_holdings(
             processor, book, args.accounts, args.batch, after_fills=False
@@ -295,7 +332,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         run_id = uuid.uuid4()
         started = time.perf_counter()
         for part in batches(args.accounts, args.batch):
-            await apply(processor, [book.drift(i, run_id) for i in part])
+            await apply(processor, [book.drift(i, run_id, args.drift_securities) for i in part])
         result["drift_detected_s"] = round(time.perf_counter() - started, 2)
         chunks = [
             envelope(
@@ -399,5 +436,9 @@ if __name__ == "__main__":
     parser.add_argument("--lots", type=int, default=3)
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--drift-securities", type=int, default=30)
+    parser.add_argument(
+        "--drift-only", action="store_true", help="only accounts and one scan's drift"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the database")
     print(json.dumps(asyncio.run(main(parser.parse_args())), indent=2))

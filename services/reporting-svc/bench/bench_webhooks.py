@@ -70,7 +70,8 @@ def drift_batch(tenant: str, size: int) -> list[Delivery]:
     for _ in range(size):
         account = f"ACC-{uuid.uuid4().hex[:10]}"
         payload = example("drift-detected", account_id=account)
-        events.append(Delivery(envelope(payload, key=account, tenant=tenant), payload))
+        event = envelope(payload, key=account, tenant=tenant)
+        events.append(Delivery(event, payload, event.to_bytes()))  # as the consumer hands it
     return events
 
 

@@ -470,6 +470,51 @@ async def test_a_snapshot_whose_stored_numbers_are_not_decimals_is_dead_lettered
     assert "positions.0.lots.0.cost_basis: String should match pattern" in letters[-1]
 
 
+async def test_a_verdict_whose_stored_fields_are_invalid_is_dead_lettered_naming_them(
+    db: Database, client: httpx.AsyncClient
+) -> None:
+    """drift-detected is decoded into reporting's view (not each security's drift): a
+    verdict field that is invalid is refused naming it, the rest of the batch is applied;
+    the securities, which reporting does not store, are not validated."""
+    model = new_model()
+    good, unread, bad = new_account(), new_account(), new_account()
+    await account_changed_batch(db, [good, unread, bad], model)
+    run = uuid.uuid4()
+
+    def verdict(account: str, **fields: Any) -> bytes:
+        """A drift-detected message with `fields` of its payload written as given."""
+        message = json.loads(drift(account, model, run, at(9)).to_bytes())
+        message["payload"].update(fields)
+        return json.dumps(message).encode()
+
+    records = [
+        consumer_record(value, offset, topic="drift-detected")
+        for offset, value in enumerate(
+            [verdict(good), verdict(bad, max_abs_drift="lots", out_of_tolerance="maybe"),
+             verdict(unread, securities=[{"symbol": "ZZA", "drift": "not read"}])]
+        )
+    ]  # fmt: skip
+    processor = service_consumer(db, "reporting-svc", SUBSCRIPTIONS)
+    assert await processor.process(records) == {
+        "processed": 2,
+        "duplicate": 0,
+        "dead_lettered": 1,
+    }
+    measured = (await client.get(f"/runs/{run}/accounts", params={"limit": 10})).json()
+    assert sorted(i["account_id"] for i in measured["items"]) == sorted([good, unread])
+    async with db.sessions() as session:
+        letter = (
+            await session.execute(
+                text("SELECT value FROM outbox WHERE topic = 'dlq.reporting-svc'"
+                     " ORDER BY id DESC LIMIT 1")
+            )
+        ).scalar_one()  # fmt: skip
+    error = json.loads(bytes(letter))["error"]
+    assert error.startswith("invalid drift-detected v1 payload: ")
+    assert "max_abs_drift: " in error and "out_of_tolerance: " in error
+    assert "securities" not in error
+
+
 async def test_a_fill_racing_the_snapshot_that_reflects_it_is_counted_reflected(
     db: Database, client: httpx.AsyncClient
 ) -> None:

@@ -11,16 +11,25 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import httpx
+import pydantic_core
 import pytest
 from ballast_common.auth import Role
 from ballast_common.consumer import Delivery
+from ballast_common.contracts.registry import contract_for
 from ballast_common.db import Database
 from ballast_common.testing import api_client, bearer, envelope, example
 from reporting_events import deliver
 from reporting_svc import repository as repo
 from reporting_svc.handlers import SUBSCRIPTIONS
 from reporting_svc.main import spec
-from reporting_svc.webhooks import EVENT_TYPES, RetryPolicy, check_url, outcome_of, webhook_body
+from reporting_svc.webhooks import (
+    EVENT_TYPES,
+    RetryPolicy,
+    check_url,
+    outcome_of,
+    published_payload,
+    webhook_body,
+)
 from sqlalchemy import text
 from webhook_support import ACME, EVIL, deliveries, model_changed, subscribe
 
@@ -207,21 +216,49 @@ def test_urls_that_can_be_sent_to() -> None:
 
 
 def test_the_body_is_the_event_for_every_type() -> None:
-    """Each subscribable event, decoded as the consumer decodes it, gives a body whose data is
-    the event's payload (holdings-reconciled: the fields reporting reads of it)."""
+    """Each subscribable event of every contract version, decoded as the consumer decodes it
+    (into reporting's view where it has one), gives a body whose data is the payload as
+    published, byte for byte."""
     by_topic = {s.event_type: s for s in SUBSCRIPTIONS}
     for event_type in EVENT_TYPES:
-        event = envelope(example(event_type), tenant=ACME)
-        decoded = Delivery(*by_topic[event_type].decode(event.to_bytes()))
-        body = json.loads(webhook_body(decoded))
-        assert (body["type"], body["version"]) == (event_type, event.version)
-        assert datetime.fromisoformat(body["timestamp"]) == event.time
-        sent = json.loads(event.to_bytes())["payload"]
-        if event_type == "holdings-reconciled":
-            assert {k: sent[k] for k in body["data"]} == body["data"], event_type
-            assert {"account_id", "as_of", "cash", "positions"} <= set(body["data"])
-        else:
-            assert body["data"] == sent, event_type
+        version = 1
+        while contract_for(event_type, version) is not None:
+            event = envelope(example(event_type, contract_version=version), tenant=ACME)
+            message = event.to_bytes()
+            published = pydantic_core.to_json(event.payload)
+            assert b'"payload":' + published + b"}" in message  # what the publisher wrote
+            decoded = Delivery(*by_topic[event_type].decode(message), message)
+            body = webhook_body(decoded).encode()
+            assert body.endswith(b',"data":' + published + b"}"), (event_type, version)
+            parsed = json.loads(body)
+            assert (parsed["type"], parsed["version"]) == (event_type, version)
+            assert datetime.fromisoformat(parsed["timestamp"]) == event.time
+            version += 1
+    # what reporting does not read of them is sent all the same
+    for event_type, version, unread in (
+        ("drift-detected", 1, "securities"),
+        ("holdings-reconciled", 2, "recent_loss_sales"),
+    ):
+        event = envelope(example(event_type, contract_version=version), tenant=ACME)
+        decoded = Delivery(*by_topic[event_type].decode(event.to_bytes()), event.to_bytes())
+        assert not hasattr(decoded.payload, unread)
+        assert event.payload[unread]
+        assert json.loads(webhook_body(decoded))["data"][unread] == event.payload[unread]
+
+
+def test_the_data_is_the_payload_as_written_whatever_the_messages_layout() -> None:
+    """Spaces, key order, escapes and a payload that is not the envelope's last field are
+    kept as the publisher wrote them; a message without a payload is refused."""
+    payload = '{ "account_id" : "ACC-\u00e9 1",\n "cash":"10.50", "nested": {"payload": [1, {}]} }'
+    message = (
+        '\n{"payload": {"stale": true}, "type" : "x", "payload":' + payload + ' ,\t"version": 1,'
+        ' "key": "a\\"payload\\"", "tags": [{"payload": 1}], "n": -1.5e3, "t": null}  '
+    )
+    assert published_payload(message.encode()) == payload
+    assert published_payload('{"a":"é","payload":{"b":"ü"}}'.encode()) == '{"b":"ü"}'
+    for broken in (b'{"type": "x"}', b"[1]", b'{"payload" 1}'):
+        with pytest.raises(ValueError):
+            published_payload(broken)
 
 
 def test_the_event_types_are_topics_reporting_consumes() -> None:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import pydantic_core
 import pytest
 import uvicorn
 from ballast_common.app import Runtime
@@ -363,3 +364,43 @@ async def test_only_the_subscribed_event_types_are_sent(
     await until(lambda: bool(receiver.at(where)), "the account-changed webhook")
     assert [r.headers["webhook-id"] for r in receiver.at(where)] == [str(account_then.id)]
     assert [d["event_type"] for d in await deliveries(admin, subscription)] == ["account-changed"]
+
+
+async def test_the_data_is_the_payload_as_published_byte_for_byte(
+    service: Service, receiver: Receiver, admin: httpx.AsyncClient
+) -> None:
+    """reporting decodes drift-detected and holdings-reconciled into views of what it stores;
+    their webhooks still carry the whole payload exactly as the publisher wrote it (here with
+    spaces a serializer of the decoded payload would not write)."""
+    where = path()
+    subscription = await subscribe(
+        admin, receiver.url(where), ["drift-detected", "holdings-reconciled"]
+    )
+    account = f"ACC-{uuid.uuid4().hex[:10]}"
+    events = [
+        envelope(example("drift-detected", account_id=account), key=account, tenant=ACME),
+        envelope(
+            example("holdings-reconciled", contract_version=2, account_id=account),
+            key=account,
+            tenant=ACME,
+        ),
+    ]
+    written = {e.id: json.dumps(e.payload, separators=(", ", ": ")) for e in events}
+    messages = []
+    for e in events:
+        compact = b'"payload":' + pydantic_core.to_json(e.payload)
+        assert compact in e.to_bytes()
+        value = e.to_bytes().replace(compact, b'"payload": ' + written[e.id].encode())
+        messages.append(Message(service.prefix + e.type, e.key, value, {}))
+    await service.publisher.publish(messages)
+    await until(lambda: len(receiver.at(where)) == 2, "both webhooks")
+
+    for got in receiver.at(where):
+        body = Webhook(subscription["secret"]).verify(got.body, got.headers)
+        sent = written[uuid.UUID(got.headers["webhook-id"])]
+        assert got.body.endswith(b',"data":' + sent.encode() + b"}"), body["type"]
+    data_by_id = {r.headers["webhook-id"]: json.loads(r.body)["data"] for r in receiver.at(where)}
+    assert data_by_id[str(events[0].id)]["securities"] == events[0].payload["securities"]
+    assert (
+        data_by_id[str(events[1].id)]["recent_loss_sales"] == events[1].payload["recent_loss_sales"]
+    )

@@ -58,10 +58,12 @@ Handler = Callable[[UnitOfWork, Envelope, Any], Awaitable[None]]
 
 @dataclass(frozen=True)
 class Delivery:
-    """One new event handed to a batch handler."""
+    """One new event handed to a batch handler; `raw` is the message's bytes as published
+    (the envelope's JSON), when the consumer has them."""
 
     envelope: Envelope
     payload: Any
+    raw: bytes | None = None
 
 
 BatchHandler = Callable[[UnitOfWork, Sequence[Delivery]], Awaitable[None]]
@@ -134,7 +136,7 @@ class Subscription:
         payload = delivery.payload
         if isinstance(payload, BaseModel):
             payload = payload.model_dump(mode="json")
-        return Delivery(delivery.envelope, self.view.model_validate(payload))
+        return Delivery(delivery.envelope, self.view.model_validate(payload), delivery.raw)
 
 
 _VIEW_ENVELOPES: dict[type[BaseModel], type[Envelope]] = {}
@@ -258,7 +260,7 @@ class BatchProcessor:
                 if group and group[0][1].envelope.type != envelope.type:
                     await self._handle_together(uow, group)
                     group = []
-                group.append((record, Delivery(envelope, payload)))
+                group.append((record, Delivery(envelope, payload, record.value)))
                 outcomes.append("processed")
             if group:
                 await self._handle_together(uow, group)
@@ -298,7 +300,7 @@ class BatchProcessor:
                         await savepoint.rollback()
                         span.set_attribute("ballast.duplicate", True)
                         return "duplicate"
-                    await self._handle(uow, [Delivery(envelope, payload)])
+                    await self._handle(uow, [Delivery(envelope, payload, record.value)])
                     await savepoint.commit()
                     return "processed"
                 except Exception as exc:

@@ -1,7 +1,8 @@
 """Event handlers: each gets every new event of its topic in a consumer batch and calls one
 service function, which writes the batch with a few set-based statements. Inbox dedup is
 the consumer's job; the service functions are idempotent upserts in their own right.
-holdings-reconciled is decoded into a view of what is stored (``views.HoldingsView``).
+holdings-reconciled and drift-detected are decoded into views of what is stored
+(``views.HoldingsView``, ``views.DriftView``).
 
 Every handler of an event type a platform may subscribe to also queues its webhook
 deliveries (``webhook_service.enqueue``), in the same transaction as the read model."""
@@ -15,7 +16,7 @@ from ballast_common.uow import UnitOfWork
 
 from reporting_svc import service, webhook_service
 from reporting_svc.settings import Settings
-from reporting_svc.views import HoldingsView
+from reporting_svc.views import DriftView, HoldingsView
 from reporting_svc.webhooks import EVENT_TYPES
 
 
@@ -91,7 +92,7 @@ def _read_models() -> list[Subscription]:
         Subscription.batch("model-changed", on_model_changed),
         Subscription.batch("account-changed", on_account_changed),
         Subscription.batch("holdings-reconciled", on_holdings_reconciled, view=HoldingsView),
-        Subscription.batch("drift-detected", on_drift_detected),
+        Subscription.batch("drift-detected", on_drift_detected, view=DriftView),
         Subscription.batch("rebalance-chunk-completed", on_chunk_completed),
         Subscription.batch("trades-proposed", on_trades_proposed),
         Subscription.batch("trades-approved", on_trades_approved),

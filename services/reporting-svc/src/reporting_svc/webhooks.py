@@ -5,6 +5,7 @@ schedule. Pure rules: the service functions are in webhook_service.py."""
 from __future__ import annotations
 
 import base64
+import json
 import random
 import secrets
 import uuid
@@ -73,17 +74,57 @@ def new_secret() -> str:
 
 def webhook_body(delivery: Delivery) -> str:
     """What a receiver gets for an event: its type, contract version, time and data, as
-    JSON (the payload serialized as its model serializes it)."""
-    envelope, payload = delivery.envelope, delivery.payload
-    data = (
-        payload.__pydantic_serializer__.to_json(payload)
-        if isinstance(payload, BaseModel)
-        else pydantic_core.to_json(payload)
-    ).decode()
+    JSON; the data is the payload as it was published (the message's own bytes of it)."""
+    envelope = delivery.envelope
+    if delivery.raw is not None:
+        data = published_payload(delivery.raw)
+    else:  # a delivery made without its message (a test kit's): its decoded payload
+        payload = delivery.payload
+        data = (
+            payload.__pydantic_serializer__.to_json(payload)
+            if isinstance(payload, BaseModel)
+            else pydantic_core.to_json(payload)
+        ).decode()
     return (
         f'{{"type":"{envelope.type}","version":{envelope.version},'
         f'"timestamp":"{envelope.time.isoformat()}","data":{data}}}'
     )
+
+
+_JSON = json.JSONDecoder()
+_SPACE = " \t\n\r"
+
+
+def published_payload(message: bytes) -> str:
+    """The JSON text of an envelope's `payload` exactly as it stands in `message`;
+    ValueError if the message is no JSON object with a payload."""
+    text = message.decode()
+    at = _skip_space(text, 0)
+    if text[at : at + 1] != "{":
+        raise ValueError("the message is not a JSON object")
+    found = None
+    at = _skip_space(text, at + 1)
+    while text[at : at + 1] == '"':
+        key, at = _JSON.raw_decode(text, at)
+        at = _skip_space(text, at)
+        if text[at : at + 1] != ":":
+            raise ValueError(f"no ':' after the key {key!r}")
+        start = _skip_space(text, at + 1)
+        _, at = _JSON.raw_decode(text, start)
+        if key == "payload":  # the last one, as the envelope's decoding takes it
+            found = text[start:at]
+        at = _skip_space(text, at)
+        if text[at : at + 1] == ",":
+            at = _skip_space(text, at + 1)
+    if found is None:
+        raise ValueError("the message has no payload")
+    return found
+
+
+def _skip_space(text: str, at: int) -> int:
+    while at < len(text) and text[at] in _SPACE:
+        at += 1
+    return at
 
 
 def signature_headers(
