@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -166,6 +167,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     os.environ.update(env)  # scripts/services.py keeps its state under BALLAST_STATE_DIR
     progress = Progress()
     progress.line("stack", f"starting the chaos stack in {args.state_dir}")
+    # The suite's broker is throwaway: fresh storage every run (so a stack left by an older
+    # version, e.g. one formatted before the broker had principals, never stands in the way).
+    stack_command(env, "down")
+    shutil.rmtree(Path(args.state_dir) / "kafka" / "data", ignore_errors=True)
     stack_command(env, "up")
     book = chaos.make_book(args.seed, args.accounts)
     progress.line(

@@ -6,7 +6,9 @@ tools/custodian-sim), served over ASGI: the tests decide exactly which execution
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from ballast_common.auth import Principal, Role
 from ballast_common.consumer import Delivery
 from ballast_common.contracts.envelope import Envelope
@@ -51,6 +54,7 @@ class CustodianDouble:
     refuse_symbols: set[str] = field(default_factory=set)
     unavailable: bool = False
     refused_while_down: int = 0  # POST /orders answered 503 while unavailable
+    execution_polls: list[float] = field(default_factory=list)  # when each GET /executions came
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     def __post_init__(self) -> None:
@@ -85,6 +89,7 @@ class CustodianDouble:
 
         @app.get("/executions")
         async def executions(after: int = 0, limit: int = 1000) -> Any:
+            self.execution_polls.append(time.monotonic())
             if self.unavailable:
                 return JSONResponse({"detail": "down"}, status_code=503)
             page = [e for e in self.executions if e["seq"] > after][:limit]
@@ -153,6 +158,21 @@ class LoseResponses(httpx.AsyncBaseTransport):
 @pytest.fixture
 def custodian() -> CustodianDouble:
     return CustodianDouble()
+
+
+@pytest.fixture
+async def served(custodian: CustodianDouble) -> AsyncIterator[str]:
+    """The custodian double served over real HTTP on a free port; its base URL."""
+    server = uvicorn.Server(
+        uvicorn.Config(custodian.app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await task
 
 
 @pytest.fixture

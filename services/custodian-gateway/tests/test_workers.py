@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-import uvicorn
 from ballast_common.db import Database
 from ballast_common.outbox import pending_messages
 from ballast_common.testing import unit_of_work
@@ -20,20 +19,6 @@ from custodian_gateway.settings import Settings
 from custodian_gateway.workers import execution_poller, order_sender
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def served(custodian: Any) -> AsyncIterator[str]:
-    server = uvicorn.Server(
-        uvicorn.Config(custodian.app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
 
 
 async def _until(check: Callable[[], Awaitable[bool]]) -> None:

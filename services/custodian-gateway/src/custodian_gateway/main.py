@@ -9,9 +9,10 @@ from custodian_gateway.api import router
 from custodian_gateway.handlers import subscriptions
 from custodian_gateway.settings import Settings
 from custodian_gateway.tables import metadata
-from custodian_gateway.workers import execution_poller, order_sender
+from custodian_gateway.workers import Wakeups, background_loops
 
 settings = Settings()
+wakeups = Wakeups()
 spec = ServiceSpec(
     name="custodian-gateway",
     schema="custodian_gateway",
@@ -24,8 +25,8 @@ spec = ServiceSpec(
         "fills among its trades pro rata as fills-received / order-rejected."
     ),
     routers=[router],
-    subscriptions=subscriptions(settings),
-    background=[order_sender, execution_poller],
+    subscriptions=subscriptions(settings, wakeups),
+    background=background_loops(wakeups),
 )
 
 app = create_app(spec, settings)

@@ -492,6 +492,16 @@ async def refused_overfills(session: AsyncSession, tenant: str) -> int:
 # --- poll cursor ----------------------------------------------------------------------------
 
 
+async def has_open_orders(session: AsyncSession, custodian: str) -> bool:
+    """Whether an order of `custodian` was sent and still waits for executions."""
+    stmt = select_columns(
+        select(Order.client_order_id)
+        .where(col(Order.status).in_(("sent", "partially_filled")), Order.custodian == custodian)
+        .exists()
+    )
+    return bool((await session.execute(stmt)).scalar())
+
+
 async def lock_cursor(session: AsyncSession, name: str) -> PollCursor | None:
     """The cursor row, locked for this transaction; None if another poller holds it."""
     await session.execute(

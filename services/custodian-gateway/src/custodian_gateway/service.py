@@ -354,6 +354,7 @@ class PollOutcome:
     blocks_done: int = 0  # blocks that became done (and were allocated) on this page
     cursor: int = 0
     page_full: bool = False
+    awaiting: bool = False  # sent orders still wait for executions (poll them promptly)
 
 
 async def poll_executions(
@@ -425,6 +426,8 @@ async def poll_executions(
     if cursor.last_seq != start:
         cursor.updated_at = _now()
     outcome.cursor = cursor.last_seq
+    if not outcome.page_full:
+        outcome.awaiting = await repo.has_open_orders(uow.session, custodian)
     return outcome
 
 

@@ -33,6 +33,10 @@ class Settings(ServiceSettings):
     poll_interval_s: float = Field(default=0.2, gt=0)
     # Most executions asked for per GET /executions.
     poll_page_size: int = Field(default=1000, ge=1, le=5000)
+    # Longest pause of the order sender and the execution poller while there is nothing to
+    # do: they poll less and less often when idle, and wake at once when approved trades
+    # arrive or orders go out.
+    idle_poll_max_s: float = Field(default=5.0, gt=0, le=600)
     # Longest back-off while the custodian is unavailable.
     max_backoff_s: float = Field(default=10.0, gt=0)
     # How often, while idle, the poller checks that the custodian's sequence did not restart.

@@ -1,6 +1,10 @@
 """The two background loops: the order sender (which also gathers approved trades into block
 orders) and the execution poller.
 
+While idle they poll less and less often (up to `idle_poll_max_s`), so an idle gateway costs
+next to no CPU; `Wakeups` brings them back at once: recorded approved trades wake the
+sender, sent orders wake the poller, which polls promptly while orders wait for executions.
+
 Each step is one unit of work calling one service function. While the custodian is
 unavailable (or the database hiccups) a loop backs off and retries: orders stay new and
 the cursor stays put until a step commits, so nothing is lost.
@@ -15,7 +19,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
-from ballast_common.app import Runtime
+from ballast_common.app import BackgroundTask, Runtime
 from ballast_common.consumer import is_transient
 
 from custodian_gateway import service
@@ -42,6 +46,52 @@ class Backoff:
         self._next = self.initial
 
 
+class Wakeups:
+    """In-process signals that end a loop's idle pause (each loop makes its event on its own
+    event loop when it starts; a wake before that is not needed: the loop polls first)."""
+
+    def __init__(self) -> None:
+        self._sender: asyncio.Event | None = None
+        self._poller: asyncio.Event | None = None
+
+    def sender_event(self) -> asyncio.Event:
+        self._sender = asyncio.Event()
+        return self._sender
+
+    def poller_event(self) -> asyncio.Event:
+        self._poller = asyncio.Event()
+        return self._poller
+
+    def wake_sender(self) -> None:
+        if self._sender is not None:
+            self._sender.set()
+
+    def wake_poller(self) -> None:
+        if self._poller is not None:
+            self._poller.set()
+
+
+async def _pause(wake: asyncio.Event, seconds: float) -> bool:
+    """Wait `seconds` or until `wake` is set; True if woken."""
+    try:
+        await asyncio.wait_for(wake.wait(), timeout=seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
+def background_loops(wakeups: Wakeups) -> list[BackgroundTask]:
+    """The two loops of a running gateway, sharing `wakeups` with its trades handler."""
+
+    async def order_sender_loop(runtime: Runtime) -> None:
+        await order_sender(runtime, wakeups)
+
+    async def execution_poller_loop(runtime: Runtime) -> None:
+        await execution_poller(runtime, wakeups)
+
+    return [order_sender_loop, execution_poller_loop]
+
+
 def _settings(runtime: Runtime) -> Settings:
     settings = runtime.settings
     if not isinstance(settings, Settings):
@@ -61,12 +111,16 @@ def _retryable(exc: Exception) -> bool:
     return isinstance(exc, CustodianUnavailable) or is_transient(exc)
 
 
-async def order_sender(runtime: Runtime) -> None:
+async def order_sender(runtime: Runtime, wakeups: Wakeups | None = None) -> None:
     """Gather approved trades into block orders and send new orders in batches, forever."""
     settings = _settings(runtime)
+    wakeups = wakeups or Wakeups()
+    wake = wakeups.sender_event()
     backoff = Backoff(settings.send_interval_s, settings.max_backoff_s)
+    idle = Backoff(settings.send_interval_s, settings.idle_poll_max_s)
     async with custodian_client(settings) as client:
         while True:
+            wake.clear()  # before reading, so trades recorded meanwhile still wake us
             try:
                 async with runtime.uow() as uow:
                     blocking = await service.block_pending(
@@ -91,6 +145,8 @@ async def order_sender(runtime: Runtime) -> None:
                 await asyncio.sleep(delay)
                 continue
             backoff.reset()
+            if outcome.sent:
+                wakeups.wake_poller()
             if outcome.sent or outcome.refused:
                 log.info(
                     "orders sent",
@@ -98,20 +154,28 @@ async def order_sender(runtime: Runtime) -> None:
                 )
             if outcome.claimed >= settings.send_batch_size or blocking.full:
                 continue
-            pause = settings.send_interval_s
-            if blocking.wait_s is not None:
-                # wake when the pending trades are due to be blocked
-                pause = min(pause, blocking.wait_s)
-            await asyncio.sleep(pause)
+            if outcome.claimed or blocking.blocks or blocking.wait_s is not None:
+                idle.reset()
+                pause = settings.send_interval_s
+                if blocking.wait_s is not None:
+                    # wake when the pending trades are due to be blocked
+                    pause = min(pause, blocking.wait_s)
+            else:
+                pause = idle.next()
+            if await _pause(wake, pause):
+                idle.reset()
 
 
-async def execution_poller(runtime: Runtime) -> None:
+async def execution_poller(runtime: Runtime, wakeups: Wakeups | None = None) -> None:
     """Page through the custodian's executions from the persisted cursor, forever."""
     settings = _settings(runtime)
+    wake = (wakeups or Wakeups()).poller_event()
     backoff = Backoff(settings.poll_interval_s, settings.max_backoff_s)
+    idle_pause = Backoff(settings.poll_interval_s, settings.idle_poll_max_s)
     last_restart_check = time.monotonic()
     async with custodian_client(settings) as client:
         while True:
+            wake.clear()  # before polling, so orders sent meanwhile still wake us
             try:
                 async with runtime.uow() as uow:
                     outcome = await service.poll_executions(
@@ -147,5 +211,12 @@ async def execution_poller(runtime: Runtime) -> None:
                         "cursor": outcome.cursor,
                     },
                 )
-            if not outcome.page_full:
-                await asyncio.sleep(settings.poll_interval_s)
+            if outcome.page_full:
+                continue
+            if outcome.received or outcome.awaiting:
+                idle_pause.reset()
+                pause = settings.poll_interval_s
+            else:
+                pause = idle_pause.next()
+            if await _pause(wake, pause):
+                idle_pause.reset()
