@@ -45,7 +45,8 @@ from taxlot_svc.replays import facts_of
 log = logging.getLogger(__name__)
 ZERO = Decimal(0)
 BATCH = 500
-IDLE_S = 0.05
+IDLE_S = 0.05  # between polls while snapshots are being requested
+IDLE_MAX_S = 0.5  # the longest pause once none has been requested for a while
 
 
 def positions_v2(lots: Sequence[Any]) -> list[PositionV2]:
@@ -226,10 +227,22 @@ async def publish_pending(uow: UnitOfWork, limit: int = BATCH) -> int:
     return len(claimed)
 
 
+def next_pause(claimed: int, pause: float) -> float:
+    """How long to wait before the next poll: none while full batches keep coming, IDLE_S
+    while requests come, doubling up to IDLE_MAX_S while none do (an idle service rests)."""
+    if claimed >= BATCH:
+        return 0.0
+    if claimed:
+        return IDLE_S
+    return min(max(pause * 2, IDLE_S), IDLE_MAX_S)
+
+
 async def snapshot_loop(runtime: Runtime) -> None:
     """Publish requested snapshots as they come (a background task of the service)."""
+    pause = 0.0
     while True:
         async with runtime.uow() as uow:
             claimed = await publish_pending(uow)
-        if claimed < BATCH:
-            await asyncio.sleep(IDLE_S)
+        pause = next_pause(claimed, pause)
+        if pause:
+            await asyncio.sleep(pause)
