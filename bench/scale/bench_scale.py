@@ -237,6 +237,15 @@ def database_cpu_used(before: dict[int, float], after: dict[int, float]) -> floa
     return round(sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items()), 2)
 
 
+async def stage_cpu(
+    launcher: Any, dsn: str, before: dict[str, float], database_before: dict[int, float]
+) -> dict[str, float]:
+    """CPU seconds each process (and PostgreSQL's backends) used since `before`."""
+    used = cpu_used(before, cpu_seconds(launcher))
+    used["postgres"] = database_cpu_used(database_before, await database_cpu(dsn))
+    return used
+
+
 def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     return {name: round(after[name] - before.get(name, 0.0), 2) for name in sorted(after)}
 
@@ -393,29 +402,38 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         await reporting_db.close()
     clock.stage("load", started)
-    load_cpu_s = cpu_used(cpu_before, cpu_seconds(launcher))
-    load_cpu_s["postgres"] = database_cpu_used(database_cpu_before, await database_cpu(plain_dsn))
+    load_cpu_s = await stage_cpu(launcher, plain_dsn, cpu_before, database_cpu_before)
     load_database_s = round(await database_active_s(plain_dsn) - database_before, 2)
     print(f"  cpu s per process: {load_cpu_s}; database statements {load_database_s} s")
-    if args.stop_after == "load":
+
+    async def stop_early(stage: str, measured: dict[str, Any]) -> dict[str, Any]:
+        """`--stop-after stage`: what was measured so far, the services stopped (not --keep)."""
         memory = peak_rss(launcher)
         await http.aclose()
         if not args.keep:
             launcher.down(PROFILE)
         return {
             "benchmark": "scale",
-            "stopped_after": "load",
+            "stopped_after": stage,
             "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "book": {"accounts": args.accounts, "positions": positions_rows, "lots": lots_rows},
             "stages_s": clock.stages,
-            "book_load_applied_s": applied_s,
-            "book_load_steps_s": steps.ends,
-            "load_rebalance_current_s": rebalance_current_s,
+            **measured,
             "load_cpu_s": load_cpu_s,
-            "load_database_active_s": load_database_s,
-            "floor": {"postgres_copy": floor_pg},
             "peak_rss_mib": memory,
         }
+
+    if args.stop_after == "load":
+        return await stop_early(
+            "load",
+            {
+                "book_load_applied_s": applied_s,
+                "book_load_steps_s": steps.ends,
+                "load_rebalance_current_s": rebalance_current_s,
+                "load_database_active_s": load_database_s,
+                "floor": {"postgres_copy": floor_pg},
+            },
+        )
 
     cpu_before = cpu_seconds(launcher)
     database_cpu_before = await database_cpu(plain_dsn)
@@ -423,24 +441,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     scan = (await http.post(f"{url('rebalance-svc')}/scans", json={})).json()
     await wait("the scan", lambda: _run_complete(http, url("rebalance-svc"), scan["run_id"]), 3600)
     clock.stage("scan", started)
-    scan_cpu_s = cpu_used(cpu_before, cpu_seconds(launcher))
-    scan_cpu_s["postgres"] = database_cpu_used(database_cpu_before, await database_cpu(plain_dsn))
+    scan_cpu_s = await stage_cpu(launcher, plain_dsn, cpu_before, database_cpu_before)
     print(f"  cpu s per process: {scan_cpu_s}")
     if args.stop_after == "scan":
-        memory = peak_rss(launcher)
-        await http.aclose()
-        if not args.keep:
-            launcher.down(PROFILE)
-        return {
-            "benchmark": "scale",
-            "stopped_after": "scan",
-            "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "book": {"accounts": args.accounts, "positions": positions_rows, "lots": lots_rows},
-            "stages_s": clock.stages,
-            "load_cpu_s": load_cpu_s,
-            "scan_cpu_s": scan_cpu_s,
-            "peak_rss_mib": memory,
-        }
+        return await stop_early("scan", {"scan_cpu_s": scan_cpu_s})
 
     change = make_book.changed_core()
     body = {
