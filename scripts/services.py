@@ -12,6 +12,11 @@ BALLAST_KAFKA_SECURITY_PROTOCOL=SASL_* in the env), `up` first applies every pri
 for BALLAST_TOPIC_PREFIX (`python -m ballast_common.kafka_acls | stack.py acls`), then starts
 each service as its own principal (BALLAST_KAFKA_USERNAME/PASSWORD), never as the admin.
 
+Database roles (docs/auth.md): the migration step runs as the owner in BALLAST_DATABASE_URL
+and creates one role per service (`ballast_taxlot_svc`...; passwords made once, in
+<state>/postgres/app-roles.json) with DML on that service's schema only; each service then
+connects as its role, under the tenant policies of ballast_common.tenancy.
+
 Ports: `--port-base N` puts the services on N+1 ... N+6 and the simulator on N+9. Replica r
 (r = 1, 2, ...) of a service listens on N + offset + 10*r (rebalance-svc, offset 3:
 N+3, N+13, N+23); at most 9 instances per service, so a profile stays within N+1 ... N+99.
@@ -23,23 +28,31 @@ Logs: <state>/services/<profile>/<service>.log, and <service>.<r>.log for replic
   python3 scripts/services.py down [--profile demo]
 
 `--replicas all=2` gives every consumer service two instances (never the custodian
-simulator: its state is in memory); a named service overrides `all`. `up` starts what is not
+simulator: one process per book); a named service overrides `all`. `up` starts what is not
 running yet and never stops an instance.
+
+The custodian simulator keeps its book in SIM_STORE_PATH, by default
+<state>/services/<profile>/custodian-sim-<digest>.sqlite3, one file per system it serves
+(database and topic prefix): a restarted simulator finds its book again, a fresh system (a
+new demo run, a test's own database) starts with an empty one.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import http.client
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -61,6 +74,7 @@ class Service:
     app: str
     offset: int
     scalable: bool = True  # a consumer that may run as several instances
+    has_database: bool = True  # a schema of its own, reached as a role of its own
 
 
 SERVICES = (
@@ -70,7 +84,7 @@ SERVICES = (
     Service("taxlot-svc", "taxlot_svc.main:app", 4),
     Service("custodian-gateway", "custodian_gateway.main:app", 5),
     Service("reporting-svc", "reporting_svc.main:app", 6),
-    Service("custodian-sim", "custodian_sim.main:app", 9, scalable=False),
+    Service("custodian-sim", "custodian_sim.main:app", 9, scalable=False, has_database=False),
 )
 
 
@@ -114,6 +128,14 @@ class LaunchError(Exception):
 
 def run_dir(profile: str) -> Path:
     return STATE / "services" / profile
+
+
+def simulator_store(profile: str, env: Mapping[str, str]) -> Path:
+    """The custodian simulator's book for the system `env` describes (its database and
+    topic prefix) in `profile`."""
+    system = f"{env.get('BALLAST_DATABASE_URL', '')}|{env.get('BALLAST_TOPIC_PREFIX', '')}"
+    digest = hashlib.sha256(system.encode()).hexdigest()[:12]
+    return run_dir(profile) / f"custodian-sim-{digest}.sqlite3"
 
 
 def urls(port_base: int) -> dict[str, str]:
@@ -352,12 +374,70 @@ def apply_kafka_acls(env: Mapping[str, str], timeout_s: float) -> None:
         )
 
 
+def database_roles() -> dict[str, str]:
+    """Each service's PostgreSQL role and its password, made on first use and kept in the
+    state folder (the migration step creates the roles: docs/auth.md, tenant isolation)."""
+    path = STATE / "postgres" / "app-roles.json"
+    try:
+        roles = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError) as exc:
+        raise LaunchError(f"services: cannot read the database roles in {path}: {exc}") from None
+    wanted = {database_role(s): "" for s in SERVICES if s.has_database}
+    if set(wanted) - set(roles):
+        roles = {name: roles.get(name) or secrets.token_urlsafe(24) for name in wanted}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(roles, indent=2) + "\n")
+        path.chmod(0o600)
+    return {str(k): str(v) for k, v in roles.items()}
+
+
+def database_role(service: Service) -> str:
+    return "ballast_" + service.name.replace("-", "_")
+
+
+def settings_prefix(service: Service) -> str:
+    """The service's own settings prefix (`service_config("TAXLOT_SVC_")`)."""
+    return service.name.upper().replace("-", "_") + "_"
+
+
+def with_role(url: str, role: str, password: str) -> str:
+    """`url` (the owner's) with another user and password."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    credentials = f"{urllib.parse.quote(role)}:{urllib.parse.quote(password, safe='')}"
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{credentials}@{host}"))
+
+
+def database_env(env: Mapping[str, str], roles: Mapping[str, str]) -> dict[str, str]:
+    """What the migration step gets: the owner's URL for migrating, and each service's own
+    URL (whose role the step creates and grants exactly the service's schema)."""
+    owner = env.get("BALLAST_DATABASE_URL", "")
+    if not owner:
+        return {}
+    out = {"BALLAST_DATABASE_OWNER_URL": owner}
+    for service in SERVICES:
+        if service.has_database:
+            role = database_role(service)
+            out[settings_prefix(service) + "DATABASE_URL"] = with_role(owner, role, roles[role])
+    return out
+
+
 def service_env(
-    service: Service, env: Mapping[str, str], credentials: Mapping[str, str] | None
+    service: Service,
+    env: Mapping[str, str],
+    credentials: Mapping[str, str] | None,
+    databases: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """One service's environment: under SASL (`credentials` not None) its own Kafka
-    principal, and never the admin's credentials the stack's env carries."""
-    own = dict(env)
+    """One service's environment: its own database role (`databases` from database_env),
+    under SASL (`credentials` not None) its own Kafka principal, and never the owner's or the
+    admin's credentials the stack's env carries."""
+    databases = databases or {}
+    own = {k: v for k, v in env.items() if k not in databases}
+    own.pop("BALLAST_DATABASE_OWNER_URL", None)
+    if databases and service.has_database:
+        own["BALLAST_DATABASE_URL"] = databases[settings_prefix(service) + "DATABASE_URL"]
+    elif databases:
+        own.pop("BALLAST_DATABASE_URL", None)
     if credentials is not None:
         own.setdefault("BALLAST_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
         own.setdefault("BALLAST_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
@@ -424,18 +504,23 @@ def up(
     simulator = urls(port_base).get("custodian-sim")
     if simulator:
         env.setdefault("CUSTODIAN_GATEWAY_CUSTODIAN_URL", simulator)
+        env.setdefault("SIM_STORE_PATH", str(simulator_store(profile, env)))
     credentials = kafka_credentials() if kafka_uses_sasl(env) else None
     if missing and credentials:
         apply_kafka_acls(env, timeout_s)
+    databases = database_env(env, database_roles()) if missing else {}
     if missing and migrate_first:
-        migrate(profile, env, timeout_s, quiet)
+        migrate(profile, {**env, **databases}, timeout_s, quiet)
     env["BALLAST_MIGRATE_ON_START"] = "false"
     for instance in missing:
         state[instance.name] = {
             "service": instance.service.name,
             "replica": instance.replica,
             "pid": _start(
-                instance, port_base, service_env(instance.service, env, credentials), folder
+                instance,
+                port_base,
+                service_env(instance.service, env, credentials, databases),
+                folder,
             ),
             "url": instance.url(port_base),
         }

@@ -114,9 +114,11 @@ async def probe(database_url):
     async with db.engine.begin() as conn:  # a service's migrations create it (the probe's don't)
         await conn.run_sync(idempotency.idempotency_keys.create)
     yield spec, db
-    async with db.engine.begin() as conn:
-        await conn.execute(text(f'DROP SCHEMA "{spec.schema}" CASCADE'))
     await db.dispose()
+    owner = Database(database_url, spec.schema, pool_size=1)  # the schema's owner drops it
+    async with owner.engine.begin() as conn:
+        await conn.execute(text(f'DROP SCHEMA "{spec.schema}" CASCADE'))
+    await owner.dispose()
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import json
 import shlex
 import ssl
 import sys
@@ -251,3 +252,31 @@ def test_sasl_ssl_verifies_the_broker_with_the_system_cas() -> None:
     connection = KafkaConnection("kafka:9093", "SASL_SSL", "SCRAM-SHA-512", "a", SecretStr("b"))
     context = connection.client_options()["ssl_context"]
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+
+
+def test_services_connect_to_postgres_as_their_own_role_never_as_the_owner(
+    tmp_path: Path, monkeypatch
+) -> None:
+    services = _script("services")
+    monkeypatch.setattr(services, "STATE", tmp_path)
+    owner = "postgresql://ballast:owner-secret@127.0.0.1:15432/ballast_x"
+    roles = services.database_roles()
+    assert roles == services.database_roles()  # made once, then kept
+    assert json.loads((tmp_path / "postgres" / "app-roles.json").read_text()) == roles
+    databases = services.database_env({"BALLAST_DATABASE_URL": owner}, roles)
+    assert databases["BALLAST_DATABASE_OWNER_URL"] == owner
+    by_name = {s.name: s for s in services.SERVICES}
+    taxlot = databases["TAXLOT_SVC_DATABASE_URL"]
+    password = roles["ballast_taxlot_svc"]
+    assert taxlot == f"postgresql://ballast_taxlot_svc:{password}@127.0.0.1:15432/ballast_x"
+    env = {"BALLAST_DATABASE_URL": owner, "BALLAST_TOPIC_PREFIX": "p."}
+    for service in services.SERVICES:
+        own = services.service_env(service, env, None, databases)
+        assert "owner-secret" not in json.dumps(own), service.name
+        assert own["BALLAST_TOPIC_PREFIX"] == "p."
+        if service.has_database:
+            role = services.database_role(service)
+            assert own["BALLAST_DATABASE_URL"].startswith(f"postgresql://{role}:")
+    assert "BALLAST_DATABASE_URL" not in services.service_env(
+        by_name["custodian-sim"], env, None, databases
+    )

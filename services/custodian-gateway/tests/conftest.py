@@ -42,6 +42,7 @@ from sqlalchemy import text
 class Submission:
     ids: list[str]
     traceparent: str | None
+    possible_resends: list[str] = field(default_factory=list)  # ids marked possible resend
 
 
 @dataclass
@@ -55,6 +56,7 @@ class CustodianDouble:
     unavailable: bool = False
     refused_while_down: int = 0  # POST /orders answered 503 while unavailable
     execution_polls: list[float] = field(default_factory=list)  # when each GET /executions came
+    status_requests: list[str] = field(default_factory=list)  # GET /orders/{id} asked
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     def __post_init__(self) -> None:
@@ -77,7 +79,8 @@ class CustodianDouble:
                     media_type="application/problem+json",
                 )
             ids = [o["client_order_id"] for o in body["orders"]]
-            self.submissions.append(Submission(ids, request.headers.get("traceparent")))
+            marked = [o["client_order_id"] for o in body["orders"] if o.get("possible_resend")]
+            self.submissions.append(Submission(ids, request.headers.get("traceparent"), marked))
             accepted, duplicates = [], []
             for o in body["orders"]:
                 if o["client_order_id"] in self.orders:
@@ -94,6 +97,33 @@ class CustodianDouble:
                 return JSONResponse({"detail": "down"}, status_code=503)
             page = [e for e in self.executions if e["seq"] > after][:limit]
             return {"executions": page, "last_seq": page[-1]["seq"] if page else after}
+
+        @app.get("/orders/{client_order_id}")
+        async def order(client_order_id: str) -> Any:
+            self.status_requests.append(client_order_id)
+            if self.unavailable:
+                return JSONResponse({"detail": "down"}, status_code=503)
+            known = self.orders.get(client_order_id)
+            if known is None:
+                return JSONResponse(
+                    {"title": "Unknown order", "status": 404, "detail": client_order_id},
+                    status_code=404,
+                    media_type="application/problem+json",
+                )
+            filled = sum(
+                (
+                    Decimal(e["quantity"])
+                    for e in self.executions
+                    if e["client_order_id"] == client_order_id and e["kind"] == "fill"
+                ),
+                Decimal(0),
+            )
+            return {
+                "client_order_id": client_order_id,
+                "status": "accepted" if filled == 0 else "partially_filled",
+                "filled_quantity": str(filled),
+                "times_submitted": self.times_submitted(client_order_id),
+            }
 
         @app.get("/stats")
         async def stats() -> Any:
@@ -131,7 +161,7 @@ class CustodianDouble:
         return self._add(client_order_id, "reject", reason=reason)
 
     def restart(self) -> None:
-        """Forget everything, as a simulator process restart would."""
+        """Forget everything, as a custodian that lost its state would."""
         self.orders.clear()
         self.executions.clear()
         self.submissions.clear()
@@ -209,11 +239,11 @@ async def migrated(database_url: str) -> AsyncIterator[Database]:
 
 @pytest.fixture
 async def db(migrated: Database) -> Database:
-    """The migrated database with this service's tables emptied before the test."""
+    """The migrated database with this service's tables emptied before the test (DELETE:
+    the service's own role may change rows, not TRUNCATE tables)."""
     async with migrated.engine.begin() as conn:
-        await conn.execute(
-            text("TRUNCATE orders, allocations, executions, poll_cursor, outbox, inbox")
-        )
+        for table in ("executions", "allocations", "orders", "poll_cursor", "outbox", "inbox"):
+            await conn.execute(text(f"DELETE FROM {table}"))
     return migrated
 
 

@@ -114,13 +114,19 @@ async def test_another_tenants_model_has_no_trail_to_read(api):
         "TRUNCATE audit_records",
     ],
 )
-async def test_the_application_cannot_change_or_remove_a_record(db, statement):
+async def test_the_application_cannot_change_or_remove_a_record(db, database_url, statement):
     firm = tenant()
     async with db.sessions() as session, session.begin():
         await audit.append(session, firm, [AuditEntry("pat", "create", "model", "m1")])
-    with pytest.raises(DBAPIError, match="audit_records is append-only"):
-        async with db.sessions() as session, session.begin():
-            await session.execute(text(statement), {"t": firm})
+    # the service's role has no such privilege; even the schema's owner meets the trigger
+    owner = Database(database_url, spec.schema, pool_size=1)
+    try:
+        for who, refusal in ((db, "permission denied"), (owner, "audit_records is append-only")):
+            with pytest.raises(DBAPIError, match=refusal):
+                async with who.sessions() as session, session.begin():
+                    await session.execute(text(statement), {"t": firm})
+    finally:
+        await owner.dispose()
     assert [r["actor"] for r in await records_of(db, firm)] == ["pat"]
 
 
@@ -160,11 +166,15 @@ async def ballast_audit_verify(database_url: str) -> tuple[int | None, str, str]
     return process.returncode, out.decode(), err.decode()
 
 
-async def _as_superuser(db: Database, statement: str, params: dict[str, Any]) -> None:
+async def _as_superuser(database_url: str, statement: str, params: dict[str, Any]) -> None:
     """What an operator with superuser rights could do: triggers off for one transaction."""
-    async with db.sessions() as session, session.begin():
-        await session.execute(text("SET LOCAL session_replication_role = replica"))
-        await session.execute(text(statement), params)
+    superuser = Database(database_url, spec.schema, pool_size=1)
+    try:
+        async with superuser.sessions() as session, session.begin():
+            await session.execute(text("SET LOCAL session_replication_role = replica"))
+            await session.execute(text(statement), params)
+    finally:
+        await superuser.dispose()
 
 
 async def test_verify_finds_a_tampered_record_and_passes_the_intact_chain(api, db, database_url):
@@ -182,7 +192,7 @@ async def test_verify_finds_a_tampered_record_and_passes_the_intact_chain(api, d
     middle = (await records_of(db, firm))[1]
     where = {"t": firm, "s": middle["seq"]}
     await _as_superuser(
-        db,
+        database_url,
         "UPDATE audit_records SET after = jsonb_set(after, '{name}', '\"Forged\"') "
         "WHERE tenant = :t AND seq = :s",
         where,
@@ -202,7 +212,7 @@ async def test_verify_finds_a_tampered_record_and_passes_the_intact_chain(api, d
     assert "TAMPERED" in out
 
     await _as_superuser(
-        db,
+        database_url,
         "UPDATE audit_records SET after = jsonb_set(after, '{name}', '\"Core\"') "
         "WHERE tenant = :t AND seq = :s",
         where,

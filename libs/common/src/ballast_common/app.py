@@ -30,7 +30,8 @@ from fastapi_offline import FastAPIOffline
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, pool
+from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Scope
@@ -52,7 +53,7 @@ from ballast_common.consumer import (
     dead_letter_topic,
 )
 from ballast_common.contracts.registry import CONTRACTS
-from ballast_common.db import Database
+from ballast_common.db import Database, async_url
 from ballast_common.errors import BallastError
 from ballast_common.metrics import HTTP_LATENCY, HTTP_REQUESTS, OUTBOX_BACKLOG
 from ballast_common.migrations import upgrade_connection
@@ -62,6 +63,7 @@ from ballast_common.relay import OutboxRelay
 from ballast_common.request_guards import BodyLimitMiddleware, refuse_unstorable_input
 from ballast_common.settings import ServiceSettings
 from ballast_common.telemetry import setup_logging, setup_tracing, shutdown_tracing
+from ballast_common.tenancy import AppRole
 from ballast_common.uow import UnitOfWork
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,9 @@ class ServiceSpec:
     background: Sequence[BackgroundTask] = ()
     # Parts of the book file set this service loads (`/book-loads`, see book_loads.py).
     book_load: BookLoadSpec | None = None
+    # Tables with a tenant column whose rows every tenant reads (no row-level policy:
+    # tenancy.py), e.g. platform-wide reference data that records who made it.
+    shared_tables: frozenset[str] = frozenset()
     version: str = "0.1.0"
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -166,10 +171,11 @@ class Runtime:
             self._spawn(task.__name__, lambda task=task: task(self))  # type: ignore[misc]
 
     async def migrate(self) -> None:
-        async with self.db.engine.begin() as conn:
-            await conn.run_sync(
-                upgrade_connection, self.spec.schema, self.spec.migrations_dir, self.spec.metadata
-            )
+        """Bring the schema to head as its owner (`database_owner_url`, else our own URL)."""
+        owner_url = self.settings.database_owner_url or self.settings.database_url
+        await migrate_as_owner(
+            self.spec, owner_url, AppRole.of(self.settings.database_url, owner_url)
+        )
 
     async def stop(self) -> None:
         for task in self.tasks:
@@ -215,6 +221,26 @@ async def _supervise(name: str, factory: Callable[[], Awaitable[None]]) -> None:
             log.exception("background task crashed; restarting", extra={"task": name})
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30.0)
+
+
+async def migrate_as_owner(spec: ServiceSpec, owner_url: str, app_role: AppRole | None) -> None:
+    """Migrate `spec`'s schema on a connection of the owner; then its tenant policies and,
+    if given, the grants of the role the service runs as (tenancy.py)."""
+    engine = create_async_engine(async_url(owner_url), poolclass=pool.NullPool)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(
+                lambda sync: upgrade_connection(
+                    sync,
+                    spec.schema,
+                    spec.migrations_dir,
+                    spec.metadata,
+                    shared_tables=spec.shared_tables,
+                    app_role=app_role,
+                )
+            )
+    finally:
+        await engine.dispose()
 
 
 def get_runtime(request: Request) -> Runtime:

@@ -36,6 +36,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.routing import APIRoute, iter_route_contexts
 from jwt.algorithms import ECAlgorithm
 
+from ballast_common import tenancy
 from ballast_common.errors import BallastError, FieldProblem, Forbidden, InvalidInput
 
 ALGORITHMS = ("ES256", "RS256")
@@ -261,6 +262,7 @@ async def authenticate(request: Request) -> None:
     """A dependency of every route (before idempotency): the bearer token's principal, kept
     in ``request.state.principal``; 401 without a valid token (public routes excepted)."""
     route = request.scope.get("route")
+    tenancy.scope_request(tenancy.NO_TENANT)  # until the token names a tenant
     if route is not None and is_public(getattr(route, "endpoint", None)):
         return
     claimed = [h for h in CLAIMED_IDENTITY_HEADERS if h in request.headers]
@@ -273,7 +275,17 @@ async def authenticate(request: Request) -> None:
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("this request needs a bearer token: `Authorization: Bearer <JWT>`")
     verifier: TokenVerifier = request.app.state.token_verifier
-    request.state.principal = await verifier.verify(token.strip())
+    principal = await verifier.verify(token.strip())
+    request.state.principal = principal
+    tenancy.scope_request(tenancy.ALL_TENANTS if _platform_wide(route) else principal.tenant)
+
+
+def _platform_wide(route: Any) -> bool:
+    """A route acting on platform-wide data, for every tenant (MANAGE_PLATFORM)."""
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return False
+    return permission_of(dependant.dependencies) is Permission.MANAGE_PLATFORM
 
 
 def principal_of_request(request: Request) -> Principal | None:

@@ -6,6 +6,8 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from ballast_common import tenancy
+
 
 class Database:
     """Engine and session factory; every connection's search_path is the service's schema."""
@@ -17,8 +19,15 @@ class Database:
             pool_size=pool_size,
             max_overflow=pool_size,
             pool_pre_ping=True,
-            connect_args={"server_settings": {"search_path": schema, "application_name": schema}},
+            connect_args={
+                "server_settings": {
+                    "search_path": schema,
+                    "application_name": schema,
+                    **tenancy.connection_settings(),
+                }
+            },
         )
+        tenancy.install(self.engine)
         self.sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
 
     async def ping(self) -> None:

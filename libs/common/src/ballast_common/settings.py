@@ -23,6 +23,10 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SERVICE_", extra="ignore")
 
     database_url: str = "postgresql+asyncpg://ballast:ballast@127.0.0.1:15432/ballast"
+    # The schema owner's URL, for migrations only (docs/auth.md, tenancy.py): a deployment
+    # gives the service a role of its own in `database_url` that owns nothing. Empty: the
+    # service migrates with `database_url`.
+    database_owner_url: str = ""
     kafka_bootstrap_servers: str = "127.0.0.1:19092"
     # How the service authenticates to Kafka (docs/stack.md): PLAINTEXT without credentials,
     # or SASL_PLAINTEXT / SASL_SSL with its own SCRAM principal and password.

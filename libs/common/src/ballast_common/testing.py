@@ -10,6 +10,7 @@ fails if one does).
 from __future__ import annotations
 
 import copy
+import re
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -24,29 +25,39 @@ import httpx
 from aiokafka.structs import ConsumerRecord
 from pydantic import BaseModel
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from ballast_common.app import ServiceSpec, create_app
+from ballast_common.app import ServiceSpec, create_app, migrate_as_owner
 from ballast_common.auth import LocalIssuer, Role, local_issuer
 from ballast_common.bus import Message
 from ballast_common.consumer import BatchProcessor, Delivery, Subscription, dead_letter_topic
 from ballast_common.contracts.envelope import Envelope, decode_envelope
 from ballast_common.contracts.registry import TOPICS, contract_for, contract_of_payload
-from ballast_common.db import Database
-from ballast_common.migrations import upgrade_connection
+from ballast_common.db import Database, async_url
 from ballast_common.outbox import OutgoingMessage, outbox
 from ballast_common.settings import ServiceSettings
+from ballast_common.tenancy import AppRole
 from ballast_common.uow import UnitOfWork
 
 # --- the database -----------------------------------------------------------------------------
 
 
 async def migrated_database(spec: ServiceSpec, url: str) -> Database:
-    """A Database for `spec`'s schema in `url`, migrated to head."""
-    db = Database(url, spec.schema, pool_size=2)
-    async with db.engine.begin() as conn:
-        await conn.run_sync(upgrade_connection, spec.schema, spec.migrations_dir, spec.metadata)
-    return db
+    """A Database for `spec`'s schema in `url`, migrated to head by the owner (`url`'s
+    role) and reached as the service's own role, as deployed: DML on its schema only, under
+    the tenant policies (tenancy.py)."""
+    return Database(await app_role_url(spec, url), spec.schema, pool_size=2)
+
+
+async def app_role_url(spec: ServiceSpec, owner_url: str) -> str:
+    """Migrate `spec`'s schema as the owner and return the URL of its own application role
+    (`test_<service>`): the role a deployment runs the service as, under the tenant
+    policies (tenancy.py)."""
+    role = "test_" + re.sub(r"[^a-z0-9]+", "_", spec.name.lower())
+    url = make_url(async_url(owner_url)).set(username=role, password=role)
+    await migrate_as_owner(spec, owner_url, AppRole(role, role))
+    return url.render_as_string(hide_password=False)
 
 
 def unit_of_work(db: Database, source: str) -> UnitOfWork:

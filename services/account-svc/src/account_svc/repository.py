@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from ballast_common import audit
+from ballast_common import audit, tenancy
 from ballast_common.audit import AuditEntry
 from ballast_common.book_loads import MAX_PROBLEMS, StagedLoad, value_sql
 from ballast_common.contracts.book_files import ACCOUNTS, HOUSEHOLDS, RESTRICTIONS, SLEEVES, CsvFile
@@ -61,10 +61,12 @@ class PostgresAccountRepository:
         return (await self.session.exec(stmt)).first()
 
     async def existing_account_ids(self, ids: Sequence[str]) -> set[str]:
-        result = await self.session.exec(
-            select(Account.account_id).where(col(Account.account_id).in_(ids))
-        )
-        return set(result)
+        """Those of `ids` any tenant has (account ids are unique platform-wide)."""
+        async with tenancy.across_tenants(self.session):
+            result = await self.session.exec(
+                select(Account.account_id).where(col(Account.account_id).in_(ids))
+            )
+            return set(result)
 
     async def households_of_other_tenants(
         self, tenant: str, household_ids: Sequence[str]
@@ -80,7 +82,8 @@ class PostgresAccountRepository:
         held = select(Account.household_id).where(
             col(Account.household_id) == any_(ids), Account.tenant != tenant
         )
-        return set((await self.session.execute(known.union(held))).scalars())
+        async with tenancy.across_tenants(self.session):
+            return set((await self.session.execute(known.union(held))).scalars())
 
     async def add_accounts(self, accounts: Sequence[Account]) -> None:
         self.session.add_all(accounts)
@@ -463,20 +466,21 @@ async def staged_households_of_other_tenants(
     """(line, household_id, staged tenant, known tenant) of staged households known already
     under another tenant."""
     h, _, _, _ = _files(staged)
-    return await _rows(
-        session,
-        f"""
-        SELECT line, household_id, tenant, known FROM (
-            SELECT {h.line}, {h("household_id")} AS household_id,
-                   COALESCE({h("tenant")}, CAST(:tenant AS text)) AS tenant,
-                   COALESCE(k.tenant, (SELECT x.tenant FROM accounts x
-                                       WHERE x.household_id = {h("household_id")} LIMIT 1))
-                       AS known
-            FROM {h.table} LEFT JOIN households k ON k.household_id = {h("household_id")}
-        ) t WHERE known <> tenant ORDER BY 1 {_LIMIT}
-        """,
-        tenant=staged.tenant,
-    )
+    async with tenancy.across_tenants(session):
+        return await _rows(
+            session,
+            f"""
+            SELECT line, household_id, tenant, known FROM (
+                SELECT {h.line}, {h("household_id")} AS household_id,
+                       COALESCE({h("tenant")}, CAST(:tenant AS text)) AS tenant,
+                       COALESCE(k.tenant, (SELECT x.tenant FROM accounts x
+                                           WHERE x.household_id = {h("household_id")} LIMIT 1))
+                           AS known
+                FROM {h.table} LEFT JOIN households k ON k.household_id = {h("household_id")}
+            ) t WHERE known <> tenant ORDER BY 1 {_LIMIT}
+            """,
+            tenant=staged.tenant,
+        )
 
 
 async def staged_unknown_models(

@@ -29,6 +29,8 @@ spec = ServiceSpec(
         audit.trail_router("Changes of models, equivalence sets and the security master"),
     ],
     subscriptions=subscriptions(settings),
+    # Platform-wide, like the security master: `tenant` records who made a set.
+    shared_tables=frozenset({"equivalence_sets"}),
     book_load=BookLoadSpec(
         files=files_of("model-hub-svc"),
         table=book_loads,

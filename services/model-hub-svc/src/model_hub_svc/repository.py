@@ -2,7 +2,7 @@
 
 from collections.abc import Sequence
 
-from ballast_common import audit
+from ballast_common import audit, tenancy
 from ballast_common.audit import AuditEntry
 from ballast_common.book_loads import StagedLoad, value_sql
 from ballast_common.contracts.book_files import PRICES, SECURITIES
@@ -69,7 +69,8 @@ class PostgresModelHubRepository:
     async def model_id_taken(self, model_id: str) -> bool:
         """Whether any tenant has a model of this id (ids are unique platform-wide)."""
         stmt = select(literal(1)).where(Model.model_id == model_id)
-        return (await self.session.exec(stmt)).first() is not None
+        async with tenancy.across_tenants(self.session):
+            return (await self.session.exec(stmt)).first() is not None
 
     async def get_version(self, tenant: str, model_id: str, version: int) -> ModelVersion | None:
         stmt = (

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any, Literal
 
+from ballast_common import tenancy
 from ballast_common.bulk import driver_connection, insert_columns
 from sqlalchemy import CursorResult, Executable, func, text
 from sqlmodel import col, select
@@ -969,9 +970,12 @@ async def account_known(session: AsyncSession, tenant: str, account_id: str) -> 
 async def _whole_book(session: AsyncSession, tenant: str) -> bool:
     """Whether every account is the tenant's (then the book's tallies are the tenant's):
     the two ends of the tenant index."""
-    row = (
-        await _run(session, text("SELECT min(tenant) AS low, max(tenant) AS high FROM accounts"))
-    ).one()
+    async with tenancy.across_tenants(session):  # every tenant's accounts, counted only
+        row = (
+            await _run(
+                session, text("SELECT min(tenant) AS low, max(tenant) AS high FROM accounts")
+            )
+        ).one()
     return bool(row.low == tenant and row.high == tenant)
 
 

@@ -20,7 +20,7 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
-from ballast_common import audit
+from ballast_common import audit, tenancy
 from ballast_common.audit import AuditEntry
 from ballast_common.book_loads import LoadProblem, StagedLoad, value_sql
 from ballast_common.bulk import driver_connection, insert_columns, insert_rows
@@ -509,12 +509,13 @@ async def accounts_of_other_tenants(
     """Those of ``account_ids`` that account-svc named for another tenant."""
     if not account_ids:
         return set()
-    rows = await _fetch(
-        session,
-        "SELECT account_id FROM accounts WHERE account_id = ANY($1::text[]) AND tenant <> $2",
-        list(account_ids),
-        tenant,
-    )
+    async with tenancy.across_tenants(session):
+        rows = await _fetch(
+            session,
+            "SELECT account_id FROM accounts WHERE account_id = ANY($1::text[]) AND tenant <> $2",
+            list(account_ids),
+            tenant,
+        )
     return {r[0] for r in rows}
 
 
@@ -1502,7 +1503,8 @@ async def analyze_loaded_tables(session: AsyncSession) -> None:
     """Fresh planner statistics of the tables a load filled (the load's own rows counted)."""
     # Without them the planner takes a freshly loaded book for empty tables: the loaded
     # rows' snapshots, and the fills that follow, would scan the book per statement.
-    await _execute(session, "ANALYZE " + ", ".join(LOADED_TABLES))
+    # The service's role does not own them: the schema's analyze_tables does it (tenancy.py).
+    await _execute(session, f"SELECT analyze_tables({', '.join(repr(t) for t in LOADED_TABLES)})")
 
 
 async def loaded_among(

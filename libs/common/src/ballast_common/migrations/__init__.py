@@ -7,11 +7,14 @@ the Alembic environment they all run in. `python -m ballast_common.migrations` i
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, MetaData, text
+
+from ballast_common.tenancy import AppRole, secure_schema
 
 ENV_DIR = Path(__file__).parent
 
@@ -32,9 +35,16 @@ def alembic_config(
 
 
 def upgrade_connection(
-    connection: Connection, schema: str, versions_dir: Path, metadata: MetaData
+    connection: Connection,
+    schema: str,
+    versions_dir: Path,
+    metadata: MetaData,
+    *,
+    shared_tables: Collection[str] = (),
+    app_role: AppRole | None = None,
 ) -> None:
-    """Bring `schema` to head on an open (sync-facade) connection, one migrator at a time."""
+    """Bring `schema` to head on an open (sync-facade) connection, one migrator at a time;
+    then its tenant policies and the application role's grants (tenancy.py)."""
     lock = text("SELECT pg_advisory_xact_lock(hashtext(:n))")
     connection.execute(lock, {"n": f"migrate:{schema}"})
     connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
@@ -42,6 +52,7 @@ def upgrade_connection(
     config = alembic_config(schema, versions_dir, metadata)
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
+    secure_schema(connection, schema, metadata, shared_tables, app_role)
 
 
 def create_outbox_and_inbox() -> None:

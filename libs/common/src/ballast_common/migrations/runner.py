@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from ballast_common.app import ServiceSpec
 from ballast_common.db import async_url
 from ballast_common.migrations import upgrade_connection
+from ballast_common.tenancy import AppRole
 
 # The services with a schema, in the order `upgrade --all` migrates them.
 SERVICE_PACKAGES = (
@@ -90,8 +91,16 @@ def load_specs(names: Sequence[str]) -> list[ServiceSpec]:
 
 
 def database_url(spec: ServiceSpec) -> str:
-    """The URL the service itself would use (its own prefix, then BALLAST_*, then default)."""
-    return str(spec.settings_type().database_url)
+    """The URL migrations use: the schema owner's (`database_owner_url`), else the service's
+    own (its prefix, then BALLAST_*, then default)."""
+    settings = spec.settings_type()
+    return str(settings.database_owner_url or settings.database_url)
+
+
+def app_role_of(spec: ServiceSpec) -> AppRole | None:
+    """The role the service connects as, when it is not the owner (tenancy.py)."""
+    settings = spec.settings_type()
+    return AppRole.of(settings.database_url, settings.database_owner_url or settings.database_url)
 
 
 def safe_url(url: str) -> str:
@@ -121,7 +130,14 @@ def _upgrade(connection: Connection, spec: ServiceSpec) -> tuple[str | None, str
     lock = text("SELECT pg_advisory_xact_lock(hashtext(:n))")
     connection.execute(lock, {"n": f"migrate:{spec.schema}"})
     before = current_revision(connection, spec.schema)
-    upgrade_connection(connection, spec.schema, spec.migrations_dir, spec.metadata)
+    upgrade_connection(
+        connection,
+        spec.schema,
+        spec.migrations_dir,
+        spec.metadata,
+        shared_tables=spec.shared_tables,
+        app_role=app_role_of(spec),
+    )
     return before, current_revision(connection, spec.schema)
 
 
