@@ -120,6 +120,10 @@ async def scenario(
     database = f"chaos_{number}"
     stack_command(env, "dropdb", database)
     stack_command(env, "createdb", database)
+    # The simulator's book, kept across its kill -9 and restart, fresh for each scenario.
+    sim_store = Path(args.state_dir) / "custodian-sim" / f"{database}.sqlite3"
+    for stale in (sim_store, *(sim_store.with_name(sim_store.name + s) for s in ("-wal", "-shm"))):
+        stale.unlink(missing_ok=True)
     issuer = local_issuer(Path(args.state_dir) / "auth")
     os.environ.update(
         {
@@ -132,6 +136,7 @@ async def scenario(
             "CUSTODIAN_GATEWAY_CUSTODIAN_URL": harness.urls.custodian,
             "REBALANCE_SVC_CHUNK_SIZE": REBALANCE_CHUNK_SIZE,
             "SIM_SEED": str(args.seed),
+            "SIM_STORE_PATH": str(sim_store),
             **SIM_SETTINGS,
         }
     )

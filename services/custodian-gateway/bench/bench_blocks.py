@@ -27,6 +27,7 @@ import json
 import random
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -176,6 +177,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             cancel_rest_probability=args.cancel_rest,
             max_orders_per_request=5000,
             log_level="WARNING",
+            store_path=str(Path(tempfile.mkdtemp(prefix="bench-blocks-sim-")) / "book.sqlite3"),
         ),
         clock,
     )

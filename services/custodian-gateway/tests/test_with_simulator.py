@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -38,8 +39,9 @@ class Clock:
 
 
 @pytest.fixture
-def make_sim() -> Callable[..., Any]:
-    """`async with make_sim(**settings) as (client, http, clock)`: a fresh simulator."""
+def make_sim(tmp_path: Path) -> Callable[..., Any]:
+    """`async with make_sim(**settings) as (client, http, clock)`: a fresh simulator (its
+    book in a store file of the test's own)."""
 
     @asynccontextmanager
     async def make(**overrides: Any) -> AsyncIterator[Sim]:
@@ -50,12 +52,16 @@ def make_sim() -> Callable[..., Any]:
             "partial_fill_probability": 1.0,
             "max_fills": 4,
             "reject_symbols": ["XREJ"],
+            "store_path": str(tmp_path / f"sim-{uuid.uuid4().hex[:8]}.sqlite3"),
         }
         settings = sim_settings.SimSettings(**(options | overrides))
         app = sim_main.create_app(settings, clock)
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://sim") as http:
-            yield CustodianClient(http), http, clock
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://sim") as http:
+                yield CustodianClient(http), http, clock
+        finally:
+            app.state.book.close()
 
     return make
 

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -33,17 +35,26 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def sim(clock: FakeClock) -> SimFactory:
-    """``async with sim(**settings) as client``: an httpx client on a fresh simulator."""
+def sim(clock: FakeClock, tmp_path: Path) -> SimFactory:
+    """``async with sim(**settings) as client``: an httpx client on a fresh simulator with a
+    store file of its own; pass ``store_path=`` to open a given one again (a restart)."""
+    fresh = itertools.count(1)
 
     @asynccontextmanager
     async def _make(**overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
-        defaults: dict[str, Any] = {"latency_ms": 50, "latency_jitter_ms": 0}
+        defaults: dict[str, Any] = {
+            "latency_ms": 50,
+            "latency_jitter_ms": 0,
+            "store_path": str(tmp_path / f"sim-{next(fresh)}" / "book.sqlite3"),
+        }
         settings = SimSettings(**{**defaults, **overrides})
         app = create_app(settings, clock=clock)
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://sim") as client:
-            yield client
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://sim") as client:
+                yield client
+        finally:
+            app.state.book.close()
 
     return _make
 

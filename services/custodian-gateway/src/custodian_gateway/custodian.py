@@ -4,19 +4,24 @@ Failures are sorted in two kinds: `CustodianUnavailable` (connection errors, tim
 429, an answer that is not the contract: try again later, nothing is lost) and
 `CustodianRefused` (400, 409 or 422: the request's content is refused and resending it
 unchanged will not help). Other 4xx answers (401, 404...) are configuration problems and
-count as unavailable, so a wrong URL never turns orders into rejects.
+count as unavailable, so a wrong URL never turns orders into rejects. The one 404 that means
+something is GET /orders/{id}'s "Unknown order" (a problem+json of that title): the
+custodian does not know the order; any other 404 there is still unavailable.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 # Answers that refuse the request's content (bad or conflicting orders).
 REFUSALS = frozenset({400, 409, 422})
+PROBLEM_JSON = "application/problem+json"
+UNKNOWN_ORDER = "Unknown order"  # the title of GET /orders/{id}'s 404
 
 
 class CustodianUnavailable(Exception):
@@ -41,6 +46,20 @@ class OrderRequest(BaseModel):
     side: str
     quantity: str
     reference_price: str
+    # We may have sent it before (FIX PossResend): the custodian takes a known id as a
+    # duplicate, an unknown one as a new order.
+    possible_resend: bool = False
+
+
+class CustodianOrder(BaseModel):
+    """An order as GET /orders/{client_order_id} reports it (what the gateway reads of it)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    client_order_id: str
+    status: str
+    filled_quantity: str
+    times_submitted: int = 0
 
 
 class SubmitAck(BaseModel):
@@ -93,6 +112,24 @@ class CustodianClient:
         data = await self._call("GET", "/executions", params={"after": after, "limit": limit})
         return _parse(ExecutionsPage, data, "GET /executions")
 
+    async def order(self, client_order_id: str) -> CustodianOrder | None:
+        """The custodian's view of one order; None if it does not know the order."""
+        path = f"/orders/{quote(client_order_id, safe='')}"
+        response = await self._request("GET", path)
+        if response.status_code == 404 and _is_unknown_order(response):
+            return None
+        if response.status_code in REFUSALS:  # a status query has no content to refuse
+            raise CustodianUnavailable(
+                f"GET {path} answered {response.status_code}: {response.text[:300]}"
+            )
+        data = self._checked("GET", "/orders/{client_order_id}", response)
+        order: CustodianOrder = _parse(CustodianOrder, data, "GET /orders/{client_order_id}")
+        if order.client_order_id != client_order_id:
+            raise CustodianUnavailable(
+                f"GET {path} answered for another order ({order.client_order_id!r})"
+            )
+        return order
+
     async def last_seq(self) -> int:
         """The custodian's latest execution sequence number (from GET /stats)."""
         data = await self._call("GET", "/stats")
@@ -102,10 +139,16 @@ class CustodianClient:
         return value
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        return self._checked(method, path, await self._request(method, path, **kwargs))
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            response = await self._http.request(method, path, **kwargs)
+            return await self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:  # connect, read, timeout, protocol errors
             raise CustodianUnavailable(f"{method} {path} failed: {exc!r}") from exc
+
+    @staticmethod
+    def _checked(method: str, path: str, response: httpx.Response) -> Any:
         if response.status_code in REFUSALS:
             raise CustodianRefused(response.status_code, _detail(response))
         if response.status_code >= 400:
@@ -125,6 +168,16 @@ def _parse(model: type[Any], data: Any, what: str) -> Any:
         return model.model_validate(data)
     except ValidationError as exc:
         raise CustodianUnavailable(f"{what} answered outside the contract: {exc}") from exc
+
+
+def _is_unknown_order(response: httpx.Response) -> bool:
+    if not response.headers.get("content-type", "").startswith(PROBLEM_JSON):
+        return False
+    try:
+        body = response.json()
+    except ValueError:
+        return False
+    return isinstance(body, dict) and body.get("title") == UNKNOWN_ORDER
 
 
 def _detail(response: httpx.Response) -> str:

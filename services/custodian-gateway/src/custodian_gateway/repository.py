@@ -317,6 +317,25 @@ async def claim_new_orders(session: AsyncSession, custodian: str, limit: int) ->
     return list(await session.exec(stmt))
 
 
+async def orders_awaiting_executions(
+    session: AsyncSession, custodian: str, after: str, limit: int
+) -> list[Order]:
+    """Lock up to `limit` orders of `custodian` that wait at it (sent or partially filled)
+    with ids after `after`, in id order, skipping ones another worker holds."""
+    stmt = (
+        select(Order)
+        .where(
+            Order.custodian == custodian,
+            col(Order.status).in_(("sent", "partially_filled")),
+            col(Order.client_order_id) > after,
+        )
+        .order_by(col(Order.client_order_id))
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list(await session.exec(stmt))
+
+
 async def mark_sent(session: AsyncSession, client_order_ids: Sequence[str]) -> int:
     """Mark orders sent (only those still new: an execution may already have moved one on,
     in which case it just gets its send recorded)."""

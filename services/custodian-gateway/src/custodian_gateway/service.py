@@ -13,6 +13,7 @@ shares its fills (see allocation.py) and publishes one event per allocation and 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import uuid
@@ -40,6 +41,7 @@ from custodian_gateway import repository as repo
 from custodian_gateway.allocation import AllocationProblem, Ask, allocate, share_unit
 from custodian_gateway.custodian import (
     CustodianClient,
+    CustodianOrder,
     CustodianRefused,
     OrderRequest,
     RawExecution,
@@ -73,6 +75,7 @@ MAX_SPAN_LINKS = 64
 _IDENTIFIER = re.compile(r"^\S(.*\S)?$")
 _SYMBOL = re.compile(r"^[A-Za-z0-9.\-/]{1,32}$")
 _DATETIME: TypeAdapter[datetime] = TypeAdapter(datetime)
+_LONG_AGO = datetime.min.replace(tzinfo=UTC)
 
 
 def _now() -> datetime:
@@ -222,20 +225,43 @@ class SendOutcome:
     sent: list[str] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
     unacknowledged: list[str] = field(default_factory=list)
+    possible_resends: int = 0  # of the orders sent, those marked as possibly sent before
+
+
+@dataclass
+class SendMemory:
+    """What one sender process knows of earlier attempts to send: orders whose POST went
+    out without an answer (it may have reached the custodian), and when the process started
+    (an older unsent order may have been POSTed by a process that died before recording
+    it). Such orders go out marked as possible resends; marking one too many is harmless."""
+
+    started_at: datetime = field(default_factory=_now)
+    unanswered: set[str] = field(default_factory=set)
+
+    def possibly_sent(self, order: Order) -> bool:
+        return order.created_at < self.started_at or order.client_order_id in self.unanswered
 
 
 async def send_new_orders(
-    uow: UnitOfWork, client: CustodianClient, batch_size: int, custodian: str = DEFAULT_CUSTODIAN
+    uow: UnitOfWork,
+    client: CustodianClient,
+    batch_size: int,
+    custodian: str = DEFAULT_CUSTODIAN,
+    memory: SendMemory | None = None,
 ) -> SendOutcome:
     """Send one batch of new block orders and mark them sent, in `uow`'s transaction.
 
     Raises CustodianUnavailable when the custodian cannot take them now: the caller rolls
-    back (the orders stay new) and retries later with the same client order ids.
+    back (the orders stay new) and retries later with the same client order ids, then marked
+    as possible resends (`memory`).
     """
     orders = await repo.claim_new_orders(uow.session, custodian, batch_size)
     outcome = SendOutcome(claimed=len(orders))
     if not orders:
         return outcome
+    memory = memory if memory is not None else SendMemory(started_at=_LONG_AGO)
+    resends = {o.client_order_id for o in orders if memory.possibly_sent(o)}
+    memory.unanswered.update(o.client_order_id for o in orders)
     parent = _trace_context(orders[0])
     links = _links(orders[1:])
     with tracer().start_as_current_span(
@@ -245,9 +271,25 @@ async def send_new_orders(
         links=links,
         attributes={"ballast.orders": len(orders), "http.request.method": "POST"},
     ) as span:
-        acknowledged, refused = await _submit(client, orders)
+        acknowledged, refused = await _submit(client, orders, resends)
         span.set_attribute("ballast.orders_acknowledged", len(acknowledged))
         span.set_attribute("ballast.orders_refused", len(refused))
+        span.set_attribute("ballast.possible_resends", len(resends))
+    await _record_answers(uow, orders, acknowledged, refused, outcome)
+    memory.unanswered.difference_update(outcome.sent)
+    memory.unanswered.difference_update(outcome.refused)
+    outcome.possible_resends = len(resends & set(outcome.sent))
+    return outcome
+
+
+async def _record_answers(
+    uow: UnitOfWork,
+    orders: Sequence[Order],
+    acknowledged: set[str],
+    refused: Sequence[tuple[Order, str]],
+    outcome: SendOutcome,
+) -> None:
+    """Mark the acknowledged orders sent; reject and share the refused ones."""
     by_id = {o.client_order_id: o for o in orders}
     outcome.sent = [i for i in by_id if i in acknowledged]
     await repo.mark_sent(uow.session, outcome.sent)
@@ -261,15 +303,14 @@ async def send_new_orders(
         order.updated_at = _now()
         outcome.refused.append(order.client_order_id)
     await _share_done_blocks(uow, [order for order, _ in refused])
-    outcome.unacknowledged = [
-        i for i in by_id if i not in acknowledged and i not in set(outcome.refused)
-    ]
+    refused_ids = set(outcome.refused)
+    outcome.unacknowledged = [i for i in by_id if i not in acknowledged and i not in refused_ids]
     if outcome.unacknowledged:
         log.warning(
-            "custodian did not acknowledge some orders; they stay new and will be resent",
+            "custodian did not acknowledge some orders; they stay as they were and will be "
+            "sent again",
             extra={"client_order_ids": outcome.unacknowledged[:20]},
         )
-    return outcome
 
 
 def _links(orders: Sequence[Order]) -> list[Link]:
@@ -305,12 +346,13 @@ def _links_to(contexts: Iterable[tuple[str | None, str | None]]) -> list[Link]:
 
 
 async def _submit(
-    client: CustodianClient, orders: Sequence[Order]
+    client: CustodianClient, orders: Sequence[Order], possible_resends: set[str]
 ) -> tuple[set[str], list[tuple[Order, str]]]:
     """POST the orders; if the custodian refuses the batch, find the culprits one by one."""
     headers = current_trace_headers()
+    requests = [_request(o, o.client_order_id in possible_resends) for o in orders]
     try:
-        ack = await client.submit_orders([_request(o) for o in orders], headers=headers)
+        ack = await client.submit_orders(requests, headers=headers)
     except CustodianRefused as exc:
         if len(orders) == 1:
             return set(), [(orders[0], exc.detail)]
@@ -321,14 +363,14 @@ async def _submit(
         acknowledged: set[str] = set()
         refused: list[tuple[Order, str]] = []
         for order in orders:
-            ok, bad = await _submit(client, [order])
+            ok, bad = await _submit(client, [order], possible_resends)
             acknowledged |= ok
             refused += bad
         return acknowledged, refused
     return set(ack.accepted) | set(ack.duplicates), []
 
 
-def _request(order: Order) -> OrderRequest:
+def _request(order: Order, possible_resend: bool = False) -> OrderRequest:
     return OrderRequest(
         client_order_id=order.client_order_id,
         account_id=order.account_id,
@@ -336,7 +378,79 @@ def _request(order: Order) -> OrderRequest:
         side=order.side,
         quantity=_fmt(order.quantity),
         reference_price=_fmt(order.reference_price),
+        possible_resend=possible_resend,
     )
+
+
+# --- settling sent orders after a restart ---------------------------------------------------
+
+
+@dataclass
+class SettleOutcome:
+    checked: int = 0  # orders asked about
+    known: int = 0  # the custodian knows them: their executions come through the cursor
+    resent: list[str] = field(default_factory=list)  # unknown: sent again, same id
+    refused: list[str] = field(default_factory=list)  # unknown, and refused when sent again
+    # unknown but partially filled here: not sent again (see settle_sent_orders)
+    unknown_partially_filled: list[str] = field(default_factory=list)
+    last_client_order_id: str | None = None  # where the next chunk starts (None: done)
+
+
+async def settle_sent_orders(
+    uow: UnitOfWork,
+    client: CustodianClient,
+    custodian: str,
+    *,
+    after: str = "",
+    limit: int = 500,
+    concurrency: int = 8,
+) -> SettleOutcome:
+    """Ask the custodian about one chunk of the orders it should be working (sent or partly
+    filled, ids after `after`) and settle each: a known order is left to the execution
+    cursor; an unknown `sent` one is sent again with the same client order id, marked as a
+    possible resend, and stays sent. An unknown partly filled order is not sent again (the
+    whole quantity again could execute twice at a custodian whose execution ids differ): it
+    is logged for a person. Orders another worker holds locked are skipped."""
+    orders = await repo.orders_awaiting_executions(uow.session, custodian, after, limit)
+    outcome = SettleOutcome(checked=len(orders))
+    if not orders:
+        return outcome
+    outcome.last_client_order_id = orders[-1].client_order_id if len(orders) >= limit else None
+    views = await _ask_custodian(client, [o.client_order_id for o in orders], concurrency)
+    unknown = [o for o in orders if views[o.client_order_id] is None]
+    outcome.known = len(orders) - len(unknown)
+    lost = [o for o in unknown if o.status == "sent"]
+    outcome.unknown_partially_filled = [o.client_order_id for o in unknown if o.status != "sent"]
+    if outcome.unknown_partially_filled:
+        log.error(
+            "partly filled orders are unknown to the custodian; not sent again (their "
+            "executions so far are applied here): an operator must settle them",
+            extra={"client_order_ids": outcome.unknown_partially_filled[:20]},
+        )
+    if lost:
+        acknowledged, refused = await _submit(client, lost, {o.client_order_id for o in lost})
+        sent = SendOutcome(claimed=len(lost))
+        await _record_answers(uow, lost, acknowledged, refused, sent)
+        outcome.resent, outcome.refused = sent.sent, sent.refused
+        log.warning(
+            "orders unknown to the custodian sent again as possible resends",
+            extra={"resent": sent.sent[:20], "refused": sent.refused[:20], "count": len(lost)},
+        )
+    return outcome
+
+
+async def _ask_custodian(
+    client: CustodianClient, client_order_ids: Sequence[str], concurrency: int
+) -> dict[str, CustodianOrder | None]:
+    """The custodian's view of each order, at most `concurrency` requests at a time."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def ask(client_order_id: str) -> CustodianOrder | None:
+        async with gate:
+            return await client.order(client_order_id)
+
+    answers = await asyncio.gather(*(ask(i) for i in client_order_ids))
+    return dict(zip(client_order_ids, answers, strict=True))
 
 
 # --- execution poller -----------------------------------------------------------------------

@@ -41,3 +41,7 @@ class Settings(ServiceSettings):
     max_backoff_s: float = Field(default=10.0, gt=0)
     # How often, while idle, the poller checks that the custodian's sequence did not restart.
     reset_check_interval_s: float = Field(default=5.0, gt=0)
+    # Settling sent orders (on start, and when the custodian's sequence went back): orders
+    # asked about per transaction, and status requests in flight at once.
+    settle_chunk_size: int = Field(default=500, ge=1, le=5000)
+    status_check_concurrency: int = Field(default=8, ge=1, le=100)

@@ -8,6 +8,11 @@ sender, sent orders wake the poller, which polls promptly while orders wait for 
 Each step is one unit of work calling one service function. While the custodian is
 unavailable (or the database hiccups) a loop backs off and retries: orders stay new and
 the cursor stays put until a step commits, so nothing is lost.
+
+The poller settles the orders the custodian should be working when it starts, and whenever
+the custodian's sequence is found below the cursor (it lost or replaced its state): it asks
+about each, and sends the ones it does not know again, same client order id, marked as
+possible resends.
 """
 
 from __future__ import annotations
@@ -118,6 +123,7 @@ async def order_sender(runtime: Runtime, wakeups: Wakeups | None = None) -> None
     wake = wakeups.sender_event()
     backoff = Backoff(settings.send_interval_s, settings.max_backoff_s)
     idle = Backoff(settings.send_interval_s, settings.idle_poll_max_s)
+    memory = service.SendMemory()
     async with custodian_client(settings) as client:
         while True:
             wake.clear()  # before reading, so trades recorded meanwhile still wake us
@@ -133,7 +139,7 @@ async def order_sender(runtime: Runtime, wakeups: Wakeups | None = None) -> None
                     )
                 async with runtime.uow() as uow:
                     outcome = await service.send_new_orders(
-                        uow, client, settings.send_batch_size, settings.custodian_id
+                        uow, client, settings.send_batch_size, settings.custodian_id, memory
                     )
             except Exception as exc:
                 if not _retryable(exc):
@@ -150,7 +156,11 @@ async def order_sender(runtime: Runtime, wakeups: Wakeups | None = None) -> None
             if outcome.sent or outcome.refused:
                 log.info(
                     "orders sent",
-                    extra={"sent": len(outcome.sent), "refused": len(outcome.refused)},
+                    extra={
+                        "sent": len(outcome.sent),
+                        "refused": len(outcome.refused),
+                        "possible_resends": outcome.possible_resends,
+                    },
                 )
             if outcome.claimed >= settings.send_batch_size or blocking.full:
                 continue
@@ -166,17 +176,58 @@ async def order_sender(runtime: Runtime, wakeups: Wakeups | None = None) -> None
                 idle.reset()
 
 
+async def settle_sent_orders(runtime: Runtime, client: CustodianClient) -> None:
+    """Settle every order the custodian should be working, a chunk per transaction."""
+    settings = _settings(runtime)
+    after = ""
+    totals = {"checked": 0, "known": 0, "resent": 0, "refused": 0, "unknown_partially_filled": 0}
+    while True:
+        async with runtime.uow() as uow:
+            outcome = await service.settle_sent_orders(
+                uow,
+                client,
+                settings.custodian_id,
+                after=after,
+                limit=settings.settle_chunk_size,
+                concurrency=settings.status_check_concurrency,
+            )
+        totals["checked"] += outcome.checked
+        totals["known"] += outcome.known
+        totals["resent"] += len(outcome.resent)
+        totals["refused"] += len(outcome.refused)
+        totals["unknown_partially_filled"] += len(outcome.unknown_partially_filled)
+        if outcome.last_client_order_id is None:
+            break
+        after = outcome.last_client_order_id
+    log.info("sent orders settled with the custodian", extra=totals)
+
+
 async def execution_poller(runtime: Runtime, wakeups: Wakeups | None = None) -> None:
-    """Page through the custodian's executions from the persisted cursor, forever."""
+    """Page through the custodian's executions from the persisted cursor, forever; settle
+    the sent orders on start and after the custodian lost its state."""
     settings = _settings(runtime)
     wake = (wakeups or Wakeups()).poller_event()
     backoff = Backoff(settings.poll_interval_s, settings.max_backoff_s)
     idle_pause = Backoff(settings.poll_interval_s, settings.idle_poll_max_s)
     last_restart_check = time.monotonic()
+    check_restart = settle = True  # on start
     async with custodian_client(settings) as client:
+
+        async def custodian_restarted() -> bool:
+            nonlocal last_restart_check
+            last_restart_check = time.monotonic()
+            async with runtime.uow() as uow:
+                return await service.check_custodian_restart(uow, client, settings.custodian_id)
+
         while True:
             wake.clear()  # before polling, so orders sent meanwhile still wake us
             try:
+                if check_restart:
+                    settle = await custodian_restarted() or settle
+                    check_restart = False
+                if settle:
+                    await settle_sent_orders(runtime, client)
+                    settle = False
                 async with runtime.uow() as uow:
                     outcome = await service.poll_executions(
                         uow, client, settings.poll_page_size, settings.custodian_id
@@ -186,9 +237,7 @@ async def execution_poller(runtime: Runtime, wakeups: Wakeups | None = None) -> 
                     idle
                     and time.monotonic() - last_restart_check >= settings.reset_check_interval_s
                 ):
-                    last_restart_check = time.monotonic()
-                    async with runtime.uow() as uow:
-                        await service.check_custodian_restart(uow, client, settings.custodian_id)
+                    settle = await custodian_restarted()
             except Exception as exc:
                 if not _retryable(exc):
                     raise
@@ -211,7 +260,7 @@ async def execution_poller(runtime: Runtime, wakeups: Wakeups | None = None) -> 
                         "cursor": outcome.cursor,
                     },
                 )
-            if outcome.page_full:
+            if settle or outcome.page_full:
                 continue
             if outcome.received or outcome.awaiting:
                 idle_pause.reset()

@@ -1,9 +1,11 @@
-"""The simulated custodian's order book: in memory, driven by an injectable clock.
+"""The simulated custodian's order book: its rules, kept in its store (store.py), driven by
+an injectable clock.
 
 Every accepted order gets its executions planned at acceptance (split, price, reject, delay),
-each with a due time. Executions are *released* (given the next sequence number) only once the
-clock has passed their due time, so the public sequence is gap-free and increasing and no
-execution is visible before its latency has elapsed.
+each with a due time, and stored with the order in one transaction. Executions are *released*
+(given the next sequence number) only once the clock has passed their due time, so the public
+sequence is gap-free and increasing and no execution is visible before its latency has
+elapsed. Everything is in the store, so a restarted simulator goes on where it stopped.
 
 Random decisions use one generator per order, seeded from ``(seed, client_order_id)``: the same
 order gets the same fate whatever the order of arrival.
@@ -11,17 +13,15 @@ order gets the same fate whatever the order of arrival.
 
 from __future__ import annotations
 
-import heapq
 import random
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from itertools import count
-from typing import Literal
+from typing import Any, Literal, cast
 
 from custodian_sim.settings import SimSettings
+from custodian_sim.store import BookStore, PlannedExecution, ReleasedExecution, StoredOrder
 
 Side = Literal["buy", "sell"]
 Clock = Callable[[], datetime]
@@ -57,6 +57,8 @@ class OrderRequest:
     side: Side
     quantity: Decimal
     reference_price: Decimal
+    # Marked by the sender as a possible resend (FIX PossResend): it may have sent it before.
+    possible_resend: bool = False
 
 
 @dataclass
@@ -69,8 +71,8 @@ class Order:
     filled_quantity: Decimal = Decimal(0)
     rejected: bool = False
     reject_reason: str | None = None
-    planned_executions: int = 0
     released_executions: int = 0
+    possible_resends: int = 0
 
     @property
     def status(self) -> str:
@@ -98,18 +100,6 @@ class Execution:
     price: Decimal | None
     reason: str | None
     executed_at: datetime
-
-
-@dataclass(order=True)
-class _Planned:
-    due: datetime
-    tiebreak: int
-    client_order_id: str = field(compare=False)
-    piece: int = field(compare=False)
-    kind: Literal["fill", "reject"] = field(compare=False)
-    quantity: Decimal = field(compare=False)
-    price: Decimal | None = field(compare=False)
-    reason: str | None = field(compare=False)
 
 
 @dataclass(frozen=True)
@@ -148,59 +138,65 @@ def fill_price(reference_price: Decimal, side: Side, slippage_bps: Decimal) -> D
 
 
 class OrderBook:
-    """All simulator state. Not thread-safe: use it from one event loop."""
+    """All simulator state, kept in ``store``. Not thread-safe: use it from one event loop."""
 
-    def __init__(self, settings: SimSettings, clock: Clock = utc_now) -> None:
+    def __init__(
+        self, settings: SimSettings, clock: Clock = utc_now, store: BookStore | None = None
+    ) -> None:
         self.settings = settings
         self.clock = clock
-        self.reset()
+        self.store = store or BookStore(settings.store_path)
 
     def reset(self) -> None:
         """Forget every order and execution."""
-        self.orders: dict[str, Order] = {}
-        self.executions: list[Execution] = []
-        self._pending: list[_Planned] = []
-        self._tiebreak = count()
-        self.duplicate_submissions = 0
+        self.store.reset()
+
+    def close(self) -> None:
+        self.store.close()
 
     # -- submission ---------------------------------------------------------------------------
 
     def submit(self, requests: list[OrderRequest]) -> SubmitResult:
-        """Accept new orders and count resubmissions; all-or-nothing on conflict."""
-        seen_in_batch: dict[str, OrderRequest] = {}
-        for req in requests:
-            prior = self.orders.get(req.client_order_id)
-            earlier = prior.request if prior else seen_in_batch.get(req.client_order_id)
-            if earlier is not None:
-                diffs = _differences(earlier, req)
-                if diffs:
-                    raise OrderConflictError(req.client_order_id, diffs)
-            else:
-                seen_in_batch[req.client_order_id] = req
+        """Accept new orders and count resubmissions, in one transaction; all-or-nothing on
+        conflict."""
+        with self.store.transaction():
+            known = self.store.orders_by_id([r.client_order_id for r in requests])
+            seen_in_batch: dict[str, OrderRequest] = {}
+            for req in requests:
+                prior = known.get(req.client_order_id)
+                earlier = _terms(prior) if prior else seen_in_batch.get(req.client_order_id)
+                if earlier is not None:
+                    diffs = _differences(earlier, req)
+                    if diffs:
+                        raise OrderConflictError(req.client_order_id, diffs)
+                else:
+                    seen_in_batch[req.client_order_id] = req
 
-        now = self.clock()
-        accepted: list[str] = []
-        duplicates: list[str] = []
-        for req in requests:
-            existing = self.orders.get(req.client_order_id)
-            if existing is not None:
-                existing.times_submitted += 1
-                self.duplicate_submissions += 1
-                duplicates.append(req.client_order_id)
-                continue
-            order = Order(request=req, received_at=now)
-            self.orders[req.client_order_id] = order
-            self._plan(order, now)
-            accepted.append(req.client_order_id)
-        return SubmitResult(accepted=accepted, duplicates=duplicates)
+            now = self.clock()
+            accepted: list[str] = []
+            accepted_ids: set[str] = set()
+            duplicates: list[tuple[str, bool]] = []
+            new_orders: list[StoredOrder] = []
+            planned: list[PlannedExecution] = []
+            for req in requests:
+                if req.client_order_id in known or req.client_order_id in accepted_ids:
+                    duplicates.append((req.client_order_id, req.possible_resend))
+                    continue
+                new_orders.append(_stored(req, now))
+                planned += self._plan(req, now)
+                accepted.append(req.client_order_id)
+                accepted_ids.add(req.client_order_id)
+            self.store.insert_orders(new_orders, planned)
+            self.store.count_resubmissions(duplicates)
+        return SubmitResult(accepted=accepted, duplicates=[coid for coid, _ in duplicates])
 
     def _delay(self, rng: random.Random) -> timedelta:
         s = self.settings
         return timedelta(milliseconds=s.latency_ms + rng.uniform(0, s.latency_jitter_ms))
 
-    def _plan(self, order: Order, now: datetime) -> None:
+    def _plan(self, req: OrderRequest, now: datetime) -> list[PlannedExecution]:
+        """The order's executions: split, price, reject and delays, drawn from its own seed."""
         s = self.settings
-        req = order.request
         rng = random.Random(f"{s.seed}:{req.client_order_id}")
         due = now + self._delay(rng)
         reject_draw = rng.random()
@@ -211,9 +207,9 @@ class OrderBook:
         elif reject_draw < s.reject_probability:
             reason = "rejected by the custodian (simulated random reject)"
         if reason is not None:
-            self._push(due, req.client_order_id, 0, "reject", req.quantity, None, reason)
-            order.planned_executions = 1
-            return
+            return [
+                PlannedExecution(req.client_order_id, 0, due, "reject", req.quantity, None, reason)
+            ]
         pieces = 1
         if s.max_fills > 1 and split_draw < s.partial_fill_probability:
             pieces = rng.randint(2, s.max_fills)
@@ -228,96 +224,97 @@ class OrderBook:
             and s.cancel_rest_probability > 0
             and rng.random() < s.cancel_rest_probability
         )
+        planned = []
         for i, (qty, when) in enumerate(zip(parts, dues, strict=True)):
             if cancel_rest and i == len(parts) - 1:
                 reason = "rest of the order cancelled: no more liquidity (simulated)"
-                self._push(when, req.client_order_id, i, "reject", qty, None, reason)
+                planned.append(
+                    PlannedExecution(req.client_order_id, i, when, "reject", qty, None, reason)
+                )
             else:
-                self._push(when, req.client_order_id, i, "fill", qty, price, None)
-        order.planned_executions = len(parts)
-
-    def _push(
-        self,
-        due: datetime,
-        client_order_id: str,
-        piece: int,
-        kind: Literal["fill", "reject"],
-        quantity: Decimal,
-        price: Decimal | None,
-        reason: str | None,
-    ) -> None:
-        heapq.heappush(
-            self._pending,
-            _Planned(
-                due=due,
-                tiebreak=next(self._tiebreak),
-                client_order_id=client_order_id,
-                piece=piece,
-                kind=kind,
-                quantity=quantity,
-                price=price,
-                reason=reason,
-            ),
-        )
+                planned.append(
+                    PlannedExecution(req.client_order_id, i, when, "fill", qty, price, None)
+                )
+        return planned
 
     # -- release and queries ------------------------------------------------------------------
 
     def release_due(self) -> int:
         """Give sequence numbers to every planned execution whose time has come."""
-        now = self.clock()
-        released = 0
-        while self._pending and self._pending[0].due <= now:
-            p = heapq.heappop(self._pending)
-            order = self.orders[p.client_order_id]
-            req = order.request
-            seq = len(self.executions) + 1
-            self.executions.append(
-                Execution(
-                    seq=seq,
-                    execution_id=f"{p.client_order_id}-x{p.piece + 1}",
-                    client_order_id=p.client_order_id,
-                    account_id=req.account_id,
-                    symbol=req.symbol,
-                    side=req.side,
-                    kind=p.kind,
-                    quantity=p.quantity,
-                    price=p.price,
-                    reason=p.reason,
-                    executed_at=p.due,
-                )
-            )
-            if p.kind == "reject":
-                order.rejected = True
-                order.reject_reason = p.reason
-            else:
-                order.filled_quantity += p.quantity
-            order.released_executions += 1
-            released += 1
-        return released
+        return self.store.release_due(self.clock())
 
     def executions_after(self, after: int, limit: int) -> tuple[list[Execution], int]:
         """Released executions with ``seq > after``, at most ``limit``, and the next cursor."""
         self.release_due()
-        page = self.executions[after : after + limit]
+        page = [_execution(e) for e in self.store.executions_after(after, limit)]
         last_seq = page[-1].seq if page else after
         return page, last_seq
 
     def get_order(self, client_order_id: str) -> Order | None:
         self.release_due()
-        return self.orders.get(client_order_id)
+        found = self.store.order_with_executions(client_order_id)
+        if found is None:
+            return None
+        stored, released = found
+        order = Order(
+            request=_terms(stored),
+            received_at=stored.received_at,
+            times_submitted=stored.times_submitted,
+            released_executions=len(released),
+            possible_resends=stored.possible_resends,
+        )
+        for e in released:
+            if e.kind == "reject":
+                order.rejected = True
+                order.reject_reason = e.reason
+            else:
+                order.filled_quantity += e.quantity
+        return order
 
-    def stats(self) -> dict[str, object]:
+    def stats(self) -> dict[str, Any]:
         self.release_due()
-        by_times = Counter(o.times_submitted for o in self.orders.values())
-        return {
-            "orders_received": len(self.orders),
-            "duplicate_submissions": self.duplicate_submissions,
-            "fills": sum(1 for e in self.executions if e.kind == "fill"),
-            "rejects": sum(1 for e in self.executions if e.kind == "reject"),
-            "pending_executions": len(self._pending),
-            "last_seq": len(self.executions),
-            "orders_by_times_submitted": {str(k): by_times[k] for k in sorted(by_times)},
-        }
+        return self.store.stats()
+
+
+def _terms(stored: StoredOrder) -> OrderRequest:
+    return OrderRequest(
+        client_order_id=stored.client_order_id,
+        account_id=stored.account_id,
+        symbol=stored.symbol,
+        side=cast(Side, stored.side),
+        quantity=stored.quantity,
+        reference_price=stored.reference_price,
+    )
+
+
+def _stored(req: OrderRequest, now: datetime) -> StoredOrder:
+    return StoredOrder(
+        client_order_id=req.client_order_id,
+        account_id=req.account_id,
+        symbol=req.symbol,
+        side=req.side,
+        quantity=req.quantity,
+        reference_price=req.reference_price,
+        received_at=now,
+        times_submitted=1,
+        possible_resends=int(req.possible_resend),
+    )
+
+
+def _execution(e: ReleasedExecution) -> Execution:
+    return Execution(
+        seq=e.seq,
+        execution_id=f"{e.client_order_id}-x{e.piece + 1}",
+        client_order_id=e.client_order_id,
+        account_id=e.account_id,
+        symbol=e.symbol,
+        side=cast(Side, e.side),
+        kind=cast(Literal["fill", "reject"], e.kind),
+        quantity=e.quantity,
+        price=e.price,
+        reason=e.reason,
+        executed_at=e.executed_at,
+    )
 
 
 def _differences(a: OrderRequest, b: OrderRequest) -> list[str]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any, Literal
@@ -12,7 +13,7 @@ from typing import Annotated, Any, Literal
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from custodian_sim.book import (
@@ -59,6 +60,11 @@ class OrderIn(BaseModel):
     side: Literal["buy", "sell"]
     quantity: Annotated[ExactDecimal, Field(gt=0, le=Decimal("1E12"), decimal_places=8)]
     reference_price: Annotated[ExactDecimal, Field(gt=0, le=Decimal("1E9"), decimal_places=8)]
+    possible_resend: StrictBool = Field(
+        default=False,
+        description="The sender may have sent this order before (FIX PossResend): a known "
+        "client_order_id is a duplicate, an unknown one a new order. Recorded either way.",
+    )
 
 
 class SubmitOrders(BaseModel):
@@ -100,6 +106,7 @@ class OrderOut(BaseModel):
     filled_quantity: str
     reject_reason: str | None
     times_submitted: int
+    possible_resends: int = Field(description="Submissions marked as a possible resend.")
     received_at: datetime
 
 
@@ -136,6 +143,7 @@ def _order_out(o: Order) -> OrderOut:
         filled_quantity=_fmt(o.filled_quantity),
         reject_reason=o.reject_reason,
         times_submitted=o.times_submitted,
+        possible_resends=o.possible_resends,
         received_at=o.received_at,
     )
 
@@ -169,11 +177,33 @@ def create_app(settings: SimSettings | None = None, clock: Clock | None = None) 
     settings = settings or SimSettings()
     configure_logging(settings.log_level)
     book = OrderBook(settings, clock or utc_now)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Opens the store (a bad path fails the start, not an order); before releasing what
+        # fell due while the process was down, so the log says what was waiting.
+        stats = book.store.stats()
+        log.info(
+            "book opened",
+            extra={
+                "store": settings.store_path,
+                "orders": stats["orders_received"],
+                "last_seq": stats["last_seq"],
+                "pending_executions": stats["pending_executions"],
+            },
+        )
+        try:
+            yield
+        finally:
+            book.close()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="Ballast custodian simulator",
         version="0.1.0",
         description="Stands in for a custodian: takes orders, fills them later, in pieces, "
-        "or rejects them. State lives in memory.",
+        "or rejects them. Its book is kept in a SQLite file (SIM_STORE_PATH), so a restart "
+        "forgets nothing.",
     )
     app.state.book = book
     app.state.settings = settings
@@ -238,6 +268,7 @@ def create_app(settings: SimSettings | None = None, clock: Clock | None = None) 
                 side=o.side,
                 quantity=o.quantity,
                 reference_price=o.reference_price,
+                possible_resend=o.possible_resend,
             )
             for o in body.orders
         ]
@@ -254,7 +285,11 @@ def create_app(settings: SimSettings | None = None, clock: Clock | None = None) 
             return problem(409, "Client order id reused", str(exc), errors)
         log.info(
             "orders submitted",
-            extra={"accepted": len(result.accepted), "duplicates": result.duplicates},
+            extra={
+                "accepted": len(result.accepted),
+                "duplicates": result.duplicates,
+                "possible_resends": sum(o.possible_resend for o in body.orders),
+            },
         )
         return SubmitResponse(accepted=result.accepted, duplicates=result.duplicates)
 

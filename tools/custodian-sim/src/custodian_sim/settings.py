@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from decimal import Decimal
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+def default_store_path() -> str:
+    """``custodian-sim/book.sqlite3`` under the state folder (BALLAST_STATE_DIR, else .state)."""
+    state = Path(os.environ.get("BALLAST_STATE_DIR") or ".state")
+    return str(state / "custodian-sim" / "book.sqlite3")
 
 
 class SimSettings(BaseSettings):
@@ -34,6 +42,9 @@ class SimSettings(BaseSettings):
     seed: int = 7
     """Seed of the per-order random decisions (split, reject, latency)."""
     max_orders_per_request: Annotated[int, Field(ge=1)] = 5000
+    store_path: Annotated[str, Field(min_length=1)] = Field(default_factory=default_store_path)
+    """The SQLite file the book is kept in (survives restarts); ``:memory:`` keeps it in the
+    process only (unit tests)."""
     log_level: str = "INFO"
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8009
