@@ -7,7 +7,10 @@ which service takes which file. `docs/book-files.md` describes the same files fo
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Literal
 
 from ballast_engine.tax.model import DEFAULT_RELIEF_METHOD, RELIEF_METHOD_NAMES
@@ -63,6 +66,112 @@ def _flag(name: str, help: str = "") -> CsvColumn:
 
 TRUE_WORDS = ("true", "yes", "1", "y")
 FALSE_WORDS = ("false", "no", "0", "n")
+DIGITS_BEFORE_POINT = 18  # a decimal has at most this many digits before the point
+
+ValueChecker = Callable[[str], "str | None"]
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)")
+_ISO_DATE = re.compile(r"[1-9][0-9]{3}-[0-9]{2}-[0-9]{2}")
+
+
+def value_checker(column: CsvColumn) -> ValueChecker:
+    """A function telling what is wrong with one raw value of `column` (None: nothing), in
+    the words of the book load's row checks; for checking files in Python (a custodian's
+    daily files), where the book load checks staged rows in SQL. Decimals are plain: no
+    exponent (as documented)."""
+    problem = _slow_checker(column)
+    kind = column.kind
+    if kind == "id":
+        longest = column.max_length
+
+        def check_id(value: str) -> str | None:
+            if value and len(value) <= longest and value == value.strip():
+                return None
+            return problem(value)
+
+        return check_id
+    if kind == "decimal":
+        fast = re.compile(rf"-?[0-9]{{1,{DIGITS_BEFORE_POINT}}}(?:\.[0-9]{{0,{column.scale}}})?")
+        least = column.minimum
+
+        def check_decimal(value: str) -> str | None:
+            if fast.fullmatch(value) is not None and (
+                least == "any"
+                or (value[0] != "-" and (least == "zero" or value.strip("+-.0")))
+                or (least == "zero" and not value.strip("+-.0"))
+            ):
+                return None
+            return problem(value)
+
+        return check_decimal
+    if kind == "date":
+        valid: set[str] = set()  # the few distinct dates of a file, checked once each
+
+        def check_date(value: str) -> str | None:
+            if value in valid:
+                return None
+            found = problem(value)
+            if found is None and len(valid) < 100_000:
+                valid.add(value)
+            return found
+
+        return check_date
+    return problem
+
+
+def _slow_checker(column: CsvColumn) -> ValueChecker:
+    """Every check of one column, each problem named (see `value_checker`)."""
+    words = frozenset(TRUE_WORDS + FALSE_WORDS)
+    choices = frozenset(column.choices)
+
+    def check(raw: str) -> str | None:
+        value = raw.strip()
+        if not value:
+            return "is empty" if column.required else None
+        kind = column.kind
+        if kind == "id":
+            if len(raw) > column.max_length or raw != value:
+                return (
+                    f"must be 1 to {column.max_length} characters without leading or "
+                    "trailing spaces"
+                )
+        elif kind == "text":
+            if len(value) > column.max_length:
+                return f"is longer than {column.max_length} characters"
+        elif kind == "decimal":
+            return _decimal_problem(column, value)
+        elif kind == "date":
+            if _ISO_DATE.fullmatch(value) is None:
+                return "is not a date (YYYY-MM-DD)"
+            try:
+                date.fromisoformat(value)
+            except ValueError:
+                return "is not a date (YYYY-MM-DD)"
+        elif kind == "bool":
+            if value.lower() not in words:
+                return "must be true or false"
+        elif kind == "choice" and value.lower() not in choices:
+            return "must be one of " + ", ".join(column.choices)
+        return None
+
+    return check
+
+
+def _decimal_problem(column: CsvColumn, value: str) -> str | None:
+    if _PLAIN_NUMBER.fullmatch(value) is None:
+        return "is not a number"
+    whole, _, fraction = value.lstrip("+-").partition(".")
+    if len(fraction) > column.scale or len(whole.lstrip("0")) > DIGITS_BEFORE_POINT:
+        return (
+            f"must have at most {DIGITS_BEFORE_POINT} digits before the point "
+            f"and {column.scale} after"
+        )
+    nonzero = bool(value.strip("+-.0"))
+    if column.minimum == "positive" and (value[0] == "-" or not nonzero):
+        return "must be greater than 0"
+    if column.minimum == "zero" and value[0] == "-" and nonzero:
+        return "must not be negative"
+    return None
+
 
 SECURITIES = CsvFile(
     "securities.csv",

@@ -1,0 +1,334 @@
+"""A custodian's daily file set for N accounts, generated (seeded) for tests, demos and
+benchmarks, in any registered custodian's format, with optional seeded breaks.
+
+About 10 positions an account and 2.5 lots a position (25 lots an account), a few
+transactions of every type, a few corporate actions. Written as a stream: no account is kept
+once its rows are out. The same seed gives the same files.
+
+Breaks (each in one account, chosen by the seed, named in `GeneratedSet.breaks`):
+- `missing_lot`: a lot left out, its position reduced to match (a valid set; reconciliation
+  with the book finds it);
+- `basis_error`: a lot's cost basis 10% off (a valid set; reconciliation finds it);
+- `lot_sum`: a lot left out but its position not reduced (the check finds it);
+- `truncated`: the lots file cut after the manifest was written (the check finds it).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import IO
+
+from ballast_common.contracts.custodian_files import (
+    CASH,
+    CORPORATE_ACTIONS,
+    LOTS,
+    MANIFEST,
+    POSITIONS,
+    PRICES,
+    TRANSACTIONS,
+)
+from ballast_common.custodian_files.adapters import BALLAST, CustodianFormat
+
+BREAKS = ("missing_lot", "basis_error", "lot_sum", "truncated")
+DEFAULT_DATE = date(2026, 12, 4)
+SYMBOLS = 500
+_CENT = Decimal("0.01")
+
+
+@dataclass(frozen=True)
+class Break:
+    """A break the generator seeded: where, and what it changed."""
+
+    kind: str
+    account_id: str
+    symbol: str
+    lot_id: str
+    detail: str
+
+
+@dataclass
+class GeneratedSet:
+    folder: Path
+    custodian: str
+    business_date: date
+    accounts: int
+    rows: dict[str, int] = field(default_factory=dict)  # canonical file -> rows written
+    breaks: list[Break] = field(default_factory=list)
+
+
+def account_id(n: int) -> str:
+    return f"C{n:07d}"
+
+
+def prices(seed: int) -> dict[str, Decimal]:
+    """The universe's closes: symbol -> price."""
+    rng = random.Random(f"prices-{seed}")
+    return {f"S{i:03d}": Decimal(rng.randint(500, 60_000)) * _CENT for i in range(SYMBOLS)}
+
+
+class _Out:
+    """One file being written in the custodian's format, counting its rows."""
+
+    def __init__(self, folder: Path, adapter: CustodianFormat, canonical: str, day: date):
+        self.canonical = canonical
+        self.adapter = adapter
+        self.path = folder / adapter.file_name(canonical, day)
+        self._file: IO[str] = self.path.open("w", encoding="utf-8", newline="")
+        self._writer = csv.writer(self._file, lineterminator="\n")
+        self._writer.writerow(adapter.header(canonical))
+        self.rows = 0
+
+    def write(self, row: dict[str, str]) -> None:
+        self._writer.writerow(self.adapter.encode(self.canonical, row))
+        self.rows += 1
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def generate(
+    root: Path,
+    *,
+    accounts: int,
+    business_date: date = DEFAULT_DATE,
+    seed: int = 1,
+    custodian: str = "ballast",
+    adapter: CustodianFormat = BALLAST,
+    breaks: Sequence[str] = (),
+) -> GeneratedSet:
+    """Write a file set for `accounts` accounts in `root/<custodian>/<YYYY-MM-DD>/`."""
+    unknown = [b for b in breaks if b not in BREAKS]
+    if unknown:
+        raise ValueError(f"unknown break(s) {', '.join(unknown)}; breaks are {', '.join(BREAKS)}")
+    if len(breaks) > accounts:
+        raise ValueError("one account per break: give at least as many accounts as breaks")
+    folder = root / custodian / business_date.isoformat()
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    closes = prices(seed)
+    symbols = list(closes)
+    day = business_date.isoformat()
+    broken = dict(zip(rng.sample(range(accounts), len(breaks)), breaks, strict=True))
+    result = GeneratedSet(folder, custodian, business_date, accounts)
+    out = {
+        f.name: _Out(folder, adapter, f.name, business_date)
+        for f in (PRICES, CASH, POSITIONS, LOTS, TRANSACTIONS, CORPORATE_ACTIONS)
+    }
+    for symbol, price in closes.items():
+        out[PRICES.name].write({"symbol": symbol, "price": str(price), "as_of": day})
+    for n in range(accounts):
+        _account(rng, n, out, closes, symbols, business_date, broken.get(n), result)
+    _corporate_actions(out[CORPORATE_ACTIONS.name], business_date)
+    for f in out.values():
+        f.close()
+        result.rows[f.canonical] = f.rows
+    _manifest(folder, adapter, business_date, out)
+    if "truncated" in breaks:
+        result.breaks.append(_truncate(out[LOTS.name].path))
+    return result
+
+
+def _account(
+    rng: random.Random,
+    n: int,
+    out: dict[str, _Out],
+    closes: dict[str, Decimal],
+    symbols: list[str],
+    business_date: date,
+    broken: str | None,
+    result: GeneratedSet,
+) -> None:
+    account = account_id(n)
+    day = business_date.isoformat()
+    out[CASH.name].write(
+        {"account_id": account, "amount": str(rng.randint(0, 5_000_000) * _CENT), "as_of": day}
+    )
+    transactions = out[TRANSACTIONS.name]
+    lot_number = 0
+    held = rng.sample(symbols, rng.randint(6, 14))
+    for position, symbol in enumerate(held):
+        price = closes[symbol]
+        lots: list[dict[str, str]] = []
+        for _ in range(rng.randint(1, 4)):
+            lot_number += 1
+            quantity = Decimal(rng.randint(1, 500))
+            if rng.random() < 0.1:
+                quantity += Decimal(rng.randint(1, 999)) / 1000
+            acquired = business_date - timedelta(days=rng.randint(1, 1800))
+            basis = (quantity * price * Decimal(rng.uniform(0.5, 1.5))).quantize(_CENT)
+            lots.append(
+                {
+                    "account_id": account,
+                    "symbol": symbol,
+                    "lot_id": f"L{lot_number:06d}",
+                    "quantity": str(quantity),
+                    "acquired_on": acquired.isoformat(),
+                    "cost_basis": str(basis),
+                    "as_of": day,
+                }
+            )
+        if position == 0:
+            _trades(rng, account, lots, price, business_date, transactions)
+        total = sum(Decimal(lot["quantity"]) for lot in lots)
+        if position == 1 and broken in ("missing_lot", "lot_sum", "basis_error"):
+            result.breaks.append(_break(broken, lots))
+            if broken == "missing_lot":
+                total = sum(Decimal(lot["quantity"]) for lot in lots)
+        if total > 0:
+            out[POSITIONS.name].write(
+                {"account_id": account, "symbol": symbol, "quantity": str(total), "as_of": day}
+            )
+        for lot in lots:
+            out[LOTS.name].write(lot)
+    _cash_movements(rng, account, held[0], business_date, transactions)
+
+
+def _break(kind: str, lots: list[dict[str, str]]) -> Break:
+    """Apply a break to a position's lots (in place); the position has no trades today."""
+    lot = lots[-1]
+    if kind == "basis_error":
+        right = Decimal(lot["cost_basis"])
+        lot["cost_basis"] = str((right * Decimal("1.1")).quantize(_CENT))
+        detail = f"cost basis {lot['cost_basis']} instead of {right}"
+    else:
+        lots.pop()
+        detail = f"lot of {lot['quantity']} left out" + (
+            ", its position reduced" if kind == "missing_lot" else ", its position not reduced"
+        )
+    return Break(kind, lot["account_id"], lot["symbol"], lot["lot_id"], detail)
+
+
+def _trades(
+    rng: random.Random,
+    account: str,
+    lots: list[dict[str, str]],
+    price: Decimal,
+    business_date: date,
+    out: _Out,
+) -> None:
+    """Today's trades in a position: sometimes a buy (a new lot), a partial sell of a lot (it
+    stays, smaller) or a lot transferred in."""
+    day = business_date.isoformat()
+    settle = (business_date + timedelta(days=1)).isoformat()
+    symbol = lots[0]["symbol"]
+    draw = rng.random()
+    if draw < 0.3:
+        kind = "buy" if draw < 0.2 else "transfer_in"
+        quantity = Decimal(rng.randint(1, 100))
+        amount = (quantity * price).quantize(_CENT)
+        lot_id = f"{lots[-1]['lot_id']}B"
+        acquired = day if kind == "buy" else lots[-1]["acquired_on"]
+        lots.append(
+            {
+                **lots[-1],
+                "lot_id": lot_id,
+                "quantity": str(quantity),
+                "acquired_on": acquired,
+                "cost_basis": str(amount),
+            }
+        )
+        trade = {"quantity": str(quantity), "lot_id": lot_id}
+        if kind == "buy":
+            trade |= {"amount": str(amount), "price": str(price)}
+        _transaction(out, account, kind, symbol, day, settle if kind == "buy" else day, trade)
+    elif draw < 0.5:
+        lot = max(lots, key=lambda x: Decimal(x["quantity"]))
+        held = Decimal(lot["quantity"])
+        if held < 2:
+            return
+        sold = Decimal(rng.randint(1, int(held) - 1))
+        basis = Decimal(lot["cost_basis"])
+        lot["quantity"] = str(held - sold)
+        lot["cost_basis"] = str((basis * (held - sold) / held).quantize(_CENT))
+        amount = (sold * price).quantize(_CENT)
+        trade = {"quantity": str(sold), "lot_id": lot["lot_id"], "amount": str(amount)}
+        _transaction(out, account, "sell", symbol, day, settle, trade | {"price": str(price)})
+
+
+def _cash_movements(
+    rng: random.Random, account: str, symbol: str, business_date: date, out: _Out
+) -> None:
+    day = business_date.isoformat()
+    draw = rng.random()
+    amount = str(rng.randint(100, 1_000_000) * _CENT)
+    if draw < 0.15:
+        _transaction(out, account, "dividend", symbol, day, day, {"amount": amount})
+    elif draw < 0.25:
+        _transaction(out, account, "fee", "", day, day, {"amount": amount})
+    elif draw < 0.3:
+        _transaction(out, account, "deposit", "", day, day, {"amount": amount})
+    elif draw < 0.35:
+        _transaction(out, account, "withdrawal", "", day, day, {"amount": amount})
+
+
+def _transaction(
+    out: _Out,
+    account: str,
+    kind: str,
+    symbol: str,
+    trade_date: str,
+    settle_date: str,
+    more: dict[str, str],
+) -> None:
+    number = out.rows + 1
+    out.write(
+        {
+            "transaction_id": f"T{trade_date.replace('-', '')}{number:08d}",
+            "account_id": account,
+            "type": kind,
+            "symbol": symbol,
+            "trade_date": trade_date,
+            "settle_date": settle_date,
+            **more,
+        }
+    )
+
+
+def _corporate_actions(out: _Out, business_date: date) -> None:
+    later = (business_date + timedelta(days=7)).isoformat()
+    day = business_date.isoformat()
+    base = {"effective_date": later}
+    out.write({**base, "action_id": "CA1", "type": "split", "symbol": "S010", "numerator": "2",
+               "denominator": "1"})  # fmt: skip
+    out.write({**base, "action_id": "CA2", "type": "cash-dividend", "symbol": "S020",
+               "cash_per_share": "0.42"})  # fmt: skip
+    out.write({"action_id": "CA3", "type": "symbol-change", "symbol": "S030",
+               "new_symbol": "S030N", "effective_date": day})  # fmt: skip
+
+
+def _manifest(
+    folder: Path, adapter: CustodianFormat, business_date: date, out: dict[str, _Out]
+) -> None:
+    manifest = _Out(folder, adapter, MANIFEST.name, business_date)
+    for f in out.values():
+        with f.path.open("rb") as data:
+            digest = hashlib.file_digest(data, "sha256").hexdigest()
+        manifest.write(
+            {
+                "file": f.path.name,
+                "business_date": business_date.isoformat(),
+                "rows": str(f.rows),
+                "sha256": digest,
+            }
+        )
+    manifest.close()
+
+
+def _truncate(path: Path) -> Break:
+    """Cut a file after the manifest was written: its last tenth of lines (at least one) gone,
+    as a transfer cut short would leave it."""
+    with path.open("rb") as f:
+        lines = sum(1 for _ in f)
+    kept = max(1, lines - max(1, (lines - 1) // 10))
+    with path.open("r+b") as f:
+        for _ in range(kept):
+            f.readline()
+        f.truncate(f.tell())
+    return Break("truncated", "", "", "", f"{path.name}: {lines - kept} of its {lines} lines cut")
