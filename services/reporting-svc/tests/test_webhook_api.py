@@ -25,21 +25,22 @@ from reporting_svc.main import spec
 from reporting_svc.webhooks import (
     EVENT_TYPES,
     RetryPolicy,
+    address_refusal,
     check_url,
+    destination_refusal,
     outcome_of,
     published_payload,
     webhook_body,
 )
 from sqlalchemy import text
-from webhook_support import ACME, EVIL, deliveries, model_changed, subscribe
+from webhook_support import ACME, EVIL, admin_api, deliveries, model_changed, subscribe
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 async def admin(db: Database) -> AsyncIterator[httpx.AsyncClient]:
-    """The REST API as an admin of acme (another tenant's token where a request says)."""
-    async with api_client(spec, db, tenant=ACME, roles=[Role.ADMIN]) as client:
+    async with admin_api(db) as client:
         yield client
 
 
@@ -208,6 +209,29 @@ def test_the_retry_schedule_doubles_within_its_jitter_up_to_the_cap() -> None:
     assert outcome_of(uuid.uuid4(), 12, 500, "HTTP 500", now, 5, policy).status == "failed"
     assert outcome_of(uuid.uuid4(), 2, None, "ConnectError", now, 5, policy).status == "pending"
     assert outcome_of(uuid.uuid4(), 2, 302, "HTTP 302", now, 5, policy).status == "pending"
+
+
+async def test_a_destination_on_the_platforms_own_network_is_refused(db: Database) -> None:
+    internal = (
+        "http://169.254.169.254/latest/meta-data",  # a cloud's metadata service
+        "http://10.1.2.3/hook",
+        "https://127.0.0.1:8443/hook",
+        "http://[::1]/x",
+        "http://[::ffff:192.168.0.1]/x",
+    )
+    async with api_client(spec, db, tenant=ACME, roles=[Role.ADMIN]) as admin:
+        for url in internal:
+            body = {"url": url, "event_types": ["model-changed"]}
+            refused = await admin.post("/webhooks", json=body)
+            assert refused.status_code == 422, (url, refused.text)
+            [problem] = refused.json()["errors"]
+            assert problem["field"] == "url" and "not a public address" in problem["message"]
+        named = {"url": "https://hooks.example.com/ballast", "event_types": ["model-changed"]}
+        assert (await admin.post("/webhooks", json=named)).status_code == 201
+    # a name is resolved before each delivery: one that points inside is refused then
+    assert "resolves to 127.0.0.1" in (await destination_refusal("http://localhost:9/x") or "")
+    assert await destination_refusal("https://93.184.215.14/hook") is None
+    assert address_refusal("8.8.8.8") is None and address_refusal("100.64.0.1") is not None
 
 
 def test_urls_that_can_be_sent_to() -> None:

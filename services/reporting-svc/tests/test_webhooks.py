@@ -20,11 +20,10 @@ import pydantic_core
 import pytest
 import uvicorn
 from ballast_common.app import Runtime
-from ballast_common.auth import Role
 from ballast_common.bus import KafkaConnection, KafkaPublisher, Message
 from ballast_common.contracts.envelope import Envelope
 from ballast_common.db import Database
-from ballast_common.testing import api_client, bearer, envelope, example, with_test_issuer
+from ballast_common.testing import bearer, envelope, example, with_test_issuer
 from reporting_svc.main import spec
 from reporting_svc.settings import Settings
 from sqlalchemy import text
@@ -33,6 +32,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from webhook_support import (
     ACME,
     EVIL,
+    admin_api,
     deliveries,
     model_changed,
     path,
@@ -127,6 +127,7 @@ def _settings(database_url: str, kafka_bootstrap: str, topic_prefix: str) -> Set
         webhook_max_attempts=MAX_ATTEMPTS,
         webhook_timeout_s=60.0,  # longer than any wait here: a hung receiver stays hung
         webhook_poll_interval_s=120.0,
+        webhook_allow_private_destinations=True,  # the receiver listens on 127.0.0.1
     )
     checked = with_test_issuer(settings)
     assert isinstance(checked, Settings)
@@ -166,8 +167,7 @@ async def service(
 
 @pytest.fixture(scope="module")
 async def admin(db: Database) -> AsyncIterator[httpx.AsyncClient]:
-    """The REST API as an admin of acme (another tenant's token where a request says)."""
-    async with api_client(spec, db, tenant=ACME, roles=[Role.ADMIN]) as client:
+    async with admin_api(db) as client:
         yield client
 
 

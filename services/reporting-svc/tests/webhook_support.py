@@ -6,16 +6,30 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
+from ballast_common.auth import Role
 from ballast_common.contracts.envelope import Envelope
-from ballast_common.testing import bearer, envelope, example
+from ballast_common.db import Database
+from ballast_common.testing import api_client, bearer, envelope, example
+from reporting_svc.main import spec
+from reporting_svc.settings import Settings
 
 ACME, EVIL = "acme", "evil"
 WAIT_S = 30.0  # far below the dispatcher's poll interval in the tests: a wake-up is quicker
+
+
+@asynccontextmanager
+async def admin_api(db: Database) -> AsyncIterator[httpx.AsyncClient]:
+    """The REST API as an admin of acme (another tenant's token where a request says), with
+    private destinations allowed: the tests' receivers listen on 127.0.0.1."""
+    local = Settings(webhook_allow_private_destinations=True)
+    async with api_client(spec, db, local, tenant=ACME, roles=[Role.ADMIN]) as client:
+        yield client
 
 
 async def until(

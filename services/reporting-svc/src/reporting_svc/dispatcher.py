@@ -30,6 +30,7 @@ from reporting_svc.webhooks import (
     NOTIFY_CHANNEL,
     Outcome,
     RetryPolicy,
+    destination_refusal,
     outcome_of,
     signature_headers,
 )
@@ -133,13 +134,16 @@ class WebhookDispatcher:
         started = time.perf_counter()
         status_code: int | None = None
         error: str | None = None
-        try:
-            response = await self._client.post(delivery["url"], content=body, headers=headers)
-            status_code = response.status_code
-            if not response.is_success:
-                error = f"HTTP {status_code}"
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        if not self._settings.webhook_allow_private_destinations:
+            error = await destination_refusal(delivery["url"])
+        if error is None:
+            try:
+                response = await self._client.post(delivery["url"], content=body, headers=headers)
+                status_code = response.status_code
+                if not response.is_success:
+                    error = f"HTTP {status_code}"
+            except httpx.HTTPError as exc:
+                error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         duration_ms = round((time.perf_counter() - started) * 1000)
         outcome = outcome_of(
             delivery["id"],

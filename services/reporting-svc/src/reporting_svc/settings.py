@@ -22,3 +22,6 @@ class Settings(ServiceSettings):
     webhook_claim_batch: int = 32  # deliveries one claim takes
     webhook_poll_interval_s: float = 5.0  # besides the wake-up on new deliveries
     webhook_secret_grace_s: float = 24 * 3600.0  # a rotated secret keeps signing this long
+    # Deliver to private, loopback and link-local addresses too (a local receiver in tests or
+    # a demo); off in a deployment, where they would reach the platform's own network.
+    webhook_allow_private_destinations: bool = False

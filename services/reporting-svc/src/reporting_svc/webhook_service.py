@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from ballast_common.consumer import Delivery
-from ballast_common.errors import Conflict, NotFound
+from ballast_common.errors import Conflict, FieldProblem, InvalidInput, NotFound
 from ballast_common.pagination import Page
 from ballast_common.uow import UnitOfWork
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -26,6 +26,7 @@ from reporting_svc.webhooks import (
     EVENT_TYPES,
     NOTIFY_CHANNEL,
     DeliveryStatus,
+    literal_host_refusal,
     new_secret,
     webhook_body,
 )
@@ -61,9 +62,13 @@ async def enqueue(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> int:
 
 
 async def create_subscription(
-    uow: UnitOfWork, tenant: str, actor: str, request: WebhookIn
+    uow: UnitOfWork, tenant: str, actor: str, request: WebhookIn, allow_private: bool = False
 ) -> WebhookCreated:
-    """Store a subscription with a new secret, shown to the caller this once."""
+    """Store a subscription with a new secret, shown to the caller this once; a URL whose
+    host is a non-public address is refused (a name is checked before each delivery)."""
+    refusal = None if allow_private else literal_host_refusal(request.url)
+    if refusal is not None:
+        raise InvalidInput(f"url: {refusal}", [FieldProblem("url", refusal)])
     row = await repo.insert_webhook_subscription(
         uow.session,
         id=uuid.uuid4(),

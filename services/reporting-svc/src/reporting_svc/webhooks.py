@@ -4,10 +4,13 @@ schedule. Pure rules: the service functions are in webhook_service.py."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import ipaddress
 import json
 import random
 import secrets
+import socket
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -65,6 +68,44 @@ def check_url(url: str) -> str:
     if parts.fragment:
         raise ValueError("a URL with a #fragment is not sent to a server")
     return url
+
+
+def address_refusal(address: str) -> str | None:
+    """Why a webhook may not be sent to this IP address (None: a public address). Private,
+    loopback, link-local (cloud metadata), shared, reserved and multicast addresses reach
+    the platform's own network, not a subscriber's (server-side request forgery)."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_global and not ip.is_multicast:
+        return None
+    return f"{address} is not a public address (private, loopback, link-local or reserved)"
+
+
+def literal_host_refusal(url: str) -> str | None:
+    """For a URL whose host is an IP address: why it may not be a webhook's destination."""
+    host = urlsplit(url).hostname or ""
+    try:
+        return address_refusal(host)
+    except ValueError:
+        return None  # a name: checked when it is resolved, before each delivery
+
+
+async def destination_refusal(url: str) -> str | None:
+    """Resolve the URL's host now and refuse it if any of its addresses is not public (a name
+    that resolves to the internal network is refused like the address itself)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        return f"cannot resolve {host}: {exc}"
+    for *_, sockaddr in infos:
+        refusal = address_refusal(str(sockaddr[0]))
+        if refusal is not None:
+            return f"refused: {host} resolves to {refusal}"
+    return None
 
 
 def new_secret() -> str:

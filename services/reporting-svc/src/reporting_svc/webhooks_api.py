@@ -24,10 +24,14 @@ from reporting_svc.webhooks import DeliveryStatus
 router = APIRouter(tags=["webhooks"])
 
 
-def _grace(runtime: RuntimeDep) -> timedelta:
+def _settings(runtime: RuntimeDep) -> Settings:
     settings = runtime.settings
     assert isinstance(settings, Settings)
-    return timedelta(seconds=settings.webhook_secret_grace_s)
+    return settings
+
+
+def _grace(runtime: RuntimeDep) -> timedelta:
+    return timedelta(seconds=_settings(runtime).webhook_secret_grace_s)
 
 
 @router.post(
@@ -36,8 +40,13 @@ def _grace(runtime: RuntimeDep) -> timedelta:
     response_model=WebhookCreated,
     summary="Subscribe an endpoint to event types; the signing secret is shown only here",
 )
-async def create_webhook(body: WebhookIn, uow: UoW, caller: CanAdminister) -> WebhookCreated:
-    return await service.create_subscription(uow, caller.tenant, caller.subject, body)
+async def create_webhook(
+    body: WebhookIn, uow: UoW, caller: CanAdminister, runtime: RuntimeDep
+) -> WebhookCreated:
+    allow_private = _settings(runtime).webhook_allow_private_destinations
+    return await service.create_subscription(
+        uow, caller.tenant, caller.subject, body, allow_private
+    )
 
 
 @router.get("/webhooks", response_model=Page[WebhookOut], summary="The tenant's subscriptions")
