@@ -31,14 +31,36 @@ SERVICES: dict[str, tuple[str, int, str]] = {
 }
 PLATFORM_SERVICES = [name for name in SERVICES if name != "custodian-sim"]
 
-_INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-([^}]*))?\}")
+
+def database_role(service: str) -> str:
+    """The PostgreSQL role a service connects as in the deployments (scripts/services.py too)."""
+    return "ballast_" + service.replace("-", "_")
+
+
+_INTERPOLATION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?([-?])([^}]*))?\}")
 
 
 def interpolate(value: str, env: Mapping[str, str] | None = None) -> str:
     """Resolve compose's ``${VAR:-default}`` the way compose would, VAR taken from ``env``
-    (unset when ``env`` lacks it, or when no ``env`` is given)."""
+    (unset when ``env`` lacks it, or when no ``env`` is given). A required ``${VAR:?error}``
+    takes VAR from ``env`` and stays as written while VAR is unset (compose would refuse)."""
     given = env or {}
-    return _INTERPOLATION.sub(lambda m: given.get(m.group(1)) or m.group(2) or "", value)
+
+    def resolve(match: re.Match[str]) -> str:
+        name, operator, default = match.groups()
+        if operator == "?":
+            return given.get(name) or match.group(0)
+        return given.get(name) or default or ""
+
+    return _INTERPOLATION.sub(resolve, value)
+
+
+_REQUIRED = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*):?\?")
+
+
+def required_variables(text: str) -> list[str]:
+    """The variables compose refuses to start without (``${VAR:?error}``), in order."""
+    return list(dict.fromkeys(_REQUIRED.findall(text)))
 
 
 @pytest.fixture(scope="session")
@@ -120,6 +142,7 @@ for package in SERVICE_PACKAGES:
         "heads": sorted(ScriptDirectory.from_config(config).get_heads()),
         "consumer": bool(spec.subscriptions),
         "lanes": sorted({s.lane for s in spec.subscriptions if s.lane is not None}),
+        "env_prefix": spec.settings_type.model_config.get("env_prefix", ""),
     }
 print("@@SPECS@@" + json.dumps(out))
 """
@@ -127,8 +150,8 @@ print("@@SPECS@@" + json.dumps(out))
 
 @pytest.fixture(scope="session")
 def service_specs() -> dict[str, dict[str, Any]]:
-    """What each service's `main.spec` says (name, schema, migration heads, consumer lanes),
-    read in a fresh interpreter from the packages `upgrade --all` migrates."""
+    """What each service's `main.spec` says (name, schema, migration heads, consumer lanes,
+    settings prefix), read in a fresh interpreter from the packages `upgrade --all` migrates."""
     result = subprocess.run(
         [sys.executable, "-c", _SPECS],
         capture_output=True,

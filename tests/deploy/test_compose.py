@@ -23,10 +23,18 @@ from .conftest import (
     PLATFORM_SERVICES,
     REPO,
     SERVICES,
+    database_role,
     import_apps,
     interpolate,
     module_source,
+    required_variables,
 )
+
+# What an operator exports before `up` (the header): a URL-safe value for every required variable.
+REQUIRED_ENV = {
+    name: f"x{name.lower().replace('_', '')}"
+    for name in required_variables(COMPOSE_FILE.read_text())
+}
 
 
 def _compose_schema() -> dict[str, Any]:
@@ -55,10 +63,11 @@ def _depends_on(svc: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def _env(svc: dict[str, Any]) -> dict[str, str]:
+    """The service's environment as compose gives it, the header's variables exported."""
     env = svc.get("environment", {})
     if isinstance(env, list):
         env = dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
-    return {k: interpolate(str(v)) for k, v in env.items()}
+    return {k: interpolate(str(v), REQUIRED_ENV) for k, v in env.items()}
 
 
 def _host_ports(svc: dict[str, Any]) -> list[str]:
@@ -225,8 +234,9 @@ def test_platform_env_points_at_the_compose_infrastructure(
     pg_env = _env(services["postgres"])
     assert db.scheme == "postgresql+asyncpg"
     assert (db.hostname, db.port) == ("postgres", 5432)
-    assert db.username == pg_env["POSTGRES_USER"]
-    assert db.password == pg_env["POSTGRES_PASSWORD"]
+    # its own role (`migrate` creates it), never the owner
+    assert db.username == database_role(name) != pg_env["POSTGRES_USER"]
+    assert db.password == REQUIRED_ENV[_database_password_var(name)]
     assert db.path.lstrip("/") == pg_env["POSTGRES_DB"]
 
     kafka_env = _env(services["kafka"])
@@ -417,9 +427,12 @@ def test_migrate_runs_once_before_the_services(compose: dict[str, Any]) -> None:
     assert interpolate(migrate["image"]) == interpolate(services["account-svc"]["image"])
     assert _host_ports(migrate) == [] and "deploy" not in migrate
     assert _depends_on(migrate) == {"postgres": {"condition": "service_healthy"}}
-    assert (
-        _env(migrate)["BALLAST_DATABASE_URL"]
-        == _env(services["account-svc"])["BALLAST_DATABASE_URL"]
+    owner = urlsplit(_env(migrate)["BALLAST_DATABASE_URL"])
+    service = urlsplit(_env(services["account-svc"])["BALLAST_DATABASE_URL"])
+    assert (owner.hostname, owner.port, owner.path) == (
+        service.hostname,
+        service.port,
+        service.path,
     ), "migrate must migrate the database the services use"
     one_shots = {name for name, svc in services.items() if _one_shot(svc)}
     assert one_shots == {"migrate", "kafka-acl-script", "kafka-setup"}, (
@@ -518,3 +531,96 @@ def test_the_acl_script_comes_from_the_registry(compose: dict[str, Any]) -> None
     setup = compose["services"]["kafka-setup"]["command"][0]
     assert "sh /kafka-setup/acls.sh" in setup
     assert "KAFKA_" in setup and "SCRAM-SHA-512=[password=" in setup
+
+
+# -- a database role per service ----------------------------------------------------------------
+
+
+def _database_password_var(service: str) -> str:
+    return f"DATABASE_{service.upper().replace('-', '_')}_PASSWORD"
+
+
+def _database_settings(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if "DATABASE" in k}
+
+
+def _owner_url(compose: dict[str, Any]) -> str:
+    pg = _env(compose["services"]["postgres"])
+    user, password, db = pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"], pg["POSTGRES_DB"]
+    return f"postgresql+asyncpg://{user}:{password}@postgres:5432/{db}"
+
+
+def test_migrate_connects_as_the_owner_with_every_services_role(
+    compose: dict[str, Any], service_specs: dict[str, dict[str, Any]]
+) -> None:
+    services = compose["services"]
+    owner = _owner_url(compose)
+    expected = {
+        "BALLAST_DATABASE_OWNER_URL": owner,
+        "BALLAST_DATABASE_URL": owner,
+        # the prefix each service's settings read (service_config("TAXLOT_SVC_") ...)
+        **{
+            f"{spec['env_prefix']}DATABASE_URL": _env(services[name])["BALLAST_DATABASE_URL"]
+            for name, spec in service_specs.items()
+        },
+    }
+    assert _database_settings(_env(services["migrate"])) == expected
+    roles = {urlsplit(url).username for key, url in expected.items() if "OWNER" not in key}
+    assert len(roles) == len(service_specs) + 1, "one role per service, and the owner"
+
+
+@pytest.mark.parametrize("name", [*PLATFORM_SERVICES, *map(_extra, PLATFORM_SERVICES)])
+def test_each_service_gets_only_its_own_role(compose: dict[str, Any], name: str) -> None:
+    settings = _database_settings(_env(compose["services"][name]))
+    assert set(settings) == {"BALLAST_DATABASE_URL"}, settings
+    role = urlsplit(settings["BALLAST_DATABASE_URL"]).username
+    assert role == database_role(name.removesuffix("-extra"))
+
+
+def test_only_migrate_gets_the_owners_url(compose: dict[str, Any]) -> None:
+    owner = _owner_url(compose)
+    holding = [n for n, svc in compose["services"].items() if owner in _env(svc).values()]
+    assert holding == ["migrate"]
+    assert not _database_settings(_env(compose["services"]["custodian-sim"]))
+
+
+@pytest.mark.parametrize("name", PLATFORM_SERVICES)
+def test_each_role_password_is_required_and_in_the_header(
+    compose: dict[str, Any], name: str
+) -> None:
+    var = _database_password_var(name)
+    raw = compose["services"][name]["environment"]["BALLAST_DATABASE_URL"]
+    # `${VAR:?...}`: compose refuses to start without the password
+    assert f":${{{var}:?" in raw, raw
+    assert interpolate(raw) == raw, "no default password"
+    header = COMPOSE_FILE.read_text().split("\nname:")[0]
+    assert var in header, f"the header's export loop must list {var}"
+
+
+def test_the_env_means_to_the_code_what_it_says(
+    compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from ballast_common.migrations.runner import app_role_of, database_url, load_spec
+    from ballast_common.tenancy import AppRole
+
+    services = compose["services"]
+    specs = {name: load_spec(name) for name in PLATFORM_SERVICES}
+
+    def only(env: dict[str, str]) -> None:
+        for key in [k for k in os.environ if "DATABASE" in k]:
+            monkeypatch.delenv(key)
+        for key, value in _database_settings(env).items():
+            monkeypatch.setenv(key, value)
+
+    only(_env(services["migrate"]))
+    for name, spec in specs.items():
+        assert database_url(spec) == _owner_url(compose), f"{name}: migrate as the owner"
+        password = REQUIRED_ENV[_database_password_var(name)]
+        assert app_role_of(spec) == AppRole(database_role(name), password), name
+    for name, spec in specs.items():
+        only(_env(services[name]))
+        settings = spec.settings_type()
+        assert urlsplit(settings.database_url).username == database_role(name), name
+        assert settings.database_owner_url == "", name

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from .conftest import CHART_DIR, PLATFORM_SERVICES, SERVICES, interpolate
+from .conftest import CHART_DIR, PLATFORM_SERVICES, SERVICES, database_role, interpolate
 
 helm = pytest.importorskip(
     "helm_python", reason="helm-python-sdk (root dev dependency) is not installed"
@@ -29,12 +29,23 @@ WARNING = 2
 JWKS_URL = "https://idp.example/.well-known/jwks.json"
 # ... and a Kafka password per service (kafka.sasl.passwords): the renders below give them.
 KAFKA_PASSWORDS = {name: f"pw-{name}" for name in SERVICES}
-WITH_JWKS = {"auth": {"jwksUrl": JWKS_URL}, "kafka": {"sasl": {"passwords": KAFKA_PASSWORDS}}}
+# ... and a database role per service (database.serviceRoles.urls), as do the renders below.
+OWNER_URL = "postgresql+asyncpg://ballast:ballast@postgres:5432/ballast"  # values.yaml
+ROLE_URLS = {
+    name: f"postgresql+asyncpg://{database_role(name)}:db-{name}@postgres:5432/ballast"
+    for name in PLATFORM_SERVICES
+}
+WITH_JWKS = {
+    "auth": {"jwksUrl": JWKS_URL},
+    "kafka": {"sasl": {"passwords": KAFKA_PASSWORDS}},
+    "database": {"serviceRoles": {"urls": ROLE_URLS}},
+}
 
 
 def with_jwks(values: dict[str, Any] | None) -> dict[str, Any]:
-    """``values`` with auth.jwksUrl set to JWKS_URL, unless they name a JWKS themselves, and
-    every service's Kafka password unless they give Kafka credentials themselves."""
+    """``values`` with auth.jwksUrl set to JWKS_URL, unless they name a JWKS themselves, every
+    service's Kafka password unless they give Kafka credentials themselves, and every
+    service's database role URL unless they give role URLs themselves."""
     out = copy.deepcopy(values or {})
     auth = out.setdefault("auth", {})
     if "jwksUrl" not in auth and "jwksConfigMap" not in auth:
@@ -42,6 +53,9 @@ def with_jwks(values: dict[str, Any] | None) -> dict[str, Any]:
     sasl = out.setdefault("kafka", {}).setdefault("sasl", {})
     if "passwords" not in sasl and "existingSecrets" not in sasl:
         sasl["passwords"] = dict(KAFKA_PASSWORDS)
+    roles = out.setdefault("database", {}).setdefault("serviceRoles", {})
+    if "urls" not in roles and "existingSecret" not in roles:
+        roles["urls"] = dict(ROLE_URLS)
     return out
 
 
@@ -144,7 +158,7 @@ def test_default_render_has_every_service_with_probes_and_resources() -> None:
     services = by_kind(docs, "Service")
     assert set(deployments) == set(services) == {f"{RELEASE}-{n}" for n in SERVICES}
     [configmap] = by_kind(docs, "ConfigMap").values()
-    [secret] = [d for d in platform_secrets(docs).values() if not hooks(d)]
+    [roles_secret] = [d for d in platform_secrets(docs).values() if not hooks(d)]
 
     for name, (app, port, _) in SERVICES.items():
         dep = deployments[f"{RELEASE}-{name}"]
@@ -168,15 +182,14 @@ def test_default_render_has_every_service_with_probes_and_resources() -> None:
         c = container(deployments[f"{RELEASE}-{name}"])
         assert c["envFrom"] == [{"configMapRef": {"name": configmap["metadata"]["name"]}}]
         ref = env_of(c)["BALLAST_DATABASE_URL"]["secretKeyRef"]
-        assert ref["name"] == secret["metadata"]["name"]
-        assert ref["key"] in secret["stringData"]
+        assert ref == {"name": roles_secret["metadata"]["name"], "key": name}
+    assert roles_secret["stringData"] == ROLE_URLS
     sim = container(deployments[f"{RELEASE}-custodian-sim"])
     assert "envFrom" not in sim and "BALLAST_DATABASE_URL" not in env_of(sim)
 
     assert configmap["data"]["BALLAST_KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
     assert {"BALLAST_OTLP_ENDPOINT", "BALLAST_LOG_LEVEL"} <= set(configmap["data"])
     assert configmap["data"]["BALLAST_MIGRATE_ON_START"] == "false", "the Job migrates"
-    assert secret["stringData"]["database-url"].startswith("postgresql+asyncpg://")
 
     gateway = container(deployments[f"{RELEASE}-custodian-gateway"])
     sim_url = f"http://{RELEASE}-custodian-sim:{SERVICES['custodian-sim'][1]}"
@@ -188,7 +201,12 @@ def test_default_render_has_every_service_with_probes_and_resources() -> None:
 def test_overrides_image_env_resources_secret_and_disabling() -> None:
     values = {
         "image": {"repository": "registry.example/ballast", "tag": "1.2.3"},
-        "database": {"existingSecret": "pg-credentials", "existingSecretKey": "url"},
+        # every service as the owner, as before roles (database roles: below)
+        "database": {
+            "existingSecret": "pg-credentials",
+            "existingSecretKey": "url",
+            "serviceRoles": {"enabled": False},
+        },
         "kafka": {"bootstrapServers": "broker-0.kafka:9092,broker-1.kafka:9092"},
         "telemetry": {"otlpEndpoint": "http://otel:4318"},
         "sharedEnv": {"BALLAST_TOPIC_PARTITIONS": 12},
@@ -417,15 +435,18 @@ def test_migration_job_runs_before_install_and_upgrade(
 
     docs = render()
     [job] = by_kind(docs, "Job").values()
-    [hook_secret] = [d for d in by_kind(docs, "Secret").values() if hooks(d)]
-    for doc in (job, hook_secret):
+    hook_secrets = {n: d for n, d in by_kind(docs, "Secret").items() if hooks(d)}
+    assert set(hook_secrets) == {f"{RELEASE}-migrate", f"{RELEASE}-migrate-db-roles"}
+    hook_secret = hook_secrets[f"{RELEASE}-migrate"]
+    weight = int(job["metadata"]["annotations"]["helm.sh/hook-weight"])
+    for doc in (job, *hook_secrets.values()):
         assert hooks(doc) == {"pre-install", "pre-upgrade"}
         policies = set(doc["metadata"]["annotations"]["helm.sh/hook-delete-policy"].split(","))
         assert policies == {"before-hook-creation", "hook-succeeded"}
-    weight = int(job["metadata"]["annotations"]["helm.sh/hook-weight"])
-    assert int(hook_secret["metadata"]["annotations"]["helm.sh/hook-weight"]) < weight, (
-        "the Job's Secret must exist before the Job"
-    )
+        if doc is not job:
+            assert int(doc["metadata"]["annotations"]["helm.sh/hook-weight"]) < weight, (
+                "the Job's Secrets must exist before the Job"
+            )
 
     pod = job["spec"]["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
@@ -438,8 +459,11 @@ def test_migration_job_runs_before_install_and_upgrade(
     assert {package_of(n) for n in args.services} == set(SERVICE_PACKAGES)
     ref = env_of(c)["BALLAST_DATABASE_URL"]["secretKeyRef"]
     assert ref == {"name": hook_secret["metadata"]["name"], "key": "database-url"}
-    [shared] = [d for d in platform_secrets(docs).values() if not hooks(d)]
-    assert hook_secret["stringData"] == shared["stringData"], "same database as the services"
+    assert hook_secret["stringData"] == {"database-url": OWNER_URL}
+    [roles] = [d for d in platform_secrets(docs).values() if not hooks(d)]
+    assert hook_secrets[f"{RELEASE}-migrate-db-roles"]["stringData"] == roles["stringData"], (
+        "the same roles as the services"
+    )
     assert "envFrom" not in c, "hooks run before the chart's ConfigMap exists"
     assert c["resources"]["limits"]["memory"]
     assert c["securityContext"]["readOnlyRootFilesystem"] is True
@@ -447,13 +471,14 @@ def test_migration_job_runs_before_install_and_upgrade(
     # Services never migrate while the Job does.
     [configmap] = by_kind(docs, "ConfigMap").values()
     assert configmap["data"]["BALLAST_MIGRATE_ON_START"] == "false"
-    assert_valid_kubernetes([job, hook_secret])
+    assert_valid_kubernetes([job, *hook_secrets.values()])
 
 
 def test_migration_job_skips_disabled_services_and_takes_shared_env() -> None:
     values = {
         "services": {"reporting-svc": {"enabled": False}},
         "sharedEnv": {"REBALANCE_SVC_DATABASE_URL": "postgresql://x@y/rebalance"},
+        "database": {"serviceRoles": {"enabled": False}},
     }
     [job] = by_kind(render(values), "Job").values()
     c = container_of_pod(job)
@@ -462,7 +487,9 @@ def test_migration_job_skips_disabled_services_and_takes_shared_env() -> None:
 
 
 def test_migrations_off_means_services_migrate_themselves() -> None:
-    docs = render({"migrations": {"enabled": False}})
+    docs = render(
+        {"migrations": {"enabled": False}, "database": {"serviceRoles": {"enabled": False}}}
+    )
     assert by_kind(docs, "Job") == {}
     assert [d for d in docs if hooks(d)] == []
     [configmap] = by_kind(docs, "ConfigMap").values()
@@ -676,6 +703,264 @@ def test_plaintext_needs_no_kafka_secret() -> None:
     ],
 )
 def test_bad_kafka_values_are_refused_naming_the_key(values: dict[str, Any], where: str) -> None:
+    with pytest.raises(helm.HelmValuesError) as info:
+        render(values)
+    assert where in str(info.value)
+
+
+# -- a database role per service ----------------------------------------------------------------
+
+
+def resolved_env(docs: list[dict[str, Any]], workload: dict[str, Any]) -> dict[str, str]:
+    """The container's environment as its pod sees it: ConfigMaps and Secret keys resolved
+    from the rendered objects (a Secret the chart does not render resolves to a marker)."""
+    configmaps, secrets = by_kind(docs, "ConfigMap"), by_kind(docs, "Secret")
+    c = container(workload)
+    env: dict[str, str] = {}
+    for source in c.get("envFrom", []):
+        env.update(configmaps[source["configMapRef"]["name"]]["data"])
+    for item in c.get("env", []):
+        if "value" in item:
+            env[item["name"]] = item["value"]
+            continue
+        ref = item["valueFrom"]["secretKeyRef"]
+        secret = secrets.get(ref["name"])
+        env[item["name"]] = (
+            secret["stringData"][ref["key"]] if secret else f"<{ref['name']}/{ref['key']}>"
+        )
+    return env
+
+
+def database_settings(env: dict[str, str]) -> dict[str, str]:
+    return {k: v for k, v in env.items() if "DATABASE" in k}
+
+
+def test_each_service_gets_its_own_role_and_never_the_owners_url() -> None:
+    docs = render()
+    deployments = by_kind(docs, "Deployment")
+    for name in PLATFORM_SERVICES:
+        dep = deployments[f"{RELEASE}-{name}"]
+        env = resolved_env(docs, dep)
+        assert database_settings(env) == {"BALLAST_DATABASE_URL": ROLE_URLS[name]}, name
+        assert OWNER_URL not in yaml.safe_dump(dep), name
+        referenced = {
+            e["valueFrom"]["secretKeyRef"]["name"]
+            for e in container(dep)["env"]
+            if "valueFrom" in e
+        }
+        for secret in referenced:
+            assert OWNER_URL not in yaml.safe_dump(by_kind(docs, "Secret")[secret]), secret
+    sim = resolved_env(docs, deployments[f"{RELEASE}-custodian-sim"])
+    assert database_settings(sim) == {}
+    # After install the owner's URL is nowhere but in the Job's hook Secret (deleted with it).
+    holding = [d["metadata"]["name"] for d in docs if OWNER_URL in yaml.safe_dump(d)]
+    assert holding == [f"{RELEASE}-migrate"]
+    assert hooks(by_kind(docs, "Secret")[f"{RELEASE}-migrate"])
+    assert_valid_kubernetes(docs)
+
+
+def test_the_job_migrates_as_the_owner_with_every_services_role(
+    service_specs: dict[str, dict[str, Any]],
+) -> None:
+    docs = render()
+    [job] = by_kind(docs, "Job").values()
+    env = database_settings(resolved_env(docs, job))
+    expected = {
+        "BALLAST_DATABASE_URL": OWNER_URL,
+        "BALLAST_DATABASE_OWNER_URL": OWNER_URL,
+        # the prefix each service's settings read (service_config("TAXLOT_SVC_") ...)
+        **{f"{spec['env_prefix']}DATABASE_URL": ROLE_URLS[n] for n, spec in service_specs.items()},
+    }
+    assert env == expected
+    assert len(set(ROLE_URLS.values())) == len(service_specs) == 6
+
+
+def test_the_job_and_the_pods_mean_to_the_code_what_they_say(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ballast_common.migrations.runner import app_role_of, database_url, load_spec
+    from ballast_common.tenancy import AppRole
+
+    docs = render()
+    [job] = by_kind(docs, "Job").values()
+    deployments = by_kind(docs, "Deployment")
+    specs = {name: load_spec(name) for name in PLATFORM_SERVICES}
+
+    def only(env: dict[str, str]) -> None:
+        import os
+
+        for key in [k for k in os.environ if "DATABASE" in k]:
+            monkeypatch.delenv(key)
+        for key, value in database_settings(env).items():
+            monkeypatch.setenv(key, value)
+
+    only(resolved_env(docs, job))
+    for name, spec in specs.items():
+        assert database_url(spec) == OWNER_URL, f"{name}: the Job migrates as the owner"
+        assert app_role_of(spec) == AppRole(database_role(name), f"db-{name}"), name
+    for name, spec in specs.items():
+        only(resolved_env(docs, deployments[f"{RELEASE}-{name}"]))
+        settings = spec.settings_type()
+        assert settings.database_url == ROLE_URLS[name], name
+        assert settings.database_owner_url == "", name
+
+
+def test_role_urls_from_a_secret_of_yours() -> None:
+    values = {
+        "database": {
+            "existingSecret": "pg-owner",
+            "existingSecretKey": "url",
+            "serviceRoles": {"existingSecret": "pg-roles"},
+        }
+    }
+    docs = render(values)
+    assert platform_secrets(docs) == {}, "both Secrets are yours: the chart makes none"
+    for name in PLATFORM_SERVICES:
+        c = container(by_kind(docs, "Deployment")[f"{RELEASE}-{name}"])
+        ref = env_of(c)["BALLAST_DATABASE_URL"]["secretKeyRef"]
+        assert ref == {"name": "pg-roles", "key": name}
+    [job] = by_kind(docs, "Job").values()
+    env = {
+        k: v["secretKeyRef"] for k, v in env_of(container_of_pod(job)).items() if "DATABASE" in k
+    }
+    owner = {"name": "pg-owner", "key": "url"}
+    assert env.pop("BALLAST_DATABASE_URL") == env.pop("BALLAST_DATABASE_OWNER_URL") == owner
+    assert env == {
+        f"{name.upper().replace('-', '_')}_DATABASE_URL": {"name": "pg-roles", "key": name}
+        for name in PLATFORM_SERVICES
+    }
+    assert_valid_kubernetes(docs)
+
+
+def test_disabled_services_need_no_role() -> None:
+    urls = {k: v for k, v in ROLE_URLS.items() if k != "reporting-svc"}
+    values = {
+        "services": {"reporting-svc": {"enabled": False}},
+        "database": {"serviceRoles": {"urls": urls}},
+    }
+    docs = render(values)
+    for secret in (f"{RELEASE}-db-roles", f"{RELEASE}-migrate-db-roles"):
+        assert by_kind(docs, "Secret")[secret]["stringData"] == urls
+    [job] = by_kind(docs, "Job").values()
+    assert "REPORTING_SVC_DATABASE_URL" not in env_of(container_of_pod(job))
+
+
+def test_roles_off_is_the_one_owner_url_of_before() -> None:
+    docs = render({"database": {"serviceRoles": {"enabled": False}}})
+    secrets = by_kind(docs, "Secret")
+    assert f"{RELEASE}-db-roles" not in secrets and f"{RELEASE}-migrate-db-roles" not in secrets
+    assert secrets[f"{RELEASE}-shared"]["stringData"] == {"database-url": OWNER_URL}
+    for name in PLATFORM_SERVICES:
+        dep = by_kind(docs, "Deployment")[f"{RELEASE}-{name}"]
+        assert database_settings(resolved_env(docs, dep)) == {"BALLAST_DATABASE_URL": OWNER_URL}
+        assert "checksum/database-roles" not in dep["spec"]["template"]["metadata"]["annotations"]
+    [job] = by_kind(docs, "Job").values()
+    assert database_settings(resolved_env(docs, job)) == {"BALLAST_DATABASE_URL": OWNER_URL}
+
+
+def test_a_changed_role_url_rolls_the_pods() -> None:
+    def checksum(urls: dict[str, str]) -> str:
+        values = {"database": {"serviceRoles": {"urls": urls}}}
+        dep = by_kind(render(values), "Deployment")[f"{RELEASE}-taxlot-svc"]
+        return str(dep["spec"]["template"]["metadata"]["annotations"]["checksum/database-roles"])
+
+    changed = {**ROLE_URLS, "taxlot-svc": ROLE_URLS["taxlot-svc"].replace("db-taxlot", "new")}
+    assert checksum(ROLE_URLS) != checksum(changed)
+
+
+def test_notes_name_the_roles_secret() -> None:
+    text = notes({})
+    assert f"{RELEASE}-db-roles" in text and "role of its own" in text
+
+
+def test_rendering_without_a_services_role_url_fails_naming_it() -> None:
+    urls = {k: v for k, v in ROLE_URLS.items() if k != "taxlot-svc"}
+    with pytest.raises(helm.HelmError) as info:
+        render({"database": {"serviceRoles": {"urls": urls}}})
+    message = str(info.value)
+    assert "database.serviceRoles.urls.taxlot-svc is required" in message
+    assert "database.serviceRoles.existingSecret" in message
+
+
+def _role_urls(**changes: str) -> dict[str, str]:
+    return {**ROLE_URLS, **{k.replace("_", "-"): v for k, v in changes.items()}}
+
+
+@pytest.mark.parametrize(
+    ("values", "needle"),
+    [
+        (
+            {"migrations": {"enabled": False}},
+            "database.serviceRoles.enabled needs migrations.enabled",
+        ),
+        (
+            {"database": {"serviceRoles": {"urls": _role_urls(taxlot_svc=OWNER_URL)}}},
+            "database.serviceRoles.urls.taxlot-svc connects as ballast, the schema owner",
+        ),
+        (
+            {
+                "database": {
+                    "serviceRoles": {"urls": _role_urls(taxlot_svc=ROLE_URLS["account-svc"])}
+                }
+            },
+            "database.serviceRoles.urls.account-svc and database.serviceRoles.urls.taxlot-svc "
+            "both connect as ballast_account_svc",
+        ),
+        (
+            {"sharedEnv": {"REBALANCE_SVC_DATABASE_URL": OWNER_URL}},
+            "sharedEnv.REBALANCE_SVC_DATABASE_URL: with database.serviceRoles.enabled",
+        ),
+        (
+            {"sharedEnv": {"BALLAST_DATABASE_OWNER_URL": OWNER_URL}},
+            "sharedEnv.BALLAST_DATABASE_OWNER_URL: with database.serviceRoles.enabled",
+        ),
+        (
+            {"services": {"taxlot-svc": {"env": {"BALLAST_DATABASE_URL": OWNER_URL}}}},
+            "services.taxlot-svc.env.BALLAST_DATABASE_URL: with database.serviceRoles.enabled",
+        ),
+    ],
+)
+def test_role_values_that_cannot_work_are_refused(values: dict[str, Any], needle: str) -> None:
+    with pytest.raises(helm.HelmError) as info:
+        render(values)
+    assert needle in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("values", "where"),
+    [
+        ({"database": {"serviceRoles": {"enabled": "yes"}}}, "/database/serviceRoles/enabled"),
+        ({"database": {"serviceRole": {"enabled": True}}}, "/database"),
+        ({"database": {"serviceRoles": {"existingSecret": "Pg_Roles"}}}, "/database/serviceRoles"),
+        (
+            {"database": {"serviceRoles": {"urls": _role_urls(taxlot_svc="postgresql://x")}}},
+            "/database/serviceRoles/urls/taxlot-svc",
+        ),
+        (
+            # a role name the migration step refuses (tenancy.AppRole)
+            {
+                "database": {
+                    "serviceRoles": {
+                        "urls": _role_urls(taxlot_svc="postgresql://Taxlot-Svc:pw@db:5432/ballast")
+                    }
+                }
+            },
+            "/database/serviceRoles/urls/taxlot-svc",
+        ),
+        (
+            # no database: the role would look for one named like itself
+            {
+                "database": {
+                    "serviceRoles": {
+                        "urls": _role_urls(taxlot_svc="postgresql://ballast_taxlot_svc:pw@db:5432")
+                    }
+                }
+            },
+            "/database/serviceRoles/urls/taxlot-svc",
+        ),
+    ],
+)
+def test_bad_role_values_are_refused_naming_the_key(values: dict[str, Any], where: str) -> None:
     with pytest.raises(helm.HelmValuesError) as info:
         render(values)
     assert where in str(info.value)

@@ -142,3 +142,93 @@ the service when neither is given. Takes (dict "root" $ "name" SERVICE).
 {{- fail (printf "kafka.sasl.passwords.%s is required (or kafka.sasl.existingSecrets.%s, a Secret holding it under kafka.sasl.passwordKey): %s connects to Kafka as its own SASL principal User:%s; set kafka.securityProtocol=PLAINTEXT only for a broker without ACLs (docs/stack.md)" .name .name .name .name) }}
 {{- end }}
 {{- end -}}
+
+{{/*
+"true" when each service connects to PostgreSQL as a role of its own
+(database.serviceRoles.enabled): the migration Job creates the roles as the schema owner.
+*/}}
+{{- define "ballast.serviceRoles" -}}
+{{- $roles := .Values.database.serviceRoles | default dict }}
+{{- if $roles.enabled -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* The services with a schema (enabled, with platformEnv), as a JSON list, in name order. */}}
+{{- define "ballast.databaseServices" -}}
+{{- $names := list }}
+{{- range $name, $spec := .Values.services }}
+{{- if $spec.enabled }}
+{{- $svc := include "ballast.service" (dict "root" $ "spec" $spec) | fromYaml }}
+{{- if $svc.platformEnv }}
+{{- $names = append $names $name }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- toJson $names }}
+{{- end -}}
+
+{{/* A service's settings prefix, as its code names it: taxlot-svc -> TAXLOT_SVC_. */}}
+{{- define "ballast.settingsPrefix" -}}
+{{- printf "%s_" (. | upper | replace "-" "_") -}}
+{{- end -}}
+
+{{/* The Secret holding each service's role URL under the service's name, for the services. */}}
+{{- define "ballast.rolesSecretName" -}}
+{{- .Values.database.serviceRoles.existingSecret | default (printf "%s-db-roles" .Release.Name | trunc 63 | trimSuffix "-") -}}
+{{- end -}}
+
+{{/* The same for the migration Job: a hook Secret of its own, as for the owner's URL. */}}
+{{- define "ballast.migrateRolesSecretName" -}}
+{{- .Values.database.serviceRoles.existingSecret | default (printf "%s-migrate-db-roles" .Release.Name | trunc 63 | trimSuffix "-") -}}
+{{- end -}}
+
+{{/* The user of a database URL ("" when it names none). */}}
+{{- define "ballast.urlUser" -}}
+{{- (urlParse .).userinfo | default "" | splitList ":" | first -}}
+{{- end -}}
+
+{{/*
+Refuses service-role values that cannot work, naming the value: a role per service needs the
+migration Job (the roles own nothing and cannot migrate), a URL for every service with a
+schema (unless existingSecret), no service connecting as the owner or sharing another's role,
+and no database URL slipped in through sharedEnv or a service's env. Renders nothing.
+*/}}
+{{- define "ballast.checkServiceRoles" -}}
+{{- $roles := .Values.database.serviceRoles }}
+{{- if not .Values.migrations.enabled }}
+{{- fail "database.serviceRoles.enabled needs migrations.enabled: the services' roles own no table and cannot migrate, and the owner's URL (database.url) must not reach them; set database.serviceRoles.enabled=false to run every service as the owner" }}
+{{- end }}
+{{- range $key, $_ := .Values.sharedEnv }}
+{{- if regexMatch "DATABASE_(OWNER_)?URL$" $key }}
+{{- fail (printf "sharedEnv.%s: with database.serviceRoles.enabled the database URLs come from database.url (the owner's, for the migration Job) and database.serviceRoles (each service's own); sharedEnv reaches every service" $key) }}
+{{- end }}
+{{- end }}
+{{- $owner := "" }}
+{{- if not .Values.database.existingSecret }}
+{{- $owner = include "ballast.urlUser" .Values.database.url }}
+{{- end }}
+{{- $taken := dict }}
+{{- range $name := include "ballast.databaseServices" . | fromJsonArray }}
+{{- $spec := index $.Values.services $name }}
+{{- range $key, $_ := $spec.env }}
+{{- if regexMatch "DATABASE_(OWNER_)?URL$" $key }}
+{{- fail (printf "services.%s.env.%s: with database.serviceRoles.enabled the service's database URL is database.serviceRoles.urls.%s (or its key in database.serviceRoles.existingSecret)" $name $key $name) }}
+{{- end }}
+{{- end }}
+{{- if not $roles.existingSecret }}
+{{- $url := index ($roles.urls | default dict) $name }}
+{{- if not $url }}
+{{- fail (printf "database.serviceRoles.urls.%s is required (or database.serviceRoles.existingSecret, a Secret holding each service's URL under its name): %s connects to PostgreSQL as a role of its own, which the migration Job creates (e.g. postgresql+asyncpg://ballast_%s:PASSWORD@HOST:5432/ballast); set database.serviceRoles.enabled=false to run every service as the owner" $name $name ($name | replace "-" "_")) }}
+{{- end }}
+{{- $user := include "ballast.urlUser" $url }}
+{{- if and $owner (eq $user $owner) }}
+{{- fail (printf "database.serviceRoles.urls.%s connects as %s, the schema owner of database.url: give the service a role of its own" $name $user) }}
+{{- end }}
+{{- if hasKey $taken $user }}
+{{- fail (printf "database.serviceRoles.urls.%s and database.serviceRoles.urls.%s both connect as %s: each service needs a role of its own (it is granted only its own schema)" (index $taken $user) $name $user) }}
+{{- end }}
+{{- $_ := set $taken $user $name }}
+{{- end }}
+{{- end }}
+{{- end -}}

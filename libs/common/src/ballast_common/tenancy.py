@@ -177,8 +177,9 @@ class AppRole:
 
 
 def grant_app_role(connection: Connection, schema: str, role: AppRole) -> None:
-    """Create `role` if it is missing (or set its password), and give it exactly what a
-    service needs in `schema`: DML on every table, sequences, staging tables of its own."""
+    """Create `role` if it is missing, and give it exactly what a service needs in `schema`:
+    DML on every table, sequences, staging tables of its own. An existing role keeps its
+    password (a new one: ALTER ROLE, as an operator rotates any credential)."""
     # Roles belong to the cluster: made once, then kept (a new password: ALTER ROLE).
     password = role.password.replace("'", "''")
     connection.execute(
