@@ -1245,6 +1245,9 @@ def postgres_args(cfg: Config, bindir: Path) -> list[str]:
     }
     if not cfg.pg_fsync:
         settings.update(fsync="off", synchronous_commit="off", full_page_writes="off")
+    if (bindir.parent / "lib" / "pg_stat_statements.so").exists():
+        # what `make bench-scale` reports as the database's costliest statements
+        settings["shared_preload_libraries"] = "pg_stat_statements"
     cmd = [str(bindir / "postgres"), "-D", str(cfg.pg_data)]
     for key, value in settings.items():
         cmd += ["-c", f"{key}={value}"]

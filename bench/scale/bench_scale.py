@@ -16,8 +16,12 @@ And the floor: raw Kafka produce+consume of as many messages of the flow's size,
 Postgres COPY of the book's lots; each stage as a ratio of its floor. The peak RSS of every
 process comes from the kernel (VmHWM); the load's CPU seconds per process (each service,
 and the database's server processes) from /proc, and the seconds the database spent in
-statements (pg_stat_database.active_time), since the machine is often shared. BALLAST_KAFKA_*
-settings in the environment win over the stack's. Results: bench/results/scale.json.
+statements (pg_stat_database.active_time), since the machine is often shared; the same CPU
+readings for the scan, the proposals and the whole model change, and for the load and the
+model change the statements the database spent the most time in (pg_stat_statements, which
+scripts/stack.py preloads), with the role that ran them. `--stop-after load|scan|propose`
+ends early. BALLAST_KAFKA_* settings in the environment win over the stack's. Results:
+bench/results/scale.json.
 """
 
 from __future__ import annotations
@@ -212,6 +216,54 @@ async def database_active_s(dsn: str) -> float:
     return round(float(value or 0) / 1000, 2)
 
 
+async def reset_statements(dsn: str) -> bool:
+    """Start counting the database's statements afresh (pg_stat_statements, which the local
+    stack preloads); False when the server has no such module."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        await conn.execute("SELECT pg_stat_statements_reset()")
+        return True
+    except asyncpg.PostgresError:
+        return False
+    finally:
+        await conn.close()
+
+
+async def top_statements(dsn: str, limit: int = 15) -> list[dict[str, Any]]:
+    """The statements the benchmark's database spent the most time in since the reset: the
+    user (which service), calls, total and mean milliseconds, rows, and the text's start."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            """
+            SELECT r.rolname AS role, s.calls, s.total_exec_time AS total_ms,
+                   s.mean_exec_time AS mean_ms, s.rows, s.query
+              FROM pg_stat_statements s
+              JOIN pg_database d ON d.oid = s.dbid AND d.datname = $1
+              JOIN pg_roles r ON r.oid = s.userid
+             ORDER BY s.total_exec_time DESC LIMIT $2
+            """,
+            DATABASE,
+            limit,
+        )
+    except asyncpg.PostgresError:
+        return []
+    finally:
+        await conn.close()
+    return [
+        {
+            "role": r["role"],
+            "calls": r["calls"],
+            "total_ms": round(r["total_ms"], 1),
+            "mean_ms": round(r["mean_ms"], 3),
+            "rows": r["rows"],
+            "query": " ".join(r["query"].split())[:240],
+        }
+        for r in rows
+    ]
+
+
 def _cpu_of(pid: int) -> float | None:
     """A process's CPU seconds (user + system) so far, None once it is gone."""
     try:
@@ -376,6 +428,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     cpu_before = cpu_seconds(launcher)
     database_before = await database_active_s(plain_dsn)
     database_cpu_before = await database_cpu(plain_dsn)
+    await reset_statements(plain_dsn)
     started = time.monotonic()
     steps = StepTimes()
     outcome = await load_folder(folder, book_urls, token=token, reporter=steps)
@@ -405,6 +458,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     load_cpu_s = await stage_cpu(launcher, plain_dsn, cpu_before, database_cpu_before)
     load_database_s = round(await database_active_s(plain_dsn) - database_before, 2)
     print(f"  cpu s per process: {load_cpu_s}; database statements {load_database_s} s")
+    load_statements = await top_statements(plain_dsn)
 
     async def stop_early(stage: str, measured: dict[str, Any]) -> dict[str, Any]:
         """`--stop-after stage`: what was measured so far, the services stopped (not --keep)."""
@@ -420,6 +474,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "stages_s": clock.stages,
             **measured,
             "load_cpu_s": load_cpu_s,
+            "load_top_statements": load_statements,
             "peak_rss_mib": memory,
         }
 
@@ -446,6 +501,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.stop_after == "scan":
         return await stop_early("scan", {"scan_cpu_s": scan_cpu_s})
 
+    cpu_before = cpu_seconds(launcher)
+    database_cpu_before = await database_cpu(plain_dsn)
+    await reset_statements(plain_dsn)
     change = make_book.changed_core()
     body = {
         "name": change.name,
@@ -468,6 +526,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "every proposal", lambda: _run_complete(http, url("rebalance-svc"), run_id), 3600
     )
     clock.stage("propose", started)
+    propose_cpu_s = await stage_cpu(launcher, plain_dsn, cpu_before, database_cpu_before)
+    print(f"  cpu s per process: {propose_cpu_s}")
+    if args.stop_after == "propose":
+        measured = {"scan_cpu_s": scan_cpu_s, "propose_cpu_s": propose_cpu_s, "run": run_out}
+        measured["propose_top_statements"] = await top_statements(plain_dsn)
+        return await stop_early("propose", measured)
 
     async def all_sent() -> bool:
         stats = (await http.get(f"{url('custodian-gateway')}/stats")).json()
@@ -487,6 +551,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     await wait("every fill applied and reported", settled, 7200)
     clock.stage("settle", started)
+    model_change_cpu_s = await stage_cpu(launcher, plain_dsn, cpu_before, database_cpu_before)
+    print(f"  cpu s per process (model change to settled): {model_change_cpu_s}")
+    model_change_statements = await top_statements(plain_dsn)
     gateway = (await http.get(f"{url('custodian-gateway')}/stats")).json()
     memory = peak_rss(launcher)
     await http.aclose()
@@ -512,7 +579,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "load_rebalance_current_s": rebalance_current_s,
         "load_cpu_s": load_cpu_s,
         "load_database_active_s": load_database_s,
+        "load_top_statements": load_statements,
         "scan_cpu_s": scan_cpu_s,
+        "propose_cpu_s": propose_cpu_s,
+        "model_change_cpu_s": model_change_cpu_s,
+        # where the database's time went, model change to settled (pg_stat_statements)
+        "model_change_top_statements": model_change_statements,
         "run": {
             k: run_out[k]
             for k in (
@@ -570,7 +642,7 @@ def main() -> int:
     parser.add_argument("--floor-messages", type=int, default=200_000)
     parser.add_argument("--keep", action="store_true", help="leave the services running")
     parser.add_argument(
-        "--stop-after", choices=["load", "scan"], help="run the stages up to this one"
+        "--stop-after", choices=["load", "scan", "propose"], help="run the stages up to this one"
     )
     parser.add_argument(
         "--log-statements-ms",

@@ -139,19 +139,21 @@ _BLOCK_PENDING = text(
         ORDER BY created_at, trade_id
         LIMIT :limit
         FOR UPDATE SKIP LOCKED
+    ), keyed AS (
+        -- each allocation with its block's id (a window, so the UPDATE below joins on the
+        -- primary key alone: joining the blocks on four columns was a nested loop)
+        SELECT c.*, 'BLK-' || replace(min(trade_id::text) OVER (
+                   PARTITION BY tenant, symbol, side, whole_shares), '-', '') AS client_order_id
+        FROM claimed c
     ), blocks AS (
-        SELECT 'BLK-' || replace(min(trade_id::text), '-', '') AS client_order_id,
-               tenant, symbol, side, whole_shares,
+        SELECT client_order_id, tenant, symbol, side, whole_shares,
                sum(quantity) AS quantity,
                round(sum(quantity * reference_price) / sum(quantity), 8) AS reference_price,
-               count(*) AS allocation_count
-        FROM claimed
-        GROUP BY tenant, symbol, side, whole_shares
-    ), firsts AS (
-        SELECT DISTINCT ON (tenant, symbol, side, whole_shares)
-               tenant, symbol, side, whole_shares, traceparent, tracestate
-        FROM claimed
-        ORDER BY tenant, symbol, side, whole_shares, created_at, trade_id
+               count(*) AS allocation_count,
+               (array_agg(traceparent ORDER BY created_at, trade_id))[1] AS traceparent,
+               (array_agg(tracestate ORDER BY created_at, trade_id))[1] AS tracestate
+        FROM keyed
+        GROUP BY client_order_id, tenant, symbol, side, whole_shares
     ), inserted AS (
         INSERT INTO orders (
             client_order_id, custodian, tenant, account_id, symbol, side, whole_shares,
@@ -159,14 +161,14 @@ _BLOCK_PENDING = text(
             filled_notional, times_sent, traceparent, tracestate, created_at, updated_at)
         SELECT b.client_order_id, :custodian, b.tenant, :block_account, b.symbol, b.side,
                b.whole_shares, b.quantity, b.reference_price, b.allocation_count, 'new', 0, 0,
-               0, f.traceparent, f.tracestate, now(), now()
-        FROM blocks b JOIN firsts f USING (tenant, symbol, side, whole_shares)
+               0, b.traceparent, b.tracestate, now(), now()
+        FROM blocks b
         RETURNING client_order_id
     ), linked AS (
         UPDATE allocations a
-        SET status = 'blocked', client_order_id = b.client_order_id, updated_at = now()
-        FROM claimed c JOIN blocks b USING (tenant, symbol, side, whole_shares)
-        WHERE a.trade_id = c.trade_id
+        SET status = 'blocked', client_order_id = k.client_order_id, updated_at = now()
+        FROM keyed k
+        WHERE a.trade_id = k.trade_id
     )
     SELECT b.client_order_id, b.tenant, b.symbol, b.side, b.quantity, b.allocation_count
     FROM blocks b JOIN inserted i USING (client_order_id)
