@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import signal
+import socket
+import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -53,6 +58,8 @@ class CustodianDouble:
     submissions: list[Submission] = field(default_factory=list)
     executions: list[dict[str, Any]] = field(default_factory=list)
     refuse_symbols: set[str] = field(default_factory=set)
+    bookings: dict[str, dict[str, Any]] = field(default_factory=dict)  # by fill id
+    booking_posts: int = 0  # POST /allocations answered
     unavailable: bool = False
     refused_while_down: int = 0  # POST /orders answered 503 while unavailable
     execution_polls: list[float] = field(default_factory=list)  # when each GET /executions came
@@ -89,6 +96,34 @@ class CustodianDouble:
                     self.orders[o["client_order_id"]] = o
                     accepted.append(o["client_order_id"])
             return {"accepted": accepted, "duplicates": duplicates}
+
+        @app.post("/allocations")
+        async def book(request: Request) -> Any:
+            if self.unavailable:
+                return JSONResponse({"detail": "down for maintenance"}, status_code=503)
+            body = await request.json()
+            bad = [a for a in body["allocations"] if a["symbol"] in self.refuse_symbols]
+            if bad:
+                return JSONResponse(
+                    {"title": "Invalid request", "detail": f"symbol {bad[0]['symbol']} unknown"},
+                    status_code=422,
+                    media_type="application/problem+json",
+                )
+            self.booking_posts += 1
+            results = []
+            for a in body["allocations"]:
+                duplicate = a["fill_id"] in self.bookings
+                self.bookings.setdefault(a["fill_id"], a)
+                refused = a["account_id"].startswith("NOBODY")
+                results.append(
+                    {
+                        "fill_id": a["fill_id"],
+                        "outcome": "refused" if refused else "booked",
+                        "reason": f"account {a['account_id']} is not held" if refused else None,
+                        "duplicate": duplicate,
+                    }
+                )
+            return {"results": results}
 
         @app.get("/executions")
         async def executions(after: int = 0, limit: int = 1000) -> Any:
@@ -183,6 +218,114 @@ class LoseResponses(httpx.AsyncBaseTransport):
                 "connection reset after the request was delivered", request=request
             )
         return response
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def until(check: Callable[[], Awaitable[Any]], timeout_s: float, what: str) -> Any:
+    """Poll `check` until it gives something true (its result), failing after `timeout_s`."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not (result := await check()):
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"timed out after {timeout_s} s waiting for {what}") from None
+    return result
+
+
+@dataclass
+class Simulator:
+    """A real custodian-sim process on `port` keeping its book in `store`."""
+
+    port: int
+    store: Path
+    log: Path
+    env: dict[str, str] = field(default_factory=dict)
+    process: asyncio.subprocess.Process | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        env = {**os.environ, **self.env, "SIM_STORE_PATH": str(self.store)}
+        with self.log.open("ab") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "custodian_sim.main:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--log-level",
+                "warning",
+                env=env,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
+        await until(self._healthy, 30, f"the simulator to answer (log: {self.log})")
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.returncode is None
+
+    async def _healthy(self) -> bool:
+        if not self.running:
+            raise RuntimeError(f"the simulator exited: {self.log.read_text()[-2000:]}")
+        try:
+            async with httpx.AsyncClient(timeout=1) as http:
+                return (await http.get(f"{self.url}/healthz")).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    async def kill(self) -> None:
+        """kill -9 its process group and reap it."""
+        assert self.process is not None
+        os.killpg(self.process.pid, signal.SIGKILL)
+        async with asyncio.timeout(30):
+            await self.process.wait()
+
+    async def get(self, path: str, **params: Any) -> Any:
+        async with httpx.AsyncClient(base_url=self.url, timeout=5) as http:
+            response = await http.get(path, params=params)
+            response.raise_for_status()
+            return response.json()
+
+    async def post(self, path: str, body: Any) -> httpx.Response:
+        async with httpx.AsyncClient(base_url=self.url, timeout=30) as http:
+            return await http.post(path, json=body)
+
+    async def executions(self) -> list[dict[str, Any]]:
+        page = await self.get("/executions", after=0, limit=5000)
+        return list(page["executions"])
+
+
+@pytest.fixture
+async def simulator_process(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Simulator]]]:
+    """`await simulator_process(env)`: a started simulator process with a store file of the
+    test's own (killed at the end)."""
+    started: list[Simulator] = []
+
+    async def start(env: dict[str, str]) -> Simulator:
+        n = len(started)
+        sim = Simulator(
+            free_port(), tmp_path / f"sim{n}" / "book.sqlite3", tmp_path / f"sim{n}.log", env
+        )
+        started.append(sim)
+        await sim.start()
+        return sim
+
+    yield start
+    for sim in started:
+        if sim.running:
+            await sim.kill()
 
 
 @pytest.fixture
@@ -338,4 +481,5 @@ def kit() -> SimpleNamespace:
         BLOCK_ACCOUNT=BLOCK_ACCOUNT,
         TENANT=TENANT,
         OPERATOR=OPERATOR,
+        until=until,
     )

@@ -195,6 +195,8 @@ async def test_stats(
             "partially_filled": 0,
             "rejected": 0,
         },
+        # the two filled shares are to be told to the custodian
+        "booking": {"pending": 2, "booked": 0, "refused": 0},
     }
     assert body["executions"] == {  # the tenant's blocks'; orphans: the custodian's
         "total": 3,

@@ -16,12 +16,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 
-def test_the_fill_id_of_an_allocation_is_derived_from_its_block_and_trade() -> None:
+def test_the_fill_id_of_an_allocation_is_derived_from_its_trade() -> None:
     trade = uuid.UUID("c2f1d9e0-1a2b-4c3d-8e4f-5a6b7c8d9e0f")
-    block = "BLK-0123456789abcdef0123456789abcdef"
-    assert allocation_fill_id(block, trade) == f"{block}-c2f1d9e01a2b4c3d8e4f5a6b7c8d9e0f"
-    assert allocation_fill_id(block, uuid.UUID(str(trade))) == allocation_fill_id(block, trade)
-    assert allocation_fill_id(block, uuid.uuid4()) != allocation_fill_id(block, trade)
+    assert allocation_fill_id(trade) == "F-c2f1d9e01a2b4c3d8e4f5a6b7c8d9e0f"
+    assert allocation_fill_id(uuid.UUID(str(trade))) == allocation_fill_id(trade)
+    assert allocation_fill_id(uuid.uuid4()) != allocation_fill_id(trade)
+    # its lot at the custodian and in the ledger, "fill-<fill id>", fits the daily files' ids
+    assert len("fill-" + allocation_fill_id(trade)) <= 64
 
 
 def test_partial_fills_then_complete() -> None:

@@ -419,7 +419,7 @@ async def test_a_filled_block_is_shared_at_its_average_price_once(
         trade = trades[key][0]
         assert envelope["tenant"] == "acme" and envelope["source"] == SOURCE
         assert envelope["payload"] == {
-            "fill_id": allocation_fill_id(cid, trade.trade_id),
+            "fill_id": allocation_fill_id(trade.trade_id),
             "client_order_id": cid,
             "trade_id": str(trade.trade_id),
             "proposal_id": str(allocations[key].proposal_id),

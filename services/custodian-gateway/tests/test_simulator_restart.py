@@ -5,19 +5,12 @@ filled exactly once, every trade gets exactly what it asked, nothing is executed
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import socket
-import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import httpx
 import pytest
 from ballast_common.db import Database
 from ballast_common.testing import outbox_events, unit_of_work
@@ -42,98 +35,13 @@ SIM_ENV = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@dataclass
-class Simulator:
-    """A custodian-sim process on `port` keeping its book in `store`."""
-
-    port: int
-    store: Path
-    log: Path
-    process: asyncio.subprocess.Process | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        env = {**os.environ, **SIM_ENV, "SIM_STORE_PATH": str(self.store)}
-        with self.log.open("ab") as log:
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "custodian_sim.main:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--log-level",
-                "warning",
-                env=env,
-                stdout=log,
-                stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True,
-            )
-        await _until(self._healthy, 30, f"the simulator to answer (log: {self.log})")
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.returncode is None
-
-    async def _healthy(self) -> bool:
-        if not self.running:
-            raise RuntimeError(f"the simulator exited: {self.log.read_text()[-2000:]}")
-        try:
-            async with httpx.AsyncClient(timeout=1) as http:
-                return (await http.get(f"{self.url}/healthz")).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    async def kill(self) -> None:
-        """kill -9 its process group and reap it."""
-        assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGKILL)
-        async with asyncio.timeout(30):
-            await self.process.wait()
-
-    async def get(self, path: str, **params: Any) -> Any:
-        async with httpx.AsyncClient(base_url=self.url, timeout=5) as http:
-            response = await http.get(path, params=params)
-            response.raise_for_status()
-            return response.json()
-
-    async def executions(self) -> list[dict[str, Any]]:
-        page = await self.get("/executions", after=0, limit=5000)
-        return list(page["executions"])
-
-
-async def _until(check: Callable[[], Awaitable[Any]], timeout_s: float, what: str) -> Any:
-    async with asyncio.timeout(timeout_s):
-        while not (result := await check()):
-            await asyncio.sleep(0.05)
-    assert result, what
-    return result
-
-
 @pytest.fixture
-async def simulator(tmp_path: Path) -> AsyncIterator[Simulator]:
-    sim = Simulator(_free_port(), tmp_path / "sim" / "book.sqlite3", tmp_path / "sim.log")
-    await sim.start()
-    try:
-        yield sim
-    finally:
-        if sim.running:
-            await sim.kill()
+async def simulator(simulator_process: Callable[..., Awaitable[Any]]) -> Any:
+    return await simulator_process(SIM_ENV)
 
 
 async def test_a_simulator_killed_mid_flow_and_restarted_fills_every_order_exactly_once(
-    db: Database, simulator: Simulator, kit: Any
+    db: Database, simulator: Any, kit: Any
 ) -> None:
     settings = Settings(
         custodian_url=simulator.url,
@@ -176,7 +84,7 @@ async def test_a_simulator_killed_mid_flow_and_restarted_fills_every_order_exact
             working = stats["pending_executions"] > 0 and stats["fills"] > 0
             return stats if blocks and stats["orders_received"] == blocks and working else None
 
-        before = await _until(mid_flow, 30, "orders accepted, some executions still to come")
+        before = await kit.until(mid_flow, 30, "orders accepted, some executions still to come")
         released_before = await simulator.executions()
         await simulator.kill()
         await simulator.start()  # the same store, as a supervisor would restart it
@@ -186,7 +94,7 @@ async def test_a_simulator_killed_mid_flow_and_restarted_fills_every_order_exact
                 counts = await repo.allocation_counts(session, kit.TENANT)
             return set(counts) == {"filled"}
 
-        await _until(settled, 60, "every allocation filled")
+        await kit.until(settled, 60, "every allocation filled")
     finally:
         for task in loops:
             task.cancel()

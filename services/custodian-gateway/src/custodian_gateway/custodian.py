@@ -12,7 +12,7 @@ custodian does not know the order; any other 404 there is still unavailable.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import quote
 
 import httpx
@@ -49,6 +49,38 @@ class OrderRequest(BaseModel):
     # We may have sent it before (FIX PossResend): the custodian takes a known id as a
     # duplicate, an unknown one as a new order.
     possible_resend: bool = False
+
+
+class AllocationBooking(BaseModel):
+    """One account's share of a block's fills as POST /allocations takes it: which account
+    gets it and, for a sell, the lots to relieve in order (none: the custodian's method)."""
+
+    fill_id: str
+    client_order_id: str
+    account_id: str
+    symbol: str
+    side: str
+    quantity: str
+    price: str
+    executed_at: str
+    lot_ids: list[str]
+
+
+class BookingResult(BaseModel):
+    """What the custodian did with one allocation (`duplicate`: it had it already)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    fill_id: str
+    outcome: Literal["booked", "refused"]
+    reason: str | None = None
+    duplicate: bool = False
+
+
+class BookingAck(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    results: list[BookingResult]
 
 
 class CustodianOrder(BaseModel):
@@ -107,6 +139,13 @@ class CustodianClient:
         body = {"orders": [o.model_dump() for o in orders]}
         data = await self._call("POST", "/orders", json=body, headers=dict(headers or {}))
         return _parse(SubmitAck, data, "POST /orders")
+
+    async def book_allocations(
+        self, allocations: Sequence[AllocationBooking], headers: Mapping[str, str] | None = None
+    ) -> BookingAck:
+        body = {"allocations": [a.model_dump() for a in allocations]}
+        data = await self._call("POST", "/allocations", json=body, headers=dict(headers or {}))
+        return _parse(BookingAck, data, "POST /allocations")
 
     async def executions_after(self, after: int, limit: int) -> ExecutionsPage:
         data = await self._call("GET", "/executions", params={"after": after, "limit": limit})

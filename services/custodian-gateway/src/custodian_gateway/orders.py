@@ -24,6 +24,8 @@ ALLOCATION_STATUSES: tuple[AllocationStatus, ...] = (
     "partially_filled",
     "rejected",
 )
+# An allocation's share told to the custodian: pending (to send), booked, refused.
+BOOKING_STATUSES = ("pending", "booked", "refused")
 # A block's client order id is "BLK-" and the smallest trade id of its allocations (32 hex
 # digits; made by the repository's blocking statement): a trade is in one block only. Orders
 # stored before block orders were one per trade: "BAL-" and the trade id.
@@ -34,9 +36,11 @@ class ExecutionProblem(Exception):
     """An execution that cannot be applied to its order (overfill, fill after reject...)."""
 
 
-def allocation_fill_id(client_order_id: str, trade_id: uuid.UUID) -> str:
-    """The fill id of a trade's share of a block: the same allocation always gets the same."""
-    return f"{client_order_id}-{trade_id.hex}"
+def allocation_fill_id(trade_id: uuid.UUID) -> str:
+    """The fill id of a trade's share of a block: `F-` and the trade id (a trade is in one
+    block only, so it has one share). The same allocation always gets the same id; short
+    enough that its lot's id, `fill-<fill id>`, fits the custodian files' 64 characters."""
+    return f"F-{trade_id.hex}"
 
 
 def canonical(value: Decimal) -> Decimal:

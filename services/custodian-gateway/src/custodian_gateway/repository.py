@@ -222,7 +222,9 @@ _RECORD_SHARES = text(
     """
     UPDATE allocations a
     SET status = v.status, filled_quantity = v.filled_quantity,
-        average_price = v.average_price, reject_reason = v.reject_reason, updated_at = now()
+        average_price = v.average_price, reject_reason = v.reject_reason, updated_at = now(),
+        -- a share that filled is told to the custodian (the booking sender's queue)
+        booking_status = CASE WHEN v.filled_quantity > 0 THEN 'pending' END
     FROM unnest(
         CAST(:trade_ids AS uuid[]), CAST(:statuses AS text[]), CAST(:filled AS numeric[]),
         CAST(:prices AS numeric[]), CAST(:reasons AS text[])
@@ -258,6 +260,69 @@ async def record_shares(session: AsyncSession, shares: AllocationShares) -> int:
         },
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+# The oldest shares still to be told to the custodian (skipping those another sender holds),
+# with their block's last fill time: the fill's executed_at.
+_CLAIM_BOOKINGS = text(
+    """
+    SELECT a.trade_id, a.client_order_id, a.account_id, a.symbol, a.side, a.filled_quantity,
+           a.average_price, a.lot_ids, coalesce(o.last_fill_at, o.updated_at) AS executed_at
+    FROM allocations a JOIN orders o USING (client_order_id)
+    WHERE a.custodian = :custodian AND a.booking_status = 'pending'
+    ORDER BY a.updated_at, a.trade_id
+    LIMIT :limit
+    FOR UPDATE OF a SKIP LOCKED
+    """
+)
+
+
+async def claim_pending_bookings(
+    session: AsyncSession, custodian: str, limit: int
+) -> list[Row[Any]]:
+    """Lock up to `limit` allocations whose booking is still to be sent, oldest first."""
+    result = await session.execute(_CLAIM_BOOKINGS, {"custodian": custodian, "limit": limit})
+    return list(result.all())
+
+
+_RECORD_BOOKINGS = text(
+    """
+    UPDATE allocations a
+    SET booking_status = v.status, booking_reason = v.reason, booked_at = now(),
+        updated_at = now()
+    FROM unnest(
+        CAST(:trade_ids AS uuid[]), CAST(:statuses AS text[]), CAST(:reasons AS text[])
+    ) AS v(trade_id, status, reason)
+    WHERE a.trade_id = v.trade_id
+    """
+)
+
+
+async def record_bookings(
+    session: AsyncSession,
+    trade_ids: Sequence[uuid.UUID],
+    statuses: Sequence[str],
+    reasons: Sequence[str | None],
+) -> int:
+    """Store what the custodian answered for each booking (booked or refused), in one
+    statement."""
+    if not trade_ids:
+        return 0
+    result = await session.execute(
+        _RECORD_BOOKINGS,
+        {"trade_ids": list(trade_ids), "statuses": list(statuses), "reasons": list(reasons)},
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def booking_counts(session: AsyncSession, tenant: str) -> dict[str, int]:
+    """The tenant's allocations by booking status (those with one)."""
+    rows = await session.exec(
+        select(Allocation.booking_status, func.count())
+        .where(Allocation.tenant == tenant, col(Allocation.booking_status).is_not(None))
+        .group_by(col(Allocation.booking_status))
+    )
+    return {str(status): int(n) for status, n in rows}
 
 
 async def get_allocation(

@@ -40,6 +40,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from custodian_gateway import repository as repo
 from custodian_gateway.allocation import AllocationProblem, Ask, allocate, share_unit
 from custodian_gateway.custodian import (
+    AllocationBooking,
     CustodianClient,
     CustodianOrder,
     CustodianRefused,
@@ -48,6 +49,7 @@ from custodian_gateway.custodian import (
 )
 from custodian_gateway.orders import (
     ALLOCATION_STATUSES,
+    BOOKING_STATUSES,
     DONE_STATUSES,
     ORDER_STATUSES,
     ExecutionProblem,
@@ -382,6 +384,110 @@ def _request(order: Order, possible_resend: bool = False) -> OrderRequest:
     )
 
 
+# --- booking each account's share at the custodian ------------------------------------------
+
+
+@dataclass
+class BookingOutcome:
+    claimed: int = 0
+    booked: int = 0
+    refused: int = 0
+    duplicates: int = 0  # the custodian had them already (sent before, answer lost)
+    unanswered: int = 0  # left pending: the answer did not name them
+
+
+async def send_bookings(
+    uow: UnitOfWork,
+    client: CustodianClient,
+    batch_size: int,
+    custodian: str = DEFAULT_CUSTODIAN,
+) -> BookingOutcome:
+    """Tell the custodian one batch of filled shares (account, fill, a sell's lots) and
+    store its answers, in `uow`'s transaction. Raises CustodianUnavailable when it cannot
+    take them now: the caller rolls back, they stay pending and go again later with the same
+    fill ids, which the custodian recognises (nothing is booked twice)."""
+    rows = await repo.claim_pending_bookings(uow.session, custodian, batch_size)
+    outcome = BookingOutcome(claimed=len(rows))
+    if not rows:
+        return outcome
+    bookings = [_booking(row) for row in rows]
+    with tracer().start_as_current_span(
+        "custodian book allocations",
+        kind=SpanKind.CLIENT,
+        attributes={"ballast.allocations": len(bookings), "http.request.method": "POST"},
+    ):
+        answers = await _book(client, bookings)
+    trade_ids: list[uuid.UUID] = []
+    statuses: list[str] = []
+    reasons: list[str | None] = []
+    refusals: list[str] = []
+    for row, booking in zip(rows, bookings, strict=True):
+        answer = answers.get(booking.fill_id)
+        if answer is None:
+            outcome.unanswered += 1
+            continue
+        status, reason, duplicate = answer
+        trade_ids.append(row.trade_id)
+        statuses.append(status)
+        reasons.append(reason)
+        outcome.duplicates += duplicate
+        if status == "booked":
+            outcome.booked += 1
+        else:
+            outcome.refused += 1
+            refusals.append(f"{booking.account_id} {booking.fill_id}: {reason}")
+    await repo.record_bookings(uow.session, trade_ids, statuses, reasons)
+    if refusals:
+        # a break between the custodian's book and ours: reconciliation will find it
+        log.error(
+            "custodian refused allocations",
+            extra={"refused": len(refusals), "first": refusals[:10]},
+        )
+    if outcome.unanswered:
+        log.warning(
+            "custodian did not answer for some allocations; they stay pending",
+            extra={"unanswered": outcome.unanswered},
+        )
+    return outcome
+
+
+def _booking(row: Row[Any]) -> AllocationBooking:
+    return AllocationBooking(
+        fill_id=allocation_fill_id(row.trade_id),
+        client_order_id=row.client_order_id,
+        account_id=row.account_id,
+        symbol=row.symbol,
+        side=row.side,
+        quantity=_fmt(row.filled_quantity),
+        price=_fmt(row.average_price),
+        executed_at=row.executed_at.isoformat(),
+        lot_ids=list(row.lot_ids) if row.side == "sell" else [],
+    )
+
+
+async def _book(
+    client: CustodianClient, bookings: Sequence[AllocationBooking]
+) -> dict[str, tuple[str, str | None, bool]]:
+    """POST the bookings: fill id -> (booked or refused, reason, duplicate). If the custodian
+    refuses the request's content, its allocations go one by one, so only the bad one is
+    refused."""
+    try:
+        ack = await client.book_allocations(bookings, headers=current_trace_headers())
+    except CustodianRefused as exc:
+        if len(bookings) == 1:
+            detail = f"custodian refused the allocation: {exc.detail}"
+            return {bookings[0].fill_id: ("refused", detail, False)}
+        log.warning(
+            "custodian refused a batch of allocations; sending them one by one",
+            extra={"allocations": len(bookings), "detail": exc.detail},
+        )
+        answers: dict[str, tuple[str, str | None, bool]] = {}
+        for booking in bookings:
+            answers.update(await _book(client, [booking]))
+        return answers
+    return {r.fill_id: (r.outcome, r.reason, r.duplicate) for r in ack.results}
+
+
 # --- settling sent orders after a restart ---------------------------------------------------
 
 
@@ -693,7 +799,7 @@ def _publish_shares(
             assert price is not None  # a block with fills has an average price
             uow.publish(
                 FillsReceivedV1(
-                    fill_id=allocation_fill_id(order.client_order_id, member.trade_id),
+                    fill_id=allocation_fill_id(member.trade_id),
                     client_order_id=order.client_order_id,
                     trade_id=member.trade_id,
                     proposal_id=member.proposal_id,
@@ -850,6 +956,7 @@ async def stats(
     tenant = caller.tenant
     blocks = await repo.order_counts(session, tenant)
     allocations = await repo.allocation_counts(session, tenant)
+    bookings = await repo.booking_counts(session, tenant)
     executions = await repo.execution_counts(session, tenant)
     operator = caller.can(Permission.OPERATE)
     cursor = await repo.get_cursor(session, custodian)
@@ -871,6 +978,7 @@ async def stats(
         "allocations": {
             "total": sum(allocations.values()),
             "by_status": {s: allocations.get(s, 0) for s in ALLOCATION_STATUSES},
+            "booking": {s: bookings.get(s, 0) for s in BOOKING_STATUSES},
         },
         "executions": {
             "total": count(),

@@ -45,3 +45,7 @@ class Settings(ServiceSettings):
     # asked about per transaction, and status requests in flight at once.
     settle_chunk_size: int = Field(default=500, ge=1, le=5000)
     status_check_concurrency: int = Field(default=8, ge=1, le=100)
+    # Telling the custodian each account's share of a block (and a sell's lots): most
+    # allocations per POST /allocations, and the sender's pause while there are few.
+    booking_batch_size: int = Field(default=500, ge=1, le=5000)
+    booking_interval_s: float = Field(default=0.2, gt=0)

@@ -6,7 +6,17 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ARRAY, BigInteger, Column, DateTime, Index, Numeric, String, Text, text
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Numeric,
+    String,
+    Text,
+    text,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
@@ -92,6 +102,13 @@ class Allocation(Table, table=True):
             "created_at",
             postgresql_where=text("client_order_id IS NULL"),
         ),
+        # Only the allocations whose booking is still to be sent: the booking sender's queue.
+        Index(
+            "ix_allocations_booking_pending",
+            "custodian",
+            "updated_at",
+            postgresql_where=text("booking_status = 'pending'"),
+        ),
     )
 
     trade_id: uuid.UUID = Field(primary_key=True)
@@ -124,6 +141,14 @@ class Allocation(Table, table=True):
     tracestate: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     # The trades-approved event that carried the trade: its fill's causation id.
     approval_event_id: uuid.UUID | None = None
+    # Telling the custodian which account gets the fill (and, for a sell, which lots to
+    # relieve): pending (to send), booked, refused (the custodian said why); NULL: nothing
+    # to tell (nothing filled, or shared before this was kept).
+    booking_status: str | None = Field(default=None, max_length=16)
+    booking_reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    booked_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
     created_at: datetime = Field(
         default_factory=_now, sa_column=Column(DateTime(timezone=True), nullable=False)
     )

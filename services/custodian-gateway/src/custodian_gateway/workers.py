@@ -1,9 +1,11 @@
-"""The two background loops: the order sender (which also gathers approved trades into block
-orders) and the execution poller.
+"""The background loops: the order sender (which also gathers approved trades into block
+orders), the execution poller, and the booking sender (which tells the custodian each
+account's share of a done block, and a sell's lots).
 
 While idle they poll less and less often (up to `idle_poll_max_s`), so an idle gateway costs
 next to no CPU; `Wakeups` brings them back at once: recorded approved trades wake the
-sender, sent orders wake the poller, which polls promptly while orders wait for executions.
+sender, sent orders wake the poller, which polls promptly while orders wait for executions;
+blocks shared among their allocations wake the booking sender.
 
 Each step is one unit of work calling one service function. While the custodian is
 unavailable (or the database hiccups) a loop backs off and retries: orders stay new and
@@ -58,6 +60,7 @@ class Wakeups:
     def __init__(self) -> None:
         self._sender: asyncio.Event | None = None
         self._poller: asyncio.Event | None = None
+        self._booker: asyncio.Event | None = None
 
     def sender_event(self) -> asyncio.Event:
         self._sender = asyncio.Event()
@@ -66,6 +69,14 @@ class Wakeups:
     def poller_event(self) -> asyncio.Event:
         self._poller = asyncio.Event()
         return self._poller
+
+    def booker_event(self) -> asyncio.Event:
+        self._booker = asyncio.Event()
+        return self._booker
+
+    def wake_booker(self) -> None:
+        if self._booker is not None:
+            self._booker.set()
 
     def wake_sender(self) -> None:
         if self._sender is not None:
@@ -86,7 +97,7 @@ async def _pause(wake: asyncio.Event, seconds: float) -> bool:
 
 
 def background_loops(wakeups: Wakeups) -> list[BackgroundTask]:
-    """The two loops of a running gateway, sharing `wakeups` with its trades handler."""
+    """The loops of a running gateway, sharing `wakeups` with its trades handler."""
 
     async def order_sender_loop(runtime: Runtime) -> None:
         await order_sender(runtime, wakeups)
@@ -94,7 +105,10 @@ def background_loops(wakeups: Wakeups) -> list[BackgroundTask]:
     async def execution_poller_loop(runtime: Runtime) -> None:
         await execution_poller(runtime, wakeups)
 
-    return [order_sender_loop, execution_poller_loop]
+    async def booking_sender_loop(runtime: Runtime) -> None:
+        await booking_sender(runtime, wakeups)
+
+    return [order_sender_loop, execution_poller_loop, booking_sender_loop]
 
 
 def _settings(runtime: Runtime) -> Settings:
@@ -202,11 +216,57 @@ async def settle_sent_orders(runtime: Runtime, client: CustodianClient) -> None:
     log.info("sent orders settled with the custodian", extra=totals)
 
 
+async def booking_sender(runtime: Runtime, wakeups: Wakeups | None = None) -> None:
+    """Tell the custodian the filled shares of done blocks in batches, forever; while it is
+    unavailable they stay pending and go again later (same fill ids: booked once)."""
+    settings = _settings(runtime)
+    wake = (wakeups or Wakeups()).booker_event()
+    backoff = Backoff(settings.booking_interval_s, settings.max_backoff_s)
+    idle = Backoff(settings.booking_interval_s, settings.idle_poll_max_s)
+    async with custodian_client(settings) as client:
+        while True:
+            wake.clear()  # before reading, so shares stored meanwhile still wake us
+            try:
+                async with runtime.uow() as uow:
+                    outcome = await service.send_bookings(
+                        uow, client, settings.booking_batch_size, settings.custodian_id
+                    )
+            except Exception as exc:
+                if not _retryable(exc):
+                    raise
+                delay = backoff.next()
+                log.warning(
+                    "booking sender: retrying", extra={"error": str(exc), "retry_in_s": delay}
+                )
+                await asyncio.sleep(delay)
+                continue
+            backoff.reset()
+            if outcome.claimed:
+                log.info(
+                    "allocations booked at the custodian",
+                    extra={
+                        "booked": outcome.booked,
+                        "refused": outcome.refused,
+                        "duplicates": outcome.duplicates,
+                    },
+                )
+            if outcome.claimed >= settings.booking_batch_size:
+                continue
+            if outcome.claimed:
+                idle.reset()
+                pause = settings.booking_interval_s
+            else:
+                pause = idle.next()
+            if await _pause(wake, pause):
+                idle.reset()
+
+
 async def execution_poller(runtime: Runtime, wakeups: Wakeups | None = None) -> None:
     """Page through the custodian's executions from the persisted cursor, forever; settle
     the sent orders on start and after the custodian lost its state."""
     settings = _settings(runtime)
-    wake = (wakeups or Wakeups()).poller_event()
+    wakeups = wakeups or Wakeups()
+    wake = wakeups.poller_event()
     backoff = Backoff(settings.poll_interval_s, settings.max_backoff_s)
     idle_pause = Backoff(settings.poll_interval_s, settings.idle_poll_max_s)
     last_restart_check = time.monotonic()
@@ -248,6 +308,8 @@ async def execution_poller(runtime: Runtime, wakeups: Wakeups | None = None) -> 
                 await asyncio.sleep(delay)
                 continue
             backoff.reset()
+            if outcome.blocks_done:
+                wakeups.wake_booker()
             if outcome.new:
                 log.info(
                     "executions applied",

@@ -6,8 +6,9 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Query, Request, Response
@@ -24,6 +25,15 @@ from custodian_sim.book import (
     OrderConflictError,
     OrderRequest,
     utc_now,
+)
+from custodian_sim.custody import (
+    AllocationRequest,
+    BookFilesInvalid,
+    BookRequestInvalid,
+    Custody,
+    DayBeforeBook,
+    NoBook,
+    OtherBookLoaded,
 )
 from custodian_sim.logs import configure_logging, current_trace, parse_traceparent
 from custodian_sim.settings import SimSettings
@@ -110,6 +120,73 @@ class OrderOut(BaseModel):
     received_at: datetime
 
 
+# A buy's lot is "fill-<fill_id>", and the daily files allow lot ids of 64 characters.
+FillId = Annotated[str, Field(min_length=1, max_length=59, pattern=r"^\S(.*\S)?$")]
+LotId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^\S(.*\S)?$")]
+
+
+class LoadBook(BaseModel):
+    folder: Annotated[str, Field(min_length=1, description="A book file set's folder.")]
+    as_of: date | None = Field(
+        default=None, description="The book's date (default: the folder's name)."
+    )
+
+
+class BookOut(BaseModel):
+    load_id: str
+    folder: str
+    as_of: date
+    accounts: int
+    lots: int
+    loaded_at: datetime
+    already_loaded: bool = False
+
+
+class AllocationIn(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    fill_id: FillId
+    client_order_id: Identifier
+    account_id: Identifier
+    symbol: Annotated[str, Field(min_length=1, max_length=16, pattern=r"^[A-Za-z0-9.\-/]+$")]
+    side: Literal["buy", "sell"]
+    quantity: Annotated[ExactDecimal, Field(gt=0, le=Decimal("1E12"), decimal_places=8)]
+    price: Annotated[ExactDecimal, Field(gt=0, le=Decimal("1E9"), decimal_places=8)]
+    executed_at: datetime
+    lot_ids: Annotated[list[LotId], Field(max_length=1000)] = Field(
+        default_factory=list,
+        description="A sell's lots to relieve, in order (versus purchase); none: FIFO.",
+    )
+
+
+class BookAllocations(BaseModel):
+    allocations: Annotated[list[AllocationIn], Field(min_length=1)]
+
+
+class AllocationOut(BaseModel):
+    fill_id: str
+    outcome: Literal["booked", "refused"]
+    reason: str | None
+    duplicate: bool = Field(description="Received before: its first answer, nothing booked.")
+
+
+class AllocationsOut(BaseModel):
+    results: list[AllocationOut]
+
+
+class WriteFiles(BaseModel):
+    root: str | None = Field(
+        default=None,
+        description="Write to <root>/<custodian>/<date>/ (default: SIM_FILES_DIR).",
+    )
+
+
+class FilesOut(BaseModel):
+    folder: str
+    business_date: date
+    rows: dict[str, int]
+
+
 def _fmt(d: Decimal) -> str:
     return format(d, "f")
 
@@ -177,6 +254,7 @@ def create_app(settings: SimSettings | None = None, clock: Clock | None = None) 
     settings = settings or SimSettings()
     configure_logging(settings.log_level)
     book = OrderBook(settings, clock or utc_now)
+    custody = Custody(book.store)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -312,7 +390,99 @@ def create_app(settings: SimSettings | None = None, clock: Clock | None = None) 
 
     @app.get("/stats")
     async def stats() -> dict[str, object]:
-        return book.stats()
+        return {**book.stats(), **book.store.custody_stats()}
+
+    @app.post("/book", status_code=201, response_model=BookOut)
+    async def load_book(body: LoadBook, response: Response) -> BookOut | JSONResponse:
+        try:
+            load, before = custody.load_book(Path(body.folder), body.as_of, book.clock())
+        except BookRequestInvalid as exc:
+            return problem(
+                422,
+                "Invalid request",
+                str(exc),
+                [{"field": exc.field, "message": str(exc), "type": "value_error"}],
+            )
+        except OtherBookLoaded as exc:
+            return problem(409, "Another book is loaded", str(exc))
+        except BookFilesInvalid as exc:
+            errors = [
+                {"file": p.file, "line": p.line, "column": p.column, "message": p.message}
+                for p in exc.problems
+            ]
+            log.info("book refused", extra={"problems": exc.count, "folder": body.folder})
+            return problem(422, "Invalid book files", str(exc), errors)
+        if before:
+            response.status_code = 200
+        else:
+            log.info("book loaded", extra={"load_id": load.load_id, "accounts": load.accounts})
+        return BookOut(**load.__dict__, already_loaded=before)
+
+    @app.get("/book", response_model=BookOut)
+    async def get_book() -> BookOut | JSONResponse:
+        load = book.store.loaded_book()
+        if load is None:
+            return problem(404, "No book", "no book file set is loaded (POST /book)")
+        return BookOut(**load.__dict__)
+
+    @app.post("/allocations", response_model=AllocationsOut)
+    async def book_allocations(body: BookAllocations) -> AllocationsOut | JSONResponse:
+        if len(body.allocations) > settings.max_allocations_per_request:
+            limit = settings.max_allocations_per_request
+            return problem(
+                422,
+                "Invalid request",
+                f"allocations: at most {limit} per request, got {len(body.allocations)}",
+                [{"field": "allocations", "message": "too many allocations", "type": "too_long"}],
+            )
+        requests = [
+            AllocationRequest(
+                fill_id=a.fill_id,
+                client_order_id=a.client_order_id,
+                account_id=a.account_id,
+                symbol=a.symbol,
+                side=a.side,
+                quantity=a.quantity,
+                price=a.price,
+                executed_at=a.executed_at
+                if a.executed_at.tzinfo
+                else a.executed_at.replace(tzinfo=UTC),
+                lot_ids=tuple(a.lot_ids),
+            )
+            for a in body.allocations
+        ]
+        results = custody.book(requests, book.clock())
+        refused = [r for r in results if r.outcome == "refused" and not r.duplicate]
+        log.info(
+            "allocations received",
+            extra={
+                "booked": sum(r.outcome == "booked" and not r.duplicate for r in results),
+                "refused": len(refused),
+                "duplicates": sum(r.duplicate for r in results),
+                "refusals": [f"{r.fill_id}: {r.reason}" for r in refused[:5]],
+            },
+        )
+        return AllocationsOut(results=[AllocationOut(**r.__dict__) for r in results])
+
+    @app.post("/files/{business_date}", status_code=201, response_model=FilesOut)
+    async def write_files(
+        business_date: date, body: WriteFiles | None = None
+    ) -> FilesOut | JSONResponse:
+        root = Path(body.root) if body and body.root else Path(settings.files_dir)
+        folder = root / settings.custodian_name / business_date.isoformat()
+        try:
+            written = custody.write_day(folder, business_date)
+        except NoBook as exc:
+            return problem(409, "No book", str(exc))
+        except DayBeforeBook as exc:
+            return problem(
+                422,
+                "Invalid request",
+                f"business_date: {exc}",
+                [{"field": "business_date", "message": str(exc), "type": "value_error"}],
+            )
+        log.info("daily files written", extra={"folder": str(folder), "rows": written.rows})
+        return FilesOut(folder=str(folder), business_date=business_date, rows=written.rows)
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

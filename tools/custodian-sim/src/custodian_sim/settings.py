@@ -17,6 +17,12 @@ def default_store_path() -> str:
     return str(state / "custodian-sim" / "book.sqlite3")
 
 
+def default_files_dir() -> str:
+    """``custodian-sim/files`` under the state folder: where the daily files are written."""
+    state = Path(os.environ.get("BALLAST_STATE_DIR") or ".state")
+    return str(state / "custodian-sim" / "files")
+
+
 class SimSettings(BaseSettings):
     """How the simulated custodian behaves (every field is ``SIM_<NAME>`` in the environment)."""
 
@@ -45,6 +51,11 @@ class SimSettings(BaseSettings):
     store_path: Annotated[str, Field(min_length=1)] = Field(default_factory=default_store_path)
     """The SQLite file the book is kept in (survives restarts); ``:memory:`` keeps it in the
     process only (unit tests)."""
+    files_dir: Annotated[str, Field(min_length=1)] = Field(default_factory=default_files_dir)
+    """Where `POST /files/{date}` writes a day's set: `<files_dir>/<custodian>/<date>/`."""
+    custodian_name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = "ballast"
+    """The custodian's name: the daily files' parent folder, which names their format."""
+    max_allocations_per_request: Annotated[int, Field(ge=1)] = 5000
     log_level: str = "INFO"
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8009

@@ -177,7 +177,8 @@ class Ballast:
         reporter: Reporter | None = None,
     ) -> Outcome:
         """Write the accounts as a book file set under `root` and load it with
-        `ballast book load` (once account-svc knows the models they follow)."""
+        `ballast book load` (once account-svc knows the models they follow), and into the
+        custodian simulator."""
         folder = write_book(accounts, root, as_of or date.today())
         models = {a.model_id for a in accounts if a.model_id} | {
             m for a in accounts for _, m, _ in a.sleeves
@@ -191,6 +192,8 @@ class Ballast:
         outcome = await load_folder(folder, urls, token=self.token(BOOK_LOADER), reporter=reporter)
         if outcome.problems:
             raise DriverError(f"the book in {folder} is not valid: {outcome.problems[:5]}")
+        # the custodian holds the same book: it books the fills' allocations against it
+        await self._call("POST", f"{self.urls.custodian}/book", json={"folder": str(folder)})
         return outcome
 
     async def read_model(self) -> dict[str, int]:

@@ -20,6 +20,7 @@ from ballast_common.custodian_files.validation import (
     check_file_set,
     read_lot_keys,
 )
+from ballast_common.custodian_files.writer import CsvOut, FileSetWriter, write_manifest
 
 NORTHWIND = _northwind.NORTHWIND
 
@@ -27,8 +28,10 @@ __all__ = [
     "ADAPTERS",
     "BALLAST",
     "NORTHWIND",
+    "CsvOut",
     "CustodianFormat",
     "FileLayout",
+    "FileSetWriter",
     "FileSummary",
     "Problem",
     "Report",
@@ -38,4 +41,5 @@ __all__ = [
     "check_file_set",
     "read_lot_keys",
     "register",
+    "write_manifest",
 ]

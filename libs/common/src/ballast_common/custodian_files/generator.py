@@ -15,26 +15,23 @@ Breaks (each in one account, chosen by the seed, named in `GeneratedSet.breaks`)
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import IO
 
 from ballast_common.contracts.custodian_files import (
     CASH,
     CORPORATE_ACTIONS,
     LOTS,
-    MANIFEST,
     POSITIONS,
     PRICES,
     TRANSACTIONS,
 )
 from ballast_common.custodian_files.adapters import BALLAST, CustodianFormat
+from ballast_common.custodian_files.writer import CsvOut, write_manifest
 
 BREAKS = ("missing_lot", "basis_error", "lot_sum", "truncated")
 DEFAULT_DATE = date(2026, 12, 4)
@@ -73,26 +70,6 @@ def prices(seed: int) -> dict[str, Decimal]:
     return {f"S{i:03d}": Decimal(rng.randint(500, 60_000)) * _CENT for i in range(SYMBOLS)}
 
 
-class _Out:
-    """One file being written in the custodian's format, counting its rows."""
-
-    def __init__(self, folder: Path, adapter: CustodianFormat, canonical: str, day: date):
-        self.canonical = canonical
-        self.adapter = adapter
-        self.path = folder / adapter.file_name(canonical, day)
-        self._file: IO[str] = self.path.open("w", encoding="utf-8", newline="")
-        self._writer = csv.writer(self._file, lineterminator="\n")
-        self._writer.writerow(adapter.header(canonical))
-        self.rows = 0
-
-    def write(self, row: dict[str, str]) -> None:
-        self._writer.writerow(self.adapter.encode(self.canonical, row))
-        self.rows += 1
-
-    def close(self) -> None:
-        self._file.close()
-
-
 def generate(
     root: Path,
     *,
@@ -118,7 +95,7 @@ def generate(
     broken = dict(zip(rng.sample(range(accounts), len(breaks)), breaks, strict=True))
     result = GeneratedSet(folder, custodian, business_date, accounts)
     out = {
-        f.name: _Out(folder, adapter, f.name, business_date)
+        f.name: CsvOut(folder, adapter, f.name, business_date)
         for f in (PRICES, CASH, POSITIONS, LOTS, TRANSACTIONS, CORPORATE_ACTIONS)
     }
     for symbol, price in closes.items():
@@ -129,7 +106,7 @@ def generate(
     for f in out.values():
         f.close()
         result.rows[f.canonical] = f.rows
-    _manifest(folder, adapter, business_date, out)
+    write_manifest(folder, adapter, business_date, out.values())
     if "truncated" in breaks:
         result.breaks.append(_truncate(out[LOTS.name].path))
     return result
@@ -138,7 +115,7 @@ def generate(
 def _account(
     rng: random.Random,
     n: int,
-    out: dict[str, _Out],
+    out: dict[str, CsvOut],
     closes: dict[str, Decimal],
     symbols: list[str],
     business_date: date,
@@ -211,7 +188,7 @@ def _trades(
     lots: list[dict[str, str]],
     price: Decimal,
     business_date: date,
-    out: _Out,
+    out: CsvOut,
 ) -> None:
     """Today's trades in a position: sometimes a buy (a new lot), a partial sell of a lot (it
     stays, smaller) or a lot transferred in."""
@@ -253,7 +230,7 @@ def _trades(
 
 
 def _cash_movements(
-    rng: random.Random, account: str, symbol: str, business_date: date, out: _Out
+    rng: random.Random, account: str, symbol: str, business_date: date, out: CsvOut
 ) -> None:
     day = business_date.isoformat()
     draw = rng.random()
@@ -269,7 +246,7 @@ def _cash_movements(
 
 
 def _transaction(
-    out: _Out,
+    out: CsvOut,
     account: str,
     kind: str,
     symbol: str,
@@ -291,7 +268,7 @@ def _transaction(
     )
 
 
-def _corporate_actions(out: _Out, business_date: date) -> None:
+def _corporate_actions(out: CsvOut, business_date: date) -> None:
     later = (business_date + timedelta(days=7)).isoformat()
     day = business_date.isoformat()
     base = {"effective_date": later}
@@ -301,24 +278,6 @@ def _corporate_actions(out: _Out, business_date: date) -> None:
                "cash_per_share": "0.42"})  # fmt: skip
     out.write({"action_id": "CA3", "type": "symbol-change", "symbol": "S030",
                "new_symbol": "S030N", "effective_date": day})  # fmt: skip
-
-
-def _manifest(
-    folder: Path, adapter: CustodianFormat, business_date: date, out: dict[str, _Out]
-) -> None:
-    manifest = _Out(folder, adapter, MANIFEST.name, business_date)
-    for f in out.values():
-        with f.path.open("rb") as data:
-            digest = hashlib.file_digest(data, "sha256").hexdigest()
-        manifest.write(
-            {
-                "file": f.path.name,
-                "business_date": business_date.isoformat(),
-                "rows": str(f.rows),
-                "sha256": digest,
-            }
-        )
-    manifest.close()
 
 
 def _truncate(path: Path) -> Break:
