@@ -140,3 +140,28 @@ def drop_idempotency_keys() -> None:
 
     op.drop_index("ix_idempotency_keys_created_at", table_name="idempotency_keys")
     op.drop_table("idempotency_keys")
+
+
+def compress_outbox_with_lz4() -> None:
+    """Compress the outbox's values with lz4 rather than pglz (a revision per service):
+    a book of record's snapshots of tens of kilobytes are written about 3x faster, for
+    about a fifth more space. A server built without lz4 keeps pglz."""
+    from alembic import op
+
+    op.execute(
+        """
+DO $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM pg_settings WHERE name = 'default_toast_compression'
+               AND 'lz4' = ANY(enumvals)) THEN
+        ALTER TABLE outbox ALTER COLUMN value SET COMPRESSION lz4;
+    END IF;
+END
+$$"""
+    )
+
+
+def compress_outbox_with_pglz() -> None:
+    from alembic import op
+
+    op.execute("ALTER TABLE outbox ALTER COLUMN value SET COMPRESSION pglz")

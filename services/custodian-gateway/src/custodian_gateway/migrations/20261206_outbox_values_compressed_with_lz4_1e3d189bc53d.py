@@ -1,0 +1,23 @@
+"""outbox values compressed with lz4
+
+Revision ID: 1e3d189bc53d
+Revises: 9ca78bb972e9
+Create Date: 2026-12-06 20:10:00
+"""
+
+from collections.abc import Sequence
+
+from ballast_common.migrations import compress_outbox_with_lz4, compress_outbox_with_pglz
+
+revision: str = "1e3d189bc53d"
+down_revision: str | None = "9ca78bb972e9"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    compress_outbox_with_lz4()
+
+
+def downgrade() -> None:
+    compress_outbox_with_pglz()
