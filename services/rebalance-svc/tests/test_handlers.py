@@ -5,6 +5,7 @@ import json
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from functools import partial
+from typing import Any
 
 import pytest
 import rebalance_test_support as support
@@ -19,6 +20,7 @@ from ballast_common.contracts.events import (
     PositionV1,
     SecuritiesChangedV1,
     SecurityV1,
+    TradingHoldChangedV1,
 )
 from ballast_common.outbox import outbox
 from ballast_common.testing import migrated_database
@@ -249,3 +251,56 @@ async def test_an_account_is_not_traded_again_before_its_trades_are_settled(db):
     await deliver(db, rejected, "R-1")
     assert "R-1" not in await second_run(23)
     await decline_trades_in_flight(db)
+
+
+async def test_an_account_held_from_trading_is_skipped_with_the_reason_until_released(
+    db, run_chunks
+):
+    held_model = "held-core"
+    await deliver(
+        db,
+        SecuritiesChangedV1(
+            securities=[
+                SecurityV1(symbol=s, name=s, asset_class="US Equity", sector="IT", price=Decimal(p))
+                for s, p in (("AAA", "100"), ("BBB", "50"))
+            ]
+        ),
+        "security-master",
+    )
+    for account_id in ("TH-1", "TH-2"):
+        await deliver(
+            db, account(account_id).model_copy(update={"model_id": held_model}), account_id
+        )
+        await deliver(
+            db,
+            HoldingsReconciledV1(
+                account_id=account_id,
+                as_of=date(2026, 11, 20),
+                cash=Decimal("10000"),
+                positions=[],
+                cause="opening-balance",
+            ),
+            account_id,
+        )
+    reason = "quantity break: lot AAA-1 is 12 here, 10 at the custodian"
+    hold = TradingHoldChangedV1(
+        account_id="TH-1", held=True, reason=reason, custodian="ballast",
+        business_date=date(2026, 11, 20),
+    )  # fmt: skip
+    await deliver(db, hold, "TH-1")
+
+    async def model_change(version: int) -> Any:
+        event = model(version, AAA="0.5", BBB="0.5").model_copy(update={"model_id": held_model})
+        await support.deliver(db, event, held_model, run_chunks=False)
+        await run_chunks(db)
+        async with db.sessions() as s:
+            [run] = await repository.list_runs(s, held_model, version, 5, tenant=None)
+            return await service.run_with_skipped(s, run.run_id, tenant=None)
+
+    first = await model_change(1)
+    assert first.skipped == {"TH-1": f"held from trading: {reason}"}
+    assert first.accounts_evaluated == 1 and first.proposals == 1  # TH-2 went
+
+    await deliver(db, hold.model_copy(update={"held": False, "reason": None}), "TH-1")
+    second = await model_change(2)
+    assert "TH-1" not in second.skipped and second.accounts_evaluated == 2

@@ -79,6 +79,10 @@ async def on_order_rejected(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> 
     await service.record_rejections(uow, deliveries)
 
 
+async def on_trading_hold_changed(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+    await service.record_trading_holds(uow, deliveries)
+
+
 async def on_proposal_rejected(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
     await service.record_declined(uow, deliveries)
 
@@ -108,6 +112,8 @@ def subscriptions(settings: Settings) -> list[Subscription]:
         Subscription.batch("fills-received", on_fills_received),
         Subscription.batch("order-rejected", on_order_rejected),
         Subscription.batch("proposal-rejected", on_proposal_rejected),
+        # an account with an unresolved reconciliation break is not traded
+        Subscription.batch("trading-hold-changed", on_trading_hold_changed),
         Subscription("model-changed", on_model_changed),
         Subscription("equivalence-set-changed", on_equivalence_set_changed),
         # Each chunk its own transaction, on a consumer of its own, so the read model keeps

@@ -71,12 +71,13 @@ class EngineReference:
 @dataclass
 class _Books:
     """The accounts' books: cash (absent: never reconciled), holdings, a UMA's cash per
-    sleeve, and how many trades proposed to each are still in flight."""
+    sleeve, how many trades proposed to each are still in flight, and trading holds."""
 
     cash: dict[str, Decimal]
     holdings: dict[str, list[repo.HeldRow]]
     sleeve_cash: dict[str, list[dict[str, Any]]]
     in_flight: dict[str, int]
+    holds: dict[str, str]  # why an account is held from trading (trading-hold-changed)
 
 
 @dataclass
@@ -143,7 +144,7 @@ async def prepare(
     defaults = defaults_of(settings)
     for account in accounts:
         row = rows[account.account_id]
-        reason = skip_reason(account, row, models, books.cash, books.in_flight)
+        reason = skip_reason(account, row, models, books)
         if reason is not None:
             prepared.skipped[account.account_id] = reason
             continue
@@ -153,17 +154,16 @@ async def prepare(
 
 
 def skip_reason(
-    account: Account,
-    row: AccountRow,
-    models: Mapping[str, Model],
-    cash: Mapping[str, Decimal],
-    in_flight: Mapping[str, int],
+    account: Account, row: AccountRow, models: Mapping[str, Model], books: _Books
 ) -> str | None:
     """Why the account cannot go to the engine now; None when it can."""
     account_id = account.account_id
+    cash, in_flight = books.cash, books.in_flight
     missing = [m for m in row.model_ids() if m not in models]
     if account.status != "active":
         return f"account is {account.status}"
+    if account_id in books.holds:
+        return f"held from trading: {books.holds[account_id]}"
     if not row.model_ids():
         return "account follows no model"
     if missing:
@@ -233,7 +233,8 @@ async def _read_books(
     cash, holdings = await repo.books_of(session, ids, lots=lots, sleeve_shares_of=umas)
     sleeve_cash = await repo.sleeve_cash_of(session, umas)
     in_flight = await repo.trades_in_flight(session, ids)
-    return _Books(cash, holdings, sleeve_cash, in_flight)
+    holds = await repo.trading_holds(session, ids)
+    return _Books(cash, holdings, sleeve_cash, in_flight, holds)
 
 
 async def _read_tax_facts(

@@ -30,6 +30,7 @@ from rebalance_svc.tables import (
     Security,
     SecurityList,
     Sleeve,
+    TradingHold,
 )
 from rebalance_svc.tables import TradeInFlight as TradeInFlightRow
 
@@ -553,6 +554,41 @@ async def trades_in_flight(session: AsyncSession, account_ids: Sequence[str]) ->
         select(col(TradeInFlightRow.account_id), func.count())
         .where(col(TradeInFlightRow.account_id).in_(list(account_ids)))
         .group_by(col(TradeInFlightRow.account_id))
+    )
+    return dict(result.all())
+
+
+async def set_trading_holds(
+    session: AsyncSession,
+    held: Sequence[tuple[str, str, str | None, date | None]],
+    released: Sequence[str],
+) -> None:
+    """Hold these accounts (account, reason, custodian, business date) and release those."""
+    if released:
+        await session.exec(
+            delete(TradingHold).where(col(TradingHold.account_id).in_(list(released)))
+        )
+    if held:
+        table = TradingHold.__table__  # type: ignore[attr-defined]
+        names = ("account_id", "reason", "custodian", "business_date")
+        columns: dict[str, list[Any]] = {n: [row[i] for row in held] for i, n in enumerate(names)}
+        columns["held_at"] = [datetime.now(UTC)] * len(held)
+        await insert_columns(
+            session,
+            table,
+            columns,
+            on_conflict="(account_id) DO UPDATE SET reason = excluded.reason,"
+            " custodian = excluded.custodian, business_date = excluded.business_date,"
+            " held_at = now()",
+        )
+
+
+async def trading_holds(session: AsyncSession, account_ids: Sequence[str]) -> dict[str, str]:
+    """Why each of these accounts is held from trading (those held only)."""
+    result = await session.exec(
+        select(col(TradingHold.account_id), col(TradingHold.reason)).where(
+            col(TradingHold.account_id).in_(list(account_ids))
+        )
     )
     return dict(result.all())
 

@@ -25,6 +25,7 @@ from ballast_common.contracts.events import (
     RunTrigger,
     SecuritiesChangedV1,
     TradesProposedV1,
+    TradingHoldChangedV1,
 )
 from ballast_common.errors import FieldProblem, InvalidInput, NotFound
 from ballast_common.uow import UnitOfWork
@@ -161,6 +162,20 @@ def _account_row(event: AccountChangedV1, tenant: str) -> Account:
         rebalance_range=strategy.rebalance_range if strategy else None,
         interior_pct=strategy.interior_pct if strategy else None,
     )
+
+
+async def record_trading_holds(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+    """Hold or release each account of the batch as its last trading-hold-changed says."""
+    last: dict[str, TradingHoldChangedV1] = {}
+    for d in deliveries:
+        last[d.payload.account_id] = d.payload
+    held = [
+        (e.account_id, e.reason or "held by the book of record", e.custodian, e.business_date)
+        for e in last.values()
+        if e.held
+    ]
+    released = [e.account_id for e in last.values() if not e.held]
+    await repo.set_trading_holds(uow.session, held, released)
 
 
 async def record_holdings(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:

@@ -184,6 +184,19 @@ class TradeInFlight(Table, table=True):
     proposed_at: datetime = _timestamp()
 
 
+class TradingHold(Table, table=True):
+    """An account taxlot-svc holds from trading (trading-hold-changed): a run skips it with
+    the reason until it is released."""
+
+    __tablename__ = "trading_holds"
+
+    account_id: str = Field(primary_key=True, max_length=64)
+    reason: str = Field(max_length=500)
+    custodian: str | None = Field(default=None, max_length=64)
+    business_date: date | None = None
+    held_at: datetime = _timestamp()
+
+
 class FillMark(Table, table=True):
     """A fill of one of our trades, seen on fills-received and/or named by holdings-reconciled
     (the two may come in either order); it settles its quantity once both are seen."""

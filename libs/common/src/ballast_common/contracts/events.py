@@ -386,6 +386,21 @@ class OrderRejectedV1(Payload):
 # --- taxlot-svc -----------------------------------------------------------------------------
 
 
+class TradingHoldChangedV1(Payload):
+    """Whether an account may be traded, as the book of record's reconciliation with the
+    custodian says: held while it has an unresolved break whose policy is to suspend."""
+
+    account_id: str
+    held: bool
+    reason: str | None = Field(
+        default=None,
+        max_length=500,
+        description="why it is held, in words (the first break's kind and lot); null when released",
+    )
+    custodian: str | None = Field(default=None, description="the custodian whose files said so")
+    business_date: date | None = Field(default=None, description="the files' business day")
+
+
 class PositionV1(Payload):
     symbol: str
     quantity: Quantity

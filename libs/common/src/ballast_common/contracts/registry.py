@@ -156,6 +156,13 @@ TOPICS: dict[str, Topic] = {
             _ACCOUNT_ORDER,
         ),
         Topic(
+            "trading-hold-changed",
+            "taxlot-svc",
+            ("rebalance-svc",),
+            "{account_id}",
+            _ACCOUNT_ORDER,
+        ),
+        Topic(
             "corporate-action-recorded",
             "taxlot-svc",
             ("account-svc", "model-hub-svc"),
@@ -461,6 +468,20 @@ _all: list[Contract] = [
                     loss_per_share=Decimal("3.15"),
                 )
             ],
+        ).model_dump(mode="json"),
+    ),
+    Contract(
+        "trading-hold-changed",
+        1,
+        ev.TradingHoldChangedV1,
+        "An account is held from trading (or released) after the custodian's files were "
+        "reconciled with the book of record.",
+        ev.TradingHoldChangedV1(
+            account_id="ACC-000123",
+            held=True,
+            reason="quantity break: lot MSFT-2 is 12 here, 10 at the custodian",
+            custodian="ballast",
+            business_date=date(2026, 11, 20),
         ).model_dump(mode="json"),
     ),
     Contract(
