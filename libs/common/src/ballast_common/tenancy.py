@@ -40,6 +40,7 @@ AUDIT_TABLE = "audit_records"
 
 # The tenant the current request acts for; None outside requests (platform-wide work).
 _request_scope: ContextVar[str | None] = ContextVar("ballast_tenant_scope", default=None)
+_SET_SCOPE = text(f"SELECT set_config('{SETTING}', :scope, true)")
 
 
 def connection_settings() -> dict[str, str]:
@@ -50,10 +51,6 @@ def connection_settings() -> dict[str, str]:
 def scope_request(tenant: str) -> None:
     """Scope every transaction the current request opens to `tenant` (`*`: all tenants)."""
     _request_scope.set(tenant)
-
-
-def request_scope() -> str | None:
-    return _request_scope.get()
 
 
 def install(engine: AsyncEngine) -> None:
@@ -80,9 +77,6 @@ async def across_tenants(session: AsyncSession) -> AsyncIterator[None]:
     yield
     # (an error inside rolls the transaction back, and the setting with it)
     await session.execute(_SET_SCOPE, {"scope": scope})
-
-
-_SET_SCOPE = text(f"SELECT set_config('{SETTING}', :scope, true)")
 
 
 def _setting() -> str:
