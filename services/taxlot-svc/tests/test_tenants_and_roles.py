@@ -97,6 +97,7 @@ def calls(book: Book) -> dict[tuple[str, str], Call]:
     split |= {"numerator": 2, "denominator": 1}
     batch = {"accounts": [{"account_id": a, **opening()}]}
     load = f"/book-loads/{uuid.uuid4().hex[:12]}"
+    day = f"/custodian-days/acme-2026-01-15-{uuid.uuid4().hex[:12]}"
     table = [
         Call("POST", f"/accounts/{a}/holdings", opening(), "tenant"),
         Call("POST", "/holdings:batch", batch, "accounts[0].tenant"),
@@ -116,6 +117,14 @@ def calls(book: Book) -> dict[tuple[str, str], Call]:
         Call("GET", load),
         Call("DELETE", load),
         Call("GET", "/audit", own_list=True),
+        Call("PUT", f"{day}/files/cash.csv"),
+        Call("POST", f"{day}/validate", {"as_of": "2026-01-15"}, "tenant"),
+        Call("POST", f"{day}/apply", {"as_of": "2026-01-15"}, "tenant"),
+        Call("GET", day),
+        Call("DELETE", day),
+        Call("GET", "/reconciliations/acme/2026-01-15", own_list=True),
+        Call("GET", "/breaks", own_list=True),
+        Call("GET", f"/accounts/{a}/breaks"),
     ]
     routes = [
         "/accounts/{account_id}/holdings",
@@ -136,6 +145,14 @@ def calls(book: Book) -> dict[tuple[str, str], Call]:
         "/book-loads/{load_id}",
         "/book-loads/{load_id}",
         "/audit",
+        "/custodian-days/{load_id}/files/{name}",
+        "/custodian-days/{load_id}/validate",
+        "/custodian-days/{load_id}/apply",
+        "/custodian-days/{load_id}",
+        "/custodian-days/{load_id}",
+        "/reconciliations/{custodian}/{business_date}",
+        "/breaks",
+        "/accounts/{account_id}/breaks",
     ]
     return {(c.method, r): c for c, r in zip(table, routes, strict=True)}
 
@@ -169,7 +186,11 @@ async def fingerprint(db: Database) -> dict[str, str]:
 
 async def send(api: httpx.AsyncClient, call: Call, headers: dict[str, str]) -> httpx.Response:
     if call.method == "PUT":
-        content = b"account_id,household_id,name,account_type\n"
+        content = (
+            b"account_id,amount,as_of\n"
+            if call.path.endswith("/cash.csv")
+            else b"account_id,household_id,name,account_type\n"
+        )
         headers = {**headers, "content-type": "text/csv"}
         return await api.request(call.method, call.path, content=content, headers=headers)
     return await api.request(call.method, call.path, json=call.body, headers=headers)
@@ -185,8 +206,9 @@ async def test_another_tenants_ids_are_not_found_and_nothing_changes(
     before = await fingerprint(taxlot_db)
     answers = {}
     for key, call in calls(book).items():
-        if call.platform_wide or call.own_list or call.path.startswith("/book-loads"):
-            continue  # shared reference data; book loads: see the last test
+        loads = call.path.startswith(("/book-loads", "/custodian-days"))
+        if call.platform_wide or call.own_list or loads:
+            continue  # shared reference data; book loads and custodian days: see the last test
         response = await send(api, call, bearer(EVIL, [Role.ADMIN]))
         answers[key] = response.status_code
         if key == ("POST", "/accounts/{account_id}/holdings") or key[1] == "/holdings:batch":
@@ -318,9 +340,17 @@ async def test_an_account_another_tenant_announced_cannot_be_opened(
     assert (opened.status_code, opened.json()["tenant"]) == (201, ACME)
 
 
-async def test_another_tenants_book_load_is_not_found(api: httpx.AsyncClient) -> None:
-    load = f"/book-loads/{uuid.uuid4().hex[:12]}"
-    put = await send(api, Call("PUT", f"{load}/files/accounts.csv"), {})
+@pytest.mark.parametrize(
+    ("load", "file"),
+    [
+        (f"/book-loads/{uuid.uuid4().hex[:12]}", "accounts.csv"),
+        (f"/custodian-days/acme-2026-01-15-{uuid.uuid4().hex[:12]}", "cash.csv"),
+    ],
+)
+async def test_another_tenants_book_load_is_not_found(
+    api: httpx.AsyncClient, load: str, file: str
+) -> None:
+    put = await send(api, Call("PUT", f"{load}/files/{file}"), {})
     assert put.status_code == 201, put.text
     staged = (await api.get(load)).json()
     evil = bearer(EVIL)

@@ -88,6 +88,8 @@ class ServiceSpec:
     background: Sequence[BackgroundTask] = ()
     # Parts of the book file set this service loads (`/book-loads`, see book_loads.py).
     book_load: BookLoadSpec | None = None
+    # Other kinds of file load it serves, each under its spec's `route` (its own loads table).
+    file_loads: Sequence[BookLoadSpec] = ()
     # Tables with a tenant column whose rows every tenant reads (no row-level policy:
     # tenancy.py), e.g. platform-wide reference data that records who made it.
     shared_tables: frozenset[str] = frozenset()
@@ -324,10 +326,11 @@ def create_app(spec: ServiceSpec, settings: ServiceSettings | None = None) -> Fa
     _install_health(app)
     for router in spec.routers:
         app.include_router(router)
-    if spec.book_load is not None:
-        app.include_router(
-            book_load_router(spec.book_load, get_runtime), max_body_size=settings.max_upload_bytes
-        )
+    for load in (spec.book_load, *spec.file_loads):
+        if load is not None:
+            app.include_router(
+                book_load_router(load, get_runtime), max_body_size=settings.max_upload_bytes
+            )
     _check_every_route_is_guarded(app)
     FastAPIInstrumentor.instrument_app(app, excluded_urls="healthz,readyz,metrics")
     return app

@@ -1,7 +1,8 @@
 """Book loads: CSV files staged with COPY, checked in SQL, applied all at once.
 
 A service that loads part of the book file set (`contracts/book_files.py`) declares a
-`BookLoadSpec`; the app factory then serves, under `/book-loads/{load_id}`:
+`BookLoadSpec`; the app factory then serves, under `/book-loads/{load_id}` (or the spec's
+`route`: a service may serve other kinds of file load the same way, `ServiceSpec.file_loads`):
 
 - `PUT .../files/{name}` (text/csv): the file streams into a staging table of its own with
   COPY (no Python object per row); a malformed row (quotes, column count, encoding) is a 422
@@ -59,10 +60,11 @@ _DIGITS = 18  # at most this many digits before the decimal point
 _NUMBER = "^[+-]?([0-9]+([.][0-9]*)?|[.][0-9]+)([eE][+-]?[0-9]+)?$"
 
 
-def define_book_loads(metadata: MetaData) -> Table:
-    """The `book_loads` table, in a service's own metadata (only services that load files)."""
+def define_book_loads(metadata: MetaData, name: str = "book_loads") -> Table:
+    """The `book_loads` table (or another kind of load's, `name`), in a service's own
+    metadata (only services that load files)."""
     return Table(
-        "book_loads",
+        name,
         metadata,
         # A load is its tenant's: another tenant's id is not found (and may be used again).
         Column("tenant", String(64), primary_key=True),
@@ -182,6 +184,10 @@ class BookLoadSpec:
     typed: bool = False
     # what staging, applying or discarding a load needs (the security master's: platform:write)
     permission: Permission = Permission.LOAD_BOOKS
+    # where its routes are served and what a load is called in messages: a service may serve
+    # several kinds of file load (taxlot-svc: `/book-loads` and `/custodian-days`)
+    route: str = "/book-loads"
+    noun: str = "book load"
 
     def required_files(self) -> tuple[str, ...]:
         if self.required is not None:
@@ -372,13 +378,19 @@ def _duplicates_sql(file: CsvFile, table: str) -> str:
     return f"SELECT 1 FROM {_quote(table)} GROUP BY {keys} HAVING count(*) > 1 LIMIT 1"
 
 
-async def row_problems(session: AsyncSession, staged: StagedLoad, limit: int) -> list[LoadProblem]:
+async def row_problems(
+    session: AsyncSession,
+    staged: StagedLoad,
+    limit: int,
+    file_of: Callable[[str], CsvFile] = BY_NAME.__getitem__,
+) -> list[LoadProblem]:
     """Every staged file's rows checked against its columns, and its unique columns. A cheap
     screen runs over every row; the detailed checks only where it found something (or over
-    the whole file when a value broke the screen's casts)."""
+    the whole file when a value broke the screen's casts). `file_of`: a staged file's
+    columns (default: the book file set's)."""
     problems: list[LoadProblem] = []
     for name, table in staged.tables.items():
-        file = BY_NAME[name]
+        file = file_of(name)
         present = staged.columns[name]
         screen = _screen_query(file, table, present, limit)
         if screen:
@@ -405,8 +417,10 @@ async def row_problems(session: AsyncSession, staged: StagedLoad, limit: int) ->
 # --- staging ----------------------------------------------------------------------------------
 
 
-def stage_table(tenant: str, load_id: str, file: CsvFile) -> str:
-    digest = hashlib.sha256(f"{tenant}/{load_id}".encode()).hexdigest()[:16]
+def stage_table(tenant: str, load_id: str, file: CsvFile, loads: str = "book_loads") -> str:
+    """The staging table of a file of a load (`loads`: the table of its kind of load)."""
+    key = f"{tenant}/{load_id}" if loads == "book_loads" else f"{loads}/{tenant}/{load_id}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return f"{STAGE_PREFIX}{digest}_{file.name.removesuffix('.csv')}"
 
 
@@ -514,11 +528,11 @@ async def stage_file(
     file = spec.file(name)
     load = await _lock_load(session, spec, tenant, load_id, create=True)
     if load["status"] == "applied":
-        raise Conflict(f"book load {load_id} was applied already; start a new load")
+        raise Conflict(f"{spec.noun} {load_id} was applied already; start a new load")
     upload = _Upload(body)
     header = await upload.header(file)
     _check_header(file, header)
-    table = stage_table(tenant, load_id, file)
+    table = stage_table(tenant, load_id, file, spec.table.name)
     columns = ", ".join(f"{_quote(c)} text" for c in header)
     await session.execute(text(f"DROP TABLE IF EXISTS {_quote(table)}"))
     await session.execute(text(f"DROP TABLE IF EXISTS {_quote(typed_table(table))}"))
@@ -587,7 +601,7 @@ async def _lock_load(
         .first()
     )
     if row is None:
-        raise NotFound(f"no book load {load_id}")
+        raise NotFound(f"no {spec.noun} {load_id}")
     return dict(row)
 
 
@@ -620,7 +634,7 @@ async def find_problems(
     if missing:
         return missing
     if status == "staged":
-        problems = await row_problems(session, staged, MAX_PROBLEMS)
+        problems = await row_problems(session, staged, MAX_PROBLEMS, spec.file)
         if problems:
             return problems
         await _set_status(session, spec, staged, "checked")
@@ -693,7 +707,7 @@ async def apply(
         staged = _staged(await _lock_load(session, spec, options.tenant, load_id), options)
     if problems:
         raise InvalidInput(
-            f"book load {load_id} has {len(problems)}"
+            f"{spec.noun} {load_id} has {len(problems)}"
             f"{'+' if len(problems) >= MAX_PROBLEMS else ''} problem(s); nothing was applied",
             [p.as_field() for p in problems],
         )
@@ -719,7 +733,7 @@ async def describe(
     t = spec.table
     row = (await session.execute(select(t).where(*_is(t, tenant, load_id)))).mappings().first()
     if row is None:
-        raise NotFound(f"no book load {load_id}")
+        raise NotFound(f"no {spec.noun} {load_id}")
     return {
         "load_id": load_id,
         "status": row["status"],
@@ -733,7 +747,7 @@ async def describe(
 async def discard(session: AsyncSession, spec: BookLoadSpec, tenant: str, load_id: str) -> None:
     load = await _lock_load(session, spec, tenant, load_id)
     if load["status"] == "applied":
-        raise Conflict(f"book load {load_id} was applied; there is nothing staged to discard")
+        raise Conflict(f"{spec.noun} {load_id} was applied; there is nothing staged to discard")
     for f in load["files"].values():
         await session.execute(text(f"DROP TABLE IF EXISTS {_quote(f['table'])}"))
         await session.execute(text(f"DROP TABLE IF EXISTS {_quote(typed_table(f['table']))}"))
@@ -747,14 +761,14 @@ FileName = Annotated[str, Path(description="a file of the book file set, e.g. ac
 
 
 def book_load_router(spec: BookLoadSpec, runtime_of: Callable[[Request], Any]) -> APIRouter:
-    """`/book-loads/{load_id}` routes for a service's BookLoadSpec (see the module doc)."""
-    router = APIRouter(prefix="/book-loads", tags=["book loads"])
+    """`{spec.route}/{load_id}` routes for a service's BookLoadSpec (see the module doc)."""
+    router = APIRouter(prefix=spec.route, tags=[spec.noun + "s"])
     may_load = [Depends(requires(spec.permission))]
 
     @router.put(
         "/{load_id}/files/{name}",
         status_code=201,
-        summary="Stage one CSV file of a book load (streamed with COPY)",
+        summary=f"Stage one CSV file of a {spec.noun} (streamed with COPY)",
         dependencies=may_load,
         openapi_extra={
             "requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}},

@@ -10,11 +10,12 @@ from fastapi import APIRouter, Body, Path, Query, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import TypeAdapter, ValidationError
 
-from taxlot_svc import service, taxes, transfers
+from taxlot_svc import custodian_day, service, taxes, transfers
 from taxlot_svc.schemas import (
     ACCOUNT_ID_PATTERN,
     MAX_BATCH_BYTES,
     BatchResult,
+    BreaksOut,
     CorporateActionIn,
     CorporateActionOut,
     GainsOut,
@@ -22,6 +23,7 @@ from taxlot_svc.schemas import (
     HoldingsIn,
     HoldingsOut,
     LotsOut,
+    ReconciliationOut,
     SleeveCashTransferIn,
     SleeveCashTransferOut,
     SleeveTransferIn,
@@ -238,3 +240,61 @@ async def post_sleeve_cash_transfer(
     if result.repeated:
         response.status_code = 200
     return result
+
+
+BreakStatus = Annotated[Literal["open"] | None, Query(description="only breaks in this status")]
+After = Annotated[
+    int, Query(ge=0, le=2**63 - 1, description="the `next_after` of the previous page")
+]
+PageSize = Annotated[int, Query(ge=1, le=1000)]
+Custodian = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+
+
+@router.get(
+    "/reconciliations/{custodian}/{business_date}",
+    tags=["reconciliation"],
+    summary="A custodian's day reconciled: lots compared, matched, breaks by kind",
+    response_model=ReconciliationOut,
+)
+async def get_reconciliation(
+    custodian: Custodian, business_date: date, session: ReadSession, caller: CanRead
+) -> dict[str, Any]:
+    return await custodian_day.reconciliation(session, caller.tenant, custodian, business_date)
+
+
+@router.get(
+    "/breaks",
+    tags=["reconciliation"],
+    summary="Reconciliation breaks, in the order found (paged)",
+    response_model=BreaksOut,
+)
+async def get_breaks(
+    session: ReadSession,
+    caller: CanRead,
+    status: BreakStatus = None,
+    account_id: Annotated[str | None, Query(pattern=ACCOUNT_ID_PATTERN)] = None,
+    custodian: Annotated[str | None, Query(max_length=64)] = None,
+    business_date: date | None = None,
+    after: After = 0,
+    limit: PageSize = 100,
+) -> dict[str, Any]:
+    where = custodian_day.BreakFilter(status, account_id, custodian, business_date)
+    return await custodian_day.breaks(session, caller.tenant, where, after, limit)
+
+
+@router.get(
+    "/accounts/{account_id}/breaks",
+    tags=["reconciliation"],
+    summary="An account's reconciliation breaks (paged)",
+    response_model=BreaksOut,
+)
+async def get_account_breaks(
+    account_id: AccountId,
+    session: ReadSession,
+    caller: CanRead,
+    status: BreakStatus = None,
+    after: After = 0,
+    limit: PageSize = 100,
+) -> dict[str, Any]:
+    where = custodian_day.BreakFilter(status, account_id)
+    return await custodian_day.account_breaks(session, caller.tenant, where, after, limit)

@@ -5,7 +5,7 @@ from pathlib import Path
 from ballast_common import audit
 from ballast_common.app import ServiceSpec, create_app
 
-from taxlot_svc import book_load
+from taxlot_svc import book_load, custodian_day
 from taxlot_svc.api import router
 from taxlot_svc.handlers import subscriptions
 from taxlot_svc.settings import Settings
@@ -25,7 +25,8 @@ spec = ServiceSpec(
         "lots; wash sales across the household, identical equivalence sets included), "
         "corporate actions (publishing corporate-action-recorded) and sleeve transfers, and "
         "publishes holdings-reconciled (v2, with lots); realized and unrealized gains, Form "
-        "8949 and wash-sale blocks over REST; loads opening books from files (/book-loads)."
+        "8949 and wash-sale blocks over REST; loads opening books from files (/book-loads);"
+        " reconciles a custodian's day lot by lot (/custodian-days, /reconciliations, /breaks)."
     ),
     routers=[
         router,
@@ -34,6 +35,7 @@ spec = ServiceSpec(
     subscriptions=subscriptions(settings),
     background=[snapshot_loop],
     book_load=book_load.SPEC,
+    file_loads=[custodian_day.spec(settings)],
 )
 
 app = create_app(spec, settings)

@@ -1574,3 +1574,285 @@ async def position_documents(session: AsyncSession, account_ids: Sequence[str]) 
 async def append_audit(session: AsyncSession, tenant: str, entries: Sequence[AuditEntry]) -> None:
     """Add records to the tenant's hash chain, in the session's transaction."""
     await audit.append(session, tenant, entries)
+
+
+# --- reconciliation of a custodian's day (taxlot_svc.custodian_day) ------------------------------
+
+
+def _typed(staged: StagedLoad, name: str) -> str:
+    """The quoted typed table of a staged custodian file (typed before checks and apply)."""
+    table = staged.typed_table(name)
+    if table is None:
+        raise RuntimeError(f"{name} of load {staged.load_id} was not typed")
+    return '"' + table.replace('"', '""') + '"'
+
+
+def _decimals_json(prefix: str, present: str) -> str:
+    """SQL of one side of a lot as JSON, decimals as their text (NULL when it has none)."""
+    return (
+        f"CASE WHEN {present} THEN jsonb_build_object("
+        f"'quantity', trim_scale({prefix}_quantity)::text,"
+        f" 'cost_basis', trim_scale({prefix}_basis)::text,"
+        f" 'acquired_on', {prefix}_acquired::text) END"
+    )
+
+
+async def custodian_day_problems(
+    session: AsyncSession, staged: StagedLoad, limit: int
+) -> list[LoadProblem]:
+    """Rows of another day (`as_of`), and lots or positions of an account without a cash row."""
+    checks = []
+    for name in ("cash.csv", "positions.csv", "lots.csv"):
+        if "as_of" in staged.columns[name]:
+            checks.append(
+                f"SELECT '{name}', line, 'as_of', 'as_of ' || as_of::text || ' is not the "
+                f"business date {staged.as_of.isoformat()}' FROM {_typed(staged, name)}"
+                " WHERE as_of IS NOT NULL AND as_of <> :day"
+            )
+    for name in ("positions.csv", "lots.csv"):
+        checks.append(
+            f"SELECT '{name}', f.line, 'account_id', 'account ' || f.account_id || ' has no "
+            f"row in cash.csv' FROM {_typed(staged, name)} f WHERE NOT EXISTS (SELECT 1 FROM"
+            f" {_typed(staged, 'cash.csv')} c WHERE c.account_id = f.account_id)"
+        )
+    sql = " UNION ALL ".join(f"({c})" for c in checks) + f" ORDER BY 1, 2 LIMIT {int(limit)}"
+    statement = text(sql).bindparams(day=staged.as_of) if ":day" in sql else text(sql)
+    rows = await _run(session, statement)
+    return [LoadProblem(f, int(line), c, m) for f, line, c, m in rows]
+
+
+async def reconciled_load(
+    session: AsyncSession, tenant: str, custodian: str, business_date: date
+) -> str | None:
+    """The load that reconciled this custodian's day already, if one did."""
+    row = await _run(
+        session,
+        text(
+            "SELECT load_id FROM reconciliations WHERE tenant = :tenant"
+            " AND custodian = :custodian AND business_date = :day"
+        ).bindparams(tenant=tenant, custodian=custodian, day=business_date),
+    )
+    found = row.first()
+    return None if found is None else str(found[0])
+
+
+async def reconcile_lots(
+    session: AsyncSession,
+    staged: StagedLoad,
+    custodian: str,
+    policies: Mapping[str, str],
+    tolerance: Decimal,
+) -> tuple[int, int]:
+    """Compare the custodian's lots with the ledger's open lots (pieces `<lot>/<n>` summed
+    back to their lot) of the accounts in cash.csv, in one FULL OUTER JOIN; store a break
+    per difference. Returns (lots compared, lots matched)."""
+    kinds = list(policies)
+    sql = f"""
+WITH accounts AS (SELECT account_id FROM {_typed(staged, "cash.csv")}),
+ours AS (
+    SELECT l.account_id, split_part(l.lot_id, '/', 1) AS lot_id, l.symbol,
+           sum(l.quantity) AS quantity, sum(l.cost_basis) AS basis, min(l.acquired_on) AS acquired
+    FROM lots l
+    JOIN account_books b ON b.account_id = l.account_id AND b.tenant = :tenant
+    JOIN accounts a ON a.account_id = l.account_id
+    GROUP BY l.account_id, split_part(l.lot_id, '/', 1), l.symbol
+),
+theirs AS (
+    SELECT account_id, lot_id, symbol, quantity, cost_basis AS basis, acquired_on AS acquired
+    FROM {_typed(staged, "lots.csv")}
+),
+compared AS MATERIALIZED (
+    SELECT coalesce(o.account_id, t.account_id) AS account_id,
+           coalesce(o.lot_id, t.lot_id) AS lot_id, coalesce(o.symbol, t.symbol) AS symbol,
+           o.quantity AS o_quantity, o.basis AS o_basis, o.acquired AS o_acquired,
+           t.quantity AS t_quantity, t.basis AS t_basis, t.acquired AS t_acquired
+    FROM ours o FULL OUTER JOIN theirs t
+      ON t.account_id = o.account_id AND t.lot_id = o.lot_id AND t.symbol = o.symbol
+),
+found AS (
+    SELECT c.*, k.kind FROM compared c
+    CROSS JOIN LATERAL (VALUES
+        ('missing', c.t_quantity IS NULL),
+        ('extra', c.o_quantity IS NULL),
+        ('quantity', c.o_quantity <> c.t_quantity),
+        ('basis', abs(c.o_basis - c.t_basis) > :tolerance),
+        ('date', c.o_acquired <> c.t_acquired)
+    ) AS k(kind, broken)
+    WHERE k.broken
+),
+stored AS (
+    INSERT INTO reconciliation_breaks (tenant, custodian, business_date, account_id, kind,
+        symbol, lot_id, ours, theirs, policy, status, load_id)
+    SELECT :tenant, :custodian, :day, f.account_id, f.kind, f.symbol, f.lot_id,
+           {_decimals_json("f.o", "f.o_quantity IS NOT NULL")},
+           {_decimals_json("f.t", "f.t_quantity IS NOT NULL")},
+           p.policy, 'open', :load_id
+    FROM found f JOIN unnest(CAST(:kinds AS text[]), CAST(:policies AS text[])) AS p(kind, policy)
+      ON p.kind = f.kind
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM compared),
+       (SELECT count(*) FROM compared WHERE o_quantity = t_quantity
+            AND abs(o_basis - t_basis) <= :tolerance AND o_acquired = t_acquired),
+       (SELECT count(*) FROM stored)
+"""
+    row = (
+        await _run(
+            session,
+            text(sql).bindparams(
+                tenant=staged.tenant,
+                custodian=custodian,
+                day=staged.as_of,
+                load_id=staged.load_id,
+                kinds=kinds,
+                policies=[policies[k] for k in kinds],
+                tolerance=tolerance,
+            ),
+        )
+    ).one()
+    return int(row[0]), int(row[1])
+
+
+async def reconcile_cash(
+    session: AsyncSession, staged: StagedLoad, custodian: str, policy: str, tolerance: Decimal
+) -> int:
+    """A `cash` break per account of cash.csv whose cash differs from its book's beyond the
+    tolerance (or that has no book). Returns the breaks stored."""
+    sql = f"""
+INSERT INTO reconciliation_breaks (tenant, custodian, business_date, account_id, kind, symbol,
+    lot_id, ours, theirs, policy, status, load_id)
+SELECT :tenant, :custodian, :day, c.account_id, 'cash', NULL, NULL,
+       CASE WHEN b.account_id IS NOT NULL THEN jsonb_build_object('cash', b.cash::text) END,
+       jsonb_build_object('cash', c.amount::text), :policy, 'open', :load_id
+FROM {_typed(staged, "cash.csv")} c
+LEFT JOIN account_books b ON b.account_id = c.account_id AND b.tenant = :tenant
+WHERE b.account_id IS NULL OR abs(b.cash - c.amount) > :tolerance
+"""
+    result = await _run(
+        session,
+        text(sql).bindparams(
+            tenant=staged.tenant,
+            custodian=custodian,
+            day=staged.as_of,
+            load_id=staged.load_id,
+            policy=policy,
+            tolerance=tolerance,
+        ),
+    )
+    return int(result.rowcount)
+
+
+async def supersede_breaks(session: AsyncSession, staged: StagedLoad, custodian: str) -> set[str]:
+    """Today's comparison replaces the open breaks of earlier days of the accounts in this
+    day's cash.csv (status `superseded`); returns those of them that a break suspended."""
+    sql = f"""
+UPDATE reconciliation_breaks r SET status = 'superseded'
+ WHERE r.tenant = :tenant AND r.custodian = :custodian AND r.status = 'open'
+   AND r.load_id <> :load_id
+   AND r.account_id IN (SELECT account_id FROM {_typed(staged, "cash.csv")})
+RETURNING r.account_id, r.policy
+"""
+    rows = await _run(
+        session,
+        text(sql).bindparams(tenant=staged.tenant, custodian=custodian, load_id=staged.load_id),
+    )
+    return {account_id for account_id, policy in rows if policy == "suspend"}
+
+
+async def suspending_breaks(session: AsyncSession, tenant: str, load_id: str) -> list[Any]:
+    """Per account of this load with a break whose policy suspends it, its first such break
+    (account_id, kind, symbol, lot_id, ours, theirs)."""
+    sql = """
+SELECT DISTINCT ON (account_id) account_id, kind, symbol, lot_id, ours, theirs
+  FROM reconciliation_breaks
+ WHERE tenant = :tenant AND load_id = :load_id AND policy = 'suspend' AND status = 'open'
+ ORDER BY account_id, id
+"""
+    return list(await _run(session, text(sql).bindparams(tenant=tenant, load_id=load_id)))
+
+
+async def record_reconciliation(
+    session: AsyncSession, staged: StagedLoad, custodian: str, lots_compared: int, matched: int
+) -> dict[str, Any]:
+    """The day's summary, counted from the breaks this load stored, kept and returned."""
+    sql = f"""
+INSERT INTO reconciliations (tenant, custodian, business_date, load_id, accounts, lots_compared,
+    matched, breaks, accounts_with_breaks)
+SELECT :tenant, :custodian, :day, :load_id, (SELECT count(*) FROM {_typed(staged, "cash.csv")}),
+       :compared, :matched,
+       coalesce((SELECT jsonb_object_agg(kind, n) FROM (SELECT kind, count(*) AS n
+                 FROM reconciliation_breaks WHERE tenant = :tenant AND load_id = :load_id
+                 GROUP BY kind) k), '{{}}'::jsonb),
+       (SELECT count(DISTINCT account_id) FROM reconciliation_breaks
+         WHERE tenant = :tenant AND load_id = :load_id)
+RETURNING accounts, lots_compared, matched, breaks, accounts_with_breaks
+"""
+    row = (
+        await _run(
+            session,
+            text(sql).bindparams(
+                tenant=staged.tenant,
+                custodian=custodian,
+                day=staged.as_of,
+                load_id=staged.load_id,
+                compared=lots_compared,
+                matched=matched,
+            ),
+        )
+    ).one()
+    return dict(row._mapping)
+
+
+async def reconciliation(
+    session: AsyncSession, tenant: str, custodian: str, business_date: date
+) -> dict[str, Any] | None:
+    """A custodian's day as reconciled for `tenant`, if it was."""
+    row = (
+        await _run(
+            session,
+            text(
+                "SELECT tenant, custodian, business_date, load_id, accounts, lots_compared,"
+                " matched, breaks, accounts_with_breaks, reconciled_at FROM reconciliations"
+                " WHERE tenant = :tenant AND custodian = :custodian AND business_date = :day"
+            ).bindparams(tenant=tenant, custodian=custodian, day=business_date),
+        )
+    ).first()
+    return None if row is None else dict(row._mapping)
+
+
+@dataclass(frozen=True)
+class BreakFilter:
+    """Which breaks a page holds (None: any)."""
+
+    status: str | None = None
+    account_id: str | None = None
+    custodian: str | None = None
+    business_date: date | None = None
+
+
+async def breaks_page(
+    session: AsyncSession, tenant: str, where: BreakFilter, after: int, limit: int
+) -> list[dict[str, Any]]:
+    """A page of the tenant's breaks in the order they were found (keyset: ids after `after`)."""
+    rows = await _run(
+        session,
+        text(
+            "SELECT id, custodian, business_date, account_id, kind, symbol, lot_id, ours,"
+            " theirs, policy, status, load_id, found_at FROM reconciliation_breaks"
+            " WHERE tenant = :tenant AND id > :after"
+            " AND (CAST(:status AS text) IS NULL OR status = :status)"
+            " AND (CAST(:account AS text) IS NULL OR account_id = :account)"
+            " AND (CAST(:custodian AS text) IS NULL OR custodian = :custodian)"
+            " AND (CAST(:day AS date) IS NULL OR business_date = :day)"
+            " ORDER BY id LIMIT :limit"
+        ).bindparams(
+            tenant=tenant,
+            after=after,
+            status=where.status,
+            account=where.account_id,
+            custodian=where.custodian,
+            day=where.business_date,
+            limit=limit,
+        ),
+    )
+    return [dict(r._mapping) for r in rows]

@@ -375,3 +375,50 @@ class SleeveCashTransferOut(BaseModel):
     cash: Money = Field(description="the account's cash (unchanged)")
     sleeve_cash: list[SleeveCashOut]
     repeated: bool = False
+
+
+class BreakCountsOut(BaseModel):
+    missing: int
+    extra: int
+    quantity: int
+    basis: int
+    date: int
+    cash: int
+
+
+class ReconciliationOut(BaseModel):
+    """A custodian's day reconciled: accounts and lots compared, lots matched, breaks."""
+
+    custodian: str
+    business_date: date
+    load_id: str
+    accounts: int
+    lots_compared: int
+    matched: int
+    breaks: BreakCountsOut
+    accounts_with_breaks: int
+    reconciled_at: datetime
+
+
+class BreakOut(BaseModel):
+    """One difference between the custodian and the ledger; `ours`/`theirs` hold each side's
+    quantity, cost_basis and acquired_on (a cash break: cash), decimals as strings."""
+
+    id: int
+    custodian: str
+    business_date: date
+    account_id: str
+    kind: Literal["missing", "extra", "quantity", "basis", "date", "cash"]
+    symbol: str | None
+    lot_id: str | None
+    ours: dict[str, str] | None
+    theirs: dict[str, str] | None
+    policy: Literal["suspend", "flag", "accept"]
+    status: str
+    load_id: str
+    found_at: datetime
+
+
+class BreaksOut(BaseModel):
+    breaks: list[BreakOut]
+    next_after: int | None = Field(description="pass as `after` for the next page (None: last)")

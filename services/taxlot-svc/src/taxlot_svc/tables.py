@@ -358,10 +358,61 @@ class SecurityPrice(Table, table=True):
     updated_at: datetime = Field(default_factory=_now, sa_column=_timestamp())
 
 
+class ReconciliationBreak(Table, table=True):
+    """A difference between the custodian's day and the ledger, lot by lot or in cash, with
+    the policy its kind carries (``suspend`` | ``flag`` | ``accept``) and its status."""
+
+    __tablename__ = "reconciliation_breaks"
+    __table_args__ = (
+        Index("ix_reconciliation_breaks_status_account", "tenant", "status", "account_id", "id"),
+        Index("ix_reconciliation_breaks_account", "account_id", "id"),
+        Index("ix_reconciliation_breaks_load", "tenant", "load_id", "kind"),
+    )
+
+    id: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger, Identity(always=False), primary_key=True),
+    )
+    tenant: str = Field(max_length=64)
+    custodian: str = Field(max_length=64)
+    business_date: date = Field(sa_column=Column(Date, nullable=False))
+    account_id: str = Field(max_length=64)
+    kind: str = Field(max_length=16, description="missing | extra | quantity | basis | date | cash")
+    symbol: str | None = Field(default=None, max_length=16)
+    lot_id: str | None = Field(default=None, max_length=200)
+    # what each side holds, decimals as strings (None: the side has nothing)
+    ours: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB, nullable=True))
+    theirs: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB, nullable=True))
+    policy: str = Field(max_length=16, description="suspend | flag | accept")
+    # open | superseded (a later day's comparison of the account replaced it)
+    status: str = Field(max_length=16, description="open | superseded")
+    load_id: str = Field(max_length=64)
+    found_at: datetime = Field(default_factory=_now, sa_column=_timestamp())
+
+
+class Reconciliation(Table, table=True):
+    """One custodian's day reconciled against the ledger: what was compared and found."""
+
+    __tablename__ = "reconciliations"
+
+    tenant: str = Field(primary_key=True, max_length=64)
+    custodian: str = Field(primary_key=True, max_length=64)
+    business_date: date = Field(sa_column=Column(Date, primary_key=True))
+    load_id: str = Field(max_length=64)
+    accounts: int = Field(sa_column=Column(BigInteger, nullable=False))
+    lots_compared: int = Field(sa_column=Column(BigInteger, nullable=False))
+    matched: int = Field(sa_column=Column(BigInteger, nullable=False))
+    breaks: dict[str, int] = Field(sa_column=Column(JSONB, nullable=False), description="by kind")
+    accounts_with_breaks: int = Field(sa_column=Column(BigInteger, nullable=False))
+    reconciled_at: datetime = Field(default_factory=_now, sa_column=_timestamp())
+
+
 metadata = Table.metadata
 
 # Book loads staged and applied (ballast_common.book_loads; see taxlot_svc.book_load).
 book_loads = define_book_loads(metadata)
+# Custodian days uploaded and reconciled (ballast_common.book_loads; see taxlot_svc.custodian_day).
+custodian_day_loads = define_book_loads(metadata, "custodian_day_loads")
 
 # The audit trail of corporate actions, sleeve transfers and opening balances.
 audit_records = define_audit_records(metadata)

@@ -16,7 +16,7 @@ import asyncio
 import hashlib
 import os
 import re
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -65,9 +65,21 @@ class FileSet:
     as_of: date
     files: dict[str, Path]  # file name -> path
     load_id: str
+    # file name -> its bytes as sent, when they are not the file's own (e.g. a custodian's
+    # file converted to the canonical columns while it streams)
+    converted: dict[str, Callable[[], Iterator[bytes]]] = field(default_factory=dict)
 
     def size(self, name: str) -> int:
         return self.files[name].stat().st_size
+
+    def chunks(self, name: str) -> Iterator[bytes]:
+        """The bytes sent of file `name`, a chunk at a time (a fresh stream each call)."""
+        if name in self.converted:
+            yield from self.converted[name]()
+            return
+        with self.files[name].open("rb") as f:
+            while chunk := f.read(CHUNK_BYTES):
+                yield chunk
 
 
 @dataclass
@@ -188,7 +200,8 @@ def _mb(size: int) -> str:
 
 
 class BookLoader:
-    """Talks to the owning services' `/book-loads` routes."""
+    """Talks to the owning services' `/book-loads` routes (or another kind of file load's:
+    `route`, the `services` that take it in order, and the files each takes)."""
 
     def __init__(
         self,
@@ -196,18 +209,25 @@ class BookLoader:
         http: httpx.AsyncClient,
         reporter: Reporter,
         retry: RetryPolicy = DEFAULT_RETRY,
+        *,
+        route: str = "/book-loads",
+        services: Sequence[str] = SERVICES,
+        files_of: Callable[[str], Sequence[str]] | None = None,
     ) -> None:
         self.urls = urls
         self.http = http
         self.reporter = reporter
         self.retry = retry
+        self.route = route
+        self.services = tuple(services)
+        self.files_of = files_of or _book_files_of
 
     async def load(self, files: FileSet, check_only: bool = False) -> Outcome:
         outcome = Outcome(files.load_id)
         options = {"as_of": files.as_of.isoformat()}
-        status = {s: await self._status(s, files.load_id) for s in SERVICES}
-        pending = [s for s in SERVICES if status[s] != "applied"]
-        for service in SERVICES:
+        status = {s: await self._status(s, files.load_id) for s in self.services}
+        pending = [s for s in self.services if status[s] != "applied"]
+        for service in self.services:
             if status[service] == "applied":
                 outcome.applied[service] = {"repeated": True}
         await asyncio.gather(*(self._upload_all(s, files, outcome) for s in pending))
@@ -228,7 +248,7 @@ class BookLoader:
                     "POST", service, f"/{files.load_id}/apply", options
                 )
             except BookLoadError as exc:
-                done = [s for s in SERVICES if s in outcome.applied]
+                done = [s for s in self.services if s in outcome.applied]
                 raise BookLoadError(
                     f"{exc}\nApplied so far: {', '.join(done) or 'nothing'}. Run the same "
                     "command again to finish the load (what was applied is not applied twice).",
@@ -245,28 +265,27 @@ class BookLoader:
         return str(response.json()["status"])
 
     async def _upload_all(self, service: str, files: FileSet, outcome: Outcome) -> None:
-        for f in files_of(service):
-            if f.name not in files.files:
+        for name in self.files_of(service):
+            if name not in files.files:
                 continue
-            response = await self._upload(service, files, f.name)
+            response = await self._upload(service, files, name)
             if response.status_code == 422:
                 body = response.json()
                 outcome.problems += [_problem_of(e, service) for e in body.get("errors", [])] or [
-                    {"file": f.name, "line": 0, "column": "", "message": body["detail"]}
+                    {"file": name, "line": 0, "column": "", "message": body["detail"]}
                 ]
                 return
             _raise_for(response, service)
-            outcome.staged.setdefault(service, {})[f.name] = int(response.json()["rows"])
+            outcome.staged.setdefault(service, {})[name] = int(response.json()["rows"])
 
     async def _upload(self, service: str, files: FileSet, name: str) -> httpx.Response:
         size = files.size(name)
         handle = self.reporter.upload_started(service, name, size)
 
         async def body() -> AsyncIterator[bytes]:
-            with files.files[name].open("rb") as f:
-                while chunk := f.read(CHUNK_BYTES):
-                    self.reporter.uploaded(handle, len(chunk))
-                    yield chunk
+            for chunk in files.chunks(name):
+                self.reporter.uploaded(handle, len(chunk))
+                yield chunk
 
         return await self._request(
             "PUT",
@@ -290,7 +309,7 @@ class BookLoader:
     async def _request(self, method: str, service: str, path: str, **kw: Any) -> httpx.Response:
         """A call to `service`, retried while it restarts (every step of a load is idempotent
         by the load's id)."""
-        url = f"{self.urls[service]}/book-loads{path}"
+        url = f"{self.urls[service]}{self.route}{path}"
         try:
             return await send(
                 self.http, method, url, policy=self.retry, say=self.reporter.waiting, **kw
@@ -301,6 +320,11 @@ class BookLoader:
                 "is it running? (`make up` starts the services)",
                 EXIT_UNREACHABLE,
             ) from None
+
+
+def _book_files_of(service: str) -> list[str]:
+    """The files of the book file set `service` loads."""
+    return [f.name for f in files_of(service)]
 
 
 def _problem_of(error: dict[str, str], service: str) -> dict[str, Any]:

@@ -1,5 +1,8 @@
 """`ballast custodian check DIR`: check a custodian's daily file set (docs/custodian-files.md)
 offline, with the same validation the ingest runs, and print the report.
+`ballast custodian reconcile DIR`: the same check, then the day's positions, lots and cash
+(converted to the canonical columns while they stream) uploaded to taxlot-svc and reconciled
+against its ledger (with `ballast book load`'s client), and the summary printed.
 
 DIR is `<custodian>/<YYYY-MM-DD>/`: the custodian's name picks its adapter, the folder's name
 is the business date (`--custodian`, `--format` and `--date` override them). Exit status 0:
@@ -10,15 +13,22 @@ wrong argument or a folder that cannot be checked.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import csv
+import hashlib
+import io
 import json
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import date
+from functools import partial
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
+import httpx
+from ballast_common.auth import Role
+from ballast_common.contracts.custodian_files import BY_NAME
 from ballast_common.custodian_files import (
     ADAPTERS,
     CustodianFormat,
@@ -30,7 +40,24 @@ from ballast_common.custodian_files import (
 )
 from ballast_engine.commands import EXIT_OK, EXIT_PROBLEMS, CommandError, error, runs
 
+from ballast_cli.book import (
+    BookLoader,
+    BookLoadError,
+    FileSet,
+    Outcome,
+    Reporter,
+    service_urls,
+)
+from ballast_cli.book import _lines as problem_lines
+from ballast_cli.credentials import TOKEN_ENV, authorization, bearer_token
+from ballast_cli.retrying import DEFAULT_RETRY, RetryPolicy
+
 SHOWN_PER_FILE = 20
+RECONCILED_FILES = ("cash.csv", "positions.csv", "lots.csv")  # what taxlot-svc reconciles
+DAYS_ROUTE = "/custodian-days"
+TAXLOT = "taxlot-svc"
+BREAKS_SHOWN = 20
+CONVERT_ROWS = 10_000  # rows per chunk of a converted file
 PROGRESS_BYTES = 8 << 20  # files larger than this get a progress line
 PROGRESS_EVERY_S = 1.0
 
@@ -178,6 +205,137 @@ def render(report: Report, shown_per_file: int = SHOWN_PER_FILE) -> Iterable[str
         )
 
 
+# --- reconcile: upload the day to taxlot-svc ------------------------------------------------
+
+
+def canonical_chunks(path: Path, adapter: CustodianFormat, canonical: str) -> Iterator[bytes]:
+    """A custodian's file as canonical CSV (its present columns, values adapted), a chunk of
+    rows at a time. For a file set that passed the check: a row it cannot convert raises."""
+    file = BY_NAME[canonical]
+    names = adapter.header_names(canonical)
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        rows = csv.reader(f, strict=True)
+        header = [names[h.strip().lower()] for h in next(rows)]
+        at = {name: i for i, name in enumerate(header)}
+        order = [at.get(c.name, -1) for c in file.columns]
+        present = frozenset(header)
+        shown = [i for i, c in enumerate(file.columns) if c.name in present]
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow([file.columns[i].name for i in shown])
+        for count, row in enumerate(rows, start=1):
+            if not row:
+                continue
+            values = [row[i] if i >= 0 else "" for i in order]
+            problems = adapter.adapt(file, values, present)
+            if problems:
+                raise CommandError(f"{path}:{rows.line_num}: {problems[0][0]} {problems[0][1]}")
+            writer.writerow([values[i] for i in shown])
+            if count % CONVERT_ROWS == 0:
+                yield out.getvalue().encode()
+                out.seek(0)
+                out.truncate()
+        yield out.getvalue().encode()
+
+
+def day_files(folder: Path, adapter: CustodianFormat, custodian: str, day: date) -> FileSet:
+    """The day's reconciled files as a load of taxlot-svc: canonical names, converted where the
+    custodian's format is not the canonical one; the load id names the custodian, the date
+    and a digest of the files."""
+    paths = {name: folder / adapter.file_name(name, day) for name in RECONCILED_FILES}
+    digest = hashlib.sha256(f"{custodian}/{day.isoformat()}".encode())
+    for name, path in paths.items():
+        digest.update(name.encode())
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    converted: dict[str, Callable[[], Iterator[bytes]]] = {
+        name: partial(canonical_chunks, path, adapter, name)
+        for name, path in paths.items()
+        if not adapter.is_identity(name)
+    }
+    load_id = f"{custodian}-{day.isoformat()}-{digest.hexdigest()[:16]}"
+    if len(load_id) > 64:
+        raise CommandError(f"the custodian's name {custodian!r} is too long (at most 35 chars)")
+    return FileSet(folder, day, paths, load_id, converted)
+
+
+async def reconcile_day(
+    files: FileSet,
+    custodian: str,
+    taxlot_url: str,
+    *,
+    token: str,
+    reporter: Reporter | None = None,
+    retry: RetryPolicy = DEFAULT_RETRY,
+    http: httpx.AsyncClient | None = None,
+) -> tuple[Outcome, list[dict[str, Any]]]:
+    """Upload and reconcile a custodian's day at taxlot-svc (`http`: a client of its own, e.g.
+    over an in-process app); returns the outcome and the day's first breaks."""
+    if http is None:
+        async with httpx.AsyncClient(
+            timeout=httpx.Timeout(None, connect=10.0), headers=authorization(token)
+        ) as client:
+            return await reconcile_day(
+                files,
+                custodian,
+                taxlot_url,
+                token=token,
+                reporter=reporter,
+                retry=retry,
+                http=client,
+            )
+    loader = BookLoader(
+        {TAXLOT: taxlot_url},
+        http,
+        reporter or Reporter(),
+        retry,
+        route=DAYS_ROUTE,
+        services=(TAXLOT,),
+        files_of=lambda _: RECONCILED_FILES,
+    )
+    outcome = await loader.load(files)
+    if outcome.problems:
+        return outcome, []
+    result = outcome.applied[TAXLOT]
+    params = {
+        "custodian": custodian,
+        "business_date": files.as_of.isoformat(),
+        "limit": BREAKS_SHOWN,
+    }
+    if result.get("repeated") and "breaks" not in result:
+        summary = await http.get(f"{taxlot_url}/reconciliations/{custodian}/{files.as_of}")
+        if summary.status_code == 200:
+            outcome.applied[TAXLOT] = {**summary.json(), "repeated": True}
+    page = await http.get(f"{taxlot_url}/breaks", params=params)
+    if page.status_code != 200:
+        raise BookLoadError(f"{TAXLOT} answered {page.status_code} for the day's breaks")
+    return outcome, list(page.json()["breaks"])
+
+
+def render_reconciliation(outcome: Outcome, first: list[dict[str, Any]]) -> Iterable[str]:
+    """The day's summary for people: counts, breaks by kind, the first breaks."""
+    r = outcome.applied[TAXLOT]
+    again = " (reconciled before; not applied again)" if r.get("repeated") else ""
+    yield f"{r['custodian']} {r['business_date']}: load {outcome.load_id}{again}"
+    yield (
+        f"  accounts {r['accounts']:,}, lots compared {r['lots_compared']:,}, "
+        f"matched {r['matched']:,}, accounts with breaks {r['accounts_with_breaks']:,}"
+    )
+    breaks = r["breaks"]
+    yield "  breaks: " + ", ".join(f"{kind} {n:,}" for kind, n in breaks.items())
+    if first:
+        yield ""
+        yield "first breaks:"
+        for b in first:
+            where = " ".join(x for x in (b["account_id"], b["symbol"], b["lot_id"]) if x)
+            sides = f"ours {b['ours']}, theirs {b['theirs']}"
+            yield f"  {b['kind']:<9} {where}: {sides} -> {b['policy']}"
+        total = sum(breaks.values())
+        if total > len(first):
+            yield f"  ... and {total - len(first):,} more (GET /breaks)"
+
+
 # --- the command --------------------------------------------------------------------------
 
 
@@ -217,6 +375,64 @@ def register(areas: argparse._SubParsersAction) -> None:
         "--limit", type=int, default=1000, help="problems kept in the report (default 1000)"
     )
     runs(check, _run_check)
+    reconcile = cmds.add_parser(
+        "reconcile",
+        help="check a custodian's day, then reconcile it against taxlot-svc's ledger",
+        description="Check a custodian's daily file set as `check` does (an invalid set is "
+        "refused: exit 1), then upload its positions, lots and cash to taxlot-svc, which "
+        "compares them lot by lot with its ledger and keeps every break; print the summary.",
+    )
+    reconcile.add_argument(
+        "folder", metavar="DIR", type=Path, help="e.g. custodian/ballast/2026-12-04"
+    )
+    reconcile.add_argument("--date", type=date.fromisoformat, help="default: the folder's name")
+    reconcile.add_argument("--custodian", help="default: the name of DIR's parent folder")
+    reconcile.add_argument("--format", choices=sorted(ADAPTERS), help="default: the custodian's")
+    reconcile.add_argument(
+        "--previous", type=Path, metavar="DIR", help="the previous business day's folder"
+    )
+    reconcile.add_argument(
+        "--token", help=f"bearer token (default: ${TOKEN_ENV}; locally, one for --tenant)"
+    )
+    reconcile.add_argument("--tenant", default="demo", help="the firm, for a local token")
+    reconcile.add_argument("--taxlot-url", metavar="URL", dest="taxlot_svc")
+    reconcile.add_argument(
+        "--port-base", type=int, default=8000, help="taxlot-svc on PORT_BASE+4 (default 8000)"
+    )
+    reconcile.add_argument(
+        "--retry-for", type=float, default=60.0, metavar="SECONDS",
+        help="how long to retry a restarting taxlot-svc (default 60)",
+    )  # fmt: skip
+    runs(reconcile, _run_reconcile)
+
+
+def _run_reconcile(args: argparse.Namespace) -> int:
+    args.securities, args.json, args.limit = None, False, 1000
+    report = check_folder(args)
+    if not report.valid:
+        for line in render(report):
+            print(line)
+        error(args, f"{report.problem_count:,} problem(s) in the file set; nothing was uploaded")
+        return EXIT_PROBLEMS
+    adapter = _adapter(report.custodian, args.format)
+    files = day_files(args.folder, adapter, report.custodian, report.business_date)
+    url = service_urls(args.port_base, **{TAXLOT: args.taxlot_svc})[TAXLOT]
+    token = bearer_token(args.token, args.tenant, Role.OPERATIONS)
+    retry = RetryPolicy(budget_s=max(0.0, args.retry_for))
+    outcome, first = asyncio.run(
+        reconcile_day(files, report.custodian, url, token=token, retry=retry)
+    )
+    if outcome.problems:
+        more = "+" if outcome.truncated else ""
+        error(
+            args,
+            f"{len(outcome.problems)}{more} problem(s); nothing was reconciled:\n"
+            + problem_lines(outcome.problems),
+        )
+        return EXIT_PROBLEMS
+    for line in render_reconciliation(outcome, first):
+        print(line)
+    return EXIT_OK
 
 
 def _run_check(args: argparse.Namespace) -> int:

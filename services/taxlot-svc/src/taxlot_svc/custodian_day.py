@@ -1,0 +1,222 @@
+"""A custodian's day reconciled lot by lot against the ledger (docs/custodian-files.md,
+*Reconciliation*).
+
+The day's canonical files are uploaded under `/custodian-days/{load_id}` with the book-load
+machinery (`ballast_common.book_loads`: staged with COPY, every row checked in SQL); applying
+the load reconciles it: for the accounts of its `cash.csv`, the custodian's lots are compared
+with the ledger's open lots (pieces `<lot>/<n>` summed back to their lot) and its cash with
+the books', each difference kept as a break with the policy of its kind, and the day's
+summary kept. The load id names the custodian and the date (`<custodian>-<date>-<digest>`):
+a day is reconciled once.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from ballast_common.auth import Permission
+from ballast_common.book_loads import BookLoadSpec, LoadProblem, StagedLoad
+from ballast_common.contracts.custodian_files import CUSTODIAN_FILES
+from ballast_common.contracts.events import TradingHoldChangedV1
+from ballast_common.errors import Conflict, InvalidInput, NotFound
+from ballast_common.uow import UnitOfWork
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from taxlot_svc import repository as repo
+from taxlot_svc.repository import BreakFilter
+from taxlot_svc.settings import BREAK_KINDS, Settings
+from taxlot_svc.tables import custodian_day_loads
+
+ROUTE = "/custodian-days"
+RECONCILED_FILES = ("cash.csv", "positions.csv", "lots.csv")  # the others are accepted, unused
+TOLERANCE = Decimal("0.01")  # basis and cash differences up to this are not breaks
+MAX_PROBLEMS = 1000
+WORK_MEM_MB = 256
+LOT_KINDS = ("missing", "extra", "quantity", "basis", "date")
+_LOAD_ID = re.compile(
+    r"^(?P<custodian>[A-Za-z0-9][A-Za-z0-9._-]*)-(?P<day>\d{4}-\d{2}-\d{2})-[0-9a-f]{6,}$"
+)
+
+
+@dataclass(frozen=True)
+class DayId:
+    custodian: str
+    business_date: date
+
+
+def day_of(load_id: str) -> DayId | None:
+    """The custodian and business date a load id names (`<custodian>-<date>-<digest>`)."""
+    found = _LOAD_ID.match(load_id)
+    if found is None:
+        return None
+    try:
+        return DayId(found["custodian"], date.fromisoformat(found["day"]))
+    except ValueError:
+        return None
+
+
+def _day_problem(staged: StagedLoad) -> LoadProblem | None:
+    day = day_of(staged.load_id)
+    if day is None:
+        return LoadProblem(
+            "load_id",
+            0,
+            "",
+            f"{staged.load_id!r} must name the custodian and business date: "
+            "<custodian>-<YYYY-MM-DD>-<hex digest>",
+        )
+    if day.business_date != staged.as_of:
+        return LoadProblem(
+            "load_id", 0, "", f"names {day.business_date}, but the load is as of {staged.as_of}"
+        )
+    return None
+
+
+async def check(session: AsyncSession, staged: StagedLoad) -> list[LoadProblem]:
+    """The day's own checks (each file's rows are sound already): its id, its date, its accounts."""
+    problem = _day_problem(staged)
+    if problem is not None:
+        return [problem]
+    await repo.use_memory_for_sorts(session, WORK_MEM_MB)
+    return await repo.custodian_day_problems(session, staged, MAX_PROBLEMS)
+
+
+def reconciler(settings: Settings) -> Any:
+    """The apply step of a custodian day, with the break policies of `settings`."""
+    lot_policies = {kind: settings.policy_of(kind) for kind in LOT_KINDS}
+    cash_policy = settings.policy_of("cash")
+
+    async def reconcile(uow: UnitOfWork, staged: StagedLoad) -> dict[str, Any]:
+        """Every break of the day stored with its policy, then the day's summary."""
+        problem = _day_problem(staged)
+        if problem is not None:
+            raise InvalidInput(problem.message, [problem.as_field()])
+        day = day_of(staged.load_id)
+        assert day is not None
+        session = uow.session
+        earlier = await repo.reconciled_load(session, staged.tenant, day.custodian, staged.as_of)
+        if earlier is not None:
+            raise Conflict(
+                f"{day.custodian}'s day {staged.as_of} was reconciled already (load {earlier});"
+                " a day is reconciled once"
+            )
+        await repo.use_memory_for_sorts(session, WORK_MEM_MB)
+        compared, matched = await repo.reconcile_lots(
+            session, staged, day.custodian, lot_policies, TOLERANCE
+        )
+        await repo.reconcile_cash(session, staged, day.custodian, cash_policy, TOLERANCE)
+        summary = await repo.record_reconciliation(
+            session, staged, day.custodian, compared, matched
+        )
+        held, released = await _publish_trading_holds(uow, staged, day.custodian)
+        return {
+            "custodian": day.custodian,
+            "business_date": staged.as_of.isoformat(),
+            **summary,
+            "breaks": {k: int(summary["breaks"].get(k, 0)) for k in BREAK_KINDS},
+            "policies": {**lot_policies, "cash": cash_policy},
+            "accounts_held": held,
+            "accounts_released": released,
+        }
+
+    return reconcile
+
+
+async def _publish_trading_holds(
+    uow: UnitOfWork, staged: StagedLoad, custodian: str
+) -> tuple[int, int]:
+    """Hold every account with a break that suspends it (trading-hold-changed), and release
+    those an earlier day held that today's comparison no longer suspends. Returns (held,
+    released)."""
+    was_held = await repo.supersede_breaks(uow.session, staged, custodian)
+    breaks = await repo.suspending_breaks(uow.session, staged.tenant, staged.load_id)
+    for account_id, kind, symbol, lot_id, ours, theirs in breaks:
+        hold = TradingHoldChangedV1(
+            account_id=account_id,
+            held=True,
+            reason=hold_reason(kind, symbol, lot_id, ours, theirs),
+            custodian=custodian,
+            business_date=staged.as_of,
+        )
+        uow.publish(hold, key=account_id, tenant=staged.tenant)
+    released = sorted(was_held - {b[0] for b in breaks})
+    for account_id in released:
+        release = TradingHoldChangedV1(
+            account_id=account_id, held=False, custodian=custodian, business_date=staged.as_of
+        )
+        uow.publish(release, key=account_id, tenant=staged.tenant)
+    return len(breaks), len(released)
+
+
+def hold_reason(
+    kind: str,
+    symbol: str | None,
+    lot_id: str | None,
+    ours: dict[str, Any] | None,
+    theirs: dict[str, Any] | None,
+) -> str:
+    """A break in words: `quantity break of lot AAA-1 (AAA): here 12, at the custodian 10`."""
+    what = f" of lot {lot_id}" if lot_id else ""
+    if symbol:
+        what += f" ({symbol})"
+    field = {"cash": "cash", "basis": "cost_basis", "date": "acquired_on"}.get(kind, "quantity")
+    here = (ours or {}).get(field, "nothing")
+    there = (theirs or {}).get(field, "nothing")
+    return f"{kind} break{what}: here {here}, at the custodian {there}"[:500]
+
+
+def spec(settings: Settings) -> BookLoadSpec:
+    """taxlot-svc's `/custodian-days` loads: the custodian's canonical files, reconciled."""
+    return BookLoadSpec(
+        files=CUSTODIAN_FILES,
+        table=custodian_day_loads,
+        checks=check,
+        apply=reconciler(settings),
+        required=RECONCILED_FILES,
+        typed=True,
+        permission=Permission.OPERATE,
+        route=ROUTE,
+        noun="custodian day",
+    )
+
+
+# --- reads ------------------------------------------------------------------------------------
+
+
+async def reconciliation(
+    session: AsyncSession, tenant: str, custodian: str, business_date: date
+) -> dict[str, Any]:
+    """The summary of a custodian's day (404 unless it was reconciled for `tenant`)."""
+    found = await repo.reconciliation(session, tenant, custodian, business_date)
+    if found is None:
+        raise NotFound(f"{custodian}'s day {business_date} was not reconciled")
+    found.pop("tenant")
+    found["breaks"] = {k: int(found["breaks"].get(k, 0)) for k in BREAK_KINDS}
+    return found
+
+
+async def breaks(
+    session: AsyncSession, tenant: str, where: BreakFilter, after: int, limit: int
+) -> dict[str, Any]:
+    """A page of the tenant's breaks and the cursor of the next (None on the last page)."""
+    rows = await repo.breaks_page(session, tenant, where, after, limit + 1)
+    more = len(rows) > limit
+    page = rows[:limit]
+    return {"breaks": page, "next_after": page[-1]["id"] if more else None}
+
+
+async def account_breaks(
+    session: AsyncSession, tenant: str, where: BreakFilter, after: int, limit: int
+) -> dict[str, Any]:
+    """A page of an account's breaks (404 unless `tenant` has its ledger or a break of it)."""
+    assert where.account_id is not None
+    found = await breaks(session, tenant, where, after, limit)
+    if not found["breaks"] and after == 0:
+        book = await repo.get_book(session, where.account_id, tenant=tenant)
+        if book is None:
+            raise NotFound(f"account {where.account_id} has no ledger and no breaks")
+    return found
