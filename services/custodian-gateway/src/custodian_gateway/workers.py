@@ -22,8 +22,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import httpx
 from ballast_common.app import BackgroundTask, Runtime
@@ -34,6 +35,7 @@ from custodian_gateway.custodian import CustodianClient, CustodianUnavailable
 from custodian_gateway.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Backoff:
@@ -130,6 +132,22 @@ def _retryable(exc: Exception) -> bool:
     return isinstance(exc, CustodianUnavailable) or is_transient(exc)
 
 
+async def _attempt(what: str, backoff: Backoff, step: Callable[[], Awaitable[T]]) -> T | None:
+    """One step of a worker loop: its result, or None after a retryable failure (logged,
+    then the backoff waited out); other failures propagate."""
+    try:
+        result = await step()
+    except Exception as exc:
+        if not _retryable(exc):
+            raise
+        delay = backoff.next()
+        log.warning(f"{what}: retrying", extra={"error": str(exc), "retry_in_s": delay})
+        await asyncio.sleep(delay)
+        return None
+    backoff.reset()
+    return result
+
+
 async def order_sender(runtime: Runtime, wakeups: Wakeups | None = None) -> None:
     """Gather approved trades into block orders and send new orders in batches, forever."""
     settings = _settings(runtime)
@@ -141,7 +159,8 @@ async def order_sender(runtime: Runtime, wakeups: Wakeups | None = None) -> None
     async with custodian_client(settings) as client:
         while True:
             wake.clear()  # before reading, so trades recorded meanwhile still wake us
-            try:
+
+            async def block_and_send() -> tuple[service.BlockOutcome, service.SendOutcome]:
                 async with runtime.uow() as uow:
                     blocking = await service.block_pending(
                         uow,
@@ -155,16 +174,12 @@ async def order_sender(runtime: Runtime, wakeups: Wakeups | None = None) -> None
                     outcome = await service.send_new_orders(
                         uow, client, settings.send_batch_size, settings.custodian_id, memory
                     )
-            except Exception as exc:
-                if not _retryable(exc):
-                    raise
-                delay = backoff.next()
-                log.warning(
-                    "order sender: retrying", extra={"error": str(exc), "retry_in_s": delay}
-                )
-                await asyncio.sleep(delay)
+                return blocking, outcome
+
+            done = await _attempt("order sender", backoff, block_and_send)
+            if done is None:
                 continue
-            backoff.reset()
+            blocking, outcome = done
             if outcome.sent:
                 wakeups.wake_poller()
             if outcome.sent or outcome.refused:
@@ -226,21 +241,16 @@ async def booking_sender(runtime: Runtime, wakeups: Wakeups | None = None) -> No
     async with custodian_client(settings) as client:
         while True:
             wake.clear()  # before reading, so shares stored meanwhile still wake us
-            try:
+
+            async def send() -> service.BookingOutcome:
                 async with runtime.uow() as uow:
-                    outcome = await service.send_bookings(
+                    return await service.send_bookings(
                         uow, client, settings.booking_batch_size, settings.custodian_id
                     )
-            except Exception as exc:
-                if not _retryable(exc):
-                    raise
-                delay = backoff.next()
-                log.warning(
-                    "booking sender: retrying", extra={"error": str(exc), "retry_in_s": delay}
-                )
-                await asyncio.sleep(delay)
+
+            outcome = await _attempt("booking sender", backoff, send)
+            if outcome is None:
                 continue
-            backoff.reset()
             if outcome.claimed:
                 log.info(
                     "allocations booked at the custodian",
@@ -281,7 +291,9 @@ async def execution_poller(runtime: Runtime, wakeups: Wakeups | None = None) -> 
 
         while True:
             wake.clear()  # before polling, so orders sent meanwhile still wake us
-            try:
+
+            async def poll() -> service.PollOutcome:
+                nonlocal check_restart, settle
                 if check_restart:
                     settle = await custodian_restarted() or settle
                     check_restart = False
@@ -298,16 +310,12 @@ async def execution_poller(runtime: Runtime, wakeups: Wakeups | None = None) -> 
                     and time.monotonic() - last_restart_check >= settings.reset_check_interval_s
                 ):
                     settle = await custodian_restarted()
-            except Exception as exc:
-                if not _retryable(exc):
-                    raise
-                delay = backoff.next()
-                log.warning(
-                    "execution poller: retrying", extra={"error": str(exc), "retry_in_s": delay}
-                )
-                await asyncio.sleep(delay)
+                return outcome
+
+            polled = await _attempt("execution poller", backoff, poll)
+            if polled is None:
                 continue
-            backoff.reset()
+            outcome = polled
             if outcome.blocks_done:
                 wakeups.wake_booker()
             if outcome.new:
