@@ -206,6 +206,38 @@ async def test_events_out_of_order_converge(db: Database, client: httpx.AsyncCli
     assert rows[0]["approved_by"] == "policy:auto-approve"
 
 
+async def test_a_trade_is_written_once_per_step_and_a_replay_writes_nothing(
+    db: Database, client: httpx.AsyncClient
+) -> None:
+    """Proposed: complete in one write (run and status included); approved: one more; the
+    same event again rewrites no row (its row version, xmin, stays)."""
+    account, model = new_account(), new_model()
+    await setup_book(db, account, model)
+    run, proposal = uuid.uuid4(), uuid.uuid4()
+    buy = trade("ZZB", "buy", "10", "20")
+
+    async def version() -> tuple[str, str, str | None]:
+        async with db.sessions() as session:
+            row = (
+                await session.execute(
+                    text("SELECT xmin::text, status, run_id::text FROM trades WHERE trade_id = :t"),
+                    {"t": buy.trade_id},
+                )
+            ).one()
+        return row[0], row[1], row[2]
+
+    await deliver(db, proposed(account, model, run, proposal, [buy], at(30)))
+    first = await version()
+    assert first[1:] == ("proposed", str(run))
+    await deliver(db, proposed(account, model, run, proposal, [buy], at(30)))
+    assert await version() == first
+    await deliver(db, approved(account, proposal, [buy], at(31)))
+    second = await version()
+    assert second[0] != first[0] and second[1:] == ("approved", str(run))
+    await deliver(db, approved(account, proposal, [buy], at(31)))
+    assert await version() == second
+
+
 async def test_tax_aware_trades_keep_their_lots_and_tax_and_the_run_sums_it(
     db: Database, client: httpx.AsyncClient
 ) -> None:

@@ -698,25 +698,43 @@ _DETAILS = (
 )
 
 
-async def upsert_trade_details(session: AsyncSession, rows: Sequence[Row]) -> None:
-    """Trades' terms as proposed or approved (the first proposed/approved time wins)."""
+async def upsert_trade_details(session: AsyncSession, rows: Sequence[Row]) -> list[uuid.UUID]:
+    """Trades' terms as proposed or approved (the first proposed/approved time wins), with
+    their run and status, so a trade without fills or reject is complete in one write; a
+    replay writes nothing. Returns the trades whose fills or reject need `refresh_trades`."""
     params = _arrays(rows, _DETAIL_COLUMNS)
     params[list(_DETAIL_COLUMNS).index("lot_ids")] = [_json_list(r["lot_ids"]) for r in rows]
-    names = [c for c in _DETAIL_COLUMNS if c != "lot_ids"]
+    names = [c for c in _DETAIL_COLUMNS if c not in ("lot_ids", "status")]
     sql = f"""
-        INSERT INTO trades ({", ".join(names)}, lot_ids, filled_quantity)
-        SELECT {", ".join(names)},
-               CASE WHEN lot_ids IS NOT NULL
-                    THEN ARRAY(SELECT jsonb_array_elements_text(CAST(lot_ids AS jsonb))) END,
-               0
-          FROM {_unnest(_DETAIL_COLUMNS)} ORDER BY trade_id
+        INSERT INTO trades ({", ".join(names)}, lot_ids, status, run_id, filled_quantity)
+        SELECT {", ".join(f"u.{c}" for c in names)},
+               CASE WHEN u.lot_ids IS NOT NULL
+                    THEN ARRAY(SELECT jsonb_array_elements_text(CAST(u.lot_ids AS jsonb))) END,
+               CASE WHEN p.declined_at IS NOT NULL THEN 'declined' ELSE u.status END,
+               p.run_id, 0
+          FROM {_unnest(_DETAIL_COLUMNS)}
+          LEFT JOIN proposals p ON p.proposal_id = u.proposal_id
+         ORDER BY u.trade_id
         ON CONFLICT (trade_id) DO UPDATE
            SET {", ".join(f"{c} = EXCLUDED.{c}" for c in _DETAILS)},
                proposed_at = COALESCE(trades.proposed_at, EXCLUDED.proposed_at),
                approved_at = COALESCE(trades.approved_at, EXCLUDED.approved_at),
-               updated_at = GREATEST(trades.updated_at, EXCLUDED.updated_at)
+               updated_at = GREATEST(trades.updated_at, EXCLUDED.updated_at),
+               run_id = COALESCE(EXCLUDED.run_id, trades.run_id),
+               -- fills, a reject or a decline decide the status (refresh_trades)
+               status = CASE WHEN trades.status NOT IN ('proposed', 'approved')
+                             THEN trades.status
+                             WHEN COALESCE(trades.approved_at, EXCLUDED.approved_at) IS NULL
+                             THEN 'proposed' ELSE 'approved' END
+         WHERE ({", ".join(f"trades.{c}" for c in _DETAILS)})
+               IS DISTINCT FROM ({", ".join(f"EXCLUDED.{c}" for c in _DETAILS)})
+            OR (trades.proposed_at IS NULL AND EXCLUDED.proposed_at IS NOT NULL)
+            OR (trades.approved_at IS NULL AND EXCLUDED.approved_at IS NOT NULL)
+            OR (trades.run_id IS NULL AND EXCLUDED.run_id IS NOT NULL)
+        RETURNING trade_id, (fills > 0 OR rejected_reason IS NOT NULL) AS derived
     """
-    await _write(session, sql, *params)
+    written = await (await driver_connection(session)).fetch(sql, *params)
+    return [r["trade_id"] for r in written if r["derived"]]
 
 
 _ENSURE_COLUMNS = {
@@ -734,7 +752,8 @@ _ENSURE_COLUMNS = {
 
 
 async def ensure_trades(session: AsyncSession, rows: Sequence[Row]) -> None:
-    """Trades first seen through a fill or a reject: keep what is known, add the rest."""
+    """Trades first seen through a fill or a reject: keep what is known, add the rest (a
+    trade that gains nothing is not written)."""
     sql = f"""
         INSERT INTO trades ({", ".join(_ENSURE_COLUMNS)}, filled_quantity)
         SELECT *, 0 FROM {_unnest(_ENSURE_COLUMNS)} ORDER BY trade_id
@@ -743,6 +762,8 @@ async def ensure_trades(session: AsyncSession, rows: Sequence[Row]) -> None:
                rejected_reason = COALESCE(trades.rejected_reason, EXCLUDED.rejected_reason),
                rejected_at = COALESCE(trades.rejected_at, EXCLUDED.rejected_at),
                updated_at = GREATEST(trades.updated_at, EXCLUDED.updated_at)
+         WHERE (trades.quantity IS NULL AND EXCLUDED.quantity IS NOT NULL)
+            OR (trades.rejected_reason IS NULL AND EXCLUDED.rejected_reason IS NOT NULL)
     """
     await _write(session, sql, *_arrays(rows, _ENSURE_COLUMNS))
 

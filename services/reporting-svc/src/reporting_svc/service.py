@@ -443,8 +443,7 @@ async def apply_proposed(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> Non
         ),
     )
     rows = _trade_rows(deliveries, approved=False)
-    await repo.upsert_trade_details(uow.session, rows)
-    await repo.refresh_trades(uow.session, [r["trade_id"] for r in rows])
+    await repo.refresh_trades(uow.session, await repo.upsert_trade_details(uow.session, rows))
     await repo.upsert_runs(uow.session, _run_rows(deliveries))  # last, as for drift
 
 
@@ -470,8 +469,7 @@ async def apply_approved(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> Non
         ),
     )
     rows = _trade_rows(deliveries, approved=True)
-    await repo.upsert_trade_details(uow.session, rows)
-    await repo.refresh_trades(uow.session, [r["trade_id"] for r in rows])
+    await repo.refresh_trades(uow.session, await repo.upsert_trade_details(uow.session, rows))
 
 
 def _proposal_rows(deliveries: Sequence[Delivery]) -> list[dict[str, Any]]:
