@@ -385,7 +385,8 @@ async def db(migrated: Database) -> Database:
     """The migrated database with this service's tables emptied before the test (DELETE:
     the service's own role may change rows, not TRUNCATE tables)."""
     async with migrated.engine.begin() as conn:
-        for table in ("executions", "allocations", "orders", "poll_cursor", "outbox", "inbox"):
+        tables = ("executions", "bookings_due", "allocations", "orders", "poll_cursor")
+        for table in (*tables, "outbox", "inbox"):
             await conn.execute(text(f"DELETE FROM {table}"))
     return migrated
 

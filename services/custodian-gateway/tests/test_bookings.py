@@ -14,6 +14,7 @@ from custodian_gateway import repository as repo
 from custodian_gateway import service
 from custodian_gateway.custodian import CustodianClient, CustodianUnavailable
 from custodian_gateway.orders import allocation_fill_id
+from sqlalchemy import text
 
 pytestmark = pytest.mark.integration
 
@@ -98,3 +99,29 @@ async def test_a_batch_the_custodian_refuses_goes_one_by_one(
     reasons = {a.symbol: a.booking_reason for a in amd}
     assert reasons["AMD"] == "custodian refused the allocation: symbol AMD unknown"
     assert reasons["MSFT"] is None
+
+
+async def test_a_block_larger_than_a_batch_is_booked_over_several_and_then_leaves_the_queue(
+    db: Database, client: CustodianClient, custodian: Any, kit: Any
+) -> None:
+    """The queue holds blocks; a batch takes up to its size of a block's shares, the block
+    stays due until every share is answered, and no share is sent twice."""
+    await _filled(db, client, custodian, kit)  # MSFT: 3 shares, AMD: 1
+
+    async def due() -> int:
+        async with db.sessions() as session:
+            found = await session.execute(
+                text("SELECT count(*) FROM bookings_due WHERE client_order_id = ANY(:ids)"),
+                {"ids": list(custodian.orders)},
+            )
+            return int(found.scalar_one())
+
+    assert await due() == 2
+    claimed = []
+    for _ in range(4):
+        async with unit_of_work(db, "test") as uow:
+            claimed.append((await service.send_bookings(uow, client, 2, kit.CUSTODIAN)).claimed)
+    assert claimed == [2, 2, 0, 0]
+    assert await due() == 0
+    assert await _counts(db, kit) == {"booked": 3, "refused": 1}
+    assert len(custodian.bookings) == 4 and custodian.booking_posts == 2

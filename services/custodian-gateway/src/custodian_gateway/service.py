@@ -436,7 +436,8 @@ async def send_bookings(
         else:
             outcome.refused += 1
             refusals.append(f"{booking.account_id} {booking.fill_id}: {reason}")
-    await repo.record_bookings(uow.session, trade_ids, statuses, reasons)
+    blocks = [row.client_order_id for row in rows]
+    await repo.record_bookings(uow.session, blocks, trade_ids, statuses, reasons)
     if refusals:
         # a break between the custodian's book and ours: reconciliation will find it
         log.error(
