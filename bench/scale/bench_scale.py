@@ -7,6 +7,8 @@ against the floor of Kafka and Postgres measured in the same run. A benchmark, n
 Stages (issue 8's table):
   load      `ballast book load` of the book's files, until rebalance-svc and reporting-svc
             hold every account's holdings;
+  custodian (`--custodian-day`, `make bench-custodian`) the book as the custodian's daily
+            files, checked offline, uploaded and reconciled lot by lot (custodian_day.py);
   scan      POST /scans over the whole book until the run's last chunk is done;
   propose   a model change until every proposal is persisted and published (the run's
             last chunk done);
@@ -19,7 +21,7 @@ and the database's server processes) from /proc, and the seconds the database sp
 statements (pg_stat_database.active_time), since the machine is often shared; the same CPU
 readings for the scan, the proposals and the whole model change, and for the load and the
 model change the statements the database spent the most time in (pg_stat_statements, which
-scripts/stack.py preloads), with the role that ran them. `--stop-after load|scan|propose`
+scripts/stack.py preloads), with the role that ran them. `--stop-after load|custodian|scan|propose`
 ends early. BALLAST_KAFKA_* settings in the environment win over the stack's. Results:
 bench/results/scale.json.
 """
@@ -36,7 +38,7 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,7 @@ from pydantic import SecretStr
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(Path(__file__).parent))
+import custodian_day  # noqa: E402
 import make_book  # noqa: E402
 
 DATABASE = "ballast_scale"
@@ -459,6 +462,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     load_database_s = round(await database_active_s(plain_dsn) - database_before, 2)
     print(f"  cpu s per process: {load_cpu_s}; database statements {load_database_s} s")
     load_statements = await top_statements(plain_dsn)
+    custodian: dict[str, Any] | None = None
+    if args.custodian_day:
+        print("the custodian's day: files, offline check, upload and reconciliation ...")
+        custodian = await custodian_day.measure(
+            folder,
+            ROOT / ".state" / "bench" / "custodian" / f"{args.accounts}-{args.seed}",
+            date.fromisoformat(make_book.AS_OF),
+            url("taxlot-svc"),
+            token,
+            StepTimes,
+        )
+        print(f"  {json.dumps({k: v for k, v in custodian.items() if k.endswith('_s')})}")
 
     async def stop_early(stage: str, measured: dict[str, Any]) -> dict[str, Any]:
         """`--stop-after stage`: what was measured so far, the services stopped (not --keep)."""
@@ -478,15 +493,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "peak_rss_mib": memory,
         }
 
-    if args.stop_after == "load":
+    if args.stop_after in ("load", "custodian"):
         return await stop_early(
-            "load",
+            args.stop_after,
             {
                 "book_load_applied_s": applied_s,
                 "book_load_steps_s": steps.ends,
                 "load_rebalance_current_s": rebalance_current_s,
                 "load_database_active_s": load_database_s,
                 "floor": {"postgres_copy": floor_pg},
+                **({"custodian_day": custodian} if custodian else {}),
             },
         )
 
@@ -609,6 +625,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "model_change_events": events,
             "settle_vs_kafka": round(clock.stages["settle"] / (events / kafka_rate), 1),
         },
+        **({"custodian_day": custodian} if custodian else {}),
         "peak_rss_mib": memory,
         "peak_rss_max_mib": max(memory.values(), default=0),
     }
@@ -642,7 +659,14 @@ def main() -> int:
     parser.add_argument("--floor-messages", type=int, default=200_000)
     parser.add_argument("--keep", action="store_true", help="leave the services running")
     parser.add_argument(
-        "--stop-after", choices=["load", "scan", "propose"], help="run the stages up to this one"
+        "--stop-after",
+        choices=["load", "custodian", "scan", "propose"],
+        help="run the stages up to this one (custodian: implies --custodian-day)",
+    )
+    parser.add_argument(
+        "--custodian-day",
+        action="store_true",
+        help="after the load, reconcile the book's custodian's day (make bench-custodian)",
     )
     parser.add_argument(
         "--log-statements-ms",
@@ -651,6 +675,7 @@ def main() -> int:
     )
     parser.add_argument("--out", default="bench/results/scale.json")
     args = parser.parse_args()
+    args.custodian_day = args.custodian_day or args.stop_after == "custodian"
     book_folder(args)
     result = asyncio.run(run(args))
     out = Path(args.out)
