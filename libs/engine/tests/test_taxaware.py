@@ -314,7 +314,22 @@ def test_ira_realizes_nothing_but_respects_buy_blocks() -> None:
     )
     r2 = rebalance(RebalanceInput(acct((Holding("A", 150, LOTS_GAIN),), tax2), HALF))
     assert trades(r2) == {("A", "sell"): 75, ("B", "buy"): 75}
-    assert sell(r2, "A").estimated_tax == Decimal("0.00") and sell(r2, "A").lots == ()
+    assert sell(r2, "A").estimated_tax == Decimal("0.00")
+
+
+def test_an_ira_sell_names_its_lots_in_the_relief_order_without_tax() -> None:
+    # 75 A sold FIFO: all of L1 (2020), 25 of L2 (2026-06); the gains are not taxed
+    tax = TaxSettings(AS_OF, account_type="ira", method=ReliefMethod.FIFO)
+    r = rebalance(RebalanceInput(acct((Holding("A", 150, LOTS_ABC),), tax), HALF))
+    a = sell(r, "A")
+    assert a.quantity == 75 and a.lot_ids == ("L1", "L2")
+    assert [lt.quantity for lt in a.lots] == [50, 25]
+    assert all(lt.tax == 0 for lt in a.lots) and a.estimated_tax == 0
+    assert a.explanation.endswith(
+        "Lots relieved: L1 (50 shares), L2 (25 shares); no tax in this account."
+    )
+    assert r.tax is not None and r.tax.estimated_tax == 0
+    assert r.to_dict()["trades"][0]["lot_ids"] == ["L1", "L2"]
 
 
 def test_without_binding_settings_the_trades_are_the_plain_ones() -> None:

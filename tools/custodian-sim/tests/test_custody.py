@@ -124,6 +124,23 @@ async def test_a_sell_relieves_exactly_the_named_lots_in_their_order(
     assert_valid(folder)
 
 
+async def test_a_piece_the_ledger_split_off_a_lot_relieves_that_lot(
+    sim: SimFactory, tmp_path: Path
+) -> None:
+    # the ledger moved 4 of L3 to another sleeve as L3/s2: the custodian holds L3 whole
+    async with sim() as c:
+        await load(c, write_book(tmp_path))
+        results = await book(c, allocation("F-1", "sell", "4", lots=("L3/s2",)))
+        refused = await book(c, allocation("F-2", "sell", "1", lots=("L9/s2",)))
+        folder = await files(c, tmp_path / "out")
+    assert results[0]["outcome"] == "booked", results
+    assert refused[0]["outcome"] == "refused"
+    assert refused[0]["reason"] == "lot L9/s2 is not a lot of account A1"
+    assert lots_of(folder)["L3"] == ("6", "900")
+    sold = [(r["lot_id"], r["quantity"]) for r in rows(folder, "transactions.csv")]
+    assert sold == [("L3", "4")]
+
+
 async def test_a_sell_naming_no_lot_relieves_the_oldest_first(
     sim: SimFactory, tmp_path: Path
 ) -> None:

@@ -18,7 +18,8 @@ without tax settings never comes here, so its result is exactly what it was.
    allowed lots give, the security gets a *sell cap* (``keep_shares`` of the tactical
    planner: the rest stays, freed cash and buys shrink) and the account is rebalanced
    again, until every sale fits. A warn-only budget never cuts: it warns.
-3. **Explained.** Each sell names its lots (``Trade.lots``, ``lot_ids``) and carries its
+3. **Explained.** Each sell names its lots (``Trade.lots``, ``lot_ids``; an IRA's too, in
+   its relief order, so the custodian relieves the lots the ledger does) and carries its
    estimated tax (gain × the term's rate, negative = saved); a capped sale says why in its
    sentence and in a ``tax_sell_limited`` notice; ``RebalanceResult.tax`` sums the gains by
    term, the estimated tax (terms netted as on Schedule D), the budget before and after,
@@ -832,7 +833,7 @@ def _annotate(ctx: TaxContext, base: Result, result: Result, run: _Run | None) -
         if t.side is not Side.SELL:
             continue
         if not ctx.taxable:
-            new_trades[id(t)] = replace(t, estimated_tax=money(ZERO))
+            new_trades[id(t)] = _untaxed_sell(ctx, t)
             continue
         if key not in ctx.positions:
             if key not in no_lots_noted:
@@ -863,6 +864,21 @@ def _no_lots_notice(t: Trade) -> Notice:
         t.sleeve_id,
         t.symbol,
     )
+
+
+def _untaxed_sell(ctx: TaxContext, t: Trade) -> Trade:
+    """A sell of an account that pays no tax on it (an IRA): no estimated tax, and still the
+    lots it relieves, the first in the account's relief order within the sleeve, so the
+    ledger and the custodian relieve the same lots (versus purchase). A holding without lots
+    names none."""
+    pos = ctx.positions.get((t.sleeve_id, t.symbol))
+    if pos is None:
+        return replace(t, estimated_tax=money(ZERO))
+    picks = name_lots([(lot, lot.quantity) for lot in pos.ranked], t.quantity)
+    sales = tuple(replace(s, tax=money(ZERO)) for s in lot_sales(ctx, picks, pos.price))
+    named = ", ".join(f"{s.lot_id} ({shares_text(s.quantity)})" for s in sales)
+    text = f"{t.explanation} Lots relieved: {named}; no tax in this account."
+    return with_tax(t, text, sales, money(ZERO))
 
 
 def _sell_with_lots(

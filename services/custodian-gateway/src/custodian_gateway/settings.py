@@ -1,5 +1,7 @@
 """custodian-gateway's settings (env prefix `CUSTODIAN_GATEWAY_`, shared `BALLAST_*`)."""
 
+from typing import Literal
+
 from ballast_common.settings import ServiceSettings, service_config
 from pydantic import Field
 
@@ -49,3 +51,16 @@ class Settings(ServiceSettings):
     # allocations per POST /allocations, and the sender's pause while there are few.
     booking_batch_size: int = Field(default=500, ge=1, le=5000)
     booking_interval_s: float = Field(default=0.2, gt=0)
+    # How block orders go to the custodian: its HTTP API, or a FIX 4.4 session (docs/fix.md;
+    # allocations are booked over HTTP either way).
+    order_protocol: Literal["http", "fix"] = "http"
+    # The FIX session: the custodian's acceptor, the comp ids, the heartbeat interval, where
+    # the session keeps its sequence numbers and journal, and how long an OrderStatusRequest
+    # or OrderCancelRequest may wait for its answer.
+    fix_host: str = "127.0.0.1"
+    fix_port: int = Field(default=9878, ge=1, le=65535)
+    fix_sender_comp_id: str = Field(default="BALLAST", min_length=1, max_length=64)
+    fix_target_comp_id: str = Field(default="CUSTODIAN", min_length=1, max_length=64)
+    fix_heartbeat_s: int = Field(default=30, ge=1, le=3600)
+    fix_store_dir: str = ".state/custodian-gateway/fix"
+    fix_request_timeout_s: float = Field(default=5.0, gt=0)

@@ -32,6 +32,7 @@ from ballast_common.consumer import is_transient
 
 from custodian_gateway import service
 from custodian_gateway.custodian import CustodianClient, CustodianUnavailable
+from custodian_gateway.fix_client import FixCustodianClient, FixLink
 from custodian_gateway.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -99,13 +100,15 @@ async def _pause(wake: asyncio.Event, seconds: float) -> bool:
 
 
 def background_loops(wakeups: Wakeups) -> list[BackgroundTask]:
-    """The loops of a running gateway, sharing `wakeups` with its trades handler."""
+    """The loops of a running gateway, sharing `wakeups` with its trades handler (and one
+    FIX session, when orders go over FIX)."""
+    fix = FixLink()
 
     async def order_sender_loop(runtime: Runtime) -> None:
-        await order_sender(runtime, wakeups)
+        await order_sender(runtime, wakeups, fix)
 
     async def execution_poller_loop(runtime: Runtime) -> None:
-        await execution_poller(runtime, wakeups)
+        await execution_poller(runtime, wakeups, fix)
 
     async def booking_sender_loop(runtime: Runtime) -> None:
         await booking_sender(runtime, wakeups)
@@ -121,11 +124,19 @@ def _settings(runtime: Runtime) -> Settings:
 
 
 @asynccontextmanager
-async def custodian_client(settings: Settings) -> AsyncIterator[CustodianClient]:
+async def custodian_client(
+    settings: Settings, fix: FixLink | None = None
+) -> AsyncIterator[CustodianClient]:
+    """The custodian's client: orders over `fix`'s session when given and `order_protocol`
+    is fix, else all over HTTP (the booking sender's case)."""
     async with httpx.AsyncClient(
         base_url=settings.custodian_url, timeout=settings.http_timeout_s
     ) as http:
-        yield CustodianClient(http)
+        if fix is not None and settings.order_protocol == "fix":
+            async with fix.session(settings) as session:
+                yield FixCustodianClient(http, session)
+        else:
+            yield CustodianClient(http)
 
 
 def _retryable(exc: Exception) -> bool:
@@ -148,7 +159,9 @@ async def _attempt(what: str, backoff: Backoff, step: Callable[[], Awaitable[T]]
     return result
 
 
-async def order_sender(runtime: Runtime, wakeups: Wakeups | None = None) -> None:
+async def order_sender(
+    runtime: Runtime, wakeups: Wakeups | None = None, fix: FixLink | None = None
+) -> None:
     """Gather approved trades into block orders and send new orders in batches, forever."""
     settings = _settings(runtime)
     wakeups = wakeups or Wakeups()
@@ -156,7 +169,7 @@ async def order_sender(runtime: Runtime, wakeups: Wakeups | None = None) -> None
     backoff = Backoff(settings.send_interval_s, settings.max_backoff_s)
     idle = Backoff(settings.send_interval_s, settings.idle_poll_max_s)
     memory = service.SendMemory()
-    async with custodian_client(settings) as client:
+    async with custodian_client(settings, fix or FixLink()) as client:
         while True:
             wake.clear()  # before reading, so trades recorded meanwhile still wake us
 
@@ -271,7 +284,9 @@ async def booking_sender(runtime: Runtime, wakeups: Wakeups | None = None) -> No
                 idle.reset()
 
 
-async def execution_poller(runtime: Runtime, wakeups: Wakeups | None = None) -> None:
+async def execution_poller(
+    runtime: Runtime, wakeups: Wakeups | None = None, fix: FixLink | None = None
+) -> None:
     """Page through the custodian's executions from the persisted cursor, forever; settle
     the sent orders on start and after the custodian lost its state."""
     settings = _settings(runtime)
@@ -281,7 +296,7 @@ async def execution_poller(runtime: Runtime, wakeups: Wakeups | None = None) -> 
     idle_pause = Backoff(settings.poll_interval_s, settings.idle_poll_max_s)
     last_restart_check = time.monotonic()
     check_restart = settle = True  # on start
-    async with custodian_client(settings) as client:
+    async with custodian_client(settings, fix or FixLink()) as client:
 
         async def custodian_restarted() -> bool:
             nonlocal last_restart_check

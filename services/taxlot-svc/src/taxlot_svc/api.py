@@ -4,7 +4,13 @@ from datetime import date
 from typing import Annotated, Any, Literal
 
 from ballast_common.app import ReadSession, UoW
-from ballast_common.auth import CanLoadBooks, CanManageAccounts, CanManagePlatform, CanRead
+from ballast_common.auth import (
+    CanLoadBooks,
+    CanManageAccounts,
+    CanManagePlatform,
+    CanOperate,
+    CanRead,
+)
 from ballast_common.openapi import CREATES_RESOURCE
 from fastapi import APIRouter, Body, Path, Query, Response
 from fastapi.exceptions import RequestValidationError
@@ -15,6 +21,7 @@ from taxlot_svc.schemas import (
     ACCOUNT_ID_PATTERN,
     MAX_BATCH_BYTES,
     BatchResult,
+    BreakResolutionIn,
     BreaksOut,
     CorporateActionIn,
     CorporateActionOut,
@@ -24,6 +31,7 @@ from taxlot_svc.schemas import (
     HoldingsOut,
     LotsOut,
     ReconciliationOut,
+    ResolvedBreakOut,
     SleeveCashTransferIn,
     SleeveCashTransferOut,
     SleeveTransferIn,
@@ -298,3 +306,19 @@ async def get_account_breaks(
 ) -> dict[str, Any]:
     where = custodian_day.BreakFilter(status, account_id)
     return await custodian_day.account_breaks(session, caller.tenant, where, after, limit)
+
+
+BreakId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+
+
+@router.post(
+    "/breaks/{break_id}/resolve",
+    tags=["reconciliation"],
+    summary="Resolve an open break by hand (keep ours, with a note); releases the account's "
+    "hold when no open break suspends it any more",
+    response_model=ResolvedBreakOut,
+)
+async def resolve_break(
+    break_id: BreakId, body: BreakResolutionIn, uow: UoW, caller: CanOperate
+) -> ResolvedBreakOut:
+    return await custodian_day.resolve_break(uow, caller.tenant, caller.subject, break_id, body)

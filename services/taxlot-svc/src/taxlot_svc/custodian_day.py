@@ -13,11 +13,13 @@ a day is reconciled once.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+from ballast_common.audit import AuditEntry
 from ballast_common.auth import Permission
 from ballast_common.book_loads import BookLoadSpec, LoadProblem, StagedLoad
 from ballast_common.contracts.custodian_files import CUSTODIAN_FILES
@@ -26,8 +28,10 @@ from ballast_common.errors import Conflict, InvalidInput, NotFound
 from ballast_common.uow import UnitOfWork
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from taxlot_svc import custodian_monitor
 from taxlot_svc import repository as repo
 from taxlot_svc.repository import BreakFilter
+from taxlot_svc.schemas import BreakResolutionIn, ResolutionOut, ResolvedBreakOut
 from taxlot_svc.settings import BREAK_KINDS, Settings
 from taxlot_svc.tables import custodian_day_loads
 
@@ -40,6 +44,10 @@ LOT_KINDS = ("missing", "extra", "quantity", "basis", "date")
 _LOAD_ID = re.compile(
     r"^(?P<custodian>[A-Za-z0-9][A-Za-z0-9._-]*)-(?P<day>\d{4}-\d{2}-\d{2})-[0-9a-f]{6,}$"
 )
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -85,8 +93,9 @@ async def check(session: AsyncSession, staged: StagedLoad) -> list[LoadProblem]:
     return await repo.custodian_day_problems(session, staged, MAX_PROBLEMS)
 
 
-def reconciler(settings: Settings) -> Any:
-    """The apply step of a custodian day, with the break policies of `settings`."""
+def reconciler(settings: Settings, clock: Callable[[], datetime] = _utc_now) -> Any:
+    """The apply step of a custodian day, with the break policies of `settings` (`clock`:
+    when the set arrived, for its deadline)."""
     lot_policies = {kind: settings.policy_of(kind) for kind in LOT_KINDS}
     cash_policy = settings.policy_of("cash")
 
@@ -112,7 +121,9 @@ def reconciler(settings: Settings) -> Any:
         summary = await repo.record_reconciliation(
             session, staged, day.custodian, compared, matched
         )
-        held, released = await _publish_trading_holds(uow, staged, day.custodian)
+        lifted = await custodian_monitor.day_arrived(uow, settings, staged, day.custodian, clock())
+        held, released = await _publish_trading_holds(uow, staged, day.custodian, lifted)
+        await repo.record_custodian_accounts(session, staged, day.custodian)
         return {
             "custodian": day.custodian,
             "business_date": staged.as_of.isoformat(),
@@ -127,11 +138,13 @@ def reconciler(settings: Settings) -> Any:
 
 
 async def _publish_trading_holds(
-    uow: UnitOfWork, staged: StagedLoad, custodian: str
+    uow: UnitOfWork, staged: StagedLoad, custodian: str, transfer_lifted: bool
 ) -> tuple[int, int]:
     """Hold every account with a break that suspends it (trading-hold-changed), and release
-    those an earlier day held that today's comparison no longer suspends. Returns (held,
-    released)."""
+    those an earlier day held that today's comparison no longer suspends, unless an open
+    transfer exception holds them; when the day's arrival lifted the custodian's last
+    transfer exception (`transfer_lifted`), release its accounts that nothing holds. Returns
+    (held, released)."""
     was_held = await repo.supersede_breaks(uow.session, staged, custodian)
     breaks = await repo.suspending_breaks(uow.session, staged.tenant, staged.load_id)
     for account_id, kind, symbol, lot_id, ours, theirs in breaks:
@@ -143,13 +156,21 @@ async def _publish_trading_holds(
             business_date=staged.as_of,
         )
         uow.publish(hold, key=account_id, tenant=staged.tenant)
-    released = sorted(was_held - {b[0] for b in breaks})
+    unbroken = was_held - {b[0] for b in breaks}
+    transfer_held = await repo.held_by_transfer_exceptions(uow.session, staged.tenant, unbroken)
+    released = sorted(unbroken - transfer_held)
     for account_id in released:
         release = TradingHoldChangedV1(
             account_id=account_id, held=False, custodian=custodian, business_date=staged.as_of
         )
         uow.publish(release, key=account_id, tenant=staged.tenant)
-    return len(breaks), len(released)
+    if not transfer_lifted:
+        return len(breaks), len(released)
+    # (the custodian's accounts as held: those of its last day before this one)
+    lifted = await custodian_monitor.release_custodian_accounts(
+        uow, staged.tenant, custodian, staged.as_of, skip=set(released)
+    )
+    return len(breaks), len(released) + lifted
 
 
 def hold_reason(
@@ -169,13 +190,13 @@ def hold_reason(
     return f"{kind} break{what}: here {here}, at the custodian {there}"[:500]
 
 
-def spec(settings: Settings) -> BookLoadSpec:
+def spec(settings: Settings, clock: Callable[[], datetime] = _utc_now) -> BookLoadSpec:
     """taxlot-svc's `/custodian-days` loads: the custodian's canonical files, reconciled."""
     return BookLoadSpec(
         files=CUSTODIAN_FILES,
         table=custodian_day_loads,
         checks=check,
-        apply=reconciler(settings),
+        apply=reconciler(settings, clock),
         required=RECONCILED_FILES,
         typed=True,
         permission=Permission.OPERATE,
@@ -220,3 +241,46 @@ async def account_breaks(
         if book is None:
             raise NotFound(f"account {where.account_id} has no ledger and no breaks")
     return found
+
+
+# --- breaks resolved by a person ------------------------------------------------------------
+
+
+# keep-ours: the ledger stands (the custodian is to correct its records); accepting the
+# custodian's figure as a ledger adjustment is not built yet
+RESOLVED = "resolved"
+
+
+async def resolve_break(
+    uow: UnitOfWork, tenant: str, actor: str, break_id: int, body: BreakResolutionIn
+) -> ResolvedBreakOut:
+    """Resolve an open break (audited); release the account when nothing holds it any more."""
+    resolved = await repo.resolve_break(uow.session, tenant, break_id, RESOLVED)
+    if resolved is None:
+        raise NotFound(f"break {break_id} was not found")
+    found, changed, still_suspending = resolved
+    if not changed:
+        raise Conflict(f"break {break_id} is {found['status']}: only an open break is resolved")
+    resolution = ResolutionOut(
+        resolution=body.resolution,
+        note=body.note,
+        resolved_by=actor,
+        resolved_at=datetime.now(UTC),
+    )
+    before = {**found, "status": "open"}
+    after = {**found, "resolution": resolution.model_dump(mode="json")}
+    entry = AuditEntry(actor, "resolve", "reconciliation-break", str(break_id), before, after)
+    await repo.append_audit(uow.session, tenant, [entry])
+    account_id = found["account_id"]
+    released = found["policy"] == "suspend" and still_suspending == 0
+    if released and await repo.held_by_transfer_exceptions(uow.session, tenant, [account_id]):
+        released = False  # a late or missing file of its custodian still holds it
+    if released:
+        release = TradingHoldChangedV1(
+            account_id=account_id,
+            held=False,
+            custodian=found["custodian"],
+            business_date=found["business_date"],
+        )
+        uow.publish(release, key=account_id, tenant=tenant)
+    return ResolvedBreakOut(**found, resolution=resolution, account_released=released)

@@ -5,7 +5,7 @@ from pathlib import Path
 from ballast_common import audit
 from ballast_common.app import ServiceSpec, create_app
 
-from taxlot_svc import book_load, custodian_day
+from taxlot_svc import book_load, custodian_day, custodian_monitor, custodian_monitor_api
 from taxlot_svc.api import router
 from taxlot_svc.handlers import subscriptions
 from taxlot_svc.settings import Settings
@@ -26,14 +26,16 @@ spec = ServiceSpec(
         "corporate actions (publishing corporate-action-recorded) and sleeve transfers, and "
         "publishes holdings-reconciled (v2, with lots); realized and unrealized gains, Form "
         "8949 and wash-sale blocks over REST; loads opening books from files (/book-loads);"
-        " reconciles a custodian's day lot by lot (/custodian-days, /reconciliations, /breaks)."
+        " reconciles a custodian's day lot by lot (/custodian-days, /reconciliations, /breaks);"
+        " monitors the custodians' file sets by their deadlines (/custodian-days/exceptions)."
     ),
     routers=[
         router,
+        custodian_monitor_api.router,
         audit.trail_router("Opening balances, corporate actions, sleeve and sleeve-cash transfers"),
     ],
     subscriptions=subscriptions(settings),
-    background=[snapshot_loop],
+    background=[snapshot_loop, custodian_monitor.monitor_loop],
     book_load=book_load.SPEC,
     file_loads=[custodian_day.spec(settings)],
 )

@@ -13,7 +13,7 @@ each, kept by the driver, with no statement built per call; its rows are driver 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -1856,3 +1856,351 @@ async def breaks_page(
         ),
     )
     return [dict(r._mapping) for r in rows]
+
+
+# --- transfer monitoring of the custodians' files (taxlot_svc.custodian_monitor) ---------------
+
+HOLDING_EXCEPTIONS = ("missing", "empty", "truncated", "invalid")
+_EXCEPTION_COLUMNS = (
+    "id, custodian, business_date, kind, status, detail, problems, deadline, opened_at,"
+    " resolved_at, resolved_by, resolution"
+)
+
+
+async def lock_transfer_exceptions(session: AsyncSession) -> None:
+    """Serialize the writers of transfer exceptions (monitor, watcher's reports, arrivals,
+    people) until the transaction ends, so a custodian is held and released once."""
+    lock = "SELECT pg_advisory_xact_lock(hashtext('taxlot.transfer-exceptions'))"
+    await _run(session, text(lock))
+
+
+async def record_custodian_accounts(
+    session: AsyncSession, staged: StagedLoad, custodian: str
+) -> None:
+    """The custodian's accounts become those of this day's cash.csv, unless a later day of
+    the custodian was reconciled already (then only accounts it does not list are added)."""
+    await _run(
+        session,
+        text(
+            "INSERT INTO custodian_accounts (tenant, custodian, account_id, business_date)"
+            f" SELECT :tenant, :custodian, account_id, :day FROM {_typed(staged, 'cash.csv')}"
+            " ON CONFLICT (tenant, custodian, account_id) DO UPDATE"
+            " SET business_date = excluded.business_date"
+            " WHERE custodian_accounts.business_date < excluded.business_date"
+        ).bindparams(tenant=staged.tenant, custodian=custodian, day=staged.as_of),
+    )
+    await _run(
+        session,
+        text(
+            "DELETE FROM custodian_accounts WHERE tenant = :tenant AND custodian = :custodian"
+            " AND business_date < :day AND NOT EXISTS (SELECT 1 FROM custodian_accounts l"
+            " WHERE l.tenant = :tenant AND l.custodian = :custodian AND l.business_date > :day)"
+        ).bindparams(tenant=staged.tenant, custodian=custodian, day=staged.as_of),
+    )
+
+
+async def monitored_custodians(session: AsyncSession) -> list[tuple[str, str, date]]:
+    """Every tenant's custodian with a reconciled day, and its first such day."""
+    rows = await _run(
+        session,
+        text(
+            "SELECT tenant, custodian, min(business_date) FROM reconciliations"
+            " GROUP BY tenant, custodian ORDER BY tenant, custodian"
+        ),
+    )
+    return [(t, c, d) for t, c, d in rows]
+
+
+async def held_custodians(session: AsyncSession, tenant: str | None = None) -> set[tuple[str, str]]:
+    """(tenant, custodian) of every custodian with an open exception that holds its accounts."""
+    rows = await _run(
+        session,
+        text(
+            "SELECT DISTINCT tenant, custodian FROM transfer_exceptions WHERE status = 'open'"
+            " AND kind = ANY(:kinds) AND (CAST(:tenant AS text) IS NULL OR tenant = :tenant)"
+        ).bindparams(kinds=list(HOLDING_EXCEPTIONS), tenant=tenant),
+    )
+    return {(t, c) for t, c in rows}
+
+
+async def open_missing_exceptions(
+    session: AsyncSession, due: Sequence[tuple[str, str, date, datetime]]
+) -> list[tuple[str, str, date, datetime]]:
+    """A `missing` exception for each due (tenant, custodian, day, deadline) that was not
+    reconciled and never had one (one a person resolved is not opened again). Returns those
+    opened."""
+    if not due:
+        return []
+    tenants, custodians, days, deadlines = (list(column) for column in zip(*due, strict=True))
+    rows = await _run(
+        session,
+        text(
+            "INSERT INTO transfer_exceptions (tenant, custodian, business_date, kind, status,"
+            " detail, problems, deadline)"
+            " SELECT d.tenant, d.custodian, d.day, 'missing', 'open',"
+            " 'no file set by its deadline', '[]'::jsonb, d.deadline"
+            " FROM unnest(CAST(:tenants AS text[]), CAST(:custodians AS text[]),"
+            " CAST(:days AS date[]), CAST(:deadlines AS timestamptz[]))"
+            " AS d(tenant, custodian, day, deadline)"
+            " WHERE NOT EXISTS (SELECT 1 FROM reconciliations r WHERE r.tenant = d.tenant"
+            " AND r.custodian = d.custodian AND r.business_date = d.day)"
+            " AND NOT EXISTS (SELECT 1 FROM transfer_exceptions e WHERE e.tenant = d.tenant"
+            " AND e.custodian = d.custodian AND e.business_date = d.day AND e.kind = 'missing')"
+            " ON CONFLICT DO NOTHING"
+            " RETURNING tenant, custodian, business_date, deadline"
+        ).bindparams(tenants=tenants, custodians=custodians, days=days, deadlines=deadlines),
+    )
+    return sorted((t, c, d, dl) for t, c, d, dl in rows)
+
+
+async def upsert_open_exception(
+    session: AsyncSession,
+    tenant: str,
+    custodian: str,
+    business_date: date,
+    kind: str,
+    detail: str,
+    problems: Sequence[str],
+    deadline: datetime | None,
+) -> dict[str, Any]:
+    """Open an exception of this kind for the custodian's day, or refresh the open one."""
+    row = await _run(
+        session,
+        text(
+            "INSERT INTO transfer_exceptions (tenant, custodian, business_date, kind, status,"
+            " detail, problems, deadline)"
+            " VALUES (:tenant, :custodian, :day, :kind, 'open', :detail,"
+            " CAST(:problems AS jsonb), :deadline)"
+            " ON CONFLICT (tenant, custodian, business_date, kind) WHERE status = 'open'"
+            " DO UPDATE SET detail = excluded.detail, problems = excluded.problems"
+            f" RETURNING {_EXCEPTION_COLUMNS}"
+        ).bindparams(
+            tenant=tenant,
+            custodian=custodian,
+            day=business_date,
+            kind=kind,
+            detail=detail,
+            problems=json.dumps(list(problems)),
+            deadline=deadline,
+        ),
+    )
+    return dict(row.one()._mapping)
+
+
+async def record_late_arrival(
+    session: AsyncSession,
+    tenant: str,
+    custodian: str,
+    business_date: date,
+    deadline: datetime,
+    detail: str,
+) -> None:
+    """A `late` exception, resolved by the arrival it records."""
+    await _run(
+        session,
+        text(
+            "INSERT INTO transfer_exceptions (tenant, custodian, business_date, kind, status,"
+            " detail, problems, deadline, resolved_at, resolved_by, resolution)"
+            " VALUES (:tenant, :custodian, :day, 'late', 'resolved', :detail, '[]'::jsonb,"
+            " :deadline, now(), 'arrival', 'the file set arrived after its deadline')"
+        ).bindparams(
+            tenant=tenant, custodian=custodian, day=business_date, deadline=deadline, detail=detail
+        ),
+    )
+
+
+async def resolve_day_exceptions(
+    session: AsyncSession, tenant: str, custodian: str, business_date: date, resolution: str
+) -> int:
+    """Resolve the open exceptions of a custodian's day (its set arrived). Returns how many."""
+    result = await _run(
+        session,
+        text(
+            "UPDATE transfer_exceptions SET status = 'resolved', resolved_at = now(),"
+            " resolved_by = 'arrival', resolution = :resolution"
+            " WHERE tenant = :tenant AND custodian = :custodian AND business_date = :day"
+            " AND status = 'open'"
+        ).bindparams(tenant=tenant, custodian=custodian, day=business_date, resolution=resolution),
+    )
+    return int(result.rowcount)
+
+
+async def resolve_exception(
+    session: AsyncSession, tenant: str, exception_id: int, by: str, resolution: str
+) -> dict[str, Any] | None:
+    """Resolve one open exception of `tenant` (None: no open exception has this id)."""
+    row = await _run(
+        session,
+        text(
+            "UPDATE transfer_exceptions SET status = 'resolved', resolved_at = now(),"
+            " resolved_by = :by, resolution = :resolution"
+            " WHERE tenant = :tenant AND id = :id AND status = 'open'"
+            f" RETURNING tenant, {_EXCEPTION_COLUMNS}"
+        ).bindparams(tenant=tenant, id=exception_id, by=by, resolution=resolution),
+    )
+    found = row.first()
+    return None if found is None else dict(found._mapping)
+
+
+async def transfer_exception(
+    session: AsyncSession, tenant: str, exception_id: int
+) -> dict[str, Any] | None:
+    """One exception of `tenant`, if it has it."""
+    row = await _run(
+        session,
+        text(
+            f"SELECT {_EXCEPTION_COLUMNS} FROM transfer_exceptions"
+            " WHERE tenant = :tenant AND id = :id"
+        ).bindparams(tenant=tenant, id=exception_id),
+    )
+    found = row.first()
+    return None if found is None else dict(found._mapping)
+
+
+@dataclass(frozen=True)
+class ExceptionFilter:
+    """Which transfer exceptions a page holds (None: any)."""
+
+    status: str | None = None
+    custodian: str | None = None
+    business_date: date | None = None
+    kind: str | None = None
+
+
+async def transfer_exceptions_page(
+    session: AsyncSession, tenant: str, where: ExceptionFilter, after: int, limit: int
+) -> list[dict[str, Any]]:
+    """A page of the tenant's transfer exceptions in the order opened (ids after `after`)."""
+    rows = await _run(
+        session,
+        text(
+            f"SELECT {_EXCEPTION_COLUMNS} FROM transfer_exceptions"
+            " WHERE tenant = :tenant AND id > :after"
+            " AND (CAST(:status AS text) IS NULL OR status = :status)"
+            " AND (CAST(:custodian AS text) IS NULL OR custodian = :custodian)"
+            " AND (CAST(:day AS date) IS NULL OR business_date = :day)"
+            " AND (CAST(:kind AS text) IS NULL OR kind = :kind)"
+            " ORDER BY id LIMIT :limit"
+        ).bindparams(
+            tenant=tenant,
+            after=after,
+            status=where.status,
+            custodian=where.custodian,
+            day=where.business_date,
+            kind=where.kind,
+            limit=limit,
+        ),
+    )
+    return [dict(r._mapping) for r in rows]
+
+
+async def custodian_accounts_page(
+    session: AsyncSession, tenant: str, custodian: str, after: str, limit: int
+) -> list[str]:
+    """A page of the custodian's accounts (keyset: ids after `after`)."""
+    rows = await _run(
+        session,
+        text(
+            "SELECT account_id FROM custodian_accounts WHERE tenant = :tenant"
+            " AND custodian = :custodian AND account_id > :after ORDER BY account_id LIMIT :limit"
+        ).bindparams(tenant=tenant, custodian=custodian, after=after, limit=limit),
+    )
+    return [a for (a,) in rows]
+
+
+_HELD_BY_BREAK = (
+    "EXISTS (SELECT 1 FROM reconciliation_breaks b WHERE b.tenant = m.tenant"
+    " AND b.account_id = m.account_id AND b.status = 'open' AND b.policy = 'suspend')"
+)
+_HELD_BY_TRANSFER = (
+    "EXISTS (SELECT 1 FROM custodian_accounts o JOIN transfer_exceptions e"
+    " ON e.tenant = o.tenant AND e.custodian = o.custodian AND e.status = 'open'"
+    " AND e.kind = ANY(:kinds) WHERE o.tenant = m.tenant AND o.account_id = m.account_id)"
+)
+
+
+async def releasable_accounts_page(
+    session: AsyncSession, tenant: str, custodian: str, after: str, limit: int
+) -> list[str]:
+    """A page of the custodian's accounts that nothing holds any more: no open break that
+    suspends them, no open transfer exception of a custodian of theirs."""
+    rows = await _run(
+        session,
+        text(
+            "SELECT m.account_id FROM custodian_accounts m WHERE m.tenant = :tenant"
+            " AND m.custodian = :custodian AND m.account_id > :after"
+            f" AND NOT {_HELD_BY_BREAK} AND NOT {_HELD_BY_TRANSFER}"
+            " ORDER BY m.account_id LIMIT :limit"
+        ).bindparams(
+            tenant=tenant,
+            custodian=custodian,
+            after=after,
+            limit=limit,
+            kinds=list(HOLDING_EXCEPTIONS),
+        ),
+    )
+    return [a for (a,) in rows]
+
+
+async def held_by_transfer_exceptions(
+    session: AsyncSession, tenant: str, account_ids: Collection[str]
+) -> set[str]:
+    """Those of these accounts an open transfer exception of one of their custodians holds."""
+    if not account_ids:
+        return set()
+    rows = await _run(
+        session,
+        text(
+            "SELECT DISTINCT o.account_id FROM custodian_accounts o JOIN transfer_exceptions e"
+            " ON e.tenant = o.tenant AND e.custodian = o.custodian AND e.status = 'open'"
+            " AND e.kind = ANY(:kinds)"
+            " WHERE o.tenant = :tenant AND o.account_id = ANY(CAST(:accounts AS text[]))"
+        ).bindparams(tenant=tenant, accounts=list(account_ids), kinds=list(HOLDING_EXCEPTIONS)),
+    )
+    return {a for (a,) in rows}
+
+
+_BREAK_COLUMNS = (
+    "id, custodian, business_date, account_id, kind, symbol, lot_id, ours, theirs, policy,"
+    " status, load_id, found_at"
+)
+
+
+async def resolve_break(
+    session: AsyncSession, tenant: str, break_id: int, status: str
+) -> tuple[dict[str, Any], bool, int] | None:
+    """Give an open break `status`, its account's open breaks locked first (two people
+    resolving an account's last two breaks see each other): the break as it is now, whether
+    this call changed it, and how many open breaks still suspend its account. None: the
+    tenant has no such break."""
+    await _run(
+        session,
+        text(
+            "SELECT id FROM reconciliation_breaks WHERE tenant = :tenant AND status = 'open'"
+            " AND account_id = (SELECT account_id FROM reconciliation_breaks"
+            " WHERE tenant = :tenant AND id = :id) ORDER BY id FOR UPDATE"
+        ).bindparams(tenant=tenant, id=break_id),
+    )
+    # statements of their own after the lock: their snapshots see what its last holder committed
+    changed = await _run(
+        session,
+        text(
+            "UPDATE reconciliation_breaks SET status = :status"
+            " WHERE tenant = :tenant AND id = :id AND status = 'open'"
+        ).bindparams(tenant=tenant, id=break_id, status=status),
+    )
+    row = (
+        await _run(
+            session,
+            text(
+                f"SELECT {_BREAK_COLUMNS}, (SELECT count(*) FROM reconciliation_breaks o"
+                " WHERE o.tenant = b.tenant AND o.account_id = b.account_id"
+                " AND o.status = 'open' AND o.policy = 'suspend') AS still_suspending"
+                " FROM reconciliation_breaks b WHERE tenant = :tenant AND id = :id"
+            ).bindparams(tenant=tenant, id=break_id),
+        )
+    ).first()
+    if row is None:
+        return None
+    found = dict(row._mapping)
+    return found, bool(changed.rowcount), int(found.pop("still_suspending"))

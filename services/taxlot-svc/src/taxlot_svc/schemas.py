@@ -419,6 +419,33 @@ class BreakOut(BaseModel):
     found_at: datetime
 
 
+BreakResolution = Literal["keep-ours"]
+
+
+class BreakResolutionIn(RequestBody):
+    """How a person resolves an open break, and why (kept in the audit trail)."""
+
+    resolution: BreakResolution = Field(
+        description="keep-ours: the ledger's figure stands and the break is closed"
+    )
+    note: str = Field(min_length=1, max_length=1000, description="why, in words")
+
+
+class ResolutionOut(BaseModel):
+    resolution: BreakResolution
+    note: str
+    resolved_by: str = Field(description="who resolved it (the token's `sub`)")
+    resolved_at: datetime
+
+
+class ResolvedBreakOut(BreakOut):
+    """The break, now resolved; `account_released` when it was the account's last open
+    break that held it from trading (trading-hold-changed published)."""
+
+    resolution: ResolutionOut
+    account_released: bool
+
+
 class BreaksOut(BaseModel):
     breaks: list[BreakOut]
     next_after: int | None = Field(description="pass as `after` for the next page (None: last)")

@@ -416,3 +416,57 @@ custodian_day_loads = define_book_loads(metadata, "custodian_day_loads")
 
 # The audit trail of corporate actions, sleeve transfers and opening balances.
 audit_records = define_audit_records(metadata)
+
+
+class CustodianAccount(Table, table=True):
+    """An account a custodian holds, as the custodian's most recent reconciled day listed it
+    (its cash.csv): the accounts a transfer exception of that custodian holds from trading."""
+
+    __tablename__ = "custodian_accounts"
+
+    tenant: str = Field(primary_key=True, max_length=64)
+    custodian: str = Field(primary_key=True, max_length=64)
+    account_id: str = Field(primary_key=True, max_length=64)
+    business_date: date = Field(sa_column=Column(Date, nullable=False))
+
+
+class TransferException(Table, table=True):
+    """A custodian's file set that is missing after its deadline, arrived late, or arrived
+    empty, truncated or invalid (see taxlot_svc.custodian_monitor); open until the set
+    arrives or a person resolves it."""
+
+    __tablename__ = "transfer_exceptions"
+    __table_args__ = (
+        # one open exception of a kind per custodian day: the monitor's insert is idempotent
+        Index(
+            "ux_transfer_exceptions_open",
+            "tenant",
+            "custodian",
+            "business_date",
+            "kind",
+            unique=True,
+            postgresql_where=text("status = 'open'"),
+        ),
+        Index("ix_transfer_exceptions_tenant", "tenant", "status", "id"),
+    )
+
+    id: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger, Identity(always=False), primary_key=True),
+    )
+    tenant: str = Field(max_length=64)
+    custodian: str = Field(max_length=64)
+    business_date: date = Field(sa_column=Column(Date, nullable=False))
+    kind: str = Field(max_length=16, description="missing | late | empty | truncated | invalid")
+    status: str = Field(max_length=16, description="open | resolved")
+    detail: str = Field(sa_column=Column(Text, nullable=False))
+    problems: list[str] = Field(sa_column=Column(JSONB, nullable=False))
+    deadline: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    opened_at: datetime = Field(default_factory=_now, sa_column=_timestamp())
+    resolved_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    resolved_by: str | None = Field(default=None, max_length=200)
+    resolution: str | None = Field(default=None, sa_column=Column(Text, nullable=True))

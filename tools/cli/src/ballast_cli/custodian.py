@@ -3,6 +3,8 @@ offline, with the same validation the ingest runs, and print the report.
 `ballast custodian reconcile DIR`: the same check, then the day's positions, lots and cash
 (converted to the canonical columns while they stream) uploaded to taxlot-svc and reconciled
 against its ledger (with `ballast book load`'s client), and the summary printed.
+`ballast custodian watch ROOT`: the same for every day folder dropped in an inbox, by itself
+(`ballast_cli.custodian_inbox`).
 
 DIR is `<custodian>/<YYYY-MM-DD>/`: the custodian's name picks its adapter, the folder's name
 is the business date (`--custodian`, `--format` and `--date` override them). Exit status 0:
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import hashlib
 import io
@@ -404,6 +407,67 @@ def register(areas: argparse._SubParsersAction) -> None:
         help="how long to retry a restarting taxlot-svc (default 60)",
     )  # fmt: skip
     runs(reconcile, _run_reconcile)
+    watch = cmds.add_parser(
+        "watch",
+        help="watch the custodians' inbox: each day's set checked and reconciled as it arrives",
+        description="Every --interval seconds, look at ROOT/<custodian>/<YYYY-MM-DD>/: a set "
+        "whose files have settled is checked, then reconciled at taxlot-svc (a set applied "
+        "before is ignored); a refused set is reported to taxlot-svc as an exception and moved "
+        "to ROOT/.rejected/ with its report. What was done is kept in the folders.",
+    )
+    watch.add_argument("root", metavar="ROOT", type=Path, help="the inbox, e.g. custodian/")
+    watch.add_argument(
+        "--interval", type=float, default=60.0, metavar="SECONDS",
+        help="seconds between two scans (default 60)",
+    )  # fmt: skip
+    watch.add_argument(
+        "--settle", type=float, default=60.0, metavar="SECONDS",
+        help="a set is taken once its files have not changed for this long (default 60)",
+    )  # fmt: skip
+    watch.add_argument("--once", action="store_true", help="scan once and exit")
+    watch.add_argument(
+        "--token", help=f"bearer token (default: ${TOKEN_ENV}; locally, one for --tenant)"
+    )
+    watch.add_argument("--tenant", default="demo", help="the firm, for a local token")
+    watch.add_argument("--taxlot-url", metavar="URL", dest="taxlot_svc")
+    watch.add_argument(
+        "--port-base", type=int, default=8000, help="taxlot-svc on PORT_BASE+4 (default 8000)"
+    )
+    watch.add_argument(
+        "--retry-for", type=float, default=60.0, metavar="SECONDS",
+        help="how long to retry a restarting taxlot-svc (default 60)",
+    )  # fmt: skip
+    runs(watch, _run_watch)
+
+
+def _run_watch(args: argparse.Namespace) -> int:
+    from ballast_cli.custodian_inbox import Inbox, print_events
+
+    if not args.root.is_dir():
+        raise CommandError(f"{args.root} is not a folder (the inbox: ROOT/<custodian>/<date>/)")
+    if args.interval <= 0 or args.settle < 0:
+        raise CommandError("--interval must be above 0 and --settle not below 0")
+    url = service_urls(args.port_base, **{TAXLOT: args.taxlot_svc})[TAXLOT]
+    retry = RetryPolicy(budget_s=max(0.0, args.retry_for))
+
+    async def watch() -> None:
+        quiet = False
+        while True:
+            # a token per scan: a local one expires, the watcher does not
+            token = bearer_token(args.token, args.tenant, Role.OPERATIONS, quiet=quiet)
+            quiet = True
+            async with httpx.AsyncClient(
+                timeout=httpx.Timeout(None, connect=10.0), headers=authorization(token)
+            ) as http:
+                inbox = Inbox(args.root, http, url, settle_s=args.settle, retry=retry)
+                print_events(await inbox.scan())
+            if args.once:
+                return
+            await asyncio.sleep(args.interval)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(watch())
+    return EXIT_OK
 
 
 def _run_reconcile(args: argparse.Namespace) -> int:

@@ -6,7 +6,9 @@ each block's fills are shared, and written out as the day's files.
   lot ids agree) at basis `quantity x price` in cents, acquired on the trade date (the UTC
   date of `executed_at`), and spends that cash.
 - A sell relieves exactly the lots it names, in their order (versus purchase), and only
-  when it names none the oldest first (FIFO: acquisition date, then opening order). Each
+  when it names none the oldest first (FIFO: acquisition date, then opening order). A name
+  `<lot>/<piece>` the custodian does not hold is a piece the ledger split off its lot `<lot>`
+  (a sleeve transfer, a wash sale): the custodian holds the lot whole and relieves it. Each
   lot gives up its basis pro rata in cents (all of what is left when the lot closes); the
   proceeds `quantity x price` in cents are shared across the lots the same way.
 - An allocation that cannot be booked (unknown account, a named lot the account does not
@@ -97,6 +99,11 @@ def prorate(total: Decimal, part: Decimal, whole: Decimal) -> Decimal:
 def lot_id_of(fill_id: str) -> str:
     """The id of the lot a buy's fill opens (taxlot-svc's name for it)."""
     return f"{LOT_PREFIX}{fill_id}"
+
+
+def whole_lot_of(name: str) -> str:
+    """The lot a piece `<lot>/<piece>` of the ledger's was split off (a lot's own id as is)."""
+    return name.split("/", 1)[0]
 
 
 def settle_date(trade_date: date) -> date:
@@ -208,7 +215,9 @@ class _Booking:
         if r.lot_ids:
             ordered: list[_Lot] = []
             for name in r.lot_ids:
-                lot = self.lots.get((r.account_id, name))
+                lot = self.lots.get((r.account_id, name)) or self.lots.get(
+                    (r.account_id, whole_lot_of(name))
+                )
                 if lot is None:
                     return f"lot {name} is not a lot of account {r.account_id}", Decimal(0)
                 if lot.symbol != r.symbol:
@@ -311,6 +320,7 @@ class Custody:
                 store.lots_for_booking(
                     [(r.account_id, r.symbol) for r in sells if not r.lot_ids],
                     [(r.account_id, name) for r in sells for name in r.lot_ids]
+                    + [(r.account_id, whole_lot_of(name)) for r in sells for name in r.lot_ids]
                     + [(r.account_id, lot_id_of(r.fill_id)) for r in requests if r.side == "buy"],
                 ),
                 store.last_lot_seq(),
