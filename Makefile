@@ -7,7 +7,7 @@ SERVICES := python3 scripts/services.py
 export BALLAST_PG_FSYNC ?= on
 
 .PHONY: help setup demo test test-unit lint format contracts stack-up stack-down stack-status \
-        up down status migrate bench bench-flow bench-engine bench-tax bench-scale chaos migration clean
+        up down status migrate bench bench-flow bench-engine bench-optimizer bench-backtest bench-tax bench-scale bench-custodian chaos migration clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -70,11 +70,22 @@ bench-flow: setup stack-up ## end-to-end time of a model change over the 1,000-a
 bench-scale: setup stack-up ## a 100,000-account book through a model change, stage by stage (ACCOUNTS=2000 for a quick run)
 	@$(PY) bench/scale/bench_scale.py $(if $(ACCOUNTS),--accounts $(ACCOUNTS)) $(if $(REPLICAS),--replicas $(REPLICAS))
 
+bench-custodian: setup stack-up ## a book's custodian day: files written, checked, uploaded and reconciled lot by lot (ACCOUNTS=16000: ~2.5M lots)
+	@$(PY) bench/scale/bench_scale.py --stop-after custodian --accounts $(or $(ACCOUNTS),16000) --out bench/results/custodian.json
+
 bench-engine: setup ## engine benchmarks (drift scan, tactical and strategic rebalance)
 	@$(PY) bench/engine/bench_engine.py --out bench/results/engine.json
 
+bench-optimizer: setup ## tax-aware direct-index optimizer: 200 sleeves of 500 names, and the same LP in CVXPY
+	@UV_PYTHON_DOWNLOADS=never uv sync --frozen --inexact --group bench --no-install-workspace --quiet
+	@$(PY) bench/optimizer/bench_optimizer.py --out bench/results/optimizer.json $(if $(CPU),--cpu $(CPU))
+
 bench-tax: setup ## tax engine benchmarks (lot replay, fills per second, wash-sale check)
 	@$(PY) bench/tax/bench_tax.py --out bench/results/tax.json
+
+bench-backtest: setup ## tax-alpha backtest, 500 stocks x 10 years (YEARS=, SEED=); JSON + PNG in bench/results/
+	@UV_PYTHON_DOWNLOADS=never uv sync --frozen --inexact --package ballast-engine --extra backtest --no-install-workspace --quiet
+	@.venv/bin/ballast backtest --years $(or $(YEARS),10) --seed $(or $(SEED),1) --out bench/results/backtest.json --plot bench/results/backtest.png
 
 chaos: setup ## kill -9 each service, the simulator, Postgres, Kafka mid model change; compare (FAULTS=a,b SEED=7)
 	@$(PY) bench/chaos/run_chaos.py $(if $(SEED),--seed $(SEED)) $(if $(FAULTS),--faults $(FAULTS)) --out bench/results/chaos.json

@@ -1,6 +1,7 @@
-"""The `ballast` command line's parser and dispatcher: `ballast engine ...` and `ballast taxlot
-...` (this package), and areas other packages add (`ballast book ...`, in tools/cli). Every
-command follows the convention of `ballast_engine.commands` (exit statuses, error lines).
+"""The `ballast` command line's parser and dispatcher: `ballast engine ...`, `ballast taxlot
+...` and `ballast backtest` (this package), and areas other packages add (`ballast book ...`,
+in tools/cli). Every command follows the convention of `ballast_engine.commands` (exit
+statuses, error lines).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from ballast_engine import engine_cli
+from ballast_engine.backtest import cli as backtest_cli
 from ballast_engine.commands import CommandError, Register, error
 from ballast_engine.tax import cli as tax_cli
 
@@ -27,6 +29,7 @@ def build_parser(extra: Sequence[Register] = ()) -> argparse.ArgumentParser:
     areas = parser.add_subparsers(dest="area", metavar="AREA", required=True)
     engine_cli.register(areas)
     tax_cli.register(areas)
+    backtest_cli.register(areas)
     for register in extra:
         register(areas)
     return parser
