@@ -64,6 +64,10 @@ async def on_proposal_rejected(uow: UnitOfWork, deliveries: Sequence[Delivery]) 
     await service.apply_declined(uow, deliveries)
 
 
+async def on_trading_hold_changed(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+    await service.apply_holds(uow, deliveries)
+
+
 def announced(handler: BatchHandler) -> BatchHandler:
     """`handler`, then the batch's webhook deliveries queued in its unit of work."""
 
@@ -99,6 +103,7 @@ def _read_models() -> list[Subscription]:
         Subscription.batch("fills-received", on_fills_received),
         Subscription.batch("order-rejected", on_order_rejected),
         Subscription.batch("proposal-rejected", on_proposal_rejected),
+        Subscription.batch("trading-hold-changed", on_trading_hold_changed),
     ]
 
 

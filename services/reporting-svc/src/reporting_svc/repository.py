@@ -256,6 +256,40 @@ async def list_accounts_in_valuations(session: AsyncSession, account_ids: Sequen
     )
 
 
+_HOLD_COLUMNS = {
+    "account_id": "text",
+    "tenant": "text",
+    "held": "boolean",
+    "reason": "text",
+    "custodian": "text",
+    "business_date": "date",
+    "held_since": "timestamptz",
+    "changed_at": "timestamptz",
+    "continues": "boolean",  # no release before the hold in its batch: it may continue ours
+}
+
+
+async def upsert_holds(session: AsyncSession, rows: Sequence[Row]) -> list[str]:
+    """Store holds and releases unless a newer one is stored (a hold that continues the
+    stored one keeps its start); returns the accounts written."""
+    stored = [c for c in _HOLD_COLUMNS if c != "continues"]
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in stored if c != "account_id")
+    sql = f"""
+        WITH incoming AS (SELECT * FROM {_unnest(_HOLD_COLUMNS)})
+        INSERT INTO account_holds ({", ".join(stored)})
+        SELECT i.account_id, i.tenant, i.held, i.reason, i.custodian, i.business_date,
+               CASE WHEN i.held AND i.continues AND h.held
+                    THEN LEAST(h.held_since, i.held_since) ELSE i.held_since END,
+               i.changed_at
+          FROM incoming i LEFT JOIN account_holds h USING (account_id)
+         ORDER BY i.account_id
+        ON CONFLICT (account_id) DO UPDATE SET {updates}
+         WHERE account_holds.changed_at < EXCLUDED.changed_at
+        RETURNING account_id
+    """
+    return await _fetch_first_column(session, sql, *_arrays(rows, _HOLD_COLUMNS))
+
+
 async def sleeves_of(session: AsyncSession, account_id: str) -> list[AccountSleeve]:
     result = await session.exec(
         select(AccountSleeve)
@@ -871,7 +905,9 @@ _OVERVIEW_COLUMNS = """
     v.cash, ROUND(v.market_value, 2) AS market_value,
     ROUND(v.securities_value, 2) AS securities_value, v.holdings_as_of, v.positions,
     v.unpriced_positions, v.max_abs_drift AS max_drift, v.tolerance, v.out_of_tolerance,
-    v.drift_run_id, v.measured_at
+    v.drift_run_id, v.measured_at,
+    COALESCE(h.held, false) AS held, h.reason AS held_reason, h.held_since,
+    h.custodian AS held_by_custodian
 """
 
 
@@ -938,6 +974,7 @@ async def account_page(
           JOIN account_valuations v ON v.account_id = page.account_id
           JOIN accounts a ON a.account_id = page.account_id
           LEFT JOIN models m ON m.model_id = a.model_id
+          LEFT JOIN account_holds h ON h.account_id = a.account_id AND h.tenant = a.tenant
          ORDER BY page.part, page.key {direction}, page.account_id {direction}
     """
     rows = [dict(r) for r in (await _run(session, text(sql), params)).mappings()]
@@ -970,6 +1007,7 @@ _ONE_OVERVIEW = text(
       FROM accounts a
       LEFT JOIN account_valuations v ON v.account_id = a.account_id
       LEFT JOIN models m ON m.model_id = a.model_id
+      LEFT JOIN account_holds h ON h.account_id = a.account_id AND h.tenant = a.tenant
      WHERE a.account_id = :account_id AND a.tenant = :tenant
     """
 )

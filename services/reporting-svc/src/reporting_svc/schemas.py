@@ -48,6 +48,15 @@ class AccountOverview(BaseModel):
     out_of_tolerance: bool = Field(description="the verdict's; false before one")
     unpriced_positions: int = Field(description="held securities the security master lacks")
     last_measured: LastMeasured | None
+    held: bool = Field(
+        default=False,
+        description="held from trading by the custodian's reconciliation (trading-hold-changed)",
+    )
+    held_reason: str | None = Field(default=None, description="why it is held, in words")
+    held_since: datetime | None = Field(default=None, description="when the hold began")
+    held_by_custodian: str | None = Field(
+        default=None, description="the custodian whose files hold (or last released) it"
+    )
 
 
 class SleeveOut(BaseModel):

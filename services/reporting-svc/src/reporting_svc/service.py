@@ -567,6 +567,44 @@ async def apply_declined(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> Non
     await repo.refresh_proposal_trades(uow.session, [r["proposal_id"] for r in rows])
 
 
+def hold_states(deliveries: Sequence[Delivery]) -> list[dict[str, Any]]:
+    """Each account's newest hold or release of the batch (by event time); a hold with the
+    time its run of holds began, and whether that run reaches back past the batch."""
+    by_account: dict[str, list[Delivery]] = {}
+    for d in deliveries:
+        by_account.setdefault(d.payload.account_id, []).append(d)
+    states = []
+    for account_id, events in by_account.items():
+        events.sort(key=lambda d: d.envelope.time)
+        newest = events[-1]
+        since, continues = None, True
+        for d in reversed(events):
+            if not d.payload.held:
+                continues = False
+                break
+            since = d.envelope.time
+        states.append(
+            {
+                "account_id": account_id,
+                "tenant": newest.envelope.tenant,
+                "held": newest.payload.held,
+                "reason": newest.payload.reason if newest.payload.held else None,
+                "custodian": newest.payload.custodian,
+                "business_date": newest.payload.business_date,
+                "held_since": since,
+                "changed_at": newest.envelope.time,
+                "continues": continues,
+            }
+        )
+    return states
+
+
+async def apply_holds(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+    """Keep whether each account is held from trading, why and since when; an event older
+    than the one stored changes nothing."""
+    await repo.upsert_holds(uow.session, hold_states(deliveries))
+
+
 # --- reports --------------------------------------------------------------------------------
 
 
@@ -587,6 +625,7 @@ def _overview(row: dict[str, Any], default_tolerance: Decimal) -> AccountOvervie
         positions=row["positions"] or 0,
         unpriced_positions=row["unpriced_positions"] or 0,
         last_measured=last,
+        held=bool(row.get("held")),
     )
     return AccountOverview(**fields)
 

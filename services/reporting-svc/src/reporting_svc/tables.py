@@ -282,6 +282,23 @@ class AccountValuation(Table, table=True):
     updated_at: datetime = Field(sa_column=_ts())
 
 
+class AccountHold(Table, table=True):
+    """From trading-hold-changed: whether the custodian's reconciliation holds the account
+    from trading, why and since when; the newest event by its time wins."""
+
+    __tablename__ = "account_holds"
+
+    account_id: str = Field(primary_key=True, max_length=64)
+    tenant: str | None = Field(default=None, max_length=64, index=True)
+    held: bool
+    reason: str | None = None
+    custodian: str | None = Field(default=None, max_length=64)
+    business_date: date | None = Field(default=None, sa_column=Column(Date, nullable=True))
+    # when the current hold began (the first hold event after a release); null when released
+    held_since: datetime | None = Field(default=None, sa_column=_ts(True))
+    changed_at: datetime = Field(sa_column=_ts())
+
+
 class Proposal(Table, table=True):
     """A set of trades for one account; run details arrive with trades-proposed."""
 

@@ -18,7 +18,7 @@ import platform
 import subprocess
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from ballast_demo.book import (
     build_accounts,
     changed_core_model,
 )
+from ballast_demo.custodian_day import DayClosed, day_closed, day_rows
 from ballast_demo.driver import OVERLAY_MANAGER, Ballast, DriverError, Urls, persona_token
 
 console = Console()
@@ -193,6 +194,7 @@ async def drive(
         harvest: dict[str, Any] = {}
         if managed:
             harvest = await harvest_losses(ballast, percent_columns)
+        day = await close_day(ballast, datetime.now(UTC).date())  # the trades' date
         return {
             "run": run,
             "progress": final,
@@ -205,6 +207,7 @@ async def drive(
             "book": "managed" if managed else "plain",
             "book_load_s": book_load_s,
             "harvest": harvest,
+            "day": day,
             "umas": umas,
             "restricted": sum(1 for a in accounts if a.restrictions),
         }
@@ -230,6 +233,19 @@ async def harvest_losses(ballast: Ballast, columns: tuple[Any, ...]) -> dict[str
             measured=False,
         )
     return {"run": run, "progress": final}
+
+
+async def close_day(ballast: Ballast, day: date) -> DayClosed:
+    """The custodian's day: once every allocation is booked at the custodian, its files for
+    the day, reconciled lot by lot with the book of record at taxlot-svc."""
+    console.print(f"\n[bold]The custodian's day[/] {day.isoformat()}: files in, reconciled")
+    with console.status("Custodian writing the day's files, taxlot-svc reconciling them..."):
+        booking = await ballast.wait_until_booked()
+        started = time.monotonic()
+        folder = await ballast.custodian_files(day)
+        outcome, first = await ballast.reconcile_custodian_day(folder, day)
+    elapsed = time.monotonic() - started
+    return day_closed(outcome, first, str(folder), elapsed, booking.get("refused", 0))
 
 
 def _money(value: Any) -> str:
@@ -269,6 +285,18 @@ def show_summary(result: dict[str, Any], urls: Urls, traces: Path, dashboard_tok
     for name, value in rows:
         table.add_row(name, str(value))
     console.print(table)
+    day: DayClosed = result["day"]
+    closed = Table(title="The custodian's day", show_header=False, title_justify="left")
+    closed.add_column(style="bold")
+    closed.add_column(justify="right")
+    for name, text in day_rows(day):
+        closed.add_row(name, text)
+    console.print(closed)
+    if day.lot_breaks or day.accounts_held:
+        console.print(
+            f"[yellow]{day.lot_breaks:,} lot break(s); {day.accounts_held:,} account(s) held "
+            f"from trading: GET {urls.taxlot}/breaks lists them[/]"
+        )
     # The token rides in the fragment: the page keeps it and sends it; servers never see it.
     # Not wrapped: the address must survive a copy from the terminal.
     console.print(
@@ -347,6 +375,7 @@ def main() -> int:
                     "model_change_to_last_holdings_reconciled_s": result["elapsed_s"],
                     "events_processed": result["events_processed"],
                     "events_per_second": round(result["events_processed"] / result["elapsed_s"], 1),
+                    "custodian_day": result["day"].as_json(),
                 },
                 indent=2,
             )

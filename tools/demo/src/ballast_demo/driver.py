@@ -14,8 +14,10 @@ from typing import Any
 
 import httpx
 from ballast_cli.book import Outcome, Reporter, load_folder
+from ballast_cli.custodian import day_files, reconcile_day
 from ballast_cli.retrying import DEFAULT_RETRY, RetryPolicy, send
 from ballast_common.auth import LocalIssuer, Role, local_issuer
+from ballast_common.custodian_files import adapter_for
 
 from ballast_demo.book import (
     EQUIVALENCE_SETS,
@@ -320,6 +322,40 @@ class Ballast:
 
     async def custodian_stats(self) -> dict[str, Any]:
         return await self._call("GET", f"{self.urls.custodian}/stats")
+
+    async def wait_until_booked(self, timeout_s: float = 120) -> dict[str, int]:
+        """Until the gateway has no allocation waiting to be booked at the custodian; the
+        allocations by booking outcome."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            booking = dict((await self.gateway_stats())["allocations"]["booking"])
+            if not booking.get("pending"):
+                return booking
+            if time.monotonic() > deadline:
+                raise DriverError(f"allocations still pending after {timeout_s:.0f}s: {booking}")
+            await asyncio.sleep(0.3)
+
+    async def custodian_files(self, day: date) -> Path:
+        """The custodian simulator's file set for `day` (its book at that day's close)."""
+        written = await self._call("POST", f"{self.urls.custodian}/files/{day.isoformat()}")
+        return Path(written["folder"])
+
+    async def reconcile_custodian_day(
+        self, folder: Path, day: date
+    ) -> tuple[Outcome, list[dict[str, Any]]]:
+        """A custodian's day folder (`<custodian>/<date>/`) uploaded to taxlot-svc and
+        reconciled, as `ballast custodian reconcile` does; the outcome and the first breaks."""
+        custodian = folder.parent.name
+        try:
+            files = day_files(folder, adapter_for(custodian), custodian, day)
+        except (KeyError, OSError) as exc:
+            raise DriverError(f"the custodian's files in {folder}: {exc}") from None
+        outcome, first = await reconcile_day(
+            files, custodian, self.urls.taxlot, token=self.token(), retry=self.retry
+        )
+        if outcome.problems:
+            raise DriverError(f"taxlot-svc refused the day in {folder}: {outcome.problems[:5]}")
+        return outcome, first
 
     async def events_processed(self) -> int:
         """Events all six services' consumers processed, from their Prometheus metrics."""

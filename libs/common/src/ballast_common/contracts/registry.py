@@ -158,7 +158,7 @@ TOPICS: dict[str, Topic] = {
         Topic(
             "trading-hold-changed",
             "taxlot-svc",
-            ("rebalance-svc",),
+            ("rebalance-svc", "reporting-svc"),
             "{account_id}",
             _ACCOUNT_ORDER,
         ),

@@ -116,6 +116,18 @@ function badge(status) {
   return `<span class="badge ${cls}">${esc(text)}</span>`;
 }
 
+// Held from trading by the custodian's reconciliation (trading-hold-changed): the reason in words.
+function heldBadge(a) {
+  if (!a.held) return "";
+  const title = `${a.held_reason || "held from trading"}${a.held_since ? ` · since ${when(a.held_since)}` : ""}`;
+  return `<span class="badge bad held" title="${esc(title)}">Held</span>`;
+}
+
+function heldNote(a) {
+  if (!a.held) return "";
+  return `<div class="held-reason small">${esc(a.held_reason || "held from trading")}</div>`;
+}
+
 function runBar(run, big = false) {
   const total = run.trades || 0;
   if (!total) {
@@ -302,7 +314,7 @@ function overview(view) {
         <td><a href="#/accounts/${encodeURIComponent(a.account_id)}" class="mono">${esc(a.account_id)}</a>
             <div class="small muted">${esc(a.name)}</div></td>
         <td>${a.model_id ? `${esc(a.model_name || a.model_id)} <span class="muted small">v${esc(a.model_version ?? "?")}</span>` : `<span class="muted">none</span>`}</td>
-        <td>${badge(a.status)}</td>
+        <td>${badge(a.status)} ${heldBadge(a)}${heldNote(a)}</td>
         <td class="num">${money(a.market_value)}</td>
         <td class="num">${money(a.cash)}</td>
         <td>${driftMeter(a.max_drift, a.tolerance, a.out_of_tolerance, scale)}</td>
@@ -454,8 +466,10 @@ function accountPage(view, accountId) {
         ${esc(a.account_type === "ira" ? "IRA" : "Taxable")} ·
         ${a.model_id ? `model ${esc(a.model_name || a.model_id)} v${esc(a.model_version ?? "?")}` :
           a.sleeves && a.sleeves.length ? `UMA: ${a.sleeves.map((s) => `${esc(s.sleeve_id)} ${pct(s.weight, 0)} (${esc(s.model_id)})`).join(", ")}` : "no model"} ·
-        ${a.auto_approve ? "trades approved automatically" : "trades wait for review"}</div></div>
-      <div>${badge(a.status)}</div></div>`;
+        ${a.auto_approve ? "trades approved automatically" : "trades wait for review"}</div>
+      ${a.held ? `<div class="held-banner"><span class="badge bad">Held from trading</span>
+        ${esc(a.held_reason || "")} <span class="muted small">${a.held_by_custodian ? `· custodian ${esc(a.held_by_custodian)}` : ""}${a.held_since ? ` · since ${esc(when(a.held_since))}` : ""}</span></div>` : ""}</div>
+      <div>${badge(a.status)} ${heldBadge(a)}</div></div>`;
     const by = a.trades_by_status || {};
     view.querySelector("#cards").innerHTML = [
       card("Market value", money(a.market_value), a.unpriced_positions ? `${a.unpriced_positions} position(s) without a price` : "cash and positions"),
