@@ -612,7 +612,7 @@ async def mark_fills_received(
             for f, t, _, q in mine
         ],
     )  # fmt: skip
-    await _settle_marked_fills(session)
+    await _settle_marked_fills(session, [f for f, _, _, _ in mine])
 
 
 async def mark_fills_reconciled(session: AsyncSession, fill_ids: Sequence[str]) -> None:
@@ -631,21 +631,25 @@ async def mark_fills_reconciled(session: AsyncSession, fill_ids: Sequence[str]) 
             for f in dict.fromkeys(fill_ids)
         ],
     )
-    await _settle_marked_fills(session)
+    await _settle_marked_fills(session, fill_ids)
 
 
-async def _settle_marked_fills(session: AsyncSession) -> None:
-    """Fills both received and reflected add to their trade's settled quantity; a trade
-    settled in full is no longer in flight."""
-    await session.execute(
+async def _settle_marked_fills(session: AsyncSession, fill_ids: Sequence[str]) -> None:
+    """These fills, once both received and reflected, add to their trade's settled quantity;
+    a trade settled in full is no longer in flight. Only the rows of these fills and their
+    trades are read (by key): the tables hold every fill and trade still in flight."""
+    settled = await session.execute(
         text(
-            "WITH done AS (DELETE FROM fill_marks WHERE received AND reconciled "
-            "RETURNING trade_id, quantity), by_trade AS (SELECT trade_id, sum(quantity) AS q "
-            "FROM done GROUP BY trade_id) UPDATE trades_in_flight t SET settled_quantity = "
-            "t.settled_quantity + b.q FROM by_trade b WHERE t.trade_id = b.trade_id"
-        )
+            "WITH done AS (DELETE FROM fill_marks WHERE fill_id = ANY(CAST(:fills AS text[])) "
+            "AND received AND reconciled RETURNING trade_id, quantity), "
+            "by_trade AS (SELECT trade_id, sum(quantity) AS q FROM done GROUP BY trade_id) "
+            "UPDATE trades_in_flight t SET settled_quantity = t.settled_quantity + b.q "
+            "FROM by_trade b WHERE t.trade_id = b.trade_id "
+            "RETURNING t.trade_id, t.settled_quantity >= t.quantity"
+        ),
+        {"fills": list(dict.fromkeys(fill_ids))},
     )
-    await _forget_settled(session)
+    await _forget_settled(session, [trade for trade, full in settled if full])
 
 
 async def settle_rejected(
@@ -654,15 +658,16 @@ async def settle_rejected(
     """(trade, quantity) the custodian rejected: settled, it will not be traded."""
     if not rejected:
         return
-    await session.execute(
+    settled = await session.execute(
         text(
             "UPDATE trades_in_flight t SET settled_quantity = t.settled_quantity + r.q FROM "
             "(SELECT unnest(CAST(:trades AS uuid[])) AS trade_id, "
-            "unnest(CAST(:quantities AS numeric[])) AS q) r WHERE t.trade_id = r.trade_id"
+            "unnest(CAST(:quantities AS numeric[])) AS q) r WHERE t.trade_id = r.trade_id "
+            "RETURNING t.trade_id, t.settled_quantity >= t.quantity"
         ),
         {"trades": [t for t, _ in rejected], "quantities": [q for _, q in rejected]},
     )
-    await _forget_settled(session)
+    await _forget_settled(session, [trade for trade, full in settled if full])
 
 
 async def drop_proposals(session: AsyncSession, proposal_ids: Sequence[uuid.UUID]) -> None:
@@ -671,12 +676,12 @@ async def drop_proposals(session: AsyncSession, proposal_ids: Sequence[uuid.UUID
     )
 
 
-async def _forget_settled(session: AsyncSession) -> None:
-    await session.execute(
-        delete(TradeInFlightRow).where(
-            col(TradeInFlightRow.settled_quantity) >= col(TradeInFlightRow.quantity)
+async def _forget_settled(session: AsyncSession, trade_ids: Sequence[uuid.UUID]) -> None:
+    """Trades settled in full are no longer in flight."""
+    if trade_ids:
+        await session.execute(
+            delete(TradeInFlightRow).where(col(TradeInFlightRow.trade_id).in_(list(trade_ids)))
         )
-    )
 
 
 async def get_run(session: AsyncSession, run_id: str, *, tenant: str | None) -> Run | None:
