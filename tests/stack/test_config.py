@@ -63,6 +63,7 @@ def test_env_overrides(stack, tmp_path: Path) -> None:
         ({"BALLAST_PG_PORT": "19092"}, "the four ports must differ"),
         ({"BALLAST_KAFKA_SASL_PORT": "19093"}, "the four ports must differ"),
         ({"BALLAST_PG_FSYNC": "maybe"}, "BALLAST_PG_FSYNC='maybe' must be on or off"),
+        ({"BALLAST_PG_SHARED_BUFFERS": "lots"}, "must be a size such as 512MB or 2GB"),
         ({"BALLAST_STACK_TIMEOUT": "-1"}, "must be positive"),
     ],
 )
@@ -128,6 +129,16 @@ def test_postgres_args_fsync_switch(stack, tmp_path: Path) -> None:
         assert "max_connections=200" in args
     assert not any(a.startswith("fsync=") for a in on)
     assert {"fsync=off", "synchronous_commit=off", "full_page_writes=off"} <= set(off)
+
+
+def test_postgres_is_sized_for_a_book(stack, tmp_path: Path) -> None:
+    bindir = Path("/opt/pg/bin")
+    default = stack.postgres_args(stack.load_config({"BALLAST_STATE_DIR": str(tmp_path)}), bindir)
+    assert {"shared_buffers=2GB", "max_wal_size=8GB", "checkpoint_timeout=15min"} <= set(default)
+    smaller = stack.load_config(
+        {"BALLAST_STATE_DIR": str(tmp_path), "BALLAST_PG_SHARED_BUFFERS": "256MB"}
+    )
+    assert "shared_buffers=256MB" in stack.postgres_args(smaller, bindir)
 
 
 def test_env_exports_round_trip_through_a_shell(stack, tmp_path: Path) -> None:
