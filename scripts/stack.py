@@ -1251,8 +1251,8 @@ def postgres_args(cfg: Config, bindir: Path) -> list[str]:
         "max_connections": str(PG_MAX_CONNECTIONS),
         "password_encryption": "scram-sha-256",
         # Sized for a book, not PostgreSQL's defaults (128MB of buffers, a checkpoint per GB of
-        # WAL): with those, backends wrote their own dirty pages and a 10k-account model change
-        # forced 39 checkpoints, each writing every page again in full.
+        # WAL): with those, backends wrote their own dirty pages and checkpoints were forced
+        # 39 times to 6 timed over a day of benchmark runs, each writing pages again in full.
         "shared_buffers": cfg.pg_shared_buffers,
         "effective_cache_size": "8GB",
         "maintenance_work_mem": "256MB",
