@@ -12,26 +12,24 @@ own (one instance of each service, on a database and topic prefix of its own).""
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import dataclasses
 import importlib.util
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 from ballast_cli import custodian
 from ballast_common.custodian_files import BALLAST, check_file_set
-from ballast_common.testing import bearer, issuer_for_tests
+from ballast_common.testing import bearer, eventually, issuer_for_tests
 from ballast_demo.book import MODELS, ModelSpec, build_accounts, changed_core_model
 from ballast_demo.driver import Ballast, Urls
 
@@ -40,7 +38,6 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 # above the ports of the system the other modules share (tests/integration/conftest.py)
 PORT_BASE = int(os.environ.get("BALLAST_TEST_PORT_BASE", "18600")) + 100
-T = TypeVar("T")
 PREFIX = "rcn-"
 # core 60% (held: about 50%), income 10% (held: about 20%), balanced 30%
 WEIGHTS = {"core": Decimal("0.6"), "income": Decimal("0.1"), "balanced": Decimal("0.3")}
@@ -75,17 +72,6 @@ def _nudged(model: ModelSpec, step: Decimal) -> ModelSpec:
     weights[first] += step
     weights[second] -= step
     return dataclasses.replace(model, weights=weights)
-
-
-async def _until(what: str, check: Callable[[], Awaitable[T | None]], timeout_s: float = 120) -> T:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not happen within {timeout_s:.0f} s")
-        await asyncio.sleep(0.3)
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -220,7 +206,7 @@ async def day(own_system: OwnSystem, tmp_path_factory: pytest.TempPathFactory):
             known = (await ballast.read_model())["accounts_with_holdings"]
             return known >= known_before + len(BOOK)
 
-        await _until("rebalance-svc learning the book", rebalancer_knows_the_book)
+        await eventually("rebalance-svc learning the book", rebalancer_knows_the_book)
         published = await ballast.publish_model(CHANGE)
         run = await ballast.wait_for_run(CHANGE.model_id, published["version"], timeout_s=180)
         assert run["accounts_skipped"] == 0, run
@@ -242,7 +228,7 @@ async def day(own_system: OwnSystem, tmp_path_factory: pytest.TempPathFactory):
             done = stats["allocations_booked"] + stats["allocations_refused"]
             return stats if done >= len(filled) else None
 
-        stats = await _until("the custodian booking every allocation", all_booked)
+        stats = await eventually("the custodian booking every allocation", all_booked)
         assert stats["allocations_refused"] == 0, stats
 
         business_date = datetime.now(UTC).date()  # the trades' date
@@ -348,7 +334,7 @@ async def test_a_seeded_break_holds_the_account_until_a_person_resolves_it(
                 "SELECT reason FROM rebalance.trading_holds WHERE account_id = $1", account_id
             )
 
-        reason = await _until("rebalance-svc holding the account", hold)
+        reason = await eventually("rebalance-svc holding the account", hold)
         assert reason.startswith(f"quantity break of lot {changed['lot_id']}")
         nudged = _nudged(INCOME, Decimal("0.0001"))
         run = await _model_run(day, nudged)
@@ -366,7 +352,7 @@ async def test_a_seeded_break_holds_the_account_until_a_person_resolves_it(
         async def released() -> bool:
             return await hold() is None
 
-        await _until("rebalance-svc releasing the account", released)
+        await eventually("rebalance-svc releasing the account", released)
         run = await _model_run(day, INCOME)
         assert account_id not in run["skipped"], run["skipped"]
     finally:

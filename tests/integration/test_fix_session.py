@@ -29,7 +29,7 @@ import pytest
 from ballast_common.consumer import Delivery
 from ballast_common.contracts.events import TradesApprovedV1, TradeV1
 from ballast_common.db import Database
-from ballast_common.testing import envelope, migrated_database, unit_of_work
+from ballast_common.testing import envelope, eventually, migrated_database, unit_of_work
 from custodian_gateway import fix_messages as fm
 from custodian_gateway import repository as repo
 from custodian_gateway import service
@@ -144,17 +144,6 @@ class Acceptor:
             except (OSError, subprocess.TimeoutExpired):
                 self._process.kill()
                 self._process.wait(timeout=15)
-
-
-async def until(check: Callable[[], Awaitable[Any]], timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture(scope="session")
@@ -281,7 +270,7 @@ async def poll_until(
         orders = await block_orders(gateway)
         return orders if done(orders) else None
 
-    return await until(polled, 30, what)
+    return await eventually(what, polled, 30, 0.05)
 
 
 async def executions(gateway: SimpleNamespace, client_order_id: str) -> list[Any]:
@@ -300,8 +289,10 @@ async def test_logon_and_heartbeats_with_an_idle_session(acceptor: Acceptor, gat
         async def initiator_alive() -> bool:
             return bool(acceptor.messages("IN", "1") or acceptor.messages("IN", "0"))
 
-        await until(heartbeats, 6 * HEARTBEAT_S, "the acceptor's heartbeats")
-        await until(initiator_alive, 6 * HEARTBEAT_S, "the initiator's test request or heartbeat")
+        await eventually("the acceptor's heartbeats", heartbeats, 6 * HEARTBEAT_S, 0.05)
+        await eventually(
+            "the initiator's test request or heartbeat", initiator_alive, 6 * HEARTBEAT_S, 0.05
+        )
         assert client.session.logged_on
     logon_in = acceptor.messages("IN", "A")[0]
     assert logon_in[49] == "BALLAST" and logon_in[56] == "CUSTODIAN"
@@ -421,10 +412,11 @@ async def test_a_restarted_gateway_asks_the_status_of_sent_orders_and_resends_a_
             done = after and after[0].status == "filled"
             return bool(done) and o[ids["LOSEONE"]].status == "filled"
 
-        orders = await until(
+        orders = await eventually(
+            "the lost order resent and filled, and the new one filled",
             lambda: _when(block_orders(gateway), settled),
             45,
-            "the lost order resent and filled, and the new one filled",
+            0.05,
         )
     finally:
         for loop in loops:
@@ -492,7 +484,7 @@ async def test_a_burst_of_orders_streams_back_without_a_gap(
         async def all_filled() -> bool:
             return client.session.journal.last_seq() >= 2 * len(orders)
 
-        await until(all_filled, 60, "every order filled")
+        await eventually("every order filled", all_filled, 60, 0.05)
         fills = client.session.journal.executions_after(0, 1000)
     assert len(fills) == 2 * len(orders)
     assert not acceptor.messages("IN", "2")  # no ResendRequest: no message lost on the way

@@ -4,14 +4,13 @@ twice. Only public REST APIs are read, and the book of record is checked share b
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 from decimal import Decimal
 
 import httpx
 import pytest
-from ballast_common.testing import bearer, issuer_for_tests
+from ballast_common.testing import bearer, eventually, issuer_for_tests
 from ballast_demo.book import MODELS, ModelSpec, build_accounts, changed_core_model
 from ballast_demo.driver import Ballast
 
@@ -38,17 +37,6 @@ BOOK = [
 CHANGE = _own(changed_core_model())
 
 
-async def _until(what: str, check, timeout_s: float = 240.0):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not happen within {timeout_s:.0f} s")
-        await asyncio.sleep(0.2)
-
-
 async def test_killing_one_instance_of_each_consumer_mid_run_loses_nothing(system, tmp_path):
     urls = system.urls
     ballast = Ballast(urls, issuer_for_tests())
@@ -64,7 +52,7 @@ async def test_killing_one_instance_of_each_consumer_mid_run_loses_nothing(syste
             known = await http.get(f"{urls.rebalance}/read-model")
             return known.status_code == 200 and known.json()["accounts_with_holdings"] >= len(BOOK)
 
-        await _until("rebalance-svc learning the book", rebalancer_knows_the_book)
+        await eventually("rebalance-svc learning the book", rebalancer_knows_the_book)
         published = await ballast.publish_model(CHANGE)
 
         async def the_run():
@@ -74,7 +62,7 @@ async def test_killing_one_instance_of_each_consumer_mid_run_loses_nothing(syste
             )
             return runs.json()["items"][0] if runs.json()["items"] else None
 
-        planned = await _until("the run", the_run)
+        planned = await eventually("the run", the_run)
         # the run is split into chunks that both instances work on; now take one of each away
         assert planned["chunks"] >= 3
         killed = {s: system.launcher.kill(system.profile, s, replica=1) for s in CONSUMERS}

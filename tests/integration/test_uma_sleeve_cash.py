@@ -10,15 +10,13 @@ order it consumes them. Only public REST APIs are read."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import time
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
-from ballast_common.testing import bearer, issuer_for_tests
+from ballast_common.testing import bearer, eventually, issuer_for_tests
 from ballast_demo.book import MODELS, ModelSpec, build_accounts, changed_core_model
 from ballast_demo.driver import Ballast
 from ballast_engine.rebalance import rebalance
@@ -51,17 +49,6 @@ BOOK = [
 CHANGE = _own(changed_core_model())
 
 
-async def _until(what: str, check, timeout_s: float = 120.0):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not happen within {timeout_s:.0f} s")
-        await asyncio.sleep(0.3)
-
-
 def _parts(holdings: dict[str, Any]) -> dict[str, Decimal]:
     """Each sleeve's cash in the book of record ('' = the account's own)."""
     return {p["sleeve_id"] or "": Decimal(p["amount"]) for p in holdings["sleeve_cash"]}
@@ -90,7 +77,7 @@ async def test_no_uma_sleeve_ends_with_negative_cash(system, tmp_path):
             known = (await ballast.read_model())["accounts_with_holdings"]
             return known >= known_before + len(BOOK)
 
-        await _until("rebalance-svc learning the book", rebalancer_knows_the_book)
+        await eventually("rebalance-svc learning the book", rebalancer_knows_the_book)
         published = await ballast.publish_model(CHANGE)
         run = await ballast.wait_for_run(CHANGE.model_id, published["version"], timeout_s=180)
         assert run["accounts_skipped"] == 0, run
@@ -129,7 +116,7 @@ async def test_no_uma_sleeve_ends_with_negative_cash(system, tmp_path):
                 book = (await http.get(f"{urls.taxlot}/accounts/{account_id}/holdings")).json()
                 return book if near_plan(_parts(book)) else None
 
-            book = await _until(f"{account_id}'s sleeve cash reaching its plan", booked, 60)
+            book = await eventually(f"{account_id}'s sleeve cash reaching its plan", booked, 60)
             parts = _parts(book)
             assert sum(parts.values()) == Decimal(book["cash"])
             negative = {s: a for s, a in parts.items() if a < 0}

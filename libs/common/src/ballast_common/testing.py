@@ -9,10 +9,12 @@ fails if one does).
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import re
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from functools import cache
@@ -74,6 +76,24 @@ async def outbox_events(db: Database, topic: str, key: str | None = None) -> lis
     async with db.sessions() as session:
         values = (await session.execute(query)).scalars().all()
     return [Delivery(*decode_envelope(value)) for value in values]
+
+
+async def eventually(
+    what: str,
+    check: Callable[[], Awaitable[Any]],
+    timeout_s: float = 120.0,
+    every_s: float = 0.2,
+) -> Any:
+    """Poll `check` until it answers something truthy, and return that; an AssertionError
+    naming `what` after `timeout_s` (a condition waited for, never a fixed sleep)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {timeout_s:.0f} s")
+        await asyncio.sleep(every_s)
 
 
 # --- callers ------------------------------------------------------------------------------------

@@ -394,18 +394,7 @@ def register(areas: argparse._SubParsersAction) -> None:
     reconcile.add_argument(
         "--previous", type=Path, metavar="DIR", help="the previous business day's folder"
     )
-    reconcile.add_argument(
-        "--token", help=f"bearer token (default: ${TOKEN_ENV}; locally, one for --tenant)"
-    )
-    reconcile.add_argument("--tenant", default="demo", help="the firm, for a local token")
-    reconcile.add_argument("--taxlot-url", metavar="URL", dest="taxlot_svc")
-    reconcile.add_argument(
-        "--port-base", type=int, default=8000, help="taxlot-svc on PORT_BASE+4 (default 8000)"
-    )
-    reconcile.add_argument(
-        "--retry-for", type=float, default=60.0, metavar="SECONDS",
-        help="how long to retry a restarting taxlot-svc (default 60)",
-    )  # fmt: skip
+    _taxlot_connection(reconcile)
     runs(reconcile, _run_reconcile)
     watch = cmds.add_parser(
         "watch",
@@ -425,19 +414,24 @@ def register(areas: argparse._SubParsersAction) -> None:
         help="a set is taken once its files have not changed for this long (default 60)",
     )  # fmt: skip
     watch.add_argument("--once", action="store_true", help="scan once and exit")
-    watch.add_argument(
+    _taxlot_connection(watch)
+    runs(watch, _run_watch)
+
+
+def _taxlot_connection(parser: argparse.ArgumentParser) -> None:
+    """Where taxlot-svc is and who calls it: the options `reconcile` and `watch` share."""
+    parser.add_argument(
         "--token", help=f"bearer token (default: ${TOKEN_ENV}; locally, one for --tenant)"
     )
-    watch.add_argument("--tenant", default="demo", help="the firm, for a local token")
-    watch.add_argument("--taxlot-url", metavar="URL", dest="taxlot_svc")
-    watch.add_argument(
+    parser.add_argument("--tenant", default="demo", help="the firm, for a local token")
+    parser.add_argument("--taxlot-url", metavar="URL", dest="taxlot_svc")
+    parser.add_argument(
         "--port-base", type=int, default=8000, help="taxlot-svc on PORT_BASE+4 (default 8000)"
     )
-    watch.add_argument(
+    parser.add_argument(
         "--retry-for", type=float, default=60.0, metavar="SECONDS",
         help="how long to retry a restarting taxlot-svc (default 60)",
     )  # fmt: skip
-    runs(watch, _run_watch)
 
 
 def _run_watch(args: argparse.Namespace) -> int:
