@@ -505,6 +505,9 @@ def up(
     if simulator:
         env.setdefault("CUSTODIAN_GATEWAY_CUSTODIAN_URL", simulator)
         env.setdefault("SIM_STORE_PATH", str(simulator_store(profile, env)))
+    account_svc = urls(port_base).get("account-svc")
+    if account_svc:  # the dashboard's approval routes forward to it (its first instance)
+        env.setdefault("REPORTING_SVC_ACCOUNT_SVC_URL", account_svc)
     credentials = kafka_credentials() if kafka_uses_sasl(env) else None
     if missing and credentials:
         apply_kafka_acls(env, timeout_s)

@@ -3,7 +3,8 @@
 * trades built with a deferred sentence equal trades built whole, and behave like them
   (equality, hashing, repr, pickling, ``dataclasses.replace``, ``to_dict``);
 * drift reports built on first read equal the ones built at once, and the summary's maxima
-  (computed without building them) equal their ``max_abs_drift()``;
+  (computed without building them) equal their ``max_abs_drift()``, of every level and of
+  the security level;
 * the per-reference caches (validated settings, priced symbols, model templates) never let
   a bad input through and follow a model replaced in the reference.
 """
@@ -103,6 +104,9 @@ def test_deferred_drift_reports_and_their_maxima(name: str) -> None:
     # the summary's maxima were computed without the items: they agree with them
     assert r.summary.max_drift_before == r.drift_before.max_abs_drift()
     assert r.summary.max_drift_after == r.drift_after.max_abs_drift()
+    security = DriftLevel.SECURITY
+    assert r.summary.max_security_drift_before == r.drift_before.max_abs_drift(security)
+    assert r.summary.max_security_drift_after == r.drift_after.max_abs_drift(security)
     assert r.drift_before.items and r.drift_after.items
     assert isinstance(r.drift_before.items, tuple)
     assert pickle.loads(pickle.dumps(r.drift_after)) == r.drift_after

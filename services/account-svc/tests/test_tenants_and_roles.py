@@ -22,9 +22,11 @@ from typing import Any, Literal
 
 import httpx
 import pytest
+from account_svc import bulk_changes_repository
 from account_svc.main import app, spec
 from account_svc.repository import PostgresAccountRepository
 from account_svc.service import receive_proposals
+from account_svc.tables import BulkChange
 from ballast_common.auth import PERMISSIONS, Permission, Role, operations_of
 from ballast_common.contracts.events import (
     CorporateActionRecordedV1,
@@ -54,6 +56,9 @@ ACME_LIST_TO_PUT = "tr-a-list2"  # acme's; another tenant's PUT makes a list of 
 SHARED_LIST = "tr-shared"  # both tenants have a list of this id, with other members
 ACME_MODELS, EVIL_MODEL = ("tr-a-eq", "tr-a-bd"), "tr-e-eq"
 ACME_LOAD = "tr-a-load"
+BULK = {ACME: "tr-a-bulk", EVIL: "tr-e-bulk"}  # a previewed bulk change of each tenant
+STRATEGY_IDS = {ACME: "tr-a-strategy", EVIL: "tr-e-strategy"}  # each tenant's own
+FILTERS = {ACME: "tr-a-filter", EVIL: "tr-e-filter"}  # each tenant's own
 PROPOSALS = {
     name: str(uuid.uuid5(uuid.NAMESPACE_URL, f"tenants-and-roles/{name}"))
     for name in ("acme", "acme-actor-approve", "acme-actor-reject", "evil")
@@ -96,6 +101,27 @@ def account_body(
 
 P = Permission
 CASES: dict[tuple[str, str], Case] = {
+    ("GET", "/filters"): Case("/filters", P.READ, scope="list"),
+    ("PUT", "/filters/{filter_id}"): Case(
+        f"/filters/{FILTERS[ACME]}",
+        P.MANAGE_ACCOUNTS,
+        {"name": "Theirs", "action": "review", "conditions": []},
+        scope="create",
+    ),
+    ("GET", "/filters/{filter_id}"): Case(f"/filters/{FILTERS[ACME]}", P.READ),
+    ("GET", "/filters/{filter_id}/accounts"): Case(f"/filters/{FILTERS[ACME]}/accounts", P.READ),
+    ("DELETE", "/filters/{filter_id}"): Case(f"/filters/{FILTERS[ACME]}", P.MANAGE_ACCOUNTS),
+    # the caller's own filters' order; acme's ids are unknown filters to another tenant (422)
+    ("PUT", "/filters/order"): Case(
+        "/filters/order", P.MANAGE_ACCOUNTS, {"filter_ids": [FILTERS[ACME]]}, scope="create"
+    ),
+    # the caller's own proposals: acme's ids are "no such proposal" to another tenant
+    ("POST", "/proposals/approve"): Case(
+        "/proposals/approve",
+        P.DECIDE_PROPOSALS,
+        {"proposal_ids": [PROPOSALS["acme"]]},
+        scope="create",
+    ),
     ("POST", "/accounts"): Case(
         "/accounts", P.MANAGE_ACCOUNTS, account_body("TR-A-NEW"), scope="create"
     ),
@@ -159,6 +185,56 @@ CASES: dict[tuple[str, str], Case] = {
     ("POST", "/proposals/{proposal_id}/reject"): Case(
         f"/proposals/{PROPOSALS['acme']}/reject", P.DECIDE_PROPOSALS, {"note": "mine now"}
     ),
+    ("GET", "/proposals/{proposal_id}"): Case(f"/proposals/{PROPOSALS['acme']}", P.READ),
+    ("POST", "/proposals/{proposal_id}/edit"): Case(
+        f"/proposals/{PROPOSALS['acme']}/edit",
+        P.DECIDE_PROPOSALS,
+        {"trades": [{"trade_id": PROPOSALS["acme"], "quantity": "1"}]},
+    ),
+    ("GET", "/proposals/{proposal_id}/history"): Case(
+        f"/proposals/{PROPOSALS['acme']}/history", P.READ
+    ),
+    ("GET", "/proposal-counts"): Case("/proposal-counts", P.READ, scope="list"),
+    ("POST", "/bulk-changes"): Case(
+        "/bulk-changes",
+        P.MANAGE_ACCOUNTS,
+        {
+            "selection": {"account_ids": [ACME_SMA]},
+            "change": {"kind": "set_status", "status": "closed"},
+            "note": "n",
+        },
+        scope="create",
+    ),
+    ("GET", "/bulk-changes"): Case("/bulk-changes", P.READ, scope="list"),
+    ("GET", "/bulk-changes/{bulk_change_id}"): Case(f"/bulk-changes/{BULK[ACME]}", P.READ),
+    ("GET", "/bulk-changes/{bulk_change_id}/accounts"): Case(
+        f"/bulk-changes/{BULK[ACME]}/accounts", P.READ
+    ),
+    ("POST", "/bulk-changes/{bulk_change_id}/exemptions"): Case(
+        f"/bulk-changes/{BULK[ACME]}/exemptions",
+        P.MANAGE_ACCOUNTS,
+        {"account_id": ACME_SMA, "reason": "mine now"},
+    ),
+    ("DELETE", "/bulk-changes/{bulk_change_id}/exemptions/{account_id}"): Case(
+        f"/bulk-changes/{BULK[ACME]}/exemptions/{ACME_SMA}", P.MANAGE_ACCOUNTS
+    ),
+    ("POST", "/bulk-changes/{bulk_change_id}/apply"): Case(
+        f"/bulk-changes/{BULK[ACME]}/apply", P.MANAGE_ACCOUNTS
+    ),
+    ("POST", "/bulk-changes/{bulk_change_id}/cancel"): Case(
+        f"/bulk-changes/{BULK[ACME]}/cancel", P.MANAGE_ACCOUNTS
+    ),
+    ("GET", "/accounts/{account_id}/settings-history"): Case(
+        f"/accounts/{ACME_SMA}/settings-history", P.READ
+    ),
+    ("PUT", "/strategies/{strategy_id}"): Case(
+        f"/strategies/{STRATEGY_IDS[ACME]}",
+        P.MANAGE_ACCOUNTS,
+        STRATEGY | {"name": "Theirs"},
+        scope="create",
+    ),
+    ("GET", "/strategies"): Case("/strategies", P.READ, scope="list"),
+    ("GET", "/strategies/{strategy_id}"): Case(f"/strategies/{STRATEGY_IDS[ACME]}", P.READ),
     # book loads (libs/common's routes): see test_book_loads_are_not_yet_each_tenants_own
     ("PUT", "/book-loads/{load_id}/files/{name}"): Case(
         f"/book-loads/{ACME_LOAD}/files/households.csv", P.LOAD_BOOKS, scope="namespace"
@@ -272,6 +348,24 @@ async def seed(db: Database) -> None:
             "restrictions": restrictions,
         }
         await ok(api.post("/accounts", json=theirs, headers=evil))
+        await ok(api.put(f"/strategies/{STRATEGY_IDS[ACME]}", json=STRATEGY | {"name": "A"}))
+        band = {"kind": "absolute", "width": "0"}
+        whole = {"sleeve_id": "all", "model_id": EVIL_MODEL, "weight": "1", "band": band}
+        await ok(
+            api.put(
+                f"/strategies/{STRATEGY_IDS[EVIL]}",
+                json={"name": "E", "sleeves": [whole]},
+                headers=evil,
+            )
+        )
+        for tenant, filter_id in FILTERS.items():
+            review_closed = {
+                "name": "Closed",
+                "action": "review",
+                "conditions": [{"field": "status", "op": "eq", "value": "closed"}],
+            }
+            headers = {} if tenant == ACME else evil
+            await ok(api.put(f"/filters/{filter_id}", json=review_closed, headers=headers))
         staged = b"household_id,name\nTR-HL,L\n"
         await ok(api.put(f"/book-loads/{ACME_LOAD}/files/households.csv", content=staged))
     async with unit_of_work(db, "test") as uow:
@@ -294,9 +388,47 @@ async def seed(db: Database) -> None:
         accounts_affected=2,
     )
     await deliver(db, spec.subscriptions, envelope(action, source="taxlot-svc"))
+    async with unit_of_work(db, "test") as uow:  # each tenant's previewed bulk change
+        for tenant, account_id in ((ACME, ACME_SMA), (EVIL, EVIL_SMA)):
+            change = {"kind": "set_status", "status": "closed"}
+            row = BulkChange(
+                bulk_change_id=BULK[tenant],
+                tenant=tenant,
+                kind="set_status",
+                change=change,
+                selection={"account_ids": 1},
+                note="seed",
+                status="previewed",
+                created_by="seed",
+            )
+            await bulk_changes_repository.add_bulk_change(uow.session, row)
+            selected = bulk_changes_repository.accounts_of_ids(tenant, [account_id])
+            await bulk_changes_repository.freeze_selection(
+                uow.session, row.bulk_change_id, tenant, selected
+            )
+            await bulk_changes_repository.work_out_outcomes(
+                uow.session,
+                row.bulk_change_id,
+                "set_status",
+                {"status": "closed"},
+                exempted_too=True,
+            )
 
 
 LISTED = {  # what a list route shows: the ids of the caller's tenant's rows, in its order
+    "/filters": (
+        "filter_id",
+        "SELECT filter_id FROM filters WHERE tenant = :t ORDER BY position, filter_id",
+    ),
+    "/strategies": (
+        "strategy_id",
+        "SELECT strategy_id FROM strategies WHERE tenant = :t ORDER BY 1",
+    ),
+    "/bulk-changes": (
+        "bulk_change_id",
+        "SELECT bulk_change_id FROM bulk_changes WHERE tenant = :t "
+        "ORDER BY created_at DESC, bulk_change_id",
+    ),
     "/accounts": ("account_id", "SELECT account_id FROM accounts WHERE tenant = :t ORDER BY 1"),
     "/models": ("model_id", "SELECT model_id FROM known_models WHERE tenant = :t ORDER BY 1"),
     "/audit": ("seq", "SELECT seq FROM audit_records WHERE tenant = :t ORDER BY 1 LIMIT 100"),
@@ -308,6 +440,11 @@ LISTED = {  # what a list route shows: the ids of the caller's tenant's rows, in
         "proposal_id",
         "SELECT p.proposal_id FROM proposals p JOIN accounts a USING (account_id) "
         "WHERE a.tenant = :t ORDER BY p.received_at, p.proposal_id",
+    ),
+    "/proposal-counts": (
+        "routed_by",
+        "SELECT p.routed_by FROM proposals p JOIN accounts a USING (account_id) "
+        "WHERE a.tenant = :t AND p.status = 'pending' GROUP BY 1 ORDER BY 1 NULLS FIRST",
     ),
 }
 
@@ -322,6 +459,13 @@ async def tenant_rows(db: Database, tenant: str) -> dict[str, Any]:
     queries = {
         "accounts": "SELECT to_jsonb(a) FROM accounts a WHERE tenant = :t ORDER BY account_id",
         "lists": "SELECT to_jsonb(l) FROM security_lists l WHERE tenant = :t ORDER BY list_id",
+        "strategies": "SELECT to_jsonb(s) FROM strategies s WHERE tenant = :t ORDER BY strategy_id",
+        "strategy_followers": "SELECT to_jsonb(f) FROM strategy_followers f WHERE tenant = :t "
+        "ORDER BY account_id",
+        "bulk_changes": "SELECT to_jsonb(b) FROM bulk_changes b WHERE tenant = :t "
+        "ORDER BY bulk_change_id",
+        "bulk_change_accounts": "SELECT to_jsonb(b) FROM bulk_change_accounts b "
+        "WHERE tenant = :t ORDER BY bulk_change_id, account_id",
         "history": "SELECT to_jsonb(h) FROM restriction_history h WHERE tenant = :t "
         "ORDER BY change_id",
         "models": "SELECT to_jsonb(m) FROM known_models m WHERE tenant = :t ORDER BY model_id",

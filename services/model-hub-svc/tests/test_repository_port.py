@@ -104,6 +104,58 @@ class InMemoryModelHubRepository:
         self.versions[key] = version
         self.targets[key] = list(targets)
 
+    async def taken_model_ids(self, model_ids: Sequence[str]) -> set[str]:
+        return {m for m in model_ids if m in self.models}
+
+    async def add_models(self, models: Sequence[Model]) -> None:
+        for model in models:
+            self.models[model.model_id] = model
+
+    async def ancestors_of(self, tenant: str, model_id: str) -> list[str]:
+        out: list[str] = []
+        parent = self._parent_of(tenant, model_id)
+        while parent is not None and parent not in out and parent != model_id:
+            out.append(parent)
+            parent = self._parent_of(tenant, parent)
+        return out
+
+    def _parent_of(self, tenant: str, model_id: str) -> str | None:
+        model = self._model_of(tenant, model_id)
+        if model is None:
+            return None
+        return self.versions[(model_id, model.current_version)].parent_model_id
+
+    async def children_of(
+        self, tenant: str, parent_ids: Sequence[str]
+    ) -> list[tuple[Model, ModelVersion]]:
+        return [
+            (model, self.versions[(model_id, model.current_version)])
+            for model_id, model in sorted(self.models.items())
+            if model.tenant == tenant
+            and self.versions[(model_id, model.current_version)].parent_model_id in parent_ids
+        ]
+
+    async def targets_of_versions(self, keys: Sequence[tuple[str, int]]) -> list[ModelTarget]:
+        return [
+            t for key in sorted(keys) for t in sorted(self.targets[key], key=lambda t: t.symbol)
+        ]
+
+    async def add_versions(
+        self, versions: Sequence[ModelVersion], targets: Sequence[ModelTarget]
+    ) -> None:
+        for version in versions:
+            await self.add_version(
+                self.models[version.model_id],
+                version,
+                [t for t in targets if t.model_id == version.model_id],
+            )
+            self.models[version.model_id].current_version = version.version
+
+    async def allocation_weights(
+        self, tenant: str, allocation_ids: Sequence[str]
+    ) -> dict[str, dict[str, Decimal]]:
+        return {}  # allocations are Postgres-only (test_model_settings.py)
+
     async def models_holding(self, symbol: str) -> list[Model]:
         return [
             model
@@ -230,7 +282,7 @@ def test_the_fake_and_the_adapter_have_the_ports_methods(adapter):
         return [(p.name, p.kind) for p in inspect.signature(function).parameters.values()]
 
     port = {n: f for n, f in vars(ModelHubRepository).items() if inspect.iscoroutinefunction(f)}
-    assert len(port) == 16
+    assert len(port) == 23
     for name, method in port.items():
         assert parameters(getattr(adapter, name)) == parameters(method), name
 

@@ -28,13 +28,15 @@ ACME, EVIL = "acme", "evil"
 
 @dataclass(frozen=True)
 class Ids:
-    """One tenant's rows: a model (with a version 1), an equivalence set, a book load."""
+    """One tenant's rows: a model (with a version 1), an equivalence set, a book load, an
+    asset allocation."""
 
     tenant: str
     model_id: str
     set_id: str
     load_id: str
     members: tuple[str, str]
+    allocation_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -91,10 +93,15 @@ async def world(api: httpx.AsyncClient) -> World:
     )  # fmt: skip
     made = []
     for tenant, members in ((ACME, symbols[:2]), (EVIL, symbols[2:])):
-        ids = Ids(tenant, f"m-{_uid()}", f"s-{_uid()}", f"l-{_uid()}", members)
+        ids = Ids(tenant, f"m-{_uid()}", f"s-{_uid()}", f"l-{_uid()}", members, f"a-{_uid()}")
         manager, platform = as_(tenant, Role.MODEL_MANAGER), as_(tenant, Role.PLATFORM_OPERATOR)
         model = {"name": "Core", "targets": [{"symbol": members[0], "weight": "1"}]}
         await _ok(await api.put(f"/models/{ids.model_id}", json=model, headers=manager))
+        await _ok(
+            await api.put(
+                f"/allocations/{ids.allocation_id}", json=_allocation_body(ids), headers=manager
+            )
+        )
         equivalent = {"name": "Pair", "members": list(members)}
         await _ok(
             await api.put(f"/equivalence-sets/{ids.set_id}", json=equivalent, headers=platform)
@@ -129,6 +136,10 @@ class Case:
 
 def _model_body(ids: Ids) -> dict[str, Any]:
     return {"name": "Changed", "targets": [{"symbol": ids.members[1], "weight": "1"}]}
+
+
+def _allocation_body(ids: Ids, name: str = "Stocks") -> dict[str, Any]:
+    return {"name": name, "weights": {"US Equity": "1"}}
 
 
 def _set_body(ids: Ids) -> dict[str, Any]:
@@ -232,6 +243,32 @@ CASES: dict[tuple[str, str], Case] = {
     ("GET", "/models/{model_id}/audit"): Case(
         Permission.READ, "tenant", lambda ids, w: ("GET", f"/models/{ids.model_id}/audit", {})
     ),
+    ("PUT", "/allocations/{allocation_id}"): Case(
+        Permission.MANAGE_MODELS,
+        "tenant",
+        lambda ids, w: (
+            "PUT",
+            f"/allocations/{ids.allocation_id}",
+            {"json": _allocation_body(ids, "Changed")},
+        ),
+        other_tenant_status=409,
+    ),
+    ("GET", "/allocations"): Case(
+        Permission.READ, "allocation list", lambda ids, w: ("GET", "/allocations", {})
+    ),
+    ("GET", "/allocations/{allocation_id}"): Case(
+        Permission.READ, "tenant", lambda ids, w: ("GET", f"/allocations/{ids.allocation_id}", {})
+    ),
+    ("GET", "/allocations/{allocation_id}/versions/{version}"): Case(
+        Permission.READ,
+        "tenant",
+        lambda ids, w: ("GET", f"/allocations/{ids.allocation_id}/versions/1", {}),
+    ),
+    ("GET", "/allocations/{allocation_id}/audit"): Case(
+        Permission.READ,
+        "tenant",
+        lambda ids, w: ("GET", f"/allocations/{ids.allocation_id}/audit", {}),
+    ),
     ("GET", "/book-loads/{load_id}"): Case(
         Permission.READ, "load", lambda ids, w: ("GET", f"/book-loads/{ids.load_id}", {})
     ),
@@ -268,6 +305,7 @@ async def state_of(api: httpx.AsyncClient, db: Any, ids: Ids, world: World) -> d
         "set": await api.get(f"/equivalence-sets/{ids.set_id}", headers=owner),
         "load": await api.get(f"/book-loads/{ids.load_id}", headers=owner),
         "security": await api.get(f"/securities/{ids.members[0]}", headers=owner),
+        "allocation": await api.get(f"/allocations/{ids.allocation_id}", headers=owner),
     }
     seen: dict[str, Any] = {name: (r.status_code, r.json()) for name, r in reads.items()}
     seen["model events"] = len(await outbox_events(db, "model-changed", ids.model_id))
@@ -289,7 +327,9 @@ def test_every_route_of_the_app_has_a_case_with_the_permission_it_requires():
     assert {k: c.permission for k, c in CASES.items()} == routes
 
 
-@pytest.mark.parametrize("key", _cases("tenant", "list", "shared", "load", writes_only=True))
+@pytest.mark.parametrize(
+    "key", _cases("tenant", "list", "allocation list", "shared", "load", writes_only=True)
+)
 async def test_a_role_without_the_permission_gets_403_and_changes_nothing(api, db, world, key):
     case = CASES[key]
     lacking = [r for r, granted in PERMISSIONS.items() if case.permission not in granted]
@@ -302,7 +342,9 @@ async def test_a_role_without_the_permission_gets_403_and_changes_nothing(api, d
     assert await state_of(api, db, world.acme, world) == before
 
 
-@pytest.mark.parametrize("key", _cases("tenant", "list", "shared", "load", "audit"))
+@pytest.mark.parametrize(
+    "key", _cases("tenant", "list", "allocation list", "shared", "load", "audit")
+)
 async def test_a_role_with_the_permission_is_let_through(api, world, key):
     granted = [r for r, g in PERMISSIONS.items() if CASES[key].permission in g]
     for role in granted if CASES[key].permission is Permission.READ else granted[:1]:
@@ -317,7 +359,7 @@ async def test_another_tenants_id_is_not_found_and_nothing_of_it_changes(api, db
     assert response.status_code == CASES[key].other_tenant_status, response.text
     assert EVIL not in response.text  # nothing of theirs, not even their name
     if response.status_code == 404:  # exactly as an id nobody has
-        unknown = Ids(ACME, f"m-{_uid()}", f"s-{_uid()}", "", world.acme.members)
+        unknown = Ids(ACME, f"m-{_uid()}", f"s-{_uid()}", "", world.acme.members, f"a-{_uid()}")
         as_unknown = await call(api, key, unknown, world, as_(ACME))
         assert as_unknown.status_code == 404
         assert _masked(response.json(), world.evil) == _masked(as_unknown.json(), unknown)
@@ -325,7 +367,8 @@ async def test_another_tenants_id_is_not_found_and_nothing_of_it_changes(api, db
 
 
 def _masked(problem: dict[str, Any], ids: Ids) -> str:
-    return str(problem).replace(ids.model_id, "<id>").replace(ids.set_id, "<id>")
+    masked = str(problem).replace(ids.model_id, "<id>").replace(ids.set_id, "<id>")
+    return masked.replace(ids.allocation_id, "<id>")
 
 
 async def test_another_tenants_book_load_is_not_found(api, world):
@@ -346,6 +389,13 @@ async def test_lists_cover_the_callers_tenant_only(api, world, key):
     ids = {item["model_id"] for item in listed}
     assert {item["tenant"] for item in listed} == {ACME}
     assert world.acme.model_id in ids and world.evil.model_id not in ids
+
+
+async def test_allocation_lists_cover_the_callers_tenant_only(api, world):
+    page = await _ok(await api.get("/allocations", params={"limit": 5000}, headers=as_(ACME)))
+    ids = {item["allocation_id"] for item in page["items"]}
+    assert {item["tenant"] for item in page["items"]} == {ACME}
+    assert world.acme.allocation_id in ids and world.evil.allocation_id not in ids
 
 
 async def test_the_audit_trail_covers_the_callers_tenant_only(api, world):

@@ -20,6 +20,8 @@ from ballast_common.contracts.events import (
     PositionV1,
     SecuritiesChangedV1,
     SecurityV1,
+    TradesApprovedV1,
+    TradeV1,
     TradingHoldChangedV1,
 )
 from ballast_common.outbox import outbox
@@ -30,6 +32,7 @@ from rebalance_svc import repository, service
 from rebalance_svc.handlers import subscriptions
 from rebalance_svc.main import spec
 from rebalance_svc.settings import Settings
+from rebalance_svc.tables import TradeInFlight
 from rebalance_test_support import decline_trades_in_flight, process_requested_chunks
 from sqlalchemy import select
 
@@ -251,6 +254,47 @@ async def test_an_account_is_not_traded_again_before_its_trades_are_settled(db):
     await deliver(db, rejected, "R-1")
     assert "R-1" not in await second_run(23)
     await decline_trades_in_flight(db)
+
+
+async def test_what_a_person_approved_is_what_stays_in_flight(db):
+    """A proposal edited before approval (one trade removed, the other lowered): once its
+    approval arrives, only the approved quantity of the approved trade keeps R-1 in flight."""
+    await deliver(db, model(30, AAA="0.3", BBB="0.7"), "core")
+    await process_requested_chunks(db)
+    async with db.sessions() as s:
+        [first] = await repository.list_runs(s, "core", 30, 5, tenant=None)
+    proposal = await _proposal_of(db, first.run_id, "R-1")
+    kept, removed = proposal["trades"]
+    lowered = Decimal(kept["quantity"]) - 1
+    approval = TradesApprovedV1(
+        proposal_id=proposal["proposal_id"], account_id="R-1", approved_by="pm",
+        trades=[TradeV1.model_validate({**kept, "quantity": str(lowered)})],
+    )  # fmt: skip
+    await deliver(db, approval, "R-1")
+    async with db.sessions() as s:
+        in_flight = (
+            await s.execute(
+                select(TradeInFlight.trade_id, TradeInFlight.quantity).where(
+                    TradeInFlight.proposal_id == proposal["proposal_id"]
+                )
+            )
+        ).all()
+    assert [(str(t), q) for t, q in in_flight] == [(kept["trade_id"], lowered)]
+    assert removed["trade_id"] not in {str(t) for t, _ in in_flight}
+    fill = FillsReceivedV1(
+        fill_id="F-30", client_order_id="BLK-30", trade_id=kept["trade_id"],
+        proposal_id=proposal["proposal_id"], account_id="R-1", symbol=kept["symbol"],
+        side=kept["side"], quantity=lowered, price=Decimal("100"),
+        executed_at=datetime.now(UTC),
+    )  # fmt: skip
+    holdings = HoldingsReconciledV1(account_id="R-1", as_of=date(2026, 11, 21),
+                                    cash=Decimal("10000"), positions=[], cause="fills",
+                                    fill_ids=["F-30"])  # fmt: skip
+    await deliver(db, fill, "R-1")
+    await deliver(db, holdings, "R-1")
+    async with db.sessions() as s:
+        left = await repository.trades_in_flight(s, ["R-1"])
+    assert left == {}, "the lowered quantity filled: nothing of the proposal is in flight"
 
 
 async def test_an_account_held_from_trading_is_skipped_with_the_reason_until_released(

@@ -29,6 +29,7 @@ from rebalance_svc.engine_input import (
     cash_movements,
     money,
     proposal_json,
+    proposal_metrics,
     tax_lots,
 )
 from rebalance_svc.service import IDS, derived_id
@@ -101,6 +102,7 @@ def model_bytes(proposal_id: str, result: RebalanceResult, trade_ids: list[str],
         cash_before=result.summary.cash_before,
         cash_after_estimated=result.summary.cash_after,
         cash_movements=cash_movements(result) if uma else [],
+        metrics=proposal_metrics(result),
         trades=[
             TradeV1(
                 trade_id=uuid.UUID(trade_id),

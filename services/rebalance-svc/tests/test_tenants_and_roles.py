@@ -148,6 +148,13 @@ def calls(book: Book) -> dict[tuple[str, str], Call]:
         ("POST", "/scans"): Call("POST", "/scans", {"rebalance": False}),
         ("POST", "/harvests"): Call("POST", "/harvests", {"accounts": [book.acme]}),
         ("GET", "/read-model"): Call("GET", "/read-model"),
+        ("POST", "/cash-requests"): Call(
+            "POST",
+            "/cash-requests",
+            {"requests": [{"account_id": book.acme, "kind": "deposit", "amount": "10"}]},
+        ),
+        ("GET", "/cash-requests"): Call("GET", "/cash-requests"),
+        ("GET", "/cash-requests/{request_id}"): Call("GET", f"/cash-requests/{uuid.UUID(int=0)}"),
     }
 
 
@@ -315,8 +322,9 @@ async def test_a_role_without_the_permission_is_forbidden_and_nothing_changes(
             assert routes[key].value in response.json()["detail"]
             tried += 1
     assert await fingerprint(db) == before
-    # scans and harvests, by sponsor, advisor, model-manager, compliance, platform-operator
-    assert tried == 10
+    # scans, harvests and cash requests, by sponsor, advisor, model-manager, compliance,
+    # platform-operator
+    assert tried == 15
 
 
 async def test_a_body_naming_a_tenant_is_refused_naming_the_field(

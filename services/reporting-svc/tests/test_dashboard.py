@@ -1,8 +1,13 @@
 """The dashboard is static HTML/CSS/JS served by the service itself (no database needed)."""
 
 import re
+import shutil
+import subprocess
 
+import pytest
+from ballast_common.auth import PERMISSIONS, Permission, Role
 from fastapi.testclient import TestClient
+from reporting_svc.api import STATIC_DIR
 from reporting_svc.main import app
 
 
@@ -31,3 +36,27 @@ def test_dashboard_page_and_assets_are_served() -> None:
 def test_missing_static_file_is_404() -> None:
     client = TestClient(app)
     assert client.get("/static/nope.js").status_code == 404
+
+
+def test_the_review_page_calls_the_approval_routes_and_knows_who_decides() -> None:
+    client = TestClient(app)
+    page, script = client.get("/").text, client.get("/static/app.js").text
+    assert 'data-nav="review"' in page and 'id="held-count"' in page
+    for path in ("/approvals/counts", "/approvals/proposals", "/approvals/proposals/approve"):
+        assert path in script
+    for action in ("${action}", "edit", "history"):
+        assert f"/approvals/proposals/${{id}}/{action}" in script
+    assert 'decideProposal("approve")' in script and 'decideProposal("reject")' in script
+    # The buttons show for the roles the permission matrix lets decide (the service checks).
+    listed = re.search(r"const DECIDER_ROLES = \[([^\]]*)\]", script)
+    assert listed is not None
+    deciders = {r.value for r in Role if Permission.DECIDE_PROPOSALS in PERMISSIONS[r]}
+    assert set(re.findall(r'"([^"]+)"', listed.group(1))) == deciders
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
+def test_the_dashboard_script_parses() -> None:
+    checked = subprocess.run(
+        ["node", "--check", str(STATIC_DIR / "app.js")], capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stderr

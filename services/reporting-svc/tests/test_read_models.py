@@ -308,6 +308,35 @@ async def test_declined_proposal_finishes_its_trades_in_either_order(
     assert member["trades_declined"] == 2 and member["trades_open"] == 0
 
 
+@pytest.mark.parametrize("approved_first", [False, True])
+async def test_a_trade_removed_before_approval_is_declined_in_either_order(
+    db: Database, client: httpx.AsyncClient, approved_first: bool
+) -> None:
+    """A person removed ZZB from the proposal and lowered ZZA before approving it."""
+    account, model = new_account(), new_model()
+    await setup_book(db, account, model)
+    run, proposal = uuid.uuid4(), uuid.uuid4()
+    sell, buy = trade("ZZA", "sell", "30", "10"), trade("ZZB", "buy", "15", "20")
+    lowered = sell.model_copy(update={"quantity": Decimal("20"), "estimated_value": Decimal("200")})
+    events = [
+        proposed(account, model, run, proposal, [sell, buy], at(30)),
+        approved(account, proposal, [lowered], at(31)),
+    ]
+    for event in reversed(events) if approved_first else events:
+        await deliver(db, event)
+    await deliver(db, chunk_done(run, at(30), trades=2, model=model))
+    rows = {
+        r["symbol"]: r for r in (await client.get(f"/accounts/{account}/trades")).json()["items"]
+    }
+    assert rows["ZZB"]["status"] == "declined"
+    assert rows["ZZA"]["status"] == "approved" and Decimal(rows["ZZA"]["quantity"]) == 20
+    await deliver(db, fill(account, lowered, proposal, f"F-{proposal}", "20", "10", at(40)))
+    await deliver(db, holdings(account, at(41), "1200", {"ZZA": "80"}, fill_ids=[f"F-{proposal}"]))
+    progress = (await client.get(f"/runs/{run}")).json()
+    assert progress["trades_declined"] == 1 and progress["trades_filled"] == 1
+    assert progress["trades_open"] == 0 and progress["complete"] is True
+
+
 async def test_v2_snapshot_lots_are_valued_with_term_and_wash_adjustment(
     db: Database, client: httpx.AsyncClient
 ) -> None:

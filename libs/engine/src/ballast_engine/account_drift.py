@@ -174,13 +174,16 @@ def _add_account_items(
 class DriftMaxima:
     """What result assembly needs from every group, in one pass: the asset-class targets
     (as ``asset_class_targets``), the group values before and after the trades, and the
-    ``max_abs_drift()`` of the reports before and after."""
+    ``max_abs_drift()`` of the reports before and after, of every level and of the security
+    level alone."""
 
     class_targets: dict[str, float]
     group_values_before: list[list[float]]
     group_values_after: list[list[float]]
     max_before: float
     max_after: float
+    security_before: float = 0.0
+    security_after: float = 0.0
 
 
 def drift_maxima(
@@ -200,7 +203,7 @@ def drift_maxima(
     ct: dict[str, float] = {}
     cls_b: dict[str, float] = {}
     cls_a: dict[str, float] = {}
-    best = [0.0, 0.0]  # before, after
+    best = [0.0, 0.0, 0.0, 0.0]  # before, after; security level only: before, after
     all_b: list[list[float]] = []
     all_a: list[list[float]] = []
     for o, sw in zip(outcomes, weights, strict=True):
@@ -220,7 +223,7 @@ def drift_maxima(
         best[0] = max(best[0], abs(account.cash / pos_b - 0.0))
     if abs(unalloc_after) > 0.005:
         best[1] = max(best[1], abs(unalloc_after / pos_a - 0.0))
-    return DriftMaxima(ct, all_b, all_a, best[0], best[1])
+    return DriftMaxima(ct, all_b, all_a, best[0], best[1], best[2], best[3])
 
 
 def _sleeve_maxima(
@@ -232,10 +235,10 @@ def _sleeve_maxima(
     best: list[float],
 ) -> tuple[list[float], list[float]]:
     """One sleeve's part of ``drift_maxima``: its groups' asset-class targets and values
-    (added to ``ct``, ``cls_b``, ``cls_a``) and drifts (``best``); returns its group values
-    before and after the trades."""
+    (added to ``ct``, ``cls_b``, ``cls_a``) and drifts (``best``: every level's before and
+    after, then the security level's); returns its group values before and after the trades."""
     plan = o.plan
-    best_b, best_a = best
+    best_b, best_a = best[2], best[3]  # the groups' (security level) drifts first
     ptot = plan.total if plan.total > 0 else 1.0
     sv_b, sv_a = plan.value, plan.total
     stot_b = sv_b if sv_b > 0 else 1.0
@@ -261,9 +264,10 @@ def _sleeve_maxima(
             if d > best_a:
                 best_a = d
             cls_a[ac] = cls_a.get(ac, 0.0) + pv
+    best[2], best[3] = best_b, best_a
     cash_t = plan.cash_target / ptot
-    best[0] = max(best_b, abs(plan.cash_before / stot_b - cash_t))
-    best[1] = max(best_a, abs(o.cash_after / stot_a - cash_t))
+    best[0] = max(best[0], best_b, abs(plan.cash_before / stot_b - cash_t))
+    best[1] = max(best[1], best_a, abs(o.cash_after / stot_a - cash_t))
     return gv_b, gv_a
 
 

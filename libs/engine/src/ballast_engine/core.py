@@ -16,6 +16,7 @@ from dataclasses import fields
 from decimal import Decimal
 
 from ballast_engine.account_drift import (
+    DriftMaxima,
     SleeveTargets,
     drift_item_list,
     drift_maxima,
@@ -335,7 +336,7 @@ def assemble_result(
     """The result of the sleeves' outcomes: trades, sleeve results, drift reports (built
     when first read: nothing changes the plans once the result is assembled), notices and
     the summary."""
-    before, after, max_before, max_after = _drift_reports(account, ref, outcomes, unalloc_after)
+    before, after, m = _drift_reports(account, ref, outcomes, unalloc_after)
     trades: list[Trade] = []
     notices: list[Notice] = []
     for o in outcomes:
@@ -355,8 +356,7 @@ def assemble_result(
         account_value=sum(p.value for p in plans) + account.cash,
         cash_before=sum(p.cash_before for p in plans) + account.cash,
         cash_after=sum(o.cash_after for o in outcomes) + unalloc_after,
-        max_before=max_before,
-        max_after=max_after,
+        maxima=m,
     )
     return RebalanceResult(
         account_id=account.account_id,
@@ -374,7 +374,7 @@ def assemble_result(
 
 def _drift_reports(
     account: Account, ref: Reference, outcomes: list[SleeveOutcome], unalloc_after: float
-) -> tuple[AccountDrift, AccountDrift, float, float]:
+) -> tuple[AccountDrift, AccountDrift, DriftMaxima]:
     """The drift reports before and after the trades (deferred) and their largest drifts.
     Asset-class targets are at the post-flow totals: what the rebalance aims at."""
     plans = [o.plan for o in outcomes]
@@ -404,7 +404,7 @@ def _drift_reports(
     aid = account.account_id
     before = AccountDrift.deferred(aid, (drift_item_list, args_before))
     after = AccountDrift.deferred(aid, (drift_item_list, args_after))
-    return before, after, m.max_before, m.max_after
+    return before, after, m
 
 
 def _sleeve_results(outcomes: list[SleeveOutcome], ref: Reference) -> list[SleeveResult]:
@@ -440,8 +440,7 @@ def _summary(
     account_value: float,
     cash_before: float,
     cash_after: float,
-    max_before: float,
-    max_after: float,
+    maxima: DriftMaxima,
 ) -> Summary:
     """Counts and values of the trades, turnover, cash and the largest drifts."""
     # one pass; int 0 starts the sums exactly as sum() does
@@ -466,6 +465,8 @@ def _summary(
         account_value=cents(account_value),
         cash_before=cents(cash_before),
         cash_after=cents(cash_after),
-        max_drift_before=max_before,
-        max_drift_after=max_after,
+        max_drift_before=maxima.max_before,
+        max_drift_after=maxima.max_after,
+        max_security_drift_before=maxima.security_before,
+        max_security_drift_after=maxima.security_after,
     )

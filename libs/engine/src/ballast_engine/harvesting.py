@@ -48,6 +48,7 @@ from ballast_engine.model import (
     AccountFailure,
     Book,
     BookResult,
+    DriftLevel,
     HarvestSettings,
     Holding,
     LotSale,
@@ -615,6 +616,8 @@ def _harvest_summary(
         cash_after=cents(sum(float(s.cash_after) for s in sleeves) + account.cash),
         max_drift_before=before.max_abs_drift(),
         max_drift_after=after.max_abs_drift(),
+        max_security_drift_before=before.max_abs_drift(DriftLevel.SECURITY),
+        max_security_drift_after=after.max_abs_drift(DriftLevel.SECURITY),
     )
 
 

@@ -782,6 +782,10 @@ class Summary:
     cash_after: Decimal  # all cash after trades and the withdrawal
     max_drift_before: float
     max_drift_after: float
+    # the largest drift of a security (the drift reports' security level), before and after;
+    # not in ``to_dict`` (the engine's output keeps its published shape)
+    max_security_drift_before: float = 0.0
+    max_security_drift_after: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {

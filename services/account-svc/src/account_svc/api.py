@@ -14,7 +14,7 @@ from ballast_common.openapi import CREATES_RESOURCE
 from ballast_common.pagination import Offset, Page
 from fastapi import APIRouter, Path, Query
 
-from account_svc import repository, service
+from account_svc import repository, service, strategies
 from account_svc.repository import PostgresAccountRepository
 from account_svc.schemas import (
     AccountIn,
@@ -33,6 +33,7 @@ from account_svc.schemas import (
     Strategy,
     TaxSettings,
 )
+from account_svc.strategies_schemas import AccountStrategyIn
 
 router = APIRouter()
 Limit = Annotated[int, Query(ge=1, le=5000)]
@@ -212,12 +213,13 @@ async def get_strategy(account_id: str, session: ReadSession, caller: CanRead) -
     "/accounts/{account_id}/strategy",
     tags=["account settings"],
     response_model=Strategy,
-    summary="Make the account a UMA: replace its sleeves (model, weight, band) and range",
+    summary="Make the account a UMA: its own sleeves (model, weight, band) and range, or a "
+    "reusable strategy to follow (strategy_id)",
 )
 async def put_strategy(
-    account_id: str, body: Strategy, uow: UoW, caller: CanManageAccounts
+    account_id: str, body: AccountStrategyIn, uow: UoW, caller: CanManageAccounts
 ) -> Strategy:
-    return await service.set_strategy(
+    return await strategies.set_account_strategy(
         uow,
         PostgresAccountRepository(uow.session),
         caller.tenant,
@@ -234,7 +236,7 @@ async def put_strategy(
     summary="The account stops being a UMA (it follows no model until PATCHed one)",
 )
 async def delete_strategy(account_id: str, uow: UoW, caller: CanManageAccounts) -> AccountOut:
-    return await service.clear_strategy(
+    return await strategies.clear_account_strategy(
         uow, PostgresAccountRepository(uow.session), caller.tenant, account_id, actor=caller.subject
     )
 
@@ -311,6 +313,13 @@ async def list_proposals(
     caller: CanRead,
     status: Literal["pending", "approved", "rejected"] | None = None,
     account_id: str | None = None,
+    routed_by: Annotated[
+        str | None,
+        Query(description='"filter:<id>@<version>" or "auto_approve": what routed them'),
+    ] = None,
+    held: Annotated[
+        bool, Query(description="pending proposals a filter held (review or suspend)")
+    ] = False,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> Page[ProposalOut]:
@@ -321,6 +330,8 @@ async def list_proposals(
         account_id=account_id,
         limit=limit + 1,
         offset=offset,
+        routed_by=routed_by,
+        held=held,
     )
     proposals = [ProposalOut.model_validate(r, from_attributes=True) for r in rows]
     return Page[ProposalOut].of(proposals, limit, offset)

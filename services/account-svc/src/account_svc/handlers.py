@@ -11,6 +11,7 @@ from ballast_common.contracts.events import (
 from ballast_common.uow import UnitOfWork
 
 from account_svc import service
+from account_svc.filters_repository import PostgresProposalRouter
 from account_svc.repository import PostgresAccountRepository
 from account_svc.settings import Settings
 
@@ -20,7 +21,12 @@ async def on_model_changed(uow: UnitOfWork, envelope: Envelope, event: ModelChan
 
 
 async def on_trades_proposed(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
-    await service.receive_proposals(uow, PostgresAccountRepository(uow.session), deliveries)
+    await service.receive_proposals(
+        uow,
+        PostgresAccountRepository(uow.session),
+        deliveries,
+        PostgresProposalRouter(uow.session),
+    )
 
 
 async def on_corporate_action_recorded(

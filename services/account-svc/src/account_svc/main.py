@@ -7,8 +7,12 @@ from ballast_common.app import ServiceSpec, create_app
 
 from account_svc.api import router
 from account_svc.book_load import BOOK_LOAD
+from account_svc.bulk_changes_api import router as bulk_changes_router
+from account_svc.filters_api import router as filters_router
 from account_svc.handlers import subscriptions
+from account_svc.proposal_review_api import router as proposal_review_router
 from account_svc.settings import Settings
+from account_svc.strategies_api import router as strategies_router
 from account_svc.tables import metadata
 
 settings = Settings()
@@ -21,6 +25,10 @@ spec = ServiceSpec(
     description="Accounts, households, approval policy; approves proposed trades.",
     routers=[
         router,
+        filters_router,
+        bulk_changes_router,
+        strategies_router,
+        proposal_review_router,
         audit.trail_router(
             "Changes of accounts, their settings, restrictions and strategies, security lists "
             "and proposal decisions"

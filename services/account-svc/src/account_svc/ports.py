@@ -3,11 +3,12 @@ port. Its Postgres adapter is repository.PostgresAccountRepository; the tests ru
 on an in-memory fake too."""
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Protocol
 
 from ballast_common.audit import AuditEntry
 
-from account_svc.tables import Account, Proposal, SecurityList
+from account_svc.tables import Account, Filter, Proposal, SecurityList
 
 
 class AccountRepository(Protocol):
@@ -52,3 +53,19 @@ class AccountRepository(Protocol):
     ) -> Proposal | None: ...
 
     async def append_audit(self, tenant: str, entries: Sequence[AuditEntry]) -> None: ...
+
+
+class ProposalRouter(Protocol):
+    """What routing proposals by filters needs from storage: the enabled filters of
+    tenants, which one first selects each proposal (evaluated in the database), and the
+    accounts a filter suspends."""
+
+    async def enabled_filters(self, tenants: Sequence[str]) -> list[Filter]: ...
+
+    async def first_matching_filters(
+        self, proposals: Sequence[Proposal], filters: Sequence[Filter]
+    ) -> dict[str, int]: ...
+
+    async def suspend_accounts(
+        self, account_ids: Sequence[str], now: datetime
+    ) -> list[Account]: ...

@@ -38,7 +38,8 @@ from account_svc.tables import (
     SecurityList,
 )
 
-PROPOSALS_PER_INSERT = 1000  # 11 columns each: well under Postgres's 32,767 parameters
+PROPOSALS_PER_INSERT = 1000  # 23 columns each: under Postgres's 32,767 parameters
+HELD_ACTIONS = ("review", "suspend")  # routing actions that leave a proposal to a person
 
 
 class PostgresAccountRepository:
@@ -223,13 +224,22 @@ async def list_proposals(
     account_id: str | None,
     limit: int,
     offset: int,
+    routed_by: str | None = None,
+    held: bool = False,
 ) -> list[Proposal]:
-    """A page of the proposals of the tenant's accounts, oldest first."""
+    """A page of the proposals of the tenant's accounts, oldest first (held: pending ones a
+    filter held for review or suspension)."""
     stmt = select(Proposal).where(_of_tenants_account(tenant))
     if status:
         stmt = stmt.where(Proposal.status == status)
     if account_id:
         stmt = stmt.where(Proposal.account_id == account_id)
+    if routed_by:
+        stmt = stmt.where(Proposal.routed_by == routed_by)
+    if held:
+        stmt = stmt.where(
+            Proposal.status == "pending", col(Proposal.routing_action).in_(HELD_ACTIONS)
+        )
     stmt = stmt.order_by(col(Proposal.received_at), col(Proposal.proposal_id))
     stmt = stmt.limit(limit).offset(offset)
     return list(await session.exec(stmt))

@@ -19,8 +19,9 @@ from ballast_common.contracts.types import (
     RequestBody,
 )
 from ballast_engine.tax.model import DEFAULT_RELIEF_METHOD
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool, StrictInt, StringConstraints
 
+from account_svc.filter_conditions import ATTRIBUTE_NAME_PATTERN
 from account_svc.rules import (
     IDENTIFIER_PATTERN,
     MAX_FRACTION,
@@ -30,6 +31,8 @@ from account_svc.rules import (
     SYMBOL_PATTERN,
 )
 
+MAX_ATTRIBUTES = 50
+MAX_ATTRIBUTE_TEXT = 200
 AccountType = Literal["taxable", "ira"]
 AccountStatus = Literal["active", "suspended", "closed"]
 Identifier = Field(min_length=1, max_length=64, pattern=IDENTIFIER_PATTERN)
@@ -154,6 +157,25 @@ class Strategy(RequestBody):
     )
 
 
+AttributeName = Annotated[str, StringConstraints(pattern=ATTRIBUTE_NAME_PATTERN)]
+AttributeValue = (
+    StrictBool
+    | StrictInt
+    | Annotated[float, Field(strict=True, allow_inf_nan=False)]
+    | Annotated[str, Field(max_length=MAX_ATTRIBUTE_TEXT)]
+)
+Attributes = Annotated[
+    dict[AttributeName, AttributeValue],
+    Field(
+        max_length=MAX_ATTRIBUTES,
+        description="ancillary fields filters may test (e.g. discretionary, client_tier): "
+        f"at most {MAX_ATTRIBUTES}, names {ATTRIBUTE_NAME_PATTERN}, values text, numbers or "
+        "booleans",
+    ),
+]
+AdvisorId = Annotated[str, Field(min_length=1, max_length=64, pattern=IDENTIFIER_PATTERN)]
+
+
 class AccountIn(RequestBody):
     """An account to open; its tenant is the caller's (the bearer token's)."""
 
@@ -167,6 +189,8 @@ class AccountIn(RequestBody):
     tax_settings: TaxSettings | None = None
     strategy: Strategy | None = Field(default=None, description="a UMA: its sleeves")
     restrictions: list[RestrictionIn] = Field(default_factory=list, max_length=MAX_RESTRICTIONS)
+    advisor_id: AdvisorId | None = None
+    attributes: Attributes = Field(default_factory=dict)
 
 
 class AccountsIn(RequestBody):
@@ -180,6 +204,8 @@ class AccountPatch(RequestBody):
     model_id: ModelId | None = None
     status: Omittable[AccountStatus] = None
     auto_approve: Omittable[bool] = None
+    advisor_id: AdvisorId | None = None
+    attributes: Omittable[Attributes] = None
 
 
 class AccountOut(BaseModel):
@@ -197,6 +223,8 @@ class AccountOut(BaseModel):
     restrictions: list[RestrictionOut]
     created_at: datetime
     updated_at: datetime
+    advisor_id: str | None = None
+    attributes: dict[str, Any] = Field(default_factory=dict)
 
 
 class SecurityListIn(RequestBody):
@@ -242,6 +270,20 @@ class ProposalOut(BaseModel):
     decided_by: str | None
     decided_at: datetime | None
     decision_note: str | None
+    routed_by: str | None = Field(
+        default=None,
+        description='what routed it: "filter:<id>@<version>" or "auto_approve" (null: before '
+        "filters routed proposals)",
+    )
+    routing_action: Literal["trade", "review", "suspend", "auto_approve"] | None = None
+    account_value: Decimal | None = None
+    cash_before: Decimal | None = None
+    buy_value: Decimal | None = None
+    sell_value: Decimal | None = None
+    turnover_percent: Decimal | None = None
+    estimated_tax: Decimal | None = None
+    drift_before_percent: Decimal | None = None
+    drift_after_percent: Decimal | None = None
 
 
 class Decision(RequestBody):

@@ -37,7 +37,7 @@ from ballast_common.uow import Cause, UnitOfWork
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from account_svc import repository, rules
-from account_svc.ports import AccountRepository
+from account_svc.ports import AccountRepository, ProposalRouter
 from account_svc.repository import PostgresAccountRepository
 from account_svc.schemas import (
     AccountIn,
@@ -53,11 +53,12 @@ from account_svc.schemas import (
     Strategy,
     TaxSettings,
 )
-from account_svc.tables import Account, Proposal, RestrictionChange, SecurityList
+from account_svc.tables import Account, Filter, Proposal, RestrictionChange, SecurityList
 
 OPENED_STATUS = "active"  # an account opened over REST or from the book files
 AUTO_APPROVER = "policy:auto-approve"
 AUTO_APPROVAL_NOTE = "account policy approves automatically"
+AUTO_APPROVE_ROUTE = "auto_approve"  # routed_by / routing_action when no filter selected it
 NO_REASON = "no reason given"
 RENAMING_ACTIONS = ("symbol-change", "stock-merger")  # the new symbol replaces the old one
 REMOVING_ACTIONS = ("cash-merger",)  # the security is gone: it leaves lists and restrictions
@@ -472,10 +473,14 @@ async def remember_model(uow: UnitOfWork, tenant: str, event: ModelChangedV1) ->
 
 
 async def receive_proposals(
-    uow: UnitOfWork, repo: AccountRepository, deliveries: Sequence[Delivery]
+    uow: UnitOfWork,
+    repo: AccountRepository,
+    deliveries: Sequence[Delivery],
+    router: ProposalRouter | None = None,
 ) -> int:
-    """Record a batch of proposed trades (a repeated proposal is ignored) and approve at once
-    those the account's policy allows; returns how many proposals were new."""
+    """Record a batch of proposed trades (a repeated proposal is ignored), each routed by the
+    first enabled filter of its account's tenant that selects it (`router`; None: no filters),
+    else by the account's auto-approve policy; returns how many proposals were new."""
     firsts: dict[str, Delivery] = {}
     for delivery in deliveries:
         firsts.setdefault(str(delivery.payload.proposal_id), delivery)
@@ -484,36 +489,107 @@ async def receive_proposals(
     unknown = [a for a in account_ids if a not in policies]
     if unknown:  # the framework then takes the batch one by one: only these are dead letters
         raise PermanentMessageError(f"trades proposed for unknown account {', '.join(unknown)}")
-    proposals = [
-        _proposal(d.payload, d.envelope, *policies[d.payload.account_id]) for d in firsts.values()
-    ]
+    proposals = [_proposal(d.payload, d.envelope) for d in firsts.values()]
+    # the accounts' tenants are their events' (a filter applies only where both agree: the
+    # statement that evaluates them compares the account's own tenant)
+    tenants = sorted({d.envelope.tenant for d in firsts.values()})
+    filters = await router.enabled_filters(tenants) if router is not None else []
+    matches = (
+        await router.first_matching_filters(proposals, filters)
+        if router is not None and filters
+        else {}
+    )
+    suspending: dict[str, Filter] = {}  # account id -> the filter suspending it
+    for proposal in proposals:
+        index = matches.get(proposal.proposal_id)
+        chosen = filters[index] if index is not None else None
+        route_proposal(proposal, *policies[proposal.account_id], chosen)
+        if chosen is not None and chosen.action == "suspend":
+            suspending.setdefault(proposal.account_id, chosen)
+    for proposal in proposals:  # an account suspended by this batch approves nothing of it
+        if proposal.account_id in suspending and proposal.status == "approved":
+            proposal.status, proposal.decided_by, proposal.decided_at = "pending", None, None
+            proposal.decision_note = "waiting: account is suspended"
     new = await repo.insert_new_proposals(proposals)
-    approved: dict[str, list[AuditEntry]] = {}  # by tenant
+    audited: dict[str, list[AuditEntry]] = {}  # by tenant
     for proposal, delivery in zip(proposals, firsts.values(), strict=True):
-        if proposal.proposal_id in new and proposal.status == "approved":
-            _announce_approval(uow, proposal, delivery.envelope.tenant, cause=delivery.envelope)
-            approved.setdefault(delivery.envelope.tenant, []).append(
+        if proposal.proposal_id not in new:
+            continue
+        tenant = delivery.envelope.tenant
+        if proposal.status == "approved":
+            _announce_approval(uow, proposal, tenant, cause=delivery.envelope)
+            actor, action = proposal.decided_by or AUTO_APPROVER, "approve"
+        elif proposal.routing_action in ("review", "suspend"):
+            actor, action = _routing_actor(proposal), "hold"
+        else:
+            continue
+        audited.setdefault(tenant, []).append(
+            AuditEntry(
+                actor, action, "proposal", proposal.proposal_id, None, _decision_doc(proposal)
+            )
+        )
+    accounts_of_new = {p.account_id for p in proposals if p.proposal_id in new}
+    suspended_by = {a: f for a, f in suspending.items() if a in accounts_of_new}
+    if suspended_by and router is not None:
+        suspended = await router.suspend_accounts(sorted(suspended_by), datetime.now(UTC))
+        for account in suspended:
+            after = _doc_of(account)
+            before = {**after, "status": OPENED_STATUS}
+            chosen = suspended_by[account.account_id]
+            audited.setdefault(account.tenant, []).append(
                 AuditEntry(
-                    AUTO_APPROVER,
-                    "approve",
-                    "proposal",
-                    proposal.proposal_id,
-                    None,
-                    _decision_doc(proposal),
+                    f"filter:{chosen.filter_id}",
+                    "suspend",
+                    "account",
+                    account.account_id,
+                    before,
+                    after,
                 )
             )
-    for tenant in sorted(approved):
-        await repo.append_audit(tenant, approved[tenant])
+        await announce_accounts(uow, repo, suspended)
+    for tenant in sorted(audited):
+        await repo.append_audit(tenant, audited[tenant])
     return len(new)
 
 
-def _proposal(
-    event: TradesProposedV1, cause: Envelope, status: str, auto_approve: bool
-) -> Proposal:
-    """The proposal as recorded, with the event it came in (its cause): approved at once by
-    an active account's auto-approve policy, else pending (with why, when the account is not
-    active)."""
-    proposal = Proposal(
+def route_proposal(
+    proposal: Proposal, status: str, auto_approve: bool, chosen: Filter | None
+) -> None:
+    """Decide a new proposal: by the filter that selected it (trade: approved when the account
+    is active; review: held; suspend: held, and the account is suspended), else by the
+    account's policy (approved when active and auto_approve)."""
+    if chosen is None:
+        proposal.routed_by = proposal.routing_action = AUTO_APPROVE_ROUTE
+        approve = auto_approve
+        actor, note = AUTO_APPROVER, AUTO_APPROVAL_NOTE
+    else:
+        proposal.routed_by = f"filter:{chosen.filter_id}@{chosen.version}"
+        proposal.routing_action = chosen.action
+        approve = chosen.action == "trade"
+        actor, note = f"filter:{chosen.filter_id}", f"approved by filter {chosen.name}"
+    if chosen is not None and chosen.action in ("review", "suspend"):
+        proposal.decision_note = f"held for review by filter {chosen.name}"
+        if chosen.action == "suspend":
+            proposal.decision_note = f"held: account suspended by filter {chosen.name}"
+    elif status != "active":
+        proposal.decision_note = f"waiting: account is {status}"
+    elif approve:
+        _decide(proposal, "approved", actor, note)
+
+
+def _routing_actor(proposal: Proposal) -> str:
+    """`filter:<id>` of a proposal's routed_by `filter:<id>@<version>`."""
+    return (proposal.routed_by or AUTO_APPROVE_ROUTE).rsplit("@", 1)[0]
+
+
+def _proposal(event: TradesProposedV1, cause: Envelope) -> Proposal:
+    """The proposal as recorded (pending until routed), with the event it came in (its
+    cause) and its metrics: the event's, else what its trades give."""
+    buys = [t.estimated_value for t in event.trades if t.side == "buy"]
+    sells = [t for t in event.trades if t.side == "sell"]
+    taxes = [t.estimated_tax for t in sells if t.estimated_tax is not None]
+    metrics = event.metrics
+    return Proposal(
         proposal_id=str(event.proposal_id),
         account_id=event.account_id,
         run_id=str(event.run_id),
@@ -525,12 +601,21 @@ def _proposal(
         cause_event_id=cause.id,
         traceparent=cause.traceparent,
         tracestate=cause.tracestate,
+        cash_before=event.cash_before,
+        buy_value=metrics.buy_value if metrics else sum(buys, Decimal(0)),
+        sell_value=metrics.sell_value
+        if metrics
+        else sum((t.estimated_value for t in sells), Decimal(0)),
+        estimated_tax=(
+            metrics.estimated_tax
+            if metrics
+            else (sum(taxes, Decimal(0)) if taxes or not sells else None)
+        ),
+        account_value=metrics.account_value if metrics else None,
+        turnover_percent=metrics.turnover_percent if metrics else None,
+        drift_before_percent=metrics.drift_before_percent if metrics else None,
+        drift_after_percent=metrics.drift_after_percent if metrics else None,
     )
-    if status == "active" and auto_approve:
-        _decide(proposal, "approved", AUTO_APPROVER, AUTO_APPROVAL_NOTE)
-    elif status != "active":
-        proposal.decision_note = f"waiting: account is {status}"
-    return proposal
 
 
 async def decide(
@@ -858,6 +943,8 @@ def _decision_doc(proposal: Proposal) -> dict[str, Any]:
             "decided_by",
             "decided_at",
             "decision_note",
+            "routed_by",
+            "routing_action",
         }
     )
 
@@ -904,4 +991,10 @@ def view(account: Account) -> AccountOut:
         restrictions=[RestrictionOut.model_validate(r) for r in account.restrictions],
         created_at=account.created_at,
         updated_at=account.updated_at,
+        advisor_id=account.advisor_id,
+        attributes=account.attributes,
     )
+
+
+decision_doc = _decision_doc
+announce_approval = _announce_approval

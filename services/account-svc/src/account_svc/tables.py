@@ -3,11 +3,12 @@ approve, and the book loads (files staged and applied)."""
 
 import uuid
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from ballast_common.audit import define_audit_records
 from ballast_common.book_loads import define_book_loads
-from sqlalchemy import Column, DateTime, Index, Text, text
+from sqlalchemy import Column, DateTime, Index, Numeric, Text, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
@@ -19,6 +20,10 @@ def _now() -> datetime:
 
 def _timestamp() -> Any:
     return Field(default_factory=_now, sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+def _metric() -> Any:
+    return Field(default=None, sa_column=Column(Numeric(20, 4), nullable=True))
 
 
 class Table(SQLModel, registry=registry()):
@@ -39,6 +44,15 @@ class Household(Table, table=True):
 
 class Account(Table, table=True):
     __tablename__ = "accounts"
+    # filters test attributes by containment (@>): a GIN index serves them over the book
+    __table_args__ = (
+        Index(
+            "ix_accounts_attributes",
+            "attributes",
+            postgresql_using="gin",
+            postgresql_ops={"attributes": "jsonb_path_ops"},
+        ),
+    )
 
     account_id: str = Field(primary_key=True, max_length=64)
     tenant: str = Field(max_length=64, index=True)
@@ -64,6 +78,12 @@ class Account(Table, table=True):
     strategy: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
     created_at: datetime = _timestamp()
     updated_at: datetime = _timestamp()
+    advisor_id: str | None = Field(default=None, max_length=64, index=True)
+    # ancillary fields filters test (discretionary, client_tier...): name -> text|number|bool
+    attributes: dict[str, Any] = Field(
+        default_factory=dict,
+        sa_column=Column(JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    )
 
 
 class SecurityList(Table, table=True):
@@ -114,7 +134,11 @@ class Proposal(Table, table=True):
 
     __tablename__ = "proposals"
     # the order lists page in: a tenant's first page walks it, probing each account's tenant
-    __table_args__ = (Index("ix_proposals_received_at", "received_at", "proposal_id"),)
+    __table_args__ = (
+        Index("ix_proposals_received_at", "received_at", "proposal_id"),
+        # an account's latest proposal (filters test it): one probe per account
+        Index("ix_proposals_account_latest", "account_id", "received_at", "proposal_id"),
+    )
 
     proposal_id: str = Field(primary_key=True, max_length=36)
     account_id: str = Field(max_length=64, index=True)
@@ -140,8 +164,130 @@ class Proposal(Table, table=True):
     cause_event_id: uuid.UUID | None = None
     traceparent: str | None = Field(default=None, max_length=64)
     tracestate: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    # What the proposal weighs (its event's metrics, else what its trades give): filters
+    # test them. None: not known.
+    account_value: Decimal | None = _metric()
+    cash_before: Decimal | None = _metric()
+    buy_value: Decimal | None = _metric()
+    sell_value: Decimal | None = _metric()
+    turnover_percent: Decimal | None = _metric()
+    estimated_tax: Decimal | None = _metric()
+    drift_before_percent: Decimal | None = _metric()
+    drift_after_percent: Decimal | None = _metric()
+    # what decided it: "filter:<id>@<version>" or "auto_approve"; the filter's action or
+    # "auto_approve" (None: received before filters routed proposals)
+    routed_by: str | None = Field(default=None, max_length=100, index=True)
+    routing_action: str | None = Field(default=None, max_length=16)
+
+
+class Filter(Table, table=True):
+    """A saved query over accounts and their latest proposal with what to do with a proposal
+    it selects; a tenant's enabled filters are evaluated in `position` order, first match wins."""
+
+    __tablename__ = "filters"
+
+    tenant: str = Field(primary_key=True, max_length=64)
+    filter_id: str = Field(primary_key=True, max_length=64)
+    name: str = Field(max_length=200)
+    position: int
+    action: str = Field(max_length=16)  # trade | review | suspend
+    # [{field, op, value}] (filter_conditions.Condition)
+    conditions: list[dict[str, Any]] = Field(sa_column=Column(JSONB, nullable=False))
+    enabled: bool = True
+    version: int = 1
+    updated_by: str
+    updated_at: datetime = _timestamp()
 
 
 metadata = Table.metadata
 book_loads = define_book_loads(metadata)
 audit_records = define_audit_records(metadata)
+
+
+class BulkChange(Table, table=True):
+    """One change to many accounts of a tenant (bulk_changes.py): previewed on a frozen
+    selection, then applied all or nothing, or cancelled."""
+
+    __tablename__ = "bulk_changes"
+
+    bulk_change_id: str = Field(primary_key=True, max_length=36)
+    tenant: str = Field(max_length=64, index=True)
+    kind: str = Field(max_length=32)
+    change: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    # as asked; a filter's conditions as they were at the preview
+    selection: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+    note: str
+    status: str = Field(max_length=16)  # previewed | applied | cancelled
+    created_by: str
+    created_at: datetime = _timestamp()
+    applied_by: str | None = None
+    applied_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    cancelled_by: str | None = None
+    cancelled_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    changed: int | None = None  # accounts the apply changed
+    changed_since_preview: int | None = None  # selected accounts changed between preview and apply
+    changed_since_preview_ids: list[str] = Field(
+        default_factory=list,
+        sa_column=Column(JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    )
+
+
+class BulkChangeAccount(Table, table=True):
+    """An account a bulk change selected: what the change does to it (the columns it touches,
+    before and after), what stops it, and its exemption."""
+
+    __tablename__ = "bulk_change_accounts"
+
+    bulk_change_id: str = Field(primary_key=True, max_length=36)
+    account_id: str = Field(primary_key=True, max_length=64)
+    tenant: str = Field(max_length=64)
+    seen_updated_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    before: dict[str, Any] = Field(
+        default_factory=dict,
+        sa_column=Column(JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    )
+    after: dict[str, Any] = Field(
+        default_factory=dict,
+        sa_column=Column(JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    )
+    # [{field, message}]: why the change cannot be applied to this account
+    problems: list[dict[str, Any]] = Field(
+        default_factory=list,
+        sa_column=Column(JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    )
+    exempted_by: str | None = None
+    exempted_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    exemption_reason: str | None = None
+
+
+class ReusableStrategy(Table, table=True):
+    """A UMA strategy of a tenant that many accounts follow (strategies.py): sleeves of models
+    with weights and bands, and a rebalance range; each change is a new version."""
+
+    __tablename__ = "strategies"
+
+    tenant: str = Field(primary_key=True, max_length=64)
+    strategy_id: str = Field(primary_key=True, max_length=64)
+    name: str
+    version: int
+    strategy: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))  # schemas.Strategy
+    updated_by: str
+    updated_at: datetime = _timestamp()
+
+
+class StrategyFollower(Table, table=True):
+    """An account that follows a reusable strategy: its `strategy` is that strategy's."""
+
+    __tablename__ = "strategy_followers"
+    __table_args__ = (Index("ix_strategy_followers_strategy", "tenant", "strategy_id"),)
+
+    account_id: str = Field(primary_key=True, max_length=64)
+    tenant: str = Field(max_length=64)
+    strategy_id: str = Field(max_length=64)
+    version: int  # the version the account's strategy is

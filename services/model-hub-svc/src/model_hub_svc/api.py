@@ -18,6 +18,9 @@ from fastapi import APIRouter, Path, Query, Response
 from model_hub_svc import repository, service
 from model_hub_svc.repository import PostgresModelHubRepository
 from model_hub_svc.schemas import (
+    AllocationIn,
+    AllocationOut,
+    AllocationPublished,
     EquivalenceSetIn,
     EquivalenceSetOut,
     EquivalenceSetPublished,
@@ -120,6 +123,7 @@ async def put_model(
         body,
         caller.subject,
         settings.weight_sum_tolerance,
+        settings.allocation_tolerance,
     )
     response.status_code = 201 if published.created else 200
     return published
@@ -234,5 +238,85 @@ async def list_model_audit_records(
 ) -> Page[AuditRecordOut]:
     records = await service.model_audit_trail(
         session, caller.tenant, model_id, after, limit + 1, offset
+    )
+    return Page[AuditRecordOut].of(records, limit, offset)
+
+
+AllocationId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
+
+
+@router.put(
+    "/allocations/{allocation_id}",
+    tags=["allocations"],
+    summary="Publish a new version of an asset allocation",
+    description="Asset-class weights (summing to 1) of the caller's tenant; a model naming "
+    "the allocation is refused when its asset-class weights stray from them." + ID_TAKEN,
+    response_model=AllocationPublished,
+    openapi_extra=CREATES_RESOURCE,
+)
+async def put_allocation(
+    allocation_id: AllocationId,
+    body: AllocationIn,
+    uow: UoW,
+    runtime: RuntimeDep,
+    response: Response,
+    caller: CanManageModels,
+) -> AllocationPublished:
+    settings = runtime.settings
+    assert isinstance(settings, Settings)
+    published = await service.put_allocation(
+        uow, caller.tenant, allocation_id, body, caller.subject, settings.weight_sum_tolerance
+    )
+    response.status_code = 201 if published.created else 200
+    return published
+
+
+@router.get(
+    "/allocations",
+    tags=["allocations"],
+    response_model=Page[AllocationOut],
+    summary="The tenant's, by id",
+)
+async def list_allocations(
+    session: ReadSession, caller: CanRead, limit: Limit = 500, offset: Offset = 0
+) -> Page[AllocationOut]:
+    rows = await service.list_allocations(session, caller.tenant, limit + 1, offset)
+    return Page[AllocationOut].of(rows, limit, offset)
+
+
+@router.get("/allocations/{allocation_id}", tags=["allocations"], response_model=AllocationOut)
+async def get_allocation(
+    allocation_id: str, session: ReadSession, caller: CanRead
+) -> AllocationOut:
+    return await service.get_allocation(session, caller.tenant, allocation_id)
+
+
+@router.get(
+    "/allocations/{allocation_id}/versions/{version}",
+    tags=["allocations"],
+    response_model=AllocationOut,
+)
+async def get_allocation_version(
+    allocation_id: str, version: Version, session: ReadSession, caller: CanRead
+) -> AllocationOut:
+    return await service.get_allocation(session, caller.tenant, allocation_id, version)
+
+
+@router.get(
+    "/allocations/{allocation_id}/audit",
+    tags=["audit"],
+    response_model=Page[AuditRecordOut],
+    summary="An allocation's audit trail, in order",
+)
+async def list_allocation_audit_records(
+    allocation_id: str,
+    session: ReadSession,
+    caller: CanRead,
+    after: AfterQuery = None,
+    limit: AuditLimit = 100,
+    offset: Offset = 0,
+) -> Page[AuditRecordOut]:
+    records = await service.allocation_audit_trail(
+        session, caller.tenant, allocation_id, after, limit + 1, offset
     )
     return Page[AuditRecordOut].of(records, limit, offset)

@@ -2,6 +2,7 @@
 repository.PostgresModelHubRepository; the tests run the rules on an in-memory fake too."""
 
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Protocol
 
 from ballast_common.audit import AuditEntry
@@ -40,6 +41,26 @@ class ModelHubRepository(Protocol):
     async def add_version(
         self, model: Model, version: ModelVersion, targets: Sequence[ModelTarget]
     ) -> None: ...
+
+    async def taken_model_ids(self, model_ids: Sequence[str]) -> set[str]: ...
+
+    async def add_models(self, models: Sequence[Model]) -> None: ...
+
+    async def ancestors_of(self, tenant: str, model_id: str) -> list[str]: ...
+
+    async def children_of(
+        self, tenant: str, parent_ids: Sequence[str]
+    ) -> list[tuple[Model, ModelVersion]]: ...
+
+    async def targets_of_versions(self, keys: Sequence[tuple[str, int]]) -> list[ModelTarget]: ...
+
+    async def add_versions(
+        self, versions: Sequence[ModelVersion], targets: Sequence[ModelTarget]
+    ) -> None: ...
+
+    async def allocation_weights(
+        self, tenant: str, allocation_ids: Sequence[str]
+    ) -> dict[str, dict[str, Decimal]]: ...
 
     async def models_holding(self, symbol: str) -> list[Model]: ...
 

@@ -1,18 +1,29 @@
 """All of model-hub-svc's SQL."""
 
+import json
 from collections.abc import Sequence
+from decimal import Decimal
 
 from ballast_common import audit, tenancy
 from ballast_common.audit import AuditEntry
 from ballast_common.book_loads import StagedLoad, value_sql
+from ballast_common.bulk import driver_connection, insert_columns
 from ballast_common.contracts.book_files import PRICES, SECURITIES
-from sqlalchemy import ColumnElement, any_, literal, text
+from sqlalchemy import ColumnElement, any_, literal, text, tuple_
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from model_hub_svc.tables import EquivalenceSet, Model, ModelTarget, ModelVersion, Security
+from model_hub_svc.tables import (
+    Allocation,
+    AllocationVersion,
+    EquivalenceSet,
+    Model,
+    ModelTarget,
+    ModelVersion,
+    Security,
+)
 
 
 class PostgresModelHubRepository:
@@ -63,7 +74,8 @@ class PostgresModelHubRepository:
     ) -> Model | None:
         stmt = select(Model).where(Model.model_id == model_id, Model.tenant == tenant)
         if for_update:
-            stmt = stmt.with_for_update()
+            # a cascade may have moved its current version by a statement of its own
+            stmt = stmt.with_for_update().execution_options(populate_existing=True)
         return (await self.session.exec(stmt)).first()
 
     async def model_id_taken(self, model_id: str) -> bool:
@@ -104,6 +116,134 @@ class PostgresModelHubRepository:
         self.session.add(version)
         self.session.add_all(targets)
         await self.session.flush()
+
+    async def taken_model_ids(self, model_ids: Sequence[str]) -> set[str]:
+        """Which of these ids any tenant has (ids are unique platform-wide); one statement."""
+        stmt = select(Model.model_id).where(col(Model.model_id).in_(list(model_ids)))
+        async with tenancy.across_tenants(self.session):
+            return set(await self.session.exec(stmt))
+
+    async def add_models(self, models: Sequence[Model]) -> None:
+        """New models in one statement (their versions follow with add_versions)."""
+        await insert_columns(
+            self.session,
+            Model.__table__,  # type: ignore[attr-defined]
+            {
+                c: [getattr(m, c) for m in models]
+                for c in ("model_id", "tenant", "name", "current_version", "updated_at")
+            },
+        )
+
+    async def ancestors_of(self, tenant: str, model_id: str) -> list[str]:
+        """The model's parent, its parent's parent, ... (by their current versions), nearest
+        first; one recursive statement (it stops at a cycle, should one be stored)."""
+        rows = await self.session.execute(
+            text(
+                "WITH RECURSIVE up(model_id, depth, path) AS ("
+                " SELECT v.parent_model_id, 1, ARRAY[m.model_id]::text[] FROM models m"
+                " JOIN model_versions v ON v.model_id = m.model_id"
+                " AND v.version = m.current_version"
+                " WHERE m.model_id = :model_id AND m.tenant = :tenant"
+                " AND v.parent_model_id IS NOT NULL"
+                " UNION ALL"
+                " SELECT v.parent_model_id, up.depth + 1, up.path || up.model_id::text FROM up"
+                " JOIN models m ON m.model_id = up.model_id AND m.tenant = :tenant"
+                " JOIN model_versions v ON v.model_id = m.model_id"
+                " AND v.version = m.current_version"
+                " WHERE v.parent_model_id IS NOT NULL AND NOT up.model_id = ANY(up.path))"
+                " SELECT model_id FROM up ORDER BY depth"
+            ),
+            {"model_id": model_id, "tenant": tenant},
+        )
+        return [r[0] for r in rows]
+
+    async def children_of(
+        self, tenant: str, parent_ids: Sequence[str]
+    ) -> list[tuple[Model, ModelVersion]]:
+        """The tenant's models whose current version derives from one of `parent_ids`, with
+        that version, by id; their rows locked for a new version. One statement."""
+        stmt = (
+            select(Model, ModelVersion)
+            .join(
+                ModelVersion,
+                (col(ModelVersion.model_id) == col(Model.model_id))
+                & (col(ModelVersion.version) == col(Model.current_version)),
+            )
+            .where(Model.tenant == tenant, col(ModelVersion.parent_model_id).in_(parent_ids))
+            .order_by(col(Model.model_id))
+            .with_for_update(of=Model)
+            .execution_options(populate_existing=True)
+        )
+        return [(m, v) for m, v in await self.session.exec(stmt)]
+
+    async def targets_of_versions(self, keys: Sequence[tuple[str, int]]) -> list[ModelTarget]:
+        """The targets of these (model id, version) pairs, by model and symbol; one statement
+        (callers name versions of models they read for their tenant)."""
+        if not keys:
+            return []
+        pairs = tuple_(col(ModelTarget.model_id), col(ModelTarget.version))
+        stmt = (
+            select(ModelTarget)
+            .where(pairs.in_(list(keys)))
+            .order_by(col(ModelTarget.model_id), col(ModelTarget.symbol))
+        )
+        return list(await self.session.exec(stmt))
+
+    async def add_versions(
+        self, versions: Sequence[ModelVersion], targets: Sequence[ModelTarget]
+    ) -> None:
+        """New versions of many models at once (each its model's next): one INSERT of the
+        versions, one of their targets, one UPDATE of the models' current version."""
+        if not versions:
+            return
+        await self.session.flush()  # the ORM's pending changes go first
+        version_columns = (
+            "model_id", "version", "changed_by", "created_at", "kind", "swap_back",
+            "parent_model_id", "parent_version", "overrides", "limits",
+        )  # fmt: skip
+        await insert_columns(
+            self.session,
+            ModelVersion.__table__,  # type: ignore[attr-defined]
+            {c: [_driver_value(getattr(v, c)) for v in versions] for c in version_columns},
+        )
+        target_columns = (
+            "model_id", "version", "symbol", "weight", "shares", "hold", "replacement",
+            "band_kind", "band_width", "tax_loss_proxies",
+        )  # fmt: skip
+        await insert_columns(
+            self.session,
+            ModelTarget.__table__,  # type: ignore[attr-defined]
+            {c: [_driver_value(getattr(t, c)) for t in targets] for c in target_columns},
+        )
+        connection = await driver_connection(self.session)
+        await connection.execute(
+            "UPDATE models m SET current_version = n.version, updated_at = now() "
+            "FROM unnest($1::text[], $2::int[]) AS n(model_id, version) "
+            "WHERE m.model_id = n.model_id",
+            [v.model_id for v in versions],
+            [v.version for v in versions],
+        )
+
+    async def allocation_weights(
+        self, tenant: str, allocation_ids: Sequence[str]
+    ) -> dict[str, dict[str, Decimal]]:
+        """The current asset-class weights of these allocations of the tenant; one statement."""
+        if not allocation_ids:
+            return {}
+        stmt = (
+            select(AllocationVersion.allocation_id, AllocationVersion.weights)
+            .join(
+                Allocation,
+                (col(Allocation.allocation_id) == col(AllocationVersion.allocation_id))
+                & (col(Allocation.current_version) == col(AllocationVersion.version)),
+            )
+            .where(
+                Allocation.tenant == tenant,
+                col(Allocation.allocation_id).in_(list(allocation_ids)),
+            )
+        )
+        rows = await self.session.exec(stmt)
+        return {a: {c: Decimal(w) for c, w in weights.items()} for a, weights in rows}
 
     async def models_holding(self, symbol: str) -> list[Model]:
         """Models of every tenant whose current version has a target in `symbol`, locked for a
@@ -168,6 +308,11 @@ class PostgresModelHubRepository:
         await self.session.flush()
 
 
+def _driver_value(value: object) -> object:
+    # insert_columns takes json and jsonb as text
+    return json.dumps(value) if isinstance(value, dict | list) else value
+
+
 def _members() -> ColumnElement[list[str]]:
     return EquivalenceSet.__table__.c.members  # type: ignore[attr-defined]
 
@@ -190,6 +335,75 @@ async def list_models(session: AsyncSession, tenant: str, limit: int, offset: in
         .offset(offset)
     )
     return list(await session.exec(stmt))
+
+
+# --- asset allocations ------------------------------------------------------------------------
+
+
+async def get_allocation(
+    session: AsyncSession, tenant: str, allocation_id: str, *, for_update: bool = False
+) -> Allocation | None:
+    stmt = select(Allocation).where(
+        Allocation.allocation_id == allocation_id, Allocation.tenant == tenant
+    )
+    if for_update:
+        stmt = stmt.with_for_update()
+    return (await session.exec(stmt)).first()
+
+
+async def allocation_id_taken(session: AsyncSession, allocation_id: str) -> bool:
+    """Whether any tenant has an allocation of this id (ids are unique platform-wide)."""
+    stmt = select(literal(1)).where(Allocation.allocation_id == allocation_id)
+    async with tenancy.across_tenants(session):
+        return (await session.exec(stmt)).first() is not None
+
+
+async def get_allocation_version(
+    session: AsyncSession, tenant: str, allocation_id: str, version: int
+) -> AllocationVersion | None:
+    stmt = (
+        select(AllocationVersion)
+        .join(Allocation, col(Allocation.allocation_id) == col(AllocationVersion.allocation_id))
+        .where(
+            AllocationVersion.allocation_id == allocation_id,
+            AllocationVersion.version == version,
+            Allocation.tenant == tenant,
+        )
+    )
+    return (await session.exec(stmt)).first()
+
+
+async def add_allocation_version(
+    session: AsyncSession, allocation: Allocation, version: AllocationVersion
+) -> None:
+    session.add(allocation)
+    session.add(version)
+    await session.flush()
+
+
+async def list_allocations(
+    session: AsyncSession, tenant: str, limit: int, offset: int
+) -> list[tuple[Allocation, AllocationVersion]]:
+    """The tenant's allocations with their current versions, by id."""
+    stmt = (
+        select(Allocation, AllocationVersion)
+        .join(
+            AllocationVersion,
+            (col(Allocation.allocation_id) == col(AllocationVersion.allocation_id))
+            & (col(Allocation.current_version) == col(AllocationVersion.version)),
+        )
+        .where(Allocation.tenant == tenant)
+        .order_by(col(Allocation.allocation_id))
+        .limit(limit)
+        .offset(offset)
+    )
+    return [(a, v) for a, v in await session.exec(stmt)]
+
+
+async def known_asset_classes(session: AsyncSession, classes: Sequence[str]) -> set[str]:
+    """Which of these asset classes a security of the master has."""
+    stmt = select(Security.asset_class).where(col(Security.asset_class).in_(list(classes)))
+    return set(await session.exec(stmt.distinct()))
 
 
 # --- book loads: securities.csv and prices.csv, staged (see ballast_common.book_loads) ---------

@@ -6,9 +6,17 @@ decimals this service stores (prices 6, weights 10), so a model is published as 
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Literal
 
-from ballast_common.contracts.types import Price, PriceIn, RequestBody, WeightIn
+from ballast_common.contracts.types import (
+    FractionIn,
+    PercentIn,
+    Price,
+    PriceIn,
+    QuantityIn,
+    RequestBody,
+    WeightIn,
+)
 from pydantic import BaseModel, Field
 
 
@@ -37,19 +45,105 @@ class SecurityOut(BaseModel):
     updated_at: datetime
 
 
+Symbol = Annotated[str, Field(min_length=1, max_length=16)]
+
+
+class BandIn(RequestBody):
+    """absolute: target ± width (weight points, 0.01 = 1 point); relative: target ± width ×
+    target (the shape of account-svc's rebalance settings' bands)."""
+
+    kind: Literal["absolute", "relative"] = "absolute"
+    width: FractionIn
+
+
 class TargetIn(RequestBody):
-    symbol: str = Field(min_length=1, max_length=16)
+    symbol: Symbol
+    weight: WeightIn | None = Field(
+        default=None, description="required on a weights model; optional on a share model"
+    )
+    shares: QuantityIn | None = Field(
+        default=None, description="a share model: shares per model unit (> 0)"
+    )
+    hold: bool = Field(default=False, description="keep what is held, buy no more")
+    replacement: Symbol | None = Field(
+        default=None, description="a held target's buy-list replacement, bought instead"
+    )
+    band: BandIn | None = Field(default=None, description="overrides the account's band")
+    tax_loss_proxies: list[Symbol] = Field(
+        default_factory=list,
+        max_length=20,
+        description="bought in its place when a loss is harvested (not substantially identical)",
+    )
+
+
+class ReweightIn(RequestBody):
+    symbol: Symbol
     weight: WeightIn
 
 
+class OverridesIn(RequestBody):
+    """What a child changes of its parent's current targets (see docs/models.md)."""
+
+    remove: list[Symbol] = Field(default_factory=list, max_length=2000)
+    reweight: list[ReweightIn] = Field(default_factory=list, max_length=2000)
+    add: list[TargetIn] = Field(default_factory=list, max_length=2000)
+
+
+class LimitsIn(RequestBody):
+    """What the children of this model may change (a child outside them is refused)."""
+
+    max_reweight_points: PercentIn | None = Field(
+        default=None,
+        description="per security, |child - parent| weight in percentage points (2 = 2 points)",
+    )
+    max_added: int | None = Field(default=None, ge=0, le=2000)
+    may_remove: bool = True
+    locked: list[Symbol] = Field(
+        default_factory=list, max_length=2000, description="may not be removed or reweighted"
+    )
+    allowed_additions: list[Symbol] | None = Field(
+        default=None, max_length=2000, description="the securities a child may add (null: any)"
+    )
+
+
 class ModelIn(RequestBody):
+    """A model: its own targets, or a parent (`parent_model_id`) and `overrides` of it."""
+
     name: str = Field(min_length=1, max_length=200)
-    targets: list[TargetIn] = Field(min_length=1, max_length=2000)
+    kind: Literal["weights", "shares"] = "weights"
+    targets: list[TargetIn] | None = Field(default=None, min_length=1, max_length=2000)
+    swap_back: bool = Field(
+        default=False, description="swap back from a tax-loss proxy after the wash-sale window"
+    )
+    parent_model_id: str | None = Field(default=None, min_length=1, max_length=64)
+    overrides: OverridesIn | None = None
+    limits: LimitsIn | None = None
+    allocation_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="an asset allocation the model's asset-class weights keep to",
+    )
+
+
+class BandOut(BaseModel):
+    kind: str
+    width: Decimal
 
 
 class TargetOut(BaseModel):
     symbol: str
-    weight: Decimal
+    weight: Decimal | None
+    shares: Decimal | None = None
+    hold: bool = False
+    replacement: str | None = None
+    band: BandOut | None = None
+    tax_loss_proxies: list[str] = []
+
+
+class ParentOut(BaseModel):
+    model_id: str
+    version: int
 
 
 class ModelOut(BaseModel):
@@ -59,11 +153,31 @@ class ModelOut(BaseModel):
     version: int
     changed_by: str
     created_at: datetime
-    targets: list[TargetOut]
+    kind: str = "weights"
+    swap_back: bool = False
+    parent: ParentOut | None = Field(
+        default=None, description="a child: the parent version its effective targets derive from"
+    )
+    overrides: OverridesIn | None = None
+    limits: LimitsIn | None = None
+    allocation_id: str | None = None
+    targets: list[TargetOut] = Field(description="a child's effective targets")
+
+
+class ChildOutsideLimits(BaseModel):
+    model_id: str
+    problem: str
 
 
 class ModelPublished(ModelOut):
-    created: bool = Field(description="false if the targets equal the current version's")
+    created: bool = Field(description="false if the model equals the current version")
+    children_changed: list[str] = Field(
+        default=[], description="children (and theirs) given a new effective version"
+    )
+    children_outside_limits: list[ChildOutsideLimits] = Field(
+        default=[],
+        description="children the new version would break, kept at their last effective version",
+    )
 
 
 class ModelSummary(BaseModel):
@@ -100,3 +214,27 @@ class EquivalenceSetOut(BaseModel):
 
 class EquivalenceSetPublished(EquivalenceSetOut):
     created: bool = Field(description="false if nothing changed")
+
+
+AssetClass = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class AllocationIn(RequestBody):
+    name: str = Field(min_length=1, max_length=200)
+    weights: dict[AssetClass, WeightIn] = Field(
+        min_length=1, max_length=100, description="asset class -> weight; they sum to 1"
+    )
+
+
+class AllocationOut(BaseModel):
+    allocation_id: str
+    tenant: str
+    name: str
+    version: int
+    weights: dict[str, Decimal]
+    changed_by: str
+    created_at: datetime
+
+
+class AllocationPublished(AllocationOut):
+    created: bool = Field(description="false if it equals the current version")

@@ -2,10 +2,12 @@
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 from ballast_common.audit import define_audit_records
 from ballast_common.book_loads import define_book_loads
 from sqlalchemy import ARRAY, Column, DateTime, Numeric, String
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
@@ -51,7 +53,14 @@ class ModelTarget(Table, table=True):
     model_id: str = Field(primary_key=True, max_length=64)
     version: int = Field(primary_key=True)
     symbol: str = Field(primary_key=True, max_length=16)
-    weight: Decimal = Field(sa_column=Column(Numeric(12, 10), nullable=False))
+    # null on a share model published without weights
+    weight: Decimal | None = Field(default=None, sa_column=Column(Numeric(12, 10)))
+    shares: Decimal | None = Field(default=None, sa_column=Column(Numeric(20, 8)))
+    hold: bool = False
+    replacement: str | None = Field(default=None, max_length=16)
+    band_kind: str | None = Field(default=None, max_length=8)
+    band_width: Decimal | None = Field(default=None, sa_column=Column(Numeric(10, 8)))
+    tax_loss_proxies: list[str] | None = Field(default=None, sa_column=Column(JSONB))
 
 
 class ModelVersion(Table, table=True):
@@ -63,6 +72,16 @@ class ModelVersion(Table, table=True):
     created_at: datetime = Field(
         default_factory=_now, sa_column=Column(DateTime(timezone=True), nullable=False)
     )
+    kind: str = Field(default="weights", max_length=8)
+    swap_back: bool = False
+    # a child model: the parent version its targets derive from, and its own overrides
+    parent_model_id: str | None = Field(default=None, max_length=64, index=True)
+    parent_version: int | None = None
+    overrides: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    # a parent: what its children may change
+    limits: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
+    # the asset allocation the model's asset-class weights must keep to
+    allocation_id: str | None = Field(default=None, max_length=64)
 
 
 class EquivalenceSet(Table, table=True):
@@ -79,6 +98,34 @@ class EquivalenceSet(Table, table=True):
     version: int
     changed_by: str
     updated_at: datetime = Field(
+        default_factory=_now, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+
+
+class Allocation(Table, table=True):
+    """An asset allocation: asset-class weights, versioned (ids unique platform-wide)."""
+
+    __tablename__ = "allocations"
+
+    allocation_id: str = Field(primary_key=True, max_length=64)
+    tenant: str = Field(max_length=64)
+    name: str
+    current_version: int
+    updated_at: datetime = Field(
+        default_factory=_now, sa_column=Column(DateTime(timezone=True), nullable=False)
+    )
+
+
+class AllocationVersion(Table, table=True):
+    __tablename__ = "allocation_versions"
+
+    allocation_id: str = Field(primary_key=True, max_length=64)
+    version: int = Field(primary_key=True)
+    name: str
+    # asset class -> weight (decimal strings)
+    weights: dict[str, str] = Field(sa_column=Column(JSONB, nullable=False))
+    changed_by: str
+    created_at: datetime = Field(
         default_factory=_now, sa_column=Column(DateTime(timezone=True), nullable=False)
     )
 

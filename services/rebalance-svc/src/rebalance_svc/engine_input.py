@@ -26,7 +26,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from functools import lru_cache
 from typing import Any, NamedTuple, cast, get_args
 
@@ -35,6 +35,7 @@ from ballast_common.contracts.events import (
     CashMovementPurpose,
     CashMovementV1,
     LossSaleV1,
+    ProposalMetricsV1,
     TaxSettingsV1,
 )
 from ballast_engine.drift import LEVELS, BookArrays, DriftScan
@@ -93,6 +94,20 @@ class EquivalenceSetRow:
     set_id: str
     members: tuple[str, ...]
     identical: bool = False
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What a model-changed set besides the weights: the model's kind (weights or shares),
+    the manager's settings per target (shares, hold, replacement, band, tax_loss_proxies, as
+    the read model keeps them: only those set) and swap-back."""
+
+    kind: str = "weights"
+    target_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    swap_back: bool = False
+
+
+PROXY_SET_PREFIX = "proxies:"  # model-hub-svc's set ids have no ':', so these never clash
 
 
 @dataclass(frozen=True)
@@ -202,16 +217,103 @@ def equivalence_sets_for(
     return tuple(sorted(out, key=lambda e: e.set_id)), problems
 
 
+def proxy_sets_for(
+    specs: Mapping[str, ModelSpec],
+    models: Mapping[str, Mapping[str, Decimal]],
+    securities: Mapping[str, SecurityRow],
+    taken: Iterable[EquivalenceSet],
+) -> tuple[tuple[EquivalenceSet, ...], list[str]]:
+    """The models' tax-loss proxies as the engine's harvest replacements: per model target
+    with proxies, a set (not identical) of the target and its proxies, `proxies:<model>:<symbol>`,
+    and what had to be left out (one sentence each). A security stays in one set: the
+    equivalence sets already `taken` (model-hub-svc's) keep theirs, then models in id order,
+    targets in symbol order; a proxy unknown to the security master, already in a set or a
+    target of the same model (`models`: a set would merge the two targets) is left out, and
+    a set whose target is already in one (or with no proxy left) is left out."""
+    claimed = {m: e.set_id for e in taken for m in e.members}
+    out: list[EquivalenceSet] = []
+    problems: list[str] = []
+    for model_id in sorted(specs):
+        settings = specs[model_id].target_settings
+        targets = models.get(model_id, {})
+        for symbol in sorted(settings):
+            proxies = settings[symbol].get("tax_loss_proxies") or ()
+            if not proxies:
+                continue
+            set_id = f"{PROXY_SET_PREFIX}{model_id}:{symbol}"
+            if symbol in claimed:
+                problems.append(
+                    f"model {model_id}: the tax-loss proxies of {symbol} are left out: {symbol} "
+                    f"is in the equivalence set {claimed[symbol]}, whose members replace it"
+                )
+                continue
+            members = [symbol]
+            for proxy in dict.fromkeys(proxies):
+                if proxy not in securities:
+                    problems.append(
+                        f"model {model_id}: tax-loss proxy {proxy} of {symbol} is not in the "
+                        "security master; left out"
+                    )
+                elif proxy in targets:
+                    problems.append(
+                        f"model {model_id}: tax-loss proxy {proxy} of {symbol} is a target of "
+                        "the model too; left out (a set would merge the two targets)"
+                    )
+                elif proxy in claimed:
+                    problems.append(
+                        f"model {model_id}: tax-loss proxy {proxy} of {symbol} is already in "
+                        f"the set {claimed[proxy]}; left out of {set_id}"
+                    )
+                else:
+                    members.append(proxy)
+            if len(members) < 2:
+                continue
+            for member in members:
+                claimed[member] = set_id
+            out.append(EquivalenceSet(set_id, tuple(members), identical=False))
+    return tuple(out), problems
+
+
+def engine_model(model_id: str, targets: Mapping[str, Decimal], spec: ModelSpec) -> Model:
+    """The engine's model: its targets in symbol order, with the manager's settings of each
+    (shares of a share-based model, hold and its buy-list replacement, the security's own
+    band)."""
+    entries = []
+    for symbol, weight in sorted(targets.items()):
+        s = spec.target_settings.get(symbol)
+        if not s:
+            entries.append(ModelEntry(symbol, float(weight)))
+            continue
+        band = s.get("band")
+        entries.append(
+            ModelEntry(
+                symbol,
+                float(weight),
+                shares=float(s.get("shares") or 0),
+                hold=bool(s.get("hold", False)),
+                replacement=s.get("replacement"),
+                band=_band(band.get("kind", "absolute"), band["width"]) if band else None,
+            )
+        )
+    return Model(model_id, tuple(entries), kind=spec.kind)
+
+
+_PLAIN_WEIGHTS = ModelSpec()
+
+
 def reference_for(
     securities: Mapping[str, SecurityRow],
     models: Mapping[str, Mapping[str, Decimal]],
     strategies: Iterable[Strategy] = (),
     lists: Mapping[str, Iterable[str]] | None = None,
     equivalence_sets: Iterable[EquivalenceSet] = (),
+    specs: Mapping[str, ModelSpec] | None = None,
 ) -> Reference:
-    """The securities the engine may price, the models (id -> symbol -> weight), the UMAs'
-    strategies, the named security lists restrictions refer to and the equivalence sets
-    (already filtered by `equivalence_sets_for`)."""
+    """The securities the engine may price, the models (id -> symbol -> weight, with the
+    manager's settings of `specs`: none, a plain weight model), the UMAs' strategies, the
+    named security lists restrictions refer to and the equivalence sets (already filtered by
+    `equivalence_sets_for`, the models' proxies by `proxy_sets_for`)."""
+    specs = specs or {}
     return Reference(
         securities={
             s.symbol: Security(
@@ -224,12 +326,7 @@ def reference_for(
             for s in securities.values()
         },
         models={
-            model_id: Model(
-                model_id,
-                tuple(
-                    ModelEntry(symbol, float(weight)) for symbol, weight in sorted(targets.items())
-                ),
-            )
+            model_id: engine_model(model_id, targets, specs.get(model_id, _PLAIN_WEIGHTS))
             for model_id, targets in models.items()
         },
         strategies={s.strategy_id: s for s in strategies},
@@ -456,11 +553,13 @@ def engine_tax(
     as_of: date,
     realized: tuple[int, Decimal, Decimal] | None,
     household_purchases: Iterable[tuple[str, RecentPurchase]] = (),
+    swap_back: bool = False,
 ) -> TaxSettings:
     """The engine's tax settings of an account on trade date `as_of`: its method and rates,
-    its yearly gain budget less what it realized this year, harvest thresholds, the
-    household's recent loss sales, and purchases of the last 30 days in the household's other
-    accounts (`household_purchases`: account, purchase, from `recent_purchases`)."""
+    its yearly gain budget less what it realized this year, harvest thresholds (and
+    `swap_back`: its models ask for it, `swap_back_of`), the household's recent loss sales,
+    and purchases of the last 30 days in the household's other accounts
+    (`household_purchases`: account, purchase, from `recent_purchases`)."""
     s = ctx.settings
     budget = None
     if s.gain_budget is not None:
@@ -469,7 +568,11 @@ def engine_tax(
             float(s.gain_budget), float(so_far), hard=s.gain_budget_mode == "hard"
         )
     harvest = (
-        HarvestSettings(float(s.harvest_min_loss_percent), float(s.harvest_min_loss_dollars))
+        HarvestSettings(
+            float(s.harvest_min_loss_percent),
+            float(s.harvest_min_loss_dollars),
+            swap_back=swap_back,
+        )
         if s.harvest
         else None
     )
@@ -490,6 +593,13 @@ def engine_tax(
         ),
         recent_purchases=purchases,
     )
+
+
+def swap_back_of(model_ids: Sequence[str], specs: Mapping[str, ModelSpec]) -> bool:
+    """Whether an account's harvests swap proxies back after the wash-sale window: its
+    models ask for it (a UMA's: every sleeve's model, as the engine swaps back per account).
+    An account has no swap-back setting of its own (TaxSettingsV1 has none)."""
+    return bool(model_ids) and all(specs.get(m, _PLAIN_WEIGHTS).swap_back for m in model_ids)
 
 
 def loss_sale(symbol: str, sold_on: date, quantity: Decimal, loss: Decimal) -> LossSaleV1:
@@ -582,6 +692,7 @@ def proposal_json(
             }
         )
     summary = result.summary
+    metrics = proposal_metrics(result)
     return to_json(
         {
             "proposal_id": proposal_id,
@@ -593,8 +704,44 @@ def proposal_json(
             "cash_before": _decimal_text(summary.cash_before),
             "cash_after_estimated": _decimal_text(summary.cash_after),
             "cash_movements": moves,
+            "metrics": metrics.model_dump(mode="json"),
         }
     )
+
+
+CENT = Decimal("0.01")
+PERCENT_PLACES = Decimal("0.0001")
+HUNDRED = Decimal(100)
+
+
+def proposal_metrics(result: RebalanceResult) -> ProposalMetricsV1:
+    """A proposal's figures from what the engine had: the account's value before the trades
+    (holdings at estimated prices and cash), buys and sells, turnover ((buy + sell) / (2 x
+    value)), the sells' estimated tax, and the largest security drift before and (estimated)
+    after the trades, as the engine's drift reports measure it (their security level, which
+    drift-detected's `max_abs_drift` also is; the engine's summary has it without building
+    the reports). Money in cents, percents to 4 decimals, half up."""
+    summary = result.summary
+    value = summary.account_value.quantize(CENT, ROUND_HALF_UP)
+    buys = summary.buy_value.quantize(CENT, ROUND_HALF_UP)
+    sells = summary.sell_value.quantize(CENT, ROUND_HALF_UP)
+    taxes = [t.estimated_tax for t in result.trades if t.estimated_tax is not None]
+    turnover = (buys + sells) / (2 * value) * HUNDRED if value > 0 else Decimal(0)
+    return ProposalMetricsV1(
+        account_value=value,
+        buy_value=buys,
+        sell_value=sells,
+        turnover_percent=_percent(turnover),
+        estimated_tax=sum(taxes, Decimal(0)).quantize(CENT, ROUND_HALF_UP),
+        drift_before_percent=_percent(Decimal(summary.max_security_drift_before) * HUNDRED),
+        drift_after_percent=_percent(Decimal(summary.max_security_drift_after) * HUNDRED),
+    )
+
+
+def _percent(value: Decimal) -> Decimal:
+    """A percent as the contract carries it: 4 decimals, half up, within 0-100 (a turnover
+    or a weight can pass 100 only when negative cash makes the account's value small)."""
+    return min(max(value, Decimal(0)), HUNDRED).quantize(PERCENT_PLACES, ROUND_HALF_UP)
 
 
 def _holding(symbol: str, quantity: Decimal, lots: Sequence[Mapping[str, Any]]) -> Holding:

@@ -23,7 +23,7 @@ from ballast_common.uow import UnitOfWork
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import TypedDict
 
-from rebalance_svc import service
+from rebalance_svc import cash_requests, service
 from rebalance_svc.settings import Settings
 
 # holdings-reconciled (v1 and v2) as rebalance-svc reads it: positions and lots stay plain
@@ -69,28 +69,39 @@ async def on_equivalence_set_changed(
 
 async def on_holdings_reconciled(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
     await service.record_holdings(uow, deliveries)
+    await cash_requests.follow_settlements(uow, deliveries)
 
 
 async def on_fills_received(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
     await service.record_fills(uow, deliveries)
+    await cash_requests.follow_settlements(uow, deliveries)
 
 
 async def on_order_rejected(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
     await service.record_rejections(uow, deliveries)
+    await cash_requests.follow_rejected_orders(uow, deliveries)
 
 
 async def on_trading_hold_changed(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
     await service.record_trading_holds(uow, deliveries)
 
 
+async def on_trades_approved(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+    await service.record_approvals(uow, deliveries)
+
+
 async def on_proposal_rejected(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
     await service.record_declined(uow, deliveries)
+    await cash_requests.follow_declined(uow, deliveries)
 
 
 async def on_chunk_dead_lettered(
     uow: UnitOfWork, envelope: Envelope, event: RebalanceChunkRequestedV1, reason: str
 ) -> None:
-    await service.chunk_failed(uow, envelope, event, reason)
+    if cash_requests.is_cash_chunk(event):
+        await cash_requests.chunk_failed(uow, envelope, event, reason)
+    else:
+        await service.chunk_failed(uow, envelope, event, reason)
 
 
 def subscriptions(settings: Settings) -> list[Subscription]:
@@ -102,7 +113,10 @@ def subscriptions(settings: Settings) -> list[Subscription]:
     async def on_chunk_requested(
         uow: UnitOfWork, envelope: Envelope, event: RebalanceChunkRequestedV1
     ) -> None:
-        await service.process_chunk(uow, envelope, event, settings)
+        if cash_requests.is_cash_chunk(event):
+            await cash_requests.process_chunk(uow, envelope, event, settings)
+        else:
+            await service.process_chunk(uow, envelope, event, settings)
 
     return [
         Subscription("securities-changed", on_securities_changed),
@@ -111,6 +125,7 @@ def subscriptions(settings: Settings) -> list[Subscription]:
         # a run does not trade an account whose earlier trades are still in flight
         Subscription.batch("fills-received", on_fills_received),
         Subscription.batch("order-rejected", on_order_rejected),
+        Subscription.batch("trades-approved", on_trades_approved),
         Subscription.batch("proposal-rejected", on_proposal_rejected),
         # an account with an unresolved reconciliation break is not traded
         Subscription.batch("trading-hold-changed", on_trading_hold_changed),
@@ -171,3 +186,16 @@ async def harvest_loop(runtime: Runtime) -> None:
         service.start_interval_harvests,
         "interval-harvest",
     )
+
+
+async def cash_sweep_loop(runtime: Runtime) -> None:
+    """Start the cash requests due by today every REBALANCE_SVC_CASH_SWEEP_INTERVAL_SECONDS
+    (off when 0), first at startup; every replica sweeps, one at a time, each request once."""
+    settings = runtime.settings
+    assert isinstance(settings, Settings)
+    if settings.cash_sweep_interval_seconds <= 0:
+        return
+    while True:
+        async with runtime.uow() as uow:
+            await cash_requests.start_due(uow, settings)
+        await asyncio.sleep(settings.cash_sweep_interval_seconds)

@@ -27,16 +27,19 @@ from rebalance_svc.engine_input import (
     AccountRow,
     Defaults,
     EquivalenceSetRow,
+    ModelSpec,
     PositionRow,
     SleeveRow,
     TaxContext,
     engine_account,
     engine_tax,
     equivalence_sets_for,
+    proxy_sets_for,
     recent_purchases,
     reference_for,
     run_label,
     strategy_for,
+    swap_back_of,
     tax_context,
 )
 from rebalance_svc.settings import Settings
@@ -65,7 +68,8 @@ class EngineReference:
 
     reference: Reference
     model_targets: dict[str, dict[str, Decimal]]
-    equivalence_sets: tuple[EquivalenceSet, ...]
+    equivalence_sets: tuple[EquivalenceSet, ...]  # model-hub-svc's and the models' proxies
+    model_specs: dict[str, ModelSpec]
 
 
 @dataclass
@@ -206,6 +210,7 @@ def _add_account(
             facts.trade_date,
             facts.realized.get(account_id),
             facts.purchases.get(household, ()) if household else (),
+            swap_back_of(row.model_ids(), shared.model_specs),
         )
         if any(p.lots for p in positions)
         else None
@@ -284,15 +289,24 @@ async def engine_reference(
         model_id: {symbol: Decimal(weight) for symbol, weight in model.targets.items()}
         for model_id, model in models.items()
     }
-    equivalence_sets, left_out = equivalence_sets_for(
+    specs = {model_id: model_spec(model) for model_id, model in models.items()}
+    tenant_sets, left_out = equivalence_sets_for(
         [
             EquivalenceSetRow(e.set_id, tuple(e.members), e.identical)
             for e in await repo.live_equivalence_sets(session)
         ],
         securities,
     )
-    for problem in left_out:
+    proxy_sets, proxies_left_out = proxy_sets_for(specs, model_targets, securities, tenant_sets)
+    for problem in left_out + proxies_left_out:
         log.warning("equivalence set member left out", extra={"problem": problem})
+    equivalence_sets = tuple(sorted(tenant_sets + proxy_sets, key=lambda e: e.set_id))
     lists = await repo.security_lists(session)
-    reference = reference_for(securities, model_targets, strategies, lists, equivalence_sets)
-    return EngineReference(reference, model_targets, equivalence_sets)
+    reference = reference_for(securities, model_targets, strategies, lists, equivalence_sets, specs)
+    return EngineReference(reference, model_targets, equivalence_sets, specs)
+
+
+def model_spec(model: Model) -> ModelSpec:
+    """The manager's settings of a read-model model (a row stored before they existed: a
+    plain weight model)."""
+    return ModelSpec(model.kind or "weights", model.target_settings or {}, bool(model.swap_back))

@@ -670,6 +670,36 @@ async def settle_rejected(
     await _forget_settled(session, [trade for trade, full in settled if full])
 
 
+async def align_in_flight(
+    session: AsyncSession,
+    proposal_ids: Sequence[uuid.UUID],
+    approved: Sequence[tuple[uuid.UUID, Decimal]],
+) -> None:
+    """The approved (trade, quantity) of these proposals: their other trades leave flight,
+    and a changed quantity replaces the proposed one (settled at once if fills reached it)."""
+    if not proposal_ids:
+        return
+    trade_ids = [t for t, _ in approved]
+    await session.execute(
+        text(
+            "DELETE FROM trades_in_flight WHERE proposal_id = ANY(CAST(:proposals AS uuid[]))"
+            " AND trade_id <> ALL(CAST(:trades AS uuid[]))"
+        ),
+        {"proposals": list(proposal_ids), "trades": trade_ids},
+    )
+    settled = await session.execute(
+        text(
+            "UPDATE trades_in_flight t SET quantity = a.q FROM "
+            "(SELECT unnest(CAST(:trades AS uuid[])) AS trade_id, "
+            "unnest(CAST(:quantities AS numeric[])) AS q) a "
+            "WHERE t.trade_id = a.trade_id AND t.quantity <> a.q "
+            "RETURNING t.trade_id, t.settled_quantity >= t.quantity"
+        ),
+        {"trades": trade_ids, "quantities": [q for _, q in approved]},
+    )
+    await _forget_settled(session, [trade for trade, full in settled if full])
+
+
 async def drop_proposals(session: AsyncSession, proposal_ids: Sequence[uuid.UUID]) -> None:
     await session.execute(
         delete(TradeInFlightRow).where(col(TradeInFlightRow.proposal_id).in_(list(proposal_ids)))

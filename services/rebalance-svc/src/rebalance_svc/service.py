@@ -19,6 +19,7 @@ from ballast_common.contracts.events import (
     DriftDetectedV1,
     EquivalenceSetChangedV1,
     ModelChangedV1,
+    ModelTargetV1,
     RebalanceChunkCompletedV1,
     RebalanceChunkRequestedV1,
     RunKind,
@@ -247,6 +248,16 @@ async def record_rejections(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> 
     )
 
 
+async def record_approvals(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
+    """What a person approved is what stays in flight: trades removed before approval are
+    dropped, and edited quantities replace the proposed ones."""
+    await repo.align_in_flight(
+        uow.session,
+        [d.payload.proposal_id for d in deliveries],
+        [(t.trade_id, t.quantity) for d in deliveries for t in d.payload.trades],
+    )
+
+
 async def record_declined(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
     """A proposal a person rejected leaves nothing in flight."""
     await repo.drop_proposals(uow.session, [d.payload.proposal_id for d in deliveries])
@@ -278,15 +289,13 @@ async def apply_model_change(
     targets = {t.symbol: str(t.weight) for t in event.targets}
     if model is None:
         model = Model(
-            model_id=event.model_id,
-            tenant=envelope.tenant,
-            name=event.name,
-            version=event.version,
-            targets=targets,
+            model_id=event.model_id, name=event.name, version=event.version, targets=targets
         )
-    else:
-        model.name, model.version, model.targets = event.name, event.version, targets
-        model.tenant = envelope.tenant
+    model.name, model.version, model.tenant = event.name, event.version, envelope.tenant
+    model.targets = targets
+    model.kind, model.swap_back = event.kind, event.swap_back
+    model.target_settings = target_settings(event)
+    model.parent = event.parent.model_dump(mode="json") if event.parent else None
     await repo.save(uow.session, model)
     return await start_run(
         uow,
@@ -302,6 +311,27 @@ async def apply_model_change(
     )
 
 
+_TARGET_DEFAULTS = {
+    name: f.get_default(call_default_factory=True)
+    for name, f in ModelTargetV1.model_fields.items()
+    if name not in ("symbol", "weight")
+}
+
+
+def target_settings(event: ModelChangedV1) -> dict[str, dict[str, Any]]:
+    """Per symbol, the manager's settings of each target that set any (defaults left out)."""
+    out = {}
+    for t in event.targets:
+        doc = {
+            name: value
+            for name, value in t.model_dump(mode="json", include=set(_TARGET_DEFAULTS)).items()
+            if value != _TARGET_DEFAULTS[name]
+        }
+        if doc:
+            out[t.symbol] = doc
+    return out
+
+
 @dataclass(frozen=True)
 class RunPlan:
     """What a run does, before its accounts are split into chunks."""
@@ -313,8 +343,11 @@ class RunPlan:
     model_id: str = ALL_MODELS
     model_version: int = 0
     rebalance_out_of_tolerance: bool = False
-    account_ids: tuple[str, ...] | None = None  # a harvest of named accounts
+    account_ids: tuple[str, ...] | None = None  # a harvest of named accounts, cash requests
     started_by: str | None = None  # the caller who started it
+    # the trigger the run is recorded with when the contract's RunTrigger has no word for it
+    # (cash requests: "cash"; its chunk events say `trigger`)
+    recorded_trigger: str | None = None
 
 
 async def start_scan(
@@ -423,7 +456,7 @@ async def start_run(uow: UnitOfWork, settings: Settings, plan: RunPlan) -> Run:
         run_id=plan.run_id,
         tenant=plan.tenant,
         started_by=plan.started_by,
-        trigger=plan.trigger,
+        trigger=plan.recorded_trigger or plan.trigger,
         kind=plan.kind,
         model_id=plan.model_id,
         model_version=plan.model_version,
@@ -457,6 +490,8 @@ async def start_run(uow: UnitOfWork, settings: Settings, plan: RunPlan) -> Run:
 
 
 def _selection(plan: RunPlan) -> repo.Selection:
+    if plan.kind == "rebalance" and plan.account_ids is not None:
+        return repo.Selection(tenant=plan.tenant, account_ids=plan.account_ids)
     if plan.kind == "rebalance":
         return repo.Selection(tenant=plan.tenant, model_id=plan.model_id)
     if plan.kind == "harvest":
@@ -499,7 +534,7 @@ async def process_chunk(
         await _scan_chunk(uow, request, accounts, settings, tally)
     else:
         await _harvest_chunk(uow, request, accounts, settings, tally)
-    await _finish_chunk(uow, request, tally, "completed", None, envelope.tenant)
+    await finish_chunk(uow, request, tally, "completed", None, envelope.tenant)
     return tally
 
 
@@ -514,10 +549,10 @@ async def chunk_failed(
     tally = Tally(
         skipped={a: f"chunk {request.chunk} failed: {reason}" for a in request.account_ids}
     )
-    await _finish_chunk(uow, request, tally, "failed", reason, envelope.tenant)
+    await finish_chunk(uow, request, tally, "failed", reason, envelope.tenant)
 
 
-async def _finish_chunk(
+async def finish_chunk(
     uow: UnitOfWork,
     request: RebalanceChunkRequestedV1,
     tally: Tally,
@@ -602,7 +637,7 @@ async def _rebalance_chunk(
         account = prepared.rows[result.account_id]
         tenant_of = account.tenant or tenant
         _publish_drift(uow, request.run_id, tally, label, rebalanced_verdict(result), tenant_of)
-        _propose(uow, request.run_id, tally, prepared, label, result, tenant_of)
+        record_proposal(uow, request.run_id, tally, prepared, label, result, tenant_of)
         rebalanced.append(result.account_id)
     await _store_scenarios(uow, request, prepared, rebalanced)
 
@@ -624,7 +659,7 @@ async def _scan_chunk(
         for result in outcome:
             account = full.rows[result.account_id]
             label = full.labels[result.account_id]
-            _propose(uow, request.run_id, tally, full, label, result, account.tenant)
+            record_proposal(uow, request.run_id, tally, full, label, result, account.tenant)
         await _store_scenarios(uow, request, full, [r.account_id for r in outcome])
 
 
@@ -661,7 +696,7 @@ async def _harvest_chunk(
         tally.accounts_evaluated += 1
         account = prepared.rows[result.account_id]
         label = prepared.labels[result.account_id]
-        _propose(uow, request.run_id, tally, prepared, label, result, account.tenant)
+        record_proposal(uow, request.run_id, tally, prepared, label, result, account.tenant)
     await _store_scenarios(
         uow,
         request,
@@ -782,7 +817,7 @@ def _trade_id(proposal_id: str, trade: Trade, uma: bool) -> str:
     return derived_id(f"trade:{proposal_id}:{trade.side}:{trade.symbol}")
 
 
-def _propose(
+def record_proposal(
     uow: UnitOfWork,
     run_id: uuid.UUID,
     tally: Tally,

@@ -23,3 +23,5 @@ class Settings(ServiceSettings):
     chunk_attempts: int = Field(default=2, ge=1, le=10)
     # Tax-loss harvesting every this many seconds (0: off; POST /harvests runs one on demand).
     harvest_interval_seconds: float = 0.0
+    # Cash requests: every this many seconds, those due by today start (0: off).
+    cash_sweep_interval_seconds: float = Field(default=60.0, ge=0)

@@ -5,7 +5,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Numeric, Text, text
+from sqlalchemy import Boolean, Column, DateTime, Numeric, Text, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
@@ -46,6 +46,22 @@ class Model(Table, table=True):
     name: str
     version: int
     targets: dict[str, str] = Field(sa_column=Column(JSONB, nullable=False))  # symbol -> weight
+    kind: str = Field(  # weights, or shares: a share-based model (targets' `shares`)
+        default="weights",
+        sa_column=Column(Text, nullable=False, server_default=text("'weights'")),
+    )
+    # symbol -> the manager's settings of that target, only those it set (ModelTargetV1 as
+    # JSON without symbol and weight: shares, hold, replacement, band, tax_loss_proxies)
+    target_settings: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        sa_column=Column(JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    )
+    swap_back: bool = Field(  # harvests swap proxies back after the wash-sale window
+        default=False,
+        sa_column=Column(Boolean, nullable=False, server_default=text("false")),
+    )
+    # ModelParentV1 as JSON: the parent version this effective child version derives from
+    parent: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB, nullable=True))
 
 
 def _jsonb(default: Any, server_default: str) -> Any:
@@ -284,6 +300,30 @@ class ScenarioReference(Table, table=True):
     run_id: str = Field(primary_key=True, max_length=36)
     chunk: int = Field(primary_key=True)
     reference: dict[str, Any] = Field(sa_column=Column(JSONB, nullable=False))
+
+
+class CashRequest(Table, table=True):
+    """A withdrawal or deposit asked of one account (POST /cash-requests): waiting for its
+    day, then started in a run (trigger `cash`) whose outcome for the account it follows."""
+
+    __tablename__ = "cash_requests"
+
+    request_id: uuid.UUID = Field(primary_key=True)
+    tenant: str = Field(max_length=64)
+    account_id: str = Field(max_length=64, index=True)
+    kind: str = Field(max_length=16)  # withdrawal, deposit
+    amount: Decimal = _decimal(20, 2)
+    due_on: date
+    sleeve_id: str | None = Field(default=None, max_length=64)
+    note: str | None = Field(default=None, max_length=500)
+    # waiting (for its day), started (in run_id), proposed (proposal_id), done, failed (reason)
+    status: str = Field(max_length=16, index=True)
+    run_id: uuid.UUID | None = Field(default=None, index=True)
+    proposal_id: uuid.UUID | None = Field(default=None, index=True)
+    reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    requested_by: str = Field(max_length=200)
+    requested_at: datetime = _timestamp()
+    updated_at: datetime = _timestamp()
 
 
 metadata = Table.metadata

@@ -732,6 +732,12 @@ _DETAILS = (
 )
 
 
+_APPROVED_TERMS_WIN = (
+    "CASE WHEN trades.approved_at IS NOT NULL AND EXCLUDED.approved_at IS NULL"
+    " THEN trades.{c} ELSE EXCLUDED.{c} END"
+)
+
+
 async def upsert_trade_details(session: AsyncSession, rows: Sequence[Row]) -> list[uuid.UUID]:
     """Trades' terms as proposed or approved (the first proposed/approved time wins), with
     their run and status, so a trade without fills or reject is complete in one write; a
@@ -744,13 +750,17 @@ async def upsert_trade_details(session: AsyncSession, rows: Sequence[Row]) -> li
         SELECT {", ".join(f"u.{c}" for c in names)},
                CASE WHEN u.lot_ids IS NOT NULL
                     THEN ARRAY(SELECT jsonb_array_elements_text(CAST(u.lot_ids AS jsonb))) END,
-               CASE WHEN p.declined_at IS NOT NULL THEN 'declined' ELSE u.status END,
+               CASE WHEN p.declined_at IS NOT NULL THEN 'declined'
+                    -- proposed after its proposal's approval, which left it out
+                    WHEN p.approved_at IS NOT NULL AND u.approved_at IS NULL THEN 'declined'
+                    ELSE u.status END,
                p.run_id, 0
           FROM {_unnest(_DETAIL_COLUMNS)}
           LEFT JOIN proposals p ON p.proposal_id = u.proposal_id
          ORDER BY u.trade_id
         ON CONFLICT (trade_id) DO UPDATE
-           SET {", ".join(f"{c} = EXCLUDED.{c}" for c in _DETAILS)},
+           -- the approved terms (a person may have edited them) win over the proposed ones
+           SET {", ".join(f"{c} = {_APPROVED_TERMS_WIN.format(c=c)}" for c in _DETAILS)},
                proposed_at = COALESCE(trades.proposed_at, EXCLUDED.proposed_at),
                approved_at = COALESCE(trades.approved_at, EXCLUDED.approved_at),
                updated_at = GREATEST(trades.updated_at, EXCLUDED.updated_at),
@@ -760,8 +770,9 @@ async def upsert_trade_details(session: AsyncSession, rows: Sequence[Row]) -> li
                              THEN trades.status
                              WHEN COALESCE(trades.approved_at, EXCLUDED.approved_at) IS NULL
                              THEN 'proposed' ELSE 'approved' END
-         WHERE ({", ".join(f"trades.{c}" for c in _DETAILS)})
+         WHERE (({", ".join(f"trades.{c}" for c in _DETAILS)})
                IS DISTINCT FROM ({", ".join(f"EXCLUDED.{c}" for c in _DETAILS)})
+               AND (EXCLUDED.approved_at IS NOT NULL OR trades.approved_at IS NULL))
             OR (trades.proposed_at IS NULL AND EXCLUDED.proposed_at IS NOT NULL)
             OR (trades.approved_at IS NULL AND EXCLUDED.approved_at IS NOT NULL)
             OR (trades.run_id IS NULL AND EXCLUDED.run_id IS NOT NULL)
@@ -769,6 +780,18 @@ async def upsert_trade_details(session: AsyncSession, rows: Sequence[Row]) -> li
     """
     written = await (await driver_connection(session)).fetch(sql, *params)
     return [r["trade_id"] for r in written if r["derived"]]
+
+
+async def decline_trades_left_out(session: AsyncSession, proposal_ids: Sequence[uuid.UUID]) -> None:
+    """Trades of these approved proposals that their approval left out (removed by a person
+    before approving) are declined."""
+    if proposal_ids:
+        await _write(
+            session,
+            "UPDATE trades SET status = 'declined' WHERE proposal_id = ANY($1::uuid[])"
+            " AND approved_at IS NULL AND status = 'proposed'",
+            sorted(set(proposal_ids)),
+        )
 
 
 _ENSURE_COLUMNS = {
@@ -845,6 +868,8 @@ _REFRESH = """
                      WHEN COALESCE(SUM(fi.quantity), 0) > 0 THEN 'partially_filled'
                      WHEN p.declined_at IS NOT NULL THEN 'declined'
                      WHEN tt.approved_at IS NOT NULL THEN 'approved'
+                     -- removed from its proposal before the proposal was approved
+                     WHEN p.approved_at IS NOT NULL THEN 'declined'
                      ELSE 'proposed'
                  END AS status
             FROM trades tt
@@ -853,7 +878,7 @@ _REFRESH = """
             LEFT JOIN reconciled_fills rf ON rf.fill_id = fi.fill_id
            WHERE {which}
            GROUP BY tt.trade_id, tt.rejected_reason, tt.quantity, tt.approved_at, p.run_id,
-                    p.declined_at
+                    p.declined_at, p.approved_at
       ) f
      WHERE t.trade_id = f.trade_id
        AND (t.filled_quantity, t.average_price, t.fills, t.fills_reflected, t.reconciled_at,

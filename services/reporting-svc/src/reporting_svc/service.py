@@ -448,7 +448,8 @@ async def apply_proposed(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> Non
 
 
 async def apply_approved(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> None:
-    """Approvals of proposals and their trades (the first approval wins)."""
+    """Approvals of proposals and their trades (the first approval wins); trades a person
+    removed before approving are declined."""
     for d in deliveries:
         _check_trade_ids(d.payload.trades, f"approval of {d.payload.proposal_id}")
     await repo.lock_accounts(uow.session, [d.payload.account_id for d in deliveries])
@@ -470,6 +471,7 @@ async def apply_approved(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> Non
     )
     rows = _trade_rows(deliveries, approved=True)
     await repo.refresh_trades(uow.session, await repo.upsert_trade_details(uow.session, rows))
+    await repo.decline_trades_left_out(uow.session, [d.payload.proposal_id for d in first])
 
 
 def _proposal_rows(deliveries: Sequence[Delivery]) -> list[dict[str, Any]]:

@@ -25,3 +25,8 @@ class Settings(ServiceSettings):
     # Deliver to private, loopback and link-local addresses too (a local receiver in tests or
     # a demo); off in a deployment, where they would reach the platform's own network.
     webhook_allow_private_destinations: bool = False
+
+    # Approvals on screen: the dashboard's proposal routes forward to account-svc (the one
+    # truth of decisions) with the caller's token. Empty: not configured (503 naming it).
+    account_svc_url: str = ""
+    account_svc_timeout_s: float = 10.0  # one forwarded request, connect to last byte

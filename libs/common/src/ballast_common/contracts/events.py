@@ -55,37 +55,6 @@ class SecuritiesChangedV1(Payload):
     securities: list[SecurityV1] = Field(min_length=1)
 
 
-class ModelTargetV1(Payload):
-    symbol: str
-    weight: Weight
-
-
-class ModelChangedV1(Payload):
-    """A model manager published a new version of a model."""
-
-    model_id: str
-    name: str
-    version: int = Field(ge=1)
-    targets: list[ModelTargetV1] = Field(min_length=1)
-    changed_by: str
-
-
-class EquivalenceSetChangedV1(Payload):
-    """An equivalence set was defined, changed or removed: securities that substitute for
-    one another (holding one counts toward another's target). `identical` sets are also
-    substantially identical for wash sales."""
-
-    set_id: str = Field(min_length=1, max_length=64)
-    name: str
-    members: list[str] = Field(description="symbols; empty when removed")
-    identical: bool = Field(default=False, description="substantially identical securities")
-    removed: bool = False
-    version: int = Field(ge=1)
-
-
-# --- account-svc ----------------------------------------------------------------------------
-
-
 Percent = Annotated[
     Decimal,
     Field(ge=0, le=100, allow_inf_nan=False),
@@ -102,6 +71,65 @@ class BandV1(Payload):
 
     kind: Literal["absolute", "relative"] = "absolute"
     width: Weight
+
+
+class ModelTargetV1(Payload):
+    symbol: str
+    weight: Weight
+    shares: Quantity | None = Field(
+        default=None, description="a share-based model: shares per model unit"
+    )
+    hold: bool = Field(default=False, description="hold what is held, do not buy more")
+    replacement: str | None = Field(
+        default=None, description="buy-list replacement bought instead of a held target"
+    )
+    band: BandV1 | None = Field(
+        default=None, description="per-security band (overrides the account's)"
+    )
+    tax_loss_proxies: list[str] = Field(
+        default_factory=list,
+        description="harvest replacements (not substantially identical)",
+    )
+
+
+class ModelParentV1(Payload):
+    """The parent model version an effective child model version is derived from."""
+
+    model_id: str
+    version: int = Field(ge=1)
+
+
+class ModelChangedV1(Payload):
+    """A model manager published a new version of a model."""
+
+    model_id: str
+    name: str
+    version: int = Field(ge=1)
+    targets: list[ModelTargetV1] = Field(min_length=1)
+    changed_by: str
+    kind: Literal["weights", "shares"] = "weights"
+    swap_back: bool = Field(
+        default=False, description="swap back from a proxy after the wash-sale window"
+    )
+    parent: ModelParentV1 | None = Field(
+        default=None, description="the parent this version is derived from (a child model)"
+    )
+
+
+class EquivalenceSetChangedV1(Payload):
+    """An equivalence set was defined, changed or removed: securities that substitute for
+    one another (holding one counts toward another's target). `identical` sets are also
+    substantially identical for wash sales."""
+
+    set_id: str = Field(min_length=1, max_length=64)
+    name: str
+    members: list[str] = Field(description="symbols; empty when removed")
+    identical: bool = Field(default=False, description="substantially identical securities")
+    removed: bool = False
+    version: int = Field(ge=1)
+
+
+# --- account-svc ----------------------------------------------------------------------------
 
 
 class RebalanceSettingsV1(Payload):
@@ -327,6 +355,28 @@ class RebalanceChunkCompletedV1(Payload):
     error: str | None = Field(default=None, description="why the chunk failed")
 
 
+class ProposalMetricsV1(Payload):
+    """A proposal's figures, from what the engine had (estimated prices, before the trades)."""
+
+    account_value: Money = Field(
+        description="before the trades: holdings at estimated prices + cash"
+    )
+    buy_value: NonNegativeMoney
+    sell_value: NonNegativeMoney
+    turnover_percent: Percent = Field(description="(buy + sell) / (2 x account value) x 100")
+    estimated_tax: Money = Field(description="sum of the sells' estimated_tax (negative: saving)")
+    drift_before_percent: Percent = Field(
+        description="largest |weight - target| of a security, in points"
+    )
+    drift_after_percent: Percent = Field(
+        description="the same after the proposed trades (estimated)"
+    )
+    tracking_error_before_percent: Percent | None = Field(
+        default=None, description="direct-index sleeves only"
+    )
+    tracking_error_after_percent: Percent | None = None
+
+
 class TradesProposedV1(Payload):
     """A rebalance run proposes trades for one account."""
 
@@ -343,6 +393,7 @@ class TradesProposedV1(Payload):
         description="a UMA's strategic rebalance: the cash it moves between the sleeves (and "
         "the account's own cash) to fund the trades; none for an SMA",
     )
+    metrics: ProposalMetricsV1 | None = None
 
 
 # --- custodian-gateway ----------------------------------------------------------------------

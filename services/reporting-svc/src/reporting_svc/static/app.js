@@ -1,7 +1,8 @@
 /* Ballast reporting dashboard: vanilla JS over this service's own REST API.
  *
  * Routes (in the URL hash): #/  overview · #/runs  runs · #/runs/<id>  one run ·
- * #/accounts/<id>  one account. Every view builds its layout once and re-loads its data on
+ * #/accounts/<id>  one account · #/review  proposals held for review · #/review/<id>  one
+ * proposal (approve, reject, edit; its decision history). Every view builds its layout once and re-loads its data on
  * refresh, so filters and focus survive the auto-refresh.
  *
  * Signing in: every data call carries a bearer token (docs/auth.md). The page takes it from
@@ -149,6 +150,7 @@ function runBar(run, big = false) {
 const TRIGGERS = {
   "model-change": "Model change", scan: "Drift scan", "interval-scan": "Scheduled drift scan",
   harvest: "Tax-loss harvest", "interval-harvest": "Scheduled tax-loss harvest", manual: "Manual run",
+  cash: "Cash requests",
 };
 
 // What started the run: a model change names its model; a scan or harvest covers the book.
@@ -541,12 +543,403 @@ function accountPage(view, accountId) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// review: proposals held for a person (account-svc decides; these routes forward to it)
+
+// Roles whose token may decide proposals (docs/auth.md); account-svc checks again.
+const DECIDER_ROLES = ["overlay-manager", "compliance", "admin"];
+
+function canDecide() {
+  const c = token() ? claims(token()) : null;
+  return Boolean(c && (c.roles || []).some((r) => DECIDER_ROLES.includes(r)));
+}
+
+// A POST with a JSON body; a failure throws an Error whose message is the problem's detail
+// and its field errors ("trades[1].quantity: ..."), with the problem itself as `.problem`.
+async function post(path, body) {
+  const headers = { Accept: "application/json", "Content-Type": "application/json" };
+  if (token()) headers.Authorization = "Bearer " + token();
+  if (window.crypto && crypto.randomUUID) headers["Idempotency-Key"] = crypto.randomUUID();
+  const response = await fetch(path, { method: "POST", headers, body: JSON.stringify(body) });
+  let payload = null;
+  try { payload = await response.json(); } catch (_) { /* not JSON */ }
+  if (response.status === 401) {
+    showSignIn((payload && payload.detail) || "Sign in again to decide proposals.");
+  }
+  if (!response.ok) {
+    const error = new Error(problemText(payload, response.statusText));
+    error.status = response.status;
+    error.problem = payload;
+    throw error;
+  }
+  return payload;
+}
+
+function problemText(problem, fallback = "request failed") {
+  if (!problem) return fallback;
+  const fields = (problem.errors || []).map((e) => `${e.field}: ${e.message}`);
+  return [problem.detail || problem.title || fallback, ...fields].join(" · ");
+}
+
+function flash(el, message, ok = false) {
+  el.innerHTML = message ? `<div class="${ok ? "notice" : "error"}">${esc(message)}</div>` : "";
+}
+
+function sum(values) {
+  return values.reduce((total, v) => total + Number(v || 0), 0);
+}
+
+// The proposal's figures as account-svc keeps them, else what its trades give.
+function proposalValue(p) {
+  if (p.buy_value != null && p.sell_value != null) return Number(p.buy_value) + Number(p.sell_value);
+  return sum(p.trades.map((t) => t.estimated_value));
+}
+function proposalTax(p) {
+  if (p.estimated_tax != null) return p.estimated_tax;
+  const taxes = p.trades.filter((t) => t.estimated_tax != null).map((t) => t.estimated_tax);
+  return taxes.length ? sum(taxes) : null;
+}
+function percentPoints(s) {  // account-svc's percents are points already (3.25 = 3.25%)
+  return s === null || s === undefined ? "—" : Number(s).toFixed(2) + "%";
+}
+function age(iso) {
+  const minutes = Math.max(0, (Date.now() - new Date(iso).getTime()) / 60000);
+  if (minutes < 60) return `${Math.floor(minutes)} min`;
+  if (minutes < 48 * 60) return `${Math.floor(minutes / 60)} h`;
+  return `${Math.floor(minutes / 1440)} d`;
+}
+function routedBy(p) {
+  if (!p.routed_by) return `<span class="muted">—</span>`;
+  return `<span class="tag">${esc(p.routed_by)}</span>`;
+}
+function filterOf(routed) {  // "filter:<id>@<version>" -> <id>
+  const match = /^filter:(.+)@\d+$/.exec(routed || "");
+  return match ? match[1] : null;
+}
+
+// The nav link's count: a grouped count at account-svc, so at most every 30 s unless forced.
+const HELD_COUNT_MS = 30000;
+let heldCountAt = 0;
+
+async function loadHeldCount(force = false) {
+  const link = document.getElementById("held-count");
+  if (!link || !token() || (!force && Date.now() - heldCountAt < HELD_COUNT_MS)) return;
+  heldCountAt = Date.now();
+  try {
+    const counts = await api("/approvals/counts");
+    const held = sum(counts.items.map((c) => c.proposals));
+    link.textContent = held ? count(held) : "";
+    link.hidden = !held;
+  } catch (_) {
+    link.hidden = true;  // account-svc unreachable: the Review page says why
+  }
+}
+
+const reviewState = { routed_by: "", offset: 0, selected: new Set() };
+
+function reviewPage(view) {
+  const decider = canDecide();
+  view.innerHTML = `
+    <div class="page-head"><div><div class="crumbs"><a href="#/">Overview</a> / Review</div>
+      <h1>Proposals held for review</h1>
+      <div class="muted">Trades waiting for a person: approve, reject with a note, or edit them first. Every decision is recorded with who and when.</div></div>
+      <div class="filters"><select id="f-routed"><option value="">Held by any rule</option></select></div></div>
+    ${decider ? "" : `<div class="notice">Signed in as ${esc((claims(token())?.roles || []).join(", "))}: you can read proposals; deciding needs overlay-manager, compliance or admin.</div>`}
+    <div id="review-message"></div>
+    <section class="panel">
+      <div class="panel-head"><h2>Pending proposals</h2><div class="spacer"></div>
+        ${decider ? `<input type="text" id="bulk-note" class="note" placeholder="Note for the approvals (optional)" maxlength="1000">
+        <button id="approve-selected" type="button" disabled>Approve selected</button>
+        <button id="approve-filter" type="button" hidden>Approve all this filter selects</button>` : ""}
+      </div>
+      <div id="proposals"></div>
+      <div class="pager"><span id="page-info" class="muted small"></span>
+        <button id="prev">← Previous</button><button id="next">Next →</button></div>
+    </section>`;
+  const routed = view.querySelector("#f-routed");
+  const message = view.querySelector("#review-message");
+  let nextOffset = null;
+  routed.addEventListener("change", () => {
+    reviewState.routed_by = routed.value; reviewState.offset = 0; reviewState.selected.clear(); load();
+  });
+  view.querySelector("#prev").addEventListener("click", () => {
+    reviewState.offset = Math.max(0, reviewState.offset - PAGE_SIZE); load();
+  });
+  view.querySelector("#next").addEventListener("click", () => {
+    if (nextOffset !== null) { reviewState.offset = nextOffset; load(); }
+  });
+
+  function updateBulk() {
+    const button = view.querySelector("#approve-selected");
+    if (!button) return;
+    button.disabled = reviewState.selected.size === 0;
+    button.textContent = reviewState.selected.size ? `Approve selected (${reviewState.selected.size})` : "Approve selected";
+    const byFilter = view.querySelector("#approve-filter");
+    byFilter.hidden = !filterOf(reviewState.routed_by);
+  }
+
+  async function approveMany(body, what) {
+    const note = view.querySelector("#bulk-note").value.trim();
+    if (note) body.note = note;
+    try {
+      const result = await post("/approvals/proposals/approve", body);
+      const skipped = result.skipped || [];
+      const details = skipped.slice(0, 5).map((s) => `${shortId(s.proposal_id)}: ${s.reason}`).join("; ");
+      flash(message, `${count(result.approved)} ${what} approved` +
+        (skipped.length ? `; ${count(skipped.length)} skipped (${details}${skipped.length > 5 ? "; …" : ""})` : ""), true);
+      reviewState.selected.clear();
+      view.querySelector("#bulk-note").value = "";
+    } catch (error) {
+      flash(message, `Could not approve: ${error.message}`);
+    }
+    await load().catch(() => {});  // the next refresh says what failed
+    loadHeldCount(true);
+  }
+
+  if (decider) {
+    view.querySelector("#approve-selected").addEventListener("click", () =>
+      approveMany({ proposal_ids: [...reviewState.selected] }, "selected proposal(s)"));
+    view.querySelector("#approve-filter").addEventListener("click", () => {
+      const filterId = filterOf(reviewState.routed_by);
+      if (filterId && confirm(`Approve every pending proposal that filter ${filterId} selects?`)) {
+        approveMany({ filter_id: filterId }, `proposal(s) of filter ${filterId}`);
+      }
+    });
+  }
+
+  async function loadRoutes() {
+    const counts = (await api("/approvals/counts")).items;
+    const current = reviewState.routed_by;
+    routed.innerHTML = `<option value="">Held by any rule</option>` + counts.filter((c) => c.routed_by).map((c) =>
+      `<option value="${esc(c.routed_by)}">${esc(c.routed_by)} (${count(c.proposals)})</option>`).join("");
+    routed.value = current;
+    routed.hidden = !counts.some((c) => c.routed_by);
+  }
+
+  async function load() {
+    const q = new URLSearchParams({ status: "pending", limit: PAGE_SIZE, offset: reviewState.offset });
+    if (reviewState.routed_by) q.set("routed_by", reviewState.routed_by);
+    const page = await api(`/approvals/proposals?${q}`);
+    nextOffset = page.next_offset ?? null;
+    const rows = page.items.map((p) => `
+      <tr>
+        ${decider ? `<td><input type="checkbox" class="pick" data-id="${esc(p.proposal_id)}" ${reviewState.selected.has(p.proposal_id) ? "checked" : ""} aria-label="select proposal ${esc(shortId(p.proposal_id))}"></td>` : ""}
+        <td><a class="mono" href="#/review/${encodeURIComponent(p.proposal_id)}">${esc(shortId(p.proposal_id))}</a></td>
+        <td><a class="mono" href="#/accounts/${encodeURIComponent(p.account_id)}">${esc(p.account_id)}</a>
+          ${p.decision_note ? `<div class="small muted">${esc(p.decision_note)}</div>` : ""}</td>
+        <td>${esc(p.model_id)} <span class="muted small">v${esc(p.model_version)}</span></td>
+        <td>${routedBy(p)}</td>
+        <td class="num">${count(p.trades.length)}</td>
+        <td class="num">${money(proposalValue(p))}</td>
+        <td class="num">${money(proposalTax(p))}</td>
+        <td class="num">${percentPoints(p.turnover_percent)}</td>
+        <td class="num" title="${esc(when(p.received_at))}">${esc(age(p.received_at))}</td>
+        <td><a href="#/review/${encodeURIComponent(p.proposal_id)}">Review →</a></td>
+      </tr>`).join("");
+    view.querySelector("#proposals").innerHTML = page.items.length ? `<table><thead><tr>
+      ${decider ? `<th><input type="checkbox" id="pick-all" aria-label="select every proposal on this page"></th>` : ""}
+      <th>Proposal</th><th>Account</th><th>Model</th><th>Held by</th><th class="num">Trades</th>
+      <th class="num">Value</th><th class="num">Est. tax</th><th class="num">Turnover</th><th class="num">Age</th><th></th>
+      </tr></thead><tbody>${rows}</tbody></table>` :
+      `<div class="empty">Nothing waits for review${reviewState.routed_by ? " from this rule" : ""}.</div>`;
+    for (const box of view.querySelectorAll(".pick")) {
+      box.addEventListener("change", () => {
+        if (box.checked) reviewState.selected.add(box.dataset.id); else reviewState.selected.delete(box.dataset.id);
+        updateBulk();
+      });
+    }
+    view.querySelector("#pick-all")?.addEventListener("change", (event) => {
+      for (const box of view.querySelectorAll(".pick")) {
+        box.checked = event.target.checked;
+        if (box.checked) reviewState.selected.add(box.dataset.id); else reviewState.selected.delete(box.dataset.id);
+      }
+      updateBulk();
+    });
+    view.querySelector("#page-info").textContent = page.items.length ?
+      `${count(reviewState.offset + 1)}–${count(reviewState.offset + page.items.length)}` : "";
+    view.querySelector("#prev").disabled = reviewState.offset === 0;
+    view.querySelector("#next").disabled = nextOffset === null;
+    updateBulk();
+  }
+
+  return async () => { await Promise.all([loadRoutes(), load()]); };
+}
+
+// What an audit record of a proposal says, in words.
+function historyDetail(record) {
+  const after = record.after || {};
+  const before = record.before || {};
+  if (record.action === "edit") {
+    const old = new Map((before.trades || []).map((t) => [t.trade_id, t]));
+    const kept = new Map((after.trades || []).map((t) => [t.trade_id, t]));
+    const changes = [];
+    for (const [id, t] of old) {
+      const now = kept.get(id);
+      if (!now) changes.push(`${t.side} ${t.symbol} removed`);
+      else if (Number(now.quantity) !== Number(t.quantity)) changes.push(`${t.side} ${t.symbol} ${qty(t.quantity)} → ${qty(now.quantity)}`);
+    }
+    return (changes.join(" · ") || "no change") + (after.note ? ` — “${after.note}”` : "");
+  }
+  const note = after.decision_note;
+  const routing = after.routed_by ? ` (routed by ${after.routed_by})` : "";
+  return (note ? `“${note}”` : "") + routing;
+}
+
+const HISTORY_ACTIONS = {
+  approve: ["good", "Approved"], reject: ["bad", "Rejected"], edit: ["info", "Edited"], hold: ["warn", "Held"],
+};
+
+function proposalPage(view, proposalId) {
+  const decider = canDecide();
+  const id = encodeURIComponent(proposalId);
+  let editing = false;
+  let proposal = null;
+  view.innerHTML = `<div id="head"></div><div id="cards" class="cards"></div><div id="message"></div>
+    <section class="panel"><div class="panel-head"><h2>Trades</h2><div class="spacer"></div><div id="actions" class="filters"></div></div>
+      <div id="trades"></div><div id="decide" class="panel-body" hidden></div></section>
+    <section class="panel"><div class="panel-head"><h2>Decision history</h2><div class="spacer"></div>
+      <span class="muted small">from account-svc's audit trail</span></div><div id="history"></div></section>`;
+  const message = view.querySelector("#message");
+
+  function renderActions() {
+    const actions = view.querySelector("#actions");
+    const decide = view.querySelector("#decide");
+    if (!decider || !proposal || proposal.status !== "pending") {
+      actions.innerHTML = proposal && proposal.status === "pending" ? `<span class="muted small">Deciding needs overlay-manager, compliance or admin.</span>` : "";
+      decide.hidden = true;
+      return;
+    }
+    if (editing) {
+      actions.innerHTML = `<span class="muted small">Change quantities or tick trades to remove, then save.</span>`;
+      decide.hidden = false;
+      decide.innerHTML = `<div class="decide-row">
+        <input type="text" id="edit-note" class="note" placeholder="Why (recorded with the edit)" maxlength="1000">
+        <button type="button" id="save-edit" class="primary">Save edit</button>
+        <button type="button" id="cancel-edit">Cancel</button></div>`;
+      decide.querySelector("#save-edit").addEventListener("click", saveEdit);
+      decide.querySelector("#cancel-edit").addEventListener("click", () => { editing = false; flash(message, ""); render(); });
+      return;
+    }
+    actions.innerHTML = `<button type="button" id="edit">Edit</button>`;
+    actions.querySelector("#edit").addEventListener("click", () => { editing = true; flash(message, ""); render(); });
+    decide.hidden = false;
+    decide.innerHTML = `<div class="decide-row">
+      <input type="text" id="decision-note" class="note" placeholder="Note (required to reject)" maxlength="1000">
+      <button type="button" id="approve" class="primary">Approve</button>
+      <button type="button" id="reject" class="danger">Reject</button></div>`;
+    decide.querySelector("#approve").addEventListener("click", () => decideProposal("approve"));
+    decide.querySelector("#reject").addEventListener("click", () => decideProposal("reject"));
+  }
+
+  async function decideProposal(action) {
+    const note = view.querySelector("#decision-note").value.trim();
+    if (action === "reject" && !note) {
+      flash(message, "Say why in the note: a rejection needs one.");
+      view.querySelector("#decision-note").focus();
+      return;
+    }
+    try {
+      proposal = await post(`/approvals/proposals/${id}/${action}`, note ? { note } : {});
+      flash(message, action === "approve" ? "Approved: the trades go to the custodian." : "Rejected: none of the trades will be sent.", true);
+    } catch (error) {
+      flash(message, `Could not ${action}: ${error.message}`);
+    }
+    await load().catch(() => {});  // the next refresh says what failed
+    loadHeldCount(true);
+  }
+
+  async function saveEdit() {
+    const trades = [];
+    const remove = [];
+    for (const row of view.querySelectorAll("tr[data-trade]")) {
+      const tradeId = row.dataset.trade;
+      const original = proposal.trades.find((t) => t.trade_id === tradeId);
+      const input = row.querySelector("input.quantity");
+      input.classList.remove("invalid");
+      if (row.querySelector("input.remove").checked) remove.push(tradeId);
+      else if (input.value.trim() !== String(original.quantity)) trades.push({ trade_id: tradeId, quantity: input.value.trim() });
+    }
+    const note = view.querySelector("#edit-note").value.trim();
+    try {
+      proposal = await post(`/approvals/proposals/${id}/edit`, { trades, remove, ...(note ? { note } : {}) });
+      editing = false;
+      flash(message, "Edited: the proposal waits for approval with the new trades.", true);
+    } catch (error) {
+      for (const problem of (error.problem && error.problem.errors) || []) {  // mark the inputs named
+        const match = /^trades\[(\d+)\]/.exec(problem.field);
+        const trade = match && trades[Number(match[1])];
+        if (trade) view.querySelector(`tr[data-trade="${trade.trade_id}"] input.quantity`)?.classList.add("invalid");
+      }
+      flash(message, `Could not save the edit: ${error.message}`);
+      return;
+    }
+    await load().catch(() => {});
+  }
+
+  function render() {
+    const p = proposal;
+    view.querySelector("#head").innerHTML = `<div class="page-head"><div>
+      <div class="crumbs"><a href="#/">Overview</a> / <a href="#/review">Review</a> / <span class="mono">${esc(shortId(p.proposal_id))}</span></div>
+      <h1>Proposal for <a class="mono" href="#/accounts/${encodeURIComponent(p.account_id)}">${esc(p.account_id)}</a></h1>
+      <div class="muted">model ${esc(p.model_id)} v${esc(p.model_version)} ·
+        <a href="#/runs/${encodeURIComponent(p.run_id)}">run ${esc(shortId(p.run_id))}</a> ·
+        received ${esc(when(p.received_at))}${p.routed_by ? ` · routed by ${routedBy(p)}` : ""}
+        ${p.decided_by ? ` · ${esc(p.status)} by ${esc(p.decided_by)} ${esc(when(p.decided_at))}` : ""}</div>
+      ${p.decision_note ? `<div class="small">${esc(p.decision_note)}</div>` : ""}</div>
+      <div>${badge(p.status === "pending" ? "proposed" : p.status)}</div></div>`;
+    const tax = proposalTax(p);
+    view.querySelector("#cards").innerHTML = [
+      card("Trades", count(p.trades.length), `${count(p.trades.filter((t) => t.side === "buy").length)} buys · ${count(p.trades.filter((t) => t.side === "sell").length)} sells`),
+      card("Buys", money(p.buy_value ?? sum(p.trades.filter((t) => t.side === "buy").map((t) => t.estimated_value))), "estimated value"),
+      card("Sells", money(p.sell_value ?? sum(p.trades.filter((t) => t.side === "sell").map((t) => t.estimated_value))), "estimated value"),
+      card("Estimated tax", money(tax), tax === null ? "not known" : Number(tax) < 0 ? "saved by the sells" : "on the sells' realized gains"),
+      card("Turnover", percentPoints(p.turnover_percent), p.account_value != null ? `of ${money(p.account_value)}` : "account value not known"),
+      card("Drift", p.drift_before_percent != null ? percentPoints(p.drift_before_percent) : "—",
+        p.drift_after_percent != null ? `${percentPoints(p.drift_after_percent)} after (estimated)` : "largest security drift before"),
+    ].join("");
+    const rows = p.trades.map((t) => `
+      <tr data-trade="${esc(t.trade_id)}">
+        <td class="side-${esc(t.side)}">${esc(t.side.toUpperCase())}</td>
+        <td><strong>${esc(t.symbol)}</strong>${t.sleeve_id ? `<div class="small muted">sleeve ${esc(t.sleeve_id)}</div>` : ""}</td>
+        <td class="num">${editing ? `<input class="quantity" inputmode="decimal" value="${esc(t.quantity)}" aria-label="quantity of ${esc(t.symbol)}">` : qty(t.quantity)}</td>
+        <td class="num">${money(t.estimated_price)}</td>
+        <td class="num">${money(t.estimated_value)}</td>
+        <td class="explain"><span class="tag">${esc(t.reason)}</span>${esc(t.explanation)}
+          ${t.lot_ids && t.lot_ids.length ? `<div class="small muted">lots ${esc(t.lot_ids.join(", "))}</div>` : ""}</td>
+        <td class="num">${t.estimated_tax != null ? money(t.estimated_tax) : `<span class="muted">—</span>`}</td>
+        ${editing ? `<td><label class="small"><input type="checkbox" class="remove"> remove</label></td>` : ""}
+      </tr>`).join("");
+    view.querySelector("#trades").innerHTML = `<table><thead><tr><th>Side</th><th>Symbol</th>
+      <th class="num">Quantity</th><th class="num">Est. price</th><th class="num">Est. value</th><th>Why</th>
+      <th class="num">Est. tax</th>${editing ? "<th></th>" : ""}</tr></thead><tbody>${rows}</tbody></table>`;
+    renderActions();
+  }
+
+  async function loadHistory() {
+    const records = (await api(`/approvals/proposals/${id}/history`)).items;
+    view.querySelector("#history").innerHTML = records.length ? `<table><thead><tr><th>When</th><th>Who</th><th>What</th><th>Details</th></tr></thead><tbody>
+      ${records.map((r) => {
+        const [cls, text] = HISTORY_ACTIONS[r.action] || ["", r.action];
+        return `<tr><td class="small">${esc(when(r.recorded_at))}</td><td>${esc(r.actor)}</td>
+          <td><span class="badge ${cls}">${esc(text)}</span></td><td class="explain">${esc(historyDetail(r))}</td></tr>`;
+      }).join("")}</tbody></table>` : `<div class="empty">No decision or edit yet.</div>`;
+  }
+
+  async function load() {
+    const [p] = await Promise.all([api(`/approvals/proposals/${id}`), loadHistory()]);
+    proposal = p;
+    if (!editing) render();  // an edit in progress keeps its inputs
+  }
+  return load;
+}
+
+// ---------------------------------------------------------------------------------------------
 // router and refresh loop
 
 let refreshCurrent = null;
 let timer = null;
 
 async function refresh() {
+  loadHeldCount();
   if (!refreshCurrent) return;
   const view = document.getElementById("view");
   const stamp = document.getElementById("updated");
@@ -634,6 +1027,12 @@ function route() {
   } else if (parts[0] === "runs") {
     refreshCurrent = runsPage(view);
     section = "runs";
+  } else if (parts[0] === "review" && parts[1]) {
+    refreshCurrent = proposalPage(view, parts[1]);
+    section = "review";
+  } else if (parts[0] === "review") {
+    refreshCurrent = reviewPage(view);
+    section = "review";
   } else {
     refreshCurrent = overview(view);
   }
