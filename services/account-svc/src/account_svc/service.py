@@ -99,7 +99,7 @@ async def open_accounts(
                     f"account {item.account_id}: a UMA (with a strategy) has no model_id",
                     [FieldProblem(f"{prefix}model_id", "must be null when strategy is given")],
                 )
-            await _check_strategy(repo, tenant, item.strategy, prefix + "strategy.")
+            await check_strategy(repo, tenant, item.strategy, prefix + "strategy.")
         await _check_restrictions(repo, tenant, item.restrictions, prefix + "restrictions")
         accounts.append(
             Account(
@@ -217,7 +217,7 @@ async def set_strategy(
 ) -> Strategy:
     """Make the account a UMA following the strategy's sleeves (its model_id is cleared)."""
     account = await _account(repo, tenant, account_id, for_update=True)
-    await _check_strategy(repo, tenant, strategy, "")
+    await check_strategy(repo, tenant, strategy, "")
     before = _doc_of(account)
     account.strategy = _doc(strategy)
     account.model_id = None
@@ -517,7 +517,7 @@ async def receive_proposals(
             continue
         tenant = delivery.envelope.tenant
         if proposal.status == "approved":
-            _announce_approval(uow, proposal, tenant, cause=delivery.envelope)
+            announce_approval(uow, proposal, tenant, cause=delivery.envelope)
             actor, action = proposal.decided_by or AUTO_APPROVER, "approve"
         elif proposal.routing_action in ("review", "suspend"):
             actor, action = _routing_actor(proposal), "hold"
@@ -525,7 +525,7 @@ async def receive_proposals(
             continue
         audited.setdefault(tenant, []).append(
             AuditEntry(
-                actor, action, "proposal", proposal.proposal_id, None, _decision_doc(proposal)
+                actor, action, "proposal", proposal.proposal_id, None, decision_doc(proposal)
             )
         )
     accounts_of_new = {p.account_id for p in proposals if p.proposal_id in new}
@@ -638,7 +638,7 @@ async def decide(
     account = await _account(repo, tenant, proposal.account_id)
     if approve and account.status != "active":
         raise Conflict(f"account {account.account_id} is {account.status}: trades cannot go out")
-    before = _decision_doc(proposal)
+    before = decision_doc(proposal)
     _decide(proposal, "approved" if approve else "rejected", actor, note)
     await repo.save(proposal)
     await repo.append_audit(
@@ -650,13 +650,13 @@ async def decide(
                 "proposal",
                 proposal_id,
                 before,
-                _decision_doc(proposal),
+                decision_doc(proposal),
             )
         ],
     )
     cause = Cause(proposal.cause_event_id, proposal.traceparent, proposal.tracestate)
     if approve:
-        _announce_approval(uow, proposal, account.tenant, cause=cause)
+        announce_approval(uow, proposal, account.tenant, cause=cause)
     else:
         uow.publish(
             ProposalRejectedV1(
@@ -679,7 +679,7 @@ def _decide(proposal: Proposal, status: str, actor: str, note: str | None) -> No
     proposal.decision_note = note
 
 
-def _announce_approval(
+def announce_approval(
     uow: UnitOfWork, proposal: Proposal, tenant: str, cause: Envelope | Cause | None = None
 ) -> None:
     uow.publish(
@@ -789,7 +789,7 @@ def account_event(account: AccountState, lists: dict[str, list[str]]) -> Account
     )
 
 
-async def _check_strategy(
+async def check_strategy(
     repo: AccountRepository, tenant: str, strategy: Strategy, prefix: str
 ) -> None:
     """The rules the engine would reject a UMA for, named by field before they are stored."""
@@ -931,7 +931,7 @@ def _doc_of(row: Account | SecurityList) -> dict[str, Any]:
     return row.model_dump(exclude={"created_at", "updated_at"})
 
 
-def _decision_doc(proposal: Proposal) -> dict[str, Any]:
+def decision_doc(proposal: Proposal) -> dict[str, Any]:
     """What a decision changes of a proposal, with what it is about."""
     return proposal.model_dump(
         include={
@@ -994,7 +994,3 @@ def view(account: Account) -> AccountOut:
         advisor_id=account.advisor_id,
         attributes=account.attributes,
     )
-
-
-decision_doc = _decision_doc
-announce_approval = _announce_approval

@@ -37,7 +37,7 @@ async def put_strategy(
     session = uow.session
     account_repo = PostgresAccountRepository(session)
     strategy = Strategy.model_validate(body.model_dump(exclude={"name"}))
-    await service._check_strategy(account_repo, tenant, strategy, "")  # an account's rules
+    await service.check_strategy(account_repo, tenant, strategy, "")  # an account's rules
     doc = strategy.model_dump(mode="json")
     row = await repo.get_strategy(session, tenant, strategy_id, for_update=True)
     now = datetime.now(UTC)
