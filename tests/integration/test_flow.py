@@ -58,11 +58,35 @@ async def flow(
         )
     finally:
         await producer.stop()
+    before = await _order_counts(running_services)
     published = await ballast.publish_model(CHANGE)
     run = await ballast.wait_for_run(CHANGE.model_id, published["version"], timeout_s=120)
     progress = await ballast.wait_until_complete(run, timeout_s=300)
-    yield {"ballast": ballast, "published": published, "run": run, "progress": progress}
+    yield {
+        "ballast": ballast,
+        "published": published,
+        "run": run,
+        "progress": progress,
+        "before": before,
+    }
     await ballast.close()
+
+
+async def _order_counts(urls: Urls) -> dict:
+    """What the custodian and the gateway counted so far, and the orders they know: other
+    tests of this system trade too, so the flow's own orders are what came after."""
+    async with httpx.AsyncClient(headers=bearer()) as http:
+        stats = (await http.get(f"{urls.custodian}/stats")).json()
+        gateway = (await http.get(f"{urls.gateway}/stats")).json()
+        orders: list[dict] = []
+        offset: int | None = 0
+        while offset is not None:
+            page = (
+                await http.get(f"{urls.gateway}/orders", params={"limit": 500, "offset": offset})
+            ).json()
+            orders += page["items"]
+            offset = page["next_offset"]
+    return {"custodian": stats, "gateway": gateway, "orders": orders}
 
 
 async def test_holdings_end_at_the_model_weights(flow, running_services: Urls):
@@ -111,33 +135,31 @@ async def test_accounts_the_change_does_not_touch_keep_what_was_loaded(
 async def test_every_order_was_sent_exactly_once(flow, running_services: Urls):
     trades = flow["run"]["trades"]
     assert trades > 0
-    async with httpx.AsyncClient(headers=bearer()) as http:
-        stats = (await http.get(f"{running_services.custodian}/stats")).json()
-        gateway = (await http.get(f"{running_services.gateway}/stats")).json()
-        orders: list[dict] = []
-        offset: int | None = 0
-        while offset is not None:
-            page = (
-                await http.get(
-                    f"{running_services.gateway}/orders", params={"limit": 500, "offset": offset}
-                )
-            ).json()
-            orders += page["items"]
-            offset = page["next_offset"]
+    before, after = flow["before"], await _order_counts(running_services)
+    known = {o["client_order_id"] for o in before["orders"]}
+    orders = [o for o in after["orders"] if o["client_order_id"] not in known]
+
+    def grew(source: str, *path: str) -> int:
+        now, then = after[source], before[source]
+        for key in path:
+            now, then = now.get(key, 0), then.get(key, 0)
+        return int(now) - int(then)
+
     # the approved trades went out as block orders (one per security and side per gathering);
     # the custodian received each block once, and executed it once
-    assert 0 < stats["orders_received"] <= trades
-    assert stats["orders_received"] == len(orders) == gateway["blocks"]["total"]
-    assert stats["duplicate_submissions"] == 0
-    assert set(stats["orders_by_times_submitted"]) == {"1"}
+    received = grew("custodian", "orders_received")
+    assert 0 < received <= trades
+    assert received == len(orders) == grew("gateway", "blocks", "total")
+    assert after["custodian"]["duplicate_submissions"] == 0
+    assert set(after["custodian"]["orders_by_times_submitted"]) == {"1"}
     # each block sent once, filled exactly, and shared among exactly the trades
     assert len({o["client_order_id"] for o in orders}) == len(orders)
     assert {o["times_sent"] for o in orders} == {1}
-    assert gateway["blocks"]["sent_more_than_once"] == 0
+    assert after["gateway"]["blocks"]["sent_more_than_once"] == 0
     assert all(o["status"] == "filled" and o["filled_quantity"] == o["quantity"] for o in orders)
     assert sum(o["allocation_count"] for o in orders) == trades
-    assert gateway["allocations"]["total"] == gateway["allocations"]["by_status"]["filled"]
-    assert gateway["allocations"]["total"] == trades
+    assert grew("gateway", "allocations", "total") == trades
+    assert grew("gateway", "allocations", "by_status", "filled") == trades
     assert flow["progress"]["trades_filled"] == trades
 
 

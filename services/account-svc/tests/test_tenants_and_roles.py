@@ -59,6 +59,7 @@ ACME_LOAD = "tr-a-load"
 BULK = {ACME: "tr-a-bulk", EVIL: "tr-e-bulk"}  # a previewed bulk change of each tenant
 STRATEGY_IDS = {ACME: "tr-a-strategy", EVIL: "tr-e-strategy"}  # each tenant's own
 FILTERS = {ACME: "tr-a-filter", EVIL: "tr-e-filter"}  # each tenant's own
+OPENING = {ACME: "TR-A-OPEN", EVIL: "TR-E-OPEN"}  # opened as a workflow, a step in exception
 PROPOSALS = {
     name: str(uuid.uuid5(uuid.NAMESPACE_URL, f"tenants-and-roles/{name}"))
     for name in ("acme", "acme-actor-approve", "acme-actor-reject", "evil")
@@ -234,6 +235,13 @@ CASES: dict[tuple[str, str], Case] = {
         scope="create",
     ),
     ("GET", "/strategies"): Case("/strategies", P.READ, scope="list"),
+    ("GET", "/accounts/{account_id}/opening"): Case(f"/accounts/{OPENING[ACME]}/opening", P.READ),
+    ("POST", "/accounts/{account_id}/opening/steps/{step}"): Case(
+        f"/accounts/{OPENING[ACME]}/opening/steps/funding",
+        P.MANAGE_ACCOUNTS,
+        {"outcome": "done"},
+    ),
+    ("GET", "/tasks"): Case("/tasks", P.READ, scope="list"),
     ("GET", "/strategies/{strategy_id}"): Case(f"/strategies/{STRATEGY_IDS[ACME]}", P.READ),
     # book loads (libs/common's routes): see test_book_loads_are_not_yet_each_tenants_own
     ("PUT", "/book-loads/{load_id}/files/{name}"): Case(
@@ -366,6 +374,19 @@ async def seed(db: Database) -> None:
             }
             headers = {} if tenant == ACME else evil
             await ok(api.put(f"/filters/{filter_id}", json=review_closed, headers=headers))
+        for tenant, account_id in OPENING.items():
+            headers = {} if tenant == ACME else evil
+            model_id = ACME_MODELS[0] if tenant == ACME else EVIL_MODEL
+            household_id = "TR-HA" if tenant == ACME else "TR-HE"
+            body = account_body(account_id, model_id, household_id) | {"status": "opening"}
+            await ok(api.post("/accounts", json=body, headers=headers))
+            await ok(
+                api.post(
+                    f"/accounts/{account_id}/opening/steps/paperwork",
+                    json={"outcome": "exception", "note": "form missing"},
+                    headers=headers,
+                )
+            )
         staged = b"household_id,name\nTR-HL,L\n"
         await ok(api.put(f"/book-loads/{ACME_LOAD}/files/households.csv", content=staged))
     async with unit_of_work(db, "test") as uow:
@@ -410,7 +431,7 @@ async def seed(db: Database) -> None:
                 uow.session,
                 row.bulk_change_id,
                 "set_status",
-                {"status": "closed"},
+                {"status": "closed", "message": "opening"},
                 exempted_too=True,
             )
 
@@ -419,6 +440,12 @@ LISTED = {  # what a list route shows: the ids of the caller's tenant's rows, in
     "/filters": (
         "filter_id",
         "SELECT filter_id FROM filters WHERE tenant = :t ORDER BY position, filter_id",
+    ),
+    "/tasks": (
+        "task_id",
+        "SELECT 'exception:' || s.account_id || ':' || s.step FROM account_opening_steps s "
+        "JOIN accounts a USING (account_id) WHERE s.tenant = :t AND s.status = 'exception' "
+        "AND a.status = 'opening' ORDER BY s.updated_at, 1",
     ),
     "/strategies": (
         "strategy_id",
@@ -469,6 +496,8 @@ async def tenant_rows(db: Database, tenant: str) -> dict[str, Any]:
         "history": "SELECT to_jsonb(h) FROM restriction_history h WHERE tenant = :t "
         "ORDER BY change_id",
         "models": "SELECT to_jsonb(m) FROM known_models m WHERE tenant = :t ORDER BY model_id",
+        "opening_steps": "SELECT to_jsonb(s) FROM account_opening_steps s WHERE tenant = :t "
+        "ORDER BY account_id, step",
         "audit": "SELECT to_jsonb(r) FROM audit_records r WHERE tenant = :t ORDER BY seq",
         "proposals": "SELECT to_jsonb(p) FROM proposals p JOIN accounts a USING (account_id) "
         "WHERE a.tenant = :t ORDER BY proposal_id",

@@ -44,7 +44,7 @@ from account_svc.filter_conditions import Condition, validate_conditions
 from account_svc.filters_repository import accounts_selected, get_filter
 from account_svc.repository import PostgresAccountRepository
 from account_svc.schemas import MAX_ATTRIBUTES, TaxSettings
-from account_svc.service import announce_accounts
+from account_svc.service import announce_accounts, settle_opening
 from account_svc.tables import BulkChange, BulkChangeAccount
 
 PAGE = 1000  # accounts audited and announced at a time
@@ -207,6 +207,7 @@ async def apply(uow: UnitOfWork, tenant: str, actor: str, bulk_change_id: str) -
             ],
         )
     changed = await repo.apply_to_accounts(session, bulk_change_id, kind, now)
+    await settle_opening(uow, tenant, actor, repo.changed_account_ids(bulk_change_id))
     await _record_and_announce(uow, tenant, actor, bulk_change_id)
     before = {"status": row.status}
     row.status, row.applied_by, row.applied_at = APPLIED, actor, now
@@ -354,7 +355,11 @@ async def _plan(
                 _refuse("change.model_id", rules.unknown_model(model_id))
             return "set_model", {"model_id": model_id, "message": rules.UMA_HAS_NO_MODEL}
         case SetStatus(status=status):
-            return "set_status", {"status": status}
+            message = (
+                f"the account is opening: it cannot become {status} before its opening steps "
+                "are done (it may be closed)"
+            )
+            return "set_status", {"status": status, "message": message}
         case SetAttributes():
             set_advisor = "advisor_id" in change.model_fields_set
             if not change.attributes and not set_advisor:

@@ -63,6 +63,8 @@ _PROBLEMS: dict[str, str] = {
         "restrictions",
     ),
     "set_model": _problem("jsonb_typeof(a.strategy) = 'object'", "model_id"),
+    # an opening account becomes active only by its steps (it may be closed)
+    "set_status": _problem("a.status = 'opening' AND CAST(:status AS text) <> 'closed'", "status"),
     "set_attributes": _problem(
         "(SELECT count(*) FROM jsonb_object_keys(jsonb_strip_nulls("
         "a.attributes || CAST(:patch AS jsonb)))) > CAST(:most AS int)",
@@ -81,6 +83,15 @@ def accounts_of_ids(tenant: str, account_ids: Sequence[str]) -> Select[Any]:
     ids = literal(list(account_ids), ARRAY(String))
     return select(Account.account_id).where(
         Account.tenant == tenant, col(Account.account_id) == ids.any_()
+    )
+
+
+def changed_account_ids(bulk_change_id: str) -> Select[Any]:
+    """The accounts an applied bulk change changed, as a select of account_id."""
+    return select(BulkChangeAccount.account_id).where(
+        BulkChangeAccount.bulk_change_id == bulk_change_id,
+        col(BulkChangeAccount.exempted_at).is_(None),
+        col(BulkChangeAccount.after) != col(BulkChangeAccount.before),
     )
 
 

@@ -10,10 +10,10 @@ from account_svc.filter_conditions import Condition
 from account_svc.rules import IDENTIFIER_PATTERN
 from account_svc.schemas import (
     MAX_ATTRIBUTES,
-    AccountStatus,
     AdvisorId,
     AttributeName,
     AttributeValue,
+    ChangeableStatus,
     Identifier,
     ModelId,
     RebalanceSettings,
@@ -72,7 +72,7 @@ class SetModel(RequestBody):
 
 class SetStatus(RequestBody):
     kind: Literal["set_status"]
-    status: AccountStatus
+    status: ChangeableStatus
 
 
 class SetAttributes(RequestBody):

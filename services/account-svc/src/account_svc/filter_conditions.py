@@ -67,7 +67,7 @@ class FieldSpec:
 _PROPOSAL_NUMBER = FieldSpec("number", nullable=True)
 
 FIELDS: dict[str, FieldSpec] = {
-    "status": FieldSpec("choice", choices=("active", "suspended", "closed")),
+    "status": FieldSpec("choice", choices=("active", "suspended", "closed", "opening")),
     "account_type": FieldSpec("choice", choices=("taxable", "ira")),
     "household_id": FieldSpec("text"),
     "model_id": FieldSpec("text", nullable=True),

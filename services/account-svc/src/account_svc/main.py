@@ -5,6 +5,7 @@ from pathlib import Path
 from ballast_common import audit
 from ballast_common.app import ServiceSpec, create_app
 
+from account_svc.account_opening_api import router as account_opening_router
 from account_svc.api import router
 from account_svc.book_load import BOOK_LOAD
 from account_svc.bulk_changes_api import router as bulk_changes_router
@@ -29,6 +30,7 @@ spec = ServiceSpec(
         bulk_changes_router,
         strategies_router,
         proposal_review_router,
+        account_opening_router,
         audit.trail_router(
             "Changes of accounts, their settings, restrictions and strategies, security lists "
             "and proposal decisions"

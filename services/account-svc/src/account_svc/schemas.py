@@ -34,7 +34,10 @@ from account_svc.rules import (
 MAX_ATTRIBUTES = 50
 MAX_ATTRIBUTE_TEXT = 200
 AccountType = Literal["taxable", "ira"]
-AccountStatus = Literal["active", "suspended", "closed"]
+# opening: opened as a workflow (account_opening.py), active once its steps are done; an
+# account never becomes opening again, and account-changed says suspended for it
+AccountStatus = Literal["opening", "active", "suspended", "closed"]
+ChangeableStatus = Literal["active", "suspended", "closed"]  # what a person may set
 Identifier = Field(min_length=1, max_length=64, pattern=IDENTIFIER_PATTERN)
 ModelId = Annotated[str, Field(min_length=1, max_length=64)]
 Fraction = Annotated[FractionIn, Field(le=MAX_FRACTION)]
@@ -191,6 +194,11 @@ class AccountIn(RequestBody):
     restrictions: list[RestrictionIn] = Field(default_factory=list, max_length=MAX_RESTRICTIONS)
     advisor_id: AdvisorId | None = None
     attributes: Attributes = Field(default_factory=dict)
+    status: Literal["active", "opening"] = Field(
+        default="active",
+        description="opening: opened as a workflow, active (and traded) only once its opening "
+        "steps are done (GET /accounts/{id}/opening); suspended in account-changed meanwhile",
+    )
 
 
 class AccountsIn(RequestBody):
@@ -202,7 +210,7 @@ class AccountPatch(RequestBody):
 
     name: Omittable[str] = Field(default=None, min_length=1, max_length=200)
     model_id: ModelId | None = None
-    status: Omittable[AccountStatus] = None
+    status: Omittable[ChangeableStatus] = None
     auto_approve: Omittable[bool] = None
     advisor_id: AdvisorId | None = None
     attributes: Omittable[Attributes] = None

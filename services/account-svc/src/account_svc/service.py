@@ -36,7 +36,7 @@ from ballast_common.errors import (
 from ballast_common.uow import Cause, UnitOfWork
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from account_svc import repository, rules
+from account_svc import account_opening_repository, repository, rules
 from account_svc.ports import AccountRepository, ProposalRouter
 from account_svc.repository import PostgresAccountRepository
 from account_svc.schemas import (
@@ -56,6 +56,11 @@ from account_svc.schemas import (
 from account_svc.tables import Account, Filter, Proposal, RestrictionChange, SecurityList
 
 OPENED_STATUS = "active"  # an account opened over REST or from the book files
+OPENING_STATUS = "opening"  # opened as a workflow: active once its opening steps are done
+CLOSED_STATUS = "closed"
+# account-changed knows active | suspended | closed: an opening account is suspended there, so
+# no service downstream trades it (account-svc alone knows it is opening)
+WIRE_STATUS = {OPENING_STATUS: "suspended"}
 AUTO_APPROVER = "policy:auto-approve"
 AUTO_APPROVAL_NOTE = "account policy approves automatically"
 AUTO_APPROVE_ROUTE = "auto_approve"  # routed_by / routing_action when no filter selected it
@@ -90,6 +95,7 @@ async def open_accounts(
     await _check_households(repo, tenant, [a.household_id for a in items], len(items) > 1)
     await _check_models(repo, tenant, [a.model_id for a in items])
     now = datetime.now(UTC)
+    opening = [a.account_id for a in items if a.status == OPENING_STATUS]
     accounts: list[Account] = []
     for i, item in enumerate(items):
         prefix = f"accounts[{i}]." if len(items) > 1 else ""
@@ -104,10 +110,16 @@ async def open_accounts(
         accounts.append(
             Account(
                 **item.model_dump(
-                    exclude={"rebalance_settings", "tax_settings", "strategy", "restrictions"}
+                    exclude={
+                        "rebalance_settings",
+                        "tax_settings",
+                        "strategy",
+                        "restrictions",
+                        "status",
+                    }
                 ),
                 tenant=tenant,
-                status=OPENED_STATUS,
+                status=item.status,
                 rebalance_settings=_settings_doc(item.rebalance_settings),
                 tax_settings=_doc(item.tax_settings),
                 strategy=_doc(item.strategy),
@@ -117,8 +129,14 @@ async def open_accounts(
     await repo.add_accounts(accounts)
     await repo.append_audit(
         tenant,
-        [AuditEntry(actor, "open", "account", a.account_id, None, _doc_of(a)) for a in accounts],
+        [
+            AuditEntry(actor, _opening_action(a), "account", a.account_id, None, _doc_of(a))
+            for a in accounts
+        ],
     )
+    if opening:
+        await account_opening_repository.add_steps(uow.session, tenant, opening, actor, now)
+        await settle_opening(uow, tenant, actor, account_opening_repository.account_ids(opening))
     await announce_accounts(uow, repo, accounts)
     return [view(a) for a in accounts]
 
@@ -136,6 +154,8 @@ async def change_account(
     account = await _account(repo, tenant, account_id, for_update=True)
     before = _doc_of(account)
     changes = patch.model_dump(exclude_unset=True)
+    if account.status == OPENING_STATUS and changes.get("status") not in (None, CLOSED_STATUS):
+        await _refuse_status_while_opening(uow, account_id, changes["status"])
     if "model_id" in changes:
         if account.strategy is not None and changes["model_id"] is not None:
             raise Conflict(
@@ -710,8 +730,52 @@ async def _changed(
         account.tenant,
         [AuditEntry(actor, action, "account", account.account_id, before, _doc_of(account))],
     )
+    if account.status == OPENING_STATUS:  # an automatic step may follow the change
+        accounts = account_opening_repository.account_ids([account.account_id])
+        await settle_opening(uow, account.tenant, actor, accounts)
     await announce_accounts(uow, repo, [account])
     return view(account)
+
+
+def _opening_action(account: Account) -> str:
+    """The audit action of an account opened: `open`, or `start-opening` as a workflow (it is
+    audited `open` when its steps are done)."""
+    return "start-opening" if account.status == OPENING_STATUS else "open"
+
+
+async def settle_opening(uow: UnitOfWork, tenant: str, actor: str, accounts: Any) -> list[str]:
+    """The one place an opening moves on: work out the automatic steps of the opening accounts
+    among `accounts` (a SELECT of account ids) as they are now, and open those whose steps are
+    all done (status active, audited `open` by `actor`); returns the ids opened. The caller
+    announces the accounts it changed (those opened are among them)."""
+    now = datetime.now(UTC)
+    session = uow.session
+    await account_opening_repository.settle_automatic_steps(session, accounts, actor, now)
+    opened = await account_opening_repository.open_accounts_with_every_step_done(
+        session, accounts, now
+    )
+    if opened:
+        before, after = {"status": OPENING_STATUS}, {"status": OPENED_STATUS}
+        entries = [AuditEntry(actor, "open", "account", a, before, after) for a in opened]
+        await PostgresAccountRepository(session).append_audit(tenant, entries)
+        log.info("accounts opened", extra={"tenant": tenant, "accounts": len(opened)})
+    return opened
+
+
+async def missing_opening_steps(session: AsyncSession, account_id: str) -> list[str]:
+    """The account's opening steps not done yet, in their order."""
+    steps = await account_opening_repository.steps_of(session, account_id)
+    return [s.step for s in steps if s.status != account_opening_repository.DONE]
+
+
+async def _refuse_status_while_opening(uow: UnitOfWork, account_id: str, status: str) -> None:
+    missing = await missing_opening_steps(uow.session, account_id)
+    open_steps = ", ".join(missing) or "none"
+    raise Conflict(
+        f"account {account_id} is opening: it becomes active by itself when its opening steps "
+        f"are done (not done: {open_steps}); it may only be closed meanwhile",
+        [FieldProblem("status", f"cannot become {status} while opening; open steps: {open_steps}")],
+    )
 
 
 class AccountState(Protocol):
@@ -769,7 +833,7 @@ def account_event(account: AccountState, lists: dict[str, list[str]]) -> Account
         name=account.name,
         account_type=account.account_type,
         model_id=account.model_id,
-        status=account.status,
+        status=WIRE_STATUS.get(account.status, account.status),
         auto_approve=account.auto_approve,
         rebalance_settings=RebalanceSettingsV1.model_validate(account.rebalance_settings),
         restrictions=[

@@ -291,3 +291,31 @@ class StrategyFollower(Table, table=True):
     tenant: str = Field(max_length=64)
     strategy_id: str = Field(max_length=64)
     version: int  # the version the account's strategy is
+
+
+class AccountOpeningStep(Table, table=True):
+    """A step of opening an account as a workflow (account_opening_schemas.STEPS): pending,
+    done, or in exception (with a note, routed to the task list)."""
+
+    __tablename__ = "account_opening_steps"
+    __table_args__ = (
+        # the task list: a tenant's steps in exception
+        Index("ix_account_opening_steps_tenant_status", "tenant", "status"),
+    )
+
+    account_id: str = Field(primary_key=True, max_length=64)
+    step: str = Field(primary_key=True, max_length=32)
+    tenant: str = Field(max_length=64)
+    status: str = Field(max_length=16)  # pending | done | exception
+    note: str | None = None
+    updated_by: str
+    updated_at: datetime = _timestamp()
+
+
+# the task list's overdue openings: a tenant's accounts still opening, oldest first
+Index(
+    "ix_accounts_opening",
+    Account.__table__.c.tenant,  # type: ignore[attr-defined]
+    Account.__table__.c.created_at,  # type: ignore[attr-defined]
+    postgresql_where=text("status = 'opening'"),
+)
