@@ -7,7 +7,7 @@ SERVICES := python3 scripts/services.py
 export BALLAST_PG_FSYNC ?= on
 
 .PHONY: help setup demo test test-unit lint format contracts stack-up stack-down stack-status \
-        up down status migrate bench bench-flow bench-engine bench-optimizer bench-backtest bench-tax bench-scale bench-custodian chaos migration clean
+        up down status migrate bench bench-flow bench-engine bench-optimizer bench-backtest bench-tax bench-scale bench-custodian bench-workflow chaos migration clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -72,6 +72,9 @@ bench-scale: setup stack-up ## a 100,000-account book through a model change, st
 
 bench-custodian: setup stack-up ## a book's custodian day: files written, checked, uploaded and reconciled lot by lot (ACCOUNTS=16000: ~2.5M lots)
 	@$(PY) bench/scale/bench_scale.py --stop-after custodian --accounts $(or $(ACCOUNTS),16000) --out bench/results/custodian.json
+
+bench-workflow: setup stack-up ## the overlay workflow on one book: a filter, a bulk change, a parent model cascading to 1,000 children (ACCOUNTS=2000 for a quick run)
+	@$(PY) bench/workflow/bench_workflow.py $(if $(ACCOUNTS),--accounts $(ACCOUNTS)) $(if $(REPLICAS),--replicas $(REPLICAS))
 
 bench-engine: setup ## engine benchmarks (drift scan, tactical and strategic rebalance)
 	@$(PY) bench/engine/bench_engine.py --out bench/results/engine.json

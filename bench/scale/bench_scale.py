@@ -38,6 +38,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -190,11 +191,11 @@ async def postgres_floor(dsn: str, lots: Path) -> dict[str, Any]:
     return {"rows": rows, "copy_s": round(took, 2), "rows_per_s": round(rows / took)}
 
 
-def cpu_seconds(launcher: Any) -> dict[str, float]:
+def cpu_seconds(launcher: Any, profile: str = PROFILE) -> dict[str, float]:
     """Each process's CPU seconds so far (user + system, its waited-for children included)."""
     tick = os.sysconf("SC_CLK_TCK")
     out: dict[str, float] = {}
-    for service, replicas in launcher.pids(PROFILE).items():
+    for service, replicas in launcher.pids(profile).items():
         for replica, pid in replicas.items():
             try:
                 stat = Path(f"/proc/{pid}/stat").read_text()
@@ -233,7 +234,9 @@ async def reset_statements(dsn: str) -> bool:
         await conn.close()
 
 
-async def top_statements(dsn: str, limit: int = 15) -> list[dict[str, Any]]:
+async def top_statements(
+    dsn: str, limit: int = 15, database: str = DATABASE
+) -> list[dict[str, Any]]:
     """The statements the benchmark's database spent the most time in since the reset: the
     user (which service), calls, total and mean milliseconds, rows, and the text's start."""
     conn = await asyncpg.connect(dsn)
@@ -247,7 +250,7 @@ async def top_statements(dsn: str, limit: int = 15) -> list[dict[str, Any]]:
               JOIN pg_roles r ON r.oid = s.userid
              ORDER BY s.total_exec_time DESC LIMIT $2
             """,
-            DATABASE,
+            database,
             limit,
         )
     except asyncpg.PostgresError:
@@ -277,12 +280,12 @@ def _cpu_of(pid: int) -> float | None:
     return sum(int(f) for f in fields[11:13]) / os.sysconf("SC_CLK_TCK")
 
 
-async def database_cpu(dsn: str) -> dict[int, float]:
+async def database_cpu(dsn: str, database: str = DATABASE) -> dict[int, float]:
     """CPU seconds of each server process of the benchmark's database (Postgres runs on
     this machine); a backend that ends between two readings is missed."""
     conn = await asyncpg.connect(dsn)
     try:
-        pids = await conn.fetch("SELECT pid FROM pg_stat_activity WHERE datname = $1", DATABASE)
+        pids = await conn.fetch("SELECT pid FROM pg_stat_activity WHERE datname = $1", database)
     finally:
         await conn.close()
     return {r["pid"]: cpu for r in pids if (cpu := _cpu_of(r["pid"])) is not None}
@@ -293,11 +296,16 @@ def database_cpu_used(before: dict[int, float], after: dict[int, float]) -> floa
 
 
 async def stage_cpu(
-    launcher: Any, dsn: str, before: dict[str, float], database_before: dict[int, float]
+    launcher: Any,
+    dsn: str,
+    before: dict[str, float],
+    database_before: dict[int, float],
+    profile: str = PROFILE,
+    database: str = DATABASE,
 ) -> dict[str, float]:
     """CPU seconds each process (and PostgreSQL's backends) used since `before`."""
-    used = cpu_used(before, cpu_seconds(launcher))
-    used["postgres"] = database_cpu_used(database_before, await database_cpu(dsn))
+    used = cpu_used(before, cpu_seconds(launcher, profile))
+    used["postgres"] = database_cpu_used(database_before, await database_cpu(dsn, database))
     return used
 
 
@@ -305,10 +313,10 @@ def cpu_used(before: dict[str, float], after: dict[str, float]) -> dict[str, flo
     return {name: round(after[name] - before.get(name, 0.0), 2) for name in sorted(after)}
 
 
-def peak_rss(launcher: Any) -> dict[str, int]:
+def peak_rss(launcher: Any, profile: str = PROFILE) -> dict[str, int]:
     """Each process's peak resident memory (VmHWM), in MiB."""
     out: dict[str, int] = {}
-    for service, replicas in launcher.pids(PROFILE).items():
+    for service, replicas in launcher.pids(profile).items():
         for replica, pid in replicas.items():
             try:
                 status = Path(f"/proc/{pid}/status").read_text()
@@ -321,29 +329,48 @@ def peak_rss(launcher: Any) -> dict[str, int]:
     return out
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
-    clock = Clock()
-    book_root = book_folder(args)
-    folder = book_root / make_book.AS_OF
-    lots_rows = sum(1 for _ in (folder / "lots.csv").open()) - 1
-    positions_rows = sum(1 for _ in (folder / "positions.csv").open()) - 1
+@dataclass
+class System:
+    """The stack and the services a benchmark runs on, in a database of its own."""
 
+    launcher: Any
+    urls: dict[str, str]
+    database_url: str
+    kafka: KafkaConnection
+    issuer: Any
+    topic_prefix: str
+    replicas: dict[str, str]
+
+    def url(self, name: str) -> str:
+        return str(self.urls[name])
+
+
+async def start_system(
+    database: str,
+    profile: str,
+    port_base: int,
+    replicas_given: str,
+    log_statements_ms: int | None = None,
+    topic_prefix: str = "scale",
+) -> System:
+    """The stack up, `database` made afresh, and the services of `profile` started on it
+    (their Kafka topics under a fresh prefix)."""
     # Kafka settings given to the benchmark win over the stack's (e.g. a plaintext listener)
     given = {k: v for k, v in os.environ.items() if k.startswith("BALLAST_KAFKA_")}
     stack = {**_stack_env(), **given}
     _stack("up")
     launcher = _launcher()
-    launcher.down(PROFILE)
-    _stack("dropdb", DATABASE)
-    _stack("createdb", DATABASE)
+    launcher.down(profile)
+    _stack("dropdb", database)
+    _stack("createdb", database)
     base = stack["BALLAST_DATABASE_URL"].rsplit("/", 1)[0]
-    database_url = f"{base}/{DATABASE}"
-    if args.log_statements_ms is not None:  # into the stack's postgres.log
+    database_url = f"{base}/{database}"
+    if log_statements_ms is not None:  # into the stack's postgres.log
         conn = await asyncpg.connect(database_url)
         try:
             await conn.execute(
-                f"ALTER DATABASE {DATABASE} SET log_min_duration_statement = "
-                f"{int(args.log_statements_ms)}"
+                f"ALTER DATABASE {database} SET log_min_duration_statement = "
+                f"{int(log_statements_ms)}"
             )
         finally:
             await conn.close()
@@ -356,43 +383,39 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         SecretStr(stack.get("BALLAST_KAFKA_PASSWORD", "")),
     )
     issuer = local_issuer(Path(stack["BALLAST_AUTH_KEYS"]))
-    # The benchmark acts as the tenant's operations desk and model manager.
-    roles = [Role.OPERATIONS, Role.MODEL_MANAGER, Role.PLATFORM_OPERATOR]  # the book has securities
-    token = issuer.issue("demo", roles, "bench@demo", 12 * 3600)
+    prefix = f"{topic_prefix}{datetime.now(UTC):%H%M%S}."
     # the stack's Kafka settings (under SASL the launcher gives each service its principal)
     os.environ.update({k: v for k, v in stack.items() if k.startswith("BALLAST_KAFKA_")})
     os.environ.update(
         {
             "BALLAST_DATABASE_URL": database_url,
             "BALLAST_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-            "BALLAST_TOPIC_PREFIX": f"scale{datetime.now(UTC):%H%M%S}.",
+            "BALLAST_TOPIC_PREFIX": prefix,
             "BALLAST_LOG_LEVEL": "WARNING",
             "SIM_LATENCY_MS": "20",
             "BALLAST_AUTH_JWKS": str(issuer.jwks_path),
         }
     )
-    replicas = dict(r.split("=") for r in args.replicas.split(",")) if args.replicas else {}
+    replicas = dict(r.split("=") for r in replicas_given.split(",")) if replicas_given else {}
     print("starting the services ...", flush=True)
     urls = launcher.up(
-        PROFILE,
-        args.port_base,
+        profile,
+        port_base,
         timeout_s=300,
         quiet=True,
         replicas={k: int(v) for k, v in replicas.items()},
     )
+    return System(launcher, urls, database_url, kafka, issuer, prefix, replicas)
 
-    def url(name: str) -> str:
-        return str(urls[name])
 
-    print("measuring the floor ...", flush=True)
-    floor_kafka = await kafka_floor(kafka, args.floor_messages, 780)
-    floor_pg = await postgres_floor(database_url.replace("+asyncpg", ""), folder / "lots.csv")
-
-    http = httpx.AsyncClient(
-        timeout=httpx.Timeout(None, connect=10), headers={"Authorization": f"Bearer {token}"}
-    )
-    models = json.loads((book_root / "models.json").read_text())
-    securities = []
+async def publish_models(
+    http: httpx.AsyncClient, system: System, book_root: Path, folder: Path
+) -> dict[str, Any]:
+    """The book's securities (at its prices) and models through model-hub-svc, until
+    account-svc knows every model; returns the models."""
+    url = system.url
+    models: dict[str, Any] = json.loads((book_root / "models.json").read_text())
+    securities: list[dict[str, Any]] = []
     for line in (folder / "securities.csv").read_text().splitlines()[1:]:
         symbol, name, asset, sector, _ = line.split(",")
         securities.append(
@@ -417,21 +440,28 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "targets": [{"symbol": s, "weight": w} for s, w in model["targets"].items()],
         }
         (await http.put(f"{url('model-hub-svc')}/models/{model_id}", json=body)).raise_for_status()
+    await models_known(http, system, set(models))
+    return models
+
+
+async def models_known(http: httpx.AsyncClient, system: System, model_ids: set[str]) -> None:
+    """Wait until account-svc has learnt every one of the models (from model-changed)."""
+
+    async def known() -> bool:
+        listed = await http.get(f"{system.url('account-svc')}/models", params={"limit": 5000})
+        return model_ids <= {m["model_id"] for m in listed.json()["items"]}
+
+    await wait("account-svc learning the models", known, max(60, len(model_ids) / 10), 0.2)
+
+
+async def load_book(
+    http: httpx.AsyncClient, system: System, folder: Path, token: str, accounts: int
+) -> tuple[float, StepTimes, float]:
+    """`ballast book load` of the book's folder until rebalance-svc and reporting-svc hold
+    every account's holdings: (seconds the load took to apply, its steps, seconds until
+    rebalance-svc held every account)."""
+    url = system.url
     book_urls = {s: url(s) for s in ("model-hub-svc", "account-svc", "taxlot-svc")}
-
-    async def models_known() -> bool:
-        listed = await http.get(f"{url('account-svc')}/models", params={"limit": 5000})
-        known = {m["model_id"] for m in listed.json()["items"]}
-        return set(models) <= known
-
-    await wait("account-svc learning the models", models_known, 60, 0.2)
-
-    print(f"book: {args.accounts:,} accounts, {positions_rows:,} positions, {lots_rows:,} lots")
-    plain_dsn = database_url.replace("+asyncpg", "")
-    cpu_before = cpu_seconds(launcher)
-    database_before = await database_active_s(plain_dsn)
-    database_cpu_before = await database_cpu(plain_dsn)
-    await reset_statements(plain_dsn)
     started = time.monotonic()
     steps = StepTimes()
     outcome = await load_folder(folder, book_urls, token=token, reporter=steps)
@@ -442,21 +472,59 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     async def read_models_current() -> bool:
         state = (await http.get(f"{url('rebalance-svc')}/read-model")).json()
-        return bool(state["accounts_with_holdings"] >= args.accounts)
+        return bool(state["accounts_with_holdings"] >= accounts)
 
     await wait("rebalance-svc holding every account", read_models_current, 3600)
     rebalance_current_s = round(time.monotonic() - started, 2)
     print(f"  rebalance-svc held every account's holdings at {rebalance_current_s} s", flush=True)
-    reporting_db = await asyncpg.connect(database_url.replace("+asyncpg", ""))
+    reporting_db = await asyncpg.connect(system.database_url.replace("+asyncpg", ""))
 
     async def reporting_current() -> bool:
         held = await reporting_db.fetchval("SELECT count(*) FROM reporting.holdings")
-        return bool(held >= args.accounts)
+        return bool(held >= accounts)
 
     try:
         await wait("reporting-svc holding every account", reporting_current, 3600)
     finally:
         await reporting_db.close()
+    return applied_s, steps, rebalance_current_s
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    clock = Clock()
+    book_root = book_folder(args.accounts, args.seed)
+    folder = book_root / make_book.AS_OF
+    lots_rows = sum(1 for _ in (folder / "lots.csv").open()) - 1
+    positions_rows = sum(1 for _ in (folder / "positions.csv").open()) - 1
+
+    system = await start_system(
+        DATABASE, PROFILE, args.port_base, args.replicas, args.log_statements_ms
+    )
+    launcher, database_url, replicas = system.launcher, system.database_url, system.replicas
+    # The benchmark acts as the tenant's operations desk and model manager.
+    roles = [Role.OPERATIONS, Role.MODEL_MANAGER, Role.PLATFORM_OPERATOR]  # the book has securities
+    token = system.issuer.issue("demo", roles, "bench@demo", 12 * 3600)
+    url = system.url
+
+    print("measuring the floor ...", flush=True)
+    floor_kafka = await kafka_floor(system.kafka, args.floor_messages, 780)
+    floor_pg = await postgres_floor(database_url.replace("+asyncpg", ""), folder / "lots.csv")
+
+    http = httpx.AsyncClient(
+        timeout=httpx.Timeout(None, connect=10), headers={"Authorization": f"Bearer {token}"}
+    )
+    await publish_models(http, system, book_root, folder)
+
+    print(f"book: {args.accounts:,} accounts, {positions_rows:,} positions, {lots_rows:,} lots")
+    plain_dsn = database_url.replace("+asyncpg", "")
+    cpu_before = cpu_seconds(launcher)
+    database_before = await database_active_s(plain_dsn)
+    database_cpu_before = await database_cpu(plain_dsn)
+    await reset_statements(plain_dsn)
+    started = time.monotonic()
+    applied_s, steps, rebalance_current_s = await load_book(
+        http, system, folder, token, args.accounts
+    )
     clock.stage("load", started)
     load_cpu_s = await stage_cpu(launcher, plain_dsn, cpu_before, database_cpu_before)
     load_database_s = round(await database_active_s(plain_dsn) - database_before, 2)
@@ -636,14 +704,14 @@ async def _run_complete(http: httpx.AsyncClient, base: str, run_id: str) -> dict
     return run if run["complete"] else None
 
 
-def book_folder(args: argparse.Namespace) -> Path:
-    """The generated book (made once per size and seed, then reused)."""
-    root = ROOT / ".state" / "bench" / "books" / f"{args.accounts}-{args.seed}"
+def book_folder(accounts: int, seed: int, children: int = 0) -> Path:
+    """The generated book (made once per size, seed and children of core, then reused)."""
+    root = ROOT / ".state" / "bench" / "books" / make_book.book_name(accounts, seed, children)
     if not (root / make_book.AS_OF / "lots.csv").exists():
-        print(f"generating a book of {args.accounts:,} accounts in {root} ...", flush=True)
+        print(f"generating a book of {accounts:,} accounts in {root} ...", flush=True)
         subprocess.run(
             [sys.executable, str(Path(__file__).parent / "make_book.py"),
-             "--accounts", str(args.accounts), "--seed", str(args.seed),
+             "--accounts", str(accounts), "--seed", str(seed), "--children", str(children),
              "--out", str(root.parent)],
             check=True,
         )  # fmt: skip
@@ -676,7 +744,7 @@ def main() -> int:
     parser.add_argument("--out", default="bench/results/scale.json")
     args = parser.parse_args()
     args.custodian_day = args.custodian_day or args.stop_after == "custodian"
-    book_folder(args)
+    book_folder(args.accounts, args.seed)
     result = asyncio.run(run(args))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,10 @@ three; 10% three-sleeve UMAs, 10% direct-indexed accounts holding 300+ names, th
 20-40 positions; 2-4 lots per position. Written as a stream (no account is kept once its rows
 are out), deterministic for a seed. Models are written to models.json beside the folder, for
 the benchmark to publish. The "core" model is followed by at least half of the accounts (SMAs
-and every UMA's first sleeve): the benchmark changes it.
+and every UMA's first sleeve): the benchmark changes it. With `--children N` (make
+bench-workflow) the SMAs that would follow core follow its N child models instead, in turn
+(`core_child(i)`; the benchmark publishes them), holding the same positions: the same
+random draws, so the book differs from the plain one only in those accounts' model_id.
 """
 
 from __future__ import annotations
@@ -71,6 +74,11 @@ def models() -> list[Model]:
     ]
 
 
+def core_child(index: int) -> str:
+    """The id of core's child model number `index` (from 0), as `--children` books name it."""
+    return f"core-c{index + 1:04d}"
+
+
 def changed_core() -> Model:
     """The model change the benchmark makes: two names of core swapped for two others."""
     core = models()[0]
@@ -80,7 +88,7 @@ def changed_core() -> Model:
 UMA_SLEEVES = (("core", "core", "0.5"), ("income", "dividend", "0.2"), ("etf", "balanced", "0.3"))
 
 
-def write(folder: Path, accounts: int, seed: int) -> dict[str, int]:
+def write(folder: Path, accounts: int, seed: int, children: int = 0) -> dict[str, int]:
     rng = random.Random(seed)
     securities = universe(rng)
     by_id = {m.model_id: m for m in models()}
@@ -115,6 +123,7 @@ def write(folder: Path, accounts: int, seed: int) -> dict[str, int]:
     files["lots.csv"].write("account_id,symbol,lot_id,quantity,acquired_on,cost_basis,sleeve_id\n")
     files["restrictions.csv"].write("account_id,kind,scope,value,source,reason\n")
     counts = {"accounts": 0, "households": 0, "umas": 0, "positions": 0, "lots": 0}
+    core_followers = 0
     household = 0
     while counts["accounts"] < accounts:
         household += 1
@@ -148,6 +157,9 @@ def write(folder: Path, accounts: int, seed: int) -> dict[str, int]:
                 ]
                 sleeves = [("", model, 1.0)]
                 model_id = model.model_id
+                if children and model_id == "core":
+                    model_id = core_child(core_followers % children)
+                    core_followers += 1
             relief = rng.choice(("fifo", "hifo", "mintax"))
             harvest = "true" if account_type == "taxable" and rng.random() < 0.3 else "false"
             files["accounts.csv"].write(
@@ -191,16 +203,24 @@ def write(folder: Path, accounts: int, seed: int) -> dict[str, int]:
     return counts
 
 
+def book_name(accounts: int, seed: int, children: int = 0) -> str:
+    """The folder a book of this size, seed and number of core's children is written to."""
+    return f"{accounts}-{seed}" + (f"-children{children}" if children else "")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--accounts", type=int, default=100_000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path(".state/bench/books"))
+    parser.add_argument(
+        "--children", type=int, default=0, help="core's SMAs follow this many child models"
+    )
     args = parser.parse_args()
-    root = args.out / f"{args.accounts}-{args.seed}"
+    root = args.out / book_name(args.accounts, args.seed, args.children)
     folder = root / AS_OF
     started = time.monotonic()
-    counts = write(folder, args.accounts, args.seed)
+    counts = write(folder, args.accounts, args.seed, args.children)
     (root / "models.json").write_text(
         json.dumps({m.model_id: {"name": m.name, "targets": m.targets()} for m in models()})
     )
