@@ -56,11 +56,13 @@ async def put_strategy(
             tenant, [AuditEntry(actor, "create", SUBJECT, strategy_id, None, _doc_of(row))]
         )
         return await _out(session, row)
-    if row.strategy == doc and row.name == body.name:
+    moved = Strategy.model_validate(row.strategy) != strategy  # by value: 0.60 is 0.6
+    if not moved and row.name == body.name:
         return await _out(session, row)  # the same again: no new version
     before, previous = _doc_of(row), row.strategy
-    moved = row.strategy != doc
-    row.name, row.strategy, row.updated_by, row.updated_at = body.name, doc, actor, now
+    if moved:
+        row.strategy = doc
+    row.name, row.updated_by, row.updated_at = body.name, actor, now
     row.version += 1
     await repo.save(session, row)
     await account_repo.append_audit(
