@@ -9,7 +9,7 @@ from ballast_common.audit import AuditEntry
 from ballast_common.book_loads import StagedLoad, value_sql
 from ballast_common.bulk import driver_connection, insert_columns
 from ballast_common.contracts.book_files import PRICES, SECURITIES
-from sqlalchemy import ColumnElement, any_, literal, text, tuple_
+from sqlalchemy import ColumnElement, Integer, String, any_, func, literal, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import insert
 from sqlmodel import col, select
@@ -181,10 +181,21 @@ class PostgresModelHubRepository:
         (callers name versions of models they read for their tenant)."""
         if not keys:
             return []
-        pairs = tuple_(col(ModelTarget.model_id), col(ModelTarget.version))
+        # a join on the pairs, probed by the primary key: a row-value IN list of a thousand
+        # children's pairs took the planner to a scan of every version's targets (~1 s)
+        wanted = (
+            select(
+                func.unnest(literal([m for m, _ in keys], postgresql.ARRAY(String))).label("m"),
+                func.unnest(literal([v for _, v in keys], postgresql.ARRAY(Integer))).label("v"),
+            )
+        ).subquery()
         stmt = (
             select(ModelTarget)
-            .where(pairs.in_(list(keys)))
+            .join(
+                wanted,
+                (col(ModelTarget.model_id) == wanted.c.m)
+                & (col(ModelTarget.version) == wanted.c.v),
+            )
             .order_by(col(ModelTarget.model_id), col(ModelTarget.symbol))
         )
         return list(await self.session.exec(stmt))
