@@ -45,8 +45,8 @@ from sqlmodel import col, select
 
 pytestmark = pytest.mark.integration
 
-SELECTING, ROUTING, OTHER = "flt-a", "flt-r", "flt-b"
-MODEL = {SELECTING: "fl-core", ROUTING: "fr-core", OTHER: "fb-core"}
+SELECTING, ROUTING, OTHER, SUSPENDING = "flt-a", "flt-r", "flt-b", "flt-s"
+MODEL = {SELECTING: "fl-core", ROUTING: "fr-core", OTHER: "fb-core", SUSPENDING: "fs-core"}
 
 
 # --- events and calls ---------------------------------------------------------------------------
@@ -597,6 +597,8 @@ async def test_a_suspending_filter_suspends_the_account_announced_and_audited(db
         assert await account_status(db, account_id) == "suspended"
         changed = await outbox_events(db, "account-changed", account_id)
         assert changed[-1].payload.status == "suspended"
+        # the suspension follows from the proposal the filter held (one trace)
+        assert changed[-1].envelope.causation_id == routed[account_id].id
         records = await audit_records(db, ROUTING, "account", account_id)
         assert (records[-1].actor, records[-1].action) == ("filter:fr-watch", "suspend")
         assert (records[-1].before["status"], records[-1].after["status"]) == (
@@ -604,6 +606,41 @@ async def test_a_suspending_filter_suspends_the_account_announced_and_audited(db
             "suspended",
         )
     assert await account_status(db, "FR-LATER") == "active"  # no proposal yet
+
+
+async def test_a_suspension_follows_from_its_proposal_in_a_whole_batch(db):
+    """Routed as one batch (no record redone alone), each suspended account's account-changed
+    still follows from its own proposal."""
+    tenant = SUSPENDING
+    async with api_client(spec, db, tenant=tenant) as http:
+        body = {
+            "name": "Watch",
+            "action": "suspend",
+            "conditions": [c("attribute.watch", "eq", True)],
+        }
+        assert (await http.put("/filters/fs-watch", json=body)).status_code in (200, 201)
+    watched = {"watch": True}
+    await open_accounts(
+        db,
+        tenant,
+        [
+            {"account_id": "FS-1", "household_id": "FSH", "attributes": watched},
+            {"account_id": "FS-2", "household_id": "FSH", "attributes": watched},
+        ],
+    )
+    events = {a: proposed(a, tenant) for a in ("FS-1", "FS-2")}
+    assert await consume(db, *events.values()) == {
+        "processed": 2,
+        "duplicate": 0,
+        "dead_lettered": 0,
+    }
+    for account_id, cause in events.items():
+        [changed] = [
+            d
+            for d in await outbox_events(db, "account-changed", account_id)
+            if d.payload.status == "suspended"
+        ]
+        assert changed.envelope.causation_id == cause.id
 
 
 async def test_the_held_proposals_are_listed_and_filters_in_their_order(api, routed):

@@ -2,7 +2,7 @@
 
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Protocol
@@ -566,7 +566,8 @@ async def receive_proposals(
                     after,
                 )
             )
-        await announce_accounts(uow, repo, suspended)
+        causes = {p.account_id: d.envelope for p, d in zip(proposals, firsts.values(), strict=True)}
+        await announce_accounts(uow, repo, suspended, causes)
     for tenant in sorted(audited):
         await repo.append_audit(tenant, audited[tenant])
     return len(new)
@@ -808,10 +809,14 @@ class AccountState(Protocol):
 
 
 async def announce_accounts(
-    uow: UnitOfWork, repo: AccountRepository, accounts: Sequence[AccountState]
+    uow: UnitOfWork,
+    repo: AccountRepository,
+    accounts: Sequence[AccountState],
+    causes: Mapping[str, Envelope] | None = None,
 ) -> None:
     """Publish each account's whole state (list restrictions carry the members of their
-    tenant's lists: one read per tenant of the accounts)."""
+    tenant's lists: one read per tenant of the accounts), following from its event in
+    `causes` where a consumed event made the change."""
     wanted: dict[str, set[str]] = {}
     for account in accounts:
         lists_named = {r["value"] for r in account.restrictions if r["scope"] == "list"}
@@ -822,7 +827,8 @@ async def announce_accounts(
     }
     for account in accounts:
         event = account_event(account, lists[account.tenant])
-        uow.publish(event, key=account.account_id, tenant=account.tenant)
+        cause = causes.get(account.account_id) if causes else None
+        uow.publish(event, key=account.account_id, tenant=account.tenant, cause=cause)
 
 
 def account_event(account: AccountState, lists: dict[str, list[str]]) -> AccountChangedV1:
