@@ -10,7 +10,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 import httpx
@@ -18,8 +17,8 @@ import pytest
 from account_svc import service
 from account_svc.main import spec
 from account_svc.repository import PostgresAccountRepository
+from account_test_support import remember_models
 from ballast_common.auth import Role
-from ballast_common.contracts.events import ModelChangedV1, ModelTargetV1
 from ballast_common.db import Database
 from ballast_common.testing import (
     api_client,
@@ -42,16 +41,7 @@ MANUAL = ("paperwork", "funding", "compliance_review")
 @pytest.fixture(scope="module")
 async def db(database_url: str) -> AsyncIterator[Database]:
     database = await migrated_database(spec, database_url)
-    async with unit_of_work(database, "test") as uow:
-        for tenant, model_id in ((TENANT, MODEL), (OTHER, "opn-b-core")):
-            event = ModelChangedV1(
-                model_id=model_id,
-                name=model_id,
-                version=1,
-                changed_by="pm",
-                targets=[ModelTargetV1(symbol="AAPL", weight=Decimal(1))],
-            )
-            await service.remember_model(uow, tenant, event)
+    await remember_models(database, [(TENANT, MODEL), (OTHER, "opn-b-core")])
     yield database
     await database.dispose()
 

@@ -10,19 +10,18 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import AsyncIterator
-from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
-from account_svc import service
 from account_svc.main import spec
 from account_svc.settings_history import field_changes
+from account_test_support import remember_models
 from ballast_common.auth import Role
-from ballast_common.contracts.events import AccountChangedV1, ModelChangedV1, ModelTargetV1
+from ballast_common.contracts.events import AccountChangedV1
 from ballast_common.db import Database
 from ballast_common.outbox import outbox
-from ballast_common.testing import api_client, bearer, migrated_database, unit_of_work
+from ballast_common.testing import api_client, bearer, migrated_database
 from sqlalchemy import func, select
 
 pytestmark = pytest.mark.integration
@@ -35,16 +34,8 @@ ME = {"Authorization": bearer(TENANT, [Role.ADMIN], "ops@bulkco")["Authorization
 @pytest.fixture(scope="module")
 async def db(database_url: str) -> AsyncIterator[Database]:
     database = await migrated_database(spec, database_url)
-    async with unit_of_work(database, "test") as uow:
-        for tenant, model_id in [(TENANT, m) for m in MODELS] + [(OTHER, "bk-evil-eq")]:
-            event = ModelChangedV1(
-                model_id=model_id,
-                name=model_id,
-                version=1,
-                changed_by="pm",
-                targets=[ModelTargetV1(symbol="AAA", weight=Decimal(1))],
-            )
-            await service.remember_model(uow, tenant, event)
+    models = [(TENANT, m) for m in MODELS] + [(OTHER, "bk-evil-eq")]
+    await remember_models(database, models, symbol="AAA")
     yield database
     await database.dispose()
 

@@ -20,12 +20,11 @@ from account_svc.main import spec
 from account_svc.repository import PostgresAccountRepository
 from account_svc.schemas import AccountIn
 from account_svc.tables import Account
+from account_test_support import remember_models
 from ballast_common import audit
 from ballast_common.auth import Role
 from ballast_common.contracts.envelope import Envelope
 from ballast_common.contracts.events import (
-    ModelChangedV1,
-    ModelTargetV1,
     ProposalMetricsV1,
     TradesProposedV1,
     TradeV1,
@@ -174,20 +173,8 @@ async def audit_records(db: Database, tenant: str, subject_type: str, subject_id
 @pytest.fixture(scope="module")
 async def db(database_url: str) -> AsyncIterator[Database]:
     database = await migrated_database(spec, database_url)
-    async with unit_of_work(database, "test") as uow:
-        for tenant, model_id in MODEL.items():
-            for name in (model_id, f"{model_id}-2"):
-                await service.remember_model(
-                    uow,
-                    tenant,
-                    ModelChangedV1(
-                        model_id=name,
-                        name=name,
-                        version=1,
-                        changed_by="pm",
-                        targets=[ModelTargetV1(symbol="AAPL", weight=Decimal(1))],
-                    ),
-                )
+    models = [(t, name) for t, m in MODEL.items() for name in (m, f"{m}-2")]
+    await remember_models(database, models)
     await open_accounts(
         database,
         SELECTING,

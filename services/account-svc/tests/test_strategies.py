@@ -13,12 +13,12 @@ from typing import Any
 
 import httpx
 import pytest
-from account_svc import service
 from account_svc.main import spec
-from ballast_common.contracts.events import AccountChangedV1, ModelChangedV1, ModelTargetV1
+from account_test_support import remember_models
+from ballast_common.contracts.events import AccountChangedV1
 from ballast_common.db import Database
 from ballast_common.outbox import outbox
-from ballast_common.testing import api_client, migrated_database, unit_of_work
+from ballast_common.testing import api_client, migrated_database
 from sqlalchemy import select
 
 pytestmark = pytest.mark.integration
@@ -30,16 +30,8 @@ EQ, BONDS, INTL = "st-eq", "st-bonds", "st-intl"
 @pytest.fixture(scope="module")
 async def db(database_url: str) -> AsyncIterator[Database]:
     database = await migrated_database(spec, database_url)
-    async with unit_of_work(database, "test") as uow:
-        for tenant, model_id in [(TENANT, m) for m in (EQ, BONDS, INTL)] + [(OTHER, "st-x")]:
-            event = ModelChangedV1(
-                model_id=model_id,
-                name=model_id,
-                version=1,
-                changed_by="pm",
-                targets=[ModelTargetV1(symbol="AAA", weight=Decimal(1))],
-            )
-            await service.remember_model(uow, tenant, event)
+    models = [(TENANT, m) for m in (EQ, BONDS, INTL)] + [(OTHER, "st-x")]
+    await remember_models(database, models, symbol="AAA")
     yield database
     await database.dispose()
 

@@ -34,7 +34,13 @@ from ballast_common.contracts.events import (
     TaxSettingsV1,
 )
 from ballast_common.outbox import outbox
-from ballast_common.testing import api_client, bearer, migrated_database, unit_of_work
+from ballast_common.testing import (
+    api_client,
+    bearer,
+    eventually,
+    migrated_database,
+    unit_of_work,
+)
 from ballast_engine.rebalance import rebalance
 from ballast_engine.scenario import scenario_from_dict
 from rebalance_svc import cash_requests
@@ -378,15 +384,14 @@ async def test_a_withdrawal_due_today_starts_a_cash_run_and_follows_its_outcome(
             )
 
         tasks = [asyncio.create_task(cash_sweep_loop(runtime())) for _ in "ab"]
+
+        async def started() -> dict[str, Any] | None:
+            assert not any(t.done() for t in tasks), [t.exception() for t in tasks]
+            now = (await api.get(f"/cash-requests/{waiting['request_id']}")).json()
+            return now if now["status"] != "waiting" else None
+
         try:
-            for _ in range(200):
-                now = (await api.get(f"/cash-requests/{waiting['request_id']}")).json()
-                if now["status"] != "waiting":
-                    break
-                assert not any(t.done() for t in tasks), [t.exception() for t in tasks]
-                await asyncio.sleep(0.05)
-            else:
-                pytest.fail("the sweep did not start the waiting request")
+            now = await eventually("the sweep starting the waiting request", started, 10, 0.05)
         finally:
             for task in tasks:
                 task.cancel()
