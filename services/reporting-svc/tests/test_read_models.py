@@ -379,21 +379,26 @@ async def test_v2_snapshot_lots_are_valued_with_term_and_wash_adjustment(
     assert (await client.get(f"/accounts/{account}/lots")).json()["lots"] == []
 
 
-async def stored_lots(db: Database, account: str) -> dict[str, tuple[Any, ...]]:
-    """Each stored lot's columns and its row version (xmin: it changes when the row is
-    written)."""
+async def stored_lots(db: Database, account: str) -> tuple[dict[str, tuple[Any, ...]], str]:
+    """Each stored lot's columns, and the row version of the account's lots (xmin: it changes
+    when the row is written)."""
     async with db.sessions() as session:
-        rows = await session.execute(
-            text(
-                "SELECT lot_id, symbol, quantity, acquired, cost_basis, wash_adjustment,"
-                " sleeve_id, xmin::text FROM lots WHERE account_id = :a"
-            ),
-            {"a": account},
-        )
-        return {r[0]: tuple(r[1:]) for r in rows}
+        rows = (
+            await session.execute(
+                text(
+                    "SELECT l.lot_id, l.symbol, l.quantity, l.acquired, l.cost_basis,"
+                    " l.wash_adjustment, l.sleeve_id, a.xmin::text FROM account_lots a"
+                    " CROSS JOIN LATERAL json_to_recordset(a.lots) AS l(lot_id text,"
+                    " symbol text, quantity numeric, acquired date, cost_basis numeric,"
+                    " wash_adjustment numeric, sleeve_id text) WHERE a.account_id = :a"
+                ),
+                {"a": account},
+            )
+        ).all()
+        return {r[0]: tuple(r[1:7]) for r in rows}, rows[0][7] if rows else ""
 
 
-async def test_a_later_snapshot_writes_only_the_lots_and_positions_it_changes(
+async def test_a_later_snapshot_replaces_the_lots_and_one_repeating_them_writes_nothing(
     db: Database, client: httpx.AsyncClient
 ) -> None:
     account, model = new_account(), new_model()
@@ -420,24 +425,25 @@ async def test_a_later_snapshot_writes_only_the_lots_and_positions_it_changes(
             {"symbol": "ZZC", "quantity": "1", "cost_basis": "5", "lots": [lot("C1", "1", "5")]},
         ]),
     )  # fmt: skip
-    before = await stored_lots(db, account)
+    before, _ = await stored_lots(db, account)
     # A1 as it was; A2 partly sold; B1 gone with its position; C2 new, in a sleeve
-    await deliver(
-        db,
-        snapshot(20, [
-            {"symbol": "ZZA", "quantity": "90", "cost_basis": "952.5",
-             "lots": [zza[0], lot("A2", "30", "232.5", wash_adjustment="22.5")]},
-            {"symbol": "ZZC", "quantity": "3", "cost_basis": "15",
-             "lots": [lot("C1", "1", "5"), lot("C2", "2", "10", sleeve_id="core")]},
-        ]),
-    )  # fmt: skip
-    after = await stored_lots(db, account)
+    later = [
+        {"symbol": "ZZA", "quantity": "90", "cost_basis": "952.5",
+         "lots": [zza[0], lot("A2", "30", "232.5", wash_adjustment="22.5")]},
+        {"symbol": "ZZC", "quantity": "3", "cost_basis": "15",
+         "lots": [lot("C1", "1", "5"), lot("C2", "2", "10", sleeve_id="core")]},
+    ]  # fmt: skip
+    await deliver(db, snapshot(20, later))
+    after, version = await stored_lots(db, account)
     assert sorted(after) == ["A1", "A2", "C1", "C2"]
-    assert after["A1"] == before["A1"] and after["C1"] == before["C1"]  # not even rewritten
-    assert after["A2"][:6] == ("ZZA", Decimal(30), date(2026, 1, 5), Decimal("232.5"),
-                               Decimal("22.5"), None)  # fmt: skip
-    assert after["C2"][:6] == ("ZZC", Decimal(2), date(2026, 1, 5), Decimal(10), Decimal(0),
-                               "core")  # fmt: skip
+    assert after["A1"] == before["A1"] and after["C1"] == before["C1"]
+    assert after["A2"] == ("ZZA", Decimal(30), date(2026, 1, 5), Decimal("232.5"),
+                           Decimal("22.5"), None)  # fmt: skip
+    assert after["C2"] == ("ZZC", Decimal(2), date(2026, 1, 5), Decimal(10), Decimal(0),
+                           "core")  # fmt: skip
+    # a later snapshot with the same lots leaves the account's lots unwritten
+    await deliver(db, snapshot(30, later))
+    assert await stored_lots(db, account) == (after, version)
     assert await positions(db, account) == {"ZZA": Decimal(90), "ZZC": Decimal(3)}
     body = (await client.get(f"/accounts/{account}")).json()
     assert body["positions"] == 2 and Decimal(body["market_value"]) == 500 + 90 * 10 + 3 * 5

@@ -334,21 +334,11 @@ async def upsert_snapshots(session: AsyncSession, snapshots: Sequence[Row]) -> l
     return await _fetch_first_column(session, sql, *params)
 
 
-# Positions and lots as the snapshots state them; numbers travel as decimal text (as the
-# events carry them) and the database reads them: far cheaper than a Decimal each.
+# Positions as the snapshots state them; numbers travel as decimal text (as the events
+# carry them) and the database reads them: far cheaper than a Decimal each.
 _POSITION_COLUMNS = ("account_id", "symbol", "quantity", "cost_basis")
-_LOT_COLUMNS = (
-    "account_id",
-    "lot_id",
-    "symbol",
-    "quantity",
-    "acquired",
-    "cost_basis",
-    "wash_adjustment",
-    "sleeve_id",
-)
 # Those gone are deleted, new or changed ones written, the rest left alone (a snapshot
-# after a fill mostly repeats the one before): one statement per table. No ORDER BY: the
+# after a fill mostly repeats the one before): one statement. No ORDER BY: the
 # accounts' valuation rows are locked first (lock_accounts), so no other transaction
 # writes these rows meanwhile.
 _REPLACE_POSITIONS = """
@@ -371,33 +361,13 @@ _REPLACE_POSITIONS = """
      WHERE (positions.quantity, positions.cost_basis)
            IS DISTINCT FROM (EXCLUDED.quantity, EXCLUDED.cost_basis)
 """
+# An account's lots are one document: written whole when it changed, left alone when not.
 _REPLACE_LOTS = """
-    WITH incoming AS (
-        SELECT account_id, lot_id, symbol, CAST(quantity AS numeric) AS quantity, acquired,
-               CAST(cost_basis AS numeric) AS cost_basis,
-               CAST(wash_adjustment AS numeric) AS wash_adjustment, sleeve_id
-          FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::date[], $7::text[],
-                      $8::text[], $9::text[])
-               AS u(account_id, lot_id, symbol, quantity, acquired, cost_basis,
-                    wash_adjustment, sleeve_id)
-    ),
-    gone AS (
-        DELETE FROM lots l
-         WHERE l.account_id = ANY($1::text[])
-           AND NOT EXISTS (SELECT 1 FROM incoming i
-                            WHERE i.account_id = l.account_id AND i.lot_id = l.lot_id)
-    )
-    INSERT INTO lots (account_id, lot_id, symbol, quantity, acquired, cost_basis,
-                      wash_adjustment, sleeve_id)
-    SELECT * FROM incoming
-    ON CONFLICT (account_id, lot_id) DO UPDATE
-       SET symbol = EXCLUDED.symbol, quantity = EXCLUDED.quantity,
-           acquired = EXCLUDED.acquired, cost_basis = EXCLUDED.cost_basis,
-           wash_adjustment = EXCLUDED.wash_adjustment, sleeve_id = EXCLUDED.sleeve_id
-     WHERE (lots.symbol, lots.quantity, lots.acquired, lots.cost_basis, lots.wash_adjustment,
-            lots.sleeve_id)
-           IS DISTINCT FROM (EXCLUDED.symbol, EXCLUDED.quantity, EXCLUDED.acquired,
-                             EXCLUDED.cost_basis, EXCLUDED.wash_adjustment, EXCLUDED.sleeve_id)
+    INSERT INTO account_lots (account_id, lots)
+    SELECT account_id, CAST(lots AS json)
+      FROM unnest($1::text[], $2::text[]) AS u(account_id, lots)
+    ON CONFLICT (account_id) DO UPDATE SET lots = EXCLUDED.lots
+     WHERE CAST(account_lots.lots AS text) <> CAST(EXCLUDED.lots AS text)
 """
 
 
@@ -405,15 +375,15 @@ async def replace_positions_and_lots(
     session: AsyncSession,
     account_ids: Sequence[str],
     positions: Mapping[str, Sequence[Any]],
-    lots: Mapping[str, Sequence[Any]],
+    lots: Sequence[str],
 ) -> None:
-    """The positions and lots of these accounts become the given ones (column by column,
-    numbers as decimal text)."""
+    """The positions and lots of these accounts become the given ones (positions column by
+    column, numbers as decimal text; lots as each account's JSON array, in account order)."""
     if not account_ids:
         return
     ids = list(account_ids)
     await _write(session, _REPLACE_POSITIONS, ids, *(positions[c] for c in _POSITION_COLUMNS))
-    await _write(session, _REPLACE_LOTS, ids, *(lots[c] for c in _LOT_COLUMNS))
+    await _write(session, _REPLACE_LOTS, ids, list(lots))
 
 
 _RECONCILED_COLUMNS = {"fill_id": "text", "account_id": "text", "reconciled_at": "timestamptz"}
@@ -1108,9 +1078,13 @@ async def holding_lines(session: AsyncSession, account_id: str) -> list[Record]:
 _LOTS = text(
     """
     SELECT l.lot_id, l.symbol, l.sleeve_id, l.quantity, l.acquired, l.cost_basis,
-           l.wash_adjustment, s.price
-      FROM lots l LEFT JOIN securities s ON s.symbol = l.symbol
-     WHERE l.account_id = :account_id
+           COALESCE(l.wash_adjustment, 0) AS wash_adjustment, s.price
+      FROM account_lots a
+     CROSS JOIN LATERAL json_to_recordset(a.lots)
+           AS l(lot_id text, symbol text, sleeve_id text, quantity numeric, acquired date,
+                cost_basis numeric, wash_adjustment numeric)
+      LEFT JOIN securities s ON s.symbol = l.symbol
+     WHERE a.account_id = :account_id
      ORDER BY l.symbol, l.acquired, l.lot_id
     """
 )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Hashable, Sequence
 from datetime import date, datetime
@@ -204,30 +205,28 @@ def _position_columns(snapshots: Sequence[HoldingsView]) -> dict[str, list[Any]]
     return columns
 
 
-def _lot_columns(snapshots: Sequence[HoldingsView]) -> dict[str, list[Any]]:
-    """The snapshots' lots (v2), column by column; a lot without a wash adjustment has 0."""
-    columns: dict[str, list[Any]] = {
-        "account_id": [],
-        "lot_id": [],
-        "symbol": [],
-        "quantity": [],
-        "acquired": [],
-        "cost_basis": [],
-        "wash_adjustment": [],
-        "sleeve_id": [],
-    }
-    for p in snapshots:
-        for pos in p.positions:
-            for lot in pos.get("lots", ()):
-                columns["account_id"].append(p.account_id)
-                columns["lot_id"].append(lot["lot_id"])
-                columns["symbol"].append(pos["symbol"])
-                columns["quantity"].append(lot["quantity"])
-                columns["acquired"].append(lot["acquired"])
-                columns["cost_basis"].append(lot["cost_basis"])
-                columns["wash_adjustment"].append(lot.get("wash_adjustment", "0"))
-                columns["sleeve_id"].append(lot.get("sleeve_id"))
-    return columns
+def _lot_documents(snapshots: Sequence[HoldingsView]) -> list[str]:
+    """Each snapshot's lots (v2) as one JSON array, numbers as the decimal text they travel
+    as; a lot without a wash adjustment has 0."""
+    return [
+        json.dumps(
+            [
+                {
+                    "lot_id": lot["lot_id"],
+                    "symbol": pos["symbol"],
+                    "quantity": lot["quantity"],
+                    "acquired": lot["acquired"].isoformat(),
+                    "cost_basis": lot["cost_basis"],
+                    "wash_adjustment": lot.get("wash_adjustment", "0"),
+                    "sleeve_id": lot.get("sleeve_id"),
+                }
+                for pos in p.positions
+                for lot in pos.get("lots", ())
+            ],
+            separators=(",", ":"),
+        )
+        for p in snapshots
+    ]
 
 
 async def apply_holdings(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> list[str]:
@@ -262,7 +261,7 @@ async def apply_holdings(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> lis
         key=lambda p: p.account_id,
     )
     await repo.replace_positions_and_lots(
-        uow.session, sorted(replaced), _position_columns(chosen), _lot_columns(chosen)
+        uow.session, sorted(replaced), _position_columns(chosen), _lot_documents(chosen)
     )
     reflected: dict[str, tuple[datetime, str]] = {}
     for d in deliveries:

@@ -13,9 +13,11 @@ transactions rarely wait on one another; a report sums a table's few slots.
 import uuid
 from datetime import date, datetime
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import (
     ARRAY,
+    JSON,
     BigInteger,
     Boolean,
     Column,
@@ -148,19 +150,16 @@ class Position(Table, table=True):
     cost_basis: Decimal = Field(sa_column=Column(MONEY, nullable=False))
 
 
-class HeldLot(Table, table=True):
-    """The tax lots of the snapshot in `holdings` (replaced with it; holdings-reconciled v2)."""
+class AccountLots(Table, table=True):
+    """The tax lots of the snapshot in `holdings`, one JSON array per account (replaced with
+    it; holdings-reconciled v2). They are read one account at a time, so a snapshot writes
+    one row, not one per lot. Each lot: lot_id, symbol, quantity, acquired, cost_basis,
+    wash_adjustment, sleeve_id; numbers as decimal text."""
 
-    __tablename__ = "lots"
+    __tablename__ = "account_lots"
 
     account_id: str = Field(primary_key=True, max_length=64)
-    lot_id: str = Field(primary_key=True, max_length=128)
-    symbol: str = Field(max_length=16)
-    quantity: Decimal = Field(sa_column=Column(QTY, nullable=False))
-    acquired: date = Field(sa_column=Column(Date, nullable=False))
-    cost_basis: Decimal = Field(sa_column=Column(MONEY, nullable=False))
-    wash_adjustment: Decimal = Field(sa_column=Column(MONEY, nullable=False))
-    sleeve_id: str | None = Field(default=None, max_length=64)
+    lots: list[dict[str, Any]] = Field(sa_column=Column(JSON, nullable=False))
 
 
 class ReconciledFill(Table, table=True):
