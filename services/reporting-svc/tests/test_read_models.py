@@ -398,6 +398,20 @@ async def stored_lots(db: Database, account: str) -> tuple[dict[str, tuple[Any, 
         return {r[0]: tuple(r[1:7]) for r in rows}, rows[0][7] if rows else ""
 
 
+async def position_versions(db: Database, account: str) -> dict[str, str]:
+    """The row version (xmin) and last locker (xmax) of each stored position of the account:
+    a row that is written or locked changes."""
+    async with db.sessions() as session:
+        rows = await session.execute(
+            text(
+                "SELECT symbol, xmin::text || '/' || xmax::text FROM positions"
+                " WHERE account_id = :a"
+            ),
+            {"a": account},
+        )
+        return {r[0]: r[1] for r in rows}
+
+
 async def test_a_later_snapshot_replaces_the_lots_and_one_repeating_them_writes_nothing(
     db: Database, client: httpx.AsyncClient
 ) -> None:
@@ -441,9 +455,11 @@ async def test_a_later_snapshot_replaces_the_lots_and_one_repeating_them_writes_
                            Decimal("22.5"), None)  # fmt: skip
     assert after["C2"] == ("ZZC", Decimal(2), date(2026, 1, 5), Decimal(10), Decimal(0),
                            "core")  # fmt: skip
-    # a later snapshot with the same lots leaves the account's lots unwritten
+    # a later snapshot with the same lots and positions leaves their rows unwritten
+    written = await position_versions(db, account)
     await deliver(db, snapshot(30, later))
     assert await stored_lots(db, account) == (after, version)
+    assert await position_versions(db, account) == written
     assert await positions(db, account) == {"ZZA": Decimal(90), "ZZC": Decimal(3)}
     body = (await client.get(f"/accounts/{account}")).json()
     assert body["positions"] == 2 and Decimal(body["market_value"]) == 500 + 90 * 10 + 3 * 5

@@ -355,7 +355,11 @@ _REPLACE_POSITIONS = """
                             WHERE i.account_id = p.account_id AND i.symbol = p.symbol)
     )
     INSERT INTO positions (account_id, symbol, quantity, cost_basis)
-    SELECT * FROM incoming
+    SELECT * FROM incoming i
+     -- an unchanged row is not even locked (ON CONFLICT would lock it to compare)
+     WHERE NOT EXISTS (SELECT 1 FROM positions p
+                        WHERE p.account_id = i.account_id AND p.symbol = i.symbol
+                          AND p.quantity = i.quantity AND p.cost_basis = i.cost_basis)
     ON CONFLICT (account_id, symbol) DO UPDATE
        SET quantity = EXCLUDED.quantity, cost_basis = EXCLUDED.cost_basis
      WHERE (positions.quantity, positions.cost_basis)
