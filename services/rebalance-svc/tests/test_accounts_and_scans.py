@@ -41,7 +41,7 @@ from rebalance_svc.main import spec
 from rebalance_svc.schemas import RunOut
 from rebalance_svc.settings import Settings
 from rebalance_test_support import decline_trades_in_flight, deliver, process_requested_chunks
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 pytestmark = pytest.mark.integration
 MINE = ("H-SMA", "H-UMA", "H-IRA")
@@ -279,6 +279,33 @@ async def test_a_recent_loss_in_the_household_blocks_buying_it_back(db):
     result = rebalance(scenario)
     assert any(n.code == "wash_sale_buy_block" for n in result.notices)
     await deliver(db, holdings("H-PEER", "50"), "H-PEER")  # the sale leaves the window
+
+
+async def test_the_households_recent_purchases_are_the_lots_acquired_in_the_window(db):
+    """Only lots acquired on or after the window's start come back, of every account in the
+    household; a position whose lots are all older is not read at all."""
+    today = datetime.now(UTC).date()
+
+    def bought(lot_id: str, days_ago: int) -> LotV1:
+        return lot(lot_id, "5", "50").model_copy(update={"acquired": today - timedelta(days_ago)})
+
+    peer = holdings(
+        "H-PEER2",
+        "10",
+        position("HA1", "10", bought("R1", 3), bought("O1", 400)),
+        position("HA2", "5", bought("O2", 90)),
+    )
+    await deliver(db, peer, "H-PEER2")
+    since = today - timedelta(days=30)
+    async with db.sessions() as s:
+        found = await repository.household_lots(s, ["HH-H3"], since)
+        [(household, _, symbol, lots)] = [r for r in found if r[1] == "H-PEER2"]
+        last = await s.execute(
+            text("SELECT symbol, last_acquired FROM holdings WHERE account_id = 'H-PEER2'")
+        )
+        assert dict(last.all()) == {"HA1": today - timedelta(3), "HA2": today - timedelta(90)}
+    assert (household, symbol, [x["lot_id"] for x in lots]) == ("HH-H3", "HA1", ["R1"])
+    await deliver(db, holdings("H-PEER2", "10"), "H-PEER2")
 
 
 async def test_a_uma_is_rebalanced_across_its_sleeves_when_one_of_its_models_changes(db):

@@ -296,7 +296,8 @@ class AccountBook:
 
     account_id: str
     cash: Decimal
-    positions: Sequence[tuple[str, Decimal, str]]  # symbol, quantity, lots (JSON text)
+    # symbol, quantity, lots (JSON text), the latest acquisition date of the lots
+    positions: Sequence[tuple[str, Decimal, str, date | None]]
     household_id: str | None = None
     loss_sales: Sequence[dict[str, Any]] = ()
     realized: tuple[int, Decimal, Decimal] | None = None  # year, short-term, long-term
@@ -310,7 +311,7 @@ async def replace_books(session: AsyncSession, books: Sequence[AccountBook]) -> 
         return
     ids = [b.account_id for b in books]
     await session.execute(delete(Holding).where(col(Holding.account_id).in_(ids)))
-    held = [(b.account_id, s, q, lots) for b in books for s, q, lots in b.positions]
+    held = [(b.account_id, *position) for b in books for position in b.positions]
     await insert_columns(
         session,
         HOLDINGS,
@@ -319,6 +320,7 @@ async def replace_books(session: AsyncSession, books: Sequence[AccountBook]) -> 
             "symbol": [h[1] for h in held],
             "quantity": [h[2] for h in held],
             "lots": [h[3] for h in held],
+            "last_acquired": [h[4] for h in held],
         },
     )
     now = datetime.now(UTC)
@@ -473,7 +475,8 @@ async def household_lots(
         "SELECT c.household_id, h.account_id, h.symbol, jsonb_agg(l.lot)::text FROM holdings h "
         "JOIN cash c ON c.account_id = h.account_id "
         "CROSS JOIN LATERAL jsonb_array_elements(h.lots) AS l(lot) "
-        "WHERE c.household_id = ANY($1::text[]) AND (l.lot->>'acquired')::date >= $2 "
+        "WHERE c.household_id = ANY($1::text[]) AND h.last_acquired >= $2 "
+        "AND (l.lot->>'acquired')::date >= $2 "
         "GROUP BY c.household_id, h.account_id, h.symbol "
         "ORDER BY h.account_id, h.symbol",
         list(household_ids),

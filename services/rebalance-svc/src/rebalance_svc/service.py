@@ -7,7 +7,7 @@ import logging
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from hashlib import sha1
 from typing import Any
@@ -195,7 +195,7 @@ async def record_holdings(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> No
                 event.account_id,
                 event.cash,
                 [
-                    (p["symbol"], quantity, _lots_json(p.get("lots", ())))
+                    _held(p["symbol"], quantity, p.get("lots", ()))
                     for p in event.positions
                     if (quantity := Decimal(p["quantity"])) != 0
                 ],
@@ -209,6 +209,14 @@ async def record_holdings(uow: UnitOfWork, deliveries: Sequence[Delivery]) -> No
     fills = [f for d in deliveries for f in d.payload.fill_ids]
     if fills:
         await repo.mark_fills_reconciled(uow.session, fills)
+
+
+def _held(
+    symbol: str, quantity: Decimal, lots: Sequence[dict[str, Any]]
+) -> tuple[str, Decimal, str, date | None]:
+    """A position as the read model stores it, with the latest start of a holding period
+    among its lots."""
+    return symbol, quantity, _lots_json(lots), max((lot["acquired"] for lot in lots), default=None)
 
 
 def _lots_json(lots: Sequence[dict[str, Any]]) -> str:

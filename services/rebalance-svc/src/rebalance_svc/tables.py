@@ -144,6 +144,9 @@ class Holding(Table, table=True):
     quantity: Decimal = _decimal()
     # [LotV1 as JSON: lot_id, quantity, acquired, cost_basis, wash_adjustment, sleeve_id]
     lots: list[dict[str, Any]] = _jsonb(list, "'[]'::jsonb")
+    # the latest `acquired` of its lots (None without lots): the wash-sale window's search
+    # for recent purchases reads only the positions with one
+    last_acquired: date | None = None
 
 
 class Cash(Table, table=True):
