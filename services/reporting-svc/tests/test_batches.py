@@ -160,7 +160,11 @@ async def test_a_batch_of_holdings_for_many_accounts_stores_each_ones_value(
     async with db.sessions() as session:
         lots = (
             await session.execute(
-                text("SELECT COUNT(*) FROM lots WHERE account_id = ANY(:ids)"), {"ids": accounts}
+                text(
+                    "SELECT SUM(json_array_length(lots)) FROM account_lots"
+                    " WHERE account_id = ANY(:ids)"
+                ),
+                {"ids": accounts},
             )
         ).scalar_one()
     assert lots == sum(len(p["lots"]) for e in newest.values() for p in e.payload["positions"])
