@@ -17,8 +17,11 @@ from ballast_engine.optimizer import (
     optimize,
     problem_from_lots,
 )
+from ballast_engine.optimizer import result as result_module
 from ballast_engine.optimizer import solve as solve_module
+from ballast_engine.optimizer.formulation import formulate
 from ballast_engine.optimizer.problem import long_term_mask, prepare
+from ballast_engine.optimizer.settings import solver_settings
 from ballast_engine.tax import (
     HarvestPolicy,
     LossWindow,
@@ -30,6 +33,7 @@ from ballast_engine.tax import (
     term_of,
 )
 from ballast_engine.tax.model import EquivalenceSet
+from scipy.sparse import csr_matrix
 
 ON = date(2026, 12, 7)
 OLD = "2020-01-02"  # long-term
@@ -470,3 +474,46 @@ def test_a_loss_too_small_to_pay_for_its_trades_does_not_block_buying() -> None:
     assert sells(result, "A") == []
     # V = 1,980 + 4,000 + 2,000: A is 2,010 short of its 3,990; 2,000 / (99 × 1.0005) = 20.2
     assert bought(result, "A") == 20
+
+
+def test_sentences_name_whole_shares_without_an_exponent() -> None:
+    # A is 70% against 50%: 20 shares of the short-term lot L1 ($80 basis, $20 gain a share,
+    # 37%) go first; the $1,999 they bring buy 19 B at $100 × 1.0005
+    result = optimize(_overweight_gains(), PlainSettings(tax_sensitivity="low"))
+    sale, buy = result.trades
+    assert sale.explanation == (
+        "Sell 20 A (lot L1, short-term gain $400.00): A is 20.00 points above its 50.00% "
+        "target. Estimated tax $148.00."
+    )
+    assert buy.explanation == "Buy 19 B: B is 20.00 points below its 50.00% target."
+    assert sale.to_dict()["quantity"] == "20" and str(buy.quantity) == "19"  # never 2E+1
+
+
+def test_the_lp_matrix_is_canonical_csr() -> None:
+    # rows sorted by column, each (row, column) once: the order GLOP gets does not depend on
+    # how formulate gathers the coefficients
+    for problem in (_overweight_gains(), _empty_energy()):
+        prep = prepare(problem)
+        lp = formulate(prep, solver_settings(PlainSettings(gain_budget=1_000), problem))
+        shape = (len(lp.row_lb), len(lp.var_lb))
+        matrix = csr_matrix((lp.data, lp.indices, lp.indptr), shape=shape)
+        assert matrix.has_canonical_format and np.all(lp.data != 0)
+
+
+def test_amounts_written_at_once_round_as_one_at_a_time() -> None:
+    # the trades' cents and quantities are formatted in one call per array; each must read
+    # exactly as the one-value f-string (half-way cases and negative zero included)
+    values = np.concatenate(
+        [
+            np.array([0.005, 0.015, 0.025, 2.675, -0.001, 1e-9, 19.999999, 1_234_567.125]),
+            np.random.default_rng(7).normal(0.0, 1e4, 5_000),
+        ]
+    )
+    for decimals in (0, 2, 3):
+        expected = [f"{x:.{decimals}f}" for x in values.tolist()]
+        assert result_module._written(values, decimals) == expected
+    assert [str(q) for q in result_module._quantities(np.array([20.0, 20.5, 3.0]), 3)] == [
+        "20",
+        "20.5",
+        "3",
+    ]

@@ -194,13 +194,15 @@ def formulate(prep: Prepared, settings: SolverSettings) -> LinearProgram:
     # a lot is worth harvesting when the tax it saves (at the tax weight) pays for selling it,
     # buying something else and, without a buyable equivalent, the name's tracking
     open_names = ~(prep.excluded | prep.buy_blocked)
-    pairs = np.unique(np.stack([group[open_names], wash_id[open_names]]), axis=1)
-    has_equivalent = np.bincount(pairs[0], minlength=n_groups) >= 2
+    # a group has a buyable equivalent when its open names span two wash groups
+    n_wash = int(wash_id.max()) + 1
+    pairs = np.unique(group[open_names] * n_wash + wash_id[open_names])
+    has_equivalent = np.bincount(pairs // n_wash, minlength=n_groups) >= 2
     trade_cost = p.cost_rate + settings.turnover_penalty
     hole = np.where(has_equivalent[lot_group], 0.0, settings.name_weight)
     worth = settings.tax_weight * -prep.tax_per_share > prep.lot_price * (2 * trade_cost + hole)
     harvest_lot = prep.harvestable & worth & ~prep.sell_blocked & ~prep.excluded[lot_name]
-    harvested_wash = np.zeros(wash_id.max() + 1, dtype=bool)
+    harvested_wash = np.zeros(n_wash, dtype=bool)
     if settings.harvesting and harvest_lot.any():
         harvested_wash[wash_id[lot_name[harvest_lot]]] = True
     harvested = harvested_wash[wash_id]
@@ -303,7 +305,7 @@ def formulate(prep: Prepared, settings: SolverSettings) -> LinearProgram:
     vals = np.concatenate(parts_v)
     keep = vals != 0
     rows, cols, vals = rows[keep], cols[keep], vals[keep]
-    order = np.lexsort((cols, rows))
+    order = np.argsort(rows * len(var_lb) + cols)  # row-major; each (row, column) once
     indptr = np.zeros(n_rows + 1, dtype=np.int64)
     np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
 

@@ -15,6 +15,8 @@ from ballast_engine.optimizer.rounding import cash_after
 from ballast_engine.tax.choice import estimate_tax
 from ballast_engine.tax.model import CENT, WASH_WINDOW_DAYS, TaxRates
 
+WHOLE = Decimal(1)
+
 
 @dataclass(frozen=True, slots=True)
 class Relaxation:
@@ -121,8 +123,17 @@ def tracking_error(prep: Prepared, shares: FloatArray, cash: float) -> float:
     return float(np.sqrt(max(variance, 0.0)))
 
 
-def _quantity(x: float, decimals: int) -> Decimal:
-    return Decimal(f"{x:.{decimals}f}").normalize() if x else Decimal(0)
+def _written(values: FloatArray, decimals: int) -> list[str]:
+    """Each value as ``f"{x:.{decimals}f}"`` writes it (the same rounding), in one call."""
+    return (f"%.{decimals}f," * len(values) % tuple(values.tolist())).split(",")[:-1]
+
+
+def _quantities(values: FloatArray, decimals: int) -> list[Decimal]:
+    """Share quantities: trailing zeros dropped, never an exponent (20, not 2E+1)."""
+    written = [Decimal(q) for q in _written(values, decimals)]
+    if decimals == 0:
+        return written
+    return [q.quantize(WHOLE) if q == q.to_integral_value() else q.normalize() for q in written]
 
 
 def dollars(x: float) -> Decimal:
@@ -132,6 +143,57 @@ def dollars(x: float) -> Decimal:
 
 def _pts(x: float) -> str:
     return f"{x * 100:.2f}"
+
+
+def _sale_sentence(
+    kind: str,
+    quantity: Decimal,
+    symbol: str,
+    lot_id: str,
+    term: str,
+    gain: Decimal,
+    gain_value: float,
+    tax: Decimal,
+    detail: str,
+    off: float,
+    target: float,
+) -> str:
+    """The sentence of one lot sale (``kind`` is its reason; ``detail`` the redistribution
+    rule or the buy-back date; ``off`` the group's weight above its ``target``)."""
+    sold = f"{quantity} {symbol} (lot {lot_id}, {term}-term "
+    sold += f"{'gain' if gain >= 0 else 'loss'} ${abs(gain_value):,.2f})"
+    if kind == "restriction":
+        why = f"Sell {sold}: {symbol} is excluded by the client; its index weight goes {detail}."
+    elif kind == "tax-loss-harvest":
+        why = (
+            f"Sell {sold} to harvest the loss (saves about ${-tax:,.2f}); {symbol} is not "
+            f"bought back before {detail}."
+        )
+    elif kind == "drift":
+        why = f"Sell {sold}: {symbol} is {_pts(off)} points above its {_pts(target)}% target."
+    else:
+        why = f"Sell {sold} to fund the trades that bring the sleeve closer to its index."
+    if gain > 0:
+        why += f" Estimated tax ${tax:,.2f}."
+    return why
+
+
+def _buy_sentence(
+    kind: str, quantity: Decimal, symbol: str, replaced: str, off: float, target: float
+) -> str:
+    """The sentence of one buy (``replaced``: the names it replaces; ``off`` the group's
+    weight below its ``target``)."""
+    if kind == "replacement":
+        return (
+            f"Buy {quantity} {symbol} to replace {replaced}, sold for its loss (equivalents keep "
+            "the exposure)."
+        )
+    if kind == "drift":
+        return (
+            f"Buy {quantity} {symbol}: {symbol} is {_pts(off)} points below its "
+            f"{_pts(target)}% target."
+        )
+    return f"Buy {quantity} {symbol} to keep sector and factor exposures close to the index."
 
 
 def build_trades(
@@ -145,121 +207,129 @@ def build_trades(
     group_before = np.bincount(
         group, weights=prep.shares * p.prices / lp.value, minlength=lp.n_groups
     )
-    harvest_sold = np.zeros(lp.n_groups, dtype=bool)
-    groups = {str(s): int(g) for s, g in zip(p.names, group, strict=True)}
     trades: list[OptimizedTrade] = []
     st = lt = Decimal(0)
     rates = (Decimal(repr(p.short_term_rate)), Decimal(repr(p.long_term_rate)))
     buyback = (p.on + timedelta(days=WASH_WINDOW_DAYS + 1)).isoformat()
     rule = p.redistribution.replace("_", " ")
-    # the numbers of every sold lot at once; the loop only writes them
+    lot_ids = p.lots.lot_ids
+    # the numbers of every sold lot at once; the loop only turns them into trades
     sold_lots = np.flatnonzero(sells > 0)
     names = p.lots.name[sold_lots]
     qty = sells[sold_lots]
     basis = p.lots.basis[sold_lots] * qty / p.lots.quantity[sold_lots]
     starts = np.datetime_as_string(p.lots.holding_start[sold_lots], unit="D").tolist()
+    lot_group = group[names]
+    over = group_before[lot_group] > group_target[lot_group]
+    above_by = (group_before - group_target).tolist()
+    below_by = (group_target - group_before).tolist()
+    targets = group_target.tolist()
+    gain_values = qty * prep.lot_price[sold_lots] - basis
     rows = zip(
         sold_lots.tolist(),
-        names.tolist(),
-        qty.tolist(),
-        basis.tolist(),
-        (qty * prep.lot_price[sold_lots] - basis).tolist(),
+        p.names[names].tolist(),
+        p.prices[names].tolist(),
+        _quantities(qty, decimals),
+        _written(qty * p.prices[names], 2),
+        _written(basis, 2),
+        _written(gain_values, 2),
+        gain_values.tolist(),
         prep.long_term[sold_lots].tolist(),
         starts,
+        prep.excluded[names].tolist(),
+        (lp.harvested[names] & prep.harvestable[sold_lots]).tolist(),
+        over.tolist(),
+        lot_group.tolist(),
         strict=True,
     )
-    for lot, i, q, lot_basis, gain_value, long_term, start in rows:
-        symbol = str(p.names[i])
-        price = float(p.prices[i])
-        gain = dollars(gain_value)
+    replaced: dict[int, list[str]] = {}  # group -> names sold there to harvest a loss
+    for (
+        lot,
+        symbol,
+        price,
+        quantity,
+        value,
+        lot_basis,
+        gain_cents,
+        gain_value,
+        long_term,
+        start,
+        out,
+        harvest,
+        above,
+        g,
+    ) in rows:
+        gain = Decimal(gain_cents)
         term = "long" if long_term else "short"
         tax = (gain * rates[long_term]).quantize(CENT, rounding=ROUND_HALF_EVEN)
         if long_term:
             lt += gain
         else:
             st += gain
-        lot_id = p.lots.lot_ids[lot]
-        g = int(group[i])
-        quantity = _quantity(q, decimals)
-        sold = f"{quantity} {symbol} (lot {lot_id}, {term}-term "
-        sold += f"{'gain' if gain >= 0 else 'loss'} ${abs(gain_value):,.2f})"
-        if prep.excluded[i]:
-            reason = "restriction"
-            why = f"Sell {sold}: {symbol} is excluded by the client; its index weight goes {rule}."
-        elif lp.harvested[i] and gain < 0 and prep.harvestable[lot]:
-            reason = "tax-loss-harvest"
-            harvest_sold[g] = True
-            why = (
-                f"Sell {sold} to harvest the loss (saves about ${-tax:,.2f}); {symbol} is not "
-                f"bought back before {buyback}."
-            )
-        elif group_before[g] > group_target[g]:
-            reason = "drift"
-            why = (
-                f"Sell {sold}: {symbol} is {_pts(group_before[g] - group_target[g])} points above "
-                f"its {_pts(group_target[g])}% target."
-            )
+        if out:
+            reason, detail = "restriction", rule
+        elif harvest and gain < 0:
+            reason, detail = "tax-loss-harvest", buyback
+            replaced.setdefault(g, []).append(symbol)
+        elif above:
+            reason, detail = "drift", ""
         else:
-            reason = "cash_need"
-            why = f"Sell {sold} to fund the trades that bring the sleeve closer to its index."
-        if gain > 0:
-            why += f" Estimated tax ${tax:,.2f}."
+            reason, detail = "cash_need", ""
+        lot_id = lot_ids[lot]
         trades.append(
             OptimizedTrade(
                 symbol,
                 "sell",
                 quantity,
                 price,
-                dollars(q * price),
+                Decimal(value),
                 reason,
-                why,
+                _sale_sentence(
+                    reason,
+                    quantity,
+                    symbol,
+                    lot_id,
+                    term,
+                    gain,
+                    gain_value,
+                    tax,
+                    detail,
+                    above_by[g],
+                    targets[g],
+                ),
                 lot_id,
                 start,
-                dollars(lot_basis),
+                Decimal(lot_basis),
                 gain,
                 term,
                 tax,
             )
         )
-    for i in np.flatnonzero(buys > 0).tolist():
-        symbol = str(p.names[i])
-        g = int(group[i])
-        qty = float(buys[i])
-        gap = group_target[g] - group_before[g]
-        if harvest_sold[g]:
-            reason = "replacement"
-            replaced = sorted(
-                {
-                    t.symbol
-                    for t in trades
-                    if t.reason == "tax-loss-harvest" and groups[t.symbol] == g
-                }
-            )
-            why = (
-                f"Buy {_quantity(qty, decimals)} {symbol} to replace {', '.join(replaced)}, sold "
-                "for its loss (equivalents keep the exposure)."
-            )
+    bought = np.flatnonzero(buys > 0)
+    for symbol, price, quantity, value, g in zip(
+        p.names[bought].tolist(),
+        p.prices[bought].tolist(),
+        _quantities(buys[bought], decimals),
+        _written(buys[bought] * p.prices[bought], 2),
+        group[bought].tolist(),
+        strict=True,
+    ):
+        gap = below_by[g]
+        if g in replaced:
+            reason, detail = "replacement", ", ".join(sorted(set(replaced[g])))
         elif gap > 0:
-            reason = "drift"
-            why = (
-                f"Buy {_quantity(qty, decimals)} {symbol}: {symbol} is {_pts(gap)} points below "
-                f"its {_pts(group_target[g])}% target."
-            )
+            reason, detail = "drift", ""
         else:
-            reason = "invest_cash"
-            why = (
-                f"Buy {_quantity(qty, decimals)} {symbol} to keep sector and factor exposures "
-                "close to the index."
-            )
+            reason, detail = "invest_cash", ""
         trades.append(
             OptimizedTrade(
-                symbol=symbol,
-                side="buy",
-                quantity=_quantity(qty, decimals),
-                price=float(p.prices[i]),
-                estimated_value=dollars(qty * p.prices[i]),
-                reason=reason,
-                explanation=why,
+                symbol,
+                "buy",
+                quantity,
+                price,
+                Decimal(value),
+                reason,
+                _buy_sentence(reason, quantity, symbol, detail, gap, targets[g]),
             )
         )
     return tuple(trades), st, lt
@@ -285,6 +355,7 @@ def finish(
     lead: str,
     timings: dict[str, float],
     trades: tuple[OptimizedTrade, ...] | None = None,
+    tracking: tuple[float, float] | None = None,
 ) -> OptimizedSleeve:
     """The result of a trade list: trades, tax, tracking error before/after, turnover."""
     p = prep.problem
@@ -297,8 +368,10 @@ def finish(
     sold = float(sells @ prep.lot_price)
     cash = cash_after(prep, buys, sells)
     post = prep.shares + buys - np.bincount(p.lots.name, weights=sells, minlength=lp.n)
-    te_before = tracking_error(prep, prep.shares, p.cash)
-    te_after = tracking_error(prep, post, cash)
+    te_before, te_after = tracking or (
+        tracking_error(prep, prep.shares, p.cash),
+        tracking_error(prep, post, cash),
+    )
     turnover = (bought + sold) / (2 * lp.value)
     tax = tax_of(prep, st, lt)
     sentence = [lead] if lead else []

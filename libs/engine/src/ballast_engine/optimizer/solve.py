@@ -305,6 +305,7 @@ def optimize(problem: SleeveProblem, settings: PlainSettings) -> OptimizedSleeve
         notices=found.rounded.notices,
         lead=lead,
         timings=timings,
+        tracking=(before, found.tracking_error_after),
     )
     result.timings_ms["result"] = (time.perf_counter() - started) * 1e3
     return result
