@@ -35,6 +35,13 @@ The custodian simulator keeps its book in SIM_STORE_PATH, by default
 <state>/services/<profile>/custodian-sim-<digest>.sqlite3, one file per system it serves
 (database and topic prefix): a restarted simulator finds its book again, a fresh system (a
 new demo run, a test's own database) starts with an empty one.
+
+Orders go to the simulator over its HTTP API unless `--order-protocol fix` (or
+BALLAST_ORDER_PROTOCOL=fix, e.g. `BALLAST_ORDER_PROTOCOL=fix make demo`): the simulator then
+also listens for FIX 4.4 on N+8 (SIM_FIX_PORT) and custodian-gateway sends its orders over
+a FIX session to it (CUSTODIAN_GATEWAY_ORDER_PROTOCOL=fix, docs/fix.md), as one instance
+(one session per pair of comp ids), its session stores in
+<state>/services/<profile>/custodian-gateway-fix-<digest>/, beside the simulator's.
 """
 
 from __future__ import annotations
@@ -66,6 +73,8 @@ MIGRATE_ARGS = ["-m", "ballast_common.migrations", "upgrade", "--all"]
 ACL_ARGS = ["-m", "ballast_common.kafka_acls", "--prefix"]
 REPLICA_PORT_STEP = 10
 MAX_INSTANCES = 9
+FIX_PORT_OFFSET = 8  # the simulator's FIX acceptor, with --order-protocol fix
+ORDER_PROTOCOLS = ("http", "fix")
 
 
 @dataclass(frozen=True)
@@ -130,12 +139,44 @@ def run_dir(profile: str) -> Path:
     return STATE / "services" / profile
 
 
+def _system_digest(env: Mapping[str, str]) -> str:
+    system = f"{env.get('BALLAST_DATABASE_URL', '')}|{env.get('BALLAST_TOPIC_PREFIX', '')}"
+    return hashlib.sha256(system.encode()).hexdigest()[:12]
+
+
 def simulator_store(profile: str, env: Mapping[str, str]) -> Path:
     """The custodian simulator's book for the system `env` describes (its database and
     topic prefix) in `profile`."""
-    system = f"{env.get('BALLAST_DATABASE_URL', '')}|{env.get('BALLAST_TOPIC_PREFIX', '')}"
-    digest = hashlib.sha256(system.encode()).hexdigest()[:12]
-    return run_dir(profile) / f"custodian-sim-{digest}.sqlite3"
+    return run_dir(profile) / f"custodian-sim-{_system_digest(env)}.sqlite3"
+
+
+def gateway_fix_store(profile: str, env: Mapping[str, str]) -> Path:
+    """custodian-gateway's FIX session stores for the system `env` describes: they go with
+    the simulator's book (and its session's sequence numbers), one pair per system."""
+    return run_dir(profile) / f"custodian-gateway-fix-{_system_digest(env)}"
+
+
+def order_protocol(requested: str | None, env: Mapping[str, str]) -> str:
+    """How orders go to the simulator: `requested`, else BALLAST_ORDER_PROTOCOL, else http."""
+    protocol = (requested or env.get("BALLAST_ORDER_PROTOCOL") or "http").strip().lower()
+    if protocol not in ORDER_PROTOCOLS:
+        raise LaunchError(
+            f"services: the order protocol must be http or fix, got {protocol!r} "
+            "(--order-protocol or BALLAST_ORDER_PROTOCOL)"
+        )
+    return protocol
+
+
+def fix_env(profile: str, port_base: int, env: Mapping[str, str]) -> dict[str, str]:
+    """The settings that put the gateway's orders on a FIX session to the simulator."""
+    port = str(port_base + FIX_PORT_OFFSET)
+    return {
+        "SIM_FIX_PORT": port,
+        "CUSTODIAN_GATEWAY_ORDER_PROTOCOL": "fix",
+        "CUSTODIAN_GATEWAY_FIX_HOST": "127.0.0.1",
+        "CUSTODIAN_GATEWAY_FIX_PORT": port,
+        "CUSTODIAN_GATEWAY_FIX_STORE_DIR": str(gateway_fix_store(profile, env)),
+    }
 
 
 def urls(port_base: int) -> dict[str, str]:
@@ -480,17 +521,27 @@ def up(
     quiet: bool = False,
     replicas: Mapping[str, int] | None = None,
     migrate_first: bool = True,
+    protocol: str | None = None,
 ) -> dict[str, str]:
     """Migrate, then start every instance not already running; wait until each is ready.
 
     `replicas` is {service or "all": instances}; `migrate_first=False` skips the migration
-    step (restoring a crashed instance of a system already migrated, as a supervisor would).
-    Returns each service's first-instance URL.
+    step (restoring a crashed instance of a system already migrated, as a supervisor would);
+    `protocol` is how orders go to the simulator (http or fix; default
+    BALLAST_ORDER_PROTOCOL, else http). Returns each service's first-instance URL.
     """
     folder = run_dir(profile)
     folder.mkdir(parents=True, exist_ok=True)
     if not (VENV_BIN / "uvicorn").exists():
         raise LaunchError("services: no virtualenv; run `make setup` first")
+    protocol = order_protocol(protocol, os.environ)
+    if protocol == "fix":  # one FIX session per pair of comp ids: one gateway
+        if (replicas or {}).get("custodian-gateway", 1) != 1:
+            raise LaunchError(
+                "services: over FIX custodian-gateway runs as one instance (one session per "
+                "pair of comp ids)"
+            )
+        replicas = {**(replicas or {}), "custodian-gateway": 1}
     wanted = plan(replicas)
     state = _read_state(profile)
     missing = [i for i in wanted if not (i.name in state and _pid_alive(int(state[i.name]["pid"])))]
@@ -505,9 +556,15 @@ def up(
     if simulator:
         env.setdefault("CUSTODIAN_GATEWAY_CUSTODIAN_URL", simulator)
         env.setdefault("SIM_STORE_PATH", str(simulator_store(profile, env)))
+        if protocol == "fix":
+            for name, value in fix_env(profile, port_base, env).items():
+                env.setdefault(name, value)
     account_svc = urls(port_base).get("account-svc")
     if account_svc:  # the dashboard's approval routes forward to it (its first instance)
         env.setdefault("REPORTING_SVC_ACCOUNT_SVC_URL", account_svc)
+    taxlot_svc = urls(port_base).get("taxlot-svc")
+    if taxlot_svc:  # the dashboard's exceptions routes forward to it (its first instance)
+        env.setdefault("REPORTING_SVC_TAXLOT_SVC_URL", taxlot_svc)
     credentials = kafka_credentials() if kafka_uses_sasl(env) else None
     if missing and credentials:
         apply_kafka_acls(env, timeout_s)
@@ -614,6 +671,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--timeout", type=float, default=90.0, help="seconds `up` waits for readiness"
     )
     parser.add_argument(
+        "--order-protocol",
+        choices=ORDER_PROTOCOLS,
+        default=None,
+        help="how custodian-gateway sends orders to the simulator for `up` "
+        "(default: BALLAST_ORDER_PROTOCOL, else http)",
+    )
+    parser.add_argument(
         "--replicas",
         action="append",
         default=[],
@@ -628,10 +692,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "up":
             replicas = parse_replicas(",".join(args.replicas))
-            up(args.profile, args.port_base, timeout_s=args.timeout, replicas=replicas)
+            up(
+                args.profile,
+                args.port_base,
+                timeout_s=args.timeout,
+                replicas=replicas,
+                protocol=args.order_protocol,
+            )
             return 0
         if args.replicas:
             raise LaunchError("services: --replicas applies to `up` only")
+        if args.order_protocol:
+            raise LaunchError("services: --order-protocol applies to `up` only")
         if args.command == "down":
             down(args.profile)
             return 0

@@ -202,3 +202,28 @@ async def test_the_server_start_opens_the_store_and_says_what_it_found(
             pass
     (opened,) = [r for r in caplog.records if r.getMessage() == "book opened"]
     assert (opened.orders, opened.pending_executions, opened.store) == (2, 2, store)  # type: ignore[attr-defined]
+
+
+def test_a_version_2_file_gets_the_columns_and_tables_of_version_3(tmp_path: Path) -> None:
+    path = tmp_path / "v2.sqlite3"
+    BookStore(path).stats()  # made at the current version, then taken back to version 2
+    db = sqlite3.connect(path)
+    db.executescript(
+        "ALTER TABLE orders DROP COLUMN channel;"
+        "ALTER TABLE planned_executions DROP COLUMN cancel_id;"
+        "ALTER TABLE accounts DROP COLUMN account_type;"
+        "DROP TABLE fix_reported; DROP TABLE wash_adjustments; DROP TABLE open_losses;"
+        "INSERT INTO orders (client_order_id, account_id, symbol, side, quantity, "
+        "reference_price, received_at_us) VALUES ('old', 'a', 'AAPL', 'buy', '1', '10', 0);"
+        "PRAGMA user_version = 2;"
+    )
+    db.close()
+    store = BookStore(path)
+    found = store.order_with_executions("old")
+    assert found is not None and found[0].channel == "http"
+    assert store.fix_reported_seq() == 0
+    assert store.known_accounts(["a"]) == {}
+    store.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+    db.close()

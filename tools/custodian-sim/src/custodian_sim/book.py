@@ -69,10 +69,14 @@ class Order:
     received_at: datetime
     times_submitted: int = 1
     filled_quantity: Decimal = Decimal(0)
+    filled_value: Decimal = Decimal(0)  # quantity x price of its fills
     rejected: bool = False
     reject_reason: str | None = None
     released_executions: int = 0
     possible_resends: int = 0
+    # its rest was cancelled (by a cancel request, or after fills), not the order rejected
+    canceled: bool = False
+    channel: str = "http"  # how it came: http or fix
 
     @property
     def status(self) -> str:
@@ -106,6 +110,15 @@ class Execution:
 class SubmitResult:
     accepted: list[str]
     duplicates: list[str]
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    """What a cancel request did: `canceled` (the rest will be reported as cancelled),
+    `unknown` (no such order) or `too_late` (nothing of it is left to execute)."""
+
+    outcome: Literal["canceled", "unknown", "too_late"]
+    order: Order | None
 
 
 def split_quantity(quantity: Decimal, pieces: int, rng: random.Random) -> list[Decimal]:
@@ -156,9 +169,9 @@ class OrderBook:
 
     # -- submission ---------------------------------------------------------------------------
 
-    def submit(self, requests: list[OrderRequest]) -> SubmitResult:
+    def submit(self, requests: list[OrderRequest], channel: str = "http") -> SubmitResult:
         """Accept new orders and count resubmissions, in one transaction; all-or-nothing on
-        conflict."""
+        conflict. `channel` says how they came (http or fix)."""
         with self.store.transaction():
             known = self.store.orders_by_id([r.client_order_id for r in requests])
             seen_in_batch: dict[str, OrderRequest] = {}
@@ -182,7 +195,7 @@ class OrderBook:
                 if req.client_order_id in known or req.client_order_id in accepted_ids:
                     duplicates.append((req.client_order_id, req.possible_resend))
                     continue
-                new_orders.append(_stored(req, now))
+                new_orders.append(_stored(req, now, channel))
                 planned += self._plan(req, now)
                 accepted.append(req.client_order_id)
                 accepted_ids.add(req.client_order_id)
@@ -237,6 +250,33 @@ class OrderBook:
                 )
         return planned
 
+    def cancel(self, client_order_id: str, cancel_id: str) -> CancelResult:
+        """Cancel what is left of an order: its executions not yet released become one
+        reject, due now, naming the cancel request (one transaction)."""
+        now = self.clock()
+        self.store.release_due(now)
+        with self.store.transaction():
+            rest = self.store.unreleased_pieces(client_order_id)
+            if rest:
+                reason = f"canceled at the client's request ({cancel_id})"
+                self.store.replace_unreleased(
+                    client_order_id,
+                    PlannedExecution(
+                        client_order_id,
+                        rest[0].piece,
+                        now,
+                        "reject",
+                        sum((p.quantity for p in rest), Decimal(0)),
+                        None,
+                        reason,
+                        cancel_id,
+                    ),
+                )
+        order = self.get_order(client_order_id)
+        if order is None:
+            return CancelResult("unknown", None)
+        return CancelResult("canceled" if rest else "too_late", order)
+
     # -- release and queries ------------------------------------------------------------------
 
     def release_due(self) -> int:
@@ -262,13 +302,16 @@ class OrderBook:
             times_submitted=stored.times_submitted,
             released_executions=len(released),
             possible_resends=stored.possible_resends,
+            channel=stored.channel,
         )
         for e in released:
             if e.kind == "reject":
                 order.rejected = True
                 order.reject_reason = e.reason
+                order.canceled = e.cancel_id is not None or order.filled_quantity > 0
             else:
                 order.filled_quantity += e.quantity
+                order.filled_value += e.quantity * (e.price or Decimal(0))
         return order
 
     def stats(self) -> dict[str, Any]:
@@ -287,7 +330,7 @@ def _terms(stored: StoredOrder) -> OrderRequest:
     )
 
 
-def _stored(req: OrderRequest, now: datetime) -> StoredOrder:
+def _stored(req: OrderRequest, now: datetime, channel: str) -> StoredOrder:
     return StoredOrder(
         client_order_id=req.client_order_id,
         account_id=req.account_id,
@@ -298,6 +341,7 @@ def _stored(req: OrderRequest, now: datetime) -> StoredOrder:
         received_at=now,
         times_submitted=1,
         possible_resends=int(req.possible_resend),
+        channel=channel,
     )
 
 

@@ -89,7 +89,10 @@ def _units(value: str, places: int) -> int:
 Stager = Callable[[int, dict[str, str]], tuple[Any, ...]]
 
 _STAGERS: dict[str, tuple[str, Stager]] = {
-    ACCOUNTS.name: ("stage_accounts", lambda n, v: (n, v["account_id"])),
+    ACCOUNTS.name: (
+        "stage_accounts",
+        lambda n, v: (n, v["account_id"], v.get("account_type") or "taxable"),
+    ),
     CASH.name: (
         "stage_cash",
         lambda n, v: (n, v["account_id"], v.get("sleeve_id", ""), _units(v["amount"], 2)),

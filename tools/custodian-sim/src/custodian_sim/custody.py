@@ -16,6 +16,13 @@ each block's fills are shared, and written out as the day's files.
   the rest of the batch is booked. Reconciliation will find the break.
 - Every allocation is kept by fill id: sending it again gives the first answer and changes
   nothing (idempotent); the same fill id with other terms is refused.
+- Wash sales, as a custodian tracks them (one account, one security): a taxable account's
+  sale of a lot at a loss is matched to shares of the same symbol in the account bought
+  within 30 days before (still held, not of the lot sold, not a replacement already) or,
+  for the loss shares left, after; each matched share's part of the loss is added to the
+  replacement lot's basis. The window, the matching and the adjustment are the tax
+  engine's (`ballast_engine.tax.wash`), applied in booking order as taxlot-svc's ledger
+  applies fills, so a clean day reconciles with no basis break. An IRA's losses do not wash.
 
 The amounts are rounded as the tax engine rounds them (cents, half to even), so a ledger
 that books the same fills the same way agrees to the cent.
@@ -32,6 +39,9 @@ from typing import Literal
 
 from ballast_common.contracts.custodian_files import CASH, LOTS, POSITIONS, PRICES, TRANSACTIONS
 from ballast_common.custodian_files import FileSetWriter
+from ballast_engine.tax import Lot, allocate_loss
+from ballast_engine.tax.model import WASH_WINDOW_DAYS, shift
+from ballast_engine.tax.wash import replacement_candidates, wash_replacement
 
 from custodian_sim.book_files import FileProblem, digest_of, stage_book
 from custodian_sim.store import (
@@ -39,8 +49,10 @@ from custodian_sim.store import (
     BookStore,
     HeldLot,
     NewLot,
+    OpenLoss,
     Relief,
     StoredAllocation,
+    WashAdjustment,
 )
 
 CENT = Decimal("0.01")
@@ -158,25 +170,50 @@ class _Lot:
     acquired_on: date
     quantity: Decimal
     basis: Decimal
+    absorbed: Decimal = Decimal(0)  # its shares that absorbed a wash-sale loss
+
+    def as_replacement(self, account_id: str) -> Lot:
+        """The tax engine's lot of its shares that may still absorb a loss."""
+        return Lot(
+            lot_id=self.lot_id,
+            account=account_id,
+            symbol=self.symbol,
+            quantity=max(self.quantity - self.absorbed, Decimal(0)),
+            cost_basis=self.basis,
+            acquired=self.acquired_on,
+            holding_start=self.acquired_on,
+            purchase_id=self.lot_id,
+            seq=self.seq,
+        )
 
 
 class _Booking:
     """The state one batch of allocations is booked against, and what it produced."""
 
     def __init__(
-        self, book: BookLoad | None, accounts: set[str], held: list[HeldLot], next_seq: int
+        self,
+        book: BookLoad | None,
+        accounts: dict[str, str],
+        held: list[HeldLot],
+        next_seq: int,
+        losses: list[OpenLoss],
     ) -> None:
         self.book = book
-        self.accounts = accounts
+        self.accounts = accounts  # account -> type (taxable, ira)
         self.lots: dict[tuple[str, str], _Lot] = {}  # (account, lot id) -> lot
         self.positions: dict[tuple[str, str], list[_Lot]] = {}  # (account, symbol) -> lots
         for h in held:
-            self._add(
-                h.account_id, _Lot(h.seq, h.lot_id, h.symbol, h.acquired_on, h.quantity, h.basis)
-            )
+            lot = _Lot(h.seq, h.lot_id, h.symbol, h.acquired_on, h.quantity, h.basis, h.absorbed)
+            self._add(h.account_id, lot)
         self.next_seq = next_seq
         self.new_lots: list[NewLot] = []
         self.reliefs: list[Relief] = []
+        self.washes: list[WashAdjustment] = []
+        self.wash_positions: dict[str, int] = {}  # fill id -> adjustments it made so far
+        self.losses: dict[tuple[str, str], list[OpenLoss]] = {}  # (account, symbol) -> open
+        for loss in losses:
+            self.losses.setdefault((loss.account_id, loss.symbol), []).append(loss)
+        self.changed_losses: dict[tuple[str, int], OpenLoss] = {}
 
     def _add(self, account_id: str, lot: _Lot) -> None:
         self.lots[(account_id, lot.lot_id)] = lot
@@ -203,12 +240,15 @@ class _Booking:
             return f"account {r.account_id} already has a lot {lot_id}", Decimal(0)
         basis = money(r.quantity * r.price)
         self.next_seq += 1
-        self._add(
-            r.account_id, _Lot(self.next_seq, lot_id, r.symbol, r.trade_date, r.quantity, basis)
-        )
+        lot = _Lot(self.next_seq, lot_id, r.symbol, r.trade_date, r.quantity, basis)
+        self._add(r.account_id, lot)
         self.new_lots.append(
             NewLot(r.account_id, lot_id, r.symbol, r.quantity, basis, r.trade_date, r.fill_id)
         )
+        earliest = shift(r.trade_date, -WASH_WINDOW_DAYS)
+        for loss in self.losses.get((r.account_id, r.symbol), ()):
+            if loss.quantity > 0 and loss.sold_on >= earliest:
+                self._absorb(r, loss, lot)
         return None, -basis
 
     def _sell(self, r: AllocationRequest) -> tuple[str | None, Decimal]:
@@ -245,6 +285,7 @@ class _Booking:
             )
         proceeds = money(r.quantity * r.price)
         proceeds_left, quantity_left = proceeds, r.quantity
+        relieved: list[tuple[Relief, _Lot]] = []
         for position, lot in enumerate(ordered):
             if quantity_left <= 0:
                 break
@@ -253,21 +294,77 @@ class _Booking:
             basis = prorate(lot.basis, take, lot.quantity)
             proceeds_left -= share
             quantity_left -= take
+            # the shares that absorbed a loss go last (the ledger keeps them as a piece)
+            lot.absorbed = min(lot.absorbed, lot.quantity - take)
             lot.quantity -= take
             lot.basis -= basis
-            self.reliefs.append(
-                Relief(
+            relief = Relief(
+                r.fill_id, position, r.account_id, lot.lot_id, take, basis, share, r.trade_date
+            )
+            self.reliefs.append(relief)
+            relieved.append((relief, lot))
+        if self.accounts.get(r.account_id) != "ira":
+            # after the whole sale, as the ledger: the lots it left are candidates too
+            for relief, lot in relieved:
+                if relief.proceeds < relief.basis:
+                    self._wash(r, relief, lot)
+        return None, proceeds
+
+    def _wash(self, r: AllocationRequest, relief: Relief, sold: _Lot) -> None:
+        """Match a relief's loss to replacement shares bought within the window before; keep
+        what is not matched for buys to come."""
+        loss = OpenLoss(
+            fill_id=r.fill_id,
+            position=relief.position,
+            account_id=r.account_id,
+            symbol=r.symbol,
+            lot_id=sold.lot_id,
+            sold_on=r.trade_date,
+            held_days=(r.trade_date - sold.acquired_on).days,
+            quantity=relief.quantity,
+            loss=relief.basis - relief.proceeds,
+        )
+        held = self.positions.get((r.account_id, r.symbol), [])
+        by_id = {lot.lot_id: lot for lot in held}
+        candidates = replacement_candidates(
+            [lot.as_replacement(r.account_id) for lot in held if lot.quantity > lot.absorbed],
+            [r.symbol],
+            sold=r.trade_date,
+            exclude_purchase=sold.lot_id,
+        )
+        for candidate in candidates:
+            if loss.quantity <= 0:
+                break
+            self._absorb(r, loss, by_id[candidate.lot_id])
+        if loss.quantity > 0:
+            self.losses.setdefault((r.account_id, r.symbol), []).append(loss)
+            self.changed_losses[(loss.fill_id, loss.position)] = loss
+
+    def _absorb(self, r: AllocationRequest, loss: OpenLoss, lot: _Lot) -> None:
+        """Match what is left of `loss` to `lot`'s shares that may still absorb one."""
+        matches, loss.quantity, loss.loss = allocate_loss(
+            loss.quantity, loss.loss, [(lot.lot_id, lot.quantity - lot.absorbed)]
+        )
+        self.changed_losses[(loss.fill_id, loss.position)] = loss
+        for match in matches:
+            replaced = wash_replacement(
+                lot.as_replacement(r.account_id), match.disallowed, loss.held_days, ira=False
+            )
+            lot.basis = replaced.cost_basis
+            lot.absorbed += match.quantity
+            position = self.wash_positions.get(r.fill_id, 0)
+            self.wash_positions[r.fill_id] = position + 1
+            self.washes.append(
+                WashAdjustment(
                     r.fill_id,
                     position,
                     r.account_id,
                     lot.lot_id,
-                    take,
-                    basis,
-                    share,
+                    match.quantity,
+                    match.disallowed,
                     r.trade_date,
                 )
             )
-        return None, proceeds
 
 
 class Custody:
@@ -314,16 +411,20 @@ class Custody:
         with store.transaction():
             known = store.allocations_by_fill([r.fill_id for r in requests])
             sells = [r for r in requests if r.side == "sell"]
+            earliest = min(r.trade_date for r in requests) - timedelta(days=WASH_WINDOW_DAYS)
             booking = _Booking(
                 store.loaded_book(),
                 store.known_accounts([r.account_id for r in requests]),
                 store.lots_for_booking(
-                    [(r.account_id, r.symbol) for r in sells if not r.lot_ids],
+                    [(r.account_id, r.symbol) for r in sells],
                     [(r.account_id, name) for r in sells for name in r.lot_ids]
                     + [(r.account_id, whole_lot_of(name)) for r in sells for name in r.lot_ids]
                     + [(r.account_id, lot_id_of(r.fill_id)) for r in requests if r.side == "buy"],
                 ),
                 store.last_lot_seq(),
+                store.open_losses(
+                    [(r.account_id, r.symbol) for r in requests if r.side == "buy"], earliest
+                ),
             )
             stored: list[StoredAllocation] = []
             again: list[str] = []
@@ -362,7 +463,14 @@ class Custody:
                 known[r.fill_id] = allocation
                 stored.append(allocation)
                 results.append(AllocationResult(r.fill_id, outcome, reason, False))
-            store.insert_bookings(stored, booking.new_lots, booking.reliefs, now)
+            store.insert_bookings(
+                stored,
+                booking.new_lots,
+                booking.reliefs,
+                now,
+                booking.washes,
+                list(booking.changed_losses.values()),
+            )
             store.count_allocations_received_again(again)
         return results
 

@@ -7,14 +7,14 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from custodian_sim.book import (
@@ -35,46 +35,15 @@ from custodian_sim.custody import (
     NoBook,
     OtherBookLoaded,
 )
+from custodian_sim.fix_acceptor import FixAcceptor
 from custodian_sim.logs import configure_logging, current_trace, parse_traceparent
+from custodian_sim.order_terms import ExactDecimal, Identifier, OrderIn
 from custodian_sim.settings import SimSettings
 
 PROBLEM_JSON = "application/problem+json"
 MAX_PAGE = 5000
 
 log = logging.getLogger("custodian_sim.api")
-
-
-def _exact_decimal(value: object) -> object:
-    """Accept a decimal string (or an integer); refuse floats, which are not exact."""
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise ValueError('must be a decimal string such as "12.50"')
-    try:
-        number = Decimal(value.strip()) if isinstance(value, str) else Decimal(value)
-    except InvalidOperation:
-        raise ValueError(f"{value!r} is not a decimal number") from None
-    if not number.is_finite():
-        raise ValueError(f"{value!r} is not a finite number")
-    return number
-
-
-ExactDecimal = Annotated[Decimal, BeforeValidator(_exact_decimal)]
-Identifier = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^\S(.*\S)?$")]
-
-
-class OrderIn(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    client_order_id: Identifier
-    account_id: Identifier
-    symbol: Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9.\-/]+$")]
-    side: Literal["buy", "sell"]
-    quantity: Annotated[ExactDecimal, Field(gt=0, le=Decimal("1E12"), decimal_places=8)]
-    reference_price: Annotated[ExactDecimal, Field(gt=0, le=Decimal("1E9"), decimal_places=8)]
-    possible_resend: StrictBool = Field(
-        default=False,
-        description="The sender may have sent this order before (FIX PossResend): a known "
-        "client_order_id is a duplicate, an unknown one a new order. Recorded either way.",
-    )
 
 
 class SubmitOrders(BaseModel):
@@ -118,6 +87,7 @@ class OrderOut(BaseModel):
     times_submitted: int
     possible_resends: int = Field(description="Submissions marked as a possible resend.")
     received_at: datetime
+    channel: Literal["http", "fix"] = Field(description="How it came: POST /orders or FIX.")
 
 
 # A buy's lot is "fill-<fill_id>", and the daily files allow lot ids of 64 characters.
@@ -222,6 +192,7 @@ def _order_out(o: Order) -> OrderOut:
         times_submitted=o.times_submitted,
         possible_resends=o.possible_resends,
         received_at=o.received_at,
+        channel=o.channel,  # type: ignore[arg-type]
     )
 
 
@@ -270,9 +241,15 @@ def create_app(settings: SimSettings | None = None, clock: Clock | None = None) 
                 "pending_executions": stats["pending_executions"],
             },
         )
+        acceptor = FixAcceptor(settings, book) if settings.fix_port is not None else None
+        if acceptor is not None:
+            await acceptor.start()
+        app.state.fix = acceptor
         try:
             yield
         finally:
+            if acceptor is not None:
+                await acceptor.close()
             book.close()
 
     app = FastAPI(
@@ -285,6 +262,7 @@ def create_app(settings: SimSettings | None = None, clock: Clock | None = None) 
     )
     app.state.book = book
     app.state.settings = settings
+    app.state.fix = None
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -390,7 +368,9 @@ def create_app(settings: SimSettings | None = None, clock: Clock | None = None) 
 
     @app.get("/stats")
     async def stats() -> dict[str, object]:
-        return {**book.stats(), **book.store.custody_stats()}
+        acceptor: FixAcceptor | None = app.state.fix
+        fix = {"fix": acceptor.stats()} if acceptor is not None else {}
+        return {**book.stats(), **book.store.custody_stats(), **fix}
 
     @app.post("/book", status_code=201, response_model=BookOut)
     async def load_book(body: LoadBook, response: Response) -> BookOut | JSONResponse:

@@ -59,6 +59,26 @@ class SimSettings(BaseSettings):
     log_level: str = "INFO"
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8009
+    fix_port: Annotated[int | None, Field(ge=0, le=65535)] = None
+    """Where the FIX 4.4 acceptor listens (on `host`); unset: no FIX session (0: any free
+    port, for tests)."""
+    fix_sender_comp_id: Annotated[str, Field(min_length=1, max_length=64)] = "CUSTODIAN"
+    """Our SenderCompID(49): the gateway's CUSTODIAN_GATEWAY_FIX_TARGET_COMP_ID."""
+    fix_target_comp_id: Annotated[str, Field(min_length=1, max_length=64)] = "BALLAST"
+    """The initiator's SenderCompID: the gateway's CUSTODIAN_GATEWAY_FIX_SENDER_COMP_ID."""
+    fix_heartbeat_s: Annotated[int, Field(ge=1, le=3600)] = 30
+    """HeartBtInt until the initiator's Logon says its own (which the session then keeps)."""
+    fix_store_path: str | None = None
+    """The FIX session's sequence numbers and sent messages (a SQLite file); default: beside
+    the book, `<store_path>.fix-session`; in memory when the book is."""
+
+    def fix_session_store(self) -> str | None:
+        """The FIX session store's file (None: in memory, with a book kept in memory)."""
+        if self.fix_store_path:
+            return self.fix_store_path
+        if self.store_path == ":memory:":
+            return None
+        return f"{self.store_path}.fix-session"
 
     @field_validator("reject_symbols", mode="before")
     @classmethod

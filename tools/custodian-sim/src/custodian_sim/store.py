@@ -25,7 +25,10 @@ from typing import Any
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
-SCHEMA_VERSION = 2  # 2: the custodial book (accounts, closes, lots, allocations, reliefs)
+# 2: the custodial book (accounts, closes, lots, allocations, reliefs); 3: orders taken over
+# FIX (orders.channel, planned_executions.cancel_id, fix_reported) and wash sales
+# (accounts.account_type, wash_adjustments, open_losses)
+SCHEMA_VERSION = 3
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
@@ -38,7 +41,8 @@ CREATE TABLE IF NOT EXISTS orders (
     received_at_us INTEGER NOT NULL,
     times_submitted INTEGER NOT NULL DEFAULT 1,
     -- submissions marked as a possible resend (FIX PossResend), the first one included
-    possible_resends INTEGER NOT NULL DEFAULT 0
+    possible_resends INTEGER NOT NULL DEFAULT 0,
+    channel TEXT NOT NULL DEFAULT 'http'  -- how it came: 'http' or 'fix'
 );
 CREATE TABLE IF NOT EXISTS planned_executions (
     id INTEGER PRIMARY KEY,  -- planning order: breaks ties of due time
@@ -50,6 +54,7 @@ CREATE TABLE IF NOT EXISTS planned_executions (
     price TEXT,
     reason TEXT,
     seq INTEGER UNIQUE,  -- NULL until released
+    cancel_id TEXT,  -- a cancel's reject: the OrderCancelRequest's ClOrdID
     UNIQUE (client_order_id, piece)
 );
 CREATE INDEX IF NOT EXISTS planned_not_released
@@ -64,7 +69,8 @@ CREATE TABLE IF NOT EXISTS book_loads (
 );
 CREATE TABLE IF NOT EXISTS accounts (
     account_id TEXT PRIMARY KEY,
-    opening_cash_cents INTEGER NOT NULL  -- as of the book's date
+    opening_cash_cents INTEGER NOT NULL,  -- as of the book's date
+    account_type TEXT NOT NULL DEFAULT 'taxable'  -- taxable or ira (no wash sales)
 );
 CREATE TABLE IF NOT EXISTS closes (
     symbol TEXT PRIMARY KEY,
@@ -116,7 +122,52 @@ CREATE TABLE IF NOT EXISTS reliefs (
     FOREIGN KEY (account_id, lot_id) REFERENCES lots (account_id, lot_id)
 );
 CREATE INDEX IF NOT EXISTS reliefs_by_lot ON reliefs (account_id, lot_id, trade_date);
+-- A loss a wash sale disallowed, added to the basis of the replacement lot that absorbed it
+-- (`quantity_e8` of its shares), by the allocation that matched them (the sell, or the buy).
+CREATE TABLE IF NOT EXISTS wash_adjustments (
+    fill_id TEXT NOT NULL REFERENCES allocations (fill_id),
+    position INTEGER NOT NULL,
+    account_id TEXT NOT NULL,
+    lot_id TEXT NOT NULL,
+    quantity_e8 INTEGER NOT NULL,
+    basis_e4 INTEGER NOT NULL,
+    trade_date TEXT NOT NULL,
+    PRIMARY KEY (fill_id, position),
+    FOREIGN KEY (account_id, lot_id) REFERENCES lots (account_id, lot_id)
+);
+CREATE INDEX IF NOT EXISTS wash_adjustments_by_lot
+    ON wash_adjustments (account_id, lot_id, trade_date);
+-- Loss shares of a sale not matched to a replacement yet: a buy within 30 days may be one.
+CREATE TABLE IF NOT EXISTS open_losses (
+    id INTEGER PRIMARY KEY,  -- matching order among losses of one day
+    fill_id TEXT NOT NULL REFERENCES allocations (fill_id),
+    position INTEGER NOT NULL,  -- the relief's
+    account_id TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    lot_id TEXT NOT NULL,  -- the lot sold (its own purchase never replaces it)
+    sold_on TEXT NOT NULL,
+    held_days INTEGER NOT NULL,  -- the sold shares' holding period, tacked onto a replacement's
+    quantity_e8 INTEGER NOT NULL,  -- shares left to match
+    loss_e4 INTEGER NOT NULL,  -- loss left to disallow
+    UNIQUE (fill_id, position)
+);
+CREATE INDEX IF NOT EXISTS open_losses_by_position
+    ON open_losses (account_id, symbol, sold_on) WHERE quantity_e8 > 0;
+-- The last execution sequence number reported over the FIX session (ExecutionReports).
+CREATE TABLE IF NOT EXISTS fix_reported (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    last_seq INTEGER NOT NULL
+);
 """
+# What a file of an older version lacks (its tables exist; CREATE ... IF NOT EXISTS adds the
+# new tables, not new columns).
+_UPGRADES = {
+    3: (
+        "ALTER TABLE orders ADD COLUMN channel TEXT NOT NULL DEFAULT 'http'",
+        "ALTER TABLE planned_executions ADD COLUMN cancel_id TEXT",
+        "ALTER TABLE accounts ADD COLUMN account_type TEXT NOT NULL DEFAULT 'taxable'",
+    ),
+}
 
 # Every planned execution due by :now gets the next sequence numbers after :last, by due
 # time then planning order.
@@ -132,7 +183,7 @@ WHERE planned_executions.id = due.id
 
 _EXECUTION_COLUMNS = """
     p.seq, p.client_order_id, p.piece, p.kind, p.quantity, p.price, p.reason, p.due_us,
-    o.account_id, o.symbol, o.side
+    p.cancel_id, o.account_id, o.symbol, o.side
 """
 
 
@@ -158,6 +209,7 @@ class StoredOrder:
     received_at: datetime
     times_submitted: int
     possible_resends: int
+    channel: str = "http"
 
 
 @dataclass(frozen=True)
@@ -171,6 +223,7 @@ class PlannedExecution:
     quantity: Decimal
     price: Decimal | None
     reason: str | None
+    cancel_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -188,6 +241,18 @@ class ReleasedExecution:
     account_id: str
     symbol: str
     side: str
+    cancel_id: str | None = None
+
+
+@dataclass(frozen=True)
+class FixReport:
+    """A released execution of an order taken over FIX, with what its ExecutionReport says
+    of the order: its quantity and the fills released up to this one."""
+
+    execution: ReleasedExecution
+    order_quantity: Decimal
+    filled: Decimal  # released fills of the order up to and including this execution
+    filled_value: Decimal  # their quantity x price
 
 
 class BookStore:
@@ -224,6 +289,10 @@ class BookStore:
                 f"this simulator's {SCHEMA_VERSION}"
             )
         with self._transaction(db):
+            if version:
+                for upgrade in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in _UPGRADES.get(upgrade, ()):
+                        db.execute(statement)
             _run_script(db, _SCHEMA)
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         return db
@@ -269,8 +338,8 @@ class BookStore:
         """Store new orders and their planned executions (inside a transaction)."""
         self._db.executemany(
             "INSERT INTO orders (client_order_id, account_id, symbol, side, quantity, "
-            "reference_price, received_at_us, times_submitted, possible_resends) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "reference_price, received_at_us, times_submitted, possible_resends, channel) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     o.client_order_id,
@@ -282,13 +351,17 @@ class BookStore:
                     to_us(o.received_at),
                     o.times_submitted,
                     o.possible_resends,
+                    o.channel,
                 )
                 for o in orders
             ],
         )
+        self._insert_planned(planned)
+
+    def _insert_planned(self, planned: Sequence[PlannedExecution]) -> None:
         self._db.executemany(
             "INSERT INTO planned_executions (client_order_id, piece, due_us, kind, quantity, "
-            "price, reason) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "price, reason, cancel_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     p.client_order_id,
@@ -298,10 +371,41 @@ class BookStore:
                     _text(p.quantity),
                     None if p.price is None else _text(p.price),
                     p.reason,
+                    p.cancel_id,
                 )
                 for p in planned
             ],
         )
+
+    def unreleased_pieces(self, client_order_id: str) -> list[PlannedExecution]:
+        """An order's planned executions not released yet, in piece order."""
+        rows = self._db.execute(
+            "SELECT * FROM planned_executions WHERE client_order_id = ? AND seq IS NULL "
+            "ORDER BY piece",
+            (client_order_id,),
+        )
+        return [
+            PlannedExecution(
+                client_order_id=row["client_order_id"],
+                piece=row["piece"],
+                due=from_us(row["due_us"]),
+                kind=row["kind"],
+                quantity=Decimal(row["quantity"]),
+                price=None if row["price"] is None else Decimal(row["price"]),
+                reason=row["reason"],
+                cancel_id=row["cancel_id"],
+            )
+            for row in rows
+        ]
+
+    def replace_unreleased(self, client_order_id: str, planned: PlannedExecution) -> None:
+        """Drop an order's unreleased executions and plan `planned` instead (inside a
+        transaction): a cancel of the rest."""
+        self._db.execute(
+            "DELETE FROM planned_executions WHERE client_order_id = ? AND seq IS NULL",
+            (client_order_id,),
+        )
+        self._insert_planned([planned])
 
     def count_resubmissions(self, resubmitted: Sequence[tuple[str, bool]]) -> None:
         """Count each (client order id, marked as a possible resend) submitted again."""
@@ -354,6 +458,50 @@ class BookStore:
         )
         return _order(row), [_released(r) for r in released]
 
+    def next_due(self) -> datetime | None:
+        """When the next planned execution falls due (None: nothing planned)."""
+        row = self._db.execute(
+            "SELECT min(due_us) FROM planned_executions WHERE seq IS NULL"
+        ).fetchone()
+        return None if row[0] is None else from_us(row[0])
+
+    def fix_reports_after(self, after: int, limit: int) -> list[FixReport]:
+        """Released executions of orders taken over FIX with ``seq > after``, in sequence,
+        at most ``limit``, each with its order's quantity and fills up to it."""
+        rows = self._db.execute(
+            f"SELECT {_EXECUTION_COLUMNS}, o.quantity AS order_quantity, "
+            "(SELECT group_concat(f.quantity || ' ' || f.price, ',') FROM planned_executions f "
+            " WHERE f.client_order_id = p.client_order_id AND f.kind = 'fill' "
+            " AND f.seq IS NOT NULL AND f.seq <= p.seq) AS fills "
+            "FROM planned_executions p JOIN orders o USING (client_order_id) "
+            "WHERE p.seq > ? AND o.channel = 'fix' ORDER BY p.seq LIMIT ?",
+            (after, limit),
+        )
+        reports = []
+        for row in rows:
+            filled = value = Decimal(0)
+            for fill in (row["fills"] or "").split(","):
+                if fill:
+                    quantity, price = (Decimal(part) for part in fill.split(" "))
+                    filled += quantity
+                    value += quantity * price
+            reports.append(FixReport(_released(row), Decimal(row["order_quantity"]), filled, value))
+        return reports
+
+    def fix_reported_seq(self) -> int:
+        """The last execution sequence number reported over FIX (0: none yet)."""
+        row = self._db.execute("SELECT last_seq FROM fix_reported WHERE id = 1").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def set_fix_reported_seq(self, seq: int) -> None:
+        """Remember that every FIX order's execution up to ``seq`` was reported."""
+        with self.transaction():
+            self._db.execute(
+                "INSERT INTO fix_reported (id, last_seq) VALUES (1, ?) "
+                "ON CONFLICT (id) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
+                (seq,),
+            )
+
     def stats(self) -> dict[str, Any]:
         """Counts of orders, submissions and executions, and the last sequence number."""
         db = self._db
@@ -387,6 +535,9 @@ class BookStore:
         at 1."""
         with self.transaction():
             for table in (
+                "fix_reported",
+                "wash_adjustments",
+                "open_losses",
                 "planned_executions",
                 "orders",
                 "reliefs",
@@ -461,8 +612,8 @@ class BookStore:
         db = self._db
         day = as_of.isoformat()
         accounts = db.execute(
-            "INSERT INTO accounts (account_id, opening_cash_cents) "
-            "SELECT a.account_id, sum(c.cents) FROM stage_accounts a "
+            "INSERT INTO accounts (account_id, opening_cash_cents, account_type) "
+            "SELECT a.account_id, sum(c.cents), a.account_type FROM stage_accounts a "
             "JOIN stage_cash c USING (account_id) GROUP BY a.account_id"
         ).rowcount
         db.execute("INSERT INTO closes (symbol, price) SELECT symbol, price FROM stage_prices")
@@ -498,13 +649,40 @@ class BookStore:
             [(f,) for f in fill_ids],
         )
 
-    def known_accounts(self, account_ids: Sequence[str]) -> set[str]:
-        """The accounts among these that the book holds."""
+    def known_accounts(self, account_ids: Sequence[str]) -> dict[str, str]:
+        """The accounts among these that the book holds, and their type (taxable, ira)."""
         rows = self._db.execute(
-            "SELECT account_id FROM accounts WHERE account_id IN (SELECT value FROM json_each(?))",
+            "SELECT account_id, account_type FROM accounts "
+            "WHERE account_id IN (SELECT value FROM json_each(?))",
             (_json_list(sorted(set(account_ids))),),
         )
-        return {r[0] for r in rows}
+        return {r[0]: r[1] for r in rows}
+
+    def open_losses(self, positions: Sequence[tuple[str, str]], since: date) -> list[OpenLoss]:
+        """The loss shares not matched yet of these (account, symbol) positions, sold on or
+        after `since`, in matching order (sale date, then booking order)."""
+        rows = self._db.execute(
+            "WITH w AS (SELECT json_extract(value, '$[0]') AS account_id, "
+            "json_extract(value, '$[1]') AS symbol FROM json_each(:positions)) "
+            "SELECT o.* FROM w JOIN open_losses o ON o.account_id = w.account_id "
+            "AND o.symbol = w.symbol AND o.quantity_e8 > 0 AND o.sold_on >= :since "
+            "ORDER BY o.sold_on, o.id",
+            {"positions": json.dumps(sorted(set(positions))), "since": since.isoformat()},
+        )
+        return [
+            OpenLoss(
+                fill_id=row["fill_id"],
+                position=row["position"],
+                account_id=row["account_id"],
+                symbol=row["symbol"],
+                lot_id=row["lot_id"],
+                sold_on=date.fromisoformat(row["sold_on"]),
+                held_days=row["held_days"],
+                quantity=_from_units(row["quantity_e8"], 8),
+                loss=_from_units(row["loss_e4"], 4),
+            )
+            for row in rows
+        ]
 
     def lots_for_booking(
         self, positions: Sequence[tuple[str, str]], lots: Sequence[tuple[str, str]]
@@ -518,7 +696,7 @@ class BookStore:
                 "lots": json.dumps(sorted(set(lots))),
             },
         )
-        return [_held(row) for row in rows]
+        return [_held(row, _from_units(row["absorbed_e8"], 8)) for row in rows]
 
     def last_lot_seq(self) -> int:
         return int(self._db.execute("SELECT coalesce(max(seq), 0) FROM lots").fetchone()[0])
@@ -529,9 +707,12 @@ class BookStore:
         lots: Sequence[NewLot],
         reliefs: Sequence[Relief],
         now: datetime,
+        washes: Sequence[WashAdjustment] = (),
+        losses: Sequence[OpenLoss] = (),
     ) -> None:
-        """Store received allocations (booked or refused), the lots they opened and the
-        reliefs of the lots they sold (inside a transaction)."""
+        """Store received allocations (booked or refused), the lots they opened, the
+        reliefs of the lots they sold, the wash-sale adjustments they made and their losses
+        not matched yet, new or changed (inside a transaction)."""
         received = to_us(now)
         self._db.executemany(
             "INSERT INTO allocations (fill_id, client_order_id, account_id, symbol, side, "
@@ -589,6 +770,42 @@ class BookStore:
                     r.trade_date.isoformat(),
                 )
                 for r in reliefs
+            ],
+        )
+        self._db.executemany(
+            "INSERT INTO wash_adjustments (fill_id, position, account_id, lot_id, quantity_e8, "
+            "basis_e4, trade_date) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    w.fill_id,
+                    w.position,
+                    w.account_id,
+                    w.lot_id,
+                    _to_units(w.quantity, 8),
+                    _to_units(w.basis, 4),
+                    w.trade_date.isoformat(),
+                )
+                for w in washes
+            ],
+        )
+        self._db.executemany(
+            "INSERT INTO open_losses (fill_id, position, account_id, symbol, lot_id, sold_on, "
+            "held_days, quantity_e8, loss_e4) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (fill_id, position) DO UPDATE SET quantity_e8 = excluded.quantity_e8, "
+            "loss_e4 = excluded.loss_e4",
+            [
+                (
+                    o.fill_id,
+                    o.position,
+                    o.account_id,
+                    o.symbol,
+                    o.lot_id,
+                    o.sold_on.isoformat(),
+                    o.held_days,
+                    _to_units(o.quantity, 8),
+                    _to_units(o.loss, 4),
+                )
+                for o in losses
             ],
         )
 
@@ -684,6 +901,7 @@ class HeldLot:
     acquired_on: date
     quantity: Decimal
     basis: Decimal
+    absorbed: Decimal = Decimal(0)  # shares that absorbed a wash-sale loss (replacements)
 
 
 @dataclass(frozen=True)
@@ -732,6 +950,34 @@ class Relief:
 
 
 @dataclass(frozen=True)
+class WashAdjustment:
+    """A disallowed loss added to the basis of the replacement lot whose shares absorbed it."""
+
+    fill_id: str
+    position: int
+    account_id: str
+    lot_id: str
+    quantity: Decimal
+    basis: Decimal
+    trade_date: date
+
+
+@dataclass
+class OpenLoss:
+    """Loss shares of one relief not matched to a replacement yet (what is left of them)."""
+
+    fill_id: str
+    position: int
+    account_id: str
+    symbol: str
+    lot_id: str
+    sold_on: date
+    held_days: int
+    quantity: Decimal
+    loss: Decimal
+
+
+@dataclass(frozen=True)
 class BookedTransaction:
     """One row of a day's transactions: a buy, or one lot a sell relieved."""
 
@@ -747,7 +993,7 @@ class BookedTransaction:
 
 
 _STAGED: dict[str, tuple[str, ...]] = {
-    "stage_accounts": ("line", "account_id"),
+    "stage_accounts": ("line", "account_id", "account_type"),
     "stage_cash": ("line", "account_id", "sleeve_id", "cents"),
     "stage_prices": ("line", "symbol", "price"),
     "stage_positions": ("line", "account_id", "symbol", "quantity_e8"),
@@ -856,23 +1102,33 @@ WITH positions AS (
 )
 SELECT p.seq, p.account_id, p.lot_id, p.symbol, p.acquired_on,
        p.quantity_e8 - coalesce(r.quantity_e8, 0) AS quantity_e8,
-       p.basis_e4 - coalesce(r.basis_e4, 0) AS basis_e4
+       p.basis_e4 + coalesce(w.basis_e4, 0) - coalesce(r.basis_e4, 0) AS basis_e4,
+       coalesce(w.quantity_e8, 0) AS absorbed_e8
 FROM picked p
 LEFT JOIN (SELECT r.account_id, r.lot_id, sum(r.quantity_e8) AS quantity_e8,
                   sum(r.basis_e4) AS basis_e4
            FROM picked q JOIN reliefs r ON r.account_id = q.account_id AND r.lot_id = q.lot_id
            GROUP BY r.account_id, r.lot_id) r
     ON r.account_id = p.account_id AND r.lot_id = p.lot_id
+LEFT JOIN (SELECT w.account_id, w.lot_id, sum(w.quantity_e8) AS quantity_e8,
+                  sum(w.basis_e4) AS basis_e4
+           FROM picked q JOIN wash_adjustments w
+             ON w.account_id = q.account_id AND w.lot_id = q.lot_id
+           GROUP BY w.account_id, w.lot_id) w
+    ON w.account_id = p.account_id AND w.lot_id = p.lot_id
 ORDER BY p.seq
 """
 _LOTS_AS_OF = """
 SELECT l.seq, l.account_id, l.lot_id, l.symbol, l.acquired_on,
        l.quantity_e8 - coalesce(r.quantity_e8, 0) AS quantity_e8,
-       l.basis_e4 - coalesce(r.basis_e4, 0) AS basis_e4
+       l.basis_e4 + coalesce(w.basis_e4, 0) - coalesce(r.basis_e4, 0) AS basis_e4
 FROM lots l
 LEFT JOIN (SELECT account_id, lot_id, sum(quantity_e8) AS quantity_e8,
                   sum(basis_e4) AS basis_e4
            FROM reliefs WHERE trade_date <= :day GROUP BY account_id, lot_id) r
+    USING (account_id, lot_id)
+LEFT JOIN (SELECT account_id, lot_id, sum(basis_e4) AS basis_e4
+           FROM wash_adjustments WHERE trade_date <= :day GROUP BY account_id, lot_id) w
     USING (account_id, lot_id)
 WHERE l.opened_on <= :day AND l.quantity_e8 - coalesce(r.quantity_e8, 0) > 0
 ORDER BY l.account_id, l.symbol, l.seq
@@ -895,7 +1151,7 @@ def _from_e8(units: int) -> str:
     return format(_from_units(units, 8).normalize(), "f")
 
 
-def _held(row: sqlite3.Row) -> HeldLot:
+def _held(row: sqlite3.Row, absorbed: Decimal = Decimal(0)) -> HeldLot:
     return HeldLot(
         seq=row["seq"],
         account_id=row["account_id"],
@@ -904,6 +1160,7 @@ def _held(row: sqlite3.Row) -> HeldLot:
         acquired_on=date.fromisoformat(row["acquired_on"]),
         quantity=_from_units(row["quantity_e8"], 8),
         basis=_from_units(row["basis_e4"], 4),
+        absorbed=absorbed,
     )
 
 
@@ -951,6 +1208,7 @@ def _order(row: sqlite3.Row) -> StoredOrder:
         received_at=from_us(row["received_at_us"]),
         times_submitted=row["times_submitted"],
         possible_resends=row["possible_resends"],
+        channel=row["channel"],
     )
 
 
@@ -967,4 +1225,5 @@ def _released(row: sqlite3.Row) -> ReleasedExecution:
         account_id=row["account_id"],
         symbol=row["symbol"],
         side=row["side"],
+        cancel_id=row["cancel_id"],
     )
