@@ -133,7 +133,7 @@ def test_the_session_decoder_finds_every_message_whatever_the_read_boundaries() 
     from asyncfix.codec import Codec
     from asyncfix.protocol import FIXProtocol44
     from asyncfix.session import FIXSession
-    from custodian_gateway.fix_session import _FramedCodec
+    from ballast_common.fix_engine import FramedCodec
 
     session = FIXSession(1, "BALLAST", "CUSTODIAN")
     session.next_num_out, session.next_num_in = 1, 1
@@ -145,7 +145,7 @@ def test_the_session_decoder_finds_every_message_whatever_the_read_boundaries() 
         ).encode()
         for i in range(300)
     )
-    codec = _FramedCodec(FIXProtocol44())
+    codec = FramedCodec(FIXProtocol44())
     for chunk in (1, 5, 6, 7, 64, 333, 4096):
         buffer, seen = b"", []
         for start in range(0, len(stream), chunk):

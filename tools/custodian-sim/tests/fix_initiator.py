@@ -12,8 +12,8 @@ from pathlib import Path
 
 from asyncfix import AsyncFIXClient, ConnectionState, FIXMessage, FMsg, FTag, Journaler
 from asyncfix.protocol import FIXProtocol44
+from ballast_common.fix_engine import FramedCodec
 from ballast_common.testing import eventually
-from custodian_sim.fix_acceptor import FramedCodec
 
 Fields = dict[str, str]
 

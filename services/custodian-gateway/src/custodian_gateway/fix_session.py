@@ -18,17 +18,16 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from asyncfix import AsyncFIXClient, ConnectionState, FIXMessage, FMsg, FTag, Journaler
-from asyncfix.codec import Codec
 from asyncfix.errors import FIXConnectionError
 from asyncfix.protocol import FIXProtocol44
+from ballast_common.fix_engine import FramedCodec, IgnoresOldPossDups
 
 from custodian_gateway import fix_messages as fm
 from custodian_gateway.fix_journal import FixJournal
@@ -67,34 +66,7 @@ def message_fields(msg: FIXMessage) -> dict[int, str]:
     return fields
 
 
-# BeginString and BodyLength: where a message's body starts and how long it is.
-_HEADER = re.compile(rb"8=FIX\.[0-9.]+\x019=([0-9]{1,7})\x01")
-_CHECKSUM_FIELD_LENGTH = len(b"10=000\x01")
-
-
-class _FramedCodec(Codec):
-    """asyncfix 1.0.1's decoder, given one whole message at a time. On its own it takes a
-    read that ends inside the next message's `8=FIX.` as part of the message before (whose
-    checksum then fails: dropped), and drops a lone partial `8=FI` as garbage: a sequence gap
-    and a resend under any steady stream. Framing each message by its BodyLength first
-    avoids both (docs/fix.md)."""
-
-    def decode(self, rawmsg: bytes, silent: bool = True) -> tuple[Any, int, Any]:
-        start = rawmsg.find(b"8=FIX.")
-        if start == -1:  # keep what may be the start of `8=FIX.`, drop the rest
-            return None, max(0, len(rawmsg) - len(b"8=FIX")), None
-        header = _HEADER.match(rawmsg, start)
-        if header is None:
-            if len(rawmsg) - start < 32:  # the header itself is not all here yet
-                return None, start, None
-            return super().decode(rawmsg, silent)  # garbled: the engine skips it
-        end = header.end() + int(header.group(1)) + _CHECKSUM_FIELD_LENGTH
-        if len(rawmsg) < end:
-            return None, start, None
-        return super().decode(rawmsg[:end], silent)
-
-
-class _Connection(AsyncFIXClient):
+class _Connection(IgnoresOldPossDups, AsyncFIXClient):
     """The engine's initiator connection with the gateway's application callbacks."""
 
     def __init__(self, config: FixSessionConfig, owner: FixSession) -> None:
@@ -110,23 +82,13 @@ class _Connection(AsyncFIXClient):
             logger=logging.getLogger("custodian_gateway.fix.engine"),
         )
         self._owner = owner
-        self._codec = _FramedCodec(self.protocol)
+        self._codec = FramedCodec(self.protocol)
         # The engine commits every message; in its default rollback journal that is ~10 ms
         # each here (25 orders/s), with WAL ~1 ms. NORMAL survives a killed process; an OS
         # crash may lose its last sequence numbers (docs/fix.md).
         self._journaler.conn.commit()  # loading a known session leaves a transaction open
         self._journaler.conn.execute("PRAGMA journal_mode=WAL")
         self._journaler.conn.execute("PRAGMA synchronous=NORMAL")
-
-    async def _process_message(self, msg: FIXMessage, raw_msg: bytes) -> None:
-        # A resent message (PossDupFlag=Y) below the expected sequence number was received
-        # before: ignored, as FIX prescribes (asyncfix 1.0.1 logs out on it instead).
-        if msg.get(FTag.PossDupFlag, "N") == "Y" and msg.msg_type != FMsg.SEQUENCERESET:
-            seq = int(msg.get(FTag.MsgSeqNum, "0"))
-            if 0 < seq < self._session.next_num_in:
-                log.info("FIX duplicate ignored", extra={"msg_seq_num": seq})
-                return
-        await super()._process_message(msg, raw_msg)
 
     async def on_connect(self) -> None:
         logon = FIXMessage(FMsg.LOGON)

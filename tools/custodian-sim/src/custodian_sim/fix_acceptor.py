@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -30,10 +29,10 @@ from pathlib import Path
 from typing import Any
 
 from asyncfix import FIXMessage, FMsg, FTag, Journaler
-from asyncfix.codec import Codec
 from asyncfix.connection import AsyncFIXConnection, ConnectionRole, ConnectionState
 from asyncfix.errors import FIXConnectionError
 from asyncfix.protocol import FIXProtocol44
+from ballast_common.fix_engine import FramedCodec, IgnoresOldPossDups
 from pydantic import ValidationError
 
 from custodian_sim.book import Order, OrderBook, OrderConflictError, OrderRequest
@@ -61,32 +60,8 @@ SESSION_REQUIRED_TAG_MISSING = "1"
 BUSINESS_UNSUPPORTED_MESSAGE_TYPE = "3"
 REPORT_BATCH = 500
 
-# BeginString and BodyLength: where a message's body starts and how long it is.
-_HEADER = re.compile(rb"8=FIX\.[0-9.]+\x019=([0-9]{1,7})\x01")
-_CHECKSUM = len(b"10=000\x01")
 
-
-class FramedCodec(Codec):
-    """asyncfix 1.0.1's decoder given one whole message at a time, framed by BodyLength. On
-    its own it drops a message whose socket read ends inside the next one's `8=FIX.`, and a
-    lone partial `8=FI` (docs/fix.md, defect 1): a gap and a resend under any burst."""
-
-    def decode(self, rawmsg: bytes, silent: bool = True) -> tuple[Any, int, Any]:
-        start = rawmsg.find(b"8=FIX.")
-        if start == -1:  # keep what may be the start of `8=FIX.`
-            return None, max(0, len(rawmsg) - len(b"8=FIX")), None
-        header = _HEADER.match(rawmsg, start)
-        if header is None:
-            if len(rawmsg) - start < 32:  # the header is not all here yet
-                return None, start, None
-            return super().decode(rawmsg, silent)  # garbled: the engine skips it
-        end = header.end() + int(header.group(1)) + _CHECKSUM
-        if len(rawmsg) < end:
-            return None, start, None
-        return super().decode(rawmsg[:end], silent)
-
-
-class _Session(AsyncFIXConnection):
+class _Session(IgnoresOldPossDups, AsyncFIXConnection):
     """The engine's connection in the acceptor role: one initiator at a time."""
 
     def __init__(self, settings: SimSettings, owner: FixAcceptor) -> None:
@@ -154,16 +129,6 @@ class _Session(AsyncFIXConnection):
         with contextlib.suppress(ValueError, TypeError):
             self._heartbeat_period = max(1, int(logon_msg.get(FTag.HeartBtInt, "0")))
         await super()._process_logon(logon_msg)
-
-    async def _process_message(self, msg: FIXMessage, raw_msg: bytes) -> None:
-        # A resent message (PossDupFlag=Y) below the expected number was received before:
-        # ignored, as FIX prescribes (asyncfix 1.0.1 logs out instead; docs/fix.md, defect 2).
-        if msg.get(FTag.PossDupFlag, "N") == "Y" and msg.msg_type != FMsg.SEQUENCERESET:
-            seq = int(msg.get(FTag.MsgSeqNum, "0"))
-            if 0 < seq < self._session.next_num_in:
-                log.info("FIX duplicate ignored", extra={"msg_seq_num": seq})
-                return
-        await super()._process_message(msg, raw_msg)
 
     async def on_connect(self) -> None:
         """The acceptor waits for the initiator's Logon."""
