@@ -292,6 +292,14 @@ class ProposalOut(BaseModel):
     estimated_tax: Decimal | None = None
     drift_before_percent: Decimal | None = None
     drift_after_percent: Decimal | None = None
+    tracking_error_before_percent: Decimal | None = Field(
+        default=None, description="a direct-index sleeve's yearly tracking error, in percent"
+    )
+    tracking_error_after_percent: Decimal | None = None
+    notes: list[str] = Field(
+        default_factory=list,
+        description="account-level notes: the engine's notices, the optimizer's explanation",
+    )
 
 
 class Decision(RequestBody):

@@ -636,6 +636,9 @@ def _proposal(event: TradesProposedV1, cause: Envelope) -> Proposal:
         turnover_percent=metrics.turnover_percent if metrics else None,
         drift_before_percent=metrics.drift_before_percent if metrics else None,
         drift_after_percent=metrics.drift_after_percent if metrics else None,
+        tracking_error_before_percent=metrics.tracking_error_before_percent if metrics else None,
+        tracking_error_after_percent=metrics.tracking_error_after_percent if metrics else None,
+        notes=list(event.notes),
     )
 
 

@@ -174,6 +174,14 @@ class Proposal(Table, table=True):
     estimated_tax: Decimal | None = _metric()
     drift_before_percent: Decimal | None = _metric()
     drift_after_percent: Decimal | None = _metric()
+    # a direct-index sleeve's yearly tracking error against its index, in percent
+    tracking_error_before_percent: Decimal | None = _metric()
+    tracking_error_after_percent: Decimal | None = _metric()
+    # account-level notes (the engine's notices, the optimizer's explanation)
+    notes: list[str] = Field(
+        default_factory=list,
+        sa_column=Column(JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    )
     # what decided it: "filter:<id>@<version>" or "auto_approve"; the filter's action or
     # "auto_approve" (None: received before filters routed proposals)
     routed_by: str | None = Field(default=None, max_length=100, index=True)

@@ -12,7 +12,14 @@ from typing import Any
 from ballast_common.contracts.events import BandV1, ModelTargetV1
 from ballast_common.errors import FieldProblem
 
-from model_hub_svc.schemas import BandOut, LimitsIn, OverridesIn, TargetIn, TargetOut
+from model_hub_svc.schemas import (
+    BandOut,
+    DirectIndexIn,
+    LimitsIn,
+    OverridesIn,
+    TargetIn,
+    TargetOut,
+)
 from model_hub_svc.tables import ModelTarget
 
 WEIGHT_PLACES = Decimal("0.0000000001")  # the model_targets column's scale
@@ -31,6 +38,7 @@ class Target:
     band_kind: str | None = None
     band_width: Decimal | None = None
     tax_loss_proxies: tuple[str, ...] = ()
+    factor_exposures: tuple[tuple[str, Decimal], ...] = ()  # a direct index's, by factor name
 
     @classmethod
     def given(cls, t: TargetIn) -> Target:
@@ -43,6 +51,7 @@ class Target:
             band_kind=t.band.kind if t.band else None,
             band_width=t.band.width if t.band else None,
             tax_loss_proxies=tuple(t.tax_loss_proxies),
+            factor_exposures=tuple(sorted(t.factor_exposures.items())),
         )
 
     @classmethod
@@ -56,6 +65,9 @@ class Target:
             band_kind=row.band_kind,
             band_width=row.band_width,
             tax_loss_proxies=tuple(row.tax_loss_proxies or ()),
+            factor_exposures=tuple(
+                sorted((f, Decimal(v)) for f, v in (row.factor_exposures or {}).items())
+            ),
         )
 
     def row(self, model_id: str, version: int) -> ModelTarget:
@@ -70,6 +82,7 @@ class Target:
             band_kind=self.band_kind,
             band_width=self.band_width,
             tax_loss_proxies=list(self.tax_loss_proxies) or None,
+            factor_exposures=self._exposures_doc() or None,
         )
 
     def out(self) -> TargetOut:
@@ -81,6 +94,7 @@ class Target:
             replacement=self.replacement,
             band=self._band(BandOut),
             tax_loss_proxies=list(self.tax_loss_proxies),
+            factor_exposures=dict(self.factor_exposures),
         )
 
     def event(self, implied_weight: Decimal | None = None) -> ModelTargetV1:
@@ -93,7 +107,11 @@ class Target:
             replacement=self.replacement,
             band=self._band(BandV1),
             tax_loss_proxies=list(self.tax_loss_proxies),
+            factor_exposures=dict(self.factor_exposures),
         )
+
+    def _exposures_doc(self) -> dict[str, str]:
+        return {f: format(v.normalize(), "f") for f, v in self.factor_exposures}
 
     def _band(self, kind: Any) -> Any:
         if self.band_kind is None:
@@ -113,6 +131,8 @@ class Target:
             doc["band"] = {"kind": self.band_kind, "width": _plain(self.band_width)}
         if self.tax_loss_proxies:
             doc["tax_loss_proxies"] = list(self.tax_loss_proxies)
+        if self.factor_exposures:
+            doc["factor_exposures"] = self._exposures_doc()
         return doc
 
     def doc(self) -> Any:
@@ -532,5 +552,87 @@ def _target_in(t: Target, symbol: str, new: str | None) -> TargetIn:
             "replacement": replacement if replacement != t.symbol else None,
             "band": band,
             "tax_loss_proxies": proxies,
+            "factor_exposures": {f: format(v, "f") for f, v in t.factor_exposures},
         }
     )
+
+
+# --- direct indexes -------------------------------------------------------------------------
+
+TOLERANCE_RANGE = (Decimal("0.0005"), Decimal("0.2"))  # the optimizer's (docs/optimizer.md)
+MAX_TILT = Decimal(2)
+SYMMETRY_TOLERANCE = Decimal("1e-9")
+
+
+def direct_index_problems(
+    direct_index: DirectIndexIn | None, targets: Sequence[TargetIn], prefix: str = "direct_index"
+) -> list[FieldProblem]:
+    """What is wrong with a direct index's risk model, settings and the targets' factor
+    exposures, each problem naming its field (a target's exposures need a direct index)."""
+    if direct_index is None:
+        return [
+            FieldProblem(f"targets[{i}].factor_exposures", "factor exposures need a direct_index")
+            for i, t in enumerate(targets)
+            if t.factor_exposures
+        ][:1]
+    risk, settings = direct_index.risk_model, direct_index.settings
+    factors = risk.factors
+    known = ", ".join(factors) or "no factors"
+    at = f"{prefix}.risk_model"
+    problems = [
+        FieldProblem(f"{at}.factors[{i}]", f"factor {f} appears more than once")
+        for i, f in duplicates(factors)
+    ]
+    k = len(factors)
+    cov = risk.covariance
+    if len(cov) != k or any(len(row) != k for row in cov):
+        shape = f"{len(cov)} rows of {sorted({len(r) for r in cov}) or [0]} values"
+        problems.append(
+            FieldProblem(
+                f"{at}.covariance",
+                f"not square: {k} factors need {k} rows of {k} values, got {shape}",
+            )
+        )
+    else:
+        for i in range(k):
+            if cov[i][i] < 0:
+                problems.append(
+                    FieldProblem(f"{at}.covariance[{i}][{i}]", "a variance cannot be negative")
+                )
+            for j in range(i + 1, k):
+                if abs(cov[i][j] - cov[j][i]) > SYMMETRY_TOLERANCE:
+                    problems.append(
+                        FieldProblem(
+                            f"{at}.covariance[{i}][{j}]",
+                            f"not symmetric: {cov[i][j]} here, {cov[j][i]} at [{j}][{i}]",
+                        )
+                    )
+    if not Decimal(0) <= risk.specific_volatility <= Decimal(5):
+        problems.append(
+            FieldProblem(f"{at}.specific_volatility", "a yearly volatility between 0 and 5")
+        )
+    low, high = TOLERANCE_RANGE
+    if not low <= settings.tracking_tolerance <= high:
+        problems.append(
+            FieldProblem(
+                f"{prefix}.settings.tracking_tolerance",
+                f"out of range: a yearly tracking error between {low} and {high} "
+                f"(0.01 = about 1%), got {settings.tracking_tolerance}",
+            )
+        )
+    for name, tilt in settings.tilts.items():
+        field = f"{prefix}.settings.tilts.{name}"
+        if name not in factors:
+            problems.append(FieldProblem(field, f"unknown factor {name} (the model has {known})"))
+        elif abs(tilt) > MAX_TILT:
+            problems.append(FieldProblem(field, f"a tilt is an exposure within ±{MAX_TILT}"))
+    for i, t in enumerate(targets):
+        for name in t.factor_exposures:
+            if name not in factors:
+                problems.append(
+                    FieldProblem(
+                        f"targets[{i}].factor_exposures.{name}",
+                        f"unknown factor {name} (the model has {known})",
+                    )
+                )
+    return problems

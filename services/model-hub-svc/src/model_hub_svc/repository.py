@@ -219,7 +219,7 @@ class PostgresModelHubRepository:
         )
         target_columns = (
             "model_id", "version", "symbol", "weight", "shares", "hold", "replacement",
-            "band_kind", "band_width", "tax_loss_proxies",
+            "band_kind", "band_width", "tax_loss_proxies", "factor_exposures",
         )  # fmt: skip
         await insert_columns(
             self.session,

@@ -9,7 +9,9 @@ from decimal import Decimal
 from typing import Annotated, Literal
 
 from ballast_common.contracts.types import (
+    DecimalIn,
     FractionIn,
+    NonNegativeMoneyIn,
     PercentIn,
     Price,
     PriceIn,
@@ -46,6 +48,45 @@ class SecurityOut(BaseModel):
 
 
 Symbol = Annotated[str, Field(min_length=1, max_length=16)]
+FactorName = Annotated[str, Field(min_length=1, max_length=32)]
+MAX_FACTORS = 20
+
+
+class RiskModelIn(RequestBody):
+    """A direct index's risk model: factor names, their yearly covariance (square and
+    symmetric, one row per factor), and the names' yearly specific volatility."""
+
+    factors: list[FactorName] = Field(default_factory=list, max_length=MAX_FACTORS)
+    covariance: list[list[DecimalIn]] = Field(default_factory=list, max_length=MAX_FACTORS)
+    specific_volatility: DecimalIn = Field(default=Decimal("0.25"))
+
+
+class OptimizerSettingsIn(RequestBody):
+    """The manager's plain-English optimizer settings (docs/optimizer.md's calibration table
+    turns them into solver weights; no weight is set here)."""
+
+    tax_sensitivity: Literal["low", "medium", "high"] = "medium"
+    tracking_tolerance: DecimalIn = Field(
+        default=Decimal("0.01"), description="yearly tracking error accepted, 0.0005 to 0.2"
+    )
+    gain_budget: NonNegativeMoneyIn | None = Field(
+        default=None, description="net realized gains a year (an account's own budget wins)"
+    )
+    harvesting: bool = True
+    tilts: dict[FactorName, DecimalIn] = Field(
+        default_factory=dict, max_length=MAX_FACTORS, description="factor -> active exposure"
+    )
+    exclusion_rule: Literal["pro_rata", "sector", "equivalence"] = "pro_rata"
+    sector_bound: FractionIn | None = Field(
+        default=None, description="sector weights within ± this of the index (null: 2x tolerance)"
+    )
+
+
+class DirectIndexIn(RequestBody):
+    """The model is a direct index: sleeves following it go through the optimizer."""
+
+    risk_model: RiskModelIn
+    settings: OptimizerSettingsIn = Field(default_factory=OptimizerSettingsIn)
 
 
 class BandIn(RequestBody):
@@ -73,6 +114,11 @@ class TargetIn(RequestBody):
         default_factory=list,
         max_length=20,
         description="bought in its place when a loss is harvested (not substantially identical)",
+    )
+    factor_exposures: dict[FactorName, DecimalIn] = Field(
+        default_factory=dict,
+        max_length=MAX_FACTORS,
+        description="a direct index: exposure to each factor of its risk model (left out: 0)",
     )
 
 
@@ -124,6 +170,9 @@ class ModelIn(RequestBody):
         max_length=64,
         description="an asset allocation the model's asset-class weights keep to",
     )
+    direct_index: DirectIndexIn | None = Field(
+        default=None, description="a direct index: its risk model and optimizer settings"
+    )
 
 
 class BandOut(BaseModel):
@@ -139,6 +188,7 @@ class TargetOut(BaseModel):
     replacement: str | None = None
     band: BandOut | None = None
     tax_loss_proxies: list[str] = []
+    factor_exposures: dict[str, Decimal] = {}
 
 
 class ParentOut(BaseModel):
@@ -161,6 +211,7 @@ class ModelOut(BaseModel):
     overrides: OverridesIn | None = None
     limits: LimitsIn | None = None
     allocation_id: str | None = None
+    direct_index: DirectIndexIn | None = None
     targets: list[TargetOut] = Field(description="a child's effective targets")
 
 

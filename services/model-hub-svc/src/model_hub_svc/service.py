@@ -14,6 +14,7 @@ from ballast_common.audit import AuditEntry, AuditRecordOut
 from ballast_common.book_loads import LoadProblem, StagedLoad
 from ballast_common.contracts.events import (
     CorporateActionRecordedV1,
+    DirectIndexV1,
     EquivalenceSetChangedV1,
     ModelChangedV1,
     ModelParentV1,
@@ -30,6 +31,7 @@ from model_hub_svc.model_rules import (
     OverrideProblem,
     Target,
     allocation_problems,
+    direct_index_problems,
     duplicates,
     effective_targets,
     implied_weights,
@@ -49,6 +51,7 @@ from model_hub_svc.schemas import (
     AllocationOut,
     AllocationPublished,
     ChildOutsideLimits,
+    DirectIndexIn,
     EquivalenceSetIn,
     EquivalenceSetOut,
     EquivalenceSetPublished,
@@ -196,6 +199,7 @@ async def publish_model(
         assert body.targets is not None
         _refuse(target_problems(body.targets, body.kind, "targets", known))
         _refuse(weight_problems(body.targets, body.kind, Decimal(str(tolerance))))
+        _refuse(direct_index_problems(body.direct_index, body.targets))
         targets = [Target.given(t) for t in body.targets]
     else:
         overrides = body.overrides or OverridesIn()
@@ -235,6 +239,7 @@ async def publish_model(
         overrides=_json(body.overrides or OverridesIn()) if parent is not None else None,
         limits=_json(body.limits) if body.limits is not None else None,
         allocation_id=body.allocation_id,
+        direct_index=_json(body.direct_index) if body.direct_index is not None else None,
     )
     after = _version_doc(body.name, version, targets)
     if model is not None and before is not None and _same(before, after):
@@ -490,9 +495,13 @@ def _check_shape(body: ModelIn) -> None:
             _refuse([FieldProblem("targets", "a model needs targets, or a parent_model_id")])
         if body.overrides is not None:
             _refuse([FieldProblem("overrides", "overrides need a parent_model_id")])
+        if body.direct_index is not None and body.kind != "weights":
+            _refuse([FieldProblem("direct_index", "a direct index is a weights model")])
         return
     if body.targets is not None:
         _refuse([FieldProblem("targets", "a child model has overrides of its parent, not targets")])
+    if body.direct_index is not None:
+        _refuse([FieldProblem("direct_index", "a direct index has targets of its own, no parent")])
     if body.kind != "weights":
         _refuse([FieldProblem("kind", "a child model inherits weights: kind must be weights")])
 
@@ -533,6 +542,8 @@ def _version_doc(name: str, version: ModelVersion, targets: Sequence[Target]) ->
         doc["limits"] = version.limits
     if version.allocation_id is not None:
         doc["allocation_id"] = version.allocation_id
+    if version.direct_index is not None:
+        doc["direct_index"] = version.direct_index
     return doc
 
 
@@ -577,6 +588,9 @@ def _model_event(
         kind="shares" if version.kind == "shares" else "weights",
         swap_back=version.swap_back,
         parent=parent,
+        direct_index=(
+            DirectIndexV1.model_validate(version.direct_index) if version.direct_index else None
+        ),
     )
 
 
@@ -599,6 +613,9 @@ def _view(model: Model, version: ModelVersion, targets: Sequence[Target]) -> Mod
         overrides=OverridesIn.model_validate(version.overrides) if version.overrides else None,
         limits=LimitsIn.model_validate(version.limits) if version.limits else None,
         allocation_id=version.allocation_id,
+        direct_index=(
+            DirectIndexIn.model_validate(version.direct_index) if version.direct_index else None
+        ),
         targets=[t.out() for t in sorted(targets, key=lambda t: t.symbol)],
     )
 
@@ -867,6 +884,9 @@ async def _replace_in_models(
             swap_back=stored.swap_back,
             limits=renamed_limits(stored.limits, symbol, new_symbol),
             allocation_id=stored.allocation_id,
+            direct_index=(
+                DirectIndexIn.model_validate(stored.direct_index) if stored.direct_index else None
+            ),
         )
         await publish_model(
             uow, repo, model.tenant, model.model_id, body, actor, 1e-9, allocation_tolerance=None

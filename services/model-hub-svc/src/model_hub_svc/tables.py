@@ -61,6 +61,8 @@ class ModelTarget(Table, table=True):
     band_kind: str | None = Field(default=None, max_length=8)
     band_width: Decimal | None = Field(default=None, sa_column=Column(Numeric(10, 8)))
     tax_loss_proxies: list[str] | None = Field(default=None, sa_column=Column(JSONB))
+    # a direct index: {factor: exposure as a decimal string}
+    factor_exposures: dict[str, str] | None = Field(default=None, sa_column=Column(JSONB))
 
 
 class ModelVersion(Table, table=True):
@@ -82,6 +84,8 @@ class ModelVersion(Table, table=True):
     limits: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
     # the asset allocation the model's asset-class weights must keep to
     allocation_id: str | None = Field(default=None, max_length=64)
+    # a direct index: its risk model and optimizer settings (DirectIndexIn as JSON)
+    direct_index: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB))
 
 
 class EquivalenceSet(Table, table=True):

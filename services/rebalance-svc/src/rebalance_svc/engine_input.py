@@ -20,6 +20,7 @@ carry their estimated tax, with its gain budget, short-term-gain and wash-sale r
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from collections import defaultdict
@@ -105,6 +106,7 @@ class ModelSpec:
     kind: str = "weights"
     target_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     swap_back: bool = False
+    direct_index: Mapping[str, Any] | None = None  # direct_index.direct_index_doc
 
 
 PROXY_SET_PREFIX = "proxies:"  # model-hub-svc's set ids have no ':', so these never clash
@@ -640,6 +642,16 @@ def run_label(row: AccountRow, model_versions: Mapping[str, int]) -> tuple[str, 
     return model_id, model_versions[model_id]
 
 
+@dataclass(frozen=True)
+class ProposalExtras:
+    """What a proposal carries besides the engine's result: a direct-index sleeve's yearly
+    tracking errors (fractions) and the optimizer's notes."""
+
+    tracking_error_before: float | None = None
+    tracking_error_after: float | None = None
+    notes: tuple[str, ...] = ()
+
+
 def proposal_json(
     proposal_id: str,
     run_id: uuid.UUID,
@@ -647,6 +659,7 @@ def proposal_json(
     result: RebalanceResult,
     trade_ids: Sequence[str],
     uma: bool,
+    extras: ProposalExtras | None = None,
 ) -> bytes:
     """trades-proposed's payload for a result with trades, byte for byte as
     `TradesProposedV1` serializes it (a test holds the two to the same bytes), written from
@@ -692,7 +705,8 @@ def proposal_json(
             }
         )
     summary = result.summary
-    metrics = proposal_metrics(result)
+    metrics = proposal_metrics(result, extras)
+    notes = [n.message for n in result.notices] + list(extras.notes if extras else ())
     return to_json(
         {
             "proposal_id": proposal_id,
@@ -705,6 +719,7 @@ def proposal_json(
             "cash_after_estimated": _decimal_text(summary.cash_after),
             "cash_movements": moves,
             "metrics": metrics.model_dump(mode="json"),
+            "notes": notes,
         }
     )
 
@@ -714,7 +729,9 @@ PERCENT_PLACES = Decimal("0.0001")
 HUNDRED = Decimal(100)
 
 
-def proposal_metrics(result: RebalanceResult) -> ProposalMetricsV1:
+def proposal_metrics(
+    result: RebalanceResult, extras: ProposalExtras | None = None
+) -> ProposalMetricsV1:
     """A proposal's figures from what the engine had: the account's value before the trades
     (holdings at estimated prices and cash), buys and sells, turnover ((buy + sell) / (2 x
     value)), the sells' estimated tax, and the largest security drift before and (estimated)
@@ -735,7 +752,16 @@ def proposal_metrics(result: RebalanceResult) -> ProposalMetricsV1:
         estimated_tax=sum(taxes, Decimal(0)).quantize(CENT, ROUND_HALF_UP),
         drift_before_percent=_percent(Decimal(summary.max_security_drift_before) * HUNDRED),
         drift_after_percent=_percent(Decimal(summary.max_security_drift_after) * HUNDRED),
+        tracking_error_before_percent=_tracking(extras.tracking_error_before if extras else None),
+        tracking_error_after_percent=_tracking(extras.tracking_error_after if extras else None),
     )
+
+
+def _tracking(fraction: float | None) -> Decimal | None:
+    """A yearly tracking error (a fraction) as the contract's percent (None: not known)."""
+    if fraction is None or not math.isfinite(fraction):
+        return None
+    return _percent(Decimal(repr(fraction)) * HUNDRED)
 
 
 def _percent(value: Decimal) -> Decimal:

@@ -22,6 +22,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from rebalance_svc import repository as repo
 from rebalance_svc import scan_repository as scan_repo
+from rebalance_svc.direct_index import DirectIndex, indexes_of
 from rebalance_svc.engine_input import (
     WASH_WINDOW,
     AccountRow,
@@ -59,6 +60,9 @@ class Prepared:
     labels: dict[str, tuple[str, int]] = field(default_factory=dict)  # model id and version
     taxes: dict[str, TaxContext] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    # the direct indexes among the run's models (model id -> direct_index.DirectIndex)
+    indexes: dict[str, DirectIndex] = field(default_factory=dict)
+    realized: dict[str, float] = field(default_factory=dict)  # net gains realized this year
 
 
 @dataclass(frozen=True)
@@ -143,7 +147,12 @@ async def prepare(
     facts = await _read_tax_facts(session, accounts, trade_date) if tax else _TaxFacts(trade_date)
     strategies = [strategy_for(r) for r in rows.values() if r.is_uma]
     shared = await engine_reference(session, models, strategies)
-    prepared = Prepared(shared.reference)
+    prepared = Prepared(
+        shared.reference,
+        indexes=indexes_of(
+            shared.reference, {m: spec.direct_index for m, spec in shared.model_specs.items()}
+        ),
+    )
     versions = model_versions(models)
     defaults = defaults_of(settings)
     for account in accounts:
@@ -227,6 +236,9 @@ def _add_account(
     )
     prepared.rows[account_id] = account
     prepared.taxes[account_id] = context
+    realized = facts.realized.get(account_id)
+    if realized is not None and realized[0] == facts.trade_date.year:
+        prepared.realized[account_id] = float(realized[1] + realized[2])
 
 
 async def _read_books(
@@ -309,4 +321,9 @@ async def engine_reference(
 def model_spec(model: Model) -> ModelSpec:
     """The manager's settings of a read-model model (a row stored before they existed: a
     plain weight model)."""
-    return ModelSpec(model.kind or "weights", model.target_settings or {}, bool(model.swap_back))
+    return ModelSpec(
+        model.kind or "weights",
+        model.target_settings or {},
+        bool(model.swap_back),
+        model.direct_index,
+    )

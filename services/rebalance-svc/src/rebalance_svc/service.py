@@ -50,8 +50,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from rebalance_svc import repository as repo
 from rebalance_svc import scan
+from rebalance_svc.direct_index import direct_index_doc, optimize_account
 from rebalance_svc.engine_input import (
     DriftVerdict,
+    ProposalExtras,
     drift_event_json,
     proposal_json,
     rebalanced_verdict,
@@ -304,6 +306,7 @@ async def apply_model_change(
     model.kind, model.swap_back = event.kind, event.swap_back
     model.target_settings = target_settings(event)
     model.parent = event.parent.model_dump(mode="json") if event.parent else None
+    model.direct_index = direct_index_doc(event)
     await repo.save(uow.session, model)
     return await start_run(
         uow,
@@ -322,7 +325,8 @@ async def apply_model_change(
 _TARGET_DEFAULTS = {
     name: f.get_default(call_default_factory=True)
     for name, f in ModelTargetV1.model_fields.items()
-    if name not in ("symbol", "weight")
+    # a direct index's exposures are kept with its risk model (`Model.direct_index`)
+    if name not in ("symbol", "weight", "factor_exposures")
 }
 
 
@@ -641,11 +645,11 @@ async def _rebalance_chunk(
     tally.skipped.update(prepared.skipped)
     label = (model.model_id, model.version)
     rebalanced = []
-    for result in _rebalanced(prepared, list(prepared.accounts), tally):
+    for result, extras in _rebalanced(prepared, list(prepared.accounts), tally):
         account = prepared.rows[result.account_id]
         tenant_of = account.tenant or tenant
         _publish_drift(uow, request.run_id, tally, label, rebalanced_verdict(result), tenant_of)
-        record_proposal(uow, request.run_id, tally, prepared, label, result, tenant_of)
+        record_proposal(uow, request.run_id, tally, prepared, label, result, tenant_of, extras)
         rebalanced.append(result.account_id)
     await _store_scenarios(uow, request, prepared, rebalanced)
 
@@ -663,12 +667,12 @@ async def _scan_chunk(
     out = await scan.scan_chunk(uow, request.run_id, accounts, tally, settings)
     if request.rebalance_out_of_tolerance and out:
         full = await prepare(uow.session, out, settings, [])  # with lots: tax-aware
-        outcome = _rebalance(full, list(full.accounts), tally)
-        for result in outcome:
+        outcome = list(_rebalanced(full, list(full.accounts), tally))
+        for result, extras in outcome:
             account = full.rows[result.account_id]
             label = full.labels[result.account_id]
-            record_proposal(uow, request.run_id, tally, full, label, result, account.tenant)
-        await _store_scenarios(uow, request, full, [r.account_id for r in outcome])
+            record_proposal(uow, request.run_id, tally, full, label, result, account.tenant, extras)
+        await _store_scenarios(uow, request, full, [r.account_id for r, _ in outcome])
 
 
 async def _harvest_chunk(
@@ -700,11 +704,12 @@ async def _harvest_chunk(
     outcome = harvest_book(Book(prepared.reference, tuple(prepared.accounts[a] for a in ready)))
     for failure in outcome.failures:
         tally.skipped[failure.account_id] = failure.error
-    for result in outcome.results:
+    for harvested in outcome.results:
         tally.accounts_evaluated += 1
+        result, extras = _with_optimizer(prepared, harvested, tally, harvest_run=True)
         account = prepared.rows[result.account_id]
         label = prepared.labels[result.account_id]
-        record_proposal(uow, request.run_id, tally, prepared, label, result, account.tenant)
+        record_proposal(uow, request.run_id, tally, prepared, label, result, account.tenant, extras)
     await _store_scenarios(
         uow,
         request,
@@ -736,16 +741,13 @@ async def run_with_skipped(session: AsyncSession, run_id: str, *, tenant: str | 
 # Engine and events
 
 
-def _rebalance(prepared: Prepared, account_ids: list[str], tally: Tally) -> list[RebalanceResult]:
-    return list(_rebalanced(prepared, account_ids, tally))
-
-
 def _rebalanced(
     prepared: Prepared, account_ids: list[str], tally: Tally
-) -> Iterator[RebalanceResult]:
+) -> Iterator[tuple[RebalanceResult, ProposalExtras | None]]:
     """Each account's result as soon as it is made (an account that cannot go is skipped
-    with the engine's reason): its events are written before the next account is
-    rebalanced, so a chunk never holds all its results at once."""
+    with the engine's reason), a direct-index sleeve's trades from the optimizer: its events
+    are written before the next account is rebalanced, so a chunk never holds all its
+    results at once."""
     for account_id in account_ids:
         outcome = rebalance_book(Book(prepared.reference, (prepared.accounts[account_id],)))
         for failure in outcome.failures:
@@ -754,7 +756,34 @@ def _rebalanced(
                 "account skipped",
                 extra={"account_id": failure.account_id, "reason": failure.error},
             )
-        yield from outcome.results
+        for result in outcome.results:
+            yield _with_optimizer(prepared, result, tally)
+
+
+def _with_optimizer(
+    prepared: Prepared, result: RebalanceResult, tally: Tally, *, harvest_run: bool = False
+) -> tuple[RebalanceResult, ProposalExtras | None]:
+    """The result with the account's direct-index sleeves optimized (unchanged otherwise),
+    and what the proposal carries of it."""
+    if not prepared.indexes:
+        return result, None
+    account_id = result.account_id
+    optimized = optimize_account(
+        result,
+        prepared.accounts[account_id],
+        prepared.reference,
+        prepared.indexes,
+        prepared.realized.get(account_id, 0.0),
+        harvest_run=harvest_run,
+    )
+    if optimized is None:
+        return result, None
+    if not optimized.result.trades and optimized.relaxed:
+        # nothing to propose, yet a setting gave way: the run's skips say which and why
+        tally.skipped[account_id] = "no trades: " + " ".join(optimized.notes)
+    return optimized.result, ProposalExtras(
+        optimized.tracking_error_before, optimized.tracking_error_after, optimized.notes
+    )
 
 
 async def _store_scenarios(
@@ -833,9 +862,11 @@ def record_proposal(
     label: tuple[str, int],
     result: RebalanceResult,
     tenant: str,
+    extras: ProposalExtras | None = None,
 ) -> None:
     """trades-proposed with the engine's trades; a UMA's trades name their sleeve, and its
-    strategic rebalance's cash movements come with them (booked when they are approved)."""
+    strategic rebalance's cash movements come with them (booked when they are approved); a
+    direct-index sleeve's tracking errors and the optimizer's explanation too."""
     if not result.trades:
         return
     account_id = result.account_id
@@ -851,7 +882,7 @@ def record_proposal(
     ]
     uow.publish_json(
         TradesProposedV1,
-        proposal_json(proposal_id, run_id, label, result, trade_ids, uma),
+        proposal_json(proposal_id, run_id, label, result, trade_ids, uma, extras),
         key=account_id,
         tenant=tenant,
     )

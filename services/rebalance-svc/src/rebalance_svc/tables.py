@@ -62,6 +62,10 @@ class Model(Table, table=True):
     )
     # ModelParentV1 as JSON: the parent version this effective child version derives from
     parent: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB, nullable=True))
+    # a direct index (direct_index.direct_index_doc): risk model, settings, factor exposures
+    direct_index: dict[str, Any] | None = Field(
+        default=None, sa_column=Column(JSONB, nullable=True)
+    )
 
 
 def _jsonb(default: Any, server_default: str) -> Any:

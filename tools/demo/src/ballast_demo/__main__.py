@@ -20,6 +20,7 @@ import sys
 import time
 from datetime import UTC, date, datetime
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 from ballast_cli.book import RichReporter, progress_columns
@@ -35,6 +36,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from ballast_demo import direct_index as di
 from ballast_demo.book import (
     EQUIVALENCE_SETS,
     MODELS,
@@ -48,6 +50,8 @@ from ballast_demo.driver import OVERLAY_MANAGER, Ballast, DriverError, Urls, per
 
 console = Console()
 DATABASE = "ballast_demo"
+DIRECT_INDEX = "us-direct-index-300"
+DIRECT_INDEX_NAMES = 300
 
 
 def repo_root() -> Path:
@@ -121,8 +125,13 @@ async def drive(
     seed: int,
     managed: bool,
     book_root: Path,
+    direct_indexed: int,
 ) -> dict[str, Any]:
     accounts = build_accounts(accounts_wanted, seed, instructions=managed)
+    index = di.index_names(DIRECT_INDEX_NAMES, seed=seed)
+    # every third direct-indexed client excludes one of the index's larger names
+    excluded = sorted(index, key=lambda n: n.weight)[-30].symbol
+    indexed = di.build_accounts(index, DIRECT_INDEX, direct_indexed, seed=seed, exclusion=excluded)
     ballast = Ballast(urls, issuer, say=lambda text: console.print(f"[yellow]{text}[/]"))
     load_columns = progress_columns()
     columns = (
@@ -151,18 +160,30 @@ async def drive(
             for i, model in enumerate(MODELS, 1):
                 await ballast.publish_model(model)
                 bar.update(step, completed=i)
+            if indexed:
+                step = bar.add_task("Direct index (300 names, 4 factors)", total=2)
+                await ballast.load_more_securities(di.security_rows(index))
+                bar.update(step, completed=1)
+                await ballast.publish_model_body(DIRECT_INDEX, di.model_body(index))
+                bar.update(step, completed=2)
+        book = accounts + indexed
         loaded = time.monotonic()
         with Progress(*load_columns, console=console) as bar:
-            await ballast.load_book(accounts, book_root, reporter=RichReporter(bar))
+            await ballast.load_book(
+                book,
+                book_root,
+                reporter=RichReporter(bar),
+                more_securities=di.securities(index) if indexed else None,
+            )
         book_load_s = round(time.monotonic() - loaded, 3)
         console.print(
-            f"Book of {len(accounts):,} accounts loaded from {book_root} "
-            f"in {book_load_s:.1f} s (ballast book load)"
+            f"Book of {len(book):,} accounts ({len(indexed)} direct-indexed) loaded from "
+            f"{book_root} in {book_load_s:.1f} s (ballast book load)"
         )
         with Progress(*columns, console=console) as bar:
-            step = bar.add_task("Rebalancer learning the book", total=len(accounts))
+            step = bar.add_task("Rebalancer learning the book", total=len(book))
             await ballast.wait_until_known(
-                len(accounts), len(SECURITIES), lambda n: bar.update(step, completed=n)
+                len(book), len(SECURITIES), lambda n: bar.update(step, completed=n)
             )
 
         events_before = await ballast.events_processed()
@@ -191,6 +212,7 @@ async def drive(
         elapsed = time.monotonic() - started
         events_after = await ballast.events_processed()
         gateway, custodian = await ballast.gateway_stats(), await ballast.custodian_stats()
+        optimized = await reconstitute_index(ballast, index, percent_columns) if indexed else {}
         harvest: dict[str, Any] = {}
         if managed:
             harvest = await harvest_losses(ballast, percent_columns)
@@ -210,9 +232,49 @@ async def drive(
             "day": day,
             "umas": umas,
             "restricted": sum(1 for a in accounts if a.restrictions),
+            "direct_index": optimized,
         }
     finally:
         await ballast.close()
+
+
+async def reconstitute_index(
+    ballast: Ballast, index: list[di.IndexName], columns: tuple[Any, ...]
+) -> dict[str, Any]:
+    """The direct index is reconstituted (its weights move): rebalance-svc runs the sleeves
+    following it through the optimizer; their proposals carry the tracking error after."""
+    console.print(
+        f"\n[bold]Direct index change:[/] {DIRECT_INDEX} reconstituted (its 8 smallest names "
+        "leave); its sleeves go through the optimizer"
+    )
+    started = time.monotonic()
+    published = await ballast.publish_model_body(
+        DIRECT_INDEX, di.model_body(di.reconstituted(index))
+    )
+    run = await ballast.wait_for_run(DIRECT_INDEX, published["version"])
+    proposed_s = time.monotonic() - started
+    final: dict[str, Any] = {}
+    if run["proposals"]:
+        with Progress(*columns, console=console) as bar:
+            step = bar.add_task(f"{run['trades']} optimizer trades filled", total=100)
+            final = await ballast.wait_until_complete(
+                run, lambda p: bar.update(step, completed=round(100 * p.get("progress", 0)))
+            )
+    elapsed = time.monotonic() - started
+    proposals = await ballast.proposals_of_run(run["run_id"])
+    after = sorted(
+        float(p["tracking_error_after_percent"])
+        for p in proposals
+        if p.get("tracking_error_after_percent") is not None
+    )
+    return {
+        "run": run,
+        "progress": final,
+        "sleeves_optimized": len(after),
+        "median_tracking_error_after_percent": median(after) if after else None,
+        "proposed_s": round(proposed_s, 3),
+        "elapsed_s": round(elapsed, 3),
+    }
 
 
 async def harvest_losses(ballast: Ballast, columns: tuple[Any, ...]) -> dict[str, Any]:
@@ -282,6 +344,17 @@ def show_summary(result: dict[str, Any], urls: Urls, traces: Path, dashboard_tok
             ("  harvest trades (sells and replacements)", h_run["trades"]),
             ("  estimated tax saved", _money(-float(h_progress.get("estimated_tax") or 0))),
         ]
+    optimized = result.get("direct_index") or {}
+    if optimized:
+        te = optimized["median_tracking_error_after_percent"]
+        rows += [
+            ("Direct index change: accounts following it", optimized["run"]["accounts"]),
+            ("  sleeves through the optimizer", optimized["sleeves_optimized"]),
+            ("  median tracking error after", "—" if te is None else f"{te:.2f}% a year"),
+            ("  optimizer trades", optimized["run"]["trades"]),
+            ("  elapsed: change to proposals", f"{optimized['proposed_s']:.1f} s"),
+            ("  elapsed: change to last holdings reconciled", f"{optimized['elapsed_s']:.1f} s"),
+        ]
     for name, value in rows:
         table.add_row(name, str(value))
     console.print(table)
@@ -341,6 +414,12 @@ def main() -> int:
         default="managed",
         help="managed: UMAs, restrictions, tax settings, lots (default); plain: SMAs only",
     )
+    parser.add_argument(
+        "--direct-indexed",
+        type=int,
+        default=24,
+        help="accounts following the 300-name direct index (0: none)",
+    )
     parser.add_argument("--bench", action="store_true", help="write JSON results, stop after")
     parser.add_argument("--out", default="bench/results/flow.json")
     args = parser.parse_args()
@@ -350,7 +429,15 @@ def main() -> int:
     try:
         book_root = traces.parent / "books" / args.book
         result = asyncio.run(
-            drive(urls, issuer, args.accounts, args.seed, args.book == "managed", book_root)
+            drive(
+                urls,
+                issuer,
+                args.accounts,
+                args.seed,
+                args.book == "managed",
+                book_root,
+                args.direct_indexed,
+            )
         )
     except DriverError as exc:
         console.print(f"[red]demo: {exc}[/]")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -137,6 +137,17 @@ class Ballast:
             )["upserted"]
         )
 
+    async def load_more_securities(self, rows: Sequence[dict[str, object]]) -> int:
+        """Securities beyond the demo's own (e.g. a direct index's names)."""
+        url = f"{self.urls.model_hub}/securities"
+        answer = await self._call("PUT", url, PLATFORM_OPERATOR, json={"securities": list(rows)})
+        return int(answer["upserted"])
+
+    async def publish_model_body(self, model_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A new version of a model given as model-hub-svc's request body."""
+        url = f"{self.urls.model_hub}/models/{model_id}"
+        return dict(await self._call("PUT", url, MODEL_MANAGER, json=body))
+
     async def load_reference_sets(self) -> int:
         """The book's equivalence sets (model-hub-svc) and restriction lists (account-svc)."""
         for set_id, (name, members, identical) in EQUIVALENCE_SETS.items():
@@ -177,11 +188,12 @@ class Ballast:
         root: Path,
         as_of: date | None = None,
         reporter: Reporter | None = None,
+        more_securities: Mapping[str, tuple[str, str, str, str]] | None = None,
     ) -> Outcome:
         """Write the accounts as a book file set under `root` and load it with
         `ballast book load` (once account-svc knows the models they follow), and into the
-        custodian simulator."""
-        folder = write_book(accounts, root, as_of or date.today())
+        custodian simulator. `more_securities`: securities beyond the demo's own."""
+        folder = write_book(accounts, root, as_of or date.today(), more_securities)
         models = {a.model_id for a in accounts if a.model_id} | {
             m for a in accounts for _, m, _ in a.sleeves
         }
@@ -279,6 +291,18 @@ class Ballast:
         """A tax-loss harvest over the accounts that have harvesting on, once it is done."""
         run = await self._call("POST", f"{self.urls.rebalance}/harvests", json={})
         return await self.wait_for_chunks(run["run_id"], time.monotonic() + timeout_s)
+
+    async def proposals_of_run(self, run_id: str) -> list[dict[str, Any]]:
+        """account-svc's proposals of a run (the tenant's proposals, paged, kept if of it)."""
+        found, offset = [], 0
+        while True:
+            page = await self._call(
+                "GET", f"{self.urls.account}/proposals", params={"limit": 500, "offset": offset}
+            )
+            found += [p for p in page["items"] if p["run_id"] == run_id]
+            if page.get("next_offset") is None:
+                return found
+            offset = page["next_offset"]
 
     async def run_progress(self, run_id: str) -> dict[str, Any]:
         return await self._call("GET", f"{self.urls.reporting}/runs/{run_id}")

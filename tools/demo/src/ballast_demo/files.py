@@ -4,7 +4,7 @@ that `ballast book load` loads."""
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -15,9 +15,15 @@ PLAIN_LOT_BASIS = Decimal("0.85")  # a position without lots: one lot at 85% of 
 PLAIN_LOT_DATE = "2024-03-15"
 
 
-def write_book(accounts: Sequence[Account], root: Path, as_of: date) -> Path:
-    """Write the accounts (and the security master) as `root/<as_of>/*.csv`; returns the
-    folder."""
+def write_book(
+    accounts: Sequence[Account],
+    root: Path,
+    as_of: date,
+    more_securities: Mapping[str, tuple[str, str, str, str]] | None = None,
+) -> Path:
+    """Write the accounts (and the security master, with `more_securities`: symbol -> name,
+    asset class, sector, price) as `root/<as_of>/*.csv`; returns the folder."""
+    securities = {**SECURITIES, **(more_securities or {})}
     folder = root / as_of.isoformat()
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("*.csv"):
@@ -27,10 +33,10 @@ def write_book(accounts: Sequence[Account], root: Path, as_of: date) -> Path:
         ("symbol", "name", "asset_class", "sector", "fractional_eligible"),
         (
             (s, n, a, sec, str(a != "Fixed Income").lower())
-            for s, (n, a, sec, _) in SECURITIES.items()
+            for s, (n, a, sec, _) in securities.items()
         ),
     )
-    _write(folder / "prices.csv", ("symbol", "price"), ((s, v[3]) for s, v in SECURITIES.items()))
+    _write(folder / "prices.csv", ("symbol", "price"), ((s, v[3]) for s, v in securities.items()))
     households: dict[str, str] = {}
     for a in accounts:
         households.setdefault(a.household_id, a.name.rsplit(" ", 1)[0] + " household")

@@ -90,6 +90,55 @@ class ModelTargetV1(Payload):
         default_factory=list,
         description="harvest replacements (not substantially identical)",
     )
+    factor_exposures: dict[str, SignedWeight] = Field(
+        default_factory=dict,
+        description="a direct index: the name's exposure to each factor of the model's risk "
+        "model (a factor left out: 0)",
+    )
+
+
+class RiskModelV1(Payload):
+    """A direct index's risk model: factors, their yearly covariance, the names' specific
+    volatility."""
+
+    factors: list[str] = Field(default_factory=list, description="factor names, in order")
+    covariance: list[list[SignedWeight]] = Field(
+        default_factory=list,
+        description="yearly factor covariance, one row per factor (square, symmetric)",
+    )
+    specific_volatility: Weight = Field(
+        default=Decimal("0.25"), description="yearly specific volatility of every name"
+    )
+
+
+class OptimizerSettingsV1(Payload):
+    """The manager's plain-English optimizer settings (no solver weight among them)."""
+
+    tax_sensitivity: Literal["low", "medium", "high"] = "medium"
+    tracking_tolerance: Weight = Field(
+        default=Decimal("0.01"),
+        description="yearly tracking error accepted (0.01: stay within about 1% of the index)",
+    )
+    gain_budget: NonNegativeMoney | None = Field(
+        default=None, description="net realized gains a year (an account's own budget wins)"
+    )
+    harvesting: bool = True
+    tilts: dict[str, SignedWeight] = Field(
+        default_factory=dict, description="factor -> target active exposure"
+    )
+    exclusion_rule: Literal["pro_rata", "sector", "equivalence"] = Field(
+        default="pro_rata", description="where an excluded name's index weight goes"
+    )
+    sector_bound: Weight | None = Field(
+        default=None, description="sector weight within ± this of the index (null: 2x tolerance)"
+    )
+
+
+class DirectIndexV1(Payload):
+    """A model that is a direct index: sleeves following it go through the optimizer."""
+
+    risk_model: RiskModelV1
+    settings: OptimizerSettingsV1 = Field(default_factory=OptimizerSettingsV1)
 
 
 class ModelParentV1(Payload):
@@ -113,6 +162,9 @@ class ModelChangedV1(Payload):
     )
     parent: ModelParentV1 | None = Field(
         default=None, description="the parent this version is derived from (a child model)"
+    )
+    direct_index: DirectIndexV1 | None = Field(
+        default=None, description="a direct index: its risk model and optimizer settings"
     )
 
 
@@ -394,6 +446,11 @@ class TradesProposedV1(Payload):
         "the account's own cash) to fund the trades; none for an SMA",
     )
     metrics: ProposalMetricsV1 | None = None
+    notes: list[str] = Field(
+        default_factory=list,
+        description="account-level notes: the engine's notices, the optimizer's explanation "
+        "(bounds that gave way and why, a fallback to the rules)",
+    )
 
 
 # --- custodian-gateway ----------------------------------------------------------------------
@@ -512,7 +569,13 @@ class SleeveCashV1(Payload):
 
 
 HoldingsCause = Literal[
-    "opening-balance", "fills", "corporate-action", "household-change", "sleeve-transfer"
+    "opening-balance",
+    "fills",
+    "corporate-action",
+    "household-change",
+    "sleeve-transfer",
+    "custodian-day",  # the custodian's transactions of a day reconciled (dividends, transfers...)
+    "reconciliation",  # the custodian's figure accepted: a break resolved, or the accept policy
 ]
 
 

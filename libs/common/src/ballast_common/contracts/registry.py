@@ -246,6 +246,23 @@ _all: list[Contract] = [
             kind="shares",
             swap_back=True,
             parent=ev.ModelParentV1(model_id="us-large-core", version=7),
+            direct_index=ev.DirectIndexV1(
+                risk_model=ev.RiskModelV1(
+                    factors=["market", "value"],
+                    covariance=[
+                        [Decimal("0.0256"), Decimal("0.0012")],
+                        [Decimal("0.0012"), Decimal("0.0036")],
+                    ],
+                    specific_volatility=Decimal("0.25"),
+                ),
+                settings=ev.OptimizerSettingsV1(
+                    tax_sensitivity="high",
+                    tracking_tolerance=Decimal("0.01"),
+                    gain_budget=Decimal("20000"),
+                    tilts={"value": Decimal("0.1")},
+                    exclusion_rule="sector",
+                ),
+            ),
             targets=[
                 ev.ModelTargetV1(
                     symbol="MSFT",
@@ -253,6 +270,7 @@ _all: list[Contract] = [
                     shares=Decimal("12"),
                     band=ev.BandV1(kind="relative", width=Decimal("0.2")),
                     tax_loss_proxies=["ORCL", "ADBE"],
+                    factor_exposures={"market": Decimal("1.1"), "value": Decimal("-0.4")},
                 ),
                 ev.ModelTargetV1(
                     symbol="AAPL",
@@ -354,6 +372,7 @@ _all: list[Contract] = [
                 tracking_error_before_percent=Decimal("0.8500"),
                 tracking_error_after_percent=Decimal("0.4200"),
             ),
+            notes=["Sector bound gave way: Energy can hold at most 0.00% ..."],
         ).model_dump(mode="json"),
     ),
     Contract(
