@@ -152,6 +152,15 @@ ROUTE_PERMISSIONS: dict[tuple[str, str, str], Permission] = {
     ("taxlot_svc", "GET", "/custodian-days/exceptions"): P.READ,
     ("taxlot_svc", "POST", "/custodian-days/exceptions"): P.OPERATE,
     ("taxlot_svc", "POST", "/custodian-days/exceptions/{exception_id}/resolve"): P.OPERATE,
+    ("taxlot_svc", "GET", "/custodian-days/unknown-securities"): P.READ,
+    (
+        "taxlot_svc",
+        "POST",
+        "/custodian-days/unknown-securities/{exception_id}/resolve",
+    ): P.OPERATE,
+    ("taxlot_svc", "GET", "/custodian-days/{custodian}/{business_date}/files"): P.OPERATE,
+    ("taxlot_svc", "GET", "/custodian-days/{custodian}/{business_date}/files/{name}"): P.OPERATE,
+    ("taxlot_svc", "PUT", "/custodian-days/{custodian}/{business_date}/files/{name}"): P.OPERATE,
     ("taxlot_svc", "GET", "/custodian-days/{load_id}"): P.READ,
     ("taxlot_svc", "POST", "/custodian-days/{load_id}/apply"): P.OPERATE,
     ("taxlot_svc", "PUT", "/custodian-days/{load_id}/files/{name}"): P.OPERATE,
@@ -188,6 +197,12 @@ ROUTE_PERMISSIONS: dict[tuple[str, str, str], Permission] = {
     ("reporting_svc", "POST", "/approvals/proposals/{proposal_id}/approve"): P.DECIDE_PROPOSALS,
     ("reporting_svc", "POST", "/approvals/proposals/{proposal_id}/reject"): P.DECIDE_PROPOSALS,
     ("reporting_svc", "POST", "/approvals/proposals/{proposal_id}/edit"): P.DECIDE_PROPOSALS,
+    ("reporting_svc", "GET", "/custodian/breaks"): P.READ,
+    ("reporting_svc", "POST", "/custodian/breaks/{break_id}/resolve"): P.OPERATE,
+    ("reporting_svc", "GET", "/custodian/exceptions"): P.READ,
+    ("reporting_svc", "POST", "/custodian/exceptions/{exception_id}/resolve"): P.OPERATE,
+    ("reporting_svc", "GET", "/custodian/unknown-securities"): P.READ,
+    ("reporting_svc", "POST", "/custodian/unknown-securities/{exception_id}/resolve"): P.OPERATE,
     ("reporting_svc", "POST", "/webhooks/{webhook_id}/secret:rotate"): P.ADMINISTER,
 }
 

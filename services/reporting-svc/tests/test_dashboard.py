@@ -54,6 +54,21 @@ def test_the_review_page_calls_the_approval_routes_and_knows_who_decides() -> No
     assert set(re.findall(r'"([^"]+)"', listed.group(1))) == deciders
 
 
+def test_the_exceptions_page_calls_taxlots_routes_and_knows_who_resolves() -> None:
+    client = TestClient(app)
+    page, script = client.get("/").text, client.get("/static/app.js").text
+    assert 'data-nav="exceptions"' in page and 'id="exceptions-count"' in page
+    for path in ("/custodian/breaks", "/custodian/exceptions", "/custodian/unknown-securities"):
+        assert path in script
+    assert "/custodian/breaks/${encodeURIComponent(id)}/resolve" in script
+    assert 'data-resolution="keep-ours"' in script
+    assert 'data-resolution="accept-custodian"' in script
+    listed = re.search(r"const OPERATOR_ROLES = \[([^\]]*)\]", script)
+    assert listed is not None
+    operators = {r.value for r in Role if Permission.OPERATE in PERMISSIONS[r]}
+    assert set(re.findall(r'"([^"]+)"', listed.group(1))) == operators
+
+
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 def test_the_dashboard_script_parses() -> None:
     checked = subprocess.run(

@@ -152,8 +152,8 @@ async def test_bad_requests_are_named(
     client: httpx.AsyncClient, taxlot_db: Database, day: dict[str, Any]
 ) -> None:
     break_id = (await breaks(client, day["account"]))["quantity"]["id"]
-    accept = {"resolution": "accept-custodian", "note": "n"}
-    response = await client.post(f"/breaks/{break_id}/resolve", json=accept)
+    unknown = {"resolution": "accept-everything", "note": "n"}
+    response = await client.post(f"/breaks/{break_id}/resolve", json=unknown)
     assert response.status_code == 422
     assert [e["field"] for e in response.json()["errors"]] == ["resolution"]
     response = await client.post(f"/breaks/{break_id}/resolve", json={"resolution": "keep-ours"})

@@ -99,6 +99,7 @@ def calls(book: Book) -> dict[tuple[str, str], Call]:
     load = f"/book-loads/{uuid.uuid4().hex[:12]}"
     day = f"/custodian-days/acme-2026-01-15-{uuid.uuid4().hex[:12]}"
     rejected_set = {"custodian": "acme", "business_date": "2026-01-15", "kind": "invalid"}
+    kept = f"/custodian-days/kept{uuid.uuid4().hex[:8]}/2026-01-15"
     rejected_set["detail"] = "no manifest"
     table = [
         Call("POST", f"/accounts/{a}/holdings", opening(), "tenant"),
@@ -131,6 +132,11 @@ def calls(book: Book) -> dict[tuple[str, str], Call]:
         Call("GET", "/custodian-days/exceptions", own_list=True),
         Call("POST", "/custodian-days/exceptions", rejected_set, "tenant"),
         Call("POST", "/custodian-days/exceptions/1/resolve", {"resolution": "x"}, "tenant"),
+        Call("GET", "/custodian-days/unknown-securities", own_list=True),
+        Call("POST", "/custodian-days/unknown-securities/1/resolve", {"resolution": "x"}, "tenant"),
+        Call("PUT", f"{kept}/files/manifest.csv"),
+        Call("GET", f"{kept}/files"),
+        Call("GET", f"{kept}/files/manifest.csv"),
     ]
     routes = [
         "/accounts/{account_id}/holdings",
@@ -163,6 +169,11 @@ def calls(book: Book) -> dict[tuple[str, str], Call]:
         "/custodian-days/exceptions",
         "/custodian-days/exceptions",
         "/custodian-days/exceptions/{exception_id}/resolve",
+        "/custodian-days/unknown-securities",
+        "/custodian-days/unknown-securities/{exception_id}/resolve",
+        "/custodian-days/{custodian}/{business_date}/files/{name}",
+        "/custodian-days/{custodian}/{business_date}/files",
+        "/custodian-days/{custodian}/{business_date}/files/{name}",
     ]
     return {(c.method, r): c for c, r in zip(table, routes, strict=True)}
 

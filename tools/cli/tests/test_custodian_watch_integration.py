@@ -25,8 +25,9 @@ from ballast_cli.custodian_inbox import REJECTED, STATE_FILE, Inbox, exception_k
 from ballast_cli.main import main
 from ballast_common.auth import Role
 from ballast_common.bus import KafkaPublisher, ensure_topics
+from ballast_common.contracts.events import SecuritiesChangedV1, SecurityV1
 from ballast_common.custodian_files import BALLAST, check_file_set
-from ballast_common.custodian_files.generator import account_id, generate
+from ballast_common.custodian_files.generator import account_id, generate, prices
 from ballast_common.db import Database
 from ballast_common.relay import OutboxRelay
 from ballast_common.testing import (
@@ -37,7 +38,7 @@ from ballast_common.testing import (
     unit_of_work,
 )
 from sqlalchemy import text
-from taxlot_svc import custodian_day, custodian_monitor
+from taxlot_svc import custodian_day, custodian_monitor, handlers
 from taxlot_svc.main import spec as taxlot_spec
 from taxlot_svc.settings import Settings
 
@@ -84,6 +85,16 @@ async def taxlot(database_url: str, clock: Clock) -> AsyncIterator[tuple[Any, Da
         file_loads=[custodian_day.spec(SETTINGS, clock)],
     )
     db = await migrated_database(spec, database_url)
+    # the security master has announced the generated set's securities (an unknown one
+    # would hold the accounts that hold it)
+    announced = SecuritiesChangedV1(
+        securities=[
+            SecurityV1(symbol=s, name=s, asset_class="equity", sector="industrials", price=p)
+            for s, p in prices(11).items()
+        ]
+    )
+    async with unit_of_work(db, "taxlot-svc") as uow:
+        await handlers.on_securities_changed(uow, None, announced)  # type: ignore[arg-type]
     yield spec, db
     await db.dispose()
 

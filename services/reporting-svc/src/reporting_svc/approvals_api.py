@@ -8,117 +8,33 @@ account-svc unreachable, too slow or not configured: 503 problem+json naming it.
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-import weakref
-from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-import httpx
-from ballast_common.app import Runtime, get_runtime
 from ballast_common.auth import CanDecideProposals, CanRead
-from ballast_common.errors import BallastError
 from ballast_common.pagination import Offset
-from ballast_common.telemetry import current_trace_headers
 from fastapi import APIRouter, Depends, Query, Request, Response
 
+from reporting_svc.forwarding import Forwarder, close_forwarder_clients, forwarder_of
 from reporting_svc.settings import Settings
 
 ACCOUNT_SVC = "account-svc"
-# What a caller acts on in account-svc's answer; everything else is account-svc's business.
-PASSED_BACK_HEADERS = ("content-type", "retry-after", "idempotent-replayed", "www-authenticate")
-PASSED_ON_HEADERS = ("authorization", "idempotency-key", "content-type", "accept")
-
-_clients: weakref.WeakSet[httpx.AsyncClient] = weakref.WeakSet()
 
 
-@dataclass
-class ServiceUnavailable(BallastError):
-    retry_after_s: int = 2
-    status = 503
-    title = "Service unavailable"
+class AccountSvc(Forwarder):
+    """account-svc's REST API as the dashboard's approval routes reach it."""
 
-    def response_headers(self) -> dict[str, str] | None:
-        return {"Retry-After": str(self.retry_after_s)}
-
-
-class AccountSvc:
-    """account-svc's REST API as the dashboard's routes reach it: one client per app."""
-
-    def __init__(
-        self, client: httpx.AsyncClient | None, timeout_s: float, retry_after_s: int = 2
-    ) -> None:
-        self.client = client
-        self.timeout_s = timeout_s
-        self.retry_after_s = retry_after_s
+    service = ACCOUNT_SVC
+    setting = "REPORTING_SVC_ACCOUNT_SVC_URL"
+    needed_for = "proposals cannot be read or decided"
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> AccountSvc:
-        timeout_s, retry_after_s = settings.account_svc_timeout_s, settings.retry_after_s
-        if not settings.account_svc_url:
-            return cls(None, timeout_s, retry_after_s)
-        client = httpx.AsyncClient(
-            base_url=settings.account_svc_url,
-            timeout=httpx.Timeout(timeout_s),
-            follow_redirects=False,
-        )
-        _clients.add(client)
-        return cls(client, timeout_s, retry_after_s)
-
-    async def forward(
-        self, request: Request, method: str, path: str, params: dict[str, Any] | None = None
-    ) -> Response:
-        """`request` sent on to account-svc's `path`; its answer as this route's."""
-        if self.client is None:
-            raise ServiceUnavailable(
-                f"{ACCOUNT_SVC} is not configured here (REPORTING_SVC_ACCOUNT_SVC_URL), so "
-                "proposals cannot be read or decided through the dashboard",
-                retry_after_s=self.retry_after_s,
-            )
-        headers = {h: request.headers[h] for h in PASSED_ON_HEADERS if h in request.headers}
-        headers.update(current_trace_headers())
-        content = await request.body() if method == "POST" else None
-        query = {k: v for k, v in (params or {}).items() if v is not None}
-        try:
-            answer = await self.client.request(
-                method, path, params=query, content=content, headers=headers
-            )
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            raise ServiceUnavailable(
-                f"{ACCOUNT_SVC} cannot be reached ({type(exc).__name__}), so the request "
-                "was not sent; retry shortly",
-                retry_after_s=self.retry_after_s,
-            ) from None
-        except httpx.TransportError as exc:  # sent, and no whole answer came back
-            raise ServiceUnavailable(
-                f"{ACCOUNT_SVC} did not answer ({type(exc).__name__}; at most "
-                f"{self.timeout_s:g} s per request): the request may or may not have been "
-                "applied, so look at the proposal before retrying",
-                retry_after_s=self.retry_after_s,
-            ) from None
-        kept = {h: answer.headers[h] for h in PASSED_BACK_HEADERS if h in answer.headers}
-        return Response(answer.content, status_code=answer.status_code, headers=kept)
+    def url_and_timeout(cls, settings: Settings) -> tuple[str, float]:
+        return settings.account_svc_url, settings.account_svc_timeout_s
 
 
-def account_svc(request: Request) -> AccountSvc:
-    """The app's forwarder to account-svc, made on first use from the service's settings."""
-    forwarder = getattr(request.app.state, "account_svc", None)
-    if forwarder is None:
-        settings = get_runtime(request).settings
-        assert isinstance(settings, Settings)
-        forwarder = request.app.state.account_svc = AccountSvc.from_settings(settings)
-    assert isinstance(forwarder, AccountSvc)
-    return forwarder
-
-
-async def close_account_svc_clients(runtime: Runtime) -> None:
-    """A background task: closes the forwarders' clients when the service stops."""
-    try:
-        await asyncio.Event().wait()
-    finally:
-        for client in list(_clients):
-            await client.aclose()
-
+account_svc = forwarder_of(AccountSvc, "account_svc")
+close_account_svc_clients = close_forwarder_clients  # (closes every forwarder's client)
 
 AccountSvcDep = Annotated[AccountSvc, Depends(account_svc)]
 ProposalId = uuid.UUID  # a path parameter: never anything that could change account-svc's path

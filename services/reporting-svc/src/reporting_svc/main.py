@@ -7,9 +7,10 @@ from ballast_common.app import ServiceSpec, create_app
 from fastapi.staticfiles import StaticFiles
 
 from reporting_svc.api import STATIC_DIR, router
-from reporting_svc.approvals_api import close_account_svc_clients
 from reporting_svc.approvals_api import router as approvals_router
 from reporting_svc.dispatcher import webhook_dispatcher
+from reporting_svc.exceptions_api import router as exceptions_router
+from reporting_svc.forwarding import close_forwarder_clients
 from reporting_svc.handlers import subscriptions
 from reporting_svc.settings import Settings
 from reporting_svc.tables import metadata
@@ -23,9 +24,9 @@ spec = ServiceSpec(
     metadata=metadata,
     migrations_dir=Path(__file__).parent / "migrations",
     description="Read models of holdings, trades and rebalance runs; REST reports; dashboard.",
-    routers=[router, webhooks_router, approvals_router],
+    routers=[router, webhooks_router, approvals_router, exceptions_router],
     subscriptions=subscriptions(settings),
-    background=[webhook_dispatcher, close_account_svc_clients],
+    background=[webhook_dispatcher, close_forwarder_clients],
 )
 
 app = create_app(spec, settings)

@@ -30,3 +30,9 @@ class Settings(ServiceSettings):
     # truth of decisions) with the caller's token. Empty: not configured (503 naming it).
     account_svc_url: str = ""
     account_svc_timeout_s: float = 10.0  # one forwarded request, connect to last byte
+
+    # Exceptions on screen: the dashboard's reconciliation breaks, file-set exceptions and
+    # unknown securities forward to taxlot-svc (the one truth of them) with the caller's
+    # token. Empty: not configured (503 naming it).
+    taxlot_svc_url: str = ""
+    taxlot_svc_timeout_s: float = 10.0  # one forwarded request, connect to last byte

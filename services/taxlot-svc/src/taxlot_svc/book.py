@@ -13,8 +13,8 @@ and the derived rows (lots, realized gains) are rewritten from the replay in the
 transaction as the event, so an event is applied entirely or not at all.
 
 Canonical order: by date; within a day corporate actions first (they take effect at the
-opening of their date, e.g. a split's ex-date), then opening lots and fills in arrival
-order.
+opening of their date, e.g. a split's ex-date), then opening lots, fills, sleeve transfers
+and adjustments (the custodian's figures accepted) in arrival order.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from typing import Any
 from ballast_engine.tax import (
     DEFAULT_RELIEF_METHOD,
     AccountType,
+    Adjustment,
+    AdjustmentKind,
     CashDividend,
     CashMerger,
     Change,
@@ -46,6 +48,7 @@ from ballast_engine.tax import (
     StockMerger,
     SymbolChange,
     TaxError,
+    TaxInputError,
     TaxLedger,
 )
 
@@ -53,6 +56,18 @@ ZERO = Decimal(0)
 OPENING = "opening"
 FILL = "fill"
 MOVE = "move"
+ADJUST = "adjust"
+# how an adjustment is stored (``method``) -> the engine's adjustment; "scale" is a quantity
+# whose basis is ours scaled per share (the custodian gave none)
+ADJUSTMENTS = {
+    "quantity": AdjustmentKind.QUANTITY,
+    "scale": AdjustmentKind.QUANTITY,
+    "basis": AdjustmentKind.BASIS,
+    "date": AdjustmentKind.DATE,
+    "open": AdjustmentKind.OPEN,
+    "close": AdjustmentKind.CLOSE,
+}
+RECONCILIATION = "reconciliation"  # the cause of lots an adjustment opens
 DEFAULT_METHOD = DEFAULT_RELIEF_METHOD.value  # a sell naming no lot, of an account never described
 
 
@@ -102,12 +117,15 @@ class AccountFacts:
 
 @dataclass(frozen=True, slots=True)
 class Input:
-    """An opening lot or a fill as stored (``seq`` = arrival order)."""
+    """An opening lot, a fill, a sleeve transfer or an adjustment as stored (``seq`` =
+    arrival order). An adjustment names its lot in ``lot_name``, its kind in ``method``
+    (see ``ADJUSTMENTS``), its quantity in ``quantity``, its basis in ``fees`` and its
+    acquisition date in ``acquired_on``."""
 
     seq: int
     account_id: str
-    kind: str  # opening | fill | move
-    ref: str  # fill id, the opening lot's id, or a sleeve transfer's id
+    kind: str  # opening | fill | move | adjust
+    ref: str  # fill id, opening lot id, sleeve transfer id, reconciliation:<break id>
     on: date
     symbol: str
     side: str  # buy | sell
@@ -119,12 +137,13 @@ class Input:
     method: str | None = None  # a sell's relief method when no lot is named
     sleeve: str = ""  # a fill's sleeve; a move's source sleeve
     to_sleeve: str | None = None  # a move's target sleeve
+    acquired_on: date | None = None  # an adjustment's acquisition date
 
     @property
     def trade_id(self) -> str:
-        """Unique within the household: a fill id is unique, an opening lot id and a
-        transfer id are unique within their account."""
-        if self.kind == FILL:
+        """Unique within the household: a fill id and a reconciliation break are unique, an
+        opening lot id and a transfer id are unique within their account."""
+        if self.kind in (FILL, ADJUST):
             return self.ref
         return f"{self.kind}:{self.account_id}:{self.ref}"
 
@@ -133,6 +152,8 @@ class Input:
         """The cause the engine journals this input's changes under."""
         if self.kind == MOVE:
             return f"move {self.trade_id}"
+        if self.kind == ADJUST:
+            return f"adjust {self.trade_id}"
         return f"trade {self.trade_id}"
 
 
@@ -221,8 +242,37 @@ def lot_matches(lot_id: str, name: str) -> bool:
     return lot_id == name or lot_id.startswith(name + "/")
 
 
+def to_adjustment(item: Input) -> Adjustment:
+    """The engine adjustment of a stored ``adjust`` input (an unknown kind is refused)."""
+    kind = ADJUSTMENTS.get(item.method or "")
+    if kind is None:
+        raise TaxInputError(
+            f"unknown adjustment {item.method!r}", ref=f"adjustment {item.ref}", field="method"
+        )
+    given_basis = item.method != "scale" and kind in (
+        AdjustmentKind.QUANTITY,
+        AdjustmentKind.BASIS,
+        AdjustmentKind.OPEN,
+    )
+    return Adjustment(
+        adjustment_id=item.trade_id,
+        account=item.account_id,
+        on=item.on,
+        symbol=item.symbol,
+        lot_id=item.lot_name or "",
+        kind=kind,
+        quantity=item.quantity if kind in (AdjustmentKind.QUANTITY, AdjustmentKind.OPEN) else None,
+        basis=item.fees if given_basis else None,
+        acquired=item.acquired_on,
+        ref=f"adjustment {item.ref} of account {item.account_id}",
+    )
+
+
 def apply_input(ledger: TaxLedger, item: Input) -> None:
-    """Apply an opening lot, a fill or a sleeve transfer to ``ledger``."""
+    """Apply an opening lot, a fill, a sleeve transfer or an adjustment to ``ledger``."""
+    if item.kind == ADJUST:
+        ledger.adjust(to_adjustment(item))
+        return
     if item.kind == MOVE:
         try:
             ledger.move(
@@ -578,6 +628,8 @@ JOURNAL_KINDS = {
     "wash-permanent": "wash-permanent",
     "move": "lot-move",
     "action": "action",
+    "adjust": "lot-adjust",
+    "close": "lot-relieve",
 }
 
 

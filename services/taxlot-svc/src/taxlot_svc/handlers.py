@@ -10,7 +10,7 @@ from ballast_common.contracts.events import (
 )
 from ballast_common.uow import UnitOfWork
 
-from taxlot_svc import service, taxes, transfers
+from taxlot_svc import service, taxes, transfers, unknown_securities
 from taxlot_svc.settings import Settings
 
 
@@ -37,6 +37,7 @@ async def on_securities_changed(
     uow: UnitOfWork, envelope: Envelope, payload: SecuritiesChangedV1
 ) -> None:
     await taxes.securities_changed(uow, payload)
+    await unknown_securities.securities_changed(uow, [s.symbol for s in payload.securities])
 
 
 async def on_equivalence_set_changed(

@@ -23,6 +23,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from taxlot_svc import repository as repo
 from taxlot_svc.book import (
+    RECONCILIATION,
     AccountFacts,
     Input,
     SymbolState,
@@ -259,9 +260,12 @@ def _same(a: Lot | None, b: Lot | None) -> bool:
 def _origin_of(lot: Lot) -> tuple[str, str | None]:
     """Cause and fill id of a lot's purchase (a lot split or changed by this fill keeps the
     origin of the purchase it came from): opening lots' purchases are ``opening:...``,
-    fills' are their fill ids."""
+    lots the custodian's figure opened ``reconciliation:<break id>``, fills' their fill
+    ids."""
     if lot.purchase_id.startswith("opening:"):
         return ("opening-balance", None)
+    if lot.purchase_id.startswith(RECONCILIATION + ":"):
+        return (RECONCILIATION, None)  # opened by the custodian's figure accepted
     return ("fill", lot.purchase_id)
 
 

@@ -5,7 +5,14 @@ from pathlib import Path
 from ballast_common import audit
 from ballast_common.app import ServiceSpec, create_app
 
-from taxlot_svc import book_load, custodian_day, custodian_monitor, custodian_monitor_api
+from taxlot_svc import (
+    book_load,
+    custodian_day,
+    custodian_files_api,
+    custodian_monitor,
+    custodian_monitor_api,
+    unknown_securities_api,
+)
 from taxlot_svc.api import router
 from taxlot_svc.handlers import subscriptions
 from taxlot_svc.settings import Settings
@@ -32,6 +39,8 @@ spec = ServiceSpec(
     routers=[
         router,
         custodian_monitor_api.router,
+        unknown_securities_api.router,
+        custodian_files_api.router,
         audit.trail_router("Opening balances, corporate actions, sleeve and sleeve-cash transfers"),
     ],
     subscriptions=subscriptions(settings),

@@ -1,5 +1,6 @@
 """Households and their replays: who belongs to which household, replaying a household's
-inputs with the tax engine, and rewriting the derived lots and realized gains.
+inputs with the tax engine, and rewriting the derived lots and realized gains. The inputs
+include the custodian's figures accepted (kind ``adjust``), so a replay keeps them.
 
 A replay is needed when a fill arrives late (dated before what its household already
 applied), when an account changes household or type, and for corporate actions and
@@ -25,8 +26,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from taxlot_svc import repository as repo
 from taxlot_svc.book import (
+    ADJUST,
     FILL,
     MOVE,
+    RECONCILIATION,
     AccountFacts,
     ActionInput,
     Input,
@@ -154,6 +157,7 @@ def input_of(row: Any) -> Input:
         method=row.method,
         sleeve=row.sleeve,
         to_sleeve=row.to_sleeve,
+        acquired_on=row.acquired_on,
     )
 
 
@@ -249,6 +253,8 @@ async def rebuild(
             if i.kind == FILL:
                 origins[i.trade_id] = ("fill", i.ref)
                 fill_ids[i.trade_id] = i.ref
+            elif i.kind == ADJUST:
+                origins[i.trade_id] = (RECONCILIATION, None)
             elif i.kind != MOVE:
                 origins[i.trade_id] = ("opening-balance", None)
     lots: list[dict[str, Any]] = []

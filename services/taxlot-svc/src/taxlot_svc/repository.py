@@ -1838,7 +1838,8 @@ async def breaks_page(
         session,
         text(
             "SELECT id, custodian, business_date, account_id, kind, symbol, lot_id, ours,"
-            " theirs, policy, status, load_id, found_at FROM reconciliation_breaks"
+            " theirs, policy, status, load_id, found_at, resolution, resolved_by, resolved_at,"
+            " resolution_note FROM reconciliation_breaks"
             " WHERE tenant = :tenant AND id > :after"
             " AND (CAST(:status AS text) IS NULL OR status = :status)"
             " AND (CAST(:account AS text) IS NULL OR account_id = :account)"
@@ -2119,17 +2120,26 @@ _HELD_BY_TRANSFER = (
 )
 
 
+_HELD_BY_UNKNOWN_SECURITY = (
+    "EXISTS (SELECT 1 FROM unknown_security_accounts u JOIN unknown_securities e"
+    " ON e.tenant = u.tenant AND e.custodian = u.custodian AND e.symbol = u.symbol"
+    " AND e.status = 'open' WHERE u.tenant = m.tenant AND u.account_id = m.account_id)"
+)
+
+
 async def releasable_accounts_page(
     session: AsyncSession, tenant: str, custodian: str, after: str, limit: int
 ) -> list[str]:
     """A page of the custodian's accounts that nothing holds any more: no open break that
-    suspends them, no open transfer exception of a custodian of theirs."""
+    suspends them, no open transfer exception of a custodian of theirs, no position in a
+    security the security master does not know."""
     rows = await _run(
         session,
         text(
             "SELECT m.account_id FROM custodian_accounts m WHERE m.tenant = :tenant"
             " AND m.custodian = :custodian AND m.account_id > :after"
             f" AND NOT {_HELD_BY_BREAK} AND NOT {_HELD_BY_TRANSFER}"
+            f" AND NOT {_HELD_BY_UNKNOWN_SECURITY}"
             " ORDER BY m.account_id LIMIT :limit"
         ).bindparams(
             tenant=tenant,

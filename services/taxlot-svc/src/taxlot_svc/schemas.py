@@ -400,6 +400,18 @@ class ReconciliationOut(BaseModel):
     reconciled_at: datetime
 
 
+BreakResolution = Literal["keep-ours", "accept-custodian"]
+
+
+class ResolutionOut(BaseModel):
+    resolution: BreakResolution
+    note: str
+    resolved_by: str = Field(
+        description="who resolved it (the token's `sub`; `policy`: the accept policy)"
+    )
+    resolved_at: datetime
+
+
 class BreakOut(BaseModel):
     """One difference between the custodian and the ledger; `ours`/`theirs` hold each side's
     quantity, cost_basis and acquired_on (a cash break: cash), decimals as strings."""
@@ -417,33 +429,41 @@ class BreakOut(BaseModel):
     status: str
     load_id: str
     found_at: datetime
-
-
-BreakResolution = Literal["keep-ours"]
+    resolved: ResolutionOut | None = Field(
+        default=None, description="how, by whom, when and why it was resolved (if it was)"
+    )
 
 
 class BreakResolutionIn(RequestBody):
     """How a person resolves an open break, and why (kept in the audit trail)."""
 
     resolution: BreakResolution = Field(
-        description="keep-ours: the ledger's figure stands and the break is closed"
+        description="keep-ours: the ledger's figure stands and the break is closed; "
+        "accept-custodian: the ledger is adjusted to the custodian's figure"
     )
     note: str = Field(min_length=1, max_length=1000, description="why, in words")
 
 
-class ResolutionOut(BaseModel):
-    resolution: BreakResolution
-    note: str
-    resolved_by: str = Field(description="who resolved it (the token's `sub`)")
-    resolved_at: datetime
+class AdjustmentOut(BaseModel):
+    """A ledger entry of an accepted break (cause `reconciliation:<break id>`)."""
+
+    account_id: str
+    cause: str
+    kind: str = Field(description="lot-open | lot-relieve | lot-adjust | cash")
+    symbol: str | None
+    lot_id: str | None
+    quantity: Decimal | None = Field(description="shares opened, relieved or added (signed)")
+    amount: Decimal = Field(description="basis opened, relieved or added; cash added (signed)")
 
 
 class ResolvedBreakOut(BreakOut):
     """The break, now resolved; `account_released` when it was the account's last open
-    break that held it from trading (trading-hold-changed published)."""
+    break that held it from trading (trading-hold-changed published); `adjustments`: the
+    ledger entries of an accepted figure."""
 
     resolution: ResolutionOut
     account_released: bool
+    adjustments: list[AdjustmentOut] = Field(default_factory=list)
 
 
 class BreaksOut(BaseModel):

@@ -372,6 +372,8 @@ class _Batch:
     # Accounts whose lots or loss sales a fill changed, with that fill's event.
     touched: dict[str, Cause] = field(default_factory=dict)
     states: dict[str, tuple[date, int]] = field(default_factory=dict)
+    # fill id -> the lot a buy opens, when not `fill-<fill id>` (a custodian's own lot id)
+    lot_names: dict[str, str] = field(default_factory=dict)
 
     def touch(self, accounts: Iterable[str], arrival: _Arrival) -> None:
         self.touched.update(dict.fromkeys(accounts, arrival.cause))
@@ -424,7 +426,9 @@ class _Batch:
 
 
 async def apply_fills(
-    uow: UnitOfWork, fills: Sequence[tuple[FillsReceivedV1, FillCause]]
+    uow: UnitOfWork,
+    fills: Sequence[tuple[FillsReceivedV1, FillCause]],
+    lot_names: dict[str, str] | None = None,
 ) -> list[FillOutcome]:
     """Apply a batch of fills (see :func:`apply_fill`) in one transaction, with one
     statement per table for the batch: the households' locks taken once, in sorted order;
@@ -432,7 +436,8 @@ async def apply_fills(
     the engine to the state read for all of them at once (households with a late fill
     apply theirs one by one, replaying as a single fill does); cash settled per sleeve (a
     fill's sleeve's); one holdings-reconciled request per account, following from its last
-    fill's event in that event's trace. Returns each fill's outcome, in the batch's order.
+    fill's event in that event's trace. ``lot_names`` names the lot a buy opens (fill id ->
+    lot id; default ``fill-<fill id>``). Returns each fill's outcome, in the batch's order.
 
     Raises PermanentMessageError for the first bad fill (the consumer then redoes the
     batch one fill at a time, so only that one is dead-lettered)."""
@@ -456,7 +461,7 @@ async def apply_fills(
     outcomes, fresh = await _record_fills(session, arrivals)
     if not fresh:
         return outcomes
-    batch = _Batch(contexts)
+    batch = _Batch(contexts, lot_names=dict(lot_names or {}))
     groups: dict[str, list[_Arrival]] = {}
     for arrival in sorted(fresh, key=lambda a: (a.day, a.index)):  # the order they apply in
         groups.setdefault(contexts[arrival.fill.account_id].locked, []).append(arrival)
@@ -543,9 +548,13 @@ async def _record_fills(
     return outcomes, [a for a in candidates if a.fill.fill_id in inserted]
 
 
-def _fill_input(arrival: _Arrival, context: Any) -> tuple[book.Input, dict[str, Any]]:
+def _fill_input(
+    arrival: _Arrival, context: Any, lot_name: str | None = None
+) -> tuple[book.Input, dict[str, Any]]:
     """A fill as the engine's input (``seq``: its place in the batch) and as its row."""
     fill = arrival.fill
+    if fill.side != "buy":
+        lot_name = None
     lot_ids = list(fill.lot_ids)
     method: str | None = None
     if fill.side == "sell" and not lot_ids:
@@ -561,6 +570,7 @@ def _fill_input(arrival: _Arrival, context: Any) -> tuple[book.Input, dict[str, 
         fill.quantity,
         fill.price,
         fees=fill.fees,
+        lot_name=lot_name,
         lot_ids=";".join(lot_ids),
         method=method,
         sleeve=sleeve,
@@ -576,6 +586,7 @@ def _fill_input(arrival: _Arrival, context: Any) -> tuple[book.Input, dict[str, 
         quantity=fill.quantity,
         price=fill.price,
         fees=fill.fees,
+        lot_name=lot_name,
         lot_ids=tuple(lot_ids),
         method=method,
         sleeve=sleeve,
@@ -618,7 +629,10 @@ async def _apply_in_date_order(
     written: list[tuple[Applied, dict[int, int], list[book.Input]]] = []
     for household, mine in groups.items():
         state, ids = states[household]
-        made = [(a, *_fill_input(a, contexts[a.fill.account_id])) for a in mine]
+        made = [
+            (a, *_fill_input(a, contexts[a.fill.account_id], batch.lot_names.get(a.fill.fill_id)))
+            for a in mine
+        ]
         try:
             applied = apply_in_date_order(state, [item for _, item, _ in made])
         except InputRefused as refused:
@@ -662,7 +676,7 @@ async def _apply_one_by_one(
     for arrival in mine:
         fill = arrival.fill
         context = batch.contexts[fill.account_id]
-        item, row = _fill_input(arrival, context)
+        item, row = _fill_input(arrival, context, batch.lot_names.get(fill.fill_id))
         last_day, seq = await repo.household_state(session, household)
         entries: list[dict[str, Any]] = []
         try:

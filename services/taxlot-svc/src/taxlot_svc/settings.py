@@ -52,6 +52,13 @@ class Settings(ServiceSettings):
     # How often the monitor looks for overdue sets, and how many business days back.
     custodian_monitor_interval_s: float = Field(default=60.0, gt=0)
     custodian_monitor_lookback_days: int = Field(default=10, ge=1, le=250)
+    # Prices and corporate actions are the platform's, shared by every tenant. A custodian's
+    # day (uploaded by one tenant's operations) applies those of its files only when this is
+    # on: a deployment for one firm (the default, the demo). A platform of several tenants
+    # turns it off (helm does): the day's actions not yet applied (by a platform operator,
+    # `POST /corporate-actions`) are reported as awaiting the platform and the breaks they
+    # cause hold their accounts, naming the action; its prices are not kept.
+    custodian_files_set_platform_data: bool = True
 
     @field_validator("custodian_calendar")
     @classmethod

@@ -29,6 +29,7 @@ from sqlalchemy import (
     DateTime,
     Identity,
     Index,
+    LargeBinary,
     Numeric,
     Text,
     UniqueConstraint,
@@ -258,7 +259,10 @@ class TaxSettings(Table, table=True):
 class TaxInput(Table, table=True):
     """What the lots of an account are replayed from: each opening lot and each fill, with
     the relief method in force when a sell arrived (so a later method change does not
-    rewrite past sales). ``id`` is the arrival order (it breaks ties within a day)."""
+    rewrite past sales), each sleeve transfer, and each custodian's figure accepted (kind
+    ``adjust``, ref ``reconciliation:<break id>``, ``method`` its adjustment: quantity |
+    scale | basis | date | open | close). ``id`` is the arrival order (it breaks ties
+    within a day)."""
 
     __tablename__ = "tax_inputs"
     __table_args__ = (
@@ -271,7 +275,7 @@ class TaxInput(Table, table=True):
         sa_column=Column(BigInteger, Identity(always=False), primary_key=True),
     )
     account_id: str = Field(max_length=64)
-    kind: str = Field(max_length=8, description="opening | fill | move")
+    kind: str = Field(max_length=8, description="opening | fill | move | adjust")
     ref: str = Field(max_length=200, description="fill id, opening lot id, or transfer id")
     trade_on: date = Field(sa_column=Column(Date, nullable=False))
     symbol: str = Field(max_length=16)
@@ -284,6 +288,11 @@ class TaxInput(Table, table=True):
     method: str | None = Field(default=None, max_length=8)
     sleeve: str = Field(default="", max_length=64, description="a fill's sleeve; a move's source")
     to_sleeve: str | None = Field(default=None, max_length=64, description="a move's target")
+    acquired_on: date | None = Field(
+        default=None,
+        sa_column=Column(Date, nullable=True),
+        description="an adjustment's acquisition date (date, open)",
+    )
     recorded_at: datetime = Field(default_factory=_now, sa_column=_timestamp())
 
 
@@ -385,9 +394,17 @@ class ReconciliationBreak(Table, table=True):
     theirs: dict[str, Any] | None = Field(default=None, sa_column=Column(JSONB, nullable=True))
     policy: str = Field(max_length=16, description="suspend | flag | accept")
     # open | superseded (a later day's comparison of the account replaced it)
-    status: str = Field(max_length=16, description="open | superseded")
+    status: str = Field(max_length=16, description="open | superseded | resolved")
     load_id: str = Field(max_length=64)
     found_at: datetime = Field(default_factory=_now, sa_column=_timestamp())
+    # how it was resolved (keep-ours | accept-custodian), by whom (`policy`: the accept
+    # policy when its day was reconciled), when and why
+    resolution: str | None = Field(default=None, max_length=32)
+    resolved_by: str | None = Field(default=None, max_length=200)
+    resolved_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    resolution_note: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
 
 
 class Reconciliation(Table, table=True):
@@ -470,3 +487,125 @@ class TransferException(Table, table=True):
     )
     resolved_by: str | None = Field(default=None, max_length=200)
     resolution: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class UnknownSecurity(Table, table=True):
+    """A symbol of a custodian's files that the security master does not know (taxlot-svc
+    knows securities from ``securities-changed``): an exception for the security master, open
+    until ``securities-changed`` brings the symbol or a person resolves it. While open, the
+    accounts holding it (``unknown_security_accounts``) are held from trading."""
+
+    __tablename__ = "unknown_securities"
+    __table_args__ = (
+        # one open exception per custodian and symbol: a later day refreshes it
+        Index(
+            "ux_unknown_securities_open",
+            "tenant",
+            "custodian",
+            "symbol",
+            unique=True,
+            postgresql_where=text("status = 'open'"),
+        ),
+        Index("ix_unknown_securities_tenant", "tenant", "status", "id"),
+        Index("ix_unknown_securities_symbol", "symbol", "status"),
+    )
+
+    id: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger, Identity(always=False), primary_key=True),
+    )
+    tenant: str = Field(max_length=64)
+    custodian: str = Field(max_length=64)
+    business_date: date = Field(sa_column=Column(Date, nullable=False))
+    symbol: str = Field(max_length=16)
+    cusip: str | None = Field(default=None, max_length=12)
+    name: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    first_file: str = Field(max_length=64)
+    first_line: int = Field(sa_column=Column(BigInteger, nullable=False))
+    rows: int = Field(sa_column=Column(BigInteger, nullable=False))
+    last_business_date: date = Field(sa_column=Column(Date, nullable=False))
+    load_id: str = Field(max_length=64)
+    status: str = Field(max_length=16, description="open | resolved")
+    opened_at: datetime = Field(default_factory=_now, sa_column=_timestamp())
+    resolved_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    resolved_by: str | None = Field(default=None, max_length=200)
+    resolution: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+class UnknownSecurityAccount(Table, table=True):
+    """An account whose custodian's latest day has a position in a security the security
+    master does not know (held from trading while its exception is open)."""
+
+    __tablename__ = "unknown_security_accounts"
+
+    tenant: str = Field(primary_key=True, max_length=64)
+    custodian: str = Field(primary_key=True, max_length=64)
+    symbol: str = Field(primary_key=True, max_length=16)
+    account_id: str = Field(primary_key=True, max_length=64)
+    business_date: date = Field(sa_column=Column(Date, nullable=False))
+
+
+class CustodianTransaction(Table, table=True):
+    """A row of a custodian's transactions.csv, taken once by (custodian, transaction id, lot
+    id) (see taxlot_svc.custodian_ingest): what the ingest did with it (``outcome``) and
+    why it did not apply it (``reason``)."""
+
+    __tablename__ = "custodian_transactions"
+    __table_args__ = (Index("ix_custodian_transactions_load", "tenant", "load_id", "outcome"),)
+
+    tenant: str = Field(primary_key=True, max_length=64)
+    custodian: str = Field(primary_key=True, max_length=64)
+    transaction_id: str = Field(primary_key=True, max_length=64)
+    lot_id: str = Field(primary_key=True, max_length=64, description="'' when the row names none")
+    account_id: str = Field(max_length=64)
+    type: str = Field(max_length=16)
+    symbol: str | None = Field(default=None, max_length=16)
+    quantity: Decimal | None = Field(default=None, sa_column=_exact(nullable=True))
+    amount: Decimal | None = Field(default=None, sa_column=_money(nullable=True))
+    price: Decimal | None = Field(default=None, sa_column=_exact(nullable=True))
+    trade_date: date = Field(sa_column=Column(Date, nullable=False))
+    business_date: date = Field(sa_column=Column(Date, nullable=False))
+    load_id: str = Field(max_length=64)
+    line: int = Field(sa_column=Column(BigInteger, nullable=False))
+    # cash | transfer | ours (Ballast's own fill did it) | trade (applied as a fill) |
+    # mismatch | no-ledger | refused | pending (while the day is applied)
+    outcome: str = Field(max_length=16)
+    reason: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    taken_at: datetime = Field(default_factory=_now, sa_column=_timestamp())
+
+
+class CustodianDayFile(Table, table=True):
+    """A file of a custodian's day as delivered (kept for audit, also of refused sets): its
+    digest, and the digest the set's manifest gave it. Every version is kept."""
+
+    __tablename__ = "custodian_day_files"
+    __table_args__ = (
+        Index("ix_custodian_day_files_day", "tenant", "custodian", "business_date", "name", "id"),
+    )
+
+    id: int | None = Field(
+        default=None,
+        sa_column=Column(BigInteger, Identity(always=False), primary_key=True),
+    )
+    tenant: str = Field(max_length=64)
+    custodian: str = Field(max_length=64)
+    business_date: date = Field(sa_column=Column(Date, nullable=False))
+    name: str = Field(max_length=128)
+    size: int = Field(sa_column=Column(BigInteger, nullable=False))
+    sha256: str = Field(max_length=64)
+    manifest_sha256: str | None = Field(default=None, max_length=64)
+    received_by: str = Field(max_length=200)
+    received_at: datetime = Field(default_factory=_now, sa_column=_timestamp())
+
+
+class CustodianDayFileChunk(Table, table=True):
+    """The bytes of a kept file, in order (a file of any size is stored and served in
+    chunks, never held whole)."""
+
+    __tablename__ = "custodian_day_file_chunks"
+
+    file_id: int = Field(sa_column=Column(BigInteger, primary_key=True))
+    n: int = Field(sa_column=Column(BigInteger, primary_key=True))
+    content: bytes = Field(sa_column=Column(LargeBinary, nullable=False))

@@ -23,7 +23,7 @@ import io
 import json
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from datetime import date
 from functools import partial
 from pathlib import Path
@@ -57,7 +57,11 @@ from ballast_cli.retrying import DEFAULT_RETRY, RetryPolicy
 
 SHOWN_PER_FILE = 20
 RECONCILED_FILES = ("cash.csv", "positions.csv", "lots.csv")  # what taxlot-svc reconciles
+# what a day's load uploads: the reconciled files and those the ingest applies first
+# (corporate_actions.csv when the set has it)
+UPLOADED_FILES = (*RECONCILED_FILES, "transactions.csv", "prices.csv", "corporate_actions.csv")
 DAYS_ROUTE = "/custodian-days"
+OWN_FILES = ("ballast-report.txt", "ballast-exception.json")  # the watcher's, in .rejected/
 TAXLOT = "taxlot-svc"
 BREAKS_SHOWN = 20
 CONVERT_ROWS = 10_000  # rows per chunk of a converted file
@@ -242,10 +246,11 @@ def canonical_chunks(path: Path, adapter: CustodianFormat, canonical: str) -> It
 
 
 def day_files(folder: Path, adapter: CustodianFormat, custodian: str, day: date) -> FileSet:
-    """The day's reconciled files as a load of taxlot-svc: canonical names, converted where the
+    """The day's files as a load of taxlot-svc: canonical names, converted where the
     custodian's format is not the canonical one; the load id names the custodian, the date
     and a digest of the files."""
-    paths = {name: folder / adapter.file_name(name, day) for name in RECONCILED_FILES}
+    paths = {name: folder / adapter.file_name(name, day) for name in UPLOADED_FILES}
+    paths = {n: p for n, p in paths.items() if n in RECONCILED_FILES or p.exists()}
     digest = hashlib.sha256(f"{custodian}/{day.isoformat()}".encode())
     for name, path in paths.items():
         digest.update(name.encode())
@@ -295,8 +300,9 @@ async def reconcile_day(
         retry,
         route=DAYS_ROUTE,
         services=(TAXLOT,),
-        files_of=lambda _: RECONCILED_FILES,
+        files_of=lambda _: UPLOADED_FILES,
     )
+    await keep_originals(http, taxlot_url, files.folder, custodian, files.as_of)
     outcome = await loader.load(files)
     if outcome.problems:
         return outcome, []
@@ -314,6 +320,53 @@ async def reconcile_day(
     if page.status_code != 200:
         raise BookLoadError(f"{TAXLOT} answered {page.status_code} for the day's breaks")
     return outcome, list(page.json()["breaks"])
+
+
+def manifest_digests(folder: Path, custodian: str, day: date) -> dict[str, str]:
+    """File name -> the SHA-256 the set's manifest gives it (none when it cannot be read)."""
+    try:
+        adapter = adapter_for(custodian)
+        path = folder / adapter.file_name("manifest.csv", day)
+        canonical = b"".join(canonical_chunks(path, adapter, "manifest.csv")).decode()
+        rows = csv.DictReader(io.StringIO(canonical))
+        return {r["file"]: r["sha256"].lower() for r in rows if r.get("file") and r.get("sha256")}
+    except (KeyError, OSError, ValueError, CommandError, csv.Error):
+        return {}
+
+
+async def keep_originals(
+    http: httpx.AsyncClient, taxlot_url: str, folder: Path, custodian: str, day: date
+) -> int:
+    """Every file of a day's folder, as delivered, kept by taxlot-svc for audit (with the
+    digest the manifest gives it); the watcher's own files (names starting with a dot) and
+    its reports are not the custodian's. Returns how many were sent."""
+    digests = manifest_digests(folder, custodian, day)
+    sent = 0
+    for path in delivered_files(folder):
+        params = {"manifest_sha256": digests[path.name]} if path.name in digests else {}
+        url = f"{taxlot_url}{DAYS_ROUTE}/{custodian}/{day.isoformat()}/files/{path.name}"
+        response = await http.put(url, content=_file_chunks(path), params=params)
+        if response.status_code not in (200, 201):
+            raise BookLoadError(
+                f"{TAXLOT} answered {response.status_code} keeping {path.name}: {response.text}"
+            )
+        sent += 1
+    return sent
+
+
+def delivered_files(folder: Path) -> list[Path]:
+    """The custodian's files of a day's folder (not the watcher's own)."""
+    return [
+        p
+        for p in sorted(folder.iterdir())
+        if p.is_file() and not p.name.startswith(".") and p.name not in OWN_FILES
+    ]
+
+
+async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            yield chunk
 
 
 def render_reconciliation(outcome: Outcome, first: list[dict[str, Any]]) -> Iterable[str]:

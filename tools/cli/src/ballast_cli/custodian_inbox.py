@@ -32,6 +32,7 @@ from ballast_cli.book import BookLoadError
 from ballast_cli.custodian import (
     TAXLOT,
     day_files,
+    keep_originals,
     reconcile_day,
     render,
 )
@@ -227,7 +228,9 @@ class Inbox:
         problems: list[str],
         report: Report | None = None,
     ) -> InboxEvent:
-        """Report the refused set to taxlot-svc (an exception), then move it aside."""
+        """Keep the refused set's files at taxlot-svc, report it (an exception), then move it
+        aside."""
+        await keep_originals(self.http, self.taxlot_url, folder, custodian, day)
         body = {
             "custodian": custodian,
             "business_date": day.isoformat(),

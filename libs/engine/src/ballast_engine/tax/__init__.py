@@ -6,6 +6,7 @@ and writes files). taxlot-svc keeps lots in Postgres and calls the same function
 engine asks :class:`TaxLedger` (or the pure functions) what it may buy and sell.
 """
 
+from ballast_engine.tax.adjustments import Adjustment, AdjustmentKind, adjust_pieces
 from ballast_engine.tax.choice import (
     GainBudget,
     LotChoice,
@@ -91,6 +92,8 @@ __all__ = [
     "RELIEF_METHOD_NAMES",
     "AccountType",
     "ActionOutcome",
+    "Adjustment",
+    "AdjustmentKind",
     "BuyBlock",
     "CashDividend",
     "CashMerger",
@@ -130,6 +133,7 @@ __all__ = [
     "TaxRates",
     "Term",
     "UnknownLotError",
+    "adjust_pieces",
     "allocate_loss",
     "apply_to_lots",
     "buy_blocks",

@@ -16,6 +16,15 @@ from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal
 
+from ballast_engine.tax.adjustments import (
+    Adjustment,
+    AdjustmentKind,
+    adjust_pieces,
+    changes_of,
+    is_piece,
+    opened_lot,
+    validate,
+)
 from ballast_engine.tax.corporate import (
     CorporateAction,
     StockMerger,
@@ -588,6 +597,47 @@ class TaxLedger:
         self._actions[action_id] = created
         return created
 
+    # ----------------------------------------------------------------- adjustments
+    def adjust(self, adj: Adjustment) -> list[Change]:
+        """Apply an adjustment (see :mod:`ballast_engine.tax.adjustments`), all-or-nothing,
+        in date order with trades. Returns its journal (empty: nothing to adjust).
+
+        Raises:
+            TaxInputError: unknown account, a field its kind needs missing or wrong, or a
+                date before one already applied for the household.
+        """
+        try:
+            acct = self._account_of(adj.account)
+            validate(adj)
+            last = self._last_day.get(acct.household)
+            if last is not None and adj.on < last:
+                raise TaxInputError(
+                    f"adjustment dated {adj.on} arrives after a {last} input of household "
+                    f"{acct.household}: replay the household in date order",
+                    field="date",
+                )
+        except TaxError as err:
+            raise _with_ref(err, adj.ref) from None
+        self._last_day[acct.household] = adj.on
+        cause = f"adjust {adj.adjustment_id}"
+        position = self._positions[acct.account_id].get(adj.symbol, [])
+        pieces = [lot for lot in position if is_piece(lot, adj.lot_id)]
+        if adj.kind is AdjustmentKind.OPEN:
+            if pieces:
+                return []
+            self._seq += 1
+            lot = opened_lot(adj, self._seq)
+            self._names[acct.account_id].add(lot.lot_id)
+            self._set_position(acct.account_id, adj.symbol, [*position, lot])
+            changes = changes_of(cause, [], {}, lot)
+        else:
+            after = adjust_pieces(pieces, adj) if pieces else {}
+            kept = [after.get(lot.lot_id, lot) for lot in position]
+            self._set_position(acct.account_id, adj.symbol, [x for x in kept if x is not None])
+            changes = changes_of(cause, pieces, after, None)
+        self.journal.extend(changes)
+        return changes
+
     # ----------------------------------------------------------------- internals
     def _account_of(self, account: str) -> LedgerAccount:
         acct = self.accounts.get(account)
@@ -632,7 +682,7 @@ class TaxLedger:
 
 
 def replay(
-    trades: Iterable[Fill],
+    trades: Iterable[Fill | Adjustment],
     accounts: Iterable[LedgerAccount],
     *,
     identity: Identity | None = None,
@@ -641,7 +691,7 @@ def replay(
     """Apply ``trades`` in the canonical order (date, then arrival within the day).
 
     Args:
-        trades: fills of any households, in any order of days.
+        trades: fills and adjustments of any households, in any order of days.
         accounts: the accounts they belong to.
         identity: substantially identical securities.
         method: overrides every account's default relief method.
@@ -653,5 +703,8 @@ def replay(
     ledger = TaxLedger(accts, identity=identity)
     ordered = sorted(enumerate(trades), key=lambda it: (it[1].on, it[0]))
     for _, trade in ordered:
-        ledger.apply(trade)
+        if isinstance(trade, Adjustment):
+            ledger.adjust(trade)
+        else:
+            ledger.apply(trade)
     return ledger

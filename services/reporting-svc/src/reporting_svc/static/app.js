@@ -2,7 +2,8 @@
  *
  * Routes (in the URL hash): #/  overview · #/runs  runs · #/runs/<id>  one run ·
  * #/accounts/<id>  one account · #/review  proposals held for review · #/review/<id>  one
- * proposal (approve, reject, edit; its decision history). Every view builds its layout once and re-loads its data on
+ * proposal (approve, reject, edit; its decision history) · #/exceptions  open breaks and
+ * custodian exceptions (resolve: keep ours, accept the custodian's). Every view builds its layout once and re-loads its data on
  * refresh, so filters and focus survive the auto-refresh.
  *
  * Signing in: every data call carries a bearer token (docs/auth.md). The page takes it from
@@ -895,7 +896,13 @@ function proposalPage(view, proposalId) {
       card("Turnover", percentPoints(p.turnover_percent), p.account_value != null ? `of ${money(p.account_value)}` : "account value not known"),
       card("Drift", p.drift_before_percent != null ? percentPoints(p.drift_before_percent) : "—",
         p.drift_after_percent != null ? `${percentPoints(p.drift_after_percent)} after (estimated)` : "largest security drift before"),
-    ].join("");
+      ...(p.tracking_error_before_percent != null || p.tracking_error_after_percent != null
+        ? [card("Tracking error", `${percentPoints(p.tracking_error_before_percent)} → ${percentPoints(p.tracking_error_after_percent)}`,
+            "before → after, yearly, against the index")]
+        : []),
+    ].join("") + (p.notes && p.notes.length
+      ? `<div class="card" style="grid-column: 1 / -1"><div class="label">Notes</div>${p.notes.map((n) => `<div class="small">${esc(n)}</div>`).join("")}</div>`
+      : "");
     const rows = p.trades.map((t) => `
       <tr data-trade="${esc(t.trade_id)}">
         <td class="side-${esc(t.side)}">${esc(t.side.toUpperCase())}</td>
@@ -933,6 +940,201 @@ function proposalPage(view, proposalId) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// exceptions: the custodians' days that do not agree with the book of record (taxlot-svc
+// decides; these routes forward to it): open reconciliation breaks, file sets missing, late or
+// refused, and securities the security master does not know
+
+// Roles whose token may resolve breaks and exceptions (docs/auth.md); taxlot-svc checks again.
+const OPERATOR_ROLES = ["operations", "admin"];
+
+function canOperate() {
+  const c = token() ? claims(token()) : null;
+  return Boolean(c && (c.roles || []).some((r) => OPERATOR_ROLES.includes(r)));
+}
+
+// The nav link's count: open breaks, file-set and security exceptions, at most every 30 s.
+const EXCEPTIONS_COUNT_MS = 30000;
+let exceptionsCountAt = 0;
+
+async function loadExceptionsCount(force = false) {
+  const link = document.getElementById("exceptions-count");
+  if (!link || !token() || (!force && Date.now() - exceptionsCountAt < EXCEPTIONS_COUNT_MS)) return;
+  exceptionsCountAt = Date.now();
+  try {
+    const pages = await Promise.all([
+      api("/custodian/breaks?status=open&limit=1000"),
+      api("/custodian/exceptions?status=open&limit=1000"),
+      api("/custodian/unknown-securities?status=open&limit=1000"),
+    ]);
+    const open = pages[0].breaks.length + pages[1].exceptions.length + pages[2].exceptions.length;
+    const more = pages.some((p) => p.next_after !== null);
+    link.textContent = open ? count(open) + (more ? "+" : "") : "";
+    link.hidden = !open;
+  } catch (_) {
+    link.hidden = true;  // taxlot-svc unreachable: the Exceptions page says why
+  }
+}
+
+// One side of a break in words: "10 sh · $100.00 · 2024-01-01", or cash.
+function breakSide(side, kind) {
+  if (!side) return `<span class="muted">none</span>`;
+  if (kind === "cash") return money(side.cash);
+  return `${qty(side.quantity)} sh · ${money(side.cost_basis)} · ${esc(side.acquired_on)}`;
+}
+
+function policyBadge(policy) {
+  const tone = { suspend: "bad", flag: "warn", accept: "info" }[policy] || "";
+  return `<span class="badge ${tone}">${esc(policy)}</span>`;
+}
+
+const exceptionsState = { custodian: "", after: 0, pages: [] };
+
+function exceptionsPage(view) {
+  const operator = canOperate();
+  view.innerHTML = `
+    <div class="page-head"><div><div class="crumbs"><a href="#/">Overview</a> / Exceptions</div>
+      <h1>Exceptions</h1>
+      <div class="muted">Where a custodian's day does not agree with the book of record: breaks found lot by lot, file sets missing, late or refused, securities the security master does not know. An account held by one is not traded until it is resolved.</div></div>
+      <div class="filters"><input type="search" id="f-custodian" placeholder="Custodian" value="${esc(exceptionsState.custodian)}"></div></div>
+    ${operator ? "" : `<div class="notice">Signed in as ${esc((claims(token())?.roles || []).join(", "))}: you can read exceptions; resolving them needs operations or admin.</div>`}
+    <div id="exceptions-message"></div>
+    <section class="panel">
+      <div class="panel-head"><h2>Open breaks</h2><div class="spacer"></div>
+        ${operator ? `<input type="text" id="break-note" class="note" placeholder="Note (required to resolve)" maxlength="1000">` : ""}
+      </div>
+      <div id="breaks"></div>
+      <div class="pager"><span id="breaks-info" class="muted small"></span>
+        <button id="breaks-first">⇤ First</button><button id="breaks-next">Next →</button></div>
+    </section>
+    <section class="panel">
+      <div class="panel-head"><h2>File sets and securities</h2><div class="spacer"></div>
+        ${operator ? `<input type="text" id="exception-note" class="note" placeholder="What was done (required to resolve)" maxlength="2000">` : ""}
+      </div>
+      <div id="file-exceptions"></div>
+    </section>`;
+  const message = view.querySelector("#exceptions-message");
+  const custodian = view.querySelector("#f-custodian");
+  let typing = null;
+  let nextAfter = null;
+  custodian.addEventListener("input", () => {
+    clearTimeout(typing);
+    typing = setTimeout(() => {
+      exceptionsState.custodian = custodian.value.trim();
+      exceptionsState.after = 0;
+      load();
+    }, 250);
+  });
+  view.querySelector("#breaks-first").addEventListener("click", () => { exceptionsState.after = 0; load(); });
+  view.querySelector("#breaks-next").addEventListener("click", () => {
+    if (nextAfter !== null) { exceptionsState.after = nextAfter; load(); }
+  });
+
+  function noteOf(id) {
+    const input = view.querySelector(id);
+    const note = input ? input.value.trim() : "";
+    if (!note) {
+      flash(message, "Write a note first: why the break or exception is resolved so (it is kept in the audit trail).");
+      input?.focus();
+    }
+    return note;
+  }
+
+  async function resolveBreak(id, resolution) {
+    const note = noteOf("#break-note");
+    if (!note) return;
+    const words = resolution === "accept-custodian" ? "the custodian's figure accepted" : "ours kept";
+    try {
+      const result = await post(`/custodian/breaks/${encodeURIComponent(id)}/resolve`, { resolution, note });
+      const adjusted = (result.adjustments || []).length;
+      flash(message, `Break ${id} resolved: ${words}` +
+        (adjusted ? ` (${adjusted} ledger entr${adjusted === 1 ? "y" : "ies"})` : "") +
+        (result.account_released ? `; account ${result.account_id} released for trading` : ""), true);
+      view.querySelector("#break-note").value = "";
+    } catch (error) {
+      flash(message, `Could not resolve break ${id}: ${error.message}`);
+    }
+    await load().catch(() => {});
+    loadExceptionsCount(true);
+  }
+
+  async function resolveException(path, what) {
+    const resolution = noteOf("#exception-note");
+    if (!resolution) return;
+    try {
+      await post(path, { resolution });
+      flash(message, `${what} resolved`, true);
+      view.querySelector("#exception-note").value = "";
+    } catch (error) {
+      flash(message, `Could not resolve ${what}: ${error.message}`);
+    }
+    await load().catch(() => {});
+    loadExceptionsCount(true);
+  }
+
+  function renderBreaks(page) {
+    const rows = page.breaks.map((b) => `<tr>
+      <td><a class="mono" href="#/accounts/${encodeURIComponent(b.account_id)}">${esc(b.account_id)}</a></td>
+      <td><span class="tag">${esc(b.kind)}</span></td>
+      <td>${b.symbol ? `<span class="mono">${esc(b.symbol)}</span>` : `<span class="muted">—</span>`}${b.lot_id ? ` <span class="small muted mono">${esc(b.lot_id)}</span>` : ""}</td>
+      <td>${breakSide(b.ours, b.kind)}</td>
+      <td>${breakSide(b.theirs, b.kind)}</td>
+      <td>${policyBadge(b.policy)}</td>
+      <td><span class="small">${esc(b.custodian)}</span><div class="small muted">${esc(b.business_date)}</div></td>
+      ${operator ? `<td class="actions"><button type="button" data-break="${b.id}" data-resolution="keep-ours">Keep ours</button>
+        <button type="button" data-break="${b.id}" data-resolution="accept-custodian">Accept the custodian's</button></td>` : ""}
+    </tr>`).join("");
+    const box = view.querySelector("#breaks");
+    box.innerHTML = page.breaks.length ? `<table><thead><tr><th>Account</th><th>Kind</th><th>Symbol / lot</th>
+      <th>Ours</th><th>Theirs</th><th>Policy</th><th>Day</th>${operator ? "<th></th>" : ""}</tr></thead><tbody>${rows}</tbody></table>` :
+      `<div class="empty">No open break${exceptionsState.custodian ? " of this custodian" : ""}.</div>`;
+    for (const button of box.querySelectorAll("[data-break]")) {
+      button.addEventListener("click", () => resolveBreak(button.dataset.break, button.dataset.resolution));
+    }
+    nextAfter = page.next_after;
+    view.querySelector("#breaks-next").disabled = nextAfter === null;
+    view.querySelector("#breaks-first").disabled = exceptionsState.after === 0;
+    view.querySelector("#breaks-info").textContent = page.breaks.length ?
+      `${count(page.breaks.length)} shown${nextAfter !== null ? ", more on the next page" : ""}` : "";
+  }
+
+  function renderExceptions(files, securities) {
+    const rows = [
+      ...files.exceptions.map((e) => ({ ...e, path: `/custodian/exceptions/${e.id}/resolve` })),
+      ...securities.exceptions.map((e) => ({ ...e, path: `/custodian/unknown-securities/${e.id}/resolve` })),
+    ].sort((a, b) => String(a.opened_at).localeCompare(String(b.opened_at)));
+    const box = view.querySelector("#file-exceptions");
+    box.innerHTML = rows.length ? `<table><thead><tr><th>Kind</th><th>Custodian</th><th>Day</th><th>What</th><th>Opened</th>
+      ${operator ? "<th></th>" : ""}</tr></thead><tbody>${rows.map((e, n) => `<tr>
+        <td><span class="badge ${e.kind === "late" ? "warn" : "bad"}">${esc(e.kind)}</span></td>
+        <td>${esc(e.custodian)}</td><td>${esc(e.business_date)}</td>
+        <td>${esc(e.detail)}${(e.problems || []).length ? `<div class="small muted">${esc(e.problems.slice(0, 3).join(" · "))}${e.problems.length > 3 ? " …" : ""}</div>` : ""}
+          ${e.deadline ? `<div class="small muted">due ${esc(when(e.deadline))}</div>` : ""}
+          ${e.accounts_held ? `<div class="small muted">${count(e.accounts_held)} account(s) held</div>` : ""}</td>
+        <td class="small">${esc(when(e.opened_at))}</td>
+        ${operator ? `<td class="actions"><button type="button" data-exception="${n}">Resolve</button></td>` : ""}
+      </tr>`).join("")}</tbody></table>` :
+      `<div class="empty">No open file-set or security exception.</div>`;
+    for (const button of box.querySelectorAll("[data-exception]")) {
+      const e = rows[Number(button.dataset.exception)];
+      const what = e.kind === "unknown-security" ? `unknown security ${e.symbol}` : `${e.custodian}'s ${e.kind} file set of ${e.business_date}`;
+      button.addEventListener("click", () => resolveException(e.path, what));
+    }
+  }
+
+  async function load() {
+    const q = new URLSearchParams({ status: "open", limit: PAGE_SIZE, after: exceptionsState.after });
+    const open = new URLSearchParams({ status: "open", limit: 1000 });
+    if (exceptionsState.custodian) { q.set("custodian", exceptionsState.custodian); open.set("custodian", exceptionsState.custodian); }
+    const [breaks, files, securities] = await Promise.all([
+      api(`/custodian/breaks?${q}`), api(`/custodian/exceptions?${open}`), api(`/custodian/unknown-securities?${open}`),
+    ]);
+    renderBreaks(breaks);
+    renderExceptions(files, securities);
+  }
+  return load;
+}
+
+// ---------------------------------------------------------------------------------------------
 // router and refresh loop
 
 let refreshCurrent = null;
@@ -940,6 +1142,7 @@ let timer = null;
 
 async function refresh() {
   loadHeldCount();
+  loadExceptionsCount();
   if (!refreshCurrent) return;
   const view = document.getElementById("view");
   const stamp = document.getElementById("updated");
@@ -1033,6 +1236,9 @@ function route() {
   } else if (parts[0] === "review") {
     refreshCurrent = reviewPage(view);
     section = "review";
+  } else if (parts[0] === "exceptions") {
+    refreshCurrent = exceptionsPage(view);
+    section = "exceptions";
   } else {
     refreshCurrent = overview(view);
   }
