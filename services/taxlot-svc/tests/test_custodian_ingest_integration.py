@@ -350,27 +350,39 @@ async def test_trades_ballast_ordered_change_nothing_and_a_different_quantity_is
     ]
 
 
-async def test_a_lot_transferred_in_opens_with_its_basis_and_date_and_a_transfer_out_is_refused(
+async def test_lots_transferred_in_open_and_lots_transferred_out_leave_without_a_sale(
     taxlot_db: Database, book: Book
 ) -> None:
     a, b = book.a, book.b
     transactions = [
         row("T30", a, "transfer_in", book.ccc, quantity="10", lot_id="T1"),
-        row("T31", b, "transfer_out", book.ccc, quantity="40", lot_id="M1"),
+        row("T31", b, "transfer_out", book.ccc, quantity="40", lot_id="M1"),  # all of M1
+        row("T32", a, "transfer_out", book.bbb, quantity="2", lot_id="L2"),  # 2 of its 5
+        row("T33", b, "transfer_out", book.ccc, quantity="1", lot_id="NOPE"),
     ]
-    lots = [*book.lots()[:2], (a, book.ccc, "T1", "10", "2021-03-03", "321.0000")]
+    lots = [
+        book.lots()[0],
+        (a, book.bbb, "L2", "3", "2025-06-01", "300.0000"),
+        (a, book.ccc, "T1", "10", "2021-03-03", "321.0000"),
+    ]
     result = await book.reconcile(
         taxlot_db, book.day(lots, {a: "1000.00", b: "25.50"}, transactions)
     )
 
-    assert result["transactions"]["outcomes"] == {"transfer": 1, "refused": 1}
+    assert result["transactions"]["outcomes"] == {"transfer": 3, "refused": 1}
     [refused] = result["transactions"]["not_applied"]
-    assert refused["transaction_id"] == "T31" and "transfer out" in refused["reason"]
-    assert ("T1", book.ccc, Decimal(10), Decimal("321.00"), date(2021, 3, 3)) in await lots_of(
-        taxlot_db, a
+    assert refused["transaction_id"] == "T33"
+    assert refused["reason"] == f"lot NOPE of {book.ccc} is not open here"
+    held = await lots_of(taxlot_db, a)
+    assert ("T1", book.ccc, Decimal(10), Decimal("321.00"), date(2021, 3, 3)) in held
+    # the rest of L2 keeps its basis per share and its date; M1 is gone; no gain realized
+    assert ("L2", book.bbb, Decimal(3), Decimal("300.00"), date(2025, 6, 1)) in held
+    assert await lots_of(taxlot_db, b) == []
+    realized = await rows(
+        taxlot_db, "SELECT count(*) AS n FROM realized_gains WHERE account_id = :b", b=b
     )
-    # the lot transferred out is still ours: the comparison shows it missing (a person decides)
-    assert await breaks_of(taxlot_db, book.load_id()) == [(b, "missing", "M1", "suspend")]
+    assert realized[0]["n"] == 0
+    assert await breaks_of(taxlot_db, book.load_id()) == []
 
 
 async def test_a_corporate_action_of_the_file_is_applied_once(

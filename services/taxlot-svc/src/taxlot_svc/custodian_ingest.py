@@ -54,10 +54,6 @@ REFUSED_SHOWN = 20
 CLOSE_UTC = time(21, 0)  # a trade date's fills are dated at the US close (16:00 New York)
 _CENT = Decimal("0.01")
 _PRICE = Decimal("0.000001")
-TRANSFER_OUT_UNSUPPORTED = (
-    "a transfer out is not applied yet (the tax engine has no removal of a lot without a"
-    " sale); the comparison shows the lot until a person resolves it"
-)
 _ACTION = TypeAdapter(CorporateActionIn)
 AWAITING_THE_PLATFORM = "awaiting the platform"
 
@@ -241,10 +237,10 @@ async def apply_transactions(uow: UnitOfWork, staged: StagedLoad, custodian: str
         await ingest_repo.book_cash(session, tenant, load_id, staged.as_of)
         await ingest_repo.match_our_trades(session, tenant, load_id)
         await _apply_client_trades(uow, tenant, load_id)
-        await _apply_transfers_in(uow, staged)
-        await ingest_repo.refuse_pending(
-            session, tenant, load_id, "transfer_out", TRANSFER_OUT_UNSUPPORTED
-        )
+        given = await ingest_repo.take_transfers_in(session, staged, load_id, book.OPENING)
+        await _replay_transferred(uow, staged, given, "a lot transferred in")
+        taken = await ingest_repo.take_transfers_out(session, tenant, load_id)
+        await _replay_transferred(uow, staged, taken, "a lot transferred out")
         here = Cause.here()
         await ingest_repo.request_day_snapshots(
             session, tenant, load_id, here.traceparent, here.tracestate
@@ -340,11 +336,12 @@ async def _try_fills(
     return True
 
 
-async def _apply_transfers_in(uow: UnitOfWork, staged: StagedLoad) -> None:
-    """Lots transferred in become opening inputs; their households are replayed (only the
-    securities transferred) and every lot the replay changed is journalled."""
+async def _replay_transferred(
+    uow: UnitOfWork, staged: StagedLoad, given: Sequence[dict[str, Any]], what: str
+) -> None:
+    """After lots moved in (opening inputs) or out (adjustments), their households are
+    replayed (only the securities moved) and every lot the replay changed is journalled."""
     session = uow.session
-    given = await ingest_repo.take_transfers_in(session, staged, staged.load_id, book.OPENING)
     if not given:
         return
     accounts = sorted({r["account_id"] for r in given})
@@ -362,7 +359,7 @@ async def _apply_transfers_in(uow: UnitOfWork, staged: StagedLoad) -> None:
             replayed = await rebuild(session, page, symbols, members=members)
         except TaxError as exc:
             raise InvalidInput(
-                f"custodian day {staged.load_id}: a lot transferred in cannot be applied: {exc}",
+                f"custodian day {staged.load_id}: {what} cannot be applied: {exc}",
                 [FieldProblem("transactions.csv", str(exc))],
             ) from exc
         await repo.add_ledger_entries(session, replayed.restatements(CAUSE, None))

@@ -318,6 +318,61 @@ async def take_transfers_in(
     )
 
 
+# The day's transfers out per lot (summed over its rows), with what the lot holds here (its
+# pieces `<lot>/<n>` summed back, as reconciliation sums them).
+_TRANSFERS_OUT = (
+    "asked AS (SELECT c.tenant, c.account_id, c.symbol, c.lot_id, sum(c.quantity) AS moved,"
+    " min(c.custodian) AS custodian,"
+    " min(c.business_date) AS business_date FROM custodian_transactions c"
+    " WHERE " + _PENDING + " AND c.type = 'transfer_out'"
+    " GROUP BY c.tenant, c.account_id, c.symbol, c.lot_id),"
+    " held AS (SELECT a.account_id, a.symbol, a.lot_id, a.moved, a.custodian,"
+    " a.business_date, (SELECT sum(l.quantity) FROM lots l WHERE l.account_id = a.account_id"
+    " AND l.symbol = a.symbol AND (l.lot_id = a.lot_id"
+    " OR left(l.lot_id, length(a.lot_id) + 1) = a.lot_id || '/')) AS open FROM asked a)"
+)
+
+
+async def take_transfers_out(
+    session: AsyncSession, tenant: str, load_id: str
+) -> list[dict[str, Any]]:
+    """Lots transferred out leave the account without a sale: an adjustment input per lot,
+    dated the business day (`close`, or `scale` to the shares left, its basis in
+    proportion); a transfer of a lot not open here, or of more shares than it holds, is
+    refused. Returns the accounts and symbols changed."""
+    await _count(
+        session,
+        "WITH " + _TRANSFERS_OUT + " UPDATE custodian_transactions c SET outcome = 'refused',"
+        " reason = CASE WHEN h.open IS NULL"
+        " THEN format('lot %s of %s is not open here', c.lot_id, c.symbol)"
+        " ELSE format('lot %s holds %s shares here; the day transfers %s out', c.lot_id,"
+        " h.open, h.moved) END"
+        " FROM held h WHERE " + _PENDING + " AND c.type = 'transfer_out'"
+        " AND h.account_id = c.account_id AND h.symbol = c.symbol AND h.lot_id = c.lot_id"
+        " AND (h.open IS NULL OR h.moved > h.open)",
+        tenant=tenant,
+        load_id=load_id,
+    )
+    return await _rows(
+        session,
+        "WITH " + _TRANSFERS_OUT + ","
+        " taken AS (UPDATE custodian_transactions c SET outcome = 'transfer'"
+        " WHERE " + _PENDING + " AND c.type = 'transfer_out' RETURNING c.account_id),"
+        " added AS (INSERT INTO tax_inputs (account_id, kind, ref, trade_on, symbol, side,"
+        " quantity, price, fees, lot_name, lot_ids, method, sleeve)"
+        " SELECT h.account_id, 'adjust', 'transfer-out:' || h.custodian || ':'"
+        " || h.business_date || ':' || h.lot_id, h.business_date, h.symbol, '',"
+        " h.open - h.moved, 0, 0, h.lot_id, '',"
+        " CASE WHEN h.moved = h.open THEN 'close' ELSE 'scale' END, ''"
+        " FROM held h WHERE h.open IS NOT NULL AND h.moved <= h.open"
+        " ORDER BY h.account_id, h.lot_id"
+        " ON CONFLICT (account_id, kind, ref) DO NOTHING RETURNING account_id, symbol)"
+        " SELECT DISTINCT account_id, symbol FROM added ORDER BY 1, 2",
+        tenant=tenant,
+        load_id=load_id,
+    )
+
+
 async def refuse_pending(
     session: AsyncSession, tenant: str, load_id: str, kind: str, reason: str
 ) -> int:
