@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -96,3 +98,67 @@ def system(
         os.environ.clear()
         os.environ.update(saved)
         launcher.down(profile)
+
+
+@dataclass(frozen=True)
+class OwnSystem:
+    """A system of one test module alone (a database, topic prefix and ports of its own): its
+    URLs and database, and the launcher and profile to kill and restart its instances."""
+
+    urls: Urls
+    database_url: str
+    launcher: ModuleType
+    profile: str
+
+
+def _stack(*args: str) -> None:
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "stack.py"), *args], check=True)
+
+
+StartOwnSystem = Callable[[str, int, Mapping[str, str]], AbstractContextManager[OwnSystem]]
+
+
+@pytest.fixture(scope="session")
+def start_own_system(
+    stack_env: dict[str, str],
+    kafka_bootstrap: str,
+    topic_prefix: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> StartOwnSystem:
+    """`start(label, port_base, env)`: the six services and the custodian simulator as
+    processes of one test module, on ports from `port_base`, a database and topic prefix
+    named by `label`, `env` over the usual settings; stopped (and the database dropped,
+    unless KEEP_TEST_DB) when the block ends."""
+
+    @contextmanager
+    def start(label: str, port_base: int, env: Mapping[str, str]) -> Iterator[OwnSystem]:
+        launcher = _launcher()
+        name = f"ballast_{label}_{os.getpid()}"
+        _stack("dropdb", name)
+        _stack("createdb", name)
+        base_url = stack_env["BALLAST_DATABASE_URL"].rsplit("/", 1)[0]
+        database_url = f"{base_url}/{name}".replace("postgresql://", "postgresql+asyncpg://", 1)
+        profile = f"itest-{label}-{os.getpid()}"
+        saved = dict(os.environ)
+        os.environ.update(
+            {
+                "BALLAST_DATABASE_URL": database_url,
+                "BALLAST_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+                "BALLAST_TOPIC_PREFIX": f"{topic_prefix}{label}.",
+                "BALLAST_TRACE_FILE": str(tmp_path_factory.mktemp("traces") / "spans.jsonl"),
+                "BALLAST_AUTH_JWKS": str(issuer_for_tests().jwks_path),
+                "CUSTODIAN_GATEWAY_CUSTODIAN_URL": f"http://127.0.0.1:{port_base + 9}",
+                **env,
+            }
+        )
+        try:
+            launcher.up(profile, port_base, timeout_s=240, quiet=True)
+            yield OwnSystem(Urls.on_port_base(port_base), database_url, launcher, profile)
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+            launcher.down(profile)
+            if not os.environ.get("KEEP_TEST_DB"):
+                _stack("dropdb", name)
+
+    return start

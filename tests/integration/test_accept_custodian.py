@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import importlib.util
 import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -90,57 +87,13 @@ def _one_share_short(folder: Path, day: date, account_id: str, lot_id: str | Non
     return changed["lot_id"]
 
 
-@dataclasses.dataclass(frozen=True)
-class OwnSystem:
-    urls: Urls
-    database_url: str
-
-
-def _stack(*args: str) -> None:
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "stack.py"), *args], check=True)
-
-
 @pytest.fixture(scope="module")
-def own_system(
-    stack_env: dict[str, str],
-    kafka_bootstrap: str,
-    topic_prefix: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[OwnSystem]:
+def own_system(start_own_system: Any) -> Iterator[Any]:
     """The six services and the custodian simulator as processes of this module alone."""
-    spec = importlib.util.spec_from_file_location("ballast_services", ROOT / "scripts/services.py")
-    assert spec and spec.loader
-    launcher = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = launcher  # its dataclasses look their module up there
-    spec.loader.exec_module(launcher)
-    name = f"ballast_accept_{os.getpid()}"
-    _stack("dropdb", name)
-    _stack("createdb", name)
-    base_url = stack_env["BALLAST_DATABASE_URL"].rsplit("/", 1)[0]
-    database_url = f"{base_url}/{name}".replace("postgresql://", "postgresql+asyncpg://", 1)
-    profile = f"itest-accept-{os.getpid()}"
-    saved = dict(os.environ)
-    os.environ.update(
-        {
-            "BALLAST_DATABASE_URL": database_url,
-            "BALLAST_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-            "BALLAST_TOPIC_PREFIX": f"{topic_prefix}accept.",
-            "BALLAST_TRACE_FILE": str(tmp_path_factory.mktemp("traces") / "spans.jsonl"),
-            "BALLAST_AUTH_JWKS": str(issuer_for_tests().jwks_path),
-            "CUSTODIAN_GATEWAY_CUSTODIAN_URL": f"http://127.0.0.1:{PORT_BASE + 9}",
-            # the dashboard's exceptions routes reach this system's taxlot-svc
-            "REPORTING_SVC_TAXLOT_SVC_URL": f"http://127.0.0.1:{PORT_BASE + 4}",
-        }
-    )
-    try:
-        launcher.up(profile, PORT_BASE, timeout_s=240, quiet=True)
-        yield OwnSystem(Urls.on_port_base(PORT_BASE), database_url)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-        launcher.down(profile)
-        if not os.environ.get("KEEP_TEST_DB"):
-            _stack("dropdb", name)
+    # the dashboard's exceptions routes reach this system's taxlot-svc
+    env = {"REPORTING_SVC_TAXLOT_SVC_URL": f"http://127.0.0.1:{PORT_BASE + 4}"}
+    with start_own_system("accept", PORT_BASE, env) as system:
+        yield system
 
 
 @dataclasses.dataclass
@@ -170,7 +123,7 @@ class Book:
 
 
 @pytest.fixture(scope="module")
-async def book(own_system: OwnSystem) -> AsyncIterator[Book]:
+async def book(own_system: Any) -> AsyncIterator[Book]:
     """The book loaded here and at the custodian; its first day reconciled (clean)."""
     urls = own_system.urls
     ballast = Ballast(urls, issuer_for_tests())
@@ -195,7 +148,7 @@ async def book(own_system: OwnSystem) -> AsyncIterator[Book]:
 
 
 async def test_a_break_accepted_on_the_dashboard_makes_the_ledger_the_custodians(
-    book: Book, own_system: OwnSystem
+    book: Book, own_system: Any
 ) -> None:
     account_id = BOOK[0].account_id
     day = book.first_day + timedelta(days=1)

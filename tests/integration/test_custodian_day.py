@@ -14,10 +14,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import importlib.util
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -130,61 +127,16 @@ async def custodian_files(
     return Path(response.json()["folder"])
 
 
-@dataclasses.dataclass(frozen=True)
-class OwnSystem:
-    urls: Urls
-    database_url: str
-
-
-def _stack(*args: str) -> None:
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "stack.py"), *args], check=True)
-
-
 @pytest.fixture(scope="module")
-def own_system(
-    stack_env: dict[str, str],
-    kafka_bootstrap: str,
-    topic_prefix: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[OwnSystem]:
+def own_system(start_own_system: Any) -> Iterator[Any]:
     """The six services and the custodian simulator as processes of this module alone."""
-    spec = importlib.util.spec_from_file_location("ballast_services", ROOT / "scripts/services.py")
-    assert spec and spec.loader
-    launcher = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = launcher  # its dataclasses look their module up there
-    spec.loader.exec_module(launcher)
-    name = f"ballast_custday_{os.getpid()}"
-    _stack("dropdb", name)
-    _stack("createdb", name)
-    base_url = stack_env["BALLAST_DATABASE_URL"].rsplit("/", 1)[0]
-    database_url = f"{base_url}/{name}".replace("postgresql://", "postgresql+asyncpg://", 1)
-    profile = f"itest-custday-{os.getpid()}"
-    saved = dict(os.environ)
-    os.environ.update(
-        {
-            "BALLAST_DATABASE_URL": database_url,
-            "BALLAST_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-            "BALLAST_TOPIC_PREFIX": f"{topic_prefix}custday.",
-            "BALLAST_TRACE_FILE": str(tmp_path_factory.mktemp("traces") / "spans.jsonl"),
-            "BALLAST_AUTH_JWKS": str(issuer_for_tests().jwks_path),
-            "SIM_LATENCY_MS": "20",
-            "SIM_PARTIAL_FILL_PROBABILITY": "0.5",
-            "CUSTODIAN_GATEWAY_CUSTODIAN_URL": f"http://127.0.0.1:{PORT_BASE + 9}",
-        }
-    )
-    try:
-        launcher.up(profile, PORT_BASE, timeout_s=240, quiet=True)
-        yield OwnSystem(Urls.on_port_base(PORT_BASE), database_url)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-        launcher.down(profile)
-        if not os.environ.get("KEEP_TEST_DB"):
-            _stack("dropdb", name)
+    env = {"SIM_LATENCY_MS": "20", "SIM_PARTIAL_FILL_PROBABILITY": "0.5"}
+    with start_own_system("custday", PORT_BASE, env) as system:
+        yield system
 
 
 @pytest.fixture(scope="module")
-async def day(own_system: OwnSystem, tmp_path_factory: pytest.TempPathFactory):
+async def day(own_system: Any, tmp_path_factory: pytest.TempPathFactory):
     """Load the book (here and at the custodian), change the models, wait until every fill is
     in the book of record and booked at the custodian, then reconcile the custodian's files
     of the day."""
@@ -286,7 +238,7 @@ async def test_ira_sells_name_their_lots_and_the_custodian_relieves_exactly_thos
 
 
 async def test_a_seeded_break_holds_the_account_until_a_person_resolves_it(
-    day: Day, own_system: OwnSystem
+    day: Day, own_system: Any
 ) -> None:
     account_id = sorted(IRAS)[0]
     next_day = day.business_date + timedelta(days=1)

@@ -11,16 +11,11 @@ modules count its orders."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import subprocess
-import sys
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import asyncpg
@@ -34,72 +29,24 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
 PORT_BASE = int(os.environ.get("BALLAST_TEST_PORT_BASE", "18600")) + 300
-PROFILE = f"itest-fixcust-{os.getpid()}"
 ACCOUNTS = 40
 BLOCK_DONE = {"filled", "rejected"}  # a block's ends (partly filled: a reject of its rest)
 SHARE_DONE = {"filled", "partially_filled", "rejected"}  # an allocation's
 
 
-@dataclass(frozen=True)
-class FixSystem:
-    urls: Urls
-    database_url: str
-    launcher: ModuleType
-
-
-def _stack(*args: str) -> None:
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "stack.py"), *args], check=True)
-
-
-def _launcher() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("ballast_services", ROOT / "scripts/services.py")
-    assert spec and spec.loader
-    launcher = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = launcher  # its dataclasses look their module up there
-    spec.loader.exec_module(launcher)
-    return launcher
-
-
 @pytest.fixture(scope="module")
-def fix_system(
-    stack_env: dict[str, str],
-    kafka_bootstrap: str,
-    topic_prefix: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[FixSystem]:
-    launcher = _launcher()
-    name = f"ballast_fixcust_{os.getpid()}"
-    _stack("dropdb", name)
-    _stack("createdb", name)
-    base_url = stack_env["BALLAST_DATABASE_URL"].rsplit("/", 1)[0]
-    database_url = f"{base_url}/{name}".replace("postgresql://", "postgresql+asyncpg://", 1)
-    saved = dict(os.environ)
-    os.environ.update(
-        {
-            "BALLAST_DATABASE_URL": database_url,
-            "BALLAST_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-            "BALLAST_TOPIC_PREFIX": f"{topic_prefix}fixcust.",
-            "BALLAST_TRACE_FILE": str(tmp_path_factory.mktemp("traces") / "spans.jsonl"),
-            "BALLAST_AUTH_JWKS": str(issuer_for_tests().jwks_path),
-            "BALLAST_ORDER_PROTOCOL": "fix",
-            # fills stream back over a few seconds, so the kill lands among them
-            "SIM_LATENCY_MS": "700",
-            "SIM_LATENCY_JITTER_MS": "300",
-            "SIM_PARTIAL_FILL_PROBABILITY": "0.7",
-            "CUSTODIAN_GATEWAY_CUSTODIAN_URL": f"http://127.0.0.1:{PORT_BASE + 9}",
-            # the engine reconnects 1.5 heartbeats after the link drops
-            "CUSTODIAN_GATEWAY_FIX_HEARTBEAT_S": "2",
-        }
-    )
-    try:
-        launcher.up(PROFILE, PORT_BASE, timeout_s=240, quiet=True)
-        yield FixSystem(Urls.on_port_base(PORT_BASE), database_url, launcher)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-        launcher.down(PROFILE)
-        if not os.environ.get("KEEP_TEST_DB"):
-            _stack("dropdb", name)
+def fix_system(start_own_system: Any) -> Iterator[Any]:
+    env = {
+        "BALLAST_ORDER_PROTOCOL": "fix",
+        # fills stream back over a few seconds, so the kill lands among them
+        "SIM_LATENCY_MS": "700",
+        "SIM_LATENCY_JITTER_MS": "300",
+        "SIM_PARTIAL_FILL_PROBABILITY": "0.7",
+        # the engine reconnects 1.5 heartbeats after the link drops
+        "CUSTODIAN_GATEWAY_FIX_HEARTBEAT_S": "2",
+    }
+    with start_own_system("fixcust", PORT_BASE, env) as system:
+        yield system
 
 
 async def _stats(http: httpx.AsyncClient, urls: Urls) -> dict[str, Any]:
@@ -109,9 +56,9 @@ async def _stats(http: httpx.AsyncClient, urls: Urls) -> dict[str, Any]:
 
 
 async def test_a_model_change_settles_once_over_fix_across_a_kill_of_the_simulator(
-    fix_system: FixSystem, tmp_path: Path
+    fix_system: Any, tmp_path: Path
 ) -> None:
-    urls, launcher = fix_system.urls, fix_system.launcher
+    urls, launcher, profile = fix_system.urls, fix_system.launcher, fix_system.profile
     ballast = Ballast(urls, issuer_for_tests())
     http = httpx.AsyncClient(timeout=30, headers=bearer())
     try:
@@ -134,15 +81,15 @@ async def test_a_model_change_settles_once_over_fix_across_a_kill_of_the_simulat
             return now if midway else None
 
         before_kill = await eventually("fills streaming back over FIX", streaming, 120, 0.1)
-        launcher.kill(PROFILE, "custodian-sim")  # kill -9, fills still to come
+        launcher.kill(profile, "custodian-sim")  # kill -9, fills still to come
 
         async def simulator_gone() -> bool:
             return not any(
-                i.alive for i in launcher.instances(PROFILE) if i.service == "custodian-sim"
+                i.alive for i in launcher.instances(profile) if i.service == "custodian-sim"
             )
 
         await eventually("the simulator's process ending", simulator_gone, 30, 0.05)
-        launcher.up(PROFILE, PORT_BASE, timeout_s=120, quiet=True, migrate_first=False)
+        launcher.up(profile, PORT_BASE, timeout_s=120, quiet=True, migrate_first=False)
 
         run = await ballast.wait_for_run(change.model_id, published["version"], timeout_s=180)
         assert run["trades"] > 0 and run["accounts_skipped"] == 0, run
